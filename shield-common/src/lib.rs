@@ -1,0 +1,20 @@
+//! Types and pure logic shared by the XDP program (`shield-ebpf`) and user
+//! space (`shield-user`).
+//!
+//! Everything that crosses the kernel/user boundary is `#[repr(C)]` and free
+//! of padding, so the same bytes mean the same thing on both sides. Logic that
+//! both sides must agree on (SIP first-line classification, User-Agent token
+//! extraction, token-bucket arithmetic, counter slot layout) lives here once.
+#![no_std]
+
+pub mod bucket;
+pub mod maps;
+pub mod policy;
+pub mod sip;
+pub mod verdict;
+
+pub use bucket::{gcra, Bucket};
+pub use maps::*;
+pub use policy::*;
+pub use sip::{Method, PayloadKind};
+pub use verdict::*;

@@ -1,0 +1,168 @@
+//! Map names, default sizes, and the key/value types of the maps.
+
+use crate::policy::METHOD_BUCKETS;
+
+/// Map names as they appear in the object file and under the pin path.
+pub mod names {
+    pub const POLICY: &str = "POLICY";
+    pub const PORTS: &str = "PORTS";
+    pub const IFACE_SLOT: &str = "IFACE_SLOT";
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    pub const DENY_V4: &str = "DENY_V4";
+    pub const DENY_V6: &str = "DENY_V6";
+    pub const BANS_V4: &str = "BANS_V4";
+    pub const BANS_V6: &str = "BANS_V6";
+    pub const BAN_NETS_V4: &str = "BAN_NETS_V4";
+    pub const BAN_NETS_V6: &str = "BAN_NETS_V6";
+    pub const SCANNERS: &str = "SCANNERS";
+    pub const SOURCES: &str = "SOURCES";
+    pub const STATS: &str = "STATS";
+    pub const SIP_STATS: &str = "SIP_STATS";
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Sizes compiled into the object; the loader overrides them from config.
+pub mod default_size {
+    pub const ALLOW: u32 = 100_000;
+    pub const DENY: u32 = 100_000;
+    pub const BANS: u32 = 1_000_000;
+    pub const BAN_NETS: u32 = 65_536;
+    pub const SOURCES: u32 = 1_000_000;
+    pub const SCANNERS: u32 = 256;
+    pub const EVENTS_BYTES: u32 = 256 * 1024;
+}
+
+/// `PORTS[port]` bits.
+pub const PORT_UDP: u8 = 1;
+pub const PORT_TCP: u8 = 2;
+pub const PORTS_ENTRIES: u32 = 65_536;
+
+/// Value of the ban maps: when the ban ends, in `CLOCK_MONOTONIC`
+/// nanoseconds (the kernel's `bpf_ktime_get_ns`); 0 = never.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    pub expires_ns: u64,
+}
+
+impl BanValue {
+    #[inline(always)]
+    pub const fn active(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+}
+
+/// Key of `SOURCES`: an IPv4 address as `::ffff:a.b.c.d`, or an IPv6 address
+/// masked to `ipv6_prefix`.
+pub type SrcKey = [u8; 16];
+
+/// Per-source state, shared by all CPUs; the TATs are updated by CAS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcState {
+    pub packet_tat: u64,
+    pub syn_tat: u64,
+    pub method_tat: [u64; METHOD_BUCKETS],
+    /// Start of the current escalation window.
+    pub esc_start_ns: u64,
+    /// Counted drops in the current window (64-bit: the bpf target has no
+    /// narrower atomics).
+    pub esc_drops: u64,
+}
+
+/// One per-CPU counter slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Ring-buffer record: a source crossed the escalation threshold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffenderEvent {
+    /// IPv4 in the first four bytes, or the IPv6 prefix.
+    pub addr: [u8; 16],
+    pub family: u8,
+    /// 32 for IPv4, `ipv6_prefix` for IPv6.
+    pub prefix_len: u8,
+    /// The [`crate::Reason`] of the drop that crossed the threshold.
+    pub reason: u8,
+    pub _pad: u8,
+    pub drops: u32,
+    pub ts_ns: u64,
+}
+
+/// Masks an IPv6 address to its first `prefix` bits.
+#[inline(always)]
+pub fn mask_v6(addr: &[u8; 16], prefix: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        let bit = (i as u32) * 8;
+        out[i] = if prefix >= bit + 8 {
+            addr[i]
+        } else if prefix > bit {
+            addr[i] & (0xffu8 << (8 - (prefix - bit)))
+        } else {
+            0
+        };
+        i += 1;
+    }
+    out
+}
+
+/// The `SOURCES` key of an IPv4 address.
+#[inline(always)]
+pub const fn src_key_v4(a: [u8; 4]) -> SrcKey {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for BanValue {}
+    unsafe impl aya::Pod for SrcState {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for OffenderEvent {}
+    unsafe impl aya::Pod for crate::policy::Policy {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_without_padding() {
+        assert_eq!(core::mem::size_of::<SrcState>(), 8 * 2 + 8 * METHOD_BUCKETS + 16);
+        assert_eq!(core::mem::size_of::<OffenderEvent>(), 32);
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+    }
+
+    #[test]
+    fn v6_masks() {
+        let a = [0xffu8; 16];
+        assert_eq!(mask_v6(&a, 128), a);
+        assert_eq!(mask_v6(&a, 0), [0; 16]);
+        let m = mask_v6(&a, 64);
+        assert_eq!(&m[..8], &[0xff; 8]);
+        assert_eq!(&m[8..], &[0; 8]);
+        let m = mask_v6(&a, 60);
+        assert_eq!(m[7], 0xf0);
+        assert_eq!(m[8], 0);
+        let m = mask_v6(&a, 1);
+        assert_eq!(m[0], 0x80);
+    }
+
+    #[test]
+    fn ban_expiry() {
+        assert!(BanValue { expires_ns: 0 }.active(u64::MAX));
+        assert!(BanValue { expires_ns: 10 }.active(9));
+        assert!(!BanValue { expires_ns: 10 }.active(10));
+    }
+}

@@ -1,0 +1,104 @@
+//! The policy record the daemon writes into the `POLICY` array (one entry)
+//! and the XDP program reads on every packet.
+
+use crate::bucket::Bucket;
+use crate::sip::Method;
+
+/// `enforce = true`: drops are drops. Cleared: dry run, counted `would_drop`.
+pub const F_ENFORCE: u32 = 1 << 0;
+/// `[allow] trunk_only`: protected ports only accept allowlisted sources.
+pub const F_TRUNK_ONLY: u32 = 1 << 1;
+/// `[sip] drop_malformed`.
+pub const F_DROP_MALFORMED: u32 = 1 << 2;
+/// `[bans] scope = "sip"`: deny and ban only on protected ports.
+pub const F_SCOPE_SIP: u32 = 1 << 3;
+/// `[sip] scanner_user_agents` is not empty: look for the User-Agent header.
+pub const F_SCAN_UA: u32 = 1 << 4;
+// Which LPM tries hold entries: an empty trie is not looked up at all.
+pub const F_ALLOW_V4: u32 = 1 << 8;
+pub const F_ALLOW_V6: u32 = 1 << 9;
+pub const F_DENY_V4: u32 = 1 << 10;
+pub const F_DENY_V6: u32 = 1 << 11;
+pub const F_BAN_NETS_V4: u32 = 1 << 12;
+pub const F_BAN_NETS_V6: u32 = 1 << 13;
+
+/// Methods that may have a bucket of their own (`[limits.methods]`).
+pub const METHOD_BUCKETS: usize = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub flags: u32,
+    /// IPv6 sources are tracked per prefix of this length (1..=128).
+    pub ipv6_prefix: u32,
+    /// Every packet to a protected port.
+    pub packet: Bucket,
+    /// TCP SYN without ACK to a protected port.
+    pub syn: Bucket,
+    /// The buckets named in `[limits.methods]`.
+    pub method: [Bucket; METHOD_BUCKETS],
+    /// For each [`Method`], 1 + its index in `method`, or 0 for no bucket.
+    pub method_slot: [u8; 16],
+    /// Escalation: report a source after this many counted drops in a
+    /// window (0 disables).
+    pub escalate_drops: u32,
+    pub _pad: u32,
+    pub escalate_window_ns: u64,
+}
+
+impl Policy {
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// The bucket for `m`, if `[limits.methods]` names it.
+    #[inline(always)]
+    pub fn method_bucket(&self, m: Method) -> Option<(usize, &Bucket)> {
+        let s = self.method_slot[m as usize & 15] as usize;
+        if s == 0 || s > METHOD_BUCKETS {
+            return None;
+        }
+        Some((s - 1, &self.method[s - 1]))
+    }
+}
+
+impl Default for Policy {
+    /// Everything off except enforcement: passes all SIP, drops nothing.
+    fn default() -> Self {
+        Policy {
+            flags: F_ENFORCE,
+            ipv6_prefix: 64,
+            packet: Bucket::UNLIMITED,
+            syn: Bucket::UNLIMITED,
+            method: [Bucket::UNLIMITED; METHOD_BUCKETS],
+            method_slot: [0; 16],
+            escalate_drops: 0,
+            _pad: 0,
+            escalate_window_ns: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_has_no_padding() {
+        // 4+4 + 16 + 16 + 6*16 + 16 + 4+4 + 8
+        assert_eq!(core::mem::size_of::<Policy>(), 168);
+    }
+
+    #[test]
+    fn method_slots() {
+        let mut p = Policy::default();
+        assert!(p.method_bucket(Method::Invite).is_none());
+        p.method[2] = Bucket::new(5, 10);
+        p.method_slot[Method::Register as usize] = 3;
+        let (i, b) = p.method_bucket(Method::Register).unwrap();
+        assert_eq!(i, 2);
+        assert_eq!(*b, Bucket::new(5, 10));
+        p.method_slot[Method::Bye as usize] = 200; // corrupt: ignored, not out of bounds
+        assert!(p.method_bucket(Method::Bye).is_none());
+    }
+}

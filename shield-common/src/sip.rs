@@ -1,0 +1,405 @@
+//! SIP payload classification shared by the XDP program and the reference
+//! model: the first line (request, status, keepalive, STUN) and the
+//! User-Agent product token.
+//!
+//! The functions take fixed-size arrays plus a length so the eBPF side can
+//! copy a bounded prefix of the packet onto its stack and call exactly the
+//! same code user space runs.
+
+/// SIP methods with their own counters and (optionally) their own bucket.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Invite = 0,
+    Ack = 1,
+    Bye = 2,
+    Cancel = 3,
+    Register = 4,
+    Options = 5,
+    Prack = 6,
+    Subscribe = 7,
+    Notify = 8,
+    Publish = 9,
+    Info = 10,
+    Refer = 11,
+    Message = 12,
+    Update = 13,
+    /// Any other method token (extension methods, garbage that looks like one).
+    Other = 14,
+}
+
+impl Method {
+    pub const COUNT: usize = 15;
+    pub const ALL: [Method; Self::COUNT] = [
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Register,
+        Method::Options,
+        Method::Prack,
+        Method::Subscribe,
+        Method::Notify,
+        Method::Publish,
+        Method::Info,
+        Method::Refer,
+        Method::Message,
+        Method::Update,
+        Method::Other,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Register => "REGISTER",
+            Method::Options => "OPTIONS",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Publish => "PUBLISH",
+            Method::Info => "INFO",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Update => "UPDATE",
+            Method::Other => "OTHER",
+        }
+    }
+
+    /// A known method by its exact (case-sensitive, RFC 3261) name.
+    pub fn from_name(name: &[u8]) -> Option<Method> {
+        let mut i = 0;
+        while i < Self::COUNT - 1 {
+            let m = Self::ALL[i];
+            if m.as_str().as_bytes() == name {
+                return Some(m);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// What the start of a UDP payload on a protected port is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    Request(Method),
+    Response,
+    /// CRLF / CRLFCRLF or a STUN binding request (RFC 5626 keepalives).
+    Keepalive,
+    NotSip,
+}
+
+/// Bytes of payload the first-line classifier looks at.
+pub const HEAD_LEN: usize = 24;
+/// Longest method token accepted before the space.
+pub const MAX_METHOD_LEN: usize = 16;
+
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_HEADER_LEN: usize = 20;
+
+/// RFC 3261 `token` characters.
+#[inline(always)]
+pub const fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// Classifies a payload of `len` bytes whose first `min(len, HEAD_LEN)` bytes
+/// are in `head` (the rest of `head` is ignored).
+#[inline(always)]
+pub fn classify(head: &[u8; HEAD_LEN], len: usize) -> PayloadKind {
+    if len == 2 && head[0] == b'\r' && head[1] == b'\n' {
+        return PayloadKind::Keepalive;
+    }
+    if len == 4 && head[0] == b'\r' && head[1] == b'\n' && head[2] == b'\r' && head[3] == b'\n' {
+        return PayloadKind::Keepalive;
+    }
+    if len >= STUN_HEADER_LEN
+        && head[0] == 0x00
+        && head[1] == 0x01
+        && head[4] == STUN_MAGIC[0]
+        && head[5] == STUN_MAGIC[1]
+        && head[6] == STUN_MAGIC[2]
+        && head[7] == STUN_MAGIC[3]
+    {
+        return PayloadKind::Keepalive;
+    }
+    if len >= 8
+        && head[0] == b'S'
+        && head[1] == b'I'
+        && head[2] == b'P'
+        && head[3] == b'/'
+        && head[4] == b'2'
+        && head[5] == b'.'
+        && head[6] == b'0'
+        && head[7] == b' '
+    {
+        return PayloadKind::Response;
+    }
+    // Request line: 1..=MAX_METHOD_LEN token characters, then a space.
+    let mut k = 0;
+    while k <= MAX_METHOD_LEN {
+        if k >= len {
+            return PayloadKind::NotSip;
+        }
+        let c = head[k];
+        if c == b' ' {
+            if k == 0 {
+                return PayloadKind::NotSip;
+            }
+            return PayloadKind::Request(method_of(head, k));
+        }
+        if !is_token_char(c) {
+            return PayloadKind::NotSip;
+        }
+        k += 1;
+    }
+    PayloadKind::NotSip
+}
+
+/// Maps the method token `head[..k]` to a known method. Compares by length
+/// first so the common methods cost a handful of byte compares.
+#[inline(always)]
+fn method_of(head: &[u8; HEAD_LEN], k: usize) -> Method {
+    #[inline(always)]
+    fn eq<const N: usize>(head: &[u8; HEAD_LEN], name: &[u8; N]) -> bool {
+        let mut i = 0;
+        while i < N {
+            if head[i] != name[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    match k {
+        3 if eq(head, b"ACK") => Method::Ack,
+        3 if eq(head, b"BYE") => Method::Bye,
+        4 if eq(head, b"INFO") => Method::Info,
+        5 if eq(head, b"PRACK") => Method::Prack,
+        5 if eq(head, b"REFER") => Method::Refer,
+        6 if eq(head, b"INVITE") => Method::Invite,
+        6 if eq(head, b"CANCEL") => Method::Cancel,
+        6 if eq(head, b"NOTIFY") => Method::Notify,
+        6 if eq(head, b"UPDATE") => Method::Update,
+        7 if eq(head, b"OPTIONS") => Method::Options,
+        7 if eq(head, b"PUBLISH") => Method::Publish,
+        7 if eq(head, b"MESSAGE") => Method::Message,
+        8 if eq(head, b"REGISTER") => Method::Register,
+        9 if eq(head, b"SUBSCRIBE") => Method::Subscribe,
+        _ => Method::Other,
+    }
+}
+
+/// Header lines are looked for only where they start within this many bytes
+/// of the payload (a scanner's User-Agent sits well inside it).
+pub const UA_SCAN_LIMIT: usize = 1024;
+/// Bytes of a candidate line handed to [`ua_line`].
+pub const UA_WINDOW: usize = 64;
+/// Longest product token compared; longer tokens never match.
+pub const UA_TOKEN_MAX: usize = 32;
+/// The header name, lower case.
+pub const UA_NAME: &[u8; 10] = b"user-agent";
+
+/// Lower-cased, zero-padded product token: the key of the scanner map.
+pub type UaKey = [u8; UA_TOKEN_MAX];
+
+/// What a header line that may be `User-Agent` turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UaLine {
+    /// Some other header: keep looking.
+    NotUa,
+    /// The User-Agent header with an empty or over-long product token.
+    NoToken,
+    Token(UaKey),
+}
+
+/// Characters that end a product token.
+#[inline(always)]
+pub const fn is_ua_delim(c: u8) -> bool {
+    matches!(c, b'/' | b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Parses a header line that starts at `win[0]`; `avail` bytes of `win` are
+/// payload (`avail <= UA_WINDOW` is not required: beyond the window is
+/// treated as "more bytes exist").
+#[inline(always)]
+pub fn ua_line(win: &[u8; UA_WINDOW], avail: usize) -> UaLine {
+    let n = if avail < UA_WINDOW { avail } else { UA_WINDOW };
+    if n < UA_NAME.len() + 1 {
+        return UaLine::NotUa;
+    }
+    let mut i = 0;
+    while i < UA_NAME.len() {
+        if win[i].to_ascii_lowercase() != UA_NAME[i] {
+            return UaLine::NotUa;
+        }
+        i += 1;
+    }
+    let mut j = UA_NAME.len();
+    while j < n && (win[j] == b' ' || win[j] == b'\t') {
+        j += 1;
+    }
+    if j >= n || win[j] != b':' {
+        return UaLine::NotUa;
+    }
+    j += 1;
+    while j < n && (win[j] == b' ' || win[j] == b'\t') {
+        j += 1;
+    }
+    let start = j;
+    let mut key = [0u8; UA_TOKEN_MAX];
+    while j < n && !is_ua_delim(win[j]) {
+        let t = j - start;
+        if t >= UA_TOKEN_MAX {
+            return UaLine::NoToken;
+        }
+        key[t] = win[j].to_ascii_lowercase();
+        j += 1;
+    }
+    // Ran off the window with payload left: the token is longer than we look.
+    if j == UA_WINDOW && avail > UA_WINDOW {
+        return UaLine::NoToken;
+    }
+    if j == start {
+        return UaLine::NoToken;
+    }
+    UaLine::Token(key)
+}
+
+/// The scanner-map key for a configured User-Agent product token, or `None`
+/// if it can never match (empty, too long, or containing a delimiter).
+pub fn ua_key(token: &str) -> Option<UaKey> {
+    let b = token.as_bytes();
+    if b.is_empty() || b.len() > UA_TOKEN_MAX {
+        return None;
+    }
+    let mut key = [0u8; UA_TOKEN_MAX];
+    for (i, &c) in b.iter().enumerate() {
+        if is_ua_delim(c) || c == b':' || c.is_ascii_control() || c == 0 {
+            return None;
+        }
+        key[i] = c.to_ascii_lowercase();
+    }
+    Some(key)
+}
+
+/// Default `[sip] scanner_user_agents` (SPEC §2 step 8).
+pub const DEFAULT_SCANNERS: [&str; 11] = [
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "vaxsipuseragent",
+    "pplsip",
+    "iwar",
+    "sivus",
+    "sundayddr",
+    "smap",
+    "gulp",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(p: &[u8]) -> ([u8; HEAD_LEN], usize) {
+        let mut h = [0u8; HEAD_LEN];
+        let n = p.len().min(HEAD_LEN);
+        h[..n].copy_from_slice(&p[..n]);
+        (h, p.len())
+    }
+
+    fn kind(p: &[u8]) -> PayloadKind {
+        let (h, l) = head(p);
+        classify(&h, l)
+    }
+
+    #[test]
+    fn first_lines() {
+        assert_eq!(kind(b"INVITE sip:a@b SIP/2.0\r\n"), PayloadKind::Request(Method::Invite));
+        assert_eq!(kind(b"REGISTER sip:b SIP/2.0\r\n"), PayloadKind::Request(Method::Register));
+        assert_eq!(kind(b"SUBSCRIBE sip:b SIP/2.0"), PayloadKind::Request(Method::Subscribe));
+        assert_eq!(kind(b"invite sip:b SIP/2.0"), PayloadKind::Request(Method::Other));
+        assert_eq!(kind(b"FOO-BAR.x sip:b"), PayloadKind::Request(Method::Other));
+        assert_eq!(kind(b"SIP/2.0 200 OK\r\n"), PayloadKind::Response);
+        assert_eq!(kind(b"SIP/2.0"), PayloadKind::NotSip);
+        assert_eq!(kind(b"SIP/2.1 200 OK"), PayloadKind::NotSip);
+        assert_eq!(kind(b" INVITE"), PayloadKind::NotSip);
+        assert_eq!(kind(b"INVITE"), PayloadKind::NotSip);
+        assert_eq!(kind(b"INV\x00TE x"), PayloadKind::NotSip);
+        assert_eq!(kind(b"ABCDEFGHIJKLMNOP x"), PayloadKind::Request(Method::Other));
+        assert_eq!(kind(b"ABCDEFGHIJKLMNOPQ x"), PayloadKind::NotSip);
+        assert_eq!(kind(b""), PayloadKind::NotSip);
+        for m in Method::ALL.iter().take(Method::COUNT - 1) {
+            let mut line = [0u8; 32];
+            let n = m.as_str().len();
+            line[..n].copy_from_slice(m.as_str().as_bytes());
+            line[n] = b' ';
+            assert_eq!(kind(&line[..n + 1]), PayloadKind::Request(*m));
+            assert_eq!(Method::from_name(m.as_str().as_bytes()), Some(*m));
+        }
+        assert_eq!(Method::from_name(b"OTHER"), None);
+    }
+
+    #[test]
+    fn keepalives() {
+        assert_eq!(kind(b"\r\n"), PayloadKind::Keepalive);
+        assert_eq!(kind(b"\r\n\r\n"), PayloadKind::Keepalive);
+        assert_eq!(kind(b"\r\n\r"), PayloadKind::NotSip);
+        assert_eq!(kind(b"\r\n\r\n\r\n"), PayloadKind::NotSip);
+        let mut stun = [0u8; 20];
+        stun[1] = 1;
+        stun[4..8].copy_from_slice(&STUN_MAGIC);
+        assert_eq!(kind(&stun), PayloadKind::Keepalive);
+        assert_eq!(kind(&stun[..19]), PayloadKind::NotSip);
+        stun[1] = 0x11; // binding indication/response are not keepalive requests
+        assert_eq!(kind(&stun), PayloadKind::NotSip);
+    }
+
+    fn ua(line: &[u8]) -> UaLine {
+        let mut w = [0u8; UA_WINDOW];
+        let n = line.len().min(UA_WINDOW);
+        w[..n].copy_from_slice(&line[..n]);
+        ua_line(&w, line.len())
+    }
+
+    #[test]
+    fn user_agent_tokens() {
+        let k = ua_key("friendly-scanner").unwrap();
+        assert_eq!(ua(b"User-Agent: friendly-scanner\r\n"), UaLine::Token(k));
+        assert_eq!(ua(b"user-agent:Friendly-Scanner/1.0"), UaLine::Token(k));
+        assert_eq!(ua(b"USER-AGENT \t:  FRIENDLY-SCANNER"), UaLine::Token(k));
+        assert_eq!(ua(b"User-Agent: sipcli/v1.8"), UaLine::Token(ua_key("SIPCLI").unwrap()));
+        assert_eq!(ua(b"User-Agent: \r\n"), UaLine::NoToken);
+        assert_eq!(ua(b"User-Agent: /x"), UaLine::NoToken);
+        assert_eq!(ua(b"User-Agent friendly"), UaLine::NotUa);
+        assert_eq!(ua(b"Unsupported: foo"), UaLine::NotUa);
+        assert_eq!(ua(b"User-Agen"), UaLine::NotUa);
+        let long = b"User-Agent: abcdefghijklmnopqrstuvwxyzABCDEFG\r\n";
+        assert_eq!(ua(long), UaLine::NoToken);
+        let exact = b"User-Agent: abcdefghijklmnopqrstuvwxyzABCDEF\r\n";
+        assert!(matches!(ua(exact), UaLine::Token(_)));
+        // Token running to the end of the payload.
+        assert_eq!(ua(b"User-Agent: smap"), UaLine::Token(ua_key("smap").unwrap()));
+        // Token running past the window with more payload: too long.
+        let mut pad = [b'a'; 100];
+        pad[..12].copy_from_slice(b"User-Agent: ");
+        assert_eq!(ua(&pad), UaLine::NoToken);
+    }
+
+    #[test]
+    fn ua_keys() {
+        assert!(ua_key("").is_none());
+        assert!(ua_key("a/b").is_none());
+        assert!(ua_key("a b").is_none());
+        assert!(ua_key(&"x".repeat(33)).is_none());
+        assert!(ua_key(&"x".repeat(32)).is_some());
+        for s in DEFAULT_SCANNERS {
+            assert!(ua_key(s).is_some(), "{s}");
+        }
+    }
+}

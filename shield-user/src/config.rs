@@ -1,0 +1,1 @@
+//! Configuration (being written: see the config brief).
