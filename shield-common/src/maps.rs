@@ -20,6 +20,12 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const SIP_STATS: &str = "SIP_STATS";
     pub const EVENTS: &str = "EVENTS";
+    pub const SCRATCH: &str = "SCRATCH";
+    /// Every map, in pinning order.
+    pub const ALL: [&str; 17] = [
+        POLICY, PORTS, IFACE_SLOT, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS_V4, BANS_V6,
+        BAN_NETS_V4, BAN_NETS_V6, SCANNERS, SOURCES, STATS, SIP_STATS, EVENTS, SCRATCH,
+    ];
 }
 
 /// Sizes compiled into the object; the loader overrides them from config.
@@ -98,23 +104,32 @@ pub struct OffenderEvent {
     pub ts_ns: u64,
 }
 
-/// Masks an IPv6 address to its first `prefix` bits.
+/// Masks an IPv6 address to its first `prefix` bits (values above 128 mean
+/// 128). Two 64-bit halves: no per-byte shifts for the verifier to doubt.
 #[inline(always)]
 pub fn mask_v6(addr: &[u8; 16], prefix: u32) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        let bit = (i as u32) * 8;
-        out[i] = if prefix >= bit + 8 {
-            addr[i]
-        } else if prefix > bit {
-            addr[i] & (0xffu8 << (8 - (prefix - bit)))
-        } else {
-            0
-        };
-        i += 1;
-    }
-    out
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let (mh, ml) = if prefix >= 128 {
+        (u64::MAX, u64::MAX)
+    } else if prefix > 64 {
+        (u64::MAX, u64::MAX << (128 - prefix))
+    } else if prefix == 64 {
+        (u64::MAX, 0)
+    } else if prefix > 0 {
+        (u64::MAX << (64 - prefix), 0)
+    } else {
+        (0, 0)
+    };
+    let (h, l) = ((hi & mh).to_be_bytes(), (lo & ml).to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
 }
 
 /// The `SOURCES` key of an IPv4 address.

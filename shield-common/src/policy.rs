@@ -22,6 +22,11 @@ pub const F_DENY_V6: u32 = 1 << 11;
 pub const F_BAN_NETS_V4: u32 = 1 << 12;
 pub const F_BAN_NETS_V6: u32 = 1 << 13;
 
+/// A transport header further into the frame than this is not looked for
+/// (only absurd IPv6 extension chains get there): such a packet is treated
+/// as not addressed to a protected port.
+pub const MAX_L4_OFFSET: usize = 2048;
+
 /// Methods that may have a bucket of their own (`[limits.methods]`).
 pub const METHOD_BUCKETS: usize = 6;
 
@@ -54,11 +59,20 @@ impl Policy {
     /// The bucket for `m`, if `[limits.methods]` names it.
     #[inline(always)]
     pub fn method_bucket(&self, m: Method) -> Option<(usize, &Bucket)> {
-        let s = self.method_slot[m as usize & 15] as usize;
-        if s == 0 || s > METHOD_BUCKETS {
-            return None;
+        self.method_bucket_at(m as usize)
+    }
+
+    /// [`Self::method_bucket`] by method index (out of range: none).
+    #[inline(always)]
+    pub fn method_bucket_at(&self, method: usize) -> Option<(usize, &Bucket)> {
+        let s = match self.method_slot.get(method) {
+            Some(&s) if s != 0 => s as usize - 1,
+            _ => return None,
+        };
+        match self.method.get(s) {
+            Some(b) => Some((s, b)),
+            None => None,
         }
-        Some((s - 1, &self.method[s - 1]))
     }
 }
 

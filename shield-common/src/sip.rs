@@ -140,12 +140,13 @@ pub fn classify(head: &[u8; HEAD_LEN], len: usize) -> PayloadKind {
         return PayloadKind::Response;
     }
     // Request line: 1..=MAX_METHOD_LEN token characters, then a space.
+    // (`get` rather than indexing: no panic path for the eBPF build.)
     let mut k = 0;
     while k <= MAX_METHOD_LEN {
         if k >= len {
             return PayloadKind::NotSip;
         }
-        let c = head[k];
+        let c = byte(head, k);
         if c == b' ' {
             if k == 0 {
                 return PayloadKind::NotSip;
@@ -160,6 +161,14 @@ pub fn classify(head: &[u8; HEAD_LEN], len: usize) -> PayloadKind {
     PayloadKind::NotSip
 }
 
+#[inline(always)]
+fn byte<const N: usize>(b: &[u8; N], i: usize) -> u8 {
+    match b.get(i) {
+        Some(c) => *c,
+        None => 0,
+    }
+}
+
 /// Maps the method token `head[..k]` to a known method. Compares by length
 /// first so the common methods cost a handful of byte compares.
 #[inline(always)]
@@ -168,7 +177,7 @@ fn method_of(head: &[u8; HEAD_LEN], k: usize) -> Method {
     fn eq<const N: usize>(head: &[u8; HEAD_LEN], name: &[u8; N]) -> bool {
         let mut i = 0;
         while i < N {
-            if head[i] != name[i] {
+            if byte(head, i) != name[i] {
                 return false;
             }
             i += 1;
@@ -197,6 +206,9 @@ fn method_of(head: &[u8; HEAD_LEN], k: usize) -> Method {
 /// Header lines are looked for only where they start within this many bytes
 /// of the payload (a scanner's User-Agent sits well inside it).
 pub const UA_SCAN_LIMIT: usize = 1024;
+/// Header lines starting with `u`/`U` examined at most (`User-Agent`,
+/// `Unsupported`, ...); past that the scan gives up. Bounds the kernel's work.
+pub const UA_MAX_U_LINES: usize = 4;
 /// Bytes of a candidate line handed to [`ua_line`].
 pub const UA_WINDOW: usize = 64;
 /// Longest product token compared; longer tokens never match.
@@ -217,57 +229,71 @@ pub enum UaLine {
     Token(UaKey),
 }
 
-/// Characters that end a product token.
+/// Characters that end a product token. NUL is one so that a window
+/// zero-filled past the end of the payload ends the token there.
 #[inline(always)]
 pub const fn is_ua_delim(c: u8) -> bool {
-    matches!(c, b'/' | b' ' | b'\t' | b'\r' | b'\n')
+    matches!(c, b'/' | b' ' | b'\t' | b'\r' | b'\n' | 0)
 }
 
-/// Parses a header line that starts at `win[0]`; `avail` bytes of `win` are
-/// payload (`avail <= UA_WINDOW` is not required: beyond the window is
-/// treated as "more bytes exist").
+/// Parses a header line that starts at `win[0]`. `win` holds the line's
+/// first `UA_WINDOW` bytes, zero-filled past the end of the payload.
+///
+/// Every index below is a constant or bounded by the window: the kernel runs
+/// exactly this code on its copy of the line.
 #[inline(always)]
-pub fn ua_line(win: &[u8; UA_WINDOW], avail: usize) -> UaLine {
-    let n = if avail < UA_WINDOW { avail } else { UA_WINDOW };
-    if n < UA_NAME.len() + 1 {
-        return UaLine::NotUa;
-    }
+pub fn ua_line(win: &[u8; UA_WINDOW]) -> UaLine {
     let mut i = 0;
     while i < UA_NAME.len() {
-        if win[i].to_ascii_lowercase() != UA_NAME[i] {
+        if byte(win, i).to_ascii_lowercase() != UA_NAME[i] {
             return UaLine::NotUa;
         }
         i += 1;
     }
-    let mut j = UA_NAME.len();
-    while j < n && (win[j] == b' ' || win[j] == b'\t') {
-        j += 1;
-    }
-    if j >= n || win[j] != b':' {
+    let j = skip_lws(win, UA_NAME.len());
+    if byte(win, j) != b':' {
         return UaLine::NotUa;
     }
-    j += 1;
-    while j < n && (win[j] == b' ' || win[j] == b'\t') {
-        j += 1;
-    }
-    let start = j;
+    let start = skip_lws(win, j + 1);
     let mut key = [0u8; UA_TOKEN_MAX];
-    while j < n && !is_ua_delim(win[j]) {
-        let t = j - start;
-        if t >= UA_TOKEN_MAX {
-            return UaLine::NoToken;
+    let mut t = 0;
+    while t <= UA_TOKEN_MAX {
+        let c = byte(win, start + t);
+        if is_ua_delim(c) {
+            break;
         }
-        key[t] = win[j].to_ascii_lowercase();
-        j += 1;
+        match key.get_mut(t) {
+            Some(k) => *k = c.to_ascii_lowercase(),
+            // Longer than any token we compare.
+            None => return UaLine::NoToken,
+        }
+        t += 1;
     }
-    // Ran off the window with payload left: the token is longer than we look.
-    if j == UA_WINDOW && avail > UA_WINDOW {
-        return UaLine::NoToken;
-    }
-    if j == start {
+    if t == 0 {
         return UaLine::NoToken;
     }
     UaLine::Token(key)
+}
+
+#[inline(always)]
+const fn is_lws(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// Blanks skipped on either side of the colon. Real User-Agent headers have
+/// one or none; a longer run ends the match (`:` or a token char expected
+/// there), which keeps the kernel's copy of this walk small.
+pub const UA_MAX_LWS: usize = 4;
+
+/// The position after at most `UA_MAX_LWS` blanks from `j`.
+#[inline(always)]
+fn skip_lws(win: &[u8; UA_WINDOW], mut j: usize) -> usize {
+    let mut k = 0;
+    while k < UA_MAX_LWS && is_lws(byte(win, j)) {
+        j += 1;
+        k += 1;
+    }
+    j
 }
 
 /// The scanner-map key for a configured User-Agent product token, or `None`
@@ -364,7 +390,7 @@ mod tests {
         let mut w = [0u8; UA_WINDOW];
         let n = line.len().min(UA_WINDOW);
         w[..n].copy_from_slice(&line[..n]);
-        ua_line(&w, line.len())
+        ua_line(&w)
     }
 
     #[test]
@@ -373,6 +399,9 @@ mod tests {
         assert_eq!(ua(b"User-Agent: friendly-scanner\r\n"), UaLine::Token(k));
         assert_eq!(ua(b"user-agent:Friendly-Scanner/1.0"), UaLine::Token(k));
         assert_eq!(ua(b"USER-AGENT \t:  FRIENDLY-SCANNER"), UaLine::Token(k));
+        // More than UA_MAX_LWS blanks: not recognised.
+        assert_eq!(ua(b"User-Agent     : friendly-scanner"), UaLine::NotUa);
+        assert_eq!(ua(b"User-Agent:     friendly-scanner"), UaLine::NoToken);
         assert_eq!(ua(b"User-Agent: sipcli/v1.8"), UaLine::Token(ua_key("SIPCLI").unwrap()));
         assert_eq!(ua(b"User-Agent: \r\n"), UaLine::NoToken);
         assert_eq!(ua(b"User-Agent: /x"), UaLine::NoToken);
@@ -389,6 +418,8 @@ mod tests {
         let mut pad = [b'a'; 100];
         pad[..12].copy_from_slice(b"User-Agent: ");
         assert_eq!(ua(&pad), UaLine::NoToken);
+        // NUL ends a token, like the end of the payload.
+        assert_eq!(ua(b"User-Agent: smap\0junk"), UaLine::Token(ua_key("smap").unwrap()));
     }
 
     #[test]

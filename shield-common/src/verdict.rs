@@ -115,7 +115,13 @@ pub const SIP_STATS_ENTRIES: u32 = MAX_IFACE_SLOTS * SIP_STATS_PER_IFACE;
 
 #[inline(always)]
 pub const fn sip_stats_index(iface_slot: u32, method: crate::sip::Method, verdict: Verdict) -> u32 {
-    iface_slot * SIP_STATS_PER_IFACE + method as u32 * Verdict::COUNT as u32 + verdict as u32
+    sip_stats_slot(iface_slot, method as u32, verdict)
+}
+
+/// [`sip_stats_index`] by method index (`< Method::COUNT`).
+#[inline(always)]
+pub const fn sip_stats_slot(iface_slot: u32, method: u32, verdict: Verdict) -> u32 {
+    iface_slot * SIP_STATS_PER_IFACE + method * Verdict::COUNT as u32 + verdict as u32
 }
 
 #[cfg(test)]

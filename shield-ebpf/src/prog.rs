@@ -4,7 +4,10 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS},
+        xdp_md,
+    },
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -19,11 +22,12 @@ use network_types::{
 };
 use shield_common::{
     default_size, gcra,
-    sip::{self, UaKey, UaLine, HEAD_LEN, UA_SCAN_LIMIT, UA_WINDOW},
-    sip_stats_index, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
+    sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
+    sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
     PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
     F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP,
-    F_TRUNK_ONLY, FAMILY_V4, FAMILY_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, PORTS_ENTRIES, PORT_TCP,
+    F_TRUNK_ONLY, FAMILY_V4, FAMILY_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, PORTS_ENTRIES,
+    PORT_TCP,
     PORT_UDP, SIP_STATS_ENTRIES, STATS_ENTRIES,
 };
 
@@ -64,6 +68,20 @@ static SOURCES: LruHashMap<SrcKey, SrcState> =
 static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_ENTRIES, 0);
 #[map]
 static SIP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIP_STATS_ENTRIES, 0);
+/// Per-CPU scratch space for the User-Agent scan (see `find_user_agent`):
+/// off the 512-byte stack.
+#[repr(C)]
+struct Scratch {
+    /// Offsets are laundered through here.
+    off: u64,
+    /// The candidate header line.
+    win: [u8; UA_WINDOW],
+    /// The User-Agent product token found, the scanner map's key.
+    ua: UaKey,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(default_size::EVENTS_BYTES, 0);
 
@@ -71,23 +89,54 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 /// Not a transport we look at (or one we could not reach).
 const IPPROTO_NONE: u8 = 59;
+/// Payload offsets beyond this cannot occur (see `MAX_L4_OFFSET`).
+const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
+/// `Outcome::method` of anything but a UDP SIP request.
+const NO_METHOD: usize = Method::COUNT;
 /// IPv6 extension headers walked before giving up on finding the transport.
 const MAX_V6_EXT: usize = 8;
 
-/// The one bounds check: a pointer to a `T` at `off` bytes into the frame,
-/// if the whole `T` is inside it.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
-    let start = ctx.data();
-    if start + off + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *const T)
+/// The frame: `[data, end)`. Passed by value (two packet pointers) into the
+/// non-inlined scan functions, where the verifier tracks them as such.
+#[derive(Clone, Copy)]
+struct Pkt {
+    data: usize,
+    end: usize,
 }
 
-#[inline(always)]
-fn byte_at(ctx: &XdpContext, off: usize) -> Option<u8> {
-    ptr_at::<u8>(ctx, off).map(|p| unsafe { *p })
+impl Pkt {
+    #[inline(always)]
+    fn new(ctx: &XdpContext) -> Pkt {
+        Pkt { data: ctx.data(), end: ctx.data_end() }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.end - self.data
+    }
+
+    /// The one bounds check: a pointer to a `T` at `off` bytes into the
+    /// frame, if the whole `T` is inside it.
+    #[inline(always)]
+    fn ptr_at<T>(&self, off: usize) -> Option<*const T> {
+        if self.data + off + size_of::<T>() > self.end {
+            return None;
+        }
+        Some((self.data + off) as *const T)
+    }
+
+    /// One byte at `off`. The size is read through a volatile load:
+    /// otherwise LLVM rewrites `p + 1 > end` into `end > p`, a form from
+    /// which the verifier learns nothing about the byte at `p`.
+    #[inline(always)]
+    fn byte_at(&self, off: usize) -> Option<u8> {
+        let one: usize = unsafe { core::ptr::read_volatile(&1) };
+        let p = self.data + off;
+        if p + one > self.end {
+            return None;
+        }
+        Some(unsafe { *(p as *const u8) })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -109,13 +158,14 @@ struct Frame {
 /// What the verdict function found out besides the reason.
 struct Outcome {
     reason: Reason,
-    /// The method of a UDP SIP request, for the per-method counters.
-    method: Option<Method>,
+    /// The method index of a UDP SIP request, for the per-method counters;
+    /// `NO_METHOD` otherwise. An index, not a `Method`: see `decide`.
+    method: usize,
 }
 
 impl Outcome {
     const fn of(reason: Reason) -> Outcome {
-        Outcome { reason, method: None }
+        Outcome { reason, method: NO_METHOD }
     }
 }
 
@@ -124,9 +174,10 @@ pub fn shield(ctx: XdpContext) -> u32 {
     let Some(policy) = POLICY.get(0) else {
         return XDP_PASS;
     };
-    let out = decide(&ctx, policy);
+    let pkt = Pkt::new(&ctx);
+    let out = decide(&ctx, &pkt, policy);
     let verdict = Verdict::of(out.reason, policy.has(F_ENFORCE));
-    account(&ctx, &out, verdict);
+    account(&ctx, &pkt, &out, verdict);
     if verdict == Verdict::Drop {
         XDP_DROP
     } else {
@@ -135,7 +186,7 @@ pub fn shield(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn account(ctx: &XdpContext, out: &Outcome, verdict: Verdict) {
+fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
     let slot = match IFACE_SLOT.get(ctx.ingress_ifindex() as u32) {
         Some(s) => *s & (MAX_IFACE_SLOTS - 1),
         None => 0,
@@ -144,11 +195,11 @@ fn account(ctx: &XdpContext, out: &Outcome, verdict: Verdict) {
         // Per-CPU slot: no other writer.
         unsafe {
             (*c).packets += 1;
-            (*c).bytes += (ctx.data_end() - ctx.data()) as u64;
+            (*c).bytes += pkt.len() as u64;
         }
     }
-    if let Some(m) = out.method {
-        if let Some(c) = SIP_STATS.get_ptr_mut(sip_stats_index(slot, m, verdict)) {
+    if out.method < Method::COUNT {
+        if let Some(c) = SIP_STATS.get_ptr_mut(sip_stats_slot(slot, out.method as u32, verdict)) {
             unsafe { *c += 1 };
         }
     }
@@ -157,20 +208,20 @@ fn account(ctx: &XdpContext, out: &Outcome, verdict: Verdict) {
 /// Parses L2/L3 and finds the transport header. `None`: not IP, or an L2/L3
 /// header is truncated or garbled — the frame passes untouched.
 #[inline(always)]
-fn parse(ctx: &XdpContext) -> Option<Frame> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+fn parse(pkt: &Pkt) -> Option<Frame> {
+    let eth: *const EthHdr = pkt.ptr_at(0)?;
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut off = EthHdr::LEN;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner).
     for _ in 0..2 {
         if ether_type == EtherType::Ieee8021q as u16 || ether_type == EtherType::Ieee8021ad as u16 {
-            let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+            let vlan: *const VlanHdr = pkt.ptr_at(off)?;
             ether_type = unsafe { (*vlan).ether_type };
             off += VlanHdr::LEN;
         }
     }
     if ether_type == EtherType::Ipv4 as u16 {
-        let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+        let ip: *const Ipv4Hdr = pkt.ptr_at(off)?;
         let (vihl, frags, proto, src) =
             unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto, (*ip).src_addr) };
         if vihl >> 4 != 4 {
@@ -181,11 +232,14 @@ fn parse(ctx: &XdpContext) -> Option<Frame> {
         if hlen < Ipv4Hdr::LEN {
             return None;
         }
-        ptr_at::<u8>(ctx, off + hlen - 1)?;
+        // The options must be in the frame.
+        if pkt.data + off + hlen > pkt.end {
+            return None;
+        }
         let frag_off = u16::from_be_bytes(frags) & 0x1fff;
         Some(Frame { src: Src::V4(src), proto, l4: off + hlen, later_fragment: frag_off != 0 })
     } else if ether_type == EtherType::Ipv6 as u16 {
-        let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+        let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
         let (vcf0, mut next, src) = unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).src_addr) };
         if vcf0 >> 4 != 6 {
             return None;
@@ -197,13 +251,13 @@ fn parse(ctx: &XdpContext) -> Option<Frame> {
             match next {
                 // Hop-by-hop, routing, destination options: length in 8-octet units.
                 0 | 43 | 60 => {
-                    let h: *const [u8; 2] = ptr_at(ctx, l4)?;
+                    let h: *const [u8; 2] = pkt.ptr_at(l4)?;
                     let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
                     next = nh;
                     l4 += (len as usize + 1) * 8;
                 }
                 44 => {
-                    let h: *const [u8; 4] = ptr_at(ctx, l4)?;
+                    let h: *const [u8; 4] = pkt.ptr_at(l4)?;
                     let (nh, hi, lo) = unsafe { ((*h)[0], (*h)[2], (*h)[3]) };
                     next = nh;
                     l4 += 8;
@@ -227,8 +281,8 @@ fn parse(ctx: &XdpContext) -> Option<Frame> {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext, p: &Policy) -> Outcome {
-    let Some(f) = parse(ctx) else {
+fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
+    let Some(f) = parse(pkt) else {
         return Outcome::of(Reason::Ok);
     };
 
@@ -261,12 +315,24 @@ fn decide(ctx: &XdpContext, p: &Policy) -> Outcome {
         return Outcome::of(Reason::Allowlisted);
     }
 
+    // From here on one verifier state covers every L2/L3 shape: the
+    // transport offset is laundered, so VLAN and extension-header variants
+    // do not each re-verify the SIP checks.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Outcome::of(Reason::Ok);
+    };
+    let mut f = f;
+    if f.l4 > MAX_L4_OFFSET {
+        f.proto = IPPROTO_NONE;
+    }
+    f.l4 = launder(scratch, f.l4) & (2 * MAX_L4_OFFSET - 1);
+
     let (udp, tcp) = if f.later_fragment {
         (None, None)
     } else {
         (
-            if f.proto == IPPROTO_UDP { ptr_at::<UdpHdr>(ctx, f.l4) } else { None },
-            if f.proto == IPPROTO_TCP { ptr_at::<TcpHdr>(ctx, f.l4) } else { None },
+            if f.proto == IPPROTO_UDP { pkt.ptr_at::<UdpHdr>(f.l4) } else { None },
+            if f.proto == IPPROTO_TCP { pkt.ptr_at::<TcpHdr>(f.l4) } else { None },
         )
     };
     let protected = if let Some(u) = udp {
@@ -302,45 +368,50 @@ fn decide(ctx: &XdpContext, p: &Policy) -> Outcome {
         return Outcome::of(Reason::NotAllowed);
     }
 
-    let mut method = None;
+    let mut method = NO_METHOD;
     let mut syn = false;
     if udp.is_some() {
         let udp = udp.unwrap_or(core::ptr::null());
         let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
         let pay = f.l4 + UdpHdr::LEN;
-        let in_frame = (ctx.data_end() - ctx.data()).saturating_sub(pay);
+        let in_frame = pkt.len().saturating_sub(pay);
         let plen = core::cmp::min(in_frame, udp_len.saturating_sub(UdpHdr::LEN));
 
+        // The classifier reads no byte at or past `plen`, so copying a whole
+        // HEAD_LEN block when the frame has it is exact (and one check).
         let mut head = [0u8; HEAD_LEN];
-        for (i, h) in head.iter_mut().enumerate() {
-            if i >= plen {
-                break;
-            }
-            match byte_at(ctx, pay + i) {
-                Some(b) => *h = b,
-                None => break,
+        if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
+            head = unsafe { *h };
+        } else {
+            for (i, h) in head.iter_mut().enumerate() {
+                match pkt.byte_at(pay + i) {
+                    Some(b) => *h = b,
+                    None => break,
+                }
             }
         }
         let kind = sip::classify(&head, plen);
         let is_sip = match kind {
             PayloadKind::Request(m) => {
-                method = Some(m);
+                // Laundered: fifteen methods would otherwise be fifteen
+                // verifier states through everything below.
+                method = launder(scratch, m as usize) & 15;
                 true
             }
             PayloadKind::Response => true,
             PayloadKind::Keepalive => false,
             PayloadKind::NotSip => {
                 if p.has(F_DROP_MALFORMED) {
-                    return offence(&f.src, p, Reason::Malformed, None);
+                    return offence(&f.src, p, Reason::Malformed, NO_METHOD);
                 }
                 false
             }
         };
         if is_sip && p.has(F_SCAN_UA) {
-            if let Some(ua) = find_user_agent(ctx, pay, plen) {
-                if unsafe { SCANNERS.get(&ua) }.is_some() {
-                    return offence(&f.src, p, Reason::Scanner, method);
-                }
+            if shield_user_agent(ctx.ctx, pay as u64, plen as u64) == 1
+                && unsafe { SCANNERS.get(&(*scratch).ua) }.is_some()
+            {
+                return offence(&f.src, p, Reason::Scanner, method);
             }
         }
     } else if let Some(t) = tcp {
@@ -348,10 +419,7 @@ fn decide(ctx: &XdpContext, p: &Policy) -> Outcome {
     }
 
     // Token buckets.
-    let method_bucket = match method {
-        Some(m) => p.method_bucket(m),
-        None => None,
-    };
+    let method_bucket = p.method_bucket_at(method);
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || method_bucket.is_some() || syn_bucket {
         let key = src_key(&f.src, p);
@@ -360,10 +428,12 @@ fn decide(ctx: &XdpContext, p: &Policy) -> Outcome {
             let ok = (!p.packet.is_limited()
                 || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
                 && match method_bucket {
-                    Some((i, b)) => {
-                        let i = i % shield_common::METHOD_BUCKETS;
-                        spend(unsafe { &raw mut (*st).method_tat[i] }, now, b)
+                    // (`i < METHOD_BUCKETS` by construction; the check is for
+                    // the verifier, which loses the bound of a modulo.)
+                    Some((i, b)) if i < shield_common::METHOD_BUCKETS => {
+                        spend(unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) }, now, b)
                     }
+                    Some(_) => true,
                     None => true,
                 }
                 && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
@@ -386,7 +456,7 @@ fn port_flags(port_be: [u8; 2]) -> u8 {
 
 /// A drop that counts towards escalation (malformed, scanner).
 #[inline(always)]
-fn offence(src: &Src, p: &Policy, reason: Reason, method: Option<Method>) -> Outcome {
+fn offence(src: &Src, p: &Policy, reason: Reason, method: usize) -> Outcome {
     if p.escalate_drops != 0 {
         let key = src_key(src, p);
         if let Some(st) = source(&key) {
@@ -482,47 +552,192 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
     }
 }
 
+// The User-Agent search. It is split into BTF-global functions on purpose:
+// the verifier checks a global function once, on its own, with unknown
+// arguments, and a call to it costs one instruction wherever it happens.
+// Inlined, the same code would be re-verified for every distinct state that
+// reaches it (each VLAN/extension-header shape, each scan-loop exit...) and
+// blow through the 1M-instruction limit.
+
 /// Looks for the `User-Agent` header among the header lines that start in
-/// the first `UA_SCAN_LIMIT` payload bytes and returns its product token.
-/// The same walk as the reference model's; the line itself is parsed by
-/// the shared `sip::ua_line`.
-#[inline(always)]
-fn find_user_agent(ctx: &XdpContext, pay: usize, plen: usize) -> Option<UaKey> {
+/// the first `UA_SCAN_LIMIT` payload bytes (`pay`: payload offset, `plen`:
+/// its length); returns 1 with the product token in `SCRATCH.ua`, or 0.
+/// Same walk as the reference model's; the line itself is parsed by the
+/// shared `sip::ua_line`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_user_agent(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
+    let (pay, plen) = (pay as usize, plen as usize);
+    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
+        return 0;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let pkt = Pkt::new(&XdpContext::new(ctx));
     let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
-    for j in 0..UA_SCAN_LIMIT - 1 {
-        // The line would start at j + 1.
-        if j + 1 >= limit {
-            return None;
-        }
-        if byte_at(ctx, pay + j)? != b'\n' {
-            continue;
-        }
-        let c = byte_at(ctx, pay + j + 1)?;
-        if c == b'\r' || c == b'\n' {
-            // Empty line: end of the headers.
-            return None;
-        }
-        if c | 0x20 != b'u' {
-            continue;
-        }
-        let start = j + 1;
-        let mut win = [0u8; UA_WINDOW];
-        for (k, w) in win.iter_mut().enumerate() {
-            if start + k >= plen {
+    let mut from = 0;
+    for _ in 0..UA_MAX_U_LINES {
+        let mut s = SCAN_END;
+        for b in 0..SCAN_BLOCKS {
+            let r = shield_scan_block(ctx, pay as u64, (from + b * SCAN_BLOCK) as u64, limit as u64);
+            if r != SCAN_MORE {
+                s = r;
                 break;
             }
-            match byte_at(ctx, pay + start + k) {
-                Some(b) => *w = b,
-                None => break,
+        }
+        if s == SCAN_END {
+            return 0;
+        }
+        // Every exit of the loop above continues in one verifier state.
+        let s = launder(scratch, s as usize) & (UA_SCAN_LIMIT - 1);
+        let Some(c) = pkt.byte_at(pay + s) else {
+            return 0;
+        };
+        if c == b'\r' || c == b'\n' {
+            return 0; // the blank line: end of the headers
+        }
+        // The line's first UA_WINDOW bytes, zero-filled past the payload.
+        let win = unsafe { &mut (*scratch).win };
+        let avail = plen - s;
+        match pkt.ptr_at::<[u8; UA_WINDOW]>(pay + s) {
+            Some(w) if avail >= UA_WINDOW => unsafe {
+                core::ptr::copy_nonoverlapping(w.cast::<u8>(), win.as_mut_ptr(), UA_WINDOW)
+            },
+            _ => {
+                *win = [0; UA_WINDOW];
+                for (k, w) in win.iter_mut().enumerate() {
+                    if k >= avail {
+                        break;
+                    }
+                    match pkt.byte_at(pay + s + k) {
+                        Some(b) => *w = b,
+                        None => break,
+                    }
+                }
             }
         }
-        match sip::ua_line(&win, plen - start) {
-            UaLine::NotUa => continue,
-            UaLine::NoToken => return None,
-            UaLine::Token(k) => return Some(k),
+        match shield_ua_line() {
+            LINE_OTHER => from = s,
+            LINE_UA => return 1,
+            _ => return 0,
         }
     }
-    None
+    0
+}
+
+const LINE_OTHER: u64 = 0;
+const LINE_UA: u64 = 1;
+const LINE_UA_NO_TOKEN: u64 = 2;
+
+/// `sip::ua_line` on the window in `SCRATCH`; a token goes to `SCRATCH.ua`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_ua_line() -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return LINE_UA_NO_TOKEN;
+    };
+    match sip::ua_line(unsafe { &(*scratch).win }) {
+        UaLine::NotUa => LINE_OTHER,
+        UaLine::NoToken => LINE_UA_NO_TOKEN,
+        UaLine::Token(k) => {
+            unsafe { (*scratch).ua = k };
+            LINE_UA
+        }
+    }
+}
+
+/// Positions one `shield_scan_block` call looks at.
+const SCAN_BLOCK: usize = 64;
+const SCAN_BLOCKS: usize = UA_SCAN_LIMIT / SCAN_BLOCK + 1;
+/// `shield_scan_block`: nothing in this block, go on.
+const SCAN_MORE: u64 = 0;
+/// `shield_scan_block`: nothing (more) to find.
+const SCAN_END: u64 = 0xffff;
+
+/// Looks at payload positions `[j, j + SCAN_BLOCK)` for the first line start
+/// `s` (the byte after a `\n`) whose first byte is `u`, `U`, `\r` or `\n`.
+/// Returns `s` if it is below `limit`, `SCAN_END` if there is none below
+/// `limit`, `SCAN_MORE` if the next block may have one. Eight positions per
+/// step, branch-free within a word.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
+    let (pay, j0, limit) = (pay as usize, j as usize, limit as usize);
+    if pay > MAX_PAYLOAD_OFFSET || j0 > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
+        return SCAN_END;
+    }
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let frame = pkt.len();
+    for c in 0..SCAN_BLOCK / 8 {
+        let mut j = j0 + c * 8;
+        if j + 1 >= limit {
+            return SCAN_END;
+        }
+        let last = pay + j + 9 > frame;
+        if last {
+            // Fewer than nine bytes left: look at the last nine of the
+            // frame. Those before `j` were already seen (no hit), and a
+            // User-Agent line needs more than nine bytes anyway.
+            if frame < pay + 9 {
+                return SCAN_END;
+            }
+            // `tail < j` always holds, and LLVM knows it: black_box keeps
+            // the check, whose constant bound the verifier needs.
+            let tail = core::hint::black_box(frame - pay - 9);
+            if tail > 2 * UA_SCAN_LIMIT {
+                return SCAN_END;
+            }
+            j = tail;
+        }
+        let Some(p) = pkt.ptr_at::<[u8; 9]>(pay + j) else {
+            return SCAN_END;
+        };
+        let p = p.cast::<u8>();
+        // One 8-byte load, though `p` is rarely 8-aligned: the BPF backend
+        // would split an unaligned-typed load into eight byte loads, and the
+        // kernel allows unaligned packet loads where XDP runs (x86-64,
+        // arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
+        #[allow(clippy::cast_ptr_alignment)]
+        let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
+        let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
+        let hit = bytes_eq(w, b'\n')
+            & (bytes_eq(next | (ONES * 0x20), b'u') | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
+        if hit != 0 {
+            // Index of the lowest set top bit: isolate it, then a multiply
+            // gathers its byte number into the top byte (no ctz instruction).
+            let low = hit & hit.wrapping_neg();
+            let k = ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize;
+            let s = j + k + 1;
+            return if s < limit { s as u64 } else { SCAN_END };
+        }
+        if last {
+            return SCAN_END;
+        }
+    }
+    SCAN_MORE
+}
+
+/// Returns `v` after a round trip through per-CPU memory. The verifier does
+/// not track values through map memory, so what comes back is "some
+/// number": after masking, all the paths that computed `v` differently
+/// continue as one verifier state instead of being checked one by one.
+#[inline(always)]
+fn launder(scratch: *mut Scratch, v: usize) -> usize {
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*scratch).off, v as u64);
+        core::ptr::read_volatile(&raw const (*scratch).off) as usize
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The top bit of each byte of `w` that equals `c`; exact, and branch-free.
+#[inline(always)]
+fn bytes_eq(w: u64, c: u8) -> u64 {
+    let x = w ^ (ONES * c as u64);
+    !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
 #[cfg(target_arch = "bpf")]

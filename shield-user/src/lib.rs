@@ -1,7 +1,9 @@
-//! SIP Shield user space.
-
-/// The XDP object built by `build.rs`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
+//! SIP Shield user space: loading and configuring the XDP program, the
+//! daemon's building blocks, and the CLI's protocol.
 
 pub mod config;
 pub mod jails;
+pub mod loader;
+pub mod maps;
+
+pub use loader::{Capacity, Shield};

@@ -1,1 +1,6 @@
+//! Shared pieces of the integration tests: a frame builder, the reference
+//! model, a `BPF_PROG_TEST_RUN` harness and network-namespace labs.
 
+pub mod frames;
+pub mod kernel;
+pub mod model;

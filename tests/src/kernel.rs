@@ -1,0 +1,108 @@
+//! Running the real XDP program on crafted frames with `BPF_PROG_TEST_RUN`.
+
+use aya::programs::{TestRun, TestRunOptions};
+use shield::{maps::List, Capacity, Shield};
+use shield_common::{sip::UaKey, Counter, Method, Reason, Verdict};
+
+use crate::model::Tables;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Fails the test (never skips) when the process cannot use BPF.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads XDP programs and must run as root (CAP_BPF + CAP_NET_ADMIN); \
+         run the README's test command as root"
+    );
+}
+
+/// One kernel verdict: the XDP action and the counter slot that moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub action: u32,
+    pub verdict: Verdict,
+    pub reason: Reason,
+}
+
+pub struct Kernel {
+    pub shield: Shield,
+    last: Vec<Counter>,
+}
+
+impl Kernel {
+    /// Loads a fresh program instance (its own maps) with small capacities.
+    pub fn load() -> Kernel {
+        require_root();
+        let shield = Shield::load(Capacity::small(), None).expect("load XDP program");
+        let mut k = Kernel { shield, last: Vec::new() };
+        k.last = k.slot0();
+        k
+    }
+
+    /// Writes `t` into the maps.
+    pub fn apply(&mut self, t: &Tables) {
+        let m = &mut self.shield.maps;
+        let udp: Vec<u16> = t.udp_ports.iter().copied().collect();
+        let tcp: Vec<u16> = t.tcp_ports.iter().copied().collect();
+        m.set_ports(&udp, &tcp).expect("ports");
+        m.set_list(List::Allow, &t.allow).expect("allow");
+        m.set_list(List::Deny, &t.deny).expect("deny");
+        for (net, _) in m.bans().expect("bans") {
+            m.unban(net).expect("unban");
+        }
+        for (net, exp) in &t.bans {
+            m.ban(*net, *exp).expect("ban");
+        }
+        let keys: Vec<UaKey> = t.scanners.iter().copied().collect();
+        m.set_scanners(&keys).expect("scanners");
+        m.set_policy(&t.policy).expect("policy");
+    }
+
+    fn slot0(&self) -> Vec<Counter> {
+        let mut v = Vec::with_capacity(Verdict::COUNT * Reason::COUNT);
+        for verdict in Verdict::ALL {
+            for r in Reason::ALL {
+                v.push(self.shield.maps.counter(0, verdict, r).expect("read STATS"));
+            }
+        }
+        v
+    }
+
+    /// Runs one frame and reports which counter it moved.
+    pub fn run(&mut self, frame: &[u8]) -> Observed {
+        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
+        let res = self.shield.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let now = self.slot0();
+        let mut moved = None;
+        for (i, (a, b)) in now.iter().zip(&self.last).enumerate() {
+            if a.packets != b.packets {
+                assert!(moved.is_none(), "one frame moved two counters");
+                assert_eq!(a.packets, b.packets + 1);
+                assert_eq!(a.bytes, b.bytes + frame.len() as u64, "byte counter");
+                moved = Some(i);
+            }
+        }
+        self.last = now;
+        let i = moved.expect("every frame is counted");
+        Observed {
+            action: res.return_value,
+            verdict: Verdict::ALL[i / Reason::COUNT],
+            reason: Reason::ALL[i % Reason::COUNT],
+        }
+    }
+
+    /// Runs a frame `repeat` times in the kernel; mean ns per run.
+    pub fn time(&mut self, frame: &[u8], repeat: u32) -> f64 {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let res = self.shield.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        res.duration.as_nanos() as f64
+    }
+
+    pub fn sip_count(&self, m: Method, v: Verdict) -> u64 {
+        self.shield.maps.sip_counter(0, m, v).expect("read SIP_STATS")
+    }
+}

@@ -1,0 +1,330 @@
+//! The reference model: SPEC §2's verdict function written plainly over a
+//! byte slice, with the maps as ordinary collections. The differential test
+//! runs it beside the kernel program on the same frames.
+//!
+//! It parses the frame independently of `shield-ebpf` (no shared parsing
+//! code); what it shares with the kernel is what SPEC §2 says must be one
+//! definition: the SIP first-line classifier, the User-Agent line parser and
+//! the bucket arithmetic from `shield-common`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use shield_common::{
+    gcra, mask_v6,
+    sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
+    src_key_v4, Method, OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
+    FAMILY_V6, F_DROP_MALFORMED, MAX_L4_OFFSET, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, PORT_TCP, PORT_UDP,
+};
+
+/// What the maps hold, as plain collections.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    pub policy: Policy,
+    pub udp_ports: HashSet<u16>,
+    pub tcp_ports: HashSet<u16>,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    /// Bans with their expiry (monotonic ns, 0 = forever).
+    pub bans: Vec<(IpNet, u64)>,
+    pub scanners: HashSet<UaKey>,
+}
+
+impl Tables {
+    pub fn port_flags(&self, port: u16) -> u8 {
+        (if self.udp_ports.contains(&port) { PORT_UDP } else { 0 })
+            | (if self.tcp_ports.contains(&port) { PORT_TCP } else { 0 })
+    }
+}
+
+/// The model's verdict for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    /// The method of a UDP SIP request (counted in `SIP_STATS`).
+    pub method: Option<Method>,
+}
+
+pub struct Model {
+    pub tables: Tables,
+    pub sources: HashMap<SrcKey, SrcState>,
+    pub events: Vec<OffenderEvent>,
+}
+
+struct Parsed {
+    src: IpAddr,
+    proto: u8,
+    l4: usize,
+    later_fragment: bool,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// L2/L3 per SPEC §2 step 1. `None`: pass untouched.
+fn parse(f: &[u8]) -> Option<Parsed> {
+    let mut et = be16(f, 12)?;
+    let mut off = 14;
+    for _ in 0..2 {
+        if et == 0x8100 || et == 0x88a8 {
+            f.get(off..off + 4)?;
+            et = be16(f, off + 2)?;
+            off += 4;
+        }
+    }
+    match et {
+        0x0800 => {
+            let ip = f.get(off..off + 20)?;
+            if ip[0] >> 4 != 4 {
+                return None;
+            }
+            let hlen = usize::from(ip[0] & 0x0f) * 4;
+            if hlen < 20 || f.len() < off + hlen {
+                return None;
+            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            let src = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
+            Some(Parsed { src, proto: ip[9], l4: off + hlen, later_fragment: frag != 0 })
+        }
+        0x86dd => {
+            let ip = f.get(off..off + 40)?;
+            if ip[0] >> 4 != 6 {
+                return None;
+            }
+            let src: [u8; 16] = ip[8..24].try_into().ok()?;
+            let mut next = ip[6];
+            let mut l4 = off + 40;
+            let mut later_fragment = false;
+            let mut walked = 0;
+            // At most eight extension headers; a longer chain has no port.
+            while walked < 8 {
+                match next {
+                    0 | 43 | 60 => {
+                        let h = f.get(l4..l4 + 2)?;
+                        next = h[0];
+                        l4 += (usize::from(h[1]) + 1) * 8;
+                    }
+                    44 => {
+                        let h = f.get(l4..l4 + 4)?;
+                        next = h[0];
+                        l4 += 8;
+                        if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                            later_fragment = true;
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+                walked += 1;
+            }
+            if walked == 8 {
+                next = 59;
+            }
+            Some(Parsed { src: IpAddr::from(src), proto: next, l4, later_fragment })
+        }
+        _ => None,
+    }
+}
+
+impl Model {
+    pub fn new(tables: Tables) -> Model {
+        Model { tables, sources: HashMap::new(), events: Vec::new() }
+    }
+
+    fn listed(list: &[IpNet], a: IpAddr) -> bool {
+        list.iter().any(|n| n.contains(&a))
+    }
+
+    fn banned(&self, a: IpAddr, now: u64) -> bool {
+        self.tables
+            .bans
+            .iter()
+            .any(|(n, exp)| n.contains(&a) && (*exp == 0 || now < *exp))
+    }
+
+    fn key(&self, a: IpAddr) -> SrcKey {
+        match a {
+            IpAddr::V4(v4) => src_key_v4(v4.octets()),
+            IpAddr::V6(v6) => mask_v6(&v6.octets(), self.tables.policy.ipv6_prefix),
+        }
+    }
+
+    /// The verdict for `frame` at monotonic time `now` (ns). Updates bucket
+    /// and escalation state like the kernel does.
+    pub fn decide(&mut self, frame: &[u8], now: u64) -> Decision {
+        let ok = Decision { reason: Reason::Ok, method: None };
+        let Some(p) = parse(frame) else { return ok };
+        let pol = self.tables.policy;
+
+        if Self::listed(&self.tables.allow, p.src) {
+            return Decision { reason: Reason::Allowlisted, method: None };
+        }
+        let denied = Self::listed(&self.tables.deny, p.src);
+        let banned = self.banned(p.src, now);
+
+        let proto = if p.l4 > MAX_L4_OFFSET { 59 } else { p.proto };
+        let l4 = if p.later_fragment { None } else { frame.get(p.l4..) };
+        let udp = l4.filter(|_| proto == 17).and_then(|b| b.get(..8));
+        let tcp = l4.filter(|_| proto == 6).and_then(|b| b.get(..20));
+        let protected = match (udp, tcp) {
+            (Some(u), _) => self.tables.port_flags(u16::from_be_bytes([u[2], u[3]])) & PORT_UDP != 0,
+            (_, Some(t)) => self.tables.port_flags(u16::from_be_bytes([t[2], t[3]])) & PORT_TCP != 0,
+            _ => false,
+        };
+
+        if (denied || banned) && (protected || pol.flags & F_SCOPE_SIP == 0) {
+            let reason = if denied { Reason::Deny } else { Reason::Ban };
+            return Decision { reason, method: None };
+        }
+        let key = self.key(p.src);
+        if p.later_fragment {
+            if pol.packet.is_limited() && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet) {
+                self.escalate(&key, p.src, now, Reason::Rate);
+                return Decision { reason: Reason::Rate, method: None };
+            }
+            return ok;
+        }
+        if !protected {
+            return ok;
+        }
+        if pol.flags & F_TRUNK_ONLY != 0 {
+            return Decision { reason: Reason::NotAllowed, method: None };
+        }
+
+        let mut method = None;
+        let mut syn = false;
+        if let Some(u) = udp {
+            let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+            let pay = p.l4 + 8;
+            let plen = frame.len().saturating_sub(pay).min(udp_len.saturating_sub(8));
+            let payload = &frame[pay.min(frame.len())..][..plen];
+            let mut head = [0u8; HEAD_LEN];
+            let n = plen.min(HEAD_LEN);
+            head[..n].copy_from_slice(&payload[..n]);
+            let is_sip = match sip::classify(&head, plen) {
+                PayloadKind::Request(m) => {
+                    method = Some(m);
+                    true
+                }
+                PayloadKind::Response => true,
+                PayloadKind::Keepalive => false,
+                PayloadKind::NotSip => {
+                    if pol.flags & F_DROP_MALFORMED != 0 {
+                        self.escalate(&key, p.src, now, Reason::Malformed);
+                        return Decision { reason: Reason::Malformed, method: None };
+                    }
+                    false
+                }
+            };
+            if is_sip && pol.flags & F_SCAN_UA != 0 {
+                if let Some(ua) = user_agent(payload) {
+                    if self.tables.scanners.contains(&ua) {
+                        self.escalate(&key, p.src, now, Reason::Scanner);
+                        return Decision { reason: Reason::Scanner, method };
+                    }
+                }
+            }
+        } else if let Some(t) = tcp {
+            syn = t[13] & 0x02 != 0 && t[13] & 0x10 == 0;
+        }
+
+        let mb = method.and_then(|m| pol.method_bucket(m)).map(|(i, b)| (i, *b));
+        let syn_bucket = syn && pol.syn.is_limited();
+        if pol.packet.is_limited() || mb.is_some() || syn_bucket {
+            let passed = (!pol.packet.is_limited()
+                || self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet))
+                && mb.is_none_or(|(i, b)| self.spend(&key, now, |s| &mut s.method_tat[i], &b))
+                && (!syn_bucket || self.spend(&key, now, |s| &mut s.syn_tat, &pol.syn));
+            if !passed {
+                self.escalate(&key, p.src, now, Reason::Rate);
+                return Decision { reason: Reason::Rate, method };
+            }
+        }
+        Decision { reason: Reason::Ok, method }
+    }
+
+    fn spend(
+        &mut self,
+        key: &SrcKey,
+        now: u64,
+        tat: impl Fn(&mut SrcState) -> &mut u64,
+        b: &shield_common::Bucket,
+    ) -> bool {
+        let st = self.sources.entry(*key).or_default();
+        match gcra(*tat(st), now, b) {
+            Some(next) => {
+                *tat(st) = next;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn escalate(&mut self, key: &SrcKey, src: IpAddr, now: u64, reason: Reason) {
+        let pol = self.tables.policy;
+        if pol.escalate_drops == 0 {
+            return;
+        }
+        let st = self.sources.entry(*key).or_default();
+        if now.wrapping_sub(st.esc_start_ns) >= pol.escalate_window_ns {
+            st.esc_start_ns = now;
+            st.esc_drops = 0;
+        }
+        st.esc_drops += 1;
+        if st.esc_drops != u64::from(pol.escalate_drops) {
+            return;
+        }
+        let (family, prefix_len, addr) = match src {
+            IpAddr::V4(a) => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&a.octets());
+                (FAMILY_V4, 32, addr)
+            }
+            IpAddr::V6(_) => (FAMILY_V6, pol.ipv6_prefix as u8, *key),
+        };
+        self.events.push(OffenderEvent {
+            addr,
+            family,
+            prefix_len,
+            reason: reason as u8,
+            _pad: 0,
+            drops: pol.escalate_drops,
+            ts_ns: now,
+        });
+    }
+}
+
+/// The User-Agent product token: the first header line starting within
+/// `UA_SCAN_LIMIT` bytes whose name is `User-Agent`, before the blank line,
+/// among the first `UA_MAX_U_LINES` lines that start with `u` or `U`.
+pub fn user_agent(payload: &[u8]) -> Option<UaKey> {
+    let limit = payload.len().min(UA_SCAN_LIMIT);
+    let mut u_lines = 0;
+    for start in 1..limit {
+        if payload[start - 1] != b'\n' {
+            continue;
+        }
+        let c = payload[start];
+        if c == b'\r' || c == b'\n' {
+            return None;
+        }
+        if c.to_ascii_lowercase() != b'u' {
+            continue;
+        }
+        if u_lines == UA_MAX_U_LINES {
+            return None;
+        }
+        u_lines += 1;
+        let mut win = [0u8; UA_WINDOW];
+        let n = (payload.len() - start).min(UA_WINDOW);
+        win[..n].copy_from_slice(&payload[start..start + n]);
+        match sip::ua_line(&win) {
+            UaLine::NotUa => continue,
+            UaLine::NoToken => return None,
+            UaLine::Token(k) => return Some(k),
+        }
+    }
+    None
+}
