@@ -4,3 +4,4 @@
 pub mod frames;
 pub mod kernel;
 pub mod model;
+pub mod netns;
