@@ -2,6 +2,7 @@
 //! model, a `BPF_PROG_TEST_RUN` harness and network-namespace labs.
 
 pub mod frames;
+pub mod gen;
 pub mod kernel;
 pub mod model;
 pub mod netns;

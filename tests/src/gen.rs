@@ -1,0 +1,238 @@
+//! Random and mutated frames for the differential test: plausible SIP
+//! traffic in every L2/L3 shape the program walks, then truncated, bit-
+//! flipped, overwritten or replaced by noise.
+
+use crate::frames::{Ext, Frame, L3, L4, TPID_8021AD, TPID_8021Q};
+
+/// SplitMix64: small, fast, and deterministic for a given seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `pct`%.
+    pub fn chance(&mut self, pct: usize) -> bool {
+        self.below(100) < pct
+    }
+
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Sources the differential test's tables know about (allowed, denied,
+/// banned, plain), so every list and bucket gets exercised.
+pub const V4_SOURCES: [[u8; 4]; 8] = [
+    [198, 51, 100, 1], // allowlisted
+    [198, 51, 100, 2], // denied
+    [198, 51, 100, 3], // banned
+    [198, 51, 100, 4], // ban expired
+    [198, 51, 100, 5],
+    [198, 51, 100, 6],
+    [203, 0, 113, 7],  // in the banned /28
+    [192, 0, 2, 99],
+];
+
+pub fn v6_source(rng: &mut Rng) -> [u8; 16] {
+    // 2001:db8:N::M: N = 1 allowlisted /48, 2 banned /64, 3..4 plain.
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    a[5] = 1 + rng.below(4) as u8;
+    a[7] = rng.below(2) as u8; // two /64s inside each
+    a[15] = 1 + rng.below(3) as u8;
+    a
+}
+
+const METHODS: [&str; 18] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "FOO", "invite", "X-EXT.1", "REGISTERX",
+];
+
+const USER_AGENTS: [&str; 10] = [
+    "friendly-scanner",
+    "Friendly-Scanner/0.1",
+    "SIPVICIOUS",
+    "sipcli/v1.8",
+    "VaxSIPUserAgent/3.1",
+    "Linphone/5.2.0",
+    "Asterisk PBX 20.5.0",
+    "Zoiper rv2.10",
+    "smap",
+    "pplsip",
+];
+
+/// A SIP message with random method, headers, User-Agent placement,
+/// spacing and body.
+fn sip_message(rng: &mut Rng) -> Vec<u8> {
+    let mut s = String::new();
+    if rng.chance(15) {
+        s.push_str(&format!("SIP/2.0 {} OK\r\n", 100 + rng.below(500)));
+    } else {
+        s.push_str(&format!("{} sip:100@198.51.100.1 SIP/2.0\r\n", rng.pick(&METHODS)));
+    }
+    let headers = [
+        "Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK776asdhds",
+        "Max-Forwards: 70",
+        "To: <sip:100@198.51.100.1>",
+        "From: <sip:100@198.51.100.1>;tag=1928301774",
+        "Call-ID: a84b4c76e66710@pc33.example",
+        "CSeq: 314159 INVITE",
+        "Contact: <sip:100@203.0.113.7>",
+        "Unsupported: foo",
+        "Supported: replaces",
+        "Allow: INVITE, ACK, CANCEL, OPTIONS, BYE",
+    ];
+    if rng.chance(15) {
+        // Several `U...` lines ahead of the User-Agent: the scan examines
+        // only UA_MAX_U_LINES of them.
+        for _ in 0..2 + rng.below(5) {
+            s.push_str(rng.pick(&["Unsupported: 100rel\r\n", "Urgency: high\r\n", "u: x\r\n"]));
+        }
+    }
+    let n = rng.below(8);
+    let ua_at = if rng.chance(60) { Some(rng.below(n + 1)) } else { None };
+    for i in 0..=n {
+        if ua_at == Some(i) {
+            let name = *rng.pick(&["User-Agent", "user-agent", "USER-AGENT", "User-Agents", "UserAgent"]);
+            let before = " ".repeat(rng.below(6));
+            let after = *rng.pick(&["", " ", "  ", "\t", "      "]);
+            s.push_str(&format!("{name}{before}:{after}{}\r\n", rng.pick(&USER_AGENTS)));
+        }
+        if i < n {
+            s.push_str(rng.pick(&headers));
+            s.push_str("\r\n");
+        }
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    if rng.chance(20) {
+        // A body that itself looks like headers.
+        s.push_str("User-Agent: friendly-scanner\r\nv=0\r\n");
+    }
+    if rng.chance(5) {
+        // A long header pushes what follows past the scan limit.
+        s.insert_str(s.find("\r\n").unwrap_or(0), &"x".repeat(rng.below(1400)));
+    }
+    s.into_bytes()
+}
+
+fn payload(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(20) {
+        0 => b"\r\n".to_vec(),
+        1 => b"\r\n\r\n".to_vec(),
+        2 => {
+            let mut b = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+            let n = 12 + rng.below(12);
+            b.extend(rng.bytes(n));
+            b
+        }
+        3 => {
+            let n = rng.below(64);
+            rng.bytes(n)
+        }
+        4 => Vec::new(),
+        _ => sip_message(rng),
+    }
+}
+
+fn l3(rng: &mut Rng) -> L3 {
+    if rng.chance(70) {
+        let opts = 4 * rng.below(11);
+        let frag = if rng.chance(85) { 0 } else { rng.below(8192) as u16 };
+        // A hot source sends a good share, so buckets empty and escalation
+        // reports fire within a case.
+        let src = if rng.chance(40) { V4_SOURCES[4] } else { *rng.pick(&V4_SOURCES) };
+        L3::V4 {
+            src,
+            dst: [198, 51, 100, 254],
+            options: (0..opts).map(|_| 1).collect(),
+            frag_offset: frag,
+            more_frags: rng.chance(10),
+        }
+    } else {
+        let n = if rng.chance(60) { 0 } else { rng.below(10) };
+        let ext = (0..n)
+            .map(|_| match rng.below(4) {
+                0 => Ext::HopByHop(rng.below(3) as u8),
+                1 => Ext::Routing(rng.below(3) as u8),
+                2 => Ext::DestOpts(rng.below(3) as u8),
+                _ => Ext::Fragment {
+                    offset: if rng.chance(50) { 0 } else { rng.below(8192) as u16 },
+                    more: rng.chance(50),
+                },
+            })
+            .collect();
+        L3::V6 { src: v6_source(rng), dst: crate::frames::SBC_V6, ext }
+    }
+}
+
+fn l4(rng: &mut Rng) -> L4 {
+    let port = |rng: &mut Rng| *rng.pick(&[5060u16, 5060, 5060, 5061, 5080, 53, 443]);
+    match rng.below(20) {
+        0..=14 => L4::Udp { sport: 5062, dport: port(rng) },
+        15..=18 => L4::Tcp { sport: 40000, dport: port(rng), syn: rng.chance(60), ack: rng.chance(40) },
+        _ => L4::Raw(*rng.pick(&[1u8, 58, 47, 132])),
+    }
+}
+
+/// One frame: a plausible one, then maybe mutated.
+pub fn frame(rng: &mut Rng) -> Vec<u8> {
+    let vlans = match rng.below(10) {
+        0 => vec![TPID_8021Q],
+        1 => vec![TPID_8021AD, TPID_8021Q],
+        2 if rng.chance(20) => vec![TPID_8021AD, TPID_8021Q, TPID_8021Q],
+        _ => vec![],
+    };
+    let mut f = Frame { vlans, l3: l3(rng), l4: l4(rng), payload: payload(rng) }.build();
+    match rng.below(20) {
+        // Truncated anywhere after the Ethernet header (test_run's minimum).
+        0..=2 => {
+            let cut = 14 + rng.below(f.len() - 13);
+            f.truncate(cut);
+        }
+        // Bit flips.
+        3..=6 => {
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(f.len());
+                f[i] ^= 1 << rng.below(8);
+            }
+        }
+        // Overwritten bytes.
+        7..=8 => {
+            for _ in 0..1 + rng.below(8) {
+                let i = rng.below(f.len());
+                f[i] = rng.next() as u8;
+            }
+        }
+        // Noise after a valid Ethernet header, or noise throughout.
+        9 => {
+            let n = rng.below(300);
+            f.truncate(14);
+            f.extend(rng.bytes(n));
+        }
+        10 => {
+            let n = 14 + rng.below(300);
+            f = rng.bytes(n);
+        }
+        _ => {}
+    }
+    f
+}
