@@ -78,6 +78,8 @@ struct Scratch {
     win: [u8; UA_WINDOW],
     /// The User-Agent product token found, the scanner map's key.
     ua: UaKey,
+    /// The first payload bytes, for the first-line classifier.
+    head: [u8; HEAD_LEN],
 }
 
 #[map]
@@ -286,7 +288,9 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         return Outcome::of(Reason::Ok);
     };
 
-    // Banned? The exact-address hash first: it is the flood path.
+    // Steps 2-4. The lookups run in the order that is cheapest on the flood
+    // path (the exact-address ban hash first; empty tries never); the
+    // verdict follows SPEC §2's order.
     let banned = match f.src {
         Src::V4(a) => {
             let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -301,18 +305,20 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
                 && BAN_NETS_V6.get(&Key::new(128, a)).is_some_and(|b| b.active(now)))
         }
     };
-    let (allowed, denied) = match f.src {
-        Src::V4(a) => (
-            p.has(F_ALLOW_V4) && ALLOW_V4.get(&Key::new(32, a)).is_some(),
-            p.has(F_DENY_V4) && DENY_V4.get(&Key::new(32, a)).is_some(),
-        ),
-        Src::V6(a) => (
-            p.has(F_ALLOW_V6) && ALLOW_V6.get(&Key::new(128, a)).is_some(),
-            p.has(F_DENY_V6) && DENY_V6.get(&Key::new(128, a)).is_some(),
-        ),
+    let allowed = match f.src {
+        Src::V4(a) => p.has(F_ALLOW_V4) && ALLOW_V4.get(&Key::new(32, a)).is_some(),
+        Src::V6(a) => p.has(F_ALLOW_V6) && ALLOW_V6.get(&Key::new(128, a)).is_some(),
     };
     if allowed {
         return Outcome::of(Reason::Allowlisted);
+    }
+    let denied = match f.src {
+        Src::V4(a) => p.has(F_DENY_V4) && DENY_V4.get(&Key::new(32, a)).is_some(),
+        Src::V6(a) => p.has(F_DENY_V6) && DENY_V6.get(&Key::new(128, a)).is_some(),
+    };
+    if (denied || banned) && !p.has(F_SCOPE_SIP) {
+        // Deny and ban cover all traffic: no need to look at the transport.
+        return Outcome::of(if denied { Reason::Deny } else { Reason::Ban });
     }
 
     // From here on one verifier state covers every L2/L3 shape: the
@@ -343,7 +349,8 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         false
     };
 
-    if (denied || banned) && (protected || !p.has(F_SCOPE_SIP)) {
+    if (denied || banned) && protected {
+        // `[bans] scope = "sip"`: only protected ports are covered.
         return Outcome::of(if denied { Reason::Deny } else { Reason::Ban });
     }
 
@@ -379,9 +386,10 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
 
         // The classifier reads no byte at or past `plen`, so copying a whole
         // HEAD_LEN block when the frame has it is exact (and one check).
-        let mut head = [0u8; HEAD_LEN];
+        // (Kept in SCRATCH: the stack is needed by the UA search's calls.)
+        let head = unsafe { &mut (*scratch).head };
         if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
-            head = unsafe { *h };
+            unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
         } else {
             for (i, h) in head.iter_mut().enumerate() {
                 match pkt.byte_at(pay + i) {
@@ -390,7 +398,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
                 }
             }
         }
-        let kind = sip::classify(&head, plen);
+        let kind = sip::classify(head, plen);
         let is_sip = match kind {
             PayloadKind::Request(m) => {
                 // Laundered: fifteen methods would otherwise be fifteen
@@ -658,16 +666,52 @@ const SCAN_END: u64 = 0xffff;
 /// Looks at payload positions `[j, j + SCAN_BLOCK)` for the first line start
 /// `s` (the byte after a `\n`) whose first byte is `u`, `U`, `\r` or `\n`.
 /// Returns `s` if it is below `limit`, `SCAN_END` if there is none below
-/// `limit`, `SCAN_MORE` if the next block may have one. Eight positions per
-/// step, branch-free within a word.
+/// `limit`, `SCAN_MORE` if the next block may have one.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
-    let (pay, j0, limit) = (pay as usize, j as usize, limit as usize);
-    if pay > MAX_PAYLOAD_OFFSET || j0 > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
+    let (pay, j, limit) = (pay as usize, j as usize, limit as usize);
+    if pay > MAX_PAYLOAD_OFFSET || j > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
+        return SCAN_END;
+    }
+    if j + 1 >= limit {
         return SCAN_END;
     }
     let pkt = Pkt::new(&XdpContext::new(ctx));
+    // The whole block and the byte after it are in the frame: one bounds
+    // check, then eight words at constant offsets.
+    let Some(block) = pkt.ptr_at::<[u8; SCAN_BLOCK + 1]>(pay + j) else {
+        return scan_tail(&pkt, pay, j, limit);
+    };
+    let block = block.cast::<u8>();
+    for w in 0..SCAN_BLOCK / 8 {
+        // One 8-byte load, though the address is rarely 8-aligned: the BPF
+        // backend would split an unaligned-typed load into eight byte loads,
+        // and the kernel allows unaligned packet loads where XDP runs
+        // (x86-64, arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
+        #[allow(clippy::cast_ptr_alignment)]
+        let word = u64::from_le(unsafe { core::ptr::read(block.add(w * 8).cast::<u64>()) });
+        let nl = bytes_eq(word, b'\n');
+        if nl == 0 {
+            continue; // most words: no line break, eight instructions
+        }
+        // The byte after each position: this word shifted, plus the first
+        // byte of the next word (inside the checked block + 1).
+        let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
+        let hit = nl
+            & (bytes_eq(next | (ONES * 0x20), b'u') | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
+        if hit != 0 {
+            let s = j + w * 8 + lowest_byte(hit) + 1;
+            return if s < limit { s as u64 } else { SCAN_END };
+        }
+    }
+    SCAN_MORE
+}
+
+/// The block runs past the end of the frame: eight positions at a time
+/// through a nine-byte window, the last window aligned to the frame's end.
+#[inline(always)]
+fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize) -> u64 {
     let frame = pkt.len();
     for c in 0..SCAN_BLOCK / 8 {
         let mut j = j0 + c * 8;
@@ -694,21 +738,13 @@ pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u
             return SCAN_END;
         };
         let p = p.cast::<u8>();
-        // One 8-byte load, though `p` is rarely 8-aligned: the BPF backend
-        // would split an unaligned-typed load into eight byte loads, and the
-        // kernel allows unaligned packet loads where XDP runs (x86-64,
-        // arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
         #[allow(clippy::cast_ptr_alignment)]
         let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
         let hit = bytes_eq(w, b'\n')
             & (bytes_eq(next | (ONES * 0x20), b'u') | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
         if hit != 0 {
-            // Index of the lowest set top bit: isolate it, then a multiply
-            // gathers its byte number into the top byte (no ctz instruction).
-            let low = hit & hit.wrapping_neg();
-            let k = ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize;
-            let s = j + k + 1;
+            let s = j + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };
         }
         if last {
@@ -716,6 +752,15 @@ pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u
         }
     }
     SCAN_MORE
+}
+
+/// Byte number (0..8) of the lowest set top-of-byte bit of `m` (non-zero,
+/// only top bits set): isolate it, then a multiply gathers the byte number
+/// into the top byte. The BPF ISA has no count-trailing-zeros.
+#[inline(always)]
+fn lowest_byte(m: u64) -> usize {
+    let low = m & m.wrapping_neg();
+    ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
 }
 
 /// Returns `v` after a round trip through per-CPU memory. The verifier does

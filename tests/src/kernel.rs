@@ -36,8 +36,13 @@ pub struct Kernel {
 impl Kernel {
     /// Loads a fresh program instance (its own maps) with small capacities.
     pub fn load() -> Kernel {
+        Kernel::load_with(Capacity::small())
+    }
+
+    /// Loads a fresh program instance with the given map sizes.
+    pub fn load_with(capacity: Capacity) -> Kernel {
         require_root();
-        let shield = Shield::load(Capacity::small(), None).expect("load XDP program");
+        let shield = Shield::load(capacity, None).expect("load XDP program");
         let mut k = Kernel { shield, last: Vec::new() };
         k.last = k.slot0();
         k
@@ -99,6 +104,7 @@ impl Kernel {
     pub fn time(&mut self, frame: &[u8], repeat: u32) -> f64 {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
         let res = self.shield.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        self.last = self.slot0();
         res.duration.as_nanos() as f64
     }
 

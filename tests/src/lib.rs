@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: a frame builder, the reference
 //! model, a `BPF_PROG_TEST_RUN` harness and network-namespace labs.
 
+pub mod baseline;
 pub mod frames;
 pub mod gen;
 pub mod kernel;

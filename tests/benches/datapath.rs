@@ -1,0 +1,151 @@
+//! Data-plane benchmark: ns per packet of the real XDP program under
+//! `BPF_PROG_TEST_RUN`, path by path, beside a bare `XDP_DROP` program
+//! measured in the same run, reported as ratios.
+//!
+//! `cargo xtask bench` (or `cargo bench -p shield-tests --bench datapath`),
+//! as root. Maps are full size: 1,000,000 bans, 10,000 denied /24s, 100
+//! allowlisted trunks.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use ipnet::{IpNet, Ipv4Net};
+use shield::{maps::List, Capacity};
+use shield_common::{
+    sip::{ua_key, DEFAULT_SCANNERS},
+    Bucket, Policy, Reason, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
+};
+use shield_tests::{
+    baseline::BareDrop,
+    frames::{sip_invite_with_sdp, sip_request, Frame},
+    kernel::Kernel,
+};
+
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 5;
+const BANS: u32 = 1_000_000;
+const CYCLE: u32 = 100_000;
+
+/// The i-th banned address: 100.64.0.0/10 and up, one per integer. (Map
+/// keys only; test_run sends nothing anywhere.)
+fn banned(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x6440_0000 + i)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Row {
+    path: &'static str,
+    reason: Reason,
+    ns: f64,
+    base: f64,
+}
+
+fn main() {
+    shield_tests::kernel::require_root();
+    let base = BareDrop::load().expect("load the XDP_DROP baseline");
+    let mut k = Kernel::load_with(Capacity::default());
+    let t0 = Instant::now();
+    fill(&mut k);
+    eprintln!("maps filled in {:.1}s", t0.elapsed().as_secs_f64());
+
+    let plain: [u8; 4] = [198, 51, 100, 50];
+    let trunk: [u8; 4] = [203, 0, 113, 10];
+    let invite = sip_invite_with_sdp("Linphone/5.2.0 (belle-sip/5.2.0)");
+    let paths: Vec<(&'static str, Vec<u8>, Reason, Policy)> = vec![
+        ("banned source (1M-entry ban map)", Frame::udp4(banned(123_457).octets(), 5060, &invite).build(), Reason::Ban, policy(None)),
+        ("denied CIDR (10k-entry deny trie)", Frame::udp4([192, 0, 2, 77], 5060, &invite).build(), Reason::Deny, policy(None)),
+        ("rate-limited source", Frame::udp4(plain, 5060, &sip_request("OPTIONS", None)).build(), Reason::Rate, policy(Some(Bucket::new(1, 1)))),
+        ("allowed INVITE with UA scan", Frame::udp4(plain, 5060, &invite).build(), Reason::Ok, policy(None)),
+        ("allowed INVITE, buckets on", Frame::udp4(plain, 5060, &invite).build(), Reason::Ok, policy(Some(Bucket::new(1_000_000_000, 1_000_000_000)))),
+        ("allowlisted trunk INVITE", Frame::udp4(trunk, 5060, &invite).build(), Reason::Allowlisted, policy(None)),
+        ("non-SIP pass (UDP/53)", Frame::udp4(plain, 53, b"\x12\x34\x01\x00\x00\x01").build(), Reason::Ok, policy(None)),
+    ];
+
+    let mut rows = Vec::new();
+    for (path, frame, reason, pol) in &paths {
+        k.shield.maps.set_policy(pol).unwrap();
+        k.shield.maps.clear_sources().unwrap();
+        // Check the path is the one we mean to time (and prime the bucket).
+        for _ in 0..2 {
+            k.run(frame);
+        }
+        let got = k.run(frame);
+        assert_eq!(got.reason, *reason, "{path}: wrong path");
+        let (mut ns, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            b.push(f64::from(base.time(frame, REPEAT).unwrap()));
+            ns.push(k.time(frame, REPEAT));
+        }
+        rows.push(Row { path, reason: *reason, ns: median(ns), base: median(b) });
+    }
+
+    // Cache misses: every packet from another source. One test_run per
+    // frame (repeat 1), so the kernel's timer overhead is in both columns.
+    let mut cyc = Vec::new();
+    {
+        k.shield.maps.set_policy(&policy(None)).unwrap();
+        let frames: Vec<Vec<u8>> = (0..CYCLE)
+            .map(|i| Frame::udp4(banned(i * 9 % BANS).octets(), 5060, &invite).build())
+            .collect();
+        let (ns, b) = cycle(&mut k, &base, &frames);
+        cyc.push(Row { path: "banned, 100k distinct sources", reason: Reason::Ban, ns, base: b });
+
+        k.shield.maps.set_policy(&policy(Some(Bucket::new(50, 100)))).unwrap();
+        k.shield.maps.clear_sources().unwrap();
+        let frames: Vec<Vec<u8>> = (0..CYCLE)
+            .map(|i| Frame::udp4((Ipv4Addr::from(0x0a00_0000 + i)).octets(), 5060, &invite).build())
+            .collect();
+        let (ns, b) = cycle(&mut k, &base, &frames);
+        cyc.push(Row { path: "INVITE, 100k new sources (bucket state created)", reason: Reason::Ok, ns, base: b });
+    }
+
+    let info = k.shield.program().info().unwrap();
+    println!("\nXDP data path, BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs per path");
+    println!("(verifier: {} instructions processed to load the program)\n", info.verified_instruction_count().unwrap_or(0));
+    println!("| path | verdict | ns/packet | bare XDP_DROP ns | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    for r in rows.iter().chain(&cyc) {
+        println!("| {} | {} | {:.1} | {:.1} | {:.2}x |", r.path, r.reason.as_str(), r.ns, r.base, r.ns / r.base);
+    }
+    println!("\n(last two rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
+}
+
+fn cycle(k: &mut Kernel, base: &BareDrop, frames: &[Vec<u8>]) -> (f64, f64) {
+    let (mut ns, mut b) = (0f64, 0f64);
+    for f in frames {
+        b += f64::from(base.time(f, 1).unwrap());
+        ns += k.time(f, 1);
+    }
+    (ns / frames.len() as f64, b / frames.len() as f64)
+}
+
+fn policy(bucket: Option<Bucket>) -> Policy {
+    let mut p = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
+    if let Some(b) = bucket {
+        p.packet = b;
+    }
+    p
+}
+
+fn fill(k: &mut Kernel) {
+    let m = &mut k.shield.maps;
+    m.set_ports(&[5060], &[5060, 5061]).unwrap();
+    let keys: Vec<_> = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
+    m.set_scanners(&keys).unwrap();
+    for i in 0..100u32 {
+        let n = Ipv4Net::new(Ipv4Addr::from(0xcb00_7100 + i * 256 + 10), 32).unwrap(); // 203.0.113.10 first
+        m.list_add(List::Allow, IpNet::V4(n)).unwrap();
+    }
+    for i in 0..10_000u32 {
+        // 192.0.2.0/24 and 10,000 more /24s in 172.16.0.0/12.
+        let a = if i == 0 { 0xc000_0200 } else { 0xac10_0000 + (i << 8) };
+        m.list_add(List::Deny, IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), 24).unwrap())).unwrap();
+    }
+    for i in 0..BANS {
+        m.ban(IpNet::V4(Ipv4Net::new(banned(i), 32).unwrap()), 0).unwrap();
+    }
+}
