@@ -1,0 +1,14 @@
+# The two commands of the README. Both install what is missing first.
+.PHONY: setup test demo bench
+
+setup:
+	./scripts/setup.sh
+
+test: setup
+	cargo xtask test
+
+demo: setup
+	cargo xtask demo
+
+bench: setup
+	cargo xtask bench
