@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
     },
+    sys::SyscallError,
     Ebpf,
 };
 use ipnet::IpNet;
@@ -61,6 +63,16 @@ pub struct ShieldMaps {
     base_policy: Policy,
     /// Entries per trie, so the kernel can skip empty ones.
     occupancy: [usize; 6],
+    /// Second handles on the maps, for the `bpf(2)` commands aya's typed
+    /// wrappers lack (batches); see [`crate::bpfsys`].
+    raw: Vec<RawMap>,
+}
+
+/// A map's fd and size, by name.
+struct RawMap {
+    name: &'static str,
+    fd: OwnedFd,
+    max_entries: u32,
 }
 
 const OCC_ALLOW_V4: usize = 0;
@@ -88,6 +100,16 @@ macro_rules! take {
 
 impl ShieldMaps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, LoadError> {
+        let mut raw = Vec::new();
+        for name in names::ALL {
+            let Some(data) = ebpf.map(name).and_then(map_data) else { continue };
+            let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| LoadError::Map {
+                name,
+                source: MapError::SyscallError(SyscallError { call: "dup", io_error }),
+            })?;
+            let max_entries = data.info().map_err(map_err(name))?.max_entries();
+            raw.push(RawMap { name, fd, max_entries });
+        }
         let mut maps = ShieldMaps {
             policy: take!(ebpf, names::POLICY),
             ports: take!(ebpf, names::PORTS),
@@ -107,6 +129,7 @@ impl ShieldMaps {
             events: Some(take!(ebpf, names::EVENTS)),
             base_policy: Policy::default(),
             occupancy: [0; 6],
+            raw,
         };
         // Reused pinned maps may already hold entries and a policy.
         maps.occupancy = [
@@ -368,6 +391,251 @@ impl ShieldMaps {
             hash_del(&mut self.sources, &k)?;
         }
         Ok(())
+    }
+}
+
+/// Entries per `BPF_MAP_UPDATE_BATCH` call: big enough that the syscall
+/// cost vanishes, small enough that one call never holds the CPU for long.
+const UPDATE_CHUNK: usize = 16_384;
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call.
+const LOOKUP_CHUNK: usize = 8_192;
+
+/// Bulk operations, counts and dumps (the daemon's restore path, metrics,
+/// `shieldctl stats`), built on the batch commands in [`crate::bpfsys`].
+impl ShieldMaps {
+    /// Bans many sources at once, each until its monotonic expiry (0 =
+    /// forever). Host addresses go into the exact-match hashes with
+    /// `BPF_MAP_UPDATE_BATCH` (one syscall per 16k bans, falling back to
+    /// one per ban on kernels without it); prefixes go into the tries one by
+    /// one (LPM tries have no batch ops). Returns how many were written; on
+    /// error the bans before the failing one are in force.
+    pub fn ban_batch(&mut self, bans: &[(IpNet, u64)]) -> Result<usize, MapError> {
+        let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut nets = Vec::new();
+        for &(net, expires_ns) in bans {
+            let exp = expires_ns.to_ne_bytes();
+            match net.trunc() {
+                IpNet::V4(n) if n.prefix_len() == 32 => {
+                    k4.extend_from_slice(&n.addr().octets());
+                    v4.extend_from_slice(&exp);
+                }
+                IpNet::V6(n) if n.prefix_len() == 128 => {
+                    k6.extend_from_slice(&n.addr().octets());
+                    v6.extend_from_slice(&exp);
+                }
+                n => nets.push((n, expires_ns)),
+            }
+        }
+        let mut written = self.update_many(names::BANS_V4, &k4, &v4)?;
+        written += self.update_many(names::BANS_V6, &k6, &v6)?;
+        for (net, expires_ns) in nets {
+            self.ban(net, expires_ns)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Every ban in the kernel with its expiry, like [`Self::bans`], but
+    /// reading the hashes in batches: a million bans in a few hundred
+    /// syscalls instead of two million.
+    pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, MapError> {
+        let mut out = Vec::new();
+        let expiry = |v: &[u8]| u64::from_ne_bytes(v[..8].try_into().expect("8-byte value"));
+        self.scan(names::BANS_V4, |k, v| {
+            let a: [u8; 4] = k.try_into().expect("4-byte key");
+            out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
+        })?;
+        self.scan(names::BANS_V6, |k, v| {
+            let a: [u8; 16] = k.try_into().expect("16-byte key");
+            out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
+        })?;
+        for kv in self.ban_nets_v4.iter() {
+            let (k, v) = kv?;
+            out.push((net_of_v4(&k), v.expires_ns));
+        }
+        for kv in self.ban_nets_v6.iter() {
+            let (k, v) = kv?;
+            out.push((net_of_v6(&k), v.expires_ns));
+        }
+        Ok(out)
+    }
+
+    /// Entries in a map (by its name in [`names`]): the tries from the
+    /// occupancy this handle keeps, hash maps by a batched walk. `None` for
+    /// arrays and the ring buffer, whose "entries" are fixed.
+    pub fn entry_count(&self, name: &str) -> Result<Option<usize>, MapError> {
+        let occ = match name {
+            names::ALLOW_V4 => Some(OCC_ALLOW_V4),
+            names::ALLOW_V6 => Some(OCC_ALLOW_V6),
+            names::DENY_V4 => Some(OCC_DENY_V4),
+            names::DENY_V6 => Some(OCC_DENY_V6),
+            names::BAN_NETS_V4 => Some(OCC_BAN_NETS_V4),
+            names::BAN_NETS_V6 => Some(OCC_BAN_NETS_V6),
+            _ => None,
+        };
+        if let Some(i) = occ {
+            return Ok(Some(self.occupancy[i]));
+        }
+        if !matches!(name, names::BANS_V4 | names::BANS_V6 | names::SOURCES | names::SCANNERS) {
+            return Ok(None);
+        }
+        let mut n = 0;
+        self.scan(name, |_, _| n += 1)?;
+        Ok(Some(n))
+    }
+
+    /// `max_entries` of a map as the kernel created it.
+    pub fn capacity(&self, name: &str) -> Option<u32> {
+        self.raw.iter().find(|m| m.name == name).map(|m| m.max_entries)
+    }
+
+    /// The sources with the most escalation-counted drops (rate, scanner,
+    /// malformed) in their current window, most first: one batched walk of
+    /// `SOURCES`. Empty when escalation is off (the kernel then counts none).
+    pub fn top_offenders(&self, n: usize, now_ns: u64) -> Result<Vec<(IpNet, u64)>, MapError> {
+        let window = self.base_policy.escalate_window_ns;
+        let prefix = self.base_policy.ipv6_prefix.clamp(1, 128) as u8;
+        let mut all = Vec::new();
+        self.scan(names::SOURCES, |k, v| {
+            // SAFETY: the kernel wrote a whole SrcState; read it unaligned.
+            let st: SrcState = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+            if st.esc_drops == 0 || now_ns.saturating_sub(st.esc_start_ns) >= window {
+                return;
+            }
+            let key: SrcKey = k.try_into().expect("16-byte key");
+            all.push((source_net(&key, prefix), st.esc_drops));
+        })?;
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        Ok(all)
+    }
+
+    /// Zeroes one interface slot's counters (a slot handed to another
+    /// interface must not inherit the old one's totals).
+    pub fn reset_iface_counters(&mut self, slot: u32) -> Result<(), MapError> {
+        let cpus = self.stats.get(&0, 0)?.len();
+        for v in Verdict::ALL {
+            for r in Reason::ALL {
+                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+                self.stats.set(stats_index(slot, v, r), zero, 0)?;
+            }
+            for m in Method::ALL {
+                let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
+                self.sip_stats.set(sip_stats_index(slot, m, v), zero, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn raw(&self, name: &str) -> Result<&RawMap, MapError> {
+        self.raw
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| MapError::InvalidName { name: name.to_string() })
+    }
+
+    /// Visits every (key, value) of a hash map: batched where the kernel
+    /// can, key by key where it cannot.
+    fn scan(&self, name: &str, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
+        let m = self.raw(name)?;
+        let (ks, vs) = (key_size(name), value_size(name));
+        match crate::bpfsys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
+            Ok(()) => return Ok(()),
+            Err(e) if crate::bpfsys::batch_unsupported(&e) => {}
+            Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e)),
+        }
+        // Keys only, then each value: entries may vanish in between (LRU).
+        let mut keys = Vec::new();
+        crate::bpfsys::for_each_key(m.fd.as_fd(), ks, |k| keys.extend_from_slice(k))
+            .map_err(|e| syscall("BPF_MAP_GET_NEXT_KEY", e))?;
+        let mut value = vec![0u8; vs];
+        for k in keys.chunks(ks) {
+            let found = crate::bpfsys::lookup_elem(m.fd.as_fd(), k, &mut value)
+                .map_err(|e| syscall("BPF_MAP_LOOKUP_ELEM", e))?;
+            if found {
+                each(k, &value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `keys.len() / key_size` entries, batched where possible.
+    fn update_many(&self, name: &str, keys: &[u8], values: &[u8]) -> Result<usize, MapError> {
+        let m = self.raw(name)?;
+        let (ks, vs) = (key_size(name), value_size(name));
+        let count = keys.len() / ks;
+        let mut done = 0;
+        while done < count {
+            let n = UPDATE_CHUNK.min(count - done);
+            let k = &keys[done * ks..(done + n) * ks];
+            let v = &values[done * vs..(done + n) * vs];
+            match crate::bpfsys::update_batch(m.fd.as_fd(), k, v, n) {
+                Ok(()) => done += n,
+                Err((0, e)) if done == 0 && crate::bpfsys::batch_unsupported(&e) => {
+                    return self.update_each(m, keys, values, ks, vs);
+                }
+                Err((_, e)) => return Err(syscall("BPF_MAP_UPDATE_BATCH", e)),
+            }
+        }
+        Ok(done)
+    }
+
+    fn update_each(
+        &self,
+        m: &RawMap,
+        keys: &[u8],
+        values: &[u8],
+        ks: usize,
+        vs: usize,
+    ) -> Result<usize, MapError> {
+        for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
+            crate::bpfsys::update_elem(m.fd.as_fd(), k, v)
+                .map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
+        }
+        Ok(keys.len() / ks)
+    }
+}
+
+/// `Map` is an enum over the kinds; the shield uses these.
+fn map_data(m: &Map) -> Option<&MapData> {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::RingBuf(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn key_size(name: &str) -> usize {
+    match name {
+        names::BANS_V4 => 4,
+        names::SCANNERS => std::mem::size_of::<UaKey>(),
+        _ => 16,
+    }
+}
+
+fn value_size(name: &str) -> usize {
+    match name {
+        names::BANS_V4 | names::BANS_V6 => std::mem::size_of::<BanValue>(),
+        names::SOURCES => std::mem::size_of::<SrcState>(),
+        _ => 1,
+    }
+}
+
+fn syscall(call: &'static str, io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(SyscallError { call, io_error })
+}
+
+/// The network a `SOURCES` key stands for: `::ffff:a.b.c.d` is an IPv4
+/// host, anything else an IPv6 prefix.
+fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
+    if key[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        IpNet::from(IpAddr::from([key[12], key[13], key[14], key[15]]))
+    } else {
+        IpNet::new(IpAddr::from(*key), ipv6_prefix).expect("prefix in 1..=128").trunc()
     }
 }
 

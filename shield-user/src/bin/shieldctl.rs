@@ -1,1 +1,566 @@
-fn main() {}
+//! `shieldctl`: the operator's CLI (SPEC §5). Talks to `shieldd` over its
+//! control socket. Exit codes: 0 ok, 1 daemon or system error, 2 bad usage
+//! or bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
+use shield::control::client::{self, ClientError};
+use shield::control::protocol::{
+    BanInfo, BannedReply, DetachReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
+    Request, Response, StatsReply, StatusReply, UnbanReply,
+};
+
+const DEFAULT_SOCKET: &str = "/run/shield/control.sock";
+const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/shield";
+
+#[derive(Parser)]
+#[command(name = "shieldctl", version, about = "Control the SIP Shield daemon")]
+struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// Take the socket (and, for an offline detach, the pin path) from this
+    /// configuration file [default: /etc/shield/shield.toml if it exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Machine-readable output (JSON).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ban an address or network.
+    Ban {
+        /// Address (192.0.2.7, 2001:db8::7) or network (192.0.2.0/24).
+        target: String,
+        /// How long: 30s, 10m, 1h, 2d, 1w, or "forever" [default: [bans] bantime].
+        #[arg(long, short = 'd')]
+        duration: Option<String>,
+        /// Why (shown by `banned`).
+        #[arg(long, short = 'r')]
+        reason: Option<String>,
+    },
+    /// Lift a ban, or all of them.
+    Unban {
+        /// Address or network, exactly as banned.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        target: Option<String>,
+        /// Lift every ban.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List bans: address, origin, reason, time left.
+    Banned,
+    /// Show or change the allowlist (always passes, beats bans).
+    Allow {
+        #[arg(value_enum)]
+        op: Op,
+        cidr: Option<String>,
+    },
+    /// Show or change the denylist (always dropped unless allowlisted).
+    Deny {
+        #[arg(value_enum)]
+        op: Op,
+        cidr: Option<String>,
+    },
+    /// Packet counters by verdict and reason, top offending sources.
+    Stats,
+    /// Interfaces, attach mode, program id, enforcement, version.
+    Status,
+    /// Re-read the configuration file (nothing changes if it is invalid).
+    Reload,
+    /// Remove the shield from the kernel: program, links and pins. The
+    /// daemon exits; bans stay in state_dir. Works without a daemon too.
+    Detach,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Op {
+    Add,
+    Del,
+    List,
+}
+
+/// A failure and its exit code.
+struct Fail {
+    code: u8,
+    message: String,
+    details: Vec<String>,
+    kind: ErrorKind,
+}
+
+impl Fail {
+    fn usage(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 2,
+            message: message.into(),
+            details: Vec::new(),
+            kind: ErrorKind::BadInput,
+        }
+    }
+    fn system(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 1,
+            message: message.into(),
+            details: Vec::new(),
+            kind: ErrorKind::Failed,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            if json {
+                let body = ErrorBody {
+                    kind: f.kind,
+                    message: f.message.clone(),
+                    details: f.details.clone(),
+                };
+                println!("{}", serde_json::json!({ "error": body }));
+            }
+            eprintln!("shieldctl: {}", f.message);
+            for d in &f.details {
+                eprintln!("  {d}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String, Fail> {
+    let config = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+        (cli.socket.is_none() && default.exists()).then_some(default)
+    });
+    let socket = match (&cli.socket, &config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => {
+            config_path_value(c, "control", "socket")?.unwrap_or_else(|| DEFAULT_SOCKET.into())
+        }
+        (None, None) => DEFAULT_SOCKET.into(),
+    };
+    let (req, timeout) = request(&cli.command)?;
+    let resp = match client::request(&socket, &req, timeout) {
+        Ok(r) => r,
+        Err(ClientError::NotRunning { .. }) if matches!(cli.command, Command::Detach) => {
+            return offline_detach(config.as_deref(), cli.json);
+        }
+        Err(e @ ClientError::NotRunning { .. }) | Err(e @ ClientError::PermissionDenied { .. }) => {
+            return Err(Fail::system(e.to_string()))
+        }
+        Err(e) => return Err(Fail::system(format!("{e:#}"))),
+    };
+    if !resp.ok {
+        let err = resp.error.unwrap_or(ErrorBody {
+            kind: ErrorKind::Failed,
+            message: "unknown error".into(),
+            details: vec![],
+        });
+        let code = match err.kind {
+            ErrorKind::BadInput | ErrorKind::BadRequest => 2,
+            ErrorKind::Failed => 1,
+        };
+        return Err(Fail {
+            code,
+            message: err.message,
+            details: err.details,
+            kind: err.kind,
+        });
+    }
+    if cli.json {
+        let text =
+            serde_json::to_string_pretty(&resp.data).map_err(|e| Fail::system(e.to_string()))?;
+        return Ok(format!("{text}\n"));
+    }
+    render(&cli.command, resp).map_err(|e| Fail::system(format!("{e:#}")))
+}
+
+/// The request for a command (arguments checked here first, so bad input
+/// is exit 2 whether or not a daemon runs) and how long to wait for it.
+fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
+    let quick = Duration::from_secs(30);
+    let slow = Duration::from_secs(300);
+    Ok(match cmd {
+        Command::Ban {
+            target,
+            duration,
+            reason,
+        } => {
+            let net = check_cidr(target)?;
+            let duration_secs = match duration.as_deref() {
+                None => None,
+                Some("forever" | "permanent" | "0") => Some(0),
+                Some(d) => Some(
+                    parse_duration(d)
+                        .map_err(|e| Fail::usage(format!("bad --duration {d:?}: {e}")))?
+                        .as_secs(),
+                ),
+            };
+            (
+                Request::Ban {
+                    net,
+                    duration_secs,
+                    reason: reason.clone(),
+                },
+                quick,
+            )
+        }
+        Command::Unban {
+            target: Some(t), ..
+        } => (
+            Request::Unban {
+                net: Some(check_cidr(t)?),
+                all: false,
+            },
+            quick,
+        ),
+        Command::Unban { target: None, .. } => (
+            Request::Unban {
+                net: None,
+                all: true,
+            },
+            slow,
+        ),
+        Command::Banned => (Request::Banned, quick),
+        Command::Allow { op, cidr } => {
+            let (op, net) = list_args("allow", *op, cidr)?;
+            (Request::Allow { op, net }, quick)
+        }
+        Command::Deny { op, cidr } => {
+            let (op, net) = list_args("deny", *op, cidr)?;
+            (Request::Deny { op, net }, quick)
+        }
+        Command::Stats => (Request::Stats, quick),
+        Command::Status => (Request::Status, quick),
+        Command::Reload => (Request::Reload, slow),
+        Command::Detach => (Request::Detach, slow),
+    })
+}
+
+fn check_cidr(text: &str) -> Result<String, Fail> {
+    parse_cidr(text)
+        .map(|n| n.to_string())
+        .map_err(|e| Fail::usage(format!("bad address or CIDR {text:?}: {e}")))
+}
+
+fn list_args(list: &str, op: Op, cidr: &Option<String>) -> Result<(ListOp, Option<String>), Fail> {
+    match (op, cidr) {
+        (Op::List, None) => Ok((ListOp::List, None)),
+        (Op::List, Some(c)) => Err(Fail::usage(format!(
+            "{list} list takes no CIDR (got {c:?})"
+        ))),
+        (Op::Add | Op::Del, None) => Err(Fail::usage(format!("{list} add/del needs a CIDR"))),
+        (Op::Add, Some(c)) => Ok((ListOp::Add, Some(check_cidr(c)?))),
+        (Op::Del, Some(c)) => Ok((ListOp::Del, Some(check_cidr(c)?))),
+    }
+}
+
+/// Reads one path-valued key from a config file without validating the
+/// rest of it (a broken config must not stop `shieldctl reload` from
+/// reporting what is wrong with it). Relative paths are relative to the file.
+fn config_path_value(config: &Path, table: &str, key: &str) -> Result<Option<PathBuf>, Fail> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| Fail::usage(format!("--config {}: {e}", config.display())))?;
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Fail::usage(format!("--config {}: not TOML: {e}", config.display())))?;
+    let Some(v) = doc.get(table).and_then(|t| t.get(key)) else {
+        return Ok(None);
+    };
+    let s = v.as_str().ok_or_else(|| {
+        Fail::usage(format!(
+            "--config {}: {table}.{key} is not a string",
+            config.display()
+        ))
+    })?;
+    let p = PathBuf::from(s);
+    Ok(Some(if p.is_relative() {
+        config.parent().unwrap_or(Path::new(".")).join(p)
+    } else {
+        p
+    }))
+}
+
+/// `shieldctl detach` with no daemon: remove the pins ourselves (the way
+/// out when a daemon cannot start because of the pinned maps).
+fn offline_detach(config: Option<&Path>, json: bool) -> Result<String, Fail> {
+    let pin = match config {
+        Some(c) => {
+            config_path_value(c, "shield", "pin_path")?.unwrap_or_else(|| DEFAULT_PIN_PATH.into())
+        }
+        None => DEFAULT_PIN_PATH.into(),
+    };
+    let removed =
+        shield::pins::remove_all(&pin).map_err(|e| Fail::system(format!("detach: {e}")))?;
+    let reply = DetachReply {
+        interfaces: removed.links.clone(),
+        pin_path: pin.display().to_string(),
+    };
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        ));
+    }
+    if removed.links.is_empty() && removed.other == 0 {
+        return Ok(format!(
+            "shieldd is not running and nothing is pinned under {}\n",
+            pin.display()
+        ));
+    }
+    Ok(format!(
+        "shieldd is not running; detached from {} and removed the pins under {}\n",
+        if removed.links.is_empty() {
+            "no interface".into()
+        } else {
+            removed.links.join(", ")
+        },
+        pin.display()
+    ))
+}
+
+fn data<T: DeserializeOwned>(resp: Response) -> anyhow::Result<T> {
+    serde_json::from_value(resp.data).context("unexpected reply from shieldd")
+}
+
+fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
+    Ok(match cmd {
+        Command::Ban { .. } => {
+            let b: BanInfo = data(resp)?;
+            format!(
+                "banned {} for {} ({})\n",
+                b.net,
+                left(b.expires_in_secs),
+                b.reason
+            )
+        }
+        Command::Unban { .. } => {
+            let u: UnbanReply = data(resp)?;
+            match u.removed.as_slice() {
+                [one] => format!("unbanned {one}\n"),
+                many => format!("unbanned {} ban(s)\n", many.len()),
+            }
+        }
+        Command::Banned => {
+            let b: BannedReply = data(resp)?;
+            if b.bans.is_empty() {
+                return Ok("no bans\n".into());
+            }
+            let rows = b
+                .bans
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.net.clone(),
+                        b.origin.clone(),
+                        left(b.expires_in_secs),
+                        b.reason.clone(),
+                    ]
+                })
+                .collect();
+            table(&["ADDRESS", "ORIGIN", "TIME LEFT", "REASON"], rows)
+        }
+        Command::Allow { .. } | Command::Deny { .. } => {
+            let l: ListReply = data(resp)?;
+            let mut out = l.changed.map(|c| format!("{c}\n")).unwrap_or_default();
+            if matches!(
+                cmd,
+                Command::Allow { op: Op::List, .. } | Command::Deny { op: Op::List, .. }
+            ) {
+                if l.entries.is_empty() {
+                    out.push_str(&format!("the {}list is empty\n", l.list));
+                } else {
+                    let rows = l
+                        .entries
+                        .into_iter()
+                        .map(|e| vec![e.net, e.source])
+                        .collect();
+                    out.push_str(&table(&["CIDR", "FROM"], rows));
+                }
+            }
+            out
+        }
+        Command::Stats => {
+            let s: StatsReply = data(resp)?;
+            let mut out = String::from("Totals\n");
+            out.push_str(&counter_table(&s.totals));
+            for i in &s.interfaces {
+                out.push_str(&format!("\n{}\n", i.interface));
+                out.push_str(&counter_table(&i.counters));
+            }
+            out.push_str(&format!("\nBans in force: {}", s.bans_active));
+            let made: Vec<String> = s
+                .bans_total
+                .iter()
+                .map(|(o, n)| format!("{o} {n}"))
+                .collect();
+            if !made.is_empty() {
+                out.push_str(&format!(" (made since start: {})", made.join(", ")));
+            }
+            out.push('\n');
+            out.push_str(
+                "\nTop sources (rate/scanner/malformed drops in the current escalation window)\n",
+            );
+            if s.top_sources.is_empty() {
+                out.push_str("  none\n");
+            } else {
+                let rows = s
+                    .top_sources
+                    .iter()
+                    .map(|t| vec![t.source.clone(), t.drops.to_string()])
+                    .collect();
+                out.push_str(&table(&["SOURCE", "DROPS"], rows));
+            }
+            if !s.recent_escalations.is_empty() {
+                out.push_str("\nRecent escalations\n");
+                let rows = s
+                    .recent_escalations
+                    .iter()
+                    .map(|e| vec![e.source.clone(), e.reason.clone(), e.drops.to_string()])
+                    .collect();
+                out.push_str(&table(&["SOURCE", "REASON", "DROPS"], rows));
+            }
+            out
+        }
+        Command::Status => {
+            let s: StatusReply = data(resp)?;
+            let mut out = format!(
+                "shieldd {} (pid {}), up {}\nconfig     {}\nenforce    {}\nprogram    id {}\npins       {}\nstate      {}\nbans       {} in force\njails      {}\nmetrics    {}\n",
+                s.version,
+                s.pid,
+                format_duration(Duration::from_secs(s.uptime_secs.max(1))),
+                s.config,
+                if s.enforce { "yes" } else { "no (dry run: drops are counted as would_drop)" },
+                s.program_id,
+                s.pin_path,
+                s.state_dir,
+                s.bans_active,
+                if s.jails.is_empty() { "none".into() } else { s.jails.join(", ") },
+                s.metrics.unwrap_or_else(|| "off".into()),
+            );
+            if s.interfaces.is_empty() {
+                out.push_str("interfaces none\n");
+            } else {
+                let rows = s
+                    .interfaces
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            i.ifindex.to_string(),
+                            i.mode.clone(),
+                            i.link_id.to_string(),
+                        ]
+                    })
+                    .collect();
+                out.push('\n');
+                out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "LINK"], rows));
+            }
+            out
+        }
+        Command::Reload => {
+            let r: ReloadReply = data(resp)?;
+            let mut out = format!("reloaded {}\n", r.config);
+            for c in r.changes {
+                out.push_str(&format!("  {c}\n"));
+            }
+            for w in r.warnings {
+                out.push_str(&format!("  warning: {w}\n"));
+            }
+            out
+        }
+        Command::Detach => {
+            let d: DetachReply = data(resp)?;
+            format!(
+                "detached from {}; pins under {} removed; shieldd exited\n",
+                if d.interfaces.is_empty() {
+                    "no interface".into()
+                } else {
+                    d.interfaces.join(", ")
+                },
+                d.pin_path
+            )
+        }
+    })
+}
+
+fn left(secs: Option<u64>) -> String {
+    match secs {
+        None => "forever".into(),
+        Some(0) => "<1s".into(),
+        Some(s) => format_duration(Duration::from_secs(s)),
+    }
+}
+
+fn counter_table(rows: &[shield::control::protocol::CounterRow]) -> String {
+    if rows.is_empty() {
+        return "  no packets\n".into();
+    }
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.verdict.clone(),
+                r.reason.clone(),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+            ]
+        })
+        .collect();
+    table(&["VERDICT", "REASON", "PACKETS", "BYTES"], rows)
+}
+
+/// Left-aligned columns, two spaces apart, numbers right-aligned.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let numeric: Vec<bool> = (0..header.len())
+        .map(|i| !rows.is_empty() && rows.iter().all(|r| r[i].parse::<u64>().is_ok()))
+        .collect();
+    let line = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        let mut s = String::from("  ");
+        for (i, c) in cells.into_iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            if numeric[i] {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(&c);
+            } else {
+                s.push_str(&c);
+                if i != last {
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+            if i != last {
+                s.push_str("  ");
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}

@@ -1,0 +1,291 @@
+//! The few `bpf(2)` commands aya 0.16 does not wrap: batched map updates and
+//! lookups (bulk ban loads, entry counts, whole-map dumps) and the XDP part
+//! of `bpf_link_info` (which interface a pinned link is attached to).
+//!
+//! The attribute structs mirror `union bpf_attr` in `include/uapi/linux/bpf.h`
+//! field for field; the kernel zero-extends a shorter attribute, so each
+//! command passes only the struct it uses.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
+
+/// The kernel-internal "operation not supported" (`ENOTSUPP`, not
+/// `EOPNOTSUPP`) that leaks to user space for map types without batch ops.
+const ENOTSUPP: i32 = 524;
+
+/// `BPF_MAP_*_ELEM` / `BPF_MAP_GET_NEXT_KEY` attributes.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+/// `BPF_MAP_*_BATCH` attributes (`attr.batch`).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// `BPF_OBJ_GET` attributes.
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` attributes (`attr.info`).
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, correctly laid out attribute struct for `cmd`;
+    // the pointers inside it point at buffers the caller keeps alive.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// True for the errors a kernel gives for a batch command it (or this map
+/// type) does not implement: fall back to one element at a time.
+pub fn batch_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(ENOTSUPP) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// One `BPF_MAP_LOOKUP_ELEM` into `value`; `false` if the key is absent.
+pub fn lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One `BPF_MAP_UPDATE_ELEM` (flags `BPF_ANY`).
+pub fn update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `BPF_MAP_UPDATE_BATCH` of `keys.len() / key_size` elements; `values`
+/// holds as many values, back to back. Returns how many the kernel wrote:
+/// on error, the elements before the failing one are in the map.
+pub fn update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> Result<(), (usize, io::Error)> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: count as u32,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(e) => Err((attr.count as usize, e)),
+    }
+}
+
+/// Reads a whole hash map with `BPF_MAP_LOOKUP_BATCH`, `chunk` entries per
+/// call, handing each (key, value) to `each`. Returns `Err` with the batch
+/// error when the map type has no batch lookup (see [`batch_unsupported`]).
+pub fn lookup_all_batch(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    chunk: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    let mut keys = vec![0u8; key_size * chunk];
+    let mut values = vec![0u8; value_size * chunk];
+    // The batch cursor is map-specific (a bucket index for hash maps) but
+    // never larger than a key.
+    let mut token = vec![0u8; key_size.max(8)];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_ptr() as u64 },
+            out_batch: token.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let res = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        // ENOENT: this was the last chunk (possibly with entries in it).
+        let done = match &res {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(_) => return res.map(drop),
+        };
+        for i in 0..attr.count as usize {
+            each(
+                &keys[i * key_size..(i + 1) * key_size],
+                &values[i * value_size..(i + 1) * value_size],
+            );
+        }
+        if done {
+            return Ok(());
+        }
+        first = false;
+    }
+}
+
+/// Walks every key with `BPF_MAP_GET_NEXT_KEY` (any map type but arrays
+/// answers it; slower than a batch lookup: one syscall per key).
+pub fn for_each_key(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut cur = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut first = true;
+    loop {
+        let mut attr = ElemAttr {
+            map_fd: map.as_raw_fd() as u32,
+            key: if first { 0 } else { cur.as_ptr() as u64 },
+            value_or_next_key: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        each(&next);
+        std::mem::swap(&mut cur, &mut next);
+        first = false;
+    }
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What `BPF_OBJ_GET_INFO_BY_FD` says about an XDP link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpLinkInfo {
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// 0 once the interface is gone (the link is then defunct).
+    pub ifindex: u32,
+}
+
+/// `BPF_LINK_TYPE_XDP`.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// Reads `struct bpf_link_info` of an XDP link. `Ok(None)` for another
+/// kind of link.
+pub fn xdp_link_info(link: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
+    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union
+    // { ... struct { __u32 ifindex; } xdp; ... } } — the union is 8-byte
+    // aligned (it has __aligned_u64 members), so `xdp.ifindex` is at byte
+    // 16. A zeroed buffer larger than the kernel's struct is accepted.
+    let mut buf = [0u8; 128];
+    let mut attr = InfoAttr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: buf.len() as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    if word(0) != BPF_LINK_TYPE_XDP {
+        return Ok(None);
+    }
+    Ok(Some(XdpLinkInfo {
+        link_id: word(4),
+        prog_id: word(8),
+        ifindex: word(16),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_layouts_match_the_uapi() {
+        assert_eq!(std::mem::size_of::<ElemAttr>(), 32);
+        assert_eq!(std::mem::size_of::<BatchAttr>(), 56);
+        assert_eq!(std::mem::offset_of!(BatchAttr, count), 32);
+        assert_eq!(std::mem::offset_of!(BatchAttr, map_fd), 36);
+        assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
+    }
+
+    #[test]
+    fn unsupported_errors() {
+        assert!(batch_unsupported(&io::Error::from_raw_os_error(ENOTSUPP)));
+        assert!(batch_unsupported(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
+        assert!(!batch_unsupported(&io::Error::from_raw_os_error(
+            libc::E2BIG
+        )));
+    }
+}

@@ -1,0 +1,65 @@
+//! `shieldctl`'s end of the control socket (blocking: one request, one
+//! reply).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::protocol::{Request, Response};
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("shieldd is not running (nothing listens on {path}: {source})")]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("permission denied on {path}: shieldctl needs root or membership in the socket's group ([control] group)")]
+    PermissionDenied { path: PathBuf },
+    #[error("talking to shieldd on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shieldd sent a reply that is not valid: {0}")]
+    Protocol(String),
+}
+
+/// Sends `req` and waits up to `timeout` for the reply.
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+            path: path.to_path_buf(),
+            source,
+        },
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        _ => ClientError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let io = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    if reply.is_empty() {
+        return Err(ClientError::Protocol(
+            "connection closed without a reply".into(),
+        ));
+    }
+    serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(e.to_string()))
+}

@@ -1,0 +1,308 @@
+//! The control protocol: one JSON object per line each way. A connection
+//! may carry several requests; each gets exactly one response line.
+//!
+//! ```text
+//! → {"cmd":"ban","net":"198.51.100.7","duration_secs":3600,"reason":"scan"}
+//! ← {"ok":true,"data":{"net":"198.51.100.7/32","expires_in_secs":3600,...}}
+//! → {"cmd":"ban","net":"198.51.100.7/8"}
+//! ← {"ok":false,"error":{"kind":"bad_input","message":"net: ..."}}
+//! ```
+//!
+//! Addresses travel as text and are parsed by the daemon too: the protocol
+//! is also for scripts, and the daemon never trusts its clients.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line the daemon reads; longer is refused.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Ban {
+        net: String,
+        /// `None`: `[bans] bantime`; `Some(0)`: until unbanned.
+        #[serde(default)]
+        duration_secs: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Unban {
+        #[serde(default)]
+        net: Option<String>,
+        #[serde(default)]
+        all: bool,
+    },
+    Banned,
+    Allow {
+        op: ListOp,
+        #[serde(default)]
+        net: Option<String>,
+    },
+    Deny {
+        op: ListOp,
+        #[serde(default)]
+        net: Option<String>,
+    },
+    Stats,
+    Status,
+    Reload,
+    Detach,
+}
+
+impl Request {
+    /// Whether the request changes state (logged with the peer's uid).
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Request::Banned | Request::Stats | Request::Status => false,
+            Request::Allow { op, .. } | Request::Deny { op, .. } => *op != ListOp::List,
+            _ => true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOp {
+    Add,
+    Del,
+    List,
+}
+
+/// Why a request failed; decides `shieldctl`'s exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Not a request at all (malformed JSON, too long, unknown command).
+    BadRequest,
+    /// A well-formed request with a bad argument, or a configuration file
+    /// that does not validate (exit 2).
+    BadInput,
+    /// The daemon or the kernel failed (exit 1).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Further lines, e.g. every problem of a config file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        match serde_json::to_value(data) {
+            Ok(data) => Response {
+                ok: true,
+                error: None,
+                data,
+            },
+            Err(e) => Response::error(ErrorKind::Failed, format!("encoding the reply: {e}")),
+        }
+    }
+
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(ErrorBody {
+                kind,
+                message: message.into(),
+                details: Vec::new(),
+            }),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    pub fn error_with(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        details: Vec<String>,
+    ) -> Response {
+        Response {
+            ok: false,
+            error: Some(ErrorBody {
+                kind,
+                message: message.into(),
+                details,
+            }),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+// ---- Reply payloads -------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanInfo {
+    pub net: String,
+    /// `manual`, `escalation`, `kernel`, or the jail's name.
+    pub origin: String,
+    /// `manual`, `escalation`, `kernel` or `jail`.
+    pub origin_kind: String,
+    pub reason: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// `None`: until unbanned.
+    pub expires_in_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BannedReply {
+    pub bans: Vec<BanInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbanReply {
+    pub removed: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub net: String,
+    /// `config` (from the config file) or `cli` (added with shieldctl).
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListReply {
+    pub list: String,
+    pub entries: Vec<ListEntry>,
+    /// For add/del: what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRow {
+    pub verdict: String,
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceStats {
+    pub interface: String,
+    pub counters: Vec<CounterRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopSource {
+    pub source: String,
+    pub drops: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub source: String,
+    pub reason: String,
+    pub drops: u32,
+    /// Unix seconds when the daemon received it.
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// Summed over interfaces.
+    pub totals: Vec<CounterRow>,
+    pub interfaces: Vec<IfaceStats>,
+    /// Sources with the most rate/scanner/malformed drops in their current
+    /// escalation window (from the kernel's SOURCES map).
+    pub top_sources: Vec<TopSource>,
+    /// The latest escalation reports from the kernel, newest first.
+    pub recent_escalations: Vec<Escalation>,
+    pub bans_active: u64,
+    pub bans_total: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    pub mode: String,
+    pub link_id: u32,
+    /// Counter slot (1 + position in `[shield] interfaces`).
+    pub slot: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub version: String,
+    pub pid: u32,
+    pub config: String,
+    pub enforce: bool,
+    pub program_id: u32,
+    pub pin_path: String,
+    pub state_dir: String,
+    pub interfaces: Vec<IfaceStatus>,
+    pub bans_active: u64,
+    pub jails: Vec<String>,
+    pub metrics: Option<String>,
+    pub uptime_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub config: String,
+    /// What changed, one line each.
+    pub changes: Vec<String>,
+    /// Settings that need a restart to take effect.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachReply {
+    pub interfaces: Vec<String>,
+    pub pin_path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_their_wire_form() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"ban","net":"192.0.2.1","duration_secs":60}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Ban {
+                net: "192.0.2.1".into(),
+                duration_secs: Some(60),
+                reason: None
+            }
+        );
+        let r: Request = serde_json::from_str(r#"{"cmd":"allow","op":"list"}"#).unwrap();
+        assert!(!r.changes_state());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"ban","net":"x","bogus":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
+        let line = serde_json::to_string(&Request::Unban {
+            net: None,
+            all: true,
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"cmd":"unban","net":null,"all":true}"#);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::error(ErrorKind::BadInput, "net: bad");
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"ok":false,"error":{"kind":"bad_input","message":"net: bad"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), r);
+    }
+}

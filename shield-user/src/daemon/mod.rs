@@ -1,0 +1,609 @@
+//! `shieldd`: owns the shield in the kernel and everything around it.
+//!
+//! ```text
+//!             ┌──────────── Core (one lock) ────────────┐
+//!  control ──▶│ bans · lists · policy · attachments     │──▶ BPF maps, links, pins
+//!  jails ────▶│ ban book · counters · escalations       │
+//!  EVENTS ───▶│                                         │──▶ state_dir (persister)
+//!  sweeper ──▶└─────────────────────────────────────────┘──▶ /metrics (snapshots)
+//! ```
+//!
+//! Start-up order is chosen so that a failure changes nothing in the
+//! kernel: the state directory is locked, the jails compiled and both
+//! sockets bound before the shield is loaded or adopted.
+
+pub mod bans;
+pub mod core;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use ipnet::IpNet;
+use shield_common::OffenderEvent;
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use self::core::{restart_only_changes, Core, CtlError};
+use crate::config::{parse_cidr, Config, ConfigErrors};
+use crate::control::protocol::{ErrorKind, ListOp, ReloadReply, Request, Response};
+use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
+use crate::jails::{Jail, JailError, JailEvent, JailSpec};
+use crate::loader::LoadError;
+use crate::maps::List;
+use crate::metrics::http::{self as metrics_http, SnapshotFn};
+use crate::pins::PinError;
+use crate::state::{StateDir, StateError};
+
+/// How often expired bans are cleared out of the maps.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Bursts of bans (a botnet tripping escalation) are written out together.
+const PERSIST_COALESCE: Duration = Duration::from_millis(200);
+/// A control command waits this long for its change to reach the disk.
+const PERSIST_WAIT: Duration = Duration::from_secs(60);
+/// Polling fallback for the ring buffer, should a wakeup ever be missed.
+const EVENTS_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Pins(Box<PinError>),
+    #[error(transparent)]
+    Load(Box<LoadError>),
+    #[error(
+        "the maps pinned under {pin_path} do not fit this configuration: {detail}. Maps cannot be resized in place. \
+         Either set [capacity] back, or run `shieldctl detach` (this removes the shield until shieldd starts again; \
+         bans are kept in state_dir) and start shieldd again"
+    )]
+    IncompatiblePins {
+        pin_path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("{what}: {}", chain(.source))]
+    Map {
+        what: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("metrics listen address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl From<PinError> for DaemonError {
+    fn from(e: PinError) -> Self {
+        DaemonError::Pins(Box::new(e))
+    }
+}
+
+impl From<LoadError> for DaemonError {
+    fn from(e: LoadError) -> Self {
+        DaemonError::Load(Box::new(e))
+    }
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT; the shield was left attached (or detached, with
+    /// `detach_on_exit`).
+    Signal { detached: bool },
+    /// `shieldctl detach`.
+    Detached,
+}
+
+type Shared = Arc<Mutex<Core>>;
+
+/// An error and its sources on one line (aya leaves the errno to the
+/// source).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the maps as they were (every
+    // write is a whole syscall): keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the daemon until a signal or `shieldctl detach`.
+pub async fn run(config: Config) -> Result<Exit, DaemonError> {
+    let state = Arc::new(StateDir::open(&config.shield.state_dir)?);
+    let jails = compile_jails(&config.jails)?;
+    let gid = server::group_id(&config.control.group)?;
+    let control = server::bind(&config.control.socket, gid)?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            metrics_http::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let socket_path = config.control.socket.clone();
+
+    let (core, events) =
+        tokio::task::block_in_place(|| Core::start(config.clone(), state.clone()))?;
+    let core: Shared = Arc::new(Mutex::new(core));
+
+    let persist = Persister::start(core.clone());
+    let (jail_tx, jail_rx) = mpsc::channel(4096);
+    let mut jail_set = JailSet {
+        running: Vec::new(),
+        tx: jail_tx,
+    };
+    jail_set.update(&config.jails, jails);
+    let jail_set = Arc::new(tokio::sync::Mutex::new(jail_set));
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    tasks.push(tokio::spawn(jail_events(
+        core.clone(),
+        jail_rx,
+        persist.clone(),
+    )));
+    if let Some(rb) = events {
+        tasks.push(tokio::spawn(offender_events(
+            core.clone(),
+            rb,
+            persist.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(sweeper(core.clone(), persist.clone())));
+    let metrics_task = Arc::new(Mutex::new(metrics.map(|l| spawn_metrics(l, core.clone()))));
+    if let Some(addr) = config.metrics.listen {
+        tracing::info!(%addr, "metrics listening");
+    }
+
+    let shutdown = Arc::new(Notify::new());
+    let ctl = Arc::new(Ctl {
+        core: core.clone(),
+        persist: persist.clone(),
+        jails: jail_set.clone(),
+        metrics: metrics_task.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let handler: Handler = {
+        let ctl = ctl.clone();
+        Arc::new(move |req, peer| {
+            let ctl = ctl.clone();
+            Box::pin(async move { ctl.handle(req, peer).await }) as HandlerFuture
+        })
+    };
+    tasks.push(tokio::spawn(server::serve(control, handler)));
+    tracing::info!(socket = %socket_path.display(), "control socket listening");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), interfaces = ?lock(&core).attached(), "shieldd running");
+
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| DaemonError::Runtime(format!("SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
+    let exit = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let reply = ctl.reload().await;
+                if !reply.ok {
+                    tracing::error!("reload on SIGHUP refused; the running configuration stays");
+                }
+            }
+            _ = term.recv() => break Exit::Signal { detached: false },
+            _ = int.recv() => break Exit::Signal { detached: false },
+            _ = shutdown.notified() => break Exit::Detached,
+        }
+    };
+
+    for t in &tasks {
+        t.abort();
+    }
+    if let Some(t) = lock(&metrics_task).take() {
+        t.abort();
+    }
+    jail_set.lock().await.stop_all();
+    let exit = match exit {
+        Exit::Signal { .. } if lock(&core).config.shield.detach_on_exit => {
+            lock(&core).detach()?;
+            Exit::Signal { detached: true }
+        }
+        e => e,
+    };
+    persist.flush().await;
+    let _ = std::fs::remove_file(&socket_path);
+    match exit {
+        Exit::Signal { detached: false } => {
+            tracing::info!("exiting; the shield stays attached and enforcing (pinned)")
+        }
+        Exit::Signal { detached: true } => tracing::info!("exiting; detached (detach_on_exit)"),
+        Exit::Detached => tracing::info!("exiting after `shieldctl detach`"),
+    }
+    Ok(exit)
+}
+
+fn compile_jails(specs: &[JailSpec]) -> Result<Vec<Jail>, JailError> {
+    specs.iter().map(Jail::new).collect()
+}
+
+/// The running jails, by spec: a reload restarts only those that changed
+/// (a restarted jail forgets its failure counts).
+struct JailSet {
+    running: Vec<(JailSpec, JoinHandle<()>)>,
+    tx: mpsc::Sender<JailEvent>,
+}
+
+impl JailSet {
+    fn update(&mut self, specs: &[JailSpec], compiled: Vec<Jail>) {
+        let mut next = Vec::new();
+        for (spec, jail) in specs.iter().zip(compiled) {
+            match self.running.iter().position(|(s, _)| s == spec) {
+                Some(p) => next.push(self.running.swap_remove(p)),
+                None => {
+                    tracing::info!(jail = %spec.name, log = %spec.logpath.display(), "jail started");
+                    next.push((spec.clone(), jail.spawn(self.tx.clone())));
+                }
+            }
+        }
+        for (spec, handle) in self.running.drain(..) {
+            tracing::info!(jail = %spec.name, "jail stopped");
+            handle.abort();
+        }
+        self.running = next;
+    }
+
+    fn stop_all(&mut self) {
+        for (_, h) in self.running.drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// Writes the ban state file behind the changes, coalescing bursts; lets a
+/// control command wait until its change is on disk.
+#[derive(Clone)]
+struct Persister {
+    wake: Arc<Notify>,
+    /// A caller is waiting: write now, skip the coalescing pause.
+    urgent: Arc<std::sync::atomic::AtomicBool>,
+    written: watch::Receiver<u64>,
+    core: Shared,
+}
+
+impl Persister {
+    fn start(core: Shared) -> Persister {
+        let wake = Arc::new(Notify::new());
+        let urgent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = watch::channel(0u64);
+        let p = Persister {
+            wake: wake.clone(),
+            urgent: urgent.clone(),
+            written: rx,
+            core: core.clone(),
+        };
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            loop {
+                wake.notified().await;
+                if !urgent.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(PERSIST_COALESCE).await;
+                }
+                let (gen, state) = {
+                    let c = lock(&core);
+                    (c.generation(), c.state())
+                };
+                if gen == last {
+                    let _ = tx.send(gen);
+                    continue;
+                }
+                let core2 = core.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    // Records are taken on this thread: a million of them
+                    // take a moment to copy, and the async threads stay free.
+                    let (gen, bans, history) = lock(&core2).records();
+                    state.save_bans(&bans, &history).map(|()| gen)
+                })
+                .await;
+                match res {
+                    Ok(Ok(gen)) => {
+                        last = gen;
+                        let _ = tx.send(gen);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("saving bans failed (retrying on the next change): {e}")
+                    }
+                    Err(e) => tracing::error!("saving bans failed: {e}"),
+                }
+            }
+        });
+        p
+    }
+
+    fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the state file holds every change made so far.
+    async fn flush(&self) -> bool {
+        let target = lock(&self.core).generation();
+        self.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+        let mut rx = self.written.clone();
+        let done = matches!(
+            tokio::time::timeout(PERSIST_WAIT, rx.wait_for(|g| *g >= target)).await,
+            Ok(Ok(_))
+        );
+        done
+    }
+}
+
+async fn jail_events(core: Shared, mut rx: mpsc::Receiver<JailEvent>, persist: Persister) {
+    while let Some(ev) = rx.recv().await {
+        let ban = matches!(ev, JailEvent::Ban { .. });
+        lock(&core).on_jail_event(ev);
+        if ban {
+            persist.changed();
+        }
+    }
+}
+
+/// Reads the kernel's offender reports from the `EVENTS` ring buffer.
+async fn offender_events(core: Shared, rb: RingBuf<MapData>, persist: Persister) {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot watch the EVENTS ring buffer; escalation bans are off: {e}");
+            return;
+        }
+    };
+    loop {
+        // Readiness is cleared before draining, not after: the kernel only
+        // wakes a reader that has caught up, so a record landing between a
+        // drain and a late clear would never wake us again.
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
+            guard.clear_ready();
+        }
+        let mut batch = Vec::new();
+        let rb = fd.get_mut();
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<OffenderEvent>() {
+                // SAFETY: the kernel wrote a whole OffenderEvent (size
+                // checked); it may be unaligned in the ring.
+                batch.push(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast::<OffenderEvent>())
+                });
+            }
+        }
+        if !batch.is_empty() {
+            let mut c = lock(&core);
+            for ev in &batch {
+                c.on_offender(ev);
+            }
+            drop(c);
+            persist.changed();
+        }
+    }
+}
+
+async fn sweeper(core: Shared, persist: Persister) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        if lock(&core).sweep() > 0 {
+            persist.changed();
+        }
+    }
+}
+
+fn spawn_metrics(listener: tokio::net::TcpListener, core: Shared) -> JoinHandle<()> {
+    let snap: SnapshotFn = Arc::new(move || lock(&core).snapshot());
+    tokio::spawn(async move {
+        if let Err(e) = metrics_http::serve(listener, snap).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    })
+}
+
+/// The control commands.
+struct Ctl {
+    core: Shared,
+    persist: Persister,
+    jails: Arc<tokio::sync::Mutex<JailSet>>,
+    metrics: Arc<Mutex<Option<JoinHandle<()>>>>,
+    shutdown: Arc<Notify>,
+}
+
+fn reply<T: serde::Serialize>(r: Result<T, CtlError>) -> Response {
+    match r {
+        Ok(v) => Response::ok(v),
+        Err(CtlError::BadInput(m)) => Response::error(ErrorKind::BadInput, m),
+        Err(CtlError::Failed(m)) => Response::error(ErrorKind::Failed, m),
+    }
+}
+
+fn parse_net(arg: &str, text: &str) -> Result<IpNet, CtlError> {
+    parse_cidr(text).map_err(|e| CtlError::BadInput(format!("{arg}: {e}")))
+}
+
+impl Ctl {
+    async fn handle(&self, req: Request, peer: Peer) -> Response {
+        let who = format!("uid {}", peer.uid);
+        if req.changes_state() {
+            tracing::debug!(uid = peer.uid, pid = peer.pid, request = ?req, "control request");
+        }
+        let changes_bans = matches!(req, Request::Ban { .. } | Request::Unban { .. });
+        let r = match req {
+            Request::Ban {
+                net,
+                duration_secs,
+                reason,
+            } => {
+                let r = parse_net("net", &net).and_then(|n| {
+                    lock(&self.core).ban_manual(
+                        n,
+                        duration_secs.map(Duration::from_secs),
+                        reason,
+                        &who,
+                    )
+                });
+                reply(r)
+            }
+            Request::Unban { net, all } => {
+                let r = match (net, all) {
+                    (None, true) => lock(&self.core).unban_all(&who),
+                    (Some(n), false) => {
+                        parse_net("net", &n).and_then(|n| lock(&self.core).unban(n, &who))
+                    }
+                    _ => Err(CtlError::BadInput(
+                        "unban: give either a CIDR or --all".into(),
+                    )),
+                };
+                reply(r)
+            }
+            Request::Banned => Response::ok(lock(&self.core).banned()),
+            Request::Allow { op, net } => self.list(List::Allow, op, net, &who),
+            Request::Deny { op, net } => self.list(List::Deny, op, net, &who),
+            Request::Stats => reply(lock(&self.core).stats()),
+            Request::Status => Response::ok(lock(&self.core).status()),
+            Request::Reload => return self.reload().await,
+            Request::Detach => return self.detach().await,
+        };
+        // "Changes persist": a change is on disk before it is acknowledged.
+        if r.ok && changes_bans && !self.persist.flush().await {
+            return Response::error(
+                ErrorKind::Failed,
+                "the change is in force but could not be saved to state_dir (see the daemon's log)",
+            );
+        }
+        r
+    }
+
+    fn list(&self, list: List, op: ListOp, net: Option<String>, who: &str) -> Response {
+        let net = match net.map(|n| parse_net("net", &n)).transpose() {
+            Ok(n) => n,
+            Err(e) => return reply::<()>(Err(e)),
+        };
+        reply(lock(&self.core).list_op(list, op, net, who))
+    }
+
+    /// Re-reads the config file; applies it only if all of it is valid.
+    async fn reload(&self) -> Response {
+        let path = lock(&self.core).config.source_path.clone();
+        let loaded = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || Config::load(&path)
+        })
+        .await;
+        let cfg = match loaded {
+            Ok(Ok(cfg)) => cfg,
+            Ok(Err(errors)) => {
+                for e in errors.iter() {
+                    tracing::error!(config = %path.display(), "reload: {e}");
+                }
+                tracing::error!(config = %path.display(), problems = errors.len(), "reload refused: configuration invalid, nothing changed");
+                return Response::error_with(
+                    ErrorKind::BadInput,
+                    format!("{} is invalid; nothing changed", path.display()),
+                    errors.iter().map(|e| e.to_string()).collect(),
+                );
+            }
+            Err(e) => return Response::error(ErrorKind::Failed, format!("reload: {e}")),
+        };
+        // Everything that can be checked without touching the kernel.
+        let jails = match compile_jails(&cfg.jails) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("reload refused: {e}");
+                return Response::error(ErrorKind::BadInput, format!("{e}; nothing changed"));
+            }
+        };
+        let attached = lock(&self.core).attached();
+        if let Some(missing) = cfg
+            .shield
+            .interfaces
+            .iter()
+            .find(|i| !attached.contains(i) && crate::pins::ifindex(i).is_none())
+        {
+            tracing::error!(iface = %missing, "reload refused: interface does not exist");
+            return Response::error(
+                ErrorKind::BadInput,
+                format!("interface {missing:?} does not exist; nothing changed"),
+            );
+        }
+        let (changes, warnings, old_listen) = {
+            let mut core = lock(&self.core);
+            let warnings = restart_only_changes(&core.runtime, &cfg);
+            let old_listen = core.config.metrics.listen;
+            match tokio::task::block_in_place(|| core.apply(&cfg)) {
+                Ok(changes) => (changes, warnings, old_listen),
+                Err(e) => {
+                    tracing::error!("reload failed part-way: {e}");
+                    return Response::error(
+                        ErrorKind::Failed,
+                        format!("reload failed part-way: {e}"),
+                    );
+                }
+            }
+        };
+        self.jails.lock().await.update(&cfg.jails, jails);
+        let mut warnings = warnings;
+        if cfg.metrics.listen != old_listen {
+            if let Some(t) = lock(&self.metrics).take() {
+                t.abort();
+            }
+            if let Some(addr) = cfg.metrics.listen {
+                match metrics_http::bind(addr).await {
+                    Ok(l) => *lock(&self.metrics) = Some(spawn_metrics(l, self.core.clone())),
+                    Err(e) => warnings.push(format!(
+                        "metrics listen {addr}: {e}; metrics are off until the next reload"
+                    )),
+                }
+            }
+        }
+        for w in &warnings {
+            tracing::warn!("reload: {w}");
+        }
+        tracing::info!(config = %path.display(), changes = ?changes, "reload");
+        Response::ok(ReloadReply {
+            config: path.display().to_string(),
+            changes,
+            warnings,
+        })
+    }
+
+    async fn detach(&self) -> Response {
+        let r = tokio::task::block_in_place(|| lock(&self.core).detach());
+        match r {
+            Ok(d) => {
+                self.persist.flush().await;
+                self.shutdown.notify_one();
+                Response::ok(d)
+            }
+            Err(e) => Response::error(ErrorKind::Failed, format!("detach: {e}")),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Prometheus metrics (SPEC §6).
+//!
+//! Counters are not kept in user space: at each scrape the daemon reads the
+//! kernel's per-CPU counter arrays (summed over CPUs, interface slots named)
+//! into a [`Snapshot`], and a `prometheus-client` collector encodes it. The
+//! result is OpenMetrics; [`to_classic_text`] rewrites the descriptor lines
+//! for clients that asked for the classic Prometheus text format (0.0.4),
+//! whose linters reject OpenMetrics' `# TYPE x counter` + `x_total` pairing.
+
+pub mod http;
+
+use std::collections::{BTreeMap, HashMap};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use shield_common::{Counter, Method, Reason, Verdict};
+
+/// Everything one scrape reports, read under the daemon's lock.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// (interface, verdict, reason) → counter; only combinations the
+    /// kernel can produce are listed, zeros included (stable series).
+    pub packets: Vec<(String, Verdict, Reason, Counter)>,
+    /// (interface, method, verdict) → requests.
+    pub sip: Vec<(String, Method, Verdict, u64)>,
+    pub bans_active: u64,
+    /// By origin: manual, escalation, kernel, or a jail's name.
+    pub bans_total: BTreeMap<String, u64>,
+    pub jail_failures: BTreeMap<String, u64>,
+    /// (map, entries)
+    pub map_entries: Vec<(String, u64)>,
+    /// (map, capacity)
+    pub map_capacity: Vec<(String, u64)>,
+    /// (interface, mode) of every attachment.
+    pub attached: Vec<(String, String)>,
+    pub version: String,
+}
+
+/// Every (verdict, reason) pair a packet can be counted under.
+pub fn verdict_reason_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
+    Verdict::ALL.into_iter().flat_map(|v| {
+        Reason::ALL
+            .into_iter()
+            .filter(move |r| match v {
+                Verdict::Pass => !r.drops(),
+                Verdict::Drop | Verdict::WouldDrop => r.drops(),
+            })
+            .map(move |r| (v, r))
+    })
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in rows {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let pkt_labels = |i: &str, v: Verdict, r: Reason| {
+            vec![
+                ("interface", i.to_string()),
+                ("verdict", v.as_str().into()),
+                ("reason", r.as_str().into()),
+            ]
+        };
+        family(
+            &mut enc,
+            "sipshield_packets",
+            "Packets seen by the XDP program, by interface, verdict and reason.",
+            MetricType::Counter,
+            s.packets
+                .iter()
+                .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.packets))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_bytes",
+            "Bytes seen by the XDP program, by interface, verdict and reason.",
+            MetricType::Counter,
+            s.packets
+                .iter()
+                .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_sip_requests",
+            "UDP SIP requests to protected ports, by interface, method and verdict.",
+            MetricType::Counter,
+            s.sip.iter().map(|(i, m, v, n)| {
+                (
+                    vec![
+                        ("interface", i.clone()),
+                        ("method", m.as_str().into()),
+                        ("verdict", v.as_str().into()),
+                    ],
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
+        let m = enc.encode_descriptor(
+            "sipshield_bans_active",
+            "Bans in force.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.bans_active as i64).encode(m)?;
+        family(
+            &mut enc,
+            "sipshield_bans",
+            "Bans made since the daemon started, by origin (manual, escalation, kernel, or jail name).",
+            MetricType::Counter,
+            s.bans_total.iter().map(|(o, n)| (vec![("origin", o.clone())], ConstCounter::new(*n))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_jail_failures",
+            "Authentication failures counted by each jail.",
+            MetricType::Counter,
+            s.jail_failures
+                .iter()
+                .map(|(j, n)| (vec![("jail", j.clone())], ConstCounter::new(*n))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_map_entries",
+            "Entries in each BPF map.",
+            MetricType::Gauge,
+            s.map_entries
+                .iter()
+                .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_map_capacity",
+            "Capacity (max_entries) of each BPF map.",
+            MetricType::Gauge,
+            s.map_capacity
+                .iter()
+                .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
+        )?;
+        family(
+            &mut enc,
+            "sipshield_xdp_attached",
+            "1 for each interface the XDP program is attached to, with the attach mode.",
+            MetricType::Gauge,
+            s.attached.iter().map(|(i, m)| {
+                (
+                    vec![("interface", i.clone()), ("mode", m.clone())],
+                    ConstGauge::new(1i64),
+                )
+            }),
+        )?;
+        let info = Info::new(vec![("version", s.version.clone())]);
+        let m = enc.encode_descriptor(
+            "sipshield_build",
+            "Build information.",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(m)?;
+        Ok(())
+    }
+}
+
+/// The snapshot in the OpenMetrics text format (with `# EOF`).
+pub fn encode_openmetrics(s: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(s)));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// Rewrites an OpenMetrics exposition into the classic Prometheus text
+/// format 0.0.4: counter families are named with their `_total` suffix,
+/// info families become gauges named `_info`, `# UNIT` and `# EOF` go.
+/// Sample lines are the same in both formats.
+pub fn to_classic_text(om: &str) -> String {
+    let mut types: HashMap<&str, &str> = HashMap::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, kind)) = rest.split_once(' ') {
+                types.insert(name, kind);
+            }
+        }
+    }
+    let rename = |name: &str| -> (String, &'static str) {
+        match types.get(name).copied() {
+            Some("counter") => (format!("{name}_total"), "counter"),
+            Some("info") => (format!("{name}_info"), "gauge"),
+            Some("gauge") => (name.to_string(), "gauge"),
+            Some("histogram") => (name.to_string(), "histogram"),
+            Some("summary") => (name.to_string(), "summary"),
+            _ => (name.to_string(), "untyped"),
+        }
+    };
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {help}\n", rename(name).0));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_once(' ').map_or(rest, |(n, _)| n);
+            let (name, kind) = rename(name);
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            packets: verdict_reason_pairs()
+                .map(|(v, r)| {
+                    (
+                        "eth0".to_string(),
+                        v,
+                        r,
+                        Counter {
+                            packets: 3,
+                            bytes: 300,
+                        },
+                    )
+                })
+                .collect(),
+            sip: vec![("eth0".into(), Method::Invite, Verdict::Drop, 7)],
+            bans_active: 2,
+            bans_total: [("manual".to_string(), 1), ("kamailio".to_string(), 1)].into(),
+            jail_failures: [("kamailio".to_string(), 5)].into(),
+            map_entries: vec![("bans_v4".into(), 2)],
+            map_capacity: vec![("bans_v4".into(), 1000)],
+            attached: vec![("eth0".into(), "driver".into())],
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn pairs_cover_what_the_kernel_counts() {
+        let pairs: Vec<_> = verdict_reason_pairs().collect();
+        assert_eq!(pairs.len(), 2 + 6 * 2);
+        assert!(pairs.contains(&(Verdict::WouldDrop, Reason::Ban)));
+        assert!(!pairs.contains(&(Verdict::Drop, Reason::Ok)));
+    }
+
+    #[test]
+    fn openmetrics_has_every_family() {
+        let om = encode_openmetrics(sample());
+        for needle in [
+            "# TYPE sipshield_packets counter",
+            r#"sipshield_packets_total{interface="eth0",verdict="drop",reason="ban"} 3"#,
+            r#"sipshield_bytes_total{interface="eth0",verdict="pass",reason="ok"} 300"#,
+            r#"sipshield_sip_requests_total{interface="eth0",method="INVITE",verdict="drop"} 7"#,
+            "sipshield_bans_active 2",
+            r#"sipshield_bans_total{origin="kamailio"} 1"#,
+            r#"sipshield_jail_failures_total{jail="kamailio"} 5"#,
+            r#"sipshield_map_entries{map="bans_v4"} 2"#,
+            r#"sipshield_map_capacity{map="bans_v4"} 1000"#,
+            r#"sipshield_xdp_attached{interface="eth0",mode="driver"} 1"#,
+            r#"sipshield_build_info{version="0.1.0"} 1"#,
+        ] {
+            assert!(om.contains(needle), "missing {needle:?} in\n{om}");
+        }
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let text = to_classic_text(&encode_openmetrics(sample()));
+        assert!(
+            text.contains("# TYPE sipshield_packets_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP sipshield_packets_total Packets"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE sipshield_build_info gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE sipshield_bans_active gauge"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        // Every sample's family was declared under the sample's own name.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} undeclared"
+            );
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `shieldctl` and `shieldd` as an operator meets them: exit codes, error
+//! messages, socket permissions, a control socket fed garbage, `--check`,
+//! and a daemon started without the capabilities it needs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// nobody / nogroup on Debian; `daemon` (gid 1) is a group nobody is not in.
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+const OTHER_GROUP: u32 = 1;
+
+fn ctl(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(SHIELDCTL);
+    c.args(args);
+    output_within(c, Duration::from_secs(30))
+}
+
+#[test]
+fn bad_input_is_exit_2_and_a_missing_daemon_is_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("none.sock");
+    let s = path_str(&sock);
+
+    for (args, needle) in [
+        (vec!["--socket", s, "ban", "300.1.2.3"], "300.1.2.3"),
+        (
+            vec!["--socket", s, "ban", "198.51.100.7/8"],
+            "198.51.100.7/8",
+        ),
+        (
+            vec!["--socket", s, "allow", "add", "not-an-address"],
+            "not-an-address",
+        ),
+        (
+            vec![
+                "--socket",
+                s,
+                "ban",
+                "198.51.100.7",
+                "--duration",
+                "5 fortnights",
+            ],
+            "--duration",
+        ),
+        (
+            vec!["--socket", s, "deny", "list", "192.0.2.1"],
+            "takes no CIDR",
+        ),
+    ] {
+        let out = ctl(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // Usage errors (clap) are 2 as well.
+    assert_eq!(ctl(&["--socket", s, "frobnicate"]).status.code(), Some(2));
+    assert_eq!(ctl(&["--socket", s, "unban"]).status.code(), Some(2));
+
+    let out = ctl(&["--socket", s, "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("shieldd is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ctl(&["--json", "--socket", s, "banned"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert_eq!(v["error"]["kind"], "failed");
+}
+
+#[test]
+fn socket_permissions_admit_the_group_and_refuse_everyone_else() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, "");
+    let cfg = std::fs::read_to_string(&d.config).expect("config");
+    d.write_config(&cfg.replace("[control]\n", "[control]\ngroup = \"nogroup\"\n"));
+    // Let other users reach the socket's directory; the socket decides.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.start();
+    let meta = std::fs::metadata(&d.socket).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), NOGROUP);
+
+    let as_user = |uid, gid| {
+        let mut c = Command::new(SHIELDCTL);
+        c.arg("--socket").arg(&d.socket).arg("status");
+        output_within(common::as_user(c, uid, gid), Duration::from_secs(30))
+    };
+    let member = as_user(NOBODY, NOGROUP);
+    assert!(
+        member.status.success(),
+        "group member refused: {}",
+        text(&member.stderr)
+    );
+    assert!(text(&member.stdout).contains("veth-s"));
+    let outsider = as_user(NOBODY, OTHER_GROUP);
+    assert_eq!(outsider.status.code(), Some(1));
+    assert!(
+        text(&outsider.stderr).contains("permission denied"),
+        "{}",
+        text(&outsider.stderr)
+    );
+}
+
+#[test]
+fn garbage_on_the_control_socket_gets_errors_and_the_daemon_lives_on() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, "");
+    d.start();
+    let exchange = |bytes: &[u8]| -> String {
+        let mut s = UnixStream::connect(&d.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let r = exchange(b"this is not json\n");
+    assert!(
+        r.contains("\"kind\":\"bad_request\"") && r.contains("malformed request"),
+        "{r}"
+    );
+    let r = exchange(b"{\"cmd\":\"ban\",\"net\":\"198.51.100.0/8\"}\n");
+    assert!(
+        r.contains("\"kind\":\"bad_input\"") && r.contains("net:"),
+        "{r}"
+    );
+    let r = exchange(b"{\"cmd\":\"unban\",\"net\":\"192.0.2.1\",\"all\":true}\n");
+    assert!(r.contains("\"kind\":\"bad_input\""), "{r}");
+    let r = exchange(&vec![b'{'; 1 << 20]);
+    assert!(r.contains("longer than"), "{r}");
+    let r = exchange(&[0u8, 159, 146, 150, b'\n']);
+    assert!(r.contains("bad_request"), "{r}");
+    // A client that connects and says nothing does not block the others.
+    let _silent = UnixStream::connect(&d.socket).expect("connect");
+    let status = d.ctl_json(&["status"]);
+    assert_eq!(status["interfaces"][0]["name"], "veth-s");
+    assert!(d.is_running());
+}
+
+#[test]
+fn check_lists_every_problem_and_accepts_a_good_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[shield]\ninterfaces = [\"eth0\"]\n").expect("write");
+    let out = output_within(
+        {
+            let mut c = Command::new(SHIELDD);
+            c.arg("--check").arg("--config").arg(&good);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("OK"), "{}", text(&out.stdout));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[shield]\nmode = \"turbo\"\n\n[deny]\ncidrs = [\"10.0.0.1/8\"]\n\n[bans]\nbantime = \"forever\"\nwhat = 1\n")
+        .expect("write");
+    let out = output_within(
+        {
+            let mut c = Command::new(SHIELDD);
+            c.arg("--check").arg("--config").arg(&bad);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let o = text(&out.stdout);
+    for needle in [
+        "bad.toml:2: shield.mode",
+        "bad.toml:5: deny.cidrs[0]",
+        "bad.toml:8: bans.bantime",
+        "bad.toml:9: bans.what",
+    ] {
+        assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+    }
+}
+
+#[test]
+fn without_capabilities_shieldd_says_so_in_one_line() {
+    shield_tests::kernel::require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = dir.path().join("shield.toml");
+    std::fs::write(&cfg, "").expect("write");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut c = Command::new(SHIELDD);
+    c.arg("--config").arg(&cfg);
+    let out = output_within(as_user(c, NOBODY, NOGROUP), Duration::from_secs(30));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("needs root or CAP_BPF") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
