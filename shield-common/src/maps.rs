@@ -44,15 +44,33 @@ pub const PORT_UDP: u8 = 1;
 pub const PORT_TCP: u8 = 2;
 pub const PORTS_ENTRIES: u32 = 65_536;
 
-/// Value of the ban maps: when the ban ends, in `CLOCK_MONOTONIC`
-/// nanoseconds (the kernel's `bpf_ktime_get_ns`); 0 = never.
+/// Value of the ban maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
+    /// When the ban ends, in `CLOCK_MONOTONIC` nanoseconds (the kernel's
+    /// `bpf_ktime_get_ns`); 0 = never.
     pub expires_ns: u64,
+    /// The [`crate::Policy::acl_gen`] under which `acl` was filled in by the
+    /// kernel; 0 = not yet. Lets a banned flood cost one hash lookup instead
+    /// of two trie lookups per packet, and never a stale answer: user space
+    /// bumps the generation whenever the allow or deny list changes.
+    pub acl_gen: u32,
+    /// `ACL_ALLOW` / `ACL_DENY` bits of the banned address.
+    pub acl: u32,
 }
 
+/// [`BanValue::acl`]: the address is allowlisted.
+pub const ACL_ALLOW: u32 = 1;
+/// [`BanValue::acl`]: the address is denied.
+pub const ACL_DENY: u32 = 2;
+
 impl BanValue {
+    /// A ban until `expires_ns`, allow/deny bits not cached yet.
+    pub const fn until(expires_ns: u64) -> BanValue {
+        BanValue { expires_ns, acl_gen: 0, acl: 0 }
+    }
+
     #[inline(always)]
     pub const fn active(&self, now_ns: u64) -> bool {
         self.expires_ns == 0 || now_ns < self.expires_ns
@@ -176,8 +194,9 @@ mod tests {
 
     #[test]
     fn ban_expiry() {
-        assert!(BanValue { expires_ns: 0 }.active(u64::MAX));
-        assert!(BanValue { expires_ns: 10 }.active(9));
-        assert!(!BanValue { expires_ns: 10 }.active(10));
+        assert!(BanValue::until(0).active(u64::MAX));
+        assert!(BanValue::until(10).active(9));
+        assert!(!BanValue::until(10).active(10));
+        assert_eq!(core::mem::size_of::<BanValue>(), 16);
     }
 }

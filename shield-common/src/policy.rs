@@ -47,7 +47,9 @@ pub struct Policy {
     /// Escalation: report a source after this many counted drops in a
     /// window (0 disables).
     pub escalate_drops: u32,
-    pub _pad: u32,
+    /// Generation of the allow and deny lists, bumped by user space on every
+    /// change; see [`crate::BanValue::acl_gen`]. Never 0.
+    pub acl_gen: u32,
     pub escalate_window_ns: u64,
 }
 
@@ -87,7 +89,7 @@ impl Default for Policy {
             method: [Bucket::UNLIMITED; METHOD_BUCKETS],
             method_slot: [0; 16],
             escalate_drops: 0,
-            _pad: 0,
+            acl_gen: 1,
             escalate_window_ns: 0,
         }
     }

@@ -24,7 +24,7 @@ use shield_common::{
     default_size, gcra,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
-    PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
+    PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, ACL_ALLOW, ACL_DENY, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
     F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP,
     F_TRUNK_ONLY, FAMILY_V4, FAMILY_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, PORTS_ENTRIES,
     PORT_TCP,
@@ -289,33 +289,23 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     };
 
     // Steps 2-4. The lookups run in the order that is cheapest on the flood
-    // path (the exact-address ban hash first; empty tries never); the
-    // verdict follows SPEC §2's order.
-    let banned = match f.src {
-        Src::V4(a) => {
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            let hit = unsafe { BANS_V4.get(&a) }.is_some_and(|b| b.active(now));
-            hit || (p.has(F_BAN_NETS_V4)
-                && BAN_NETS_V4.get(&Key::new(32, a)).is_some_and(|b| b.active(now)))
-        }
-        Src::V6(a) => {
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            let hit = unsafe { BANS_V6.get(&a) }.is_some_and(|b| b.active(now));
-            hit || (p.has(F_BAN_NETS_V6)
-                && BAN_NETS_V6.get(&Key::new(128, a)).is_some_and(|b| b.active(now)))
-        }
+    // path; the verdict follows SPEC §2's order. A source banned by address
+    // (the hash, looked up first) carries its allow/deny bits cached in the
+    // ban entry, so a banned flood costs one lookup per packet.
+    let (banned, acl) = match f.src {
+        Src::V4(a) => match BANS_V4.get_ptr_mut(&a) {
+            Some(b) if active(b) => (true, cached_acl(b, p, &f.src)),
+            _ => (ban_net_v4(p, a), acl_of(p, &f.src)),
+        },
+        Src::V6(a) => match BANS_V6.get_ptr_mut(&a) {
+            Some(b) if active(b) => (true, cached_acl(b, p, &f.src)),
+            _ => (ban_net_v6(p, a), acl_of(p, &f.src)),
+        },
     };
-    let allowed = match f.src {
-        Src::V4(a) => p.has(F_ALLOW_V4) && ALLOW_V4.get(&Key::new(32, a)).is_some(),
-        Src::V6(a) => p.has(F_ALLOW_V6) && ALLOW_V6.get(&Key::new(128, a)).is_some(),
-    };
-    if allowed {
+    if acl & ACL_ALLOW != 0 {
         return Outcome::of(Reason::Allowlisted);
     }
-    let denied = match f.src {
-        Src::V4(a) => p.has(F_DENY_V4) && DENY_V4.get(&Key::new(32, a)).is_some(),
-        Src::V6(a) => p.has(F_DENY_V6) && DENY_V6.get(&Key::new(128, a)).is_some(),
-    };
+    let denied = acl & ACL_DENY != 0;
     if (denied || banned) && !p.has(F_SCOPE_SIP) {
         // Deny and ban cover all traffic: no need to look at the transport.
         return Outcome::of(if denied { Reason::Deny } else { Reason::Ban });
@@ -452,6 +442,61 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         }
     }
     Outcome { reason: Reason::Ok, method }
+}
+
+#[inline(always)]
+fn active(b: *mut BanValue) -> bool {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    unsafe { (*b).active(now) }
+}
+
+#[inline(always)]
+fn ban_net_v4(p: &Policy, a: [u8; 4]) -> bool {
+    p.has(F_BAN_NETS_V4) && BAN_NETS_V4.get(&Key::new(32, a)).is_some_and(|b| {
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        b.active(now)
+    })
+}
+
+#[inline(always)]
+fn ban_net_v6(p: &Policy, a: [u8; 16]) -> bool {
+    p.has(F_BAN_NETS_V6) && BAN_NETS_V6.get(&Key::new(128, a)).is_some_and(|b| {
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        b.active(now)
+    })
+}
+
+/// The source's `ACL_ALLOW` / `ACL_DENY` bits from the tries (empty tries
+/// are not looked up).
+#[inline(always)]
+fn acl_of(p: &Policy, src: &Src) -> u32 {
+    let (allow, deny) = match src {
+        Src::V4(a) => (
+            p.has(F_ALLOW_V4) && ALLOW_V4.get(&Key::new(32, *a)).is_some(),
+            p.has(F_DENY_V4) && DENY_V4.get(&Key::new(32, *a)).is_some(),
+        ),
+        Src::V6(a) => (
+            p.has(F_ALLOW_V6) && ALLOW_V6.get(&Key::new(128, *a)).is_some(),
+            p.has(F_DENY_V6) && DENY_V6.get(&Key::new(128, *a)).is_some(),
+        ),
+    };
+    (if allow { ACL_ALLOW } else { 0 }) | (if deny { ACL_DENY } else { 0 })
+}
+
+/// [`acl_of`] through the ban entry's cache: valid while the lists'
+/// generation is the one it was filled in under.
+#[inline(always)]
+fn cached_acl(b: *mut BanValue, p: &Policy, src: &Src) -> u32 {
+    unsafe {
+        if core::ptr::read_volatile(&raw const (*b).acl_gen) == p.acl_gen {
+            return core::ptr::read_volatile(&raw const (*b).acl);
+        }
+        let acl = acl_of(p, src);
+        // Bits first, then the generation that vouches for them.
+        core::ptr::write_volatile(&raw mut (*b).acl, acl);
+        core::ptr::write_volatile(&raw mut (*b).acl_gen, p.acl_gen);
+        acl
+    }
 }
 
 #[inline(always)]

@@ -59,8 +59,12 @@ pub struct ShieldMaps {
     pub stats: PerCpuArray<MapData, Counter>,
     pub sip_stats: PerCpuArray<MapData, u64>,
     pub events: Option<RingBuf<MapData>>,
-    /// The policy as configured; the trie-occupancy flags are added on write.
+    /// The policy as configured; the trie-occupancy flags and the list
+    /// generation are added on write.
     base_policy: Policy,
+    /// `Policy::acl_gen`: bumped on every allow/deny change, which
+    /// invalidates the allow/deny bits the kernel caches in ban entries.
+    acl_gen: u32,
     /// Entries per trie, so the kernel can skip empty ones.
     occupancy: [usize; 6],
     /// Second handles on the maps, for the `bpf(2)` commands aya's typed
@@ -128,6 +132,7 @@ impl ShieldMaps {
             sip_stats: take!(ebpf, names::SIP_STATS),
             events: Some(take!(ebpf, names::EVENTS)),
             base_policy: Policy::default(),
+            acl_gen: 1,
             occupancy: [0; 6],
             raw,
         };
@@ -142,6 +147,7 @@ impl ShieldMaps {
         ];
         if let Ok(p) = maps.policy.get(&0, 0) {
             maps.base_policy = p;
+            maps.acl_gen = p.acl_gen.max(1);
         }
         Ok(maps)
     }
@@ -158,6 +164,7 @@ impl ShieldMaps {
 
     fn write_policy(&mut self) -> Result<(), MapError> {
         let mut p = self.base_policy;
+        p.acl_gen = self.acl_gen;
         for (i, flag) in OCC_FLAGS.iter().enumerate() {
             if self.occupancy[i] > 0 {
                 p.flags |= flag;
@@ -166,6 +173,11 @@ impl ShieldMaps {
             }
         }
         self.policy.set(0, &p, 0)
+    }
+
+    fn bump_acl_gen(&mut self) {
+        // Skip 0: a fresh ban entry's "not cached yet".
+        self.acl_gen = self.acl_gen.wrapping_add(1).max(1);
     }
 
     /// Makes the protected port sets exactly `udp` and `tcp`.
@@ -216,6 +228,7 @@ impl ShieldMaps {
         };
         if added {
             self.occupancy[occ_slot(list, &net)] += 1;
+            self.bump_acl_gen();
             self.write_policy()?;
         }
         Ok(added)
@@ -232,6 +245,7 @@ impl ShieldMaps {
         if removed {
             let slot = occ_slot(list, &net);
             self.occupancy[slot] = self.occupancy[slot].saturating_sub(1);
+            self.bump_acl_gen();
             self.write_policy()?;
         }
         Ok(removed)
@@ -271,7 +285,7 @@ impl ShieldMaps {
     /// addresses go into the exact-match hash (the flood path), prefixes
     /// into the LPM trie.
     pub fn ban(&mut self, net: IpNet, expires_ns: u64) -> Result<(), MapError> {
-        let v = BanValue { expires_ns };
+        let v = BanValue::until(expires_ns);
         match net.trunc() {
             IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0),
             IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0),
@@ -413,15 +427,19 @@ impl ShieldMaps {
         let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut nets = Vec::new();
         for &(net, expires_ns) in bans {
-            let exp = expires_ns.to_ne_bytes();
+            let v = BanValue::until(expires_ns);
+            // SAFETY: BanValue is repr(C) plain data without padding.
+            let exp = unsafe {
+                std::slice::from_raw_parts((&raw const v).cast::<u8>(), std::mem::size_of::<BanValue>())
+            };
             match net.trunc() {
                 IpNet::V4(n) if n.prefix_len() == 32 => {
                     k4.extend_from_slice(&n.addr().octets());
-                    v4.extend_from_slice(&exp);
+                    v4.extend_from_slice(exp);
                 }
                 IpNet::V6(n) if n.prefix_len() == 128 => {
                     k6.extend_from_slice(&n.addr().octets());
-                    v6.extend_from_slice(&exp);
+                    v6.extend_from_slice(exp);
                 }
                 n => nets.push((n, expires_ns)),
             }

@@ -422,3 +422,27 @@ fn escalation_reports_repeat_offenders() {
     assert_eq!(events[0].reason, Reason::Scanner as u8);
     assert_eq!(events[0].prefix_len, 32);
 }
+
+#[test]
+fn cached_allow_deny_bits_follow_list_changes() {
+    let mut t = tables();
+    t.bans = vec![(net("203.0.113.66/32"), 0)];
+    let mut k = kernel(&t);
+    // The first hit caches "neither allowed nor denied" in the ban entry.
+    expect(&mut k, &invite(ATTACKER), Reason::Ban);
+    expect(&mut k, &invite(ATTACKER), Reason::Ban);
+    // Lists change: the cache is stale and must not be used.
+    k.shield.maps.list_add(shield::maps::List::Deny, net("203.0.113.0/24")).unwrap();
+    expect(&mut k, &invite(ATTACKER), Reason::Deny);
+    k.shield.maps.list_add(shield::maps::List::Allow, net("203.0.113.64/30")).unwrap();
+    expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
+    expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
+    k.shield.maps.list_del(shield::maps::List::Allow, net("203.0.113.64/30")).unwrap();
+    expect(&mut k, &invite(ATTACKER), Reason::Deny);
+    k.shield.maps.list_del(shield::maps::List::Deny, net("203.0.113.0/24")).unwrap();
+    expect(&mut k, &invite(ATTACKER), Reason::Ban);
+    // A fresh ban of a denied address reports `deny`, as the order says.
+    k.shield.maps.list_add(shield::maps::List::Deny, net("203.0.113.67/32")).unwrap();
+    k.shield.maps.ban(net("203.0.113.67/32"), 0).unwrap();
+    expect(&mut k, &invite([203, 0, 113, 67]), Reason::Deny);
+}
