@@ -48,8 +48,9 @@ pub const PORTS_ENTRIES: u32 = 65_536;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
-    /// When the ban ends, in `CLOCK_MONOTONIC` nanoseconds (the kernel's
-    /// `bpf_ktime_get_ns`); 0 = never.
+    /// When the ban ends, in `CLOCK_MONOTONIC` nanoseconds (the kernel
+    /// compares it with `bpf_ktime_get_coarse_ns`, the same clock at tick
+    /// resolution); 0 = never.
     pub expires_ns: u64,
     /// The [`crate::Policy::acl_gen`] under which `acl` was filled in by the
     /// kernel; 0 = not yet. Lets a banned flood cost one hash lookup instead
