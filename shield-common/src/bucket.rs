@@ -20,7 +20,10 @@ pub struct Bucket {
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 
 impl Bucket {
-    pub const UNLIMITED: Bucket = Bucket { interval_ns: 0, tolerance_ns: 0 };
+    pub const UNLIMITED: Bucket = Bucket {
+        interval_ns: 0,
+        tolerance_ns: 0,
+    };
 
     /// `per_second` tokens per second, `burst` tokens deep. `per_second == 0`
     /// disables the bucket; `burst` is at least 1.

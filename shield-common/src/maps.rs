@@ -23,8 +23,23 @@ pub mod names {
     pub const SCRATCH: &str = "SCRATCH";
     /// Every map, in pinning order.
     pub const ALL: [&str; 17] = [
-        POLICY, PORTS, IFACE_SLOT, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS_V4, BANS_V6,
-        BAN_NETS_V4, BAN_NETS_V6, SCANNERS, SOURCES, STATS, SIP_STATS, EVENTS, SCRATCH,
+        POLICY,
+        PORTS,
+        IFACE_SLOT,
+        ALLOW_V4,
+        ALLOW_V6,
+        DENY_V4,
+        DENY_V6,
+        BANS_V4,
+        BANS_V6,
+        BAN_NETS_V4,
+        BAN_NETS_V6,
+        SCANNERS,
+        SOURCES,
+        STATS,
+        SIP_STATS,
+        EVENTS,
+        SCRATCH,
     ];
 }
 
@@ -69,7 +84,11 @@ pub const ACL_DENY: u32 = 2;
 impl BanValue {
     /// A ban until `expires_ns`, allow/deny bits not cached yet.
     pub const fn until(expires_ns: u64) -> BanValue {
-        BanValue { expires_ns, acl_gen: 0, acl: 0 }
+        BanValue {
+            expires_ns,
+            acl_gen: 0,
+            acl: 0,
+        }
     }
 
     #[inline(always)]
@@ -154,7 +173,9 @@ pub fn mask_v6(addr: &[u8; 16], prefix: u32) -> [u8; 16] {
 /// The `SOURCES` key of an IPv4 address.
 #[inline(always)]
 pub const fn src_key_v4(a: [u8; 4]) -> SrcKey {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 #[cfg(feature = "user")]
@@ -173,7 +194,10 @@ mod tests {
 
     #[test]
     fn sizes_without_padding() {
-        assert_eq!(core::mem::size_of::<SrcState>(), 8 * 2 + 8 * METHOD_BUCKETS + 16);
+        assert_eq!(
+            core::mem::size_of::<SrcState>(),
+            8 * 2 + 8 * METHOD_BUCKETS + 16
+        );
         assert_eq!(core::mem::size_of::<OffenderEvent>(), 32);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
     }

@@ -104,7 +104,10 @@ const STUN_HEADER_LEN: usize = 20;
 #[inline(always)]
 pub const fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric()
-        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        || matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// Classifies a payload of `len` bytes whose first `min(len, HEAD_LEN)` bytes
@@ -346,18 +349,36 @@ mod tests {
 
     #[test]
     fn first_lines() {
-        assert_eq!(kind(b"INVITE sip:a@b SIP/2.0\r\n"), PayloadKind::Request(Method::Invite));
-        assert_eq!(kind(b"REGISTER sip:b SIP/2.0\r\n"), PayloadKind::Request(Method::Register));
-        assert_eq!(kind(b"SUBSCRIBE sip:b SIP/2.0"), PayloadKind::Request(Method::Subscribe));
-        assert_eq!(kind(b"invite sip:b SIP/2.0"), PayloadKind::Request(Method::Other));
-        assert_eq!(kind(b"FOO-BAR.x sip:b"), PayloadKind::Request(Method::Other));
+        assert_eq!(
+            kind(b"INVITE sip:a@b SIP/2.0\r\n"),
+            PayloadKind::Request(Method::Invite)
+        );
+        assert_eq!(
+            kind(b"REGISTER sip:b SIP/2.0\r\n"),
+            PayloadKind::Request(Method::Register)
+        );
+        assert_eq!(
+            kind(b"SUBSCRIBE sip:b SIP/2.0"),
+            PayloadKind::Request(Method::Subscribe)
+        );
+        assert_eq!(
+            kind(b"invite sip:b SIP/2.0"),
+            PayloadKind::Request(Method::Other)
+        );
+        assert_eq!(
+            kind(b"FOO-BAR.x sip:b"),
+            PayloadKind::Request(Method::Other)
+        );
         assert_eq!(kind(b"SIP/2.0 200 OK\r\n"), PayloadKind::Response);
         assert_eq!(kind(b"SIP/2.0"), PayloadKind::NotSip);
         assert_eq!(kind(b"SIP/2.1 200 OK"), PayloadKind::NotSip);
         assert_eq!(kind(b" INVITE"), PayloadKind::NotSip);
         assert_eq!(kind(b"INVITE"), PayloadKind::NotSip);
         assert_eq!(kind(b"INV\x00TE x"), PayloadKind::NotSip);
-        assert_eq!(kind(b"ABCDEFGHIJKLMNOP x"), PayloadKind::Request(Method::Other));
+        assert_eq!(
+            kind(b"ABCDEFGHIJKLMNOP x"),
+            PayloadKind::Request(Method::Other)
+        );
         assert_eq!(kind(b"ABCDEFGHIJKLMNOPQ x"), PayloadKind::NotSip);
         assert_eq!(kind(b""), PayloadKind::NotSip);
         for m in Method::ALL.iter().take(Method::COUNT - 1) {
@@ -402,7 +423,10 @@ mod tests {
         // More than UA_MAX_LWS blanks: not recognised.
         assert_eq!(ua(b"User-Agent     : friendly-scanner"), UaLine::NotUa);
         assert_eq!(ua(b"User-Agent:     friendly-scanner"), UaLine::NoToken);
-        assert_eq!(ua(b"User-Agent: sipcli/v1.8"), UaLine::Token(ua_key("SIPCLI").unwrap()));
+        assert_eq!(
+            ua(b"User-Agent: sipcli/v1.8"),
+            UaLine::Token(ua_key("SIPCLI").unwrap())
+        );
         assert_eq!(ua(b"User-Agent: \r\n"), UaLine::NoToken);
         assert_eq!(ua(b"User-Agent: /x"), UaLine::NoToken);
         assert_eq!(ua(b"User-Agent friendly"), UaLine::NotUa);
@@ -413,13 +437,19 @@ mod tests {
         let exact = b"User-Agent: abcdefghijklmnopqrstuvwxyzABCDEF\r\n";
         assert!(matches!(ua(exact), UaLine::Token(_)));
         // Token running to the end of the payload.
-        assert_eq!(ua(b"User-Agent: smap"), UaLine::Token(ua_key("smap").unwrap()));
+        assert_eq!(
+            ua(b"User-Agent: smap"),
+            UaLine::Token(ua_key("smap").unwrap())
+        );
         // Token running past the window with more payload: too long.
         let mut pad = [b'a'; 100];
         pad[..12].copy_from_slice(b"User-Agent: ");
         assert_eq!(ua(&pad), UaLine::NoToken);
         // NUL ends a token, like the end of the payload.
-        assert_eq!(ua(b"User-Agent: smap\0junk"), UaLine::Token(ua_key("smap").unwrap()));
+        assert_eq!(
+            ua(b"User-Agent: smap\0junk"),
+            UaLine::Token(ua_key("smap").unwrap())
+        );
     }
 
     #[test]

@@ -24,11 +24,11 @@ use shield_common::{
     default_size, gcra,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
-    PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, ACL_ALLOW, ACL_DENY, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
-    F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP,
-    F_TRUNK_ONLY, FAMILY_V4, FAMILY_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, PORTS_ENTRIES,
-    PORT_TCP,
-    PORT_UDP, SIP_STATS_ENTRIES, STATS_ENTRIES,
+    PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, ACL_ALLOW, ACL_DENY, FAMILY_V4,
+    FAMILY_V6, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6,
+    F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_IFACE_SLOTS,
+    MAX_IFINDEX, MAX_L4_OFFSET, PORTS_ENTRIES, PORT_TCP, PORT_UDP, SIP_STATS_ENTRIES,
+    STATS_ENTRIES,
 };
 
 #[map]
@@ -109,7 +109,10 @@ struct Pkt {
 impl Pkt {
     #[inline(always)]
     fn new(ctx: &XdpContext) -> Pkt {
-        Pkt { data: ctx.data(), end: ctx.data_end() }
+        Pkt {
+            data: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 
     #[inline(always)]
@@ -167,7 +170,10 @@ struct Outcome {
 
 impl Outcome {
     const fn of(reason: Reason) -> Outcome {
-        Outcome { reason, method: NO_METHOD }
+        Outcome {
+            reason,
+            method: NO_METHOD,
+        }
     }
 }
 
@@ -239,7 +245,12 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
             return None;
         }
         let frag_off = u16::from_be_bytes(frags) & 0x1fff;
-        Some(Frame { src: Src::V4(src), proto, l4: off + hlen, later_fragment: frag_off != 0 })
+        Some(Frame {
+            src: Src::V4(src),
+            proto,
+            l4: off + hlen,
+            later_fragment: frag_off != 0,
+        })
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
         let (vcf0, mut next, src) = unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).src_addr) };
@@ -276,7 +287,12 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
             // Chain longer than we walk: no port to protect.
             next = IPPROTO_NONE;
         }
-        Some(Frame { src: Src::V6(src), proto: next, l4, later_fragment })
+        Some(Frame {
+            src: Src::V6(src),
+            proto: next,
+            l4,
+            later_fragment,
+        })
     } else {
         None
     }
@@ -327,8 +343,16 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         (None, None)
     } else {
         (
-            if f.proto == IPPROTO_UDP { pkt.ptr_at::<UdpHdr>(f.l4) } else { None },
-            if f.proto == IPPROTO_TCP { pkt.ptr_at::<TcpHdr>(f.l4) } else { None },
+            if f.proto == IPPROTO_UDP {
+                pkt.ptr_at::<UdpHdr>(f.l4)
+            } else {
+                None
+            },
+            if f.proto == IPPROTO_TCP {
+                pkt.ptr_at::<TcpHdr>(f.l4)
+            } else {
+                None
+            },
         )
     };
     let protected = if let Some(u) = udp {
@@ -428,20 +452,28 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
                 && match method_bucket {
                     // (`i < METHOD_BUCKETS` by construction; the check is for
                     // the verifier, which loses the bound of a modulo.)
-                    Some((i, b)) if i < shield_common::METHOD_BUCKETS => {
-                        spend(unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) }, now, b)
-                    }
+                    Some((i, b)) if i < shield_common::METHOD_BUCKETS => spend(
+                        unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) },
+                        now,
+                        b,
+                    ),
                     Some(_) => true,
                     None => true,
                 }
                 && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
             if !ok {
                 escalate(st, &key, &f.src, p, now, Reason::Rate);
-                return Outcome { reason: Reason::Rate, method };
+                return Outcome {
+                    reason: Reason::Rate,
+                    method,
+                };
             }
         }
     }
-    Outcome { reason: Reason::Ok, method }
+    Outcome {
+        reason: Reason::Ok,
+        method,
+    }
 }
 
 /// `CLOCK_MONOTONIC_COARSE`: a tick's resolution (1-4 ms) is plenty for
@@ -460,12 +492,18 @@ fn active(b: *mut BanValue) -> bool {
 
 #[inline(always)]
 fn ban_net_v4(p: &Policy, a: [u8; 4]) -> bool {
-    p.has(F_BAN_NETS_V4) && BAN_NETS_V4.get(&Key::new(32, a)).is_some_and(|b| b.active(now_ns()))
+    p.has(F_BAN_NETS_V4)
+        && BAN_NETS_V4
+            .get(&Key::new(32, a))
+            .is_some_and(|b| b.active(now_ns()))
 }
 
 #[inline(always)]
 fn ban_net_v6(p: &Policy, a: [u8; 16]) -> bool {
-    p.has(F_BAN_NETS_V6) && BAN_NETS_V6.get(&Key::new(128, a)).is_some_and(|b| b.active(now_ns()))
+    p.has(F_BAN_NETS_V6)
+        && BAN_NETS_V6
+            .get(&Key::new(128, a))
+            .is_some_and(|b| b.active(now_ns()))
 }
 
 /// The source's `ACL_ALLOW` / `ACL_DENY` bits from the tries (empty tries
@@ -635,7 +673,12 @@ pub extern "C" fn shield_user_agent(ctx: *mut xdp_md, pay: u64, plen: u64) -> u6
     for _ in 0..UA_MAX_U_LINES {
         let mut s = SCAN_END;
         for b in 0..SCAN_BLOCKS {
-            let r = shield_scan_block(ctx, pay as u64, (from + b * SCAN_BLOCK) as u64, limit as u64);
+            let r = shield_scan_block(
+                ctx,
+                pay as u64,
+                (from + b * SCAN_BLOCK) as u64,
+                limit as u64,
+            );
             if r != SCAN_MORE {
                 s = r;
                 break;
@@ -749,7 +792,9 @@ pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u
         // byte of the next word (inside the checked block + 1).
         let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
         let hit = nl
-            & (bytes_eq(next | (ONES * 0x20), b'u') | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
+            & (bytes_eq(next | (ONES * 0x20), b'u')
+                | bytes_eq(next, b'\r')
+                | bytes_eq(next, b'\n'));
         if hit != 0 {
             let s = j + w * 8 + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };
@@ -792,7 +837,9 @@ fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize) -> u64 {
         let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
         let hit = bytes_eq(w, b'\n')
-            & (bytes_eq(next | (ONES * 0x20), b'u') | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
+            & (bytes_eq(next | (ONES * 0x20), b'u')
+                | bytes_eq(next, b'\r')
+                | bytes_eq(next, b'\n'));
         if hit != 0 {
             let s = j + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };

@@ -47,7 +47,13 @@ impl Default for Capacity {
 impl Capacity {
     /// Small maps for tests and the lab: fast to create, same code paths.
     pub const fn small() -> Capacity {
-        Capacity { allow: 1024, deny: 1024, bans: 65_536, ban_nets: 1024, sources: 65_536 }
+        Capacity {
+            allow: 1024,
+            deny: 1024,
+            bans: 65_536,
+            ban_nets: 1024,
+            sources: 65_536,
+        }
     }
 }
 
@@ -126,10 +132,12 @@ impl Shield {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| LoadError::Object {
-            pin_dir: pin_dir.map(Path::to_path_buf),
-            source,
-        })?;
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| LoadError::Object {
+                pin_dir: pin_dir.map(Path::to_path_buf),
+                source,
+            })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or(LoadError::NoProgram)?
@@ -151,14 +159,21 @@ impl Shield {
     /// Attaches to `iface` and returns the link as an fd link (pinnable).
     /// The link lives as long as the returned value or its pin.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<FdLink, LoadError> {
-        let err = |source| LoadError::Attach { iface: iface.to_string(), mode, source };
-        let name = std::ffi::CString::new(iface)
-            .map_err(|_| err(aya::programs::ProgramError::UnknownInterface { name: c"?".into() }))?;
+        let err = |source| LoadError::Attach {
+            iface: iface.to_string(),
+            mode,
+            source,
+        };
+        let name = std::ffi::CString::new(iface).map_err(|_| {
+            err(aya::programs::ProgramError::UnknownInterface { name: c"?".into() })
+        })?;
         let prog = self.program();
         let id = prog.attach(name.as_c_str(), mode).map_err(err)?;
         let link = prog.take_link(id).map_err(err)?;
         // bpf_link (kernel >= 5.9) is what lets the attachment outlive us.
-        FdLink::try_from(link).map_err(|source| LoadError::Link { iface: iface.to_string(), source })
+        FdLink::try_from(link).map_err(|source| LoadError::Link {
+            iface: iface.to_string(),
+            source,
+        })
     }
 }
-

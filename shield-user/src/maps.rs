@@ -26,7 +26,10 @@ use crate::loader::LoadError;
 /// `bpf_ktime_get_coarse_ns` read, so ban expiry times mean the same thing
 /// on both sides.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -85,8 +88,14 @@ const OCC_DENY_V4: usize = 2;
 const OCC_DENY_V6: usize = 3;
 const OCC_BAN_NETS_V4: usize = 4;
 const OCC_BAN_NETS_V6: usize = 5;
-const OCC_FLAGS: [u32; 6] =
-    [F_ALLOW_V4, F_ALLOW_V6, F_DENY_V4, F_DENY_V6, F_BAN_NETS_V4, F_BAN_NETS_V6];
+const OCC_FLAGS: [u32; 6] = [
+    F_ALLOW_V4,
+    F_ALLOW_V6,
+    F_DENY_V4,
+    F_DENY_V6,
+    F_BAN_NETS_V4,
+    F_BAN_NETS_V6,
+];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
     move |source| LoadError::Map { name, source }
@@ -96,7 +105,9 @@ macro_rules! take {
     ($ebpf:expr, $name:expr) => {{
         let m = $ebpf.take_map($name).ok_or(LoadError::Map {
             name: $name,
-            source: MapError::InvalidName { name: $name.to_string() },
+            source: MapError::InvalidName {
+                name: $name.to_string(),
+            },
         })?;
         m.try_into().map_err(map_err($name))?
     }};
@@ -106,13 +117,26 @@ impl ShieldMaps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, LoadError> {
         let mut raw = Vec::new();
         for name in names::ALL {
-            let Some(data) = ebpf.map(name).and_then(map_data) else { continue };
-            let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| LoadError::Map {
-                name,
-                source: MapError::SyscallError(SyscallError { call: "dup", io_error }),
-            })?;
+            let Some(data) = ebpf.map(name).and_then(map_data) else {
+                continue;
+            };
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|io_error| LoadError::Map {
+                    name,
+                    source: MapError::SyscallError(SyscallError {
+                        call: "dup",
+                        io_error,
+                    }),
+                })?;
             let max_entries = data.info().map_err(map_err(name))?.max_entries();
-            raw.push(RawMap { name, fd, max_entries });
+            raw.push(RawMap {
+                name,
+                fd,
+                max_entries,
+            });
         }
         let mut maps = ShieldMaps {
             policy: take!(ebpf, names::POLICY),
@@ -309,7 +333,9 @@ impl ShieldMaps {
     /// Lifts a ban; `false` if there was none.
     pub fn unban(&mut self, net: IpNet) -> Result<bool, MapError> {
         let removed = match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => hash_del(&mut self.bans_v4, &n.addr().octets())?,
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                hash_del(&mut self.bans_v4, &n.addr().octets())?
+            }
             IpNet::V6(n) if n.prefix_len() == 128 => {
                 hash_del(&mut self.bans_v6, &n.addr().octets())?
             }
@@ -356,14 +382,28 @@ impl ShieldMaps {
     }
 
     /// Sum over CPUs of one `STATS` slot.
-    pub fn counter(&self, iface_slot: u32, verdict: Verdict, reason: Reason) -> Result<Counter, MapError> {
-        let v = self.stats.get(&stats_index(iface_slot, verdict, reason), 0)?;
+    pub fn counter(
+        &self,
+        iface_slot: u32,
+        verdict: Verdict,
+        reason: Reason,
+    ) -> Result<Counter, MapError> {
+        let v = self
+            .stats
+            .get(&stats_index(iface_slot, verdict, reason), 0)?;
         Ok(sum_counters(&v))
     }
 
     /// Sum over CPUs of one `SIP_STATS` slot.
-    pub fn sip_counter(&self, iface_slot: u32, m: Method, verdict: Verdict) -> Result<u64, MapError> {
-        let v = self.sip_stats.get(&sip_stats_index(iface_slot, m, verdict), 0)?;
+    pub fn sip_counter(
+        &self,
+        iface_slot: u32,
+        m: Method,
+        verdict: Verdict,
+    ) -> Result<u64, MapError> {
+        let v = self
+            .sip_stats
+            .get(&sip_stats_index(iface_slot, m, verdict), 0)?;
         Ok(v.iter().sum())
     }
 
@@ -430,7 +470,10 @@ impl ShieldMaps {
             let v = BanValue::until(expires_ns);
             // SAFETY: BanValue is repr(C) plain data without padding.
             let exp = unsafe {
-                std::slice::from_raw_parts((&raw const v).cast::<u8>(), std::mem::size_of::<BanValue>())
+                std::slice::from_raw_parts(
+                    (&raw const v).cast::<u8>(),
+                    std::mem::size_of::<BanValue>(),
+                )
             };
             match net.trunc() {
                 IpNet::V4(n) if n.prefix_len() == 32 => {
@@ -494,7 +537,10 @@ impl ShieldMaps {
         if let Some(i) = occ {
             return Ok(Some(self.occupancy[i]));
         }
-        if !matches!(name, names::BANS_V4 | names::BANS_V6 | names::SOURCES | names::SCANNERS) {
+        if !matches!(
+            name,
+            names::BANS_V4 | names::BANS_V6 | names::SOURCES | names::SCANNERS
+        ) {
             return Ok(None);
         }
         let mut n = 0;
@@ -504,7 +550,10 @@ impl ShieldMaps {
 
     /// `max_entries` of a map as the kernel created it.
     pub fn capacity(&self, name: &str) -> Option<u32> {
-        self.raw.iter().find(|m| m.name == name).map(|m| m.max_entries)
+        self.raw
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.max_entries)
     }
 
     /// The sources with the most escalation-counted drops (rate, scanner,
@@ -549,7 +598,9 @@ impl ShieldMaps {
         self.raw
             .iter()
             .find(|m| m.name == name)
-            .ok_or_else(|| MapError::InvalidName { name: name.to_string() })
+            .ok_or_else(|| MapError::InvalidName {
+                name: name.to_string(),
+            })
     }
 
     /// Visits every (key, value) of a hash map: batched where the kernel
@@ -653,7 +704,9 @@ fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
     if key[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
         IpNet::from(IpAddr::from([key[12], key[13], key[14], key[15]]))
     } else {
-        IpNet::new(IpAddr::from(*key), ipv6_prefix).expect("prefix in 1..=128").trunc()
+        IpNet::new(IpAddr::from(*key), ipv6_prefix)
+            .expect("prefix in 1..=128")
+            .trunc()
     }
 }
 
@@ -706,16 +759,23 @@ fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result
     match t.remove(&key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }
 
-fn hash_del<K: aya::Pod, V: aya::Pod>(h: &mut HashMap<MapData, K, V>, key: &K) -> Result<bool, MapError> {
+fn hash_del<K: aya::Pod, V: aya::Pod>(
+    h: &mut HashMap<MapData, K, V>,
+    key: &K,
+) -> Result<bool, MapError> {
     match h.remove(key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }

@@ -56,13 +56,48 @@ fn main() {
     let trunk: [u8; 4] = [203, 0, 113, 10];
     let invite = sip_invite_with_sdp("Linphone/5.2.0 (belle-sip/5.2.0)");
     let paths: Vec<(&'static str, Vec<u8>, Reason, Policy)> = vec![
-        ("banned source (1M-entry ban map)", Frame::udp4(banned(123_457).octets(), 5060, &invite).build(), Reason::Ban, policy(None)),
-        ("denied CIDR (10k-entry deny trie)", Frame::udp4([192, 0, 2, 77], 5060, &invite).build(), Reason::Deny, policy(None)),
-        ("rate-limited source", Frame::udp4(plain, 5060, &sip_request("OPTIONS", None)).build(), Reason::Rate, policy(Some(Bucket::new(1, 1)))),
-        ("allowed INVITE with UA scan", Frame::udp4(plain, 5060, &invite).build(), Reason::Ok, policy(None)),
-        ("allowed INVITE, buckets on", Frame::udp4(plain, 5060, &invite).build(), Reason::Ok, policy(Some(Bucket::new(1_000_000_000, 1_000_000_000)))),
-        ("allowlisted trunk INVITE", Frame::udp4(trunk, 5060, &invite).build(), Reason::Allowlisted, policy(None)),
-        ("non-SIP pass (UDP/53)", Frame::udp4(plain, 53, b"\x12\x34\x01\x00\x00\x01").build(), Reason::Ok, policy(None)),
+        (
+            "banned source (1M-entry ban map)",
+            Frame::udp4(banned(123_457).octets(), 5060, &invite).build(),
+            Reason::Ban,
+            policy(None),
+        ),
+        (
+            "denied CIDR (10k-entry deny trie)",
+            Frame::udp4([192, 0, 2, 77], 5060, &invite).build(),
+            Reason::Deny,
+            policy(None),
+        ),
+        (
+            "rate-limited source",
+            Frame::udp4(plain, 5060, &sip_request("OPTIONS", None)).build(),
+            Reason::Rate,
+            policy(Some(Bucket::new(1, 1))),
+        ),
+        (
+            "allowed INVITE with UA scan",
+            Frame::udp4(plain, 5060, &invite).build(),
+            Reason::Ok,
+            policy(None),
+        ),
+        (
+            "allowed INVITE, buckets on",
+            Frame::udp4(plain, 5060, &invite).build(),
+            Reason::Ok,
+            policy(Some(Bucket::new(1_000_000_000, 1_000_000_000))),
+        ),
+        (
+            "allowlisted trunk INVITE",
+            Frame::udp4(trunk, 5060, &invite).build(),
+            Reason::Allowlisted,
+            policy(None),
+        ),
+        (
+            "non-SIP pass (UDP/53)",
+            Frame::udp4(plain, 53, b"\x12\x34\x01\x00\x00\x01").build(),
+            Reason::Ok,
+            policy(None),
+        ),
     ];
 
     let mut rows = Vec::new();
@@ -80,7 +115,12 @@ fn main() {
             b.push(f64::from(base.time(frame, REPEAT).unwrap()));
             ns.push(k.time(frame, REPEAT));
         }
-        rows.push(Row { path, reason: *reason, ns: median(ns), base: median(b) });
+        rows.push(Row {
+            path,
+            reason: *reason,
+            ns: median(ns),
+            base: median(b),
+        });
     }
 
     // Cache misses: every packet from another source. One test_run per
@@ -92,24 +132,47 @@ fn main() {
             .map(|i| Frame::udp4(banned(i * 9 % BANS).octets(), 5060, &invite).build())
             .collect();
         let (ns, b) = cycle(&mut k, &base, &frames);
-        cyc.push(Row { path: "banned, 100k distinct sources", reason: Reason::Ban, ns, base: b });
+        cyc.push(Row {
+            path: "banned, 100k distinct sources",
+            reason: Reason::Ban,
+            ns,
+            base: b,
+        });
 
-        k.shield.maps.set_policy(&policy(Some(Bucket::new(50, 100)))).unwrap();
+        k.shield
+            .maps
+            .set_policy(&policy(Some(Bucket::new(50, 100))))
+            .unwrap();
         k.shield.maps.clear_sources().unwrap();
         let frames: Vec<Vec<u8>> = (0..CYCLE)
             .map(|i| Frame::udp4((Ipv4Addr::from(0x0a00_0000 + i)).octets(), 5060, &invite).build())
             .collect();
         let (ns, b) = cycle(&mut k, &base, &frames);
-        cyc.push(Row { path: "INVITE, 100k new sources (bucket state created)", reason: Reason::Ok, ns, base: b });
+        cyc.push(Row {
+            path: "INVITE, 100k new sources (bucket state created)",
+            reason: Reason::Ok,
+            ns,
+            base: b,
+        });
     }
 
     let info = k.shield.program().info().unwrap();
     println!("\nXDP data path, BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs per path");
-    println!("(verifier: {} instructions processed to load the program)\n", info.verified_instruction_count().unwrap_or(0));
+    println!(
+        "(verifier: {} instructions processed to load the program)\n",
+        info.verified_instruction_count().unwrap_or(0)
+    );
     println!("| path | verdict | ns/packet | bare XDP_DROP ns | ratio |");
     println!("|---|---|---:|---:|---:|");
     for r in rows.iter().chain(&cyc) {
-        println!("| {} | {} | {:.1} | {:.1} | {:.2}x |", r.path, r.reason.as_str(), r.ns, r.base, r.ns / r.base);
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.2}x |",
+            r.path,
+            r.reason.as_str(),
+            r.ns,
+            r.base,
+            r.ns / r.base
+        );
     }
     println!("\n(last two rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
 }
@@ -124,7 +187,10 @@ fn cycle(k: &mut Kernel, base: &BareDrop, frames: &[Vec<u8>]) -> (f64, f64) {
 }
 
 fn policy(bucket: Option<Bucket>) -> Policy {
-    let mut p = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
+    let mut p = Policy {
+        flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA,
+        ..Policy::default()
+    };
     if let Some(b) = bucket {
         p.packet = b;
     }
@@ -134,7 +200,10 @@ fn policy(bucket: Option<Bucket>) -> Policy {
 fn fill(k: &mut Kernel) {
     let m = &mut k.shield.maps;
     m.set_ports(&[5060], &[5060, 5061]).unwrap();
-    let keys: Vec<_> = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
+    let keys: Vec<_> = DEFAULT_SCANNERS
+        .iter()
+        .map(|s| ua_key(s).unwrap())
+        .collect();
     m.set_scanners(&keys).unwrap();
     for i in 0..100u32 {
         let n = Ipv4Net::new(Ipv4Addr::from(0xcb00_7100 + i * 256 + 10), 32).unwrap(); // 203.0.113.10 first
@@ -142,10 +211,19 @@ fn fill(k: &mut Kernel) {
     }
     for i in 0..10_000u32 {
         // 192.0.2.0/24 and 10,000 more /24s in 172.16.0.0/12.
-        let a = if i == 0 { 0xc000_0200 } else { 0xac10_0000 + (i << 8) };
-        m.list_add(List::Deny, IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), 24).unwrap())).unwrap();
+        let a = if i == 0 {
+            0xc000_0200
+        } else {
+            0xac10_0000 + (i << 8)
+        };
+        m.list_add(
+            List::Deny,
+            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), 24).unwrap()),
+        )
+        .unwrap();
     }
     for i in 0..BANS {
-        m.ban(IpNet::V4(Ipv4Net::new(banned(i), 32).unwrap()), 0).unwrap();
+        m.ban(IpNet::V4(Ipv4Net::new(banned(i), 32).unwrap()), 0)
+            .unwrap();
     }
 }

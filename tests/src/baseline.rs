@@ -3,7 +3,7 @@
 //! object file and cannot be mistaken for part of the product.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -55,13 +55,20 @@ impl BareDrop {
         };
         // SAFETY: attr points to valid memory for the duration of the call.
         let fd = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw const attr, size_of::<ProgLoadAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &raw const attr,
+                size_of::<ProgLoadAttr>(),
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the kernel returned a new fd we own.
-        Ok(BareDrop { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+        Ok(BareDrop {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
     }
 
     /// Mean ns per run over `repeat` runs on `frame`, as the kernel times it.
@@ -75,7 +82,12 @@ impl BareDrop {
         };
         // SAFETY: attr and the frame outlive the call.
         let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &raw mut attr,
+                size_of::<TestRunAttr>(),
+            )
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());

@@ -11,7 +11,10 @@ pub enum Ext {
     Routing(u8),
     DestOpts(u8),
     /// Offset in 8-octet units, more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -34,8 +37,16 @@ pub enum L3 {
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Udp { sport: u16, dport: u16 },
-    Tcp { sport: u16, dport: u16, syn: bool, ack: bool },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        syn: bool,
+        ack: bool,
+    },
     /// Any other protocol number; the payload follows the IP header directly.
     Raw(u8),
 }
@@ -55,7 +66,13 @@ impl Frame {
     pub fn udp4(src: [u8; 4], dport: u16, payload: &[u8]) -> Frame {
         Frame {
             vlans: vec![],
-            l3: L3::V4 { src, dst: SBC_V4, options: vec![], frag_offset: 0, more_frags: false },
+            l3: L3::V4 {
+                src,
+                dst: SBC_V4,
+                options: vec![],
+                frag_offset: 0,
+                more_frags: false,
+            },
             l4: L4::Udp { sport: 5062, dport },
             payload: payload.to_vec(),
         }
@@ -64,7 +81,11 @@ impl Frame {
     pub fn udp6(src: [u8; 16], dport: u16, payload: &[u8]) -> Frame {
         Frame {
             vlans: vec![],
-            l3: L3::V6 { src, dst: SBC_V6, ext: vec![] },
+            l3: L3::V6 {
+                src,
+                dst: SBC_V6,
+                ext: vec![],
+            },
             l4: L4::Udp { sport: 5062, dport },
             payload: payload.to_vec(),
         }
@@ -73,8 +94,19 @@ impl Frame {
     pub fn tcp4(src: [u8; 4], dport: u16, syn: bool, ack: bool) -> Frame {
         Frame {
             vlans: vec![],
-            l3: L3::V4 { src, dst: SBC_V4, options: vec![], frag_offset: 0, more_frags: false },
-            l4: L4::Tcp { sport: 40000, dport, syn, ack },
+            l3: L3::V4 {
+                src,
+                dst: SBC_V4,
+                options: vec![],
+                frag_offset: 0,
+                more_frags: false,
+            },
+            l4: L4::Tcp {
+                sport: 40000,
+                dport,
+                syn,
+                ack,
+            },
             payload: vec![],
         }
     }
@@ -92,7 +124,12 @@ impl Frame {
     }
 
     pub fn with_v4_fragment(mut self, offset: u16, more: bool) -> Frame {
-        if let L3::V4 { frag_offset, more_frags, .. } = &mut self.l3 {
+        if let L3::V4 {
+            frag_offset,
+            more_frags,
+            ..
+        } = &mut self.l3
+        {
             *frag_offset = offset;
             *more_frags = more;
         }
@@ -116,7 +153,13 @@ impl Frame {
         }
         let l4 = self.l4_bytes();
         match &self.l3 {
-            L3::V4 { src, dst, options, frag_offset, more_frags } => {
+            L3::V4 {
+                src,
+                dst,
+                options,
+                frag_offset,
+                more_frags,
+            } => {
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
                 let hlen = 20 + options.len();
                 let total = hlen + l4.len();
@@ -167,7 +210,12 @@ impl Frame {
                 b.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
                 b.extend_from_slice(&[0, 0]);
             }
-            L4::Tcp { sport, dport, syn, ack } => {
+            L4::Tcp {
+                sport,
+                dport,
+                syn,
+                ack,
+            } => {
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
                 b.extend_from_slice(&1u32.to_be_bytes());

@@ -48,7 +48,7 @@ pub const V4_SOURCES: [[u8; 4]; 8] = [
     [198, 51, 100, 4], // ban expired
     [198, 51, 100, 5],
     [198, 51, 100, 6],
-    [203, 0, 113, 7],  // in the banned /28
+    [203, 0, 113, 7], // in the banned /28
     [192, 0, 2, 99],
 ];
 
@@ -63,8 +63,24 @@ pub fn v6_source(rng: &mut Rng) -> [u8; 16] {
 }
 
 const METHODS: [&str; 18] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "FOO", "invite", "X-EXT.1", "REGISTERX",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "REFER",
+    "MESSAGE",
+    "UPDATE",
+    "FOO",
+    "invite",
+    "X-EXT.1",
+    "REGISTERX",
 ];
 
 const USER_AGENTS: [&str; 10] = [
@@ -87,7 +103,10 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(15) {
         s.push_str(&format!("SIP/2.0 {} OK\r\n", 100 + rng.below(500)));
     } else {
-        s.push_str(&format!("{} sip:100@198.51.100.1 SIP/2.0\r\n", rng.pick(&METHODS)));
+        s.push_str(&format!(
+            "{} sip:100@198.51.100.1 SIP/2.0\r\n",
+            rng.pick(&METHODS)
+        ));
     }
     let headers = [
         "Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK776asdhds",
@@ -109,13 +128,26 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
         }
     }
     let n = rng.below(8);
-    let ua_at = if rng.chance(60) { Some(rng.below(n + 1)) } else { None };
+    let ua_at = if rng.chance(60) {
+        Some(rng.below(n + 1))
+    } else {
+        None
+    };
     for i in 0..=n {
         if ua_at == Some(i) {
-            let name = *rng.pick(&["User-Agent", "user-agent", "USER-AGENT", "User-Agents", "UserAgent"]);
+            let name = *rng.pick(&[
+                "User-Agent",
+                "user-agent",
+                "USER-AGENT",
+                "User-Agents",
+                "UserAgent",
+            ]);
             let before = " ".repeat(rng.below(6));
             let after = *rng.pick(&["", " ", "  ", "\t", "      "]);
-            s.push_str(&format!("{name}{before}:{after}{}\r\n", rng.pick(&USER_AGENTS)));
+            s.push_str(&format!(
+                "{name}{before}:{after}{}\r\n",
+                rng.pick(&USER_AGENTS)
+            ));
         }
         if i < n {
             s.push_str(rng.pick(&headers));
@@ -156,10 +188,18 @@ fn payload(rng: &mut Rng) -> Vec<u8> {
 fn l3(rng: &mut Rng) -> L3 {
     if rng.chance(70) {
         let opts = 4 * rng.below(11);
-        let frag = if rng.chance(85) { 0 } else { rng.below(8192) as u16 };
+        let frag = if rng.chance(85) {
+            0
+        } else {
+            rng.below(8192) as u16
+        };
         // A hot source sends a good share, so buckets empty and escalation
         // reports fire within a case.
-        let src = if rng.chance(40) { V4_SOURCES[4] } else { *rng.pick(&V4_SOURCES) };
+        let src = if rng.chance(40) {
+            V4_SOURCES[4]
+        } else {
+            *rng.pick(&V4_SOURCES)
+        };
         L3::V4 {
             src,
             dst: [198, 51, 100, 254],
@@ -175,20 +215,36 @@ fn l3(rng: &mut Rng) -> L3 {
                 1 => Ext::Routing(rng.below(3) as u8),
                 2 => Ext::DestOpts(rng.below(3) as u8),
                 _ => Ext::Fragment {
-                    offset: if rng.chance(50) { 0 } else { rng.below(8192) as u16 },
+                    offset: if rng.chance(50) {
+                        0
+                    } else {
+                        rng.below(8192) as u16
+                    },
                     more: rng.chance(50),
                 },
             })
             .collect();
-        L3::V6 { src: v6_source(rng), dst: crate::frames::SBC_V6, ext }
+        L3::V6 {
+            src: v6_source(rng),
+            dst: crate::frames::SBC_V6,
+            ext,
+        }
     }
 }
 
 fn l4(rng: &mut Rng) -> L4 {
     let port = |rng: &mut Rng| *rng.pick(&[5060u16, 5060, 5060, 5061, 5080, 53, 443]);
     match rng.below(20) {
-        0..=14 => L4::Udp { sport: 5062, dport: port(rng) },
-        15..=18 => L4::Tcp { sport: 40000, dport: port(rng), syn: rng.chance(60), ack: rng.chance(40) },
+        0..=14 => L4::Udp {
+            sport: 5062,
+            dport: port(rng),
+        },
+        15..=18 => L4::Tcp {
+            sport: 40000,
+            dport: port(rng),
+            syn: rng.chance(60),
+            ack: rng.chance(40),
+        },
         _ => L4::Raw(*rng.pick(&[1u8, 58, 47, 132])),
     }
 }
@@ -201,7 +257,13 @@ pub fn frame(rng: &mut Rng) -> Vec<u8> {
         2 if rng.chance(20) => vec![TPID_8021AD, TPID_8021Q, TPID_8021Q],
         _ => vec![],
     };
-    let mut f = Frame { vlans, l3: l3(rng), l4: l4(rng), payload: payload(rng) }.build();
+    let mut f = Frame {
+        vlans,
+        l3: l3(rng),
+        l4: l4(rng),
+        payload: payload(rng),
+    }
+    .build();
     match rng.below(20) {
         // Truncated anywhere after the Ethernet header (test_run's minimum).
         0..=2 => {

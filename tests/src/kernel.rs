@@ -43,7 +43,10 @@ impl Kernel {
     pub fn load_with(capacity: Capacity) -> Kernel {
         require_root();
         let shield = Shield::load(capacity, None).expect("load XDP program");
-        let mut k = Kernel { shield, last: Vec::new() };
+        let mut k = Kernel {
+            shield,
+            last: Vec::new(),
+        };
         k.last = k.slot0();
         k
     }
@@ -79,8 +82,15 @@ impl Kernel {
 
     /// Runs one frame and reports which counter it moved.
     pub fn run(&mut self, frame: &[u8]) -> Observed {
-        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
-        let res = self.shield.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        let res = self
+            .shield
+            .program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         let now = self.slot0();
         let mut moved = None;
         for (i, (a, b)) in now.iter().zip(&self.last).enumerate() {
@@ -102,13 +112,24 @@ impl Kernel {
 
     /// Runs a frame `repeat` times in the kernel; mean ns per run.
     pub fn time(&mut self, frame: &[u8], repeat: u32) -> f64 {
-        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
-        let res = self.shield.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let res = self
+            .shield
+            .program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         self.last = self.slot0();
         res.duration.as_nanos() as f64
     }
 
     pub fn sip_count(&self, m: Method, v: Verdict) -> u64 {
-        self.shield.maps.sip_counter(0, m, v).expect("read SIP_STATS")
+        self.shield
+            .maps
+            .sip_counter(0, m, v)
+            .expect("read SIP_STATS")
     }
 }

@@ -15,7 +15,8 @@ use shield_common::{
     gcra, mask_v6,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     src_key_v4, Method, OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
-    FAMILY_V6, F_DROP_MALFORMED, MAX_L4_OFFSET, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, PORT_TCP, PORT_UDP,
+    FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
+    PORT_UDP,
 };
 
 /// What the maps hold, as plain collections.
@@ -33,8 +34,15 @@ pub struct Tables {
 
 impl Tables {
     pub fn port_flags(&self, port: u16) -> u8 {
-        (if self.udp_ports.contains(&port) { PORT_UDP } else { 0 })
-            | (if self.tcp_ports.contains(&port) { PORT_TCP } else { 0 })
+        (if self.udp_ports.contains(&port) {
+            PORT_UDP
+        } else {
+            0
+        }) | (if self.tcp_ports.contains(&port) {
+            PORT_TCP
+        } else {
+            0
+        })
     }
 }
 
@@ -86,7 +94,12 @@ fn parse(f: &[u8]) -> Option<Parsed> {
             }
             let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
             let src = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
-            Some(Parsed { src, proto: ip[9], l4: off + hlen, later_fragment: frag != 0 })
+            Some(Parsed {
+                src,
+                proto: ip[9],
+                l4: off + hlen,
+                later_fragment: frag != 0,
+            })
         }
         0x86dd => {
             let ip = f.get(off..off + 40)?;
@@ -122,7 +135,12 @@ fn parse(f: &[u8]) -> Option<Parsed> {
             if walked == 8 {
                 next = 59;
             }
-            Some(Parsed { src: IpAddr::from(src), proto: next, l4, later_fragment })
+            Some(Parsed {
+                src: IpAddr::from(src),
+                proto: next,
+                l4,
+                later_fragment,
+            })
         }
         _ => None,
     }
@@ -130,7 +148,11 @@ fn parse(f: &[u8]) -> Option<Parsed> {
 
 impl Model {
     pub fn new(tables: Tables) -> Model {
-        Model { tables, sources: HashMap::new(), events: Vec::new() }
+        Model {
+            tables,
+            sources: HashMap::new(),
+            events: Vec::new(),
+        }
     }
 
     fn listed(list: &[IpNet], a: IpAddr) -> bool {
@@ -154,35 +176,56 @@ impl Model {
     /// The verdict for `frame` at monotonic time `now` (ns). Updates bucket
     /// and escalation state like the kernel does.
     pub fn decide(&mut self, frame: &[u8], now: u64) -> Decision {
-        let ok = Decision { reason: Reason::Ok, method: None };
+        let ok = Decision {
+            reason: Reason::Ok,
+            method: None,
+        };
         let Some(p) = parse(frame) else { return ok };
         let pol = self.tables.policy;
 
         if Self::listed(&self.tables.allow, p.src) {
-            return Decision { reason: Reason::Allowlisted, method: None };
+            return Decision {
+                reason: Reason::Allowlisted,
+                method: None,
+            };
         }
         let denied = Self::listed(&self.tables.deny, p.src);
         let banned = self.banned(p.src, now);
 
         let proto = if p.l4 > MAX_L4_OFFSET { 59 } else { p.proto };
-        let l4 = if p.later_fragment { None } else { frame.get(p.l4..) };
+        let l4 = if p.later_fragment {
+            None
+        } else {
+            frame.get(p.l4..)
+        };
         let udp = l4.filter(|_| proto == 17).and_then(|b| b.get(..8));
         let tcp = l4.filter(|_| proto == 6).and_then(|b| b.get(..20));
         let protected = match (udp, tcp) {
-            (Some(u), _) => self.tables.port_flags(u16::from_be_bytes([u[2], u[3]])) & PORT_UDP != 0,
-            (_, Some(t)) => self.tables.port_flags(u16::from_be_bytes([t[2], t[3]])) & PORT_TCP != 0,
+            (Some(u), _) => {
+                self.tables.port_flags(u16::from_be_bytes([u[2], u[3]])) & PORT_UDP != 0
+            }
+            (_, Some(t)) => {
+                self.tables.port_flags(u16::from_be_bytes([t[2], t[3]])) & PORT_TCP != 0
+            }
             _ => false,
         };
 
         if (denied || banned) && (protected || pol.flags & F_SCOPE_SIP == 0) {
             let reason = if denied { Reason::Deny } else { Reason::Ban };
-            return Decision { reason, method: None };
+            return Decision {
+                reason,
+                method: None,
+            };
         }
         let key = self.key(p.src);
         if p.later_fragment {
-            if pol.packet.is_limited() && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet) {
+            if pol.packet.is_limited() && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet)
+            {
                 self.escalate(&key, p.src, now, Reason::Rate);
-                return Decision { reason: Reason::Rate, method: None };
+                return Decision {
+                    reason: Reason::Rate,
+                    method: None,
+                };
             }
             return ok;
         }
@@ -190,7 +233,10 @@ impl Model {
             return ok;
         }
         if pol.flags & F_TRUNK_ONLY != 0 {
-            return Decision { reason: Reason::NotAllowed, method: None };
+            return Decision {
+                reason: Reason::NotAllowed,
+                method: None,
+            };
         }
 
         let mut method = None;
@@ -198,7 +244,10 @@ impl Model {
         if let Some(u) = udp {
             let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
             let pay = p.l4 + 8;
-            let plen = frame.len().saturating_sub(pay).min(udp_len.saturating_sub(8));
+            let plen = frame
+                .len()
+                .saturating_sub(pay)
+                .min(udp_len.saturating_sub(8));
             let payload = &frame[pay.min(frame.len())..][..plen];
             let mut head = [0u8; HEAD_LEN];
             let n = plen.min(HEAD_LEN);
@@ -213,7 +262,10 @@ impl Model {
                 PayloadKind::NotSip => {
                     if pol.flags & F_DROP_MALFORMED != 0 {
                         self.escalate(&key, p.src, now, Reason::Malformed);
-                        return Decision { reason: Reason::Malformed, method: None };
+                        return Decision {
+                            reason: Reason::Malformed,
+                            method: None,
+                        };
                     }
                     false
                 }
@@ -222,7 +274,10 @@ impl Model {
                 if let Some(ua) = user_agent(payload) {
                     if self.tables.scanners.contains(&ua) {
                         self.escalate(&key, p.src, now, Reason::Scanner);
-                        return Decision { reason: Reason::Scanner, method };
+                        return Decision {
+                            reason: Reason::Scanner,
+                            method,
+                        };
                     }
                 }
             }
@@ -230,7 +285,9 @@ impl Model {
             syn = t[13] & 0x02 != 0 && t[13] & 0x10 == 0;
         }
 
-        let mb = method.and_then(|m| pol.method_bucket(m)).map(|(i, b)| (i, *b));
+        let mb = method
+            .and_then(|m| pol.method_bucket(m))
+            .map(|(i, b)| (i, *b));
         let syn_bucket = syn && pol.syn.is_limited();
         if pol.packet.is_limited() || mb.is_some() || syn_bucket {
             let passed = (!pol.packet.is_limited()
@@ -239,10 +296,16 @@ impl Model {
                 && (!syn_bucket || self.spend(&key, now, |s| &mut s.syn_tat, &pol.syn));
             if !passed {
                 self.escalate(&key, p.src, now, Reason::Rate);
-                return Decision { reason: Reason::Rate, method };
+                return Decision {
+                    reason: Reason::Rate,
+                    method,
+                };
             }
         }
-        Decision { reason: Reason::Ok, method }
+        Decision {
+            reason: Reason::Ok,
+            method,
+        }
     }
 
     fn spend(

@@ -28,7 +28,10 @@ fn net(s: &str) -> IpNet {
 /// empty, so kernel and model agree whatever their clocks read.
 fn slow(burst: u64) -> Bucket {
     let interval_ns = 1_000_000_000_000_000;
-    Bucket { interval_ns, tolerance_ns: (burst - 1) * interval_ns }
+    Bucket {
+        interval_ns,
+        tolerance_ns: (burst - 1) * interval_ns,
+    }
 }
 
 fn tables(variant: u8) -> Tables {
@@ -44,8 +47,14 @@ fn tables(variant: u8) -> Tables {
         (net("203.0.113.0/28"), 0),
         (net("2001:db8:2::/64"), 0),
     ];
-    t.scanners = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
-    let mut p = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
+    t.scanners = DEFAULT_SCANNERS
+        .iter()
+        .map(|s| ua_key(s).unwrap())
+        .collect();
+    let mut p = Policy {
+        flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA,
+        ..Policy::default()
+    };
     // Small bursts: a 1..24-frame case empties some buckets.
     p.packet = slow(3);
     p.syn = slow(1);
@@ -94,7 +103,11 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
 
     // Sequences average 12 frames; aim a little over the target.
     let cases = frames_wanted / 11 + 1;
-    let mut runner = TestRunner::new(Config { cases: cases as u32, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: cases as u32,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let strategy = proptest::collection::vec(proptest::num::u64::ANY, 1..24);
     let result = runner.run(&strategy, |seeds| {
         let (mut k, mut model) = (k.borrow_mut(), model.borrow_mut());
@@ -109,7 +122,11 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
             let got = k.run(&f);
             compared.set(compared.get() + 1);
             let verdict = Verdict::of(want.reason, enforce);
-            let action = if verdict == Verdict::Drop { XDP_DROP } else { XDP_PASS };
+            let action = if verdict == Verdict::Drop {
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
             if (got.reason, got.verdict, got.action) != (want.reason, verdict, action) {
                 return Err(TestCaseError::fail(format!(
                     "seed {seed:#x}: kernel {got:?}, model {want:?}\nframe {f:02x?}"
@@ -120,10 +137,19 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
             }
         }
         let got = drain_events(&mut k);
-        let want: Vec<_> = model.events.iter().map(|e| (e.addr, e.family, e.prefix_len, e.reason)).collect();
-        let got: Vec<_> = got.iter().map(|e| (e.addr, e.family, e.prefix_len, e.reason)).collect();
+        let want: Vec<_> = model
+            .events
+            .iter()
+            .map(|e| (e.addr, e.family, e.prefix_len, e.reason))
+            .collect();
+        let got: Vec<_> = got
+            .iter()
+            .map(|e| (e.addr, e.family, e.prefix_len, e.reason))
+            .collect();
         if got != want {
-            return Err(TestCaseError::fail(format!("offender reports: kernel {got:?}, model {want:?}")));
+            return Err(TestCaseError::fail(format!(
+                "offender reports: kernel {got:?}, model {want:?}"
+            )));
         }
         Ok(())
     });
@@ -181,7 +207,10 @@ fn generated_frames_cover_every_reason() {
         if r == shield_common::Reason::NotAllowed {
             continue; // only with trunk_only (variant 2)
         }
-        assert!(seen.get(&r).copied().unwrap_or(0) >= 100, "generator rarely produces {r:?}: {seen:?}");
+        assert!(
+            seen.get(&r).copied().unwrap_or(0) >= 100,
+            "generator rarely produces {r:?}: {seen:?}"
+        );
     }
     println!("reasons over 20,000 generated frames: {seen:?}");
 }

@@ -34,8 +34,14 @@ fn tables() -> Tables {
     let mut t = Tables::default();
     t.udp_ports.insert(5060);
     t.tcp_ports.insert(5060);
-    t.policy = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
-    t.scanners = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
+    t.policy = Policy {
+        flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA,
+        ..Policy::default()
+    };
+    t.scanners = DEFAULT_SCANNERS
+        .iter()
+        .map(|s| ua_key(s).unwrap())
+        .collect();
     t.bans = vec![(IpNet::from(std::net::IpAddr::V4(BANNED)), 0)];
     t
 }
@@ -45,7 +51,10 @@ fn shield_on(lab: &Lab, t: &Tables) -> (Kernel, aya::programs::links::FdLink) {
     let mut k = Kernel::load();
     k.apply(t);
     let ifindex = lab.sbc.ifindex(SBC_IF);
-    k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
+    k.shield
+        .maps
+        .set_iface_slot(ifindex, SLOT)
+        .expect("iface slot");
     let link = lab
         .sbc
         .run(|| k.shield.attach(SBC_IF, XdpMode::Driver))
@@ -59,7 +68,8 @@ fn udp_sink(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<HashMap
     let r = ready.clone();
     let h = lab.sbc.spawn(move || {
         let sock = UdpSocket::bind((SBC_IP, 5060)).expect("bind SBC:5060");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         r.store(true, Ordering::SeqCst);
         let mut seen: HashMap<Ipv4Addr, u64> = HashMap::new();
         let mut buf = [0u8; 2048];
@@ -103,25 +113,57 @@ fn real_udp_and_tcp_through_native_xdp() {
     let sink = udp_sink(&lab, stop.clone());
     send_from(&lab, LEGIT, sip_request("INVITE", Some("Linphone/5.2")), 50);
     send_from(&lab, BANNED, sip_request("INVITE", None), 50);
-    send_from(&lab, SCANNER, sip_request("OPTIONS", Some("friendly-scanner")), 50);
+    send_from(
+        &lab,
+        SCANNER,
+        sip_request("OPTIONS", Some("friendly-scanner")),
+        50,
+    );
     send_from(&lab, LEGIT, b"\x16\x03\x01 not sip".to_vec(), 10);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let seen = sink.join().unwrap();
 
-    assert_eq!(seen.get(&LEGIT), Some(&50), "legitimate INVITEs arrive, garbage does not: {seen:?}");
-    assert_eq!(seen.get(&BANNED), None, "banned source reaches the SBC: {seen:?}");
-    assert_eq!(seen.get(&SCANNER), None, "scanner reaches the SBC: {seen:?}");
+    assert_eq!(
+        seen.get(&LEGIT),
+        Some(&50),
+        "legitimate INVITEs arrive, garbage does not: {seen:?}"
+    );
+    assert_eq!(
+        seen.get(&BANNED),
+        None,
+        "banned source reaches the SBC: {seen:?}"
+    );
+    assert_eq!(
+        seen.get(&SCANNER),
+        None,
+        "scanner reaches the SBC: {seen:?}"
+    );
 
     let m = &k.shield.maps;
-    assert_eq!(m.counter(SLOT, Verdict::Drop, Reason::Ban).unwrap().packets, 50);
-    assert_eq!(m.counter(SLOT, Verdict::Drop, Reason::Scanner).unwrap().packets, 50);
-    assert_eq!(m.counter(SLOT, Verdict::Drop, Reason::Malformed).unwrap().packets, 10);
+    assert_eq!(
+        m.counter(SLOT, Verdict::Drop, Reason::Ban).unwrap().packets,
+        50
+    );
+    assert_eq!(
+        m.counter(SLOT, Verdict::Drop, Reason::Scanner)
+            .unwrap()
+            .packets,
+        50
+    );
+    assert_eq!(
+        m.counter(SLOT, Verdict::Drop, Reason::Malformed)
+            .unwrap()
+            .packets,
+        10
+    );
     assert!(m.counter(SLOT, Verdict::Pass, Reason::Ok).unwrap().packets >= 50);
 
     // TCP: the handshake from a legitimate source completes and carries data;
     // a banned source's SYNs never get an answer.
-    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let listener = lab
+        .sbc
+        .run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
     listener.set_nonblocking(true).unwrap();
     let ok = lab.peer.run(|| {
         let s = socket2_connect(LEGIT, Duration::from_secs(2));
@@ -129,11 +171,18 @@ fn real_udp_and_tcp_through_native_xdp() {
     });
     assert!(ok, "TCP from a legitimate source is accepted");
     let mut accepted = listener.accept().expect("accepted connection").0;
-    accepted.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    accepted
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     let _ = accepted.read(&mut [0u8; 16]);
-    let banned = lab.peer.run(|| socket2_connect(BANNED, Duration::from_millis(1500)).is_err());
+    let banned = lab
+        .peer
+        .run(|| socket2_connect(BANNED, Duration::from_millis(1500)).is_err());
     assert!(banned, "TCP from a banned source must not connect");
-    assert!(m.counter(SLOT, Verdict::Drop, Reason::Ban).unwrap().packets > 50, "SYNs counted");
+    assert!(
+        m.counter(SLOT, Verdict::Drop, Reason::Ban).unwrap().packets > 50,
+        "SYNs counted"
+    );
 }
 
 /// Connects to SBC:5060 from `src`, with a timeout.
@@ -148,16 +197,35 @@ fn socket2_connect(src: Ipv4Addr, timeout: Duration) -> std::io::Result<TcpStrea
         let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
             sin_zero: [0; 8],
         };
         let local = sin(src, 0);
-        let rc = libc::bind(fd, (&raw const local).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let rc = libc::bind(
+            fd,
+            (&raw const local).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         assert_eq!(rc, 0, "bind {src}");
-        let tv = libc::timeval { tv_sec: timeout.as_secs() as i64, tv_usec: timeout.subsec_micros() as i64 };
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as i64,
+            tv_usec: timeout.subsec_micros() as i64,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
         let remote = sin(SBC_IP, 5060);
-        let rc = libc::connect(fd, (&raw const remote).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let rc = libc::connect(
+            fd,
+            (&raw const remote).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -187,7 +255,9 @@ fn bucket_holds_rate_plus_burst_across_cpus() {
     let mut t = tables();
     t.policy.packet = Bucket::new(RATE, BURST);
     let (k, _link) = shield_on(&lab, &t);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
 
     // One source, one sender thread per CPU, each pinned: the same source's
     // packets are handled by XDP on different CPUs at the same time.
@@ -215,25 +285,40 @@ fn bucket_holds_rate_plus_burst_across_cpus() {
 
     let m = &k.shield.maps;
     let passed = m.counter(SLOT, Verdict::Pass, Reason::Ok).unwrap().packets;
-    let limited = m.counter(SLOT, Verdict::Drop, Reason::Rate).unwrap().packets;
+    let limited = m
+        .counter(SLOT, Verdict::Drop, Reason::Rate)
+        .unwrap()
+        .packets;
     let expected = RATE as f64 * span + BURST as f64;
     let ratio = passed as f64 / expected;
     println!(
         "flood: {sent} packets in {span:.2}s on {cpus} CPU(s); passed {passed}, rate-dropped {limited}; \
          expected {expected:.0} (rate x time + burst); ratio {ratio:.3}"
     );
-    assert!(sent as f64 > 3.0 * expected, "the flood must exceed the bucket to test it ({sent} sent)");
+    assert!(
+        sent as f64 > 3.0 * expected,
+        "the flood must exceed the bucket to test it ({sent} sent)"
+    );
     // Non-SIP ARP/ND frames are "ok" too; they are a handful.
-    assert!((0.9..=1.1).contains(&ratio), "passed {passed}, expected {expected:.0} +-10%");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "passed {passed}, expected {expected:.0} +-10%"
+    );
 
     // Both CPUs really ran the program for this source.
     if cpus > 1 {
         let per_cpu = m
             .stats
-            .get(&shield_common::stats_index(SLOT, Verdict::Drop, Reason::Rate), 0)
+            .get(
+                &shield_common::stats_index(SLOT, Verdict::Drop, Reason::Rate),
+                0,
+            )
             .unwrap();
         let busy = per_cpu.iter().filter(|c| c.packets > 100).count();
-        println!("rate drops per CPU: {:?}", per_cpu.iter().map(|c| c.packets).collect::<Vec<_>>());
+        println!(
+            "rate drops per CPU: {:?}",
+            per_cpu.iter().map(|c| c.packets).collect::<Vec<_>>()
+        );
         assert!(busy >= 2, "the flood was handled on only {busy} CPU(s)");
     }
 }

@@ -20,7 +20,9 @@ const ATTACKER: [u8; 4] = [203, 0, 113, 66];
 const CARRIER: [u8; 4] = [203, 0, 113, 10];
 const PEER: [u8; 4] = [192, 0, 2, 20];
 /// 2001:db8:aa:1::20
-const V6_PEER: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0xaa, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20];
+const V6_PEER: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0xaa, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20,
+];
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -31,8 +33,14 @@ fn tables() -> Tables {
     let mut t = Tables::default();
     t.udp_ports.insert(5060);
     t.tcp_ports.extend([5060, 5061]);
-    t.policy = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
-    t.scanners = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
+    t.policy = Policy {
+        flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA,
+        ..Policy::default()
+    };
+    t.scanners = DEFAULT_SCANNERS
+        .iter()
+        .map(|s| ua_key(s).unwrap())
+        .collect();
     t
 }
 
@@ -52,8 +60,16 @@ fn expect_bytes(k: &mut Kernel, frame: &[u8], reason: Reason) {
     let o = k.run(frame);
     let enforce = k.shield.maps.policy().has(F_ENFORCE);
     let verdict = Verdict::of(reason, enforce);
-    assert_eq!((o.verdict, o.reason), (verdict, reason), "frame {frame:02x?}");
-    let action = if verdict == Verdict::Drop { XDP_DROP } else { XDP_PASS };
+    assert_eq!(
+        (o.verdict, o.reason),
+        (verdict, reason),
+        "frame {frame:02x?}"
+    );
+    let action = if verdict == Verdict::Drop {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    };
     assert_eq!(o.action, action);
 }
 
@@ -91,7 +107,9 @@ fn non_ip_and_truncated_frames_pass_untouched() {
     short_opts[14] = 0x4f;
     expect_bytes(&mut k, &short_opts, Reason::Ok);
     // IPv6 header cut short, and an extension header cut short.
-    let v6 = Frame::udp6(V6_PEER, 5060, b"garbage").with_v6_ext(vec![Ext::DestOpts(1)]).build();
+    let v6 = Frame::udp6(V6_PEER, 5060, b"garbage")
+        .with_v6_ext(vec![Ext::DestOpts(1)])
+        .build();
     expect_bytes(&mut k, &v6[..50], Reason::Ok);
     expect_bytes(&mut k, &v6[..54], Reason::Ok);
     // Ether type of IPv6 carrying version 4.
@@ -105,11 +123,18 @@ fn allowlist_beats_deny_and_ban() {
     let mut t = tables();
     t.allow = vec![net("203.0.113.0/28"), net("2001:db8:aa::/48")];
     t.deny = vec![net("203.0.113.0/24"), net("2001:db8::/32")];
-    t.bans = vec![(net("203.0.113.10/32"), 0), (net("2001:db8:aa:0:1::/80"), 0)];
+    t.bans = vec![
+        (net("203.0.113.10/32"), 0),
+        (net("2001:db8:aa:0:1::/80"), 0),
+    ];
     let mut k = kernel(&t);
     expect(&mut k, &invite(CARRIER), Reason::Allowlisted);
     expect(&mut k, &scanner(CARRIER), Reason::Allowlisted);
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, b"junk"), Reason::Allowlisted);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, b"junk"),
+        Reason::Allowlisted,
+    );
     // Just outside the allowlisted /28: denied.
     expect(&mut k, &invite([203, 0, 113, 16]), Reason::Deny);
     let mut other6 = V6_PEER;
@@ -126,7 +151,11 @@ fn deny_and_ban_cover_all_traffic_by_default() {
     expect(&mut k, &invite(PEER), Reason::Deny);
     expect(&mut k, &Frame::udp4(PEER, 53, b"dns"), Reason::Deny);
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
-    expect(&mut k, &Frame::tcp4(ATTACKER, 5061, true, false), Reason::Ban);
+    expect(
+        &mut k,
+        &Frame::tcp4(ATTACKER, 5061, true, false),
+        Reason::Ban,
+    );
     expect(&mut k, &Frame::udp4(ATTACKER, 53, b"dns"), Reason::Ban);
     let mut icmp = Frame::udp4(ATTACKER, 0, b"");
     icmp.l4 = L4::Raw(1);
@@ -146,12 +175,20 @@ fn scope_sip_limits_deny_and_ban_to_protected_ports() {
     t.bans = vec![(net("203.0.113.66/32"), 0)];
     let mut k = kernel(&t);
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
-    expect(&mut k, &Frame::tcp4(ATTACKER, 5060, true, false), Reason::Ban);
+    expect(
+        &mut k,
+        &Frame::tcp4(ATTACKER, 5060, true, false),
+        Reason::Ban,
+    );
     expect(&mut k, &Frame::udp4(ATTACKER, 53, b"dns"), Reason::Ok);
     expect(&mut k, &invite(PEER), Reason::Deny);
     expect(&mut k, &Frame::tcp4(PEER, 443, true, false), Reason::Ok);
     // A later fragment has no port: with scope = sip it is not banned.
-    expect(&mut k, &Frame::udp4(ATTACKER, 5060, b"tail").with_v4_fragment(185, false), Reason::Ok);
+    expect(
+        &mut k,
+        &Frame::udp4(ATTACKER, 5060, b"tail").with_v4_fragment(185, false),
+        Reason::Ok,
+    );
 }
 
 #[test]
@@ -159,18 +196,28 @@ fn ban_expiry_is_checked_by_the_kernel() {
     let now = shield::maps::monotonic_ns();
     let mut t = tables();
     t.bans = vec![
-        (net("203.0.113.66/32"), now - 1),                  // expired
-        (net("203.0.113.67/32"), now + 3_600_000_000_000),  // an hour left
-        (net("203.0.113.128/25"), now - 1),                 // expired CIDR
+        (net("203.0.113.66/32"), now - 1),                 // expired
+        (net("203.0.113.67/32"), now + 3_600_000_000_000), // an hour left
+        (net("203.0.113.128/25"), now - 1),                // expired CIDR
         (net("2001:db8:aa:1::20/128"), now + 3_600_000_000_000),
     ];
     let mut k = kernel(&t);
     expect(&mut k, &invite(ATTACKER), Reason::Ok);
     expect(&mut k, &invite([203, 0, 113, 67]), Reason::Ban);
     expect(&mut k, &invite([203, 0, 113, 200]), Reason::Ok);
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, &sip_request("OPTIONS", None)), Reason::Ban);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, &sip_request("OPTIONS", None)),
+        Reason::Ban,
+    );
     // A ban that runs out while loaded stops dropping without user space.
-    k.shield.maps.ban(net("203.0.113.70/32"), shield::maps::monotonic_ns() + 50_000_000).unwrap();
+    k.shield
+        .maps
+        .ban(
+            net("203.0.113.70/32"),
+            shield::maps::monotonic_ns() + 50_000_000,
+        )
+        .unwrap();
     expect(&mut k, &invite([203, 0, 113, 70]), Reason::Ban);
     std::thread::sleep(Duration::from_millis(80));
     expect(&mut k, &invite([203, 0, 113, 70]), Reason::Ok);
@@ -180,11 +227,19 @@ fn ban_expiry_is_checked_by_the_kernel() {
 fn only_protected_ports_are_inspected() {
     let mut k = kernel(&tables());
     expect(&mut k, &Frame::udp4(ATTACKER, 5080, b"not sip"), Reason::Ok);
-    expect(&mut k, &Frame::udp4(ATTACKER, 5080, &sip_request("OPTIONS", Some("sipvicious"))), Reason::Ok);
+    expect(
+        &mut k,
+        &Frame::udp4(ATTACKER, 5080, &sip_request("OPTIONS", Some("sipvicious"))),
+        Reason::Ok,
+    );
     expect(&mut k, &Frame::tcp4(ATTACKER, 80, true, false), Reason::Ok);
     // UDP 5061 is not protected by default, TCP 5061 is.
     expect(&mut k, &Frame::udp4(ATTACKER, 5061, b"x"), Reason::Ok);
-    expect(&mut k, &Frame::tcp4(ATTACKER, 5061, false, true), Reason::Ok);
+    expect(
+        &mut k,
+        &Frame::tcp4(ATTACKER, 5061, false, true),
+        Reason::Ok,
+    );
     // Truncated transport header: no port, so not protected.
     let full = Frame::udp4(ATTACKER, 5060, b"").build();
     expect_bytes(&mut k, &full[..full.len() - 4], Reason::Ok);
@@ -198,7 +253,11 @@ fn trunk_only_accepts_only_allowlisted_sources() {
     let mut k = kernel(&t);
     expect(&mut k, &invite(CARRIER), Reason::Allowlisted);
     expect(&mut k, &invite(ATTACKER), Reason::NotAllowed);
-    expect(&mut k, &Frame::tcp4(ATTACKER, 5060, true, false), Reason::NotAllowed);
+    expect(
+        &mut k,
+        &Frame::tcp4(ATTACKER, 5060, true, false),
+        Reason::NotAllowed,
+    );
     expect(&mut k, &Frame::udp4(ATTACKER, 53, b"dns"), Reason::Ok);
 }
 
@@ -235,17 +294,41 @@ fn payload_must_be_sip_or_keepalive() {
     let mut t = tables();
     t.policy.flags &= !F_DROP_MALFORMED;
     k.apply(&t);
-    expect(&mut k, &Frame::udp4(PEER, 5060, b"\x16\x03\x01 TLS?"), Reason::Ok);
+    expect(
+        &mut k,
+        &Frame::udp4(PEER, 5060, b"\x16\x03\x01 TLS?"),
+        Reason::Ok,
+    );
 }
 
 #[test]
 fn scanner_user_agents_case_insensitive() {
     let mut k = kernel(&tables());
-    for ua in ["friendly-scanner", "FRIENDLY-SCANNER", "Friendly-Scanner/1.0", "sipcli/v1.8", "VaxSIPUserAgent/3.1", "sipvicious"] {
-        expect(&mut k, &Frame::udp4(ATTACKER, 5060, &sip_request("OPTIONS", Some(ua))), Reason::Scanner);
+    for ua in [
+        "friendly-scanner",
+        "FRIENDLY-SCANNER",
+        "Friendly-Scanner/1.0",
+        "sipcli/v1.8",
+        "VaxSIPUserAgent/3.1",
+        "sipvicious",
+    ] {
+        expect(
+            &mut k,
+            &Frame::udp4(ATTACKER, 5060, &sip_request("OPTIONS", Some(ua))),
+            Reason::Scanner,
+        );
     }
-    for ua in ["Linphone/5.2", "Asterisk PBX 20.1", "friendly-scanner-not", "x"] {
-        expect(&mut k, &Frame::udp4(PEER, 5060, &sip_request("OPTIONS", Some(ua))), Reason::Ok);
+    for ua in [
+        "Linphone/5.2",
+        "Asterisk PBX 20.1",
+        "friendly-scanner-not",
+        "x",
+    ] {
+        expect(
+            &mut k,
+            &Frame::udp4(PEER, 5060, &sip_request("OPTIONS", Some(ua))),
+            Reason::Ok,
+        );
     }
     // Lower-case header name, tab before the colon, response with a UA.
     let odd = b"REGISTER sip:x SIP/2.0\r\nuser-agent\t:  SipCli\r\n\r\n";
@@ -260,22 +343,50 @@ fn scanner_user_agents_case_insensitive() {
     t.scanners = ["evilscan"].iter().map(|s| ua_key(s).unwrap()).collect();
     k.apply(&t);
     expect(&mut k, &scanner(ATTACKER), Reason::Ok);
-    expect(&mut k, &Frame::udp4(ATTACKER, 5060, &sip_request("INVITE", Some("EvilScan/2"))), Reason::Scanner);
+    expect(
+        &mut k,
+        &Frame::udp4(ATTACKER, 5060, &sip_request("INVITE", Some("EvilScan/2"))),
+        Reason::Scanner,
+    );
 }
 
 #[test]
 fn vlan_tags_and_ipv4_options_are_walked() {
     let mut k = kernel(&tables());
-    expect(&mut k, &scanner(ATTACKER).with_vlans(&[TPID_8021Q]), Reason::Scanner);
-    expect(&mut k, &scanner(ATTACKER).with_vlans(&[TPID_8021AD, TPID_8021Q]), Reason::Scanner);
-    expect(&mut k, &invite(PEER).with_vlans(&[TPID_8021AD, TPID_8021Q]), Reason::Ok);
+    expect(
+        &mut k,
+        &scanner(ATTACKER).with_vlans(&[TPID_8021Q]),
+        Reason::Scanner,
+    );
+    expect(
+        &mut k,
+        &scanner(ATTACKER).with_vlans(&[TPID_8021AD, TPID_8021Q]),
+        Reason::Scanner,
+    );
+    expect(
+        &mut k,
+        &invite(PEER).with_vlans(&[TPID_8021AD, TPID_8021Q]),
+        Reason::Ok,
+    );
     // Three tags: more than we walk, so not IP to us: untouched.
-    expect(&mut k, &scanner(ATTACKER).with_vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q]), Reason::Ok);
+    expect(
+        &mut k,
+        &scanner(ATTACKER).with_vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q]),
+        Reason::Ok,
+    );
     // IPv4 options of every length: IHL 6..=15.
     for words in 1..=10 {
         let opts = vec![1u8; words * 4]; // NOPs
-        expect(&mut k, &scanner(ATTACKER).with_v4_options(&opts), Reason::Scanner);
-        expect(&mut k, &Frame::udp4(PEER, 5060, b"junk").with_v4_options(&opts), Reason::Malformed);
+        expect(
+            &mut k,
+            &scanner(ATTACKER).with_v4_options(&opts),
+            Reason::Scanner,
+        );
+        expect(
+            &mut k,
+            &Frame::udp4(PEER, 5060, b"junk").with_v4_options(&opts),
+            Reason::Malformed,
+        );
     }
 }
 
@@ -285,17 +396,46 @@ fn ipv6_extension_headers_are_skipped() {
     let ua = sip_request("OPTIONS", Some("friendly-scanner"));
     expect(&mut k, &Frame::udp6(V6_PEER, 5060, &ua), Reason::Scanner);
     let chain = vec![Ext::HopByHop(0), Ext::Routing(2), Ext::DestOpts(1)];
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, &ua).with_v6_ext(chain), Reason::Scanner);
-    let first_frag = vec![Ext::HopByHop(0), Ext::Fragment { offset: 0, more: true }];
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, &ua).with_v6_ext(first_frag), Reason::Scanner);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, &ua).with_v6_ext(chain),
+        Reason::Scanner,
+    );
+    let first_frag = vec![
+        Ext::HopByHop(0),
+        Ext::Fragment {
+            offset: 0,
+            more: true,
+        },
+    ];
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, &ua).with_v6_ext(first_frag),
+        Reason::Scanner,
+    );
     // A later fragment: no port, passes (after the source checks).
-    let later = vec![Ext::Fragment { offset: 100, more: false }];
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(later), Reason::Ok);
+    let later = vec![Ext::Fragment {
+        offset: 100,
+        more: false,
+    }];
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(later),
+        Reason::Ok,
+    );
     // Eight extension headers: more than we walk, no port to protect.
     let long = vec![Ext::DestOpts(0); 8];
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(long), Reason::Ok);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(long),
+        Reason::Ok,
+    );
     let seven = vec![Ext::DestOpts(0); 7];
-    expect(&mut k, &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(seven), Reason::Malformed);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(seven),
+        Reason::Malformed,
+    );
 }
 
 #[test]
@@ -304,13 +444,15 @@ fn fragments_get_source_checks_and_the_packet_bucket() {
     t.bans = vec![(net("203.0.113.66/32"), 0)];
     t.policy.packet = Bucket::new(1, 2);
     let mut k = kernel(&t);
-    let later = |src| Frame::udp4(src, 5060, b"\x00tail of a big INVITE").with_v4_fragment(185, false);
+    let later =
+        |src| Frame::udp4(src, 5060, b"\x00tail of a big INVITE").with_v4_fragment(185, false);
     expect(&mut k, &later(ATTACKER), Reason::Ban);
     expect(&mut k, &later(PEER), Reason::Ok);
     expect(&mut k, &later(PEER), Reason::Ok);
     expect(&mut k, &later(PEER), Reason::Rate);
     // The first fragment carries the UDP header and is inspected as usual.
-    let first = Frame::udp4(CARRIER, 5060, &sip_request("INVITE", Some("sipcli"))).with_v4_fragment(0, true);
+    let first = Frame::udp4(CARRIER, 5060, &sip_request("INVITE", Some("sipcli")))
+        .with_v4_fragment(0, true);
     expect(&mut k, &first, Reason::Scanner);
 }
 
@@ -330,8 +472,12 @@ fn token_buckets_per_source_method_and_syn() {
     expect(&mut k, &opt, Reason::Ok); // OPTIONS has no method bucket
     expect(&mut k, &opt, Reason::Ok); // 5th packet token
     expect(&mut k, &opt, Reason::Rate); // packet bucket empty
-    // Another source starts with full buckets.
-    expect(&mut k, &Frame::udp4(PEER, 5060, &sip_request("REGISTER", None)), Reason::Ok);
+                                        // Another source starts with full buckets.
+    expect(
+        &mut k,
+        &Frame::udp4(PEER, 5060, &sip_request("REGISTER", None)),
+        Reason::Ok,
+    );
     // SYN bucket: SYNs only; ACKs spend only the packet bucket.
     let syn = Frame::tcp4(CARRIER, 5061, true, false);
     let ack = Frame::tcp4(CARRIER, 5061, false, true);
@@ -375,7 +521,7 @@ fn ipv6_sources_share_a_bucket_per_prefix() {
     expect(&mut k, &src(2, 1), Reason::Ok);
     expect(&mut k, &src(3, 1), Reason::Rate); // same /64, third packet
     expect(&mut k, &src(1, 2), Reason::Ok); // next /64
-    // With /128 keying every address has its own bucket.
+                                            // With /128 keying every address has its own bucket.
     t.policy.ipv6_prefix = 128;
     k.apply(&t);
     k.shield.maps.clear_sources().unwrap();
@@ -395,7 +541,11 @@ fn dry_run_counts_would_drop_and_passes() {
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
     expect(&mut k, &invite(PEER), Reason::Deny);
     expect(&mut k, &scanner(CARRIER), Reason::Scanner);
-    expect(&mut k, &Frame::udp4(CARRIER, 5060, b"junk"), Reason::Malformed);
+    expect(
+        &mut k,
+        &Frame::udp4(CARRIER, 5060, b"junk"),
+        Reason::Malformed,
+    );
     expect(&mut k, &invite([198, 51, 100, 77]), Reason::Ok);
     expect(&mut k, &invite([198, 51, 100, 77]), Reason::Rate);
     assert_eq!(k.sip_count(Method::Invite, Verdict::WouldDrop), 1);
@@ -432,17 +582,32 @@ fn cached_allow_deny_bits_follow_list_changes() {
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
     // Lists change: the cache is stale and must not be used.
-    k.shield.maps.list_add(shield::maps::List::Deny, net("203.0.113.0/24")).unwrap();
+    k.shield
+        .maps
+        .list_add(shield::maps::List::Deny, net("203.0.113.0/24"))
+        .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Deny);
-    k.shield.maps.list_add(shield::maps::List::Allow, net("203.0.113.64/30")).unwrap();
+    k.shield
+        .maps
+        .list_add(shield::maps::List::Allow, net("203.0.113.64/30"))
+        .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
     expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
-    k.shield.maps.list_del(shield::maps::List::Allow, net("203.0.113.64/30")).unwrap();
+    k.shield
+        .maps
+        .list_del(shield::maps::List::Allow, net("203.0.113.64/30"))
+        .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Deny);
-    k.shield.maps.list_del(shield::maps::List::Deny, net("203.0.113.0/24")).unwrap();
+    k.shield
+        .maps
+        .list_del(shield::maps::List::Deny, net("203.0.113.0/24"))
+        .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
     // A fresh ban of a denied address reports `deny`, as the order says.
-    k.shield.maps.list_add(shield::maps::List::Deny, net("203.0.113.67/32")).unwrap();
+    k.shield
+        .maps
+        .list_add(shield::maps::List::Deny, net("203.0.113.67/32"))
+        .unwrap();
     k.shield.maps.ban(net("203.0.113.67/32"), 0).unwrap();
     expect(&mut k, &invite([203, 0, 113, 67]), Reason::Deny);
 }
