@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 BPF_LINKER_VERSION=0.10.0
 APT_PACKAGES=(
   build-essential pkg-config iproute2 nftables iptables kamailio sip-tester
-  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl
+  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl python3-pyinotify
 )
 PIP_PACKAGES=(sipvicious==0.3.8 scapy==2.8.0)
 

@@ -1,9 +1,11 @@
 //! Shared pieces of the integration tests: a frame builder, the reference
-//! model, a `BPF_PROG_TEST_RUN` harness and network-namespace labs.
+//! model, a `BPF_PROG_TEST_RUN` harness, network-namespace labs, and the
+//! three-host lab with real SIP software (`lab`).
 
 pub mod baseline;
 pub mod frames;
 pub mod gen;
 pub mod kernel;
+pub mod lab;
 pub mod model;
 pub mod netns;

@@ -40,7 +40,11 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         crate::kernel::require_root();
-        let name = format!("shl{}-{}-{tag}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "shl{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         ip(&["netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -58,7 +62,9 @@ impl Netns {
     /// `ip netns exec`, which remounts /sys and hides the host's bpffs.
     pub fn command(&self, prog: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(prog);
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(prog);
         c
     }
 
@@ -111,7 +117,9 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes its veth ends, and with them any
         // XDP program attached there.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -134,9 +142,26 @@ impl Lab {
         // Two queues each way: packets from senders on different CPUs reach
         // the XDP program on different CPUs.
         ip(&[
-            "link", "add", PEER_IF, "netns", &peer.name, "numtxqueues", "2", "numrxqueues", "2",
-            "type", "veth", "peer", "name", SBC_IF, "netns", &sbc.name, "numtxqueues", "2",
-            "numrxqueues", "2",
+            "link",
+            "add",
+            PEER_IF,
+            "netns",
+            &peer.name,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SBC_IF,
+            "netns",
+            &sbc.name,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
         ]);
         peer.ip(&["addr", "add", "198.51.100.2/24", "dev", PEER_IF]);
         sbc.ip(&["addr", "add", "198.51.100.1/24", "dev", SBC_IF]);
@@ -148,7 +173,8 @@ impl Lab {
     /// Adds `addr` (in 198.51.100.0/24) to the peer as another source
     /// address.
     pub fn add_peer_addr(&self, addr: Ipv4Addr) {
-        self.peer.ip(&["addr", "add", &format!("{addr}/32"), "dev", PEER_IF]);
+        self.peer
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", PEER_IF]);
     }
 }
 

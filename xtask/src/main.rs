@@ -24,11 +24,23 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The benchmarks, printed as tables (ratios against baselines).
-    Bench,
-    /// The lab: a namespace network with an SBC behind the shield, real
-    /// traffic, a live report.
-    Demo,
+    /// The benchmarks: the data path under BPF_PROG_TEST_RUN (ratios
+    /// against a bare XDP_DROP), then the lab benchmark against no
+    /// protection, Kamailio pike and nftables, a million bans and jail
+    /// latency against fail2ban; writes BENCHMARKS.md. As root.
+    Bench {
+        /// Arguments for the lab benchmark (after `--`), e.g. `--quick`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The lab: attacker, carrier and SBC namespaces, a real Kamailio behind
+    /// shieldd, legitimate calls and registrations, scanners, a flood and a
+    /// password guesser, a live report. As root.
+    Demo {
+        /// Arguments for the demo (after `--`), e.g. `--hold`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,13 +83,94 @@ fn run(cli: Cli) -> Result<()> {
             }
             cargo(&a)
         }
-        Task::Bench => {
+        Task::Bench { args } => {
             require_root()?;
-            cargo(&["bench", "-p", "shield-tests", "--bench", "datapath"])
+            let datapath = lab_out()?.join("datapath.txt");
+            cargo_tee(&["bench", "-p", "shield-tests", "--bench", "datapath"], &datapath)?;
+            build_lab()?;
+            let mut a = vec!["--datapath".to_string(), datapath.display().to_string()];
+            a.extend(args);
+            run_lab_binary("labbench", &a)
         }
-        Task::Demo => {
+        Task::Demo { args } => {
             require_root()?;
-            cargo(&["run", "--release", "-p", "shield-tests", "--bin", "demo"])
+            build_lab()?;
+            run_lab_binary("demo", &args)
         }
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// `lab-out/` in the workspace (git-ignored), created.
+fn lab_out() -> Result<std::path::PathBuf> {
+    let d = workspace().join("lab-out");
+    std::fs::create_dir_all(&d).with_context(|| d.display().to_string())?;
+    Ok(d)
+}
+
+/// Builds what the lab runs: shieldd, shieldctl and the lab binaries
+/// (demo, flood, labbench), release profile.
+fn build_lab() -> Result<()> {
+    cargo(&["build", "--release", "-p", "shield-user", "-p", "shield-tests", "--bins"])
+}
+
+/// Runs `cargo args`, echoing its standard output and saving it to `file`.
+fn cargo_tee(args: &[&str], file: &std::path::Path) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let mut saved = std::fs::File::create(file).with_context(|| file.display().to_string())?;
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        writeln!(saved, "{line}")?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+static FORWARD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    FORWARD.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Runs a lab binary from target/release. SIGINT and SIGTERM are passed on
+/// to it (a terminal's Ctrl-C reaches it directly as well): it cleans up its
+/// lab before exiting, and xtask waits for that.
+fn run_lab_binary(name: &str, args: &[String]) -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), Into::into);
+    let exe = target.join("release").join(name);
+    let mut child = Command::new(&exe).args(args).spawn().with_context(|| exe.display().to_string())?;
+    // SAFETY: the handler only stores to an atomic; the child has already
+    // exec'd with the default dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, remember_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, remember_signal as *const () as libc::sighandler_t);
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let sig = FORWARD.swap(0, std::sync::atomic::Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
 }

@@ -1,158 +1,522 @@
-//! `cargo xtask demo`: SIP Shield on a throwaway two-host lab.
+//! `cargo xtask demo` (`make demo`): SIP Shield protecting a real Kamailio
+//! in a throwaway three-host lab (see `tests/src/lab/mod.rs`).
 //!
-//! A peer namespace sends legitimate SIP, a scanner, a banned source, junk
-//! and a flood to an SBC namespace whose veth runs the XDP program in native
-//! mode; then the counters are printed. Everything is torn down at the end,
-//! also on Ctrl-C (the namespaces are deleted by their Drop guards, and the
-//! signal handler exits through them).
+//! 1. attacker, carrier and SBC network namespaces, joined by veths;
+//! 2. Kamailio 5.6 on the SBC (registrar, digest auth, calls to a PBX);
+//! 3. the real `shieldd` with the example configuration (config/shield.toml,
+//!    adapted only where a lab must be: interfaces, pin path, state dir,
+//!    control socket, the jail's log file), attached natively to both SBC
+//!    interfaces;
+//! 4. legitimate traffic from the carrier for the whole demo: subscribers
+//!    registering with digest auth, calls from the trunk (sipp);
+//! 5. from the attacker: SIPVicious svmap and svwar, an INVITE/REGISTER flood
+//!    from 64 addresses at the highest rate this machine sends, and a sipp
+//!    password guesser with an ordinary User-Agent;
+//! 6. a report: legitimate success rate, drops by reason, bans, the jail's
+//!    log-to-kernel latency, where the metrics are. It checks what it
+//!    reports and exits 1 if the shield did not do its job.
+//!
+//! Everything is removed at the end, also on Ctrl-C and on failure (drop
+//! guards; the children run in their own process groups). `--hold` keeps
+//! the lab running after the report until Ctrl-C, to look around.
+//! Files (configs, logs, sipp statistics, a metrics snapshot) stay in
+//! `lab-out/demo/`.
 
-use std::io::Write;
-use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use aya::programs::XdpMode;
-use ipnet::IpNet;
-use shield_common::{
-    sip::{ua_key, DEFAULT_SCANNERS},
-    Bucket, Method, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
-};
-use shield_tests::{
-    frames::sip_request,
-    kernel::Kernel,
-    model::Tables,
-    netns::{Lab, SBC_IF, SBC_IP},
-};
+use anyhow::{bail, Result};
+use shield_tests::lab::flood::{Engine, FloodMethod, FloodOptions, Flooder};
+use shield_tests::lab::kamailio::{self, Kamailio};
+use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
+use shield_tests::lab::logwatch::LogWatch;
+use shield_tests::lab::paths::repo;
+use shield_tests::lab::progress::{thousands, Progress};
+use shield_tests::lab::scanners::{svmap, svwar};
+use shield_tests::lab::shieldd::{self, JailSettings, LabConfig, Shieldd, METRICS_PORT};
+use shield_tests::lab::signals::{self, Interrupted};
+use shield_tests::lab::sipp::{Run, Tally};
+use shield_tests::lab::topology::*;
+use shield_tests::lab::Topology;
 
-const LEGIT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const BANNED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
-const SCANNER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
-const FLOODER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 88);
+const FLOOD_SECONDS: u64 = 10;
+const MAXRETRY: u32 = 5;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn step(msg: &str) {
-    print!("  {msg} ... ");
-    let _ = std::io::stdout().flush();
-}
-
-fn main() {
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as usize);
-        libc::signal(libc::SIGTERM, on_signal as *const () as usize);
-    }
-    println!("SIP Shield demo: peer 198.51.100.0/24 --veth--> SBC 198.51.100.1 (XDP, native mode)\n");
-    step("creating the lab (two network namespaces, a veth pair)");
-    let lab = Lab::new();
-    for a in [LEGIT, BANNED, SCANNER, FLOODER] {
-        lab.add_peer_addr(a);
-    }
-    println!("ok");
-
-    step("loading and attaching the XDP program");
-    let mut t = Tables::default();
-    t.udp_ports.insert(5060);
-    t.tcp_ports.extend([5060, 5061]);
-    t.scanners = DEFAULT_SCANNERS.iter().map(|s| ua_key(s).unwrap()).collect();
-    t.bans = vec![(IpNet::from(std::net::IpAddr::V4(BANNED)), 0)];
-    t.policy = Policy { flags: F_ENFORCE | F_DROP_MALFORMED | F_SCAN_UA, ..Policy::default() };
-    t.policy.packet = Bucket::new(50, 100);
-    let mut k = Kernel::load();
-    k.apply(&t);
-    let ifindex = lab.sbc.ifindex(SBC_IF);
-    k.shield.maps.set_iface_slot(ifindex, 1).unwrap();
-    let _link = lab.sbc.run(|| k.shield.attach(SBC_IF, XdpMode::Driver)).expect("attach");
-    println!("ok (50 pps, burst 100 per source; 198.51.100.66 banned)");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let sink = lab.sbc.spawn(move || {
-        let sock = UdpSocket::bind((SBC_IP, 5060)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut n = std::collections::HashMap::<Ipv4Addr, u64>::new();
-        let mut buf = [0u8; 2048];
-        while !s2.load(Ordering::SeqCst) {
-            if let Ok((_, std::net::SocketAddr::V4(a))) = sock.recv_from(&mut buf) {
-                *n.entry(*a.ip()).or_default() += 1;
-            }
+fn main() -> ExitCode {
+    signals::install();
+    let hold = std::env::args().any(|a| a == "--hold");
+    let t = Instant::now();
+    let result = run(hold);
+    let secs = t.elapsed().as_secs_f64();
+    match result {
+        Ok(true) => {
+            println!("\nLab removed (processes stopped, namespaces deleted, XDP detached, pins removed). {secs:.0} s in all.");
+            ExitCode::SUCCESS
         }
-        n
-    });
+        Ok(false) => {
+            println!(
+                "\nLab removed. The shield did NOT do everything it should (see the checks above)."
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) if e.is::<Interrupted>() => {
+            println!("\nInterrupted: lab removed (processes stopped, namespaces deleted).");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}\nLab removed; logs are in lab-out/demo/.");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let send = |src: Ipv4Addr, payload: Vec<u8>, count: usize, pace: Duration| {
-        lab.peer.run(move || {
-            let sock = UdpSocket::bind((src, 0)).unwrap();
-            for _ in 0..count {
-                if INTERRUPTED.load(Ordering::SeqCst) {
-                    return;
-                }
-                let _ = sock.send_to(&payload, (SBC_IP, 5060));
-                std::thread::sleep(pace);
-            }
-        })
+/// Runs the demo; `Ok(true)` when every check passed.
+fn run(hold: bool) -> Result<bool> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("run as root: the lab creates network namespaces and loads XDP programs");
+    }
+    if let Some(line) = shield_tests::lab::sweep::stale().describe() {
+        println!("{line}");
+    }
+    let out = repo().join("lab-out/demo");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    println!("SIP Shield demo: a real Kamailio behind shieldd, legitimate calls and registrations, attacks.\n");
+    let mut p = Progress::new(8);
+
+    p.step("Lab: attacker, carrier and SBC network namespaces, a veth from each host to the SBC");
+    let topo = Topology::new();
+    topo.warm_neighbours();
+    p.done(&format!(
+        "attacker {ATTACKER_IP} (+{} more addresses) -> {SBC_PUBLIC_IF} {SBC_PUBLIC_IP} | SBC | \
+         {SBC_CARRIER_IF} {SBC_CARRIER_IP} <- carrier (trunk {TRUNK_IP}, {SUBSCRIBERS} subscribers)",
+        FLOOD_SOURCES + PROBE_SOURCES + 2
+    ));
+    signals::check()?;
+
+    p.step("Kamailio 5.6 on the SBC: registrar with digest auth, trunk calls to a PBX, an auth-failure log line");
+    let kam = Kamailio::start(&topo.sbc, &out, &kamailio::Options::default())?;
+    p.done(&format!(
+        "running (pid {}), lab/kamailio/sbc.cfg, log lab-out/demo/kamailio.log",
+        kam.pid()
+    ));
+    signals::check()?;
+
+    p.step("shieldd with config/shield.toml: interfaces pub0 + car0, jail `kamailio-auth` on Kamailio's log");
+    let cfg = LabConfig::new(&out).with_jail(JailSettings {
+        logpath: kam.log.clone(),
+        maxretry: MAXRETRY,
+        findtime: "10m",
+        bantime: "1h",
+    });
+    let shield = Shieldd::start(&topo.sbc, cfg)?;
+    let status = shield.status()?;
+    let ifaces: Vec<String> = status
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({})", i.name, i.mode))
+        .collect();
+    p.done(&format!(
+        "attached to {}; XDP program id {}; config lab-out/demo/shield.toml",
+        ifaces.join(", "),
+        status.program_id
+    ));
+    signals::check()?;
+
+    p.step("Legitimate traffic from the carrier, until the end: 8 subscribers registering, calls from the trunk");
+    let load = LegitLoad {
+        subscribers: SUBSCRIBERS,
+        registrations_per_subscriber: 1.0,
+        calls_per_second: 4.0,
+        duration: Duration::from_secs(600),
     };
-    step("legitimate REGISTERs from 198.51.100.10 (20 at 20/s)");
-    send(LEGIT, sip_request("REGISTER", Some("Linphone/5.2")), 20, Duration::from_millis(50));
-    println!("sent");
-    step("sipvicious-style OPTIONS scan from 198.51.100.77 (200)");
-    send(SCANNER, sip_request("OPTIONS", Some("friendly-scanner")), 200, Duration::ZERO);
-    println!("sent");
-    step("INVITEs from the banned 198.51.100.66 (200)");
-    send(BANNED, sip_request("INVITE", None), 200, Duration::ZERO);
-    println!("sent");
-    step("INVITE flood from 198.51.100.88 (2 s)");
-    let t0 = Instant::now();
-    let flood = lab.peer.run(move || {
-        let sock = UdpSocket::bind((FLOODER, 0)).unwrap();
-        let p = sip_request("INVITE", None);
-        let mut n = 0u64;
-        while t0.elapsed() < Duration::from_secs(2) && n < 300_000 && !INTERRUPTED.load(Ordering::SeqCst) {
-            if sock.send_to(&p, (SBC_IP, 5060)).is_ok() {
-                n += 1;
-            }
-        }
-        n
-    });
-    println!("{flood} packets");
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::SeqCst);
-    let got = sink.join().unwrap();
+    let legit = Legit::start(&topo, &out, &load)?;
+    let warmup = Instant::now();
+    watch(&mut p, &shield, &legit, Duration::from_secs(10), || {
+        Ok(warmup.elapsed() >= Duration::from_secs(3))
+    })?;
+    let r = legit.tally();
+    p.done(&format!("flowing: {}", legit_line(&r)));
 
-    let m = &k.shield.maps;
-    println!("\nWhat reached the SBC's SIP socket:");
-    for (who, a, sent) in [
-        ("legitimate", LEGIT, 20),
-        ("scanner", SCANNER, 200),
-        ("banned", BANNED, 200),
-        ("flooder", FLOODER, flood),
-    ] {
-        println!("  {who:<11} {a:<15} sent {sent:>7}  arrived {:>7}", got.get(&a).copied().unwrap_or(0));
-    }
-    println!("\nKernel counters on {SBC_IF} (sipshield_packets_total):");
-    for v in Verdict::ALL {
-        for r in Reason::ALL {
-            let c = m.counter(1, v, r).unwrap();
-            if c.packets > 0 {
-                println!("  {:<6} {:<12} {:>8} packets {:>10} bytes", v.as_str(), r.as_str(), c.packets, c.bytes);
+    p.step(&format!(
+        "Scanners from {SCANNER_IP}: SIPVicious svmap and svwar (extensions 1000-1099)"
+    ));
+    let home = out.join("sipvicious-home");
+    let (topo_ref, home_ref) = (&topo, &home);
+    let scans = std::thread::scope(|s| -> Result<_> {
+        let h = s.spawn(move || -> Result<_> {
+            let m = svmap(&topo_ref.attacker, home_ref, SCANNER_IP, SBC_PUBLIC_IP)?;
+            let w = svwar(
+                &topo_ref.attacker,
+                home_ref,
+                SCANNER_IP,
+                SBC_PUBLIC_IP,
+                "1000-1099",
+            )?;
+            Ok((m, w))
+        });
+        watch(&mut p, &shield, &legit, Duration::from_secs(120), || {
+            Ok(h.is_finished())
+        })?;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("scanner thread panicked"))?
+    })?;
+    let scanner_drops = reason(&shield, "drop", "scanner")?;
+    let scanners_blind = !scans.0.found && !scans.1.found;
+    p.done(&format!(
+        "svmap: {}; svwar: {}; {} scanner packets dropped in XDP",
+        if scans.0.found {
+            "FOUND the SBC"
+        } else {
+            "found nothing"
+        },
+        if scans.1.found {
+            "FOUND extensions"
+        } else {
+            "found nothing"
+        },
+        thousands(scanner_drops)
+    ));
+
+    p.step(&format!(
+        "Flood from {FLOOD_SOURCES} attacker addresses: INVITE + REGISTER, {FLOOD_SECONDS} s, as fast as this machine sends"
+    ));
+    let before = shield.stats()?;
+    let mut flood = Flooder::start(
+        &topo,
+        &out,
+        &FloodOptions {
+            engine: Engine::Xdp,
+            methods: vec![FloodMethod::Invite, FloodMethod::Register],
+            rate: 0,
+            duration: Duration::from_secs(FLOOD_SECONDS),
+            sources: FLOOD_SOURCES,
+            cpus: Vec::new(),
+            user_agent: None,
+        },
+    )?;
+    watch(
+        &mut p,
+        &shield,
+        &legit,
+        Duration::from_secs(FLOOD_SECONDS + 30),
+        || Ok(!flood.is_running()),
+    )?;
+    let sent = flood.finish()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = shield.stats()?;
+    let delta = counter_delta(&before, &after, SBC_PUBLIC_IF);
+    let flood_dropped: u64 = delta
+        .iter()
+        .filter(|((v, _), _)| v == "drop")
+        .map(|(_, n)| n)
+        .sum();
+    let flood_passed: u64 = delta
+        .iter()
+        .filter(|((v, _), _)| v == "pass")
+        .map(|(_, n)| n)
+        .sum();
+    let escalated = shield
+        .banned()?
+        .bans
+        .iter()
+        .filter(|b| b.origin == "escalation")
+        .count();
+    p.done(&format!(
+        "sent {} packets ({} per second); dropped in XDP {} ({}), passed {}; {} flood sources banned by escalation",
+        thousands(sent.sent),
+        thousands(sent.rate as u64),
+        thousands(flood_dropped),
+        delta
+            .iter()
+            .filter(|((v, _), n)| v == "drop" && **n > 0)
+            .map(|((_, r), n)| format!("{r} {}", thousands(*n)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        thousands(flood_passed),
+        escalated
+    ));
+
+    p.step(&format!(
+        "Password guessing from {BRUTE_FORCE_IP}: sipp, wrong passwords for subscriber 1000, an ordinary User-Agent"
+    ));
+    let logwatch = LogWatch::start(&kam.log);
+    let bans = shield.ban_map()?;
+    let guesser = Run::brute_force(BRUTE_FORCE_IP, SocketAddrV4::new(SBC_SIP_IP, 5060), 2.0, 12)
+        .start(&topo.attacker, &out)?;
+    // The ban's arrival in the kernel map, polled every 200 us on its own
+    // thread (the status line below takes milliseconds to refresh).
+    let poller = std::thread::spawn(move || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) && !signals::interrupted() {
+            if bans.contains(BRUTE_FORCE_IP) {
+                return Some(Instant::now());
             }
+            std::thread::sleep(Duration::from_micros(200));
         }
+        None
+    });
+    watch(&mut p, &shield, &legit, Duration::from_secs(35), || {
+        Ok(poller.is_finished())
+    })?;
+    let banned_at = poller
+        .join()
+        .map_err(|_| anyhow::anyhow!("ban poller panicked"))?;
+    let needle = format!("sipshield: auth failed for 1000 from {BRUTE_FORCE_IP}:");
+    let jail_latency = banned_at.and_then(|at| {
+        logwatch
+            .wait_for(&needle, MAXRETRY as usize, Duration::from_secs(2))
+            .map(|l| at.saturating_duration_since(l.at))
+    });
+    let guesses = guesser.finish(Duration::from_secs(30))?;
+    let failures_logged = logwatch.matching(&needle).len();
+    match jail_latency {
+        Some(l) => p.done(&format!(
+            "banned by jail kamailio-auth after {failures_logged} failed guesses; failure line -> ban in the kernel: {:.1} ms; \
+             {} later guesses went unanswered",
+            l.as_secs_f64() * 1e3,
+            guesses.failed
+        )),
+        None => p.done(&format!("NOT banned ({failures_logged} failures logged)")),
     }
-    println!("\nSIP requests by method:");
-    for me in Method::ALL {
-        let pass = m.sip_counter(1, me, Verdict::Pass).unwrap();
-        let drop = m.sip_counter(1, me, Verdict::Drop).unwrap();
-        if pass + drop > 0 {
-            println!("  {:<9} passed {pass:>7}  dropped {drop:>7}", me.as_str());
+
+    p.step("Winding down the legitimate traffic; report");
+    let result = legit.wind_down(Duration::from_secs(20))?;
+    let stats = shield.stats()?;
+    let banned = shield.banned()?;
+    let metrics = shield.metrics(&topo.sbc).unwrap_or_default();
+    std::fs::write(out.join("metrics.txt"), &metrics)?;
+    p.done("done");
+
+    let ok = report(&ReportInput {
+        legit: result,
+        stats: &stats,
+        banned: &banned,
+        metrics: &metrics,
+        flood_sent: sent.sent,
+        flood_passed,
+        scanners_blind,
+        jail_latency,
+        escalated,
+        elapsed: p.elapsed(),
+    });
+    drop(p);
+
+    if hold {
+        println!(
+            "\nThe lab stays up until Ctrl-C. Try:\n  \
+             nsenter --net=/run/netns/{} curl -s 127.0.0.1:{METRICS_PORT}/metrics | grep '^sipshield_'\n  \
+             target/release/shieldctl --socket {} stats",
+            topo.sbc.name,
+            shield.cfg.socket.display()
+        );
+        while signals::sleep(Duration::from_secs(1)).is_ok() {}
+    }
+    Ok(ok)
+}
+
+/// Shows the live status line until `done()` says so (or `limit` passes).
+fn watch(
+    p: &mut Progress,
+    shield: &Shieldd,
+    legit: &Legit,
+    limit: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut last = Instant::now() - Duration::from_secs(1);
+    loop {
+        signals::check()?;
+        if done()? {
+            return Ok(());
         }
+        if t.elapsed() > limit {
+            bail!("step did not finish within {limit:?}");
+        }
+        if last.elapsed() >= Duration::from_millis(500) {
+            last = Instant::now();
+            let drops = shield
+                .stats()
+                .map(|s| {
+                    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+                    for r in s.totals.iter().filter(|r| r.verdict == "drop") {
+                        *by.entry(r.reason.clone()).or_default() += r.packets;
+                    }
+                    let d: Vec<String> = by
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(r, n)| format!("{r} {}", thousands(*n)))
+                        .collect();
+                    format!(
+                        "dropped: {} | bans {}",
+                        if d.is_empty() {
+                            "none".into()
+                        } else {
+                            d.join(", ")
+                        },
+                        s.bans_active
+                    )
+                })
+                .unwrap_or_else(|e| format!("(stats: {e})"));
+            p.status(&format!("legit {} | {drops}", legit_line(&legit.tally())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        println!("\ninterrupted; cleaning up");
+}
+
+fn legit_line(r: &LegitResult) -> String {
+    let f = |t: &Tally| match t.success_rate() {
+        Some(x) => format!("{}/{} ({:.1} %)", t.successful, t.finished(), x * 100.0),
+        None => "0/0".into(),
+    };
+    format!(
+        "registrations {}, calls {}",
+        f(&r.registrations),
+        f(&r.calls)
+    )
+}
+
+fn reason(shield: &Shieldd, verdict: &str, reason: &str) -> Result<u64> {
+    let s = shield.stats()?;
+    Ok(s.totals
+        .iter()
+        .filter(|r| r.verdict == verdict && r.reason == reason)
+        .map(|r| r.packets)
+        .sum())
+}
+
+/// Per (verdict, reason) packet counts on one interface, `after - before`.
+fn counter_delta(
+    before: &shield::control::protocol::StatsReply,
+    after: &shield::control::protocol::StatsReply,
+    iface: &str,
+) -> BTreeMap<(String, String), u64> {
+    let get = |s: &shield::control::protocol::StatsReply| -> BTreeMap<(String, String), u64> {
+        s.interfaces
+            .iter()
+            .filter(|i| i.interface == iface)
+            .flat_map(|i| i.counters.iter())
+            .map(|c| ((c.verdict.clone(), c.reason.clone()), c.packets))
+            .collect()
+    };
+    let (b, a) = (get(before), get(after));
+    a.into_iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(b.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .collect()
+}
+
+struct ReportInput<'a> {
+    legit: LegitResult,
+    stats: &'a shield::control::protocol::StatsReply,
+    banned: &'a shield::control::protocol::BannedReply,
+    metrics: &'a str,
+    flood_sent: u64,
+    flood_passed: u64,
+    scanners_blind: bool,
+    jail_latency: Option<Duration>,
+    escalated: usize,
+    elapsed: Duration,
+}
+
+/// Prints the report; whether every check passed.
+fn report(r: &ReportInput) -> bool {
+    println!("\n=== Report ({:.0} s) ===", r.elapsed.as_secs_f64());
+    println!("Legitimate traffic (sipp from the carrier, during all of the above):");
+    let pct = |t: &Tally| {
+        t.success_rate()
+            .map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
+    };
+    println!(
+        "  registrations (digest auth, 8 subscribers)  {:>6} of {:>6} succeeded  {}",
+        r.legit.registrations.successful,
+        r.legit.registrations.finished(),
+        pct(&r.legit.registrations)
+    );
+    println!(
+        "  calls from the trunk (INVITE..BYE)          {:>6} of {:>6} succeeded  {}",
+        r.legit.calls.successful,
+        r.legit.calls.finished(),
+        pct(&r.legit.calls)
+    );
+    println!(
+        "Packets by verdict and reason (kernel counters, both interfaces; `shieldctl stats`):"
+    );
+    let totals = shieldd::totals(r.stats);
+    for ((verdict, reason), n) in totals.iter().filter(|(_, n)| **n > 0) {
+        println!("  {verdict:<5} {reason:<12} {:>14}", thousands(*n));
     }
-    println!("\nLab removed (namespaces deleted, XDP detached).");
+    let mut origins: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &r.banned.bans {
+        *origins.entry(b.origin.as_str()).or_default() += 1;
+    }
+    let o: Vec<String> = origins.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "Bans (`shieldctl banned`): {} active: {}",
+        r.banned.bans.len(),
+        o.join(", ")
+    );
+    if let Some(b) = r.banned.bans.iter().find(|b| b.origin == "kamailio-auth") {
+        println!("  {} banned by the jail ({})", b.net, b.reason);
+    }
+    match r.jail_latency {
+        Some(l) => println!(
+            "Jail: Kamailio's failure line -> ban in the kernel map in {:.1} ms (target < 100 ms)",
+            l.as_secs_f64() * 1e3
+        ),
+        None => println!("Jail: the password guesser was not banned"),
+    }
+    println!(
+        "Metrics: GET http://127.0.0.1:{METRICS_PORT}/metrics inside the SBC's namespace (Prometheus text); \
+         snapshot in lab-out/demo/metrics.txt, e.g."
+    );
+    for l in r
+        .metrics
+        .lines()
+        .filter(|l| {
+            (l.starts_with("sipshield_packets_total")
+                && l.contains("verdict=\"drop\"")
+                && !l.ends_with(" 0"))
+                || l.starts_with("sipshield_bans_active")
+                || l.starts_with("sipshield_jail_failures_total{")
+        })
+        .take(6)
+    {
+        println!("  {l}");
+    }
+    println!(
+        "Files: lab-out/demo/ (shield.toml, shieldd.log, kamailio.log, sipp statistics, flood.log)"
+    );
+
+    let all_legit = |t: &Tally| t.finished() > 0 && t.failed == 0;
+    let checks = [
+        (
+            "every legitimate registration and call succeeded",
+            all_legit(&r.legit.registrations) && all_legit(&r.legit.calls),
+        ),
+        ("the scanners found nothing", r.scanners_blind),
+        (
+            "less than 1 % of the flood got past XDP",
+            r.flood_sent > 0 && (r.flood_passed as f64) < 0.01 * r.flood_sent as f64,
+        ),
+        (
+            "every flood source was banned by escalation",
+            r.escalated >= FLOOD_SOURCES,
+        ),
+        (
+            "the password guesser was banned within 100 ms of its failure line",
+            r.jail_latency
+                .is_some_and(|l| l < Duration::from_millis(100)),
+        ),
+    ];
+    println!("Checks:");
+    for (what, ok) in &checks {
+        println!("  [{}] {what}", if *ok { "ok" } else { "FAILED" });
+    }
+    checks.iter().all(|(_, ok)| *ok)
 }

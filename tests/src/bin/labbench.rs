@@ -1,0 +1,154 @@
+//! `labbench`: the end-to-end benchmark of `cargo xtask bench` (which runs
+//! the data-path micro-benchmark first). SIP Shield against no protection,
+//! Kamailio's pike and an equivalent nftables ruleset, in the lab of the
+//! demo; a million bans; log-line-to-drop against fail2ban. Writes
+//! BENCHMARKS.md, lab/results/flood.svg and lab/results/bench.json.
+//!
+//! As root. `--quick` runs a shorter version (for trying it out; its
+//! numbers are not the ones to publish). Ctrl-C stops it and removes the lab.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use shield_tests::lab::bench::{self, plot, report, BenchOptions};
+use shield_tests::lab::flood::Engine;
+use shield_tests::lab::paths::repo;
+use shield_tests::lab::progress::Progress;
+use shield_tests::lab::signals::{self, Interrupted};
+
+#[derive(Parser)]
+#[command(
+    about = "SIP Shield lab benchmark: flood, bans and jail latency against nftables, pike and fail2ban"
+)]
+struct Args {
+    /// Seconds per flood measurement.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// Paced flood rates, as divisors of the highest rate (comma list).
+    #[arg(long, default_value = "64,16,4")]
+    divisors: String,
+    /// Bans to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    bans: u32,
+    /// Trials per jail in the latency comparison.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// A short run: 5 s windows, two paced rates, 200,000 bans, 5 trials.
+    #[arg(long)]
+    quick: bool,
+    /// Flood engine: xdp (in-kernel generator, frames arrive as from a NIC)
+    /// or packet (AF_PACKET + sendmmsg, frames arrive as socket buffers).
+    #[arg(long, default_value = "xdp")]
+    engine: String,
+    /// The data-path benchmark's output to include (xtask writes it).
+    #[arg(long)]
+    datapath: Option<PathBuf>,
+    /// Where to write BENCHMARKS.md and lab/results/ (default: the repository).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not measure: rewrite BENCHMARKS.md and the figure from a
+    /// bench.json an earlier run wrote.
+    #[arg(long, value_name = "BENCH_JSON")]
+    report_from: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    signals::install();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            println!("\nInterrupted: lab removed.");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("\nlabbench failed: {e:#}\nLab removed; logs are in lab-out/bench/.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(json) = &a.report_from {
+        let text = std::fs::read_to_string(json).with_context(|| json.display().to_string())?;
+        let results: bench::Results = serde_json::from_str(&text).context("bench.json")?;
+        let out = a.out.clone().unwrap_or_else(repo);
+        return write_outputs(&out, &results, a.datapath.as_deref(), false);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("run as root: the lab creates network namespaces and loads XDP programs");
+    }
+    if let Some(line) = shield_tests::lab::sweep::stale().describe() {
+        println!("{line}");
+    }
+    let mut opts = BenchOptions {
+        window: Duration::from_secs(a.window.max(2)),
+        rate_divisors: a
+            .divisors
+            .split(',')
+            .map(|d| d.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--divisors")?,
+        bans: a.bans.max(1),
+        latency_trials: a.trials.clamp(1, 19),
+        work_dir: repo().join("lab-out/bench"),
+        engine: Engine::parse(&a.engine)?,
+    };
+    if a.quick {
+        opts.window = Duration::from_secs(5);
+        opts.rate_divisors = vec![16, 4];
+        opts.bans = 200_000;
+        opts.latency_trials = 5;
+    }
+    let _ = std::fs::remove_dir_all(&opts.work_dir);
+    std::fs::create_dir_all(&opts.work_dir)?;
+    let points = (opts.rate_divisors.len() + 2) * 4 + 2;
+    println!(
+        "SIP Shield lab benchmark: {points} flood measurements of {} s, {} bans, {} latency trials per jail.\n",
+        opts.window.as_secs(),
+        opts.bans,
+        opts.latency_trials
+    );
+    let mut p = Progress::new(bench::steps(opts.rate_divisors.len()));
+    let results = bench::run(&opts, &mut p)?;
+    drop(p);
+
+    let out = a.out.unwrap_or_else(repo);
+    write_outputs(&out, &results, a.datapath.as_deref(), true)
+}
+
+/// BENCHMARKS.md, the figure and (for a new run) bench.json under `out`.
+fn write_outputs(
+    out: &std::path::Path,
+    results: &bench::Results,
+    datapath: Option<&std::path::Path>,
+    json: bool,
+) -> Result<()> {
+    let results_dir = out.join("lab/results");
+    std::fs::create_dir_all(&results_dir)?;
+    if json {
+        std::fs::write(
+            results_dir.join("bench.json"),
+            serde_json::to_string_pretty(results)?,
+        )?;
+    }
+    plot::draw(&results.points, &results_dir.join("flood.svg"))?;
+    let datapath = datapath.and_then(|p| std::fs::read_to_string(p).ok());
+    std::fs::write(
+        out.join("BENCHMARKS.md"),
+        report::markdown(results, datapath.as_deref()),
+    )?;
+    println!("\nHeadlines:");
+    for h in report::headlines(results) {
+        println!("  - {h}");
+    }
+    println!("\nWrote {} and {}.", out.join("BENCHMARKS.md").display(), results_dir.join("flood.svg").display());
+    if json {
+        println!("Raw numbers: {}.", results_dir.join("bench.json").display());
+    }
+    Ok(())
+}

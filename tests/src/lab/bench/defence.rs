@@ -1,0 +1,148 @@
+//! The four set-ups the benchmark compares, each started fresh for every
+//! measurement (no bans, meters or buckets carried over from the last one):
+//!
+//! * **none**: Kamailio with `sbc.cfg` (it still drops scanner User-Agents
+//!   in its script, as Kamailio's default configuration does);
+//! * **pike**: Kamailio with `sbc-antiflood.cfg`: pike + an htable ban list,
+//!   Kamailio's default WITH_ANTIFLOOD;
+//! * **nftables**: `sbc.cfg` behind `lab/nft/shield-equivalent.nft`;
+//! * **shield**: `sbc.cfg` behind the real `shieldd` with the example
+//!   configuration.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::lab::kamailio::{self, Kamailio, Script};
+use crate::lab::nft::NftTable;
+use crate::lab::shieldd::{self, LabConfig, Shieldd};
+use crate::lab::Topology;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Defence {
+    None,
+    Pike,
+    Nftables,
+    Shield,
+}
+
+impl Defence {
+    pub const ALL: [Defence; 4] = [
+        Defence::None,
+        Defence::Pike,
+        Defence::Nftables,
+        Defence::Shield,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Defence::None => "no protection",
+            Defence::Pike => "Kamailio pike + htable",
+            Defence::Nftables => "nftables (equivalent rules)",
+            Defence::Shield => "SIP Shield (shieldd)",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Defence::None => "none",
+            Defence::Pike => "pike",
+            Defence::Nftables => "nftables",
+            Defence::Shield => "shield",
+        }
+    }
+
+    fn script(self) -> Script {
+        match self {
+            Defence::Pike => Script::SbcAntiflood,
+            _ => Script::Sbc,
+        }
+    }
+}
+
+/// A defence and the Kamailio behind it, running.
+pub struct Armed<'a> {
+    pub defence: Defence,
+    pub kamailio: Kamailio,
+    nft: Option<NftTable<'a>>,
+    shield: Option<Shieldd>,
+}
+
+impl<'a> Armed<'a> {
+    /// Starts Kamailio and the defence, fresh. Files go to `dir`.
+    pub fn start(
+        defence: Defence,
+        topo: &'a Topology,
+        dir: &Path,
+        kamailio_cpus: &[usize],
+    ) -> Result<Armed<'a>> {
+        std::fs::create_dir_all(dir)?;
+        let opts = kamailio::Options {
+            script: defence.script(),
+            cpus: kamailio_cpus.to_vec(),
+            ..Default::default()
+        };
+        let kamailio = Kamailio::start(&topo.sbc, dir, &opts)?;
+        let nft = match defence {
+            Defence::Nftables => Some(NftTable::load(&topo.sbc)?),
+            _ => None,
+        };
+        let shield = match defence {
+            Defence::Shield => Some(Shieldd::start(&topo.sbc, LabConfig::new(dir))?),
+            _ => None,
+        };
+        Ok(Armed {
+            defence,
+            kamailio,
+            nft,
+            shield,
+        })
+    }
+
+    /// Packets the defence itself has dropped so far (Kamailio's script
+    /// drops for pike; the table's counters for nftables; the kernel's drop
+    /// counters for SIP Shield; none without protection).
+    pub fn dropped(&self) -> Result<u64> {
+        Ok(match self.defence {
+            Defence::None => 0,
+            Defence::Pike => {
+                let s = self.kamailio.stats()?;
+                let get = |k: &str| s.get(&format!("script:{k}")).copied().unwrap_or(0);
+                get("pike_drops") + get("ipban_drops") + get("scanner_drops")
+            }
+            Defence::Nftables => self.nft.as_ref().map_or(Ok(0), NftTable::dropped)?,
+            Defence::Shield => self
+                .shield
+                .as_ref()
+                .map_or(Ok(0), |s| s.stats().map(|st| shieldd::dropped(&st)))?,
+        })
+    }
+
+    /// Sources the defence has banned so far.
+    pub fn bans(&self) -> Result<u64> {
+        Ok(match self.defence {
+            Defence::None => 0,
+            Defence::Pike => {
+                // Kamailio logs an ALERT line per pike ban, "(IP:addr:port)";
+                // two workers may both catch the same source.
+                let log = self.kamailio.log_text();
+                let banned: std::collections::BTreeSet<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("ALERT: pike blocking"))
+                    .filter_map(|l| l.split("(IP:").nth(1)?.rsplit_once(':').map(|(ip, _)| ip))
+                    .collect();
+                banned.len() as u64
+            }
+            Defence::Nftables => self.nft.as_ref().map_or(Ok(0), |n| n.set_len("bans4"))? as u64,
+            Defence::Shield => self
+                .shield
+                .as_ref()
+                .map_or(Ok(0), |s| s.stats().map(|st| st.bans_active))?,
+        })
+    }
+
+    pub fn shieldd_pid(&self) -> Option<u32> {
+        self.shield.as_ref().map(Shieldd::pid)
+    }
+}

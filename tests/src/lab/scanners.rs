@@ -1,0 +1,102 @@
+//! The scanners real attackers run: SIPVicious 0.3.8 (PyPI `sipvicious`:
+//! `sipvicious_svmap` finds SIP servers, `sipvicious_svwar` enumerates
+//! extensions), from the attacker's namespace and one source address,
+//! bounded in time. SIPVicious keeps session files under `$HOME`: it gets a
+//! temporary one.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::paths::system_tool;
+use super::process::{in_ns, run_within};
+use crate::netns::Netns;
+
+/// What a scanner printed, and whether it reported a SIP device or an
+/// extension.
+#[derive(Clone, Debug)]
+pub struct ScanResult {
+    pub tool: &'static str,
+    pub output: String,
+    pub found: bool,
+}
+
+fn sipvicious(
+    tool: &'static str,
+    ns: &Netns,
+    home: &Path,
+    args: &[String],
+    target: Ipv4Addr,
+) -> Result<ScanResult> {
+    let exe = system_tool(
+        tool,
+        "the PyPI package sipvicious (scripts/setup.sh installs it)",
+    )?;
+    std::fs::create_dir_all(home)?;
+    let mut cmd = in_ns(ns, exe.to_str().context("path")?);
+    cmd.env("HOME", home).args(args).arg(target.to_string());
+    let out = run_within(cmd, Duration::from_secs(60))?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Results are printed as a table: a data row (not the header) is a find.
+    let found = output.lines().any(|l| {
+        l.trim_start().starts_with('|') && !l.contains("Extension") && !l.contains("SIP Device")
+    });
+    Ok(ScanResult {
+        tool,
+        output,
+        found,
+    })
+}
+
+/// `svmap`: an OPTIONS sweep of `target:5060` from `src`.
+pub fn svmap(ns: &Netns, home: &Path, src: Ipv4Addr, target: Ipv4Addr) -> Result<ScanResult> {
+    let s = src.to_string();
+    sipvicious(
+        "sipvicious_svmap",
+        ns,
+        home,
+        &[
+            "-b".into(),
+            s.clone(),
+            "-x".into(),
+            s,
+            "-p".into(),
+            "5060".into(),
+        ],
+        target,
+    )
+}
+
+/// `svwar`: REGISTER-based extension enumeration over `extensions`
+/// (e.g. "1000-1099").
+pub fn svwar(
+    ns: &Netns,
+    home: &Path,
+    src: Ipv4Addr,
+    target: Ipv4Addr,
+    extensions: &str,
+) -> Result<ScanResult> {
+    let s = src.to_string();
+    sipvicious(
+        "sipvicious_svwar",
+        ns,
+        home,
+        &[
+            "-b".into(),
+            s.clone(),
+            "-x".into(),
+            s,
+            "-e".into(),
+            extensions.into(),
+            "-m".into(),
+            "REGISTER".into(),
+        ],
+        target,
+    )
+}
