@@ -1,69 +1,100 @@
 #!/usr/bin/env bash
 # Installs everything SIP Shield needs to build and test on Debian 12, as
-# root. Idempotent: it only installs what is missing.
-#   - the Rust toolchain pinned in rust-toolchain.toml (with rust-src)
-#   - bpf-linker (pinned: its LLVM must match rustc's, see README)
-#   - Debian packages for the real peers the tests talk to
-#   - PyPI packages (sipvicious scanners, scapy)
-#   - the BPF filesystem at /sys/fs/bpf
-set -euo pipefail
+# root. Idempotent, and safe from any partial state: every step checks what
+# is there and installs only what is missing.
+#   1. the Rust toolchain pinned in rust-toolchain.toml (rust-src included)
+#   2. bpf-linker (pinned: its LLVM must match rustc's, see README)
+#   3. Debian packages for the real peers the tests talk to, SIPVicious
+#      (Debian's `sipvicious`: svmap, svwar) among them. No pip: Debian's
+#      packages run on Debian's /usr/bin/python3 whatever `python3` is first
+#      on PATH, and nothing is installed into a system Python (PEP 668).
+#   4. the BPF filesystem at /sys/fs/bpf
+# A step that fails prints one line naming the step and why, and the script
+# exits 1; the step's full output is kept in $SETUP_LOG_DIR.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BPF_LINKER_VERSION=0.10.0
 APT_PACKAGES=(
   build-essential pkg-config iproute2 nftables iptables kamailio sip-tester
-  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl python3-pyinotify
+  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl
+  python3-pyinotify sipvicious
 )
-PIP_PACKAGES=(sipvicious==0.3.8 scapy==2.8.0)
+# Extra Debian packages, space-separated (scripts/check-setup.sh uses it to
+# prove that a failing install names itself).
+read -r -a extra_apt <<< "${SETUP_EXTRA_APT:-}"
+APT_PACKAGES+=("${extra_apt[@]}")
+SETUP_LOG_DIR=${SETUP_LOG_DIR:-/tmp/sipshield-setup}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { echo "setup.sh: $*" >&2; exit 1; }
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup.sh: run as root (it installs packages and mounts bpffs)" >&2
-  exit 1
-fi
+# step NAME CMD...: runs CMD with its output in a log; on failure, one line
+# with the step, the exit status and the last line the command printed.
+step() {
+  local name=$1; shift
+  local out rc=0 last
+  out="$SETUP_LOG_DIR/$(printf '%s' "$name" | tr -c 'A-Za-z0-9.' '-' | cut -c1-40).log"
+  log "$name"
+  "$@" >"$out" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    last=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)
+    die "step '$name' failed (exit $rc): ${last:-no output} (full log: $out)"
+  fi
+}
 
-# Rust: RUSTUP_AUTO_INSTALL may be 0, so install the pinned toolchain
-# explicitly (rustup reads rust-toolchain.toml, components included).
-if ! command -v rustup >/dev/null; then
-  echo "setup.sh: rustup is required (https://rustup.rs)" >&2
-  exit 1
-fi
-log "rust toolchain ($(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml))"
-rustup toolchain install
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and mounts bpffs)"
+mkdir -p "$SETUP_LOG_DIR" || die "cannot create the log directory $SETUP_LOG_DIR"
+command -v rustup >/dev/null \
+  || die "step 'rust toolchain' failed: rustup is not on PATH; install it (https://rustup.rs) and run again"
+command -v apt-get >/dev/null \
+  || die "step 'apt' failed: apt-get is not on PATH; this script supports Debian 12"
 
-if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
-  log "bpf-linker $BPF_LINKER_VERSION"
+# RUSTUP_AUTO_INSTALL may be 0: install the pinned toolchain explicitly
+# (with no argument rustup reads rust-toolchain.toml, components included).
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+[ -n "$toolchain" ] || die "step 'rust toolchain' failed: no channel in rust-toolchain.toml"
+step "rust toolchain $toolchain" rustup toolchain install
+
+install_bpf_linker() {
   cargo install "bpf-linker@$BPF_LINKER_VERSION" --locked --force
+}
+if bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "bpf-linker $BPF_LINKER_VERSION: present"
+else
+  step "bpf-linker $BPF_LINKER_VERSION" install_bpf_linker
+  bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION" \
+    || die "step 'bpf-linker' failed: installed, but 'bpf-linker --version' does not say $BPF_LINKER_VERSION (is ~/.cargo/bin on PATH?)"
 fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt: ${missing[*]}"
+install_apt() {
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
   # Debian's kamailio/prometheus/fail2ban must not start services here.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  fi
+  # A package whose configuration failed earlier blocks every install.
+  dpkg --configure -a
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@"
+}
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: ${missing[*]}" install_apt "${missing[@]}"
+else
+  log "Debian packages: present"
 fi
-
-pip_missing=()
-for p in "${PIP_PACKAGES[@]}"; do
-  name=${p%%==*}; want=${p##*==}
-  have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
-  [ "$have" = "$want" ] || pip_missing+=("$p")
+for tool in svmap svwar kamailio sipp nft promtool fail2ban-server; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
+    || die "step 'apt' failed: $tool is missing after the install"
 done
-if [ ${#pip_missing[@]} -gt 0 ]; then
-  log "pip: ${pip_missing[*]}"
-  python3 -m pip install -q --root-user-action=ignore --break-system-packages "${pip_missing[@]}" 2>/dev/null \
-    || python3 -m pip install -q --root-user-action=ignore "${pip_missing[@]}"
-fi
 
-if ! mountpoint -q /sys/fs/bpf; then
-  log "mount bpffs on /sys/fs/bpf"
-  mount -t bpf bpf /sys/fs/bpf
+if mountpoint -q /sys/fs/bpf; then
+  log "bpffs: mounted"
+else
+  step "mount bpffs on /sys/fs/bpf" mount -t bpf bpf /sys/fs/bpf
 fi
 log "setup done"

@@ -98,8 +98,9 @@ fn socket_permissions_admit_the_group_and_refuse_everyone_else() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), NOGROUP);
 
+    let shieldctl = reachable(SHIELDCTL);
     let as_user = |uid, gid| {
-        let mut c = Command::new(SHIELDCTL);
+        let mut c = Command::new(&shieldctl.path);
         c.arg("--socket").arg(&d.socket).arg("status");
         output_within(common::as_user(c, uid, gid), Duration::from_secs(30))
     };
@@ -204,7 +205,8 @@ fn without_capabilities_shieldd_says_so_in_one_line() {
     let cfg = dir.path().join("shield.toml");
     std::fs::write(&cfg, "").expect("write");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut c = Command::new(SHIELDD);
+    let shieldd = reachable(SHIELDD);
+    let mut c = Command::new(&shieldd.path);
     c.arg("--config").arg(&cfg);
     let out = output_within(as_user(c, NOBODY, NOGROUP), Duration::from_secs(30));
     let err = text(&out.stderr);

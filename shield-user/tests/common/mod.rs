@@ -301,9 +301,31 @@ pub fn output_within(mut c: Command, within: Duration) -> Output {
 }
 
 /// `command` run as another user and group (no supplementary groups).
+/// Its program must be one that user can reach: see [`reachable`].
 pub fn as_user(mut c: Command, uid: u32, gid: u32) -> Command {
     c.uid(uid).gid(gid);
     c
+}
+
+/// A copy of one of our binaries that every user can run. The clone may
+/// live under `/root` or in a `mktemp -d` folder (both 0700), which another
+/// user cannot traverse to reach `target/release`.
+pub struct Reachable {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn reachable(bin: &str) -> Reachable {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("shield-bin")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join(Path::new(bin).file_name().expect("binary name"));
+    std::fs::copy(bin, &path).unwrap_or_else(|e| panic!("copying {bin}: {e}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Reachable { _dir: dir, path }
 }
 
 pub fn text(b: &[u8]) -> String {

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use clap::Parser;
 use shield_tests::lab::flood::{Engine, FloodMethod, FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
@@ -44,11 +45,23 @@ use shield_tests::lab::Topology;
 const FLOOD_SECONDS: u64 = 10;
 const MAXRETRY: u32 = 5;
 
+#[derive(Parser)]
+#[command(
+    about = "SIP Shield protecting a real Kamailio in a three-host lab: legitimate \
+             traffic, scanners, a flood and a password guesser, with a live report. As root."
+)]
+struct Args {
+    /// Keep the lab running after the report until Ctrl-C, to look around.
+    #[arg(long)]
+    hold: bool,
+}
+
 fn main() -> ExitCode {
+    // Parse first: `--help` or a bad option must not start anything.
+    let args = Args::parse();
     signals::install();
-    let hold = std::env::args().any(|a| a == "--hold");
     let t = Instant::now();
-    let result = run(hold);
+    let result = run(args.hold);
     let secs = t.elapsed().as_secs_f64();
     match result {
         Ok(true) => {

@@ -1,6 +1,5 @@
-//! The scanners real attackers run: SIPVicious 0.3.8 (PyPI `sipvicious`:
-//! `sipvicious_svmap` finds SIP servers, `sipvicious_svwar` enumerates
-//! extensions), from the attacker's namespace and one source address,
+//! The scanners real attackers run: SIPVicious (Debian's `sipvicious`,
+//! 0.3.3: `svmap` finds SIP servers, `svwar` enumerates extensions), from the attacker's namespace and one source address,
 //! bounded in time. SIPVicious keeps session files under `$HOME`: it gets a
 //! temporary one.
 
@@ -32,7 +31,7 @@ fn sipvicious(
 ) -> Result<ScanResult> {
     let exe = system_tool(
         tool,
-        "the PyPI package sipvicious (scripts/setup.sh installs it)",
+        "the Debian package sipvicious (scripts/setup.sh installs it)",
     )?;
     std::fs::create_dir_all(home)?;
     let mut cmd = in_ns(ns, exe.to_str().context("path")?);
@@ -58,7 +57,7 @@ fn sipvicious(
 pub fn svmap(ns: &Netns, home: &Path, src: Ipv4Addr, target: Ipv4Addr) -> Result<ScanResult> {
     let s = src.to_string();
     sipvicious(
-        "sipvicious_svmap",
+        "svmap",
         ns,
         home,
         &[
@@ -84,7 +83,7 @@ pub fn svwar(
 ) -> Result<ScanResult> {
     let s = src.to_string();
     sipvicious(
-        "sipvicious_svwar",
+        "svwar",
         ns,
         home,
         &[

@@ -302,7 +302,7 @@ pub fn machine() -> Machine {
             ),
             (
                 "sipvicious".into(),
-                first_line("sipvicious_svmap", &["--version"]),
+                first_line("svmap", &["--version"]),
             ),
         ],
         busy_before_pct: 100.0 * before.busy_secs(&after) / (secs * cpus as f64),
