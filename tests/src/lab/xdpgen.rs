@@ -17,10 +17,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+use crate::rawbpf::{load_xdp, test_run, TestRunAttr, BPF_F_TEST_XDP_LIVE_FRAMES};
+
 const XDP_TX: i32 = 3;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 
@@ -163,58 +161,6 @@ pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
     p
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a live, correctly laid out bpf_attr prefix.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const T,
-            std::mem::size_of::<T>(),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 /// A loaded generator for one template frame, sending out of one interface
 /// of the calling thread's namespace.
 pub struct XdpGen {
@@ -224,30 +170,9 @@ pub struct XdpGen {
 
 impl XdpGen {
     pub fn new(iface: &str, frame: &[u8], r: &Randomise) -> io::Result<XdpGen> {
-        let insns = program(frame, r);
-        let license = b"GPL\0";
-        let mut log = vec![0u8; 64 * 1024];
-        let attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        let fd = bpf(BPF_PROG_LOAD, &attr).map_err(|e| {
-            let text =
-                String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)])
-                    .into_owned();
-            io::Error::new(
-                e.kind(),
-                format!("loading the generator program: {e}\n{text}"),
-            )
+        let prog = load_xdp(&program(frame, r)).map_err(|e| {
+            io::Error::new(e.kind(), format!("loading the generator program: {e}"))
         })?;
-        // SAFETY: a new fd the kernel just gave us.
-        let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let name = CString::new(iface)?;
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -266,7 +191,7 @@ impl XdpGen {
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex. data_end must be the length.
         let ctx: [u32; 6] = [0, frame.len() as u32, 0, self.ifindex, 0, 0];
-        let attr = TestRunAttr {
+        let mut attr = TestRunAttr {
             prog_fd: self.prog.as_raw_fd() as u32,
             data_size_in: frame.len() as u32,
             data_in: frame.as_ptr() as u64,
@@ -277,7 +202,7 @@ impl XdpGen {
             batch_size: 64,
             ..Default::default()
         };
-        bpf(BPF_PROG_TEST_RUN, &attr).map(|_| ())
+        test_run(&mut attr)
     }
 }
 
