@@ -1,7 +1,7 @@
 //! Typed access to the XDP program's maps: policy, port sets, CIDR lists,
 //! bans, scanner tokens, interface slots and the counters.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -68,8 +68,13 @@ pub struct ShieldMaps {
     /// `Policy::acl_gen`: bumped on every allow/deny change, which
     /// invalidates the allow/deny bits the kernel caches in ban entries.
     acl_gen: u32,
-    /// Entries per trie, so the kernel can skip empty ones.
+    /// Entries per trie, so the kernel can skip empty ones. Exact: every
+    /// change goes through [`trie_add`] / [`trie_del`], which report
+    /// whether the exact prefix was new or present.
     occupancy: [usize; 6],
+    /// Each CIDR ban's own expiry (monotonic ns, 0 = forever); the trie
+    /// holds the effective one, see [`ShieldMaps::ban_net_expiry`].
+    ban_nets: BTreeMap<IpNet, u64>,
     /// Second handles on the maps, for the `bpf(2)` commands aya's typed
     /// wrappers lack (batches); see [`crate::bpfsys`].
     raw: Vec<RawMap>,
@@ -158,6 +163,7 @@ impl ShieldMaps {
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; 6],
+            ban_nets: BTreeMap::new(),
             raw,
         };
         // Reused pinned maps may already hold entries and a policy.
@@ -169,6 +175,19 @@ impl ShieldMaps {
             maps.ban_nets_v4.keys().count(),
             maps.ban_nets_v6.keys().count(),
         ];
+        // Adopted CIDR bans: the kernel holds effective expiries, which are
+        // never earlier than the own ones; the daemon's restore rewrites
+        // them from the store.
+        let mut nets = Vec::new();
+        for kv in maps.ban_nets_v4.iter() {
+            let (k, v) = kv.map_err(map_err(names::BAN_NETS_V4))?;
+            nets.push((net_of_v4(&k), v.expires_ns));
+        }
+        for kv in maps.ban_nets_v6.iter() {
+            let (k, v) = kv.map_err(map_err(names::BAN_NETS_V6))?;
+            nets.push((net_of_v6(&k), v.expires_ns));
+        }
+        maps.ban_nets.extend(nets);
         if let Ok(p) = maps.policy.get(&0, 0) {
             maps.base_policy = p;
             maps.acl_gen = p.acl_gen.max(1);
@@ -186,6 +205,12 @@ impl ShieldMaps {
         self.base_policy
     }
 
+    /// Writes the policy record: the configured policy, the list
+    /// generation, and one `F_*` flag per trie telling the kernel whether
+    /// to look it up at all. The one place occupancy becomes flags: a flag
+    /// is clear only when its trie holds no prefix (a wrong clear flag lets
+    /// every banned/denied source of that trie through; a wrong set flag
+    /// only costs a lookup).
     fn write_policy(&mut self) -> Result<(), MapError> {
         let mut p = self.base_policy;
         p.acl_gen = self.acl_gen;
@@ -313,72 +338,80 @@ impl ShieldMaps {
         match net.trunc() {
             IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0),
             IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0),
-            IpNet::V4(n) => {
-                if trie_add(&mut self.ban_nets_v4, v4_key(n), v)? {
-                    self.occupancy[OCC_BAN_NETS_V4] += 1;
-                    self.write_policy()?;
-                }
-                Ok(())
-            }
-            IpNet::V6(n) => {
-                if trie_add(&mut self.ban_nets_v6, v6_key(n), v)? {
-                    self.occupancy[OCC_BAN_NETS_V6] += 1;
-                    self.write_policy()?;
-                }
-                Ok(())
+            n => {
+                self.ban_nets.insert(n, expires_ns);
+                self.write_ban_net(n)?;
+                self.rewrite_nested(n)
             }
         }
     }
 
     /// Lifts a ban; `false` if there was none.
     pub fn unban(&mut self, net: IpNet) -> Result<bool, MapError> {
-        let removed = match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => {
-                hash_del(&mut self.bans_v4, &n.addr().octets())?
-            }
+        match net.trunc() {
+            IpNet::V4(n) if n.prefix_len() == 32 => hash_del(&mut self.bans_v4, &n.addr().octets()),
             IpNet::V6(n) if n.prefix_len() == 128 => {
-                hash_del(&mut self.bans_v6, &n.addr().octets())?
+                hash_del(&mut self.bans_v6, &n.addr().octets())
             }
-            IpNet::V4(n) => {
-                let r = trie_del(&mut self.ban_nets_v4, v4_key(n))?;
-                if r {
-                    self.occupancy[OCC_BAN_NETS_V4] -= 1;
+            n => {
+                self.ban_nets.remove(&n);
+                let removed = match n {
+                    IpNet::V4(n4) => trie_del(&mut self.ban_nets_v4, v4_key(n4))?,
+                    IpNet::V6(n6) => trie_del(&mut self.ban_nets_v6, v6_key(n6))?,
+                };
+                if removed {
+                    let slot = ban_net_slot(&n);
+                    self.occupancy[slot] = self.occupancy[slot].saturating_sub(1);
                     self.write_policy()?;
                 }
-                r
+                // What it covered falls back to its own expiry.
+                self.rewrite_nested(n)?;
+                Ok(removed)
             }
-            IpNet::V6(n) => {
-                let r = trie_del(&mut self.ban_nets_v6, v6_key(n))?;
-                if r {
-                    self.occupancy[OCC_BAN_NETS_V6] -= 1;
-                    self.write_policy()?;
-                }
-                r
-            }
-        };
-        Ok(removed)
+        }
     }
 
-    /// Every ban in the kernel with its expiry (monotonic ns, 0 = forever).
-    pub fn bans(&self) -> Result<Vec<(IpNet, u64)>, MapError> {
-        let mut out = Vec::new();
-        for kv in self.bans_v4.iter() {
-            let (k, v) = kv?;
-            out.push((IpNet::from(IpAddr::from(k)), v.expires_ns));
+    /// The expiry a CIDR ban's trie entry carries: the latest of its own
+    /// and of every CIDR ban covering it. The kernel's lookup returns only
+    /// the longest matching prefix, so a /26 that expires before the /25
+    /// around it would otherwise end the /25's ban for its addresses, also
+    /// when no daemon is running to fix it up.
+    fn ban_net_expiry(&self, net: IpNet) -> u64 {
+        let own = self.ban_nets.get(&net).copied().unwrap_or(0);
+        (0..net.prefix_len())
+            .filter_map(|len| {
+                let covering = IpNet::new(net.addr(), len).expect("shorter prefix").trunc();
+                self.ban_nets.get(&covering).copied()
+            })
+            .fold(own, later)
+    }
+
+    /// Writes one CIDR ban's trie entry with its effective expiry.
+    fn write_ban_net(&mut self, net: IpNet) -> Result<(), MapError> {
+        let v = BanValue::until(self.ban_net_expiry(net));
+        let added = match net {
+            IpNet::V4(n) => trie_add(&mut self.ban_nets_v4, v4_key(n), v)?,
+            IpNet::V6(n) => trie_add(&mut self.ban_nets_v6, v6_key(n), v)?,
+        };
+        if added {
+            self.occupancy[ban_net_slot(&net)] += 1;
+            self.write_policy()?;
         }
-        for kv in self.bans_v6.iter() {
-            let (k, v) = kv?;
-            out.push((IpNet::from(IpAddr::from(k)), v.expires_ns));
+        Ok(())
+    }
+
+    /// Rewrites the CIDR bans strictly inside `net` after `net` changed.
+    fn rewrite_nested(&mut self, net: IpNet) -> Result<(), MapError> {
+        let inside: Vec<IpNet> = self
+            .ban_nets
+            .range(net..=IpNet::new(net.broadcast(), net.max_prefix_len()).expect("host net"))
+            .map(|(n, _)| *n)
+            .filter(|n| n.prefix_len() > net.prefix_len() && net.contains(n))
+            .collect();
+        for n in inside {
+            self.write_ban_net(n)?;
         }
-        for kv in self.ban_nets_v4.iter() {
-            let (k, v) = kv?;
-            out.push((net_of_v4(&k), v.expires_ns));
-        }
-        for kv in self.ban_nets_v6.iter() {
-            let (k, v) = kv?;
-            out.push((net_of_v6(&k), v.expires_ns));
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Sum over CPUs of one `STATS` slot.
@@ -405,37 +438,6 @@ impl ShieldMaps {
             .sip_stats
             .get(&sip_stats_index(iface_slot, m, verdict), 0)?;
         Ok(v.iter().sum())
-    }
-
-    /// Every non-zero counter slot: (iface slot, verdict, reason, counter).
-    pub fn counters(&self) -> Result<Vec<(u32, Verdict, Reason, Counter)>, MapError> {
-        let mut out = Vec::new();
-        for s in 0..MAX_IFACE_SLOTS {
-            for v in Verdict::ALL {
-                for r in Reason::ALL {
-                    let c = self.counter(s, v, r)?;
-                    if c.packets != 0 {
-                        out.push((s, v, r, c));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Zeroes the counters (tests and the bench start from a clean slate).
-    pub fn reset_counters(&mut self) -> Result<(), MapError> {
-        // As many values as the kernel hands back per slot (possible CPUs).
-        let cpus = self.stats.get(&0, 0)?.len();
-        for i in 0..self.stats.len() {
-            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
-            self.stats.set(i, zero, 0)?;
-        }
-        for i in 0..self.sip_stats.len() {
-            let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
-            self.sip_stats.set(i, zero, 0)?;
-        }
-        Ok(())
     }
 
     /// Forgets all per-source bucket state.
@@ -496,9 +498,10 @@ impl ShieldMaps {
         Ok(written)
     }
 
-    /// Every ban in the kernel with its expiry, like [`Self::bans`], but
-    /// reading the hashes in batches: a million bans in a few hundred
-    /// syscalls instead of two million.
+    /// Every ban in the kernel with its expiry (monotonic ns, 0 = forever;
+    /// a CIDR ban's own expiry, not the effective one its trie entry
+    /// carries). The hashes are read in batches: a million bans in a few
+    /// hundred syscalls instead of two million.
     pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, MapError> {
         let mut out = Vec::new();
         let expiry = |v: &[u8]| u64::from_ne_bytes(v[..8].try_into().expect("8-byte value"));
@@ -510,14 +513,7 @@ impl ShieldMaps {
             let a: [u8; 16] = k.try_into().expect("16-byte key");
             out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
         })?;
-        for kv in self.ban_nets_v4.iter() {
-            let (k, v) = kv?;
-            out.push((net_of_v4(&k), v.expires_ns));
-        }
-        for kv in self.ban_nets_v6.iter() {
-            let (k, v) = kv?;
-            out.push((net_of_v6(&k), v.expires_ns));
-        }
+        out.extend(self.ban_nets.iter().map(|(n, e)| (*n, *e)));
         Ok(out)
     }
 
@@ -717,6 +713,22 @@ fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
     })
 }
 
+fn ban_net_slot(net: &IpNet) -> usize {
+    match net {
+        IpNet::V4(_) => OCC_BAN_NETS_V4,
+        IpNet::V6(_) => OCC_BAN_NETS_V6,
+    }
+}
+
+/// The later of two expiries, 0 being "never".
+fn later(a: u64, b: u64) -> u64 {
+    if a == 0 || b == 0 {
+        0
+    } else {
+        a.max(b)
+    }
+}
+
 fn occ_slot(list: List, net: &IpNet) -> usize {
     match (list, net) {
         (List::Allow, IpNet::V4(_)) => OCC_ALLOW_V4,
@@ -744,15 +756,29 @@ fn net_of_v6(k: &Key<[u8; 16]>) -> IpNet {
     IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
 }
 
-/// Inserts or overwrites; `true` if the key was new.
+/// `BPF_NOEXIST` / `BPF_EXIST`: update flags that compare the exact key.
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
+
+/// Inserts or overwrites the exact prefix `key`; `true` if it was new.
+///
+/// Not `get()` first: a lookup in an LPM trie is a longest-prefix match, so
+/// `get(198.51.100.192/26)` answers with a covering /25 and cannot say
+/// whether the /26 itself is there. `BPF_NOEXIST` compares the exact
+/// prefix (and prefix length) in the kernel.
 fn trie_add<K: aya::Pod, V: aya::Pod>(
     t: &mut Trie<K, V>,
     key: Key<K>,
     value: V,
 ) -> Result<bool, MapError> {
-    let new = matches!(t.get(&key, 0), Err(MapError::KeyNotFound));
-    t.insert(&key, &value, 0)?;
-    Ok(new)
+    match t.insert(&key, &value, BPF_NOEXIST) {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+            t.insert(&key, &value, BPF_EXIST)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, MapError> {

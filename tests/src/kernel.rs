@@ -59,7 +59,7 @@ impl Kernel {
         m.set_ports(&udp, &tcp).expect("ports");
         m.set_list(List::Allow, &t.allow).expect("allow");
         m.set_list(List::Deny, &t.deny).expect("deny");
-        for (net, _) in m.bans().expect("bans") {
+        for (net, _) in m.bans_dump().expect("bans") {
             m.unban(net).expect("unban");
         }
         for (net, exp) in &t.bans {
