@@ -15,6 +15,7 @@
 pub mod bans;
 pub mod core;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -159,20 +160,18 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     };
     jail_set.update(&config.jails, jails);
     let jail_set = Arc::new(tokio::sync::Mutex::new(jail_set));
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    tasks.push(tokio::spawn(jail_events(
-        core.clone(),
-        jail_rx,
-        persist.clone(),
-    )));
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "jail events",
+        jail_events(core.clone(), jail_rx, persist.clone()),
+    );
     if let Some(rb) = events {
-        tasks.push(tokio::spawn(offender_events(
-            core.clone(),
-            rb,
-            persist.clone(),
-        )));
+        tasks.spawn(
+            "offender events",
+            offender_events(core.clone(), rb, persist.clone()),
+        );
     }
-    tasks.push(tokio::spawn(sweeper(core.clone(), persist.clone())));
+    tasks.spawn("ban sweeper", sweeper(core.clone(), persist.clone()));
     let metrics_task = Arc::new(Mutex::new(metrics.map(|l| spawn_metrics(l, core.clone()))));
     if let Some(addr) = config.metrics.listen {
         tracing::info!(%addr, "metrics listening");
@@ -193,7 +192,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
             Box::pin(async move { ctl.handle(req, peer).await }) as HandlerFuture
         })
     };
-    tasks.push(tokio::spawn(server::serve(control, handler)));
+    tasks.spawn("control socket", server::serve(control, handler));
     tracing::info!(socket = %socket_path.display(), "control socket listening");
     tracing::info!(version = env!("CARGO_PKG_VERSION"), interfaces = ?lock(&core).attached(), "shieldd running");
 
@@ -214,12 +213,23 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
             _ = term.recv() => break Exit::Signal { detached: false },
             _ = int.recv() => break Exit::Signal { detached: false },
             _ = shutdown.notified() => break Exit::Detached,
+            dead = tasks.next_death() => {
+                // A task that ends has lost its job (bans would stop
+                // expiring, jails stop banning): not a zombie daemon but
+                // a fatal error, so the supervisor restarts it. The kernel
+                // keeps enforcing meanwhile (pinned).
+                tasks.abort_all();
+                jail_set.lock().await.stop_all();
+                persist.flush().await;
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(DaemonError::Runtime(format!(
+                    "{dead}; exiting so the supervisor restarts shieldd (the shield stays attached and enforcing)"
+                )));
+            }
         }
     };
 
-    for t in &tasks {
-        t.abort();
-    }
+    tasks.abort_all();
     if let Some(t) = lock(&metrics_task).take() {
         t.abort();
     }
@@ -356,6 +366,54 @@ impl Persister {
         );
         done
     }
+}
+
+/// The daemon's long-running tasks, each named, none of which may end.
+#[derive(Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for a task to end (panic or return) and says which and how.
+    /// Pends forever when there are none.
+    async fn next_death(&mut self) -> String {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        match ended {
+            Ok((id, ())) => format!("task {:?} ended unexpectedly", self.name(id)),
+            Err(e) => {
+                let name = self.name(e.id());
+                match e.try_into_panic() {
+                    Ok(p) => format!("task {name:?} panicked: {}", panic_text(&p)),
+                    Err(e) => format!("task {name:?} failed: {e}"),
+                }
+            }
+        }
+    }
+
+    fn name(&self, id: tokio::task::Id) -> &'static str {
+        self.names.get(&id).copied().unwrap_or("unknown")
+    }
+
+    fn abort_all(&mut self) {
+        self.set.abort_all();
+    }
+}
+
+/// A panic payload's message.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 async fn jail_events(core: Shared, mut rx: mpsc::Receiver<JailEvent>, persist: Persister) {
