@@ -41,6 +41,68 @@ pub mod names {
         EVENTS,
         SCRATCH,
     ];
+
+    /// Whether `names` is exactly the set in [`ALL`] (same length, each
+    /// one in it, no repeats). The XDP program asserts it of its maps at
+    /// compile time, so a map missing here fails the build instead of going
+    /// unpinned.
+    pub const fn are_all(names: &[&str]) -> bool {
+        if names.len() != ALL.len() || !distinct(&ALL) || !distinct(names) {
+            return false;
+        }
+        let mut i = 0;
+        while i < names.len() {
+            if !contains(&ALL, names[i]) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn contains(set: &[&str], name: &str) -> bool {
+        let mut i = 0;
+        while i < set.len() {
+            if str_eq(set[i], name) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    const fn distinct(set: &[&str]) -> bool {
+        let mut i = 0;
+        while i < set.len() {
+            let mut j = i + 1;
+            while j < set.len() {
+                if str_eq(set[i], set[j]) {
+                    return false;
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn str_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    // No name listed twice (a copy-paste slip would leave one unpinned).
+    const _: () = assert!(distinct(&ALL));
 }
 
 /// Sizes compiled into the object; the loader overrides them from config.
@@ -215,6 +277,18 @@ mod tests {
         assert_eq!(m[8], 0);
         let m = mask_v6(&a, 1);
         assert_eq!(m[0], 0x80);
+    }
+
+    #[test]
+    fn map_name_set() {
+        assert!(names::are_all(&names::ALL));
+        let mut dup = names::ALL;
+        dup[0] = names::PORTS;
+        assert!(!names::are_all(&dup));
+        assert!(!names::are_all(&names::ALL[1..]));
+        let mut other = names::ALL;
+        other[16] = "SCRATCH2";
+        assert!(!names::are_all(&other));
     }
 
     #[test]

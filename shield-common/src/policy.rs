@@ -23,12 +23,27 @@ pub const F_BAN_NETS_V4: u32 = 1 << 12;
 pub const F_BAN_NETS_V6: u32 = 1 << 13;
 
 /// A transport header further into the frame than this is not looked for
-/// (only absurd IPv6 extension chains get there): such a packet is treated
-/// as not addressed to a protected port.
+/// (only absurd IPv6 extension chains get there). A UDP or TCP header out of
+/// this reach cannot be checked, so such a packet is dropped as `malformed`
+/// rather than passed (an unchecked packet must not reach a protected port).
+/// A power of two: the XDP program masks offsets with `2 * MAX_L4_OFFSET - 1`
+/// (asserted there).
 pub const MAX_L4_OFFSET: usize = 2048;
+
+/// IPv6 extension headers (hop-by-hop, routing, destination options,
+/// fragment) walked to find the transport. A chain that still goes on after
+/// this many is not walked to its end: the packet is dropped as `malformed`
+/// (after the allow, deny and ban checks), whatever its port.
+pub const MAX_V6_EXT: usize = 8;
 
 /// Methods that may have a bucket of their own (`[limits.methods]`).
 pub const METHOD_BUCKETS: usize = 6;
+/// Entries of [`Policy::method_slot`]: one per [`Method`], room to spare (a
+/// fixed size: the record's layout is shared with user space).
+pub const METHOD_SLOTS: usize = 16;
+// Every method has a slot, and every bucket index fits a slot's `u8`.
+const _: () = assert!(Method::COUNT <= METHOD_SLOTS);
+const _: () = assert!(METHOD_BUCKETS < u8::MAX as usize);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +58,7 @@ pub struct Policy {
     /// The buckets named in `[limits.methods]`.
     pub method: [Bucket; METHOD_BUCKETS],
     /// For each [`Method`], 1 + its index in `method`, or 0 for no bucket.
-    pub method_slot: [u8; 16],
+    pub method_slot: [u8; METHOD_SLOTS],
     /// Escalation: report a source after this many counted drops in a
     /// window (0 disables).
     pub escalate_drops: u32,
@@ -87,7 +102,7 @@ impl Default for Policy {
             packet: Bucket::UNLIMITED,
             syn: Bucket::UNLIMITED,
             method: [Bucket::UNLIMITED; METHOD_BUCKETS],
-            method_slot: [0; 16],
+            method_slot: [0; METHOD_SLOTS],
             escalate_drops: 0,
             acl_gen: 1,
             escalate_window_ns: 0,

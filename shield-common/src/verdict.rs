@@ -94,6 +94,21 @@ impl Verdict {
     }
 }
 
+// `Reason::ALL` and `Verdict::ALL` are indexed by discriminant: the counter
+// slots are computed from discriminants and read back through these tables.
+const _: () = {
+    let mut i = 0;
+    while i < Reason::COUNT {
+        assert!(Reason::ALL[i] as usize == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < Verdict::COUNT {
+        assert!(Verdict::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 /// Interfaces the counters distinguish. Slot 0 collects packets from an
 /// ifindex the daemon did not register (and `BPF_PROG_TEST_RUN`).
 pub const MAX_IFACE_SLOTS: u32 = 16;

@@ -21,54 +21,17 @@ use network_types::{
     vlan::VlanHdr,
 };
 use shield_common::{
-    default_size, gcra,
+    default_size, gcra, names,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
     PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, ACL_ALLOW, ACL_DENY, FAMILY_V4,
     FAMILY_V6, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6,
     F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_IFACE_SLOTS,
-    MAX_IFINDEX, MAX_L4_OFFSET, PORTS_ENTRIES, PORT_TCP, PORT_UDP, SIP_STATS_ENTRIES,
+    MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT, PORTS_ENTRIES, PORT_TCP, PORT_UDP, SIP_STATS_ENTRIES,
     STATS_ENTRIES,
 };
 
-#[map]
-static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
-#[map]
-static PORTS: Array<u8> = Array::with_max_entries(PORTS_ENTRIES, 0);
-#[map]
-static IFACE_SLOT: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
-
-#[map]
-static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::ALLOW, 0);
-#[map]
-static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::ALLOW, 0);
-#[map]
-static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
-#[map]
-static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
-
-#[map]
-static BANS_V4: HashMap<[u8; 4], BanValue> = HashMap::with_max_entries(default_size::BANS, 0);
-#[map]
-static BANS_V6: HashMap<[u8; 16], BanValue> = HashMap::with_max_entries(default_size::BANS, 0);
-#[map]
-static BAN_NETS_V4: LpmTrie<[u8; 4], BanValue> =
-    LpmTrie::with_max_entries(default_size::BAN_NETS, 0);
-#[map]
-static BAN_NETS_V6: LpmTrie<[u8; 16], BanValue> =
-    LpmTrie::with_max_entries(default_size::BAN_NETS, 0);
-
-#[map]
-static SCANNERS: HashMap<UaKey, u8> = HashMap::with_max_entries(default_size::SCANNERS, 0);
-#[map]
-static SOURCES: LruHashMap<SrcKey, SrcState> =
-    LruHashMap::with_max_entries(default_size::SOURCES, 0);
-
-#[map]
-static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_ENTRIES, 0);
-#[map]
-static SIP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIP_STATS_ENTRIES, 0);
-/// Per-CPU scratch space for the User-Agent scan (see `find_user_agent`):
+/// Per-CPU scratch space for the User-Agent scan (see `shield_user_agent`):
 /// off the 512-byte stack.
 #[repr(C)]
 struct Scratch {
@@ -82,21 +45,67 @@ struct Scratch {
     head: [u8; HEAD_LEN],
 }
 
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(default_size::EVENTS_BYTES, 0);
+/// Declares the maps, and `MAP_NAMES`: their names as the object file has
+/// them (a map is named after its static). User space pins the maps listed
+/// in `names::ALL`; an assertion below keeps the two the same set.
+macro_rules! maps {
+    ($(static $name:ident: $ty:ty = $init:expr;)*) => {
+        $(
+            #[map]
+            static $name: $ty = $init;
+        )*
+        const MAP_NAMES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+maps! {
+    static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
+    static PORTS: Array<u8> = Array::with_max_entries(PORTS_ENTRIES, 0);
+    static IFACE_SLOT: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
+
+    static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::ALLOW, 0);
+    static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::ALLOW, 0);
+    static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
+    static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
+
+    static BANS_V4: HashMap<[u8; 4], BanValue> =
+        HashMap::with_max_entries(default_size::BANS, 0);
+    static BANS_V6: HashMap<[u8; 16], BanValue> =
+        HashMap::with_max_entries(default_size::BANS, 0);
+    static BAN_NETS_V4: LpmTrie<[u8; 4], BanValue> =
+        LpmTrie::with_max_entries(default_size::BAN_NETS, 0);
+    static BAN_NETS_V6: LpmTrie<[u8; 16], BanValue> =
+        LpmTrie::with_max_entries(default_size::BAN_NETS, 0);
+
+    static SCANNERS: HashMap<UaKey, u8> = HashMap::with_max_entries(default_size::SCANNERS, 0);
+    static SOURCES: LruHashMap<SrcKey, SrcState> =
+        LruHashMap::with_max_entries(default_size::SOURCES, 0);
+
+    static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_ENTRIES, 0);
+    static SIP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIP_STATS_ENTRIES, 0);
+    static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+    static EVENTS: RingBuf = RingBuf::with_byte_size(default_size::EVENTS_BYTES, 0);
+}
+
+const _: () = assert!(names::are_all(MAP_NAMES));
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 /// Not a transport we look at (or one we could not reach).
 const IPPROTO_NONE: u8 = 59;
+/// Masks a laundered transport offset (at most `MAX_L4_OFFSET`) back into
+/// a range the verifier knows; exact only if `MAX_L4_OFFSET` is a power of
+/// two.
+const L4_OFFSET_MASK: usize = 2 * MAX_L4_OFFSET - 1;
+const _: () = assert!(MAX_L4_OFFSET.is_power_of_two());
 /// Payload offsets beyond this cannot occur (see `MAX_L4_OFFSET`).
 const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
 /// `Outcome::method` of anything but a UDP SIP request.
 const NO_METHOD: usize = Method::COUNT;
-/// IPv6 extension headers walked before giving up on finding the transport.
-const MAX_V6_EXT: usize = 8;
+/// Masks a laundered method index (below `Method::COUNT`) back into a range
+/// the verifier knows: all ones, so every index survives it.
+const METHOD_MASK: usize = Method::COUNT.next_power_of_two() - 1;
+const _: () = assert!(Method::COUNT - 1 <= METHOD_MASK && (METHOD_MASK + 1).is_power_of_two());
 
 /// The frame: `[data, end)`. Passed by value (two packet pointers) into the
 /// non-inlined scan functions, where the verifier tracks them as such.
@@ -158,6 +167,9 @@ struct Frame {
     l4: usize,
     /// A fragment other than the first: no ports.
     later_fragment: bool,
+    /// The IPv6 extension chain goes on past the `MAX_V6_EXT` headers we
+    /// walk: the transport is out of reach (see `out_of_reach`).
+    unwalked: bool,
 }
 
 /// What the verdict function found out besides the reason.
@@ -193,10 +205,15 @@ pub fn shield(ctx: XdpContext) -> u32 {
     }
 }
 
+/// A counter slot from `IFACE_SLOT` (user space writes only valid ones)
+/// masked into range for the verifier.
+const IFACE_SLOT_MASK: u32 = MAX_IFACE_SLOTS - 1;
+const _: () = assert!(MAX_IFACE_SLOTS.is_power_of_two());
+
 #[inline(always)]
 fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
     let slot = match IFACE_SLOT.get(ctx.ingress_ifindex() as u32) {
-        Some(s) => *s & (MAX_IFACE_SLOTS - 1),
+        Some(s) => *s & IFACE_SLOT_MASK,
         None => 0,
     };
     if let Some(c) = STATS.get_ptr_mut(stats_index(slot, verdict, out.reason)) {
@@ -250,6 +267,8 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
             proto,
             l4: off + hlen,
             later_fragment: frag_off != 0,
+            // IHL reaches 60 bytes at most.
+            unwalked: false,
         })
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
@@ -259,9 +278,22 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
         }
         let mut l4 = off + Ipv6Hdr::LEN;
         let mut later_fragment = false;
-        let mut walked = 0;
-        while walked < MAX_V6_EXT {
+        let mut unwalked = false;
+        // One round more than MAX_V6_EXT: the last only looks at `next`.
+        // (Decided by the control flow, not by testing `next` again after
+        // the loop: that re-test would split every exit into two verifier
+        // states, one of them impossible.)
+        for i in 0..=MAX_V6_EXT {
             match next {
+                0 | 43 | 44 | 60 if i == MAX_V6_EXT => {
+                    // The chain goes on after MAX_V6_EXT headers. A header
+                    // cut short above returned `None` (pass: the kernel's
+                    // stack drops a truncated packet too), but this one is
+                    // complete as far as we know, and the kernel's stack
+                    // walks any chain to its end: see `out_of_reach`.
+                    unwalked = true;
+                    break;
+                }
                 // Hop-by-hop, routing, destination options: length in 8-octet units.
                 0 | 43 | 60 => {
                     let h: *const [u8; 2] = pkt.ptr_at(l4)?;
@@ -281,51 +313,31 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
                 }
                 _ => break,
             }
-            walked += 1;
-        }
-        if walked == MAX_V6_EXT {
-            // Chain longer than we walk: no port to protect.
-            next = IPPROTO_NONE;
         }
         Some(Frame {
             src: Src::V6(src),
             proto: next,
             l4,
             later_fragment,
+            unwalked,
         })
     } else {
         None
     }
 }
 
+/// SPEC §2 in its order, each step a function named after it that returns
+/// `Some(outcome)` (or `Err(outcome)`) when it decides the verdict.
 #[inline(always)]
 fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
+    // Step 1: not IP, or a truncated header: pass untouched.
     let Some(f) = parse(pkt) else {
         return Outcome::of(Reason::Ok);
     };
-
-    // Steps 2-4. The lookups run in the order that is cheapest on the flood
-    // path; the verdict follows SPEC §2's order. A source banned by address
-    // (the hash, looked up first) carries its allow/deny bits cached in the
-    // ban entry, so a banned flood costs one lookup per packet.
-    let (banned, acl) = match f.src {
-        Src::V4(a) => match BANS_V4.get_ptr_mut(&a) {
-            Some(b) if active(b) => (true, cached_acl(b, p, &f.src)),
-            _ => (ban_net_v4(p, a), acl_of(p, &f.src)),
-        },
-        Src::V6(a) => match BANS_V6.get_ptr_mut(&a) {
-            Some(b) if active(b) => (true, cached_acl(b, p, &f.src)),
-            _ => (ban_net_v6(p, a), acl_of(p, &f.src)),
-        },
+    let held = match lists_and_bans(p, &f.src) {
+        Ok(held) => held,
+        Err(out) => return out,
     };
-    if acl & ACL_ALLOW != 0 {
-        return Outcome::of(Reason::Allowlisted);
-    }
-    let denied = acl & ACL_DENY != 0;
-    if (denied || banned) && !p.has(F_SCOPE_SIP) {
-        // Deny and ban cover all traffic: no need to look at the transport.
-        return Outcome::of(if denied { Reason::Deny } else { Reason::Ban });
-    }
 
     // From here on one verifier state covers every L2/L3 shape: the
     // transport offset is laundered, so VLAN and extension-header variants
@@ -334,12 +346,107 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         return Outcome::of(Reason::Ok);
     };
     let mut f = f;
-    if f.l4 > MAX_L4_OFFSET {
+    let far = f.l4 > MAX_L4_OFFSET;
+    f.l4 = launder(scratch, f.l4) & L4_OFFSET_MASK;
+    if let Some(out) = out_of_reach(p, &f, far, held) {
+        return out;
+    }
+    if far {
+        // Neither UDP nor TCP (see `out_of_reach`): nothing to read there.
         f.proto = IPPROTO_NONE;
     }
-    f.l4 = launder(scratch, f.l4) & (2 * MAX_L4_OFFSET - 1);
 
-    let (udp, tcp) = if f.later_fragment {
+    let (udp, tcp) = transport(pkt, &f);
+    if let Some(out) = protected_port(p, &f, udp, tcp, held) {
+        return out;
+    }
+    if let Some(out) = trunk_only(p) {
+        return out;
+    }
+
+    let mut method = NO_METHOD;
+    let mut syn = false;
+    if udp.is_some() {
+        let udp = udp.unwrap_or(core::ptr::null());
+        method = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
+            Ok(m) => m,
+            Err(out) => return out,
+        };
+    } else if let Some(t) = tcp {
+        syn = unsafe { (*t).syn() != 0 && (*t).ack() == 0 };
+    }
+    buckets(p, &f.src, method, syn)
+}
+
+/// Steps 2-4: allowlist, denylist, bans. `Ok(Some(deny or ban))`: the
+/// source is denied or banned but `[bans] scope = "sip"` leaves it to the
+/// port (step 5).
+///
+/// The lookups run in the order that is cheapest on the flood path; the
+/// verdict follows SPEC §2's order. A source banned by address (the hash,
+/// looked up first) carries its allow/deny bits cached in the ban entry, so
+/// a banned flood costs one lookup per packet.
+#[inline(always)]
+fn lists_and_bans(p: &Policy, src: &Src) -> Result<Option<Reason>, Outcome> {
+    let (banned, acl) = match *src {
+        Src::V4(a) => match BANS_V4.get_ptr_mut(&a) {
+            Some(b) if active(b) => (true, cached_acl(b, p, src)),
+            _ => (ban_net_v4(p, a), acl_of(p, src)),
+        },
+        Src::V6(a) => match BANS_V6.get_ptr_mut(&a) {
+            Some(b) if active(b) => (true, cached_acl(b, p, src)),
+            _ => (ban_net_v6(p, a), acl_of(p, src)),
+        },
+    };
+    if acl & ACL_ALLOW != 0 {
+        return Err(Outcome::of(Reason::Allowlisted));
+    }
+    let held = if acl & ACL_DENY != 0 {
+        Some(Reason::Deny)
+    } else if banned {
+        Some(Reason::Ban)
+    } else {
+        None
+    };
+    if let Some(r) = held {
+        if !p.has(F_SCOPE_SIP) {
+            // Deny and ban cover all traffic: no need to look at the transport.
+            return Err(Outcome::of(r));
+        }
+    }
+    Ok(held)
+}
+
+/// Step 1's exception: a complete packet whose transport we cannot reach —
+/// the extension chain goes on past what we walk, or a UDP/TCP header lies
+/// beyond MAX_L4_OFFSET (`far`; a later fragment has no transport header to
+/// find).
+#[inline(always)]
+fn out_of_reach(p: &Policy, f: &Frame, far: bool, held: Option<Reason>) -> Option<Outcome> {
+    let tcp_or_udp = f.proto == IPPROTO_UDP || f.proto == IPPROTO_TCP;
+    if !(f.unwalked || (far && tcp_or_udp && !f.later_fragment)) {
+        return None;
+    }
+    // The kernel's stack walks any chain to its end, so this must not be a
+    // way around the shield. The port is unknown: when in doubt, treat it as
+    // protected. Deny and ban (scope "sip" too) win; otherwise drop
+    // `malformed`, counted as an offence. Not subject to `[sip]
+    // drop_malformed`: that option is about payloads that are not SIP, and
+    // this payload was never looked at — the chain itself is what we cannot
+    // parse, and no SIP peer sends one like it (RFC 8200: each extension
+    // header at most once, destination options twice). Checked after the
+    // launder: one verifier state for all such chains.
+    Some(match held {
+        Some(r) => Outcome::of(r),
+        None => offence(&f.src, p, Reason::Malformed, NO_METHOD),
+    })
+}
+
+/// The UDP or TCP header, if that is the transport and it is in the frame
+/// (a later fragment has none).
+#[inline(always)]
+fn transport(pkt: &Pkt, f: &Frame) -> (Option<*const UdpHdr>, Option<*const TcpHdr>) {
+    if f.later_fragment {
         (None, None)
     } else {
         (
@@ -354,7 +461,20 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
                 None
             },
         )
-    };
+    }
+}
+
+/// Step 5: only packets to a protected port go on. Deny and ban held back
+/// by `scope = "sip"` apply here; a later fragment (no port) gets the packet
+/// bucket only.
+#[inline(always)]
+fn protected_port(
+    p: &Policy,
+    f: &Frame,
+    udp: Option<*const UdpHdr>,
+    tcp: Option<*const TcpHdr>,
+    held: Option<Reason>,
+) -> Option<Outcome> {
     let protected = if let Some(u) = udp {
         port_flags(unsafe { (*u).dst }) & PORT_UDP != 0
     } else if let Some(t) = tcp {
@@ -362,89 +482,132 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     } else {
         false
     };
-
-    if (denied || banned) && protected {
-        // `[bans] scope = "sip"`: only protected ports are covered.
-        return Outcome::of(if denied { Reason::Deny } else { Reason::Ban });
-    }
-
-    if f.later_fragment {
-        // No port: only the per-source packet bucket applies.
-        if p.packet.is_limited() {
-            let key = src_key(&f.src, p);
-            if let Some(st) = source(&key) {
-                let now = now_ns();
-                if !spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet) {
-                    escalate(st, &key, &f.src, p, now, Reason::Rate);
-                    return Outcome::of(Reason::Rate);
-                }
-            }
+    if let Some(r) = held {
+        if protected {
+            // `[bans] scope = "sip"`: only protected ports are covered.
+            return Some(Outcome::of(r));
         }
-        return Outcome::of(Reason::Ok);
+    }
+    if f.later_fragment {
+        return Some(later_fragment(p, &f.src));
     }
     if !protected {
-        return Outcome::of(Reason::Ok);
+        return Some(Outcome::of(Reason::Ok));
     }
+    None
+}
+
+/// A fragment other than the first has no port: only the per-source packet
+/// bucket applies.
+#[inline(always)]
+fn later_fragment(p: &Policy, src: &Src) -> Outcome {
+    if p.packet.is_limited() {
+        let key = src_key(src, p);
+        if let Some(st) = source(&key) {
+            let now = now_ns();
+            if !spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet) {
+                escalate(st, &key, src, p, now, Reason::Rate);
+                return Outcome::of(Reason::Rate);
+            }
+        }
+    }
+    Outcome::of(Reason::Ok)
+}
+
+/// Step 6: `trunk_only`.
+#[inline(always)]
+fn trunk_only(p: &Policy) -> Option<Outcome> {
     if p.has(F_TRUNK_ONLY) {
-        return Outcome::of(Reason::NotAllowed);
+        return Some(Outcome::of(Reason::NotAllowed));
     }
+    None
+}
 
+/// Steps 7 and 8 for a UDP packet: the payload must be SIP or a keepalive,
+/// and not from a scanner. `Ok`: the request's method index (laundered), or
+/// `NO_METHOD`.
+#[inline(always)]
+fn sip_payload(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    p: &Policy,
+    src: &Src,
+    udp: *const UdpHdr,
+    l4: usize,
+    scratch: *mut Scratch,
+) -> Result<usize, Outcome> {
+    let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+    let pay = l4 + UdpHdr::LEN;
+    let in_frame = pkt.len().saturating_sub(pay);
+    let plen = core::cmp::min(in_frame, udp_len.saturating_sub(UdpHdr::LEN));
+
+    // The classifier reads no byte at or past `plen`, so copying a whole
+    // HEAD_LEN block when the frame has it is exact (and one check).
+    // (Kept in SCRATCH: the stack is needed by the UA search's calls.)
+    let head = unsafe { &mut (*scratch).head };
+    if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
+        unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
+    } else {
+        for (i, h) in head.iter_mut().enumerate() {
+            match pkt.byte_at(pay + i) {
+                Some(b) => *h = b,
+                None => break,
+            }
+        }
+    }
     let mut method = NO_METHOD;
-    let mut syn = false;
-    if udp.is_some() {
-        let udp = udp.unwrap_or(core::ptr::null());
-        let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
-        let pay = f.l4 + UdpHdr::LEN;
-        let in_frame = pkt.len().saturating_sub(pay);
-        let plen = core::cmp::min(in_frame, udp_len.saturating_sub(UdpHdr::LEN));
-
-        // The classifier reads no byte at or past `plen`, so copying a whole
-        // HEAD_LEN block when the frame has it is exact (and one check).
-        // (Kept in SCRATCH: the stack is needed by the UA search's calls.)
-        let head = unsafe { &mut (*scratch).head };
-        if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
-            unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
-        } else {
-            for (i, h) in head.iter_mut().enumerate() {
-                match pkt.byte_at(pay + i) {
-                    Some(b) => *h = b,
-                    None => break,
-                }
-            }
+    let is_sip = match sip::classify(head, plen) {
+        PayloadKind::Request(m) => {
+            // Laundered: fifteen methods would otherwise be fifteen
+            // verifier states through everything below.
+            method = launder(scratch, m as usize) & METHOD_MASK;
+            true
         }
-        let kind = sip::classify(head, plen);
-        let is_sip = match kind {
-            PayloadKind::Request(m) => {
-                // Laundered: fifteen methods would otherwise be fifteen
-                // verifier states through everything below.
-                method = launder(scratch, m as usize) & 15;
-                true
+        PayloadKind::Response => true,
+        PayloadKind::Keepalive => false,
+        PayloadKind::NotSip => {
+            if p.has(F_DROP_MALFORMED) {
+                return Err(offence(src, p, Reason::Malformed, NO_METHOD));
             }
-            PayloadKind::Response => true,
-            PayloadKind::Keepalive => false,
-            PayloadKind::NotSip => {
-                if p.has(F_DROP_MALFORMED) {
-                    return offence(&f.src, p, Reason::Malformed, NO_METHOD);
-                }
-                false
-            }
-        };
-        if is_sip && p.has(F_SCAN_UA) {
-            if shield_user_agent(ctx.ctx, pay as u64, plen as u64) == 1
-                && unsafe { SCANNERS.get(&(*scratch).ua) }.is_some()
-            {
-                return offence(&f.src, p, Reason::Scanner, method);
-            }
+            false
         }
-    } else if let Some(t) = tcp {
-        syn = unsafe { (*t).syn() != 0 && (*t).ack() == 0 };
+    };
+    if is_sip {
+        if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
+            return Err(out);
+        }
     }
+    Ok(method)
+}
 
-    // Token buckets.
+/// Step 8: a scanner's `User-Agent` in the SIP message at `pay` (`plen`
+/// bytes).
+#[inline(always)]
+fn scanner(
+    ctx: &XdpContext,
+    p: &Policy,
+    src: &Src,
+    pay: usize,
+    plen: usize,
+    method: usize,
+    scratch: *mut Scratch,
+) -> Option<Outcome> {
+    if p.has(F_SCAN_UA)
+        && shield_user_agent(ctx.ctx, pay as u64, plen as u64) == 1
+        && unsafe { SCANNERS.get(&(*scratch).ua) }.is_some()
+    {
+        return Some(offence(src, p, Reason::Scanner, method));
+    }
+    None
+}
+
+/// Steps 9 and 10: the source's token buckets, then pass.
+#[inline(always)]
+fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
     let method_bucket = p.method_bucket_at(method);
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || method_bucket.is_some() || syn_bucket {
-        let key = src_key(&f.src, p);
+        let key = src_key(src, p);
         if let Some(st) = source(&key) {
             let now = now_ns();
             let ok = (!p.packet.is_limited()
@@ -462,7 +625,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
                 }
                 && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
             if !ok {
-                escalate(st, &key, &f.src, p, now, Reason::Rate);
+                escalate(st, &key, src, p, now, Reason::Rate);
                 return Outcome {
                     reason: Reason::Rate,
                     method,
@@ -688,7 +851,7 @@ pub extern "C" fn shield_user_agent(ctx: *mut xdp_md, pay: u64, plen: u64) -> u6
             return 0;
         }
         // Every exit of the loop above continues in one verifier state.
-        let s = launder(scratch, s as usize) & (UA_SCAN_LIMIT - 1);
+        let s = launder(scratch, s as usize) & UA_OFFSET_MASK;
         let Some(c) = pkt.byte_at(pay + s) else {
             return 0;
         };
@@ -745,8 +908,13 @@ pub extern "C" fn shield_ua_line() -> u64 {
     }
 }
 
-/// Positions one `shield_scan_block` call looks at.
+/// Masks a laundered line start (below `UA_SCAN_LIMIT`) back into range.
+const UA_OFFSET_MASK: usize = UA_SCAN_LIMIT - 1;
+const _: () = assert!(UA_SCAN_LIMIT.is_power_of_two());
+
+/// Positions one `shield_scan_block` call looks at: whole 8-byte words.
 const SCAN_BLOCK: usize = 128;
+const _: () = assert!(SCAN_BLOCK % 8 == 0);
 const SCAN_BLOCKS: usize = UA_SCAN_LIMIT / SCAN_BLOCK + 1;
 /// `shield_scan_block`: nothing in this block, go on.
 const SCAN_MORE: u64 = 0;

@@ -15,6 +15,13 @@ pub enum Ext {
         offset: u16,
         more: bool,
     },
+    /// Any other next-header value (AH, mobility, HIP, experimental...),
+    /// laid out like an options header: next header, length in 8-octet
+    /// units past the first eight, zeros. The shield does not walk these.
+    Other {
+        proto: u8,
+        len: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -237,6 +244,7 @@ fn ext_proto(e: &Ext) -> u8 {
         Ext::Routing(_) => 43,
         Ext::DestOpts(_) => 60,
         Ext::Fragment { .. } => 44,
+        Ext::Other { proto, .. } => *proto,
     }
 }
 
@@ -245,7 +253,10 @@ fn ext_chain(ext: &[Ext], last: u8) -> Vec<u8> {
     for (i, e) in ext.iter().enumerate() {
         let next = ext.get(i + 1).map_or(last, ext_proto);
         match e {
-            Ext::HopByHop(len) | Ext::Routing(len) | Ext::DestOpts(len) => {
+            Ext::HopByHop(len)
+            | Ext::Routing(len)
+            | Ext::DestOpts(len)
+            | Ext::Other { len, .. } => {
                 b.push(next);
                 b.push(*len);
                 b.extend(std::iter::repeat_n(0u8, (*len as usize + 1) * 8 - 2));

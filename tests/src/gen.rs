@@ -4,6 +4,13 @@
 
 use crate::frames::{Ext, Frame, L3, L4, TPID_8021AD, TPID_8021Q};
 
+/// Generated frames stay within one XDP buffer of `BPF_PROG_TEST_RUN`
+/// (a page minus head- and tailroom); longer ones are cut to this.
+pub const MAX_FRAME: usize = 3400;
+/// Bytes of IPv6 extension headers one frame may carry: enough to push the
+/// transport past `MAX_L4_OFFSET`, with room left for a payload.
+const V6_EXT_BUDGET: usize = 2600;
+
 /// SplitMix64: small, fast, and deterministic for a given seed.
 pub struct Rng(u64);
 
@@ -208,28 +215,60 @@ fn l3(rng: &mut Rng) -> L3 {
             more_frags: rng.chance(10),
         }
     } else {
-        let n = if rng.chance(60) { 0 } else { rng.below(10) };
-        let ext = (0..n)
-            .map(|_| match rng.below(4) {
-                0 => Ext::HopByHop(rng.below(3) as u8),
-                1 => Ext::Routing(rng.below(3) as u8),
-                2 => Ext::DestOpts(rng.below(3) as u8),
-                _ => Ext::Fragment {
-                    offset: if rng.chance(50) {
-                        0
-                    } else {
-                        rng.below(8192) as u16
-                    },
-                    more: rng.chance(50),
-                },
-            })
-            .collect();
         L3::V6 {
             src: v6_source(rng),
             dst: crate::frames::SBC_V6,
-            ext,
+            ext: v6_chain(rng),
         }
     }
+}
+
+/// An IPv6 extension chain: mostly none or a short one, sometimes 0..=12
+/// headers (past `MAX_V6_EXT`), mixing hop-by-hop, routing, destination
+/// options, first and later fragments, headers the shield does not walk,
+/// and odd lengths up to 255 that push the transport past `MAX_L4_OFFSET`.
+fn v6_chain(rng: &mut Rng) -> Vec<Ext> {
+    let n = match rng.below(10) {
+        0..=4 => 0,
+        5..=6 => 1 + rng.below(4),
+        7 => rng.below(13),
+        // Around MAX_V6_EXT (8): 7..=12.
+        _ => 7 + rng.below(6),
+    };
+    let mut budget = V6_EXT_BUDGET;
+    let mut chain = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Length in 8-octet units past the first eight: mostly small.
+        let want = match rng.below(10) {
+            0..=6 => rng.below(3),
+            7..=8 => rng.below(32),
+            _ => rng.below(256),
+        };
+        let len = want.min((budget / 8).saturating_sub(1));
+        let e = match rng.below(20) {
+            0..=4 => Ext::HopByHop(len as u8),
+            5..=8 => Ext::Routing(len as u8),
+            9..=13 => Ext::DestOpts(len as u8),
+            14..=18 => Ext::Fragment {
+                offset: if rng.chance(60) {
+                    0
+                } else {
+                    1 + rng.below(8191) as u16
+                },
+                more: rng.chance(50),
+            },
+            _ => Ext::Other {
+                proto: *rng.pick(&[51u8, 50, 135, 139, 140, 253, 254, 255]),
+                len: len as u8,
+            },
+        };
+        budget = budget.saturating_sub(match e {
+            Ext::Fragment { .. } => 8,
+            _ => (len + 1) * 8,
+        });
+        chain.push(e);
+    }
+    chain
 }
 
 fn l4(rng: &mut Rng) -> L4 {
@@ -245,7 +284,9 @@ fn l4(rng: &mut Rng) -> L4 {
             syn: rng.chance(60),
             ack: rng.chance(40),
         },
-        _ => L4::Raw(*rng.pick(&[1u8, 58, 47, 132])),
+        // Other transports, "no next header", and extension-header numbers
+        // whose header is then made of the payload's bytes.
+        _ => L4::Raw(*rng.pick(&[1u8, 58, 47, 132, 59, 255, 0, 43, 44, 60])),
     }
 }
 
@@ -264,6 +305,7 @@ pub fn frame(rng: &mut Rng) -> Vec<u8> {
         payload: payload(rng),
     }
     .build();
+    f.truncate(MAX_FRAME);
     match rng.below(20) {
         // Truncated anywhere after the Ethernet header (test_run's minimum).
         0..=2 => {

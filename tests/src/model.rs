@@ -15,8 +15,8 @@ use shield_common::{
     gcra, mask_v6,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     src_key_v4, Method, OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
-    FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
-    PORT_UDP,
+    FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
+    PORT_TCP, PORT_UDP,
 };
 
 /// What the maps hold, as plain collections.
@@ -65,6 +65,15 @@ struct Parsed {
     proto: u8,
     l4: usize,
     later_fragment: bool,
+    /// An IPv6 packet whose transport header is out of reach: the extension
+    /// chain goes on after `MAX_V6_EXT` headers, or the UDP/TCP header starts
+    /// beyond `MAX_L4_OFFSET`.
+    unwalked: bool,
+}
+
+/// The IPv6 extension headers the walk skips.
+fn is_v6_ext(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 60)
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -99,6 +108,7 @@ fn parse(f: &[u8]) -> Option<Parsed> {
                 proto: ip[9],
                 l4: off + hlen,
                 later_fragment: frag != 0,
+                unwalked: false,
             })
         }
         0x86dd => {
@@ -111,39 +121,48 @@ fn parse(f: &[u8]) -> Option<Parsed> {
             let mut l4 = off + 40;
             let mut later_fragment = false;
             let mut walked = 0;
-            // At most eight extension headers; a longer chain has no port.
-            while walked < 8 {
-                match next {
-                    0 | 43 | 60 => {
-                        let h = f.get(l4..l4 + 2)?;
-                        next = h[0];
-                        l4 += (usize::from(h[1]) + 1) * 8;
+            // Walk at most MAX_V6_EXT extension headers. A header cut short
+            // is a truncated frame: pass untouched.
+            while is_v6_ext(next) && walked < MAX_V6_EXT {
+                if next == 44 {
+                    let h = f.get(l4..l4 + 4)?;
+                    next = h[0];
+                    l4 += 8;
+                    walked += 1;
+                    if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                        // A later fragment: what follows is not a header.
+                        later_fragment = true;
+                        break;
                     }
-                    44 => {
-                        let h = f.get(l4..l4 + 4)?;
-                        next = h[0];
-                        l4 += 8;
-                        if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
-                            later_fragment = true;
-                            break;
-                        }
-                    }
-                    _ => break,
+                } else {
+                    let h = f.get(l4..l4 + 2)?;
+                    next = h[0];
+                    l4 += (usize::from(h[1]) + 1) * 8;
+                    walked += 1;
                 }
-                walked += 1;
             }
-            if walked == 8 {
-                next = 59;
-            }
+            // Still an extension header after MAX_V6_EXT of them, or a UDP or
+            // TCP header too far in: the transport is out of reach.
+            let chain_goes_on = is_v6_ext(next);
+            let transport_too_far = l4 > MAX_L4_OFFSET && (next == 17 || next == 6);
+            let unwalked = !later_fragment && (chain_goes_on || transport_too_far);
             Some(Parsed {
                 src: IpAddr::from(src),
                 proto: next,
                 l4,
                 later_fragment,
+                unwalked,
             })
         }
         _ => None,
     }
+}
+
+/// Whether the model finds `frame`'s transport out of reach (an IPv6 chain
+/// longer than walked, or UDP/TCP beyond `MAX_L4_OFFSET`): lets the
+/// differential test check that its generator produces such frames.
+pub fn transport_out_of_reach(frame: &[u8]) -> bool {
+    parse(frame).is_some_and(|p| p.unwalked)
 }
 
 impl Model {
@@ -191,6 +210,25 @@ impl Model {
         }
         let denied = Self::listed(&self.tables.deny, p.src);
         let banned = self.banned(p.src, now);
+
+        // A transport out of reach has an unknown port: treated as
+        // protected. Deny and ban win (whatever the scope); otherwise it is
+        // dropped as malformed, whether or not `drop_malformed` is set.
+        if p.unwalked {
+            if denied || banned {
+                let reason = if denied { Reason::Deny } else { Reason::Ban };
+                return Decision {
+                    reason,
+                    method: None,
+                };
+            }
+            let key = self.key(p.src);
+            self.escalate(&key, p.src, now, Reason::Malformed);
+            return Decision {
+                reason: Reason::Malformed,
+                method: None,
+            };
+        }
 
         let proto = if p.l4 > MAX_L4_OFFSET { 59 } else { p.proto };
         let l4 = if p.later_fragment {

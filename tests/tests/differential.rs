@@ -17,7 +17,7 @@ use shield_common::{
 use shield_tests::{
     gen::{frame, Rng},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
-    model::{Model, Tables},
+    model::{transport_out_of_reach, Model, Tables},
 };
 
 fn net(s: &str) -> IpNet {
@@ -196,8 +196,12 @@ fn kernel_and_model_agree_with_trunk_only() {
 fn generated_frames_cover_every_reason() {
     let mut model = Model::new(tables(0));
     let mut seen = std::collections::HashMap::new();
+    let mut out_of_reach = 0;
     for seed in 0..20_000u64 {
         let f = frame(&mut Rng::new(seed));
+        if transport_out_of_reach(&f) {
+            out_of_reach += 1;
+        }
         *seen.entry(model.decide(&f, 1).reason).or_insert(0u32) += 1;
         if seed % 24 == 0 {
             model.sources.clear();
@@ -212,5 +216,11 @@ fn generated_frames_cover_every_reason() {
             "generator rarely produces {r:?}: {seen:?}"
         );
     }
+    // IPv6 chains longer than walked or reaching past MAX_L4_OFFSET.
+    assert!(
+        out_of_reach >= 100,
+        "generator rarely puts the transport out of reach: {out_of_reach}"
+    );
     println!("reasons over 20,000 generated frames: {seen:?}");
+    println!("transport out of reach: {out_of_reach} of them");
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use shield_common::{
     sip::{ua_key, DEFAULT_SCANNERS},
     Bucket, Method, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP,
-    F_TRUNK_ONLY,
+    F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
 };
 use shield_tests::{
     frames::*,
@@ -423,12 +423,12 @@ fn ipv6_extension_headers_are_skipped() {
         &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(later),
         Reason::Ok,
     );
-    // Eight extension headers: more than we walk, no port to protect.
+    // Eight extension headers: all walked, so the payload is checked.
     let long = vec![Ext::DestOpts(0); 8];
     expect(
         &mut k,
         &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(long),
-        Reason::Ok,
+        Reason::Malformed,
     );
     let seven = vec![Ext::DestOpts(0); 7];
     expect(
@@ -436,6 +436,287 @@ fn ipv6_extension_headers_are_skipped() {
         &Frame::udp6(V6_PEER, 5060, b"junk").with_v6_ext(seven),
         Reason::Malformed,
     );
+}
+
+/// Hop-by-hop followed by `n` destination-options headers.
+fn hbh_and_dest_opts(n: usize) -> Vec<Ext> {
+    let mut chain = vec![Ext::HopByHop(0)];
+    chain.extend(std::iter::repeat_n(Ext::DestOpts(0), n));
+    chain
+}
+
+/// An IPv6 frame from `src` with extension chain `ext`, transport `l4`.
+fn v6_frame(src: [u8; 16], ext: Vec<Ext>, l4: L4, payload: &[u8]) -> Frame {
+    Frame {
+        vlans: vec![],
+        l3: L3::V6 {
+            src,
+            dst: SBC_V6,
+            ext,
+        },
+        l4,
+        payload: payload.to_vec(),
+    }
+}
+
+fn udp5060(ext: Vec<Ext>, payload: &[u8]) -> Frame {
+    Frame::udp6(V6_PEER, 5060, payload).with_v6_ext(ext)
+}
+
+/// Twelve extension headers of every walked kind (first fragment included).
+fn twelve_headers() -> Vec<Ext> {
+    let first_frag = Ext::Fragment {
+        offset: 0,
+        more: true,
+    };
+    vec![
+        Ext::HopByHop(0),
+        Ext::DestOpts(1),
+        Ext::Routing(2),
+        first_frag,
+        Ext::DestOpts(0),
+        Ext::Routing(0),
+        Ext::DestOpts(3),
+        Ext::DestOpts(0),
+        Ext::Routing(1),
+        Ext::DestOpts(0),
+        Ext::DestOpts(0),
+        Ext::DestOpts(0),
+    ]
+}
+
+/// Regression (found by adversarial testing): an IPv6 extension chain the
+/// program does not walk to its end used to make a packet "not protected":
+/// hop-by-hop + 7 destination options, then UDP 5060, let friendly-scanner
+/// INVITEs and junk through as `ok`. The kernel's own stack walks any chain,
+/// so such packets reached the SIP server. Now a chain is either walked to
+/// its transport, or the packet is dropped `malformed` whatever its port.
+#[test]
+fn ipv6_extension_chains_do_not_bypass_the_shield() {
+    let mut k = kernel(&tables());
+    let scan = sip_request("INVITE", Some("friendly-scanner"));
+    let plain = sip_request("INVITE", None);
+
+    // The reported case: eight headers, which the program walks (the old
+    // code gave up after the eighth even though the next one was UDP).
+    let reported = hbh_and_dest_opts(7);
+    assert_eq!(reported.len(), MAX_V6_EXT);
+    expect(&mut k, &udp5060(reported.clone(), &scan), Reason::Scanner);
+    expect(
+        &mut k,
+        &udp5060(reported.clone(), b"junk"),
+        Reason::Malformed,
+    );
+    expect(&mut k, &udp5060(reported.clone(), &plain), Reason::Ok);
+    // A normal short chain is walked as before.
+    let short = hbh_and_dest_opts(1);
+    expect(&mut k, &udp5060(short.clone(), &scan), Reason::Scanner);
+    expect(&mut k, &udp5060(short, &plain), Reason::Ok);
+
+    // One header more than we walk: the transport is out of reach. Dropped
+    // `malformed`, whatever the payload and whatever the port.
+    let nine = hbh_and_dest_opts(MAX_V6_EXT);
+    expect(&mut k, &udp5060(nine.clone(), &scan), Reason::Malformed);
+    expect(&mut k, &udp5060(nine.clone(), b"junk"), Reason::Malformed);
+    expect(&mut k, &udp5060(nine.clone(), &plain), Reason::Malformed);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 53, b"dns?").with_v6_ext(nine.clone()),
+        Reason::Malformed,
+    );
+    let tcp = L4::Tcp {
+        sport: 40000,
+        dport: 5060,
+        syn: true,
+        ack: false,
+    };
+    expect(
+        &mut k,
+        &v6_frame(V6_PEER, nine.clone(), tcp.clone(), b""),
+        Reason::Malformed,
+    );
+    // Even when the ninth header would say "later fragment": it is not read.
+    let mut nine_frag = hbh_and_dest_opts(MAX_V6_EXT - 1);
+    nine_frag.push(Ext::Fragment {
+        offset: 100,
+        more: false,
+    });
+    expect(&mut k, &udp5060(nine_frag, b"junk"), Reason::Malformed);
+
+    // Twelve headers of every kind.
+    assert!(twelve_headers().len() > MAX_V6_EXT);
+    expect(&mut k, &udp5060(twelve_headers(), &scan), Reason::Malformed);
+    expect(
+        &mut k,
+        &udp5060(twelve_headers(), b"junk"),
+        Reason::Malformed,
+    );
+
+    // Chains that end within reach pass as before when what follows is not
+    // a transport we check: no next header, ICMPv6, a later fragment.
+    let eight = hbh_and_dest_opts(MAX_V6_EXT - 1);
+    expect(
+        &mut k,
+        &v6_frame(V6_PEER, eight.clone(), L4::Raw(59), b""),
+        Reason::Ok,
+    );
+    expect(
+        &mut k,
+        &v6_frame(V6_PEER, eight.clone(), L4::Raw(58), &[128, 0, 0, 0]),
+        Reason::Ok,
+    );
+    let mut later = hbh_and_dest_opts(MAX_V6_EXT - 2);
+    later.push(Ext::Fragment {
+        offset: 100,
+        more: false,
+    });
+    expect(&mut k, &udp5060(later, b"junk"), Reason::Ok);
+    // A header the shield does not walk (AH here) ends the chain; the
+    // kernel's stack drops AH without an IPsec SA.
+    let mut ah = hbh_and_dest_opts(1);
+    ah.push(Ext::Other { proto: 51, len: 1 });
+    expect(&mut k, &udp5060(ah, b"junk"), Reason::Ok);
+
+    // A chain cut short is a truncated frame: pass untouched, as SPEC step 1
+    // says (the kernel's stack drops it too).
+    let cut = udp5060(twelve_headers(), &scan).build();
+    expect_bytes(&mut k, &cut[..14 + 40 + 8 + 16 + 20], Reason::Ok);
+
+    // `[sip] drop_malformed = false` does not let them through: the chain,
+    // not the payload, is what cannot be parsed.
+    let mut t = tables();
+    t.policy.flags &= !F_DROP_MALFORMED;
+    k.apply(&t);
+    expect(&mut k, &udp5060(nine.clone(), &plain), Reason::Malformed);
+    expect(
+        &mut k,
+        &udp5060(twelve_headers(), b"junk"),
+        Reason::Malformed,
+    );
+    expect(&mut k, &udp5060(hbh_and_dest_opts(1), b"junk"), Reason::Ok);
+}
+
+/// The other way out of reach: a UDP or TCP header beyond `MAX_L4_OFFSET`.
+#[test]
+fn ipv6_transport_beyond_reach_is_dropped() {
+    let mut k = kernel(&tables());
+    let scan = sip_request("INVITE", Some("friendly-scanner"));
+    // 14 (Ethernet) + 40 (IPv6) + (len + 1) * 8: the last offset within
+    // reach, and the first beyond it.
+    let within = 14 + 40 + (248 + 1) * 8;
+    let beyond = 14 + 40 + (249 + 1) * 8;
+    assert!(within <= MAX_L4_OFFSET && beyond > MAX_L4_OFFSET);
+    expect(
+        &mut k,
+        &udp5060(vec![Ext::HopByHop(248)], &scan),
+        Reason::Scanner,
+    );
+    expect(
+        &mut k,
+        &udp5060(vec![Ext::HopByHop(249)], &scan),
+        Reason::Malformed,
+    );
+    // Two headers, the transport far out.
+    let far = vec![Ext::HopByHop(255), Ext::DestOpts(3)];
+    expect(&mut k, &udp5060(far.clone(), &scan), Reason::Malformed);
+    expect(&mut k, &udp5060(far.clone(), b"junk"), Reason::Malformed);
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 53, b"dns?").with_v6_ext(far.clone()),
+        Reason::Malformed,
+    );
+    let tcp = L4::Tcp {
+        sport: 40000,
+        dport: 5061,
+        syn: true,
+        ack: false,
+    };
+    expect(
+        &mut k,
+        &v6_frame(V6_PEER, far.clone(), tcp, b""),
+        Reason::Malformed,
+    );
+    // Not UDP or TCP: nothing to protect, passes as before.
+    expect(
+        &mut k,
+        &v6_frame(V6_PEER, far.clone(), L4::Raw(58), &[128, 0, 0, 0]),
+        Reason::Ok,
+    );
+    // A later fragment that far out still has no port.
+    let mut later = far;
+    later.push(Ext::Fragment {
+        offset: 100,
+        more: false,
+    });
+    expect(&mut k, &udp5060(later, b"junk"), Reason::Ok);
+}
+
+/// Steps 2-4 still come first for chains out of reach: the allowlist passes
+/// them, deny and ban win over `malformed` (also with `scope = "sip"`, since
+/// the port is unknown), and the drops count towards escalation.
+#[test]
+fn ipv6_chains_out_of_reach_after_allow_deny_ban() {
+    const DENIED: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0xbb, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20,
+    ];
+    const BANNED: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0xcc, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20,
+    ];
+    const BANNED_NET: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0xdd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20,
+    ];
+    const OTHER: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0xee, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x20,
+    ];
+    let scan = sip_request("INVITE", Some("friendly-scanner"));
+    let far = vec![Ext::HopByHop(255), Ext::DestOpts(3)];
+    let mut t = tables();
+    t.allow = vec![net("2001:db8:aa::/48")];
+    t.deny = vec![net("2001:db8:bb::/48")];
+    t.bans = vec![
+        (net("2001:db8:cc:1::20/128"), 0),
+        (net("2001:db8:dd::/48"), 0),
+    ];
+    t.policy.escalate_drops = 3;
+    t.policy.escalate_window_ns = 10_000_000_000;
+    for scope_sip in [false, true] {
+        if scope_sip {
+            t.policy.flags |= F_SCOPE_SIP;
+        }
+        let mut k = kernel(&t);
+        for chain in [twelve_headers(), far.clone()] {
+            let udp = L4::Udp {
+                sport: 5062,
+                dport: 5060,
+            };
+            let run = |src| v6_frame(src, chain.clone(), udp.clone(), &scan);
+            expect(&mut k, &run(V6_PEER), Reason::Allowlisted);
+            expect(&mut k, &run(DENIED), Reason::Deny);
+            expect(&mut k, &run(BANNED), Reason::Ban);
+            expect(&mut k, &run(BANNED_NET), Reason::Ban);
+            expect(&mut k, &run(OTHER), Reason::Malformed);
+        }
+        // A third one from OTHER crosses escalate_drops = 3.
+        let udp = L4::Udp {
+            sport: 5062,
+            dport: 5060,
+        };
+        expect(
+            &mut k,
+            &v6_frame(OTHER, twelve_headers(), udp, b"x"),
+            Reason::Malformed,
+        );
+        let mut ring = k.shield.maps.events.take().unwrap();
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            let e: shield_common::OffenderEvent =
+                unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            events.push(e);
+        }
+        assert_eq!(events.len(), 1, "one report when the threshold is crossed");
+        assert_eq!(events[0].reason, Reason::Malformed as u8);
+        assert_eq!(&events[0].addr[..8], &OTHER[..8]);
+    }
 }
 
 #[test]
@@ -610,4 +891,16 @@ fn cached_allow_deny_bits_follow_list_changes() {
         .unwrap();
     k.shield.maps.ban(net("203.0.113.67/32"), 0).unwrap();
     expect(&mut k, &invite([203, 0, 113, 67]), Reason::Deny);
+}
+
+/// The program loads (every test above needs that) and the verifier's work
+/// stays far from its 1,000,000-instruction limit, so later changes have
+/// room. The figure is printed for the record.
+#[test]
+fn verifier_work_stays_well_under_the_limit() {
+    let mut k = Kernel::load();
+    let info = k.shield.program().info().expect("program info");
+    let n = info.verified_instruction_count().unwrap_or(0);
+    println!("verifier: {n} instructions processed to load the program");
+    assert!(n < 500_000, "verifier processed {n} instructions");
 }
