@@ -44,7 +44,10 @@ assert_complete() {
   rustup run "$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)" rustc --version >/dev/null \
     || fail "$state: pinned toolchain missing after setup"
   # The scanners run on Debian's python3, whatever python3 is first on PATH.
-  svmap --version 2>&1 | grep -q 'svmap v' || fail "$state: svmap does not run"
+  # (Captured first: `grep -q` closing the pipe early would fail it.)
+  local v
+  v=$(svmap --version 2>&1) || fail "$state: svmap --version failed: $v"
+  grep -q 'svmap v' <<<"$v" || fail "$state: svmap does not run: $v"
 }
 
 run_setup() {
