@@ -11,6 +11,8 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod pins;
+pub mod preflight;
 pub mod state;
+pub mod text;
 
 pub use loader::{Capacity, Shield};

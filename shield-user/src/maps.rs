@@ -85,6 +85,9 @@ struct RawMap {
     name: &'static str,
     fd: OwnedFd,
     max_entries: u32,
+    /// The kernel's id of the map (tells maps created anew from adopted
+    /// ones, see [`crate::state::MapsMark`]).
+    id: u32,
 }
 
 const OCC_ALLOW_V4: usize = 0;
@@ -136,11 +139,12 @@ impl ShieldMaps {
                         io_error,
                     }),
                 })?;
-            let max_entries = data.info().map_err(map_err(name))?.max_entries();
+            let info = data.info().map_err(map_err(name))?;
             raw.push(RawMap {
                 name,
                 fd,
-                max_entries,
+                max_entries: info.max_entries(),
+                id: info.id(),
             });
         }
         let mut maps = ShieldMaps {
@@ -542,6 +546,21 @@ impl ShieldMaps {
         let mut n = 0;
         self.scan(name, |_, _| n += 1)?;
         Ok(Some(n))
+    }
+
+    /// The kernel's ids of the ban maps, by name.
+    pub fn ban_map_ids(&self) -> BTreeMap<String, u32> {
+        let bans = [
+            names::BANS_V4,
+            names::BANS_V6,
+            names::BAN_NETS_V4,
+            names::BAN_NETS_V6,
+        ];
+        self.raw
+            .iter()
+            .filter(|m| bans.contains(&m.name))
+            .map(|m| (m.name.to_string(), m.id))
+            .collect()
     }
 
     /// `max_entries` of a map as the kernel created it.

@@ -93,7 +93,9 @@ pub enum PinError {
         source: io::Error,
     },
     #[error(
-        "pin_path {path} is not on a bpf filesystem (mount one there: `mount -t bpf bpf {mount}`)"
+        "pin_path {path} is not on a bpf filesystem ({mount} is not a bpffs): use a directory \
+         under /sys/fs/bpf, e.g. the default pin_path = \"/sys/fs/bpf/shield\" (shieldd mounts \
+         bpffs there if needed)"
     )]
     NotBpffs { path: PathBuf, mount: PathBuf },
     #[error("mounting bpffs at {BPFFS_ROOT} failed: {0} (mount it yourself: `mount -t bpf bpf {BPFFS_ROOT}`)")]
@@ -162,23 +164,40 @@ impl Attachment {
 /// Makes sure `dir` exists on a bpf filesystem, mounting bpffs at
 /// /sys/fs/bpf when that is where it belongs and nothing is mounted yet.
 pub fn prepare_dir(dir: &Path) -> Result<(), PinError> {
+    if check_dir(dir)? == PinDir::NeedsMount {
+        mount_bpffs()?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    Ok(())
+}
+
+/// Whether pins can live at `dir`, looked at without changing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinDir {
+    /// On a bpffs already.
+    Ready,
+    /// Under an unmounted `/sys/fs/bpf`, which shieldd mounts (only there).
+    NeedsMount,
+}
+
+/// `dir`'s nearest existing ancestor must be a bpffs, or be `/sys/fs/bpf`
+/// itself; anything else is [`PinError::NotBpffs`].
+pub fn check_dir(dir: &Path) -> Result<PinDir, PinError> {
     let mut existing = dir;
     while !existing.exists() {
         existing = existing.parent().unwrap_or(Path::new("/"));
     }
-    if !is_bpffs(existing)? {
-        let root = Path::new(BPFFS_ROOT);
-        if existing == root && dir.starts_with(root) {
-            mount_bpffs()?;
-        } else {
-            return Err(PinError::NotBpffs {
-                path: dir.to_path_buf(),
-                mount: existing.to_path_buf(),
-            });
-        }
+    let root = Path::new(BPFFS_ROOT);
+    if is_bpffs(existing)? {
+        Ok(PinDir::Ready)
+    } else if existing == root && dir.starts_with(root) {
+        Ok(PinDir::NeedsMount)
+    } else {
+        Err(PinError::NotBpffs {
+            path: dir.to_path_buf(),
+            mount: existing.to_path_buf(),
+        })
     }
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> Result<bool, PinError> {
@@ -406,6 +425,66 @@ pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), PinError> {
         .program()
         .pin(&path)
         .map_err(|source| PinError::PinProgram { path, source })
+}
+
+/// What the pin directory held before a start-up attempt, so that a
+/// failed attempt takes away exactly what it added (maps created during
+/// the load, new links, the program) and nothing a shield still running
+/// from an earlier daemon needs. Without this, the next start would adopt
+/// the half-made maps as if they were the enforcing ones.
+#[derive(Debug)]
+pub struct PinSnapshot {
+    dir: PathBuf,
+    existed: bool,
+    entries: std::collections::HashSet<std::ffi::OsString>,
+}
+
+impl PinSnapshot {
+    /// Lists `dir` (which need not exist yet).
+    pub fn take(dir: &Path) -> Result<PinSnapshot, PinError> {
+        let mut snap = PinSnapshot {
+            dir: dir.to_path_buf(),
+            existed: false,
+            entries: Default::default(),
+        };
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(snap),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        snap.existed = true;
+        for entry in rd {
+            snap.entries.insert(entry.map_err(io_err(dir))?.file_name());
+        }
+        Ok(snap)
+    }
+
+    /// Unpins everything that appeared since [`PinSnapshot::take`], and the
+    /// directory if it was made since. The objects go once their last fd
+    /// closes: the caller drops its handles first. Returns the names
+    /// removed; failures are logged (a start-up is failing already).
+    pub fn roll_back(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            if self.entries.contains(&name) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(name.to_string_lossy().into_owned()),
+                Err(e) => {
+                    tracing::error!(pin = %entry.path().display(), "could not remove a pin of the failed start: {e}; remove it by hand")
+                }
+            }
+        }
+        if !self.existed {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        removed
+    }
 }
 
 /// What [`remove_all`] took away.

@@ -43,6 +43,17 @@ pub enum StateError {
     },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error(
+        "{path} has unreadable lines, and keeping a copy of it at {copy} failed: {source}. \
+         shieldd will not start and later rewrite the file without them: free space in the \
+         state directory, or repair or remove those lines, then start shieldd again"
+    )]
+    BadCopy {
+        path: PathBuf,
+        copy: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("state_dir {path} is in use by another shieldd{holder}")]
     Locked { path: PathBuf, holder: String },
 }
@@ -84,11 +95,28 @@ pub struct HistoryRecord {
     pub until_ms: u64,
 }
 
+/// Which kernel ban maps a state file was last written in step with: the
+/// kernel's ids of the pinned ban maps. A map id is never handed out twice
+/// while the maps live (the kernel allocates ids cyclically over 2^31), so
+/// maps that were removed and created anew (a detach, a reboot, a failed
+/// start) carry other ids and are not mistaken for the ones this file
+/// describes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapsMark {
+    pub pin_path: PathBuf,
+    /// Map name → kernel map id.
+    pub ids: std::collections::BTreeMap<String, u32>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: String,
     version: u32,
     written_ms: u64,
+    /// Absent in files written before the mark existed: such a file is
+    /// treated as written for unknown maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    maps: Option<MapsMark>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,6 +140,11 @@ pub struct LoadedBans {
     pub history: Vec<HistoryRecord>,
     /// Lines that could not be read (reported, skipped).
     pub bad_lines: Vec<(usize, String)>,
+    /// The maps the file was last written in step with.
+    pub maps: Option<MapsMark>,
+    /// Where the file was copied to because it had unreadable lines (the
+    /// daemon's next save drops them).
+    pub bad_copy: Option<PathBuf>,
 }
 
 /// The state directory, locked for this process.
@@ -164,23 +197,55 @@ impl StateDir {
         &self.dir
     }
 
-    /// Reads `bans.jsonl`; a missing file is an empty state.
-    pub fn load_bans(&self) -> Result<LoadedBans, StateError> {
-        load_bans(&self.dir.join(BANS_FILE))
+    /// Path of `bans.jsonl`, for messages.
+    pub fn bans_path(&self) -> PathBuf {
+        self.dir.join(BANS_FILE)
     }
 
-    /// Replaces `bans.jsonl` atomically.
+    /// Reads `bans.jsonl`; a missing file is an empty state. A file with
+    /// unreadable lines is first copied to `bans.jsonl.bad-<unix ms>`: the
+    /// next save writes only what could be read, and the lines skipped
+    /// must stay recoverable.
+    pub fn load_bans(&self) -> Result<LoadedBans, StateError> {
+        let path = self.bans_path();
+        let mut loaded = load_bans(&path)?;
+        if !loaded.bad_lines.is_empty() {
+            let copy = self.dir.join(format!("{BANS_FILE}.bad-{}", now_ms()));
+            fs::copy(&path, &copy).map_err(|source| StateError::BadCopy {
+                path: path.clone(),
+                copy: copy.clone(),
+                source,
+            })?;
+            loaded.bad_copy = Some(copy);
+        }
+        Ok(loaded)
+    }
+
+    /// Replaces `bans.jsonl` atomically, naming no kernel maps: the next
+    /// start loads it into whatever maps it finds (an import).
     pub fn save_bans(
         &self,
         bans: &[BanRecord],
         history: &[HistoryRecord],
     ) -> Result<(), StateError> {
-        let path = self.dir.join(BANS_FILE);
+        self.save_bans_from(bans, history, None)
+    }
+
+    /// Replaces `bans.jsonl` atomically; `maps` names the kernel maps the
+    /// records were taken from.
+    pub fn save_bans_from(
+        &self,
+        bans: &[BanRecord],
+        history: &[HistoryRecord],
+        maps: Option<&MapsMark>,
+    ) -> Result<(), StateError> {
+        let path = self.bans_path();
         atomic_write(&path, |w| {
             let header = Header {
                 format: FORMAT.into(),
                 version: VERSION,
                 written_ms: now_ms(),
+                maps: maps.cloned(),
             };
             serde_json::to_writer(&mut *w, &header)?;
             w.write_all(b"\n")?;
@@ -223,41 +288,46 @@ fn load_bans(path: &Path) -> Result<LoadedBans, StateError> {
         Err(e) => return Err(io_err(path)(e)),
     };
     let mut out = LoadedBans::default();
-    let mut lines = BufReader::new(file).lines();
+    // Split on bytes, not `lines()`: a line that is not UTF-8 (a torn
+    // write, a stray byte) is one bad record, not an unreadable file.
+    let mut lines = BufReader::new(file).split(b'\n');
     let header = match lines.next() {
         None => return Ok(out),
         Some(l) => l.map_err(io_err(path))?,
     };
-    match serde_json::from_str::<Header>(&header) {
-        Ok(h) if h.format == FORMAT && h.version == VERSION => {}
-        Ok(h) => {
-            return Err(StateError::Format {
-                path: path.to_path_buf(),
-                message: format!(
-                    "format {} version {} is not {FORMAT} version {VERSION}",
-                    h.format, h.version
-                ),
-            })
-        }
-        Err(e) => {
-            return Err(StateError::Format {
-                path: path.to_path_buf(),
-                message: format!("line 1: {e}"),
-            })
-        }
-    }
+    out.maps = read_header(path, &header)?;
     for (i, line) in lines.enumerate() {
         let line = line.map_err(io_err(path))?;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str::<Line>(&line) {
+        match serde_json::from_slice::<Line>(&line) {
             Ok(Line::Ban(b)) => out.bans.push(b),
             Ok(Line::History(h)) => out.history.push(h),
             Err(e) => out.bad_lines.push((i + 2, e.to_string())),
         }
     }
     Ok(out)
+}
+
+/// Checks line 1; a file that is not ours is refused whole, since nothing
+/// in it can be trusted to be a ban record.
+fn read_header(path: &Path, line: &[u8]) -> Result<Option<MapsMark>, StateError> {
+    let refuse = |what: String| StateError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "line 1: {what}; repair the header (it must be a {FORMAT} version {VERSION} header) \
+             or move the file away, then start shieldd again"
+        ),
+    };
+    match serde_json::from_slice::<Header>(line) {
+        Ok(h) if h.format == FORMAT && h.version == VERSION => Ok(h.maps),
+        Ok(h) => Err(refuse(format!(
+            "format {} version {} is not {FORMAT} version {VERSION}",
+            h.format, h.version
+        ))),
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 /// Writes `path` through a temporary file: fsync, rename, fsync the
@@ -337,6 +407,33 @@ mod tests {
             names.iter().all(|n| !n.to_string_lossy().contains(".tmp")),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_record_and_the_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(dir.path()).unwrap();
+        let mark = MapsMark {
+            pin_path: "/sys/fs/bpf/x".into(),
+            ids: [("BANS_V4".to_string(), 7)].into_iter().collect(),
+        };
+        st.save_bans_from(&[rec("198.51.100.7/32", None)], &[], Some(&mark))
+            .unwrap();
+        let path = dir.path().join(BANS_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"\xff\n");
+        fs::write(&path, &bytes).unwrap();
+        let got = st.load_bans().unwrap();
+        assert_eq!(got.bans.len(), 1);
+        assert_eq!(got.maps, Some(mark));
+        assert_eq!(got.bad_lines.len(), 1);
+        let copy = got.bad_copy.expect("a copy is kept");
+        assert_eq!(fs::read(&copy).unwrap(), bytes);
+        assert!(copy
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("bans.jsonl.bad-"));
     }
 
     #[test]

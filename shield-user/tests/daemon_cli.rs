@@ -162,7 +162,7 @@ fn garbage_on_the_control_socket_gets_errors_and_the_daemon_lives_on() {
 fn check_lists_every_problem_and_accepts_a_good_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[shield]\ninterfaces = [\"eth0\"]\n").expect("write");
+    std::fs::write(&good, "[shield]\ninterfaces = [\"lo\"]\n").expect("write");
     let out = output_within(
         {
             let mut c = Command::new(SHIELDD);
@@ -195,6 +195,39 @@ fn check_lists_every_problem_and_accepts_a_good_file() {
     ] {
         assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
     }
+}
+
+/// `--check` looks at the host too, without side effects: a file that is
+/// valid TOML but cannot start is not "OK".
+#[test]
+fn check_refuses_what_cannot_start_and_names_the_line_of_bad_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |toml: &[u8]| {
+        let f = dir.path().join("shield.toml");
+        std::fs::write(&f, toml).expect("write");
+        let mut c = Command::new(SHIELDD);
+        c.arg("--check").arg("--config").arg(&f);
+        let out = output_within(c, Duration::from_secs(30));
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, o) = check(
+        b"[shield]\ninterfaces = [\"lo\", \"nosuch0\"]\npin_path = \"/tmp/shield-pins\"\n\n\
+          [control]\ngroup = \"no-such-group\"\n",
+    );
+    assert_eq!(code, Some(1), "{o}");
+    for needle in [
+        "shield.interfaces[1]: no interface \"nosuch0\"",
+        "control.group: [control] group \"no-such-group\" does not exist",
+        "shield.pin_path: pin_path /tmp/shield-pins is not on a bpf filesystem",
+        "/sys/fs/bpf/shield",
+    ] {
+        assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+    }
+    assert!(!o.contains("mount -t bpf bpf /tmp"), "{o}");
+
+    let (code, o) = check(b"[shield]\nenforce = true\n# caf\xe9\n");
+    assert_eq!(code, Some(1), "{o}");
+    assert!(o.contains("shield.toml:3:") && o.contains("UTF-8"), "{o}");
 }
 
 #[test]

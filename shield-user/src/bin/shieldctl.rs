@@ -15,6 +15,9 @@ use shield::control::protocol::{
     BanInfo, BannedReply, DetachReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
     Request, Response, StatsReply, StatusReply, UnbanReply,
 };
+// Everything the daemon sends may carry text from outside (a ban reason
+// is a line from a log an attacker writes to): shown escaped, never raw.
+use shield::text::{escaped, json_safe, Escaped};
 
 const DEFAULT_SOCKET: &str = "/run/shield/control.sock";
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/shield";
@@ -48,6 +51,9 @@ enum Command {
         /// Why (shown by `banned`).
         #[arg(long, short = 'r')]
         reason: Option<String>,
+        /// Ban a prefix wider than [bans] min_prefix_v4 / min_prefix_v6.
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban, or all of them.
     Unban {
@@ -65,12 +71,18 @@ enum Command {
         #[arg(value_enum)]
         op: Op,
         cidr: Option<String>,
+        /// Add a prefix wider than [bans] min_prefix_v4 / min_prefix_v6.
+        #[arg(long)]
+        force: bool,
     },
     /// Show or change the denylist (always dropped unless allowlisted).
     Deny {
         #[arg(value_enum)]
         op: Op,
         cidr: Option<String>,
+        /// Add a prefix wider than [bans] min_prefix_v4 / min_prefix_v6.
+        #[arg(long)]
+        force: bool,
     },
     /// Packet counters by verdict and reason, top offending sources.
     Stats,
@@ -132,11 +144,14 @@ fn main() -> ExitCode {
                     message: f.message.clone(),
                     details: f.details.clone(),
                 };
-                println!("{}", serde_json::json!({ "error": body }));
+                println!(
+                    "{}",
+                    json_text(&serde_json::json!({ "error": body }), false)
+                );
             }
-            eprintln!("shieldctl: {}", f.message);
+            eprintln!("shieldctl: {}", Escaped(&f.message));
             for d in &f.details {
-                eprintln!("  {d}");
+                eprintln!("  {}", Escaped(d));
             }
             ExitCode::from(f.code)
         }
@@ -174,7 +189,7 @@ fn run(cli: Cli) -> Result<String, Fail> {
         });
         let code = match err.kind {
             ErrorKind::BadInput | ErrorKind::BadRequest => 2,
-            ErrorKind::Failed => 1,
+            ErrorKind::Failed | ErrorKind::Busy => 1,
         };
         return Err(Fail {
             code,
@@ -183,10 +198,17 @@ fn run(cli: Cli) -> Result<String, Fail> {
             kind: err.kind,
         });
     }
+    // Done, with a caveat (e.g. not saved to state_dir): still exit 0, the
+    // change is in force; the caveat goes to stderr, and into the JSON.
+    let mut resp = resp;
+    if let Some(w) = &resp.warning {
+        eprintln!("shieldctl: warning: {}", Escaped(w));
+        if let Some(obj) = resp.data.as_object_mut() {
+            obj.insert("warning".into(), serde_json::Value::String(w.clone()));
+        }
+    }
     if cli.json {
-        let text =
-            serde_json::to_string_pretty(&resp.data).map_err(|e| Fail::system(e.to_string()))?;
-        return Ok(format!("{text}\n"));
+        return Ok(format!("{}\n", json_text(&resp.data, true)));
     }
     render(&cli.command, resp).map_err(|e| Fail::system(format!("{e:#}")))
 }
@@ -201,6 +223,7 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             target,
             duration,
             reason,
+            force,
         } => {
             let net = check_cidr(target)?;
             let duration_secs = match duration.as_deref() {
@@ -217,6 +240,7 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
                     net,
                     duration_secs,
                     reason: reason.clone(),
+                    force: *force,
                 },
                 quick,
             )
@@ -238,13 +262,15 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             slow,
         ),
         Command::Banned => (Request::Banned, quick),
-        Command::Allow { op, cidr } => {
+        Command::Allow { op, cidr, force } => {
             let (op, net) = list_args("allow", *op, cidr)?;
-            (Request::Allow { op, net }, quick)
+            let force = *force;
+            (Request::Allow { op, net, force }, quick)
         }
-        Command::Deny { op, cidr } => {
+        Command::Deny { op, cidr, force } => {
             let (op, net) = list_args("deny", *op, cidr)?;
-            (Request::Deny { op, net }, quick)
+            let force = *force;
+            (Request::Deny { op, net, force }, quick)
         }
         Command::Stats => (Request::Stats, quick),
         Command::Status => (Request::Status, quick),
@@ -313,10 +339,7 @@ fn offline_detach(config: Option<&Path>, json: bool) -> Result<String, Fail> {
         pin_path: pin.display().to_string(),
     };
     if json {
-        return Ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        ));
+        return Ok(format!("{}\n", json_text(&reply, true)));
     }
     if removed.links.is_empty() && removed.other == 0 {
         return Ok(format!(
@@ -326,13 +349,34 @@ fn offline_detach(config: Option<&Path>, json: bool) -> Result<String, Fail> {
     }
     Ok(format!(
         "shieldd is not running; detached from {} and removed the pins under {}\n",
-        if removed.links.is_empty() {
-            "no interface".into()
-        } else {
-            removed.links.join(", ")
-        },
-        pin.display()
+        list_or(&removed.links, "no interface"),
+        Escaped(&pin.display().to_string())
     ))
+}
+
+/// `value` as JSON text (pretty or one line) that is safe on a terminal
+/// (see [`json_safe`]; serde_json already escapes C0 controls).
+fn json_text(value: &impl serde::Serialize, pretty: bool) -> String {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    // Serialising a `Value` or one of our reply structs cannot fail.
+    let text = text.unwrap_or_else(|e| format!("{{\"error\":\"encoding the reply: {e}\"}}"));
+    json_safe(&text).into_owned()
+}
+
+/// The items, escaped and comma-separated, or `none` if there are none.
+fn list_or(items: &[String], none: &str) -> String {
+    if items.is_empty() {
+        return none.into();
+    }
+    items
+        .iter()
+        .map(|i| escaped(i))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn data<T: DeserializeOwned>(resp: Response) -> anyhow::Result<T> {
@@ -345,15 +389,15 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             let b: BanInfo = data(resp)?;
             format!(
                 "banned {} for {} ({})\n",
-                b.net,
+                Escaped(&b.net),
                 left(b.expires_in_secs),
-                b.reason
+                Escaped(&b.reason)
             )
         }
         Command::Unban { .. } => {
             let u: UnbanReply = data(resp)?;
             match u.removed.as_slice() {
-                [one] => format!("unbanned {one}\n"),
+                [one] => format!("unbanned {}\n", Escaped(one)),
                 many => format!("unbanned {} ban(s)\n", many.len()),
             }
         }
@@ -378,13 +422,16 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
         }
         Command::Allow { .. } | Command::Deny { .. } => {
             let l: ListReply = data(resp)?;
-            let mut out = l.changed.map(|c| format!("{c}\n")).unwrap_or_default();
+            let mut out = l
+                .changed
+                .map(|c| format!("{}\n", Escaped(&c)))
+                .unwrap_or_default();
             if matches!(
                 cmd,
                 Command::Allow { op: Op::List, .. } | Command::Deny { op: Op::List, .. }
             ) {
                 if l.entries.is_empty() {
-                    out.push_str(&format!("the {}list is empty\n", l.list));
+                    out.push_str(&format!("the {}list is empty\n", Escaped(&l.list)));
                 } else {
                     let rows = l
                         .entries
@@ -401,14 +448,14 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             let mut out = String::from("Totals\n");
             out.push_str(&counter_table(&s.totals));
             for i in &s.interfaces {
-                out.push_str(&format!("\n{}\n", i.interface));
+                out.push_str(&format!("\n{}\n", Escaped(&i.interface)));
                 out.push_str(&counter_table(&i.counters));
             }
             out.push_str(&format!("\nBans in force: {}", s.bans_active));
             let made: Vec<String> = s
                 .bans_total
                 .iter()
-                .map(|(o, n)| format!("{o} {n}"))
+                .map(|(o, n)| format!("{} {n}", Escaped(o)))
                 .collect();
             if !made.is_empty() {
                 out.push_str(&format!(" (made since start: {})", made.join(", ")));
@@ -442,17 +489,17 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             let s: StatusReply = data(resp)?;
             let mut out = format!(
                 "shieldd {} (pid {}), up {}\nconfig     {}\nenforce    {}\nprogram    id {}\npins       {}\nstate      {}\nbans       {} in force\njails      {}\nmetrics    {}\n",
-                s.version,
+                Escaped(&s.version),
                 s.pid,
                 format_duration(Duration::from_secs(s.uptime_secs.max(1))),
-                s.config,
+                Escaped(&s.config),
                 if s.enforce { "yes" } else { "no (dry run: drops are counted as would_drop)" },
                 s.program_id,
-                s.pin_path,
-                s.state_dir,
+                Escaped(&s.pin_path),
+                Escaped(&s.state_dir),
                 s.bans_active,
-                if s.jails.is_empty() { "none".into() } else { s.jails.join(", ") },
-                s.metrics.unwrap_or_else(|| "off".into()),
+                list_or(&s.jails, "none"),
+                Escaped(s.metrics.as_deref().unwrap_or("off")),
             );
             if s.interfaces.is_empty() {
                 out.push_str("interfaces none\n");
@@ -476,12 +523,12 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
         }
         Command::Reload => {
             let r: ReloadReply = data(resp)?;
-            let mut out = format!("reloaded {}\n", r.config);
+            let mut out = format!("reloaded {}\n", Escaped(&r.config));
             for c in r.changes {
-                out.push_str(&format!("  {c}\n"));
+                out.push_str(&format!("  {}\n", Escaped(&c)));
             }
             for w in r.warnings {
-                out.push_str(&format!("  warning: {w}\n"));
+                out.push_str(&format!("  warning: {}\n", Escaped(&w)));
             }
             out
         }
@@ -489,12 +536,8 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             let d: DetachReply = data(resp)?;
             format!(
                 "detached from {}; pins under {} removed; shieldd exited\n",
-                if d.interfaces.is_empty() {
-                    "no interface".into()
-                } else {
-                    d.interfaces.join(", ")
-                },
-                d.pin_path
+                list_or(&d.interfaces, "no interface"),
+                Escaped(&d.pin_path)
             )
         }
     })
@@ -526,8 +569,13 @@ fn counter_table(rows: &[shield::control::protocol::CounterRow]) -> String {
     table(&["VERDICT", "REASON", "PACKETS", "BYTES"], rows)
 }
 
-/// Left-aligned columns, two spaces apart, numbers right-aligned.
+/// Left-aligned columns, two spaces apart, numbers right-aligned. Cells
+/// are escaped (they come from the daemon), and measured as escaped.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| escaped(c).into_owned()).collect())
+        .collect();
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

@@ -86,12 +86,22 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
+            // The file is valid; now what the host must offer it.
+            let problems = shield::preflight::check(&c);
+            for p in &problems {
+                println!("{}: {}: {}", path.display(), p.key, p.message);
+            }
+            if !problems.is_empty() {
+                println!("{}: {} problem(s)", path.display(), problems.len());
+                return ExitCode::from(1);
+            }
             println!(
-                "{}: OK ({} interface(s), {} jail(s), enforce = {})",
+                "{}: OK ({} interface(s), {} jail(s), enforce = {}); {}",
                 path.display(),
                 c.shield.interfaces.len(),
                 c.jails.len(),
-                c.shield.enforce
+                c.shield.enforce,
+                shield::preflight::NEEDS_ROOT
             );
             ExitCode::SUCCESS
         }

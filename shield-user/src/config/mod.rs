@@ -172,6 +172,11 @@ pub struct Bans {
     pub increment: bool,
     /// At least `bantime`.
     pub maxtime: Duration,
+    /// Shorter IPv4 prefixes (bans, allow/deny entries from shieldctl) are
+    /// refused unless forced: `ban 0.0.0.0/0` cuts off everyone.
+    pub min_prefix_v4: u8,
+    /// The same for IPv6.
+    pub min_prefix_v6: u8,
     pub escalate: Escalate,
 }
 
@@ -305,6 +310,8 @@ impl Default for Bans {
             ignoreip: Vec::new(),
             increment: true,
             maxtime: Duration::from_secs(7 * 86_400),
+            min_prefix_v4: 8,
+            min_prefix_v6: 32,
             escalate: Escalate::default(),
         }
     }
@@ -340,14 +347,28 @@ impl Default for Control {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(e) => Err(ConfigErrors::one(ConfigError {
+        let error = |line, message| {
+            Err(ConfigErrors::one(ConfigError {
                 file: path.to_path_buf(),
-                line: None,
+                line,
                 key: String::new(),
-                message: format!("cannot read: {e}"),
-            })),
+                message,
+            }))
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Config::parse(&text, path),
+                Err(e) => {
+                    let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                    let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+                    let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+                    error(
+                        Some(line),
+                        format!("not valid UTF-8 (byte {} of the file, column {column}); TOML files are UTF-8", valid.len() + 1),
+                    )
+                }
+            },
+            Err(e) => error(None, format!("cannot read: {e}")),
         }
     }
 

@@ -386,6 +386,8 @@ fn bans(mut s: Section) -> Bans {
             m => m.unwrap_or(d.maxtime),
         },
     };
+    let min_prefix_v4 = s.int("min_prefix_v4", d.min_prefix_v4, 0..=32);
+    let min_prefix_v6 = s.int("min_prefix_v6", d.min_prefix_v6, 0..=128);
     let escalate = escalate(s.child("escalate"));
     s.finish();
     Bans {
@@ -394,6 +396,8 @@ fn bans(mut s: Section) -> Bans {
         ignoreip,
         increment,
         maxtime,
+        min_prefix_v4,
+        min_prefix_v6,
         escalate,
     }
 }

@@ -4,11 +4,17 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::protocol::{Request, Response};
+use super::protocol::{ErrorKind, Request, Response};
+
+/// How long to keep retrying while the daemon answers `busy`. Its idle
+/// connections are dropped after two seconds, so a slot frees up well
+/// within this even when the socket is flooded.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(6);
+const BUSY_RETRY_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -30,8 +36,28 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Sends `req` and waits up to `timeout` for the reply.
+/// Sends `req` and waits up to `timeout` for the reply. A `busy` refusal
+/// is retried for a few seconds: the daemon sends it before reading the
+/// request, so nothing was done and sending again is safe.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let start = Instant::now();
+    loop {
+        let reply = request_once(path, req, timeout)?;
+        if !is_busy(&reply) || start.elapsed() >= BUSY_RETRY_FOR {
+            return Ok(reply);
+        }
+        std::thread::sleep(BUSY_RETRY_EVERY);
+    }
+}
+
+fn is_busy(reply: &Response) -> bool {
+    reply
+        .error
+        .as_ref()
+        .is_some_and(|e| e.kind == ErrorKind::Busy)
+}
+
+fn request_once(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
             path: path.to_path_buf(),
@@ -53,7 +79,16 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
+    if let Err(e) = (&stream).write_all(&line) {
+        // A daemon refusing the connection replies and closes without
+        // reading the request: the write fails, its reply is still there.
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return Err(io(e));
+        }
+    }
     let mut reply = String::new();
     BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
     if reply.is_empty() {

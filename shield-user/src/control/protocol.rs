@@ -16,8 +16,18 @@ use serde::{Deserialize, Serialize};
 /// Longest request line the daemon reads; longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
+/// A request. On the wire every field it does not know is an error, so a
+/// misspelt or newer option is never silently ignored (see the
+/// `Deserialize` impl below).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+// `remote = "Self"`: the derives become `Request::serialize` /
+// `Request::deserialize`, which the trait impls below wrap.
+#[serde(
+    remote = "Self",
+    tag = "cmd",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Request {
     Ban {
         net: String,
@@ -26,6 +36,9 @@ pub enum Request {
         duration_secs: Option<u64>,
         #[serde(default)]
         reason: Option<String>,
+        /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
     },
     Unban {
         #[serde(default)]
@@ -38,11 +51,17 @@ pub enum Request {
         op: ListOp,
         #[serde(default)]
         net: Option<String>,
+        /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
     },
     Deny {
         op: ListOp,
         #[serde(default)]
         net: Option<String>,
+        /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
     },
     Stats,
     Status,
@@ -50,7 +69,63 @@ pub enum Request {
     Detach,
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Request::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    /// The derived parser with `deny_unknown_fields` rejects unknown
+    /// fields of the commands that take arguments, but serde ignores every
+    /// field next to the tag of a command that takes none
+    /// (`{"cmd":"status","bogus":1}` parses): those are checked here.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
+        use serde::de::Error;
+        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let extra = fields.keys().find(|k| *k != "cmd").cloned();
+        let req =
+            Request::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
+        match extra {
+            Some(field) if !req.takes_arguments() => Err(D::Error::custom(format_args!(
+                "unknown field `{field}`, `{}` takes no arguments",
+                req.name()
+            ))),
+            _ => Ok(req),
+        }
+    }
+}
+
 impl Request {
+    /// The `cmd` of the request.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ban { .. } => "ban",
+            Request::Unban { .. } => "unban",
+            Request::Banned => "banned",
+            Request::Allow { .. } => "allow",
+            Request::Deny { .. } => "deny",
+            Request::Stats => "stats",
+            Request::Status => "status",
+            Request::Reload => "reload",
+            Request::Detach => "detach",
+        }
+    }
+
+    fn takes_arguments(&self) -> bool {
+        matches!(
+            self,
+            Request::Ban { .. }
+                | Request::Unban { .. }
+                | Request::Allow { .. }
+                | Request::Deny { .. }
+        )
+    }
+
     /// Whether the request changes state (logged with the peer's uid).
     pub fn changes_state(&self) -> bool {
         match self {
@@ -80,6 +155,10 @@ pub enum ErrorKind {
     BadInput,
     /// The daemon or the kernel failed (exit 1).
     Failed,
+    /// The daemon serves as many control connections as it allows (for
+    /// this peer, or in total) and refused this one before reading
+    /// anything from it: retrying soon is safe, nothing was done.
+    Busy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +177,10 @@ pub struct Response {
     pub error: Option<ErrorBody>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
+    /// A success with a caveat, e.g. a change in force in the kernel that
+    /// could not be saved to state_dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Response {
@@ -107,6 +190,7 @@ impl Response {
                 ok: true,
                 error: None,
                 data,
+                warning: None,
             },
             Err(e) => Response::error(ErrorKind::Failed, format!("encoding the reply: {e}")),
         }
@@ -121,6 +205,7 @@ impl Response {
                 details: Vec::new(),
             }),
             data: serde_json::Value::Null,
+            warning: None,
         }
     }
 
@@ -137,7 +222,14 @@ impl Response {
                 details,
             }),
             data: serde_json::Value::Null,
+            warning: None,
         }
+    }
+
+    /// The same reply carrying `warning`.
+    pub fn with_warning(mut self, warning: Option<String>) -> Response {
+        self.warning = warning;
+        self
     }
 }
 
@@ -280,12 +372,17 @@ mod tests {
             Request::Ban {
                 net: "192.0.2.1".into(),
                 duration_secs: Some(60),
-                reason: None
+                reason: None,
+                force: false,
             }
         );
         let r: Request = serde_json::from_str(r#"{"cmd":"allow","op":"list"}"#).unwrap();
         assert!(!r.changes_state());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"ban","net":"x","bogus":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
         let line = serde_json::to_string(&Request::Unban {
             net: None,
@@ -293,6 +390,64 @@ mod tests {
         })
         .unwrap();
         assert_eq!(line, r#"{"cmd":"unban","net":null,"all":true}"#);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name_for_every_command() {
+        for line in [
+            r#"{"cmd":"ban","net":"192.0.2.1","bogus":1}"#,
+            r#"{"bogus":1,"cmd":"unban","all":true}"#,
+            r#"{"cmd":"allow","op":"list","bogus":null}"#,
+            r#"{"cmd":"status","bogus":1}"#,
+            r#"{"cmd":"banned","bogus":{}}"#,
+            r#"{"cmd":"detach","bogus":"now"}"#,
+        ] {
+            let e = serde_json::from_str::<Request>(line)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("unknown field `bogus`"), "{line}: {e}");
+        }
+        assert!(serde_json::from_str::<Request>("[\"status\"]").is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"net":"192.0.2.1"}"#).is_err());
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let all = [
+            Request::Ban {
+                net: "192.0.2.0/24".into(),
+                duration_secs: Some(0),
+                reason: Some("r".into()),
+                force: true,
+            },
+            Request::Unban {
+                net: Some("192.0.2.1/32".into()),
+                all: false,
+            },
+            Request::Banned,
+            Request::Allow {
+                op: ListOp::Add,
+                net: Some("192.0.2.1/32".into()),
+                force: false,
+            },
+            Request::Deny {
+                op: ListOp::List,
+                net: None,
+                force: false,
+            },
+            Request::Stats,
+            Request::Status,
+            Request::Reload,
+            Request::Detach,
+        ];
+        for r in all {
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(
+                line.contains(&format!("\"cmd\":\"{}\"", r.name())),
+                "{line}"
+            );
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
     }
 
     #[test]

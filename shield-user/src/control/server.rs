@@ -5,28 +5,48 @@
 //! Every read is bounded in size and time, so a client that sends garbage,
 //! too much, or nothing at all gets an error reply (or is dropped), and no
 //! client can stall the others.
+//!
+//! Connections are bounded per peer uid and in total, and the last slot is
+//! kept for root: whoever else may use the socket (the group, or a runaway
+//! script) cannot lock the operator's `shieldctl` out by holding
+//! connections open. A connection over a limit is refused at once with a
+//! `busy` reply, never queued; an idle one is dropped after
+//! [`READ_TIMEOUT`], so even root's own stray connections free up quickly.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 
-/// How long a client may take to send one request line.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send one request line. Requests are one
+/// short line that `shieldctl` writes as soon as it is connected, so a
+/// connection quiet for this long is idle, and it is dropped to free its
+/// slot.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing a reply may take before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CLIENTS: usize = 32;
+/// Connections served at once, in total; the last of them only for root.
+/// A connection costs a task and a file descriptor, and operators run a
+/// handful of commands at a time: 64 is far more than they need and far
+/// below the daemon's descriptor limit.
+pub const MAX_CLIENTS: usize = 64;
+/// Connections served at once for one uid: enough for scripts running
+/// several commands in parallel, few enough that it takes eight uids to
+/// fill the socket.
+pub const MAX_PER_PEER: usize = 8;
+/// How often refusals are logged at most (each one would be a line an
+/// attacker could make the daemon write).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -119,18 +139,35 @@ pub fn bind(path: &Path, gid: u32) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serves clients until the task is aborted.
-pub async fn serve(listener: UnixListener, handler: Handler) {
-    serve_with_timeout(listener, handler, READ_TIMEOUT).await
+/// The server's bounds (see the constants of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub read_timeout: Duration,
+    /// In total, including the one slot only root may take.
+    pub max_clients: usize,
+    pub max_per_peer: usize,
 }
 
-/// [`serve`] with another per-request read timeout.
-pub async fn serve_with_timeout(listener: UnixListener, handler: Handler, read_timeout: Duration) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            read_timeout: READ_TIMEOUT,
+            max_clients: MAX_CLIENTS,
+            max_per_peer: MAX_PER_PEER,
+        }
+    }
+}
+
+/// Serves clients until the task is aborted.
+pub async fn serve(listener: UnixListener, handler: Handler) {
+    serve_with(listener, handler, Limits::default()).await
+}
+
+/// [`serve`] within other limits.
+pub async fn serve_with(listener: UnixListener, handler: Handler, limits: Limits) {
+    let slots = Arc::new(Slots::new(limits));
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -140,23 +177,155 @@ pub async fn serve_with_timeout(listener: UnixListener, handler: Handler, read_t
                 continue;
             }
         };
+        let Some(peer) = peer_of(&stream) else {
+            continue;
+        };
+        let Some(slot) = slots.admit(peer.uid) else {
+            log_refusal(&mut last_refusal_log, &peer);
+            refuse(stream, &limits);
+            continue;
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
-            serve_client(stream, handler, read_timeout).await;
-            drop(permit);
+            serve_client(stream, peer, handler, limits.read_timeout).await;
+            drop(slot);
         });
     }
 }
 
-async fn serve_client(stream: UnixStream, handler: Handler, read_timeout: Duration) {
-    let peer = match stream.peer_cred() {
-        Ok(c) => Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid(),
-        },
-        Err(_) => return,
+/// Logs a refused connection, at most once per [`REFUSAL_LOG_EVERY`].
+fn log_refusal(last: &mut Option<Instant>, peer: &Peer) {
+    if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
+        return;
+    }
+    *last = Some(Instant::now());
+    tracing::warn!(
+        uid = peer.uid,
+        pid = peer.pid,
+        "control connection refused: too many open (logged once a minute at most)"
+    );
+}
+
+/// Who is connected (`SO_PEERCRED`); `None` if the kernel cannot say, and
+/// then the connection is dropped: limits and logs need the uid.
+fn peer_of(stream: &UnixStream) -> Option<Peer> {
+    let c = stream.peer_cred().ok()?;
+    Some(Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid(),
+    })
+}
+
+/// Answers a connection over the limits with a `busy` error and closes it,
+/// without a task or a wait: the reply is one short line into an empty
+/// socket buffer, which a non-blocking write always takes whole.
+fn refuse(stream: UnixStream, limits: &Limits) {
+    let reply = Response::error(
+        ErrorKind::Busy,
+        format!(
+            "too many control connections open (at most {} per user, {} in all); try again",
+            limits.max_per_peer, limits.max_clients
+        ),
+    );
+    let Ok(stream) = stream.into_std() else {
+        return;
     };
+    let _ = (&stream).write_all(&reply_line(&reply));
+    // Closing with the client's request unread is fine: a Unix socket
+    // still delivers our reply before reporting the reset.
+}
+
+/// Connection slots in use, by uid. The last slot is reserved for root.
+#[derive(Debug)]
+struct Slots {
+    limits: Limits,
+    used: Mutex<SlotsUsed>,
+}
+
+#[derive(Debug, Default)]
+struct SlotsUsed {
+    /// Slots open to everyone, in use, by uid.
+    shared: HashMap<u32, usize>,
+    shared_total: usize,
+    /// Whether root holds the reserved slot.
+    reserved: bool,
+}
+
+/// A connection's hold on a slot; frees it when dropped.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+    reserved: bool,
+}
+
+impl Slots {
+    fn new(limits: Limits) -> Slots {
+        Slots {
+            limits,
+            used: Mutex::new(SlotsUsed::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotsUsed> {
+        // The counts stay consistent even if a holder panicked.
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `uid`, if the limits allow one: a
+    /// shared slot within the per-peer and total limits, else, for root,
+    /// the reserved one.
+    fn admit(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+        let mut used = self.lock();
+        let shared_capacity = self.limits.max_clients.saturating_sub(1);
+        let mine = used.shared.get(&uid).copied().unwrap_or(0);
+        let reserved = if used.shared_total < shared_capacity && mine < self.limits.max_per_peer {
+            *used.shared.entry(uid).or_insert(0) += 1;
+            used.shared_total += 1;
+            false
+        } else if uid == 0 && !used.reserved {
+            used.reserved = true;
+            true
+        } else {
+            return None;
+        };
+        Some(Slot {
+            slots: self.clone(),
+            uid,
+            reserved,
+        })
+    }
+
+    fn release(&self, uid: u32, reserved: bool) {
+        let mut used = self.lock();
+        if reserved {
+            used.reserved = false;
+            return;
+        }
+        used.shared_total -= 1;
+        if let Some(n) = used.shared.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                used.shared.remove(&uid);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.release(self.uid, self.reserved);
+    }
+}
+
+fn reply_line(reply: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    out
+}
+
+async fn serve_client(stream: UnixStream, peer: Peer, handler: Handler, read_timeout: Duration) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -171,23 +340,33 @@ async fn serve_client(stream: UnixStream, handler: Handler, read_timeout: Durati
             },
             Err(reply) => (reply, false),
         };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        out.push(b'\n');
+        let out = reply_line(&reply);
         match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&out)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
         if !keep_going {
-            // Swallow what the client is still sending (bounded), so it can
-            // read the reply instead of getting a reset.
-            let mut sink = tokio::io::sink();
-            let mut rest = (&mut reader).take(1 << 20);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::io::copy(&mut rest, &mut sink),
-            )
-            .await;
+            drain(&mut reader).await;
             return;
+        }
+    }
+}
+
+/// Swallows what a client that broke the rules is still sending, so that
+/// its blocked write completes and it reads our reply. Bounded in bytes and
+/// time, and it stops as soon as the client pauses: a silent client is not
+/// kept (its slot is wanted).
+async fn drain<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
+    const MAX_BYTES: usize = 1 << 20;
+    const MAX_TIME: Duration = Duration::from_secs(1);
+    const PAUSE: Duration = Duration::from_millis(100);
+    let start = Instant::now();
+    let mut buf = [0u8; 8192];
+    let mut total = 0;
+    while total < MAX_BYTES && start.elapsed() < MAX_TIME {
+        match tokio::time::timeout(PAUSE, reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
         }
     }
 }
@@ -237,12 +416,16 @@ mod tests {
         let handler: Handler = Arc::new(|req, _peer| {
             Box::pin(async move { Response::ok(format!("{req:?}")) }) as HandlerFuture
         });
-        tokio::spawn(serve_with_timeout(
-            listener,
-            handler,
-            Duration::from_millis(300),
-        ));
+        tokio::spawn(serve_with(listener, handler, test_limits()));
         path
+    }
+
+    fn test_limits() -> Limits {
+        Limits {
+            read_timeout: Duration::from_millis(300),
+            max_clients: 4,
+            max_per_peer: 2,
+        }
     }
 
     async fn exchange(path: &Path, bytes: &[u8]) -> Vec<Response> {
@@ -312,6 +495,65 @@ mod tests {
         silent.read_to_string(&mut text).await.unwrap();
         let reply: Response = serde_json::from_str(text.trim()).unwrap();
         assert!(reply.error.unwrap().message.contains("no complete request"));
+    }
+
+    /// The first line the server sends on `s`, and how long it took.
+    async fn first_reply(s: &mut UnixStream) -> (Response, Duration) {
+        let t = Instant::now();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        (serde_json::from_str(&line).unwrap(), t.elapsed())
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_refused_at_once_and_idle_ones_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = start(dir.path()).await;
+        // Root (the usual test user) holds its two shared slots and the
+        // reserved one; anyone else just the two.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut idle = Vec::new();
+        for _ in 0..if root { 3 } else { 2 } {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        let mut over = UnixStream::connect(&path).await.unwrap();
+        let (reply, took) = first_reply(&mut over).await;
+        assert_eq!(reply.error.unwrap().kind, ErrorKind::Busy);
+        assert!(took < Duration::from_millis(250), "{took:?}");
+        // The idle ones are dropped after the read timeout, and their
+        // slots serve others again.
+        for s in &mut idle {
+            let (reply, took) = first_reply(s).await;
+            assert!(reply.error.unwrap().message.contains("no complete request"));
+            assert!(took < Duration::from_secs(2), "{took:?}");
+            s.read_to_end(&mut Vec::new())
+                .await
+                .expect("closed cleanly");
+        }
+        let replies = exchange(&path, b"{\"cmd\":\"status\"}\n").await;
+        assert!(replies[0].ok);
+    }
+
+    #[test]
+    fn slots_are_bounded_per_peer_and_in_total_with_one_kept_for_root() {
+        let slots = Arc::new(Slots::new(test_limits()));
+        let a1 = slots.admit(1000).expect("first of uid 1000");
+        let _a2 = slots.admit(1000).expect("second of uid 1000");
+        assert!(slots.admit(1000).is_none(), "per-peer limit");
+        let _b1 = slots.admit(1001).expect("uid 1001");
+        // Three of four slots taken: the last is root's.
+        assert!(slots.admit(1002).is_none(), "the reserved slot is root's");
+        let r = slots.admit(0).expect("root gets the reserved slot");
+        assert!(r.reserved);
+        assert!(slots.admit(0).is_none(), "only one reserved slot");
+        drop(a1);
+        let r2 = slots.admit(0).expect("root takes a freed shared slot");
+        assert!(!r2.reserved);
+        drop((r, r2));
+        let used = slots.lock();
+        assert_eq!((used.shared_total, used.reserved), (2, false));
+        assert_eq!(used.shared.get(&0), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use shield_common::{
 };
 
 use super::bans::{covers, overlaps, Ban, BanBook, Clock, Expiry, Increment, Origin};
+use super::guard::{self, OwnAddresses};
 use super::DaemonError;
 use crate::config::{format_duration, Config};
 use crate::control::protocol::{
@@ -28,7 +29,7 @@ use crate::loader::{LoadError, Shield};
 use crate::maps::List;
 use crate::metrics::{verdict_reason_pairs, Snapshot};
 use crate::pins::{self, Attachment};
-use crate::state::{BanRecord, CliLists, HistoryRecord, StateDir};
+use crate::state::{BanRecord, CliLists, HistoryRecord, LoadedBans, MapsMark, StateDir};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
 const REPORTED_MAPS: [&str; 10] = [
@@ -66,9 +67,29 @@ impl CtlError {
     }
 }
 
+/// The warning of a change that is in force in the kernel but did not
+/// reach state_dir. Such a change is still acknowledged as done: failing
+/// it would invite a retry of something already enforced.
+pub fn not_persisted(why: &str) -> String {
+    format!(
+        "the change is in force but NOT saved to state_dir ({why}); it is lost if the shield is detached \
+         or the host reboots before a later save succeeds: make state_dir writable (free space, \
+         read-write mount): shieldd retries every {} s and on every change",
+        super::PERSIST_RETRY.as_secs()
+    )
+}
+
 /// Whether a map write failed because the map is full.
 fn map_full(e: &MapError) -> bool {
     matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+/// A snapshot of what the state file holds.
+pub struct Records {
+    pub generation: u64,
+    pub bans: Vec<BanRecord>,
+    pub history: Vec<HistoryRecord>,
+    pub maps: MapsMark,
 }
 
 /// Paths fixed for the daemon's lifetime (a reload cannot move them).
@@ -97,17 +118,81 @@ pub struct Core {
     generation: u64,
     started: Instant,
     counts: Option<(Instant, Vec<(String, u64)>)>,
+    /// This host's addresses, which are never banned.
+    own: OwnAddresses,
+    /// The ban maps in use, recorded with every save of the state file.
+    maps_mark: MapsMark,
+    /// The state file must be rewritten although nothing changed yet (it
+    /// names other maps, or had unreadable lines).
+    needs_save: bool,
+}
+
+/// What adopted maps held beyond the state file.
+#[derive(Default)]
+struct KernelBans {
+    /// Expired; removed from the maps.
+    stale: Vec<IpNet>,
+    /// Bans the file did not know.
+    only_kernel: usize,
+}
+
+/// A kernel expiry (monotonic ns, 0 = forever) as an [`Expiry`]; `None`
+/// once past.
+fn kernel_expiry(expires_ns: u64, now: &Clock) -> Option<Expiry> {
+    match expires_ns {
+        0 => Some(Expiry::Never),
+        ns if ns <= now.mono_ns => None,
+        ns => Some(Expiry::At {
+            mono_ns: ns,
+            wall_ms: now.mono_to_wall(ns),
+        }),
+    }
+}
+
+/// A ban found in the kernel without a record.
+fn kernel_ban(expiry: Expiry, now: &Clock) -> Ban {
+    Ban {
+        origin: Origin::Kernel,
+        reason: "found in the kernel map at start".into(),
+        created_ms: now.wall_ms,
+        expiry,
+    }
 }
 
 impl Core {
     /// Loads (or adopts) the shield, restores bans, applies `config` and
     /// attaches. Returns the ring buffer of offender reports, for the
     /// caller to read.
+    ///
+    /// All or nothing: state_dir is read before the kernel is touched, and
+    /// if anything fails later, what this attempt pinned is unpinned again
+    /// (and its links closed). A half-started shield left pinned would be
+    /// adopted by the next start as though it were the enforcing one.
     pub fn start(
         config: Config,
         state: Arc<StateDir>,
     ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
         raise_memlock();
+        let loaded = state.load_bans()?;
+        let cli = state.load_lists()?;
+        let pin = config.shield.pin_path.clone();
+        let before = pins::PinSnapshot::take(&pin)?;
+        // `load` drops everything it made (maps, program, links) before
+        // returning an error, so the unpinning below frees them.
+        Self::load(config, state, loaded, cli).inspect_err(|_| {
+            let removed = before.roll_back();
+            if !removed.is_empty() {
+                tracing::warn!(pin_path = %pin.display(), removed = ?removed, "start-up failed: unpinned what this attempt had pinned");
+            }
+        })
+    }
+
+    fn load(
+        config: Config,
+        state: Arc<StateDir>,
+        loaded: LoadedBans,
+        cli: CliLists,
+    ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
         let runtime = Runtime {
             pin_path: config.shield.pin_path.clone(),
             state_dir: config.shield.state_dir.clone(),
@@ -123,7 +208,10 @@ impl Core {
             Shield::load(config.capacity, Some(&pin)).map_err(|e| load_error(e, &pin))?;
         let events = shield.maps.events.take();
         let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
-        let cli = state.load_lists()?;
+        let maps_mark = MapsMark {
+            pin_path: pin.clone(),
+            ids: shield.maps.ban_map_ids(),
+        };
         let mut core = Core {
             config: config.clone(),
             runtime,
@@ -139,97 +227,52 @@ impl Core {
             generation: 1,
             started: Instant::now(),
             counts: None,
+            own: OwnAddresses::default(),
+            maps_mark,
+            needs_save: false,
         };
-        core.restore_bans(adopting)?;
+        core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;
         pins::pin_program(&mut core.shield, &pin)?;
         Ok((core, events))
     }
 
-    /// Brings the book and the kernel maps together. With adopted maps the
-    /// kernel knows best which bans exist and until when (it saw every
-    /// change; the file may lag by a second); the file adds who and why.
-    /// With fresh maps (first start, reboot, after detach) the file is all
-    /// there is, and is loaded in batches.
-    fn restore_bans(&mut self, adopting: bool) -> Result<(), DaemonError> {
+    /// Brings the book and the kernel maps together.
+    ///
+    /// Adopted maps that the state file was last written in step with
+    /// (same kernel map ids, see [`MapsMark`]) know best which bans exist
+    /// and until when: they saw every change, the file may lag by a
+    /// second; the file adds who and why. Any other maps — fresh ones
+    /// (first start, reboot, after detach) or pinned ones this file does
+    /// not describe (made by a failed start, or by another state_dir) —
+    /// are rebuilt from the file, which wins.
+    fn restore_bans(&mut self, loaded: LoadedBans, adopting: bool) -> Result<(), DaemonError> {
         let t = Instant::now();
-        let loaded = self.state.load_bans()?;
-        for (line, why) in &loaded.bad_lines {
-            tracing::warn!(file = %self.state.path().join("bans.jsonl").display(), line, "skipping unreadable ban record: {why}");
-        }
+        self.report_bad_lines(&loaded);
+        let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
         let now = Clock::now();
         let from_file = self.book.restore(loaded.bans, loaded.history, &now);
         let kernel = self.shield.maps.bans_dump().map_err(|e| DaemonError::Map {
             what: "reading the ban maps",
             source: e,
         })?;
-        let mut stale = Vec::new();
-        let mut only_kernel = 0usize;
-        if adopting {
-            let mut in_kernel = std::collections::HashSet::with_capacity(kernel.len());
-            for (net, expires_ns) in kernel {
-                let expiry = match expires_ns {
-                    0 => Expiry::Never,
-                    ns if ns <= now.mono_ns => {
-                        stale.push(net);
-                        continue;
-                    }
-                    ns => Expiry::At {
-                        mono_ns: ns,
-                        wall_ms: now.mono_to_wall(ns),
-                    },
-                };
-                in_kernel.insert(net);
-                match self.book.get(&net).cloned() {
-                    Some(mut b) => {
-                        b.expiry = expiry;
-                        self.book.insert(net, b);
-                    }
-                    None => {
-                        only_kernel += 1;
-                        self.book.insert(
-                            net,
-                            Ban {
-                                origin: Origin::Kernel,
-                                reason: "found in the kernel map at start".into(),
-                                created_ms: now.wall_ms,
-                                expiry,
-                            },
-                        );
-                    }
-                }
-            }
-            // In the file but no longer in the kernel: lifted after the last save.
-            let gone: Vec<IpNet> = self
-                .book
-                .iter()
-                .map(|(n, _)| *n)
-                .filter(|n| !in_kernel.contains(n))
-                .collect();
-            for n in gone {
-                self.book.remove(&n);
-            }
+        let adopted = if adopting && in_step {
+            self.trust_kernel(kernel, &now)
         } else {
-            let want: Vec<(IpNet, u64)> = self
-                .book
-                .iter()
-                .map(|(n, b)| (*n, b.expiry.kernel()))
-                .collect();
-            self.shield.maps.ban_batch(&want).map_err(|e| {
-                if map_full(&e) {
-                    DaemonError::Runtime(format!(
-                        "{} has {} bans, more than the ban maps hold (capacity.bans = {}, capacity.ban_nets = {}): raise [capacity]",
-                        self.state.path().join("bans.jsonl").display(),
-                        want.len(),
-                        self.runtime.capacity.bans,
-                        self.runtime.capacity.ban_nets
-                    ))
-                } else {
-                    DaemonError::Map { what: "restoring bans", source: e }
-                }
-            })?;
-        }
-        for net in &stale {
+            if adopting {
+                tracing::warn!(
+                    pin_path = %self.runtime.pin_path.display(),
+                    file = %self.state.bans_path().display(),
+                    "the pinned ban maps are not the ones the state file was last saved from (created by a failed start, another state_dir, or an older shieldd): the file wins and the maps are rebuilt from it"
+                );
+            }
+            let adopted = self.keep_kernel_only(kernel, &now);
+            self.write_book()?;
+            // The file does not name these maps yet.
+            self.needs_save = true;
+            adopted
+        };
+        for net in &adopted.stale {
             self.shield.maps.unban(*net).map_err(|e| DaemonError::Map {
                 what: "removing expired bans",
                 source: e,
@@ -239,12 +282,118 @@ impl Core {
             bans = self.book.len(),
             from_file = from_file.restored,
             expired_in_file = from_file.expired,
-            kernel_only = only_kernel,
-            expired_in_kernel = stale.len(),
+            kernel_only = adopted.only_kernel,
+            expired_in_kernel = adopted.stale.len(),
             adopted_maps = adopting,
+            maps_trusted = adopting && in_step,
             ms = t.elapsed().as_millis() as u64,
             "bans restored"
         );
+        Ok(())
+    }
+
+    /// Unreadable lines were skipped; the file as it was is kept aside
+    /// (see [`StateDir::load_bans`]) before the next save drops them.
+    fn report_bad_lines(&mut self, loaded: &LoadedBans) {
+        let file = self.state.bans_path();
+        for (line, why) in &loaded.bad_lines {
+            tracing::warn!(file = %file.display(), line, "skipping unreadable ban record: {why}");
+        }
+        if let Some(copy) = &loaded.bad_copy {
+            tracing::warn!(
+                file = %file.display(),
+                copy = %copy.display(),
+                skipped = loaded.bad_lines.len(),
+                "the state file had unreadable lines: the file as it was is kept in the copy, and the state file is rewritten without them. To recover those bans, repair the lines in the copy and `shieldctl ban` them again (or stop shieldd and put the repaired copy back)"
+            );
+            self.needs_save = true;
+        }
+    }
+
+    /// Adopted maps in step with the file: the kernel's set of bans and
+    /// expiries wins; the file's records supply origin and reason.
+    fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
+        let mut out = KernelBans::default();
+        let mut in_kernel = std::collections::HashSet::with_capacity(kernel.len());
+        for (net, expires_ns) in kernel {
+            let Some(expiry) = kernel_expiry(expires_ns, now) else {
+                out.stale.push(net);
+                continue;
+            };
+            in_kernel.insert(net);
+            match self.book.get(&net).cloned() {
+                Some(mut b) => {
+                    b.expiry = expiry;
+                    self.book.insert(net, b);
+                }
+                None => {
+                    out.only_kernel += 1;
+                    self.book.insert(net, kernel_ban(expiry, now));
+                }
+            }
+        }
+        // In the file but no longer in the kernel: lifted after the last save.
+        let gone: Vec<IpNet> = self
+            .book
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !in_kernel.contains(n))
+            .collect();
+        for n in gone {
+            self.book.remove(&n);
+        }
+        out
+    }
+
+    /// Maps the file does not describe: its bans are written over them
+    /// (by [`Core::write_book`]). A ban only the kernel holds is kept, as
+    /// origin `kernel`: only a shieldd on this pin path puts bans there,
+    /// so it is most likely one made in the last moments before a crash,
+    /// and lifting it would let an attacker back in; it stays visible in
+    /// `shieldctl banned`, keeps its kernel expiry and can be unbanned.
+    fn keep_kernel_only(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
+        let mut out = KernelBans::default();
+        for (net, expires_ns) in kernel {
+            if self.book.get(&net).is_some() {
+                continue;
+            }
+            match kernel_expiry(expires_ns, now) {
+                None => out.stale.push(net),
+                Some(expiry) => {
+                    out.only_kernel += 1;
+                    self.book.insert(net, kernel_ban(expiry, now));
+                }
+            }
+        }
+        if out.only_kernel > 0 {
+            tracing::warn!(
+                bans = out.only_kernel,
+                "kept bans found only in the pinned maps (origin kernel); `shieldctl unban` lifts them"
+            );
+        }
+        out
+    }
+
+    /// Writes every ban of the book into the maps, in batches.
+    fn write_book(&mut self) -> Result<(), DaemonError> {
+        let want: Vec<(IpNet, u64)> = self
+            .book
+            .iter()
+            .map(|(n, b)| (*n, b.expiry.kernel()))
+            .collect();
+        self.shield.maps.ban_batch(&want).map_err(|e| {
+            if map_full(&e) {
+                DaemonError::Runtime(format!(
+                    "{} has {} bans, more than the ban maps hold (capacity.bans = {}, capacity.ban_nets = {}): raise [capacity]",
+                    self.state.bans_path().display(),
+                    want.len(),
+                    self.runtime.capacity.bans,
+                    self.runtime.capacity.ban_nets
+                ))
+            } else {
+                DaemonError::Map { what: "restoring bans", source: e }
+            }
+        })?;
         Ok(())
     }
 
@@ -371,9 +520,20 @@ impl Core {
     }
 
     /// The state file's contents as of now.
-    pub fn records(&self) -> (u64, Vec<BanRecord>, Vec<HistoryRecord>) {
+    pub fn records(&self) -> Records {
         let (bans, history) = self.book.records();
-        (self.generation, bans, history)
+        Records {
+            generation: self.generation,
+            bans,
+            history,
+            maps: self.maps_mark.clone(),
+        }
+    }
+
+    /// Whether the state file must be written although nothing changed
+    /// since the start (asked once, by the daemon after start-up).
+    pub fn take_needs_save(&mut self) -> bool {
+        std::mem::take(&mut self.needs_save)
     }
 
     pub fn state(&self) -> Arc<StateDir> {
@@ -387,18 +547,29 @@ impl Core {
         }
     }
 
-    /// Why `net` must not be banned, if it must not.
-    fn protected(&self, net: &IpNet, auto: bool) -> Option<String> {
+    /// Why `net` must not be banned, if it must not (see [`guard`]).
+    /// `force` (shieldctl's `--force`) admits prefixes wider than the
+    /// configured minimum, nothing else.
+    fn protected(&mut self, net: &IpNet, force: bool) -> Option<String> {
+        if let Some(why) = guard::never_ban(net, self.own.get()) {
+            return Some(why);
+        }
+        if !force {
+            let b = &self.config.bans;
+            if let Some(why) = guard::too_wide(net, b.min_prefix_v4, b.min_prefix_v6) {
+                return Some(why);
+            }
+        }
         if let Some(a) = self.effective(List::Allow).iter().find(|a| covers(a, net)) {
             return Some(format!("{net} is allowlisted ({a})"));
         }
-        for i in &self.config.bans.ignoreip {
-            // An automatic ban of a prefix must not sweep up an ignored host.
-            if covers(i, net) || (auto && overlaps(i, net)) {
-                return Some(format!("{net} is in [bans] ignoreip ({i})"));
-            }
-        }
-        None
+        // A ban of a prefix must not sweep up an ignored host.
+        self.config
+            .bans
+            .ignoreip
+            .iter()
+            .find(|i| overlaps(i, net))
+            .map(|i| format!("{net} overlaps [bans] ignoreip ({i})"))
     }
 
     /// `shieldctl ban`: replaces any ban of the same network.
@@ -408,9 +579,10 @@ impl Core {
         duration: Option<Duration>,
         reason: Option<String>,
         who: &str,
+        force: bool,
     ) -> Result<BanInfo, CtlError> {
         let net = net.trunc();
-        if let Some(why) = self.protected(&net, false) {
+        if let Some(why) = self.protected(&net, force) {
             return Err(CtlError::BadInput(format!("not banned: {why}")));
         }
         let now = Clock::now();
@@ -451,7 +623,7 @@ impl Core {
         latency: Option<Duration>,
     ) {
         let net = net.trunc();
-        if let Some(why) = self.protected(&net, true) {
+        if let Some(why) = self.protected(&net, false) {
             tracing::info!(net = %net, origin = origin.label(), "not banning: {why}");
             return;
         }
@@ -501,9 +673,11 @@ impl Core {
             .unwrap_or_else(|| "forever".into());
         tracing::info!(
             net = %net,
-            origin = ban.origin.label(),
+            // A jail's reason quotes a log line an attacker may have
+            // written: escaped, so reading this log cannot drive a terminal.
+            origin = %crate::text::Escaped(ban.origin.label()),
             duration = %left,
-            reason = %ban.reason,
+            reason = %crate::text::Escaped(&ban.reason),
             latency_ms = latency.map(|l| l.as_secs_f64() * 1000.0),
             "ban"
         );
@@ -646,7 +820,8 @@ impl Core {
         op: ListOp,
         net: Option<IpNet>,
         who: &str,
-    ) -> Result<ListReply, CtlError> {
+        force: bool,
+    ) -> Result<(ListReply, Option<String>), CtlError> {
         let name = match list {
             List::Allow => "allow",
             List::Deny => "deny",
@@ -656,6 +831,7 @@ impl Core {
             List::Deny => self.config.deny.nets.iter().map(IpNet::trunc).collect(),
         };
         let mut changed = None;
+        let mut warning = None;
         if op != ListOp::List {
             let net = net
                 .ok_or_else(|| {
@@ -668,6 +844,12 @@ impl Core {
             };
             match op {
                 ListOp::Add => {
+                    let b = &self.config.bans;
+                    if let Some(why) =
+                        guard::too_wide(&net, b.min_prefix_v4, b.min_prefix_v6).filter(|_| !force)
+                    {
+                        return Err(CtlError::BadInput(format!("not added: {why}")));
+                    }
                     if config_nets.contains(&net) || cli.contains(&net) {
                         changed = Some(format!("{net} was already in the {name}list"));
                     } else {
@@ -710,9 +892,12 @@ impl Core {
                 }
                 ListOp::List => unreachable!(),
             }
-            self.state.save_lists(&self.cli).map_err(|e| {
-                CtlError::Failed(format!("the change is in force but was not saved: {e}"))
-            })?;
+            // The change is in force: a failed save is a warning, not a
+            // failure (see `not_persisted`).
+            if let Err(e) = self.state.save_lists(&self.cli) {
+                tracing::error!("saving the {name}list failed: {e}");
+                warning = Some(not_persisted(&e.to_string()));
+            }
         }
         let cli: BTreeSet<IpNet> = match list {
             List::Allow => self.cli.allow.iter().copied().collect(),
@@ -734,11 +919,12 @@ impl Core {
             )
             .collect();
         entries.sort_by(|a, b| a.net.cmp(&b.net));
-        Ok(ListReply {
+        let reply = ListReply {
             list: name.into(),
             entries,
             changed,
-        })
+        };
+        Ok((reply, warning))
     }
 
     fn ban_info(&self, net: &IpNet, b: &Ban, now: &Clock) -> BanInfo {

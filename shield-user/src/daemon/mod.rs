@@ -14,6 +14,7 @@
 
 pub mod bans;
 pub mod core;
+mod guard;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,7 +29,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use self::core::{restart_only_changes, Core, CtlError};
+use self::core::{not_persisted, restart_only_changes, Core, CtlError};
 use crate::config::{parse_cidr, Config, ConfigErrors};
 use crate::control::protocol::{ErrorKind, ListOp, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
@@ -43,8 +44,15 @@ use crate::state::{StateDir, StateError};
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Bursts of bans (a botnet tripping escalation) are written out together.
 const PERSIST_COALESCE: Duration = Duration::from_millis(200);
-/// A control command waits this long for its change to reach the disk.
-const PERSIST_WAIT: Duration = Duration::from_secs(60);
+/// A control command waits this long for its change to reach the disk (a
+/// failed write is reported at once; this bounds a write that hangs).
+const PERSIST_WAIT: Duration = Duration::from_secs(20);
+/// The last write before exiting waits at most this long: well inside
+/// systemd's stop timeout (dist/shieldd.service: 30 s).
+const FINAL_FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// After a failed write, the next attempt comes this soon even without a
+/// change.
+pub(crate) const PERSIST_RETRY: Duration = Duration::from_secs(30);
 /// Polling fallback for the ring buffer, should a wakeup ever be missed.
 const EVENTS_POLL: Duration = Duration::from_secs(1);
 
@@ -153,6 +161,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let core: Shared = Arc::new(Mutex::new(core));
 
     let persist = Persister::start(core.clone());
+    if lock(&core).take_needs_save() {
+        persist.changed();
+    }
     let (jail_tx, jail_rx) = mpsc::channel(4096);
     let mut jail_set = JailSet {
         running: Vec::new(),
@@ -220,7 +231,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
                 // keeps enforcing meanwhile (pinned).
                 tasks.abort_all();
                 jail_set.lock().await.stop_all();
-                persist.flush().await;
+                persist.final_flush().await;
                 let _ = std::fs::remove_file(&socket_path);
                 return Err(DaemonError::Runtime(format!(
                     "{dead}; exiting so the supervisor restarts shieldd (the shield stays attached and enforcing)"
@@ -241,7 +252,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
         }
         e => e,
     };
-    persist.flush().await;
+    persist.final_flush().await;
     let _ = std::fs::remove_file(&socket_path);
     match exit {
         Exit::Signal { detached: false } => {
@@ -291,62 +302,41 @@ impl JailSet {
 }
 
 /// Writes the ban state file behind the changes, coalescing bursts; lets a
-/// control command wait until its change is on disk.
+/// control command wait until its change is on disk — or learn at once
+/// that it could not be written.
 #[derive(Clone)]
 struct Persister {
     wake: Arc<Notify>,
     /// A caller is waiting: write now, skip the coalescing pause.
     urgent: Arc<std::sync::atomic::AtomicBool>,
-    written: watch::Receiver<u64>,
+    saved: watch::Receiver<Saved>,
     core: Shared,
+}
+
+/// What the persister has done so far.
+#[derive(Clone, Debug, Default)]
+struct Saved {
+    /// The newest generation on disk.
+    written: u64,
+    /// Attempts finished, successful or not.
+    attempts: u64,
+    /// The latest attempt's failure: the generation it tried to write and
+    /// why it could not.
+    failed: Option<(u64, String)>,
 }
 
 impl Persister {
     fn start(core: Shared) -> Persister {
         let wake = Arc::new(Notify::new());
         let urgent = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tx, rx) = watch::channel(0u64);
+        let (tx, rx) = watch::channel(Saved::default());
         let p = Persister {
             wake: wake.clone(),
             urgent: urgent.clone(),
-            written: rx,
+            saved: rx,
             core: core.clone(),
         };
-        tokio::spawn(async move {
-            let mut last = 0u64;
-            loop {
-                wake.notified().await;
-                if !urgent.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    tokio::time::sleep(PERSIST_COALESCE).await;
-                }
-                let (gen, state) = {
-                    let c = lock(&core);
-                    (c.generation(), c.state())
-                };
-                if gen == last {
-                    let _ = tx.send(gen);
-                    continue;
-                }
-                let core2 = core.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    // Records are taken on this thread: a million of them
-                    // take a moment to copy, and the async threads stay free.
-                    let (gen, bans, history) = lock(&core2).records();
-                    state.save_bans(&bans, &history).map(|()| gen)
-                })
-                .await;
-                match res {
-                    Ok(Ok(gen)) => {
-                        last = gen;
-                        let _ = tx.send(gen);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!("saving bans failed (retrying on the next change): {e}")
-                    }
-                    Err(e) => tracing::error!("saving bans failed: {e}"),
-                }
-            }
-        });
+        tokio::spawn(persist_loop(core, wake, urgent, tx));
         p
     }
 
@@ -354,18 +344,107 @@ impl Persister {
         self.wake.notify_one();
     }
 
-    /// Waits until the state file holds every change made so far.
-    async fn flush(&self) -> bool {
+    /// Waits until the state file holds every change made so far. Fails at
+    /// once when the write fails (a full or read-only state_dir), and after
+    /// `within` when it does not end.
+    async fn flush(&self, within: Duration) -> Result<(), String> {
         let target = lock(&self.core).generation();
+        let seen = self.saved.borrow().attempts;
         self.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
-        let mut rx = self.written.clone();
-        let done = matches!(
-            tokio::time::timeout(PERSIST_WAIT, rx.wait_for(|g| *g >= target)).await,
-            Ok(Ok(_))
-        );
-        done
+        let mut rx = self.saved.clone();
+        // A failure counts only if it comes from an attempt started after
+        // this call and it tried to write this change.
+        let done = |s: &Saved| {
+            s.written >= target
+                || (s.attempts > seen && s.failed.as_ref().is_some_and(|(g, _)| *g >= target))
+        };
+        let outcome = tokio::time::timeout(within, async {
+            rx.wait_for(done).await.map(|s| match &s.failed {
+                _ if s.written >= target => Ok(()),
+                Some((_, why)) => Err(why.clone()),
+                None => Err("unknown failure".to_string()),
+            })
+        })
+        .await;
+        match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the state writer has stopped".into()),
+            Err(_) => Err(format!(
+                "writing {} did not finish within {within:?}",
+                lock(&self.core).state().bans_path().display()
+            )),
+        }
     }
+
+    /// The last flush before exiting: bounded, so that a state_dir that
+    /// cannot be written does not hold up a shutdown (the bans stay in
+    /// the pinned maps, which the next start adopts).
+    async fn final_flush(&self) {
+        if let Err(why) = self.flush(FINAL_FLUSH_WAIT).await {
+            tracing::error!("the last changes were not saved to state_dir: {why}; they stay in force in the pinned maps");
+        }
+    }
+}
+
+/// The persister task: waits for changes, writes the file, publishes each
+/// outcome. After a failure it retries by itself every PERSIST_RETRY, so
+/// freeing space is enough to get the file current again.
+async fn persist_loop(
+    core: Shared,
+    wake: Arc<Notify>,
+    urgent: Arc<std::sync::atomic::AtomicBool>,
+    tx: watch::Sender<Saved>,
+) {
+    let mut last = 0u64;
+    let mut failing = false;
+    loop {
+        if failing {
+            let _ = tokio::time::timeout(PERSIST_RETRY, wake.notified()).await;
+        } else {
+            wake.notified().await;
+        }
+        if !urgent.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(PERSIST_COALESCE).await;
+        }
+        let gen = lock(&core).generation();
+        let outcome = if gen == last {
+            Ok(gen)
+        } else {
+            save_now(core.clone()).await.map_err(|why| (gen, why))
+        };
+        failing = outcome.is_err();
+        tx.send_modify(|s| {
+            s.attempts += 1;
+            match outcome {
+                Ok(g) => {
+                    last = g;
+                    s.written = g;
+                    s.failed = None;
+                }
+                Err((g, why)) => {
+                    tracing::error!("saving bans failed (retrying in {PERSIST_RETRY:?} or on the next change): {why}");
+                    s.failed = Some((g, why));
+                }
+            }
+        });
+    }
+}
+
+/// Writes the state file; the generation written, or why not.
+async fn save_now(core: Shared) -> Result<u64, String> {
+    let state = lock(&core).state();
+    tokio::task::spawn_blocking(move || {
+        // Records are taken on this thread: a million of them take a
+        // moment to copy, and the async threads stay free.
+        let r = lock(&core).records();
+        state
+            .save_bans_from(&r.bans, &r.history, Some(&r.maps))
+            .map(|()| r.generation)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the writer thread failed: {e}")))
 }
 
 /// The daemon's long-running tasks, each named, none of which may end.
@@ -519,6 +598,7 @@ impl Ctl {
                 net,
                 duration_secs,
                 reason,
+                force,
             } => {
                 let r = parse_net("net", &net).and_then(|n| {
                     lock(&self.core).ban_manual(
@@ -526,6 +606,7 @@ impl Ctl {
                         duration_secs.map(Duration::from_secs),
                         reason,
                         &who,
+                        force,
                     )
                 });
                 reply(r)
@@ -543,29 +624,39 @@ impl Ctl {
                 reply(r)
             }
             Request::Banned => Response::ok(lock(&self.core).banned()),
-            Request::Allow { op, net } => self.list(List::Allow, op, net, &who),
-            Request::Deny { op, net } => self.list(List::Deny, op, net, &who),
+            Request::Allow { op, net, force } => self.list(List::Allow, op, net, &who, force),
+            Request::Deny { op, net, force } => self.list(List::Deny, op, net, &who, force),
             Request::Stats => reply(lock(&self.core).stats()),
             Request::Status => Response::ok(lock(&self.core).status()),
             Request::Reload => return self.reload().await,
             Request::Detach => return self.detach().await,
         };
-        // "Changes persist": a change is on disk before it is acknowledged.
-        if r.ok && changes_bans && !self.persist.flush().await {
-            return Response::error(
-                ErrorKind::Failed,
-                "the change is in force but could not be saved to state_dir (see the daemon's log)",
-            );
+        // "Changes persist": a change is on disk before it is acknowledged,
+        // or the reply says at once that it is not.
+        if r.ok && changes_bans {
+            if let Err(why) = self.persist.flush(PERSIST_WAIT).await {
+                return r.with_warning(Some(not_persisted(&why)));
+            }
         }
         r
     }
 
-    fn list(&self, list: List, op: ListOp, net: Option<String>, who: &str) -> Response {
+    fn list(
+        &self,
+        list: List,
+        op: ListOp,
+        net: Option<String>,
+        who: &str,
+        force: bool,
+    ) -> Response {
         let net = match net.map(|n| parse_net("net", &n)).transpose() {
             Ok(n) => n,
             Err(e) => return reply::<()>(Err(e)),
         };
-        reply(lock(&self.core).list_op(list, op, net, who))
+        match lock(&self.core).list_op(list, op, net, who, force) {
+            Ok((r, warning)) => Response::ok(r).with_warning(warning),
+            Err(e) => reply::<()>(Err(e)),
+        }
     }
 
     /// Re-reads the config file; applies it only if all of it is valid.
@@ -654,12 +745,15 @@ impl Ctl {
     }
 
     async fn detach(&self) -> Response {
+        // Saved first: once the pins are gone the file is the only copy.
+        let unsaved = self.persist.flush(FINAL_FLUSH_WAIT).await.err();
         let r = tokio::task::block_in_place(|| lock(&self.core).detach());
         match r {
             Ok(d) => {
-                self.persist.flush().await;
                 self.shutdown.notify_one();
-                Response::ok(d)
+                Response::ok(d).with_warning(unsaved.map(|why| {
+                    format!("the latest bans were NOT saved to state_dir ({why}); with the pins removed they are lost")
+                }))
             }
             Err(e) => Response::error(ErrorKind::Failed, format!("detach: {e}")),
         }

@@ -148,7 +148,8 @@ impl Shieldd {
         std::fs::create_dir_all(&cfg.dir)?;
         let config_file = cfg.dir.join("shield.toml");
         std::fs::write(&config_file, cfg.render()?)?;
-        let mut check = Command::new(&shieldd);
+        // In the SBC's namespace: --check looks for the interfaces there.
+        let mut check = in_ns(ns, shieldd.to_str().context("path")?);
         check.arg("--check").arg("--config").arg(&config_file);
         let out = run_within(check, Duration::from_secs(30))?;
         if !out.status.success() {

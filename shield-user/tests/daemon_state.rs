@@ -1,0 +1,340 @@
+//! state_dir against the kernel: a start that fails leaves nothing pinned
+//! and loses no ban, pinned maps the state file does not describe never
+//! override it, an unreadable line is kept aside, and a state_dir that
+//! cannot be written neither hangs a ban nor a shutdown.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Host bans written into the hand-made state files (plus PEER_IP and two
+/// network bans): enough that a lost batch would show.
+const HOSTS: u32 = 2000;
+const HEADER: &str = r#"{"format":"sipshield-bans","version":1,"written_ms":1}"#;
+
+/// The i-th test host, in 198.18.0.0/15 (benchmarking, RFC 2544).
+fn host(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+fn ban_line(net: &str) -> String {
+    format!(
+        r#"{{"ban":{{"net":"{net}","origin":"manual","reason":"saved","created_ms":1,"expires_ms":null}}}}"#
+    )
+}
+
+/// The records of a state file: every host, PEER_IP, two network bans.
+fn record_lines() -> Vec<String> {
+    let mut lines: Vec<String> = (0..HOSTS)
+        .map(|i| ban_line(&format!("{}/32", host(i))))
+        .collect();
+    lines.push(ban_line(&format!("{PEER_IP}/32")));
+    lines.push(ban_line("203.0.113.0/24"));
+    lines.push(ban_line("2001:db8:5::/64"));
+    lines
+}
+
+fn write_state(d: &Daemon, header: &str, lines: &[String]) {
+    std::fs::create_dir_all(&d.state).expect("state_dir");
+    let mut text = format!("{header}\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(d.state.join("bans.jsonl"), text).expect("write bans.jsonl");
+}
+
+/// What is pinned under the daemon's pin path.
+fn pinned(d: &Daemon) -> Vec<String> {
+    match std::fs::read_dir(&d.pin) {
+        Ok(rd) => rd
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The IPv4 host bans in the pinned BANS_V4 map, read from the kernel.
+fn kernel_hosts(d: &Daemon) -> HashSet<Ipv4Addr> {
+    let fd = shield::bpfsys::obj_get(&d.pin.join("BANS_V4")).expect("open pinned BANS_V4");
+    let mut out = HashSet::new();
+    shield::bpfsys::for_each_key(std::os::fd::AsFd::as_fd(&fd), 4, |k| {
+        out.insert(Ipv4Addr::new(k[0], k[1], k[2], k[3]));
+    })
+    .expect("walk BANS_V4");
+    out
+}
+
+/// Every ban of [`record_lines`] is in force: in the kernel map, listed by
+/// `shieldctl banned`, and PEER_IP's packets are dropped.
+fn assert_all_bans_back(lab: &Lab, d: &Daemon) {
+    let kernel = kernel_hosts(d);
+    let missing: Vec<_> = (0..HOSTS)
+        .map(host)
+        .filter(|h| !kernel.contains(h))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} host bans missing from BANS_V4, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(kernel.contains(&PEER_IP), "PEER_IP missing from BANS_V4");
+    let listed: HashSet<String> = d
+        .bans()
+        .iter()
+        .map(|b| b["net"].as_str().expect("net").to_string())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        HOSTS as usize + 3,
+        "shieldctl banned lists every ban"
+    );
+    for net in ["203.0.113.0/24", "2001:db8:5::/64", "198.18.0.1/32"] {
+        assert!(listed.contains(net), "{net} not listed");
+    }
+    let sink = Sink::start(lab);
+    let before = d.packets("drop", "ban");
+    send(lab, PEER_IP, 20, Duration::from_millis(2));
+    settle();
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through");
+    assert!(d.packets("drop", "ban") >= before + 20);
+}
+
+#[test]
+fn a_failed_start_leaves_no_pins_and_the_next_start_restores_every_ban() {
+    let lab = Lab::new();
+    let small = format!("{NO_LIMITS}\n[capacity]\nbans = 500\n");
+    let mut d = Daemon::new(&lab.sbc, &small);
+    let records = record_lines();
+
+    // A header that cannot be read: refused before the kernel is touched.
+    write_state(&d, "{not a header", &records);
+    let out = d.run_once(&[]);
+    assert!(!out.status.success(), "start with a bad header must fail");
+    let err = text(&out.stderr) + &text(&out.stdout);
+    assert!(
+        err.contains("bans.jsonl") && err.contains("line 1"),
+        "{err}"
+    );
+    assert_eq!(pinned(&d), Vec::<String>::new(), "a failed start left pins");
+
+    // A failure after the maps were made (more bans than the maps hold):
+    // what this attempt pinned is unpinned again.
+    write_state(&d, HEADER, &records);
+    let out = d.run_once(&[]);
+    assert!(!out.status.success(), "start with too small maps must fail");
+    let err = text(&out.stderr) + &text(&out.stdout);
+    assert!(err.contains("raise [capacity]"), "{err}");
+    assert_eq!(pinned(&d), Vec::<String>::new(), "a failed start left pins");
+    assert_eq!(
+        std::fs::read_to_string(d.state.join("bans.jsonl"))
+            .expect("state file")
+            .lines()
+            .count(),
+        records.len() + 1,
+        "a failed start must not rewrite the state file"
+    );
+
+    // Repaired: every ban comes back.
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    d.write_config(&config.replace("bans = 500", "bans = 65536"));
+    d.start();
+    assert!(
+        d.log_text().contains("adopted_maps=false"),
+        "{}",
+        d.log_text()
+    );
+    assert_all_bans_back(&lab, &d);
+}
+
+#[test]
+fn pinned_maps_the_state_file_was_not_saved_from_do_not_override_it() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    write_state(&d, HEADER, &record_lines());
+    d.start();
+    assert!(d.terminate().success());
+
+    // Other maps at the pin path (made by a failed start of an older
+    // shieldd, or another state_dir): empty ones, pinned.
+    shield::pins::remove_all(&d.pin).expect("unpin");
+    let saved = d.dir.path().join("state.saved");
+    std::fs::rename(&d.state, &saved).expect("move state_dir away");
+    d.start();
+    assert!(d.bans().is_empty());
+    assert!(d.terminate().success());
+    assert!(kernel_hosts(&d).is_empty(), "the pinned maps are empty");
+    std::fs::remove_dir_all(&d.state).expect("remove the other state_dir");
+    std::fs::rename(&saved, &d.state).expect("put state_dir back");
+
+    d.start();
+    assert_all_bans_back(&lab, &d);
+    let log = d.log_text();
+    assert!(
+        log.contains("adopted_maps=true") && log.contains("maps_trusted=false"),
+        "{log}"
+    );
+    // The next ban keeps all of them on disk.
+    d.ctl_ok(&["ban", "203.0.113.77"]);
+    let text = std::fs::read_to_string(d.state.join("bans.jsonl")).expect("state file");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with(r#"{"ban""#)).count(),
+        HOSTS as usize + 4
+    );
+}
+
+#[test]
+fn an_unreadable_line_is_kept_aside_and_no_ban_is_lost() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let records = record_lines();
+    // One record damaged by a stray byte that is not UTF-8.
+    let victim = 7usize;
+    let mut bytes = format!("{HEADER}\n").into_bytes();
+    for (i, l) in records.iter().enumerate() {
+        if i == victim {
+            bytes.extend_from_slice(&l.as_bytes()[..10]);
+            bytes.push(0xff);
+            bytes.extend_from_slice(&l.as_bytes()[10..]);
+        } else {
+            bytes.extend_from_slice(l.as_bytes());
+        }
+        bytes.push(b'\n');
+    }
+    std::fs::create_dir_all(&d.state).expect("state_dir");
+    std::fs::write(d.state.join("bans.jsonl"), &bytes).expect("write");
+
+    d.start();
+    assert_eq!(
+        d.bans().len(),
+        records.len() - 1,
+        "every readable ban is restored"
+    );
+    let copies: Vec<PathBuf> = std::fs::read_dir(&d.state)
+        .expect("state_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bans.jsonl.bad-")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "a copy of the damaged file is kept");
+    assert_eq!(
+        std::fs::read(&copies[0]).expect("copy"),
+        bytes,
+        "the copy is the file as it was"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("skipping unreadable ban record") && log.contains("bans.jsonl.bad-"),
+        "{log}"
+    );
+    assert!(d.terminate().success());
+
+    // The operator repairs the line and puts the file back; the pinned
+    // maps (which lack that ban) are not trusted over it.
+    write_state(&d, HEADER, &records);
+    d.start();
+    assert_all_bans_back(&lab, &d);
+    assert!(d.ban_of(&format!("{}/32", host(victim as u32))).is_some());
+}
+
+/// A read-only bind mount over a directory, undone on drop (also when the
+/// test fails). chmod would not do: root ignores permissions.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &Path) -> ReadOnly {
+        let run = |args: &[&str]| {
+            let s = Command::new("mount").args(args).status().expect("mount");
+            assert!(s.success(), "mount {args:?}: {s}");
+        };
+        let p = path_str(dir);
+        run(&["--bind", p, p]);
+        let guard = ReadOnly(dir.to_path_buf());
+        run(&["-o", "remount,ro,bind", p]);
+        guard
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_state_dir_neither_hangs_a_ban_nor_the_shutdown() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    d.start();
+    d.ctl_ok(&["ban", "203.0.113.1"]);
+    let ro = ReadOnly::mount(&d.state);
+    assert!(
+        std::fs::write(d.state.join("probe"), "x").is_err(),
+        "state_dir must be read-only"
+    );
+
+    let t = Instant::now();
+    let out = d.ctl(&["ban", "198.51.100.2", "--duration", "forever"]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "ban took {took:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the ban is in force: exit 0 ({}): {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("shieldctl: warning:") && stderr.contains("NOT saved"),
+        "{stderr}"
+    );
+    assert!(d.ban_of("198.51.100.2/32").is_some(), "the ban is listed");
+    assert!(
+        kernel_hosts(&d).contains(&PEER_IP),
+        "the ban is in the kernel"
+    );
+
+    let t = Instant::now();
+    let json = d.ctl_json(&["unban", "203.0.113.1"]);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        json["warning"].as_str().unwrap_or("").contains("NOT saved"),
+        "{json}"
+    );
+    let out = d.ctl(&["allow", "add", "198.51.100.99"]);
+    assert!(
+        out.status.success() && text(&out.stderr).contains("shieldctl: warning:"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10));
+    eprintln!(
+        "SIGTERM with a read-only state_dir: exit after {:?}",
+        t.elapsed()
+    );
+    assert!(status.success(), "{status}");
+    assert!(
+        d.log_text().contains("not saved to state_dir"),
+        "{}",
+        d.log_text()
+    );
+
+    // The unsaved ban was in the pinned maps all along: a restart keeps it.
+    drop(ro);
+    d.start();
+    assert!(d.ban_of("198.51.100.2/32").is_some(), "{}", d.log_text());
+    assert!(d.ban_of("203.0.113.1/32").is_none(), "the unban holds too");
+}
