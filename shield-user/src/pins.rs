@@ -22,6 +22,7 @@
 //! `BPF_LINK_UPDATE` (`Xdp::attach_to_link`): one atomic pointer swap per
 //! interface, so there is no moment without a program on it.
 
+use crate::text::chain;
 use std::ffi::CString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -358,18 +359,6 @@ fn pin_new(
         pin,
         link: FdLink::from(pinned),
     })
-}
-
-/// An error with its sources (aya's messages leave the errno to the source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Takes over a pinned link: `Ok(None)` if it is stale.

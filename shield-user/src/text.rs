@@ -86,6 +86,22 @@ fn write_escape(f: &mut impl Write, c: char) -> fmt::Result {
     }
 }
 
+/// An error and its sources on one line (aya leaves the errno to the
+/// source); a source already quoted by its parent is not repeated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,3 +162,4 @@ mod tests {
         assert!(matches!(json_safe("{\n  \"a\": 1\n}"), Cow::Borrowed(_)));
     }
 }
+

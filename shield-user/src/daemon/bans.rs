@@ -196,16 +196,8 @@ impl BanBook {
         self.bans.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.bans.is_empty()
-    }
-
     pub fn get(&self, net: &IpNet) -> Option<&Ban> {
         self.bans.get(net)
-    }
-
-    pub fn contains(&self, net: &IpNet) -> bool {
-        self.bans.contains_key(net)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Ban)> {

@@ -118,21 +118,7 @@ pub enum Exit {
 
 type Shared = Arc<Mutex<Core>>;
 
-/// An error and its sources on one line (aya leaves the errno to the
-/// source).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use crate::text::chain;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves the maps as they were (every
