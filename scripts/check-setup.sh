@@ -22,8 +22,9 @@ fail() { echo "check-setup: FAIL: $*" >&2; failures=$((failures + 1)); }
 remove_debs() { DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq "$@" >/dev/null 2>&1; }
 remove_bpf_linker() { cargo uninstall bpf-linker >/dev/null 2>&1 || true; }
 unmount_bpffs() {
-  # Only when nothing is pinned: pins belong to a running shield.
-  if mountpoint -q /sys/fs/bpf && [ -z "$(ls -A /sys/fs/bpf 2>/dev/null)" ]; then
+  # Only when nothing is pinned: pins belong to a running shield. (The
+  # kernel's own maps.debug / progs.debug iterators are not pins.)
+  if mountpoint -q /sys/fs/bpf && [ -z "$(ls -A /sys/fs/bpf 2>/dev/null | grep -v '\.debug$')" ]; then
     umount /sys/fs/bpf
   fi
 }
