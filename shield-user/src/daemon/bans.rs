@@ -192,7 +192,7 @@ pub struct Restored {
 }
 
 impl BanBook {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bans.len()
     }
 
