@@ -12,7 +12,7 @@ pub mod maps;
 pub mod metrics;
 pub mod pins;
 pub mod preflight;
-pub mod state;
+pub mod store;
 pub mod text;
 
 pub use loader::{Capacity, Shield};

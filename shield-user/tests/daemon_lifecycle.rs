@@ -94,7 +94,7 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
         .filter(|n| n.starts_with("link_"))
         .collect();
     assert_eq!(links, ["link_driver_veth-s"]);
-    assert!(d.dir.path().join("state/bans.jsonl").exists());
+    assert!(d.dir.path().join("state/shield.db").exists());
     std::thread::sleep(Duration::from_millis(300));
     d.start();
     std::thread::sleep(Duration::from_millis(200));
@@ -152,8 +152,8 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
         "persist me"
     );
     assert!(
-        d.log_text().contains("from_file=1"),
-        "restored from the state file"
+        d.log_text().contains("from_store=1"),
+        "restored from the store"
     );
 }
 

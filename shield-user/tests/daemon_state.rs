@@ -1,7 +1,8 @@
 //! state_dir against the kernel: a start that fails leaves nothing pinned
-//! and loses no ban, pinned maps the state file does not describe never
-//! override it, an unreadable line is kept aside, and a state_dir that
-//! cannot be written neither hangs a ban nor a shutdown.
+//! and loses no ban, pinned maps the store is not in step with never
+//! override it, an unreadable line of an earlier version's `bans.jsonl` is
+//! kept aside when it is imported, and a full state_dir neither hangs a
+//! ban nor a shutdown, and loses nothing once space is back.
 
 mod common;
 
@@ -48,6 +49,23 @@ fn write_state(d: &Daemon, header: &str, lines: &[String]) {
         text.push('\n');
     }
     std::fs::write(d.state.join("bans.jsonl"), text).expect("write bans.jsonl");
+}
+
+/// The networks the store (state_dir/shield.db) holds as banned, read the
+/// way an operator would, with SQLite (alongside a running daemon: WAL).
+fn stored_bans(d: &Daemon) -> HashSet<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        d.state.join("shield.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open shield.db");
+    let mut q = db.prepare("SELECT net FROM bans").expect("query");
+    let rows = q
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    rows
 }
 
 /// What is pinned under the daemon's pin path.
@@ -133,13 +151,12 @@ fn a_failed_start_leaves_no_pins_and_the_next_start_restores_every_ban() {
     let err = text(&out.stderr) + &text(&out.stdout);
     assert!(err.contains("raise [capacity]"), "{err}");
     assert_eq!(pinned(&d), Vec::<String>::new(), "a failed start left pins");
+    // The file was imported into the store before the kernel was
+    // touched: the failed start lost none of it.
     assert_eq!(
-        std::fs::read_to_string(d.state.join("bans.jsonl"))
-            .expect("state file")
-            .lines()
-            .count(),
-        records.len() + 1,
-        "a failed start must not rewrite the state file"
+        stored_bans(&d).len(),
+        records.len(),
+        "a failed start must not lose a ban"
     );
 
     // Repaired: every ban comes back.
@@ -155,7 +172,7 @@ fn a_failed_start_leaves_no_pins_and_the_next_start_restores_every_ban() {
 }
 
 #[test]
-fn pinned_maps_the_state_file_was_not_saved_from_do_not_override_it() {
+fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
     let lab = Lab::new();
     let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
     write_state(&d, HEADER, &record_lines());
@@ -183,11 +200,7 @@ fn pinned_maps_the_state_file_was_not_saved_from_do_not_override_it() {
     );
     // The next ban keeps all of them on disk.
     d.ctl_ok(&["ban", "203.0.113.77"]);
-    let text = std::fs::read_to_string(d.state.join("bans.jsonl")).expect("state file");
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with(r#"{"ban""#)).count(),
-        HOSTS as usize + 4
-    );
+    assert_eq!(stored_bans(&d).len(), HOSTS as usize + 4);
 }
 
 #[test]
@@ -248,65 +261,76 @@ fn an_unreadable_line_is_kept_aside_and_no_ban_is_lost() {
     assert!(d.ban_of(&format!("{}/32", host(victim as u32))).is_some());
 }
 
-/// A read-only bind mount over a directory, undone on drop (also when the
-/// test fails). chmod would not do: root ignores permissions.
-struct ReadOnly(PathBuf);
+/// A small tmpfs mounted over a directory, unmounted on drop (also when
+/// the test fails).
+struct SmallFs(PathBuf);
 
-impl ReadOnly {
-    fn mount(dir: &Path) -> ReadOnly {
-        let run = |args: &[&str]| {
-            let s = Command::new("mount").args(args).status().expect("mount");
-            assert!(s.success(), "mount {args:?}: {s}");
-        };
-        let p = path_str(dir);
-        run(&["--bind", p, p]);
-        let guard = ReadOnly(dir.to_path_buf());
-        run(&["-o", "remount,ro,bind", p]);
-        guard
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let s = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", path_str(dir)])
+            .status()
+            .expect("mount");
+        assert!(s.success(), "mount tmpfs: {s}");
+        SmallFs(dir.to_path_buf())
+    }
+
+    /// Fills the file system up: a file that grows until ENOSPC.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
     }
 }
 
-impl Drop for ReadOnly {
+impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
 #[test]
-fn a_read_only_state_dir_neither_hangs_a_ban_nor_the_shutdown() {
+fn a_full_state_dir_neither_hangs_a_ban_nor_the_shutdown_and_loses_nothing() {
     let lab = Lab::new();
     let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let fs = SmallFs::mount(&d.state, "1m");
     d.start();
     d.ctl_ok(&["ban", "203.0.113.1"]);
-    let ro = ReadOnly::mount(&d.state);
-    assert!(
-        std::fs::write(d.state.join("probe"), "x").is_err(),
-        "state_dir must be read-only"
-    );
+    let filler = fs.fill();
+
+    // The write-ahead log has room for a few more commits; then the disk is
+    // full. Every ban is in force and answered at once either way.
+    let long = "x".repeat(150);
+    let mut warned = None;
+    for i in 0..3000u32 {
+        let t = Instant::now();
+        let out = d.ctl(&["ban", &host(i).to_string(), "--reason", &long]);
+        assert!(t.elapsed() < Duration::from_secs(5), "ban took {:?}", t.elapsed());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        if stderr.contains("shieldctl: warning:") {
+            warned = Some((i, stderr));
+            break;
+        }
+    }
+    let (n, stderr) = warned.expect("a full state_dir never produced a warning");
+    eprintln!("the store filled up after {n} bans: {stderr}");
+    assert!(stderr.contains("NOT saved"), "{stderr}");
 
     let t = Instant::now();
     let out = d.ctl(&["ban", "198.51.100.2", "--duration", "forever"]);
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(5), "ban took {took:?}");
-    let stderr = text(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the ban is in force: exit 0 ({}): {stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains("shieldctl: warning:") && stderr.contains("NOT saved"),
-        "{stderr}"
-    );
-    assert!(d.ban_of("198.51.100.2/32").is_some(), "the ban is listed");
-    assert!(
-        kernel_hosts(&d).contains(&PEER_IP),
-        "the ban is in the kernel"
-    );
-
-    let t = Instant::now();
-    let json = d.ctl_json(&["unban", "203.0.113.1"]);
     assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("NOT saved"), "{}", text(&out.stderr));
+    assert!(d.ban_of("198.51.100.2/32").is_some(), "the ban is listed");
+    assert!(kernel_hosts(&d).contains(&PEER_IP), "the ban is in the kernel");
+
+    let json = d.ctl_json(&["unban", "203.0.113.1"]);
     assert!(
         json["warning"].as_str().unwrap_or("").contains("NOT saved"),
         "{json}"
@@ -318,13 +342,34 @@ fn a_read_only_state_dir_neither_hangs_a_ban_nor_the_shutdown() {
         text(&out.stderr)
     );
 
+    // Space again: the sweeper brings the store up to date by itself.
+    std::fs::remove_file(&filler).expect("free space");
+    let t = Instant::now();
+    while !d.log_text().contains("the store is up to date again") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stored = stored_bans(&d);
+    assert!(stored.contains("198.51.100.2/32"), "the store caught up");
+    assert!(!stored.contains("203.0.113.1/32"), "the store caught up");
+
+    // Full again, and shut down while it is.
+    let filler = fs.fill();
+    let mut unsaved = None;
+    for i in 0..3000u32 {
+        let net = format!("{}", Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8));
+        let out = d.ctl(&["ban", &net, "--reason", &long]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        if text(&out.stderr).contains("NOT saved") {
+            unsaved = Some(net);
+            break;
+        }
+    }
+    let unsaved = unsaved.expect("the store filled up again");
     let t = Instant::now();
     d.signal(libc::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(10));
-    eprintln!(
-        "SIGTERM with a read-only state_dir: exit after {:?}",
-        t.elapsed()
-    );
+    eprintln!("SIGTERM with a full state_dir: exit after {:?}", t.elapsed());
     assert!(status.success(), "{status}");
     assert!(
         d.log_text().contains("not saved to state_dir"),
@@ -332,9 +377,17 @@ fn a_read_only_state_dir_neither_hangs_a_ban_nor_the_shutdown() {
         d.log_text()
     );
 
-    // The unsaved ban was in the pinned maps all along: a restart keeps it.
-    drop(ro);
+    // The unsaved ban was in the pinned maps all along (in step with the
+    // store): a restart keeps it, and the store takes it in.
+    std::fs::remove_file(&filler).expect("free space");
     d.start();
-    assert!(d.ban_of("198.51.100.2/32").is_some(), "{}", d.log_text());
+    let unsaved = format!("{unsaved}/32");
+    assert!(d.ban_of(&unsaved).is_some(), "{}", d.log_text());
+    assert!(d.ban_of("198.51.100.2/32").is_some());
     assert!(d.ban_of("203.0.113.1/32").is_none(), "the unban holds too");
+    assert!(stored_bans(&d).contains(&unsaved), "the store caught up at start");
+    let allow = d.ctl_ok(&["allow", "list"]);
+    assert!(allow.contains("198.51.100.99"), "{allow}");
+    assert!(d.terminate().success());
+    drop(fs);
 }

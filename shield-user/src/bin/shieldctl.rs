@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
 use shield::control::client::{self, ClientError};
 use shield::control::protocol::{
-    BanInfo, BannedReply, DetachReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
+    BanInfo, BannedReply, DetachReply, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
     Request, Response, StatsReply, StatusReply, UnbanReply,
 };
 // Everything the daemon sends may carry text from outside (a ban reason
@@ -64,8 +64,12 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// List bans: address, origin, reason, time left.
-    Banned,
+    /// List bans: address, origin, reason, time left. With ADDR: that
+    /// source's bans, how often it was banned, and its history.
+    Banned {
+        /// Address or network to look up.
+        target: Option<String>,
+    },
     /// Show or change the allowlist (always passes, beats bans).
     Allow {
         #[arg(value_enum)]
@@ -261,7 +265,12 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             },
             slow,
         ),
-        Command::Banned => (Request::Banned, quick),
+        Command::Banned { target } => (
+            Request::Banned {
+                net: target.as_deref().map(check_cidr).transpose()?,
+            },
+            quick,
+        ),
         Command::Allow { op, cidr, force } => {
             let (op, net) = list_args("allow", *op, cidr)?;
             let force = *force;
@@ -387,8 +396,12 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
     Ok(match cmd {
         Command::Ban { .. } => {
             let b: BanInfo = data(resp)?;
+            let times = match b.times {
+                Some(n) if n > 1 => format!("; banned {n} times"),
+                _ => String::new(),
+            };
             format!(
-                "banned {} for {} ({})\n",
+                "banned {} for {} ({}){times}\n",
                 Escaped(&b.net),
                 left(b.expires_in_secs),
                 Escaped(&b.reason)
@@ -401,7 +414,8 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
                 many => format!("unbanned {} ban(s)\n", many.len()),
             }
         }
-        Command::Banned => {
+        Command::Banned { target: Some(_) } => render_source(data(resp)?),
+        Command::Banned { target: None } => {
             let b: BannedReply = data(resp)?;
             if b.bans.is_empty() {
                 return Ok("no bans\n".into());
@@ -541,6 +555,61 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             )
         }
     })
+}
+
+/// `banned ADDR`.
+fn render_source(s: SourceReply) -> String {
+    let mut out = match s.bans.as_slice() {
+        [] => format!("{} is not banned\n", Escaped(&s.source)),
+        bans => {
+            let rows = bans
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.ban.net.clone(),
+                        b.ban.origin.clone(),
+                        left(b.ban.expires_in_secs),
+                        b.ban.times.unwrap_or(0).to_string(),
+                        b.ban.reason.clone(),
+                    ]
+                })
+                .collect();
+            let mut t = table(&["BANNED AS", "ORIGIN", "TIME LEFT", "TIMES", "REASON"], rows);
+            for b in bans.iter().filter(|b| !b.detail.is_empty()) {
+                t.push_str(&format!("{}: {}\n", Escaped(&b.ban.net), Escaped(&b.detail)));
+            }
+            t
+        }
+    };
+    out.push_str(&format!(
+        "{} was banned {} time(s) within the history kept\n",
+        Escaped(&s.source),
+        s.times_banned
+    ));
+    if !s.history.is_empty() {
+        let rows = s
+            .history
+            .iter()
+            .map(|h| {
+                let what = match (h.reason.is_empty(), h.detail.is_empty() || h.detail == h.reason) {
+                    (true, _) => String::new(),
+                    (false, true) => h.reason.clone(),
+                    (false, false) => format!("{} [{}]", h.reason, h.detail),
+                };
+                vec![
+                    shield::text::utc(h.at),
+                    format!("{:?}", h.action).to_lowercase(),
+                    h.net.clone(),
+                    h.origin.clone(),
+                    h.who.clone(),
+                    what,
+                ]
+            })
+            .collect();
+        out.push_str("\nHistory (newest first)\n");
+        out.push_str(&table(&["WHEN", "WHAT", "NET", "ORIGIN", "BY", "REASON"], rows));
+    }
+    out
 }
 
 fn left(secs: Option<u64>) -> String {

@@ -177,6 +177,8 @@ pub struct Bans {
     pub min_prefix_v4: u8,
     /// The same for IPv6.
     pub min_prefix_v6: u8,
+    /// How long the ban store keeps its history of bans and unbans.
+    pub history: Duration,
     pub escalate: Escalate,
 }
 
@@ -312,6 +314,7 @@ impl Default for Bans {
             maxtime: Duration::from_secs(7 * 86_400),
             min_prefix_v4: 8,
             min_prefix_v6: 32,
+            history: Duration::from_secs(30 * 86_400),
             escalate: Escalate::default(),
         }
     }

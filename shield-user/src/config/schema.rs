@@ -388,6 +388,7 @@ fn bans(mut s: Section) -> Bans {
     };
     let min_prefix_v4 = s.int("min_prefix_v4", d.min_prefix_v4, 0..=32);
     let min_prefix_v6 = s.int("min_prefix_v6", d.min_prefix_v6, 0..=128);
+    let history = s.duration("history", d.history);
     let escalate = escalate(s.child("escalate"));
     s.finish();
     Bans {
@@ -398,6 +399,7 @@ fn bans(mut s: Section) -> Bans {
         maxtime,
         min_prefix_v4,
         min_prefix_v6,
+        history,
         escalate,
     }
 }

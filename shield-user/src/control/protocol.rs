@@ -46,7 +46,11 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
-    Banned,
+    /// Every ban; with `net`, one source's record and history.
+    Banned {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        net: Option<String>,
+    },
     Allow {
         op: ListOp,
         #[serde(default)]
@@ -106,7 +110,7 @@ impl Request {
         match self {
             Request::Ban { .. } => "ban",
             Request::Unban { .. } => "unban",
-            Request::Banned => "banned",
+            Request::Banned { .. } => "banned",
             Request::Allow { .. } => "allow",
             Request::Deny { .. } => "deny",
             Request::Stats => "stats",
@@ -121,6 +125,7 @@ impl Request {
             self,
             Request::Ban { .. }
                 | Request::Unban { .. }
+                | Request::Banned { .. }
                 | Request::Allow { .. }
                 | Request::Deny { .. }
         )
@@ -129,7 +134,7 @@ impl Request {
     /// Whether the request changes state (logged with the peer's uid).
     pub fn changes_state(&self) -> bool {
         match self {
-            Request::Banned | Request::Stats | Request::Status => false,
+            Request::Banned { .. } | Request::Stats | Request::Status => false,
             Request::Allow { op, .. } | Request::Deny { op, .. } => *op != ListOp::List,
             _ => true,
         }
@@ -247,11 +252,50 @@ pub struct BanInfo {
     pub created: u64,
     /// `None`: until unbanned.
     pub expires_in_secs: Option<u64>,
+    /// How often this network has been banned, this ban included (within
+    /// `[bans] history`); in replies that change or look up one ban.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BannedReply {
     pub bans: Vec<BanInfo>,
+}
+
+/// `banned ADDR`: one source's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceReply {
+    /// The source asked about, as a network.
+    pub source: String,
+    /// Bans in force that cover it, narrowest first.
+    pub bans: Vec<SourceBan>,
+    /// How often the source itself was banned within `[bans] history`.
+    pub times_banned: u32,
+    /// Its history and that of the bans covering it, newest first.
+    pub history: Vec<HistoryItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBan {
+    #[serde(flatten)]
+    pub ban: BanInfo,
+    /// What the ban was made from: a jail's log line, an offender report.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// Unix seconds.
+    pub at: u64,
+    pub net: String,
+    pub action: crate::store::Action,
+    pub origin: String,
+    pub reason: String,
+    pub detail: String,
+    pub who: String,
+    /// Unix seconds; `None`: until unbanned (or an unban).
+    pub expires: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,7 +468,10 @@ mod tests {
                 net: Some("192.0.2.1/32".into()),
                 all: false,
             },
-            Request::Banned,
+            Request::Banned { net: None },
+            Request::Banned {
+                net: Some("198.51.100.7".into()),
+            },
             Request::Allow {
                 op: ListOp::Add,
                 net: Some("192.0.2.1/32".into()),

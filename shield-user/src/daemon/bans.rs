@@ -4,7 +4,7 @@
 //!
 //! Each ban carries its expiry in both clocks: monotonic nanoseconds for the
 //! kernel (what `bpf_ktime_get_ns` compares against) and wall-clock
-//! milliseconds for the state file (what survives a reboot).
+//! milliseconds for the ban store (what survives a reboot).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::maps::monotonic_ns;
-use crate::state::{self, BanRecord, HistoryRecord};
+use crate::store::{self, BanRecord, OffenceRecord};
 
 /// Who made a ban.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,7 +49,7 @@ impl Origin {
         }
     }
 
-    /// The state file's form: jails are `jail:<name>`, so a jail called
+    /// The store's form: jails are `jail:<name>`, so a jail called
     /// "manual" cannot be mistaken for an operator.
     pub fn to_record(&self) -> String {
         match self {
@@ -81,7 +81,7 @@ impl Clock {
     pub fn now() -> Clock {
         Clock {
             mono_ns: monotonic_ns(),
-            wall_ms: state::now_ms(),
+            wall_ms: store::now_ms(),
         }
     }
 
@@ -188,7 +188,8 @@ pub struct BanBook {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
     pub restored: usize,
-    pub expired: usize,
+    /// Records whose time was up: not restored.
+    pub expired: Vec<IpNet>,
 }
 
 impl BanBook {
@@ -270,12 +271,21 @@ impl BanBook {
             .collect()
     }
 
+    /// `net`'s automatic-ban count, as the store keeps it.
+    pub fn offence(&self, net: &IpNet) -> Option<OffenceRecord> {
+        self.history.get(net).map(|h| OffenceRecord {
+            net: *net,
+            count: h.count,
+            until_ms: h.until_ms,
+        })
+    }
+
     pub fn prune_history(&mut self, maxtime: Duration, now: &Clock) {
         self.history.retain(|_, h| !forgotten(h, maxtime, now));
     }
 
-    /// The book as state-file records.
-    pub fn records(&self) -> (Vec<BanRecord>, Vec<HistoryRecord>) {
+    /// The book as store records.
+    pub fn records(&self) -> (Vec<BanRecord>, Vec<OffenceRecord>) {
         let bans = self
             .bans
             .iter()
@@ -290,7 +300,7 @@ impl BanBook {
         let history = self
             .history
             .iter()
-            .map(|(net, h)| HistoryRecord {
+            .map(|(net, h)| OffenceRecord {
                 net: *net,
                 count: h.count,
                 until_ms: h.until_ms,
@@ -299,12 +309,12 @@ impl BanBook {
         (bans, history)
     }
 
-    /// Loads state-file records: expiries are converted to monotonic time
+    /// Loads store records: expiries are converted to monotonic time
     /// (what is left of them), expired ones dropped.
     pub fn restore(
         &mut self,
         bans: Vec<BanRecord>,
-        history: Vec<HistoryRecord>,
+        history: Vec<OffenceRecord>,
         now: &Clock,
     ) -> Restored {
         let mut r = Restored::default();
@@ -317,7 +327,7 @@ impl BanBook {
                         wall_ms: ms,
                     },
                     None => {
-                        r.expired += 1;
+                        r.expired.push(rec.net);
                         continue;
                     }
                 },
@@ -443,7 +453,7 @@ mod tests {
             book.restore(recs, vec![], &now),
             Restored {
                 restored: 2,
-                expired: 1
+                expired: vec![net("192.0.2.2/32")]
             }
         );
         let b = book.get(&net("192.0.2.1/32")).unwrap();

@@ -4,7 +4,7 @@
 //!             ┌──────────── Core (one lock) ────────────┐
 //!  control ──▶│ bans · lists · policy · attachments     │──▶ BPF maps, links, pins
 //!  jails ────▶│ ban book · counters · escalations       │
-//!  EVENTS ───▶│                                         │──▶ state_dir (persister)
+//!  EVENTS ───▶│                                         │──▶ state_dir/shield.db
 //!  sweeper ──▶└─────────────────────────────────────────┘──▶ /metrics (snapshots)
 //! ```
 //!
@@ -26,10 +26,10 @@ use shield_common::OffenderEvent;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use self::core::{not_persisted, restart_only_changes, Core, CtlError};
+use self::core::{restart_only_changes, Core, CtlError};
 use crate::config::{parse_cidr, Config, ConfigErrors};
 use crate::control::protocol::{ErrorKind, ListOp, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
@@ -38,21 +38,11 @@ use crate::loader::LoadError;
 use crate::maps::List;
 use crate::metrics::http::{self as metrics_http, SnapshotFn};
 use crate::pins::PinError;
-use crate::state::{StateDir, StateError};
+use crate::store::{Store, StoreError};
 
-/// How often expired bans are cleared out of the maps.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Bursts of bans (a botnet tripping escalation) are written out together.
-const PERSIST_COALESCE: Duration = Duration::from_millis(200);
-/// A control command waits this long for its change to reach the disk (a
-/// failed write is reported at once; this bounds a write that hangs).
-const PERSIST_WAIT: Duration = Duration::from_secs(20);
-/// The last write before exiting waits at most this long: well inside
-/// systemd's stop timeout (dist/shieldd.service: 30 s).
-const FINAL_FLUSH_WAIT: Duration = Duration::from_secs(5);
-/// After a failed write, the next attempt comes this soon even without a
-/// change.
-pub(crate) const PERSIST_RETRY: Duration = Duration::from_secs(30);
+/// How often expired bans are cleared out of the maps, and a store that
+/// fell behind (failed writes) is rewritten.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Polling fallback for the ring buffer, should a wakeup ever be missed.
 const EVENTS_POLL: Duration = Duration::from_secs(1);
 
@@ -61,7 +51,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error(transparent)]
-    State(#[from] StateError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Pins(Box<PinError>),
     #[error(transparent)]
@@ -128,7 +118,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Runs the daemon until a signal or `shieldctl detach`.
 pub async fn run(config: Config) -> Result<Exit, DaemonError> {
-    let state = Arc::new(StateDir::open(&config.shield.state_dir)?);
+    let store = Store::open(&config.shield.state_dir)?;
     let jails = compile_jails(&config.jails)?;
     let gid = server::group_id(&config.control.group)?;
     let control = server::bind(&config.control.socket, gid)?;
@@ -143,13 +133,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let socket_path = config.control.socket.clone();
 
     let (core, events) =
-        tokio::task::block_in_place(|| Core::start(config.clone(), state.clone()))?;
+        tokio::task::block_in_place(|| Core::start(config.clone(), store))?;
     let core: Shared = Arc::new(Mutex::new(core));
 
-    let persist = Persister::start(core.clone());
-    if lock(&core).take_needs_save() {
-        persist.changed();
-    }
     let (jail_tx, jail_rx) = mpsc::channel(4096);
     let mut jail_set = JailSet {
         running: Vec::new(),
@@ -158,17 +144,11 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     jail_set.update(&config.jails, jails);
     let jail_set = Arc::new(tokio::sync::Mutex::new(jail_set));
     let mut tasks = Tasks::default();
-    tasks.spawn(
-        "jail events",
-        jail_events(core.clone(), jail_rx, persist.clone()),
-    );
+    tasks.spawn("jail events", jail_events(core.clone(), jail_rx));
     if let Some(rb) = events {
-        tasks.spawn(
-            "offender events",
-            offender_events(core.clone(), rb, persist.clone()),
-        );
+        tasks.spawn("offender events", offender_events(core.clone(), rb));
     }
-    tasks.spawn("ban sweeper", sweeper(core.clone(), persist.clone()));
+    tasks.spawn("ban sweeper", sweeper(core.clone()));
     let metrics_task = Arc::new(Mutex::new(metrics.map(|l| spawn_metrics(l, core.clone()))));
     if let Some(addr) = config.metrics.listen {
         tracing::info!(%addr, "metrics listening");
@@ -177,7 +157,6 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let shutdown = Arc::new(Notify::new());
     let ctl = Arc::new(Ctl {
         core: core.clone(),
-        persist: persist.clone(),
         jails: jail_set.clone(),
         metrics: metrics_task.clone(),
         shutdown: shutdown.clone(),
@@ -217,7 +196,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
                 // keeps enforcing meanwhile (pinned).
                 tasks.abort_all();
                 jail_set.lock().await.stop_all();
-                persist.final_flush().await;
+                final_save(&core);
                 let _ = std::fs::remove_file(&socket_path);
                 return Err(DaemonError::Runtime(format!(
                     "{dead}; exiting so the supervisor restarts shieldd (the shield stays attached and enforcing)"
@@ -238,7 +217,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
         }
         e => e,
     };
-    persist.final_flush().await;
+    final_save(&core);
     let _ = std::fs::remove_file(&socket_path);
     match exit {
         Exit::Signal { detached: false } => {
@@ -287,150 +266,13 @@ impl JailSet {
     }
 }
 
-/// Writes the ban state file behind the changes, coalescing bursts; lets a
-/// control command wait until its change is on disk — or learn at once
-/// that it could not be written.
-#[derive(Clone)]
-struct Persister {
-    wake: Arc<Notify>,
-    /// A caller is waiting: write now, skip the coalescing pause.
-    urgent: Arc<std::sync::atomic::AtomicBool>,
-    saved: watch::Receiver<Saved>,
-    core: Shared,
-}
-
-/// What the persister has done so far.
-#[derive(Clone, Debug, Default)]
-struct Saved {
-    /// The newest generation on disk.
-    written: u64,
-    /// Attempts finished, successful or not.
-    attempts: u64,
-    /// The latest attempt's failure: the generation it tried to write and
-    /// why it could not.
-    failed: Option<(u64, String)>,
-}
-
-impl Persister {
-    fn start(core: Shared) -> Persister {
-        let wake = Arc::new(Notify::new());
-        let urgent = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tx, rx) = watch::channel(Saved::default());
-        let p = Persister {
-            wake: wake.clone(),
-            urgent: urgent.clone(),
-            saved: rx,
-            core: core.clone(),
-        };
-        tokio::spawn(persist_loop(core, wake, urgent, tx));
-        p
+/// Before exiting: one more try at a store that fell behind. Quick either
+/// way (SQLite fails at once on a full disk); what is not saved stays in
+/// force in the pinned maps, which the next start adopts.
+fn final_save(core: &Shared) {
+    if let Err(why) = lock(core).retry_save() {
+        tracing::error!("the last changes were not saved to state_dir: {why}; they stay in force in the pinned maps");
     }
-
-    fn changed(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Waits until the state file holds every change made so far. Fails at
-    /// once when the write fails (a full or read-only state_dir), and after
-    /// `within` when it does not end.
-    async fn flush(&self, within: Duration) -> Result<(), String> {
-        let target = lock(&self.core).generation();
-        let seen = self.saved.borrow().attempts;
-        self.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.wake.notify_one();
-        let mut rx = self.saved.clone();
-        // A failure counts only if it comes from an attempt started after
-        // this call and it tried to write this change.
-        let done = |s: &Saved| {
-            s.written >= target
-                || (s.attempts > seen && s.failed.as_ref().is_some_and(|(g, _)| *g >= target))
-        };
-        let outcome = tokio::time::timeout(within, async {
-            rx.wait_for(done).await.map(|s| match &s.failed {
-                _ if s.written >= target => Ok(()),
-                Some((_, why)) => Err(why.clone()),
-                None => Err("unknown failure".to_string()),
-            })
-        })
-        .await;
-        match outcome {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the state writer has stopped".into()),
-            Err(_) => Err(format!(
-                "writing {} did not finish within {within:?}",
-                lock(&self.core).state().bans_path().display()
-            )),
-        }
-    }
-
-    /// The last flush before exiting: bounded, so that a state_dir that
-    /// cannot be written does not hold up a shutdown (the bans stay in
-    /// the pinned maps, which the next start adopts).
-    async fn final_flush(&self) {
-        if let Err(why) = self.flush(FINAL_FLUSH_WAIT).await {
-            tracing::error!("the last changes were not saved to state_dir: {why}; they stay in force in the pinned maps");
-        }
-    }
-}
-
-/// The persister task: waits for changes, writes the file, publishes each
-/// outcome. After a failure it retries by itself every PERSIST_RETRY, so
-/// freeing space is enough to get the file current again.
-async fn persist_loop(
-    core: Shared,
-    wake: Arc<Notify>,
-    urgent: Arc<std::sync::atomic::AtomicBool>,
-    tx: watch::Sender<Saved>,
-) {
-    let mut last = 0u64;
-    let mut failing = false;
-    loop {
-        if failing {
-            let _ = tokio::time::timeout(PERSIST_RETRY, wake.notified()).await;
-        } else {
-            wake.notified().await;
-        }
-        if !urgent.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(PERSIST_COALESCE).await;
-        }
-        let gen = lock(&core).generation();
-        let outcome = if gen == last {
-            Ok(gen)
-        } else {
-            save_now(core.clone()).await.map_err(|why| (gen, why))
-        };
-        failing = outcome.is_err();
-        tx.send_modify(|s| {
-            s.attempts += 1;
-            match outcome {
-                Ok(g) => {
-                    last = g;
-                    s.written = g;
-                    s.failed = None;
-                }
-                Err((g, why)) => {
-                    tracing::error!("saving bans failed (retrying in {PERSIST_RETRY:?} or on the next change): {why}");
-                    s.failed = Some((g, why));
-                }
-            }
-        });
-    }
-}
-
-/// Writes the state file; the generation written, or why not.
-async fn save_now(core: Shared) -> Result<u64, String> {
-    let state = lock(&core).state();
-    tokio::task::spawn_blocking(move || {
-        // Records are taken on this thread: a million of them take a
-        // moment to copy, and the async threads stay free.
-        let r = lock(&core).records();
-        state
-            .save_bans_from(&r.bans, &r.history, Some(&r.maps))
-            .map(|()| r.generation)
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the writer thread failed: {e}")))
 }
 
 /// The daemon's long-running tasks, each named, none of which may end.
@@ -481,18 +323,14 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-async fn jail_events(core: Shared, mut rx: mpsc::Receiver<JailEvent>, persist: Persister) {
+async fn jail_events(core: Shared, mut rx: mpsc::Receiver<JailEvent>) {
     while let Some(ev) = rx.recv().await {
-        let ban = matches!(ev, JailEvent::Ban { .. });
         lock(&core).on_jail_event(ev);
-        if ban {
-            persist.changed();
-        }
     }
 }
 
 /// Reads the kernel's offender reports from the `EVENTS` ring buffer.
-async fn offender_events(core: Shared, rb: RingBuf<MapData>, persist: Persister) {
+async fn offender_events(core: Shared, rb: RingBuf<MapData>) {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
@@ -526,18 +364,18 @@ async fn offender_events(core: Shared, rb: RingBuf<MapData>, persist: Persister)
             for ev in &batch {
                 c.on_offender(ev);
             }
-            drop(c);
-            persist.changed();
         }
     }
 }
 
-async fn sweeper(core: Shared, persist: Persister) {
+async fn sweeper(core: Shared) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
-        if lock(&core).sweep() > 0 {
-            persist.changed();
+        let mut c = lock(&core);
+        c.sweep();
+        if let Err(why) = c.retry_save() {
+            tracing::error!("the store is still behind the kernel: {why}");
         }
     }
 }
@@ -554,7 +392,6 @@ fn spawn_metrics(listener: tokio::net::TcpListener, core: Shared) -> JoinHandle<
 /// The control commands.
 struct Ctl {
     core: Shared,
-    persist: Persister,
     jails: Arc<tokio::sync::Mutex<JailSet>>,
     metrics: Arc<Mutex<Option<JoinHandle<()>>>>,
     shutdown: Arc<Notify>,
@@ -568,6 +405,14 @@ fn reply<T: serde::Serialize>(r: Result<T, CtlError>) -> Response {
     }
 }
 
+/// A change in force, with the warning that it could not be saved.
+fn reply_warned<T: serde::Serialize>(r: Result<(T, Option<String>), CtlError>) -> Response {
+    match r {
+        Ok((v, warning)) => Response::ok(v).with_warning(warning),
+        Err(e) => reply::<()>(Err(e)),
+    }
+}
+
 fn parse_net(arg: &str, text: &str) -> Result<IpNet, CtlError> {
     parse_cidr(text).map_err(|e| CtlError::BadInput(format!("{arg}: {e}")))
 }
@@ -578,8 +423,7 @@ impl Ctl {
         if req.changes_state() {
             tracing::debug!(uid = peer.uid, pid = peer.pid, request = ?req, "control request");
         }
-        let changes_bans = matches!(req, Request::Ban { .. } | Request::Unban { .. });
-        let r = match req {
+        match req {
             Request::Ban {
                 net,
                 duration_secs,
@@ -595,7 +439,7 @@ impl Ctl {
                         force,
                     )
                 });
-                reply(r)
+                reply_warned(r)
             }
             Request::Unban { net, all } => {
                 let r = match (net, all) {
@@ -607,24 +451,19 @@ impl Ctl {
                         "unban: give either a CIDR or --all".into(),
                     )),
                 };
-                reply(r)
+                reply_warned(r)
             }
-            Request::Banned => Response::ok(lock(&self.core).banned()),
+            Request::Banned { net: None } => Response::ok(lock(&self.core).banned()),
+            Request::Banned { net: Some(n) } => {
+                reply(parse_net("net", &n).and_then(|n| lock(&self.core).banned_source(n)))
+            }
             Request::Allow { op, net, force } => self.list(List::Allow, op, net, &who, force),
             Request::Deny { op, net, force } => self.list(List::Deny, op, net, &who, force),
             Request::Stats => reply(lock(&self.core).stats()),
             Request::Status => Response::ok(lock(&self.core).status()),
-            Request::Reload => return self.reload().await,
-            Request::Detach => return self.detach().await,
-        };
-        // "Changes persist": a change is on disk before it is acknowledged,
-        // or the reply says at once that it is not.
-        if r.ok && changes_bans {
-            if let Err(why) = self.persist.flush(PERSIST_WAIT).await {
-                return r.with_warning(Some(not_persisted(&why)));
-            }
+            Request::Reload => self.reload().await,
+            Request::Detach => self.detach().await,
         }
-        r
     }
 
     fn list(
@@ -639,10 +478,7 @@ impl Ctl {
             Ok(n) => n,
             Err(e) => return reply::<()>(Err(e)),
         };
-        match lock(&self.core).list_op(list, op, net, who, force) {
-            Ok((r, warning)) => Response::ok(r).with_warning(warning),
-            Err(e) => reply::<()>(Err(e)),
-        }
+        reply_warned(lock(&self.core).list_op(list, op, net, who, force))
     }
 
     /// Re-reads the config file; applies it only if all of it is valid.
@@ -731,8 +567,8 @@ impl Ctl {
     }
 
     async fn detach(&self) -> Response {
-        // Saved first: once the pins are gone the file is the only copy.
-        let unsaved = self.persist.flush(FINAL_FLUSH_WAIT).await.err();
+        // Saved first: once the pins are gone the store is the only copy.
+        let unsaved = lock(&self.core).retry_save().err();
         let r = tokio::task::block_in_place(|| lock(&self.core).detach());
         match r {
             Ok(d) => {

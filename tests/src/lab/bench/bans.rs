@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shield::maps::monotonic_ns;
-use shield::state::{now_ms, BanRecord, StateDir};
+use shield::store::{now_ms, BanRecord, Store};
 use shield::{Capacity, Shield};
 
 use crate::lab::nft::{load_ban_file, write_ban_file, NftTable};
@@ -99,10 +99,7 @@ pub fn run(
                 expires_ms: Some(now + 3_600_000),
             })
             .collect();
-        {
-            let state = StateDir::open(&cfg.state_dir)?;
-            state.save_bans(&records, &[])?;
-        }
+        Store::open(&cfg.state_dir)?.import(&records, "bench")?;
         drop(records);
         let t = Instant::now();
         let s = Shieldd::start(&topo.sbc, cfg)?;

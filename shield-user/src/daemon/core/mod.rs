@@ -1,0 +1,462 @@
+//! The daemon's state and the operations on it, one file per concern:
+//!
+//! - here: start-up (load or adopt), applying a configuration, attaching
+//!   and detaching;
+//! - [`restore`]: bringing the ban book, the store and adopted maps together
+//!   at start;
+//! - [`banning`]: bans, unbans, expiry, jail and kernel reports;
+//! - [`lists`]: shieldctl's allow/deny changes;
+//! - [`readouts`]: `banned`, `stats`, `status` and the metrics snapshot.
+//!
+//! Synchronous: each operation is a handful of `bpf(2)` calls and at most
+//! one small store transaction, run under the daemon's lock, never across an
+//! `.await`.
+
+mod banning;
+mod lists;
+mod readouts;
+mod restore;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aya::maps::{MapData, MapError, RingBuf};
+use ipnet::IpNet;
+use shield_common::{names, sip::ua_key};
+
+pub use self::banning::offender_net;
+use super::bans::BanBook;
+use super::guard::OwnAddresses;
+use super::DaemonError;
+use crate::config::Config;
+use crate::control::protocol::{DetachReply, Escalation};
+use crate::loader::{LoadError, Shield};
+use crate::maps::List;
+use crate::pins::{self, Attachment};
+use crate::store::{CliLists, MapsMark, Store, StoreError};
+
+/// A control request's failure.
+#[derive(Debug)]
+pub enum CtlError {
+    /// The request named something bad (exit 2).
+    BadInput(String),
+    /// The kernel or the daemon failed (exit 1).
+    Failed(String),
+}
+
+impl CtlError {
+    fn map(what: impl std::fmt::Display) -> impl FnOnce(MapError) -> CtlError {
+        move |e| CtlError::Failed(format!("{what}: {}", super::chain(&e)))
+    }
+}
+
+/// The warning of a change that is in force in the kernel but did not
+/// reach the store. Such a change is still acknowledged as done: failing
+/// it would invite a retry of something already enforced.
+pub fn not_persisted(why: &str) -> String {
+    format!(
+        "the change is in force but NOT saved to state_dir ({why}); it is lost if the shield is detached \
+         or the host reboots before a later save succeeds: make state_dir writable (free space, \
+         read-write mount): shieldd retries every {} s",
+        super::SWEEP_EVERY.as_secs()
+    )
+}
+
+/// Whether a map write failed because the map is full.
+fn map_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+/// Paths fixed for the daemon's lifetime (a reload cannot move them).
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub pin_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub group: String,
+    pub capacity: crate::loader::Capacity,
+}
+
+pub struct Core {
+    pub config: Config,
+    pub runtime: Runtime,
+    shield: Shield,
+    attachments: Vec<Attachment>,
+    program_id: u32,
+    book: BanBook,
+    cli: CliLists,
+    store: Store,
+    /// Why the store is behind the kernel, while it is (a write failed):
+    /// the sweeper rewrites it until that succeeds.
+    unsaved: Option<String>,
+    bans_total: BTreeMap<String, u64>,
+    jail_failures: BTreeMap<String, u64>,
+    escalations: VecDeque<Escalation>,
+    started: Instant,
+    counts: Option<(Instant, Vec<(String, u64)>)>,
+    /// This host's addresses, which are never banned.
+    own: OwnAddresses,
+    /// The ban maps in use, recorded in the store.
+    maps_mark: MapsMark,
+}
+
+impl Core {
+    /// Loads (or adopts) the shield, restores bans, applies `config` and
+    /// attaches. Returns the ring buffer of offender reports, for the
+    /// caller to read.
+    ///
+    /// All or nothing: the store is read (and earlier versions' files
+    /// imported) before the kernel is touched, and if anything fails
+    /// later, what this attempt pinned is unpinned again (and its links
+    /// closed). A half-started shield left pinned would be adopted by the
+    /// next start as though it were the enforcing one.
+    pub fn start(
+        config: Config,
+        mut store: Store,
+    ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
+        raise_memlock();
+        if let Some(imported) = store.import_legacy()? {
+            restore::report_import(&store, &imported);
+        }
+        let loaded = store.load()?;
+        let pin = config.shield.pin_path.clone();
+        let before = pins::PinSnapshot::take(&pin)?;
+        // `load` drops everything it made (maps, program, links) before
+        // returning an error, so the unpinning below frees them.
+        Self::load(config, store, loaded).inspect_err(|_| {
+            let removed = before.roll_back();
+            if !removed.is_empty() {
+                tracing::warn!(pin_path = %pin.display(), removed = ?removed, "start-up failed: unpinned what this attempt had pinned");
+            }
+        })
+    }
+
+    fn load(
+        config: Config,
+        store: Store,
+        loaded: crate::store::Loaded,
+    ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
+        let runtime = Runtime {
+            pin_path: config.shield.pin_path.clone(),
+            state_dir: config.shield.state_dir.clone(),
+            socket: config.control.socket.clone(),
+            group: config.control.group.clone(),
+            capacity: config.capacity,
+        };
+        let pin = runtime.pin_path.clone();
+        pins::prepare_dir(&pin)?;
+        // Maps already pinned: a previous daemon's, still enforcing.
+        let adopting = pin.join(names::BANS_V4).exists();
+        let mut shield =
+            Shield::load(config.capacity, Some(&pin)).map_err(|e| load_error(e, &pin))?;
+        let events = shield.maps.events.take();
+        let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
+        let maps_mark = MapsMark {
+            pin_path: pin.clone(),
+            ids: shield.maps.ban_map_ids(),
+        };
+        let mut core = Core {
+            config: config.clone(),
+            runtime,
+            shield,
+            attachments: Vec::new(),
+            program_id,
+            book: BanBook::default(),
+            cli: loaded.lists.clone(),
+            store,
+            unsaved: None,
+            bans_total: BTreeMap::new(),
+            jail_failures: config.jails.iter().map(|j| (j.name.clone(), 0)).collect(),
+            escalations: VecDeque::new(),
+            started: Instant::now(),
+            counts: None,
+            own: OwnAddresses::default(),
+            maps_mark,
+        };
+        core.restore_bans(loaded, adopting)?;
+        core.apply(&config)?;
+        pins::pin_program(&mut core.shield, &pin)?;
+        Ok((core, events))
+    }
+
+    /// The outcome of a store write: `None` if saved, else the warning for
+    /// the reply. A failure leaves the change in force in the kernel and
+    /// marks the store as behind, for [`Core::retry_save`].
+    fn saved(&mut self, r: Result<(), StoreError>) -> Option<String> {
+        let e = r.err()?;
+        let why = e.to_string();
+        tracing::error!("saving to the store failed (retrying every {} s): {why}", super::SWEEP_EVERY.as_secs());
+        self.unsaved = Some(why.clone());
+        Some(not_persisted(&why))
+    }
+
+    /// Brings a store that fell behind (failed writes) up to date by
+    /// rewriting its active tables. `Err`: why it is still behind.
+    pub fn retry_save(&mut self) -> Result<(), String> {
+        if self.unsaved.is_none() {
+            return Ok(());
+        }
+        let (bans, offences) = self.book.records();
+        let mark = self.maps_mark.clone();
+        let r = self
+            .store
+            .resync(&bans, &offences, &self.cli)
+            .and_then(|()| self.store.set_maps_mark(Some(&mark)));
+        match r {
+            Ok(()) => {
+                tracing::info!(bans = bans.len(), "the store is up to date again");
+                self.unsaved = None;
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.unsaved = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    fn effective(&self, list: List) -> Vec<IpNet> {
+        match list {
+            List::Allow => union(&self.config.allow.nets, &self.cli.allow),
+            List::Deny => union(&self.config.deny.nets, &self.cli.deny),
+        }
+    }
+
+    /// Makes the kernel match `cfg`: policy, ports, allow/deny (config ∪
+    /// shieldctl additions), scanner tokens, interfaces. Returns what
+    /// changed, for the reload reply.
+    pub fn apply(&mut self, cfg: &Config) -> Result<Vec<String>, DaemonError> {
+        let old = std::mem::replace(&mut self.config, cfg.clone());
+        let mut changes = describe_changes(&old, cfg);
+        let maps = &mut self.shield.maps;
+        let map = |what: &'static str| move |e| DaemonError::Map { what, source: e };
+        maps.set_ports(&cfg.ports.udp, &cfg.ports.tcp)
+            .map_err(map("writing PORTS"))?;
+        maps.set_list(List::Allow, &union(&cfg.allow.nets, &self.cli.allow))
+            .map_err(map("writing the allowlist"))?;
+        maps.set_list(List::Deny, &union(&cfg.deny.nets, &self.cli.deny))
+            .map_err(map("writing the denylist"))?;
+        let keys: Vec<_> = cfg
+            .sip
+            .scanner_user_agents
+            .iter()
+            .filter_map(|s| ua_key(s))
+            .collect();
+        maps.set_scanners(&keys).map_err(map("writing SCANNERS"))?;
+        maps.set_policy(&cfg.policy())
+            .map_err(map("writing POLICY"))?;
+        for j in &cfg.jails {
+            self.jail_failures.entry(j.name.clone()).or_insert(0);
+        }
+        changes.extend(self.attach_all(cfg)?);
+        Ok(changes)
+    }
+
+    /// Attaches to every configured interface (adopting pinned links),
+    /// detaches from interfaces no longer configured, numbers the counter
+    /// slots.
+    fn attach_all(&mut self, cfg: &Config) -> Result<Vec<String>, DaemonError> {
+        let mut changes = Vec::new();
+        let pin = self.runtime.pin_path.clone();
+        // Interfaces dropped from the config (held now, or pinned by an
+        // earlier daemon).
+        let mut kept = Vec::new();
+        for a in std::mem::take(&mut self.attachments) {
+            if cfg.shield.interfaces.contains(&a.iface) {
+                kept.push(a);
+            } else {
+                let (iface, ifindex) = (a.iface.clone(), a.ifindex);
+                a.detach()?;
+                let _ = self.shield.maps.set_iface_slot(ifindex, 0);
+                tracing::info!(iface = %iface, "detached (no longer in [shield] interfaces)");
+                changes.push(format!("detached from {iface}"));
+            }
+        }
+        for entry in pins::pinned_links(&pin)? {
+            if !cfg.shield.interfaces.contains(&entry.iface)
+                && !kept.iter().any(|a| a.iface == entry.iface)
+            {
+                std::fs::remove_file(&entry.path).map_err(|source| pins::PinError::Io {
+                    path: entry.path.clone(),
+                    source,
+                })?;
+                tracing::info!(iface = %entry.iface, "detached (pinned by an earlier daemon, no longer configured)");
+                changes.push(format!("detached from {}", entry.iface));
+            }
+        }
+        for (i, iface) in cfg.shield.interfaces.iter().enumerate() {
+            let slot = i as u32 + 1;
+            let att = match kept.iter().position(|a| &a.iface == iface) {
+                Some(p) => kept.swap_remove(p),
+                None => {
+                    let ifindex = pins::ifindex(iface)
+                        .ok_or_else(|| pins::PinError::NoInterface(iface.clone()))?;
+                    self.assign_slot(ifindex, slot)?;
+                    let a = pins::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
+                    tracing::info!(
+                        iface = %a.iface,
+                        ifindex = a.ifindex,
+                        mode = a.mode.as_str(),
+                        link_id = a.link_id,
+                        program_id = self.program_id,
+                        adopted = a.adopted,
+                        "attached"
+                    );
+                    changes.push(format!("attached to {iface} ({})", a.mode.as_str()));
+                    a
+                }
+            };
+            self.assign_slot(att.ifindex, slot)?;
+            if !att.mode.satisfies(cfg.shield.mode) {
+                tracing::warn!(
+                    iface = %att.iface,
+                    attached = att.mode.as_str(),
+                    configured = ?cfg.shield.mode,
+                    "attach mode differs from the configuration; a mode change cannot be made without a gap: run `shieldctl detach` and restart shieldd to apply it"
+                );
+            }
+            self.attachments.push(att);
+        }
+        Ok(changes)
+    }
+
+    /// Points an interface at its counter slot; a slot that changes hands
+    /// starts from zero.
+    fn assign_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), DaemonError> {
+        let maps = &mut self.shield.maps;
+        let current = maps.iface_slot.get(&ifindex, 0).unwrap_or(0);
+        if current != slot {
+            maps.reset_iface_counters(slot)
+                .map_err(|e| DaemonError::Map {
+                    what: "resetting counters",
+                    source: e,
+                })?;
+            maps.set_iface_slot(ifindex, slot)
+                .map_err(|e| DaemonError::Map {
+                    what: "writing IFACE_SLOT",
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the shield from the kernel: links (detaching every
+    /// interface), program and map pins. Bans stay in the state file and
+    /// come back with the next start.
+    pub fn detach(&mut self) -> Result<DetachReply, DaemonError> {
+        let mut ifaces = Vec::new();
+        for a in std::mem::take(&mut self.attachments) {
+            ifaces.push(a.iface.clone());
+            a.detach()?;
+        }
+        let removed = pins::remove_all(&self.runtime.pin_path)?;
+        for l in removed.links {
+            if !ifaces.contains(&l) {
+                ifaces.push(l);
+            }
+        }
+        for i in &ifaces {
+            tracing::info!(iface = %i, "detached");
+        }
+        tracing::info!(pin_path = %self.runtime.pin_path.display(), "pins removed");
+        Ok(DetachReply {
+            interfaces: ifaces,
+            pin_path: self.runtime.pin_path.display().to_string(),
+        })
+    }
+
+    /// Interfaces currently attached.
+    pub fn attached(&self) -> Vec<String> {
+        self.attachments.iter().map(|a| a.iface.clone()).collect()
+    }
+}
+
+fn union(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
+    let set: BTreeSet<IpNet> = a.iter().chain(b).map(IpNet::trunc).collect();
+    set.into_iter().collect()
+}
+
+/// What a reload changes, one line per setting.
+fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut c = Vec::new();
+    let mut note = |what: &str, changed: bool| {
+        if changed {
+            c.push(format!("{what} changed"));
+        }
+    };
+    note("shield.enforce", old.shield.enforce != new.shield.enforce);
+    note("ports", old.ports != new.ports);
+    note("allow", old.allow != new.allow);
+    note("deny", old.deny != new.deny);
+    note("limits", old.limits != new.limits);
+    note("sip", old.sip != new.sip);
+    note("bans", old.bans != new.bans);
+    note("jails", old.jails != new.jails);
+    note("metrics", old.metrics != new.metrics);
+    c
+}
+
+/// Settings a reload cannot apply.
+pub fn restart_only_changes(rt: &Runtime, new: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if new.shield.pin_path != rt.pin_path {
+        w.push(
+            "shield.pin_path changed: takes effect after `shieldctl detach` and a restart".into(),
+        );
+    }
+    if new.shield.state_dir != rt.state_dir {
+        w.push("shield.state_dir changed: takes effect after a restart".into());
+    }
+    if new.control.socket != rt.socket || new.control.group != rt.group {
+        w.push("[control] changed: takes effect after a restart".into());
+    }
+    if new.capacity != rt.capacity {
+        w.push(
+            "[capacity] changed: maps cannot be resized in place; takes effect after `shieldctl detach` and a restart \
+             (bans are kept in state_dir and restored)"
+                .into(),
+        );
+    }
+    w
+}
+
+fn load_error(e: LoadError, pin: &Path) -> DaemonError {
+    if let LoadError::Object {
+        source:
+            aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {
+                name,
+                property,
+                expected,
+                actual,
+            }),
+        ..
+    } = &e
+    {
+        return DaemonError::IncompatiblePins {
+            pin_path: pin.to_path_buf(),
+            detail: format!(
+                "pinned map {name} has {property} {actual}, this daemon needs {expected}"
+            ),
+        };
+    }
+    DaemonError::from(e)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use
+/// the memory cgroup and ignore it. Raising it is harmless either way.
+fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+

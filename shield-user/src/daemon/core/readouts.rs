@@ -1,0 +1,301 @@
+//! What the daemon reports: `banned`, `stats`, `status` and the metrics
+//! snapshot.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use shield_common::{names, Method, Reason, Verdict};
+
+use super::{Core, CtlError};
+use crate::control::protocol::{
+    BanInfo, BannedReply, CounterRow, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
+    SourceReply, StatsReply, StatusReply, TopSource,
+};
+use crate::daemon::bans::{Ban, Clock};
+use crate::metrics::{verdict_reason_pairs, Snapshot};
+
+/// The maps `sipshield_map_entries` / `_capacity` report.
+const REPORTED_MAPS: [&str; 10] = [
+    names::ALLOW_V4,
+    names::ALLOW_V6,
+    names::DENY_V4,
+    names::DENY_V6,
+    names::BANS_V4,
+    names::BANS_V6,
+    names::BAN_NETS_V4,
+    names::BAN_NETS_V6,
+    names::SCANNERS,
+    names::SOURCES,
+];
+/// Counting a million-entry hash map takes a while; scrapes reuse a count
+/// this young.
+const COUNT_CACHE: Duration = Duration::from_secs(10);
+const TOP_SOURCES: usize = 10;
+/// History rows `banned ADDR` shows.
+const HISTORY_SHOWN: usize = 50;
+
+impl Core {
+    pub(super) fn ban_info(&self, net: &IpNet, b: &Ban, now: &Clock) -> BanInfo {
+        BanInfo {
+            net: net.to_string(),
+            origin: b.origin.label().to_string(),
+            origin_kind: b.origin.kind().to_string(),
+            reason: b.reason.to_string(),
+            created: b.created_ms / 1000,
+            expires_in_secs: b.expiry.left(now).map(|d| d.as_secs()),
+            times: None,
+        }
+    }
+
+    pub fn banned(&self) -> BannedReply {
+        let now = Clock::now();
+        let mut bans: Vec<(IpNet, BanInfo)> = self
+            .book
+            .iter()
+            .filter(|(_, b)| !b.expiry.is_past(&now))
+            .map(|(n, b)| (*n, self.ban_info(n, b, &now)))
+            .collect();
+        bans.sort_by_key(|b| b.0);
+        BannedReply {
+            bans: bans.into_iter().map(|(_, i)| i).collect(),
+        }
+    }
+
+    /// `banned ADDR`: the bans that cover `net`, with their detail and
+    /// counts, and its history (the bans' too) from the store.
+    pub fn banned_source(&self, net: IpNet) -> Result<SourceReply, CtlError> {
+        let net = net.trunc();
+        let now = Clock::now();
+        let mut covering: Vec<(IpNet, &Ban)> = self
+            .book
+            .iter()
+            .filter(|(n, b)| n.contains(&net) && !b.expiry.is_past(&now))
+            .map(|(n, b)| (*n, b))
+            .collect();
+        covering.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let mut nets: Vec<IpNet> = covering.iter().map(|(n, _)| *n).collect();
+        if !nets.contains(&net) {
+            nets.insert(0, net);
+        }
+        let rec = self
+            .store
+            .source(&nets, HISTORY_SHOWN)
+            .map_err(|e| CtlError::Failed(format!("reading the store: {e}")))?;
+        let bans = covering
+            .iter()
+            .map(|(n, b)| {
+                let key = n.to_string();
+                let (detail, times) = rec
+                    .bans
+                    .iter()
+                    .find(|(k, _, _)| *k == key)
+                    .map(|(_, d, t)| (d.clone(), *t))
+                    .unwrap_or_default();
+                let mut ban = self.ban_info(n, b, &now);
+                ban.times = Some(times);
+                SourceBan { ban, detail }
+            })
+            .collect();
+        Ok(SourceReply {
+            source: net.to_string(),
+            bans,
+            times_banned: rec.times,
+            history: rec
+                .history
+                .into_iter()
+                .map(|h| HistoryItem {
+                    at: h.at_ms / 1000,
+                    net: h.net,
+                    action: h.action,
+                    origin: h.origin,
+                    reason: h.reason,
+                    detail: h.detail,
+                    who: h.who,
+                    expires: h.expires_ms.map(|ms| ms / 1000),
+                })
+                .collect(),
+        })
+    }
+
+    fn bans_active(&self) -> u64 {
+        let now = Clock::now();
+        self.book
+            .iter()
+            .filter(|(_, b)| !b.expiry.is_past(&now))
+            .count() as u64
+    }
+
+    /// (name, counter slot) of each interface, slot 0 ("unregistered")
+    /// included.
+    fn slots(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.iface.clone(), i as u32 + 1))
+            .collect();
+        v.push(("unregistered".into(), 0));
+        v
+    }
+
+    pub fn stats(&self) -> Result<StatsReply, CtlError> {
+        let maps = &self.shield.maps;
+        let mut totals: BTreeMap<(Verdict, Reason), (u64, u64)> = BTreeMap::new();
+        let mut interfaces = Vec::new();
+        for (name, slot) in self.slots() {
+            let mut rows = Vec::new();
+            for (v, r) in verdict_reason_pairs() {
+                let c = maps
+                    .counter(slot, v, r)
+                    .map_err(CtlError::map("reading STATS"))?;
+                if c.packets == 0 {
+                    continue;
+                }
+                let t = totals.entry((v, r)).or_default();
+                t.0 += c.packets;
+                t.1 += c.bytes;
+                rows.push(row(v, r, c.packets, c.bytes));
+            }
+            if slot != 0 || !rows.is_empty() {
+                interfaces.push(IfaceStats {
+                    interface: name,
+                    counters: rows,
+                });
+            }
+        }
+        let top = maps
+            .top_offenders(TOP_SOURCES, crate::maps::monotonic_ns())
+            .map_err(CtlError::map("reading SOURCES"))?;
+        Ok(StatsReply {
+            totals: totals
+                .into_iter()
+                .map(|((v, r), (p, b))| row(v, r, p, b))
+                .collect(),
+            interfaces,
+            top_sources: top
+                .into_iter()
+                .map(|(n, d)| TopSource {
+                    source: n.to_string(),
+                    drops: d,
+                })
+                .collect(),
+            recent_escalations: self.escalations.iter().cloned().collect(),
+            bans_active: self.bans_active(),
+            bans_total: self.bans_total.clone(),
+        })
+    }
+
+    pub fn status(&self) -> StatusReply {
+        StatusReply {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            config: self.config.source_path.display().to_string(),
+            enforce: self.config.shield.enforce,
+            program_id: self.program_id,
+            pin_path: self.runtime.pin_path.display().to_string(),
+            state_dir: self.runtime.state_dir.display().to_string(),
+            interfaces: self
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| IfaceStatus {
+                    name: a.iface.clone(),
+                    ifindex: a.ifindex,
+                    mode: a.mode.as_str().into(),
+                    link_id: a.link_id,
+                    slot: i as u32 + 1,
+                })
+                .collect(),
+            bans_active: self.bans_active(),
+            jails: self.config.jails.iter().map(|j| j.name.clone()).collect(),
+            metrics: self.config.metrics.listen.map(|a| a.to_string()),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Everything a scrape reports.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let mut s = Snapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Snapshot::default()
+        };
+        let maps = &self.shield.maps;
+        for (name, slot) in self.slots() {
+            let mut rows = Vec::new();
+            for (v, r) in verdict_reason_pairs() {
+                rows.push((
+                    name.clone(),
+                    v,
+                    r,
+                    maps.counter(slot, v, r).unwrap_or_default(),
+                ));
+            }
+            // Slot 0 only matters when something landed there.
+            if slot == 0 && rows.iter().all(|r| r.3.packets == 0) {
+                continue;
+            }
+            s.packets.extend(rows);
+            for m in Method::ALL {
+                for v in Verdict::ALL {
+                    s.sip.push((
+                        name.clone(),
+                        m,
+                        v,
+                        maps.sip_counter(slot, m, v).unwrap_or(0),
+                    ));
+                }
+            }
+        }
+        s.bans_active = self.bans_active();
+        s.bans_total = self.bans_total.clone();
+        s.jail_failures = self.jail_failures.clone();
+        s.map_entries = self.map_counts();
+        s.map_capacity = REPORTED_MAPS
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.to_ascii_lowercase(),
+                    u64::from(self.shield.maps.capacity(m)?),
+                ))
+            })
+            .collect();
+        s.attached = self
+            .attachments
+            .iter()
+            .map(|a| (a.iface.clone(), a.mode.as_str().to_string()))
+            .collect();
+        s
+    }
+
+    fn map_counts(&mut self) -> Vec<(String, u64)> {
+        if let Some((at, counts)) = &self.counts {
+            if at.elapsed() < COUNT_CACHE {
+                return counts.clone();
+            }
+        }
+        let counts: Vec<(String, u64)> = REPORTED_MAPS
+            .iter()
+            .filter_map(|m| match self.shield.maps.entry_count(m) {
+                Ok(Some(n)) => Some((m.to_ascii_lowercase(), n as u64)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(map = m, "counting entries failed: {}", crate::text::chain(&e));
+                    None
+                }
+            })
+            .collect();
+        self.counts = Some((Instant::now(), counts.clone()));
+        counts
+    }
+}
+
+fn row(v: Verdict, r: Reason, packets: u64, bytes: u64) -> CounterRow {
+    CounterRow {
+        verdict: v.as_str().into(),
+        reason: r.as_str().into(),
+        packets,
+        bytes,
+    }
+}
+

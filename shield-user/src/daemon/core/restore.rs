@@ -1,0 +1,238 @@
+//! Start-up: the ban book, the store and the kernel maps brought together.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use super::{map_full, Core};
+use crate::daemon::bans::{Ban, Clock, Expiry, Origin};
+use crate::daemon::DaemonError;
+use crate::store::{Action, Imported, Loaded, Store};
+
+/// What adopted maps held beyond the store.
+#[derive(Default)]
+struct KernelBans {
+    /// Expired; removed from the maps.
+    stale: Vec<IpNet>,
+    /// Bans the store did not know.
+    only_kernel: usize,
+    /// Bans the store had that the maps no longer hold.
+    lifted: usize,
+}
+
+/// A kernel expiry (monotonic ns, 0 = forever) as an [`Expiry`]; `None`
+/// once past.
+fn kernel_expiry(expires_ns: u64, now: &Clock) -> Option<Expiry> {
+    match expires_ns {
+        0 => Some(Expiry::Never),
+        ns if ns <= now.mono_ns => None,
+        ns => Some(Expiry::At {
+            mono_ns: ns,
+            wall_ms: now.mono_to_wall(ns),
+        }),
+    }
+}
+
+/// A ban found in the kernel without a record.
+fn kernel_ban(expiry: Expiry, now: &Clock) -> Ban {
+    Ban {
+        origin: Origin::Kernel,
+        reason: "found in the kernel map at start".into(),
+        created_ms: now.wall_ms,
+        expiry,
+    }
+}
+
+/// Logs what an import of an earlier version's state files did. Unreadable
+/// lines were skipped; the file as it was is kept aside.
+pub(super) fn report_import(store: &Store, imp: &Imported) {
+    for (from, to) in &imp.files {
+        tracing::info!(file = %from.display(), renamed_to = %to.display(), db = %store.path().display(), "imported state written by an earlier shieldd");
+    }
+    let file = store.dir().join("bans.jsonl");
+    for (line, why) in &imp.bad_lines {
+        tracing::warn!(file = %file.display(), line, "skipping unreadable ban record: {why}");
+    }
+    if let Some(copy) = &imp.bad_copy {
+        tracing::warn!(
+            file = %file.display(),
+            copy = %copy.display(),
+            skipped = imp.bad_lines.len(),
+            "the state file had unreadable lines: the file as it was is kept in the copy. To recover those bans, repair the lines in the copy and put it back as bans.jsonl (it is imported at the next start), or `shieldctl ban` them again"
+        );
+    }
+    tracing::info!(read = imp.bans_read, new = imp.bans_added, "bans imported");
+}
+
+impl Core {
+    /// Brings the book and the kernel maps together.
+    ///
+    /// Adopted maps that the store is in step with (same kernel map ids,
+    /// see [`crate::store::MapsMark`]) know best which bans exist and until
+    /// when: they saw every change, including any the store failed to
+    /// write; the store adds who and why. Any other maps — fresh ones
+    /// (first start, reboot, after detach) or pinned ones the store does
+    /// not describe (made by a failed start, or by another state_dir) —
+    /// are rebuilt from the store, which wins.
+    pub(super) fn restore_bans(&mut self, loaded: Loaded, adopting: bool) -> Result<(), DaemonError> {
+        let t = Instant::now();
+        let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
+        let now = Clock::now();
+        let from_store = self.book.restore(loaded.bans, loaded.offences, &now);
+        // Fresh maps are empty: only adopted ones are worth reading.
+        let kernel = if adopting {
+            self.shield.maps.bans_dump().map_err(|e| DaemonError::Map {
+                what: "reading the ban maps",
+                source: e,
+            })?
+        } else {
+            Vec::new()
+        };
+        let adopted = if adopting && in_step {
+            self.trust_kernel(kernel, &now)
+        } else {
+            if adopting {
+                tracing::warn!(
+                    pin_path = %self.runtime.pin_path.display(),
+                    db = %self.store.path().display(),
+                    "the pinned ban maps are not the ones the store was last in step with (created by a failed start, another state_dir, or an older shieldd): the store wins and the maps are rebuilt from it"
+                );
+            }
+            let adopted = self.keep_kernel_only(kernel, &now);
+            self.write_book()?;
+            adopted
+        };
+        for net in &adopted.stale {
+            self.shield.maps.unban(*net).map_err(|e| DaemonError::Map {
+                what: "removing expired bans",
+                source: e,
+            })?;
+        }
+        if !from_store.expired.is_empty() {
+            let r = self.store.unban(&from_store.expired, Action::Expire, "expiry");
+            let _ = self.saved(r);
+        }
+        self.sync_store(in_step, &adopted);
+        tracing::info!(
+            bans = self.book.len(),
+            from_store = from_store.restored,
+            expired_in_store = from_store.expired.len(),
+            kernel_only = adopted.only_kernel,
+            lifted_in_kernel = adopted.lifted,
+            expired_in_kernel = adopted.stale.len(),
+            adopted_maps = adopting,
+            maps_trusted = adopting && in_step,
+            ms = t.elapsed().as_millis() as u64,
+            "bans restored"
+        );
+        Ok(())
+    }
+
+    /// After the restore, the store names these maps and holds what the
+    /// book holds. Rewritten only when they differ; a failure leaves it to
+    /// the sweeper's retries (the kernel is right meanwhile).
+    fn sync_store(&mut self, in_step: bool, adopted: &KernelBans) {
+        let differs = adopted.only_kernel > 0 || adopted.lifted > 0;
+        if differs {
+            self.unsaved = Some("bans changed in the kernel while no shieldd ran".into());
+            if let Err(why) = self.retry_save() {
+                tracing::error!("updating the store failed (retrying): {why}");
+            }
+        }
+        if !in_step {
+            let mark = self.maps_mark.clone();
+            let r = self.store.set_maps_mark(Some(&mark));
+            let _ = self.saved(r);
+        }
+    }
+
+    /// Adopted maps in step with the store: the kernel's set of bans and
+    /// expiries wins; the store's records supply origin and reason.
+    fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
+        let mut out = KernelBans::default();
+        let mut in_kernel = HashSet::with_capacity(kernel.len());
+        for (net, expires_ns) in kernel {
+            let Some(expiry) = kernel_expiry(expires_ns, now) else {
+                out.stale.push(net);
+                continue;
+            };
+            in_kernel.insert(net);
+            match self.book.get(&net).cloned() {
+                Some(mut b) => {
+                    b.expiry = expiry;
+                    self.book.insert(net, b);
+                }
+                None => {
+                    out.only_kernel += 1;
+                    self.book.insert(net, kernel_ban(expiry, now));
+                }
+            }
+        }
+        // In the store but no longer in the kernel: lifted by a write the
+        // store missed.
+        let gone: Vec<IpNet> = self
+            .book
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !in_kernel.contains(n))
+            .collect();
+        out.lifted = gone.len();
+        for n in gone {
+            self.book.remove(&n);
+        }
+        out
+    }
+
+    /// Maps the store does not describe: its bans are written over them
+    /// (by [`Core::write_book`]). A ban only the kernel holds is kept, as
+    /// origin `kernel`: only a shieldd on this pin path puts bans there,
+    /// so it is most likely one whose store write failed, and lifting it
+    /// would let an attacker back in; it stays visible in `shieldctl
+    /// banned`, keeps its kernel expiry and can be unbanned.
+    fn keep_kernel_only(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
+        let mut out = KernelBans::default();
+        for (net, expires_ns) in kernel {
+            if self.book.get(&net).is_some() {
+                continue;
+            }
+            match kernel_expiry(expires_ns, now) {
+                None => out.stale.push(net),
+                Some(expiry) => {
+                    out.only_kernel += 1;
+                    self.book.insert(net, kernel_ban(expiry, now));
+                }
+            }
+        }
+        if out.only_kernel > 0 {
+            tracing::warn!(
+                bans = out.only_kernel,
+                "kept bans found only in the pinned maps (origin kernel); `shieldctl unban` lifts them"
+            );
+        }
+        out
+    }
+
+    /// Writes every ban of the book into the maps, in batches.
+    fn write_book(&mut self) -> Result<(), DaemonError> {
+        let want: Vec<(IpNet, u64)> = self
+            .book
+            .iter()
+            .map(|(n, b)| (*n, b.expiry.kernel()))
+            .collect();
+        self.shield.maps.ban_batch(&want).map_err(|e| {
+            if map_full(&e) {
+                DaemonError::Runtime(format!(
+                    "{} has {} bans, more than the ban maps hold (capacity.bans = {}, capacity.ban_nets = {}): raise [capacity]",
+                    self.store.path().display(),
+                    want.len(),
+                    self.runtime.capacity.bans,
+                    self.runtime.capacity.ban_nets
+                ))
+            } else {
+                DaemonError::Map { what: "restoring bans", source: e }
+            }
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+-- The ban store, version 1. Times are wall-clock milliseconds since the
+-- Unix epoch; networks are text in their canonical form ("198.51.100.0/24",
+-- "2001:db8::/64"), so an operator can read and query the file with sqlite3.
+
+-- Bans in force (and expired ones the sweeper has not lifted yet).
+CREATE TABLE IF NOT EXISTS bans (
+    net        TEXT PRIMARY KEY,
+    -- manual, escalation, kernel or jail:<name>
+    origin     TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    -- what the ban was made from: the jail's log line, the offender
+    -- report, the operator's reason
+    detail     TEXT NOT NULL DEFAULT '',
+    who        TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    -- NULL: until unbanned
+    expires_ms INTEGER,
+    -- how often this network was banned (within [bans] history)
+    times      INTEGER NOT NULL DEFAULT 1
+) WITHOUT ROWID;
+
+-- Repeat offenders for [bans] increment: how many automatic bans a source
+-- had, and when the latest ends.
+CREATE TABLE IF NOT EXISTS offences (
+    net      TEXT PRIMARY KEY,
+    count    INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Allow/deny entries added with shieldctl (the config file's are not here).
+CREATE TABLE IF NOT EXISTS list_entries (
+    list     TEXT NOT NULL CHECK (list IN ('allow', 'deny')),
+    net      TEXT NOT NULL,
+    added_ms INTEGER NOT NULL,
+    who      TEXT NOT NULL,
+    PRIMARY KEY (list, net)
+) WITHOUT ROWID;
+
+-- Every ban and unban, kept for [bans] history.
+CREATE TABLE IF NOT EXISTS history (
+    id         INTEGER PRIMARY KEY,
+    at_ms      INTEGER NOT NULL,
+    net        TEXT NOT NULL,
+    -- ban, reban (an active ban banned again), unban, expire
+    action     TEXT NOT NULL,
+    origin     TEXT NOT NULL DEFAULT '',
+    reason     TEXT NOT NULL DEFAULT '',
+    detail     TEXT NOT NULL DEFAULT '',
+    who        TEXT NOT NULL DEFAULT '',
+    expires_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS history_by_net ON history (net, at_ms);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (at_ms);
+
+-- Every list change made with shieldctl, kept for [bans] history.
+CREATE TABLE IF NOT EXISTS list_changes (
+    id     INTEGER PRIMARY KEY,
+    at_ms  INTEGER NOT NULL,
+    list   TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('add', 'del')),
+    net    TEXT NOT NULL,
+    who    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS list_changes_by_time ON list_changes (at_ms);
+
+-- key/value: "maps" (the kernel maps the store is in step with, JSON).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,219 @@
+use super::*;
+
+fn rec(net: &str, expires_ms: Option<u64>) -> BanRecord {
+    BanRecord {
+        net: net.parse().unwrap(),
+        origin: "manual".into(),
+        reason: "test".into(),
+        created_ms: 1,
+        expires_ms,
+    }
+}
+
+fn ban(store: &mut Store, r: &BanRecord, action: Action) -> u32 {
+    store
+        .ban(&BanEvent {
+            record: r,
+            origin: &r.origin,
+            reason: &r.reason,
+            detail: "a log line",
+            who: "uid 0",
+            action,
+        })
+        .unwrap()
+}
+
+#[test]
+fn bans_offences_and_lists_round_trip_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    assert!(st.load().unwrap().bans.is_empty());
+    let a = rec("198.51.100.7/32", Some(99_000));
+    let b = rec("2001:db8::/64", None);
+    assert_eq!(ban(&mut st, &a, Action::Ban), 1);
+    assert_eq!(ban(&mut st, &b, Action::Ban), 1);
+    let off = OffenceRecord {
+        net: a.net,
+        count: 2,
+        until_ms: 5,
+    };
+    st.offence(&off).unwrap();
+    st.list_change(List::Allow, true, "192.0.2.0/24".parse().unwrap(), "uid 0")
+        .unwrap();
+    st.list_change(List::Deny, true, "203.0.113.9/32".parse().unwrap(), "uid 0")
+        .unwrap();
+    st.list_change(List::Deny, false, "203.0.113.9/32".parse().unwrap(), "uid 0")
+        .unwrap();
+    let mark = MapsMark {
+        pin_path: "/sys/fs/bpf/x".into(),
+        ids: [("BANS_V4".to_string(), 7)].into_iter().collect(),
+    };
+    st.set_maps_mark(Some(&mark)).unwrap();
+    drop(st);
+
+    let st = Store::open(dir.path()).unwrap();
+    let mut got = st.load().unwrap();
+    got.bans.sort_by_key(|b| b.net);
+    assert_eq!(got.bans, vec![a, b]);
+    assert_eq!(got.offences, vec![off]);
+    assert_eq!(got.lists.allow, vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+    assert!(got.lists.deny.is_empty());
+    assert_eq!(got.maps, Some(mark));
+}
+
+#[test]
+fn a_reban_is_counted_and_an_unban_is_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let a = rec("198.51.100.7/32", Some(10_000));
+    assert_eq!(ban(&mut st, &a, Action::Ban), 1);
+    let longer = rec("198.51.100.7/32", Some(20_000));
+    assert_eq!(ban(&mut st, &longer, Action::Reban), 2);
+    st.unban(&[a.net], Action::Unban, "uid 1000").unwrap();
+    assert!(st.load().unwrap().bans.is_empty());
+    assert_eq!(ban(&mut st, &a, Action::Ban), 3, "history remembers");
+
+    let src = st.source(&[a.net], 10).unwrap();
+    assert_eq!(src.bans, vec![(a.net.to_string(), "a log line".to_string(), 3)]);
+    let actions: Vec<Action> = src.history.iter().map(|h| h.action).collect();
+    assert_eq!(actions, [Action::Ban, Action::Unban, Action::Reban, Action::Ban]);
+    assert_eq!(src.history[1].who, "uid 1000");
+    assert_eq!(src.history[1].reason, "test", "the unban names what it lifted");
+    assert_eq!(st.source(&[a.net], 2).unwrap().history.len(), 2);
+}
+
+#[test]
+fn history_is_pruned_and_resync_keeps_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let a = rec("198.51.100.7/32", None);
+    let b = rec("198.51.100.8/32", None);
+    ban(&mut st, &a, Action::Ban);
+    ban(&mut st, &b, Action::Ban);
+    // The daemon's view: only b, with a new reason, plus c.
+    let mut b2 = b.clone();
+    b2.reason = "changed".into();
+    let c = rec("198.51.100.9/32", Some(5));
+    st.resync(&[b2.clone(), c.clone()], &[], &CliLists::default())
+        .unwrap();
+    let mut got = st.load().unwrap().bans;
+    got.sort_by_key(|r| r.net);
+    assert_eq!(got, vec![b2, c]);
+    assert_eq!(st.source(&[b.net], 5).unwrap().bans[0].1, "a log line");
+    assert_eq!(st.prune(Duration::from_secs(3600), 0).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(st.prune(Duration::ZERO, 0).unwrap(), 2);
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, b"this is not a database, it is a text file\n").unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::NotOurs { .. }), "{e}");
+    assert!(e.to_string().contains("move it away"), "{e}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"this is not a database, it is a text file\n"
+    );
+
+    // Somebody else's SQLite database.
+    std::fs::remove_file(&path).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("other tables"), "{e}");
+
+    // A newer store.
+    std::fs::remove_file(&path).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 9")
+        .unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Newer { found: 9, .. }), "{e}");
+}
+
+#[test]
+fn second_opener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("in use by another shieldd"), "{e}");
+    assert!(
+        e.to_string().contains(&std::process::id().to_string()),
+        "{e}"
+    );
+}
+
+const HEADER: &str = r#"{"format":"sipshield-bans","version":1,"written_ms":0,"maps":{"pin_path":"/sys/fs/bpf/x","ids":{"BANS_V4":7}}}"#;
+
+#[test]
+fn legacy_files_are_imported_once_and_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bans = format!(
+        "{HEADER}\n{}\n{}\n",
+        r#"{"ban":{"net":"198.51.100.7/32","origin":"jail:k","reason":"5 failures","created_ms":1,"expires_ms":null}}"#,
+        r#"{"ban":{"net":"2001:db8::/64","origin":"manual","reason":"r","created_ms":1,"expires_ms":99}}"#,
+    )
+    .into_bytes();
+    // A stray byte that is not UTF-8: one bad record.
+    bans.extend_from_slice(b"\xff\n");
+    bans.extend_from_slice(
+        br#"{"history":{"net":"198.51.100.7/32","count":3,"until_ms":42}}"#,
+    );
+    bans.push(b'\n');
+    std::fs::write(dir.path().join("bans.jsonl"), &bans).unwrap();
+    std::fs::write(
+        dir.path().join("lists.json"),
+        r#"{"allow":["192.0.2.0/24"],"deny":["203.0.113.0/24"]}"#,
+    )
+    .unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let imp = st.import_legacy().unwrap().expect("imported");
+    assert_eq!((imp.bans_read, imp.bans_added), (2, 2));
+    assert_eq!(imp.bad_lines.len(), 1, "{:?}", imp.bad_lines);
+    assert_eq!(imp.bad_lines[0].0, 4);
+    let copy = imp.bad_copy.expect("a copy of the damaged file");
+    assert_eq!(std::fs::read(&copy).unwrap(), bans);
+    assert_eq!(imp.files.len(), 2);
+    assert!(!dir.path().join("bans.jsonl").exists());
+    assert!(imp.files[0].1.to_string_lossy().contains("bans.jsonl.imported-"));
+
+    let got = st.load().unwrap();
+    assert_eq!(got.bans.len(), 2);
+    assert_eq!(got.offences[0].count, 3);
+    assert_eq!(got.lists.deny, vec!["203.0.113.0/24".parse::<IpNet>().unwrap()]);
+    assert_eq!(got.maps.unwrap().ids["BANS_V4"], 7, "a fresh store takes the mark");
+    assert!(st.import_legacy().unwrap().is_none(), "imported once");
+
+    // A file put back later merges, and the store no longer claims to be
+    // in step with any maps.
+    std::fs::write(
+        dir.path().join("bans.jsonl"),
+        format!(
+            "{HEADER}\n{}\n",
+            r#"{"ban":{"net":"198.51.100.99/32","origin":"manual","reason":"r","created_ms":1,"expires_ms":null}}"#
+        ),
+    )
+    .unwrap();
+    let imp = st.import_legacy().unwrap().expect("imported");
+    assert_eq!(imp.bans_added, 1);
+    let got = st.load().unwrap();
+    assert_eq!(got.bans.len(), 3);
+    assert_eq!(got.maps, None);
+}
+
+#[test]
+fn a_legacy_file_with_a_bad_header_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bans.jsonl");
+    std::fs::write(&path, "{\"format\":\"other\",\"version\":1,\"written_ms\":0}\n").unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let e = st.import_legacy().unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+    assert!(path.exists());
+}

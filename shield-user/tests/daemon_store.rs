@@ -1,0 +1,163 @@
+//! The ban store (SPEC §10) as an operator meets it: every acknowledged
+//! change survives `kill -9` even with the pins gone, a re-ban extends and
+//! is counted, `shieldctl banned ADDR` tells why and how often, and the
+//! file is readable with SQLite.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn sqlite(d: &Daemon) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        d.state.join("shield.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open shield.db")
+}
+
+#[test]
+fn acknowledged_changes_survive_kill_9_without_the_pins() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    d.start();
+    d.ctl_ok(&["ban", "198.51.100.2", "--duration", "forever", "--reason", "kept"]);
+    d.ctl_ok(&["ban", "203.0.113.0/24", "--duration", "2h"]);
+    d.ctl_ok(&["ban", "2001:db8:7::/64"]);
+    d.ctl_ok(&["unban", "2001:db8:7::/64"]);
+    d.ctl_ok(&["allow", "add", "192.0.2.10"]);
+    d.ctl_ok(&["deny", "add", "192.0.2.128/25"]);
+    // No pause: the acknowledgement alone must be enough.
+    d.kill9();
+    // Without the pins only the store remembers.
+    shield::pins::remove_all(&d.pin).expect("unpin");
+    d.start();
+    let ban = d.ban_of("198.51.100.2/32").expect("restored");
+    assert_eq!(ban["reason"], "kept");
+    assert!(ban["expires_in_secs"].is_null(), "{ban}");
+    let net = d.ban_of("203.0.113.0/24").expect("restored");
+    let left = net["expires_in_secs"].as_u64().expect("left");
+    assert!((7000..=7200).contains(&left), "{net}");
+    assert!(d.ban_of("2001:db8:7::/64").is_none(), "the unban holds");
+    assert!(d.ctl_ok(&["allow", "list"]).contains("192.0.2.10/32"));
+    assert!(d.ctl_ok(&["deny", "list"]).contains("192.0.2.128/25"));
+    assert!(d.log_text().contains("adopted_maps=false"));
+    // And the kernel enforces what came back.
+    let sink = Sink::start(&lab);
+    send(&lab, PEER_IP, 10, Duration::from_millis(2));
+    settle();
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through");
+}
+
+#[test]
+fn a_reban_extends_to_the_later_expiry_and_is_counted() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    d.start();
+    let first = d.ctl_json(&["ban", "198.51.100.7", "--duration", "1h", "--reason", "one"]);
+    assert_eq!(first["times"], 1, "{first}");
+    // Shorter: the hour stands, and the ban is counted.
+    let second = d.ctl_json(&["ban", "198.51.100.7", "--duration", "10m", "--reason", "two"]);
+    assert_eq!(second["times"], 2, "{second}");
+    let left = second["expires_in_secs"].as_u64().expect("left");
+    assert!((3590..=3600).contains(&left), "{second}");
+    assert_eq!(second["reason"], "one", "the ban in force is the longer one");
+    // Longer: extended.
+    let third = d.ctl_json(&["ban", "198.51.100.7", "--duration", "2h", "--reason", "three"]);
+    assert_eq!(third["times"], 3);
+    let left = third["expires_in_secs"].as_u64().expect("left");
+    assert!((7190..=7200).contains(&left), "{third}");
+    let out = d.ctl_ok(&["ban", "198.51.100.7", "--duration", "1m"]);
+    assert!(out.contains("banned 4 times"), "{out}");
+
+    // The operator's view of that source, and an address inside a net.
+    d.ctl_ok(&["ban", "203.0.113.0/24", "--reason", "the net"]);
+    let rec = d.ctl_json(&["banned", "198.51.100.7"]);
+    assert_eq!(rec["times_banned"], 4, "{rec}");
+    assert_eq!(rec["bans"][0]["net"], "198.51.100.7/32");
+    assert_eq!(rec["bans"][0]["times"], 4);
+    let history = rec["history"].as_array().expect("history");
+    let actions: Vec<&str> = history
+        .iter()
+        .map(|h| h["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["reban", "reban", "reban", "ban"], "{rec}");
+    // The history keeps what each request asked, and who asked.
+    assert_eq!(history[2]["reason"], "two");
+    assert_eq!(history[0]["who"], "uid 0");
+    let inside = d.ctl_json(&["banned", "203.0.113.77"]);
+    assert_eq!(inside["bans"][0]["net"], "203.0.113.0/24", "{inside}");
+    assert_eq!(inside["times_banned"], 0, "the host itself never was");
+    let text = d.ctl_ok(&["banned", "203.0.113.77"]);
+    assert!(text.contains("203.0.113.0/24") && text.contains("the net"), "{text}");
+    let none = d.ctl_ok(&["banned", "192.0.2.99"]);
+    assert!(none.contains("is not banned"), "{none}");
+    let bad = d.ctl(&["banned", "not-an-address"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    // An unban is history too; a ban after it counts on.
+    d.ctl_ok(&["unban", "198.51.100.7"]);
+    let rec = d.ctl_json(&["banned", "198.51.100.7"]);
+    assert_eq!(rec["bans"].as_array().expect("bans").len(), 0);
+    assert_eq!(rec["history"][0]["action"], "unban");
+    let again = d.ctl_json(&["ban", "198.51.100.7"]);
+    assert_eq!(again["times"], 5);
+
+    // Readable with SQLite, as SPEC §10 promises.
+    let db = sqlite(&d);
+    let (times, reason): (u32, String) = db
+        .query_row(
+            "SELECT times, reason FROM bans WHERE net = '198.51.100.7/32'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!(times, 5);
+    assert!(reason.starts_with("banned by uid 0"), "{reason}");
+    let rows: u32 = db
+        .query_row(
+            "SELECT count(*) FROM history WHERE net = '198.51.100.7/32'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(rows, 6);
+}
+
+#[test]
+fn a_jail_ban_keeps_its_log_line_and_hostile_text_stays_inert() {
+    let lab = Lab::new();
+    let mut d = Daemon::new(&lab.sbc, "");
+    let logpath = d.dir.path().join("kamailio.log");
+    std::fs::write(&logpath, "").expect("log");
+    let base = std::fs::read_to_string(&d.config).expect("config");
+    d.write_config(&format!(
+        "{base}\n{NO_LIMITS}\n[[jail]]\nname = \"kam\"\nlogpath = \"{}\"\nfilter = \"kamailio\"\nmaxretry = 2\nbantime = \"5m\"\n",
+        logpath.display()
+    ));
+    d.start();
+    std::thread::sleep(Duration::from_millis(500));
+    // The SIP user is the attacker's: a terminal escape in it.
+    let line = "Mar 14 09:12:07 sbc1 /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for \x1b]0;pwned\x07 from 198.51.100.2:5060\n";
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&logpath)
+        .expect("open log");
+    for _ in 0..2 {
+        log.write_all(line.as_bytes()).expect("write");
+    }
+    log.flush().expect("flush");
+    wait_for("a jail ban", Duration::from_secs(5), || {
+        d.ban_of("198.51.100.2/32")
+    });
+    let rec = d.ctl_json(&["banned", "198.51.100.2"]);
+    let detail = rec["bans"][0]["detail"].as_str().expect("detail");
+    assert!(detail.contains("auth failed for"), "{rec}");
+    assert_eq!(rec["history"][0]["who"], "jail kam");
+    assert_eq!(rec["history"][0]["origin"], "jail:kam");
+    let text = d.ctl_ok(&["banned", "198.51.100.2"]);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.contains("auth failed for"), "{text}");
+}
