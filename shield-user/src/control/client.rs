@@ -58,43 +58,74 @@ fn is_busy(reply: &Response) -> bool {
 }
 
 fn request_once(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+    Session::connect(path, timeout)?.request(req)
+}
+
+/// One connection carrying many requests, each answered in turn (bulk
+/// bans from a script: no connection set-up per request). The daemon
+/// closes a connection idle for a few seconds.
+pub struct Session {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+}
+
+impl Session {
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Session, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                path: path.to_path_buf(),
+            },
+            _ => ClientError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let s = Session {
             path: path.to_path_buf(),
+            reader: BufReader::new(stream),
+        };
+        let stream = s.reader.get_ref();
+        stream.set_read_timeout(Some(timeout)).map_err(s.io())?;
+        stream.set_write_timeout(Some(timeout)).map_err(s.io())?;
+        Ok(s)
+    }
+
+    fn io(&self) -> impl Fn(io::Error) -> ClientError + '_ {
+        |source| ClientError::Io {
+            path: self.path.clone(),
             source,
-        },
-        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
-            path: path.to_path_buf(),
-        },
-        _ => ClientError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
-    let io = |source| ClientError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    if let Err(e) = (&stream).write_all(&line) {
-        // A daemon refusing the connection replies and closes without
-        // reading the request: the write fails, its reply is still there.
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        ) {
-            return Err(io(e));
         }
     }
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
-    if reply.is_empty() {
-        return Err(ClientError::Protocol(
-            "connection closed without a reply".into(),
-        ));
+
+    /// Sends `req` and reads its reply.
+    pub fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let mut line =
+            serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        if let Err(e) = self.reader.get_ref().write_all(&line) {
+            // A daemon refusing the connection replies and closes without
+            // reading the request: the write fails, its reply is still there.
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(self.io()(e));
+            }
+        }
+        let mut reply = String::new();
+        let read = self.reader.read_line(&mut reply);
+        read.map_err(self.io())?;
+        if reply.is_empty() {
+            return Err(ClientError::Protocol(
+                "connection closed without a reply".into(),
+            ));
+        }
+        serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(e.to_string()))
     }
-    serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(e.to_string()))
 }

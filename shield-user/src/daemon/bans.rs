@@ -213,6 +213,17 @@ impl BanBook {
         self.bans.remove(net)
     }
 
+    pub fn get_mut(&mut self, net: &IpNet) -> Option<&mut Ban> {
+        self.bans.get_mut(net)
+    }
+
+    /// Keeps the bans of the networks `keep` accepts; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&IpNet) -> bool) -> usize {
+        let before = self.bans.len();
+        self.bans.retain(|n, _| keep(n));
+        before - self.bans.len()
+    }
+
     pub fn clear(&mut self) -> Vec<IpNet> {
         self.bans.drain().map(|(n, _)| n).collect()
     }
@@ -318,23 +329,27 @@ impl BanBook {
         now: &Clock,
     ) -> Restored {
         let mut r = Restored::default();
+        self.bans.reserve(bans.len());
+        // Bulk bans share their reasons: one allocation per distinct text.
+        let mut reasons: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
         for rec in bans {
-            let expiry = match rec.expires_ms {
-                None => Expiry::Never,
-                Some(ms) => match now.wall_to_mono(ms) {
-                    Some(mono_ns) => Expiry::At {
-                        mono_ns,
-                        wall_ms: ms,
-                    },
-                    None => {
-                        r.expired.push(rec.net);
-                        continue;
+            let Some(expiry) = record_expiry(&rec, now) else {
+                r.expired.push(rec.net);
+                continue;
+            };
+            let reason = match reasons.get(rec.reason.as_str()) {
+                Some(r) => r.clone(),
+                None => {
+                    let r: Arc<str> = rec.reason.into();
+                    if reasons.len() < 4096 {
+                        reasons.insert(r.clone());
                     }
-                },
+                    r
+                }
             };
             let ban = Ban {
                 origin: Origin::from_record(&rec.origin),
-                reason: rec.reason.into(),
+                reason,
                 created_ms: rec.created_ms,
                 expiry,
             };
@@ -351,6 +366,18 @@ impl BanBook {
             );
         }
         r
+    }
+}
+
+/// A store record's expiry in both clocks (what is left of it); `None`
+/// once past.
+pub fn record_expiry(rec: &BanRecord, now: &Clock) -> Option<Expiry> {
+    match rec.expires_ms {
+        None => Some(Expiry::Never),
+        Some(ms) => now.wall_to_mono(ms).map(|mono_ns| Expiry::At {
+            mono_ns,
+            wall_ms: ms,
+        }),
     }
 }
 

@@ -224,7 +224,63 @@ pub struct Store {
     dir: PathBuf,
     db: PathBuf,
     conn: Connection,
+    _checkpointer: Option<Checkpointer>,
     _lock: File,
+}
+
+/// How often the write-ahead log is copied into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// With the checkpointer running, a commit checkpoints by itself only once
+/// the log is this many pages long (a stalled checkpointer; 64 MiB).
+const WAL_BACKSTOP_PAGES: u32 = 16_384;
+
+/// Copies the write-ahead log into the database on its own connection and
+/// thread: left to the committing connection, every thousandth page a ban
+/// would wait for that copy and its fsync (tens of ms). A passive
+/// checkpoint never blocks the writer.
+struct Checkpointer {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(db: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(db).ok()?;
+        conn.busy_timeout(Duration::from_secs(1)).ok()?;
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped {
+                    stopped = cv
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!("store checkpoint: {e}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -255,10 +311,16 @@ impl Store {
         let lock = take_lock(dir)?;
         let db = dir.join(DB_FILE);
         let conn = open_db(&db)?;
+        let checkpointer = Checkpointer::start(&db);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+                .map_err(sql_err(&db, "configuring"))?;
+        }
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
             conn,
+            _checkpointer: checkpointer,
             _lock: lock,
         })
     }

@@ -137,6 +137,10 @@ pub struct Shieldd {
     pub config_file: PathBuf,
     pub log: PathBuf,
     shieldctl: PathBuf,
+    /// Remove the pins when stopped (not when handing over to a restart).
+    unpin: bool,
+    /// From spawning the daemon to its first answer (`--check` excluded).
+    pub ready_after: Duration,
 }
 
 impl Shieldd {
@@ -170,6 +174,8 @@ impl Shieldd {
             config_file,
             log,
             shieldctl,
+            unpin: true,
+            ready_after: Duration::ZERO,
         };
         let t = Instant::now();
         loop {
@@ -183,6 +189,7 @@ impl Shieldd {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
             {
+                d.ready_after = t.elapsed();
                 break;
             }
             if t.elapsed() > Duration::from_secs(120) {
@@ -273,7 +280,20 @@ impl Shieldd {
 
     pub fn stop(&mut self) {
         self.proc.stop_within(Duration::from_secs(15));
-        let _ = shield::pins::remove_all(&self.cfg.pin_path);
+        if self.unpin {
+            let _ = shield::pins::remove_all(&self.cfg.pin_path);
+        }
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again on the same
+    /// configuration; with `detach_on_exit = false` the new one adopts the
+    /// pinned shield. Returns the time from spawning it to its answer.
+    pub fn restart(&mut self, ns: &Netns) -> Result<Duration> {
+        self.proc.stop_within(Duration::from_secs(15));
+        let next = Shieldd::start(ns, self.cfg.clone())?;
+        let mut old = std::mem::replace(self, next);
+        old.unpin = false;
+        Ok(self.ready_after)
     }
 }
 

@@ -106,11 +106,12 @@ impl Core {
     /// attaches. Returns the ring buffer of offender reports, for the
     /// caller to read.
     ///
-    /// All or nothing: the store is read (and earlier versions' files
-    /// imported) before the kernel is touched, and if anything fails
-    /// later, what this attempt pinned is unpinned again (and its links
-    /// closed). A half-started shield left pinned would be adopted by the
-    /// next start as though it were the enforcing one.
+    /// All or nothing: the store is opened and earlier versions' files
+    /// imported before the kernel is touched, and if anything fails later
+    /// (reading the store included), what this attempt pinned is unpinned
+    /// again (and its links closed). A half-started shield left pinned
+    /// would be adopted by the next start as though it were the enforcing
+    /// one.
     pub fn start(
         config: Config,
         mut store: Store,
@@ -119,12 +120,11 @@ impl Core {
         if let Some(imported) = store.import_legacy()? {
             restore::report_import(&store, &imported);
         }
-        let loaded = store.load()?;
         let pin = config.shield.pin_path.clone();
         let before = pins::PinSnapshot::take(&pin)?;
         // `load` drops everything it made (maps, program, links) before
         // returning an error, so the unpinning below frees them.
-        Self::load(config, store, loaded).inspect_err(|_| {
+        Self::load(config, store).inspect_err(|_| {
             let removed = before.roll_back();
             if !removed.is_empty() {
                 tracing::warn!(pin_path = %pin.display(), removed = ?removed, "start-up failed: unpinned what this attempt had pinned");
@@ -132,11 +132,7 @@ impl Core {
         })
     }
 
-    fn load(
-        config: Config,
-        store: Store,
-        loaded: crate::store::Loaded,
-    ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
+    fn load(config: Config, store: Store) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
         let runtime = Runtime {
             pin_path: config.shield.pin_path.clone(),
             state_dir: config.shield.state_dir.clone(),
@@ -148,8 +144,23 @@ impl Core {
         pins::prepare_dir(&pin)?;
         // Maps already pinned: a previous daemon's, still enforcing.
         let adopting = pin.join(names::BANS_V4).exists();
-        let mut shield =
-            Shield::load(config.capacity, Some(&pin)).map_err(|e| load_error(e, &pin))?;
+        // A million bans take about as long to read as the verifier takes
+        // to check the program: both at once.
+        let (store, loaded, shield) = std::thread::scope(|s| {
+            let reader = s.spawn(move || {
+                let t = Instant::now();
+                let loaded = store.load();
+                (store, loaded, t.elapsed())
+            });
+            let shield = Shield::load(config.capacity, Some(&pin));
+            let (store, loaded, took) = reader.join().expect("the store reader does not panic");
+            if let Ok(l) = &loaded {
+                tracing::info!(bans = l.bans.len(), db = %store.path().display(), ms = took.as_millis() as u64, "store read");
+            }
+            (store, loaded, shield)
+        });
+        let mut shield = shield.map_err(|e| load_error(e, &pin))?;
+        let loaded = loaded?;
         let events = shield.maps.events.take();
         let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
         let maps_mark = MapsMark {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use super::{map_full, Core};
-use crate::daemon::bans::{Ban, Clock, Expiry, Origin};
+use crate::daemon::bans::{record_expiry, Ban, Clock, Expiry, Origin, Restored};
 use crate::daemon::DaemonError;
 use crate::store::{Action, Imported, Loaded, Store};
 
@@ -79,16 +79,7 @@ impl Core {
         let t = Instant::now();
         let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
         let now = Clock::now();
-        let from_store = self.book.restore(loaded.bans, loaded.offences, &now);
-        // Fresh maps are empty: only adopted ones are worth reading.
-        let kernel = if adopting {
-            self.shield.maps.bans_dump().map_err(|e| DaemonError::Map {
-                what: "reading the ban maps",
-                source: e,
-            })?
-        } else {
-            Vec::new()
-        };
+        let (from_store, kernel) = self.book_beside_kernel(loaded, adopting, &now)?;
         let adopted = if adopting && in_step {
             self.trust_kernel(kernel, &now)
         } else {
@@ -100,7 +91,9 @@ impl Core {
                 );
             }
             let adopted = self.keep_kernel_only(kernel, &now);
-            self.write_book()?;
+            if adopting {
+                self.write_book()?;
+            }
             adopted
         };
         for net in &adopted.stale {
@@ -147,21 +140,71 @@ impl Core {
         }
     }
 
+    /// Builds the book from the store's records while, on another thread,
+    /// the kernel's ban maps are read (adopted maps) or written (fresh
+    /// ones, which hold nothing yet): with a million bans each side takes
+    /// about a second. Returns what the book restored, and the adopted
+    /// maps' bans.
+    fn book_beside_kernel(
+        &mut self,
+        loaded: Loaded,
+        adopting: bool,
+        now: &Clock,
+    ) -> Result<(Restored, Vec<(IpNet, u64)>), DaemonError> {
+        let full = self.map_full_error(loaded.bans.len());
+        let (book, maps) = (&mut self.book, &mut self.shield.maps);
+        std::thread::scope(|s| {
+            let kernel = if adopting {
+                s.spawn(move || maps.bans_dump().map_err(|e| DaemonError::Map {
+                    what: "reading the ban maps",
+                    source: e,
+                }))
+            } else {
+                let want: Vec<(IpNet, u64)> = loaded
+                    .bans
+                    .iter()
+                    .filter_map(|r| Some((r.net.trunc(), record_expiry(r, now)?.kernel())))
+                    .collect();
+                s.spawn(move || match maps.ban_batch(&want) {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(e) if map_full(&e) => Err(DaemonError::Runtime(full)),
+                    Err(e) => Err(DaemonError::Map { what: "restoring bans", source: e }),
+                })
+            };
+            let restored = book.restore(loaded.bans, loaded.offences, now);
+            let kernel = kernel.join().expect("the kernel side does not panic")?;
+            Ok((restored, kernel))
+        })
+    }
+
+    /// The error of a restore that does not fit the ban maps.
+    fn map_full_error(&self, bans: usize) -> String {
+        format!(
+            "{} has {bans} bans, more than the ban maps hold (capacity.bans = {}, capacity.ban_nets = {}): raise [capacity]",
+            self.store.path().display(),
+            self.runtime.capacity.bans,
+            self.runtime.capacity.ban_nets
+        )
+    }
+
     /// Adopted maps in step with the store: the kernel's set of bans and
-    /// expiries wins; the store's records supply origin and reason.
+    /// expiries wins; the store's records supply origin and reason. Run on
+    /// every restart, so the usual case (the same bans on both sides) is a
+    /// single lookup per ban.
     fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
         let mut out = KernelBans::default();
-        let mut in_kernel = HashSet::with_capacity(kernel.len());
+        let mut matched = 0;
+        let mut live = Vec::with_capacity(kernel.len());
         for (net, expires_ns) in kernel {
             let Some(expiry) = kernel_expiry(expires_ns, now) else {
                 out.stale.push(net);
                 continue;
             };
-            in_kernel.insert(net);
-            match self.book.get(&net).cloned() {
-                Some(mut b) => {
+            live.push(net);
+            match self.book.get_mut(&net) {
+                Some(b) => {
                     b.expiry = expiry;
-                    self.book.insert(net, b);
+                    matched += 1;
                 }
                 None => {
                     out.only_kernel += 1;
@@ -170,16 +213,10 @@ impl Core {
             }
         }
         // In the store but no longer in the kernel: lifted by a write the
-        // store missed.
-        let gone: Vec<IpNet> = self
-            .book
-            .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| !in_kernel.contains(n))
-            .collect();
-        out.lifted = gone.len();
-        for n in gone {
-            self.book.remove(&n);
+        // store missed (or expired there).
+        if matched + out.only_kernel < self.book.len() {
+            let live: HashSet<IpNet> = live.into_iter().collect();
+            out.lifted = self.book.retain(|n| live.contains(n));
         }
         out
     }
@@ -220,15 +257,10 @@ impl Core {
             .iter()
             .map(|(n, b)| (*n, b.expiry.kernel()))
             .collect();
+        let full = self.map_full_error(want.len());
         self.shield.maps.ban_batch(&want).map_err(|e| {
             if map_full(&e) {
-                DaemonError::Runtime(format!(
-                    "{} has {} bans, more than the ban maps hold (capacity.bans = {}, capacity.ban_nets = {}): raise [capacity]",
-                    self.store.path().display(),
-                    want.len(),
-                    self.runtime.capacity.bans,
-                    self.runtime.capacity.ban_nets
-                ))
+                DaemonError::Runtime(full)
             } else {
                 DaemonError::Map { what: "restoring bans", source: e }
             }

@@ -10,6 +10,7 @@ pub mod flood_runs;
 pub mod latency;
 pub mod plot;
 pub mod report;
+pub mod store;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,326 @@
+//! The ban store under load (SPEC §10, issue 9's goals): shieldd with a
+//! million bans on record — its start from the store into fresh maps and
+//! its restart adopting pinned maps; `ban` round trips over the control
+//! socket (p50/p99) beside `status` round trips on the same daemon (the
+//! protocol's floor: no kernel write, no store write); bans per second
+//! from concurrent clients beside `status` per second; and `shieldctl ban`
+//! as a process beside `shieldctl status`. The addresses are map keys only
+//! (100.64.0.0 and up): nothing is sent to them.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use shield::control::client::{self, Session};
+use shield::control::protocol::{Request, Response};
+use shield::store::{now_ms, BanRecord, Store};
+
+use crate::lab::shieldd::{LabConfig, Shieldd};
+use crate::netns::Netns;
+
+/// Sequential round trips per measured request kind.
+const ROUND_TRIPS: usize = 2000;
+/// Concurrent clients in the throughput runs, and requests each.
+const CLIENTS: usize = 4;
+const PER_CLIENT: usize = 2500;
+/// `shieldctl` invocations per kind.
+const PROCESSES: usize = 200;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(mut v: Vec<f64>) -> Percentiles {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+        Percentiles {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: *v.last().unwrap_or(&0.0),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StoreLoad {
+    pub count: u32,
+    /// `Store::import` of the records (one transaction).
+    pub import_secs: f64,
+    pub db_bytes: u64,
+    /// shieldd start with fresh maps: from its spawn until it answers, and the parts its
+    /// log names (store read; restore into the book and the kernel).
+    pub fresh_ready_secs: f64,
+    pub fresh_store_read_ms: u64,
+    pub fresh_restore_ms: u64,
+    /// shieldd restart adopting the pinned maps.
+    pub adopt_ready_secs: f64,
+    pub adopt_store_read_ms: u64,
+    pub adopt_restore_ms: u64,
+    /// Both starts with an empty store (load, verifier, attach).
+    pub empty_ready_secs: f64,
+    pub ban: Percentiles,
+    pub status: Percentiles,
+    pub bans_per_sec: f64,
+    pub status_per_sec: f64,
+    /// The same with one session (connection) per client.
+    pub bans_per_sec_session: f64,
+    pub status_per_sec_session: f64,
+    pub ctl_ban: Percentiles,
+    pub ctl_status: Percentiles,
+}
+
+fn key(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x6440_0000 + i)
+}
+
+fn ban_req(addr: Ipv4Addr) -> Request {
+    Request::Ban {
+        net: addr.to_string(),
+        duration_secs: Some(3600),
+        reason: Some("bench".into()),
+        force: false,
+    }
+}
+
+fn call(socket: &Path, req: &Request) -> Result<()> {
+    check(req, client::request(socket, req, TIMEOUT)?)
+}
+
+fn check(req: &Request, r: Response) -> Result<()> {
+    if !r.ok {
+        bail!("{} refused: {:?}", req.name(), r.error);
+    }
+    if let Some(w) = r.warning {
+        bail!("{}: {w}", req.name());
+    }
+    Ok(())
+}
+
+/// `count` round trips of `req(i)`, one after another.
+fn round_trips(socket: &Path, count: usize, req: impl Fn(usize) -> Request) -> Result<Percentiles> {
+    let mut ms = Vec::with_capacity(count);
+    for i in 0..count {
+        let t = Instant::now();
+        call(socket, &req(i))?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Percentiles::of(ms))
+}
+
+/// Requests per second from CLIENTS threads, each sending PER_CLIENT: a
+/// connection per request (as shieldctl does), or one session each.
+fn throughput(socket: &Path, session: bool, req: impl Fn(usize) -> Request + Sync) -> Result<f64> {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let req = &req;
+                s.spawn(move || -> Result<()> {
+                    let mut sess = match session {
+                        true => Some(Session::connect(socket, TIMEOUT)?),
+                        false => None,
+                    };
+                    for i in 0..PER_CLIENT {
+                        let req = req(c * PER_CLIENT + i);
+                        match &mut sess {
+                            Some(sess) => check(&req, sess.request(&req)?)?,
+                            None => call(socket, &req)?,
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("client thread"))
+    })?;
+    Ok((CLIENTS * PER_CLIENT) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `shieldctl args(i)` as a process, `count` times.
+fn processes(d: &Shieldd, count: usize, args: impl Fn(usize) -> Vec<String>) -> Result<Percentiles> {
+    let mut ms = Vec::with_capacity(count);
+    for i in 0..count {
+        let a = args(i);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let out = d.ctl(&a)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() || !out.stderr.is_empty() {
+            bail!("shieldctl {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(Percentiles::of(ms))
+}
+
+/// The `ms=` of the latest log line containing `what`.
+fn logged_ms(log: &str, what: &str) -> u64 {
+    log.lines()
+        .rfind(|l| l.contains(what))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ms=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) -> Result<StoreLoad> {
+    let mut r = StoreLoad {
+        count,
+        ..Default::default()
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    // Room for the million, the measured bans and the throughput runs.
+    let capacity = (count as usize + ROUND_TRIPS + 2 * CLIENTS * PER_CLIENT + PROCESSES + 64).to_string();
+    let cfg = |sub: &str| {
+        LabConfig::new(&dir.join(sub))
+            .set("capacity", "bans", &capacity)
+            .set("shield", "detach_on_exit", "false")
+    };
+
+    progress("shieldd start with an empty store");
+    {
+        let d = Shieldd::start(sbc, cfg("empty"))?;
+        r.empty_ready_secs = d.ready_after.as_secs_f64();
+        drop(d);
+    }
+
+    progress("importing the bans into a store");
+    let cfg = cfg("bans");
+    let now = now_ms();
+    let records: Vec<BanRecord> = (0..count)
+        .map(|i| BanRecord {
+            net: IpNet::from(IpAddr::V4(key(i))),
+            origin: "manual".into(),
+            reason: "bulk import".into(),
+            created_ms: now,
+            expires_ms: Some(now + 3_600_000),
+        })
+        .collect();
+    let t = Instant::now();
+    Store::open(&cfg.state_dir)?.import(&records, "bench")?;
+    r.import_secs = t.elapsed().as_secs_f64();
+    drop(records);
+    r.db_bytes = std::fs::metadata(cfg.state_dir.join("shield.db"))?.len();
+
+    progress("shieldd start from the store into fresh maps");
+    let mut d = Shieldd::start(sbc, cfg)?;
+    r.fresh_ready_secs = d.ready_after.as_secs_f64();
+    let log = d.log_text();
+    r.fresh_store_read_ms = logged_ms(&log, "store read");
+    r.fresh_restore_ms = logged_ms(&log, "bans restored");
+    let active = d.status()?.bans_active;
+    if active != u64::from(count) {
+        bail!("shieldd restored {active} of {count} bans");
+    }
+
+    progress("shieldd restart adopting the pinned maps");
+    r.adopt_ready_secs = d.restart(sbc)?.as_secs_f64();
+    let log = d.log_text();
+    if !log.contains("maps_trusted=true") {
+        bail!("the restart did not adopt the pinned maps:\n{log}");
+    }
+    r.adopt_store_read_ms = logged_ms(&log, "store read");
+    r.adopt_restore_ms = logged_ms(&log, "bans restored");
+
+    let socket = d.cfg.socket.clone();
+    let base = count;
+    progress("round trips: status, then ban");
+    r.status = round_trips(&socket, ROUND_TRIPS, |_| Request::Status)?;
+    r.ban = round_trips(&socket, ROUND_TRIPS, |i| ban_req(key(base + i as u32)))?;
+
+    progress("throughput: concurrent clients, status, then ban");
+    r.status_per_sec = throughput(&socket, false, |_| Request::Status)?;
+    r.status_per_sec_session = throughput(&socket, true, |_| Request::Status)?;
+    let base = base + ROUND_TRIPS as u32;
+    r.bans_per_sec = throughput(&socket, false, |i| ban_req(key(base + i as u32)))?;
+    let base = base + (CLIENTS * PER_CLIENT) as u32;
+    r.bans_per_sec_session = throughput(&socket, true, |i| ban_req(key(base + i as u32)))?;
+
+    progress("shieldctl processes: status, then ban");
+    let base = base + (CLIENTS * PER_CLIENT) as u32;
+    r.ctl_status = processes(&d, PROCESSES, |_| vec!["status".into()])?;
+    r.ctl_ban = processes(&d, PROCESSES, |i| {
+        vec!["ban".into(), key(base + i as u32).to_string(), "-d".into(), "1h".into()]
+    })?;
+    let active = d.status().context("status")?.bans_active;
+    let want = u64::from(base) + PROCESSES as u64;
+    if active != want {
+        bail!("{active} bans active after the runs, expected {want}");
+    }
+    d.stop();
+    Ok(r)
+}
+
+/// The figures as a text table with the goals of issue 9.
+pub fn table(r: &StoreLoad) -> String {
+    let ratio = |a: f64, b: f64| a / b.max(1e-9);
+    let mut s = format!(
+        "Ban store: {} bans on record (shield.db {:.0} MB; import in one transaction {:.2} s)\n\n",
+        r.count,
+        r.db_bytes as f64 / 1e6,
+        r.import_secs
+    );
+    s += &format!(
+        "{:<58} {:>10} {:>10} {:>10}\n",
+        "", "p50 ms", "p99 ms", "max ms"
+    );
+    let row = |name: &str, p: &Percentiles| {
+        format!("{name:<58} {:>10.2} {:>10.2} {:>10.2}\n", p.p50_ms, p.p99_ms, p.max_ms)
+    };
+    s += &row("ban over the control socket (kernel + store write)", &r.ban);
+    s += &row("status over the control socket (baseline)", &r.status);
+    s += &row("`shieldctl ban` process", &r.ctl_ban);
+    s += &row("`shieldctl status` process (baseline)", &r.ctl_status);
+    s += &format!(
+        "\nban p99 / status p99: {:.2}x; shieldctl ban p99 / shieldctl status p99: {:.2}x\n",
+        ratio(r.ban.p99_ms, r.status.p99_ms),
+        ratio(r.ctl_ban.p99_ms, r.ctl_status.p99_ms)
+    );
+    s += &format!(
+        "Throughput, {CLIENTS} concurrent clients, a connection per request (as shieldctl): {:.0} bans/s, {:.0} status/s (baseline): {:.2}x\n",
+        r.bans_per_sec,
+        r.status_per_sec,
+        ratio(r.bans_per_sec, r.status_per_sec)
+    );
+    s += &format!(
+        "Throughput, {CLIENTS} concurrent clients, one session each: {:.0} bans/s, {:.0} status/s (baseline): {:.2}x\n",
+        r.bans_per_sec_session,
+        r.status_per_sec_session,
+        ratio(r.bans_per_sec_session, r.status_per_sec_session)
+    );
+    s += &format!(
+        "Start, from spawning shieldd until `shieldctl status` answers: empty store {:.2} s; {} bans into fresh maps {:.2} s \
+         (store read {} ms, restore {} ms); restart adopting the pinned maps {:.2} s (store read {} ms, restore {} ms)\n",
+        r.empty_ready_secs,
+        r.count,
+        r.fresh_ready_secs,
+        r.fresh_store_read_ms,
+        r.fresh_restore_ms,
+        r.adopt_ready_secs,
+        r.adopt_store_read_ms,
+        r.adopt_restore_ms
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    s += &format!(
+        "Goals: ban p99 <= 10 ms: {:.2} ms, {}; >= 5,000 bans/s: {:.0} (sessions; {:.0} a connection each), {}; start with 1M bans <= 2 s: fresh {:.2} s {}, adopting {:.2} s {}\n",
+        r.ban.p99_ms,
+        verdict(r.ban.p99_ms <= 10.0),
+        r.bans_per_sec_session,
+        r.bans_per_sec,
+        verdict(r.bans_per_sec_session >= 5000.0),
+        r.fresh_ready_secs,
+        verdict(r.fresh_ready_secs <= 2.0),
+        r.adopt_ready_secs,
+        verdict(r.adopt_ready_secs <= 2.0)
+    );
+    s
+}
