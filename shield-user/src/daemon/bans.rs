@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::maps::monotonic_ns;
+use crate::kernel::monotonic_ns;
 use crate::state::{self, BanRecord, HistoryRecord};
 
 /// Who made a ban.

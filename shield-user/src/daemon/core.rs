@@ -6,15 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, MapError, RingBuf};
 use ipnet::IpNet;
-use shield_common::{
-    names, sip::ua_key, Method, OffenderEvent, Reason, Verdict, FAMILY_V4, FAMILY_V6,
-};
+use shield_common::{sip::ua_key, Method, OffenderEvent, Reason, Verdict, FAMILY_V4, FAMILY_V6};
 
 use super::bans::{covers, overlaps, Ban, BanBook, Clock, Expiry, Increment, Origin};
 use super::guard::{self, OwnAddresses};
@@ -25,24 +23,22 @@ use crate::control::protocol::{
     ListOp, ListReply, StatsReply, StatusReply, TopSource, UnbanReply,
 };
 use crate::jails::JailEvent;
-use crate::loader::{LoadError, Shield};
-use crate::maps::List;
+use crate::kernel::{self, Attachment, List, MapId, Shield};
 use crate::metrics::{verdict_reason_pairs, Snapshot};
-use crate::pins::{self, Attachment};
 use crate::state::{BanRecord, CliLists, HistoryRecord, LoadedBans, MapsMark, StateDir};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
-const REPORTED_MAPS: [&str; 10] = [
-    names::ALLOW_V4,
-    names::ALLOW_V6,
-    names::DENY_V4,
-    names::DENY_V6,
-    names::BANS_V4,
-    names::BANS_V6,
-    names::BAN_NETS_V4,
-    names::BAN_NETS_V6,
-    names::SCANNERS,
-    names::SOURCES,
+const REPORTED_MAPS: [MapId; 10] = [
+    MapId::AllowV4,
+    MapId::AllowV6,
+    MapId::DenyV4,
+    MapId::DenyV6,
+    MapId::BansV4,
+    MapId::BansV6,
+    MapId::BanNetsV4,
+    MapId::BanNetsV6,
+    MapId::Scanners,
+    MapId::Sources,
 ];
 /// Counting a million-entry hash map takes a while; scrapes reuse a count
 /// this young.
@@ -99,7 +95,7 @@ pub struct Runtime {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub group: String,
-    pub capacity: crate::loader::Capacity,
+    pub capacity: kernel::Capacity,
 }
 
 pub struct Core {
@@ -176,7 +172,7 @@ impl Core {
         let loaded = state.load_bans()?;
         let cli = state.load_lists()?;
         let pin = config.shield.pin_path.clone();
-        let before = pins::PinSnapshot::take(&pin)?;
+        let before = kernel::PinSnapshot::take(&pin)?;
         // `load` drops everything it made (maps, program, links) before
         // returning an error, so the unpinning below frees them.
         Self::load(config, state, loaded, cli).inspect_err(|_| {
@@ -201,11 +197,10 @@ impl Core {
             capacity: config.capacity,
         };
         let pin = runtime.pin_path.clone();
-        pins::prepare_dir(&pin)?;
+        kernel::prepare_dir(&pin)?;
         // Maps already pinned: a previous daemon's, still enforcing.
-        let adopting = pin.join(names::BANS_V4).exists();
-        let mut shield =
-            Shield::load(config.capacity, Some(&pin)).map_err(|e| load_error(e, &pin))?;
+        let adopting = kernel::has_maps(&pin);
+        let mut shield = Shield::load(config.capacity, Some(&pin))?;
         let events = shield.maps.events.take();
         let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
         let maps_mark = MapsMark {
@@ -233,7 +228,7 @@ impl Core {
         };
         core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;
-        pins::pin_program(&mut core.shield, &pin)?;
+        kernel::pin_program(&mut core.shield, &pin)?;
         Ok((core, events))
     }
 
@@ -447,14 +442,11 @@ impl Core {
                 changes.push(format!("detached from {iface}"));
             }
         }
-        for entry in pins::pinned_links(&pin)? {
+        for entry in kernel::pinned_links(&pin)? {
             if !cfg.shield.interfaces.contains(&entry.iface)
                 && !kept.iter().any(|a| a.iface == entry.iface)
             {
-                std::fs::remove_file(&entry.path).map_err(|source| pins::PinError::Io {
-                    path: entry.path.clone(),
-                    source,
-                })?;
+                entry.detach()?;
                 tracing::info!(iface = %entry.iface, "detached (pinned by an earlier daemon, no longer configured)");
                 changes.push(format!("detached from {}", entry.iface));
             }
@@ -464,10 +456,10 @@ impl Core {
             let att = match kept.iter().position(|a| &a.iface == iface) {
                 Some(p) => kept.swap_remove(p),
                 None => {
-                    let ifindex = pins::ifindex(iface)
-                        .ok_or_else(|| pins::PinError::NoInterface(iface.clone()))?;
+                    let ifindex = kernel::ifindex(iface)
+                        .ok_or_else(|| kernel::KernelError::NoInterface(iface.clone()))?;
                     self.assign_slot(ifindex, slot)?;
-                    let a = pins::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
+                    let a = kernel::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
                     tracing::info!(
                         iface = %a.iface,
                         ifindex = a.ifindex,
@@ -499,7 +491,7 @@ impl Core {
     /// starts from zero.
     fn assign_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), DaemonError> {
         let maps = &mut self.shield.maps;
-        let current = maps.iface_slot.get(&ifindex, 0).unwrap_or(0);
+        let current = maps.iface_slot(ifindex).unwrap_or(0);
         if current != slot {
             maps.reset_iface_counters(slot)
                 .map_err(|e| DaemonError::Map {
@@ -794,7 +786,7 @@ impl Core {
         let esc = self.config.bans.escalate;
         // Reports queued while no daemon ran may be old: a ban that would
         // already have ended is not made now.
-        let age = Duration::from_nanos(crate::maps::monotonic_ns().saturating_sub(ev.ts_ns));
+        let age = Duration::from_nanos(kernel::monotonic_ns().saturating_sub(ev.ts_ns));
         if age >= esc.bantime {
             tracing::debug!(net = %net, age_s = age.as_secs(), "ignoring a stale offender report");
             return;
@@ -999,7 +991,7 @@ impl Core {
             }
         }
         let top = maps
-            .top_offenders(TOP_SOURCES, crate::maps::monotonic_ns())
+            .top_offenders(TOP_SOURCES, kernel::monotonic_ns())
             .map_err(CtlError::map("reading SOURCES"))?;
         Ok(StatsReply {
             totals: totals
@@ -1089,8 +1081,8 @@ impl Core {
             .iter()
             .filter_map(|m| {
                 Some((
-                    m.to_ascii_lowercase(),
-                    u64::from(self.shield.maps.capacity(m)?),
+                    m.name().to_ascii_lowercase(),
+                    u64::from(self.shield.maps.capacity(*m)?),
                 ))
             })
             .collect();
@@ -1110,11 +1102,15 @@ impl Core {
         }
         let counts: Vec<(String, u64)> = REPORTED_MAPS
             .iter()
-            .filter_map(|m| match self.shield.maps.entry_count(m) {
-                Ok(Some(n)) => Some((m.to_ascii_lowercase(), n as u64)),
+            .filter_map(|m| match self.shield.maps.entry_count(*m) {
+                Ok(Some(n)) => Some((m.name().to_ascii_lowercase(), n as u64)),
                 Ok(None) => None,
                 Err(e) => {
-                    tracing::warn!(map = m, "counting entries failed: {}", super::chain(&e));
+                    tracing::warn!(
+                        map = m.name(),
+                        "counting entries failed: {}",
+                        super::chain(&e)
+                    );
                     None
                 }
             })
@@ -1132,7 +1128,7 @@ impl Core {
             ifaces.push(a.iface.clone());
             a.detach()?;
         }
-        let removed = pins::remove_all(&self.runtime.pin_path)?;
+        let removed = kernel::remove_all(&self.runtime.pin_path)?;
         for l in removed.links {
             if !ifaces.contains(&l) {
                 ifaces.push(l);
@@ -1236,28 +1232,6 @@ pub fn restart_only_changes(rt: &Runtime, new: &Config) -> Vec<String> {
         );
     }
     w
-}
-
-fn load_error(e: LoadError, pin: &Path) -> DaemonError {
-    if let LoadError::Object {
-        source:
-            aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {
-                name,
-                property,
-                expected,
-                actual,
-            }),
-        ..
-    } = &e
-    {
-        return DaemonError::IncompatiblePins {
-            pin_path: pin.to_path_buf(),
-            detail: format!(
-                "pinned map {name} has {property} {actual}, this daemon needs {expected}"
-            ),
-        };
-    }
-    DaemonError::from(e)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use
