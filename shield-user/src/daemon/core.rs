@@ -28,18 +28,10 @@ use crate::metrics::{verdict_reason_pairs, Snapshot};
 use crate::state::{BanRecord, CliLists, HistoryRecord, LoadedBans, MapsMark, StateDir};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
-const REPORTED_MAPS: [MapId; 10] = [
-    MapId::AllowV4,
-    MapId::AllowV6,
-    MapId::DenyV4,
-    MapId::DenyV6,
-    MapId::BansV4,
-    MapId::BansV6,
-    MapId::BanNetsV4,
-    MapId::BanNetsV6,
-    MapId::Scanners,
-    MapId::Sources,
-];
+fn reported_maps() -> impl Iterator<Item = MapId> {
+    MapId::ALL.into_iter().filter(|m| m.holds_entries())
+}
+
 /// Counting a million-entry hash map takes a while; scrapes reuse a count
 /// this young.
 const COUNT_CACHE: Duration = Duration::from_secs(10);
@@ -1077,12 +1069,11 @@ impl Core {
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();
         s.map_entries = self.map_counts();
-        s.map_capacity = REPORTED_MAPS
-            .iter()
+        s.map_capacity = reported_maps()
             .filter_map(|m| {
                 Some((
                     m.name().to_ascii_lowercase(),
-                    u64::from(self.shield.maps.capacity(*m)?),
+                    u64::from(self.shield.maps.capacity(m)?),
                 ))
             })
             .collect();
@@ -1100,9 +1091,8 @@ impl Core {
                 return counts.clone();
             }
         }
-        let counts: Vec<(String, u64)> = REPORTED_MAPS
-            .iter()
-            .filter_map(|m| match self.shield.maps.entry_count(*m) {
+        let counts: Vec<(String, u64)> = reported_maps()
+            .filter_map(|m| match self.shield.maps.entry_count(m) {
                 Ok(Some(n)) => Some((m.name().to_ascii_lowercase(), n as u64)),
                 Ok(None) => None,
                 Err(e) => {

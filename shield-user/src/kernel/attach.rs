@@ -16,14 +16,13 @@
 //! link's pin detaches it once no process holds the link any more.
 
 use std::ffi::CString;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::XdpMode;
 
-use super::{io_err, remove_file, sys, KernelError, Shield};
+use super::{io_err, read_dir, remove_file, sys, KernelError, Shield};
 use crate::config::AttachMode;
 use crate::text::chain;
 
@@ -122,10 +121,8 @@ impl PinnedLinkEntry {
 
 /// The link pins under `dir` (none if it does not exist).
 pub fn pinned_links(dir: &Path) -> Result<Vec<PinnedLinkEntry>, KernelError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(dir)(e)),
+    let Some(rd) = read_dir(dir)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in rd {

@@ -44,7 +44,7 @@ impl Default for Capacity {
 impl Capacity {
     /// The configured size of `map`; `None` for maps whose size is fixed
     /// by the program.
-    pub fn max_entries(&self, map: MapId) -> Option<u32> {
+    fn max_entries(&self, map: MapId) -> Option<u32> {
         match map {
             MapId::AllowV4 | MapId::AllowV6 => Some(self.allow),
             MapId::DenyV4 | MapId::DenyV6 => Some(self.deny),

@@ -26,7 +26,7 @@ use super::{sys, KernelError};
 
 /// The program's maps. [`MapId::name`] is the kernel-side name (and pin
 /// name) from [`names`]; a compile-time check keeps the two in step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MapId {
     Policy,
     Ports,
@@ -90,6 +90,12 @@ impl MapId {
             MapId::Events => names::EVENTS,
             MapId::Scratch => names::SCRATCH,
         }
+    }
+
+    /// Whether the map holds a varying number of entries (the tries and
+    /// hash maps), unlike the arrays and the ring buffer.
+    pub fn holds_entries(self) -> bool {
+        trie_slot(self).is_some() || hash_layout(self).is_some()
     }
 }
 
@@ -234,7 +240,7 @@ fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    let m = ebpf.take_map(map.name()).ok_or(KernelError::Map {
+    let m = ebpf.take_map(map.name()).ok_or_else(|| KernelError::Map {
         map: map.name(),
         source: MapError::InvalidName {
             name: map.name().to_string(),
@@ -268,7 +274,8 @@ fn raw_maps(ebpf: &Ebpf) -> Result<Vec<RawMap>, KernelError> {
 }
 
 impl ShieldMaps {
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, KernelError> {
+    /// Takes the maps out of a loaded object.
+    pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, KernelError> {
         let raw = raw_maps(ebpf)?;
         let mut maps = ShieldMaps {
             policy: take(ebpf, MapId::Policy)?,
@@ -335,6 +342,7 @@ impl ShieldMaps {
         self.write_policy()
     }
 
+    /// The policy as configured (without the trie flags).
     pub fn policy(&self) -> Policy {
         self.base_policy
     }
@@ -344,7 +352,8 @@ impl ShieldMaps {
     /// to look it up at all. The one place occupancy becomes flags: a flag
     /// is clear only when its trie holds no prefix (a wrong clear flag lets
     /// every banned/denied source of that trie through; a wrong set flag
-    /// only costs a lookup).
+    /// only costs a lookup). After the count of adopted tries, occupancy
+    /// changes only in [`ShieldMaps::count_prefix`], which calls this.
     fn write_policy(&mut self) -> Result<(), MapError> {
         let mut p = self.base_policy;
         p.acl_gen = self.acl_gen;
@@ -675,7 +684,7 @@ impl ShieldMaps {
         if let Some(i) = trie_slot(map) {
             return Ok(Some(self.occupancy[i]));
         }
-        if hash_layout(map).is_none() {
+        if !map.holds_entries() {
             return Ok(None);
         }
         let mut n = 0;

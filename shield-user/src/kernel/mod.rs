@@ -134,6 +134,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KernelError + '_ {
     }
 }
 
+/// The entries of `dir`; `None` if it does not exist.
+fn read_dir(dir: &Path) -> Result<Option<std::fs::ReadDir>, KernelError> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
 /// Removes a file; one already gone is no error (it is what was wanted).
 fn remove_file(path: &Path) -> Result<(), KernelError> {
     match std::fs::remove_file(path) {

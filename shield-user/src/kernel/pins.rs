@@ -14,7 +14,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{io_err, pinned_links, remove_file, sys, KernelError, MapId, Shield, BPFFS_ROOT};
+use super::{
+    io_err, pinned_links, read_dir, remove_file, sys, KernelError, MapId, Shield, BPFFS_ROOT,
+};
 
 /// `statfs.f_type` of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -127,10 +129,8 @@ impl PinSnapshot {
             existed: false,
             entries: Default::default(),
         };
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(snap),
-            Err(e) => return Err(io_err(dir)(e)),
+        let Some(rd) = read_dir(dir)? else {
+            return Ok(snap);
         };
         snap.existed = true;
         for entry in rd {
@@ -183,10 +183,8 @@ pub fn remove_all(dir: &Path) -> Result<Removed, KernelError> {
         l.detach()?;
         removed.links.push(l.iface);
     }
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(io_err(dir)(e)),
+    let Some(rd) = read_dir(dir)? else {
+        return Ok(removed);
     };
     for entry in rd {
         let path = entry.map_err(io_err(dir))?.path();
