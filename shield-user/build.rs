@@ -1,5 +1,5 @@
 //! Builds the XDP object (`shield-ebpf`) for bpfel-unknown-none with aya-build
-//! and leaves it in OUT_DIR, where `loader` embeds it.
+//! and leaves it in OUT_DIR, where `kernel::load` embeds it.
 
 fn main() -> anyhow::Result<()> {
     // The eBPF crate needs `-Z build-std=core`; RUSTC_BOOTSTRAP lets the pinned

@@ -1,18 +1,15 @@
 //! SIP Shield user space: loading and configuring the XDP program, the
 //! daemon's building blocks, and the CLI's protocol.
 
-pub mod bpfsys;
 pub mod caps;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod jails;
-pub mod loader;
-pub mod maps;
+pub mod kernel;
 pub mod metrics;
-pub mod pins;
 pub mod preflight;
 pub mod store;
 pub mod text;
 
-pub use loader::{Capacity, Shield};
+pub use kernel::{Capacity, Shield};

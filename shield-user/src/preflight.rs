@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::control::server::group_id;
-use crate::pins;
+use crate::kernel;
 
 /// Checks `--check` leaves to the real start, which needs root.
 pub const NEEDS_ROOT: &str =
@@ -25,7 +25,7 @@ pub struct Problem {
 pub fn check(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, iface) in cfg.shield.interfaces.iter().enumerate() {
-        if pins::ifindex(iface).is_none() {
+        if kernel::ifindex(iface).is_none() {
             out.push(Problem {
                 key: format!("shield.interfaces[{i}]"),
                 message: format!("no interface {iface:?} in this network namespace"),
@@ -52,7 +52,7 @@ fn pin_path_problem(dir: &Path) -> Option<String> {
     if !dir.is_absolute() {
         return Some(format!("{} is not an absolute path", dir.display()));
     }
-    pins::check_dir(dir).err().map(|e| e.to_string())
+    kernel::check_dir(dir).err().map(|e| e.to_string())
 }
 
 #[cfg(test)]

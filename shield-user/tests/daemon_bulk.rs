@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ipnet::IpNet;
-use shield::maps::monotonic_ns;
+use shield::kernel::{monotonic_ns, MapId};
 use shield::{Capacity, Shield};
 
 const MILLION: u32 = 1_000_000;
@@ -34,7 +34,7 @@ fn a_million_bans_load_in_seconds_with_batches() {
     assert_eq!(written, MILLION as usize);
     let t = Instant::now();
     assert_eq!(
-        shield.maps.entry_count("BANS_V4").expect("count"),
+        shield.maps.entry_count(MapId::BansV4).expect("count"),
         Some(MILLION as usize)
     );
     let count = t.elapsed();

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::*;
+use shield::kernel::MapId;
 
 const EVERY: Duration = Duration::from_millis(1);
 
@@ -87,7 +88,7 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
     // SIGTERM: the shield stays (pinned), the daemon goes.
     let status = d.terminate();
     assert!(status.success(), "SIGTERM exit: {status}");
-    assert!(d.pin.join("BANS_V4").exists() && d.pin.join("prog").exists());
+    assert!(d.pin.join(MapId::BansV4.name()).exists() && d.pin.join("prog").exists());
     let links: Vec<_> = std::fs::read_dir(&d.pin)
         .expect("pins")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use shield::kernel::MapId;
 
 /// Host bans written into the hand-made state files (plus PEER_IP and two
 /// network bans): enough that a lost batch would show.
@@ -80,9 +81,10 @@ fn pinned(d: &Daemon) -> Vec<String> {
 
 /// The IPv4 host bans in the pinned BANS_V4 map, read from the kernel.
 fn kernel_hosts(d: &Daemon) -> HashSet<Ipv4Addr> {
-    let fd = shield::bpfsys::obj_get(&d.pin.join("BANS_V4")).expect("open pinned BANS_V4");
+    let fd = shield::kernel::sys::obj_get(&d.pin.join(MapId::BansV4.name()))
+        .expect("open pinned BANS_V4");
     let mut out = HashSet::new();
-    shield::bpfsys::for_each_key(std::os::fd::AsFd::as_fd(&fd), 4, |k| {
+    shield::kernel::sys::for_each_key(std::os::fd::AsFd::as_fd(&fd), 4, |k| {
         out.insert(Ipv4Addr::new(k[0], k[1], k[2], k[3]));
     })
     .expect("walk BANS_V4");
@@ -181,7 +183,7 @@ fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
 
     // Other maps at the pin path (made by a failed start of an older
     // shieldd, or another state_dir): empty ones, pinned.
-    shield::pins::remove_all(&d.pin).expect("unpin");
+    shield::kernel::remove_all(&d.pin).expect("unpin");
     let saved = d.dir.path().join("state.saved");
     std::fs::rename(&d.state, &saved).expect("move state_dir away");
     d.start();

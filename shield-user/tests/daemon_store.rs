@@ -32,7 +32,7 @@ fn acknowledged_changes_survive_kill_9_without_the_pins() {
     // No pause: the acknowledgement alone must be enough.
     d.kill9();
     // Without the pins only the store remembers.
-    shield::pins::remove_all(&d.pin).expect("unpin");
+    shield::kernel::remove_all(&d.pin).expect("unpin");
     d.start();
     let ban = d.ban_of("198.51.100.2/32").expect("restored");
     assert_eq!(ban["reason"], "kept");

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
-use shield::{maps::List, Capacity};
+use shield::{kernel::List, Capacity};
 use shield_common::{
     sip::{ua_key, DEFAULT_SCANNERS},
     Bucket, Policy, Reason, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,

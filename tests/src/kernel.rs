@@ -1,7 +1,7 @@
 //! Running the real XDP program on crafted frames with `BPF_PROG_TEST_RUN`.
 
 use aya::programs::{TestRun, TestRunOptions};
-use shield::{maps::List, Capacity, Shield};
+use shield::{kernel::List, Capacity, Shield};
 use shield_common::{sip::UaKey, Counter, Method, Reason, Verdict};
 
 use crate::model::Tables;

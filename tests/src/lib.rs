@@ -9,4 +9,3 @@ pub mod kernel;
 pub mod lab;
 pub mod model;
 pub mod netns;
-pub mod rawbpf;

@@ -117,7 +117,7 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
         model.events.clear();
         for seed in seeds {
             let f = frame(&mut Rng::new(seed));
-            let now = shield::maps::monotonic_ns();
+            let now = shield::kernel::monotonic_ns();
             let want = model.decide(&f, now);
             let got = k.run(&f);
             compared.set(compared.get() + 1);

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use proptest::prelude::*;
-use shield::maps::{monotonic_ns, List};
+use shield::kernel::{monotonic_ns, List};
 use shield_common::Policy;
 use shield_tests::frames::Frame;
 use shield_tests::kernel::Kernel;

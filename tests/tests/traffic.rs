@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aya::programs::XdpMode;
 use ipnet::IpNet;
+use shield::kernel::{attach_link, Mode};
 use shield_common::{
     sip::{ua_key, DEFAULT_SCANNERS},
     Bucket, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
@@ -57,7 +57,7 @@ fn shield_on(lab: &Lab, t: &Tables) -> (Kernel, aya::programs::links::FdLink) {
         .expect("iface slot");
     let link = lab
         .sbc
-        .run(|| k.shield.attach(SBC_IF, XdpMode::Driver))
+        .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
         .expect("native XDP attach on veth");
     (k, link)
 }
@@ -308,11 +308,7 @@ fn bucket_holds_rate_plus_burst_across_cpus() {
     // Both CPUs really ran the program for this source.
     if cpus > 1 {
         let per_cpu = m
-            .stats
-            .get(
-                &shield_common::stats_index(SLOT, Verdict::Drop, Reason::Rate),
-                0,
-            )
+            .counter_per_cpu(SLOT, Verdict::Drop, Reason::Rate)
             .unwrap();
         let busy = per_cpu.iter().filter(|c| c.packets > 100).count();
         println!(

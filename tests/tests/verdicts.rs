@@ -193,7 +193,7 @@ fn scope_sip_limits_deny_and_ban_to_protected_ports() {
 
 #[test]
 fn ban_expiry_is_checked_by_the_kernel() {
-    let now = shield::maps::monotonic_ns();
+    let now = shield::kernel::monotonic_ns();
     let mut t = tables();
     t.bans = vec![
         (net("203.0.113.66/32"), now - 1),                 // expired
@@ -215,7 +215,7 @@ fn ban_expiry_is_checked_by_the_kernel() {
         .maps
         .ban(
             net("203.0.113.70/32"),
-            shield::maps::monotonic_ns() + 50_000_000,
+            shield::kernel::monotonic_ns() + 50_000_000,
         )
         .unwrap();
     expect(&mut k, &invite([203, 0, 113, 70]), Reason::Ban);
@@ -865,29 +865,29 @@ fn cached_allow_deny_bits_follow_list_changes() {
     // Lists change: the cache is stale and must not be used.
     k.shield
         .maps
-        .list_add(shield::maps::List::Deny, net("203.0.113.0/24"))
+        .list_add(shield::kernel::List::Deny, net("203.0.113.0/24"))
         .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Deny);
     k.shield
         .maps
-        .list_add(shield::maps::List::Allow, net("203.0.113.64/30"))
+        .list_add(shield::kernel::List::Allow, net("203.0.113.64/30"))
         .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
     expect(&mut k, &invite(ATTACKER), Reason::Allowlisted);
     k.shield
         .maps
-        .list_del(shield::maps::List::Allow, net("203.0.113.64/30"))
+        .list_del(shield::kernel::List::Allow, net("203.0.113.64/30"))
         .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Deny);
     k.shield
         .maps
-        .list_del(shield::maps::List::Deny, net("203.0.113.0/24"))
+        .list_del(shield::kernel::List::Deny, net("203.0.113.0/24"))
         .unwrap();
     expect(&mut k, &invite(ATTACKER), Reason::Ban);
     // A fresh ban of a denied address reports `deny`, as the order says.
     k.shield
         .maps
-        .list_add(shield::maps::List::Deny, net("203.0.113.67/32"))
+        .list_add(shield::kernel::List::Deny, net("203.0.113.67/32"))
         .unwrap();
     k.shield.maps.ban(net("203.0.113.67/32"), 0).unwrap();
     expect(&mut k, &invite([203, 0, 113, 67]), Reason::Deny);

@@ -342,7 +342,7 @@ fn offline_detach(config: Option<&Path>, json: bool) -> Result<String, Fail> {
         None => DEFAULT_PIN_PATH.into(),
     };
     let removed =
-        shield::pins::remove_all(&pin).map_err(|e| Fail::system(format!("detach: {e}")))?;
+        shield::kernel::remove_all(&pin).map_err(|e| Fail::system(format!("detach: {e}")))?;
     let reply = DetachReply {
         interfaces: removed.links.clone(),
         pin_path: pin.display().to_string(),

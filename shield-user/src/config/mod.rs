@@ -51,8 +51,8 @@ pub use self::schema::BUILTIN_FILTERS;
 use crate::jails::JailSpec;
 
 /// `[capacity]`: BPF map sizes in entries. It is the loader's own type, so a
-/// config's capacities go to [`crate::loader::Shield::load`] unchanged.
-pub use crate::loader::Capacity;
+/// config's capacities go to [`crate::kernel::Shield::load`] unchanged.
+pub use crate::kernel::Capacity;
 
 /// Where `shieldd` looks without `--config`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shield/shield.toml";

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::maps::monotonic_ns;
+use crate::kernel::monotonic_ns;
 use crate::store::{self, BanRecord, OffenceRecord};
 
 /// Who made a ban.

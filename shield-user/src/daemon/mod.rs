@@ -34,10 +34,8 @@ use crate::config::{parse_cidr, Config, ConfigErrors};
 use crate::control::protocol::{ErrorKind, ListOp, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
 use crate::jails::{Jail, JailError, JailEvent, JailSpec};
-use crate::loader::LoadError;
-use crate::maps::List;
+use crate::kernel::{KernelError, List};
 use crate::metrics::http::{self as metrics_http, SnapshotFn};
-use crate::pins::PinError;
 use crate::store::{Store, StoreError};
 
 /// How often expired bans are cleared out of the maps, and a store that
@@ -53,18 +51,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Pins(Box<PinError>),
-    #[error(transparent)]
-    Load(Box<LoadError>),
-    #[error(
-        "the maps pinned under {pin_path} do not fit this configuration: {detail}. Maps cannot be resized in place. \
-         Either set [capacity] back, or run `shieldctl detach` (this removes the shield until shieldd starts again; \
-         bans are kept in state_dir) and start shieldd again"
-    )]
-    IncompatiblePins {
-        pin_path: std::path::PathBuf,
-        detail: String,
-    },
+    Kernel(Box<KernelError>),
     #[error("{what}: {}", chain(.source))]
     Map {
         what: &'static str,
@@ -84,15 +71,9 @@ pub enum DaemonError {
     Runtime(String),
 }
 
-impl From<PinError> for DaemonError {
-    fn from(e: PinError) -> Self {
-        DaemonError::Pins(Box::new(e))
-    }
-}
-
-impl From<LoadError> for DaemonError {
-    fn from(e: LoadError) -> Self {
-        DaemonError::Load(Box::new(e))
+impl From<KernelError> for DaemonError {
+    fn from(e: KernelError) -> Self {
+        DaemonError::Kernel(Box::new(e))
     }
 }
 
@@ -517,7 +498,7 @@ impl Ctl {
             .shield
             .interfaces
             .iter()
-            .find(|i| !attached.contains(i) && crate::pins::ifindex(i).is_none())
+            .find(|i| !attached.contains(i) && crate::kernel::ifindex(i).is_none())
         {
             tracing::error!(iface = %missing, "reload refused: interface does not exist");
             return Response::error(

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::{
     io_err, now_ms, BanRecord, CliLists, MapsMark, OffenceRecord, Store, StoreError,
 };
-use crate::maps::List;
+use crate::kernel::List;
 
 const BANS_FILE: &str = "bans.jsonl";
 const LISTS_FILE: &str = "lists.json";

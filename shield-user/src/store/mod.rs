@@ -31,7 +31,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::maps::List;
+use crate::kernel::List;
 pub use legacy::Imported;
 
 const DB_FILE: &str = "shield.db";

@@ -265,7 +265,7 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = shield::pins::remove_all(&self.pin);
+        let _ = shield::kernel::remove_all(&self.pin);
         if std::thread::panicking() {
             eprintln!("---- shieldd log ----\n{}", self.log_text());
         }

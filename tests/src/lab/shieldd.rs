@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use shield::control::protocol::{BannedReply, StatsReply, StatusReply};
+use shield::kernel::MapId;
 use shield_common::BanValue;
 
 use super::paths::{binary, example_config};
@@ -262,7 +263,7 @@ impl Shieldd {
     /// The kernel's exact-address IPv4 ban map, opened from its pin: for
     /// polling "is this address banned yet" without the daemon in the way.
     pub fn ban_map(&self) -> Result<PinnedBans> {
-        let path = self.cfg.pin_path.join(shield_common::names::BANS_V4);
+        let path = self.cfg.pin_path.join(MapId::BansV4.name());
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         let map = BpfHashMap::try_from(Map::HashMap(data)).context("BANS_V4 is a hash map")?;
@@ -281,7 +282,7 @@ impl Shieldd {
     pub fn stop(&mut self) {
         self.proc.stop_within(Duration::from_secs(15));
         if self.unpin {
-            let _ = shield::pins::remove_all(&self.cfg.pin_path);
+            let _ = shield::kernel::remove_all(&self.cfg.pin_path);
         }
     }
 

@@ -49,7 +49,7 @@ pub fn stale() -> Swept {
             let Some(pid) = owner_pid(&name, "sipshield-lab-") else {
                 continue;
             };
-            if !alive(pid) && shield::pins::remove_all(&e.path()).is_ok() {
+            if !alive(pid) && shield::kernel::remove_all(&e.path()).is_ok() {
                 out.pins.push(name);
             }
         }

@@ -15,9 +15,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
-use crate::rawbpf::{load_xdp, test_run, TestRunAttr, BPF_F_TEST_XDP_LIVE_FRAMES};
+use shield::kernel::sys::{prog_load_xdp, prog_test_run, TestRun, BPF_F_TEST_XDP_LIVE_FRAMES};
 
 const XDP_TX: i32 = 3;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
@@ -170,9 +170,8 @@ pub struct XdpGen {
 
 impl XdpGen {
     pub fn new(iface: &str, frame: &[u8], r: &Randomise) -> io::Result<XdpGen> {
-        let prog = load_xdp(&program(frame, r)).map_err(|e| {
-            io::Error::new(e.kind(), format!("loading the generator program: {e}"))
-        })?;
+        let prog = prog_load_xdp(&program(frame, r))
+            .map_err(|e| io::Error::new(e.kind(), format!("loading the generator program: {e}")))?;
         let name = CString::new(iface)?;
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -190,19 +189,18 @@ impl XdpGen {
     pub fn send(&self, frame: &[u8], repeat: u32) -> io::Result<()> {
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex. data_end must be the length.
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, self.ifindex, 0, 0];
-        let mut attr = TestRunAttr {
-            prog_fd: self.prog.as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, self.ifindex, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let run = TestRun {
+            data: frame,
+            ctx: Some(&ctx),
             repeat,
-            ctx_size_in: std::mem::size_of_val(&ctx) as u32,
-            ctx_in: ctx.as_ptr() as u64,
             flags: BPF_F_TEST_XDP_LIVE_FRAMES,
             batch_size: 64,
-            ..Default::default()
         };
-        test_run(&mut attr)
+        prog_test_run(self.prog.as_fd(), &run).map(drop)
     }
 }
 

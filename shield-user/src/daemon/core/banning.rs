@@ -16,7 +16,7 @@ use crate::control::protocol::{BanInfo, Escalation, UnbanReply};
 use crate::daemon::bans::{covers, overlaps, Ban, Clock, Expiry, Increment, Origin};
 use crate::daemon::guard;
 use crate::jails::JailEvent;
-use crate::maps::List;
+use crate::kernel::List;
 use crate::store::{Action, BanEvent, BanRecord};
 use crate::text::Escaped;
 
@@ -337,7 +337,7 @@ impl Core {
         let esc = self.config.bans.escalate;
         // Reports queued while no daemon ran may be old: a ban that would
         // already have ended is not made now.
-        let age = Duration::from_nanos(crate::maps::monotonic_ns().saturating_sub(ev.ts_ns));
+        let age = Duration::from_nanos(crate::kernel::monotonic_ns().saturating_sub(ev.ts_ns));
         if age >= esc.bantime {
             tracing::debug!(net = %net, age_s = age.as_secs(), "ignoring a stale offender report");
             return;

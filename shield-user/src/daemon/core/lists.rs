@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::{Core, CtlError};
 use crate::control::protocol::{ListEntry, ListOp, ListReply};
 use crate::daemon::guard;
-use crate::maps::List;
+use crate::kernel::List;
 
 impl Core {
     pub fn list_op(

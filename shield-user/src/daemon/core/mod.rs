@@ -18,12 +18,12 @@ mod readouts;
 mod restore;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use aya::maps::{MapData, MapError, RingBuf};
 use ipnet::IpNet;
-use shield_common::{names, sip::ua_key};
+use shield_common::sip::ua_key;
 
 pub use self::banning::offender_net;
 use super::bans::BanBook;
@@ -31,9 +31,7 @@ use super::guard::OwnAddresses;
 use super::DaemonError;
 use crate::config::Config;
 use crate::control::protocol::{DetachReply, Escalation};
-use crate::loader::{LoadError, Shield};
-use crate::maps::List;
-use crate::pins::{self, Attachment};
+use crate::kernel::{self, Attachment, List, Shield};
 use crate::store::{CliLists, MapsMark, Store, StoreError};
 
 /// A control request's failure.
@@ -75,7 +73,7 @@ pub struct Runtime {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub group: String,
-    pub capacity: crate::loader::Capacity,
+    pub capacity: kernel::Capacity,
 }
 
 pub struct Core {
@@ -121,7 +119,7 @@ impl Core {
             restore::report_import(&store, &imported);
         }
         let pin = config.shield.pin_path.clone();
-        let before = pins::PinSnapshot::take(&pin)?;
+        let before = kernel::PinSnapshot::take(&pin)?;
         // `load` drops everything it made (maps, program, links) before
         // returning an error, so the unpinning below frees them.
         Self::load(config, store).inspect_err(|_| {
@@ -141,9 +139,9 @@ impl Core {
             capacity: config.capacity,
         };
         let pin = runtime.pin_path.clone();
-        pins::prepare_dir(&pin)?;
+        kernel::prepare_dir(&pin)?;
         // Maps already pinned: a previous daemon's, still enforcing.
-        let adopting = pin.join(names::BANS_V4).exists();
+        let adopting = kernel::has_maps(&pin);
         // A million bans take about as long to read as the verifier takes
         // to check the program: both at once.
         let (store, loaded, shield) = std::thread::scope(|s| {
@@ -159,7 +157,7 @@ impl Core {
             }
             (store, loaded, shield)
         });
-        let mut shield = shield.map_err(|e| load_error(e, &pin))?;
+        let mut shield = shield?;
         let loaded = loaded?;
         let events = shield.maps.events.take();
         let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
@@ -187,7 +185,7 @@ impl Core {
         };
         core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;
-        pins::pin_program(&mut core.shield, &pin)?;
+        kernel::pin_program(&mut core.shield, &pin)?;
         Ok((core, events))
     }
 
@@ -285,14 +283,11 @@ impl Core {
                 changes.push(format!("detached from {iface}"));
             }
         }
-        for entry in pins::pinned_links(&pin)? {
+        for entry in kernel::pinned_links(&pin)? {
             if !cfg.shield.interfaces.contains(&entry.iface)
                 && !kept.iter().any(|a| a.iface == entry.iface)
             {
-                std::fs::remove_file(&entry.path).map_err(|source| pins::PinError::Io {
-                    path: entry.path.clone(),
-                    source,
-                })?;
+                entry.detach()?;
                 tracing::info!(iface = %entry.iface, "detached (pinned by an earlier daemon, no longer configured)");
                 changes.push(format!("detached from {}", entry.iface));
             }
@@ -302,10 +297,10 @@ impl Core {
             let att = match kept.iter().position(|a| &a.iface == iface) {
                 Some(p) => kept.swap_remove(p),
                 None => {
-                    let ifindex = pins::ifindex(iface)
-                        .ok_or_else(|| pins::PinError::NoInterface(iface.clone()))?;
+                    let ifindex = kernel::ifindex(iface)
+                        .ok_or_else(|| kernel::KernelError::NoInterface(iface.clone()))?;
                     self.assign_slot(ifindex, slot)?;
-                    let a = pins::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
+                    let a = kernel::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
                     tracing::info!(
                         iface = %a.iface,
                         ifindex = a.ifindex,
@@ -337,7 +332,7 @@ impl Core {
     /// starts from zero.
     fn assign_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), DaemonError> {
         let maps = &mut self.shield.maps;
-        let current = maps.iface_slot.get(&ifindex, 0).unwrap_or(0);
+        let current = maps.iface_slot(ifindex).unwrap_or(0);
         if current != slot {
             maps.reset_iface_counters(slot)
                 .map_err(|e| DaemonError::Map {
@@ -362,7 +357,7 @@ impl Core {
             ifaces.push(a.iface.clone());
             a.detach()?;
         }
-        let removed = pins::remove_all(&self.runtime.pin_path)?;
+        let removed = kernel::remove_all(&self.runtime.pin_path)?;
         for l in removed.links {
             if !ifaces.contains(&l) {
                 ifaces.push(l);
@@ -431,28 +426,6 @@ pub fn restart_only_changes(rt: &Runtime, new: &Config) -> Vec<String> {
         );
     }
     w
-}
-
-fn load_error(e: LoadError, pin: &Path) -> DaemonError {
-    if let LoadError::Object {
-        source:
-            aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {
-                name,
-                property,
-                expected,
-                actual,
-            }),
-        ..
-    } = &e
-    {
-        return DaemonError::IncompatiblePins {
-            pin_path: pin.to_path_buf(),
-            detail: format!(
-                "pinned map {name} has {property} {actual}, this daemon needs {expected}"
-            ),
-        };
-    }
-    DaemonError::from(e)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use shield_common::{names, Method, Reason, Verdict};
+use shield_common::{Method, Reason, Verdict};
+
+use crate::kernel::MapId;
 
 use super::{Core, CtlError};
 use crate::control::protocol::{
@@ -16,18 +18,10 @@ use crate::daemon::bans::{Ban, Clock};
 use crate::metrics::{verdict_reason_pairs, Snapshot};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
-const REPORTED_MAPS: [&str; 10] = [
-    names::ALLOW_V4,
-    names::ALLOW_V6,
-    names::DENY_V4,
-    names::DENY_V6,
-    names::BANS_V4,
-    names::BANS_V6,
-    names::BAN_NETS_V4,
-    names::BAN_NETS_V6,
-    names::SCANNERS,
-    names::SOURCES,
-];
+fn reported_maps() -> impl Iterator<Item = MapId> {
+    MapId::ALL.into_iter().filter(|m| m.holds_entries())
+}
+
 /// Counting a million-entry hash map takes a while; scrapes reuse a count
 /// this young.
 const COUNT_CACHE: Duration = Duration::from_secs(10);
@@ -164,7 +158,7 @@ impl Core {
             }
         }
         let top = maps
-            .top_offenders(TOP_SOURCES, crate::maps::monotonic_ns())
+            .top_offenders(TOP_SOURCES, crate::kernel::monotonic_ns())
             .map_err(CtlError::map("reading SOURCES"))?;
         Ok(StatsReply {
             totals: totals
@@ -250,11 +244,10 @@ impl Core {
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();
         s.map_entries = self.map_counts();
-        s.map_capacity = REPORTED_MAPS
-            .iter()
+        s.map_capacity = reported_maps()
             .filter_map(|m| {
                 Some((
-                    m.to_ascii_lowercase(),
+                    m.name().to_ascii_lowercase(),
                     u64::from(self.shield.maps.capacity(m)?),
                 ))
             })
@@ -273,13 +266,12 @@ impl Core {
                 return counts.clone();
             }
         }
-        let counts: Vec<(String, u64)> = REPORTED_MAPS
-            .iter()
+        let counts: Vec<(String, u64)> = reported_maps()
             .filter_map(|m| match self.shield.maps.entry_count(m) {
-                Ok(Some(n)) => Some((m.to_ascii_lowercase(), n as u64)),
+                Ok(Some(n)) => Some((m.name().to_ascii_lowercase(), n as u64)),
                 Ok(None) => None,
                 Err(e) => {
-                    tracing::warn!(map = m, "counting entries failed: {}", crate::text::chain(&e));
+                    tracing::warn!(map = m.name(), "counting entries failed: {}", crate::text::chain(&e));
                     None
                 }
             })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use shield::maps::monotonic_ns;
+use shield::kernel::{monotonic_ns, MapId};
 use shield::store::{now_ms, BanRecord, Store};
 use shield::{Capacity, Shield};
 
@@ -63,7 +63,7 @@ pub fn run(
         let n = shield.maps.ban_batch(&bans)?;
         r.shield_batch_secs = t.elapsed().as_secs_f64();
         ensure!(n == count as usize, "ban_batch wrote {n} of {count}");
-        let in_map = shield.maps.entry_count(shield_common::names::BANS_V4)?;
+        let in_map = shield.maps.entry_count(MapId::BansV4)?;
         ensure!(
             in_map == Some(count as usize),
             "the ban map holds {in_map:?} entries, not {count}"

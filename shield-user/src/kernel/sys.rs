@@ -1,11 +1,15 @@
 //! The few `bpf(2)` commands aya 0.16 does not wrap: batched map updates and
-//! lookups (bulk ban loads, entry counts, whole-map dumps) and the XDP part
-//! of `bpf_link_info` (which interface a pinned link is attached to).
+//! lookups (bulk ban loads, entry counts, whole-map dumps), the XDP part of
+//! `bpf_link_info` (which interface a pinned link is attached to), opening
+//! a pin, and for the test tools loading a hand-assembled XDP program and
+//! running a program with `BPF_PROG_TEST_RUN` (aya's test run has no
+//! live-frames mode and takes only aya's programs).
 //!
 //! The attribute structs mirror `union bpf_attr` in `include/uapi/linux/bpf.h`
 //! field for field; the kernel zero-extends a shorter attribute, so each
-//! command passes only the struct it uses.
+//! command passes only the struct it uses. This is the only copy of them.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -13,7 +17,9 @@ use std::path::Path;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
@@ -63,6 +69,43 @@ struct InfoAttr {
     bpf_fd: u32,
     info_len: u32,
     info: u64,
+}
+
+/// `BPF_PROG_LOAD` attributes, up to the fields a plain XDP program needs.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+/// `BPF_PROG_TEST_RUN` attributes (`attr.test`).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
 }
 
 fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
@@ -216,9 +259,7 @@ pub fn for_each_key(
 
 /// Opens a pinned object (`BPF_OBJ_GET`).
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let c = path_cstr(path)?;
     let mut attr = ObjAttr {
         pathname: c.as_ptr() as u64,
         ..Default::default()
@@ -226,6 +267,96 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_PROG_TYPE_XDP`.
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// Loads `insns` (eBPF instructions, one `u64` each) as a GPL XDP program;
+/// on failure the error carries the verifier's log.
+pub fn prog_load_xdp(insns: &[u64]) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        io::Error::new(
+            e.kind(),
+            format!(
+                "BPF_PROG_LOAD: {e}\n{}",
+                String::from_utf8_lossy(&log[..end])
+            ),
+        )
+    })?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` (Linux 5.18): frames the program returns
+/// `XDP_TX` / `XDP_REDIRECT` for are really sent.
+pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// One `BPF_PROG_TEST_RUN`: `data` run `repeat` times (0 counts as 1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TestRun<'a> {
+    pub data: &'a [u8],
+    /// The context (`struct xdp_md` for XDP), if the run needs one.
+    pub ctx: Option<&'a [u8]>,
+    pub repeat: u32,
+    /// `BPF_F_TEST_*`.
+    pub flags: u32,
+    /// Frames per batch in live-frames mode (0: the kernel's default).
+    pub batch_size: u32,
+}
+
+/// What the kernel reports of a [`TestRun`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunResult {
+    /// The program's return value (the XDP action).
+    pub retval: u32,
+    /// Mean ns per run, as the kernel timed it.
+    pub duration_ns: u32,
+}
+
+/// Runs `prog` on a frame with `BPF_PROG_TEST_RUN`.
+pub fn prog_test_run(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> io::Result<TestRunResult> {
+    let ctx = run.ctx.unwrap_or_default();
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: run.data.len() as u32,
+        data_in: run.data.as_ptr() as u64,
+        repeat: run.repeat,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: if ctx.is_empty() {
+            0
+        } else {
+            ctx.as_ptr() as u64
+        },
+        flags: run.flags,
+        batch_size: run.batch_size,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRunResult {
+        retval: attr.retval,
+        duration_ns: attr.duration,
+    })
+}
+
+/// `path` as the C string a syscall takes.
+pub(super) fn path_cstr(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 /// What `BPF_OBJ_GET_INFO_BY_FD` says about an XDP link.
@@ -276,6 +407,9 @@ mod tests {
         assert_eq!(std::mem::offset_of!(BatchAttr, count), 32);
         assert_eq!(std::mem::offset_of!(BatchAttr, map_fd), 36);
         assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 48);
+        assert_eq!(std::mem::size_of::<TestRunAttr>(), 80);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Typed access to the XDP program's maps: policy, port sets, CIDR lists,
-//! bans, scanner tokens, interface slots and the counters.
+//! bans, scanner tokens, interface slots and the counters. Maps are named
+//! by [`MapId`], never by string; [`ShieldMaps::write_policy`] is the one
+//! place trie occupancy becomes the `POLICY` flags.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -20,7 +22,106 @@ use shield_common::{
     F_DENY_V6, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
-use crate::loader::LoadError;
+use super::{sys, KernelError};
+
+/// The program's maps. [`MapId::name`] is the kernel-side name (and pin
+/// name) from [`names`]; a compile-time check keeps the two in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapId {
+    Policy,
+    Ports,
+    IfaceSlot,
+    AllowV4,
+    AllowV6,
+    DenyV4,
+    DenyV6,
+    BansV4,
+    BansV6,
+    BanNetsV4,
+    BanNetsV6,
+    Scanners,
+    Sources,
+    Stats,
+    SipStats,
+    Events,
+    Scratch,
+}
+
+impl MapId {
+    /// Every map, in declaration order (`ALL[i] as usize == i`).
+    pub const ALL: [MapId; 17] = [
+        MapId::Policy,
+        MapId::Ports,
+        MapId::IfaceSlot,
+        MapId::AllowV4,
+        MapId::AllowV6,
+        MapId::DenyV4,
+        MapId::DenyV6,
+        MapId::BansV4,
+        MapId::BansV6,
+        MapId::BanNetsV4,
+        MapId::BanNetsV6,
+        MapId::Scanners,
+        MapId::Sources,
+        MapId::Stats,
+        MapId::SipStats,
+        MapId::Events,
+        MapId::Scratch,
+    ];
+
+    /// The map's name in the object and under the pin directory.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MapId::Policy => names::POLICY,
+            MapId::Ports => names::PORTS,
+            MapId::IfaceSlot => names::IFACE_SLOT,
+            MapId::AllowV4 => names::ALLOW_V4,
+            MapId::AllowV6 => names::ALLOW_V6,
+            MapId::DenyV4 => names::DENY_V4,
+            MapId::DenyV6 => names::DENY_V6,
+            MapId::BansV4 => names::BANS_V4,
+            MapId::BansV6 => names::BANS_V6,
+            MapId::BanNetsV4 => names::BAN_NETS_V4,
+            MapId::BanNetsV6 => names::BAN_NETS_V6,
+            MapId::Scanners => names::SCANNERS,
+            MapId::Sources => names::SOURCES,
+            MapId::Stats => names::STATS,
+            MapId::SipStats => names::SIP_STATS,
+            MapId::Events => names::EVENTS,
+            MapId::Scratch => names::SCRATCH,
+        }
+    }
+
+    /// Whether the map holds a varying number of entries (the tries and
+    /// hash maps), unlike the arrays and the ring buffer.
+    pub fn holds_entries(self) -> bool {
+        trie_slot(self).is_some() || hash_layout(self).is_some()
+    }
+}
+
+impl std::fmt::Display for MapId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `MapId::ALL` covers every variant once, in order, and its names are
+/// exactly `names::ALL` (the set the XDP program asserts of its maps): a
+/// map added on one side only fails the build.
+const _: () = {
+    const N: usize = MapId::ALL.len();
+    let mut ids = [""; N];
+    let mut i = 0;
+    while i < N {
+        assert!(MapId::ALL[i] as usize == i, "MapId::ALL out of order");
+        ids[i] = MapId::ALL[i].name();
+        i += 1;
+    }
+    assert!(
+        names::are_all(&ids),
+        "MapId must have exactly one variant per map in names::ALL"
+    );
+};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` and
 /// `bpf_ktime_get_coarse_ns` read, so ban expiry times mean the same thing
@@ -42,25 +143,40 @@ pub enum List {
     Deny,
 }
 
+impl List {
+    /// The trie a CIDR of this list goes into.
+    fn trie(self, net: &IpNet) -> MapId {
+        match (self, net) {
+            (List::Allow, IpNet::V4(_)) => MapId::AllowV4,
+            (List::Allow, IpNet::V6(_)) => MapId::AllowV6,
+            (List::Deny, IpNet::V4(_)) => MapId::DenyV4,
+            (List::Deny, IpNet::V6(_)) => MapId::DenyV6,
+        }
+    }
+}
+
 type Trie<K, V> = LpmTrie<MapData, K, V>;
 
-/// The maps, owned (taken out of the [`Ebpf`] object or opened from pins).
+/// The maps, owned (taken out of the [`Ebpf`] object, whose maps may be
+/// adopted pins). Private, so that every write goes through the methods
+/// that keep occupancy, flags and nested ban expiries right.
 pub struct ShieldMaps {
-    pub policy: Array<MapData, Policy>,
-    pub ports: Array<MapData, u8>,
-    pub iface_slot: Array<MapData, u32>,
-    pub allow_v4: Trie<[u8; 4], u8>,
-    pub allow_v6: Trie<[u8; 16], u8>,
-    pub deny_v4: Trie<[u8; 4], u8>,
-    pub deny_v6: Trie<[u8; 16], u8>,
-    pub bans_v4: HashMap<MapData, [u8; 4], BanValue>,
-    pub bans_v6: HashMap<MapData, [u8; 16], BanValue>,
-    pub ban_nets_v4: Trie<[u8; 4], BanValue>,
-    pub ban_nets_v6: Trie<[u8; 16], BanValue>,
-    pub scanners: HashMap<MapData, UaKey, u8>,
-    pub sources: HashMap<MapData, SrcKey, SrcState>,
-    pub stats: PerCpuArray<MapData, Counter>,
-    pub sip_stats: PerCpuArray<MapData, u64>,
+    policy: Array<MapData, Policy>,
+    ports: Array<MapData, u8>,
+    iface_slot: Array<MapData, u32>,
+    allow_v4: Trie<[u8; 4], u8>,
+    allow_v6: Trie<[u8; 16], u8>,
+    deny_v4: Trie<[u8; 4], u8>,
+    deny_v6: Trie<[u8; 16], u8>,
+    bans_v4: HashMap<MapData, [u8; 4], BanValue>,
+    bans_v6: HashMap<MapData, [u8; 16], BanValue>,
+    ban_nets_v4: Trie<[u8; 4], BanValue>,
+    ban_nets_v6: Trie<[u8; 16], BanValue>,
+    scanners: HashMap<MapData, UaKey, u8>,
+    sources: HashMap<MapData, SrcKey, SrcState>,
+    stats: PerCpuArray<MapData, Counter>,
+    sip_stats: PerCpuArray<MapData, u64>,
+    /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
     /// generation are added on write.
@@ -68,135 +184,156 @@ pub struct ShieldMaps {
     /// `Policy::acl_gen`: bumped on every allow/deny change, which
     /// invalidates the allow/deny bits the kernel caches in ban entries.
     acl_gen: u32,
-    /// Entries per trie, so the kernel can skip empty ones. Exact: every
-    /// change goes through [`trie_add`] / [`trie_del`], which report
-    /// whether the exact prefix was new or present.
-    occupancy: [usize; 6],
+    /// Entries per trie (indexed like [`TRIES`]), so the kernel can skip
+    /// empty ones. Exact: every change goes through [`trie_add`] /
+    /// [`trie_del`], which report whether the exact prefix was new or
+    /// present.
+    occupancy: [usize; TRIES.len()],
     /// Each CIDR ban's own expiry (monotonic ns, 0 = forever); the trie
     /// holds the effective one, see [`ShieldMaps::ban_net_expiry`].
     ban_nets: BTreeMap<IpNet, u64>,
     /// Second handles on the maps, for the `bpf(2)` commands aya's typed
-    /// wrappers lack (batches); see [`crate::bpfsys`].
+    /// wrappers lack (batches); see [`sys`].
     raw: Vec<RawMap>,
 }
 
-/// A map's fd and size, by name.
+/// A map's fd and size.
 struct RawMap {
-    name: &'static str,
+    id: MapId,
     fd: OwnedFd,
     max_entries: u32,
     /// The kernel's id of the map (tells maps created anew from adopted
-    /// ones, see [`crate::state::MapsMark`]).
-    id: u32,
+    /// ones, see [`crate::store::MapsMark`]).
+    kernel_id: u32,
 }
 
-const OCC_ALLOW_V4: usize = 0;
-const OCC_ALLOW_V6: usize = 1;
-const OCC_DENY_V4: usize = 2;
-const OCC_DENY_V6: usize = 3;
-const OCC_BAN_NETS_V4: usize = 4;
-const OCC_BAN_NETS_V6: usize = 5;
-const OCC_FLAGS: [u32; 6] = [
-    F_ALLOW_V4,
-    F_ALLOW_V6,
-    F_DENY_V4,
-    F_DENY_V6,
-    F_BAN_NETS_V4,
-    F_BAN_NETS_V6,
+/// The LPM tries and the `POLICY` flag that tells the kernel to look each
+/// one up; `occupancy` is indexed like this table.
+const TRIES: [(MapId, u32); 6] = [
+    (MapId::AllowV4, F_ALLOW_V4),
+    (MapId::AllowV6, F_ALLOW_V6),
+    (MapId::DenyV4, F_DENY_V4),
+    (MapId::DenyV6, F_DENY_V6),
+    (MapId::BanNetsV4, F_BAN_NETS_V4),
+    (MapId::BanNetsV6, F_BAN_NETS_V6),
 ];
 
-fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
-    move |source| LoadError::Map { name, source }
+/// `map`'s index in [`TRIES`]; `None` for maps that are not tries.
+fn trie_slot(map: MapId) -> Option<usize> {
+    TRIES.iter().position(|(m, _)| *m == map)
 }
 
-macro_rules! take {
-    ($ebpf:expr, $name:expr) => {{
-        let m = $ebpf.take_map($name).ok_or(LoadError::Map {
-            name: $name,
-            source: MapError::InvalidName {
-                name: $name.to_string(),
-            },
-        })?;
-        m.try_into().map_err(map_err($name))?
-    }};
+/// `map`'s index in [`TRIES`], for a map known to be a trie.
+fn occ(map: MapId) -> usize {
+    trie_slot(map).expect("a trie")
+}
+
+fn map_err(map: MapId) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map {
+        map: map.name(),
+        source,
+    }
+}
+
+/// Takes `map` out of `ebpf` as its typed wrapper.
+fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let m = ebpf.take_map(map.name()).ok_or_else(|| KernelError::Map {
+        map: map.name(),
+        source: MapError::InvalidName {
+            name: map.name().to_string(),
+        },
+    })?;
+    m.try_into().map_err(map_err(map))
+}
+
+/// Second handles on every map of `ebpf`, before the typed wrappers take
+/// them out.
+fn raw_maps(ebpf: &Ebpf) -> Result<Vec<RawMap>, KernelError> {
+    let mut raw = Vec::new();
+    for id in MapId::ALL {
+        let Some(data) = ebpf.map(id.name()).and_then(map_data) else {
+            continue;
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| map_err(id)(syscall("dup", e)))?;
+        let info = data.info().map_err(map_err(id))?;
+        raw.push(RawMap {
+            id,
+            fd,
+            max_entries: info.max_entries(),
+            kernel_id: info.id(),
+        });
+    }
+    Ok(raw)
 }
 
 impl ShieldMaps {
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, LoadError> {
-        let mut raw = Vec::new();
-        for name in names::ALL {
-            let Some(data) = ebpf.map(name).and_then(map_data) else {
-                continue;
-            };
-            let fd = data
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|io_error| LoadError::Map {
-                    name,
-                    source: MapError::SyscallError(SyscallError {
-                        call: "dup",
-                        io_error,
-                    }),
-                })?;
-            let info = data.info().map_err(map_err(name))?;
-            raw.push(RawMap {
-                name,
-                fd,
-                max_entries: info.max_entries(),
-                id: info.id(),
-            });
-        }
+    /// Takes the maps out of a loaded object.
+    pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<ShieldMaps, KernelError> {
+        let raw = raw_maps(ebpf)?;
         let mut maps = ShieldMaps {
-            policy: take!(ebpf, names::POLICY),
-            ports: take!(ebpf, names::PORTS),
-            iface_slot: take!(ebpf, names::IFACE_SLOT),
-            allow_v4: take!(ebpf, names::ALLOW_V4),
-            allow_v6: take!(ebpf, names::ALLOW_V6),
-            deny_v4: take!(ebpf, names::DENY_V4),
-            deny_v6: take!(ebpf, names::DENY_V6),
-            bans_v4: take!(ebpf, names::BANS_V4),
-            bans_v6: take!(ebpf, names::BANS_V6),
-            ban_nets_v4: take!(ebpf, names::BAN_NETS_V4),
-            ban_nets_v6: take!(ebpf, names::BAN_NETS_V6),
-            scanners: take!(ebpf, names::SCANNERS),
-            sources: take!(ebpf, names::SOURCES),
-            stats: take!(ebpf, names::STATS),
-            sip_stats: take!(ebpf, names::SIP_STATS),
-            events: Some(take!(ebpf, names::EVENTS)),
+            policy: take(ebpf, MapId::Policy)?,
+            ports: take(ebpf, MapId::Ports)?,
+            iface_slot: take(ebpf, MapId::IfaceSlot)?,
+            allow_v4: take(ebpf, MapId::AllowV4)?,
+            allow_v6: take(ebpf, MapId::AllowV6)?,
+            deny_v4: take(ebpf, MapId::DenyV4)?,
+            deny_v6: take(ebpf, MapId::DenyV6)?,
+            bans_v4: take(ebpf, MapId::BansV4)?,
+            bans_v6: take(ebpf, MapId::BansV6)?,
+            ban_nets_v4: take(ebpf, MapId::BanNetsV4)?,
+            ban_nets_v6: take(ebpf, MapId::BanNetsV6)?,
+            scanners: take(ebpf, MapId::Scanners)?,
+            sources: take(ebpf, MapId::Sources)?,
+            stats: take(ebpf, MapId::Stats)?,
+            sip_stats: take(ebpf, MapId::SipStats)?,
+            events: Some(take(ebpf, MapId::Events)?),
             base_policy: Policy::default(),
             acl_gen: 1,
-            occupancy: [0; 6],
+            occupancy: [0; TRIES.len()],
             ban_nets: BTreeMap::new(),
             raw,
         };
-        // Reused pinned maps may already hold entries and a policy.
-        maps.occupancy = [
-            maps.allow_v4.keys().count(),
-            maps.allow_v6.keys().count(),
-            maps.deny_v4.keys().count(),
-            maps.deny_v6.keys().count(),
-            maps.ban_nets_v4.keys().count(),
-            maps.ban_nets_v6.keys().count(),
+        maps.adopt()?;
+        Ok(maps)
+    }
+
+    /// Reused pinned maps may already hold entries and a policy: count the
+    /// tries, learn the CIDR bans and take over the policy record.
+    fn adopt(&mut self) -> Result<(), KernelError> {
+        // In the order of TRIES.
+        self.occupancy = [
+            self.allow_v4.keys().count(),
+            self.allow_v6.keys().count(),
+            self.deny_v4.keys().count(),
+            self.deny_v6.keys().count(),
+            self.ban_nets_v4.keys().count(),
+            self.ban_nets_v6.keys().count(),
         ];
         // Adopted CIDR bans: the kernel holds effective expiries, which are
         // never earlier than the own ones; the daemon's restore rewrites
         // them from the store.
         let mut nets = Vec::new();
-        for kv in maps.ban_nets_v4.iter() {
-            let (k, v) = kv.map_err(map_err(names::BAN_NETS_V4))?;
+        for kv in self.ban_nets_v4.iter() {
+            let (k, v) = kv.map_err(map_err(MapId::BanNetsV4))?;
             nets.push((net_of_v4(&k), v.expires_ns));
         }
-        for kv in maps.ban_nets_v6.iter() {
-            let (k, v) = kv.map_err(map_err(names::BAN_NETS_V6))?;
+        for kv in self.ban_nets_v6.iter() {
+            let (k, v) = kv.map_err(map_err(MapId::BanNetsV6))?;
             nets.push((net_of_v6(&k), v.expires_ns));
         }
-        maps.ban_nets.extend(nets);
-        if let Ok(p) = maps.policy.get(&0, 0) {
-            maps.base_policy = p;
-            maps.acl_gen = p.acl_gen.max(1);
+        self.ban_nets.extend(nets);
+        if let Ok(p) = self.policy.get(&0, 0) {
+            self.base_policy = p;
+            self.acl_gen = p.acl_gen.max(1);
         }
-        Ok(maps)
+        Ok(())
     }
 
     /// Writes the policy record (flags for non-empty tries added).
@@ -205,6 +342,7 @@ impl ShieldMaps {
         self.write_policy()
     }
 
+    /// The policy as configured (without the trie flags).
     pub fn policy(&self) -> Policy {
         self.base_policy
     }
@@ -214,11 +352,12 @@ impl ShieldMaps {
     /// to look it up at all. The one place occupancy becomes flags: a flag
     /// is clear only when its trie holds no prefix (a wrong clear flag lets
     /// every banned/denied source of that trie through; a wrong set flag
-    /// only costs a lookup).
+    /// only costs a lookup). After the count of adopted tries, occupancy
+    /// changes only in [`ShieldMaps::count_prefix`], which calls this.
     fn write_policy(&mut self) -> Result<(), MapError> {
         let mut p = self.base_policy;
         p.acl_gen = self.acl_gen;
-        for (i, flag) in OCC_FLAGS.iter().enumerate() {
+        for (i, (_, flag)) in TRIES.iter().enumerate() {
             if self.occupancy[i] > 0 {
                 p.flags |= flag;
             } else {
@@ -228,9 +367,21 @@ impl ShieldMaps {
         self.policy.set(0, &p, 0)
     }
 
-    fn bump_acl_gen(&mut self) {
-        // Skip 0: a fresh ban entry's "not cached yet".
-        self.acl_gen = self.acl_gen.wrapping_add(1).max(1);
+    /// Counts a prefix [`trie_add`] reported new (`added`) or [`trie_del`]
+    /// reported removed in `trie`, and rewrites the policy record so its
+    /// flag follows. An allow/deny change also bumps the list generation,
+    /// which invalidates the allow/deny bits ban entries cache.
+    fn count_prefix(&mut self, trie: MapId, added: bool) -> Result<(), MapError> {
+        let n = &mut self.occupancy[occ(trie)];
+        *n = if added { *n + 1 } else { n.saturating_sub(1) };
+        if matches!(
+            trie,
+            MapId::AllowV4 | MapId::AllowV6 | MapId::DenyV4 | MapId::DenyV6
+        ) {
+            // Skip 0: a fresh ban entry's "not cached yet".
+            self.acl_gen = self.acl_gen.wrapping_add(1).max(1);
+        }
+        self.write_policy()
     }
 
     /// Makes the protected port sets exactly `udp` and `tcp`.
@@ -254,6 +405,11 @@ impl ShieldMaps {
     /// Registers an interface for the per-interface counters.
     pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), MapError> {
         self.iface_slot.set(ifindex, &(slot % MAX_IFACE_SLOTS), 0)
+    }
+
+    /// The counter slot an interface is registered under (0: none).
+    pub fn iface_slot(&self, ifindex: u32) -> Result<u32, MapError> {
+        self.iface_slot.get(&ifindex, 0)
     }
 
     /// Makes the scanner User-Agent set exactly `keys`.
@@ -280,9 +436,7 @@ impl ShieldMaps {
             (List::Deny, IpNet::V6(n)) => trie_add(&mut self.deny_v6, v6_key(n), 1)?,
         };
         if added {
-            self.occupancy[occ_slot(list, &net)] += 1;
-            self.bump_acl_gen();
-            self.write_policy()?;
+            self.count_prefix(list.trie(&net), true)?;
         }
         Ok(added)
     }
@@ -296,10 +450,7 @@ impl ShieldMaps {
             (List::Deny, IpNet::V6(n)) => trie_del(&mut self.deny_v6, v6_key(n))?,
         };
         if removed {
-            let slot = occ_slot(list, &net);
-            self.occupancy[slot] = self.occupancy[slot].saturating_sub(1);
-            self.bump_acl_gen();
-            self.write_policy()?;
+            self.count_prefix(list.trie(&net), false)?;
         }
         Ok(removed)
     }
@@ -364,9 +515,7 @@ impl ShieldMaps {
                     IpNet::V6(n6) => trie_del(&mut self.ban_nets_v6, v6_key(n6))?,
                 };
                 if removed {
-                    let slot = ban_net_slot(&n);
-                    self.occupancy[slot] = self.occupancy[slot].saturating_sub(1);
-                    self.write_policy()?;
+                    self.count_prefix(ban_net_trie(&n), false)?;
                 }
                 // What it covered falls back to its own expiry.
                 self.rewrite_nested(n)?;
@@ -398,8 +547,7 @@ impl ShieldMaps {
             IpNet::V6(n) => trie_add(&mut self.ban_nets_v6, v6_key(n), v)?,
         };
         if added {
-            self.occupancy[ban_net_slot(&net)] += 1;
-            self.write_policy()?;
+            self.count_prefix(ban_net_trie(&net), true)?;
         }
         Ok(())
     }
@@ -425,10 +573,18 @@ impl ShieldMaps {
         verdict: Verdict,
         reason: Reason,
     ) -> Result<Counter, MapError> {
-        let v = self
-            .stats
-            .get(&stats_index(iface_slot, verdict, reason), 0)?;
+        let v = self.counter_per_cpu(iface_slot, verdict, reason)?;
         Ok(sum_counters(&v))
+    }
+
+    /// One `STATS` slot, CPU by CPU.
+    pub fn counter_per_cpu(
+        &self,
+        iface_slot: u32,
+        verdict: Verdict,
+        reason: Reason,
+    ) -> Result<PerCpuValues<Counter>, MapError> {
+        self.stats.get(&stats_index(iface_slot, verdict, reason), 0)
     }
 
     /// Sum over CPUs of one `SIP_STATS` slot.
@@ -461,7 +617,7 @@ const UPDATE_CHUNK: usize = 16_384;
 const LOOKUP_CHUNK: usize = 8_192;
 
 /// Bulk operations, counts and dumps (the daemon's restore path, metrics,
-/// `shieldctl stats`), built on the batch commands in [`crate::bpfsys`].
+/// `shieldctl stats`), built on the batch commands in [`sys`].
 impl ShieldMaps {
     /// Bans many sources at once, each until its monotonic expiry (0 =
     /// forever). Host addresses go into the exact-match hashes with
@@ -493,8 +649,8 @@ impl ShieldMaps {
                 n => nets.push((n, expires_ns)),
             }
         }
-        let mut written = self.update_many(names::BANS_V4, &k4, &v4)?;
-        written += self.update_many(names::BANS_V6, &k6, &v6)?;
+        let mut written = self.update_many(MapId::BansV4, &k4, &v4)?;
+        written += self.update_many(MapId::BansV6, &k6, &v6)?;
         for (net, expires_ns) in nets {
             self.ban(net, expires_ns)?;
             written += 1;
@@ -509,11 +665,11 @@ impl ShieldMaps {
     pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, MapError> {
         let mut out = Vec::new();
         let expiry = |v: &[u8]| u64::from_ne_bytes(v[..8].try_into().expect("8-byte value"));
-        self.scan(names::BANS_V4, |k, v| {
+        self.scan(MapId::BansV4, |k, v| {
             let a: [u8; 4] = k.try_into().expect("4-byte key");
             out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
         })?;
-        self.scan(names::BANS_V6, |k, v| {
+        self.scan(MapId::BansV6, |k, v| {
             let a: [u8; 16] = k.try_into().expect("16-byte key");
             out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
         })?;
@@ -521,54 +677,40 @@ impl ShieldMaps {
         Ok(out)
     }
 
-    /// Entries in a map (by its name in [`names`]): the tries from the
-    /// occupancy this handle keeps, hash maps by a batched walk. `None` for
-    /// arrays and the ring buffer, whose "entries" are fixed.
-    pub fn entry_count(&self, name: &str) -> Result<Option<usize>, MapError> {
-        let occ = match name {
-            names::ALLOW_V4 => Some(OCC_ALLOW_V4),
-            names::ALLOW_V6 => Some(OCC_ALLOW_V6),
-            names::DENY_V4 => Some(OCC_DENY_V4),
-            names::DENY_V6 => Some(OCC_DENY_V6),
-            names::BAN_NETS_V4 => Some(OCC_BAN_NETS_V4),
-            names::BAN_NETS_V6 => Some(OCC_BAN_NETS_V6),
-            _ => None,
-        };
-        if let Some(i) = occ {
+    /// Entries in a map: the tries from the occupancy this handle keeps,
+    /// hash maps by a batched walk. `None` for arrays and the ring buffer,
+    /// whose "entries" are fixed.
+    pub fn entry_count(&self, map: MapId) -> Result<Option<usize>, MapError> {
+        if let Some(i) = trie_slot(map) {
             return Ok(Some(self.occupancy[i]));
         }
-        if !matches!(
-            name,
-            names::BANS_V4 | names::BANS_V6 | names::SOURCES | names::SCANNERS
-        ) {
+        if !map.holds_entries() {
             return Ok(None);
         }
         let mut n = 0;
-        self.scan(name, |_, _| n += 1)?;
+        self.scan(map, |_, _| n += 1)?;
         Ok(Some(n))
     }
 
-    /// The kernel's ids of the ban maps, by name.
+    /// The kernel's ids of the ban maps, by map name (as the state file
+    /// records them).
     pub fn ban_map_ids(&self) -> BTreeMap<String, u32> {
         let bans = [
-            names::BANS_V4,
-            names::BANS_V6,
-            names::BAN_NETS_V4,
-            names::BAN_NETS_V6,
+            MapId::BansV4,
+            MapId::BansV6,
+            MapId::BanNetsV4,
+            MapId::BanNetsV6,
         ];
         self.raw
             .iter()
-            .filter(|m| bans.contains(&m.name))
-            .map(|m| (m.name.to_string(), m.id))
+            .filter(|m| bans.contains(&m.id))
+            .map(|m| (m.id.name().to_string(), m.kernel_id))
             .collect()
     }
 
     /// `max_entries` of a map as the kernel created it.
-    pub fn capacity(&self, name: &str) -> Option<u32> {
-        self.raw
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| m.max_entries)
+    pub fn capacity(&self, map: MapId) -> Option<u32> {
+        self.raw.iter().find(|m| m.id == map).map(|m| m.max_entries)
     }
 
     /// The sources with the most escalation-counted drops (rate, scanner,
@@ -578,7 +720,7 @@ impl ShieldMaps {
         let window = self.base_policy.escalate_window_ns;
         let prefix = self.base_policy.ipv6_prefix.clamp(1, 128) as u8;
         let mut all = Vec::new();
-        self.scan(names::SOURCES, |k, v| {
+        self.scan(MapId::Sources, |k, v| {
             // SAFETY: the kernel wrote a whole SrcState; read it unaligned.
             let st: SrcState = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
             if st.esc_drops == 0 || now_ns.saturating_sub(st.esc_start_ns) >= window {
@@ -609,32 +751,32 @@ impl ShieldMaps {
         Ok(())
     }
 
-    fn raw(&self, name: &str) -> Result<&RawMap, MapError> {
-        self.raw
-            .iter()
-            .find(|m| m.name == name)
-            .ok_or_else(|| MapError::InvalidName {
-                name: name.to_string(),
-            })
+    /// The raw handle of a hash map and its key and value sizes.
+    fn hash(&self, map: MapId) -> Result<(&RawMap, usize, usize), MapError> {
+        let invalid = || MapError::InvalidName {
+            name: map.name().to_string(),
+        };
+        let (ks, vs) = hash_layout(map).ok_or_else(invalid)?;
+        let m = self.raw.iter().find(|m| m.id == map).ok_or_else(invalid)?;
+        Ok((m, ks, vs))
     }
 
     /// Visits every (key, value) of a hash map: batched where the kernel
     /// can, key by key where it cannot.
-    fn scan(&self, name: &str, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
-        let m = self.raw(name)?;
-        let (ks, vs) = (key_size(name), value_size(name));
-        match crate::bpfsys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
+    fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
+        let (m, ks, vs) = self.hash(map)?;
+        match sys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
             Ok(()) => return Ok(()),
-            Err(e) if crate::bpfsys::batch_unsupported(&e) => {}
+            Err(e) if sys::batch_unsupported(&e) => {}
             Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e)),
         }
         // Keys only, then each value: entries may vanish in between (LRU).
         let mut keys = Vec::new();
-        crate::bpfsys::for_each_key(m.fd.as_fd(), ks, |k| keys.extend_from_slice(k))
+        sys::for_each_key(m.fd.as_fd(), ks, |k| keys.extend_from_slice(k))
             .map_err(|e| syscall("BPF_MAP_GET_NEXT_KEY", e))?;
         let mut value = vec![0u8; vs];
         for k in keys.chunks(ks) {
-            let found = crate::bpfsys::lookup_elem(m.fd.as_fd(), k, &mut value)
+            let found = sys::lookup_elem(m.fd.as_fd(), k, &mut value)
                 .map_err(|e| syscall("BPF_MAP_LOOKUP_ELEM", e))?;
             if found {
                 each(k, &value);
@@ -644,18 +786,17 @@ impl ShieldMaps {
     }
 
     /// Writes `keys.len() / key_size` entries, batched where possible.
-    fn update_many(&self, name: &str, keys: &[u8], values: &[u8]) -> Result<usize, MapError> {
-        let m = self.raw(name)?;
-        let (ks, vs) = (key_size(name), value_size(name));
+    fn update_many(&self, map: MapId, keys: &[u8], values: &[u8]) -> Result<usize, MapError> {
+        let (m, ks, vs) = self.hash(map)?;
         let count = keys.len() / ks;
         let mut done = 0;
         while done < count {
             let n = UPDATE_CHUNK.min(count - done);
             let k = &keys[done * ks..(done + n) * ks];
             let v = &values[done * vs..(done + n) * vs];
-            match crate::bpfsys::update_batch(m.fd.as_fd(), k, v, n) {
+            match sys::update_batch(m.fd.as_fd(), k, v, n) {
                 Ok(()) => done += n,
-                Err((0, e)) if done == 0 && crate::bpfsys::batch_unsupported(&e) => {
+                Err((0, e)) if done == 0 && sys::batch_unsupported(&e) => {
                     return self.update_each(m, keys, values, ks, vs);
                 }
                 Err((_, e)) => return Err(syscall("BPF_MAP_UPDATE_BATCH", e)),
@@ -673,8 +814,7 @@ impl ShieldMaps {
         vs: usize,
     ) -> Result<usize, MapError> {
         for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
-            crate::bpfsys::update_elem(m.fd.as_fd(), k, v)
-                .map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
+            sys::update_elem(m.fd.as_fd(), k, v).map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
         }
         Ok(keys.len() / ks)
     }
@@ -693,19 +833,16 @@ fn map_data(m: &Map) -> Option<&MapData> {
     }
 }
 
-fn key_size(name: &str) -> usize {
-    match name {
-        names::BANS_V4 => 4,
-        names::SCANNERS => std::mem::size_of::<UaKey>(),
-        _ => 16,
-    }
-}
-
-fn value_size(name: &str) -> usize {
-    match name {
-        names::BANS_V4 | names::BANS_V6 => std::mem::size_of::<BanValue>(),
-        names::SOURCES => std::mem::size_of::<SrcState>(),
-        _ => 1,
+/// Key and value sizes of the hash maps (the ones [`ShieldMaps::scan`]
+/// walks); `None` for every other kind.
+fn hash_layout(map: MapId) -> Option<(usize, usize)> {
+    use std::mem::size_of;
+    match map {
+        MapId::BansV4 => Some((4, size_of::<BanValue>())),
+        MapId::BansV6 => Some((16, size_of::<BanValue>())),
+        MapId::Scanners => Some((size_of::<UaKey>(), 1)),
+        MapId::Sources => Some((size_of::<SrcKey>(), size_of::<SrcState>())),
+        _ => None,
     }
 }
 
@@ -732,10 +869,11 @@ fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
     })
 }
 
-fn ban_net_slot(net: &IpNet) -> usize {
+/// The trie a CIDR ban goes into.
+fn ban_net_trie(net: &IpNet) -> MapId {
     match net {
-        IpNet::V4(_) => OCC_BAN_NETS_V4,
-        IpNet::V6(_) => OCC_BAN_NETS_V6,
+        IpNet::V4(_) => MapId::BanNetsV4,
+        IpNet::V6(_) => MapId::BanNetsV6,
     }
 }
 
@@ -745,15 +883,6 @@ fn later(a: u64, b: u64) -> u64 {
         0
     } else {
         a.max(b)
-    }
-}
-
-fn occ_slot(list: List, net: &IpNet) -> usize {
-    match (list, net) {
-        (List::Allow, IpNet::V4(_)) => OCC_ALLOW_V4,
-        (List::Allow, IpNet::V6(_)) => OCC_ALLOW_V6,
-        (List::Deny, IpNet::V4(_)) => OCC_DENY_V4,
-        (List::Deny, IpNet::V6(_)) => OCC_DENY_V6,
     }
 }
 

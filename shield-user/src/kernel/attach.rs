@@ -1,0 +1,316 @@
+//! Attaching the program to interfaces and detaching it: every XDP link
+//! the shield makes, adopts or removes goes through here.
+//!
+//! Links are `bpf_link`s pinned in the pin directory as
+//! `link_<mode>_<ifname>`, so the kernel keeps enforcing while no daemon
+//! runs. The attach mode lives in the name because the kernel's
+//! `bpf_link_info` does not say it, and a restarted daemon must know it
+//! (status, metrics, and whether the configured mode still matches).
+//! bpffs refuses names with a `.` (reserved for its own files), and VLAN
+//! interfaces are called `eth0.100`: in <ifname>, `.` is written `%2e` and
+//! `%` is written `%25`.
+//!
+//! A restart replaces the program inside each pinned link with
+//! `BPF_LINK_UPDATE` (`Xdp::attach_to_link`): one atomic pointer swap per
+//! interface, so there is no moment without a program on it. Removing a
+//! link's pin detaches it once no process holds the link any more.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
+use aya::programs::XdpMode;
+
+use super::{io_err, read_dir, remove_file, sys, KernelError, Shield};
+use crate::config::AttachMode;
+use crate::text::chain;
+
+const LINK_PREFIX: &str = "link_";
+
+/// How a program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Native XDP, in the driver.
+    Driver,
+    /// Generic (skb) XDP, in the core stack.
+    Generic,
+}
+
+impl Mode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Driver => "driver",
+            Mode::Generic => "generic",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "driver" => Some(Mode::Driver),
+            "generic" => Some(Mode::Generic),
+            _ => None,
+        }
+    }
+
+    fn xdp(self) -> XdpMode {
+        match self {
+            Mode::Driver => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+
+    /// Whether a link in this mode satisfies the configured mode.
+    pub fn satisfies(self, want: AttachMode) -> bool {
+        matches!(
+            (want, self),
+            (AttachMode::Auto, _)
+                | (AttachMode::Driver, Mode::Driver)
+                | (AttachMode::Generic, Mode::Generic)
+        )
+    }
+}
+
+/// The ifindex of `iface` in this network namespace.
+pub fn ifindex(iface: &str) -> Option<u32> {
+    let c = CString::new(iface).ok()?;
+    // SAFETY: NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// An XDP attachment the daemon holds (and has pinned).
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: Mode,
+    /// The kernel's id of the bpf_link.
+    pub link_id: u32,
+    /// True when an existing pinned link was taken over (program replaced
+    /// atomically) rather than created.
+    pub adopted: bool,
+    pin: PathBuf,
+    link: FdLink,
+}
+
+impl Attachment {
+    /// Detaches: removes the pin and closes the last fd of the link.
+    pub fn detach(self) -> Result<(), KernelError> {
+        remove_file(&self.pin)?;
+        drop(self.link);
+        Ok(())
+    }
+}
+
+/// A link pin found in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedLinkEntry {
+    pub iface: String,
+    pub mode: Mode,
+    pub path: PathBuf,
+}
+
+impl PinnedLinkEntry {
+    /// Detaches a link no process holds (one an earlier daemon pinned):
+    /// removing its pin drops the kernel's last reference.
+    pub fn detach(&self) -> Result<(), KernelError> {
+        remove_file(&self.path)
+    }
+}
+
+/// The link pins under `dir` (none if it does not exist).
+pub fn pinned_links(dir: &Path) -> Result<Vec<PinnedLinkEntry>, KernelError> {
+    let Some(rd) = read_dir(dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((mode, iface)) = parse_link_name(&name) {
+            out.push(PinnedLinkEntry {
+                iface,
+                mode,
+                path: entry.path(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.iface.cmp(&b.iface));
+    Ok(out)
+}
+
+fn link_name(mode: Mode, iface: &str) -> String {
+    let escaped = iface.replace('%', "%25").replace('.', "%2e");
+    format!("{LINK_PREFIX}{}_{escaped}", mode.as_str())
+}
+
+fn parse_link_name(name: &str) -> Option<(Mode, String)> {
+    let rest = name.strip_prefix(LINK_PREFIX)?;
+    let (mode, iface) = rest.split_once('_')?;
+    let iface = iface.replace("%2e", ".").replace("%25", "%");
+    Some((Mode::parse(mode)?, iface)).filter(|(_, i)| !i.is_empty())
+}
+
+/// Attaches the loaded program to `iface`, pinning the link under `dir`.
+///
+/// If a pinned link for `iface` exists and is still attached to it, the
+/// program in it is replaced atomically and its mode kept (a mode change
+/// cannot be atomic: the kernel refuses native and generic XDP on one
+/// device at once; the caller is told through [`Attachment::mode`]).
+/// A stale pin (interface gone or recreated) is removed and a fresh link
+/// made. `want = Auto` tries driver mode and falls back to generic.
+pub fn attach(
+    shield: &mut Shield,
+    dir: &Path,
+    iface: &str,
+    want: AttachMode,
+) -> Result<Attachment, KernelError> {
+    let ifindex = ifindex(iface).ok_or_else(|| KernelError::NoInterface(iface.to_string()))?;
+    for entry in pinned_links(dir)?.into_iter().filter(|e| e.iface == iface) {
+        match adopt(shield, &entry, ifindex)? {
+            Some(a) => return Ok(a),
+            None => {
+                tracing::warn!(iface, pin = %entry.path.display(), "pinned link no longer attached to the interface; replacing it");
+                entry.detach()?;
+            }
+        }
+    }
+    let modes: &[Mode] = match want {
+        AttachMode::Auto => &[Mode::Driver, Mode::Generic],
+        AttachMode::Driver => &[Mode::Driver],
+        AttachMode::Generic => &[Mode::Generic],
+    };
+    let mut last = None;
+    for &mode in modes {
+        match attach_link(shield, iface, mode) {
+            Ok(link) => return pin_new(link, dir, iface, ifindex, mode),
+            Err(e) => {
+                if want == AttachMode::Auto && mode == Mode::Driver {
+                    tracing::warn!(iface, error = %e, "driver-mode XDP failed; falling back to generic");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("at least one mode tried"))
+}
+
+/// Attaches to `iface` in `mode` and returns the link, unpinned: it lives
+/// as long as the returned value (or a pin made of it). [`attach`] is the
+/// daemon's way; this is its first step, and the tests' way.
+pub fn attach_link(shield: &mut Shield, iface: &str, mode: Mode) -> Result<FdLink, KernelError> {
+    let err = |source| KernelError::Attach {
+        iface: iface.to_string(),
+        mode: mode.as_str(),
+        source,
+    };
+    let name = CString::new(iface)
+        .map_err(|_| err(aya::programs::ProgramError::UnknownInterface { name: c"?".into() }))?;
+    let prog = shield.program();
+    let id = prog.attach(name.as_c_str(), mode.xdp()).map_err(err)?;
+    let link = prog.take_link(id).map_err(err)?;
+    // bpf_link (kernel >= 5.9) is what lets the attachment outlive us.
+    FdLink::try_from(link).map_err(|source| KernelError::NoLink {
+        iface: iface.to_string(),
+        source,
+    })
+}
+
+fn pin_new(
+    link: FdLink,
+    dir: &Path,
+    iface: &str,
+    ifindex: u32,
+    mode: Mode,
+) -> Result<Attachment, KernelError> {
+    let pin = dir.join(link_name(mode, iface));
+    let link_id = link.info().map(|i| i.id()).unwrap_or(0);
+    let pinned = link.pin(&pin).map_err(|e| KernelError::PinnedLink {
+        iface: iface.to_string(),
+        path: pin.clone(),
+        message: format!("pinning failed: {}", chain(&e)),
+    })?;
+    Ok(Attachment {
+        iface: iface.to_string(),
+        ifindex,
+        mode,
+        link_id,
+        adopted: false,
+        pin,
+        link: FdLink::from(pinned),
+    })
+}
+
+/// Takes over a pinned link: `Ok(None)` if it is stale.
+fn adopt(
+    shield: &mut Shield,
+    entry: &PinnedLinkEntry,
+    ifindex: u32,
+) -> Result<Option<Attachment>, KernelError> {
+    let link_err = |message: String| KernelError::PinnedLink {
+        iface: entry.iface.clone(),
+        path: entry.path.clone(),
+        message,
+    };
+    let pinned = PinnedLink::from_pin(&entry.path)
+        .map_err(|e| link_err(format!("cannot open: {}", chain(&e))))?;
+    let fd_link = FdLink::from(pinned);
+    // aya's FdLink does not lend its fd: a second one for the link info.
+    let raw = sys::obj_get(&entry.path).map_err(|e| link_err(format!("cannot open: {e}")))?;
+    let info = sys::xdp_link_info(std::os::fd::AsFd::as_fd(&raw))
+        .map_err(|e| link_err(format!("cannot read link info: {e}")))?
+        .ok_or_else(|| link_err("is not an XDP link".into()))?;
+    if info.ifindex != ifindex {
+        return Ok(None);
+    }
+    let xdp_link = XdpLink::try_from(fd_link).map_err(|e| link_err(format!("not usable: {e}")))?;
+    let prog = shield.program();
+    let id = prog
+        .attach_to_link(xdp_link)
+        .map_err(|e| link_err(format!("replacing the program failed: {}", chain(&e))))?;
+    let xdp_link = prog.take_link(id).map_err(|e| link_err(e.to_string()))?;
+    let link = FdLink::try_from(xdp_link).map_err(|e| link_err(e.to_string()))?;
+    Ok(Some(Attachment {
+        iface: entry.iface.clone(),
+        ifindex,
+        mode: entry.mode,
+        link_id: info.link_id,
+        adopted: true,
+        pin: entry.path.clone(),
+        link,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_round_trip() {
+        for (mode, iface) in [
+            (Mode::Driver, "eth0"),
+            (Mode::Generic, "veth.100"),
+            (Mode::Driver, "a-b_c%2e."),
+        ] {
+            let name = link_name(mode, iface);
+            assert!(!name.contains('.'), "{name}");
+            assert_eq!(parse_link_name(&name), Some((mode, iface.to_string())));
+        }
+        assert_eq!(
+            link_name(Mode::Generic, "eth0.100"),
+            "link_generic_eth0%2e100"
+        );
+        assert_eq!(parse_link_name("link_bogus_eth0"), None);
+        assert_eq!(parse_link_name("link_driver_"), None);
+        assert_eq!(parse_link_name("BANS_V4"), None);
+    }
+
+    #[test]
+    fn modes_satisfy_config() {
+        assert!(Mode::Generic.satisfies(AttachMode::Auto));
+        assert!(Mode::Driver.satisfies(AttachMode::Driver));
+        assert!(!Mode::Generic.satisfies(AttachMode::Driver));
+        assert!(!Mode::Driver.satisfies(AttachMode::Generic));
+    }
+}

@@ -1,0 +1,137 @@
+//! Loading the XDP object into the kernel: the program through the
+//! verifier, its maps created or adopted.
+//!
+//! The object is embedded at build time (`build.rs`). Map sizes come from
+//! `[capacity]`; with a pin directory, maps are created pinned there or, when
+//! a previous daemon already pinned them, reused, so bans and counters
+//! survive a restart.
+
+use std::path::Path;
+
+use aya::{maps::MapError, programs::Xdp, Ebpf, EbpfError, EbpfLoader};
+use shield_common::default_size;
+
+use super::{KernelError, MapId, ShieldMaps};
+
+/// The XDP object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
+
+/// Name of the XDP function in the object.
+const PROGRAM: &str = "shield";
+
+/// Map sizes (SPEC §2 "Capacity").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub allow: u32,
+    pub deny: u32,
+    pub bans: u32,
+    pub ban_nets: u32,
+    pub sources: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            allow: default_size::ALLOW,
+            deny: default_size::DENY,
+            bans: default_size::BANS,
+            ban_nets: default_size::BAN_NETS,
+            sources: default_size::SOURCES,
+        }
+    }
+}
+
+impl Capacity {
+    /// The configured size of `map`; `None` for maps whose size is fixed
+    /// by the program.
+    fn max_entries(&self, map: MapId) -> Option<u32> {
+        match map {
+            MapId::AllowV4 | MapId::AllowV6 => Some(self.allow),
+            MapId::DenyV4 | MapId::DenyV6 => Some(self.deny),
+            MapId::BansV4 | MapId::BansV6 => Some(self.bans),
+            MapId::BanNetsV4 | MapId::BanNetsV6 => Some(self.ban_nets),
+            MapId::Sources => Some(self.sources),
+            _ => None,
+        }
+    }
+
+    /// Small maps for tests and the lab: fast to create, same code paths.
+    pub const fn small() -> Capacity {
+        Capacity {
+            allow: 1024,
+            deny: 1024,
+            bans: 65_536,
+            ban_nets: 1024,
+            sources: 65_536,
+        }
+    }
+}
+
+/// A loaded (verified) program and its maps.
+pub struct Shield {
+    ebpf: Ebpf,
+    pub maps: ShieldMaps,
+}
+
+impl Shield {
+    /// Loads the object and runs the verifier. With `pin_dir`, every map is
+    /// pinned at `pin_dir/NAME` (reused if already there; pinned maps of
+    /// another size are [`KernelError::IncompatiblePins`]).
+    pub fn load(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Shield, KernelError> {
+        let mut loader = EbpfLoader::new();
+        for map in MapId::ALL {
+            if let Some(n) = capacity.max_entries(map) {
+                loader.map_max_entries(map.name(), n);
+            }
+            if let Some(dir) = pin_dir {
+                loader.map_pin_path(map.name(), dir.join(map.name()));
+            }
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| object_error(source, pin_dir))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(KernelError::NoProgram(PROGRAM))?
+            .try_into()
+            .map_err(KernelError::Verifier)?;
+        prog.load().map_err(KernelError::Verifier)?;
+        let maps = ShieldMaps::from_ebpf(&mut ebpf)?;
+        Ok(Shield { ebpf, maps })
+    }
+
+    /// The loaded XDP program (for its info, attaching, pinning, test runs).
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .expect("checked in load")
+            .try_into()
+            .expect("checked in load")
+    }
+}
+
+/// A failed object load; pinned maps that do not match the object (a
+/// `[capacity]` change) get the error that says how to get out.
+fn object_error(source: EbpfError, pin_dir: Option<&Path>) -> KernelError {
+    if let (
+        EbpfError::MapError(MapError::IncompatiblePinnedMap {
+            name,
+            property,
+            expected,
+            actual,
+        }),
+        Some(dir),
+    ) = (&source, pin_dir)
+    {
+        return KernelError::IncompatiblePins {
+            pin_path: dir.to_path_buf(),
+            detail: format!(
+                "pinned map {name} has {property} {actual}, this daemon needs {expected}"
+            ),
+        };
+    }
+    KernelError::Object {
+        pin_dir: pin_dir.map(Path::to_path_buf),
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,153 @@
+//! The kernel layer: everything user space does to the XDP program, its
+//! maps, its links and the pins that keep them alive without a daemon.
+//!
+//! One job per module; a module imports only those to its left, never one
+//! to its right:
+//!
+//! ```text
+//! sys ← maps ← load ← attach ← pins
+//! ```
+//!
+//! - [`sys`]: the raw `bpf(2)` commands aya does not wrap (batched map
+//!   reads and writes, link info, opening pins, and the program load and
+//!   test run the test tools use). The one place `union bpf_attr` is
+//!   written out.
+//! - `maps`: [`MapId`] (the maps by type, never by string) and
+//!   [`ShieldMaps`], typed access to them. [`ShieldMaps`]'s `write_policy`
+//!   is the one place trie occupancy becomes the `POLICY` flags.
+//! - `load`: [`Shield`], loading the embedded object (creating its maps
+//!   pinned, or adopting pinned ones) and the map sizes, [`Capacity`].
+//! - `attach`: attaching and detaching: [`attach`] (new link, or adopting
+//!   a pinned one with an atomic program swap), [`Attachment::detach`],
+//!   and the link pins' names.
+//! - `pins`: the pin directory: bpffs checks and mount, the program pin,
+//!   [`PinSnapshot`] (undoing a failed start) and [`remove_all`].
+//!
+//! Errors: loading, attaching and pins fail with [`KernelError`]; map
+//! operations return aya's `MapError`, which callers inspect (a full map
+//! is `E2BIG`).
+
+mod attach;
+mod load;
+mod maps;
+mod pins;
+pub mod sys;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
+pub use load::{Capacity, Shield};
+pub use maps::{monotonic_ns, List, MapId, ShieldMaps};
+pub use pins::{
+    check_dir, has_maps, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
+};
+
+/// Where systemd (and everyone else) mounts bpffs.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// Why the kernel layer failed. Each message names what to do where
+/// there is something to do.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("loading the XDP object (maps{}) failed: {source}", pin_note(.pin_dir))]
+    Object {
+        pin_dir: Option<PathBuf>,
+        // Boxed: aya's error is large, and this one is rare.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error(
+        "the maps pinned under {pin_path} do not fit this configuration: {detail}. Maps cannot be resized in place. \
+         Either set [capacity] back, or run `shieldctl detach` (this removes the shield until shieldd starts again; \
+         bans are kept in state_dir) and start shieldd again"
+    )]
+    IncompatiblePins { pin_path: PathBuf, detail: String },
+    #[error("the XDP object has no program `{0}`")]
+    NoProgram(&'static str),
+    #[error("the verifier rejected the XDP program: {0}")]
+    Verifier(#[source] aya::programs::ProgramError),
+    #[error("map `{map}`: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("interface {0:?} does not exist")]
+    NoInterface(String),
+    #[error("attaching to {iface} ({mode} mode): {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching to {iface}: the kernel gave no bpf_link (needs Linux >= 5.9): {source}")]
+    NoLink {
+        iface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("{iface}: pinned link {path}: {message}")]
+    PinnedLink {
+        iface: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("pinning {what} at {path}: {source}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "pin_path {path} is not on a bpf filesystem ({mount} is not a bpffs): use a directory \
+         under /sys/fs/bpf, e.g. the default pin_path = \"/sys/fs/bpf/shield\" (shieldd mounts \
+         bpffs there if needed)"
+    )]
+    NotBpffs { path: PathBuf, mount: PathBuf },
+    #[error("mounting bpffs at {BPFFS_ROOT} failed: {0} (mount it yourself: `mount -t bpf bpf {BPFFS_ROOT}`)")]
+    Mount(#[source] io::Error),
+}
+
+fn pin_note(p: &Option<PathBuf>) -> String {
+    match p {
+        Some(p) => format!(" pinned under {}", p.display()),
+        None => String::new(),
+    }
+}
+
+/// Wraps an I/O error on `path`.
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KernelError + '_ {
+    move |source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The entries of `dir`; `None` if it does not exist.
+fn read_dir(dir: &Path) -> Result<Option<std::fs::ReadDir>, KernelError> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Removes a file; one already gone is no error (it is what was wanted).
+fn remove_file(path: &Path) -> Result<(), KernelError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}

@@ -1,0 +1,196 @@
+//! The pin directory: what a daemon leaves in bpffs so that the kernel keeps
+//! enforcing while no daemon runs, and what the next daemon adopts.
+//!
+//! Layout under `pin_path`:
+//!
+//! ```text
+//! POLICY, BANS_V4, ...        every map, pinned by its `MapId::name` (see `load`)
+//! prog                        the XDP program the links run
+//! link_<mode>_<ifname>        the bpf_link attaching it to <ifname>;
+//!                             <mode> is how it is attached: driver|generic
+//!                             (names and attaching: `attach`)
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{
+    io_err, pinned_links, read_dir, remove_file, sys, KernelError, MapId, Shield, BPFFS_ROOT,
+};
+
+/// `statfs.f_type` of a bpf filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const PROG_PIN: &str = "prog";
+
+/// Makes sure `dir` exists on a bpf filesystem, mounting bpffs at
+/// /sys/fs/bpf when that is where it belongs and nothing is mounted yet.
+pub fn prepare_dir(dir: &Path) -> Result<(), KernelError> {
+    if check_dir(dir)? == PinDir::NeedsMount {
+        mount_bpffs()?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    Ok(())
+}
+
+/// Whether pins can live at `dir`, looked at without changing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinDir {
+    /// On a bpffs already.
+    Ready,
+    /// Under an unmounted `/sys/fs/bpf`, which shieldd mounts (only there).
+    NeedsMount,
+}
+
+/// `dir`'s nearest existing ancestor must be a bpffs, or be `/sys/fs/bpf`
+/// itself; anything else is [`KernelError::NotBpffs`].
+pub fn check_dir(dir: &Path) -> Result<PinDir, KernelError> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let root = Path::new(BPFFS_ROOT);
+    if is_bpffs(existing)? {
+        Ok(PinDir::Ready)
+    } else if existing == root && dir.starts_with(root) {
+        Ok(PinDir::NeedsMount)
+    } else {
+        Err(KernelError::NotBpffs {
+            path: dir.to_path_buf(),
+            mount: existing.to_path_buf(),
+        })
+    }
+}
+
+fn is_bpffs(path: &Path) -> Result<bool, KernelError> {
+    let c = sys::path_cstr(path).map_err(io_err(path))?;
+    // SAFETY: zeroed statfs is a valid out-parameter; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs() -> Result<(), KernelError> {
+    // SAFETY: constant NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(KernelError::Mount(io::Error::last_os_error()));
+    }
+    tracing::info!(path = BPFFS_ROOT, "mounted bpffs");
+    Ok(())
+}
+
+/// Pins the loaded program at `dir/prog`, replacing an older pin.
+pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), KernelError> {
+    let path = dir.join(PROG_PIN);
+    remove_file(&path)?;
+    shield
+        .program()
+        .pin(&path)
+        .map_err(|source| KernelError::Pin {
+            what: "the program",
+            path,
+            source,
+        })
+}
+
+/// Whether `dir` holds pinned maps: a previous daemon's, still enforcing,
+/// which a load adopts.
+pub fn has_maps(dir: &Path) -> bool {
+    dir.join(MapId::BansV4.name()).exists()
+}
+
+/// What the pin directory held before a start-up attempt, so that a
+/// failed attempt takes away exactly what it added (maps created during
+/// the load, new links, the program) and nothing a shield still running
+/// from an earlier daemon needs. Without this, the next start would adopt
+/// the half-made maps as if they were the enforcing ones.
+#[derive(Debug)]
+pub struct PinSnapshot {
+    dir: PathBuf,
+    existed: bool,
+    entries: std::collections::HashSet<std::ffi::OsString>,
+}
+
+impl PinSnapshot {
+    /// Lists `dir` (which need not exist yet).
+    pub fn take(dir: &Path) -> Result<PinSnapshot, KernelError> {
+        let mut snap = PinSnapshot {
+            dir: dir.to_path_buf(),
+            existed: false,
+            entries: Default::default(),
+        };
+        let Some(rd) = read_dir(dir)? else {
+            return Ok(snap);
+        };
+        snap.existed = true;
+        for entry in rd {
+            snap.entries.insert(entry.map_err(io_err(dir))?.file_name());
+        }
+        Ok(snap)
+    }
+
+    /// Unpins everything that appeared since [`PinSnapshot::take`], and the
+    /// directory if it was made since. The objects go once their last fd
+    /// closes: the caller drops its handles first. Returns the names
+    /// removed; failures are logged (a start-up is failing already).
+    pub fn roll_back(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            if self.entries.contains(&name) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(name.to_string_lossy().into_owned()),
+                Err(e) => {
+                    tracing::error!(pin = %entry.path().display(), "could not remove a pin of the failed start: {e}; remove it by hand")
+                }
+            }
+        }
+        if !self.existed {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        removed
+    }
+}
+
+/// What [`remove_all`] took away.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub links: Vec<String>,
+    pub other: usize,
+}
+
+/// Removes everything pinned under `dir` and the directory itself: the
+/// links first (each detaches once no process holds it), then the program
+/// and the maps. A missing directory is not an error.
+pub fn remove_all(dir: &Path) -> Result<Removed, KernelError> {
+    let mut removed = Removed::default();
+    for l in pinned_links(dir)? {
+        l.detach()?;
+        removed.links.push(l.iface);
+    }
+    let Some(rd) = read_dir(dir)? else {
+        return Ok(removed);
+    };
+    for entry in rd {
+        let path = entry.map_err(io_err(dir))?.path();
+        std::fs::remove_file(&path).map_err(io_err(&path))?;
+        removed.other += 1;
+    }
+    std::fs::remove_dir(dir).map_err(io_err(dir))?;
+    Ok(removed)
+}
