@@ -25,7 +25,8 @@ enum Task {
         args: Vec<String>,
     },
     /// The benchmarks: the data path under BPF_PROG_TEST_RUN (ratios
-    /// against a bare XDP_DROP), then the lab benchmark against no
+    /// against a bare XDP_DROP), the ban store with a million bans
+    /// (`storebench`), then the lab benchmark against no
     /// protection, Kamailio pike and nftables, a million bans and jail
     /// latency against fail2ban; writes BENCHMARKS.md. As root.
     Bench {
@@ -88,7 +89,14 @@ fn run(cli: Cli) -> Result<()> {
             let datapath = lab_out()?.join("datapath.txt");
             cargo_tee(&["bench", "-p", "shield-tests", "--bench", "datapath"], &datapath)?;
             build_lab()?;
-            let mut a = vec!["--datapath".to_string(), datapath.display().to_string()];
+            let banstore = lab_out()?.join("banstore.txt");
+            run_lab_binary("storebench", &["--out".to_string(), banstore.display().to_string()])?;
+            let mut a = vec![
+                "--datapath".to_string(),
+                datapath.display().to_string(),
+                "--banstore".to_string(),
+                banstore.display().to_string(),
+            ];
             a.extend(args);
             run_lab_binary("labbench", &a)
         }

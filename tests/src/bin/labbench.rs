@@ -46,6 +46,9 @@ struct Args {
     /// The data-path benchmark's output to include (xtask writes it).
     #[arg(long)]
     datapath: Option<PathBuf>,
+    /// The ban-store benchmark's table to include (xtask writes it).
+    #[arg(long)]
+    banstore: Option<PathBuf>,
     /// Where to write BENCHMARKS.md and lab/results/ (default: the repository).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -76,7 +79,7 @@ fn real_main() -> Result<()> {
         let text = std::fs::read_to_string(json).with_context(|| json.display().to_string())?;
         let results: bench::Results = serde_json::from_str(&text).context("bench.json")?;
         let out = a.out.clone().unwrap_or_else(repo);
-        return write_outputs(&out, &results, a.datapath.as_deref(), false);
+        return write_outputs(&out, &results, a.datapath.as_deref(), a.banstore.as_deref(), false);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -118,7 +121,7 @@ fn real_main() -> Result<()> {
     drop(p);
 
     let out = a.out.unwrap_or_else(repo);
-    write_outputs(&out, &results, a.datapath.as_deref(), true)
+    write_outputs(&out, &results, a.datapath.as_deref(), a.banstore.as_deref(), true)
 }
 
 /// BENCHMARKS.md, the figure and (for a new run) bench.json under `out`.
@@ -126,6 +129,7 @@ fn write_outputs(
     out: &std::path::Path,
     results: &bench::Results,
     datapath: Option<&std::path::Path>,
+    banstore: Option<&std::path::Path>,
     json: bool,
 ) -> Result<()> {
     let results_dir = out.join("lab/results");
@@ -138,9 +142,10 @@ fn write_outputs(
     }
     plot::draw(&results.points, &results_dir.join("flood.svg"))?;
     let datapath = datapath.and_then(|p| std::fs::read_to_string(p).ok());
+    let banstore = banstore.and_then(|p| std::fs::read_to_string(p).ok());
     std::fs::write(
         out.join("BENCHMARKS.md"),
-        report::markdown(results, datapath.as_deref()),
+        report::markdown(results, datapath.as_deref(), banstore.as_deref()),
     )?;
     println!("\nHeadlines:");
     for h in report::headlines(results) {

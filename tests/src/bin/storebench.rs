@@ -17,6 +17,10 @@ struct Args {
     /// Bans on record.
     #[arg(long, default_value_t = 1_000_000)]
     bans: u32,
+    /// Also write the table to this file (`cargo xtask bench` puts it in
+    /// BENCHMARKS.md).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -41,7 +45,11 @@ fn real_main() -> Result<()> {
     let topo = Topology::new();
     let dir = repo().join("lab-out/banstore");
     let r = store::run(&topo.sbc, &dir, a.bans.max(1), &mut |s| eprintln!("storebench: {s}"))?;
-    print!("{}", store::table(&r));
+    let table = store::table(&r);
+    print!("{table}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &table)?;
+    }
     std::fs::write(dir.join("banstore.json"), serde_json::to_string_pretty(&r)?)?;
     Ok(())
 }

@@ -147,7 +147,7 @@ pub fn headlines(r: &Results) -> Vec<String> {
     out
 }
 
-pub fn markdown(r: &Results, datapath: Option<&str>) -> String {
+pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> String {
     let mut s = String::new();
     let m = &r.machine;
     let _ = writeln!(s, "# Benchmarks\n");
@@ -406,6 +406,22 @@ pub fn markdown(r: &Results, datapath: Option<&str>) -> String {
         }
         None => {
             let _ = writeln!(s, "Run `cargo xtask bench` (not `labbench` alone) to include the data-path table here.\n");
+        }
+    }
+
+    let _ = writeln!(s, "## 5. The ban store: a million bans on record\n");
+    match banstore {
+        Some(t) => {
+            let _ = writeln!(
+                s,
+                "From the same `cargo xtask bench` run (`storebench`, `tests/src/lab/bench/store.rs`): shieldd with \
+                 a million bans in `shield.db`; `status` on the same daemon is the baseline (a round trip with no \
+                 kernel or store write).\n\n```\n{}\n```\n",
+                t.trim()
+            );
+        }
+        None => {
+            let _ = writeln!(s, "Run `cargo xtask bench` (not `labbench` alone) to include the ban-store table here.\n");
         }
     }
 
