@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
 use shield::control::client::{self, ClientError};
 use shield::control::protocol::{
-    BanInfo, BannedReply, DetachReply, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
+    BanInfo, BannedReply, DetachReply, Lasts, Net, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
     Request, Response, StatsReply, StatusReply, UnbanReply,
 };
 // Everything the daemon sends may carry text from outside (a ban reason
@@ -230,19 +230,21 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             force,
         } => {
             let net = check_cidr(target)?;
-            let duration_secs = match duration.as_deref() {
+            let duration = match duration.as_deref() {
                 None => None,
-                Some("forever" | "permanent" | "0") => Some(0),
-                Some(d) => Some(
-                    parse_duration(d)
-                        .map_err(|e| Fail::usage(format!("bad --duration {d:?}: {e}")))?
-                        .as_secs(),
-                ),
+                Some("forever" | "permanent" | "0") => Some(Lasts::Forever),
+                Some(d) => match parse_duration(d)
+                    .map_err(|e| Fail::usage(format!("bad --duration {d:?}: {e}")))?
+                    .as_secs()
+                {
+                    0 => return Err(Fail::usage(format!("bad --duration {d:?}: under a second"))),
+                    s => Some(Lasts::Secs(s)),
+                },
             };
             (
                 Request::Ban {
                     net,
-                    duration_secs,
+                    duration,
                     reason: reason.clone(),
                     force: *force,
                 },
@@ -288,13 +290,13 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
     })
 }
 
-fn check_cidr(text: &str) -> Result<String, Fail> {
+fn check_cidr(text: &str) -> Result<Net, Fail> {
     parse_cidr(text)
-        .map(|n| n.to_string())
+        .map(Net)
         .map_err(|e| Fail::usage(format!("bad address or CIDR {text:?}: {e}")))
 }
 
-fn list_args(list: &str, op: Op, cidr: &Option<String>) -> Result<(ListOp, Option<String>), Fail> {
+fn list_args(list: &str, op: Op, cidr: &Option<String>) -> Result<(ListOp, Option<Net>), Fail> {
     match (op, cidr) {
         (Op::List, None) => Ok((ListOp::List, None)),
         (Op::List, Some(c)) => Err(Fail::usage(format!(
@@ -612,11 +614,11 @@ fn render_source(s: SourceReply) -> String {
     out
 }
 
-fn left(secs: Option<u64>) -> String {
-    match secs {
-        None => "forever".into(),
-        Some(0) => "<1s".into(),
-        Some(s) => format_duration(Duration::from_secs(s)),
+fn left(lasts: Lasts) -> String {
+    match lasts {
+        Lasts::Forever => "forever".into(),
+        Lasts::Secs(0) => "<1s".into(),
+        Lasts::Secs(s) => format_duration(Duration::from_secs(s)),
     }
 }
 

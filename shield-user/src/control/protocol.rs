@@ -2,16 +2,92 @@
 //! may carry several requests; each gets exactly one response line.
 //!
 //! ```text
-//! → {"cmd":"ban","net":"198.51.100.7","duration_secs":3600,"reason":"scan"}
+//! → {"cmd":"ban","net":"198.51.100.7","duration":3600,"reason":"scan"}
 //! ← {"ok":true,"data":{"net":"198.51.100.7/32","expires_in_secs":3600,...}}
-//! → {"cmd":"ban","net":"198.51.100.7/8"}
+//! → {"cmd":"ban","net":"198.51.100.7/8","duration":"forever"}
 //! ← {"ok":false,"error":{"kind":"bad_input","message":"net: ..."}}
 //! ```
 //!
-//! Addresses travel as text and are parsed by the daemon too: the protocol
-//! is also for scripts, and the daemon never trusts its clients.
+//! Addresses travel as text and are typed on both ends ([`Net`]): parsed
+//! once, when a request is read, like the config file's CIDRs. How long a
+//! ban lasts has one encoding, [`Lasts`]: seconds, or `"forever"`.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An address (a host) or a network, as text on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net(pub IpNet);
+
+/// Values that fail to parse are the client's bad input (exit 2), not a
+/// malformed request: their errors start with the field's name.
+const VALUE_FIELDS: [&str; 2] = ["net: ", "duration: "];
+
+impl Serialize for Net {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Net, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::config::parse_cidr(&text)
+            .map(Net)
+            .map_err(|e| de::Error::custom(format_args!("net: {e}")))
+    }
+}
+
+/// How long a ban lasts, or has left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lasts {
+    Forever,
+    Secs(u64),
+}
+
+impl Serialize for Lasts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lasts::Forever => s.serialize_str("forever"),
+            Lasts::Secs(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lasts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lasts, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Lasts;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("seconds or \"forever\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lasts, E> {
+                match n {
+                    0 => Err(E::custom("duration: 0 s; a ban that ends at once is no ban (use \"forever\" for no end)")),
+                    n => Ok(Lasts::Secs(n)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lasts, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format_args!("duration: {n} s is negative")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Lasts, E> {
+                match s {
+                    "forever" => Ok(Lasts::Forever),
+                    other => Err(E::custom(format_args!(
+                        "duration: {other:?} is neither seconds nor \"forever\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// Longest request line the daemon reads; longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -30,10 +106,10 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 )]
 pub enum Request {
     Ban {
-        net: String,
-        /// `None`: `[bans] bantime`; `Some(0)`: until unbanned.
-        #[serde(default)]
-        duration_secs: Option<u64>,
+        net: Net,
+        /// `None`: `[bans] bantime`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<Lasts>,
         #[serde(default)]
         reason: Option<String>,
         /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
@@ -42,19 +118,19 @@ pub enum Request {
     },
     Unban {
         #[serde(default)]
-        net: Option<String>,
+        net: Option<Net>,
         #[serde(default)]
         all: bool,
     },
     /// Every ban; with `net`, one source's record and history.
     Banned {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        net: Option<String>,
+        net: Option<Net>,
     },
     Allow {
         op: ListOp,
         #[serde(default)]
-        net: Option<String>,
+        net: Option<Net>,
         /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
         #[serde(default, skip_serializing_if = "is_false")]
         force: bool,
@@ -62,7 +138,7 @@ pub enum Request {
     Deny {
         op: ListOp,
         #[serde(default)]
-        net: Option<String>,
+        net: Option<Net>,
         /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
         #[serde(default, skip_serializing_if = "is_false")]
         force: bool,
@@ -105,6 +181,21 @@ impl<'de> Deserialize<'de> for Request {
 }
 
 impl Request {
+    /// Parses one request line; the error is the reply to send.
+    pub fn parse(line: &[u8]) -> Result<Request, Response> {
+        serde_json::from_slice::<Request>(line).map_err(|e| {
+            let text = e.to_string();
+            match VALUE_FIELDS.iter().any(|f| text.starts_with(f)) {
+                // serde_json appends " at line 1 column N": not for people.
+                true => Response::error(
+                    ErrorKind::BadInput,
+                    text.split(" at line ").next().unwrap_or(&text).to_string(),
+                ),
+                false => Response::error(ErrorKind::BadRequest, format!("malformed request: {e}")),
+            }
+        })
+    }
+
     /// The `cmd` of the request.
     pub fn name(&self) -> &'static str {
         match self {
@@ -250,8 +341,8 @@ pub struct BanInfo {
     pub reason: String,
     /// Unix seconds.
     pub created: u64,
-    /// `None`: until unbanned.
-    pub expires_in_secs: Option<u64>,
+    /// Time left.
+    pub expires_in_secs: Lasts,
     /// How often this network has been banned, this ban included (within
     /// `[bans] history`); in replies that change or look up one ban.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,15 +498,49 @@ pub struct DetachReply {
 mod tests {
     use super::*;
 
+    fn net(s: &str) -> Net {
+        Net(s.parse().unwrap())
+    }
+
+    #[test]
+    fn bad_values_are_bad_input_naming_the_field_and_the_rest_bad_requests() {
+        for (line, kind, has) in [
+            (r#"{"cmd":"ban","net":"198.51.100.0/8"}"#, ErrorKind::BadInput, "net: "),
+            (r#"{"cmd":"ban","net":"nonsense"}"#, ErrorKind::BadInput, "net: "),
+            (r#"{"cmd":"ban","net":"192.0.2.1","duration":0}"#, ErrorKind::BadInput, "duration: 0 s"),
+            (r#"{"cmd":"ban","net":"192.0.2.1","duration":-5}"#, ErrorKind::BadInput, "negative"),
+            (r#"{"cmd":"ban","net":"192.0.2.1","duration":"always"}"#, ErrorKind::BadInput, "forever"),
+            (r#"{"cmd":"ban","net":"192.0.2.1","bogus":1}"#, ErrorKind::BadRequest, "bogus"),
+            ("not json", ErrorKind::BadRequest, "malformed"),
+        ] {
+            let e = Request::parse(line.as_bytes()).unwrap_err();
+            let body = e.error.expect("an error");
+            assert_eq!(body.kind, kind, "{line}: {}", body.message);
+            assert!(body.message.contains(has), "{line}: {}", body.message);
+            assert!(!body.message.contains(" at line "), "{}", body.message);
+        }
+        let forever: Request =
+            serde_json::from_str(r#"{"cmd":"ban","net":"2001:db8::1","duration":"forever"}"#).unwrap();
+        assert_eq!(
+            forever,
+            Request::Ban {
+                net: net("2001:db8::1/128"),
+                duration: Some(Lasts::Forever),
+                reason: None,
+                force: false,
+            }
+        );
+    }
+
     #[test]
     fn requests_parse_from_their_wire_form() {
         let r: Request =
-            serde_json::from_str(r#"{"cmd":"ban","net":"192.0.2.1","duration_secs":60}"#).unwrap();
+            serde_json::from_str(r#"{"cmd":"ban","net":"192.0.2.1","duration":60}"#).unwrap();
         assert_eq!(
             r,
             Request::Ban {
-                net: "192.0.2.1".into(),
-                duration_secs: Some(60),
+                net: net("192.0.2.1/32"),
+                duration: Some(Lasts::Secs(60)),
                 reason: None,
                 force: false,
             }
@@ -459,22 +584,22 @@ mod tests {
     fn every_request_round_trips() {
         let all = [
             Request::Ban {
-                net: "192.0.2.0/24".into(),
-                duration_secs: Some(0),
+                net: net("192.0.2.0/24"),
+                duration: Some(Lasts::Forever),
                 reason: Some("r".into()),
                 force: true,
             },
             Request::Unban {
-                net: Some("192.0.2.1/32".into()),
+                net: Some(net("192.0.2.1/32")),
                 all: false,
             },
             Request::Banned { net: None },
             Request::Banned {
-                net: Some("198.51.100.7".into()),
+                net: Some(net("198.51.100.7/32")),
             },
             Request::Allow {
                 op: ListOp::Add,
-                net: Some("192.0.2.1/32".into()),
+                net: Some(net("192.0.2.1/32")),
                 force: false,
             },
             Request::Deny {

@@ -331,12 +331,9 @@ async fn serve_client(stream: UnixStream, peer: Peer, handler: Handler, read_tim
     loop {
         let (reply, keep_going) = match read_request(&mut reader, read_timeout).await {
             Ok(None) => return,
-            Ok(Some(line)) => match serde_json::from_slice::<Request>(&line) {
+            Ok(Some(line)) => match Request::parse(&line) {
                 Ok(req) => (handler(req, peer).await, true),
-                Err(e) => (
-                    Response::error(ErrorKind::BadRequest, format!("malformed request: {e}")),
-                    true,
-                ),
+                Err(reply) => (reply, true),
             },
             Err(reply) => (reply, false),
         };

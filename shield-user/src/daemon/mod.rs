@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use ipnet::IpNet;
 use shield_common::OffenderEvent;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -30,8 +29,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use self::core::{restart_only_changes, Core, CtlError};
-use crate::config::{parse_cidr, Config, ConfigErrors};
-use crate::control::protocol::{ErrorKind, ListOp, ReloadReply, Request, Response};
+use crate::config::{Config, ConfigErrors};
+use crate::control::protocol::{ErrorKind, ListOp, Net, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
 use crate::jails::{Jail, JailError, JailEvent, JailSpec};
 use crate::kernel::{KernelError, List};
@@ -394,9 +393,6 @@ fn reply_warned<T: serde::Serialize>(r: Result<(T, Option<String>), CtlError>) -
     }
 }
 
-fn parse_net(arg: &str, text: &str) -> Result<IpNet, CtlError> {
-    parse_cidr(text).map_err(|e| CtlError::BadInput(format!("{arg}: {e}")))
-}
 
 impl Ctl {
     async fn handle(&self, req: Request, peer: Peer) -> Response {
@@ -407,27 +403,14 @@ impl Ctl {
         match req {
             Request::Ban {
                 net,
-                duration_secs,
+                duration,
                 reason,
                 force,
-            } => {
-                let r = parse_net("net", &net).and_then(|n| {
-                    lock(&self.core).ban_manual(
-                        n,
-                        duration_secs.map(Duration::from_secs),
-                        reason,
-                        &who,
-                        force,
-                    )
-                });
-                reply_warned(r)
-            }
+            } => reply_warned(lock(&self.core).ban_manual(net.0, duration, reason, &who, force)),
             Request::Unban { net, all } => {
                 let r = match (net, all) {
                     (None, true) => lock(&self.core).unban_all(&who),
-                    (Some(n), false) => {
-                        parse_net("net", &n).and_then(|n| lock(&self.core).unban(n, &who))
-                    }
+                    (Some(n), false) => lock(&self.core).unban(n.0, &who),
                     _ => Err(CtlError::BadInput(
                         "unban: give either a CIDR or --all".into(),
                     )),
@@ -435,9 +418,7 @@ impl Ctl {
                 reply_warned(r)
             }
             Request::Banned { net: None } => Response::ok(lock(&self.core).banned()),
-            Request::Banned { net: Some(n) } => {
-                reply(parse_net("net", &n).and_then(|n| lock(&self.core).banned_source(n)))
-            }
+            Request::Banned { net: Some(n) } => reply(lock(&self.core).banned_source(n.0)),
             Request::Allow { op, net, force } => self.list(List::Allow, op, net, &who, force),
             Request::Deny { op, net, force } => self.list(List::Deny, op, net, &who, force),
             Request::Stats => reply(lock(&self.core).stats()),
@@ -451,14 +432,11 @@ impl Ctl {
         &self,
         list: List,
         op: ListOp,
-        net: Option<String>,
+        net: Option<Net>,
         who: &str,
         force: bool,
     ) -> Response {
-        let net = match net.map(|n| parse_net("net", &n)).transpose() {
-            Ok(n) => n,
-            Err(e) => return reply::<()>(Err(e)),
-        };
+        let net = net.map(|n| n.0);
         reply_warned(lock(&self.core).list_op(list, op, net, who, force))
     }
 

@@ -12,7 +12,7 @@ use shield_common::{OffenderEvent, Reason, FAMILY_V4, FAMILY_V6};
 
 use super::{map_full, Core, CtlError};
 use crate::config::format_duration;
-use crate::control::protocol::{BanInfo, Escalation, UnbanReply};
+use crate::control::protocol::{BanInfo, Escalation, Lasts, UnbanReply};
 use crate::daemon::bans::{covers, overlaps, Ban, Clock, Expiry, Increment, Origin};
 use crate::daemon::guard;
 use crate::jails::JailEvent;
@@ -75,7 +75,7 @@ impl Core {
     pub fn ban_manual(
         &mut self,
         net: IpNet,
-        duration: Option<Duration>,
+        duration: Option<Lasts>,
         reason: Option<String>,
         who: &str,
         force: bool,
@@ -86,8 +86,8 @@ impl Core {
         }
         let now = Clock::now();
         let expiry = match duration {
-            Some(d) if d.is_zero() => Expiry::Never,
-            Some(d) => now.after(d),
+            Some(Lasts::Forever) => Expiry::Never,
+            Some(Lasts::Secs(s)) => now.after(Duration::from_secs(s)),
             None => now.after(self.config.bans.bantime),
         };
         let reason = clip(reason.unwrap_or_else(|| format!("banned by {who}")), MAX_REASON);

@@ -11,7 +11,7 @@ use crate::kernel::MapId;
 
 use super::{Core, CtlError};
 use crate::control::protocol::{
-    BanInfo, BannedReply, CounterRow, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
+    BanInfo, BannedReply, CounterRow, Lasts, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
     SourceReply, StatsReply, StatusReply, TopSource,
 };
 use crate::daemon::bans::{Ban, Clock};
@@ -37,7 +37,10 @@ impl Core {
             origin_kind: b.origin.kind().to_string(),
             reason: b.reason.to_string(),
             created: b.created_ms / 1000,
-            expires_in_secs: b.expiry.left(now).map(|d| d.as_secs()),
+            expires_in_secs: b
+                .expiry
+                .left(now)
+                .map_or(Lasts::Forever, |d| Lasts::Secs(d.as_secs())),
             times: None,
         }
     }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shield::control::client::{self, Session};
-use shield::control::protocol::{Request, Response};
+use shield::control::protocol::{Lasts, Net, Request, Response};
 use shield::store::{now_ms, BanRecord, Store};
 
 use crate::lab::shieldd::{LabConfig, Shieldd};
@@ -83,8 +83,8 @@ fn key(i: u32) -> Ipv4Addr {
 
 fn ban_req(addr: Ipv4Addr) -> Request {
     Request::Ban {
-        net: addr.to_string(),
-        duration_secs: Some(3600),
+        net: Net(IpNet::from(IpAddr::V4(addr))),
+        duration: Some(Lasts::Secs(3600)),
         reason: Some("bench".into()),
         force: false,
     }
