@@ -124,9 +124,9 @@ impl Shieldd {
     }
 
     /// A daemon in `ns`, not started, with its files in `dir` (created)
-    /// and its pins in `/sys/fs/bpf/<pin_prefix>-<pid>-<n>` (names
-    /// [`crate::lab::sweep`] can trace to their process). Write its config
-    /// before starting it.
+    /// and its pins in `/sys/fs/bpf/<pin_prefix>-<pid>-<n>` (named after
+    /// the process, so that [`crate::lab::sweep`] can tell leftovers).
+    /// Write its config before starting it.
     pub fn in_dir(bins: Binaries, ns: &Netns, dir: &Path, pin_prefix: &str) -> Result<Shieldd> {
         crate::kernel::require_root();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
