@@ -16,7 +16,7 @@ const EVERY: Duration = Duration::from_millis(1);
 #[test]
 fn ban_stops_a_source_within_the_command_and_unban_lets_it_back() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let sink = Sink::start(&lab);
     let flood = Flood::start(&lab, PEER_IP, EVERY, 20_000, Duration::from_secs(20));
@@ -88,7 +88,7 @@ fn ban_stops_a_source_within_the_command_and_unban_lets_it_back() {
 #[test]
 fn allowlist_beats_a_ban_and_allowlisted_sources_cannot_be_banned() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let sink = Sink::start(&lab);
 
@@ -143,7 +143,8 @@ fn a_flooding_source_gets_an_escalation_ban() {
     let lab = Lab::new();
     let legit = Ipv4Addr::new(198, 51, 100, 10);
     lab.add_peer_addr(legit);
-    let mut d = Daemon::new(
+    let mut d = Shieldd::new(
+        bins(),
         &lab.sbc,
         "[limits]\npackets_per_second = 20\nburst = 5\n\n[bans.escalate]\ndrops = 50\nwindow = \"10s\"\nbantime = \"2m\"\n",
     );
@@ -220,8 +221,8 @@ fn a_jail_bans_from_the_log_and_ignoreip_is_respected() {
     let lab = Lab::new();
     let ignored = Ipv4Addr::new(198, 51, 100, 20);
     lab.add_peer_addr(ignored);
-    let mut d = Daemon::new(&lab.sbc, "");
-    let logpath = d.dir.path().join("kamailio.log");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    let logpath = d.dir.join("kamailio.log");
     std::fs::write(&logpath, "").expect("log");
     let extra = format!(
         "{NO_LIMITS}\n[bans]\nignoreip = [\"198.51.100.20\"]\n\n[[jail]]\nname = \"kam\"\nlogpath = \"{}\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"5m\"\n",
@@ -289,7 +290,8 @@ fn a_jail_bans_from_the_log_and_ignoreip_is_respected() {
 #[test]
 fn dry_run_passes_everything_and_counts_would_drop() {
     let lab = Lab::new();
-    let mut d = Daemon::new(
+    let mut d = Shieldd::new(
+        bins(),
         &lab.sbc,
         &format!("{NO_LIMITS}\n[deny]\ncidrs = [\"198.51.100.3\"]\n"),
     );

@@ -67,7 +67,7 @@ fn a_daemon_restores_a_million_bans_from_state_dir_in_seconds() {
     shield_tests::kernel::require_root();
     let lab = Lab::new();
     // Room for one more after the million.
-    let mut d = Daemon::new(&lab.sbc, "[capacity]\nbans = 1000016\n");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "[capacity]\nbans = 1000016\n");
     let cfg = std::fs::read_to_string(&d.config).expect("config");
     d.write_config(&cfg.replace("listen = \"127.0.0.1:9814\"", "listen = \"off\""));
     std::fs::create_dir_all(&d.state).expect("state dir");

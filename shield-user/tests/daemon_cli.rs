@@ -88,11 +88,11 @@ fn bad_input_is_exit_2_and_a_missing_daemon_is_exit_1() {
 #[test]
 fn socket_permissions_admit_the_group_and_refuse_everyone_else() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
     let cfg = std::fs::read_to_string(&d.config).expect("config");
     d.write_config(&cfg.replace("[control]\n", "[control]\ngroup = \"nogroup\"\n"));
     // Let other users reach the socket's directory; the socket decides.
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     d.start();
     let meta = std::fs::metadata(&d.socket).expect("socket");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
@@ -123,7 +123,7 @@ fn socket_permissions_admit_the_group_and_refuse_everyone_else() {
 #[test]
 fn garbage_on_the_control_socket_gets_errors_and_the_daemon_lives_on() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
     d.start();
     let exchange = |bytes: &[u8]| -> String {
         let mut s = UnixStream::connect(&d.socket).expect("connect");

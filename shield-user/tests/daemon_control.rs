@@ -27,12 +27,12 @@ const HOSTILE_UNICODE: &str = "\u{9b}2J \u{202e}gpj.exe";
 
 /// A daemon whose socket the group `nogroup` may use, so that processes
 /// running as other uids (with gid nogroup) can connect.
-fn group_daemon(lab: &Lab) -> Daemon {
-    let mut d = Daemon::new(&lab.sbc, "");
+fn group_daemon(lab: &Lab) -> Shieldd {
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
     let cfg = std::fs::read_to_string(&d.config).expect("config");
     d.write_config(&cfg.replace("[control]\n", "[control]\ngroup = \"nogroup\"\n"));
     // Let other users reach the socket's directory; the socket decides.
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     d.start();
     d
 }
@@ -242,8 +242,8 @@ fn assert_inert(what: &str, out: &str) {
 #[test]
 fn hostile_ban_reasons_reach_no_terminal_raw() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "");
-    let logpath = d.dir.path().join("auth.log");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    let logpath = d.dir.join("auth.log");
     std::fs::write(&logpath, "").expect("log");
     let base = std::fs::read_to_string(&d.config).expect("config");
     d.write_config(&format!(
@@ -304,7 +304,7 @@ fn hostile_ban_reasons_reach_no_terminal_raw() {
 #[test]
 fn unknown_request_fields_are_refused_by_name() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
     d.start();
 
     let reply = raw_request(&d.socket, r#"{"cmd":"ban","net":"198.51.100.7","bogus":1}"#);
@@ -333,7 +333,7 @@ fn unknown_request_fields_are_refused_by_name() {
 
     // shieldctl talking to a daemon that does not know a field it sends
     // (here a proxy adds one): exit 2, naming the field.
-    let proxy = d.dir.path().join("proxy.sock");
+    let proxy = d.dir.join("proxy.sock");
     let _proxy = add_field_proxy(&proxy, &d.socket);
     let out = {
         let mut c = Command::new(SHIELDCTL);

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 
-fn refused(d: &Daemon, args: &[&str], needle: &str) {
+fn refused(d: &Shieldd, args: &[&str], needle: &str) {
     let out = d.ctl(args);
     assert_eq!(out.status.code(), Some(2), "{args:?} was accepted: {}", text(&out.stdout));
     assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
@@ -16,7 +16,7 @@ fn refused(d: &Daemon, args: &[&str], needle: &str) {
 #[test]
 fn bans_that_cut_off_everything_are_refused() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "[bans]\nignoreip = [\"198.51.100.77\"]\n");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "[bans]\nignoreip = [\"198.51.100.77\"]\n");
     d.start();
 
     for net in ["0.0.0.0/0", "::/0"] {
@@ -51,7 +51,7 @@ fn bans_that_cut_off_everything_are_refused() {
 #[test]
 fn the_minimum_prefix_is_configurable_and_checked() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "[bans]\nmin_prefix_v4 = 16\nmin_prefix_v6 = 48\n");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "[bans]\nmin_prefix_v4 = 16\nmin_prefix_v6 = 48\n");
     d.start();
     refused(&d, &["ban", "198.18.0.0/15"], "/16");
     refused(&d, &["ban", "2001:db8::/47"], "/48");

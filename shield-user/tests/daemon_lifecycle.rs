@@ -18,7 +18,7 @@ fn kill_9_and_restart_let_not_one_banned_packet_through() {
     let lab = Lab::new();
     let legit = Ipv4Addr::new(198, 51, 100, 10);
     lab.add_peer_addr(legit);
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     d.ctl_ok(&["ban", "198.51.100.2", "--duration", "forever"]);
     let sink = Sink::start(&lab);
@@ -70,7 +70,7 @@ fn kill_9_and_restart_let_not_one_banned_packet_through() {
 #[test]
 fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     d.ctl_ok(&[
         "ban",
@@ -95,7 +95,7 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
         .filter(|n| n.starts_with("link_"))
         .collect();
     assert_eq!(links, ["link_driver_veth-s"]);
-    assert!(d.dir.path().join("state/shield.db").exists());
+    assert!(d.state.join("shield.db").exists());
     std::thread::sleep(Duration::from_millis(300));
     d.start();
     std::thread::sleep(Duration::from_millis(200));
@@ -163,7 +163,8 @@ fn a_broken_reload_keeps_the_old_policy_and_a_good_one_applies_without_losing_ba
     let lab = Lab::new();
     let denied = Ipv4Addr::new(198, 51, 100, 3);
     lab.add_peer_addr(denied);
-    let mut d = Daemon::new(
+    let mut d = Shieldd::new(
+        bins(),
         &lab.sbc,
         &format!("{NO_LIMITS}\n[deny]\ncidrs = [\"198.51.100.3\"]\n"),
     );
@@ -233,7 +234,7 @@ fn a_broken_reload_keeps_the_old_policy_and_a_good_one_applies_without_losing_ba
 #[test]
 fn pinned_maps_that_no_longer_fit_are_reported_and_detach_works_offline() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "[capacity]\nbans = 4096\n");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "[capacity]\nbans = 4096\n");
     d.start();
     d.ctl_ok(&["ban", "198.51.100.2", "--reason", "kept across the resize"]);
     assert!(d.terminate().success());

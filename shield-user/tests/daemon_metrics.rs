@@ -28,8 +28,8 @@ fn curl(lab: &Lab, url: &str, accept: Option<&str>) -> (String, String) {
     (ctype.to_string(), format!("{body}\n").replace("\n\n", "\n"))
 }
 
-fn shield_with_traffic(lab: &Lab) -> Daemon {
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+fn shield_with_traffic(lab: &Lab) -> Shieldd {
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     d.ctl_ok(&["ban", "198.51.100.2"]);
     send(lab, PEER_IP, 100, Duration::from_millis(1));
@@ -98,7 +98,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
     let lab = Lab::new();
     let d = shield_with_traffic(&lab);
     let dir = &d.dir;
-    let cfg = dir.path().join("prometheus.yml");
+    let cfg = dir.join("prometheus.yml");
     std::fs::write(
         &cfg,
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: sipshield\n    static_configs:\n      - targets: ['127.0.0.1:9814']\n",
@@ -108,7 +108,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
     c.arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
+            dir.join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{PROM_PORT}"))
         .stdout(Stdio::null())
@@ -124,8 +124,10 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
         c.args(["-sS", "--max-time", "5", "-G", "--data-urlencode"])
             .arg(format!("query={q}"))
             .arg(format!("http://127.0.0.1:{PROM_PORT}/api/v1/query"));
-        let out = output_within(c, Duration::from_secs(10));
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        run_within(c, Duration::from_secs(10))
+            .ok()
+            .and_then(|out| serde_json::from_slice(&out.stdout).ok())
+            .unwrap_or(serde_json::Value::Null)
     };
     let value = |v: &serde_json::Value| -> Option<f64> {
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()

@@ -28,7 +28,7 @@ fn arriving(lab: &Lab, sink: &Sink, src: Ipv4Addr, n: u32) -> u64 {
 fn nested_bans_stay_enforced_and_unban_never_panics() {
     let lab = Lab::new();
     lab.add_peer_addr(INNER);
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let sink = Sink::start(&lab);
     assert_eq!(arriving(&lab, &sink, INNER, 3), 3, "before any ban");
@@ -60,7 +60,7 @@ fn nested_bans_stay_enforced_and_unban_never_panics() {
 fn nested_bans_expire_one_by_one_and_the_sweeper_lives_on() {
     let lab = Lab::new();
     lab.add_peer_addr(INNER);
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let sink = Sink::start(&lab);
     // The sweeper runs every 5 s: these expire in different sweeps.
@@ -89,7 +89,7 @@ fn nested_bans_expire_one_by_one_and_the_sweeper_lives_on() {
 fn nested_deny_entries_stay_enforced() {
     let lab = Lab::new();
     lab.add_peer_addr(INNER);
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let sink = Sink::start(&lab);
     d.ctl_ok(&["deny", "add", "198.51.100.128/25"]);
@@ -105,7 +105,8 @@ fn an_allowlist_shrunk_by_reload_still_beats_a_ban() {
     let lab = Lab::new();
     lab.add_peer_addr(TRUNK);
     lab.add_peer_addr(NEIGHBOUR);
-    let mut d = Daemon::new(
+    let mut d = Shieldd::new(
+        bins(),
         &lab.sbc,
         &format!("{NO_LIMITS}\n[allow]\ncidrs = [\"198.51.100.8/29\", \"{TRUNK}/32\"]\n"),
     );

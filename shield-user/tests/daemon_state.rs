@@ -42,7 +42,7 @@ fn record_lines() -> Vec<String> {
     lines
 }
 
-fn write_state(d: &Daemon, header: &str, lines: &[String]) {
+fn write_state(d: &Shieldd, header: &str, lines: &[String]) {
     std::fs::create_dir_all(&d.state).expect("state_dir");
     let mut text = format!("{header}\n");
     for l in lines {
@@ -54,7 +54,7 @@ fn write_state(d: &Daemon, header: &str, lines: &[String]) {
 
 /// The networks the store (state_dir/shield.db) holds as banned, read the
 /// way an operator would, with SQLite (alongside a running daemon: WAL).
-fn stored_bans(d: &Daemon) -> HashSet<String> {
+fn stored_bans(d: &Shieldd) -> HashSet<String> {
     let db = rusqlite::Connection::open_with_flags(
         d.state.join("shield.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -70,7 +70,7 @@ fn stored_bans(d: &Daemon) -> HashSet<String> {
 }
 
 /// What is pinned under the daemon's pin path.
-fn pinned(d: &Daemon) -> Vec<String> {
+fn pinned(d: &Shieldd) -> Vec<String> {
     match std::fs::read_dir(&d.pin) {
         Ok(rd) => rd
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -80,7 +80,7 @@ fn pinned(d: &Daemon) -> Vec<String> {
 }
 
 /// The IPv4 host bans in the pinned BANS_V4 map, read from the kernel.
-fn kernel_hosts(d: &Daemon) -> HashSet<Ipv4Addr> {
+fn kernel_hosts(d: &Shieldd) -> HashSet<Ipv4Addr> {
     let fd = shield::kernel::sys::obj_get(&d.pin.join(MapId::BansV4.name()))
         .expect("open pinned BANS_V4");
     let mut out = HashSet::new();
@@ -93,7 +93,7 @@ fn kernel_hosts(d: &Daemon) -> HashSet<Ipv4Addr> {
 
 /// Every ban of [`record_lines`] is in force: in the kernel map, listed by
 /// `shieldctl banned`, and PEER_IP's packets are dropped.
-fn assert_all_bans_back(lab: &Lab, d: &Daemon) {
+fn assert_all_bans_back(lab: &Lab, d: &Shieldd) {
     let kernel = kernel_hosts(d);
     let missing: Vec<_> = (0..HOSTS)
         .map(host)
@@ -131,7 +131,7 @@ fn assert_all_bans_back(lab: &Lab, d: &Daemon) {
 fn a_failed_start_leaves_no_pins_and_the_next_start_restores_every_ban() {
     let lab = Lab::new();
     let small = format!("{NO_LIMITS}\n[capacity]\nbans = 500\n");
-    let mut d = Daemon::new(&lab.sbc, &small);
+    let mut d = Shieldd::new(bins(), &lab.sbc, &small);
     let records = record_lines();
 
     // A header that cannot be read: refused before the kernel is touched.
@@ -176,7 +176,7 @@ fn a_failed_start_leaves_no_pins_and_the_next_start_restores_every_ban() {
 #[test]
 fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     write_state(&d, HEADER, &record_lines());
     d.start();
     assert!(d.terminate().success());
@@ -184,7 +184,7 @@ fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
     // Other maps at the pin path (made by a failed start of an older
     // shieldd, or another state_dir): empty ones, pinned.
     shield::kernel::remove_all(&d.pin).expect("unpin");
-    let saved = d.dir.path().join("state.saved");
+    let saved = d.dir.join("state.saved");
     std::fs::rename(&d.state, &saved).expect("move state_dir away");
     d.start();
     assert!(d.bans().is_empty());
@@ -208,7 +208,7 @@ fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
 #[test]
 fn an_unreadable_line_is_kept_aside_and_no_ban_is_lost() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     let records = record_lines();
     // One record damaged by a stray byte that is not UTF-8.
     let victim = 7usize;
@@ -299,7 +299,7 @@ impl Drop for SmallFs {
 /// Bans fresh addresses (198.19.`block`.x, with a long reason) until one
 /// reply warns that it was not saved; every ban is answered at once and in
 /// force either way. Returns the warned ban's address and the warning.
-fn ban_until_unsaved(d: &Daemon, block: u8) -> (Ipv4Addr, String) {
+fn ban_until_unsaved(d: &Shieldd, block: u8) -> (Ipv4Addr, String) {
     let long = "x".repeat(150);
     for i in 0..3000u32 {
         let addr = Ipv4Addr::new(198, 19, block.wrapping_add((i / 250) as u8), (i % 250 + 1) as u8);
@@ -320,7 +320,7 @@ fn ban_until_unsaved(d: &Daemon, block: u8) -> (Ipv4Addr, String) {
 #[test]
 fn a_full_state_dir_neither_hangs_a_ban_nor_the_shutdown_and_loses_nothing() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     let fs = SmallFs::mount(&d.state, "1m");
     d.start();
     d.ctl_ok(&["ban", "203.0.113.1"]);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 
-fn sqlite(d: &Daemon) -> rusqlite::Connection {
+fn sqlite(d: &Shieldd) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(
         d.state.join("shield.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -21,7 +21,7 @@ fn sqlite(d: &Daemon) -> rusqlite::Connection {
 #[test]
 fn acknowledged_changes_survive_kill_9_without_the_pins() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     d.ctl_ok(&["ban", "198.51.100.2", "--duration", "forever", "--reason", "kept"]);
     d.ctl_ok(&["ban", "203.0.113.0/24", "--duration", "2h"]);
@@ -54,7 +54,7 @@ fn acknowledged_changes_survive_kill_9_without_the_pins() {
 #[test]
 fn a_reban_extends_to_the_later_expiry_and_is_counted() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, NO_LIMITS);
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
     d.start();
     let first = d.ctl_json(&["ban", "198.51.100.7", "--duration", "1h", "--reason", "one"]);
     assert_eq!(first["times"], 1, "{first}");
@@ -129,8 +129,8 @@ fn a_reban_extends_to_the_later_expiry_and_is_counted() {
 #[test]
 fn a_jail_ban_keeps_its_log_line_and_hostile_text_stays_inert() {
     let lab = Lab::new();
-    let mut d = Daemon::new(&lab.sbc, "");
-    let logpath = d.dir.path().join("kamailio.log");
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    let logpath = d.dir.join("kamailio.log");
     std::fs::write(&logpath, "").expect("log");
     let base = std::fs::read_to_string(&d.config).expect("config");
     d.write_config(&format!(

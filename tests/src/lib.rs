@@ -1,11 +1,15 @@
 //! Shared pieces of the integration tests: a frame builder, the reference
-//! model, a `BPF_PROG_TEST_RUN` harness, network-namespace labs, and the
-//! three-host lab with real SIP software (`lab`).
+//! model, a `BPF_PROG_TEST_RUN` harness, network namespaces joined by veths
+//! (`netns`), UDP traffic between them (`udp`), the `shieldd` harness of
+//! the daemon tests and the lab (`daemon`), and the three-host lab with
+//! real SIP software (`lab`).
 
 pub mod baseline;
+pub mod daemon;
 pub mod frames;
 pub mod gen;
 pub mod kernel;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod udp;

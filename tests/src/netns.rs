@@ -1,14 +1,17 @@
 //! Throwaway network namespaces joined by veth pairs: the hosts of the
-//! traffic tests. Everything is removed on drop, also when a test panics.
+//! traffic tests, the daemon tests ([`Lab`]) and the three-host lab
+//! ([`crate::lab::Topology`]), all built here. Everything is removed on
+//! drop, also when a test panics.
 //!
-//! Addresses are documentation prefixes only (RFC 5737): the SBC side is
-//! 198.51.100.1/24, the peer side 198.51.100.2/24 plus any extra source
-//! addresses a test adds.
+//! Names are `shl<pid>-<n>-<tag>`: [`crate::lab::sweep`] removes those of a
+//! process that no longer exists. Addresses are documentation prefixes only
+//! (RFC 5737).
 
 use std::fs::File;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -30,6 +33,15 @@ pub fn sh(prog: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A command that runs inside the namespace named `ns`. Uses `nsenter
+/// --net`, not `ip netns exec`, which remounts /sys and hides the host's
+/// bpffs.
+pub fn nsenter(ns: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(prog);
+    c
 }
 
 /// A named network namespace, deleted on drop.
@@ -58,26 +70,19 @@ impl Netns {
         ip(&a);
     }
 
-    /// A command that runs inside the namespace. Uses `nsenter --net`, not
-    /// `ip netns exec`, which remounts /sys and hides the host's bpffs.
+    /// A command that runs inside the namespace (see [`nsenter`]).
     pub fn command(&self, prog: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.name))
-            .arg("--")
-            .arg(prog);
-        c
+        nsenter(&self.name, prog)
     }
 
     /// Runs `f` on a thread that has joined this namespace (setns is
-    /// per-thread), and returns its result.
+    /// per-thread), and returns its result. Sockets made there stay in the
+    /// namespace wherever they are used afterwards.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: a valid namespace fd; affects only this thread.
-                let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+                enter(&path);
                 f()
             })
             .join()
@@ -91,14 +96,15 @@ impl Netns {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::JoinHandle<R> {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path();
         std::thread::spawn(move || {
-            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: a valid namespace fd; affects only this thread.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+            enter(&path);
             f()
         })
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
     }
 
     /// The ifindex of `dev` in this namespace.
@@ -111,6 +117,67 @@ impl Netns {
             i
         })
     }
+
+    /// Adds each of `addrs` as a /32 on `dev`, in one `ip -batch` run.
+    pub fn add_addrs(&self, dev: &str, addrs: &[Ipv4Addr]) {
+        let script: String = addrs
+            .iter()
+            .map(|a| format!("addr add {a}/32 dev {dev}\n"))
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("ip -batch");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("ip -batch input");
+        let status = child.wait().expect("ip -batch");
+        assert!(status.success(), "adding addresses in {}", self.name);
+    }
+
+    /// The MAC address of `dev`. Asked through the namespace's netlink:
+    /// /sys shows the namespace of whoever mounted it.
+    pub fn mac(&self, dev: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j", "link", "show", "dev", dev])
+            .output()
+            .expect("ip -j link show");
+        assert!(
+            out.status.success(),
+            "ip link show {dev}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        v[0]["address"].as_str().expect("link address").to_string()
+    }
+
+    /// A permanent neighbour entry: `addr` is at `lladdr` on `dev`.
+    pub fn neighbour(&self, addr: Ipv4Addr, lladdr: &str, dev: &str) {
+        let a = addr.to_string();
+        self.ip(&[
+            "neigh",
+            "replace",
+            &a,
+            "lladdr",
+            lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+/// Joins the calling thread to the namespace at `path`.
+fn enter(path: &str) {
+    let fd = File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: a valid namespace fd; affects only this thread.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {
@@ -120,6 +187,49 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+/// One end of a [`veth`] pair: the device `dev` in `ns`, with `addr`/24.
+pub struct End<'a> {
+    pub ns: &'a Netns,
+    pub dev: &'a str,
+    pub addr: Ipv4Addr,
+}
+
+/// A veth pair between two namespaces, each end with its address (/24) and
+/// up. Two queues each way: packets from senders on different CPUs reach
+/// the XDP program on different CPUs, as on a multi-queue NIC. Deleted with
+/// either namespace.
+pub fn veth(a: End, b: End) {
+    ip(&[
+        "link",
+        "add",
+        a.dev,
+        "netns",
+        &a.ns.name,
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.dev,
+        "netns",
+        &b.ns.name,
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+    ]);
+    for end in [&a, &b] {
+        end.ns
+            .ip(&["addr", "add", &format!("{}/24", end.addr), "dev", end.dev]);
+    }
+    for end in [&a, &b] {
+        end.ns.ip(&["link", "set", end.dev, "up"]);
     }
 }
 
@@ -139,42 +249,25 @@ impl Lab {
     pub fn new() -> Lab {
         let peer = Netns::new("p");
         let sbc = Netns::new("s");
-        // Two queues each way: packets from senders on different CPUs reach
-        // the XDP program on different CPUs.
-        ip(&[
-            "link",
-            "add",
-            PEER_IF,
-            "netns",
-            &peer.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            SBC_IF,
-            "netns",
-            &sbc.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-        ]);
-        peer.ip(&["addr", "add", "198.51.100.2/24", "dev", PEER_IF]);
-        sbc.ip(&["addr", "add", "198.51.100.1/24", "dev", SBC_IF]);
-        peer.ip(&["link", "set", PEER_IF, "up"]);
-        sbc.ip(&["link", "set", SBC_IF, "up"]);
+        veth(
+            End {
+                ns: &peer,
+                dev: PEER_IF,
+                addr: PEER_IP,
+            },
+            End {
+                ns: &sbc,
+                dev: SBC_IF,
+                addr: SBC_IP,
+            },
+        );
         Lab { peer, sbc }
     }
 
     /// Adds `addr` (in 198.51.100.0/24) to the peer as another source
     /// address.
     pub fn add_peer_addr(&self, addr: Ipv4Addr) {
-        self.peer
-            .ip(&["addr", "add", &format!("{addr}/32"), "dev", PEER_IF]);
+        self.peer.add_addrs(PEER_IF, &[addr]);
     }
 }
 

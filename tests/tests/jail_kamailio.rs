@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use shield_tests::lab::kamailio::{Kamailio, Options};
 use shield_tests::lab::logwatch::LogWatch;
-use shield_tests::lab::shieldd::{JailSettings, LabConfig, Shieldd};
+use shield_tests::lab::shieldd::{JailSettings, LabConfig};
 use shield_tests::lab::sipp::Run;
 use shield_tests::lab::topology::*;
 use shield_tests::lab::Topology;
@@ -47,7 +47,7 @@ fn kamailio_password_guesser_is_banned_in_xdp_while_a_subscriber_registers() -> 
         findtime: "10m",
         bantime: "1h",
     });
-    let shield = Shieldd::start(&topo.sbc, cfg)?;
+    let shield = cfg.start(&topo.sbc)?;
     let bans = shield.ban_map()?;
     let watch = LogWatch::start(&kamailio.log);
 

@@ -3,11 +3,8 @@
 //! with ordinary sockets from the peer namespace; the test counts what
 //! arrives at sockets on the SBC and what the kernel counters say.
 
-use std::collections::HashMap;
-use std::io::{ErrorKind, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -21,6 +18,7 @@ use shield_tests::{
     kernel::Kernel,
     model::Tables,
     netns::{Lab, SBC_IF, SBC_IP},
+    udp::Sink,
 };
 
 const LEGIT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -62,36 +60,6 @@ fn shield_on(lab: &Lab, t: &Tables) -> (Kernel, aya::programs::links::FdLink) {
     (k, link)
 }
 
-/// Receives UDP datagrams on SBC:5060 until `stop`, counting per source.
-fn udp_sink(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<HashMap<Ipv4Addr, u64>> {
-    let ready = Arc::new(AtomicBool::new(false));
-    let r = ready.clone();
-    let h = lab.sbc.spawn(move || {
-        let sock = UdpSocket::bind((SBC_IP, 5060)).expect("bind SBC:5060");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        r.store(true, Ordering::SeqCst);
-        let mut seen: HashMap<Ipv4Addr, u64> = HashMap::new();
-        let mut buf = [0u8; 2048];
-        loop {
-            match sock.recv_from(&mut buf) {
-                Ok((_, SocketAddr::V4(from))) => *seen.entry(*from.ip()).or_default() += 1,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if stop.load(Ordering::SeqCst) {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("recv: {e}"),
-            }
-        }
-    });
-    while !ready.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h
-}
-
 fn send_from(lab: &Lab, src: Ipv4Addr, payload: Vec<u8>, count: usize) {
     lab.peer.run(move || {
         let sock = UdpSocket::bind((src, 0)).expect("bind peer source");
@@ -109,8 +77,7 @@ fn real_udp_and_tcp_through_native_xdp() {
     }
     let (k, _link) = shield_on(&lab, &tables());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sink = udp_sink(&lab, stop.clone());
+    let sink = Sink::start(&lab);
     send_from(&lab, LEGIT, sip_request("INVITE", Some("Linphone/5.2")), 50);
     send_from(&lab, BANNED, sip_request("INVITE", None), 50);
     send_from(
@@ -121,8 +88,8 @@ fn real_udp_and_tcp_through_native_xdp() {
     );
     send_from(&lab, LEGIT, b"\x16\x03\x01 not sip".to_vec(), 10);
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let seen = sink.join().unwrap();
+    let seen = sink.counts();
+    drop(sink);
 
     assert_eq!(
         seen.get(&LEGIT),

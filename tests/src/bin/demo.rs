@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use shield_tests::daemon::{self, Shieldd, METRICS_PORT};
 use shield_tests::lab::flood::{Engine, FloodMethod, FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
@@ -36,7 +37,7 @@ use shield_tests::lab::logwatch::LogWatch;
 use shield_tests::lab::paths::repo;
 use shield_tests::lab::progress::{thousands, Progress};
 use shield_tests::lab::scanners::{svmap, svwar};
-use shield_tests::lab::shieldd::{self, JailSettings, LabConfig, Shieldd, METRICS_PORT};
+use shield_tests::lab::shieldd::{JailSettings, LabConfig};
 use shield_tests::lab::signals::{self, Interrupted};
 use shield_tests::lab::sipp::{Run, Tally};
 use shield_tests::lab::topology::*;
@@ -125,7 +126,7 @@ fn run(hold: bool) -> Result<bool> {
         findtime: "10m",
         bantime: "1h",
     });
-    let shield = Shieldd::start(&topo.sbc, cfg)?;
+    let shield = cfg.start(&topo.sbc)?;
     let status = shield.status()?;
     let ifaces: Vec<String> = status
         .interfaces
@@ -324,7 +325,7 @@ fn run(hold: bool) -> Result<bool> {
              nsenter --net=/run/netns/{} curl -s 127.0.0.1:{METRICS_PORT}/metrics | grep '^sipshield_'\n  \
              target/release/shieldctl --socket {} stats",
             topo.sbc.name,
-            shield.cfg.socket.display()
+            shield.socket.display()
         );
         while signals::sleep(Duration::from_secs(1)).is_ok() {}
     }
@@ -393,12 +394,7 @@ fn legit_line(r: &LegitResult) -> String {
 }
 
 fn reason(shield: &Shieldd, verdict: &str, reason: &str) -> Result<u64> {
-    let s = shield.stats()?;
-    Ok(s.totals
-        .iter()
-        .filter(|r| r.verdict == verdict && r.reason == reason)
-        .map(|r| r.packets)
-        .sum())
+    Ok(daemon::packets(&shield.stats()?, verdict, reason))
 }
 
 /// Per (verdict, reason) packet counts on one interface, `after - before`.
@@ -460,7 +456,7 @@ fn report(r: &ReportInput) -> bool {
     println!(
         "Packets by verdict and reason (kernel counters, both interfaces; `shieldctl stats`):"
     );
-    let totals = shieldd::totals(r.stats);
+    let totals = daemon::totals(r.stats);
     for ((verdict, reason), n) in totals.iter().filter(|(_, n)| **n > 0) {
         println!("  {verdict:<5} {reason:<12} {:>14}", thousands(*n));
     }

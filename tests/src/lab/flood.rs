@@ -653,7 +653,7 @@ impl Flooder {
         cmd.args(["--engine", o.engine.as_str()])
             .args(["--max-packets", &bound.to_string()])
             .args(["--iface", HOST_IF])
-            .args(["--dst-mac", &super::Topology::mac(&topo.sbc, SBC_PUBLIC_IF)])
+            .args(["--dst-mac", &topo.sbc.mac(SBC_PUBLIC_IF)])
             .args(["--dst", &format!("{SBC_PUBLIC_IP}:5060")])
             .args([
                 "--sources",

@@ -37,7 +37,7 @@
 //! | [`process`], [`signals`], [`paths`], [`progress`], [`sweep`] | children in their own process groups, Ctrl-C, where binaries and files are, the status line, leftovers |
 //! | [`kamailio`] | Kamailio with `lab/kamailio/*.cfg`, its statistics over kamcmd |
 //! | [`sipp`], [`legit`] | sipp with `lab/sipp/*.xml`; the legitimate load (subscribers, trunk calls, the PBX) |
-//! | [`shieldd`] | the real shieldd with `config/shield.toml` adapted, shieldctl, the pinned ban map, /metrics |
+//! | [`shieldd`] | `config/shield.toml` adapted for the real shieldd (run by [`crate::daemon::Shieldd`]: shieldctl, the pinned ban map, /metrics) |
 //! | [`nft`], [`fail2ban`] | the nftables ruleset of `lab/nft/`, fail2ban with `lab/fail2ban/` |
 //! | [`flood`], [`xdpgen`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET) |
 //! | [`scanners`] | SIPVicious svmap / svwar |

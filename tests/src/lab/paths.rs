@@ -62,3 +62,9 @@ pub fn system_tool(name: &str, package: &str) -> Result<PathBuf> {
     }
     bail!("{name} not found: install {package} (scripts/setup.sh does)")
 }
+
+/// `p` as text, for configuration files and command lines (the tests' and
+/// the lab's paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -6,12 +6,12 @@
 //! measurement serves SIP Shield and fail2ban.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
+use crate::udp::{paced, receive, Background};
 
 /// A port that is not SIP: bans with scope "all" (SIP Shield's default) and
 /// fail2ban's all-ports nftables action drop it.
@@ -20,36 +20,26 @@ pub const PROBE_PORT: u16 = 5999;
 /// Receives probes on `0.0.0.0:PROBE_PORT` in the SBC's namespace.
 pub struct ProbeSink {
     seen: Arc<Mutex<HashMap<Ipv4Addr, u64>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _receiver: Background,
 }
 
 impl ProbeSink {
     pub fn start(sbc: &Netns) -> ProbeSink {
         let seen = Arc::new(Mutex::new(HashMap::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let sock = sbc
             .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT)).expect("bind probe sink"));
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        let (s, st) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !st.load(Ordering::Relaxed) {
-                if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
-                    if n >= 8 {
-                        let seq = u64::from_be_bytes(buf[..8].try_into().expect("8 bytes"));
-                        let mut m = s.lock().expect("lock");
-                        let e = m.entry(*from.ip()).or_insert(0);
-                        *e = (*e).max(seq + 1);
-                    }
-                }
+        let s = seen.clone();
+        let receiver = receive(sock, move |payload, from| {
+            if let Some(seq) = payload.get(..8) {
+                let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+                let mut m = s.lock().expect("lock");
+                let e = m.entry(*from.ip()).or_insert(0);
+                *e = (*e).max(seq + 1);
             }
         });
         ProbeSink {
             seen,
-            stop,
-            thread: Some(thread),
+            _receiver: receiver,
         }
     }
 
@@ -65,20 +55,10 @@ impl ProbeSink {
     }
 }
 
-impl Drop for ProbeSink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Sends numbered probes from `src` (an address of the attacker host).
 pub struct Prober {
     sent_at: Arc<Mutex<Vec<Instant>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    sender: Background,
     pub src: Ipv4Addr,
 }
 
@@ -92,30 +72,20 @@ impl Prober {
         limit: Duration,
     ) -> Prober {
         let sent_at = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let sock = attacker.run(|| UdpSocket::bind((src, 0)).expect("bind prober"));
-        let (s, st) = (sent_at.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut next = start;
-            let mut seq = 0u64;
-            while !st.load(Ordering::Relaxed) && start.elapsed() < limit {
-                let at = Instant::now();
-                if sock.send_to(&seq.to_be_bytes(), (dst, PROBE_PORT)).is_ok() {
-                    s.lock().expect("lock").push(at);
-                    seq += 1;
-                }
-                next += every;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                }
+        let s = sent_at.clone();
+        let mut seq = 0u64;
+        let sender = paced(every, limit, move || {
+            let at = Instant::now();
+            if sock.send_to(&seq.to_be_bytes(), (dst, PROBE_PORT)).is_ok() {
+                s.lock().expect("lock").push(at);
+                seq += 1;
             }
+            true
         });
         Prober {
             sent_at,
-            stop,
-            thread: Some(thread),
+            sender,
             src,
         }
     }
@@ -134,16 +104,7 @@ impl Prober {
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop();
+        self.sender.stop();
     }
 }
 

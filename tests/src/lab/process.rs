@@ -2,12 +2,16 @@
 //! sender, scanners). Each runs in its own process group, so a terminal's
 //! Ctrl-C reaches only the lab's driver, which then stops them in order;
 //! and a [`Proc`] kills its whole group on drop (Kamailio forks its
-//! workers), first politely (SIGTERM), then with SIGKILL.
+//! workers), first politely (SIGTERM), then with SIGKILL. Also the small
+//! process helpers of the daemon tests (running as another user, reading
+//! output as it comes).
 
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -276,4 +280,71 @@ pub fn pinned(cmd: &mut Command, cpus: Vec<usize>) {
     unsafe {
         cmd.pre_exec(move || pin_to_cpus(&cpus));
     }
+}
+
+/// [`run_within`] for tests: panics if the command cannot be started or
+/// overruns.
+pub fn output_within(cmd: Command, within: Duration) -> std::process::Output {
+    run_within(cmd, within).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A child killed on drop (not its group), for children whose output a
+/// test reads as it comes ([`collect`]); the lab's children are [`Proc`]s.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads a child's output lines into a shared string as they come.
+pub fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let out = Arc::new(Mutex::new(String::new()));
+    let o = out.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut s = o.lock().expect("lock");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    out
+}
+
+/// `cmd` run as another user and group (no supplementary groups). Its
+/// program must be one that user can reach: see [`reachable`].
+pub fn as_user(mut cmd: Command, uid: u32, gid: u32) -> Command {
+    cmd.uid(uid).gid(gid);
+    cmd
+}
+
+/// A copy of a binary that every user can run (see [`reachable`]); removed
+/// on drop.
+pub struct Reachable {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Copies `bin` where every user can run it. The clone may live under
+/// `/root` or in a `mktemp -d` folder (both 0700), which another user
+/// cannot traverse to reach `target/release`.
+pub fn reachable(bin: impl AsRef<Path>) -> Reachable {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = bin.as_ref();
+    let dir = tempfile::Builder::new()
+        .prefix("shield-bin")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join(bin.file_name().expect("binary name"));
+    std::fs::copy(bin, &path).unwrap_or_else(|e| panic!("copying {}: {e}", bin.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Reachable { _dir: dir, path }
+}
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }

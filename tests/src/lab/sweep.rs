@@ -46,7 +46,7 @@ pub fn stale() -> Swept {
     if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = owner_pid(&name, "sipshield-lab-") else {
+            let Some(pid) = owner_pid(&name, &format!("{}-", super::shieldd::LAB_PINS)) else {
                 continue;
             };
             if !alive(pid) && shield::kernel::remove_all(&e.path()).is_ok() {

@@ -1,10 +1,11 @@
 //! The lab's network: attacker, carrier and SBC namespaces, each outside
 //! host joined to the SBC by its own veth pair (see the module docs of
-//! [`crate::lab`] for the picture). Deleted on drop.
+//! [`crate::lab`] for the picture), built with [`crate::netns`]. Deleted on
+//! drop.
 
 use std::net::Ipv4Addr;
 
-use crate::netns::{ip, Netns};
+use crate::netns::{veth, End, Netns};
 
 /// The SBC's public interface (towards the attacker / the internet).
 pub const SBC_PUBLIC_IF: &str = "pub0";
@@ -73,13 +74,8 @@ impl Topology {
         };
         t.join(&t.attacker, SBC_PUBLIC_IF, SBC_PUBLIC_IP, ATTACKER_IP);
         t.join(&t.carrier, SBC_CARRIER_IF, SBC_CARRIER_IP, CARRIER_IP);
-        let mut extra: Vec<Ipv4Addr> = vec![BRUTE_FORCE_IP, SCANNER_IP];
-        extra.extend((0..FLOOD_SOURCES).map(flood_source));
-        extra.extend((0..PROBE_SOURCES).map(probe_source));
-        add_addrs(&t.attacker, &extra);
-        let mut carrier: Vec<Ipv4Addr> = vec![TRUNK_IP];
-        carrier.extend((0..SUBSCRIBERS).map(subscriber_ip));
-        add_addrs(&t.carrier, &carrier);
+        t.attacker.add_addrs(HOST_IF, &attacker_sources());
+        t.carrier.add_addrs(HOST_IF, &carrier_sources());
         t.carrier.ip(&[
             "route",
             "add",
@@ -92,37 +88,21 @@ impl Topology {
         t
     }
 
-    /// One veth pair: `HOST_IF` in `host`, `sbc_if` in the SBC. Two queues
-    /// each way, so traffic from senders on different CPUs is received on
-    /// different CPUs, as on a multi-queue NIC.
+    /// One veth pair (see [`veth`]): `HOST_IF` in `host`, `sbc_if` in the
+    /// SBC.
     fn join(&self, host: &Netns, sbc_if: &str, sbc_ip: Ipv4Addr, host_ip: Ipv4Addr) {
-        ip(&[
-            "link",
-            "add",
-            HOST_IF,
-            "netns",
-            &host.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            sbc_if,
-            "netns",
-            &self.sbc.name,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-        ]);
-        self.sbc
-            .ip(&["addr", "add", &format!("{sbc_ip}/24"), "dev", sbc_if]);
-        host.ip(&["addr", "add", &format!("{host_ip}/24"), "dev", HOST_IF]);
-        self.sbc.ip(&["link", "set", sbc_if, "up"]);
-        host.ip(&["link", "set", HOST_IF, "up"]);
+        veth(
+            End {
+                ns: host,
+                dev: HOST_IF,
+                addr: host_ip,
+            },
+            End {
+                ns: &self.sbc,
+                dev: sbc_if,
+                addr: sbc_ip,
+            },
+        );
         // NAPI on the SBC's end, so it takes XDP frames from its peer (the
         // flood's in-kernel generator) whether or not an XDP program runs.
         let dev = sbc_if.to_string();
@@ -131,83 +111,25 @@ impl Topology {
             .unwrap_or_else(|e| panic!("enabling GRO on {sbc_if}: {e}"));
     }
 
-    /// The MAC address of `dev` in `ns` (the flood sender writes Ethernet
-    /// frames itself). Asked through the namespace's netlink: /sys shows
-    /// the namespace of whoever mounted it.
-    pub fn mac(ns: &Netns, dev: &str) -> String {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns.name, "-j", "link", "show", "dev", dev])
-            .output()
-            .expect("ip -j link show");
-        assert!(
-            out.status.success(),
-            "ip link show {dev}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
-        v[0]["address"].as_str().expect("link address").to_string()
-    }
-
     /// Fills the neighbour tables both ways for every address, so the
     /// first packets of a run do not wait for ARP.
     pub fn warm_neighbours(&self) {
-        let sbc_pub = Topology::mac(&self.sbc, SBC_PUBLIC_IF);
-        let sbc_car = Topology::mac(&self.sbc, SBC_CARRIER_IF);
-        let att = Topology::mac(&self.attacker, HOST_IF);
-        let car = Topology::mac(&self.carrier, HOST_IF);
-        let mut att_addrs = vec![ATTACKER_IP, BRUTE_FORCE_IP, SCANNER_IP];
-        att_addrs.extend((0..FLOOD_SOURCES).map(flood_source));
-        att_addrs.extend((0..PROBE_SOURCES).map(probe_source));
+        let att = self.attacker.mac(HOST_IF);
+        let car = self.carrier.mac(HOST_IF);
+        let mut att_addrs = vec![ATTACKER_IP];
+        att_addrs.extend(attacker_sources());
         for a in att_addrs {
-            self.sbc.ip(&[
-                "neigh",
-                "replace",
-                &a.to_string(),
-                "lladdr",
-                &att,
-                "dev",
-                SBC_PUBLIC_IF,
-                "nud",
-                "permanent",
-            ]);
+            self.sbc.neighbour(a, &att, SBC_PUBLIC_IF);
         }
-        let mut car_addrs = vec![CARRIER_IP, TRUNK_IP];
-        car_addrs.extend((0..SUBSCRIBERS).map(subscriber_ip));
+        let mut car_addrs = vec![CARRIER_IP];
+        car_addrs.extend(carrier_sources());
         for a in car_addrs {
-            self.sbc.ip(&[
-                "neigh",
-                "replace",
-                &a.to_string(),
-                "lladdr",
-                &car,
-                "dev",
-                SBC_CARRIER_IF,
-                "nud",
-                "permanent",
-            ]);
+            self.sbc.neighbour(a, &car, SBC_CARRIER_IF);
         }
-        self.attacker.ip(&[
-            "neigh",
-            "replace",
-            &SBC_PUBLIC_IP.to_string(),
-            "lladdr",
-            &sbc_pub,
-            "dev",
-            HOST_IF,
-            "nud",
-            "permanent",
-        ]);
-        self.carrier.ip(&[
-            "neigh",
-            "replace",
-            &SBC_CARRIER_IP.to_string(),
-            "lladdr",
-            &sbc_car,
-            "dev",
-            HOST_IF,
-            "nud",
-            "permanent",
-        ]);
+        self.attacker
+            .neighbour(SBC_PUBLIC_IP, &self.sbc.mac(SBC_PUBLIC_IF), HOST_IF);
+        self.carrier
+            .neighbour(SBC_CARRIER_IP, &self.sbc.mac(SBC_CARRIER_IF), HOST_IF);
     }
 }
 
@@ -217,26 +139,20 @@ impl Default for Topology {
     }
 }
 
-/// Adds many /32 addresses with one `ip -batch` run.
-fn add_addrs(ns: &Netns, addrs: &[Ipv4Addr]) {
-    let script: String = addrs
-        .iter()
-        .map(|a| format!("addr add {a}/32 dev {HOST_IF}\n"))
-        .collect();
-    let mut child = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("ip -batch");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("ip -batch input");
-    let status = child.wait().expect("ip -batch");
-    assert!(status.success(), "adding addresses in {}", ns.name);
+/// The attacker's addresses besides its own: brute force, scanner, flood
+/// and probe sources.
+fn attacker_sources() -> Vec<Ipv4Addr> {
+    let mut v = vec![BRUTE_FORCE_IP, SCANNER_IP];
+    v.extend((0..FLOOD_SOURCES).map(flood_source));
+    v.extend((0..PROBE_SOURCES).map(probe_source));
+    v
+}
+
+/// The carrier's addresses besides its own: the trunk and the subscribers.
+fn carrier_sources() -> Vec<Ipv4Addr> {
+    let mut v = vec![TRUNK_IP];
+    v.extend((0..SUBSCRIBERS).map(subscriber_ip));
+    v
 }
 
 /// An interface's packet counters (`ip -s link`).

@@ -17,7 +17,7 @@ use shield::{Capacity, Shield};
 
 use crate::lab::nft::{load_ban_file, write_ban_file, NftTable};
 use crate::lab::probe::PROBE_PORT;
-use crate::lab::shieldd::{LabConfig, Shieldd};
+use crate::lab::shieldd::LabConfig;
 use crate::lab::topology::{probe_source, PROBE_SOURCES, SBC_SIP_IP};
 use crate::lab::Topology;
 
@@ -36,8 +36,25 @@ pub struct BanLoad {
     pub nft_file_bytes: u64,
 }
 
-fn key(i: u32) -> Ipv4Addr {
+/// The `i`-th address of the ban benchmarks (here and in [`super::store`]):
+/// 100.64.0.0 and up, map keys only.
+pub fn ban_key(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x6440_0000 + i)
+}
+
+/// The store's records of `count` manual bans of [`ban_key`]`(0..count)`,
+/// made now, for an hour.
+pub fn ban_records(count: u32) -> Vec<BanRecord> {
+    let now = now_ms();
+    (0..count)
+        .map(|i| BanRecord {
+            net: IpNet::from(IpAddr::V4(ban_key(i))),
+            origin: "manual".into(),
+            reason: "bulk import".into(),
+            created_ms: now,
+            expires_ms: Some(now + 3_600_000),
+        })
+        .collect()
 }
 
 pub fn run(
@@ -57,7 +74,7 @@ pub fn run(
             Shield::load(Capacity::default(), None).context("loading the XDP program")?;
         let until = monotonic_ns() + 3_600_000_000_000;
         let bans: Vec<(IpNet, u64)> = (0..count)
-            .map(|i| (IpNet::from(IpAddr::V4(key(i))), until))
+            .map(|i| (IpNet::from(IpAddr::V4(ban_key(i))), until))
             .collect();
         let t = Instant::now();
         let n = shield.maps.ban_batch(&bans)?;
@@ -76,10 +93,9 @@ pub fn run(
         let d = dir.join("shieldd-empty");
         std::fs::create_dir_all(&d)?;
         let t = Instant::now();
-        let s = Shieldd::start(
-            &topo.sbc,
-            LabConfig::new(&d).set("capacity", "bans", &capacity),
-        )?;
+        let s = LabConfig::new(&d)
+            .set("capacity", "bans", &capacity)
+            .start(&topo.sbc)?;
         r.shieldd_ready_empty_secs = t.elapsed().as_secs_f64();
         drop(s);
     }
@@ -88,21 +104,15 @@ pub fn run(
     {
         let d = dir.join("shieldd-bans");
         std::fs::create_dir_all(&d)?;
-        let cfg = LabConfig::new(&d).set("capacity", "bans", &capacity);
-        let now = now_ms();
-        let records: Vec<BanRecord> = (0..count)
-            .map(|i| BanRecord {
-                net: IpNet::from(IpAddr::V4(key(i))),
-                origin: "manual".into(),
-                reason: "bulk import".into(),
-                created_ms: now,
-                expires_ms: Some(now + 3_600_000),
-            })
-            .collect();
-        Store::open(&cfg.state_dir)?.import(&records, "bench")?;
+        let mut s = LabConfig::new(&d)
+            .set("capacity", "bans", &capacity)
+            .daemon(&topo.sbc)?;
+        let records = ban_records(count);
+        Store::open(&s.state)?.import(&records, "bench")?;
         drop(records);
         let t = Instant::now();
-        let s = Shieldd::start(&topo.sbc, cfg)?;
+        s.check()?;
+        s.try_start()?;
         r.shieldd_ready_with_bans_secs = t.elapsed().as_secs_f64();
         r.shieldd_bans_active = s.status()?.bans_active;
         drop(s);
@@ -123,7 +133,7 @@ pub fn run(
         let addr = |i: u32| {
             at.iter()
                 .position(|&a| a == i)
-                .map_or(key(i), |p| probes[p])
+                .map_or(ban_key(i), |p| probes[p])
         };
         let table = NftTable::load(&topo.sbc)?;
         let file = dir.join("bans.nft");

@@ -14,9 +14,10 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::{self, Shieldd};
 use crate::lab::kamailio::{self, Kamailio, Script};
 use crate::lab::nft::NftTable;
-use crate::lab::shieldd::{self, LabConfig, Shieldd};
+use crate::lab::shieldd::LabConfig;
 use crate::lab::Topology;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,7 +90,7 @@ impl<'a> Armed<'a> {
             _ => None,
         };
         let shield = match defence {
-            Defence::Shield => Some(Shieldd::start(&topo.sbc, LabConfig::new(dir))?),
+            Defence::Shield => Some(LabConfig::new(dir).start(&topo.sbc)?),
             _ => None,
         };
         Ok(Armed {
@@ -115,7 +116,7 @@ impl<'a> Armed<'a> {
             Defence::Shield => self
                 .shield
                 .as_ref()
-                .map_or(Ok(0), |s| s.stats().map(|st| shieldd::dropped(&st)))?,
+                .map_or(Ok(0), |s| s.stats().map(|st| daemon::dropped(&st)))?,
         })
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lab::fail2ban::Fail2ban;
 use crate::lab::probe::{wait_for_drop, ProbeSink, Prober};
-use crate::lab::shieldd::{JailSettings, LabConfig, Shieldd};
+use crate::lab::shieldd::{JailSettings, LabConfig};
 use crate::lab::signals;
 use crate::lab::topology::{probe_source, Topology, PROBE_SOURCES, SBC_SIP_IP};
 
@@ -128,7 +128,7 @@ pub fn run(
             findtime: "10m",
             bantime: "1h",
         });
-        let shield = Shieldd::start(&topo.sbc, cfg)?;
+        let shield = cfg.start(&topo.sbc)?;
         for i in 0..trials {
             progress(&format!("SIP Shield jail, trial {}/{trials}", i + 1));
             r.shield_ms.push(trial(topo, &sink, &log, probe_source(i))?);

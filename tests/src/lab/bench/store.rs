@@ -7,18 +7,19 @@
 //! as a process beside `shieldctl status`. The addresses are map keys only
 //! (100.64.0.0 and up): nothing is sent to them.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shield::control::client::{self, Session};
 use shield::control::protocol::{Lasts, Net, Request, Response};
-use shield::store::{now_ms, BanRecord, Store};
+use shield::store::Store;
 
-use crate::lab::shieldd::{LabConfig, Shieldd};
+use super::bans::{ban_key, ban_records};
+use crate::daemon::Shieldd;
+use crate::lab::shieldd::LabConfig;
 use crate::netns::Netns;
 
 /// Sequential round trips per measured request kind.
@@ -77,13 +78,9 @@ pub struct StoreLoad {
     pub ctl_status: Percentiles,
 }
 
-fn key(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(0x6440_0000 + i)
-}
-
 fn ban_req(addr: Ipv4Addr) -> Request {
     Request::Ban {
-        net: Net(IpNet::from(IpAddr::V4(addr))),
+        net: Net(ipnet::IpNet::from(std::net::IpAddr::V4(addr))),
         duration: Some(Lasts::Secs(3600)),
         reason: Some("bench".into()),
         force: false,
@@ -153,7 +150,7 @@ fn processes(d: &Shieldd, count: usize, args: impl Fn(usize) -> Vec<String>) -> 
         let a = args(i);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let t = Instant::now();
-        let out = d.ctl(&a)?;
+        let out = d.try_ctl(&a)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         if !out.status.success() || !out.stderr.is_empty() {
             bail!("shieldctl {a:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -188,32 +185,23 @@ pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) 
 
     progress("shieldd start with an empty store");
     {
-        let d = Shieldd::start(sbc, cfg("empty"))?;
+        let d = cfg("empty").start(sbc)?;
         r.empty_ready_secs = d.ready_after.as_secs_f64();
         drop(d);
     }
 
     progress("importing the bans into a store");
-    let cfg = cfg("bans");
-    let now = now_ms();
-    let records: Vec<BanRecord> = (0..count)
-        .map(|i| BanRecord {
-            net: IpNet::from(IpAddr::V4(key(i))),
-            origin: "manual".into(),
-            reason: "bulk import".into(),
-            created_ms: now,
-            expires_ms: Some(now + 3_600_000),
-        })
-        .collect();
+    let mut d = cfg("bans").daemon(sbc)?;
+    let records = ban_records(count);
     let t = Instant::now();
-    Store::open(&cfg.state_dir)?.import(&records, "bench")?;
+    Store::open(&d.state)?.import(&records, "bench")?;
     r.import_secs = t.elapsed().as_secs_f64();
     drop(records);
-    r.db_bytes = std::fs::metadata(cfg.state_dir.join("shield.db"))?.len();
+    r.db_bytes = std::fs::metadata(d.state.join("shield.db"))?.len();
 
     progress("shieldd start from the store into fresh maps");
-    let mut d = Shieldd::start(sbc, cfg)?;
-    r.fresh_ready_secs = d.ready_after.as_secs_f64();
+    d.check()?;
+    r.fresh_ready_secs = d.try_start()?.as_secs_f64();
     let log = d.log_text();
     r.fresh_store_read_ms = logged_ms(&log, "store read");
     r.fresh_restore_ms = logged_ms(&log, "bans restored");
@@ -223,7 +211,7 @@ pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) 
     }
 
     progress("shieldd restart adopting the pinned maps");
-    r.adopt_ready_secs = d.restart(sbc)?.as_secs_f64();
+    r.adopt_ready_secs = d.restart()?.as_secs_f64();
     let log = d.log_text();
     if !log.contains("maps_trusted=true") {
         bail!("the restart did not adopt the pinned maps:\n{log}");
@@ -231,25 +219,25 @@ pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) 
     r.adopt_store_read_ms = logged_ms(&log, "store read");
     r.adopt_restore_ms = logged_ms(&log, "bans restored");
 
-    let socket = d.cfg.socket.clone();
+    let socket = d.socket.clone();
     let base = count;
     progress("round trips: status, then ban");
     r.status = round_trips(&socket, ROUND_TRIPS, |_| Request::Status)?;
-    r.ban = round_trips(&socket, ROUND_TRIPS, |i| ban_req(key(base + i as u32)))?;
+    r.ban = round_trips(&socket, ROUND_TRIPS, |i| ban_req(ban_key(base + i as u32)))?;
 
     progress("throughput: concurrent clients, status, then ban");
     r.status_per_sec = throughput(&socket, false, |_| Request::Status)?;
     r.status_per_sec_session = throughput(&socket, true, |_| Request::Status)?;
     let base = base + ROUND_TRIPS as u32;
-    r.bans_per_sec = throughput(&socket, false, |i| ban_req(key(base + i as u32)))?;
+    r.bans_per_sec = throughput(&socket, false, |i| ban_req(ban_key(base + i as u32)))?;
     let base = base + (CLIENTS * PER_CLIENT) as u32;
-    r.bans_per_sec_session = throughput(&socket, true, |i| ban_req(key(base + i as u32)))?;
+    r.bans_per_sec_session = throughput(&socket, true, |i| ban_req(ban_key(base + i as u32)))?;
 
     progress("shieldctl processes: status, then ban");
     let base = base + (CLIENTS * PER_CLIENT) as u32;
     r.ctl_status = processes(&d, PROCESSES, |_| vec!["status".into()])?;
     r.ctl_ban = processes(&d, PROCESSES, |i| {
-        vec!["ban".into(), key(base + i as u32).to_string(), "-d".into(), "1h".into()]
+        vec!["ban".into(), ban_key(base + i as u32).to_string(), "-d".into(), "1h".into()]
     })?;
     let active = d.status().context("status")?.bans_active;
     let want = u64::from(base) + PROCESSES as u64;
