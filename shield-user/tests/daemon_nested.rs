@@ -16,12 +16,20 @@ const TRUNK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// so the nets here stay clear of it).
 const NEIGHBOUR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 
-/// Packets from `src` that reach SBC:5060 out of `n` sent now.
+/// Packets from `src` that reach SBC:5060 out of `n` sent now, counted
+/// until all have arrived or a second has passed (a loaded machine may be
+/// slow to deliver; a dropped packet never arrives).
 fn arriving(lab: &Lab, sink: &Sink, src: Ipv4Addr, n: u32) -> u64 {
     let before = sink.from(src).count;
     send(lab, src, n, Duration::from_millis(2));
-    std::thread::sleep(Duration::from_millis(200));
-    sink.from(src).count - before
+    let t = std::time::Instant::now();
+    loop {
+        let got = sink.from(src).count - before;
+        if got >= u64::from(n) || t.elapsed() > Duration::from_secs(1) {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
