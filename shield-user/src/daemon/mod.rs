@@ -40,6 +40,8 @@ use crate::store::{Store, StoreError};
 /// How often expired bans are cleared out of the maps, and a store that
 /// fell behind (failed writes) is rewritten.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How long `detach` lets its reply reach the client before exiting.
+const DETACH_REPLY_GRACE: Duration = Duration::from_millis(250);
 /// Polling fallback for the ring buffer, should a wakeup ever be missed.
 const EVENTS_POLL: Duration = Duration::from_secs(1);
 
@@ -531,7 +533,15 @@ impl Ctl {
         let r = tokio::task::block_in_place(|| lock(&self.core).detach());
         match r {
             Ok(d) => {
-                self.shutdown.notify_one();
+                // The daemon exits once told; the reply is written by the
+                // connection's task after this returns, and an exit first
+                // would close the connection without it. The grace is
+                // ample for one small write on a local socket.
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(DETACH_REPLY_GRACE).await;
+                    shutdown.notify_one();
+                });
                 Response::ok(d).with_warning(unsaved.map(|why| {
                     format!("the latest bans were NOT saved to state_dir ({why}); with the pins removed they are lost")
                 }))
