@@ -475,10 +475,7 @@ impl Store {
     /// Records a source's automatic-ban count.
     pub fn offence(&mut self, rec: &OffenceRecord) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO offences (net, count, until_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (net) DO UPDATE SET count = excluded.count, until_ms = excluded.until_ms",
-            )
+            .prepare_cached(OFFENCE_UPSERT)
             .and_then(|mut q| q.execute(params![rec.net.to_string(), rec.count, ms(rec.until_ms)]))
             .map(drop)
             .map_err(self.sql("recording an offence"))
@@ -704,16 +701,26 @@ impl Store {
             .map_err(self.sql("reading bans"))
     }
 
+    /// Many offence records in one transaction (a migration).
     fn import_offences(&mut self, offences: &[OffenceRecord]) -> Result<(), StoreError> {
-        for o in offences {
-            self.offence(o)?;
+        let fail = sql_err(&self.db, "importing offences");
+        let tx = self.conn.transaction().map_err(&fail)?;
+        {
+            let mut put = tx.prepare(OFFENCE_UPSERT).map_err(&fail)?;
+            for o in offences {
+                put.execute(params![o.net.to_string(), o.count, ms(o.until_ms)])
+                    .map_err(&fail)?;
+            }
         }
-        Ok(())
+        tx.commit().map_err(&fail)
     }
 }
 
 const TIMES_BANNED: &str =
     "SELECT count(*) FROM history WHERE net = ?1 AND action IN ('ban', 'reban')";
+
+const OFFENCE_UPSERT: &str = "INSERT INTO offences (net, count, until_ms) VALUES (?1, ?2, ?3)
+     ON CONFLICT (net) DO UPDATE SET count = excluded.count, until_ms = excluded.until_ms";
 
 const HISTORY_INSERT: &str = "INSERT INTO history (at_ms, net, action, origin, reason, detail, who, expires_ms)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";

@@ -161,13 +161,14 @@ impl Core {
     ) -> Result<Put, MapError> {
         let Request { net, ban, detail, who } = req;
         let active = self.book.get(&net).filter(|b| !b.expiry.is_past(now)).cloned();
-        let (kept, action) = match active.clone() {
+        let in_kernel = active.as_ref().map(|old| old.expiry);
+        let (kept, action) = match active {
             Some(old) if old.expiry.outlasts(&ban.expiry) => (old, Action::Reban),
             Some(_) => (ban.clone(), Action::Reban),
             None => (ban.clone(), Action::Ban),
         };
         // The kernel already holds an active ban that outlasts this one.
-        if active.as_ref().map(|old| old.expiry) != Some(kept.expiry) {
+        if in_kernel != Some(kept.expiry) {
             self.shield.maps.ban(net, kept.expiry.kernel())?;
         }
         let left = kept

@@ -194,13 +194,11 @@ impl Core {
     fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
         let mut out = KernelBans::default();
         let mut matched = 0;
-        let mut live = Vec::with_capacity(kernel.len());
-        for (net, expires_ns) in kernel {
+        for &(net, expires_ns) in &kernel {
             let Some(expiry) = kernel_expiry(expires_ns, now) else {
                 out.stale.push(net);
                 continue;
             };
-            live.push(net);
             match self.book.get_mut(&net) {
                 Some(b) => {
                     b.expiry = expiry;
@@ -212,10 +210,15 @@ impl Core {
                 }
             }
         }
-        // In the store but no longer in the kernel: lifted by a write the
-        // store missed (or expired there).
+        // In the store but not live in the kernel: lifted by a write the
+        // store missed, or expired there. Rare, so only then is a set built.
         if matched + out.only_kernel < self.book.len() {
-            let live: HashSet<IpNet> = live.into_iter().collect();
+            let stale: HashSet<&IpNet> = out.stale.iter().collect();
+            let live: HashSet<IpNet> = kernel
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| !stale.contains(n))
+                .collect();
             out.lifted = self.book.retain(|n| live.contains(n));
         }
         out
