@@ -10,11 +10,13 @@
 pub mod bucket;
 pub mod maps;
 pub mod policy;
+pub mod response;
 pub mod sip;
 pub mod verdict;
 
 pub use bucket::{gcra, Bucket};
 pub use maps::*;
 pub use policy::*;
+pub use response::{CseqLine, RESPONSE_CLASSES};
 pub use sip::{Method, PayloadKind};
 pub use verdict::*;

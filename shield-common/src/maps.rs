@@ -21,8 +21,14 @@ pub mod names {
     pub const SIP_STATS: &str = "SIP_STATS";
     pub const EVENTS: &str = "EVENTS";
     pub const SCRATCH: &str = "SCRATCH";
+    pub const VERIFIED: &str = "VERIFIED";
+    pub const VERIFY_NETS_V4: &str = "VERIFY_NETS_V4";
+    pub const VERIFY_NETS_V6: &str = "VERIFY_NETS_V6";
+    pub const BUDGET: &str = "BUDGET";
+    pub const RESPONSES: &str = "RESPONSES";
+    pub const EGRESS_SCRATCH: &str = "EGRESS_SCRATCH";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 23] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -40,6 +46,12 @@ pub mod names {
         SIP_STATS,
         EVENTS,
         SCRATCH,
+        VERIFIED,
+        VERIFY_NETS_V4,
+        VERIFY_NETS_V6,
+        BUDGET,
+        RESPONSES,
+        EGRESS_SCRATCH,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -114,6 +126,8 @@ pub mod default_size {
     pub const SOURCES: u32 = 1_000_000;
     pub const SCANNERS: u32 = 256;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    pub const VERIFIED: u32 = 1_000_000;
+    pub const VERIFY_NETS: u32 = 65_536;
 }
 
 /// `PORTS[port]` bits.
@@ -240,6 +254,55 @@ pub const fn src_key_v4(a: [u8; 4]) -> SrcKey {
     ]
 }
 
+/// Value of `VERIFIED` and the `VERIFY_NETS` tries (SPEC §8).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// When the source stops being verified, in `CLOCK_MONOTONIC` ns (the
+    /// kernel checks it itself); 0 = never. In a trie: the latest expiry of
+    /// the entry and every entry covering it (as for CIDR bans).
+    pub expires_ns: u64,
+    /// How the entry got there: one of `VERIFIED_BY_*`.
+    pub how: u32,
+    pub _pad: u32,
+}
+
+/// [`Verified::how`]: a final 2xx the egress classifier saw.
+pub const VERIFIED_BY_REPLY: u32 = 1;
+/// [`Verified::how`]: `shieldctl verify`.
+pub const VERIFIED_BY_OPERATOR: u32 = 2;
+/// [`Verified::how`]: `[verify] cidrs`.
+pub const VERIFIED_BY_CONFIG: u32 = 3;
+
+impl Verified {
+    #[inline(always)]
+    pub const fn active(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+}
+
+/// The shared unverified bucket's state: one GCRA TAT, alone on its
+/// cache line. Only a granted token writes it (a compare-and-swap); the
+/// drop path of a flood only reads, so the line stays shared across CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub tat: u64,
+    pub _pad: [u64; 7],
+}
+
+/// Slots per interface in `RESPONSES`: (CSeq method, status class).
+pub const RESPONSES_PER_IFACE: u32 =
+    (crate::sip::Method::COUNT * crate::RESPONSE_CLASSES) as u32;
+pub const RESPONSES_ENTRIES: u32 = crate::MAX_IFACE_SLOTS * RESPONSES_PER_IFACE;
+
+/// The `RESPONSES` slot of a response of `class` (1..=6) to a request of
+/// method index `method` (`< Method::COUNT`).
+#[inline(always)]
+pub const fn responses_slot(iface_slot: u32, method: u32, class: u32) -> u32 {
+    iface_slot * RESPONSES_PER_IFACE + method * crate::RESPONSE_CLASSES as u32 + (class - 1)
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -248,6 +311,8 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for OffenderEvent {}
     unsafe impl aya::Pod for crate::policy::Policy {}
+    unsafe impl aya::Pod for Verified {}
+    unsafe impl aya::Pod for Budget {}
 }
 
 #[cfg(test)]
@@ -262,6 +327,8 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<OffenderEvent>(), 32);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<Verified>(), 16);
+        assert_eq!(core::mem::size_of::<Budget>(), 64);
     }
 
     #[test]
@@ -288,6 +355,9 @@ mod tests {
         assert!(!names::are_all(&names::ALL[1..]));
         let mut other = names::ALL;
         other[16] = "SCRATCH2";
+        assert!(!names::are_all(&other));
+        let mut other = names::ALL;
+        other[22] = "EGRESS";
         assert!(!names::are_all(&other));
     }
 

@@ -21,6 +21,8 @@ pub const F_DENY_V4: u32 = 1 << 10;
 pub const F_DENY_V6: u32 = 1 << 11;
 pub const F_BAN_NETS_V4: u32 = 1 << 12;
 pub const F_BAN_NETS_V6: u32 = 1 << 13;
+pub const F_VERIFY_NETS_V4: u32 = 1 << 14;
+pub const F_VERIFY_NETS_V6: u32 = 1 << 15;
 
 /// A transport header further into the frame than this is not looked for
 /// (only absurd IPv6 extension chains get there). A UDP or TCP header out of
@@ -66,6 +68,14 @@ pub struct Policy {
     /// change; see [`crate::BanValue::acl_gen`]. Never 0.
     pub acl_gen: u32,
     pub escalate_window_ns: u64,
+    /// SPEC §8: the one bucket every unverified source spends from (step
+    /// 7b); unlimited: `[verify] unverified_per_second = 0`, no budget.
+    pub unverified: Bucket,
+    /// How long a final 2xx marks its destination verified.
+    pub verify_ttl_ns: u64,
+    /// Bit `1 << m` for each [`Method`] `m` in `[verify] methods`.
+    pub verify_methods: u32,
+    pub _pad: u32,
 }
 
 impl Policy {
@@ -91,7 +101,17 @@ impl Policy {
             None => None,
         }
     }
+
+    /// Whether a final 2xx to a request of method index `method` verifies
+    /// its destination (`[verify] methods`).
+    #[inline(always)]
+    pub const fn verifies(&self, method: usize) -> bool {
+        method < Method::COUNT && self.verify_methods & (1 << method) != 0
+    }
 }
+
+// `verify_methods` has a bit for every method.
+const _: () = assert!(Method::COUNT <= 32);
 
 impl Default for Policy {
     /// Everything off except enforcement: passes all SIP, drops nothing.
@@ -106,6 +126,10 @@ impl Default for Policy {
             escalate_drops: 0,
             acl_gen: 1,
             escalate_window_ns: 0,
+            unverified: Bucket::UNLIMITED,
+            verify_ttl_ns: 0,
+            verify_methods: 0,
+            _pad: 0,
         }
     }
 }
@@ -116,8 +140,8 @@ mod tests {
 
     #[test]
     fn layout_has_no_padding() {
-        // 4+4 + 16 + 16 + 6*16 + 16 + 4+4 + 8
-        assert_eq!(core::mem::size_of::<Policy>(), 168);
+        // 4+4 + 16 + 16 + 6*16 + 16 + 4+4 + 8 + 16 + 8 + 4+4
+        assert_eq!(core::mem::size_of::<Policy>(), 200);
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub fn classify(head: &[u8; HEAD_LEN], len: usize) -> PayloadKind {
             if k == 0 {
                 return PayloadKind::NotSip;
             }
-            return PayloadKind::Request(method_of(head, k));
+            return PayloadKind::Request(method_of(head, 0, k));
         }
         if !is_token_char(c) {
             return PayloadKind::NotSip;
@@ -183,24 +183,24 @@ pub fn classify(head: &[u8; HEAD_LEN], len: usize) -> PayloadKind {
 }
 
 #[inline(always)]
-fn byte<const N: usize>(b: &[u8; N], i: usize) -> u8 {
+pub(crate) fn byte<const N: usize>(b: &[u8; N], i: usize) -> u8 {
     match b.get(i) {
         Some(c) => *c,
         None => 0,
     }
 }
 
-/// Maps the method token `head[..k]` to a known method. Compares the length
-/// first, so most names cost one compare; the loops run over constants and
-/// unroll into straight-line compares.
+/// Maps the method token `b[at..at + k]` to a known method. Compares the
+/// length first, so most names cost one compare; the loops run over
+/// constants and unroll into straight-line compares.
 #[inline(always)]
-fn method_of(head: &[u8; HEAD_LEN], k: usize) -> Method {
+pub(crate) fn method_of<const N: usize>(b: &[u8; N], at: usize, k: usize) -> Method {
     let mut m = 0;
     while m < Method::COUNT - 1 {
         let name = Method::NAMES[m].as_bytes();
         if name.len() == k {
             let mut i = 0;
-            while i < name.len() && byte(head, i) == name[i] {
+            while i < name.len() && byte(b, at + i) == name[i] {
                 i += 1;
             }
             if i == name.len() {
@@ -285,7 +285,7 @@ pub fn ua_line(win: &[u8; UA_WINDOW]) -> UaLine {
 }
 
 #[inline(always)]
-const fn is_lws(c: u8) -> bool {
+pub(crate) const fn is_lws(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
 
@@ -296,7 +296,7 @@ pub const UA_MAX_LWS: usize = 4;
 
 /// The position after at most `UA_MAX_LWS` blanks from `j`.
 #[inline(always)]
-fn skip_lws(win: &[u8; UA_WINDOW], mut j: usize) -> usize {
+pub(crate) fn skip_lws(win: &[u8; UA_WINDOW], mut j: usize) -> usize {
     let mut k = 0;
     while k < UA_MAX_LWS && is_lws(byte(win, j)) {
         j += 1;

@@ -12,10 +12,12 @@ pub enum Reason {
     Malformed = 5,
     Scanner = 6,
     Rate = 7,
+    /// SPEC §2 step 7b: the shared budget for unverified sources is spent.
+    Unverified = 8,
 }
 
 impl Reason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::Allowlisted,
         Reason::Ok,
@@ -25,6 +27,7 @@ impl Reason {
         Reason::Malformed,
         Reason::Scanner,
         Reason::Rate,
+        Reason::Unverified,
     ];
 
     /// The name used in metrics, events and the CLI (SPEC §2 vocabulary).
@@ -38,6 +41,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::Scanner => "scanner",
             Reason::Rate => "rate",
+            Reason::Unverified => "unverified",
         }
     }
 
@@ -54,7 +58,8 @@ impl Reason {
         !matches!(self, Reason::Allowlisted | Reason::Ok)
     }
 
-    /// Drops that count towards a repeat-offender escalation ban.
+    /// Drops that count towards a repeat-offender escalation ban. Not
+    /// `Unverified`: its source address is whatever the spoofer wrote.
     pub const fn escalates(self) -> bool {
         matches!(self, Reason::Rate | Reason::Scanner | Reason::Malformed)
     }
@@ -167,6 +172,7 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_u8(r as u8), Some(r));
         }
-        assert_eq!(Reason::from_u8(8), None);
+        assert_eq!(Reason::from_u8(9), None);
+        assert!(!Reason::Unverified.escalates() && Reason::Unverified.drops());
     }
 }

@@ -11,6 +11,10 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod egress;
+#[cfg(target_arch = "bpf")]
+mod lines;
+#[cfg(target_arch = "bpf")]
 mod prog;
 
 #[cfg(not(target_arch = "bpf"))]

@@ -6,13 +6,14 @@ use core::{
 use aya_ebpf::{
     bindings::{
         xdp_action::{XDP_DROP, XDP_PASS},
-        xdp_md,
+        xdp_md, __sk_buff,
     },
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
+use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -22,27 +23,30 @@ use network_types::{
 };
 use shield_common::{
     default_size, gcra, names,
-    sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
-    sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Counter, Method, OffenderEvent,
-    PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, ACL_ALLOW, ACL_DENY, FAMILY_V4,
-    FAMILY_V6, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6,
-    F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_IFACE_SLOTS,
-    MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT, PORTS_ENTRIES, PORT_TCP, PORT_UDP, SIP_STATS_ENTRIES,
-    STATS_ENTRIES,
+    sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_WINDOW},
+    sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Budget, Counter, Method,
+    OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, Verified, ACL_ALLOW,
+    ACL_DENY, FAMILY_V4, FAMILY_V6, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6,
+    F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY,
+    F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT,
+    PORTS_ENTRIES, PORT_TCP, PORT_UDP, RESPONSES_ENTRIES, SIP_STATS_ENTRIES, STATS_ENTRIES,
 };
 
-/// Per-CPU scratch space for the User-Agent scan (see `shield_user_agent`):
-/// off the 512-byte stack.
+/// Per-CPU scratch space for the header searches (see `find_line`): off
+/// the 512-byte stack. The XDP program has `SCRATCH`, the egress
+/// classifier `EGRESS_SCRATCH`.
 #[repr(C)]
-struct Scratch {
+pub(crate) struct Scratch {
     /// Offsets are laundered through here.
-    off: u64,
+    pub(crate) off: u64,
     /// The candidate header line.
-    win: [u8; UA_WINDOW],
+    pub(crate) win: [u8; UA_WINDOW],
     /// The User-Agent product token found, the scanner map's key.
-    ua: UaKey,
+    pub(crate) ua: UaKey,
+    /// The CSeq method index found (egress).
+    pub(crate) method: u64,
     /// The first payload bytes, for the first-line classifier.
-    head: [u8; HEAD_LEN],
+    pub(crate) head: [u8; HEAD_LEN],
 }
 
 /// Declares the maps, and `MAP_NAMES`: their names as the object file has
@@ -52,7 +56,7 @@ macro_rules! maps {
     ($(static $name:ident: $ty:ty = $init:expr;)*) => {
         $(
             #[map]
-            static $name: $ty = $init;
+            pub(crate) static $name: $ty = $init;
         )*
         const MAP_NAMES: &[&str] = &[$(stringify!($name)),*];
     };
@@ -85,34 +89,46 @@ maps! {
     static SIP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIP_STATS_ENTRIES, 0);
     static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
     static EVENTS: RingBuf = RingBuf::with_byte_size(default_size::EVENTS_BYTES, 0);
+
+    // SPEC §8: sources verified by a final 2xx (learned by the egress
+    // classifier, or set by the operator), keyed like `SOURCES`.
+    static VERIFIED: LruHashMap<SrcKey, Verified> =
+        LruHashMap::with_max_entries(default_size::VERIFIED, 0);
+    static VERIFY_NETS_V4: LpmTrie<[u8; 4], Verified> =
+        LpmTrie::with_max_entries(default_size::VERIFY_NETS, 0);
+    static VERIFY_NETS_V6: LpmTrie<[u8; 16], Verified> =
+        LpmTrie::with_max_entries(default_size::VERIFY_NETS, 0);
+    static BUDGET: Array<Budget> = Array::with_max_entries(1, 0);
+    static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSES_ENTRIES, 0);
+    static EGRESS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 }
 
 const _: () = assert!(names::are_all(MAP_NAMES));
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub(crate) const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 /// Not a transport we look at (or one we could not reach).
 const IPPROTO_NONE: u8 = 59;
 /// Masks a laundered transport offset (at most `MAX_L4_OFFSET`) back into
 /// a range the verifier knows; exact only if `MAX_L4_OFFSET` is a power of
 /// two.
-const L4_OFFSET_MASK: usize = 2 * MAX_L4_OFFSET - 1;
+pub(crate) const L4_OFFSET_MASK: usize = 2 * MAX_L4_OFFSET - 1;
 const _: () = assert!(MAX_L4_OFFSET.is_power_of_two());
 /// Payload offsets beyond this cannot occur (see `MAX_L4_OFFSET`).
-const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
+pub(crate) const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
 /// `Outcome::method` of anything but a UDP SIP request.
-const NO_METHOD: usize = Method::COUNT;
+pub(crate) const NO_METHOD: usize = Method::COUNT;
 /// Masks a laundered method index (below `Method::COUNT`) back into a range
 /// the verifier knows: all ones, so every index survives it.
-const METHOD_MASK: usize = Method::COUNT.next_power_of_two() - 1;
+pub(crate) const METHOD_MASK: usize = Method::COUNT.next_power_of_two() - 1;
 const _: () = assert!(Method::COUNT - 1 <= METHOD_MASK && (METHOD_MASK + 1).is_power_of_two());
 
 /// The frame: `[data, end)`. Passed by value (two packet pointers) into the
 /// non-inlined scan functions, where the verifier tracks them as such.
 #[derive(Clone, Copy)]
-struct Pkt {
-    data: usize,
-    end: usize,
+pub(crate) struct Pkt {
+    pub(crate) data: usize,
+    pub(crate) end: usize,
 }
 
 impl Pkt {
@@ -124,15 +140,26 @@ impl Pkt {
         }
     }
 
+    /// The linear part of a socket buffer (what direct packet access sees).
     #[inline(always)]
-    fn len(&self) -> usize {
+    pub(crate) fn skb(skb: *mut __sk_buff) -> Pkt {
+        unsafe {
+            Pkt {
+                data: (*skb).data as usize,
+                end: (*skb).data_end as usize,
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
         self.end - self.data
     }
 
     /// The one bounds check: a pointer to a `T` at `off` bytes into the
     /// frame, if the whole `T` is inside it.
     #[inline(always)]
-    fn ptr_at<T>(&self, off: usize) -> Option<*const T> {
+    pub(crate) fn ptr_at<T>(&self, off: usize) -> Option<*const T> {
         if self.data + off + size_of::<T>() > self.end {
             return None;
         }
@@ -143,7 +170,7 @@ impl Pkt {
     /// otherwise LLVM rewrites `p + 1 > end` into `end > p`, a form from
     /// which the verifier learns nothing about the byte at `p`.
     #[inline(always)]
-    fn byte_at(&self, off: usize) -> Option<u8> {
+    pub(crate) fn byte_at(&self, off: usize) -> Option<u8> {
         let one: usize = unsafe { core::ptr::read_volatile(&1) };
         let p = self.data + off;
         if p + one > self.end {
@@ -154,22 +181,25 @@ impl Pkt {
 }
 
 #[derive(Clone, Copy)]
-enum Src {
+pub(crate) enum Src {
     V4([u8; 4]),
     V6([u8; 16]),
 }
 
-/// The network and transport layer as far as the verdict needs them.
-struct Frame {
-    src: Src,
-    proto: u8,
+/// The network and transport layer as far as the verdict (and the egress
+/// classifier) needs them.
+pub(crate) struct Frame {
+    pub(crate) src: Src,
+    /// Read by the egress classifier only (dead code in the XDP program).
+    pub(crate) dst: Src,
+    pub(crate) proto: u8,
     /// Offset of the transport header.
-    l4: usize,
+    pub(crate) l4: usize,
     /// A fragment other than the first: no ports.
-    later_fragment: bool,
+    pub(crate) later_fragment: bool,
     /// The IPv6 extension chain goes on past the `MAX_V6_EXT` headers we
     /// walk: the transport is out of reach (see `out_of_reach`).
-    unwalked: bool,
+    pub(crate) unwalked: bool,
 }
 
 /// What the verdict function found out besides the reason.
@@ -207,7 +237,7 @@ pub fn shield(ctx: XdpContext) -> u32 {
 
 /// A counter slot from `IFACE_SLOT` (user space writes only valid ones)
 /// masked into range for the verifier.
-const IFACE_SLOT_MASK: u32 = MAX_IFACE_SLOTS - 1;
+pub(crate) const IFACE_SLOT_MASK: u32 = MAX_IFACE_SLOTS - 1;
 const _: () = assert!(MAX_IFACE_SLOTS.is_power_of_two());
 
 #[inline(always)]
@@ -233,7 +263,7 @@ fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
 /// Parses L2/L3 and finds the transport header. `None`: not IP, or an L2/L3
 /// header is truncated or garbled — the frame passes untouched.
 #[inline(always)]
-fn parse(pkt: &Pkt) -> Option<Frame> {
+pub(crate) fn parse(pkt: &Pkt) -> Option<Frame> {
     let eth: *const EthHdr = pkt.ptr_at(0)?;
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut off = EthHdr::LEN;
@@ -247,8 +277,15 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
     }
     if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = pkt.ptr_at(off)?;
-        let (vihl, frags, proto, src) =
-            unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto, (*ip).src_addr) };
+        let (vihl, frags, proto, src, dst) = unsafe {
+            (
+                (*ip).vihl,
+                (*ip).frags,
+                (*ip).proto,
+                (*ip).src_addr,
+                (*ip).dst_addr,
+            )
+        };
         if vihl >> 4 != 4 {
             return None;
         }
@@ -264,6 +301,7 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
         let frag_off = u16::from_be_bytes(frags) & 0x1fff;
         Some(Frame {
             src: Src::V4(src),
+            dst: Src::V4(dst),
             proto,
             l4: off + hlen,
             later_fragment: frag_off != 0,
@@ -272,7 +310,14 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
         })
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
-        let (vcf0, mut next, src) = unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).src_addr) };
+        let (vcf0, mut next, src, dst) = unsafe {
+            (
+                (*ip).vcf[0],
+                (*ip).next_hdr,
+                (*ip).src_addr,
+                (*ip).dst_addr,
+            )
+        };
         if vcf0 >> 4 != 6 {
             return None;
         }
@@ -316,6 +361,7 @@ fn parse(pkt: &Pkt) -> Option<Frame> {
         }
         Some(Frame {
             src: Src::V6(src),
+            dst: Src::V6(dst),
             proto: next,
             l4,
             later_fragment,
@@ -523,9 +569,10 @@ fn trunk_only(p: &Policy) -> Option<Outcome> {
     None
 }
 
-/// Steps 7 and 8 for a UDP packet: the payload must be SIP or a keepalive,
-/// and not from a scanner. `Ok`: the request's method index (laundered), or
-/// `NO_METHOD`.
+/// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
+/// keepalive, an unverified source must find a token in the shared budget,
+/// and it must not come from a scanner. `Ok`: the request's method index
+/// (laundered), or `NO_METHOD`.
 #[inline(always)]
 fn sip_payload(
     ctx: &XdpContext,
@@ -572,12 +619,95 @@ fn sip_payload(
             false
         }
     };
+    // Before the User-Agent scan and before any per-source state: a
+    // spoofed flood's packet costs a lookup and a read of the shared line.
+    if let Some(out) = unverified(p, src, method) {
+        return Err(out);
+    }
     if is_sip {
         if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
             return Err(out);
         }
     }
     Ok(method)
+}
+
+/// Step 7b: a source neither allowlisted (returned earlier) nor verified
+/// spends a token from the bucket all of them share. Not an offence: the
+/// source address of such a packet proves nothing.
+#[inline(always)]
+fn unverified(p: &Policy, src: &Src, method: usize) -> Option<Outcome> {
+    if !p.unverified.is_limited() {
+        return None;
+    }
+    let now = now_ns();
+    if verified(p, src, now) {
+        return None;
+    }
+    let budget = BUDGET.get_ptr_mut(0)?;
+    // `spend` writes (one CAS) only when it grants a token: while the
+    // bucket is empty every CPU only reads the line.
+    if spend(unsafe { &raw mut (*budget).tat }, now, &p.unverified) {
+        return None;
+    }
+    Some(Outcome {
+        reason: Reason::Unverified,
+        method,
+    })
+}
+
+/// Whether `src` is verified (SPEC §8). A call to a global function: the
+/// keys it builds live on its own stack, not on the XDP program's, which is
+/// near the 512-byte limit along the User-Agent search's call chain.
+#[inline(always)]
+fn verified(p: &Policy, src: &Src, now: u64) -> bool {
+    let _ = p;
+    let (hi, lo, v6) = match src {
+        Src::V4(a) => (0, u32::from_be_bytes(*a) as u64, 0),
+        Src::V6(a) => {
+            let (h, l) = a.split_at(8);
+            (
+                u64::from_be_bytes(h.try_into().unwrap_or([0; 8])),
+                u64::from_be_bytes(l.try_into().unwrap_or([0; 8])),
+                1,
+            )
+        }
+    };
+    shield_verified(hi, lo, v6, now) == 1
+}
+
+/// `verified` for the source `hi:lo` (IPv6 if `v6`, else the IPv4 address
+/// in `lo`): a live `VERIFIED` entry for its key, or a live `VERIFY_NETS`
+/// prefix around it (empty tries not looked up). 1 or 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_verified(hi: u64, lo: u64, v6: u64, now: u64) -> u64 {
+    let Some(p) = POLICY.get(0) else {
+        return 0;
+    };
+    let live = |v: &Verified| v.active(now);
+    if v6 == 0 {
+        let a = (lo as u32).to_be_bytes();
+        let hit = unsafe { VERIFIED.get(&src_key_v4(a)) }.is_some_and(live)
+            || (p.has(F_VERIFY_NETS_V4) && VERIFY_NETS_V4.get(&Key::new(32, a)).is_some_and(live));
+        return hit as u64;
+    }
+    // The key is the address masked to `ipv6_prefix`, as `mask_v6` does,
+    // straight from the two halves.
+    let key = join_v6(hi, lo);
+    let masked = shield_common::mask_v6(&key, p.ipv6_prefix);
+    let hit = unsafe { VERIFIED.get(&masked) }.is_some_and(live)
+        || (p.has(F_VERIFY_NETS_V6) && VERIFY_NETS_V6.get(&Key::new(128, key)).is_some_and(live));
+    hit as u64
+}
+
+#[inline(always)]
+fn join_v6(hi: u64, lo: u64) -> [u8; 16] {
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
 }
 
 /// Step 8: a scanner's `User-Agent` in the SIP message at `pay` (`plen`
@@ -644,7 +774,7 @@ fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
 /// a coarse `now` only makes a bucket a tick stricter, never looser — and it
 /// costs a fraction of `bpf_ktime_get_ns` on virtual machines.
 #[inline(always)]
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
@@ -703,7 +833,7 @@ fn cached_acl(b: *mut BanValue, p: &Policy, src: &Src) -> u32 {
 }
 
 #[inline(always)]
-fn port_flags(port_be: [u8; 2]) -> u8 {
+pub(crate) fn port_flags(port_be: [u8; 2]) -> u8 {
     match PORTS.get(u16::from_be_bytes(port_be) as u32) {
         Some(f) => *f,
         None => 0,
@@ -724,7 +854,7 @@ fn offence(src: &Src, p: &Policy, reason: Reason, method: usize) -> Outcome {
 }
 
 #[inline(always)]
-fn src_key(src: &Src, p: &Policy) -> SrcKey {
+pub(crate) fn src_key(src: &Src, p: &Policy) -> SrcKey {
     match src {
         Src::V4(a) => src_key_v4(*a),
         Src::V6(a) => shield_common::mask_v6(a, p.ipv6_prefix),
@@ -786,6 +916,11 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
             return;
         }
     }
+    // SPEC §2: a verified source is never escalation-banned (its address
+    // can be forged); its packets are still dropped one by one.
+    if verified(p, src, now) {
+        return;
+    }
     let (family, prefix_len, addr) = match src {
         Src::V4(a) => {
             let mut addr = [0u8; 16];
@@ -808,224 +943,53 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
     }
 }
 
-// The User-Agent search. It is split into BTF-global functions on purpose:
-// the verifier checks a global function once, on its own, with unknown
-// arguments, and a call to it costs one instruction wherever it happens.
-// Inlined, the same code would be re-verified for every distinct state that
-// reaches it (each VLAN/extension-header shape, each scan-loop exit...) and
-// blow through the 1M-instruction limit.
-
-/// Looks for the `User-Agent` header among the header lines that start in
-/// the first `UA_SCAN_LIMIT` payload bytes (`pay`: payload offset, `plen`:
-/// its length); returns 1 with the product token in `SCRATCH.ua`, or 0.
-/// Same walk as the reference model's; the line itself is parsed by the
-/// shared `sip::ua_line`.
+/// Looks for the `User-Agent` header (see `lines::find_line`); returns 1
+/// with the product token in `SCRATCH.ua`, or 0. The line itself is parsed
+/// by the shared `sip::ua_line`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_user_agent(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
-    let (pay, plen) = (pay as usize, plen as usize);
-    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
-        return 0;
-    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     let pkt = Pkt::new(&XdpContext::new(ctx));
-    let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
-    let mut from = 0;
-    for _ in 0..UA_MAX_U_LINES {
-        let mut s = SCAN_END;
-        for b in 0..SCAN_BLOCKS {
-            let r = shield_scan_block(
-                ctx,
-                pay as u64,
-                (from + b * SCAN_BLOCK) as u64,
-                limit as u64,
-            );
-            if r != SCAN_MORE {
-                s = r;
-                break;
-            }
-        }
-        if s == SCAN_END {
-            return 0;
-        }
-        // Every exit of the loop above continues in one verifier state.
-        let s = launder(scratch, s as usize) & UA_OFFSET_MASK;
-        let Some(c) = pkt.byte_at(pay + s) else {
-            return 0;
-        };
-        if c == b'\r' || c == b'\n' {
-            return 0; // the blank line: end of the headers
-        }
-        // The line's first UA_WINDOW bytes, zero-filled past the payload.
-        let win = unsafe { &mut (*scratch).win };
-        let avail = plen - s;
-        match pkt.ptr_at::<[u8; UA_WINDOW]>(pay + s) {
-            Some(w) if avail >= UA_WINDOW => unsafe {
-                core::ptr::copy_nonoverlapping(w.cast::<u8>(), win.as_mut_ptr(), UA_WINDOW)
-            },
-            _ => {
-                *win = [0; UA_WINDOW];
-                for (k, w) in win.iter_mut().enumerate() {
-                    if k >= avail {
-                        break;
-                    }
-                    match pkt.byte_at(pay + s + k) {
-                        Some(b) => *w = b,
-                        None => break,
-                    }
-                }
-            }
-        }
-        match shield_ua_line() {
-            LINE_OTHER => from = s,
-            LINE_UA => return 1,
-            _ => return 0,
-        }
-    }
-    0
+    lines::find_line(
+        &pkt,
+        scratch,
+        pay,
+        plen,
+        UA_MAX_U_LINES,
+        |j, limit| shield_scan_block(ctx, pay, j, limit),
+        |at, avail| shield_ua_line(ctx, at, avail),
+    )
 }
 
-const LINE_OTHER: u64 = 0;
-const LINE_UA: u64 = 1;
-const LINE_UA_NO_TOKEN: u64 = 2;
-
-/// `sip::ua_line` on the window in `SCRATCH`; a token goes to `SCRATCH.ua`.
+/// `sip::ua_line` on the line at payload offset `at` (`avail` bytes
+/// left); a token goes to `SCRATCH.ua`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_ua_line() -> u64 {
+pub extern "C" fn shield_ua_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return LINE_UA_NO_TOKEN;
+        return LINE_BAD;
     };
+    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
+        return LINE_BAD;
+    }
     match sip::ua_line(unsafe { &(*scratch).win }) {
         UaLine::NotUa => LINE_OTHER,
-        UaLine::NoToken => LINE_UA_NO_TOKEN,
+        UaLine::NoToken => LINE_BAD,
         UaLine::Token(k) => {
             unsafe { (*scratch).ua = k };
-            LINE_UA
+            LINE_FOUND
         }
     }
 }
 
-/// Masks a laundered line start (below `UA_SCAN_LIMIT`) back into range.
-const UA_OFFSET_MASK: usize = UA_SCAN_LIMIT - 1;
-const _: () = assert!(UA_SCAN_LIMIT.is_power_of_two());
-
-/// Positions one `shield_scan_block` call looks at: whole 8-byte words.
-const SCAN_BLOCK: usize = 128;
-const _: () = assert!(SCAN_BLOCK % 8 == 0);
-const SCAN_BLOCKS: usize = UA_SCAN_LIMIT / SCAN_BLOCK + 1;
-/// `shield_scan_block`: nothing in this block, go on.
-const SCAN_MORE: u64 = 0;
-/// `shield_scan_block`: nothing (more) to find.
-const SCAN_END: u64 = 0xffff;
-
-/// Looks at payload positions `[j, j + SCAN_BLOCK)` for the first line start
-/// `s` (the byte after a `\n`) whose first byte is `u`, `U`, `\r` or `\n`.
-/// Returns `s` if it is below `limit`, `SCAN_END` if there is none below
-/// `limit`, `SCAN_MORE` if the next block may have one.
+/// `lines::scan_block` for lines starting with `u` or `U`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
-    let (pay, j, limit) = (pay as usize, j as usize, limit as usize);
-    if pay > MAX_PAYLOAD_OFFSET || j > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
-        return SCAN_END;
-    }
-    if j + 1 >= limit {
-        return SCAN_END;
-    }
-    let pkt = Pkt::new(&XdpContext::new(ctx));
-    // The whole block and the byte after it are in the frame: one bounds
-    // check, then eight words at constant offsets.
-    let Some(block) = pkt.ptr_at::<[u8; SCAN_BLOCK + 1]>(pay + j) else {
-        return scan_tail(&pkt, pay, j, limit);
-    };
-    let block = block.cast::<u8>();
-    for w in 0..SCAN_BLOCK / 8 {
-        // One 8-byte load, though the address is rarely 8-aligned: the BPF
-        // backend would split an unaligned-typed load into eight byte loads,
-        // and the kernel allows unaligned packet loads where XDP runs
-        // (x86-64, arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
-        #[allow(clippy::cast_ptr_alignment)]
-        let word = u64::from_le(unsafe { core::ptr::read(block.add(w * 8).cast::<u64>()) });
-        // Most words hold no line break: the classic has-zero-byte test
-        // (exact about *whether*, not *where*) costs five instructions.
-        let x = word ^ (ONES * b'\n' as u64);
-        if x.wrapping_sub(ONES) & !x & HIGH == 0 {
-            continue;
-        }
-        let nl = bytes_eq(word, b'\n');
-        // The byte after each position: this word shifted, plus the first
-        // byte of the next word (inside the checked block + 1).
-        let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
-        let hit = nl
-            & (bytes_eq(next | (ONES * 0x20), b'u')
-                | bytes_eq(next, b'\r')
-                | bytes_eq(next, b'\n'));
-        if hit != 0 {
-            let s = j + w * 8 + lowest_byte(hit) + 1;
-            return if s < limit { s as u64 } else { SCAN_END };
-        }
-    }
-    SCAN_MORE
-}
-
-/// The block runs past the end of the frame: eight positions at a time
-/// through a nine-byte window, the last window aligned to the frame's end.
-#[inline(always)]
-fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize) -> u64 {
-    let frame = pkt.len();
-    for c in 0..SCAN_BLOCK / 8 {
-        let mut j = j0 + c * 8;
-        if j + 1 >= limit {
-            return SCAN_END;
-        }
-        let last = pay + j + 9 > frame;
-        if last {
-            // Fewer than nine bytes left: look at the last nine of the
-            // frame. Those before `j` were already seen (no hit), and a
-            // User-Agent line needs more than nine bytes anyway.
-            if frame < pay + 9 {
-                return SCAN_END;
-            }
-            // `tail < j` always holds, and LLVM knows it: black_box keeps
-            // the check, whose constant bound the verifier needs.
-            let tail = core::hint::black_box(frame - pay - 9);
-            if tail > 2 * UA_SCAN_LIMIT {
-                return SCAN_END;
-            }
-            j = tail;
-        }
-        let Some(p) = pkt.ptr_at::<[u8; 9]>(pay + j) else {
-            return SCAN_END;
-        };
-        let p = p.cast::<u8>();
-        #[allow(clippy::cast_ptr_alignment)]
-        let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
-        let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
-        let hit = bytes_eq(w, b'\n')
-            & (bytes_eq(next | (ONES * 0x20), b'u')
-                | bytes_eq(next, b'\r')
-                | bytes_eq(next, b'\n'));
-        if hit != 0 {
-            let s = j + lowest_byte(hit) + 1;
-            return if s < limit { s as u64 } else { SCAN_END };
-        }
-        if last {
-            return SCAN_END;
-        }
-    }
-    SCAN_MORE
-}
-
-/// Byte number (0..8) of the lowest set top-of-byte bit of `m` (non-zero,
-/// only top bits set): isolate it, then a multiply gathers the byte number
-/// into the top byte. The BPF ISA has no count-trailing-zeros.
-#[inline(always)]
-fn lowest_byte(m: u64) -> usize {
-    let low = m & m.wrapping_neg();
-    ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
+    lines::scan_block(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, b'u')
 }
 
 /// Returns `v` after a round trip through per-CPU memory. The verifier does
@@ -1033,22 +997,11 @@ fn lowest_byte(m: u64) -> usize {
 /// number": after masking, all the paths that computed `v` differently
 /// continue as one verifier state instead of being checked one by one.
 #[inline(always)]
-fn launder(scratch: *mut Scratch, v: usize) -> usize {
+pub(crate) fn launder(scratch: *mut Scratch, v: usize) -> usize {
     unsafe {
         core::ptr::write_volatile(&raw mut (*scratch).off, v as u64);
         core::ptr::read_volatile(&raw const (*scratch).off) as usize
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// The top bit of each byte of `w` that equals `c`; exact, and branch-free.
-#[inline(always)]
-fn bytes_eq(w: u64, c: u8) -> u64 {
-    let x = w ^ (ONES * c as u64);
-    !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
 #[cfg(target_arch = "bpf")]

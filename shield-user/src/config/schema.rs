@@ -423,6 +423,8 @@ fn capacity(mut s: Section) -> Capacity {
         sources: s.int("sources", d.sources, 1..=u32::MAX),
         allow: s.int("allow", d.allow, 1..=u32::MAX),
         deny: s.int("deny", d.deny, 1..=u32::MAX),
+        // Set from `[verify] capacity`.
+        verified: d.verified,
     };
     s.finish();
     out

@@ -8,7 +8,11 @@
 
 use std::path::Path;
 
-use aya::{maps::MapError, programs::Xdp, Ebpf, EbpfError, EbpfLoader};
+use aya::{
+    maps::MapError,
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+};
 use shield_common::default_size;
 
 use super::{KernelError, MapId, ShieldMaps};
@@ -18,6 +22,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Name of the XDP function in the object.
 const PROGRAM: &str = "shield";
+/// Name of the egress classifier (SPEC §8) in the object.
+const EGRESS: &str = "shield_egress";
 
 /// Map sizes (SPEC §2 "Capacity").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +33,8 @@ pub struct Capacity {
     pub bans: u32,
     pub ban_nets: u32,
     pub sources: u32,
+    /// `[verify] capacity`: the verified-sources LRU.
+    pub verified: u32,
 }
 
 impl Default for Capacity {
@@ -37,6 +45,7 @@ impl Default for Capacity {
             bans: default_size::BANS,
             ban_nets: default_size::BAN_NETS,
             sources: default_size::SOURCES,
+            verified: default_size::VERIFIED,
         }
     }
 }
@@ -51,6 +60,7 @@ impl Capacity {
             MapId::BansV4 | MapId::BansV6 => Some(self.bans),
             MapId::BanNetsV4 | MapId::BanNetsV6 => Some(self.ban_nets),
             MapId::Sources => Some(self.sources),
+            MapId::Verified => Some(self.verified),
             _ => None,
         }
     }
@@ -63,6 +73,7 @@ impl Capacity {
             bans: 65_536,
             ban_nets: 1024,
             sources: 65_536,
+            verified: 65_536,
         }
     }
 }
@@ -96,6 +107,12 @@ impl Shield {
             .try_into()
             .map_err(KernelError::Verifier)?;
         prog.load().map_err(KernelError::Verifier)?;
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS)
+            .ok_or(KernelError::NoProgram(EGRESS))?
+            .try_into()
+            .map_err(KernelError::Verifier)?;
+        egress.load().map_err(KernelError::Verifier)?;
         let maps = ShieldMaps::from_ebpf(&mut ebpf)?;
         Ok(Shield { ebpf, maps })
     }
@@ -104,6 +121,17 @@ impl Shield {
     pub fn program(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM)
+            .expect("checked in load")
+            .try_into()
+            .expect("checked in load")
+    }
+}
+
+impl Shield {
+    /// The loaded egress classifier (attaching, pinning, test runs).
+    pub fn egress(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(EGRESS)
             .expect("checked in load")
             .try_into()
             .expect("checked in load")

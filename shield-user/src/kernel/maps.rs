@@ -45,11 +45,17 @@ pub enum MapId {
     SipStats,
     Events,
     Scratch,
+    Verified,
+    VerifyNetsV4,
+    VerifyNetsV6,
+    Budget,
+    Responses,
+    EgressScratch,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 17] = [
+    pub const ALL: [MapId; 23] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -67,6 +73,12 @@ impl MapId {
         MapId::SipStats,
         MapId::Events,
         MapId::Scratch,
+        MapId::Verified,
+        MapId::VerifyNetsV4,
+        MapId::VerifyNetsV6,
+        MapId::Budget,
+        MapId::Responses,
+        MapId::EgressScratch,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -89,6 +101,12 @@ impl MapId {
             MapId::SipStats => names::SIP_STATS,
             MapId::Events => names::EVENTS,
             MapId::Scratch => names::SCRATCH,
+            MapId::Verified => names::VERIFIED,
+            MapId::VerifyNetsV4 => names::VERIFY_NETS_V4,
+            MapId::VerifyNetsV6 => names::VERIFY_NETS_V6,
+            MapId::Budget => names::BUDGET,
+            MapId::Responses => names::RESPONSES,
+            MapId::EgressScratch => names::EGRESS_SCRATCH,
         }
     }
 

@@ -1,0 +1,214 @@
+//! The egress classifier (SPEC §8): reads the SIP responses the server
+//! sends from a protected port, counts them by CSeq method and status
+//! class, and marks the destination of a final 2xx to an authenticated
+//! method verified. A spoofer never receives the digest challenge, so it
+//! never gets such a reply: this is what tells real sources from forged
+//! ones.
+//!
+//! It never changes or drops a packet: every path returns `TC_ACT_UNSPEC`
+//! (`TCX_NEXT` on tcx), "carry on as if I were not here".
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, __sk_buff},
+    macros::classifier,
+    programs::TcContext,
+    EbpfContext,
+};
+use network_types::{tcp::TcpHdr, udp::UdpHdr};
+use shield_common::{
+    response::{self, CseqLine},
+    responses_slot, sip::HEAD_LEN, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
+    RESPONSE_CLASSES, VERIFIED_BY_REPLY,
+};
+
+use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::prog::{
+    launder, now_ns, parse, port_flags, src_key, Frame, Pkt, Scratch, EGRESS_SCRATCH, IFACE_SLOT,
+    IFACE_SLOT_MASK, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD, POLICY,
+    RESPONSES, VERIFIED,
+};
+
+/// Lines starting with `c`/`C` looked at for `CSeq` (Call-ID, Contact,
+/// Content-Type, Content-Length... may come first).
+const CSEQ_MAX_C_LINES: usize = 8;
+/// Bytes made linear before parsing: headers plus the search window.
+const PULL_LEN: u32 = 2048;
+
+#[classifier]
+pub fn shield_egress(ctx: TcContext) -> i32 {
+    egress(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext) {
+    let Some(p) = POLICY.get(0) else {
+        return;
+    };
+    // A socket's skb may keep its payload in page fragments; direct packet
+    // access sees only the linear part. Pulling never changes the bytes.
+    let len = core::cmp::min(ctx.len(), PULL_LEN);
+    if ctx.data_end() - ctx.data() < len as usize {
+        let _ = ctx.pull_data(len);
+    }
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    let pkt = Pkt::skb(skb);
+    let Some(f) = parse(&pkt) else {
+        return;
+    };
+    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let Some((pay, plen)) = response_payload(&pkt, &f, scratch) else {
+        return;
+    };
+    // The status line: copy a HEAD_LEN block when the frame has it.
+    let head = unsafe { &mut (*scratch).head };
+    if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
+        unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
+    } else {
+        *head = [0; HEAD_LEN];
+        for (i, h) in head.iter_mut().enumerate() {
+            match pkt.byte_at(pay + i) {
+                Some(b) => *h = b,
+                None => break,
+            }
+        }
+    }
+    let Some(class) = response::status_class(head, plen) else {
+        return;
+    };
+    let method = match shield_egress_cseq(skb, pay as u64, plen as u64) {
+        LINE_FOUND => launder(scratch, unsafe { (*scratch).method } as usize) & METHOD_MASK,
+        _ => NO_METHOD,
+    };
+    count(skb, method, class);
+    if class == 2 && p.verifies(method) {
+        verify(p, &f);
+    }
+}
+
+/// Where the payload of a packet from a protected UDP or TCP port starts
+/// and its length (laundered: one verifier state for every L2/L3 shape).
+/// `None`: not from a protected port, a later fragment, or out of reach.
+#[inline(always)]
+fn response_payload(pkt: &Pkt, f: &Frame, scratch: *mut Scratch) -> Option<(usize, usize)> {
+    if f.later_fragment || f.unwalked || f.l4 > MAX_L4_OFFSET {
+        return None;
+    }
+    let l4 = launder(scratch, f.l4) & L4_OFFSET_MASK;
+    let (pay, wire_len) = if f.proto == IPPROTO_UDP {
+        let udp: *const UdpHdr = pkt.ptr_at(l4)?;
+        if port_flags(unsafe { (*udp).src }) & PORT_UDP == 0 {
+            return None;
+        }
+        let ulen = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+        (l4 + UdpHdr::LEN, ulen.saturating_sub(UdpHdr::LEN))
+    } else if f.proto == IPPROTO_TCP {
+        let tcp: *const TcpHdr = pkt.ptr_at(l4)?;
+        if port_flags(unsafe { (*tcp).source }) & PORT_TCP == 0 {
+            return None;
+        }
+        let doff = unsafe { (*tcp).doff() } as usize * 4;
+        if doff < TcpHdr::LEN {
+            return None;
+        }
+        (l4 + doff, usize::MAX)
+    } else {
+        return None;
+    };
+    let plen = core::cmp::min(pkt.len().saturating_sub(pay), wire_len);
+    Some((pay, plen))
+}
+
+/// Counts the response in `RESPONSES` (a missing or garbled CSeq counts as
+/// method `OTHER`).
+#[inline(always)]
+fn count(skb: *mut __sk_buff, method: usize, class: u8) {
+    let slot = match IFACE_SLOT.get(unsafe { (*skb).ifindex }) {
+        Some(s) => *s & IFACE_SLOT_MASK,
+        None => 0,
+    };
+    let m = if method < NO_METHOD {
+        method
+    } else {
+        Method::Other as usize
+    };
+    let class = (class as u32).clamp(1, RESPONSE_CLASSES as u32);
+    if let Some(c) = RESPONSES.get_ptr_mut(responses_slot(slot, m as u32, class)) {
+        // Per-CPU slot: no other writer.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Marks the response's destination verified until now + `[verify] ttl`,
+/// never shortening a longer entry (an operator's, or one for ever).
+#[inline(always)]
+fn verify(p: &Policy, f: &Frame) {
+    let key = src_key(&f.dst, p);
+    let now = now_ns();
+    let expires_ns = now.saturating_add(p.verify_ttl_ns);
+    if let Some(v) = unsafe { VERIFIED.get(&key) } {
+        if v.expires_ns == 0 || v.expires_ns >= expires_ns {
+            return;
+        }
+    }
+    let v = Verified {
+        expires_ns,
+        how: VERIFIED_BY_REPLY,
+        _pad: 0,
+    };
+    let _ = VERIFIED.insert(&key, &v, 0);
+}
+
+/// Looks for the `CSeq` header (see `lines::find_line`); returns
+/// `LINE_FOUND` with the method index in `EGRESS_SCRATCH.method`, or 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_cseq(ctx: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
+    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    lines::find_line(
+        &Pkt::skb(ctx),
+        scratch,
+        pay,
+        plen,
+        CSEQ_MAX_C_LINES,
+        |j, limit| shield_egress_scan_block(ctx, pay, j, limit),
+        |at, avail| shield_cseq_line(ctx, at, avail),
+    )
+}
+
+/// `response::cseq_line` on the line at payload offset `at` (`avail`
+/// bytes left).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_cseq_line(ctx: *mut __sk_buff, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+        return LINE_BAD;
+    };
+    if !lines::copy_window(&Pkt::skb(ctx), scratch, at, avail) {
+        return LINE_BAD;
+    }
+    match response::cseq_line(unsafe { &(*scratch).win }) {
+        CseqLine::NotCseq => LINE_OTHER,
+        CseqLine::Garbled => LINE_BAD,
+        CseqLine::Method(m) => {
+            unsafe { (*scratch).method = m as u64 };
+            LINE_FOUND
+        }
+    }
+}
+
+/// `lines::scan_block` for lines starting with `c` or `C`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_scan_block(
+    ctx: *mut __sk_buff,
+    pay: u64,
+    j: u64,
+    limit: u64,
+) -> u64 {
+    lines::scan_block(&Pkt::skb(ctx), pay, j, limit, b'c')
+}

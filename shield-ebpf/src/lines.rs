@@ -1,0 +1,239 @@
+//! The header-line search both programs share: find the header lines that
+//! start with a given letter among the first `UA_SCAN_LIMIT` payload bytes
+//! and hand each, as a window in per-CPU scratch, to a line parser from
+//! `shield-common` (User-Agent in the XDP program, CSeq on egress).
+//!
+//! It is split into BTF-global functions on purpose: the verifier checks a
+//! global function once, on its own, with unknown arguments, and a call to
+//! it costs one instruction wherever it happens. Inlined, the same code
+//! would be re-verified for every distinct state that reaches it (each
+//! VLAN/extension-header shape, each scan-loop exit...) and blow through the
+//! 1M-instruction limit. A global function's context argument has the
+//! program's own type (`xdp_md`, `__sk_buff`), so each program has its own
+//! thin globals around the bodies here.
+
+use shield_common::sip::{UA_SCAN_LIMIT, UA_WINDOW};
+
+use crate::prog::{launder, Pkt, Scratch, MAX_PAYLOAD_OFFSET};
+
+/// A line parser's answer: not this header, keep looking.
+pub(crate) const LINE_OTHER: u64 = 0;
+/// A line parser's answer: found (the result is in scratch).
+pub(crate) const LINE_FOUND: u64 = 1;
+/// A line parser's answer: this is the header, but it does not parse.
+pub(crate) const LINE_BAD: u64 = 2;
+
+/// Looks for a header among the lines that start in the first
+/// `UA_SCAN_LIMIT` bytes of the payload at `pay` (`plen` bytes), at most
+/// `max_lines` of those starting with the scanned letter, up to the blank
+/// line. `scan(j, limit)` is the program's `*_scan_block` global;
+/// `line(at, avail)` its line-parser global, which copies the line at
+/// payload offset `at` (`avail` bytes left) with [`copy_window`] and parses
+/// it. Returns `LINE_FOUND` or 0. Same walk as the reference model's.
+#[inline(always)]
+pub(crate) fn find_line(
+    pkt: &Pkt,
+    scratch: *mut Scratch,
+    pay: u64,
+    plen: u64,
+    max_lines: usize,
+    scan: impl Fn(u64, u64) -> u64,
+    line: impl Fn(u64, u64) -> u64,
+) -> u64 {
+    let (pay, plen) = (pay as usize, plen as usize);
+    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
+        return 0;
+    }
+    let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
+    let mut from = 0;
+    for _ in 0..max_lines {
+        let mut s = SCAN_END;
+        for b in 0..SCAN_BLOCKS {
+            let r = scan((from + b * SCAN_BLOCK) as u64, limit as u64);
+            if r != SCAN_MORE {
+                s = r;
+                break;
+            }
+        }
+        if s == SCAN_END {
+            return 0;
+        }
+        // Every exit of the loop above continues in one verifier state.
+        let s = launder(scratch, s as usize) & LINE_OFFSET_MASK;
+        let Some(c) = pkt.byte_at(pay + s) else {
+            return 0;
+        };
+        if c == b'\r' || c == b'\n' {
+            return 0; // the blank line: end of the headers
+        }
+        match line((pay + s) as u64, (plen - s) as u64) {
+            LINE_OTHER => from = s,
+            LINE_FOUND => return LINE_FOUND,
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// The line's first UA_WINDOW bytes (`avail` of them in the payload) into
+/// `scratch.win`, zero-filled past the payload. In the line parsers'
+/// globals: inlined in the walk, its 64 exits would each carry on as a
+/// verifier state of their own.
+#[inline(always)]
+pub(crate) fn copy_window(pkt: &Pkt, scratch: *mut Scratch, at: u64, avail: u64) -> bool {
+    let (at, avail) = (at as usize, avail as usize);
+    if at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT || avail > 0xffff {
+        return false;
+    }
+    let win = unsafe { &mut (*scratch).win };
+    match pkt.ptr_at::<[u8; UA_WINDOW]>(at) {
+        Some(w) if avail >= UA_WINDOW => unsafe {
+            core::ptr::copy_nonoverlapping(w.cast::<u8>(), win.as_mut_ptr(), UA_WINDOW)
+        },
+        _ => {
+            *win = [0; UA_WINDOW];
+            for (k, w) in win.iter_mut().enumerate() {
+                if k >= avail {
+                    break;
+                }
+                match pkt.byte_at(at + k) {
+                    Some(b) => *w = b,
+                    None => break,
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Masks a laundered line start (below `UA_SCAN_LIMIT`) back into range.
+const LINE_OFFSET_MASK: usize = UA_SCAN_LIMIT - 1;
+const _: () = assert!(UA_SCAN_LIMIT.is_power_of_two());
+
+/// Positions one `scan_block` call looks at: whole 8-byte words.
+const SCAN_BLOCK: usize = 128;
+const _: () = assert!(SCAN_BLOCK % 8 == 0);
+const SCAN_BLOCKS: usize = UA_SCAN_LIMIT / SCAN_BLOCK + 1;
+/// `scan_block`: nothing in this block, go on.
+const SCAN_MORE: u64 = 0;
+/// `scan_block`: nothing (more) to find.
+pub(crate) const SCAN_END: u64 = 0xffff;
+
+/// Looks at payload positions `[j, j + SCAN_BLOCK)` for the first line start
+/// `s` (the byte after a `\n`) whose first byte is `first` (lower case, or
+/// its upper case), `\r` or `\n`. Returns `s` if it is below `limit`,
+/// `SCAN_END` if there is none below `limit`, `SCAN_MORE` if the next block
+/// may have one. The body of each program's `*_scan_block` global function.
+#[inline(always)]
+pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> u64 {
+    let (pay, j, limit) = (pay as usize, j as usize, limit as usize);
+    if pay > MAX_PAYLOAD_OFFSET || j > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
+        return SCAN_END;
+    }
+    if j + 1 >= limit {
+        return SCAN_END;
+    }
+    // The whole block and the byte after it are in the frame: one bounds
+    // check, then eight words at constant offsets.
+    let Some(block) = pkt.ptr_at::<[u8; SCAN_BLOCK + 1]>(pay + j) else {
+        return scan_tail(pkt, pay, j, limit, first);
+    };
+    let block = block.cast::<u8>();
+    for w in 0..SCAN_BLOCK / 8 {
+        // One 8-byte load, though the address is rarely 8-aligned: the BPF
+        // backend would split an unaligned-typed load into eight byte loads,
+        // and the kernel allows unaligned packet loads where XDP runs
+        // (x86-64, arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
+        #[allow(clippy::cast_ptr_alignment)]
+        let word = u64::from_le(unsafe { core::ptr::read(block.add(w * 8).cast::<u64>()) });
+        // Most words hold no line break: the classic has-zero-byte test
+        // (exact about *whether*, not *where*) costs five instructions.
+        let x = word ^ (ONES * b'\n' as u64);
+        if x.wrapping_sub(ONES) & !x & HIGH == 0 {
+            continue;
+        }
+        let nl = bytes_eq(word, b'\n');
+        // The byte after each position: this word shifted, plus the first
+        // byte of the next word (inside the checked block + 1).
+        let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
+        let hit = nl
+            & (bytes_eq(next | (ONES * 0x20), first)
+                | bytes_eq(next, b'\r')
+                | bytes_eq(next, b'\n'));
+        if hit != 0 {
+            let s = j + w * 8 + lowest_byte(hit) + 1;
+            return if s < limit { s as u64 } else { SCAN_END };
+        }
+    }
+    SCAN_MORE
+}
+
+/// The block runs past the end of the frame: eight positions at a time
+/// through a nine-byte window, the last window aligned to the frame's end.
+#[inline(always)]
+fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8) -> u64 {
+    let frame = pkt.len();
+    for c in 0..SCAN_BLOCK / 8 {
+        let mut j = j0 + c * 8;
+        if j + 1 >= limit {
+            return SCAN_END;
+        }
+        let last = pay + j + 9 > frame;
+        if last {
+            // Fewer than nine bytes left: look at the last nine of the
+            // frame. Those before `j` were already seen (no hit), and a
+            // User-Agent line needs more than nine bytes anyway.
+            if frame < pay + 9 {
+                return SCAN_END;
+            }
+            // `tail < j` always holds, and LLVM knows it: black_box keeps
+            // the check, whose constant bound the verifier needs.
+            let tail = core::hint::black_box(frame - pay - 9);
+            if tail > 2 * UA_SCAN_LIMIT {
+                return SCAN_END;
+            }
+            j = tail;
+        }
+        let Some(p) = pkt.ptr_at::<[u8; 9]>(pay + j) else {
+            return SCAN_END;
+        };
+        let p = p.cast::<u8>();
+        #[allow(clippy::cast_ptr_alignment)]
+        let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
+        let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
+        let hit = bytes_eq(w, b'\n')
+            & (bytes_eq(next | (ONES * 0x20), first)
+                | bytes_eq(next, b'\r')
+                | bytes_eq(next, b'\n'));
+        if hit != 0 {
+            let s = j + lowest_byte(hit) + 1;
+            return if s < limit { s as u64 } else { SCAN_END };
+        }
+        if last {
+            return SCAN_END;
+        }
+    }
+    SCAN_MORE
+}
+
+/// Byte number (0..8) of the lowest set top-of-byte bit of `m` (non-zero,
+/// only top bits set): isolate it, then a multiply gathers the byte number
+/// into the top byte. The BPF ISA has no count-trailing-zeros.
+#[inline(always)]
+fn lowest_byte(m: u64) -> usize {
+    let low = m & m.wrapping_neg();
+    ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
+}
+
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The top bit of each byte of `w` that equals `c`; exact, and branch-free.
+#[inline(always)]
+fn bytes_eq(w: u64, c: u8) -> u64 {
+    let x = w ^ (ONES * c as u64);
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
