@@ -59,6 +59,21 @@ pub const fn gcra(tat: u64, now: u64, b: &Bucket) -> Option<u64> {
     }
 }
 
+/// Tokens left in the bucket whose TAT is `tat` at `now`: how many packets
+/// [`gcra`] would grant in a row (`u64::MAX` for no bucket).
+#[inline(always)]
+pub const fn tokens(tat: u64, now: u64, b: &Bucket) -> u64 {
+    if !b.is_limited() {
+        return u64::MAX;
+    }
+    let ahead = if tat > now { tat - now } else { 0 };
+    if ahead > b.tolerance_ns {
+        0
+    } else {
+        (b.tolerance_ns - ahead) / b.interval_ns + 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +119,19 @@ mod tests {
     fn slow_sender_is_never_limited() {
         let b = Bucket::new(50, 1);
         assert_eq!(passed(&b, 100, 10 * NS_PER_SEC), 100);
+    }
+
+    #[test]
+    fn tokens_left_match_what_gcra_grants() {
+        let b = Bucket::new(10, 5);
+        let (mut tat, now) = (0, 1_000);
+        for left in (1..=5).rev() {
+            assert_eq!(tokens(tat, now, &b), left);
+            tat = gcra(tat, now, &b).unwrap();
+        }
+        assert_eq!(tokens(tat, now, &b), 0);
+        assert_eq!(tokens(tat, now + b.interval_ns, &b), 1);
+        assert_eq!(tokens(0, 0, &Bucket::UNLIMITED), u64::MAX);
     }
 
     #[test]

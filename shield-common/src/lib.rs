@@ -14,7 +14,7 @@ pub mod response;
 pub mod sip;
 pub mod verdict;
 
-pub use bucket::{gcra, Bucket};
+pub use bucket::{gcra, tokens, Bucket};
 pub use maps::*;
 pub use policy::*;
 pub use response::{CseqLine, RESPONSE_CLASSES};

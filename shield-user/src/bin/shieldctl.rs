@@ -13,7 +13,8 @@ use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG
 use shield::control::client::{self, ClientError};
 use shield::control::protocol::{
     BanInfo, BannedReply, DetachReply, Lasts, Net, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
-    Request, Response, StatsReply, StatusReply, UnbanReply,
+    Request, Response, StatsReply, StatusReply, UnbanReply, UnverifyReply, VerifiedInfo,
+    VerifiedReply,
 };
 // Everything the daemon sends may carry text from outside (a ban reason
 // is a line from a log an attacker writes to): shown escaped, never raw.
@@ -87,6 +88,25 @@ enum Command {
         /// Add a prefix wider than [bans] min_prefix_v4 / min_prefix_v6.
         #[arg(long)]
         force: bool,
+    },
+    /// Verified sources (a final 2xx from the server, an operator, the
+    /// config) and the shared budget of everything else.
+    Verified,
+    /// Verify an address or network: it skips the unverified budget.
+    Verify {
+        /// Address (an IPv6 address verifies its [limits] ipv6_prefix) or network.
+        target: String,
+        /// How long: 30s, 10m, 1h, 2d, 1w, or "forever" [default: [verify] ttl].
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Verify a prefix wider than [bans] min_prefix_v4 / min_prefix_v6.
+        #[arg(long)]
+        force: bool,
+    },
+    /// End an address's or network's verification.
+    Unverify {
+        /// Address or network, as verified (see `verified`).
+        target: String,
     },
     /// Packet counters by verdict and reason, top offending sources.
     Stats,
@@ -230,17 +250,7 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             force,
         } => {
             let net = check_cidr(target)?;
-            let duration = match duration.as_deref() {
-                None => None,
-                Some("forever" | "permanent" | "0") => Some(Lasts::Forever),
-                Some(d) => match parse_duration(d)
-                    .map_err(|e| Fail::usage(format!("bad --duration {d:?}: {e}")))?
-                    .as_secs()
-                {
-                    0 => return Err(Fail::usage(format!("bad --duration {d:?}: under a second"))),
-                    s => Some(Lasts::Secs(s)),
-                },
-            };
+            let duration = lasts("--duration", duration.as_deref())?;
             (
                 Request::Ban {
                     net,
@@ -283,10 +293,41 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             let force = *force;
             (Request::Deny { op, net, force }, quick)
         }
+        Command::Verified => (Request::Verified, quick),
+        Command::Verify { target, ttl, force } => (
+            Request::Verify {
+                net: check_cidr(target)?,
+                ttl: lasts("--ttl", ttl.as_deref())?,
+                force: *force,
+            },
+            quick,
+        ),
+        Command::Unverify { target } => (
+            Request::Unverify {
+                net: check_cidr(target)?,
+            },
+            quick,
+        ),
         Command::Stats => (Request::Stats, quick),
         Command::Status => (Request::Status, quick),
         Command::Reload => (Request::Reload, slow),
         Command::Detach => (Request::Detach, slow),
+    })
+}
+
+/// A `--duration` / `--ttl` value: a duration of at least a second, or
+/// `forever`; `None` when not given.
+fn lasts(flag: &str, text: Option<&str>) -> Result<Option<Lasts>, Fail> {
+    Ok(match text {
+        None => None,
+        Some("forever" | "permanent" | "0") => Some(Lasts::Forever),
+        Some(d) => match parse_duration(d)
+            .map_err(|e| Fail::usage(format!("bad {flag} {d:?}: {e}")))?
+            .as_secs()
+        {
+            0 => return Err(Fail::usage(format!("bad {flag} {d:?}: under a second"))),
+            s => Some(Lasts::Secs(s)),
+        },
     })
 }
 
@@ -390,6 +431,30 @@ fn list_or(items: &[String], none: &str) -> String {
         .join(", ")
 }
 
+fn render_verified(v: VerifiedReply) -> String {
+    let mut out = match (v.unverified_per_second, v.budget_tokens) {
+        (0, _) | (_, None) => "unverified budget: off ([verify] unverified_per_second = 0)\n".into(),
+        (rate, Some(left)) => format!(
+            "unverified budget: {rate}/s, {left} token(s) left{}\n",
+            if v.under_pressure { ", UNDER PRESSURE" } else { "" }
+        ),
+    };
+    if v.entries.is_empty() {
+        out.push_str("no verified sources\n");
+        return out;
+    }
+    let rows = v
+        .entries
+        .iter()
+        .map(|e| vec![e.net.clone(), e.how.clone(), left(e.expires_in_secs)])
+        .collect();
+    out.push_str(&table(&["SOURCE", "HOW", "TIME LEFT"], rows));
+    if v.total > v.entries.len() {
+        out.push_str(&format!("({} of {} shown)\n", v.entries.len(), v.total));
+    }
+    out
+}
+
 fn data<T: DeserializeOwned>(resp: Response) -> anyhow::Result<T> {
     serde_json::from_value(resp.data).context("unexpected reply from shieldd")
 }
@@ -458,6 +523,22 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
                 }
             }
             out
+        }
+        Command::Verified => render_verified(data(resp)?),
+        Command::Verify { .. } => {
+            let v: VerifiedInfo = data(resp)?;
+            format!(
+                "verified {} for {}\n",
+                Escaped(&v.net),
+                left(v.expires_in_secs)
+            )
+        }
+        Command::Unverify { .. } => {
+            let u: UnverifyReply = data(resp)?;
+            match u.removed {
+                true => format!("unverified {}\n", Escaped(&u.net)),
+                false => format!("{} was not verified\n", Escaped(&u.net)),
+            }
         }
         Command::Stats => {
             let s: StatsReply = data(resp)?;

@@ -71,6 +71,7 @@ pub struct Config {
     pub sip: Sip,
     pub bans: Bans,
     pub capacity: Capacity,
+    pub verify: Verify,
     pub metrics: Metrics,
     pub control: Control,
     /// The `[[jail]]`s with `enabled = true`, in file order.
@@ -160,6 +161,33 @@ pub struct Sip {
     pub scanner_user_agents: Vec<String>,
 }
 
+/// `[verify]` (SPEC §8): verified sources and the unverified budget.
+/// `capacity` goes to [`Capacity::verified`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    /// A final 2xx to one of these marks its destination verified.
+    pub methods: Vec<Method>,
+    pub ttl: Duration,
+    /// Always verified.
+    pub cidrs: Vec<IpNet>,
+    /// The shared budget of all unverified sources; 0: no budget (the
+    /// default: an upgrade changes no verdict until the operator opts in).
+    pub unverified_per_second: u32,
+    pub unverified_burst: u32,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            methods: vec![Method::Register, Method::Invite],
+            ttl: Duration::from_secs(3600),
+            cidrs: Vec::new(),
+            unverified_per_second: 0,
+            unverified_burst: 1000,
+        }
+    }
+}
+
 /// `[bans]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bans {
@@ -227,6 +255,7 @@ impl Default for Config {
             sip: Sip::default(),
             bans: Bans::default(),
             capacity: Capacity::default(),
+            verify: Verify::default(),
             metrics: Metrics::default(),
             control: Control::default(),
             jails: Vec::new(),
@@ -424,6 +453,16 @@ impl Config {
             // Parsed durations always fit; saturate for hand-built configs.
             escalate_window_ns: u64::try_from(self.bans.escalate.window.as_nanos())
                 .unwrap_or(u64::MAX),
+            unverified: Bucket::new(
+                self.verify.unverified_per_second.into(),
+                self.verify.unverified_burst.into(),
+            ),
+            verify_ttl_ns: u64::try_from(self.verify.ttl.as_nanos()).unwrap_or(u64::MAX),
+            verify_methods: self
+                .verify
+                .methods
+                .iter()
+                .fold(0, |bits, m| bits | 1 << *m as u32),
             ..Policy::default()
         };
         // Slots beyond METHOD_BUCKETS cannot come out of `parse`; a

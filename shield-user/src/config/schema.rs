@@ -20,7 +20,7 @@ use super::duration::format_duration;
 use super::reader::{Ctx, Section, Spot, Val};
 use super::{
     Allow, AttachMode, BanScope, Bans, Capacity, Config, Control, Deny, Escalate, Limits, Metrics,
-    Ports, RateLimit, ShieldSection, Sip, TcpLimits,
+    Ports, RateLimit, ShieldSection, Sip, TcpLimits, Verify,
 };
 use crate::jails::JailSpec;
 
@@ -45,7 +45,9 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     let limits = limits(root.child("limits"));
     let sip = sip(root.child("sip"));
     let bans = bans(root.child("bans"));
-    let capacity = capacity(root.child("capacity"));
+    let mut capacity = capacity(root.child("capacity"));
+    let (verify, verified_capacity) = verify(root.child("verify"));
+    capacity.verified = verified_capacity;
     let metrics = metrics(root.child("metrics"));
     let control = control(root.child("control"));
     let jails = jails(root.tables("jail"), bans.bantime);
@@ -64,6 +66,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         sip,
         bans,
         capacity,
+        verify,
         metrics,
         control,
         jails,
@@ -412,6 +415,49 @@ fn escalate(mut s: Section) -> Escalate {
         bantime: s.duration("bantime", d.bantime),
     };
     s.finish();
+    out
+}
+
+/// `[verify]`, and its `capacity` (the size of the verified-sources LRU).
+fn verify(mut s: Section) -> (Verify, u32) {
+    let d = Verify::default();
+    let out = Verify {
+        methods: s
+            .array("methods")
+            .map_or(d.methods, |v| verify_methods(&v)),
+        ttl: s.duration("ttl", d.ttl),
+        cidrs: dedup(cidrs(&mut s, "cidrs")),
+        unverified_per_second: s.int(
+            "unverified_per_second",
+            d.unverified_per_second,
+            0..=u32::MAX,
+        ),
+        unverified_burst: s.int("unverified_burst", d.unverified_burst, 1..=u32::MAX),
+    };
+    let capacity = s.int("capacity", default_size::VERIFIED, 1..=u32::MAX);
+    if let Some(v) = s.get("cidrs") {
+        if out.cidrs.len() > default_size::VERIFY_NETS as usize {
+            v.error(format_args!(
+                "too many CIDRs: at most {} fit the map",
+                default_size::VERIFY_NETS
+            ));
+        }
+    }
+    s.finish();
+    (out, capacity)
+}
+
+/// `[verify] methods`: known method names, each once.
+fn verify_methods(vals: &[Val]) -> Vec<Method> {
+    let mut out = Vec::new();
+    for v in vals {
+        let Some(name) = v.str() else { continue };
+        match Method::from_name(name.as_bytes()) {
+            Some(m) if !out.contains(&m) => out.push(m),
+            Some(_) => {}
+            None => v.error(unknown_method(name)),
+        }
+    }
     out
 }
 

@@ -143,6 +143,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "is_false")]
         force: bool,
     },
+    /// Verified sources (SPEC §8).
+    Verified,
+    Verify {
+        net: Net,
+        /// `None`: `[verify] ttl`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<Lasts>,
+        /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
+    },
+    Unverify {
+        net: Net,
+    },
     Stats,
     Status,
     Reload,
@@ -204,6 +218,9 @@ impl Request {
             Request::Banned { .. } => "banned",
             Request::Allow { .. } => "allow",
             Request::Deny { .. } => "deny",
+            Request::Verified => "verified",
+            Request::Verify { .. } => "verify",
+            Request::Unverify { .. } => "unverify",
             Request::Stats => "stats",
             Request::Status => "status",
             Request::Reload => "reload",
@@ -219,13 +236,15 @@ impl Request {
                 | Request::Banned { .. }
                 | Request::Allow { .. }
                 | Request::Deny { .. }
+                | Request::Verify { .. }
+                | Request::Unverify { .. }
         )
     }
 
     /// Whether the request changes state (logged with the peer's uid).
     pub fn changes_state(&self) -> bool {
         match self {
-            Request::Banned { .. } | Request::Stats | Request::Status => false,
+            Request::Banned { .. } | Request::Verified | Request::Stats | Request::Status => false,
             Request::Allow { op, .. } | Request::Deny { op, .. } => *op != ListOp::List,
             _ => true,
         }
@@ -387,6 +406,38 @@ pub struct HistoryItem {
     pub who: String,
     /// Unix seconds; `None`: until unbanned (or an unban).
     pub expires: Option<u64>,
+}
+
+/// `verified`: the verified sources and the unverified budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedReply {
+    /// All live entries (`entries` holds at most [`MAX_VERIFIED_SHOWN`]).
+    pub total: usize,
+    pub entries: Vec<VerifiedInfo>,
+    /// `[verify] unverified_per_second`; 0: no budget.
+    pub unverified_per_second: u32,
+    /// Tokens left in the shared budget now (none without a budget).
+    pub budget_tokens: Option<u64>,
+    pub under_pressure: bool,
+}
+
+/// Entries a `verified` reply lists (the LRU holds up to a million).
+pub const MAX_VERIFIED_SHOWN: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedInfo {
+    pub net: String,
+    /// `reply` (a final 2xx), `operator` (shieldctl) or `config`.
+    pub how: String,
+    /// Time left.
+    pub expires_in_secs: Lasts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnverifyReply {
+    pub net: String,
+    /// Whether it was verified.
+    pub removed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

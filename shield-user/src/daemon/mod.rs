@@ -423,6 +423,11 @@ impl Ctl {
             Request::Banned { net: Some(n) } => reply(lock(&self.core).banned_source(n.0)),
             Request::Allow { op, net, force } => self.list(List::Allow, op, net, &who, force),
             Request::Deny { op, net, force } => self.list(List::Deny, op, net, &who, force),
+            Request::Verified => reply(lock(&self.core).verified()),
+            Request::Verify { net, ttl, force } => {
+                reply(lock(&self.core).verify(net.0, ttl, &who, force))
+            }
+            Request::Unverify { net } => reply(lock(&self.core).unverify(net.0, &who)),
             Request::Stats => reply(lock(&self.core).stats()),
             Request::Status => Response::ok(lock(&self.core).status()),
             Request::Reload => self.reload().await,

@@ -22,6 +22,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::XdpMode;
 
+use super::egress::{self, EgressLink};
 use super::{io_err, read_dir, remove_file, sys, KernelError, Shield};
 use crate::config::AttachMode;
 use crate::text::chain;
@@ -90,13 +91,20 @@ pub struct Attachment {
     /// True when an existing pinned link was taken over (program replaced
     /// atomically) rather than created.
     pub adopted: bool,
+    /// The egress classifier on the same interface (SPEC §8); `None` only
+    /// in the tests' bare XDP attachments.
+    pub egress: Option<EgressLink>,
     pin: PathBuf,
     link: FdLink,
 }
 
 impl Attachment {
-    /// Detaches: removes the pin and closes the last fd of the link.
+    /// Detaches: the egress classifier, then the XDP link (its pin
+    /// removed and the last fd closed).
     pub fn detach(self) -> Result<(), KernelError> {
+        if let Some(e) = self.egress {
+            e.detach()?;
+        }
         remove_file(&self.pin)?;
         drop(self.link);
         Ok(())
@@ -115,6 +123,9 @@ impl PinnedLinkEntry {
     /// Detaches a link no process holds (one an earlier daemon pinned):
     /// removing its pin drops the kernel's last reference.
     pub fn detach(&self) -> Result<(), KernelError> {
+        if let Some(dir) = self.path.parent() {
+            egress::detach_pinned(dir, &self.iface)?;
+        }
         remove_file(&self.path)
     }
 }
@@ -161,6 +172,17 @@ fn parse_link_name(name: &str) -> Option<(Mode, String)> {
 /// A stale pin (interface gone or recreated) is removed and a fresh link
 /// made. `want = Auto` tries driver mode and falls back to generic.
 pub fn attach(
+    shield: &mut Shield,
+    dir: &Path,
+    iface: &str,
+    want: AttachMode,
+) -> Result<Attachment, KernelError> {
+    let mut a = attach_xdp(shield, dir, iface, want)?;
+    a.egress = Some(egress::attach_egress(shield, dir, iface, a.ifindex)?);
+    Ok(a)
+}
+
+fn attach_xdp(
     shield: &mut Shield,
     dir: &Path,
     iface: &str,
@@ -237,6 +259,7 @@ fn pin_new(
         mode,
         link_id,
         adopted: false,
+        egress: None,
         pin,
         link: FdLink::from(pinned),
     })
@@ -277,6 +300,7 @@ fn adopt(
         mode: entry.mode,
         link_id: info.link_id,
         adopted: true,
+        egress: None,
         pin: entry.path.clone(),
         link,
     }))

@@ -17,9 +17,10 @@ use aya::{
 };
 use ipnet::IpNet;
 use shield_common::{
-    names, sip::UaKey, sip_stats_index, stats_index, BanValue, Counter, Method, Policy, Reason,
-    SrcKey, SrcState, Verdict, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6, F_DENY_V4,
-    F_DENY_V6, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
+    names, sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy,
+    Reason, SrcKey, SrcState, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
+    F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS,
+    PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
 use super::{sys, KernelError};
@@ -194,6 +195,11 @@ pub struct ShieldMaps {
     sources: HashMap<MapData, SrcKey, SrcState>,
     stats: PerCpuArray<MapData, Counter>,
     sip_stats: PerCpuArray<MapData, u64>,
+    pub(super) verified: HashMap<MapData, SrcKey, Verified>,
+    pub(super) verify_nets_v4: Trie<[u8; 4], Verified>,
+    pub(super) verify_nets_v6: Trie<[u8; 16], Verified>,
+    pub(super) budget: Array<MapData, Budget>,
+    pub(super) responses: PerCpuArray<MapData, u64>,
     /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
@@ -210,6 +216,9 @@ pub struct ShieldMaps {
     /// Each CIDR ban's own expiry (monotonic ns, 0 = forever); the trie
     /// holds the effective one, see [`ShieldMaps::ban_net_expiry`].
     ban_nets: BTreeMap<IpNet, u64>,
+    /// Each verified CIDR's own entry (its expiry and how); the trie
+    /// holds the effective expiry, as for `ban_nets`.
+    pub(super) verify_nets: BTreeMap<IpNet, Verified>,
     /// Second handles on the maps, for the `bpf(2)` commands aya's typed
     /// wrappers lack (batches); see [`sys`].
     raw: Vec<RawMap>,
@@ -227,13 +236,15 @@ struct RawMap {
 
 /// The LPM tries and the `POLICY` flag that tells the kernel to look each
 /// one up; `occupancy` is indexed like this table.
-const TRIES: [(MapId, u32); 6] = [
+const TRIES: [(MapId, u32); 8] = [
     (MapId::AllowV4, F_ALLOW_V4),
     (MapId::AllowV6, F_ALLOW_V6),
     (MapId::DenyV4, F_DENY_V4),
     (MapId::DenyV6, F_DENY_V6),
     (MapId::BanNetsV4, F_BAN_NETS_V4),
     (MapId::BanNetsV6, F_BAN_NETS_V6),
+    (MapId::VerifyNetsV4, F_VERIFY_NETS_V4),
+    (MapId::VerifyNetsV6, F_VERIFY_NETS_V6),
 ];
 
 /// `map`'s index in [`TRIES`]; `None` for maps that are not tries.
@@ -242,7 +253,7 @@ fn trie_slot(map: MapId) -> Option<usize> {
 }
 
 /// `map`'s index in [`TRIES`], for a map known to be a trie.
-fn occ(map: MapId) -> usize {
+pub(super) fn occ(map: MapId) -> usize {
     trie_slot(map).expect("a trie")
 }
 
@@ -312,10 +323,16 @@ impl ShieldMaps {
             stats: take(ebpf, MapId::Stats)?,
             sip_stats: take(ebpf, MapId::SipStats)?,
             events: Some(take(ebpf, MapId::Events)?),
+            verified: take(ebpf, MapId::Verified)?,
+            verify_nets_v4: take(ebpf, MapId::VerifyNetsV4)?,
+            verify_nets_v6: take(ebpf, MapId::VerifyNetsV6)?,
+            budget: take(ebpf, MapId::Budget)?,
+            responses: take(ebpf, MapId::Responses)?,
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],
             ban_nets: BTreeMap::new(),
+            verify_nets: BTreeMap::new(),
             raw,
         };
         maps.adopt()?;
@@ -333,6 +350,8 @@ impl ShieldMaps {
             self.deny_v6.keys().count(),
             self.ban_nets_v4.keys().count(),
             self.ban_nets_v6.keys().count(),
+            self.verify_nets_v4.keys().count(),
+            self.verify_nets_v6.keys().count(),
         ];
         // Adopted CIDR bans: the kernel holds effective expiries, which are
         // never earlier than the own ones; the daemon's restore rewrites
@@ -347,6 +366,7 @@ impl ShieldMaps {
             nets.push((net_of_v6(&k), v.expires_ns));
         }
         self.ban_nets.extend(nets);
+        self.adopt_verify_nets()?;
         if let Ok(p) = self.policy.get(&0, 0) {
             self.base_policy = p;
             self.acl_gen = p.acl_gen.max(1);
@@ -389,7 +409,7 @@ impl ShieldMaps {
     /// reported removed in `trie`, and rewrites the policy record so its
     /// flag follows. An allow/deny change also bumps the list generation,
     /// which invalidates the allow/deny bits ban entries cache.
-    fn count_prefix(&mut self, trie: MapId, added: bool) -> Result<(), MapError> {
+    pub(super) fn count_prefix(&mut self, trie: MapId, added: bool) -> Result<(), MapError> {
         let n = &mut self.occupancy[occ(trie)];
         *n = if added { *n + 1 } else { n.saturating_sub(1) };
         if matches!(
@@ -548,13 +568,7 @@ impl ShieldMaps {
     /// around it would otherwise end the /25's ban for its addresses, also
     /// when no daemon is running to fix it up.
     fn ban_net_expiry(&self, net: IpNet) -> u64 {
-        let own = self.ban_nets.get(&net).copied().unwrap_or(0);
-        (0..net.prefix_len())
-            .filter_map(|len| {
-                let covering = IpNet::new(net.addr(), len).expect("shorter prefix").trunc();
-                self.ban_nets.get(&covering).copied()
-            })
-            .fold(own, later)
+        effective_expiry(&self.ban_nets, net, |e| *e)
     }
 
     /// Writes one CIDR ban's trie entry with its effective expiry.
@@ -572,13 +586,7 @@ impl ShieldMaps {
 
     /// Rewrites the CIDR bans strictly inside `net` after `net` changed.
     fn rewrite_nested(&mut self, net: IpNet) -> Result<(), MapError> {
-        let inside: Vec<IpNet> = self
-            .ban_nets
-            .range(net..=IpNet::new(net.broadcast(), net.max_prefix_len()).expect("host net"))
-            .map(|(n, _)| *n)
-            .filter(|n| n.prefix_len() > net.prefix_len() && net.contains(n))
-            .collect();
-        for n in inside {
+        for n in nested(&self.ban_nets, net) {
             self.write_ban_net(n)?;
         }
         Ok(())
@@ -766,7 +774,7 @@ impl ShieldMaps {
                 self.sip_stats.set(sip_stats_index(slot, m, v), zero, 0)?;
             }
         }
-        Ok(())
+        self.reset_iface_responses(slot, cpus)
     }
 
     /// The raw handle of a hash map and its key and value sizes.
@@ -781,7 +789,7 @@ impl ShieldMaps {
 
     /// Visits every (key, value) of a hash map: batched where the kernel
     /// can, key by key where it cannot.
-    fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
+    pub(super) fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
         let (m, ks, vs) = self.hash(map)?;
         match sys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
             Ok(()) => return Ok(()),
@@ -860,6 +868,7 @@ fn hash_layout(map: MapId) -> Option<(usize, usize)> {
         MapId::BansV6 => Some((16, size_of::<BanValue>())),
         MapId::Scanners => Some((size_of::<UaKey>(), 1)),
         MapId::Sources => Some((size_of::<SrcKey>(), size_of::<SrcState>())),
+        MapId::Verified => Some((size_of::<SrcKey>(), size_of::<Verified>())),
         _ => None,
     }
 }
@@ -870,7 +879,7 @@ fn syscall(call: &'static str, io_error: std::io::Error) -> MapError {
 
 /// The network a `SOURCES` key stands for: `::ffff:a.b.c.d` is an IPv4
 /// host, anything else an IPv6 prefix.
-fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
+pub(super) fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
     if key[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
         IpNet::from(IpAddr::from([key[12], key[13], key[14], key[15]]))
     } else {
@@ -895,8 +904,36 @@ fn ban_net_trie(net: &IpNet) -> MapId {
     }
 }
 
+/// The expiry a CIDR's trie entry carries: the latest of its own and of
+/// every entry of `nets` covering it. The kernel's lookup returns only the
+/// longest matching prefix, so a /26 that expires before the /25 around it
+/// would otherwise end the /25's effect for its addresses, also when no
+/// daemon is running to fix it up. (CIDR bans and verified CIDRs.)
+pub(super) fn effective_expiry<V>(
+    nets: &BTreeMap<IpNet, V>,
+    net: IpNet,
+    expiry: impl Fn(&V) -> u64,
+) -> u64 {
+    let own = nets.get(&net).map(&expiry).unwrap_or(0);
+    (0..net.prefix_len())
+        .filter_map(|len| {
+            let covering = IpNet::new(net.addr(), len).expect("shorter prefix").trunc();
+            nets.get(&covering).map(&expiry)
+        })
+        .fold(own, later)
+}
+
+/// The entries of `nets` strictly inside `net` (to rewrite after `net`
+/// changed).
+pub(super) fn nested<V>(nets: &BTreeMap<IpNet, V>, net: IpNet) -> Vec<IpNet> {
+    nets.range(net..=IpNet::new(net.broadcast(), net.max_prefix_len()).expect("host net"))
+        .map(|(n, _)| *n)
+        .filter(|n| n.prefix_len() > net.prefix_len() && net.contains(n))
+        .collect()
+}
+
 /// The later of two expiries, 0 being "never".
-fn later(a: u64, b: u64) -> u64 {
+pub(super) fn later(a: u64, b: u64) -> u64 {
     if a == 0 || b == 0 {
         0
     } else {
@@ -904,20 +941,20 @@ fn later(a: u64, b: u64) -> u64 {
     }
 }
 
-fn v4_key(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {
+pub(super) fn v4_key(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {
     Key::new(u32::from(n.prefix_len()), n.network().octets())
 }
 
-fn v6_key(n: ipnet::Ipv6Net) -> Key<[u8; 16]> {
+pub(super) fn v6_key(n: ipnet::Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(n.prefix_len()), n.network().octets())
 }
 
-fn net_of_v4(k: &Key<[u8; 4]>) -> IpNet {
+pub(super) fn net_of_v4(k: &Key<[u8; 4]>) -> IpNet {
     let (len, data) = (k.prefix_len(), k.data());
     IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
 }
 
-fn net_of_v6(k: &Key<[u8; 16]>) -> IpNet {
+pub(super) fn net_of_v6(k: &Key<[u8; 16]>) -> IpNet {
     let (len, data) = (k.prefix_len(), k.data());
     IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
 }
@@ -932,7 +969,7 @@ const BPF_EXIST: u64 = 2;
 /// `get(198.51.100.192/26)` answers with a covering /25 and cannot say
 /// whether the /26 itself is there. `BPF_NOEXIST` compares the exact
 /// prefix (and prefix length) in the kernel.
-fn trie_add<K: aya::Pod, V: aya::Pod>(
+pub(super) fn trie_add<K: aya::Pod, V: aya::Pod>(
     t: &mut Trie<K, V>,
     key: Key<K>,
     value: V,
@@ -947,7 +984,7 @@ fn trie_add<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, MapError> {
+pub(super) fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, MapError> {
     match t.remove(&key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
@@ -958,7 +995,7 @@ fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result
     }
 }
 
-fn hash_del<K: aya::Pod, V: aya::Pod>(
+pub(super) fn hash_del<K: aya::Pod, V: aya::Pod>(
     h: &mut HashMap<MapData, K, V>,
     key: &K,
 ) -> Result<bool, MapError> {

@@ -5,7 +5,7 @@
 //! to its right:
 //!
 //! ```text
-//! sys ← maps ← load ← attach ← pins
+//! sys ← maps (+ verify) ← load ← attach ← pins
 //! ```
 //!
 //! - [`sys`]: the raw `bpf(2)` commands aya does not wrap (batched map
@@ -28,10 +28,12 @@
 //! is `E2BIG`).
 
 mod attach;
+mod egress;
 mod load;
 mod maps;
 mod pins;
 pub mod sys;
+mod verify;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,8 +41,10 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
+pub use egress::{attach_egress, EgressLink};
 pub use load::{Capacity, Shield};
 pub use maps::{monotonic_ns, List, MapId, ShieldMaps};
+pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
     check_dir, has_maps, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
 };
@@ -90,6 +94,8 @@ pub enum KernelError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("{iface}: egress classifier: {message}")]
+    Egress { iface: String, message: String },
     #[error("{iface}: pinned link {path}: {message}")]
     PinnedLink {
         iface: String,

@@ -38,6 +38,12 @@ pub struct Snapshot {
     pub map_capacity: Vec<(String, u64)>,
     /// (interface, mode) of every attachment.
     pub attached: Vec<(String, String)>,
+    /// (interface, CSeq method, status class 1..=6) → responses sent.
+    pub responses: Vec<(String, Method, u8, u64)>,
+    /// Live verified sources and networks (SPEC §8).
+    pub verified_sources: u64,
+    /// The unverified budget is dropping.
+    pub under_pressure: bool,
     pub version: String,
 }
 
@@ -171,6 +177,7 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
+        encode_verify(s, &mut enc)?;
         let info = Info::new(vec![("version", s.version.clone())]);
         let m = enc.encode_descriptor(
             "sipshield_build",
@@ -181,6 +188,41 @@ impl Collector for SnapshotCollector {
         info.encode(m)?;
         Ok(())
     }
+}
+
+/// The families of SPEC §8: responses by method and class, verified
+/// sources, pressure on the unverified budget.
+fn encode_verify(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "sipshield_sip_responses",
+        "SIP responses sent from protected ports, by interface, CSeq method and status class.",
+        MetricType::Counter,
+        s.responses.iter().map(|(i, m, class, n)| {
+            (
+                vec![
+                    ("interface", i.clone()),
+                    ("method", m.as_str().into()),
+                    ("class", format!("{class}xx")),
+                ],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    let m = enc.encode_descriptor(
+        "sipshield_verified_sources",
+        "Sources and networks verified by a final 2xx, by an operator or by config.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(s.verified_sources as i64).encode(m)?;
+    let m = enc.encode_descriptor(
+        "sipshield_under_pressure",
+        "1 while the shared budget of unverified sources is (nearly) empty and dropping.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::from(s.under_pressure)).encode(m)
 }
 
 /// The snapshot in the OpenMetrics text format (with `# EOF`).

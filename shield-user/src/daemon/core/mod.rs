@@ -6,7 +6,8 @@
 //!   at start;
 //! - [`banning`]: bans, unbans, expiry, jail and kernel reports;
 //! - [`lists`]: shieldctl's allow/deny changes;
-//! - [`readouts`]: `banned`, `stats`, `status` and the metrics snapshot.
+//! - [`readouts`]: `banned`, `stats`, `status` and the metrics snapshot;
+//! - [`verify`]: verified sources and the unverified budget (SPEC §8).
 //!
 //! Synchronous: each operation is a handful of `bpf(2)` calls and at most
 //! one small store transaction, run under the daemon's lock, never across an
@@ -16,6 +17,7 @@ mod banning;
 mod lists;
 mod readouts;
 mod restore;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -93,6 +95,8 @@ pub struct Core {
     escalations: VecDeque<Escalation>,
     started: Instant,
     counts: Option<(Instant, Vec<(String, u64)>)>,
+    /// `sipshield_verified_sources`, as last counted.
+    verified_cache: Option<(Instant, u64)>,
     /// This host's addresses, which are never banned.
     own: OwnAddresses,
     /// The ban maps in use, recorded in the store.
@@ -180,6 +184,7 @@ impl Core {
             escalations: VecDeque::new(),
             started: Instant::now(),
             counts: None,
+            verified_cache: None,
             own: OwnAddresses::default(),
             maps_mark,
         };
@@ -256,6 +261,9 @@ impl Core {
         maps.set_scanners(&keys).map_err(map("writing SCANNERS"))?;
         maps.set_policy(&cfg.policy())
             .map_err(map("writing POLICY"))?;
+        // After the policy: a source's key depends on `ipv6_prefix`.
+        maps.set_config_verified(&cfg.verify.cidrs)
+            .map_err(map("writing [verify] cidrs"))?;
         for j in &cfg.jails {
             self.jail_failures.entry(j.name.clone()).or_insert(0);
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use shield_common::{Method, Reason, Verdict};
+use shield_common::{Method, Reason, Verdict, RESPONSE_CLASSES};
 
 use crate::kernel::MapId;
 
@@ -241,8 +241,14 @@ impl Core {
                         maps.sip_counter(slot, m, v).unwrap_or(0),
                     ));
                 }
+                for class in 1..=RESPONSE_CLASSES as u8 {
+                    let n = maps.response_count(slot, m, class).unwrap_or(0);
+                    s.responses.push((name.clone(), m, class, n));
+                }
             }
         }
+        s.verified_sources = self.verified_sources();
+        s.under_pressure = self.under_pressure();
         s.bans_active = self.bans_active();
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();
@@ -261,6 +267,19 @@ impl Core {
             .map(|a| (a.iface.clone(), a.mode.as_str().to_string()))
             .collect();
         s
+    }
+
+    /// Live verified entries, counted at most once per `COUNT_CACHE` (a
+    /// walk of an LRU of up to a million).
+    fn verified_sources(&mut self) -> u64 {
+        if let Some((at, n)) = self.verified_cache {
+            if at.elapsed() < COUNT_CACHE {
+                return n;
+            }
+        }
+        let n = self.verified_count() as u64;
+        self.verified_cache = Some((Instant::now(), n));
+        n
     }
 
     fn map_counts(&mut self) -> Vec<(String, u64)> {

@@ -1,0 +1,286 @@
+//! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` LRU the
+//! egress classifier fills from the server's 2xx replies, the
+//! `VERIFY_NETS` tries for networks, and the `RESPONSES` counters.
+//!
+//! One source is one `VERIFIED` key, exactly as the XDP program looks it
+//! up: an IPv4 host, or an IPv6 address masked to `ipv6_prefix`. So
+//! `verify 2001:db8::1` verifies its whole /64 (with the default prefix),
+//! as the kernel's bucket and verification keys do. Shorter networks go
+//! into the tries, whose entries carry their effective expiry, as CIDR bans
+//! do (see [`effective_expiry`]).
+
+use std::net::IpAddr;
+
+use aya::maps::{MapError, PerCpuValues};
+use ipnet::IpNet;
+use shield_common::{
+    mask_v6, responses_slot, src_key_v4, tokens, Method, SrcKey, Verified, RESPONSE_CLASSES,
+    VERIFIED_BY_CONFIG, VERIFIED_BY_OPERATOR, VERIFIED_BY_REPLY,
+};
+
+use super::maps::{
+    effective_expiry, hash_del, later, nested, net_of_v4, net_of_v6, source_net, trie_add, trie_del,
+    v4_key, v6_key,
+};
+use super::{KernelError, MapId, ShieldMaps};
+
+/// How a source came to be verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VerifiedBy {
+    /// A final 2xx the egress classifier saw leaving.
+    Reply,
+    /// `shieldctl verify`.
+    Operator,
+    /// `[verify] cidrs`.
+    Config,
+}
+
+impl VerifiedBy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VerifiedBy::Reply => "reply",
+            VerifiedBy::Operator => "operator",
+            VerifiedBy::Config => "config",
+        }
+    }
+
+    const fn raw(self) -> u32 {
+        match self {
+            VerifiedBy::Reply => VERIFIED_BY_REPLY,
+            VerifiedBy::Operator => VERIFIED_BY_OPERATOR,
+            VerifiedBy::Config => VERIFIED_BY_CONFIG,
+        }
+    }
+
+    /// Unknown values (a map written by something else) read as `Reply`:
+    /// the kind that expires by itself.
+    const fn from_raw(v: u32) -> VerifiedBy {
+        match v {
+            VERIFIED_BY_OPERATOR => VerifiedBy::Operator,
+            VERIFIED_BY_CONFIG => VerifiedBy::Config,
+            _ => VerifiedBy::Reply,
+        }
+    }
+}
+
+/// One verified source or network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedEntry {
+    pub net: IpNet,
+    /// Monotonic ns; 0 = for ever.
+    pub expires_ns: u64,
+    pub by: VerifiedBy,
+}
+
+impl ShieldMaps {
+    /// The `VERIFIED` key `net` is, if it is one source (see the module
+    /// docs); `None`: a network for the tries.
+    fn verified_key(&self, net: IpNet) -> Option<SrcKey> {
+        let prefix = self.policy().ipv6_prefix.clamp(1, 128);
+        match net.trunc() {
+            IpNet::V4(n) if n.prefix_len() == 32 => Some(src_key_v4(n.addr().octets())),
+            IpNet::V6(n) if u32::from(n.prefix_len()) >= prefix => {
+                Some(mask_v6(&n.addr().octets(), prefix))
+            }
+            _ => None,
+        }
+    }
+
+    /// Verifies `net` until `expires_ns` (monotonic; 0 = for ever), or
+    /// longer if it already is: this never shortens an entry (unverify
+    /// first for that). Returns the expiry in force.
+    pub fn verify(&mut self, net: IpNet, expires_ns: u64, by: VerifiedBy) -> Result<u64, MapError> {
+        let mut v = Verified {
+            expires_ns,
+            how: by.raw(),
+            _pad: 0,
+        };
+        // `[verify] cidrs` go into the tries even when they are one
+        // source: the LRU may evict, and these are "always verified".
+        if let Some(key) = self.verified_key(net).filter(|_| by != VerifiedBy::Config) {
+            match self.verified.get(&key, 0) {
+                Ok(old) => v.expires_ns = later(old.expires_ns, expires_ns),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+            self.verified.insert(&key, &v, 0)?;
+            return Ok(v.expires_ns);
+        }
+        let net = net.trunc();
+        if let Some(old) = self.verify_nets.get(&net) {
+            v.expires_ns = later(old.expires_ns, expires_ns);
+        }
+        self.verify_nets.insert(net, v);
+        self.write_verify_net(net)?;
+        for n in nested(&self.verify_nets, net) {
+            self.write_verify_net(n)?;
+        }
+        Ok(v.expires_ns)
+    }
+
+    /// Ends `net`'s verification (its `VERIFIED` key and its trie entry);
+    /// `false` if it was not verified.
+    pub fn unverify(&mut self, net: IpNet) -> Result<bool, MapError> {
+        let in_hash = match self.verified_key(net) {
+            Some(key) => hash_del(&mut self.verified, &key)?,
+            None => false,
+        };
+        Ok(self.unverify_net(net)? || in_hash)
+    }
+
+    fn unverify_net(&mut self, net: IpNet) -> Result<bool, MapError> {
+        let net = net.trunc();
+        self.verify_nets.remove(&net);
+        let removed = match net {
+            IpNet::V4(n) => trie_del(&mut self.verify_nets_v4, v4_key(n))?,
+            IpNet::V6(n) => trie_del(&mut self.verify_nets_v6, v6_key(n))?,
+        };
+        if removed {
+            self.count_prefix(verify_trie(&net), false)?;
+        }
+        // What it covered falls back to its own expiry.
+        for n in nested(&self.verify_nets, net) {
+            self.write_verify_net(n)?;
+        }
+        Ok(removed)
+    }
+
+    /// Makes the `[verify] cidrs` entries exactly `nets` (for ever); other
+    /// entries are left alone.
+    pub fn set_config_verified(&mut self, nets: &[IpNet]) -> Result<(), MapError> {
+        let want: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+        let stale: Vec<IpNet> = self
+            .verified(0)?
+            .into_iter()
+            .filter(|e| e.by == VerifiedBy::Config && !want.contains(&e.net))
+            .map(|e| e.net)
+            .collect();
+        for net in stale {
+            self.unverify(net)?;
+        }
+        for net in want {
+            self.verify(net, 0, VerifiedBy::Config)?;
+        }
+        Ok(())
+    }
+
+    /// Every verified source and network still live at `now_ns` (all of
+    /// them with `now_ns = 0`), networks with their own expiry, sorted.
+    pub fn verified(&self, now_ns: u64) -> Result<Vec<VerifiedEntry>, MapError> {
+        let prefix = self.policy().ipv6_prefix.clamp(1, 128) as u8;
+        let mut out = Vec::new();
+        self.scan(MapId::Verified, |k, v| {
+            // SAFETY: the kernel wrote a whole Verified; read it unaligned.
+            let v: Verified = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+            let key: SrcKey = k.try_into().expect("16-byte key");
+            out.push(entry(source_net(&key, prefix), &v));
+        })?;
+        out.extend(self.verify_nets.iter().map(|(n, v)| entry(*n, v)));
+        out.retain(|e| now_ns == 0 || e.expires_ns == 0 || now_ns < e.expires_ns);
+        out.sort_by_key(|e| e.net);
+        Ok(out)
+    }
+
+    /// Tokens left in the shared unverified budget at `now_ns`; `None`
+    /// when there is no budget.
+    pub fn budget_tokens(&self, now_ns: u64) -> Result<Option<u64>, MapError> {
+        let b = self.policy().unverified;
+        if !b.is_limited() {
+            return Ok(None);
+        }
+        let tat = self.budget.get(&0, 0)?.tat;
+        Ok(Some(tokens(tat, now_ns, &b)))
+    }
+
+    /// Sum over CPUs of one `RESPONSES` slot: responses of `class` (1..=6)
+    /// to requests of method `m`.
+    pub fn response_count(&self, iface_slot: u32, m: Method, class: u8) -> Result<u64, MapError> {
+        let class = u32::from(class).clamp(1, RESPONSE_CLASSES as u32);
+        let v = self
+            .responses
+            .get(&responses_slot(iface_slot, m as u32, class), 0)?;
+        Ok(v.iter().sum())
+    }
+
+    /// Zeroes one interface slot's response counters.
+    pub(super) fn reset_iface_responses(&mut self, slot: u32, cpus: usize) -> Result<(), MapError> {
+        for m in Method::ALL {
+            for class in 1..=RESPONSE_CLASSES as u32 {
+                let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
+                self.responses
+                    .set(responses_slot(slot, m as u32, class), zero, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one verified CIDR's trie entry with its effective expiry.
+    fn write_verify_net(&mut self, net: IpNet) -> Result<(), MapError> {
+        let Some(own) = self.verify_nets.get(&net) else {
+            return Ok(());
+        };
+        let v = Verified {
+            expires_ns: effective_expiry(&self.verify_nets, net, |v| v.expires_ns),
+            ..*own
+        };
+        let added = match net {
+            IpNet::V4(n) => trie_add(&mut self.verify_nets_v4, v4_key(n), v)?,
+            IpNet::V6(n) => trie_add(&mut self.verify_nets_v6, v6_key(n), v)?,
+        };
+        if added {
+            self.count_prefix(verify_trie(&net), true)?;
+        }
+        Ok(())
+    }
+
+    /// Learns the verified CIDRs of adopted maps (their effective expiry
+    /// stands in for their own one).
+    pub(super) fn adopt_verify_nets(&mut self) -> Result<(), KernelError> {
+        let err = |map: MapId| {
+            move |source| KernelError::Map {
+                map: map.name(),
+                source,
+            }
+        };
+        let mut nets = Vec::new();
+        for kv in self.verify_nets_v4.iter() {
+            let (k, v) = kv.map_err(err(MapId::VerifyNetsV4))?;
+            nets.push((net_of_v4(&k), v));
+        }
+        for kv in self.verify_nets_v6.iter() {
+            let (k, v) = kv.map_err(err(MapId::VerifyNetsV6))?;
+            nets.push((net_of_v6(&k), v));
+        }
+        self.verify_nets.extend(nets);
+        Ok(())
+    }
+
+    /// Tests' access to the lookup the kernel does on a source key.
+    pub fn verified_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, MapError> {
+        let net = IpNet::from(addr);
+        let Some(key) = self.verified_key(net) else {
+            return Ok(None);
+        };
+        match self.verified.get(&key, 0) {
+            Ok(v) => Ok(Some(entry(net, &v))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn entry(net: IpNet, v: &Verified) -> VerifiedEntry {
+    VerifiedEntry {
+        net,
+        expires_ns: v.expires_ns,
+        by: VerifiedBy::from_raw(v.how),
+    }
+}
+
+/// The trie a verified CIDR goes into.
+fn verify_trie(net: &IpNet) -> MapId {
+    match net {
+        IpNet::V4(_) => MapId::VerifyNetsV4,
+        IpNet::V6(_) => MapId::VerifyNetsV6,
+    }
+}
