@@ -66,7 +66,7 @@ pub const fn tokens(tat: u64, now: u64, b: &Bucket) -> u64 {
     if !b.is_limited() {
         return u64::MAX;
     }
-    let ahead = if tat > now { tat - now } else { 0 };
+    let ahead = tat.saturating_sub(now);
     if ahead > b.tolerance_ns {
         0
     } else {

@@ -11,6 +11,10 @@
 use crate::sip::{byte, is_lws, method_of, skip_lws, HEAD_LEN, MAX_METHOD_LEN, UA_WINDOW};
 use crate::Method;
 
+/// Header lines starting with `c`/`C` looked at for `CSeq` (Call-ID,
+/// Contact, Content-Type, Content-Length... may come first).
+pub const CSEQ_MAX_C_LINES: usize = 8;
+
 /// Status classes counted: `1xx` ..= `6xx`.
 pub const RESPONSE_CLASSES: usize = 6;
 

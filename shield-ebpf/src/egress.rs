@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use shield_common::{
-    response::{self, CseqLine},
+    response::{self, CseqLine, CSEQ_MAX_C_LINES},
     responses_slot, sip::HEAD_LEN, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
     RESPONSE_CLASSES, VERIFIED_BY_REPLY,
 };
@@ -28,9 +28,6 @@ use crate::prog::{
     RESPONSES, VERIFIED,
 };
 
-/// Lines starting with `c`/`C` looked at for `CSeq` (Call-ID, Contact,
-/// Content-Type, Content-Length... may come first).
-const CSEQ_MAX_C_LINES: usize = 8;
 /// Bytes made linear before parsing: headers plus the search window.
 const PULL_LEN: u32 = 2048;
 

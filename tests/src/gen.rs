@@ -305,6 +305,13 @@ pub fn frame(rng: &mut Rng) -> Vec<u8> {
         payload: payload(rng),
     }
     .build();
+    mutate(rng, &mut f);
+    f
+}
+
+/// Truncations, bit flips, overwritten bytes and noise (most frames are
+/// left alone).
+fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
     f.truncate(MAX_FRAME);
     match rng.below(20) {
         // Truncated anywhere after the Ethernet header (test_run's minimum).
@@ -334,9 +341,96 @@ pub fn frame(rng: &mut Rng) -> Vec<u8> {
         }
         10 => {
             let n = 14 + rng.below(300);
-            f = rng.bytes(n);
+            *f = rng.bytes(n);
         }
         _ => {}
     }
+}
+
+/// A frame leaving the SBC (for the egress classifier): mostly SIP
+/// responses from a protected port to one of the sources above, with every
+/// status class and garbage codes, CSeq in all spellings and places,
+/// missing or garbled; also requests leaving the host, other ports, and
+/// the same L2/L3 shapes and mutations as [`frame`].
+pub fn response_frame(rng: &mut Rng) -> Vec<u8> {
+    let vlans = match rng.below(10) {
+        0 => vec![TPID_8021Q],
+        1 => vec![TPID_8021AD, TPID_8021Q],
+        _ => vec![],
+    };
+    // The SBC is the source; the destination is a (would-be) client.
+    let l3 = match l3(rng) {
+        L3::V4 { src, dst, options, frag_offset, more_frags } => L3::V4 {
+            src: dst,
+            dst: src,
+            options,
+            frag_offset,
+            more_frags,
+        },
+        L3::V6 { src, dst, ext } => L3::V6 { src: dst, dst: src, ext },
+    };
+    let sport = *rng.pick(&[5060u16, 5060, 5060, 5061, 5062, 40000]);
+    let l4 = match rng.below(10) {
+        0..=6 => L4::Udp { sport, dport: 5062 },
+        7..=8 => L4::Tcp { sport, dport: 40000, syn: false, ack: true },
+        _ => L4::Raw(*rng.pick(&[1u8, 58, 59])),
+    };
+    let mut f = Frame { vlans, l3, l4, payload: response_payload(rng) }.build();
+    mutate(rng, &mut f);
     f
+}
+
+const CSEQ_LINES: [&str; 12] = [
+    "CSeq: 1 REGISTER",
+    "CSeq: 102 INVITE",
+    "cseq:7 REGISTER",
+    "CSEQ \t: \t 4294967295  INVITE",
+    "CSeq: 3 OPTIONS",
+    "CSeq: 3 BYE",
+    "CSeq: 9 register",
+    "CSeq: INVITE",
+    "CSeq: 12345678901 INVITE",
+    "CSeq: 1 FOO-BAR",
+    "CSeqs: 1 INVITE",
+    "CSeq: 1 INV\u{1}TE",
+];
+
+/// A response (or, sometimes, a request) with a random status line and
+/// CSeq placement.
+fn response_payload(rng: &mut Rng) -> Vec<u8> {
+    let mut s = match rng.below(20) {
+        0 => format!("{} sip:100@203.0.113.7 SIP/2.0\r\n", rng.pick(&METHODS)),
+        1 => format!("SIP/2.0 {}{} x\r\n", rng.below(1000), rng.pick(&["", "0", " "])),
+        2 => "SIP/2.1 200 OK\r\n".to_string(),
+        _ => format!(
+            "SIP/2.0 {} {}\r\n",
+            *rng.pick(&[100u32, 180, 183, 200, 200, 200, 202, 301, 401, 407, 403, 486, 500, 503, 603, 699])
+                + if rng.chance(5) { rng.below(100) as u32 } else { 0 },
+            rng.pick(&["OK", "Unauthorized", "Trying", ""])
+        ),
+    };
+    let c_lines = [
+        "Call-ID: a84b4c76e66710@pc33.example",
+        "Contact: <sip:100@198.51.100.1>",
+        "Content-Type: application/sdp",
+        "c: x",
+    ];
+    s.push_str("Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK776asdhds\r\n");
+    let before = rng.below(11);
+    for _ in 0..before {
+        s.push_str(rng.pick(&c_lines));
+        s.push_str("\r\n");
+    }
+    if rng.chance(85) {
+        s.push_str(rng.pick(&CSEQ_LINES));
+        s.push_str("\r\n");
+    }
+    s.push_str("To: <sip:100@198.51.100.1>;tag=x\r\nContent-Length: 0\r\n\r\n");
+    if rng.chance(10) {
+        s.push_str("CSeq: 1 INVITE\r\n"); // in the body: never read
+    }
+    if rng.chance(5) {
+        s.insert_str(s.find("\r\n").unwrap_or(0), &"x".repeat(rng.below(1400)));
+    }
+    s.into_bytes()
 }

@@ -1,10 +1,19 @@
 //! Running the real XDP program on crafted frames with `BPF_PROG_TEST_RUN`.
 
 use aya::programs::{TestRun, TestRunOptions};
-use shield::{kernel::List, Capacity, Shield};
-use shield_common::{sip::UaKey, Counter, Method, Reason, Verdict};
+use shield::{
+    kernel::{List, VerifiedBy},
+    Capacity, Shield,
+};
+use shield_common::{sip::UaKey, Counter, Method, Reason, Verdict, RESPONSE_CLASSES};
+
+use crate::model::Reply;
 
 use crate::model::Tables;
+
+/// Ethernet, two VLAN tags and an IPv6 header: a frame this long or
+/// longer has its whole IP header (the skb test run's precondition).
+const SHORTEST_WHOLE_IP_FRAME: usize = 14 + 8 + 40;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -68,6 +77,20 @@ impl Kernel {
         let keys: Vec<UaKey> = t.scanners.iter().copied().collect();
         m.set_scanners(&keys).expect("scanners");
         m.set_policy(&t.policy).expect("policy");
+        self.reset_verified(t);
+    }
+
+    /// Makes `VERIFIED` and the verified networks exactly `t.verified`, and
+    /// refills the unverified budget.
+    pub fn reset_verified(&mut self, t: &Tables) {
+        let m = &mut self.shield.maps;
+        for e in m.verified(0).expect("verified") {
+            m.unverify(e.net).expect("unverify");
+        }
+        for (net, exp) in &t.verified {
+            m.verify(*net, *exp, VerifiedBy::Operator).expect("verify");
+        }
+        m.reset_budget().expect("budget");
     }
 
     fn slot0(&self) -> Vec<Counter> {
@@ -123,6 +146,66 @@ impl Kernel {
             .test_run(opts)
             .expect("BPF_PROG_TEST_RUN");
         self.last = self.slot0();
+        res.duration.as_nanos() as f64
+    }
+
+    /// Every `RESPONSES` slot of slot 0, in (method, class) order.
+    fn responses0(&self) -> Vec<u64> {
+        let mut v = Vec::with_capacity(Method::COUNT * RESPONSE_CLASSES);
+        for m in Method::ALL {
+            for class in 1..=RESPONSE_CLASSES as u8 {
+                v.push(self.shield.maps.response_count(0, m, class).expect("RESPONSES"));
+            }
+        }
+        v
+    }
+
+    /// Runs one frame through the egress classifier: its return code and
+    /// the response counter it moved, if any. `None`: the kernel would not
+    /// build a socket buffer of it (`EINVAL` for an IPv4 or IPv6 frame
+    /// cut inside its IP header; the stack never sends one), allowed only
+    /// for frames that short.
+    pub fn run_egress(&mut self, frame: &[u8]) -> Option<(i32, Option<Reply>)> {
+        let before = self.responses0();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        let res = match self.shield.egress().test_run(opts) {
+            Ok(r) => r,
+            Err(e) if frame.len() < SHORTEST_WHOLE_IP_FRAME => {
+                let _ = e;
+                return None;
+            }
+            Err(e) => panic!("BPF_PROG_TEST_RUN (egress), {} bytes: {e}", frame.len()),
+        };
+        let after = self.responses0();
+        let mut moved = None;
+        for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+            if a != b {
+                assert!(moved.is_none(), "one frame moved two response counters");
+                assert_eq!(*a, b + 1);
+                moved = Some(Reply {
+                    method: Method::ALL[i / RESPONSE_CLASSES],
+                    class: (i % RESPONSE_CLASSES) as u8 + 1,
+                });
+            }
+        }
+        Some((res.return_value as i32, moved))
+    }
+
+    /// Mean ns per run of the egress classifier over `repeat` runs.
+    pub fn time_egress(&mut self, frame: &[u8], repeat: u32) -> f64 {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let res = self
+            .shield
+            .egress()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN (egress)");
         res.duration.as_nanos() as f64
     }
 

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use shield_common::{
     gcra, mask_v6,
+    response::{self, CseqLine, CSEQ_MAX_C_LINES},
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     src_key_v4, Method, OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
     FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
@@ -30,6 +31,10 @@ pub struct Tables {
     /// Bans with their expiry (monotonic ns, 0 = forever).
     pub bans: Vec<(IpNet, u64)>,
     pub scanners: HashSet<UaKey>,
+    /// `shieldctl verify` entries with their expiry (monotonic ns, 0 =
+    /// for ever): one source (IPv4 host, IPv6 prefix at least
+    /// `ipv6_prefix` long) or a network.
+    pub verified: Vec<(IpNet, u64)>,
 }
 
 impl Tables {
@@ -58,10 +63,25 @@ pub struct Model {
     pub tables: Tables,
     pub sources: HashMap<SrcKey, SrcState>,
     pub events: Vec<OffenderEvent>,
+    /// `VERIFIED`: source key → expiry (from `tables.verified` and the
+    /// egress classifier's 2xx).
+    pub verified: HashMap<SrcKey, u64>,
+    /// The shared unverified bucket's TAT.
+    pub budget_tat: u64,
+}
+
+/// What the egress classifier makes of a frame leaving the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The CSeq method (`Other` for none, garbled, or unknown).
+    pub method: Method,
+    /// Status class, 1..=6.
+    pub class: u8,
 }
 
 struct Parsed {
     src: IpAddr,
+    dst: IpAddr,
     proto: u8,
     l4: usize,
     later_fragment: bool,
@@ -105,6 +125,7 @@ fn parse(f: &[u8]) -> Option<Parsed> {
             let src = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
             Some(Parsed {
                 src,
+                dst: IpAddr::from([ip[16], ip[17], ip[18], ip[19]]),
                 proto: ip[9],
                 l4: off + hlen,
                 later_fragment: frag != 0,
@@ -117,6 +138,7 @@ fn parse(f: &[u8]) -> Option<Parsed> {
                 return None;
             }
             let src: [u8; 16] = ip[8..24].try_into().ok()?;
+            let dst: [u8; 16] = ip[24..40].try_into().ok()?;
             let mut next = ip[6];
             let mut l4 = off + 40;
             let mut later_fragment = false;
@@ -148,6 +170,7 @@ fn parse(f: &[u8]) -> Option<Parsed> {
             let unwalked = !later_fragment && (chain_goes_on || transport_too_far);
             Some(Parsed {
                 src: IpAddr::from(src),
+                dst: IpAddr::from(dst),
                 proto: next,
                 l4,
                 later_fragment,
@@ -167,11 +190,49 @@ pub fn transport_out_of_reach(frame: &[u8]) -> bool {
 
 impl Model {
     pub fn new(tables: Tables) -> Model {
-        Model {
+        let mut m = Model {
             tables,
             sources: HashMap::new(),
             events: Vec::new(),
+            verified: HashMap::new(),
+            budget_tat: 0,
+        };
+        m.reset_verified();
+        m
+    }
+
+    /// `VERIFIED` as `tables.verified` leaves it (the learned entries and
+    /// the budget's state forgotten).
+    pub fn reset_verified(&mut self) {
+        self.verified.clear();
+        self.budget_tat = 0;
+        let prefix = self.tables.policy.ipv6_prefix;
+        for (net, exp) in self.tables.verified.clone() {
+            if Self::is_source(&net, prefix) {
+                self.verified.insert(self.key(net.addr()), exp);
+            }
         }
+    }
+
+    /// Whether a verified entry is one source key rather than a network.
+    fn is_source(net: &IpNet, ipv6_prefix: u32) -> bool {
+        match net {
+            IpNet::V4(n) => n.prefix_len() == 32,
+            IpNet::V6(n) => u32::from(n.prefix_len()) >= ipv6_prefix,
+        }
+    }
+
+    /// SPEC §8: a live `VERIFIED` entry for the source's key, or a live
+    /// verified network around it.
+    fn is_verified(&self, a: IpAddr, now: u64) -> bool {
+        let live = |exp: u64| exp == 0 || now < exp;
+        let prefix = self.tables.policy.ipv6_prefix;
+        self.verified.get(&self.key(a)).is_some_and(|e| live(*e))
+            || self
+                .tables
+                .verified
+                .iter()
+                .any(|(n, e)| !Self::is_source(n, prefix) && n.contains(&a) && live(*e))
     }
 
     fn listed(list: &[IpNet], a: IpAddr) -> bool {
@@ -308,6 +369,18 @@ impl Model {
                     false
                 }
             };
+            // Step 7b: the shared budget of unverified sources.
+            if pol.unverified.is_limited() && !self.is_verified(p.src, now) {
+                match gcra(self.budget_tat, now, &pol.unverified) {
+                    Some(t) => self.budget_tat = t,
+                    None => {
+                        return Decision {
+                            reason: Reason::Unverified,
+                            method,
+                        }
+                    }
+                }
+            }
             if is_sip && pol.flags & F_SCAN_UA != 0 {
                 if let Some(ua) = user_agent(payload) {
                     if self.tables.scanners.contains(&ua) {
@@ -377,6 +450,10 @@ impl Model {
         if st.esc_drops != u64::from(pol.escalate_drops) {
             return;
         }
+        // A verified source is never reported for escalation.
+        if self.is_verified(src, now) {
+            return;
+        }
         let (family, prefix_len, addr) = match src {
             IpAddr::V4(a) => {
                 let mut addr = [0u8; 16];
@@ -397,35 +474,130 @@ impl Model {
     }
 }
 
-/// The User-Agent product token: the first header line starting within
-/// `UA_SCAN_LIMIT` bytes whose name is `User-Agent`, before the blank line,
-/// among the first `UA_MAX_U_LINES` lines that start with `u` or `U`.
-pub fn user_agent(payload: &[u8]) -> Option<UaKey> {
+impl Model {
+    /// The egress classifier on `frame` (leaving the host) at `now`:
+    /// `None` if it is not a SIP response from a protected port. A final
+    /// 2xx to a method in `[verify] methods` verifies the destination.
+    pub fn egress(&mut self, frame: &[u8], now: u64) -> Option<Reply> {
+        let p = parse(frame)?;
+        if p.later_fragment || p.unwalked || p.l4 > MAX_L4_OFFSET {
+            return None;
+        }
+        let l4 = frame.get(p.l4..)?;
+        let (pay, wire_len) = match p.proto {
+            17 => {
+                let u = l4.get(..8)?;
+                let sport = u16::from_be_bytes([u[0], u[1]]);
+                if self.tables.port_flags(sport) & PORT_UDP == 0 {
+                    return None;
+                }
+                let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+                (p.l4 + 8, ulen.saturating_sub(8))
+            }
+            6 => {
+                let t = l4.get(..20)?;
+                let sport = u16::from_be_bytes([t[0], t[1]]);
+                if self.tables.port_flags(sport) & PORT_TCP == 0 {
+                    return None;
+                }
+                let doff = usize::from(t[12] >> 4) * 4;
+                if doff < 20 {
+                    return None;
+                }
+                (p.l4 + doff, usize::MAX)
+            }
+            _ => return None,
+        };
+        let plen = frame.len().saturating_sub(pay).min(wire_len);
+        let payload = &frame[pay.min(frame.len())..][..plen];
+        let mut head = [0u8; HEAD_LEN];
+        let n = plen.min(HEAD_LEN);
+        head[..n].copy_from_slice(&payload[..n]);
+        let class = response::status_class(&head, plen)?;
+        let found = cseq_method(payload);
+        let pol = self.tables.policy;
+        if let Some(m) = found.filter(|m| class == 2 && pol.verifies(*m as usize)) {
+            let _ = m;
+            let exp = now.saturating_add(pol.verify_ttl_ns);
+            let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
+            if *e != 0 && *e < exp {
+                *e = exp;
+            }
+        }
+        Some(Reply {
+            method: found.unwrap_or(Method::Other),
+            class,
+        })
+    }
+}
+
+
+/// The CSeq method: the first header line starting within `UA_SCAN_LIMIT`
+/// bytes whose name is `CSeq`, before the blank line, among the first
+/// `CSEQ_MAX_C_LINES` lines that start with `c` or `C`.
+pub fn cseq_method(payload: &[u8]) -> Option<Method> {
+    let mut found = None;
+    header_walk(payload, b'c', CSEQ_MAX_C_LINES, |win| {
+        match response::cseq_line(win) {
+            CseqLine::NotCseq => false,
+            CseqLine::Garbled => true,
+            CseqLine::Method(m) => {
+                found = Some(m);
+                true
+            }
+        }
+    });
+    found
+}
+
+/// Walks the header lines starting within `UA_SCAN_LIMIT` bytes, up to the
+/// blank line, handing at most `max_lines` of those whose first letter is
+/// `first` (either case) to `line` as a zero-filled window, until it says
+/// stop.
+fn header_walk(
+    payload: &[u8],
+    first: u8,
+    max_lines: usize,
+    mut line: impl FnMut(&[u8; UA_WINDOW]) -> bool,
+) {
     let limit = payload.len().min(UA_SCAN_LIMIT);
-    let mut u_lines = 0;
+    let mut seen = 0;
     for start in 1..limit {
         if payload[start - 1] != b'\n' {
             continue;
         }
         let c = payload[start];
         if c == b'\r' || c == b'\n' {
-            return None;
+            return;
         }
-        if c.to_ascii_lowercase() != b'u' {
+        if c.to_ascii_lowercase() != first {
             continue;
         }
-        if u_lines == UA_MAX_U_LINES {
-            return None;
+        if seen == max_lines {
+            return;
         }
-        u_lines += 1;
+        seen += 1;
         let mut win = [0u8; UA_WINDOW];
         let n = (payload.len() - start).min(UA_WINDOW);
         win[..n].copy_from_slice(&payload[start..start + n]);
-        match sip::ua_line(&win) {
-            UaLine::NotUa => continue,
-            UaLine::NoToken => return None,
-            UaLine::Token(k) => return Some(k),
+        if line(&win) {
+            return;
         }
     }
-    None
+}
+
+/// The User-Agent product token: the first header line starting within
+/// `UA_SCAN_LIMIT` bytes whose name is `User-Agent`, before the blank line,
+/// among the first `UA_MAX_U_LINES` lines that start with `u` or `U`.
+pub fn user_agent(payload: &[u8]) -> Option<UaKey> {
+    let mut found = None;
+    header_walk(payload, b'u', UA_MAX_U_LINES, |win| match sip::ua_line(win) {
+        UaLine::NotUa => false,
+        UaLine::NoToken => true,
+        UaLine::Token(k) => {
+            found = Some(k);
+            true
+        }
+    });
+    found
 }

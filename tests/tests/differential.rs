@@ -5,7 +5,7 @@
 //! is reset between cases so a shrunk failure replays exactly.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -15,10 +15,13 @@ use shield_common::{
     F_SCOPE_SIP, F_TRUNK_ONLY,
 };
 use shield_tests::{
-    gen::{frame, Rng},
+    gen::{frame, response_frame, Rng},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
     model::{transport_out_of_reach, Model, Tables},
 };
+
+/// `TC_ACT_UNSPEC`: the egress classifier's only return value.
+const TC_ACT_UNSPEC: i32 = -1;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -72,6 +75,20 @@ fn tables(variant: u8) -> Tables {
     if variant == 2 {
         p.flags = F_ENFORCE | F_TRUNK_ONLY | F_DROP_MALFORMED | F_SCAN_UA;
     }
+    if variant == 3 {
+        // SPEC §8: a small shared budget, verified sources (a host, a
+        // long-expired host, a v6 /48 network, a v6 /64 source), and
+        // replies leaving the host that verify more.
+        p.unverified = slow(1);
+        p.verify_ttl_ns = 3_600_000_000_000;
+        p.verify_methods = 1 << Method::Register as u32 | 1 << Method::Invite as u32;
+        t.verified = vec![
+            (net("198.51.100.5/32"), 0),
+            (net("198.51.100.6/32"), 1),
+            (net("2001:db8:3::/48"), 0),
+            (net("2001:db8:4:0:1::/80"), 0),
+        ];
+    }
     t.policy = p;
     t
 }
@@ -115,8 +132,26 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
         drain_events(&mut k);
         model.sources.clear();
         model.events.clear();
+        let t = model.tables.clone();
+        k.reset_verified(&t);
+        model.reset_verified();
         for seed in seeds {
-            let f = frame(&mut Rng::new(seed));
+            let mut rng = Rng::new(seed);
+            if variant == 3 && rng.chance(35) {
+                let f = response_frame(&mut rng);
+                let want = model.egress(&f, shield::kernel::monotonic_ns());
+                // A frame cut inside its IP header cannot be run as an
+                // skb (and is never sent): nothing to compare.
+                let Some(got) = k.run_egress(&f) else { continue };
+                compared.set(compared.get() + 1);
+                if got != (TC_ACT_UNSPEC, want) {
+                    return Err(TestCaseError::fail(format!(
+                        "seed {seed:#x} (egress): kernel {got:?}, model {want:?}\nframe {f:02x?}"
+                    )));
+                }
+                continue;
+            }
+            let f = frame(&mut rng);
             let now = shield::kernel::monotonic_ns();
             let want = model.decide(&f, now);
             let got = k.run(&f);
@@ -151,6 +186,12 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
                 "offender reports: kernel {got:?}, model {want:?}"
             )));
         }
+        let (got, want) = (kernel_verified(&k), model_verified(&model));
+        if got != want {
+            return Err(TestCaseError::fail(format!(
+                "verified sources: kernel {got:?}, model {want:?}"
+            )));
+        }
         Ok(())
     });
     let compared = compared.get();
@@ -169,6 +210,33 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
     compared
 }
 
+/// The verified sources and networks in the kernel's maps.
+fn kernel_verified(k: &Kernel) -> BTreeSet<IpNet> {
+    let all = k.shield.maps.verified(0).expect("read VERIFIED");
+    all.into_iter().map(|e| e.net).collect()
+}
+
+/// The same, as the model holds them.
+fn model_verified(m: &Model) -> BTreeSet<IpNet> {
+    let prefix = m.tables.policy.ipv6_prefix as u8;
+    let mut out: BTreeSet<IpNet> = m
+        .verified
+        .keys()
+        .map(|k| match k {
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d] => {
+                IpNet::from(std::net::IpAddr::from([*a, *b, *c, *d]))
+            }
+            _ => IpNet::new(std::net::IpAddr::from(*k), prefix).unwrap().trunc(),
+        })
+        .collect();
+    let host = |n: &IpNet| match n {
+        IpNet::V4(n) => n.prefix_len() == 32,
+        IpNet::V6(n) => n.prefix_len() >= prefix,
+    };
+    out.extend(m.tables.verified.iter().map(|(n, _)| *n).filter(|n| !host(n)));
+    out
+}
+
 #[test]
 fn kernel_and_model_agree_on_100k_frames() {
     let n = differential(0, 100_000);
@@ -181,6 +249,17 @@ fn kernel_and_model_agree_in_dry_run_with_sip_scope() {
     let n = differential(1, 20_000);
     println!("differential (dry run, scope = sip, /56): {n} frames compared, 0 mismatches");
     assert!(n >= 20_000);
+}
+
+/// SPEC §8 and step 7b: the shared unverified budget, verified sources
+/// and networks, escalation sparing verified sources, and the egress
+/// classifier (replies counted by method and class; 2xx verifying their
+/// destination), interleaved.
+#[test]
+fn kernel_and_model_agree_on_verification_and_the_unverified_budget() {
+    let n = differential(3, 100_000);
+    println!("differential ([verify], budget, egress): {n} frames compared, 0 mismatches");
+    assert!(n >= 100_000, "only {n} frames compared");
 }
 
 #[test]
@@ -208,8 +287,11 @@ fn generated_frames_cover_every_reason() {
         }
     }
     for r in shield_common::Reason::ALL {
-        if r == shield_common::Reason::NotAllowed {
-            continue; // only with trunk_only (variant 2)
+        if matches!(
+            r,
+            shield_common::Reason::NotAllowed | shield_common::Reason::Unverified
+        ) {
+            continue; // only with trunk_only (variant 2) or a budget (variant 3)
         }
         assert!(
             seen.get(&r).copied().unwrap_or(0) >= 100,
@@ -223,4 +305,37 @@ fn generated_frames_cover_every_reason() {
     );
     println!("reasons over 20,000 generated frames: {seen:?}");
     println!("transport out of reach: {out_of_reach} of them");
+}
+
+/// Variant 3's frames reach `unverified`, and the egress frames every
+/// status class, verifying and non-verifying methods.
+#[test]
+fn generated_frames_cover_the_budget_and_every_reply() {
+    let mut model = Model::new(tables(3));
+    let mut unverified = 0;
+    let mut replies = std::collections::HashMap::new();
+    for seed in 0..20_000u64 {
+        if seed % 24 == 0 {
+            model.sources.clear();
+            model.reset_verified();
+        }
+        let mut rng = Rng::new(seed);
+        if rng.chance(35) {
+            if let Some(r) = model.egress(&response_frame(&mut rng), 1) {
+                *replies.entry((r.method, r.class)).or_insert(0u32) += 1;
+            }
+            continue;
+        }
+        if model.decide(&frame(&mut rng), 1).reason == shield_common::Reason::Unverified {
+            unverified += 1;
+        }
+    }
+    assert!(unverified >= 50, "only {unverified} unverified drops");
+    for class in 1..=6 {
+        assert!(replies.keys().any(|(_, c)| *c == class), "no {class}xx: {replies:?}");
+    }
+    for m in [Method::Register, Method::Invite, Method::Options, Method::Other] {
+        assert!(replies.get(&(m, 2)).copied().unwrap_or(0) >= 10, "few 2xx {m:?}: {replies:?}");
+    }
+    println!("unverified drops: {unverified}; replies: {replies:?}");
 }

@@ -192,6 +192,11 @@ impl ShieldMaps {
         Ok(Some(tokens(tat, now_ns, &b)))
     }
 
+    /// Refills the unverified budget (tests; a restart keeps its state).
+    pub fn reset_budget(&mut self) -> Result<(), MapError> {
+        self.budget.set(0, &shield_common::Budget::default(), 0)
+    }
+
     /// Sum over CPUs of one `RESPONSES` slot: responses of `class` (1..=6)
     /// to requests of method `m`.
     pub fn response_count(&self, iface_slot: u32, m: Method, class: u8) -> Result<u64, MapError> {
