@@ -131,3 +131,111 @@ fn every_status_class_is_counted_and_only_a_2xx_to_an_authenticated_method_verif
     assert!(b.verified(CLIENT.into()));
 }
 
+
+#[test]
+fn cseq_in_any_spelling_and_place_and_header_names_in_any_case() {
+    let mut b = Bench::new();
+    for (cseq, method) in [
+        ("CSeq: 1 INVITE", Method::Invite),
+        ("cseq:1 INVITE", Method::Invite),
+        ("CSEQ \t:\t 4294967295\t\tREGISTER", Method::Register),
+        ("CSeq :  7   BYE", Method::Bye),
+        ("CSeq: 9 register", Method::Other), // methods are case-sensitive
+        ("CSeq: 9 FOO", Method::Other),
+        ("CSeq: INVITE", Method::Other),            // garbled: no number
+        ("CSeq: 12345678901 INVITE", Method::Other), // number too long
+        ("X-CSeq: 1 INVITE", Method::Other),         // not the header
+    ] {
+        let r = b.run(&reply4(&response("486 Busy Here", cseq)));
+        assert_eq!(r, Some(Reply { method, class: 4 }), "{cseq:?}");
+    }
+    // CSeq after Call-ID, Contact and Content-Type lines (all `c`).
+    let payload = "SIP/2.0 200 OK\r\nCall-ID: x\r\nContact: <sip:a@b>\r\nContent-Type: a/b\r\n\
+                   c: x\r\nCSeq: 3 INVITE\r\n\r\n";
+    let r = b.run(&reply4(payload));
+    assert_eq!(r, Some(Reply { method: Method::Invite, class: 2 }));
+    assert!(b.verified(CLIENT.into()));
+}
+
+#[test]
+fn replies_over_vlans_ipv6_extension_headers_and_tcp() {
+    let mut b = Bench::new();
+    let ok = response("200 OK", "CSeq: 2 REGISTER");
+    let r = b.run(&reply4(&ok).with_vlans(&[TPID_8021AD, TPID_8021Q]));
+    assert_eq!(r, Some(Reply { method: Method::Register, class: 2 }));
+    assert!(b.verified(CLIENT.into()));
+    // IPv6 behind hop-by-hop and destination options: the whole /64 of the
+    // destination is verified (the key the XDP program looks up).
+    let f = reply6(&ok, vec![Ext::HopByHop(0), Ext::DestOpts(1)]).with_vlans(&[TPID_8021Q]);
+    assert_eq!(b.run(&f), Some(Reply { method: Method::Register, class: 2 }));
+    let mut same64 = CLIENT6;
+    same64[15] = 0x77;
+    assert!(b.verified(same64.into()));
+    let mut other64 = CLIENT6;
+    other64[7] = 1;
+    assert!(!b.verified(other64.into()));
+    // A TCP segment that begins with a status line, from port 5061.
+    let mut tcp = reply4(&response("200 OK", "CSeq: 1 INVITE"));
+    tcp.l3 = L3::V4 {
+        src: SBC,
+        dst: [203, 0, 113, 10],
+        options: vec![],
+        frag_offset: 0,
+        more_frags: false,
+    };
+    tcp.l4 = L4::Tcp { sport: 5061, dport: 40000, syn: false, ack: true };
+    assert_eq!(b.run(&tcp), Some(Reply { method: Method::Invite, class: 2 }));
+    assert!(b.verified([203, 0, 113, 10].into()));
+}
+
+#[test]
+fn requests_leaving_the_host_other_ports_fragments_and_garbage_verify_no_one() {
+    let mut b = Bench::new();
+    // The SBC's own request out of 5060 (e.g. an OPTIONS ping, a REGISTER
+    // to a trunk) carries a CSeq but no status line.
+    let req = "REGISTER sip:trunk.example SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n";
+    assert_eq!(b.run(&reply4(req)), None);
+    // A 200 whose status line is garbled, or from an unprotected port.
+    for status in ["2OO OK", "200OK", "700 Huh", "099 Low"] {
+        assert_eq!(b.run(&reply4(&response(status, "CSeq: 1 REGISTER"))), None);
+    }
+    let mut other = reply4(&response("200 OK", "CSeq: 1 REGISTER"));
+    other.l4 = L4::Udp { sport: 5080, dport: 5062 };
+    assert_eq!(b.run(&other), None);
+    // A later fragment has no UDP header.
+    let frag = reply4(&response("200 OK", "CSeq: 1 REGISTER")).with_v4_fragment(10, false);
+    assert_eq!(b.run(&frag), None);
+    // Truncated in the middle of the CSeq line: the method is cut short.
+    let full = reply4(&response("200 OK", "CSeq: 1 REGISTER")).build();
+    let cut = full.len() - "ER\r\nContent-Length: 0\r\n\r\n".len();
+    let want = b.model.egress(&full[..cut], 1);
+    let (rc, got) = b.k.run_egress(&full[..cut]).expect("whole IP header");
+    assert_eq!((rc, got), (TC_ACT_UNSPEC, want));
+    assert_eq!(got, Some(Reply { method: Method::Other, class: 2 }));
+    // A UDP length that ends the payload before CSeq.
+    let mut short = reply4(&response("200 OK", "CSeq: 1 REGISTER")).build();
+    let udp_len_at = 14 + 20 + 4;
+    short[udp_len_at..udp_len_at + 2].copy_from_slice(&(8u16 + 20).to_be_bytes());
+    let (_, got) = b.k.run_egress(&short).expect("whole IP header");
+    assert_eq!(got, Some(Reply { method: Method::Other, class: 2 }));
+    assert!(!b.verified(CLIENT.into()), "no reply above may verify the client");
+}
+
+#[test]
+fn a_reply_refreshes_but_never_shortens_a_verification() {
+    use shield::kernel::VerifiedBy;
+    let mut b = Bench::new();
+    let net = ipnet::IpNet::from(std::net::IpAddr::from(CLIENT));
+    b.k.shield.maps.verify(net, 0, VerifiedBy::Operator).expect("verify");
+    b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
+    let e = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
+    assert_eq!(e.expires_ns, 0, "an operator's `forever` stays");
+    b.k.shield.maps.unverify(net).unwrap();
+    b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
+    let first = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
+    assert_eq!(first.by, VerifiedBy::Reply);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.run(&reply4(&response("200 OK", "CSeq: 3 INVITE")));
+    let later = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
+    assert!(later.expires_ns > first.expires_ns, "refreshed");
+}
