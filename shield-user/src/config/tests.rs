@@ -164,7 +164,8 @@ fn defaults_are_the_documented_ones() {
             ban_nets: 65_536,
             sources: 1_000_000,
             allow: 100_000,
-            deny: 100_000
+            deny: 100_000,
+            verified: 1_000_000
         }
     );
     assert_eq!(
@@ -418,7 +419,8 @@ group = "voip"
             ban_nets: 2,
             sources: 3,
             allow: 4,
-            deny: 5
+            deny: 5,
+            verified: 1_000_000
         }
     );
     assert_eq!(c.metrics.listen, None);
@@ -577,7 +579,7 @@ fn policy_record() {
         p.flags & (allow_bits | pol::F_BAN_NETS_V4 | pol::F_BAN_NETS_V6),
         0
     );
-    assert_eq!(std::mem::size_of::<Policy>(), 168);
+    assert_eq!(std::mem::size_of::<Policy>(), 200);
 }
 
 // ---- errors ------------------------------------------------------------------
@@ -1464,4 +1466,46 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn verify_section_defaults_values_and_policy() {
+    let c = parse("").unwrap();
+    assert_eq!(c.verify, Verify::default());
+    assert_eq!(c.verify.methods, vec![Method::Register, Method::Invite]);
+    assert_eq!(c.verify.unverified_per_second, 0, "off unless configured");
+    assert!(!c.policy().unverified.is_limited());
+    assert_eq!(c.capacity.verified, shield_common::default_size::VERIFIED);
+
+    let c = parse(
+        "[verify]\nmethods = [\"REGISTER\", \"REGISTER\", \"SUBSCRIBE\"]\nttl = \"30m\"\n\
+         cidrs = [\"192.0.2.0/24\", \"2001:db8::/32\", \"192.0.2.0/24\"]\n\
+         unverified_per_second = 500\nunverified_burst = 1000\ncapacity = 4096\n",
+    )
+    .unwrap();
+    assert_eq!(c.verify.methods, vec![Method::Register, Method::Subscribe]);
+    assert_eq!(c.verify.ttl, secs(1800));
+    assert_eq!(c.verify.cidrs, vec![net("192.0.2.0/24"), net("2001:db8::/32")]);
+    assert_eq!(c.capacity.verified, 4096);
+    let p = c.policy();
+    assert_eq!(p.unverified, shield_common::Bucket::new(500, 1000));
+    assert_eq!(p.verify_ttl_ns, 1_800_000_000_000);
+    assert!(p.verifies(Method::Register as usize) && p.verifies(Method::Subscribe as usize));
+    assert!(!p.verifies(Method::Invite as usize));
+}
+
+#[test]
+fn verify_section_errors_name_line_and_key() {
+    let errs = errors(
+        "[verify]\nmethods = [\"register\", \"FOO\"]\nttl = \"0s\"\ncidrs = [\"10.0.0.300/8\"]\n\
+         unverified_per_second = -1\nunverified_burst = 0\ncapacity = 0\nbogus = 1\n",
+    );
+    expect_error(&errs, 2, "verify.methods[0]", "did you mean `REGISTER`");
+    expect_error(&errs, 2, "verify.methods[1]", "unknown SIP method `FOO`");
+    expect_error(&errs, 3, "verify.ttl", "");
+    expect_error(&errs, 4, "verify.cidrs[0]", "10.0.0.300");
+    expect_error(&errs, 5, "verify.unverified_per_second", "");
+    expect_error(&errs, 6, "verify.unverified_burst", "");
+    expect_error(&errs, 7, "verify.capacity", "");
+    expect_error(&errs, 8, "verify.bogus", "");
 }

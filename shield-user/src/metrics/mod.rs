@@ -298,6 +298,9 @@ mod tests {
                 })
                 .collect(),
             sip: vec![("eth0".into(), Method::Invite, Verdict::Drop, 7)],
+            responses: vec![("eth0".into(), Method::Register, 2, 4)],
+            verified_sources: 12,
+            under_pressure: true,
             bans_active: 2,
             bans_total: [("manual".to_string(), 1), ("kamailio".to_string(), 1)].into(),
             jail_failures: [("kamailio".to_string(), 5)].into(),
@@ -311,7 +314,7 @@ mod tests {
     #[test]
     fn pairs_cover_what_the_kernel_counts() {
         let pairs: Vec<_> = verdict_reason_pairs().collect();
-        assert_eq!(pairs.len(), 2 + 6 * 2);
+        assert_eq!(pairs.len(), 2 + 7 * 2);
         assert!(pairs.contains(&(Verdict::WouldDrop, Reason::Ban)));
         assert!(!pairs.contains(&(Verdict::Drop, Reason::Ok)));
     }
@@ -330,6 +333,9 @@ mod tests {
             r#"sipshield_map_entries{map="bans_v4"} 2"#,
             r#"sipshield_map_capacity{map="bans_v4"} 1000"#,
             r#"sipshield_xdp_attached{interface="eth0",mode="driver"} 1"#,
+            r#"sipshield_sip_responses_total{interface="eth0",method="REGISTER",class="2xx"} 4"#,
+            "sipshield_verified_sources 12",
+            "sipshield_under_pressure 1",
             r#"sipshield_build_info{version="0.1.0"} 1"#,
         ] {
             assert!(om.contains(needle), "missing {needle:?} in\n{om}");
