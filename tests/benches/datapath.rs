@@ -10,7 +10,10 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
-use shield::{kernel::List, Capacity};
+use shield::{
+    kernel::{List, VerifiedBy},
+    Capacity,
+};
 use shield_common::{
     sip::{ua_key, DEFAULT_SCANNERS},
     Bucket, Policy, Reason, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
@@ -25,6 +28,8 @@ const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 5;
 const BANS: u32 = 1_000_000;
 const CYCLE: u32 = 100_000;
+/// Sources the egress classifier has verified (the `VERIFIED` LRU).
+const VERIFIED: u32 = 100_000;
 
 /// The i-th banned address: 100.64.0.0/10 and up, one per integer. (Map
 /// keys only; test_run sends nothing anywhere.)
@@ -93,6 +98,18 @@ fn main() {
             policy(None),
         ),
         (
+            "spoofed INVITE, budget exhausted",
+            Frame::udp4([10, 9, 8, 7], 5060, &invite).build(),
+            Reason::Unverified,
+            spoof_policy(),
+        ),
+        (
+            "verified subscriber INVITE, budget on",
+            Frame::udp4(verified(77).octets(), 5060, &invite).build(),
+            Reason::Ok,
+            spoof_policy(),
+        ),
+        (
             "non-SIP pass (UDP/53)",
             Frame::udp4(plain, 53, b"\x12\x34\x01\x00\x00\x01").build(),
             Reason::Ok,
@@ -154,6 +171,20 @@ fn main() {
             ns,
             base: b,
         });
+
+        // SPEC §8: the same new sources (forged), the budget exhausted.
+        k.shield.maps.set_policy(&spoof_policy()).unwrap();
+        k.shield.maps.clear_sources().unwrap();
+        k.shield.maps.reset_budget().unwrap();
+        k.run(&frames[0]);
+        let (ns, b) = cycle(&mut k, &base, &frames);
+        assert_eq!(k.run(&frames[1]).reason, Reason::Unverified);
+        cyc.push(Row {
+            path: "spoofed INVITE, budget exhausted, 100k distinct sources",
+            reason: Reason::Unverified,
+            ns,
+            base: b,
+        });
     }
 
     let info = k.shield.program().info().unwrap();
@@ -174,7 +205,73 @@ fn main() {
             r.ns / r.base
         );
     }
-    println!("\n(last two rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
+    println!("\n(last three rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
+    egress(&mut k, &base);
+}
+
+/// The egress classifier's cost per response, beside the same run's bare
+/// XDP program (the test-run overhead floor), and what it comes to at
+/// 10,000 responses per second.
+fn egress(k: &mut Kernel, base: &BareDrop) {
+    let reply = |status: &str, cseq: &str| {
+        format!(
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 198.51.100.50:5062;branch=z9hG4bK1\r\n\
+             From: <sip:1000@sbc>;tag=1\r\nTo: <sip:1000@sbc>;tag=2\r\nCall-ID: 1@ua\r\n\
+             {cseq}\r\nContact: <sip:1000@198.51.100.50:5062>;expires=3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let frame = |payload: String| {
+        let mut f = Frame::udp4([198, 51, 100, 1], 5062, payload.as_bytes());
+        f.l3 = shield_tests::frames::L3::V4 {
+            src: [198, 51, 100, 1],
+            dst: [198, 51, 100, 50],
+            options: vec![],
+            frag_offset: 0,
+            more_frags: false,
+        };
+        f.l4 = shield_tests::frames::L4::Udp { sport: 5060, dport: 5062 };
+        f.build()
+    };
+    let cases = [
+        ("200 OK to REGISTER (verifies)", frame(reply("200 OK", "CSeq: 2 REGISTER"))),
+        ("401 to REGISTER (counted)", frame(reply("401 Unauthorized", "CSeq: 1 REGISTER"))),
+        ("not from a protected port", Frame::udp4([198, 51, 100, 50], 53, b"xx").build()),
+    ];
+    println!("\nEgress classifier (tc), BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs\n");
+    println!("| response | ns/packet | bare XDP_DROP ns | CPU at 10,000 responses/s |");
+    println!("|---|---:|---:|---:|");
+    for (what, f) in &cases {
+        let (mut ns, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            b.push(f64::from(base.time(f, REPEAT).unwrap()));
+            ns.push(k.time_egress(f, REPEAT));
+        }
+        let ns = median(ns);
+        println!(
+            "| {what} | {ns:.1} | {:.1} | {:.3} % of one CPU |",
+            median(b),
+            ns * 10_000.0 / 1e9 * 100.0
+        );
+    }
+}
+
+/// The i-th verified source: 100.128.0.0/10 and up.
+fn verified(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x6480_0000 + i)
+}
+
+/// SPEC §8 on: an unverified budget that one packet exhausts (it never
+/// refills within a run), REGISTER and INVITE verifying.
+fn spoof_policy() -> Policy {
+    let mut p = policy(None);
+    p.unverified = Bucket {
+        interval_ns: 1_000_000_000_000_000,
+        tolerance_ns: 0,
+    };
+    p.verify_ttl_ns = 3_600_000_000_000;
+    p.verify_methods = 1 << shield_common::Method::Register as u32 | 1 << shield_common::Method::Invite as u32;
+    p
 }
 
 fn cycle(k: &mut Kernel, base: &BareDrop, frames: &[Vec<u8>]) -> (f64, f64) {
@@ -224,6 +321,10 @@ fn fill(k: &mut Kernel) {
     }
     for i in 0..BANS {
         m.ban(IpNet::V4(Ipv4Net::new(banned(i), 32).unwrap()), 0)
+            .unwrap();
+    }
+    for i in 0..VERIFIED {
+        m.verify(IpNet::from(std::net::IpAddr::V4(verified(i))), 0, VerifiedBy::Reply)
             .unwrap();
     }
 }
