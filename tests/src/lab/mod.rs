@@ -39,13 +39,14 @@
 //! | [`sipp`], [`legit`] | sipp with `lab/sipp/*.xml`; the legitimate load (subscribers, trunk calls, the PBX) |
 //! | [`shieldd`] | `config/shield.toml` adapted for the real shieldd (run by [`crate::daemon::Shieldd`]: shieldctl, the pinned ban map, /metrics) |
 //! | [`nft`], [`fail2ban`] | the nftables ruleset of `lab/nft/`, fail2ban with `lab/fail2ban/` |
-//! | [`flood`], [`xdpgen`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET) |
+//! | [`flood`], [`xdpgen`], [`csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its checksums |
 //! | [`scanners`] | SIPVicious svmap / svwar |
 //! | [`cpu`], [`logwatch`], [`probe`] | CPU and packet accounting, log-line timing, drop timing |
 //! | [`mod@bench`] | `cargo xtask bench`: the comparison, BENCHMARKS.md, the figure |
 
 pub mod bench;
 pub mod cpu;
+pub mod csum;
 pub mod fail2ban;
 pub mod flood;
 pub mod kamailio;

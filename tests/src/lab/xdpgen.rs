@@ -9,31 +9,65 @@
 //!
 //! The program (hand-assembled, loaded with a raw `BPF_PROG_LOAD`, so no
 //! object file is involved) makes every frame different: it writes a random
-//! last octet of the source address (from a range) and fixes the IPv4
-//! header checksum incrementally (RFC 1624), and writes eight random letters
-//! at each of the payload's counter fields (Via branch, tag, Call-ID).
+//! source address, either the last octet from a small IPv4 range or, for
+//! spoofed floods ([`Randomise::prefix_len`]), every bit below an IPv4 or
+//! IPv6 prefix; it writes eight random letters at each of the payload's
+//! counter fields (Via branch, tag, Call-ID); and it rewrites the checksums
+//! that cover what changed: the IPv4 header checksum, and an IPv6 frame's
+//! UDP checksum (source address and letters). Both are RFC 1624 updates
+//! against the template (see [`super::csum`]): one constant from the
+//! template plus the frame's changed words, so a recycled page that still
+//! holds an earlier frame gets the right sum too. An IPv4 frame's UDP
+//! checksum stays 0.
 
 use std::ffi::CString;
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use shield::kernel::sys::{prog_load_xdp, prog_test_run, TestRun, BPF_F_TEST_XDP_LIVE_FRAMES};
 
+use super::csum::{self, Layout, Tracked};
+
 const XDP_TX: i32 = 3;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
-
-/// Offsets in an untagged Ethernet/IPv4 (IHL 5) frame.
-pub const IP_CHECKSUM_AT: usize = 14 + 10;
-pub const IP_SRC_LAST_OCTET_AT: usize = 14 + 15;
+/// Random letters written at each of [`Randomise::letters_at`].
+const LETTERS: usize = 8;
 
 /// What the program randomises in each frame.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Randomise {
-    /// Source address last octet: `first + random % count`.
+    /// Source address last octet: `first + random % count` (IPv4, when
+    /// `prefix_len` is `None`).
     pub first_octet: u8,
     pub count: u8,
     /// Where eight random letters go (each field at least 8 bytes long).
     pub letters_at: Vec<usize>,
+    /// Spoofed sources: every bit of the source address after the first
+    /// `prefix_len` is random; the template's source supplies the prefix.
+    /// IPv4 (`..=32`) or IPv6 (`..=128`) templates.
+    pub prefix_len: Option<u8>,
+    /// Bytes from each of `letters_at` that may differ from the template
+    /// when the frame is handed to [`XdpGen::send`] (the flood writes a
+    /// 16-digit counter there per call): an IPv6 frame's UDP checksum
+    /// follows all of them. Less than 8 counts as 8.
+    pub field_len: usize,
+}
+
+impl Randomise {
+    /// The source address bytes the program writes.
+    fn source_bytes(&self, l: &Layout) -> Range<usize> {
+        match self.prefix_len {
+            None => l.src.end - 1..l.src.end,
+            Some(len) => l.src.start + usize::from(len) / 8..l.src.end,
+        }
+    }
+
+    /// The payload bytes that may change: the letter fields.
+    fn fields(&self) -> Vec<Range<usize>> {
+        let len = self.field_len.max(LETTERS);
+        self.letters_at.iter().map(|&a| a..a + len).collect()
+    }
 }
 
 /// One BPF instruction.
@@ -60,6 +94,9 @@ fn add_reg(dst: u8, src: u8) -> u64 {
 fn and_imm(dst: u8, imm: i32) -> u64 {
     insn(0x57, dst, 0, 0, imm)
 }
+fn or_imm(dst: u8, imm: i32) -> u64 {
+    insn(0x47, dst, 0, 0, imm)
+}
 fn rsh_imm(dst: u8, imm: i32) -> u64 {
     insn(0x77, dst, 0, 0, imm)
 }
@@ -73,13 +110,25 @@ fn mod_imm(dst: u8, imm: i32) -> u64 {
 fn ldx_w(dst: u8, src: u8, off: i16) -> u64 {
     insn(0x61, dst, src, off, 0)
 }
+/// `dst = *(u16 *)(src + off)`
+fn ldx_h(dst: u8, src: u8, off: i16) -> u64 {
+    insn(0x69, dst, src, off, 0)
+}
 /// `*(u8 *)(dst + off) = src`
 fn stx_b(dst: u8, src: u8, off: i16) -> u64 {
     insn(0x73, dst, src, off, 0)
 }
+/// `*(u16 *)(dst + off) = src`
+fn stx_h(dst: u8, src: u8, off: i16) -> u64 {
+    insn(0x6b, dst, src, off, 0)
+}
 /// `if dst > src goto +off`
 fn jgt_reg(dst: u8, src: u8, off: i16) -> u64 {
     insn(0x2d, dst, src, off, 0)
+}
+/// `if dst != imm goto +off`
+fn jne_imm(dst: u8, imm: i32, off: i16) -> u64 {
+    insn(0x55, dst, 0, off, imm)
 }
 fn call(helper: i32) -> u64 {
     insn(0x85, 0, 0, 0, helper)
@@ -88,33 +137,31 @@ fn exit() -> u64 {
     insn(0x95, 0, 0, 0, 0)
 }
 
-/// The one's-complement constant of RFC 1624 for `frame` (whose source
-/// last octet must be 0): checksum' = ~fold(K + new_last_octet).
-fn checksum_constant(frame: &[u8]) -> u32 {
-    let hc = u32::from(u16::from_be_bytes([
-        frame[IP_CHECKSUM_AT],
-        frame[IP_CHECKSUM_AT + 1],
-    ]));
-    let word_at = IP_SRC_LAST_OCTET_AT - 1;
-    let m0 = u32::from(u16::from_be_bytes([frame[word_at], frame[word_at + 1]]));
-    (!hc & 0xffff) + (!m0 & 0xffff) + m0
-}
+/// Where the bounds check sits in every program (its jump is patched).
+const BOUNDS_CHECK_AT: usize = 5;
 
-/// The generator program for `frame`.
+/// The generator program for `frame` (an Ethernet/IPv4 or /IPv6 UDP
+/// template, see [`Layout`]). Registers: r7 the frame, r0 the latest random
+/// number, r1 and r9 scratch.
 pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
-    assert_eq!(
-        frame[IP_SRC_LAST_OCTET_AT], 0,
-        "template source must end in .0"
-    );
-    assert!(r.count > 0 && u32::from(r.first_octet) + u32::from(r.count) <= 256);
-    let max_end = r
-        .letters_at
+    let l = Layout::of(frame).expect("an Ethernet/IPv4 or Ethernet/IPv6 template");
+    let src = r.source_bytes(&l);
+    let mut spans = r.fields();
+    spans.push(src.clone());
+    let sums = csum::tracked(frame, &spans);
+    let max_end = spans
         .iter()
-        .map(|a| a + 8)
+        .map(|s| s.end)
+        .chain(
+            sums.iter()
+                .flat_map(|t| t.words.iter().chain([&t.at]).map(|w| w + 2)),
+        )
         .max()
-        .unwrap_or(0)
-        .max(IP_SRC_LAST_OCTET_AT + 1);
-    let k = checksum_constant(frame);
+        .unwrap_or(0);
+    assert!(
+        max_end <= frame.len() && max_end < i16::MAX as usize,
+        "fields inside the frame"
+    );
     let mut p = vec![
         mov_reg(6, 1),
         ldx_w(7, 6, 0), // r7 = data
@@ -122,43 +169,98 @@ pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
         mov_reg(4, 7),
         add_imm(4, max_end as i32),
         jgt_reg(4, 3, 0), // patched: goto out
-        call(HELPER_GET_PRANDOM_U32),
-        mov_reg(9, 0),
-        mod_imm(9, i32::from(r.count)),
-        add_imm(9, i32::from(r.first_octet)),
-        stx_b(7, 9, IP_SRC_LAST_OCTET_AT as i16),
-        add_imm(9, k as i32),
-        mov_reg(1, 9),
-        rsh_imm(1, 16),
-        and_imm(9, 0xffff),
-        add_reg(9, 1),
-        mov_reg(1, 9),
-        rsh_imm(1, 16),
-        and_imm(9, 0xffff),
-        add_reg(9, 1),
-        xor_imm(9, 0xffff),
-        mov_reg(1, 9),
-        rsh_imm(1, 8),
-        stx_b(7, 1, IP_CHECKSUM_AT as i16),
-        stx_b(7, 9, IP_CHECKSUM_AT as i16 + 1),
-        call(HELPER_GET_PRANDOM_U32),
     ];
-    for nibble in 0..8 {
-        p.push(mov_reg(1, 0));
-        p.push(rsh_imm(1, 4 * nibble));
-        p.push(and_imm(1, 15));
-        p.push(add_imm(1, i32::from(b'a')));
-        for &at in &r.letters_at {
-            p.push(stx_b(7, 1, (at + nibble as usize) as i16));
-        }
+    match r.prefix_len {
+        None => last_octet(&mut p, src.start, r),
+        Some(len) => random_bits(&mut p, frame, src, u32::from(len)),
+    }
+    letters(&mut p, &r.letters_at);
+    for t in &sums {
+        checksum(&mut p, t);
     }
     let out = p.len();
     p.push(mov_imm(0, XDP_TX));
     p.push(exit());
-    // The bounds check jumps to `out`.
-    let jump_at = 5;
-    p[jump_at] = jgt_reg(4, 3, (out - jump_at - 1) as i16);
+    p[BOUNDS_CHECK_AT] = jgt_reg(4, 3, (out - BOUNDS_CHECK_AT - 1) as i16);
     p
+}
+
+/// The source's last octet: `first + random % count`.
+fn last_octet(p: &mut Vec<u64>, at: usize, r: &Randomise) {
+    assert!(r.count > 0 && u32::from(r.first_octet) + u32::from(r.count) <= 256);
+    p.extend([
+        call(HELPER_GET_PRANDOM_U32),
+        mov_reg(9, 0),
+        mod_imm(9, i32::from(r.count)),
+        add_imm(9, i32::from(r.first_octet)),
+        stx_b(7, 9, at as i16),
+    ]);
+}
+
+/// Random bits in the source bytes `at` after the first `prefix_len` bits
+/// of the address (which starts at `at.start - prefix_len / 8`): a new
+/// random number every four bytes; the byte the prefix ends in keeps the
+/// template's prefix bits.
+fn random_bits(p: &mut Vec<u64>, frame: &[u8], at: Range<usize>, prefix_len: u32) {
+    for (k, i) in at.enumerate() {
+        if k % 4 == 0 {
+            p.push(call(HELPER_GET_PRANDOM_U32));
+        }
+        let host: u8 = if k == 0 {
+            0xff >> (prefix_len % 8)
+        } else {
+            0xff
+        };
+        p.push(mov_reg(1, 0));
+        p.push(rsh_imm(1, 8 * (k % 4) as i32));
+        p.push(and_imm(1, i32::from(host)));
+        let prefix_bits = frame[i] & !host;
+        if prefix_bits != 0 {
+            p.push(or_imm(1, i32::from(prefix_bits)));
+        }
+        p.push(stx_b(7, 1, i as i16));
+    }
+}
+
+/// Eight random letters (`a`-`p`, one per nibble of one random number),
+/// the same at each of `fields`.
+fn letters(p: &mut Vec<u64>, fields: &[usize]) {
+    p.push(call(HELPER_GET_PRANDOM_U32));
+    for nibble in 0..LETTERS {
+        p.push(mov_reg(1, 0));
+        p.push(rsh_imm(1, 4 * nibble as i32));
+        p.push(and_imm(1, 15));
+        p.push(add_imm(1, i32::from(b'a')));
+        for &at in fields {
+            p.push(stx_b(7, 1, (at + nibble) as i16));
+        }
+    }
+}
+
+/// `t`'s checksum from the frame's words, as [`Tracked::value`] computes
+/// it, but on little-endian loads: a one's-complement sum of byte-swapped
+/// words is the byte-swapped sum (RFC 1071), so the constant goes in
+/// swapped and the result is stored as loaded.
+fn checksum(p: &mut Vec<u64>, t: &Tracked) {
+    p.push(mov_imm(9, i32::from(t.base.swap_bytes())));
+    for &w in &t.words {
+        p.push(ldx_h(1, 7, w as i16));
+        p.push(add_reg(9, 1));
+    }
+    // Two folds: fewer than 2^16 words are summed.
+    for _ in 0..2 {
+        p.extend([
+            mov_reg(1, 9),
+            rsh_imm(1, 16),
+            and_imm(9, 0xffff),
+            add_reg(9, 1),
+        ]);
+    }
+    p.push(xor_imm(9, 0xffff));
+    if t.udp {
+        p.extend([jne_imm(9, 0, 1), mov_imm(9, 0xffff)]);
+    }
+    p.push(stx_h(7, 9, t.at as i16));
 }
 
 /// A loaded generator for one template frame, sending out of one interface
@@ -243,57 +345,239 @@ pub fn enable_gro(dev: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gen::Rng;
+    use crate::lab::flood::{sip_payload_to, udp6_frame, udp_frame, FloodMethod};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-    /// The program's checksum arithmetic, run in Rust: every source octet
-    /// gives the checksum a full recomputation gives.
-    #[test]
-    fn incremental_checksum_matches_a_full_one() {
-        let mut ip = [0u8; 34];
-        ip[14] = 0x45;
-        ip[16..18].copy_from_slice(&480u16.to_be_bytes());
-        ip[22] = 64;
-        ip[23] = 17;
-        ip[26..30].copy_from_slice(&[198, 51, 100, 0]);
-        ip[30..34].copy_from_slice(&[198, 51, 100, 1]);
-        let full = |h: &[u8]| -> u16 {
-            let mut s: u32 = h
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
+    /// Runs `prog` on `frame` with the semantics of the kernel's eBPF
+    /// interpreter, for the instructions [`program`] emits; `random` plays
+    /// `bpf_get_prandom_u32`. Returns r0.
+    fn interpret(prog: &[u64], frame: &mut [u8], mut random: impl FnMut() -> u32) -> u64 {
+        const CTX: u64 = 1 << 40;
+        const DATA: u64 = 1 << 32;
+        let mut r = [0u64; 11];
+        r[1] = CTX;
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let (code, dst, src) = (
+                i as u8,
+                ((i >> 8) & 0xf) as usize,
+                ((i >> 12) & 0xf) as usize,
+            );
+            let off = i64::from((i >> 16) as u16 as i16);
+            let imm = (i >> 32) as u32 as i32 as i64 as u64;
+            let at = |base: u64| (base as i64 + off - DATA as i64) as usize;
+            match code {
+                0xb7 => r[dst] = imm,
+                0xbf => r[dst] = r[src],
+                0x07 => r[dst] = r[dst].wrapping_add(imm),
+                0x0f => r[dst] = r[dst].wrapping_add(r[src]),
+                0x57 => r[dst] &= imm,
+                0x47 => r[dst] |= imm,
+                0x77 => r[dst] >>= imm,
+                0xa7 => r[dst] ^= imm,
+                0x97 => r[dst] %= imm,
+                0x61 => {
+                    assert_eq!(r[src], CTX, "only the context is loaded as a word");
+                    r[dst] = DATA + if off == 0 { 0 } else { frame.len() as u64 };
+                }
+                0x69 => {
+                    r[dst] = u64::from(u16::from_le_bytes([
+                        frame[at(r[src])],
+                        frame[at(r[src]) + 1],
+                    ]))
+                }
+                0x73 => frame[at(r[dst])] = r[src] as u8,
+                0x6b => {
+                    let a = at(r[dst]);
+                    frame[a..a + 2].copy_from_slice(&(r[src] as u16).to_le_bytes());
+                }
+                0x2d if r[dst] > r[src] => pc = (pc as i64 + off) as usize,
+                0x55 if r[dst] != imm => pc = (pc as i64 + off) as usize,
+                0x2d | 0x55 => {}
+                0x85 => {
+                    assert_eq!(imm, 7, "bpf_get_prandom_u32");
+                    r[0] = u64::from(random());
+                    r[1..=5].fill(0xdead_beef_dead_beef); // clobbered
+                }
+                0x95 => return r[0],
+                _ => panic!("opcode {code:#x} at {}", pc - 1),
             }
-            !(s as u16)
+        }
+    }
+
+    /// A flood template: the frame and its `#` counter fields.
+    fn template(src: SocketAddr, dst: SocketAddr) -> (Vec<u8>, Vec<usize>) {
+        let p = sip_payload_to(FloodMethod::Invite, src.port(), dst, "x");
+        let f = match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => udp_frame([2; 6], [4; 6], s, d, &p),
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => udp6_frame([2; 6], [4; 6], s, d, &p),
+            _ => unreachable!(),
         };
-        let c0 = full(&ip[14..34]);
-        ip[24..26].copy_from_slice(&c0.to_be_bytes());
-        let k = checksum_constant(&ip);
-        for b in 0..=255u32 {
-            let mut x = k + b;
-            x = (x & 0xffff) + (x >> 16);
-            x = (x & 0xffff) + (x >> 16);
-            let inc = (x ^ 0xffff) as u16;
-            let mut h = ip;
-            h[29] = b as u8;
-            h[24..26].copy_from_slice(&[0, 0]);
-            assert_eq!(inc, full(&h[14..34]), "octet {b}");
+        let at = f
+            .windows(16)
+            .enumerate()
+            .filter(|(_, w)| *w == b"################")
+            .map(|(i, _)| i)
+            .collect();
+        (f, at)
+    }
+
+    fn udp6_ok(f: &[u8]) -> bool {
+        let mut seg = f[54..].to_vec();
+        seg[6..8].copy_from_slice(&[0, 0]);
+        let full = csum::udp6(
+            f[22..38].try_into().expect("src"),
+            f[38..54].try_into().expect("dst"),
+            &seg,
+        );
+        u16::from_be_bytes([f[60], f[61]]) == full
+    }
+
+    /// Runs the program for `r` many times on one buffer (as a recycled
+    /// page), the caller's counter digits changing between calls; checks
+    /// each frame with `check` and returns the sources seen.
+    fn run_many(t: &(Vec<u8>, Vec<usize>), r: &Randomise, check: impl Fn(&[u8])) -> Vec<Vec<u8>> {
+        let prog = program(&t.0, r);
+        let mut rng = Rng::new(9);
+        let mut frame = t.0.clone();
+        let mut sources = Vec::new();
+        for n in 0..3000 {
+            if n % 100 == 0 {
+                for &a in &t.1 {
+                    frame[a..a + 16].copy_from_slice(format!("{n:016x}").as_bytes());
+                }
+            }
+            assert_eq!(
+                interpret(&prog, &mut frame, || rng.next() as u32),
+                XDP_TX as u64
+            );
+            check(&frame);
+            for &a in &t.1 {
+                assert!(
+                    frame[a..a + 8].iter().all(|c| (b'a'..=b'p').contains(c)),
+                    "letters"
+                );
+            }
+            let l = Layout::of(&frame).expect("layout");
+            sources.push(frame[l.src].to_vec());
+        }
+        sources
+    }
+
+    fn distinct(v: &[Vec<u8>]) -> usize {
+        v.iter().collect::<std::collections::HashSet<_>>().len()
+    }
+
+    #[test]
+    fn last_octets_stay_in_their_range_with_valid_header_checksums() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 0), 5062);
+        let t = template(src.into(), "198.51.100.1:5060".parse().expect("dst"));
+        let r = Randomise {
+            first_octet: 100,
+            count: 64,
+            letters_at: t.1.clone(),
+            field_len: 16,
+            ..Randomise::default()
+        };
+        let srcs = run_many(&t, &r, |f| {
+            assert_eq!(csum::checksum(&f[14..34]), 0, "header checksum")
+        });
+        assert!(srcs
+            .iter()
+            .all(|s| s[..3] == [198, 51, 100] && (100..164).contains(&s[3])));
+        assert_eq!(distinct(&srcs), 64);
+    }
+
+    #[test]
+    fn spoofed_ipv4_sources_fill_the_prefix() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 0), 5062);
+        let t = template(src.into(), "198.51.100.1:5060".parse().expect("dst"));
+        let r = Randomise {
+            prefix_len: Some(12),
+            letters_at: t.1.clone(),
+            field_len: 16,
+            ..Randomise::default()
+        };
+        let srcs = run_many(&t, &r, |f| {
+            assert_eq!(csum::checksum(&f[14..34]), 0, "header checksum");
+            assert_eq!(f[40..42], [0, 0], "no UDP checksum");
+        });
+        assert!(
+            srcs.iter().all(|s| s[0] == 10 && s[1] & 0xf0 == 0x40),
+            "in 10.64.0.0/12"
+        );
+        assert!(distinct(&srcs) > 2950, "{}", distinct(&srcs));
+    }
+
+    #[test]
+    fn spoofed_ipv6_sources_keep_the_udp_checksum_valid() {
+        for len in [48u8, 52, 64] {
+            let base: Ipv6Addr = "2001:db8:5::".parse().expect("base");
+            let src = SocketAddrV6::new(base, 5062, 0, 0);
+            let t = template(src.into(), "[2001:db8::1]:5060".parse().expect("dst"));
+            let r = Randomise {
+                prefix_len: Some(len),
+                letters_at: t.1.clone(),
+                field_len: 16,
+                ..Randomise::default()
+            };
+            let srcs = run_many(&t, &r, |f| assert!(udp6_ok(f), "UDP checksum, /{len}"));
+            let net = ipnet::Ipv6Net::new(base, len).expect("net");
+            for s in &srcs {
+                let a = Ipv6Addr::from(<[u8; 16]>::try_from(s.as_slice()).expect("16"));
+                assert!(net.contains(&a), "{a} in {net}");
+            }
+            assert_eq!(distinct(&srcs), srcs.len(), "/{len}");
+        }
+    }
+
+    #[test]
+    fn native_order_sums_are_swapped_big_endian_ones() {
+        let mut rng = Rng::new(3);
+        for _ in 0..5000 {
+            let frame = rng.bytes(64);
+            let words: Vec<usize> = (0..64).step_by(2).filter(|_| rng.chance(40)).collect();
+            let t = Tracked::new(&frame, 2 * rng.below(32), words.clone(), rng.chance(50));
+            let mut acc = u64::from(t.base.swap_bytes());
+            acc += words
+                .iter()
+                .map(|&w| u64::from(u16::from_le_bytes([frame[w], frame[w + 1]])))
+                .sum::<u64>();
+            let mut c = !csum::fold(acc);
+            if t.udp && c == 0 {
+                c = 0xffff;
+            }
+            assert_eq!(c.to_le_bytes(), t.value(&frame).to_be_bytes());
         }
     }
 
     #[test]
     fn the_bounds_check_jumps_to_the_exit() {
-        let frame = vec![0u8; 200];
-        let p = program(
-            &frame,
-            &Randomise {
-                first_octet: 100,
-                count: 64,
-                letters_at: vec![60, 100],
-            },
+        let t = template(
+            "[2001:db8:5::]:5062".parse().expect("src"),
+            "[2001:db8::1]:5060".parse().expect("dst"),
         );
-        let jump = p[5];
+        let r = Randomise {
+            prefix_len: Some(48),
+            letters_at: t.1.clone(),
+            field_len: 16,
+            ..Randomise::default()
+        };
+        let p = program(&t.0, &r);
+        let jump = p[BOUNDS_CHECK_AT];
         let off = ((jump >> 16) & 0xffff) as i16;
-        assert_eq!(5 + 1 + off as usize, p.len() - 2, "to `r0 = XDP_TX`");
+        assert_eq!(
+            BOUNDS_CHECK_AT + 1 + off as usize,
+            p.len() - 2,
+            "to `r0 = XDP_TX`"
+        );
         assert_eq!(p[p.len() - 1], exit());
+        let mut short = t.0[..60].to_vec();
+        let before = short.clone();
+        assert_eq!(interpret(&p, &mut short, || 0), XDP_TX as u64);
+        assert_eq!(short, before, "a frame too short is sent untouched");
     }
 }
