@@ -178,7 +178,8 @@ pub fn attach(
     want: AttachMode,
 ) -> Result<Attachment, KernelError> {
     let mut a = attach_xdp(shield, dir, iface, want)?;
-    a.egress = Some(egress::attach_egress(shield, dir, iface, a.ifindex)?);
+    let hook = egress::EgressHook::auto();
+    a.egress = Some(egress::attach_egress(shield, dir, iface, a.ifindex, hook)?);
     Ok(a)
 }
 

@@ -92,18 +92,37 @@ fn has_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// Attaches the loaded egress classifier to `iface`, adopting (program
-/// swapped in place) what an earlier daemon left there.
+/// The TC hook the classifier hangs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressHook {
+    Tcx,
+    Clsact,
+}
+
+impl EgressHook {
+    /// tcx where the kernel has it (Linux >= 6.6), clsact otherwise.
+    pub fn auto() -> EgressHook {
+        if has_tcx() {
+            EgressHook::Tcx
+        } else {
+            EgressHook::Clsact
+        }
+    }
+}
+
+/// Attaches the loaded egress classifier to `iface` on `hook` (the daemon
+/// uses [`EgressHook::auto`]), adopting (program swapped in place) what
+/// an earlier daemon left there.
 pub fn attach_egress(
     shield: &mut Shield,
     dir: &Path,
     iface: &str,
     ifindex: u32,
+    hook: EgressHook,
 ) -> Result<EgressLink, KernelError> {
-    if has_tcx() {
-        attach_tcx(shield, &pin_path(dir, iface), iface, ifindex)
-    } else {
-        attach_clsact(shield, iface)
+    match hook {
+        EgressHook::Tcx => attach_tcx(shield, &pin_path(dir, iface), iface, ifindex),
+        EgressHook::Clsact => attach_clsact(shield, iface),
     }
 }
 

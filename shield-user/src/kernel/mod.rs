@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
-pub use egress::{attach_egress, EgressLink};
+pub use egress::{attach_egress, EgressHook, EgressLink};
 pub use load::{Capacity, Shield};
 pub use maps::{monotonic_ns, List, MapId, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
