@@ -56,6 +56,8 @@ fn a_real_2xx_verifies_its_destination_and_the_budget_spares_it() {
     let mut d = Shieldd::new(bins(), &lab.sbc, VERIFY);
     d.start();
     let peer = format!("{PEER_IP}/32");
+    let status = d.ctl_ok(&["status"]);
+    assert!(status.contains("EGRESS") && status.contains("tcx"), "{status}");
     let v = verified(&d);
     assert_eq!(how_of(&v, "192.0.2.0/28").as_deref(), Some("config"), "{v}");
     assert_eq!(how_of(&v, &peer), None);

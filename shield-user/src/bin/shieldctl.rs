@@ -610,11 +610,12 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
                             i.ifindex.to_string(),
                             i.mode.clone(),
                             i.link_id.to_string(),
+                            i.egress.clone().unwrap_or_else(|| "none".into()),
                         ]
                     })
                     .collect();
                 out.push('\n');
-                out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "LINK"], rows));
+                out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "LINK", "EGRESS"], rows));
             }
             out
         }

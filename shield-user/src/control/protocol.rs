@@ -512,6 +512,9 @@ pub struct IfaceStatus {
     pub link_id: u32,
     /// Counter slot (1 + position in `[shield] interfaces`).
     pub slot: u32,
+    /// The egress classifier's hook (`tcx`, `clsact`), if attached.
+    #[serde(default)]
+    pub egress: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -201,6 +201,7 @@ impl Core {
                     mode: a.mode.as_str().into(),
                     link_id: a.link_id,
                     slot: i as u32 + 1,
+                    egress: a.egress.as_ref().map(|e| e.kind().to_string()),
                 })
                 .collect(),
             bans_active: self.bans_active(),
