@@ -135,18 +135,9 @@ impl Kernel {
 
     /// Runs a frame `repeat` times in the kernel; mean ns per run.
     pub fn time(&mut self, frame: &[u8], repeat: u32) -> f64 {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let res = self
-            .shield
-            .program()
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN");
+        let ns = timed(self.shield.program(), frame, repeat);
         self.last = self.slot0();
-        res.duration.as_nanos() as f64
+        ns
     }
 
     /// Every `RESPONSES` slot of slot 0, in (method, class) order.
@@ -196,17 +187,7 @@ impl Kernel {
 
     /// Mean ns per run of the egress classifier over `repeat` runs.
     pub fn time_egress(&mut self, frame: &[u8], repeat: u32) -> f64 {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let res = self
-            .shield
-            .egress()
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN (egress)");
-        res.duration.as_nanos() as f64
+        timed(self.shield.egress(), frame, repeat)
     }
 
     pub fn sip_count(&self, m: Method, v: Verdict) -> u64 {
@@ -215,4 +196,18 @@ impl Kernel {
             .sip_counter(0, m, v)
             .expect("read SIP_STATS")
     }
+}
+
+/// Mean ns per run of `prog` on `frame` over `repeat` runs.
+fn timed<P>(prog: &P, frame: &[u8], repeat: u32) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    res.duration.as_nanos() as f64
 }

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use shield::kernel::{attach_link, Mode, VerifiedBy};
 use shield_common::{Bucket, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE};
 use shield_tests::{
+    lab::process::pin_to_cpus,
     frames::sip_request,
     kernel::Kernel,
     model::Tables,
@@ -27,14 +28,6 @@ const MAX_PACKETS_PER_THREAD: usize = 300_000;
 const SOURCES: u8 = 64;
 const VERIFIED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 fn flood_source(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 100 + i)
@@ -79,7 +72,7 @@ fn the_shared_budget_holds_its_rate_across_cpus_and_spares_verified_sources() {
         .map(|cpu| {
             let payload = payload.clone();
             lab.peer.spawn(move || {
-                pin_to_cpu(cpu);
+                pin_to_cpus(&[cpu]).expect("pin the sender to a CPU");
                 let socks: Vec<UdpSocket> = (0..SOURCES)
                     .map(|i| UdpSocket::bind((flood_source(i), 0)).expect("bind"))
                     .collect();

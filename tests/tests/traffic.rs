@@ -14,6 +14,7 @@ use shield_common::{
     Bucket, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
 };
 use shield_tests::{
+    lab::process::pin_to_cpus,
     frames::sip_request,
     kernel::Kernel,
     model::Tables,
@@ -200,15 +201,6 @@ fn socket2_connect(src: Ipv4Addr, timeout: Duration) -> std::io::Result<TcpStrea
     }
 }
 
-/// Pins the calling thread to one CPU.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 #[test]
 fn bucket_holds_rate_plus_burst_across_cpus() {
@@ -234,7 +226,7 @@ fn bucket_holds_rate_plus_burst_across_cpus() {
         .map(|cpu| {
             let payload = payload.clone();
             lab.peer.spawn(move || {
-                pin_to_cpu(cpu);
+                pin_to_cpus(&[cpu]).expect("pin the sender to a CPU");
                 let sock = UdpSocket::bind((FLOODER, 0)).expect("bind flooder");
                 let mut sent = 0;
                 while start.elapsed() < FLOOD && sent < MAX_PACKETS_PER_THREAD {
