@@ -27,8 +27,9 @@ pub mod names {
     pub const BUDGET: &str = "BUDGET";
     pub const RESPONSES: &str = "RESPONSES";
     pub const EGRESS_SCRATCH: &str = "EGRESS_SCRATCH";
+    pub const VERIFIED_HINT: &str = "VERIFIED_HINT";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -52,6 +53,7 @@ pub mod names {
         BUDGET,
         RESPONSES,
         EGRESS_SCRATCH,
+        VERIFIED_HINT,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -291,6 +293,32 @@ pub struct Budget {
     pub _pad: [u64; 7],
 }
 
+/// Bits of `VERIFIED_HINT`: a bit per hash slot of a source key, set by
+/// the egress classifier when it adds the key to `VERIFIED` (and never
+/// cleared). A clear bit proves the key is not there, so the flood path of
+/// a spoofed flood reads one word of a 128 KiB array (cache-resident)
+/// instead of missing in the million-slot `VERIFIED` hash (a cache miss
+/// per packet). Only the kernel writes both, with an atomic OR for the
+/// bit, so no update is lost.
+pub const VERIFIED_HINT_BITS: u32 = 1 << 20;
+pub const VERIFIED_HINT_WORDS: u32 = VERIFIED_HINT_BITS / 64;
+// The slot is the hash's top bits: exact only for a power of two.
+const _: () = assert!(VERIFIED_HINT_BITS.is_power_of_two() && VERIFIED_HINT_BITS >= 64);
+
+/// The `VERIFIED_HINT` word index and bit of a source key.
+#[inline(always)]
+pub const fn verified_hint(key: &SrcKey) -> (u32, u64) {
+    let hi = u64::from_le_bytes([
+        key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+    ]);
+    let lo = u64::from_le_bytes([
+        key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15],
+    ]);
+    let h = (hi ^ lo.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let slot = (h >> (64 - VERIFIED_HINT_BITS.trailing_zeros())) as u32;
+    (slot / 64, 1 << (slot % 64))
+}
+
 /// Slots per interface in `RESPONSES`: (CSeq method, status class).
 pub const RESPONSES_PER_IFACE: u32 =
     (crate::sip::Method::COUNT * crate::RESPONSE_CLASSES) as u32;
@@ -357,8 +385,20 @@ mod tests {
         other[16] = "SCRATCH2";
         assert!(!names::are_all(&other));
         let mut other = names::ALL;
-        other[22] = "EGRESS";
+        other[23] = "HINT";
         assert!(!names::are_all(&other));
+    }
+
+    #[test]
+    fn hints_are_in_range_and_spread() {
+        let mut seen = [false; 4096];
+        for i in 0..4096u32 {
+            let (w, b) = verified_hint(&src_key_v4(i.to_be_bytes()));
+            assert!(w < VERIFIED_HINT_WORDS && b.count_ones() == 1);
+            seen[(w as usize * 64 + b.trailing_zeros() as usize) % 4096] = true;
+        }
+        // Consecutive addresses do not pile up in a few slots.
+        assert!(seen.iter().filter(|s| **s).count() > 2000);
     }
 
     #[test]

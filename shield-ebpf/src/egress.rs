@@ -8,6 +8,8 @@
 //! It never changes or drops a packet: every path returns `TC_ACT_UNSPEC`
 //! (`TCX_NEXT` on tcx), "carry on as if I were not here".
 
+use core::intrinsics::{atomic_or, AtomicOrdering::Relaxed};
+
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, __sk_buff},
     macros::classifier,
@@ -17,15 +19,15 @@ use aya_ebpf::{
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use shield_common::{
     response::{self, CseqLine, CSEQ_MAX_C_LINES},
-    responses_slot, sip::HEAD_LEN, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
-    RESPONSE_CLASSES, VERIFIED_BY_REPLY,
+    responses_slot, sip::HEAD_LEN, verified_hint, Method, Policy, Verified, MAX_L4_OFFSET,
+    PORT_TCP, PORT_UDP, RESPONSE_CLASSES, VERIFIED_BY_REPLY,
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
 use crate::prog::{
     launder, now_ns, parse, port_flags, src_key, Frame, Pkt, Scratch, EGRESS_SCRATCH, IFACE_SLOT,
     IFACE_SLOT_MASK, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD, POLICY,
-    RESPONSES, VERIFIED,
+    RESPONSES, VERIFIED, VERIFIED_HINT,
 };
 
 /// Bytes made linear before parsing: headers plus the search window.
@@ -155,7 +157,17 @@ fn verify(p: &Policy, f: &Frame) {
         how: VERIFIED_BY_REPLY,
         _pad: 0,
     };
-    let _ = VERIFIED.insert(&key, &v, 0);
+    if VERIFIED.insert(&key, &v, 0).is_err() {
+        return;
+    }
+    // Then the hint, which the XDP program reads first. An atomic OR: two
+    // CPUs setting bits of one word at once must both stay set.
+    let (word, bit) = verified_hint(&key);
+    if let Some(w) = VERIFIED_HINT.get_ptr_mut(word) {
+        if unsafe { core::ptr::read_volatile(w) } & bit == 0 {
+            unsafe { atomic_or::<u64, u64, { Relaxed }>(w, bit) };
+        }
+    }
 }
 
 /// Looks for the `CSeq` header (see `lines::find_line`); returns

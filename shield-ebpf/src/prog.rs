@@ -22,7 +22,7 @@ use network_types::{
     vlan::VlanHdr,
 };
 use shield_common::{
-    default_size, gcra, names,
+    default_size, gcra, names, verified_hint,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_WINDOW},
     sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Budget, Counter, Method,
     OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, Verified, ACL_ALLOW,
@@ -30,6 +30,7 @@ use shield_common::{
     F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY,
     F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT,
     PORTS_ENTRIES, PORT_TCP, PORT_UDP, RESPONSES_ENTRIES, SIP_STATS_ENTRIES, STATS_ENTRIES,
+    VERIFIED_HINT_WORDS,
 };
 
 /// Per-CPU scratch space for the header searches (see `find_line`): off
@@ -101,6 +102,7 @@ maps! {
     static BUDGET: Array<Budget> = Array::with_max_entries(1, 0);
     static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSES_ENTRIES, 0);
     static EGRESS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+    static VERIFIED_HINT: Array<u64> = Array::with_max_entries(VERIFIED_HINT_WORDS, 0);
 }
 
 const _: () = assert!(names::are_all(MAP_NAMES));
@@ -688,17 +690,24 @@ pub extern "C" fn shield_verified(hi: u64, lo: u64, v6: u64, now: u64) -> u64 {
     let live = |v: &Verified| v.active(now);
     if v6 == 0 {
         let a = (lo as u32).to_be_bytes();
-        let hit = unsafe { VERIFIED.get(&src_key_v4(a)) }.is_some_and(live)
+        let hit = learned(&src_key_v4(a), now)
             || (p.has(F_VERIFY_NETS_V4) && VERIFY_NETS_V4.get(&Key::new(32, a)).is_some_and(live));
         return hit as u64;
     }
-    // The key is the address masked to `ipv6_prefix`, as `mask_v6` does,
-    // straight from the two halves.
     let key = join_v6(hi, lo);
-    let masked = shield_common::mask_v6(&key, p.ipv6_prefix);
-    let hit = unsafe { VERIFIED.get(&masked) }.is_some_and(live)
+    let hit = learned(&shield_common::mask_v6(&key, p.ipv6_prefix), now)
         || (p.has(F_VERIFY_NETS_V6) && VERIFY_NETS_V6.get(&Key::new(128, key)).is_some_and(live));
     hit as u64
+}
+
+/// A live `VERIFIED` entry (learned from a reply) for `key`. The hint bit
+/// is looked at first: clear, the key was never learned (see
+/// `shield_common::verified_hint`).
+#[inline(always)]
+fn learned(key: &SrcKey, now: u64) -> bool {
+    let (word, bit) = verified_hint(key);
+    VERIFIED_HINT.get(word).is_some_and(|w| *w & bit != 0)
+        && unsafe { VERIFIED.get(key) }.is_some_and(|v| v.active(now))
 }
 
 #[inline(always)]

@@ -10,10 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
-use shield::{
-    kernel::{List, VerifiedBy},
-    Capacity,
-};
+use shield::{kernel::List, Capacity};
 use shield_common::{
     sip::{ua_key, DEFAULT_SCANNERS},
     Bucket, Policy, Reason, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
@@ -55,6 +52,7 @@ fn main() {
     let mut k = Kernel::load_with(Capacity::default());
     let t0 = Instant::now();
     fill(&mut k);
+    learn(&mut k);
     eprintln!("maps filled in {:.1}s", t0.elapsed().as_secs_f64());
 
     let plain: [u8; 4] = [198, 51, 100, 50];
@@ -221,18 +219,7 @@ fn egress(k: &mut Kernel, base: &BareDrop) {
              Content-Length: 0\r\n\r\n"
         )
     };
-    let frame = |payload: String| {
-        let mut f = Frame::udp4([198, 51, 100, 1], 5062, payload.as_bytes());
-        f.l3 = shield_tests::frames::L3::V4 {
-            src: [198, 51, 100, 1],
-            dst: [198, 51, 100, 50],
-            options: vec![],
-            frag_offset: 0,
-            more_frags: false,
-        };
-        f.l4 = shield_tests::frames::L4::Udp { sport: 5060, dport: 5062 };
-        f.build()
-    };
+    let frame = |payload: String| reply_frame([198, 51, 100, 50], payload.as_bytes());
     let cases = [
         ("200 OK to REGISTER (verifies)", frame(reply("200 OK", "CSeq: 2 REGISTER"))),
         ("401 to REGISTER (counted)", frame(reply("401 Unauthorized", "CSeq: 1 REGISTER"))),
@@ -328,8 +315,34 @@ fn fill(k: &mut Kernel) {
         m.ban(IpNet::V4(Ipv4Net::new(banned(i), 32).unwrap()), 0)
             .unwrap();
     }
+}
+
+/// `VERIFIED` sources learned the way the daemon learns them: a 200 to
+/// REGISTER to each through the egress classifier.
+fn learn(k: &mut Kernel) {
+    let mut p = k.shield.maps.policy();
+    p.verify_ttl_ns = 3_600_000_000_000;
+    p.verify_methods = 1 << shield_common::Method::Register as u32;
+    k.shield.maps.set_policy(&p).unwrap();
+    let ok = b"SIP/2.0 200 OK\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
     for i in 0..VERIFIED {
-        m.verify(IpNet::from(std::net::IpAddr::V4(verified(i))), 0, VerifiedBy::Reply)
-            .unwrap();
+        let f = reply_frame(verified(i).octets(), ok);
+        k.run_egress(&f).expect("a whole frame");
     }
+    let n = k.shield.maps.verified(0).unwrap().len();
+    assert_eq!(n, VERIFIED as usize, "learned sources");
+}
+
+/// A frame from the SBC's port 5060 to `dst`.
+fn reply_frame(dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut f = Frame::udp4([198, 51, 100, 1], 5062, payload);
+    f.l3 = shield_tests::frames::L3::V4 {
+        src: [198, 51, 100, 1],
+        dst,
+        options: vec![],
+        frag_offset: 0,
+        more_frags: false,
+    };
+    f.l4 = shield_tests::frames::L4::Udp { sport: 5060, dport: 5062 };
+    f.build()
 }

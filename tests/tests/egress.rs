@@ -97,11 +97,12 @@ impl Bench {
         got
     }
 
+    /// Learned from a reply (the classifier's own entries).
     fn verified(&self, a: std::net::IpAddr) -> bool {
         self.k
             .shield
             .maps
-            .verified_entry(a)
+            .learned_entry(a)
             .expect("VERIFIED")
             .is_some()
     }
@@ -225,17 +226,27 @@ fn requests_leaving_the_host_other_ports_fragments_and_garbage_verify_no_one() {
 fn a_reply_refreshes_but_never_shortens_a_verification() {
     use shield::kernel::VerifiedBy;
     let mut b = Bench::new();
-    let net = ipnet::IpNet::from(std::net::IpAddr::from(CLIENT));
-    b.k.shield.maps.verify(net, 0, VerifiedBy::Operator).expect("verify");
+    let learned = |b: &Bench| b.k.shield.maps.learned_entry(CLIENT.into()).unwrap();
     b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
-    let e = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
-    assert_eq!(e.expires_ns, 0, "an operator's `forever` stays");
-    b.k.shield.maps.unverify(net).unwrap();
-    b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
-    let first = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
+    let first = learned(&b).expect("learned");
     assert_eq!(first.by, VerifiedBy::Reply);
     std::thread::sleep(std::time::Duration::from_millis(20));
     b.run(&reply4(&response("200 OK", "CSeq: 3 INVITE")));
-    let later = b.k.shield.maps.verified_entry(CLIENT.into()).unwrap().unwrap();
+    let later = learned(&b).unwrap();
     assert!(later.expires_ns > first.expires_ns, "refreshed");
+    // A shorter [verify] ttl from now on: the next reply keeps the later
+    // expiry it already has.
+    let mut t = tables();
+    t.policy.verify_ttl_ns = 1_000_000_000;
+    b.k.shield.maps.set_policy(&t.policy).unwrap();
+    b.model.tables.policy = t.policy;
+    b.run(&reply4(&response("200 OK", "CSeq: 4 INVITE")));
+    assert_eq!(learned(&b).unwrap().expires_ns, later.expires_ns, "shortened");
+    // The operator's entries live in the tries, beside what was learned.
+    let net = ipnet::IpNet::from(std::net::IpAddr::from(CLIENT));
+    b.k.shield.maps.verify(net, 0, VerifiedBy::Operator).expect("verify");
+    let all = b.k.shield.maps.verified(0).unwrap();
+    let hows: Vec<_> = all.iter().filter(|e| e.net == net).map(|e| e.by).collect();
+    assert_eq!(hows.len(), 2, "{all:?}");
+    assert!(hows.contains(&VerifiedBy::Operator) && hows.contains(&VerifiedBy::Reply));
 }

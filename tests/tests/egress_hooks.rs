@@ -45,7 +45,7 @@ fn reply(lab: &Lab) {
 fn peer_verified(k: &Kernel) -> bool {
     k.shield
         .maps
-        .verified_entry(PEER_IP.into())
+        .learned_entry(PEER_IP.into())
         .expect("VERIFIED")
         .is_some()
 }

@@ -52,11 +52,12 @@ pub enum MapId {
     Budget,
     Responses,
     EgressScratch,
+    VerifiedHint,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 23] = [
+    pub const ALL: [MapId; 24] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -80,6 +81,7 @@ impl MapId {
         MapId::Budget,
         MapId::Responses,
         MapId::EgressScratch,
+        MapId::VerifiedHint,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -108,6 +110,7 @@ impl MapId {
             MapId::Budget => names::BUDGET,
             MapId::Responses => names::RESPONSES,
             MapId::EgressScratch => names::EGRESS_SCRATCH,
+            MapId::VerifiedHint => names::VERIFIED_HINT,
         }
     }
 

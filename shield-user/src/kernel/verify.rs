@@ -1,13 +1,16 @@
 //! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` LRU the
 //! egress classifier fills from the server's 2xx replies, the
-//! `VERIFY_NETS` tries for networks, and the `RESPONSES` counters.
+//! `VERIFY_NETS` tries for what operators and the config verify, and the
+//! `RESPONSES` counters.
 //!
-//! One source is one `VERIFIED` key, exactly as the XDP program looks it
-//! up: an IPv4 host, or an IPv6 address masked to `ipv6_prefix`. So
-//! `verify 2001:db8::1` verifies its whole /64 (with the default prefix),
-//! as the kernel's bucket and verification keys do. Shorter networks go
-//! into the tries, whose entries carry their effective expiry, as CIDR bans
-//! do (see [`effective_expiry`]).
+//! `VERIFIED` (and its hint bitmap, `shield_common::verified_hint`) is
+//! written by the kernel only: the hint's bits are set with an atomic OR,
+//! which user space has no way to do on a map word. Everything user space
+//! verifies goes into the tries, which also keeps it out of the LRU's
+//! eviction. A source is keyed as the XDP program keys it: an IPv4 host,
+//! or an IPv6 address masked to `ipv6_prefix`, so `verify 2001:db8::1`
+//! verifies its whole /64 (with the default prefix). Trie entries carry
+//! their effective expiry, as CIDR bans do (see [`effective_expiry`]).
 
 use std::net::IpAddr;
 
@@ -74,7 +77,7 @@ pub struct VerifiedEntry {
 
 impl ShieldMaps {
     /// The `VERIFIED` key `net` is, if it is one source (see the module
-    /// docs); `None`: a network for the tries.
+    /// docs); `None`: a network.
     fn verified_key(&self, net: IpNet) -> Option<SrcKey> {
         let prefix = self.policy().ipv6_prefix.clamp(1, 128);
         match net.trunc() {
@@ -86,27 +89,27 @@ impl ShieldMaps {
         }
     }
 
+    /// `net` as the trie holds it: one source widened to its key's network
+    /// (an IPv6 host to its `/ipv6_prefix`).
+    fn verify_net(&self, net: IpNet) -> IpNet {
+        let prefix = self.policy().ipv6_prefix.clamp(1, 128) as u8;
+        match self.verified_key(net) {
+            Some(key) => source_net(&key, prefix),
+            None => net.trunc(),
+        }
+    }
+
     /// Verifies `net` until `expires_ns` (monotonic; 0 = for ever), or
     /// longer if it already is: this never shortens an entry (unverify
-    /// first for that). Returns the expiry in force.
+    /// first for that). `by` is the operator or the config (replies are
+    /// the kernel's). Returns the expiry in force.
     pub fn verify(&mut self, net: IpNet, expires_ns: u64, by: VerifiedBy) -> Result<u64, MapError> {
+        let net = self.verify_net(net);
         let mut v = Verified {
             expires_ns,
             how: by.raw(),
             _pad: 0,
         };
-        // `[verify] cidrs` go into the tries even when they are one
-        // source: the LRU may evict, and these are "always verified".
-        if let Some(key) = self.verified_key(net).filter(|_| by != VerifiedBy::Config) {
-            match self.verified.get(&key, 0) {
-                Ok(old) => v.expires_ns = later(old.expires_ns, expires_ns),
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-            self.verified.insert(&key, &v, 0)?;
-            return Ok(v.expires_ns);
-        }
-        let net = net.trunc();
         if let Some(old) = self.verify_nets.get(&net) {
             v.expires_ns = later(old.expires_ns, expires_ns);
         }
@@ -129,7 +132,7 @@ impl ShieldMaps {
     }
 
     fn unverify_net(&mut self, net: IpNet) -> Result<bool, MapError> {
-        let net = net.trunc();
+        let net = self.verify_net(net);
         self.verify_nets.remove(&net);
         let removed = match net {
             IpNet::V4(n) => trie_del(&mut self.verify_nets_v4, v4_key(n))?,
@@ -260,8 +263,8 @@ impl ShieldMaps {
         Ok(())
     }
 
-    /// Tests' access to the lookup the kernel does on a source key.
-    pub fn verified_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, MapError> {
+    /// The entry the egress classifier learned for `addr`'s key, if any.
+    pub fn learned_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, MapError> {
         let net = IpNet::from(addr);
         let Some(key) = self.verified_key(net) else {
             return Ok(None);
