@@ -39,6 +39,7 @@
 //! | [`sipp`], [`legit`] | sipp with `lab/sipp/*.xml`; the legitimate load (subscribers, trunk calls, the PBX) |
 //! | [`shieldd`] | `config/shield.toml` adapted for the real shieldd (run by [`crate::daemon::Shieldd`]: shieldctl, the pinned ban map, /metrics) |
 //! | [`nft`], [`fail2ban`] | the nftables ruleset of `lab/nft/`, fail2ban with `lab/fail2ban/` |
+//! | [`spoof`] | a spoofed-source flood (`flood --spoof`) at the SBC, and the route back that lets the SBC's stack take it |
 //! | [`flood`], [`xdpgen`], [`csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its checksums |
 //! | [`scanners`] | SIPVicious svmap / svwar |
 //! | [`cpu`], [`logwatch`], [`probe`] | CPU and packet accounting, log-line timing, drop timing |
@@ -61,6 +62,7 @@ pub mod scanners;
 pub mod shieldd;
 pub mod signals;
 pub mod sipp;
+pub mod spoof;
 pub mod sweep;
 pub mod topology;
 pub mod xdpgen;
