@@ -970,6 +970,39 @@ pub struct FloodOptions {
     pub sources: usize,
     pub cpus: Vec<usize>,
     pub user_agent: Option<String>,
+    /// A spoofed-source flood: every packet from a random address of this
+    /// IPv4 prefix (`flood --spoof`) instead of the attacker's `sources`
+    /// (e.g. [`SPOOF_NET`]). The SBC gets a route for it via the attacker,
+    /// so its replies to the forged sources leave as they would on a real
+    /// network (and reverse-path filtering, where on, accepts them).
+    pub spoof: Option<Ipv4Net>,
+}
+
+/// The prefix the lab's spoofed-source floods forge their sources from:
+/// 1,048,576 addresses that no host of the lab has (lab/kamailio/sbc.cfg
+/// counts the requests it gets from it).
+pub const SPOOF_NET: &str = "10.64.0.0/12";
+
+impl FloodOptions {
+    /// Defaults for the lab: the xdp engine, INVITE and REGISTER, as fast
+    /// as possible, every flood address, no pinning, no spoofing.
+    pub fn new(duration: Duration) -> FloodOptions {
+        FloodOptions {
+            engine: Engine::Xdp,
+            methods: vec![FloodMethod::Invite, FloodMethod::Register],
+            rate: 0,
+            duration,
+            sources: super::topology::FLOOD_SOURCES,
+            cpus: Vec::new(),
+            user_agent: None,
+            spoof: None,
+        }
+    }
+
+    /// [`SPOOF_NET`] as a prefix.
+    pub fn spoof_net() -> Ipv4Net {
+        SPOOF_NET.parse().expect("a valid prefix")
+    }
 }
 
 impl Flooder {
@@ -988,12 +1021,27 @@ impl Flooder {
             .args(["--max-packets", &bound.to_string()])
             .args(["--iface", HOST_IF])
             .args(["--dst-mac", &topo.sbc.mac(SBC_PUBLIC_IF)])
-            .args(["--dst", &format!("{SBC_PUBLIC_IP}:5060")])
-            .args([
+            .args(["--dst", &format!("{SBC_PUBLIC_IP}:5060")]);
+        match o.spoof {
+            Some(net) => {
+                // Replies to the forged sources go back towards the attacker.
+                topo.sbc.ip(&[
+                    "route",
+                    "replace",
+                    &net.to_string(),
+                    "via",
+                    &ATTACKER_IP.to_string(),
+                    "dev",
+                    SBC_PUBLIC_IF,
+                ]);
+                cmd.args(["--spoof", &net.to_string()])
+            }
+            None => cmd.args([
                 "--sources",
                 &format!("{FLOOD_BASE}/{}", o.sources.clamp(1, FLOOD_SOURCES)),
-            ])
-            .args(["--methods", &methods.join(",")])
+            ]),
+        };
+        cmd.args(["--methods", &methods.join(",")])
             .args(["--rate", &o.rate.to_string()])
             .args(["--seconds", &format!("{:.3}", o.duration.as_secs_f64())]);
         if let Some(ua) = &o.user_agent {
