@@ -128,6 +128,9 @@ pub struct SpoofPlan {
     /// Subscribers registering for the first time, from new addresses
     /// ([`super::spoof::newcomer_ip`]), started 1 s into the window.
     pub newcomers: usize,
+    /// Flood processes sharing the rate ([`FloodOptions::processes`]; 0:
+    /// one).
+    pub processes: usize,
 }
 
 impl Point {
@@ -273,6 +276,7 @@ fn flood_window(
                 cpus: plan.flood_cpus.clone(),
                 user_agent: None,
                 spoof: extra.net,
+                processes: extra.processes,
             },
         )?),
     };
@@ -295,8 +299,13 @@ fn flood_window(
             if signals::interrupted() {
                 f.interrupt();
             }
-            if let Some((_, t)) = crate::lab::cpu::process_ticks(f.pid()) {
-                w.sender_ticks = t;
+            let ticks: Vec<u64> = f
+                .pids()
+                .into_iter()
+                .filter_map(|pid| crate::lab::cpu::process_ticks(pid).map(|(_, t)| t))
+                .collect();
+            if !ticks.is_empty() {
+                w.sender_ticks = w.sender_ticks.max(ticks.iter().sum());
             }
         } else {
             signals::check()?;

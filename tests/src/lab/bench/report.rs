@@ -196,7 +196,9 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
          lab benchmark (`target/release/labbench`, source in `tests/src/lab/bench/`). The lab is the one of \
          `make demo` (`tests/src/lab/mod.rs`): three network namespaces, the attacker and the carrier each joined \
          to the SBC by a veth pair; everybody sends SIP to the SBC's one address, so legitimate and attack traffic \
-         share Kamailio's socket and workers. Nothing leaves the machine.\n"
+         share Kamailio's socket and workers. Nothing leaves the machine. \
+         `target/release/labbench --only spoof` (after `cargo build --release -p shield-user -p shield-tests --bins`) \
+         reruns section 6 alone and puts it into the last run's `bench.json`.\n"
     );
 
     let _ = writeln!(s, "## 1. A flood against a real Kamailio\n");

@@ -43,6 +43,25 @@ pub const BUDGET_BURST: u64 = 500;
 /// `newcomer_requests`).
 pub const NEWCOMERS: usize = 8;
 pub const NEWCOMER_BASE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 32);
+/// How the section's floods are sent: the in-kernel generator, as in
+/// section 1. A token bucket of a few hundred per second refills in any gap
+/// of the flood, and a legitimate request that arrives in a gap passes, so
+/// how smooth the flood is matters to whoever competes for the budget. The
+/// generator sends a chunk of frames per call and manages about 100 calls a
+/// second on this machine, all processes together: paced, one process sends
+/// 10 ms worth of frames per call ([`PACED_PROCESSES`]), in bursts with gaps
+/// between them; as fast as it goes, [`MAX_PROCESSES`] processes overlap
+/// their calls and the stream has no gaps (like many bots' packets).
+pub const PACED_PROCESSES: usize = 1;
+pub const MAX_PROCESSES: usize = 16;
+
+/// The flood processes of the section's flood at `rate`.
+pub fn processes(rate: FloodRate) -> usize {
+    match rate {
+        FloodRate::Pps(_) => PACED_PROCESSES,
+        FloodRate::Off | FloodRate::Max => MAX_PROCESSES,
+    }
+}
 
 /// The `i`-th newcomer's address.
 pub fn newcomer_ip(i: usize) -> Ipv4Addr {
@@ -122,6 +141,11 @@ pub struct SpoofResults {
     pub budget_burst: u64,
     pub newcomers: usize,
     pub window_secs: f64,
+    /// Flood sender processes, paced and as fast as possible.
+    #[serde(default)]
+    pub paced_processes: usize,
+    #[serde(default)]
+    pub max_processes: usize,
     pub points: Vec<Point>,
 }
 
@@ -143,11 +167,7 @@ pub fn run(
     let started = Instant::now();
     let busy_before_pct = super::machine().busy_before_pct;
     add_newcomers(topo);
-    let extra = SpoofPlan {
-        net: Some(FloodOptions::spoof_net()),
-        preregister: true,
-        newcomers: NEWCOMERS,
-    };
+
     let mut paced = paced.to_vec();
     paced.sort_unstable();
     let mut rates = vec![FloodRate::Off];
@@ -164,6 +184,12 @@ pub fn run(
                 rates.len(),
                 d.label()
             ));
+            let extra = SpoofPlan {
+                net: Some(FloodOptions::spoof_net()),
+                preregister: true,
+                newcomers: NEWCOMERS,
+                processes: processes(*rate),
+            };
             let at = dir.join(format!("{}-{}", d.short(), ri));
             let pt = run_point_with(topo, &at, d, *rate, plan, &extra)?;
             p.done(&summary(&pt));
@@ -181,6 +207,8 @@ pub fn run(
         budget_burst: BUDGET_BURST,
         newcomers: NEWCOMERS,
         window_secs: plan.window.as_secs_f64(),
+        paced_processes: PACED_PROCESSES,
+        max_processes: MAX_PROCESSES,
         points,
     })
 }
