@@ -455,6 +455,15 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
          - Kamailio's pike counts requests Kamailio has already received and parsed; it protects Kamailio's routing \
            logic, not the host.\n"
     );
+    if r.spoof.is_some() {
+        let _ = writeln!(
+            s,
+            "- Section 6's paced floods arrive in bursts (the in-kernel generator's calls, 10 ms apart), and a token \
+               bucket of 500/s refills between them: requests that compete for the budget (first registrations, \
+               everything behind nftables' global limit) do better there than against a smooth flood; the \
+               full-speed rows, with 16 overlapping sender processes, have no such gaps.\n"
+        );
+    }
     s
 }
 
