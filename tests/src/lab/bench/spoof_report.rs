@@ -197,13 +197,28 @@ fn table(r: &SpoofResults) -> String {
          ({} + {}/s × window); for the set-ups without a budget it only shows how far above it they are.",
         r.budget_burst, r.budget_per_second
     );
+    let pressure: Vec<String> = r
+        .points
+        .iter()
+        .filter(|p| p.defence == Defence::ShieldVerify)
+        .map(|p| {
+            let seen = p.under_pressure_seen.unwrap_or(false);
+            format!("{}: {}", p.rate.label(), if seen { "yes" } else { "no" })
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "`under_pressure` in `shieldctl verified` (polled once a second) with the budget on: {}.",
+        pressure.join(", ")
+    );
     s
 }
 
 /// Ratios against the other set-ups at the same flood.
 fn ratios(r: &SpoofResults) -> String {
     let mut s = String::from(
-        "Ratios, SIP Shield with the budget on against the others at the same flood:\n\n",
+        "Ratios at the same flood: each other set-up's requests at Kamailio and SBC CPU (Kamailio + softirq + \
+         shieldd) as a multiple of SIP Shield's with the budget on:\n\n",
     );
     for rate in rates(r).into_iter().filter(|x| *x != FloodRate::Off) {
         let Some(v) = at(r, Defence::ShieldVerify, rate) else {
@@ -349,6 +364,20 @@ fn reading(r: &SpoofResults) -> String {
             pct(share(n.registrations_ok, n.registrations)),
             frac(n.newcomers_ok, n.newcomers)
         );
+    }
+    if let (Some(v), Some(n)) = (
+        at(r, Defence::ShieldVerify, max),
+        at(r, Defence::NftGlobal, max),
+    ) {
+        let per = |p: &Point| cpu_per_million_dropped(p, at(r, p.defence, FloodRate::Off));
+        if let (Some(a), Some(b)) = (per(v), per(n)) {
+            let _ = writeln!(
+                s,
+                "- CPU per million drops at full speed: {a:.2} CPU-s with the budget, {b:.2} with nftables' global \
+                 limit. The budget's drop is dearer than section 1's ban drop: it comes after the SIP payload check \
+                 (SPEC §2 step 7b; a ban is step 4), and every frame's source misses the verified map."
+            );
+        }
     }
     if let Some(k) = at(r, Defence::Pike, max) {
         let _ = writeln!(
