@@ -10,8 +10,12 @@
 //! 4. legitimate traffic from the carrier for the whole demo: subscribers
 //!    registering with digest auth, calls from the trunk (sipp);
 //! 5. from the attacker: SIPVicious svmap and svwar, an INVITE/REGISTER flood
-//!    from 64 addresses at the highest rate this machine sends, and a sipp
-//!    password guesser with an ordinary User-Agent;
+//!    from 64 addresses at the highest rate this machine sends, a sipp
+//!    password guesser with an ordinary User-Agent, and last a
+//!    spoofed-source flood (a random source of 10.64.0.0/12 per packet)
+//!    after a reload that turns on `[verify]`'s unverified budget: the
+//!    subscribers, verified by Kamailio's 200 OK to their REGISTERs, keep
+//!    registering through it;
 //! 6. a report: legitimate success rate, drops by reason, bans, the jail's
 //!    log-to-kernel latency, where the metrics are. It checks what it
 //!    reports and exits 1 if the shield did not do its job.
@@ -30,7 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use shield_tests::daemon::{self, Shieldd, METRICS_PORT};
-use shield_tests::lab::flood::{Engine, FloodMethod, FloodOptions, Flooder};
+use shield_tests::lab::bench::spoof;
+use shield_tests::lab::flood::{FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
 use shield_tests::lab::logwatch::LogWatch;
@@ -99,7 +104,7 @@ fn run(hold: bool) -> Result<bool> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     println!("SIP Shield demo: a real Kamailio behind shieldd, legitimate calls and registrations, attacks.\n");
-    let mut p = Progress::new(8);
+    let mut p = Progress::new(9);
 
     p.step("Lab: attacker, carrier and SBC network namespaces, a veth from each host to the SBC");
     let topo = Topology::new();
@@ -202,15 +207,7 @@ fn run(hold: bool) -> Result<bool> {
     let mut flood = Flooder::start(
         &topo,
         &out,
-        &FloodOptions {
-            engine: Engine::Xdp,
-            methods: vec![FloodMethod::Invite, FloodMethod::Register],
-            rate: 0,
-            duration: Duration::from_secs(FLOOD_SECONDS),
-            sources: FLOOD_SOURCES,
-            cpus: Vec::new(),
-            user_agent: None,
-        },
+        &FloodOptions::new(Duration::from_secs(FLOOD_SECONDS)),
     )?;
     watch(
         &mut p,
@@ -297,6 +294,8 @@ fn run(hold: bool) -> Result<bool> {
         None => p.done(&format!("NOT banned ({failures_logged} failures logged)")),
     }
 
+    let spoofed = spoofed_stage(&mut p, &topo, &out, &cfg, &shield, &kam, &legit)?;
+
     p.step("Winding down the legitimate traffic; report");
     let result = legit.wind_down(Duration::from_secs(20))?;
     let stats = shield.stats()?;
@@ -315,6 +314,7 @@ fn run(hold: bool) -> Result<bool> {
         scanners_blind,
         jail_latency,
         escalated,
+        spoofed,
         elapsed: p.elapsed(),
     });
     drop(p);
@@ -330,6 +330,154 @@ fn run(hold: bool) -> Result<bool> {
         while signals::sleep(Duration::from_secs(1)).is_ok() {}
     }
     Ok(ok)
+}
+
+/// What the spoofed-source stage saw.
+struct Spoofed {
+    /// `shieldctl verified` just before the flood: all entries, and how
+    /// many of them are the registered subscribers.
+    verified_total: usize,
+    subscribers_verified: usize,
+    sent: u64,
+    rate: f64,
+    seconds: f64,
+    /// Drops on the public interface during the flood, reason `unverified`,
+    /// and everything passed there.
+    unverified_drops: u64,
+    passed: u64,
+    /// Requests from the forged sources that reached Kamailio's script.
+    at_kamailio: u64,
+    /// Legitimate registrations and calls that ended during the flood.
+    registrations: Tally,
+    calls: Tally,
+    /// `under_pressure` in any `shieldctl verified` polled during the
+    /// flood, and `sipshield_under_pressure 1` in any metrics scrape.
+    under_pressure: bool,
+    pressure_metric: bool,
+}
+
+impl Spoofed {
+    /// Unverified requests the budget lets through in the flood's time.
+    fn allowance(&self) -> f64 {
+        spoof::allowance(self.seconds)
+    }
+}
+
+/// Reloads shieldd with the unverified budget on; `shieldctl verified`
+/// then, and how many registered subscribers it lists.
+fn enable_budget(
+    p: &mut Progress,
+    cfg: &LabConfig,
+    shield: &Shieldd,
+) -> Result<(shield::control::protocol::VerifiedReply, usize)> {
+    shield.write_config(&spoof::with_budget(cfg.clone()).render(shield)?);
+    shield.try_ctl_ok(&["reload"])?;
+    let v = spoof::verified(shield)?;
+    let subscribers_verified = spoof::subscribers_verified(&v);
+    p.note(&format!(
+        "reloaded: unverified budget {}/s, burst {}; verified sources: {} ({subscribers_verified} of {SUBSCRIBERS} \
+         subscribers, by Kamailio's 200 OK to their REGISTER; the trunk by its calls' 200 OK)",
+        v.unverified_per_second,
+        spoof::BUDGET_BURST,
+        v.total
+    ));
+    Ok((v, subscribers_verified))
+}
+
+/// The spoofed-source flood: a reload turns the unverified budget on, the
+/// subscribers (verified by Kamailio's 200 OK earlier) keep registering
+/// while every flood packet comes from another forged address.
+fn spoofed_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    cfg: &LabConfig,
+    shield: &Shieldd,
+    kam: &Kamailio,
+    legit: &Legit,
+) -> Result<Spoofed> {
+    p.step(&format!(
+        "Spoofed-source flood: reload with [verify] unverified_per_second = {}, then {FLOOD_SECONDS} s from a random \
+         address of {} (1,048,576) per packet, as fast as this machine sends",
+        spoof::BUDGET_PER_SECOND,
+        spoof::SPOOF_NET
+    ));
+    let (v, subscribers_verified) = enable_budget(p, cfg, shield)?;
+    let (before, tally0, (k0, _)) = (
+        shield.stats()?,
+        legit.tally(),
+        spoof::unverified_at_kamailio(kam)?,
+    );
+    let dir = out.join("spoofed");
+    std::fs::create_dir_all(&dir)?;
+    let mut flood = Flooder::start(
+        topo,
+        &dir,
+        &FloodOptions {
+            spoof: Some(FloodOptions::spoof_net()),
+            ..FloodOptions::new(Duration::from_secs(FLOOD_SECONDS))
+        },
+    )?;
+    let (mut under_pressure, mut pressure_metric, mut polled) = (false, false, Instant::now());
+    watch(
+        p,
+        shield,
+        legit,
+        Duration::from_secs(FLOOD_SECONDS + 30),
+        || {
+            if polled.elapsed() >= Duration::from_millis(500) {
+                polled = Instant::now();
+                under_pressure |= spoof::verified(shield).is_ok_and(|v| v.under_pressure);
+                pressure_metric |= shield
+                    .metrics(&topo.sbc)
+                    .is_ok_and(|m| m.lines().any(|l| l == "sipshield_under_pressure 1"));
+            }
+            Ok(!flood.is_running())
+        },
+    )?;
+    let sent = flood.finish()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let delta = counter_delta(&before, &shield.stats()?, SBC_PUBLIC_IF);
+    let tally1 = legit.tally();
+    let since = |a: &Tally, b: &Tally| Tally {
+        successful: a.successful - b.successful.min(a.successful),
+        failed: a.failed - b.failed.min(a.failed),
+        ..Tally::default()
+    };
+    let s = Spoofed {
+        verified_total: v.total,
+        subscribers_verified,
+        sent: sent.sent,
+        rate: sent.rate,
+        seconds: sent.seconds,
+        unverified_drops: delta
+            .get(&("drop".into(), "unverified".into()))
+            .copied()
+            .unwrap_or(0),
+        passed: delta
+            .iter()
+            .filter(|((v, _), _)| v == "pass")
+            .map(|(_, n)| n)
+            .sum(),
+        at_kamailio: spoof::unverified_at_kamailio(kam)?.0.saturating_sub(k0),
+        registrations: since(&tally1.registrations, &tally0.registrations),
+        calls: since(&tally1.calls, &tally0.calls),
+        under_pressure,
+        pressure_metric,
+    };
+    p.done(&format!(
+        "sent {} ({} per second); dropped unverified {}; reached Kamailio {} (budget {}); \
+         subscribers' registrations meanwhile {}/{}; under pressure: {}",
+        thousands(s.sent),
+        thousands(s.rate as u64),
+        thousands(s.unverified_drops),
+        thousands(s.at_kamailio),
+        thousands(s.allowance() as u64),
+        s.registrations.successful,
+        s.registrations.finished(),
+        if s.under_pressure { "yes" } else { "no" }
+    ));
+    Ok(s)
 }
 
 /// Shows the live status line until `done()` says so (or `limit` passes).
@@ -430,7 +578,70 @@ struct ReportInput<'a> {
     scanners_blind: bool,
     jail_latency: Option<Duration>,
     escalated: usize,
+    spoofed: Spoofed,
     elapsed: Duration,
+}
+
+/// The spoofed-source stage's lines of the report.
+fn spoofed_report(sp: &Spoofed) {
+    let pct = |t: &Tally| {
+        t.success_rate()
+            .map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
+    };
+    println!(
+        "Spoofed-source flood ({} s, a random source of {} per packet; [verify] budget {}/s, burst {}):",
+        FLOOD_SECONDS,
+        spoof::SPOOF_NET,
+        spoof::BUDGET_PER_SECOND,
+        spoof::BUDGET_BURST
+    );
+    println!(
+        "  verified before it (`shieldctl verified`)   {:>6} sources, {} of {SUBSCRIBERS} subscribers",
+        sp.verified_total, sp.subscribers_verified
+    );
+    println!(
+        "  registrations meanwhile (verified subs)     {:>6} of {:>6} succeeded  {}",
+        sp.registrations.successful,
+        sp.registrations.finished(),
+        pct(&sp.registrations)
+    );
+    println!(
+        "  calls from the trunk meanwhile              {:>6} of {:>6} succeeded  {}",
+        sp.calls.successful,
+        sp.calls.finished(),
+        pct(&sp.calls)
+    );
+    println!(
+        "  sent {} ({} per second); dropped as unverified {} ({:.3} %); passed {}",
+        thousands(sp.sent),
+        thousands(sp.rate as u64),
+        thousands(sp.unverified_drops),
+        100.0 * sp.unverified_drops as f64 / sp.sent.max(1) as f64,
+        thousands(sp.passed)
+    );
+    println!(
+        "  reached Kamailio from the forged sources: {} in {:.1} s = {:.0}/s; budget {} ({}/s x {:.1} s + burst {}): {:.2}x",
+        thousands(sp.at_kamailio),
+        sp.seconds,
+        sp.at_kamailio as f64 / sp.seconds.max(1e-9),
+        thousands(sp.allowance() as u64),
+        spoof::BUDGET_PER_SECOND,
+        sp.seconds,
+        spoof::BUDGET_BURST,
+        sp.at_kamailio as f64 / sp.allowance()
+    );
+    let seen = |b: bool| {
+        if b {
+            "seen during the flood"
+        } else {
+            "never seen"
+        }
+    };
+    println!(
+        "  under pressure: `shieldctl verified` under_pressure {}; sipshield_under_pressure 1 {}",
+        seen(sp.under_pressure),
+        seen(sp.pressure_metric)
+    );
 }
 
 /// Prints the report; whether every check passed.
@@ -453,6 +664,7 @@ fn report(r: &ReportInput) -> bool {
         r.legit.calls.finished(),
         pct(&r.legit.calls)
     );
+    spoofed_report(&r.spoofed);
     println!(
         "Packets by verdict and reason (kernel counters, both interfaces; `shieldctl stats`):"
     );
@@ -492,9 +704,10 @@ fn report(r: &ReportInput) -> bool {
                 && l.contains("verdict=\"drop\"")
                 && !l.ends_with(" 0"))
                 || l.starts_with("sipshield_bans_active")
+                || l.starts_with("sipshield_verified_sources")
                 || l.starts_with("sipshield_jail_failures_total{")
         })
-        .take(6)
+        .take(7)
     {
         println!("  {l}");
     }
@@ -523,6 +736,30 @@ fn report(r: &ReportInput) -> bool {
                 .is_some_and(|l| l < Duration::from_millis(100)),
         ),
     ];
+    let sp = &r.spoofed;
+    let spoof_checks = [
+        (
+            "every registered subscriber was verified before the spoofed flood",
+            sp.subscribers_verified == SUBSCRIBERS,
+        ),
+        (
+            "the subscribers' registrations during the spoofed flood all succeeded",
+            all_legit(&sp.registrations),
+        ),
+        (
+            "at least 99 % of the spoofed flood was dropped as unverified",
+            sp.sent > 0 && sp.unverified_drops as f64 >= 0.99 * sp.sent as f64,
+        ),
+        (
+            "the forged sources' requests reaching Kamailio stayed within the budget (+10 %)",
+            sp.at_kamailio > 0 && (sp.at_kamailio as f64) <= 1.1 * sp.allowance(),
+        ),
+        (
+            "shieldd reported under_pressure during the spoofed flood (shieldctl and metric)",
+            sp.under_pressure && sp.pressure_metric,
+        ),
+    ];
+    let checks: Vec<(&str, bool)> = checks.into_iter().chain(spoof_checks).collect();
     println!("Checks:");
     for (what, ok) in &checks {
         println!("  [{}] {what}", if *ok { "ok" } else { "FAILED" });

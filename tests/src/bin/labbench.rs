@@ -5,7 +5,11 @@
 //! BENCHMARKS.md, lab/results/flood.svg and lab/results/bench.json.
 //!
 //! As root. `--quick` runs a shorter version (for trying it out; its
-//! numbers are not the ones to publish). Ctrl-C stops it and removes the lab.
+//! numbers are not the ones to publish). `--only spoof` runs only the
+//! spoofed-source section and puts it into the results of the last full
+//! run (`lab/results/bench.json` under `--out`), rewriting BENCHMARKS.md
+//! from them; the report says which sections come from which run.
+//! Ctrl-C stops it and removes the lab.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +47,13 @@ struct Args {
     /// or packet (AF_PACKET + sendmmsg, frames arrive as socket buffers).
     #[arg(long, default_value = "xdp")]
     engine: String,
+    /// Paced rates of the spoofed-source section, packets/s (comma list).
+    #[arg(long, default_value = "50000,200000")]
+    spoof_rates: String,
+    /// Run one section only: `spoof` (the spoofed-source flood), merged
+    /// into the results of the last full run.
+    #[arg(long, value_parser = ["spoof"])]
+    only: Option<String>,
     /// The data-path benchmark's output to include (xtask writes it).
     #[arg(long)]
     datapath: Option<PathBuf>,
@@ -79,7 +90,13 @@ fn real_main() -> Result<()> {
         let text = std::fs::read_to_string(json).with_context(|| json.display().to_string())?;
         let results: bench::Results = serde_json::from_str(&text).context("bench.json")?;
         let out = a.out.clone().unwrap_or_else(repo);
-        return write_outputs(&out, &results, a.datapath.as_deref(), a.banstore.as_deref(), false);
+        return write_outputs(
+            &out,
+            &results,
+            a.datapath.as_deref(),
+            a.banstore.as_deref(),
+            false,
+        );
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -100,6 +117,14 @@ fn real_main() -> Result<()> {
         latency_trials: a.trials.clamp(1, 19),
         work_dir: repo().join("lab-out/bench"),
         engine: Engine::parse(&a.engine)?,
+        spoof_rates: a
+            .spoof_rates
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--spoof-rates")?,
+        only_spoof: a.only.is_some(),
     };
     if a.quick {
         opts.window = Duration::from_secs(5);
@@ -109,19 +134,48 @@ fn real_main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&opts.work_dir);
     std::fs::create_dir_all(&opts.work_dir)?;
-    let points = (opts.rate_divisors.len() + 2) * 4 + 2;
-    println!(
-        "SIP Shield lab benchmark: {points} flood measurements of {} s, {} bans, {} latency trials per jail.\n",
-        opts.window.as_secs(),
-        opts.bans,
-        opts.latency_trials
-    );
-    let mut p = Progress::new(bench::steps(opts.rate_divisors.len()));
-    let results = bench::run(&opts, &mut p)?;
+    let out = a.out.clone().unwrap_or_else(repo);
+    let spoof_points = (opts.spoof_rates.len() + 2) * bench::defence::Defence::SPOOF.len();
+    let mut p = Progress::new(bench::steps(&opts));
+    let results = if opts.only_spoof {
+        // Everything else comes from the last full run.
+        let json = out.join("lab/results/bench.json");
+        let text = std::fs::read_to_string(&json).with_context(|| {
+            format!(
+                "{} (--only merges into a full run's results)",
+                json.display()
+            )
+        })?;
+        let previous: bench::Results = serde_json::from_str(&text).context("bench.json")?;
+        println!(
+            "SIP Shield lab benchmark, spoofed-source section only: {spoof_points} measurements of {} s; \
+             the other sections stay as measured on {}.\n",
+            opts.window.as_secs(),
+            previous.date
+        );
+        let mut r = bench::run_spoof_only(&opts, previous, &mut p)?;
+        if let Some(s) = r.spoof.as_mut() {
+            s.command = std::env::args().collect::<Vec<_>>().join(" ");
+        }
+        r
+    } else {
+        let points = (opts.rate_divisors.len() + 2) * 4 + 2 + spoof_points;
+        println!(
+            "SIP Shield lab benchmark: {points} flood measurements of {} s, {} bans, {} latency trials per jail.\n",
+            opts.window.as_secs(),
+            opts.bans,
+            opts.latency_trials
+        );
+        bench::run(&opts, &mut p)?
+    };
     drop(p);
-
-    let out = a.out.unwrap_or_else(repo);
-    write_outputs(&out, &results, a.datapath.as_deref(), a.banstore.as_deref(), true)
+    write_outputs(
+        &out,
+        &results,
+        a.datapath.as_deref(),
+        a.banstore.as_deref(),
+        true,
+    )
 }
 
 /// BENCHMARKS.md, the figure and (for a new run) bench.json under `out`.
@@ -134,6 +188,16 @@ fn write_outputs(
 ) -> Result<()> {
     let results_dir = out.join("lab/results");
     std::fs::create_dir_all(&results_dir)?;
+    // Sections 4 and 5: this run's files, else what the results kept.
+    let mut results = results.clone();
+    let read = |p: Option<&std::path::Path>| p.and_then(|p| std::fs::read_to_string(p).ok());
+    if let Some(t) = read(datapath) {
+        results.datapath = Some(t);
+    }
+    if let Some(t) = read(banstore) {
+        results.banstore = Some(t);
+    }
+    let results = &results;
     if json {
         std::fs::write(
             results_dir.join("bench.json"),
@@ -141,17 +205,23 @@ fn write_outputs(
         )?;
     }
     plot::draw(&results.points, &results_dir.join("flood.svg"))?;
-    let datapath = datapath.and_then(|p| std::fs::read_to_string(p).ok());
-    let banstore = banstore.and_then(|p| std::fs::read_to_string(p).ok());
     std::fs::write(
         out.join("BENCHMARKS.md"),
-        report::markdown(results, datapath.as_deref(), banstore.as_deref()),
+        report::markdown(
+            results,
+            results.datapath.as_deref(),
+            results.banstore.as_deref(),
+        ),
     )?;
     println!("\nHeadlines:");
     for h in report::headlines(results) {
         println!("  - {h}");
     }
-    println!("\nWrote {} and {}.", out.join("BENCHMARKS.md").display(), results_dir.join("flood.svg").display());
+    println!(
+        "\nWrote {} and {}.",
+        out.join("BENCHMARKS.md").display(),
+        results_dir.join("flood.svg").display()
+    );
     if json {
         println!("Raw numbers: {}.", results_dir.join("bench.json").display());
     }

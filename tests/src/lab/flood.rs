@@ -952,9 +952,10 @@ mod tests {
     }
 }
 
-/// The `flood` binary, started in the attacker's namespace.
+/// The `flood` binary, started in the attacker's namespace: one process,
+/// or [`FloodOptions::processes`] of them sharing the rate.
 pub struct Flooder {
-    proc: super::process::Proc,
+    procs: Vec<super::process::Proc>,
     pub planned: Duration,
 }
 
@@ -970,6 +971,46 @@ pub struct FloodOptions {
     pub sources: usize,
     pub cpus: Vec<usize>,
     pub user_agent: Option<String>,
+    /// A spoofed-source flood: every packet from a random address of this
+    /// IPv4 prefix (`flood --spoof`) instead of the attacker's `sources`
+    /// (e.g. [`SPOOF_NET`]). The SBC gets a route for it via the attacker,
+    /// so its replies to the forged sources leave as they would on a real
+    /// network (and reverse-path filtering, where on, accepts them).
+    pub spoof: Option<Ipv4Net>,
+    /// Flood processes sharing `rate` (each sends `rate / processes`);
+    /// 0 or 1: one. The in-kernel engine sends a chunk of 10 ms worth of
+    /// frames per call, so one paced process floods in bursts 10 ms apart;
+    /// several of them, started at different moments, spread the bursts
+    /// (their gaps matter to a token bucket of a few hundred per second).
+    pub processes: usize,
+}
+
+/// The prefix the lab's spoofed-source floods forge their sources from:
+/// 1,048,576 addresses that no host of the lab has (lab/kamailio/sbc.cfg
+/// counts the requests it gets from it).
+pub const SPOOF_NET: &str = "10.64.0.0/12";
+
+impl FloodOptions {
+    /// Defaults for the lab: the xdp engine, INVITE and REGISTER, as fast
+    /// as possible, every flood address, no pinning, no spoofing.
+    pub fn new(duration: Duration) -> FloodOptions {
+        FloodOptions {
+            engine: Engine::Xdp,
+            methods: vec![FloodMethod::Invite, FloodMethod::Register],
+            rate: 0,
+            duration,
+            sources: super::topology::FLOOD_SOURCES,
+            cpus: Vec::new(),
+            user_agent: None,
+            spoof: None,
+            processes: 1,
+        }
+    }
+
+    /// [`SPOOF_NET`] as a prefix.
+    pub fn spoof_net() -> Ipv4Net {
+        SPOOF_NET.parse().expect("a valid prefix")
+    }
 }
 
 impl Flooder {
@@ -978,23 +1019,56 @@ impl Flooder {
         dir: &std::path::Path,
         o: &FloodOptions,
     ) -> Result<Flooder> {
+        let n = o.processes.max(1);
+        if let Some(net) = o.spoof {
+            // Replies to the forged sources go back towards the attacker.
+            use super::topology::{ATTACKER_IP, SBC_PUBLIC_IF};
+            let (net, via) = (net.to_string(), ATTACKER_IP.to_string());
+            topo.sbc
+                .ip(&["route", "replace", &net, "via", &via, "dev", SBC_PUBLIC_IF]);
+        }
+        let mut procs = Vec::with_capacity(n);
+        for i in 0..n {
+            let cmd = Self::command(topo, o, n)?;
+            let log = if n == 1 {
+                dir.join("flood.log")
+            } else {
+                dir.join(format!("flood-{i}.log"))
+            };
+            procs.push(super::process::Proc::spawn_piped("flood", cmd, &log)?);
+        }
+        Ok(Flooder {
+            procs,
+            planned: o.duration,
+        })
+    }
+
+    /// One of `n` flood processes of `o`.
+    fn command(
+        topo: &super::Topology,
+        o: &FloodOptions,
+        n: usize,
+    ) -> Result<std::process::Command> {
         use super::topology::*;
         let exe = super::paths::binary("flood")?;
         let mut cmd = super::process::in_ns(&topo.attacker, exe.to_str().context("path")?);
         let methods: Vec<&str> = o.methods.iter().map(|m| m.as_str()).collect();
         // Bounded: at most 10 million packets per second of flood.
-        let bound = (o.duration.as_secs_f64() * 10e6) as u64;
+        let bound = (o.duration.as_secs_f64() * 10e6) as u64 / n as u64;
         cmd.args(["--engine", o.engine.as_str()])
             .args(["--max-packets", &bound.to_string()])
             .args(["--iface", HOST_IF])
             .args(["--dst-mac", &topo.sbc.mac(SBC_PUBLIC_IF)])
-            .args(["--dst", &format!("{SBC_PUBLIC_IP}:5060")])
-            .args([
+            .args(["--dst", &format!("{SBC_PUBLIC_IP}:5060")]);
+        match o.spoof {
+            Some(net) => cmd.args(["--spoof", &net.to_string()]),
+            None => cmd.args([
                 "--sources",
                 &format!("{FLOOD_BASE}/{}", o.sources.clamp(1, FLOOD_SOURCES)),
-            ])
-            .args(["--methods", &methods.join(",")])
-            .args(["--rate", &o.rate.to_string()])
+            ]),
+        };
+        cmd.args(["--methods", &methods.join(",")])
+            .args(["--rate", &(o.rate / n as u64).to_string()])
             .args(["--seconds", &format!("{:.3}", o.duration.as_secs_f64())]);
         if let Some(ua) = &o.user_agent {
             cmd.args(["--user-agent", ua]);
@@ -1003,34 +1077,47 @@ impl Flooder {
             let c: Vec<String> = o.cpus.iter().map(usize::to_string).collect();
             cmd.args(["--cpus", &c.join(",")]);
         }
-        let proc = super::process::Proc::spawn_piped("flood", cmd, &dir.join("flood.log"))?;
-        Ok(Flooder {
-            proc,
-            planned: o.duration,
-        })
+        Ok(cmd)
     }
 
+    /// The first process's id.
     pub fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.procs[0].pid()
     }
 
+    /// Every process's id.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(super::process::Proc::pid).collect()
+    }
+
+    /// Whether any of the processes still runs.
     pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
+        self.procs.iter_mut().any(|p| p.is_running())
     }
 
-    /// Waits for the flood to end; what it sent.
+    /// Waits for the flood to end; what it sent (all processes together:
+    /// the packets summed, the time of the longest).
     pub fn finish(mut self) -> Result<FloodReport> {
-        let (status, out) = self
-            .proc
-            .wait_output(self.planned + Duration::from_secs(30))?;
-        if !status.success() {
-            bail!("flood failed ({status}): {}", self.proc.log_tail(10));
+        let mut total = FloodReport::default();
+        for p in &mut self.procs {
+            let (status, out) = p.wait_output(self.planned + Duration::from_secs(30))?;
+            if !status.success() {
+                bail!("flood failed ({status}): {}", p.log_tail(10));
+            }
+            let r: FloodReport = serde_json::from_str(out.trim())
+                .with_context(|| format!("flood's summary {out:?}"))?;
+            total.sent += r.sent;
+            total.send_errors += r.send_errors;
+            total.seconds = total.seconds.max(r.seconds);
         }
-        serde_json::from_str(out.trim()).with_context(|| format!("flood's summary {out:?}"))
+        total.rate = total.sent as f64 / total.seconds.max(1e-9);
+        Ok(total)
     }
 
     /// Stops it early (SIGTERM: it still prints its summary).
     pub fn interrupt(&self) {
-        self.proc.signal(libc::SIGTERM);
+        for p in &self.procs {
+            p.signal(libc::SIGTERM);
+        }
     }
 }

@@ -42,9 +42,15 @@ pub struct NftTable<'a> {
 
 impl<'a> NftTable<'a> {
     pub fn load(ns: &'a Netns) -> Result<NftTable<'a>> {
-        let file = lab_file("nft/shield-equivalent.nft");
-        nft(ns, &["-f", file.to_str().context("path")?])
-            .context("loading lab/nft/shield-equivalent.nft")?;
+        Self::load_file(ns, "nft/shield-equivalent.nft")
+    }
+
+    /// Another ruleset under `lab/` (its table must be [`TABLE`], family
+    /// [`FAMILY`]), e.g. `nft/global-limit.nft`.
+    pub fn load_file(ns: &'a Netns, file: &str) -> Result<NftTable<'a>> {
+        let path = lab_file(file);
+        nft(ns, &["-f", path.to_str().context("path")?])
+            .with_context(|| format!("loading lab/{file}"))?;
         Ok(NftTable { ns })
     }
 
@@ -66,7 +72,7 @@ impl<'a> NftTable<'a> {
     /// Packets the rules dropped, all reasons.
     pub fn dropped(&self) -> Result<u64> {
         let c = self.counters()?;
-        Ok(["deny", "ban", "malformed", "rate"]
+        Ok(["deny", "ban", "malformed", "rate", "unverified"]
             .iter()
             .map(|k| c.get(*k).copied().unwrap_or(0))
             .sum())

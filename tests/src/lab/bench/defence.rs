@@ -8,12 +8,21 @@
 //! * **nftables**: `sbc.cfg` behind `lab/nft/shield-equivalent.nft`;
 //! * **shield**: `sbc.cfg` behind the real `shieldd` with the example
 //!   configuration.
+//!
+//! The spoofed-source section ([`Defence::SPOOF`]) adds two:
+//!
+//! * **nft-global**: `sbc.cfg` behind `lab/nft/global-limit.nft`: the
+//!   trunk allowlisted, one global limit for everything else to 5060;
+//! * **shield-verify**: `shieldd` as above with `[verify]`'s unverified
+//!   budget on ([`super::spoof::with_budget`]).
 
 use std::path::Path;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use shield::control::protocol::VerifiedReply;
 
+use super::spoof::{verified, with_budget};
 use crate::daemon::{self, Shieldd};
 use crate::lab::kamailio::{self, Kamailio, Script};
 use crate::lab::nft::NftTable;
@@ -26,6 +35,10 @@ pub enum Defence {
     Pike,
     Nftables,
     Shield,
+    /// nftables with the trunk allowlisted and one global limit.
+    NftGlobal,
+    /// SIP Shield with the unverified budget on.
+    ShieldVerify,
 }
 
 impl Defence {
@@ -36,12 +49,23 @@ impl Defence {
         Defence::Shield,
     ];
 
+    /// The set-ups of the spoofed-source section.
+    pub const SPOOF: [Defence; 5] = [
+        Defence::None,
+        Defence::Pike,
+        Defence::NftGlobal,
+        Defence::Shield,
+        Defence::ShieldVerify,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Defence::None => "no protection",
             Defence::Pike => "Kamailio pike + htable",
             Defence::Nftables => "nftables (equivalent rules)",
             Defence::Shield => "SIP Shield (shieldd)",
+            Defence::NftGlobal => "nftables (trunk allowlisted, one global limit)",
+            Defence::ShieldVerify => "SIP Shield, [verify] budget on",
         }
     }
 
@@ -51,6 +75,8 @@ impl Defence {
             Defence::Pike => "pike",
             Defence::Nftables => "nftables",
             Defence::Shield => "shield",
+            Defence::NftGlobal => "nft-global",
+            Defence::ShieldVerify => "shield-verify",
         }
     }
 
@@ -87,10 +113,12 @@ impl<'a> Armed<'a> {
         let kamailio = Kamailio::start(&topo.sbc, dir, &opts)?;
         let nft = match defence {
             Defence::Nftables => Some(NftTable::load(&topo.sbc)?),
+            Defence::NftGlobal => Some(NftTable::load_file(&topo.sbc, "nft/global-limit.nft")?),
             _ => None,
         };
         let shield = match defence {
             Defence::Shield => Some(LabConfig::new(dir).start(&topo.sbc)?),
+            Defence::ShieldVerify => Some(with_budget(LabConfig::new(dir)).start(&topo.sbc)?),
             _ => None,
         };
         Ok(Armed {
@@ -112,8 +140,10 @@ impl<'a> Armed<'a> {
                 let get = |k: &str| s.get(&format!("script:{k}")).copied().unwrap_or(0);
                 get("pike_drops") + get("ipban_drops") + get("scanner_drops")
             }
-            Defence::Nftables => self.nft.as_ref().map_or(Ok(0), NftTable::dropped)?,
-            Defence::Shield => self
+            Defence::Nftables | Defence::NftGlobal => {
+                self.nft.as_ref().map_or(Ok(0), NftTable::dropped)?
+            }
+            Defence::Shield | Defence::ShieldVerify => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| daemon::dropped(&st)))?,
@@ -123,7 +153,7 @@ impl<'a> Armed<'a> {
     /// Sources the defence has banned so far.
     pub fn bans(&self) -> Result<u64> {
         Ok(match self.defence {
-            Defence::None => 0,
+            Defence::None | Defence::NftGlobal => 0,
             Defence::Pike => {
                 // Kamailio logs an ALERT line per pike ban, "(IP:addr:port)";
                 // two workers may both catch the same source.
@@ -136,11 +166,16 @@ impl<'a> Armed<'a> {
                 banned.len() as u64
             }
             Defence::Nftables => self.nft.as_ref().map_or(Ok(0), |n| n.set_len("bans4"))? as u64,
-            Defence::Shield => self
+            Defence::Shield | Defence::ShieldVerify => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| st.bans_active))?,
         })
+    }
+
+    /// `shieldctl verified` (SIP Shield only).
+    pub fn verified(&self) -> Option<Result<VerifiedReply>> {
+        self.shield.as_ref().map(verified)
     }
 
     pub fn shieldd_pid(&self) -> Option<u32> {

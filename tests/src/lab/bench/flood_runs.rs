@@ -1,11 +1,14 @@
 //! One measured point of the flood comparison: a defence, fresh; the
 //! legitimate load from the carrier; a flood from the attacker at one rate;
-//! everything counted over the flood's window.
+//! everything counted over the flood's window. The spoofed-source section
+//! ([`super::spoof`]) adds to a point with [`SpoofPlan`]: forged sources,
+//! subscribers registered before the window, newcomers during it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::defence::{Armed, Defence};
@@ -13,7 +16,10 @@ use crate::lab::cpu::{backlog_drops, HostCpu, UdpCounters};
 use crate::lab::flood::{Engine, FloodMethod, FloodOptions, FloodReport, Flooder};
 use crate::lab::legit::{Legit, LegitLoad, LegitResult};
 use crate::lab::signals;
-use crate::lab::topology::{LinkStats, Topology, FLOOD_SOURCES, SBC_PUBLIC_IF};
+use crate::lab::sipp::{Run, Sipp, Tally};
+use crate::lab::topology::{
+    subscriber_ip, LinkStats, Topology, FLOOD_SOURCES, SBC_PUBLIC_IF, SBC_SIP_IP, SUBSCRIBERS,
+};
 
 /// The flood of one point.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +91,46 @@ pub struct Point {
     /// RcvbufErrors in the SBC's namespace) and full CPU backlogs.
     pub overload_drops: u64,
     pub bans: u64,
+    /// Spoofed-source points only (0 / `None` elsewhere):
+    /// first registrations from new addresses started during the flood;
+    #[serde(default)]
+    pub newcomers: u64,
+    #[serde(default)]
+    pub newcomers_ok: u64,
+    /// requests from the forged sources and from the newcomers that
+    /// reached Kamailio's script (its `spoofed_requests`,
+    /// `newcomer_requests`);
+    #[serde(default)]
+    pub spoofed_at_kamailio: u64,
+    #[serde(default)]
+    pub newcomer_requests_at_kamailio: u64,
+    /// subscribers registered (and, behind SIP Shield, verified) before the
+    /// window: `shieldctl verified` total and the subscribers among them;
+    #[serde(default)]
+    pub preregistered_ok: u64,
+    #[serde(default)]
+    pub verified_before: Option<u64>,
+    #[serde(default)]
+    pub subscribers_verified: Option<u64>,
+    /// whether `shieldctl verified` said `under_pressure` during the flood.
+    #[serde(default)]
+    pub under_pressure_seen: Option<bool>,
+}
+
+/// What a spoofed-source point adds (the default: nothing, an ordinary
+/// point).
+#[derive(Clone, Debug, Default)]
+pub struct SpoofPlan {
+    /// Forge every flood packet's source from this prefix.
+    pub net: Option<Ipv4Net>,
+    /// Register every subscriber once before the window.
+    pub preregister: bool,
+    /// Subscribers registering for the first time, from new addresses
+    /// ([`super::spoof::newcomer_ip`]), started 1 s into the window.
+    pub newcomers: usize,
+    /// Flood processes sharing the rate ([`FloodOptions::processes`]; 0:
+    /// one).
+    pub processes: usize,
 }
 
 impl Point {
@@ -125,8 +171,26 @@ pub fn run_point(
     rate: FloodRate,
     plan: &PointPlan,
 ) -> Result<Point> {
+    run_point_with(topo, dir, defence, rate, plan, &SpoofPlan::default())
+}
+
+/// Runs one point with the spoofed-source additions of `extra`.
+pub fn run_point_with(
+    topo: &Topology,
+    dir: &Path,
+    defence: Defence,
+    rate: FloodRate,
+    plan: &PointPlan,
+    extra: &SpoofPlan,
+) -> Result<Point> {
     signals::check()?;
     let armed = Armed::start(defence, topo, dir, &plan.kamailio_cpus)?;
+    let preregistered_ok = if extra.preregister {
+        preregister(topo, dir, plan.legit.subscribers)?
+    } else {
+        0
+    };
+    let verified = armed.verified().transpose()?;
     let legit = Legit::start(
         topo,
         dir,
@@ -135,89 +199,195 @@ pub fn run_point(
             ..plan.legit
         },
     )?;
-
-    let drops0 = armed.dropped()?;
-    let host0 = HostCpu::read();
-    let kam0 = armed.kamailio.cpu();
-    let shieldd0 = armed
-        .shieldd_pid()
-        .and_then(crate::lab::cpu::process_ticks)
-        .map_or(0, |(_, t)| t);
-    let udp0 = UdpCounters::read(&topo.sbc);
-    let backlog0 = backlog_drops();
-    let link0 = LinkStats::read(&topo.sbc, SBC_PUBLIC_IF);
-    let req0 = armed
-        .kamailio
-        .stats()?
-        .get("core:rcv_requests")
-        .copied()
-        .unwrap_or(0);
-    let t0 = Instant::now();
-
-    let (flood, sender_ticks) = match rate {
-        FloodRate::Off => {
-            signals::sleep(plan.window)?;
-            (FloodReport::default(), 0)
-        }
-        FloodRate::Max | FloodRate::Pps(_) => {
-            let mut f = Flooder::start(
-                topo,
-                dir,
-                &FloodOptions {
-                    engine: plan.engine,
-                    methods: plan.flood_methods.clone(),
-                    rate: if let FloodRate::Pps(n) = rate { n } else { 0 },
-                    duration: plan.window,
-                    sources: plan.flood_sources.min(FLOOD_SOURCES),
-                    cpus: plan.flood_cpus.clone(),
-                    user_agent: None,
-                },
-            )?;
-            let pid = f.pid();
-            let mut ticks = 0;
-            while f.is_running() {
-                if signals::interrupted() {
-                    f.interrupt();
-                }
-                if let Some((_, t)) = crate::lab::cpu::process_ticks(pid) {
-                    ticks = t;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (f.finish()?, ticks)
-        }
-    };
+    let before = Snapshot::take(topo, &armed)?;
+    let w = flood_window(topo, dir, rate, plan, extra, &armed)?;
     signals::check()?;
     // Let queued packets drain into the counters before reading them.
     std::thread::sleep(Duration::from_millis(200));
-    let window = t0.elapsed();
-    let host1 = HostCpu::read();
-    let kam1 = armed.kamailio.cpu();
-    let shieldd1 = armed
-        .shieldd_pid()
-        .and_then(crate::lab::cpu::process_ticks)
-        .map_or(0, |(_, t)| t);
-    let udp = UdpCounters::read(&topo.sbc).since(&udp0);
-    let backlog = backlog_drops().saturating_sub(backlog0);
-    let link = LinkStats::read(&topo.sbc, SBC_PUBLIC_IF).since(&link0);
-    let drops = armed.dropped()?.saturating_sub(drops0);
-    let req = armed
-        .kamailio
-        .stats()?
-        .get("core:rcv_requests")
-        .copied()
-        .unwrap_or(0)
-        .saturating_sub(req0);
+    let after = Snapshot::take(topo, &armed)?;
     let bans = armed.bans()?;
-
     let result = legit
         .finish(Duration::from_secs(30))
         .context("legitimate clients")?;
+    let mut newcomers = Tally::default();
+    for s in w.newcomers {
+        newcomers = newcomers.add(&s.finish(Duration::from_secs(30))?);
+    }
+    let mut p = point(defence, rate, w.flood, &result, &before, &after);
+    p.sender_cpu_secs = w.sender_ticks as f64 / crate::lab::cpu::ticks_per_second();
+    p.bans = bans;
+    p.newcomers = newcomers.finished().max(newcomers.created);
+    p.newcomers_ok = newcomers.successful;
+    p.preregistered_ok = preregistered_ok;
+    p.verified_before = verified.as_ref().map(|v| v.total as u64);
+    p.subscribers_verified = verified
+        .as_ref()
+        .map(|v| super::spoof::subscribers_verified(v) as u64);
+    p.under_pressure_seen = armed.verified().map(|_| w.under_pressure);
+    Ok(p)
+}
+
+/// The first `subscribers` register once each (one sipp each, in
+/// parallel); how many succeeded.
+fn preregister(topo: &Topology, dir: &Path, subscribers: usize) -> Result<u64> {
+    let sbc = std::net::SocketAddrV4::new(SBC_SIP_IP, 5060);
+    let dir = dir.join("preregister");
+    std::fs::create_dir_all(&dir)?;
+    let runs: Vec<Sipp> = (0..subscribers.min(SUBSCRIBERS))
+        .map(|i| Run::register(subscriber_ip(i), sbc, 1.0, 1).start(&topo.carrier, &dir))
+        .collect::<Result<_>>()?;
+    let mut ok = 0;
+    for s in runs {
+        ok += s.finish(Duration::from_secs(20))?.successful;
+    }
+    Ok(ok)
+}
+
+/// What the flood's window produced.
+struct Window {
+    flood: FloodReport,
+    sender_ticks: u64,
+    newcomers: Vec<Sipp>,
+    under_pressure: bool,
+}
+
+/// The flood (or, for [`FloodRate::Off`], the quiet window); newcomers
+/// start 1 s in; SIP Shield's `verified` is polled once a second.
+fn flood_window(
+    topo: &Topology,
+    dir: &Path,
+    rate: FloodRate,
+    plan: &PointPlan,
+    extra: &SpoofPlan,
+    armed: &Armed,
+) -> Result<Window> {
+    let t0 = Instant::now();
+    let mut flood = match rate {
+        FloodRate::Off => None,
+        FloodRate::Max | FloodRate::Pps(_) => Some(Flooder::start(
+            topo,
+            dir,
+            &FloodOptions {
+                engine: plan.engine,
+                methods: plan.flood_methods.clone(),
+                rate: if let FloodRate::Pps(n) = rate { n } else { 0 },
+                duration: plan.window,
+                sources: plan.flood_sources.min(FLOOD_SOURCES),
+                cpus: plan.flood_cpus.clone(),
+                user_agent: None,
+                spoof: extra.net,
+                processes: extra.processes,
+            },
+        )?),
+    };
+    let mut w = Window {
+        flood: FloodReport::default(),
+        sender_ticks: 0,
+        newcomers: Vec::new(),
+        under_pressure: false,
+    };
+    let mut polled = t0;
+    loop {
+        let running = match flood.as_mut() {
+            Some(f) => f.is_running(),
+            None => t0.elapsed() < plan.window,
+        };
+        if !running {
+            break;
+        }
+        if let Some(f) = &flood {
+            if signals::interrupted() {
+                f.interrupt();
+            }
+            let ticks: Vec<u64> = f
+                .pids()
+                .into_iter()
+                .filter_map(|pid| crate::lab::cpu::process_ticks(pid).map(|(_, t)| t))
+                .collect();
+            if !ticks.is_empty() {
+                w.sender_ticks = w.sender_ticks.max(ticks.iter().sum());
+            }
+        } else {
+            signals::check()?;
+        }
+        if w.newcomers.is_empty() && extra.newcomers > 0 && t0.elapsed() >= Duration::from_secs(1) {
+            w.newcomers = start_newcomers(topo, dir, extra.newcomers)?;
+        }
+        if polled.elapsed() >= Duration::from_secs(1) {
+            polled = Instant::now();
+            w.under_pressure |= armed
+                .verified()
+                .is_some_and(|v| v.is_ok_and(|v| v.under_pressure));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(f) = flood {
+        w.flood = f.finish()?;
+    }
+    Ok(w)
+}
+
+/// `n` newcomers, one first registration each.
+fn start_newcomers(topo: &Topology, dir: &Path, n: usize) -> Result<Vec<Sipp>> {
+    let sbc = std::net::SocketAddrV4::new(SBC_SIP_IP, 5060);
+    (0..n)
+        .map(|i| Run::register(super::spoof::newcomer_ip(i), sbc, 1.0, 1).start(&topo.carrier, dir))
+        .collect()
+}
+
+/// Counters read at the start and the end of a window.
+struct Snapshot {
+    drops: u64,
+    host: HostCpu,
+    kamailio: crate::lab::cpu::ProcessGroupCpu,
+    shieldd_ticks: u64,
+    udp: UdpCounters,
+    backlog: u64,
+    link: LinkStats,
+    kamailio_stats: std::collections::BTreeMap<String, u64>,
+    at: Instant,
+}
+
+impl Snapshot {
+    fn take(topo: &Topology, armed: &Armed) -> Result<Snapshot> {
+        Ok(Snapshot {
+            drops: armed.dropped()?,
+            host: HostCpu::read(),
+            kamailio: armed.kamailio.cpu(),
+            shieldd_ticks: armed
+                .shieldd_pid()
+                .and_then(crate::lab::cpu::process_ticks)
+                .map_or(0, |(_, t)| t),
+            udp: UdpCounters::read(&topo.sbc),
+            backlog: backlog_drops(),
+            link: LinkStats::read(&topo.sbc, SBC_PUBLIC_IF),
+            kamailio_stats: armed.kamailio.stats()?,
+            at: Instant::now(),
+        })
+    }
+
+    /// Kamailio's counter `key`, `self - earlier`.
+    fn kamailio_since(&self, earlier: &Snapshot, key: &str) -> u64 {
+        let get = |s: &Snapshot| s.kamailio_stats.get(key).copied().unwrap_or(0);
+        get(self).saturating_sub(get(earlier))
+    }
+}
+
+/// The point from the window's counters (the caller fills in the rest).
+fn point(
+    defence: Defence,
+    rate: FloodRate,
+    flood: FloodReport,
+    result: &LegitResult,
+    b: &Snapshot,
+    a: &Snapshot,
+) -> Point {
     let tick = crate::lab::cpu::ticks_per_second();
-    Ok(Point {
+    let link = a.link.since(&b.link);
+    Point {
         defence,
         rate,
-        window_secs: window.as_secs_f64(),
+        window_secs: a.at.duration_since(b.at).as_secs_f64(),
         flood,
         delivered: link.rx_packets + link.rx_dropped,
         registrations_ok: result.registrations.successful,
@@ -229,14 +399,22 @@ pub fn run_point(
         calls: result.calls.finished().max(result.calls.created),
         legit_retransmissions: result.registrations.retransmissions + result.calls.retransmissions,
         registration_ms: result.registrations.mean_call_ms,
-        kamailio_cpu_secs: kam1.secs_since(&kam0),
-        softirq_secs: host0.softirq_secs(&host1),
-        host_busy_secs: host0.busy_secs(&host1),
-        sender_cpu_secs: sender_ticks as f64 / tick,
-        shieldd_cpu_secs: shieldd1.saturating_sub(shieldd0) as f64 / tick,
-        kamailio_requests: req,
-        defence_drops: drops,
-        overload_drops: udp.rcvbuf_errors + backlog,
-        bans,
-    })
+        kamailio_cpu_secs: a.kamailio.secs_since(&b.kamailio),
+        softirq_secs: b.host.softirq_secs(&a.host),
+        host_busy_secs: b.host.busy_secs(&a.host),
+        sender_cpu_secs: 0.0,
+        shieldd_cpu_secs: a.shieldd_ticks.saturating_sub(b.shieldd_ticks) as f64 / tick,
+        kamailio_requests: a.kamailio_since(b, "core:rcv_requests"),
+        defence_drops: a.drops.saturating_sub(b.drops),
+        overload_drops: a.udp.since(&b.udp).rcvbuf_errors + a.backlog.saturating_sub(b.backlog),
+        bans: 0,
+        newcomers: 0,
+        newcomers_ok: 0,
+        spoofed_at_kamailio: a.kamailio_since(b, "script:spoofed_requests"),
+        newcomer_requests_at_kamailio: a.kamailio_since(b, "script:newcomer_requests"),
+        preregistered_ok: 0,
+        verified_before: None,
+        subscribers_verified: None,
+        under_pressure_seen: None,
+    }
 }

@@ -10,6 +10,8 @@ pub mod flood_runs;
 pub mod latency;
 pub mod plot;
 pub mod report;
+pub mod spoof;
+pub mod spoof_report;
 pub mod store;
 
 use std::path::PathBuf;
@@ -31,9 +33,14 @@ use super::topology::{Topology, FLOOD_SOURCES, SUBSCRIBERS};
 /// with on this kind of machine).
 pub const SKB_RATE: u64 = 100_000;
 
-/// Progress steps of a run with `paced` paced rates.
-pub fn steps(paced: usize) -> usize {
-    (paced + 2) * Defence::ALL.len() + 2 + 2 + 2
+/// Progress steps of a run with these options.
+pub fn steps(opts: &BenchOptions) -> usize {
+    let spoof = spoof::steps(opts.spoof_rates.len());
+    if opts.only_spoof {
+        1 + spoof
+    } else {
+        (opts.rate_divisors.len() + 2) * Defence::ALL.len() + 2 + 2 + 2 + spoof
+    }
 }
 
 /// What to run.
@@ -50,6 +57,11 @@ pub struct BenchOptions {
     pub work_dir: PathBuf,
     /// How the flood is sent.
     pub engine: Engine,
+    /// Paced rates of the spoofed-source section (packets/s), besides
+    /// "max" and "no flood".
+    pub spoof_rates: Vec<u64>,
+    /// Run the spoofed-source section only ([`run_spoof_only`]).
+    pub only_spoof: bool,
 }
 
 /// The machine the numbers come from.
@@ -86,6 +98,16 @@ pub struct Results {
     pub skb_points: Vec<Point>,
     pub bans: bans::BanLoad,
     pub latency: latency::Latency,
+    /// Section 6, the spoofed-source flood (`None` in runs from before it).
+    #[serde(default)]
+    pub spoof: Option<spoof::SpoofResults>,
+    /// Sections 4 and 5 as the data-path and ban-store benchmarks printed
+    /// them in the same `cargo xtask bench` run (kept here so that a
+    /// report rewritten from bench.json still has them).
+    #[serde(default)]
+    pub datapath: Option<String>,
+    #[serde(default)]
+    pub banstore: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -103,20 +125,7 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
     // The sender gets the last CPU to itself as far as pinning goes;
     // everything else is left to the scheduler.
     let flood_cpus = vec![cpus - 1];
-    let plan = PointPlan {
-        window: opts.window,
-        legit: LegitLoad {
-            subscribers: SUBSCRIBERS,
-            registrations_per_subscriber: 1.0,
-            calls_per_second: 4.0,
-            duration: opts.window,
-        },
-        engine: opts.engine,
-        flood_methods: vec![FloodMethod::Invite, FloodMethod::Register],
-        flood_sources: FLOOD_SOURCES,
-        flood_cpus: flood_cpus.clone(),
-        kamailio_cpus: Vec::new(),
-    };
+    let plan = point_plan(opts, &flood_cpus);
 
     p.step("Lab: attacker, carrier and SBC namespaces");
     let topo = Topology::new();
@@ -194,6 +203,8 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
         skb_points.push(pt);
     }
 
+    let spoof = spoof::run(&topo, &opts.work_dir.join("spoof"), &plan, &opts.spoof_rates, p)?;
+
     p.step(&format!(
         "Loading {} bans: SIP Shield vs nftables",
         thousands(u64::from(opts.bans))
@@ -243,6 +254,50 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
         skb_points,
         bans,
         latency,
+        spoof: Some(spoof),
+        datapath: None,
+        banstore: None,
+    })
+}
+
+/// How every flood point of a run goes: the legitimate load, the flood's
+/// engine, methods, sources and CPUs.
+fn point_plan(opts: &BenchOptions, flood_cpus: &[usize]) -> PointPlan {
+    PointPlan {
+        window: opts.window,
+        legit: LegitLoad {
+            subscribers: SUBSCRIBERS,
+            registrations_per_subscriber: 1.0,
+            calls_per_second: 4.0,
+            duration: opts.window,
+        },
+        engine: opts.engine,
+        flood_methods: vec![FloodMethod::Invite, FloodMethod::Register],
+        flood_sources: FLOOD_SOURCES,
+        flood_cpus: flood_cpus.to_vec(),
+        kamailio_cpus: Vec::new(),
+    }
+}
+
+/// Only the spoofed-source section (`labbench --only spoof`), put into an
+/// earlier run's results (every other section stays as that run measured
+/// it).
+pub fn run_spoof_only(
+    opts: &BenchOptions,
+    previous: Results,
+    p: &mut Progress,
+) -> Result<Results> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = point_plan(opts, &[cpus - 1]);
+    p.step("Lab: attacker, carrier and SBC namespaces");
+    let topo = Topology::new();
+    topo.warm_neighbours();
+    p.done("ready");
+    let mut s = spoof::run(&topo, &opts.work_dir.join("spoof"), &plan, &opts.spoof_rates, p)?;
+    s.separate = true;
+    Ok(Results {
+        spoof: Some(s),
+        ..previous
     })
 }
 
@@ -310,6 +365,6 @@ pub fn machine() -> Machine {
     }
 }
 
-fn date_now() -> String {
+pub(crate) fn date_now() -> String {
     first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
 }

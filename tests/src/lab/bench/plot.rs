@@ -16,6 +16,8 @@ fn colour(d: Defence) -> RGBColor {
         Defence::Pike => RGBColor(214, 120, 0),
         Defence::Nftables => RGBColor(31, 119, 180),
         Defence::Shield => RGBColor(44, 160, 44),
+        Defence::NftGlobal => RGBColor(148, 103, 189),
+        Defence::ShieldVerify => RGBColor(23, 190, 207),
     }
 }
 

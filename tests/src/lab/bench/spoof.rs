@@ -1,0 +1,241 @@
+//! The spoofed-source section of the benchmark (BENCHMARKS.md section 6)
+//! and what the demo's spoofed-source stage shares with it: every flood
+//! packet comes from a random address of [`SPOOF_NET`], so per-source
+//! buckets and bans cannot stop it; SIP Shield's `[verify]` lets verified
+//! sources (those Kamailio sent a final 2xx to) through and gives all the
+//! others one shared budget (SPEC §8).
+//!
+//! Five set-ups ([`Defence::SPOOF`]): no protection, Kamailio pike,
+//! nftables with the trunk allowlisted and one global limit for everything
+//! else (`lab/nft/global-limit.nft`: it cannot learn verified sources),
+//! SIP Shield as configured today (`[verify]` off) and SIP Shield with the
+//! budget on. Before each window every subscriber registers once (so SIP
+//! Shield has seen their 200 OK); during the flood they keep registering,
+//! and [`NEWCOMERS`] subscribers from addresses never seen before make
+//! their first registration, competing with the flood for the budget.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use shield::control::protocol::VerifiedReply;
+
+use super::defence::Defence;
+use super::flood_runs::{run_point_with, FloodRate, Point, PointPlan, SpoofPlan};
+use crate::daemon::Shieldd;
+use crate::lab::flood::FloodOptions;
+use crate::lab::progress::{thousands, Progress};
+use crate::lab::shieldd::LabConfig;
+use crate::lab::signals;
+use crate::lab::topology::{subscriber_ip, Topology, HOST_IF, SBC_CARRIER_IF, SUBSCRIBERS};
+
+pub use crate::lab::flood::SPOOF_NET;
+
+/// `[verify] unverified_per_second` of the demo and of the "SIP Shield,
+/// [verify] on" set-up.
+pub const BUDGET_PER_SECOND: u64 = 500;
+/// `[verify] unverified_burst`: one second's worth.
+pub const BUDGET_BURST: u64 = 500;
+/// Subscribers registering for the first time during the flood, one each
+/// from 203.0.113.32 and up (lab/kamailio/sbc.cfg counts their requests as
+/// `newcomer_requests`).
+pub const NEWCOMERS: usize = 8;
+pub const NEWCOMER_BASE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 32);
+/// How the section's floods are sent: the in-kernel generator, as in
+/// section 1. A token bucket of a few hundred per second refills in any gap
+/// of the flood, and a legitimate request that arrives in a gap passes, so
+/// how smooth the flood is matters to whoever competes for the budget. The
+/// generator sends a chunk of frames per call and manages about 100 calls a
+/// second on this machine, all processes together: paced, one process sends
+/// 10 ms worth of frames per call ([`PACED_PROCESSES`]), in bursts with gaps
+/// between them; as fast as it goes, [`MAX_PROCESSES`] processes overlap
+/// their calls and the stream has no gaps (like many bots' packets).
+pub const PACED_PROCESSES: usize = 1;
+pub const MAX_PROCESSES: usize = 16;
+
+/// The flood processes of the section's flood at `rate`.
+pub fn processes(rate: FloodRate) -> usize {
+    match rate {
+        FloodRate::Pps(_) => PACED_PROCESSES,
+        FloodRate::Off | FloodRate::Max => MAX_PROCESSES,
+    }
+}
+
+/// The `i`-th newcomer's address.
+pub fn newcomer_ip(i: usize) -> Ipv4Addr {
+    assert!(i < NEWCOMERS);
+    Ipv4Addr::from(u32::from(NEWCOMER_BASE) + i as u32)
+}
+
+/// Gives the carrier the newcomers' addresses and the SBC their neighbour
+/// entries (once per topology; repeating it is harmless).
+pub fn add_newcomers(topo: &Topology) {
+    let addrs: Vec<Ipv4Addr> = (0..NEWCOMERS).map(newcomer_ip).collect();
+    for a in &addrs {
+        topo.carrier
+            .ip(&["addr", "replace", &format!("{a}/32"), "dev", HOST_IF]);
+    }
+    let mac = topo.carrier.mac(HOST_IF);
+    for a in addrs {
+        topo.sbc.neighbour(a, &mac, SBC_CARRIER_IF);
+    }
+}
+
+/// `cfg` with the unverified budget on.
+pub fn with_budget(cfg: LabConfig) -> LabConfig {
+    cfg.set(
+        "verify",
+        "unverified_per_second",
+        &BUDGET_PER_SECOND.to_string(),
+    )
+    .set("verify", "unverified_burst", &BUDGET_BURST.to_string())
+}
+
+/// Unverified requests the budget lets through in `secs`: the burst plus
+/// the rate.
+pub fn allowance(secs: f64) -> f64 {
+    BUDGET_BURST as f64 + BUDGET_PER_SECOND as f64 * secs
+}
+
+/// `shieldctl verified`.
+pub fn verified(shield: &Shieldd) -> Result<VerifiedReply> {
+    shield.ctl_as(&["verified"])
+}
+
+/// How many of the lab's registered subscribers `v` lists as verified.
+pub fn subscribers_verified(v: &VerifiedReply) -> usize {
+    (0..SUBSCRIBERS)
+        .filter(|&i| {
+            let ip = subscriber_ip(i).to_string();
+            v.entries
+                .iter()
+                .any(|e| e.net.split('/').next() == Some(ip.as_str()))
+        })
+        .count()
+}
+
+/// Requests from the forged sources and from the newcomers that reached
+/// Kamailio's script so far (its `spoofed_requests`, `newcomer_requests`).
+pub fn unverified_at_kamailio(kam: &crate::lab::kamailio::Kamailio) -> Result<(u64, u64)> {
+    let s = kam.stats()?;
+    let get = |k: &str| s.get(&format!("script:{k}")).copied().unwrap_or(0);
+    Ok((get("spoofed_requests"), get("newcomer_requests")))
+}
+
+/// The spoofed-source section's results (BENCHMARKS.md section 6).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpoofResults {
+    pub date: String,
+    pub minutes: f64,
+    /// Busy CPU (% of the machine) in the 3 s before the section, from
+    /// other processes.
+    pub busy_before_pct: f64,
+    /// Run on its own (`labbench --only spoof`), not in a full bench run.
+    pub separate: bool,
+    /// The command line that produced it.
+    pub command: String,
+    pub prefix: String,
+    pub budget_per_second: u64,
+    pub budget_burst: u64,
+    pub newcomers: usize,
+    pub window_secs: f64,
+    /// Flood sender processes, paced and as fast as possible.
+    #[serde(default)]
+    pub paced_processes: usize,
+    #[serde(default)]
+    pub max_processes: usize,
+    pub points: Vec<Point>,
+}
+
+/// Progress steps of the section with `paced` paced rates.
+pub fn steps(paced: usize) -> usize {
+    (paced + 2) * Defence::SPOOF.len()
+}
+
+/// Runs the section: every set-up of [`Defence::SPOOF`] with no flood, at
+/// each of `paced` packets/s and as fast as the sender goes. Files go to
+/// `dir`.
+pub fn run(
+    topo: &Topology,
+    dir: &Path,
+    plan: &PointPlan,
+    paced: &[u64],
+    p: &mut Progress,
+) -> Result<SpoofResults> {
+    let started = Instant::now();
+    let busy_before_pct = super::machine().busy_before_pct;
+    add_newcomers(topo);
+
+    let mut paced = paced.to_vec();
+    paced.sort_unstable();
+    let mut rates = vec![FloodRate::Off];
+    rates.extend(paced.iter().map(|&n| FloodRate::Pps(n)));
+    rates.push(FloodRate::Max);
+    let mut points = Vec::new();
+    for (ri, rate) in rates.iter().enumerate() {
+        for d in Defence::SPOOF {
+            signals::check()?;
+            p.step(&format!(
+                "Spoofed-source flood {} ({}/{}), {}",
+                rate.label(),
+                ri + 1,
+                rates.len(),
+                d.label()
+            ));
+            let extra = SpoofPlan {
+                net: Some(FloodOptions::spoof_net()),
+                preregister: true,
+                newcomers: NEWCOMERS,
+                processes: processes(*rate),
+            };
+            let at = dir.join(format!("{}-{}", d.short(), ri));
+            let pt = run_point_with(topo, &at, d, *rate, plan, &extra)?;
+            p.done(&summary(&pt));
+            points.push(pt);
+        }
+    }
+    Ok(SpoofResults {
+        date: super::date_now(),
+        minutes: started.elapsed().as_secs_f64() / 60.0,
+        busy_before_pct,
+        separate: false,
+        command: String::new(),
+        prefix: SPOOF_NET.to_string(),
+        budget_per_second: BUDGET_PER_SECOND,
+        budget_burst: BUDGET_BURST,
+        newcomers: NEWCOMERS,
+        window_secs: plan.window.as_secs_f64(),
+        paced_processes: PACED_PROCESSES,
+        max_processes: MAX_PROCESSES,
+        points,
+    })
+}
+
+/// One line per point for the progress display.
+fn summary(pt: &Point) -> String {
+    format!(
+        "sent {} ({} pps); registered subs {}/{}, newcomers {}/{}, trunk {}/{}; Kamailio got {} \
+         requests ({} unverified), {:.0} % CPU; softirq {:.0} %; dropped {}",
+        thousands(pt.flood.sent),
+        thousands(pt.flood.rate as u64),
+        pt.registrations_ok,
+        pt.registrations,
+        pt.newcomers_ok,
+        pt.newcomers,
+        pt.calls_ok,
+        pt.calls,
+        thousands(pt.kamailio_requests),
+        thousands(unverified_requests(pt)),
+        100.0 * pt.kamailio_cpu_secs / pt.window_secs,
+        100.0 * pt.softirq_secs / pt.window_secs,
+        thousands(pt.defence_drops)
+    )
+}
+
+/// Requests from unverified sources (forged ones and newcomers) that
+/// reached Kamailio during a point.
+pub fn unverified_requests(pt: &Point) -> u64 {
+    pt.spoofed_at_kamailio + pt.newcomer_requests_at_kamailio
+}
