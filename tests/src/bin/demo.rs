@@ -361,6 +361,22 @@ impl Spoofed {
     fn allowance(&self) -> f64 {
         spoof::allowance(self.seconds)
     }
+
+    /// The stage's line in the progress display.
+    fn summary(&self) -> String {
+        format!(
+            "sent {} ({} per second); dropped unverified {}; reached Kamailio {} (budget {}); \
+             subscribers' registrations meanwhile {}/{}; under pressure: {}",
+            thousands(self.sent),
+            thousands(self.rate as u64),
+            thousands(self.unverified_drops),
+            thousands(self.at_kamailio),
+            thousands(self.allowance() as u64),
+            self.registrations.successful,
+            self.registrations.finished(),
+            if self.under_pressure { "yes" } else { "no" }
+        )
+    }
 }
 
 /// Reloads shieldd with the unverified budget on; `shieldctl verified`
@@ -465,18 +481,7 @@ fn spoofed_stage(
         under_pressure,
         pressure_metric,
     };
-    p.done(&format!(
-        "sent {} ({} per second); dropped unverified {}; reached Kamailio {} (budget {}); \
-         subscribers' registrations meanwhile {}/{}; under pressure: {}",
-        thousands(s.sent),
-        thousands(s.rate as u64),
-        thousands(s.unverified_drops),
-        thousands(s.at_kamailio),
-        thousands(s.allowance() as u64),
-        s.registrations.successful,
-        s.registrations.finished(),
-        if s.under_pressure { "yes" } else { "no" }
-    ));
+    p.done(&s.summary());
     Ok(s)
 }
 
