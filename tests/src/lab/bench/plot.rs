@@ -181,6 +181,14 @@ mod tests {
             defence_drops: 0,
             overload_drops: 0,
             bans: 0,
+            newcomers: 0,
+            newcomers_ok: 0,
+            spoofed_at_kamailio: 0,
+            newcomer_requests_at_kamailio: 0,
+            preregistered_ok: 0,
+            verified_before: None,
+            subscribers_verified: None,
+            under_pressure_seen: None,
         }
     }
 
