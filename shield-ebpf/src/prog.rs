@@ -663,7 +663,6 @@ fn unverified(p: &Policy, src: &Src, method: usize) -> Option<Outcome> {
 /// near the 512-byte limit along the User-Agent search's call chain.
 #[inline(always)]
 fn verified(p: &Policy, src: &Src, now: u64) -> bool {
-    let _ = p;
     let (hi, lo, v6) = match src {
         Src::V4(a) => (0, u32::from_be_bytes(*a) as u64, 0),
         Src::V6(a) => {
@@ -675,28 +674,30 @@ fn verified(p: &Policy, src: &Src, now: u64) -> bool {
             )
         }
     };
-    shield_verified(hi, lo, v6, now) == 1
+    // The policy's flags and prefix ride along: the caller has them.
+    let policy = (p.flags as u64) << 32 | p.ipv6_prefix as u64;
+    shield_verified(hi, lo, v6, now, policy) == 1
 }
 
 /// `verified` for the source `hi:lo` (IPv6 if `v6`, else the IPv4 address
 /// in `lo`): a live `VERIFIED` entry for its key, or a live `VERIFY_NETS`
-/// prefix around it (empty tries not looked up). 1 or 0.
+/// prefix around it (empty tries not looked up). `policy`: the caller's
+/// `Policy::flags << 32 | ipv6_prefix` (no second `POLICY` lookup). 1 or 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_verified(hi: u64, lo: u64, v6: u64, now: u64) -> u64 {
-    let Some(p) = POLICY.get(0) else {
-        return 0;
-    };
+pub extern "C" fn shield_verified(hi: u64, lo: u64, v6: u64, now: u64, policy: u64) -> u64 {
+    let (flags, ipv6_prefix) = ((policy >> 32) as u32, policy as u32);
+    let has = |f: u32| flags & f != 0;
     let live = |v: &Verified| v.active(now);
     if v6 == 0 {
         let a = (lo as u32).to_be_bytes();
         let hit = learned(&src_key_v4(a), now)
-            || (p.has(F_VERIFY_NETS_V4) && VERIFY_NETS_V4.get(&Key::new(32, a)).is_some_and(live));
+            || (has(F_VERIFY_NETS_V4) && VERIFY_NETS_V4.get(&Key::new(32, a)).is_some_and(live));
         return hit as u64;
     }
     let key = join_v6(hi, lo);
-    let hit = learned(&shield_common::mask_v6(&key, p.ipv6_prefix), now)
-        || (p.has(F_VERIFY_NETS_V6) && VERIFY_NETS_V6.get(&Key::new(128, key)).is_some_and(live));
+    let hit = learned(&shield_common::mask_v6(&key, ipv6_prefix), now)
+        || (has(F_VERIFY_NETS_V6) && VERIFY_NETS_V6.get(&Key::new(128, key)).is_some_and(live));
     hit as u64
 }
 
