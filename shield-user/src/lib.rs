@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod jails;
 pub mod kernel;

@@ -13,7 +13,7 @@ use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG
 use shield::control::client::{self, ClientError};
 use shield::control::protocol::{
     BanInfo, BannedReply, DetachReply, Lasts, Net, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
-    Request, Response, StatsReply, StatusReply, UnbanReply, UnverifyReply, VerifiedInfo,
+    CrowdsecStatus, Request, Response, StatsReply, StatusReply, UnbanReply, UnverifyReply, VerifiedInfo,
     VerifiedReply,
 };
 // Everything the daemon sends may carry text from outside (a ban reason
@@ -617,6 +617,9 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
                 out.push('\n');
                 out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "LINK", "EGRESS"], rows));
             }
+            if let Some(c) = &s.crowdsec {
+                out.push_str(&crowdsec_status(c));
+            }
             out
         }
         Command::Reload => {
@@ -762,6 +765,52 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut out = line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
         out.push_str(&line(r));
+    }
+    out
+}
+
+/// The `[crowdsec]` part of `status`.
+fn crowdsec_status(c: &CrowdsecStatus) -> String {
+    let state = match (c.up, c.last_ok_secs_ago) {
+        (true, Some(ago)) => format!("up (last answer {ago} s ago)"),
+        (false, Some(ago)) => format!("DOWN (last answer {ago} s ago; enforcing what it had)"),
+        (_, None) => "DOWN (never reached; enforcing what the maps hold)".into(),
+    };
+    let mut out = format!(
+        "\ncrowdsec   {} {}\ndecisions  {} enforced{}\n",
+        Escaped(&c.lapi_url),
+        state,
+        c.decisions,
+        if c.synced { "" } else { " (no full list received yet)" },
+    );
+    if let Some(e) = &c.last_error {
+        out.push_str(&format!("last error {}\n", Escaped(e)));
+    }
+    let rows: Vec<Vec<String>> = c
+        .by_origin
+        .iter()
+        .map(|(k, n)| vec![k.clone(), n.to_string()])
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(&["ORIGIN/SCOPE", "DECISIONS"], rows));
+    }
+    let skipped: Vec<String> = c.skipped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if !skipped.is_empty() {
+        out.push_str(&format!("skipped    {}\n", skipped.join(", ")));
+    }
+    if let Some(p) = &c.push {
+        out.push_str(&format!(
+            "push       as {}: {} pushed, {} deleted, {} queued, {} dropped{}\n",
+            Escaped(&p.machine_id),
+            p.pushed,
+            p.deleted,
+            p.queued,
+            p.dropped,
+            p.last_error
+                .as_ref()
+                .map(|e| format!(" (last error: {})", Escaped(e)))
+                .unwrap_or_default(),
+        ));
     }
     out
 }

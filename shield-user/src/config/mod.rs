@@ -26,6 +26,7 @@
 //! empty means none.
 
 mod cidr;
+mod crowdsec;
 mod duration;
 mod error;
 mod reader;
@@ -43,6 +44,7 @@ use shield_common::{policy as pol, Bucket, Method, Policy};
 use toml_edit::ImDocument;
 
 pub use self::cidr::{parse_cidr, parse_cidr_list, CidrError};
+pub use self::crowdsec::{Crowdsec, Push, Scope, Secret};
 pub use self::duration::{
     duration_from_secs, format_duration, parse_duration, DurationError, MAX_DURATION_SECS,
 };
@@ -74,6 +76,8 @@ pub struct Config {
     pub verify: Verify,
     pub metrics: Metrics,
     pub control: Control,
+    /// `[crowdsec]` (SPEC §9); `None`: not part of a fleet.
+    pub crowdsec: Option<Crowdsec>,
     /// The `[[jail]]`s with `enabled = true`, in file order.
     pub jails: Vec<JailSpec>,
 }
@@ -258,6 +262,7 @@ impl Default for Config {
             verify: Verify::default(),
             metrics: Metrics::default(),
             control: Control::default(),
+            crowdsec: None,
             jails: Vec::new(),
         }
     }

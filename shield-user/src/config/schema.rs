@@ -50,6 +50,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     capacity.verified = verified_capacity;
     let metrics = metrics(root.child("metrics"));
     let control = control(root.child("control"));
+    let crowdsec = super::crowdsec::crowdsec(root.child("crowdsec"));
     let jails = jails(root.tables("jail"), bans.bantime);
     root.finish();
 
@@ -69,6 +70,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         verify,
         metrics,
         control,
+        crowdsec,
         jails,
     }
 }

@@ -531,6 +531,43 @@ pub struct StatusReply {
     pub jails: Vec<String>,
     pub metrics: Option<String>,
     pub uptime_secs: u64,
+    /// `[crowdsec]`; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecStatus>,
+}
+
+/// The CrowdSec bouncer's state in `shieldctl status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    pub lapi_url: String,
+    /// The last decisions call succeeded.
+    pub up: bool,
+    /// A full list has been applied since start.
+    pub synced: bool,
+    pub last_ok_secs_ago: Option<u64>,
+    pub last_error: Option<String>,
+    /// Decisions enforced.
+    pub decisions: u64,
+    /// `origin/scope` → decisions.
+    pub by_origin: std::collections::BTreeMap<String, u64>,
+    /// Why listed decisions were not enforced → how many.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    pub push: Option<PushStatus>,
+}
+
+/// `[crowdsec.push]`'s state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushStatus {
+    pub machine_id: String,
+    /// Bans and unbans waiting for LAPI.
+    pub queued: u64,
+    /// Alerts LAPI took.
+    pub pushed: u64,
+    /// Decisions deleted on LAPI after an unban here.
+    pub deleted: u64,
+    /// Dropped from a full queue.
+    pub dropped: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,8 @@
 
 pub mod bans;
 pub mod core;
+pub mod decisions;
+mod fleet;
 mod guard;
 
 use std::future::Future;
@@ -131,6 +133,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
         tasks.spawn("offender events", offender_events(core.clone(), rb));
     }
     tasks.spawn("ban sweeper", sweeper(core.clone()));
+    let mut fleet = fleet::Fleet::default();
+    fleet.update(&core, config.crowdsec.as_ref());
+    let fleet = Arc::new(Mutex::new(fleet));
     let metrics_task = Arc::new(Mutex::new(metrics.map(|l| spawn_metrics(l, core.clone()))));
     if let Some(addr) = config.metrics.listen {
         tracing::info!(%addr, "metrics listening");
@@ -141,6 +146,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
         core: core.clone(),
         jails: jail_set.clone(),
         metrics: metrics_task.clone(),
+        fleet: fleet.clone(),
         shutdown: shutdown.clone(),
     });
     let handler: Handler = {
@@ -177,6 +183,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
                 // a fatal error, so the supervisor restarts it. The kernel
                 // keeps enforcing meanwhile (pinned).
                 tasks.abort_all();
+                lock(&fleet).stop();
                 jail_set.lock().await.stop_all();
                 final_save(&core);
                 let _ = std::fs::remove_file(&socket_path);
@@ -188,6 +195,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     };
 
     tasks.abort_all();
+    lock(&fleet).stop();
     if let Some(t) = lock(&metrics_task).take() {
         t.abort();
     }
@@ -376,6 +384,7 @@ struct Ctl {
     core: Shared,
     jails: Arc<tokio::sync::Mutex<JailSet>>,
     metrics: Arc<Mutex<Option<JoinHandle<()>>>>,
+    fleet: Arc<Mutex<fleet::Fleet>>,
     shutdown: Arc<Notify>,
 }
 
@@ -507,6 +516,7 @@ impl Ctl {
             }
         };
         self.jails.lock().await.update(&cfg.jails, jails);
+        lock(&self.fleet).update(&self.core, cfg.crowdsec.as_ref());
         let mut warnings = warnings;
         if cfg.metrics.listen != old_listen {
             if let Some(t) = lock(&self.metrics).take() {

@@ -44,7 +44,22 @@ pub struct Snapshot {
     pub verified_sources: u64,
     /// The unverified budget is dropping.
     pub under_pressure: bool,
+    /// `[crowdsec]` (SPEC §9); `None` without it (no series at all).
+    pub crowdsec: Option<CrowdsecSnapshot>,
     pub version: String,
+}
+
+/// The CrowdSec bouncer's figures.
+#[derive(Clone, Debug, Default)]
+pub struct CrowdsecSnapshot {
+    pub up: bool,
+    /// (origin, scope, decisions enforced)
+    pub decisions: Vec<(String, String, u64)>,
+    /// (route, outcome, requests)
+    pub requests: Vec<(String, String, u64)>,
+    /// (why, decisions listed but not enforced)
+    pub skipped: Vec<(String, u64)>,
+    pub push_queued: u64,
 }
 
 /// Every (verdict, reason) pair a packet can be counted under.
@@ -178,6 +193,9 @@ impl Collector for SnapshotCollector {
             }),
         )?;
         encode_verify(s, &mut enc)?;
+        if let Some(c) = &s.crowdsec {
+            encode_crowdsec(c, &mut enc)?;
+        }
         let info = Info::new(vec![("version", s.version.clone())]);
         let m = enc.encode_descriptor(
             "sipshield_build",
@@ -223,6 +241,57 @@ fn encode_verify(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::f
         MetricType::Gauge,
     )?;
     ConstGauge::new(i64::from(s.under_pressure)).encode(m)
+}
+
+/// The families of SPEC §9.
+fn encode_crowdsec(c: &CrowdsecSnapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(
+        "sipshield_crowdsec_up",
+        "1 while the last call to the CrowdSec LAPI's decision stream succeeded.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::from(c.up)).encode(m)?;
+    family(
+        enc,
+        "sipshield_crowdsec_decisions",
+        "CrowdSec decisions enforced, by decision origin and scope.",
+        MetricType::Gauge,
+        c.decisions.iter().map(|(o, s, n)| {
+            (
+                vec![("origin", o.clone()), ("scope", s.clone())],
+                ConstGauge::new(*n as i64),
+            )
+        }),
+    )?;
+    family(
+        enc,
+        "sipshield_crowdsec_requests",
+        "Calls to the CrowdSec LAPI, by route and outcome (HTTP status, or error).",
+        MetricType::Counter,
+        c.requests.iter().map(|(r, o, n)| {
+            (
+                vec![("route", r.clone()), ("outcome", o.clone())],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    family(
+        enc,
+        "sipshield_crowdsec_skipped",
+        "Decisions listed by LAPI but not enforced, by why (scope, type, origin, value, duration, protected).",
+        MetricType::Counter,
+        c.skipped
+            .iter()
+            .map(|(w, n)| (vec![("why", w.clone())], ConstCounter::new(*n))),
+    )?;
+    let m = enc.encode_descriptor(
+        "sipshield_crowdsec_push_queued",
+        "Local bans and unbans waiting to be pushed to LAPI.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(c.push_queued as i64).encode(m)
 }
 
 /// The snapshot in the OpenMetrics text format (with `# EOF`).

@@ -48,7 +48,7 @@ impl Core {
     /// Why `net` must not be banned, if it must not (see [`guard`]).
     /// `force` (shieldctl's `--force`) admits prefixes wider than the
     /// configured minimum, nothing else.
-    fn protected(&mut self, net: &IpNet, force: bool) -> Option<String> {
+    pub(super) fn protected(&mut self, net: &IpNet, force: bool) -> Option<String> {
         if let Some(why) = guard::never_ban(net, self.own.get()) {
             return Some(why);
         }
@@ -161,15 +161,20 @@ impl Core {
     ) -> Result<Put, MapError> {
         let Request { net, ban, detail, who } = req;
         let active = self.book.get(&net).filter(|b| !b.expiry.is_past(now)).cloned();
-        let in_kernel = active.as_ref().map(|old| old.expiry);
+        let in_kernel = self.wanted(&net, now);
         let (kept, action) = match active {
             Some(old) if old.expiry.outlasts(&ban.expiry) => (old, Action::Reban),
             Some(_) => (ban.clone(), Action::Reban),
             None => (ban.clone(), Action::Ban),
         };
-        // The kernel already holds an active ban that outlasts this one.
-        if in_kernel != Some(kept.expiry) {
-            self.shield.maps.ban(net, kept.expiry.kernel())?;
+        // A CrowdSec decision on the same network may outlast it.
+        let want = match self.decisions.longest(&net) {
+            Some(d) if d.outlasts(&kept.expiry) => d,
+            _ => kept.expiry,
+        };
+        // The kernel already holds a ban that outlasts this one.
+        if in_kernel != Some(want) {
+            self.shield.maps.ban(net, want.kernel())?;
         }
         let left = kept
             .expiry
@@ -192,6 +197,10 @@ impl Core {
             .entry(ban.origin.label().to_string())
             .or_insert(0) += 1;
         self.book.insert(net, kept.clone());
+        if kept.expiry == ban.expiry {
+            // New or made longer: the fleet gets the new end too.
+            self.push_ban(net, &ban.origin, &ban.reason, ban.expiry);
+        }
         let record = BanRecord {
             net,
             origin: kept.origin.to_record(),
@@ -215,12 +224,26 @@ impl Core {
 
     pub fn unban(&mut self, net: IpNet, who: &str) -> Result<(UnbanReply, Option<String>), CtlError> {
         let net = net.trunc();
-        let in_book = self.book.remove(&net).is_some();
-        let in_kernel = self
-            .shield
-            .maps
-            .unban(net)
-            .map_err(CtlError::map(format!("unbanning {net}")))?;
+        if self.book.get(&net).is_none() {
+            if let Some(why) = self.decided_elsewhere(&net) {
+                return Err(CtlError::BadInput(format!("not unbanned: {why}")));
+            }
+        }
+        let removed = self.book.remove(&net);
+        let in_book = removed.is_some();
+        if let Some(b) = &removed {
+            self.push_unban(net, &b.origin);
+        }
+        let in_kernel = if self.decisions.longest(&net).is_some() {
+            self.resync(&[net])
+                .map_err(CtlError::map(format!("unbanning {net}")))?;
+            true
+        } else {
+            self.shield
+                .maps
+                .unban(net)
+                .map_err(CtlError::map(format!("unbanning {net}")))?
+        };
         if !in_book && !in_kernel {
             let hint = match self.book.covering(&net) {
                 Some(c) => format!(" (it is inside the banned network {c}: unban that)"),
@@ -230,7 +253,9 @@ impl Core {
         }
         tracing::info!(net = %net, by = who, "unban");
         let r = self.store.unban(&[net], Action::Unban, who);
-        let warning = self.saved(r);
+        let warning = self.saved(r).or_else(|| self.decided_elsewhere(&net).map(|why| {
+            format!("the local ban is lifted, but {why}")
+        }));
         Ok((
             UnbanReply {
                 removed: vec![net.to_string()],
@@ -240,6 +265,8 @@ impl Core {
     }
 
     pub fn unban_all(&mut self, who: &str) -> Result<(UnbanReply, Option<String>), CtlError> {
+        let origins: Vec<(IpNet, Origin)> =
+            self.book.iter().map(|(n, b)| (*n, b.origin.clone())).collect();
         let mut nets = self.book.clear();
         // And anything in the kernel the book never knew.
         let kernel = self
@@ -256,9 +283,23 @@ impl Core {
                 .unban(*n)
                 .map_err(CtlError::map(format!("unbanning {n}")))?;
         }
+        for (n, origin) in origins {
+            self.push_unban(n, &origin);
+        }
+        // LAPI's decisions are not this host's to lift: back in.
+        let decided: Vec<IpNet> = self.decisions.nets().copied().collect();
+        self.resync(&decided)
+            .map_err(CtlError::map("restoring CrowdSec decisions"))?;
         tracing::info!(count = nets.len(), by = who, "unban all");
         let r = self.store.unban(&nets, Action::Unban, who);
-        let warning = self.saved(r);
+        let warning = self.saved(r).or_else(|| {
+            (!decided.is_empty()).then(|| {
+                format!(
+                    "{} networks stay banned by CrowdSec decisions (delete them on the LAPI)",
+                    decided.len()
+                )
+            })
+        });
         Ok((
             UnbanReply {
                 removed: nets.iter().map(|n| n.to_string()).collect(),
@@ -274,7 +315,9 @@ impl Core {
         let now = Clock::now();
         let mut lifted = Vec::new();
         for net in self.book.expired(&now) {
-            if let Err(e) = self.shield.maps.unban(net) {
+            // The expired ban no longer counts: a decision may keep the
+            // entry, else it goes.
+            if let Err(e) = self.resync(&[net]) {
                 tracing::error!(net = %net, "removing an expired ban failed: {}", crate::text::chain(&e));
                 continue;
             }
@@ -287,6 +330,7 @@ impl Core {
             let r = self.store.unban(&lifted, Action::Expire, "expiry");
             self.saved(r);
         }
+        self.expire_decisions(&now);
         let maxtime = self.config.bans.maxtime;
         self.book.prune_history(maxtime, &now);
         let forgotten_before = now
@@ -390,7 +434,7 @@ pub fn offender_net(ev: &OffenderEvent) -> Option<IpNet> {
 }
 
 /// `s` cut to at most `max` bytes (on a char boundary), marked as cut.
-fn clip(mut s: String, max: usize) -> String {
+pub(super) fn clip(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {

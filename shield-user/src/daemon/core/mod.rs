@@ -7,13 +7,15 @@
 //! - [`banning`]: bans, unbans, expiry, jail and kernel reports;
 //! - [`lists`]: shieldctl's allow/deny changes;
 //! - [`readouts`]: `banned`, `stats`, `status` and the metrics snapshot;
-//! - [`verify`]: verified sources and the unverified budget (SPEC §8).
+//! - [`verify`]: verified sources and the unverified budget (SPEC §8);
+//! - [`crowdsec`]: CrowdSec decisions beside local bans (SPEC §9).
 //!
 //! Synchronous: each operation is a handful of `bpf(2)` calls and at most
 //! one small store transaction, run under the daemon's lock, never across an
 //! `.await`.
 
 mod banning;
+pub mod crowdsec;
 mod lists;
 mod readouts;
 mod restore;
@@ -29,6 +31,7 @@ use shield_common::sip::ua_key;
 
 pub use self::banning::offender_net;
 use super::bans::BanBook;
+use super::decisions::DecisionBook;
 use super::guard::OwnAddresses;
 use super::DaemonError;
 use crate::config::Config;
@@ -101,6 +104,9 @@ pub struct Core {
     own: OwnAddresses,
     /// The ban maps in use, recorded in the store.
     maps_mark: MapsMark,
+    /// CrowdSec's decisions (not local bans: never in the store).
+    decisions: DecisionBook,
+    fleet: crowdsec::FleetState,
 }
 
 impl Core {
@@ -187,6 +193,8 @@ impl Core {
             verified_cache: None,
             own: OwnAddresses::default(),
             maps_mark,
+            decisions: DecisionBook::default(),
+            fleet: crowdsec::FleetState::default(),
         };
         core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;
@@ -266,6 +274,9 @@ impl Core {
             .map_err(map("writing [verify] cidrs"))?;
         for j in &cfg.jails {
             self.jail_failures.entry(j.name.clone()).or_insert(0);
+        }
+        if cfg.crowdsec.is_none() && old.crowdsec.is_some() {
+            self.drop_decisions();
         }
         changes.extend(self.attach_all(cfg)?);
         Ok(changes)
@@ -409,6 +420,7 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     note("bans", old.bans != new.bans);
     note("jails", old.jails != new.jails);
     note("metrics", old.metrics != new.metrics);
+    note("crowdsec", old.crowdsec != new.crowdsec);
     c
 }
 

@@ -53,6 +53,9 @@ impl Core {
             .filter(|(_, b)| !b.expiry.is_past(&now))
             .map(|(n, b)| (*n, self.ban_info(n, b, &now)))
             .collect();
+        for n in self.decisions.nets() {
+            bans.extend(self.decision_rows(n, &now).into_iter().map(|i| (*n, i)));
+        }
         bans.sort_by_key(|b| b.0);
         BannedReply {
             bans: bans.into_iter().map(|(_, i)| i).collect(),
@@ -93,7 +96,17 @@ impl Core {
                 ban.times = Some(times);
                 SourceBan { ban, detail }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // CrowdSec's decisions covering it (never in the store's history).
+        let mut decided: Vec<IpNet> = self.decisions.nets().filter(|n| n.contains(&net)).copied().collect();
+        decided.sort_by_key(|n| std::cmp::Reverse(n.prefix_len()));
+        let mut bans = bans;
+        for n in decided {
+            bans.extend(self.decision_rows(&n, &now).into_iter().map(|ban| SourceBan {
+                detail: "CrowdSec decision (LAPI is its record)".into(),
+                ban,
+            }));
+        }
         Ok(SourceReply {
             source: net.to_string(),
             bans,
@@ -208,6 +221,7 @@ impl Core {
             jails: self.config.jails.iter().map(|j| j.name.clone()).collect(),
             metrics: self.config.metrics.listen.map(|a| a.to_string()),
             uptime_secs: self.started.elapsed().as_secs(),
+            crowdsec: self.crowdsec_status(),
         }
     }
 
@@ -250,6 +264,7 @@ impl Core {
         }
         s.verified_sources = self.verified_sources();
         s.under_pressure = self.under_pressure();
+        s.crowdsec = self.crowdsec_snapshot();
         s.bans_active = self.bans_active();
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();

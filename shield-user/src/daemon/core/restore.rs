@@ -204,10 +204,7 @@ impl Core {
                     b.expiry = expiry;
                     matched += 1;
                 }
-                None => {
-                    out.only_kernel += 1;
-                    self.book.insert(net, kernel_ban(expiry, now));
-                }
+                None => self.adopt_unknown(net, expiry, now, &mut out),
             }
         }
         // In the store but not live in the kernel: lifted by a write the
@@ -238,10 +235,7 @@ impl Core {
             }
             match kernel_expiry(expires_ns, now) {
                 None => out.stale.push(net),
-                Some(expiry) => {
-                    out.only_kernel += 1;
-                    self.book.insert(net, kernel_ban(expiry, now));
-                }
+                Some(expiry) => self.adopt_unknown(net, expiry, now, &mut out),
             }
         }
         if out.only_kernel > 0 {
@@ -251,6 +245,20 @@ impl Core {
             );
         }
         out
+    }
+
+    /// A ban only the pinned maps hold. With `[crowdsec]` it is most
+    /// likely a decision the previous shieldd enforced (decisions are not
+    /// stored): held as such until LAPI's first full answer says whether
+    /// it still stands. Without, it is kept as a local ban of origin
+    /// `kernel`.
+    fn adopt_unknown(&mut self, net: IpNet, expiry: Expiry, now: &Clock, out: &mut KernelBans) {
+        if self.config.crowdsec.is_some() {
+            self.decisions.hold(net, expiry);
+        } else {
+            out.only_kernel += 1;
+            self.book.insert(net, kernel_ban(expiry, now));
+        }
     }
 
     /// Writes every ban of the book into the maps, in batches.

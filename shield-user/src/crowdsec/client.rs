@@ -1,0 +1,303 @@
+//! The HTTP side of the LAPI: a bouncer ([`Bouncer`], `X-Api-Key`) and a
+//! watcher ([`Watcher`], JWT from `/v1/watchers/login`). One typed method
+//! per route; every failure names the route, so the metrics and the logs
+//! say which call failed and why.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::wire::{Alert, Login, LoginReply, StreamReply, WireDecision};
+use crate::config::{Scope, Secret};
+
+/// One request's limit: a startup stream of 100k decisions is a few MB.
+const TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// LAPI's JWTs last an hour; log in again well before.
+const JWT_LIFETIME: Duration = Duration::from_secs(45 * 60);
+/// Longest error body quoted in a message.
+const MAX_BODY_QUOTED: usize = 200;
+
+/// The LAPI routes shieldd calls (the `route` label of
+/// `sipshield_crowdsec_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    Stream,
+    Login,
+    Lookup,
+    Alerts,
+    Delete,
+}
+
+impl Route {
+    pub const ALL: [Route; 5] = [Route::Stream, Route::Login, Route::Lookup, Route::Alerts, Route::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Stream => "decisions_stream",
+            Route::Login => "watchers_login",
+            Route::Alerts => "alerts",
+            Route::Lookup => "decisions",
+            Route::Delete => "decisions_delete",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{}: cannot reach LAPI at {url}: {}", .route.as_str(), crate::text::chain(.source))]
+    Transport {
+        route: Route,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{}: LAPI answered {status}{hint}: {body}", .route.as_str())]
+    Status {
+        route: Route,
+        status: StatusCode,
+        hint: &'static str,
+        body: String,
+    },
+    #[error("{}: LAPI's answer is not the JSON expected: {source}", .route.as_str())]
+    Body {
+        route: Route,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the LAPI URL {0:?} does not join with the API routes")]
+    Url(String),
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl ApiError {
+    pub fn route(&self) -> Option<Route> {
+        match self {
+            ApiError::Transport { route, .. }
+            | ApiError::Status { route, .. }
+            | ApiError::Body { route, .. } => Some(*route),
+            ApiError::Url(_) | ApiError::Client(_) => None,
+        }
+    }
+
+    /// The `outcome` label: `error` (no answer) or the HTTP status.
+    pub fn outcome(&self) -> String {
+        match self {
+            ApiError::Status { status, .. } => status.as_u16().to_string(),
+            ApiError::Body { .. } => "bad_body".into(),
+            _ => "error".into(),
+        }
+    }
+
+    /// LAPI 1.4 answers 500 for an id it does not know: deleting it again
+    /// is done, not a failure to retry.
+    pub fn gone(&self) -> bool {
+        matches!(self, ApiError::Status { status, body, .. }
+            if *status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("doesn't exist"))
+    }
+
+    fn unauthorized(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// The part both sides share: base URL, client, User-Agent.
+#[derive(Clone, Debug)]
+struct Http {
+    client: Client,
+    base: Url,
+}
+
+impl Http {
+    fn new(base: &str) -> Result<Http, ApiError> {
+        let base = Url::parse(base).map_err(|_| ApiError::Url(base.into()))?;
+        let client = Client::builder()
+            .user_agent(concat!("sipshield-shieldd/", env!("CARGO_PKG_VERSION")))
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(ApiError::Client)?;
+        Ok(Http { client, base })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ApiError> {
+        self.base
+            .join(path)
+            .map_err(|_| ApiError::Url(self.base.to_string()))
+    }
+
+    /// Sends `req` and reads a JSON answer of type `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let transport = |source| ApiError::Transport {
+            route,
+            url: self.base.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            let hint = match status {
+                StatusCode::FORBIDDEN => " (the bouncer key is wrong: `cscli bouncers add NAME -o raw` gives one)",
+                StatusCode::UNAUTHORIZED => " (machine id or password wrong, or the machine is not validated)",
+                _ => "",
+            };
+            return Err(ApiError::Status {
+                route,
+                status,
+                hint,
+                body: crate::text::Escaped(&text.chars().take(MAX_BODY_QUOTED).collect::<String>())
+                    .to_string(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|source| ApiError::Body { route, source })
+    }
+}
+
+/// The bouncer: reads decisions.
+#[derive(Clone, Debug)]
+pub struct Bouncer {
+    http: Http,
+    key: Secret,
+}
+
+impl Bouncer {
+    pub fn new(base: &str, key: Secret) -> Result<Bouncer, ApiError> {
+        Ok(Bouncer { http: Http::new(base)?, key })
+    }
+
+    /// `GET /v1/decisions/stream`: everything active (`startup`), or what
+    /// changed since this bouncer's last call.
+    pub async fn stream(&self, startup: bool) -> Result<StreamReply, ApiError> {
+        let mut url = self.http.url("v1/decisions/stream")?;
+        url.query_pairs_mut()
+            .append_pair("startup", if startup { "true" } else { "false" });
+        let req = self
+            .http
+            .client
+            .get(url)
+            .header("X-Api-Key", self.key.expose());
+        self.http.call(Route::Stream, req).await
+    }
+
+    /// The active decisions on exactly `net` (`GET /v1/decisions`, which
+    /// answers with every decision *containing* it; the rest are
+    /// filtered out here).
+    pub async fn decisions_on(&self, net: &ipnet::IpNet) -> Result<Vec<WireDecision>, ApiError> {
+        let (scope, value) = super::wire::scope_value(net);
+        let mut url = self.http.url("v1/decisions")?;
+        let key = if scope == crate::config::Scope::Ip { "ip" } else { "range" };
+        url.query_pairs_mut().append_pair(key, &value);
+        let req = self
+            .http
+            .client
+            .get(url)
+            .header("X-Api-Key", self.key.expose());
+        let all: Option<Vec<WireDecision>> = self.http.call(Route::Lookup, req).await?;
+        Ok(all
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| {
+                Scope::parse(&d.scope) == Some(scope)
+                    && d.value.trim().parse::<ipnet::IpNet>().map(|n| n.trunc()).ok().or_else(|| {
+                        d.value.trim().parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+                    }) == Some(*net)
+            })
+            .collect())
+    }
+}
+
+/// The watcher: pushes alerts with decisions, deletes its decisions.
+#[derive(Debug)]
+pub struct Watcher {
+    http: Http,
+    machine_id: String,
+    password: Secret,
+    jwt: Option<(Secret, Instant)>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Deleted {
+    #[serde(default, rename = "nbDeleted")]
+    _nb_deleted: serde_json::Value,
+}
+
+impl Watcher {
+    pub fn new(base: &str, machine_id: &str, password: Secret) -> Result<Watcher, ApiError> {
+        Ok(Watcher {
+            http: Http::new(base)?,
+            machine_id: machine_id.into(),
+            password,
+            jwt: None,
+        })
+    }
+
+    async fn token(&mut self) -> Result<Secret, ApiError> {
+        if let Some((t, at)) = &self.jwt {
+            if at.elapsed() < JWT_LIFETIME {
+                return Ok(t.clone());
+            }
+        }
+        let body = Login {
+            machine_id: &self.machine_id,
+            password: self.password.expose(),
+            scenarios: Vec::new(),
+        };
+        let req = self.http.client.post(self.http.url("v1/watchers/login")?).json(&body);
+        let reply: LoginReply = self.http.call(Route::Login, req).await?;
+        let t = Secret::new(reply.token);
+        self.jwt = Some((t.clone(), Instant::now()));
+        Ok(t)
+    }
+
+    /// A call with the JWT; one fresh login and retry if LAPI says it
+    /// expired (LAPI restarted with a new secret, or the clock jumped).
+    async fn authed<T: DeserializeOwned>(
+        &mut self,
+        route: Route,
+        method: Method,
+        url: Url,
+        body: Option<&[Alert]>,
+    ) -> Result<T, ApiError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let mut req = self
+                .http
+                .client
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match self.http.call(route, req).await {
+                Err(e) if e.unauthorized() && attempt == 0 => self.jwt = None,
+                r => return r,
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// `POST /v1/alerts`: LAPI's ids of the alerts made.
+    pub async fn push(&mut self, alerts: &[Alert]) -> Result<Vec<String>, ApiError> {
+        let url = self.http.url("v1/alerts")?;
+        self.authed(Route::Alerts, Method::POST, url, Some(alerts)).await
+    }
+
+    /// `DELETE /v1/decisions/{id}`: by id only. The filtered form deletes
+    /// every decision *containing* an address, other hosts' and the
+    /// operator's ranges included.
+    pub async fn delete(&mut self, id: i64) -> Result<(), ApiError> {
+        let url = self.http.url(&format!("v1/decisions/{id}"))?;
+        let _: Deleted = self.authed(Route::Delete, Method::DELETE, url, None).await?;
+        Ok(())
+    }
+}

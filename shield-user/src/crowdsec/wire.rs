@@ -1,0 +1,324 @@
+//! The LAPI's JSON, as CrowdSec 1.4 sends and accepts it, and the step from
+//! a wire decision to one the XDP maps can enforce.
+//!
+//! LAPI is trusted to be LAPI, not to be well-formed: every field may be
+//! missing or odd, and a decision that cannot be enforced is skipped and
+//! counted by why, never an error that stops the rest of the list.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Crowdsec, Scope};
+
+/// `GET /v1/decisions/stream`. Empty lists come as `null`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamReply {
+    #[serde(default)]
+    pub new: Option<Vec<WireDecision>>,
+    #[serde(default)]
+    pub deleted: Option<Vec<WireDecision>>,
+}
+
+/// One decision as LAPI lists it (and as an alert carries it).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct WireDecision {
+    #[serde(default, skip_serializing)]
+    pub id: i64,
+    #[serde(default)]
+    pub origin: String,
+    #[serde(default)]
+    pub scenario: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub value: String,
+    /// A Go duration: `"3h59m56.745342504s"`; negative once deleted.
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// A decision the maps can enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub id: i64,
+    pub net: IpNet,
+    pub scope: Scope,
+    pub origin: String,
+    pub scenario: String,
+    /// Time left.
+    pub lasts: Duration,
+}
+
+/// Why a listed decision is not enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// A scope other than the configured `Ip`/`Range` (`Country`, `AS`,
+    /// `Username`, ...).
+    Scope,
+    /// A type other than `decision_types` (`captcha`, `throttle`, ...).
+    Type,
+    /// An origin not in `origins`.
+    Origin,
+    /// A value that is not an address or network of its scope.
+    Value,
+    /// A duration that does not parse, or is already over.
+    Duration,
+    /// The allowlist, `ignoreip`, this host's own addresses or the minimum
+    /// prefix forbid banning it.
+    Protected,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 6] = [
+        Skip::Scope,
+        Skip::Type,
+        Skip::Origin,
+        Skip::Value,
+        Skip::Duration,
+        Skip::Protected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Scope => "scope",
+            Skip::Type => "type",
+            Skip::Origin => "origin",
+            Skip::Value => "value",
+            Skip::Duration => "duration",
+            Skip::Protected => "protected",
+        }
+    }
+}
+
+impl WireDecision {
+    /// The decision, if `[crowdsec]` asks for it and the maps can hold it.
+    pub fn enforceable(&self, cfg: &Crowdsec) -> Result<Decision, Skip> {
+        let scope = Scope::parse(&self.scope)
+            .filter(|s| cfg.scopes.contains(s))
+            .ok_or(Skip::Scope)?;
+        if !cfg
+            .decision_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&self.kind))
+        {
+            return Err(Skip::Type);
+        }
+        if !cfg.origins.is_empty()
+            && !cfg.origins.iter().any(|o| o.eq_ignore_ascii_case(&self.origin))
+        {
+            return Err(Skip::Origin);
+        }
+        let net = parse_value(scope, self.value.trim()).ok_or(Skip::Value)?;
+        let lasts = match parse_go_duration(&self.duration) {
+            Some((false, d)) if !d.is_zero() => d,
+            _ => return Err(Skip::Duration),
+        };
+        Ok(Decision {
+            id: self.id,
+            net,
+            scope,
+            origin: self.origin.clone(),
+            scenario: self.scenario.clone(),
+            lasts,
+        })
+    }
+}
+
+/// An `Ip` value is an address (a bare `/32` or `/128` is accepted too);
+/// a `Range` value a network, host bits cleared.
+fn parse_value(scope: Scope, v: &str) -> Option<IpNet> {
+    match scope {
+        Scope::Ip => match v.parse::<IpAddr>() {
+            Ok(a) => Some(IpNet::from(a)),
+            Err(_) => v
+                .parse::<IpNet>()
+                .ok()
+                .filter(|n| n.prefix_len() == n.max_prefix_len()),
+        },
+        Scope::Range => v.parse::<IpNet>().ok().map(|n| n.trunc()),
+    }
+}
+
+/// A Go `time.Duration` string (`"-1h2m3.5s"`, `"300ms"`, `"1.5µs"`,
+/// `"0s"`): whether it is negative, and its length. `None` if malformed.
+pub fn parse_go_duration(s: &str) -> Option<(bool, Duration)> {
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some((negative, Duration::ZERO));
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&i| i > 0)?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok().map(|d| (negative, d))
+}
+
+/// `POST /v1/watchers/login`.
+#[derive(Debug, Serialize)]
+pub struct Login<'a> {
+    pub machine_id: &'a str,
+    pub password: &'a str,
+    pub scenarios: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginReply {
+    #[serde(default)]
+    pub token: String,
+}
+
+/// One alert of `POST /v1/alerts`: CrowdSec's required fields, filled for
+/// a ban this host made, with the decision for the fleet.
+#[derive(Debug, Serialize)]
+pub struct Alert {
+    pub scenario: String,
+    pub scenario_hash: String,
+    pub scenario_version: String,
+    pub message: String,
+    pub events_count: i32,
+    pub events: Vec<serde_json::Value>,
+    pub start_at: String,
+    pub stop_at: String,
+    pub capacity: i32,
+    pub leakspeed: String,
+    pub simulated: bool,
+    pub remediation: bool,
+    pub source: AlertSource,
+    pub decisions: Vec<WireDecision>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertSource {
+    pub scope: String,
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+}
+
+/// The scope and value LAPI files a network under.
+pub fn scope_value(net: &IpNet) -> (Scope, String) {
+    if net.prefix_len() == net.max_prefix_len() {
+        (Scope::Ip, net.addr().to_string())
+    } else {
+        (Scope::Range, net.to_string())
+    }
+}
+
+/// A Go duration string for `d`, whole seconds (LAPI parses it with
+/// `time.ParseDuration`).
+pub fn go_duration(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn cfg() -> Crowdsec {
+        Crowdsec {
+            lapi_url: "http://127.0.0.1:8080/".into(),
+            api_key: Secret::new("k"),
+            update_frequency: Duration::from_secs(10),
+            scopes: vec![Scope::Ip, Scope::Range],
+            origins: vec![],
+            decision_types: vec!["ban".into()],
+            push: None,
+        }
+    }
+
+    fn wire(scope: &str, value: &str, duration: &str) -> WireDecision {
+        WireDecision {
+            id: 7,
+            origin: "cscli".into(),
+            scenario: "manual 'ban' from 'x'".into(),
+            scope: scope.into(),
+            kind: "ban".into(),
+            value: value.into(),
+            duration: duration.into(),
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        let d = |s| parse_go_duration(s);
+        assert_eq!(
+            d("3h59m56.745342504s"),
+            Some((false, Duration::from_secs_f64(14396.745342504)))
+        );
+        assert_eq!(d("-1h2m3.5s"), Some((true, Duration::from_secs_f64(3723.5))));
+        assert_eq!(d("300ms"), Some((false, Duration::from_millis(300))));
+        assert_eq!(d("1.5µs"), Some((false, Duration::from_nanos(1500))));
+        assert_eq!(d("0"), Some((false, Duration::ZERO)));
+        assert_eq!(d("0s"), Some((false, Duration::ZERO)));
+        for bad in ["", "-", "h", "1", "1x", "1h-2m", "..s", "1e9s", "s1"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+        // Absurd but well-formed: refused, not a panic.
+        assert_eq!(d("99999999999999999999999h"), None);
+    }
+
+    #[test]
+    fn decisions_become_networks_or_reasons() {
+        let c = cfg();
+        let ok = wire("Ip", "192.0.2.7", "4h").enforceable(&c).unwrap();
+        assert_eq!(ok.net, "192.0.2.7/32".parse().unwrap());
+        assert_eq!(ok.lasts, Duration::from_secs(4 * 3600));
+        let r = wire("range", "2001:db8:1:2::5/64", "1m").enforceable(&c).unwrap();
+        assert_eq!(r.net, "2001:db8:1:2::/64".parse().unwrap());
+        assert_eq!(wire("Ip", "2001:db8::1", "1s").enforceable(&c).unwrap().net.prefix_len(), 128);
+        assert_eq!(wire("Country", "FR", "1h").enforceable(&c), Err(Skip::Scope));
+        assert_eq!(wire("Ip", "1.2.3.0/24", "1h").enforceable(&c), Err(Skip::Value));
+        assert_eq!(wire("Ip", "not-an-ip", "1h").enforceable(&c), Err(Skip::Value));
+        assert_eq!(wire("Range", "10.0.0.0/33", "1h").enforceable(&c), Err(Skip::Value));
+        assert_eq!(wire("Ip", "192.0.2.7", "-5m").enforceable(&c), Err(Skip::Duration));
+        assert_eq!(wire("Ip", "192.0.2.7", "soon").enforceable(&c), Err(Skip::Duration));
+        let mut captcha = wire("Ip", "192.0.2.7", "1h");
+        captcha.kind = "captcha".into();
+        assert_eq!(captcha.enforceable(&c), Err(Skip::Type));
+        let only_ip = Crowdsec { scopes: vec![Scope::Ip], ..cfg() };
+        assert_eq!(wire("Range", "10.0.0.0/8", "1h").enforceable(&only_ip), Err(Skip::Scope));
+        let only_capi = Crowdsec { origins: vec!["CAPI".into()], ..cfg() };
+        assert_eq!(wire("Ip", "192.0.2.7", "1h").enforceable(&only_capi), Err(Skip::Origin));
+    }
+
+    #[test]
+    fn null_lists_and_missing_fields_parse() {
+        let r: StreamReply = serde_json::from_str(r#"{"deleted":null,"new":null}"#).unwrap();
+        assert!(r.new.is_none() && r.deleted.is_none());
+        let r: StreamReply =
+            serde_json::from_str(r#"{"new":[{"value":"1.2.3.4","extra":1}]}"#).unwrap();
+        assert_eq!(r.new.unwrap()[0].value, "1.2.3.4");
+    }
+}

@@ -1,0 +1,317 @@
+//! The fleet's two tasks (SPEC §9): pulling CrowdSec decisions into the
+//! maps, and pushing this host's own bans to LAPI. Neither ever ends on a
+//! LAPI failure: what is enforced stays enforced (the kernel expires it),
+//! calls are retried with a capped backoff, and a reload that changes
+//! `[crowdsec]` restarts them ([`Fleet::update`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::core::crowdsec::{secs_left, PushOp};
+use super::{lock, Shared};
+use crate::config::{Crowdsec, Push};
+use crate::crowdsec::client::{ApiError, Bouncer, Route, Watcher};
+use crate::crowdsec::wire::{go_duration, scope_value, Alert, AlertSource, WireDecision};
+use crate::daemon::bans::Clock;
+
+/// First retry after a failure; doubled up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// A LAPI back from an outage is found within this long.
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Pushes waiting for LAPI; beyond it the oldest are dropped (counted).
+const PUSH_QUEUE_MAX: usize = 10_000;
+/// Alerts per `POST /v1/alerts`.
+const PUSH_BATCH: usize = 100;
+/// The `origin` pushed decisions carry, which other hosts show as
+/// `crowdsec/sipshield`.
+pub const PUSH_ORIGIN: &str = "sipshield";
+
+/// The running tasks and the settings they run with.
+#[derive(Default)]
+pub struct Fleet {
+    running: Option<(Crowdsec, Vec<JoinHandle<()>>)>,
+}
+
+impl Fleet {
+    /// Starts, restarts or stops the tasks for `cfg` (unchanged settings:
+    /// nothing happens).
+    pub fn update(&mut self, core: &Shared, cfg: Option<&Crowdsec>) {
+        if self.running.as_ref().map(|(c, _)| c) == cfg {
+            return;
+        }
+        self.stop();
+        lock(core).fleet_mut().push_tx = None;
+        let Some(cfg) = cfg else { return };
+        let mut handles = vec![tokio::spawn(pull(core.clone(), cfg.clone()))];
+        if let Some(p) = &cfg.push {
+            let (tx, rx) = mpsc::unbounded_channel();
+            lock(core).fleet_mut().push_tx = Some(tx);
+            handles.push(tokio::spawn(push(core.clone(), cfg.clone(), p.clone(), rx)));
+        }
+        tracing::info!(lapi = %cfg.lapi_url, push = cfg.push.is_some(), every_s = cfg.update_frequency.as_secs(), "crowdsec bouncer started");
+        self.running = Some((cfg.clone(), handles));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some((_, handles)) = self.running.take() {
+            for h in handles {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// Doubling waits between failed calls.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(BACKOFF_MIN)
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+}
+
+/// Pulls decisions: a full stream first (and after every failure, so a
+/// deletion missed while LAPI was away is still applied), then changes
+/// every `update_frequency`.
+async fn pull(core: Shared, cfg: Crowdsec) {
+    let bouncer = match Bouncer::new(&cfg.lapi_url, cfg.api_key.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("[crowdsec]: {e}; no decisions are pulled");
+            return std::future::pending().await;
+        }
+    };
+    let mut backoff = Backoff::new();
+    let mut startup = true;
+    loop {
+        let t = Instant::now();
+        match bouncer.stream(startup).await {
+            Ok(reply) => {
+                let listed = reply.new.as_ref().map_or(0, Vec::len);
+                let fetched = t.elapsed();
+                let p = tokio::task::block_in_place(|| lock(&core).crowdsec_pulled(reply, startup));
+                if startup || p.added + p.deleted > 0 {
+                    tracing::info!(
+                        startup, listed, added = p.added, deleted = p.deleted, skipped = p.skipped,
+                        fetch_ms = fetched.as_millis() as u64,
+                        apply_ms = (t.elapsed() - fetched).as_millis() as u64,
+                        "crowdsec decisions pulled"
+                    );
+                }
+                startup = false;
+                backoff.reset();
+                tokio::time::sleep(cfg.update_frequency).await;
+            }
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(retry_in_s = wait.as_secs(), "crowdsec: {e}; enforcing what is in the maps meanwhile");
+                lock(&core).crowdsec_failed(&e);
+                startup = true;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Pushes local bans as alerts and deletes the decisions of pushed bans
+/// lifted here. The queue survives LAPI outages (bounded, oldest dropped).
+async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedReceiver<PushOp>) {
+    let clients = Bouncer::new(&cfg.lapi_url, cfg.api_key.clone())
+        .and_then(|b| Ok((b, Watcher::new(&cfg.lapi_url, &p.machine_id, p.password.clone())?)));
+    let (bouncer, mut watcher) = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("[crowdsec.push]: {e}; no bans are pushed");
+            return std::future::pending().await;
+        }
+    };
+    let mut queue = VecDeque::new();
+    let mut backoff = Backoff::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(op) => queue.push_back(op),
+                None => return std::future::pending().await,
+            }
+        }
+        while let Ok(op) = rx.try_recv() {
+            queue.push_back(op);
+        }
+        let dropped = queue.len().saturating_sub(PUSH_QUEUE_MAX);
+        queue.drain(..dropped);
+        let r = send_front(&bouncer, &mut watcher, &mut queue).await;
+        let failed = r.as_ref().err().map(|e| e.to_string());
+        {
+            let mut c = lock(&core);
+            let s = &mut c.fleet_mut().push;
+            s.queued = queue.len() as u64;
+            s.dropped += dropped as u64;
+            match &r {
+                Ok(Sent::Pushed(n)) => s.pushed += *n as u64,
+                Ok(Sent::Deleted(n)) => s.deleted += *n as u64,
+                Err(_) => {}
+            }
+            s.last_error = failed.clone();
+            match &r {
+                Ok(Sent::Pushed(_)) => c.count_request(Route::Alerts, "201".into()),
+                Ok(Sent::Deleted(_)) => {}
+                Err(e) => c.crowdsec_failed(e),
+            }
+        }
+        if let Err(e) = r {
+            let wait = backoff.next();
+            tracing::warn!(queued = queue.len(), retry_in_s = wait.as_secs(), "crowdsec push: {e}");
+            tokio::time::sleep(wait).await;
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+enum Sent {
+    Pushed(usize),
+    Deleted(usize),
+}
+
+/// Sends the front of the queue (a run of bans as one request, or one
+/// unban) and removes it once LAPI took it.
+async fn send_front(
+    bouncer: &Bouncer,
+    watcher: &mut Watcher,
+    queue: &mut VecDeque<PushOp>,
+) -> Result<Sent, ApiError> {
+    match queue.front() {
+        Some(PushOp::Unban { net, scenario, ids }) => {
+            let mut ids = ids.clone();
+            for d in bouncer.decisions_on(net).await? {
+                if d.scenario == *scenario && d.origin == PUSH_ORIGIN && !ids.contains(&d.id) {
+                    ids.push(d.id);
+                }
+            }
+            for id in &ids {
+                match watcher.delete(*id).await {
+                    Err(e) if !e.gone() => return Err(e),
+                    _ => {}
+                }
+            }
+            tracing::info!(net = %net, decisions = ids.len(), "crowdsec: pushed ban lifted on LAPI");
+            queue.pop_front();
+            Ok(Sent::Deleted(ids.len()))
+        }
+        Some(PushOp::Ban { .. }) => {
+            let n = queue
+                .iter()
+                .take(PUSH_BATCH)
+                .take_while(|op| matches!(op, PushOp::Ban { .. }))
+                .count();
+            let now = Clock::now();
+            let alerts: Vec<Alert> = queue.iter().take(n).filter_map(|op| alert(op, &now)).collect();
+            if !alerts.is_empty() {
+                watcher.push(&alerts).await?;
+            }
+            queue.drain(..n);
+            Ok(Sent::Pushed(alerts.len()))
+        }
+        None => Ok(Sent::Pushed(0)),
+    }
+}
+
+/// The alert for a ban still in force (`None` once it is over).
+fn alert(op: &PushOp, now: &Clock) -> Option<Alert> {
+    let PushOp::Ban { net, scenario, reason, expiry } = op else {
+        return None;
+    };
+    let left = secs_left(expiry, now)?;
+    let (scope, value) = scope_value(net);
+    let at = rfc3339(now.wall_ms);
+    Some(Alert {
+        scenario: scenario.clone(),
+        scenario_hash: String::new(),
+        scenario_version: String::new(),
+        message: format!("sipshield banned {net}: {reason}"),
+        events_count: 1,
+        events: Vec::new(),
+        start_at: at.clone(),
+        stop_at: at,
+        capacity: 0,
+        leakspeed: "0".into(),
+        simulated: false,
+        remediation: true,
+        source: AlertSource {
+            scope: scope.as_str().into(),
+            value: value.clone(),
+            ip: (scope == crate::config::Scope::Ip).then(|| value.clone()),
+            range: (scope == crate::config::Scope::Range).then(|| value.clone()),
+        },
+        decisions: vec![WireDecision {
+            id: 0,
+            origin: PUSH_ORIGIN.into(),
+            scenario: scenario.clone(),
+            scope: scope.as_str().into(),
+            kind: "ban".into(),
+            value,
+            duration: go_duration(left),
+        }],
+    })
+}
+
+/// `2026-11-30T07:38:43Z` for a wall-clock time in ms.
+fn rfc3339(wall_ms: u64) -> String {
+    let secs = wall_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_024_323_000), "2026-11-30T07:38:43Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new();
+        let waits: Vec<u64> = (0..6).map(|_| b.next().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 15, 15]);
+        b.reset();
+        assert_eq!(b.next(), BACKOFF_MIN);
+    }
+}
