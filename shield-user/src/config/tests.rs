@@ -1509,3 +1509,64 @@ fn verify_section_errors_name_line_and_key() {
     expect_error(&errs, 7, "verify.capacity", "");
     expect_error(&errs, 8, "verify.bogus", "");
 }
+
+/// `[crowdsec]` with its secrets in files under a temporary directory.
+fn crowdsec_config(extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), "0123abcd\n").unwrap();
+    fs::write(dir.path().join("pass"), "s3cret-pw\n").unwrap();
+    let text = format!(
+        "[crowdsec]\nlapi_url = \"http://192.0.2.1:8080\"\napi_key_file = \"{}/key\"\n{extra}",
+        dir.path().display()
+    );
+    (dir, text)
+}
+
+#[test]
+fn crowdsec_defaults_and_secrets_from_files() {
+    assert_eq!(defaults().crowdsec, None);
+    let (dir, text) = crowdsec_config(&format!(
+        "[crowdsec.push]\nmachine_id = \"sbc1\"\npassword_file = \"{}/pass\"\n",
+        std::env::temp_dir().join("none").display()
+    ));
+    // The password file does not exist: named with its key and line.
+    expect_error(&errors(&text), 6, "crowdsec.push.password_file", "cannot read it");
+    let text = text.replace(&std::env::temp_dir().join("none").display().to_string(), &dir.path().display().to_string());
+    let c = parse(&text).unwrap().crowdsec.unwrap();
+    assert_eq!(c.lapi_url, "http://192.0.2.1:8080/");
+    assert_eq!(c.api_key.expose(), "0123abcd");
+    assert_eq!(c.update_frequency, secs(10));
+    assert_eq!(c.scopes, vec![Scope::Ip, Scope::Range]);
+    assert!(c.origins.is_empty());
+    assert_eq!(c.decision_types, vec!["ban".to_string()]);
+    let p = c.push.unwrap();
+    assert_eq!((p.machine_id.as_str(), p.password.expose()), ("sbc1", "s3cret-pw"));
+    assert_eq!(p.origins, vec!["jail", "escalation", "manual"]);
+    // Secrets never reach a log line.
+    assert!(!format!("{:?}", parse(&text).unwrap()).contains("s3cret-pw"));
+}
+
+#[test]
+fn crowdsec_errors_name_line_and_key() {
+    let (_dir, text) = crowdsec_config(
+        "update_frequency = \"0s\"\nscopes = [\"Ip\", \"Country\"]\nbogus = 1\n\
+         [crowdsec.push]\nmachine_id = \"sbc 1\"\npassword_file = \"/nonexistent/pass\"\norigins = [\"crowdsec\"]\n",
+    );
+    let errs = errors(&text);
+    expect_error(&errs, 4, "crowdsec.update_frequency", "at least 1s");
+    expect_error(&errs, 5, "crowdsec.scopes[1]", "unknown scope \"Country\"");
+    expect_error(&errs, 6, "crowdsec.bogus", "unknown key");
+    expect_error(&errs, 8, "crowdsec.push.machine_id", "not a machine id");
+    expect_error(&errs, 9, "crowdsec.push.password_file", "/nonexistent/pass");
+    expect_error(&errs, 10, "crowdsec.push.origins[0]", "never pushed back");
+    for (url, needle) in [("ftp://x/", "http:// or https://"), ("not a url", "not a URL")] {
+        let (_d, t) = crowdsec_config("");
+        let t = t.replace("http://192.0.2.1:8080", url);
+        expect_error(&errors(&t), 2, "crowdsec.lapi_url", needle);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("empty"), "\n\n").unwrap();
+    let t = format!("[crowdsec]\nlapi_url = \"http://x/\"\napi_key_file = \"{}/empty\"\n", dir.path().display());
+    expect_error(&errors(&t), 3, "crowdsec.api_key_file", "is empty");
+    expect_error(&errors("[crowdsec]\n"), 1, "crowdsec.lapi_url", "required");
+}

@@ -376,6 +376,13 @@ mod tests {
             map_entries: vec![("bans_v4".into(), 2)],
             map_capacity: vec![("bans_v4".into(), 1000)],
             attached: vec![("eth0".into(), "driver".into())],
+            crowdsec: Some(CrowdsecSnapshot {
+                up: true,
+                decisions: vec![("CAPI".into(), "Range".into(), 40)],
+                requests: vec![("decisions_stream".into(), "200".into(), 9)],
+                skipped: vec![("scope".into(), 2)],
+                push_queued: 1,
+            }),
             version: "0.1.0".into(),
         }
     }
@@ -405,6 +412,11 @@ mod tests {
             r#"sipshield_sip_responses_total{interface="eth0",method="REGISTER",class="2xx"} 4"#,
             "sipshield_verified_sources 12",
             "sipshield_under_pressure 1",
+            "sipshield_crowdsec_up 1",
+            r#"sipshield_crowdsec_decisions{origin="CAPI",scope="Range"} 40"#,
+            r#"sipshield_crowdsec_requests_total{route="decisions_stream",outcome="200"} 9"#,
+            r#"sipshield_crowdsec_skipped_total{why="scope"} 2"#,
+            "sipshield_crowdsec_push_queued 1",
             r#"sipshield_build_info{version="0.1.0"} 1"#,
         ] {
             assert!(om.contains(needle), "missing {needle:?} in\n{om}");

@@ -1,0 +1,296 @@
+//! A fleet (SPEC §9): a real CrowdSec 1.4.6 LAPI in its own namespace and
+//! three SBCs, each a real `shieldd` on its own namespace's `pub0`, pulling
+//! decisions as a bouncer and pushing its bans as a watcher. Enforcement is
+//! checked with real packets from each SBC's attacker namespace: "dropped"
+//! means counted `drop`/`ban` by the XDP program.
+//!
+//! Fails (never skips) without root or without CrowdSec (scripts/setup.sh
+//! installs it).
+
+mod common;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shield_tests::crowdsec::Lapi;
+use shield_tests::fleet::{Fleet, PUB_IF};
+
+/// `[crowdsec] update_frequency` of the fleet.
+const EVERY: Duration = Duration::from_secs(2);
+const TRUNK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const PROBES: u32 = 20;
+
+/// One SBC's daemon with its jail log.
+struct Member {
+    d: Shieldd,
+    log: PathBuf,
+}
+
+/// The config of SBC `i`: its LAPI keys, the trunk allowlisted, a jail on
+/// `log`, no rate limits (the probes are short bursts).
+fn member(fleet: &Fleet, lapi: &Lapi, i: usize, push: bool) -> Member {
+    let key = lapi.bouncer_key(&format!("shieldd-sbc{i}")).expect("bouncer key");
+    let password = format!("sbc{i}-password-0123456789");
+    if push {
+        lapi.add_machine(&format!("sbc{i}"), &password).expect("machine");
+    }
+    let url = fleet.lapi_url(i);
+    let d = Shieldd::with_config(bins(), fleet.sbc(i), |d| {
+        std::fs::write(d.dir.join("crowdsec.key"), format!("{key}\n")).expect("key file");
+        std::fs::write(d.dir.join("crowdsec.pass"), format!("{password}\n")).expect("password file");
+        std::fs::write(d.dir.join("auth.log"), "").expect("jail log");
+        let push = if push {
+            format!(
+                "[crowdsec.push]\nmachine_id = \"sbc{i}\"\npassword_file = \"{}/crowdsec.pass\"\n",
+                d.dir.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{pin}\"\nstate_dir = \"{state}\"\n\n\
+             [control]\nsocket = \"{sock}\"\n\n[metrics]\nlisten = \"127.0.0.1:9814\"\n\n\
+             [limits]\npackets_per_second = 0\n\n[allow]\ncidrs = [\"{TRUNK}/32\"]\n\n\
+             [crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{dir}/crowdsec.key\"\nupdate_frequency = \"{every}s\"\n\n{push}\n\
+             [[jail]]\nname = \"sip-auth\"\nlogpath = \"{dir}/auth.log\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"10m\"\n",
+            pin = d.pin.display(),
+            state = d.state.display(),
+            sock = d.socket.display(),
+            dir = d.dir.display(),
+            every = EVERY.as_secs(),
+        )
+    });
+    let log = d.dir.join("auth.log");
+    Member { d, log }
+}
+
+impl Member {
+    /// `n` Kamailio auth-failure lines from `ip` in the jail's log.
+    fn fail(&self, ip: IpAddr, n: usize) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log");
+        for _ in 0..n {
+            writeln!(f, "Nov 30 09:12:07 sbc /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for 100 from {ip}:5060").expect("write");
+        }
+        f.flush().expect("flush");
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.d.ctl_json(&["status"])
+    }
+}
+
+/// Whether SBC `i` drops [`PROBES`] packets from `src` as banned.
+fn drops(fleet: &Fleet, m: &Member, i: usize, src: IpAddr) -> bool {
+    let before = m.d.packets("drop", "ban");
+    fleet.send_sip_from(i, src, PROBES).expect("send");
+    // The counters are read after the packets went through XDP (same
+    // CPU, synchronous veth transmit); a short wait covers the rest.
+    let t = Instant::now();
+    loop {
+        let n = m.d.packets("drop", "ban") - before;
+        if n >= u64::from(PROBES) || t.elapsed() > Duration::from_millis(300) {
+            return n >= u64::from(PROBES);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until every SBC drops (or passes) `src`; the time each took.
+fn converge(fleet: &Fleet, ms: &[Member], src: IpAddr, dropped: bool, within: Duration, what: &str) -> Vec<Duration> {
+    let t = Instant::now();
+    ms.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            wait_for(&format!("SBC {i}: {what}"), within, || {
+                (drops(fleet, m, i, src) == dropped).then(|| t.elapsed())
+            })
+        })
+        .collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test literal")
+}
+
+#[test]
+fn a_fleet_of_three_shares_bans_through_a_real_lapi() {
+    let fleet = Fleet::new(3);
+    let mut lapi = fleet.start_lapi().expect("LAPI");
+    let mut ms: Vec<Member> = (0..3).map(|i| member(&fleet, &lapi, i, true)).collect();
+    for m in &mut ms {
+        m.d.start();
+    }
+    for m in &ms {
+        wait_for("a first full stream", Duration::from_secs(10), || {
+            (m.status()["crowdsec"]["synced"] == true).then_some(())
+        });
+    }
+
+    // 1. A jail ban on SBC 0 is pushed, and the other two pull it.
+    let brute = ip("198.51.100.50");
+    std::thread::sleep(Duration::from_millis(300)); // the jail follows from the end
+    ms[0].fail(brute, 3);
+    let t_ban = wait_for("the jail ban on SBC 0", Duration::from_secs(5), || {
+        ms[0].d.ban_of("198.51.100.50/32").map(|_| Instant::now())
+    });
+    let IpAddr::V4(brute4) = brute else { unreachable!() };
+    let mut took = Vec::new();
+    for (i, m) in ms.iter().enumerate().skip(1) {
+        let map = m.d.ban_map().expect("pinned map");
+        took.push(wait_for(&format!("SBC {i} enforcing the jail ban"), EVERY * 3, || {
+            map.contains(brute4).then(|| t_ban.elapsed())
+        }));
+    }
+    eprintln!("jail ban on SBC 0 enforced on SBC 1, 2 after {took:?} (update_frequency {EVERY:?})");
+    for t in &took {
+        assert!(*t <= EVERY + Duration::from_secs(1), "propagation took {t:?}");
+    }
+    for (i, m) in ms.iter().enumerate() {
+        assert!(drops(&fleet, m, i, brute), "SBC {i} does not drop the brute-forcer");
+    }
+    let row = ms[1].d.ban_of("198.51.100.50/32").expect("listed on SBC 1");
+    assert_eq!(row["origin"], "crowdsec/sipshield");
+    assert_eq!(row["reason"], "sipshield/jail:sip-auth");
+    // Never pushed back: SBC 1 holds it as a decision, not a local ban.
+    assert_eq!(ms[1].status()["crowdsec"]["push"]["pushed"], 0);
+
+    // 2. Operator ranges, IPv4 and IPv6, reach all three; deletion lifts them.
+    lapi.add_decision_range("203.0.113.128/25".parse().unwrap(), "1h", "ops range").expect("range");
+    lapi.add_decision_range("2001:db8:bad::/48".parse().unwrap(), "1h", "ops range v6").expect("range v6");
+    let t = converge(&fleet, &ms, ip("203.0.113.200"), true, EVERY * 3, "the v4 range");
+    eprintln!("v4 range enforced after {t:?}");
+    converge(&fleet, &ms, ip("2001:db8:bad::5"), true, EVERY * 3, "the v6 range");
+    lapi.delete_decisions_range("203.0.113.128/25".parse().unwrap()).expect("delete");
+    let t = converge(&fleet, &ms, ip("203.0.113.200"), false, EVERY * 3, "the v4 range lifted");
+    eprintln!("v4 range lifted after {t:?}");
+    for (i, m) in ms.iter().enumerate() {
+        assert!(drops(&fleet, m, i, ip("2001:db8:bad::ffff")), "SBC {i}: v6 range lifted with the v4 one");
+    }
+
+    // 3. A decision on the allowlisted trunk, and a range around it, never drop it.
+    lapi.add_decision_ip(IpAddr::V4(TRUNK), "1h", "mistake").expect("trunk decision");
+    lapi.add_decision_range("203.0.113.0/28".parse().unwrap(), "1h", "around the trunk").expect("range");
+    converge(&fleet, &ms, ip("203.0.113.11"), true, EVERY * 3, "the range around the trunk");
+    for (i, m) in ms.iter().enumerate() {
+        assert!(!drops(&fleet, m, i, IpAddr::V4(TRUNK)), "SBC {i} drops the allowlisted trunk");
+        let skipped = &m.status()["crowdsec"]["skipped"];
+        assert!(skipped["protected"].as_u64().unwrap_or(0) >= 1, "SBC {i}: {skipped}");
+    }
+
+    // 4. LAPI down for 30 s: bans stay, expire on time, the fleet catches up.
+    lapi.add_decision_ip(ip("198.51.100.60"), "20s", "short").expect("short decision");
+    let t_short = Instant::now();
+    converge(&fleet, &ms, ip("198.51.100.60"), true, EVERY * 3, "the short decision");
+    lapi.stop();
+    let t_down = Instant::now();
+    ms[0].fail(ip("198.51.100.70"), 3);
+    wait_for("SBC 0 noticing the outage", Duration::from_secs(10), || {
+        (ms[0].status()["crowdsec"]["up"] == false).then_some(())
+    });
+    for (i, m) in ms.iter().enumerate() {
+        assert!(drops(&fleet, m, i, brute), "SBC {i}: the pulled ban was lost with LAPI");
+        assert!(drops(&fleet, m, i, ip("2001:db8:bad::1")), "SBC {i}: the v6 range was lost with LAPI");
+        assert!(m.d.is_running(), "SBC {i}: shieldd exited with LAPI down");
+    }
+    std::thread::sleep((t_short + Duration::from_secs(21)).saturating_duration_since(Instant::now()));
+    for (i, m) in ms.iter().enumerate() {
+        assert!(!drops(&fleet, m, i, ip("198.51.100.60")), "SBC {i}: the 20 s decision outlived its duration");
+    }
+    assert_eq!(ms[0].status()["crowdsec"]["push"]["queued"], 1, "the ban made while LAPI was down is queued");
+    std::thread::sleep((t_down + Duration::from_secs(30)).saturating_duration_since(Instant::now()));
+    lapi.restart().expect("LAPI back");
+    let t_back = Instant::now();
+    let t = converge(&fleet, &ms, ip("198.51.100.70"), true, Duration::from_secs(40), "the ban queued during the outage");
+    eprintln!("after the outage: the queued ban enforced everywhere {t:?} after LAPI returned");
+    for m in &ms {
+        wait_for("up again", Duration::from_secs(20), || (m.status()["crowdsec"]["up"] == true).then_some(()));
+    }
+    eprintln!("fleet converged {:?} after LAPI returned", t_back.elapsed());
+
+    // 5. Unban of a pushed ban on SBC 0 deletes its decision: lifted everywhere.
+    ms[0].d.ctl_ok(&["unban", "198.51.100.50"]);
+    let t = converge(&fleet, &ms, brute, false, EVERY * 4, "the unbanned brute-forcer");
+    eprintln!("unban on SBC 0 lifted everywhere after {t:?}");
+    // A decision from elsewhere is not SBC 1's to unban.
+    let out = ms[1].d.ctl(&["unban", "198.51.100.70"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cscli decisions delete"), "{}", text(&out.stderr));
+
+    let metrics = ms[2].d.metrics(fleet.sbc(2)).expect("metrics");
+    for needle in [
+        "sipshield_crowdsec_up 1",
+        "sipshield_crowdsec_decisions{origin=\"cscli\",scope=\"Range\"}",
+        "sipshield_crowdsec_requests_total{route=\"decisions_stream\",outcome=\"200\"}",
+        "sipshield_crowdsec_requests_total{route=\"decisions_stream\",outcome=\"error\"}",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+}
+
+/// The pinned `BANS_V4` map of `d` holds `a`.
+fn in_map(d: &Shieldd, a: &str) -> bool {
+    d.ban_map().expect("map").contains(a.parse().expect("v4"))
+}
+
+#[test]
+fn one_bouncer_with_odd_decisions_a_restart_and_lapi_down_at_start() {
+    let fleet = Fleet::new(1);
+    // shieldd first, with no LAPI: it starts, enforces nothing, keeps running.
+    let mut lapi = fleet.start_lapi().expect("LAPI");
+    let m = member(&fleet, &lapi, 0, false);
+    lapi.stop();
+    let mut m = m;
+    m.d.start();
+    std::thread::sleep(Duration::from_secs(3));
+    let st = m.status();
+    assert_eq!(st["crowdsec"]["up"], false, "{st}");
+    assert!(st["crowdsec"]["last_error"].as_str().unwrap_or("").contains("cannot reach LAPI"), "{st}");
+    assert!(m.d.is_running());
+    lapi.restart().expect("LAPI");
+    wait_for("the first full stream", Duration::from_secs(20), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+
+    // Duplicates: the longest wins; deleting one leaves the other.
+    lapi.add_decision_ip(ip("198.51.100.80"), "30s", "short").expect("d");
+    lapi.add_decision_range("198.51.100.80/32".parse().unwrap(), "2h", "long").expect("d");
+    lapi.add_decision_ip(ip("2001:db8::80"), "1h", "v6 host").expect("d");
+    // Kinds XDP cannot enforce are counted, not applied.
+    lapi.cscli(&["decisions", "add", "--scope", "username", "--value", "mallory", "--duration", "1h"]).expect("d");
+    lapi.cscli(&["decisions", "add", "--ip", "198.51.100.81", "--type", "captcha", "--duration", "1h"]).expect("d");
+    converge(&fleet, std::slice::from_ref(&m), ip("2001:db8::80"), true, EVERY * 3, "the v6 host");
+    let rows: Vec<_> = m.d.bans().into_iter().filter(|b| b["net"] == "198.51.100.80/32").collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0]["expires_in_secs"].as_u64().unwrap_or(0) > 3600, "longest first: {rows:?}");
+    assert!(in_map(&m.d, "198.51.100.80"));
+    assert!(!drops(&fleet, &m, 0, ip("198.51.100.81")), "a captcha decision dropped packets");
+    let skipped = &m.status()["crowdsec"]["skipped"];
+    assert!(skipped["scope"].as_u64() >= Some(1) && skipped["type"].as_u64() >= Some(1), "{skipped}");
+
+    // A restart adopts the maps: decisions are held until LAPI confirms
+    // them; one deleted while shieldd was down goes at the first stream.
+    m.d.terminate();
+    lapi.delete_decisions_ip(ip("2001:db8::80")).expect("delete");
+    let mut lapi = lapi;
+    lapi.stop();
+    m.d.start();
+    assert!(drops(&fleet, &m, 0, ip("2001:db8::80")), "held decisions are enforced while LAPI is down");
+    lapi.restart().expect("LAPI");
+    converge(&fleet, std::slice::from_ref(&m), ip("2001:db8::80"), false, Duration::from_secs(30), "the decision deleted while down");
+    assert!(drops(&fleet, &m, 0, ip("198.51.100.80")), "a confirmed decision was dropped at restart");
+    let st = m.status();
+    assert_eq!(st["crowdsec"]["by_origin"].get("unconfirmed/Ip"), None, "{st}");
+    assert_eq!(st["bans_active"], 0, "decisions became local bans: {st}");
+
+    // A reload without [crowdsec] lifts what it enforced.
+    let text_now = std::fs::read_to_string(&m.d.config).expect("config");
+    let cut = text_now.find("[crowdsec]").expect("section");
+    let jail = text_now.find("[[jail]]").expect("jail");
+    m.d.write_config(&format!("{}{}", &text_now[..cut], &text_now[jail..]));
+    m.d.ctl_ok(&["reload"]);
+    assert!(!drops(&fleet, &m, 0, ip("198.51.100.80")), "decisions outlived [crowdsec]");
+    assert!(m.status().get("crowdsec").is_none_or(|c| c.is_null()));
+}
