@@ -5,13 +5,17 @@
 # runs setup.sh, and asserts it succeeded and everything is back. Then the
 # same from partial states, from a complete one, and one failure that must
 # be reported in one line. As root; takes a few minutes (bpf-linker is
-# rebuilt twice). Leaves the machine set up.
+# rebuilt twice). Leaves the machine set up. It PURGES Debian's crowdsec
+# and crowdsec-firewall-bouncer (their /etc/crowdsec configuration with
+# them): not on a machine whose CrowdSec is in use.
 #   scripts/check-setup.sh             every state below
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BPF_LINKER_VERSION=$(sed -n 's/^BPF_LINKER_VERSION=//p' scripts/setup.sh)
 REMOVABLE_DEBS=(sipvicious python3-pyinotify)
+# Purged in their own state (their removal is not `apt-get remove`).
+CROWDSEC_DEBS=(crowdsec crowdsec-firewall-bouncer)
 failures=0
 
 say() { printf '\033[1m--- %s\033[0m\n' "$*"; }
@@ -32,10 +36,10 @@ unmount_bpffs() {
 # Everything setup.sh promises, checked from the outside.
 assert_complete() {
   local state=$1
-  for t in svmap svwar kamailio sipp nft promtool; do
+  for t in svmap svwar kamailio sipp nft promtool crowdsec cscli crowdsec-firewall-bouncer; do
     command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || fail "$state: $t missing after setup"
   done
-  for p in "${REMOVABLE_DEBS[@]}"; do
+  for p in "${REMOVABLE_DEBS[@]}" "${CROWDSEC_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
       || fail "$state: Debian package $p not installed after setup"
   done
@@ -78,6 +82,13 @@ run_setup "state 3 (no bpf-linker)"
 
 say "state 4: everything installed"
 run_setup "state 4 (complete)"
+
+say "state 4b: crowdsec purged, its Central API credentials file left empty (as a failed offline install leaves it)"
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${CROWDSEC_DEBS[@]}" >/dev/null 2>&1
+mkdir -p /etc/crowdsec && : > /etc/crowdsec/online_api_credentials.yaml
+run_setup "state 4b (crowdsec purged)"
+[ -s /etc/crowdsec/online_api_credentials.yaml ] \
+  || fail "state 4b: the Central API credentials file is still empty"
 
 say "state 5: a step that cannot succeed (no rustup on PATH) is one line and exit 1"
 err=$(env PATH=/usr/sbin:/usr/bin:/sbin:/bin bash scripts/setup.sh 2>&1 >/dev/null)

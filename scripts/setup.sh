@@ -8,6 +8,9 @@
 #      (Debian's `sipvicious`: svmap, svwar) among them. No pip: Debian's
 #      packages run on Debian's /usr/bin/python3 whatever `python3` is first
 #      on PATH, and nothing is installed into a system Python (PEP 668).
+#      Also CrowdSec (Debian's `crowdsec` 1.4.6 and `crowdsec-firewall-bouncer`
+#      0.0.25: the bouncer tests run a private Local API), installed offline:
+#      no Central API registration, no service started.
 #   4. the BPF filesystem at /sys/fs/bpf
 # A step that fails prints one line naming the step and why, and the script
 # exits 1; the step's full output is kept in $SETUP_LOG_DIR.
@@ -18,7 +21,7 @@ BPF_LINKER_VERSION=0.10.0
 APT_PACKAGES=(
   build-essential pkg-config iproute2 nftables iptables kamailio sip-tester
   fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl
-  python3-pyinotify sipvicious
+  python3-pyinotify sipvicious crowdsec crowdsec-firewall-bouncer
 )
 # Extra Debian packages, space-separated (scripts/check-setup.sh uses it to
 # prove that a failing install names itself).
@@ -71,12 +74,24 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# crowdsec's postinst runs `cscli capi register` (network) unless the Central
+# API credentials file exists and is not empty; an earlier failed install
+# leaves it empty. A file holding only a comment keeps CrowdSec local-only
+# and is left alone by later upgrades; real credentials are never touched.
+CAPI_CREDENTIALS=/etc/crowdsec/online_api_credentials.yaml
+crowdsec_offline() {
+  mkdir -p /etc/crowdsec || return
+  if [ ! -s "$CAPI_CREDENTIALS" ]; then
+    echo '# no central API (scripts/setup.sh: offline install)' > "$CAPI_CREDENTIALS" || return
+  fi
+}
 install_apt() {
   export DEBIAN_FRONTEND=noninteractive
   # Debian's kamailio/prometheus/fail2ban must not start services here.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   fi
+  crowdsec_offline || return
   # A package whose configuration failed earlier blocks every install.
   dpkg --configure -a
   apt-get update -qq
@@ -87,7 +102,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   log "Debian packages: present"
 fi
-for tool in svmap svwar kamailio sipp nft promtool fail2ban-server; do
+for tool in svmap svwar kamailio sipp nft promtool fail2ban-server crowdsec cscli crowdsec-firewall-bouncer; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
     || die "step 'apt' failed: $tool is missing after the install"
 done

@@ -2,10 +2,13 @@
 //! model, a `BPF_PROG_TEST_RUN` harness, network namespaces joined by veths
 //! (`netns`), UDP traffic between them (`udp`), the `shieldd` harness of
 //! the daemon tests and the lab (`daemon`), and the three-host lab with
-//! real SIP software (`lab`).
+//! real SIP software (`lab`); a private CrowdSec LAPI (`crowdsec`) and the
+//! fleet of SBCs around it (`fleet`) for the bouncer tests.
 
 pub mod baseline;
+pub mod crowdsec;
 pub mod daemon;
+pub mod fleet;
 pub mod frames;
 pub mod gen;
 pub mod kernel;
