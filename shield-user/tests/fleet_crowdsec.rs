@@ -193,6 +193,8 @@ fn a_fleet_of_three_shares_bans_through_a_real_lapi() {
     for (i, m) in ms.iter().enumerate() {
         assert!(drops(&fleet, m, i, brute), "SBC {i}: the pulled ban was lost with LAPI");
         assert!(drops(&fleet, m, i, ip("2001:db8:bad::1")), "SBC {i}: the v6 range was lost with LAPI");
+    }
+    for (i, m) in ms.iter_mut().enumerate() {
         assert!(m.d.is_running(), "SBC {i}: shieldd exited with LAPI down");
     }
     std::thread::sleep((t_short + Duration::from_secs(21)).saturating_duration_since(Instant::now()));
@@ -267,8 +269,12 @@ fn one_bouncer_with_odd_decisions_a_restart_and_lapi_down_at_start() {
     assert!(rows[0]["expires_in_secs"].as_u64().unwrap_or(0) > 3600, "longest first: {rows:?}");
     assert!(in_map(&m.d, "198.51.100.80"));
     assert!(!drops(&fleet, &m, 0, ip("198.51.100.81")), "a captcha decision dropped packets");
+    // (LAPI 1.4.6's stream lists only Ip and Range scopes unless asked:
+    // the `username` decision never arrives; unknown scopes are counted by
+    // the same path, unit-tested in crowdsec::wire.)
     let skipped = &m.status()["crowdsec"]["skipped"];
-    assert!(skipped["scope"].as_u64() >= Some(1) && skipped["type"].as_u64() >= Some(1), "{skipped}");
+    assert!(skipped["type"].as_u64() >= Some(1), "{skipped}");
+    assert!(!m.d.bans().iter().any(|b| b["net"].as_str().unwrap_or("").contains("mallory")));
 
     // A restart adopts the maps: decisions are held until LAPI confirms
     // them; one deleted while shieldd was down goes at the first stream.
