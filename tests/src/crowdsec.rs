@@ -227,11 +227,17 @@ impl Lapi {
         format!("http://{}/", SocketAddr::new(ip, self.listen.port()))
     }
 
-    /// `http://ADDR:PORT/` of the listen address (for a specific one; with
-    /// `0.0.0.0` ask the topology for the address a peer uses, e.g.
-    /// [`crate::fleet::Fleet::lapi_url`]).
+    /// `http://ADDR:PORT/` of the listen address, reachable from the
+    /// LAPI's namespace (an unspecified address becomes loopback, as in
+    /// [`Lapi::local_url`]). From another namespace use the address that
+    /// namespace routes to, e.g. [`crate::fleet::Fleet::lapi_url`].
     pub fn url(&self) -> String {
-        format!("http://{}/", self.listen)
+        self.local_url()
+    }
+
+    /// The address it listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
     /// The namespace it runs in.
