@@ -227,11 +227,17 @@ impl Lapi {
         format!("http://{}/", SocketAddr::new(ip, self.listen.port()))
     }
 
-    /// `http://ADDR:PORT/` of the listen address (for a specific one; with
-    /// `0.0.0.0` ask the topology for the address a peer uses, e.g.
-    /// [`crate::fleet::Fleet::lapi_url`]).
+    /// `http://ADDR:PORT/` of the listen address, reachable from the
+    /// LAPI's namespace (an unspecified address becomes loopback, as in
+    /// [`Lapi::local_url`]). From another namespace use the address that
+    /// namespace routes to, e.g. [`crate::fleet::Fleet::lapi_url`].
     pub fn url(&self) -> String {
-        format!("http://{}/", self.listen)
+        self.local_url()
+    }
+
+    /// The address it listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
     /// The namespace it runs in.
@@ -357,6 +363,42 @@ impl Lapi {
     pub fn decisions_json(&self) -> Result<serde_json::Value> {
         let out = self.cscli(&["decisions", "list", "-o", "json"])?;
         serde_json::from_str(&out).with_context(|| format!("cscli decisions list: not JSON: {out}"))
+    }
+
+    /// `cscli alerts list -a -l 0 -o json`: every alert, machines' pushes
+    /// included (e.g. a shieldd's), `null` when there are none. Without
+    /// `-a` (`include_capi=false`) 1.4.6 hides alerts whose decisions have
+    /// an origin other than its own (crowdsec, cscli...), so a pushed
+    /// `sipshield` alert would not be listed.
+    pub fn alerts_json(&self) -> Result<serde_json::Value> {
+        let out = self.cscli(&["alerts", "list", "-a", "-l", "0", "-o", "json"])?;
+        serde_json::from_str(&out).with_context(|| format!("cscli alerts list: not JSON: {out}"))
+    }
+
+    /// `POST /v1/watchers/login` as machine `name` (see
+    /// [`Lapi::add_machine`]), from the LAPI's namespace; the JWT.
+    pub fn login(&self, name: &str, password: &str) -> Result<String> {
+        let body = serde_json::json!({ "machine_id": name, "password": password }).to_string();
+        let url = format!("{}v1/watchers/login", self.local_url());
+        let (code, out) = curl_in(&self.ns, &["-d", &body, &url])?;
+        ensure!(code == 200, "login as {name}: HTTP {code}: {out}");
+        let v: serde_json::Value =
+            serde_json::from_str(&out).with_context(|| format!("login: not JSON: {out}"))?;
+        v["token"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("login: no token in {out}"))
+    }
+
+    /// `POST /v1/alerts` with a watcher's `token` (see [`Lapi::login`]) and
+    /// `alerts` (a JSON array, see [`ban_alert`]); the status and body.
+    pub fn post_alerts(&self, token: &str, alerts: &serde_json::Value) -> Result<(u16, String)> {
+        let url = format!("{}v1/alerts", self.local_url());
+        let auth = format!("Authorization: Bearer {token}");
+        let file = self.path("alerts.json");
+        std::fs::write(&file, alerts.to_string()).context("writing the alerts body")?;
+        let data = format!("@{}", path_str(&file)?);
+        curl_in(&self.ns, &["-H", &auth, "--data-binary", &data, &url])
     }
 
     /// Inserts `decisions` with `cscli decisions import` (one JSON file);
@@ -499,6 +541,57 @@ pub fn stream_values(v: &serde_json::Value, which: &str) -> Vec<(String, String)
         .unwrap_or_default()
 }
 
+/// One alert as LAPI 1.4.6 accepts it (every required field; see
+/// /work/notes/lapi-facts.md) carrying one ban decision on `scope`
+/// (`"Ip"` or `"Range"`, capitalised: other spellings are stored but never
+/// streamed) `value` for `duration` (a Go duration: `1h`, not `1d`).
+pub fn ban_alert(
+    scope: &str,
+    value: &str,
+    duration: &str,
+    origin: &str,
+    scenario: &str,
+) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at = rfc3339(now);
+    serde_json::json!({
+        "scenario": scenario, "scenario_hash": "", "scenario_version": "",
+        "message": format!("{origin}: ban {value}"), "events_count": 1,
+        "start_at": at, "stop_at": at, "capacity": 0, "leakspeed": "0",
+        "simulated": false, "events": [],
+        "source": { "scope": scope, "value": value },
+        "decisions": [{
+            "duration": duration, "origin": origin, "scenario": scenario,
+            "scope": scope, "type": "ban", "value": value
+        }]
+    })
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// `n` distinct ban decisions for a benchmark, a quarter each of IPv4 Ip
 /// (198.18.0.0/15, RFC 2544), IPv4 Range (/28s of 100.64.0.0/10, RFC
 /// 6598), IPv6 Ip and IPv6 Range (/64s, both in 2001:db8::/32). At most
@@ -548,6 +641,13 @@ mod tests {
             r,
             "api:\n  server:\n    listen_uri: x\n    trusted_ips:\n      - 127.0.0.1\nprometheus:\n  enabled: true\n"
         );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_024_320), "2026-11-30T07:38:40Z");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use ipnet::IpNet;
-use shield_tests::crowdsec::{bench_decisions, decisions_stream, require_crowdsec, stream_values};
+use shield_tests::crowdsec::{
+    ban_alert, bench_decisions, decisions_stream, require_crowdsec, stream_values,
+};
 use shield_tests::fleet::{Fleet, SBC_PUB_V4, SBC_PUB_V6};
 
 const SBCS: usize = 3;
@@ -68,6 +70,33 @@ fn lapi_serves_decisions_to_every_sbc_and_survives_a_restart() -> Result<()> {
             "decision fields: {d}"
         );
     }
+
+    // A watcher's alert (what a shieldd pushes) comes back with its origin.
+    let token = lapi.login("sbc0", "a-long-password-0")?;
+    let pushed = serde_json::json!([ban_alert(
+        "Ip",
+        "198.51.100.99",
+        "30m",
+        "sipshield",
+        "sipshield/flood"
+    )]);
+    let (code, body) = lapi.post_alerts(&token, &pushed)?;
+    ensure!(code == 201, "POST /v1/alerts: {code} {body}");
+    let alerts = lapi.alerts_json()?;
+    ensure!(
+        alerts.to_string().contains("198.51.100.99"),
+        "pushed alert not listed: {alerts}"
+    );
+    let (_, v) = decisions_stream(fleet.sbc(0), &fleet.lapi_url(0), &key, true)?;
+    let pushed_back = v["new"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["value"] == "198.51.100.99");
+    ensure!(
+        pushed_back.is_some_and(|d| d["origin"] == "sipshield" && d["scope"] == "Ip"),
+        "pushed decision not streamed with origin sipshield: {v}"
+    );
 
     // A bad key is refused with 403.
     let (code, _) = decisions_stream(fleet.sbc(0), &fleet.lapi_url(0), "0000", true)?;
