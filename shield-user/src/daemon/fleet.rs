@@ -21,6 +21,11 @@ use crate::daemon::bans::Clock;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// A LAPI back from an outage is found within this long.
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How often the pull asks for the full list again. LAPI 1.4 streams one
+/// decision per value (the longest), and deleting that one while a shorter
+/// one remains sends nothing: only a full list shows the shorter one. It
+/// also heals anything missed. Unchanged decisions cost no map write.
+const FULL_RESYNC: Duration = Duration::from_secs(300);
 /// Pushes waiting for LAPI; beyond it the oldest are dropped (counted).
 const PUSH_QUEUE_MAX: usize = 10_000;
 /// Alerts per `POST /v1/alerts`.
@@ -84,8 +89,8 @@ impl Backoff {
 }
 
 /// Pulls decisions: a full stream first (and after every failure, so a
-/// deletion missed while LAPI was away is still applied), then changes
-/// every `update_frequency`.
+/// deletion missed while LAPI was away is still applied, and every
+/// [`FULL_RESYNC`]), then changes every `update_frequency`.
 async fn pull(core: Shared, cfg: Crowdsec) {
     let bouncer = match Bouncer::new(&cfg.lapi_url, cfg.api_key.clone()) {
         Ok(b) => b,
@@ -96,8 +101,12 @@ async fn pull(core: Shared, cfg: Crowdsec) {
     };
     let mut backoff = Backoff::new();
     let mut startup = true;
+    let mut last_full = Instant::now();
     loop {
         let t = Instant::now();
+        if last_full.elapsed() >= FULL_RESYNC {
+            startup = true;
+        }
         match bouncer.stream(startup).await {
             Ok(reply) => {
                 let listed = reply.new.as_ref().map_or(0, Vec::len);
@@ -110,6 +119,9 @@ async fn pull(core: Shared, cfg: Crowdsec) {
                         apply_ms = (t.elapsed() - fetched).as_millis() as u64,
                         "crowdsec decisions pulled"
                     );
+                }
+                if startup {
+                    last_full = t;
                 }
                 startup = false;
                 backoff.reset();
