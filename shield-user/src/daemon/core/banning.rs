@@ -49,6 +49,13 @@ impl Core {
     /// `force` (shieldctl's `--force`) admits prefixes wider than the
     /// configured minimum, nothing else.
     pub(super) fn protected(&mut self, net: &IpNet, force: bool) -> Option<String> {
+        let allow = self.effective(List::Allow);
+        self.protected_by(net, force, &allow)
+    }
+
+    /// [`Core::protected`] with the effective allowlist given (computed
+    /// once for a whole list of CrowdSec decisions).
+    pub(super) fn protected_by(&mut self, net: &IpNet, force: bool, allow: &[IpNet]) -> Option<String> {
         if let Some(why) = guard::never_ban(net, self.own.get()) {
             return Some(why);
         }
@@ -58,7 +65,7 @@ impl Core {
                 return Some(why);
             }
         }
-        if let Some(a) = self.effective(List::Allow).iter().find(|a| covers(a, net)) {
+        if let Some(a) = allow.iter().find(|a| covers(a, net)) {
             return Some(format!("{net} is allowlisted ({a})"));
         }
         // A ban of a prefix must not sweep up an ignored host.

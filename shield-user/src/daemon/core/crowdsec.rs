@@ -120,9 +120,10 @@ impl Core {
             }
         }
         let mut listed = HashSet::new();
+        let allow = self.effective(crate::kernel::List::Allow);
         for w in reply.new.unwrap_or_default() {
             let why = match w.enforceable(&cfg) {
-                Ok(d) => match self.protected(&d.net, false) {
+                Ok(d) => match self.protected_by(&d.net, false, &allow) {
                     None => {
                         listed.insert(d.id);
                         let held = Held {
