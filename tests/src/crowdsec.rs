@@ -314,32 +314,17 @@ impl Lapi {
 
     /// `cscli decisions add --ip IP --duration D --reason R` (a ban).
     pub fn add_decision_ip(&self, ip: IpAddr, duration: &str, reason: &str) -> Result<()> {
-        let ip = ip.to_string();
-        self.cscli(&[
-            "decisions",
-            "add",
-            "--ip",
-            &ip,
-            "--duration",
-            duration,
-            "--reason",
-            reason,
-        ])?;
-        Ok(())
+        self.add_decision("--ip", &ip.to_string(), duration, reason)
     }
 
     /// `cscli decisions add --range CIDR --duration D --reason R` (a ban).
     pub fn add_decision_range(&self, net: IpNet, duration: &str, reason: &str) -> Result<()> {
-        let net = net.to_string();
+        self.add_decision("--range", &net.to_string(), duration, reason)
+    }
+
+    fn add_decision(&self, flag: &str, value: &str, duration: &str, reason: &str) -> Result<()> {
         self.cscli(&[
-            "decisions",
-            "add",
-            "--range",
-            &net,
-            "--duration",
-            duration,
-            "--reason",
-            reason,
+            "decisions", "add", flag, value, "--duration", duration, "--reason", reason,
         ])?;
         Ok(())
     }
@@ -556,7 +541,7 @@ pub fn ban_alert(
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let at = rfc3339(now);
+    let at = shield::text::rfc3339(now);
     serde_json::json!({
         "scenario": scenario, "scenario_hash": "", "scenario_version": "",
         "message": format!("{origin}: ban {value}"), "events_count": 1,
@@ -568,28 +553,6 @@ pub fn ban_alert(
             "scope": scope, "type": "ban", "value": value
         }]
     })
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// `n` distinct ban decisions for a benchmark, a quarter each of IPv4 Ip
@@ -641,13 +604,6 @@ mod tests {
             r,
             "api:\n  server:\n    listen_uri: x\n    trusted_ips:\n      - 127.0.0.1\nprometheus:\n  enabled: true\n"
         );
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_024_320), "2026-11-30T07:38:40Z");
     }
 
     #[test]

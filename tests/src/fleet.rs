@@ -31,7 +31,7 @@ use crate::crowdsec::Lapi;
 use crate::frames::{sip_request, Frame, SBC_V4, SBC_V6};
 use crate::lab::csum;
 use crate::lab::flood::{parse_mac, PacketSocket};
-use crate::netns::{ip, Netns};
+use crate::netns::{ip, veth, End, Netns};
 
 /// The LAPI's port in the `lapi` namespace.
 pub const LAPI_PORT: u16 = 8080;
@@ -193,44 +193,12 @@ fn link_to_lapi(lapi: &Netns, sbc: &Netns, i: usize) {
 }
 
 fn public_side(sbc: &Sbc) {
-    // Two queues each way, as the other labs (multi-queue XDP).
-    ip(&[
-        "link",
-        "add",
-        PUB_IF,
-        "netns",
-        &sbc.ns.name,
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        ATT_IF,
-        "netns",
-        &sbc.attacker.name,
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-    ]);
-    for (ns, dev, v4, v6) in [
-        (&sbc.ns, PUB_IF, SBC_PUB_V4, SBC_PUB_V6),
-        (&sbc.attacker, ATT_IF, ATT_V4, ATT_V6),
-    ] {
-        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ]);
-        ns.ip(&["link", "set", dev, "up"]);
+    veth(
+        End { ns: &sbc.ns, dev: PUB_IF, addr: SBC_PUB_V4 },
+        End { ns: &sbc.attacker, dev: ATT_IF, addr: ATT_V4 },
+    );
+    for (ns, dev, v6) in [(&sbc.ns, PUB_IF, SBC_PUB_V6), (&sbc.attacker, ATT_IF, ATT_V6)] {
+        ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
     }
     let (a4, a6) = (ATT_V4.to_string(), ATT_V6.to_string());
     sbc.ns

@@ -248,7 +248,7 @@ fn alert(op: &PushOp, now: &Clock) -> Option<Alert> {
     };
     let left = secs_left(expiry, now)?;
     let (scope, value) = scope_value(net);
-    let at = rfc3339(now.wall_ms);
+    let at = crate::text::rfc3339(now.wall_ms / 1000);
     Some(Alert {
         scenario: scenario.clone(),
         scenario_hash: String::new(),
@@ -280,43 +280,9 @@ fn alert(op: &PushOp, now: &Clock) -> Option<Alert> {
     })
 }
 
-/// `2026-11-30T07:38:43Z` for a wall-clock time in ms.
-fn rfc3339(wall_ms: u64) -> String {
-    let secs = wall_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_796_024_323_000), "2026-11-30T07:38:43Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {
