@@ -18,6 +18,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// LAPI's JWTs last an hour; log in again well before.
 const JWT_LIFETIME: Duration = Duration::from_secs(45 * 60);
+/// Largest answer read: a full list of a million decisions is ~150 MB.
+const MAX_BODY: usize = 256 << 20;
 /// Longest error body quoted in a message.
 const MAX_BODY_QUOTED: usize = 200;
 
@@ -68,6 +70,8 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{}: LAPI's answer is larger than {max} bytes; not read", .route.as_str())]
+    TooLarge { route: Route, max: usize },
     #[error("the LAPI URL {0:?} does not join with the API routes")]
     Url(String),
     #[error("building the HTTP client: {0}")]
@@ -79,7 +83,8 @@ impl ApiError {
         match self {
             ApiError::Transport { route, .. }
             | ApiError::Status { route, .. }
-            | ApiError::Body { route, .. } => Some(*route),
+            | ApiError::Body { route, .. }
+            | ApiError::TooLarge { route, .. } => Some(*route),
             ApiError::Url(_) | ApiError::Client(_) => None,
         }
     }
@@ -89,6 +94,7 @@ impl ApiError {
         match self {
             ApiError::Status { status, .. } => status.as_u16().to_string(),
             ApiError::Body { .. } => "bad_body".into(),
+            ApiError::TooLarge { .. } => "too_large".into(),
             _ => "error".into(),
         }
     }
@@ -141,9 +147,17 @@ impl Http {
             url: self.base.to_string(),
             source,
         };
-        let resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(transport)?;
+        // Read with a limit: a broken or hostile LAPI must not make the
+        // daemon allocate without bound.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::TooLarge { route, max: MAX_BODY });
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             let hint = match status {

@@ -178,9 +178,15 @@ async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedRecei
             }
             s.last_error = failed.clone();
             match &r {
+                Ok(Sent::Pushed(0)) => {}
                 Ok(Sent::Pushed(_)) => c.count_request(Route::Alerts, "201".into()),
-                Ok(Sent::Deleted(_)) => {}
-                Err(e) => c.crowdsec_failed(e),
+                Ok(Sent::Deleted(n)) => {
+                    for _ in 0..*n {
+                        c.count_request(Route::Delete, "200".into());
+                    }
+                }
+                // The pull's state (`up`, its last error) is not the push's.
+                Err(e) => c.count_request(e.route().unwrap_or(Route::Alerts), e.outcome()),
             }
         }
         if let Err(e) = r {
