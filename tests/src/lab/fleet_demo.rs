@@ -80,7 +80,9 @@ pub fn main(hold: bool) -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("\nfleet demo failed: {e:#}\nFleet removed; logs are in lab-out/fleet-demo/.");
+            eprintln!(
+                "\nfleet demo failed: {e:#}\nFleet removed; logs are in lab-out/fleet-demo/."
+            );
             ExitCode::FAILURE
         }
     }
@@ -222,12 +224,10 @@ fn run(hold: bool) -> Result<bool> {
 
     p.step("CrowdSec LAPI (Debian's crowdsec 1.4.6, API only, private database) in `lapi`");
     let mut lapi = fleet.start_lapi().context("starting the LAPI")?;
-    let version = lapi
-        .cscli(&["version"])
-        .ok()
-        .and_then(|v| v.lines().find(|l| l.starts_with("version")).map(|l| l.trim().to_string()))
-        .unwrap_or_default();
-    p.done(&format!("answering on 0.0.0.0:8080 ({version})"));
+    p.done(&format!(
+        "answering on 0.0.0.0:8080 (crowdsec {})",
+        crowdsec_version()
+    ));
     signals::check()?;
 
     let mut demo = Demo::start(&fleet, &lapi, &out, p)?;
@@ -265,9 +265,7 @@ impl<'a> Demo<'a> {
             checks: Vec::new(),
             shown: Instant::now() - Duration::from_secs(1),
         };
-        let synced = demo.wait_all(Duration::from_secs(15), |m, _| {
-            Ok(m.crowdsec()?.synced)
-        })?;
+        let synced = demo.wait_all(Duration::from_secs(15), |m, _| Ok(m.crowdsec()?.synced))?;
         let ready: Vec<String> = demo
             .ms
             .iter()
@@ -278,7 +276,10 @@ impl<'a> Demo<'a> {
             ready.join(", "),
             times_line(&synced)
         ));
-        demo.check("every shieldd synced with LAPI at start", synced.iter().all(Option::is_some));
+        demo.check(
+            "every shieldd synced with LAPI at start",
+            synced.iter().all(Option::is_some),
+        );
         Ok(demo)
     }
 
@@ -311,7 +312,9 @@ impl<'a> Demo<'a> {
                 passed: delta("pass", None),
                 allowlisted: delta("pass", Some("allowlisted")),
             };
-            if probe.banned + probe.passed >= u64::from(PROBES) || t.elapsed() > Duration::from_millis(500) {
+            if probe.banned + probe.passed >= u64::from(PROBES)
+                || t.elapsed() > Duration::from_millis(500)
+            {
                 return Ok(probe);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -320,7 +323,9 @@ impl<'a> Demo<'a> {
 
     /// Probes `src` on every SBC; whether each dropped (or passed) all.
     fn probe_all(&self, src: IpAddr, dropped: bool) -> Result<(Vec<Probe>, bool)> {
-        let probes = (0..SBCS).map(|i| self.probe(i, src)).collect::<Result<Vec<_>>>()?;
+        let probes = (0..SBCS)
+            .map(|i| self.probe(i, src))
+            .collect::<Result<Vec<_>>>()?;
         let ok = probes
             .iter()
             .all(|p| if dropped { p.dropped() } else { p.all_passed() });
@@ -348,7 +353,11 @@ impl<'a> Demo<'a> {
                         if c.up { "up" } else { "DOWN" },
                         c.decisions,
                         s.bans_active,
-                        if queued > 0 { format!(", {queued} queued") } else { String::new() }
+                        if queued > 0 {
+                            format!(", {queued} queued")
+                        } else {
+                            String::new()
+                        }
                     )
                 }
                 Err(e) => format!("SBC {}: {e}", i + 1),
@@ -396,8 +405,17 @@ impl<'a> Demo<'a> {
 
     /// Waits until `addr` is in (or out of) the kernel ban map of the SBCs
     /// `which`; the times from `t0`.
-    fn wait_map(&mut self, maps: &[PinnedBans], addr: Ipv4Addr, present: bool, which: &[usize], t0: Instant) -> Result<Times> {
-        self.wait_some(which, t0, EVERY * 4, |_, i| Ok(maps[i].contains(addr) == present))
+    fn wait_map(
+        &mut self,
+        maps: &[PinnedBans],
+        addr: Ipv4Addr,
+        present: bool,
+        which: &[usize],
+        t0: Instant,
+    ) -> Result<Times> {
+        self.wait_some(which, t0, EVERY * 4, |_, i| {
+            Ok(maps[i].contains(addr) == present)
+        })
     }
 
     fn ban_maps(&self) -> Result<Vec<PinnedBans>> {
@@ -414,10 +432,18 @@ impl<'a> Demo<'a> {
         self.ms[0].fail(BRUTE.into(), 3)?;
         let local = self.wait_map(&maps, BRUTE, true, &[0], t0)?;
         let row = self.ms[0].d.ban_of(&format!("{BRUTE}/32"));
+        let reason = |r: &serde_json::Value| {
+            let text = r["reason"].as_str().unwrap_or_default();
+            text.split(':').next().unwrap_or_default().to_string()
+        };
         self.p.note(&format!(
             "SBC 1: banned by jail sip-auth {} after the 3rd line ({}); pushed to LAPI as an alert",
             fmt_d(local[0]),
-            row.map_or("not listed".into(), |r| format!("origin {}, {}", r["origin"], r["reason"]))
+            row.map_or("not listed".into(), |r| format!(
+                "origin {}, {}",
+                r["origin"],
+                reason(&r)
+            ))
         ));
         let t_ban = t0 + local[0].unwrap_or_default();
         let remote = self.wait_map(&maps, BRUTE, true, &[1, 2], t_ban)?;
@@ -437,16 +463,34 @@ impl<'a> Demo<'a> {
         }
         let (probes, dropped) = self.probe_all(BRUTE.into(), true)?;
         // The report counts from the 3rd failure line.
-        let from_line = |t: Option<Duration>| local[0].and(t).map(|t| t + local[0].unwrap_or_default());
+        let from_line =
+            |t: Option<Duration>| local[0].and(t).map(|t| t + local[0].unwrap_or_default());
         let times = vec![local[0], from_line(remote[1]), from_line(remote[2])];
-        self.p.done(&format!("{PROBES} SIP OPTIONS from {BRUTE} to each SBC: {}", probes_line(&probes)));
-        self.rows.push((format!("jail ban {BRUTE} (from SBC 1's 3rd failure line)"), times));
-        self.check("SBC 1's jail banned the password guesser after 3 failure lines", local[0].is_some());
+        self.p.done(&format!(
+            "{PROBES} SIP OPTIONS from {BRUTE} to each SBC: {}",
+            probes_line(&probes)
+        ));
+        self.rows.push((
+            format!("jail ban {BRUTE} (from SBC 1's 3rd failure line)"),
+            times,
+        ));
         self.check(
-            &format!("the jail ban reached SBC 2 and 3 within {} s (3 pulls)", (EVERY * 3).as_secs()),
-            remote[1..].iter().all(|t| t.is_some_and(|t| t <= EVERY * 3)),
+            "SBC 1's jail banned the password guesser after 3 failure lines",
+            local[0].is_some(),
         );
-        self.check("all three SBCs drop the password guesser's packets", dropped);
+        self.check(
+            &format!(
+                "the jail ban reached SBC 2 and 3 within {} s (3 pulls)",
+                (EVERY * 3).as_secs()
+            ),
+            remote[1..]
+                .iter()
+                .all(|t| t.is_some_and(|t| t <= EVERY * 3)),
+        );
+        self.check(
+            "all three SBCs drop the password guesser's packets",
+            dropped,
+        );
         Ok(())
     }
 
@@ -461,17 +505,27 @@ impl<'a> Demo<'a> {
             let src: IpAddr = probe.parse().context("probe literal")?;
             let t0 = Instant::now();
             lapi.add_decision_range(net, "1h", "fleet demo: ops range")?;
-            let times = self.wait_some(&[0, 1, 2], t0, EVERY * 4, |d, i| Ok(d.probe(i, src)?.dropped()))?;
+            let times = self.wait_some(&[0, 1, 2], t0, EVERY * 4, |d, i| {
+                Ok(d.probe(i, src)?.dropped())
+            })?;
             self.p.note(&format!(
                 "{range}: packets from {probe} dropped as banned on SBC 1, 2, 3 after {} (from cscli)",
                 times_line(&times)
             ));
             ok &= times.iter().all(Option::is_some);
-            self.rows.push((format!("cscli range {range} (probe {probe})"), times));
+            self.rows
+                .push((format!("cscli range {range} (probe {probe})"), times));
         }
         let c = self.ms[2].crowdsec()?;
-        self.p.done(&format!("SBC 3 enforces {} decisions: {}", c.decisions, by_origin(&c)));
-        self.check("the IPv4 and IPv6 ranges from cscli are enforced on all three SBCs", ok);
+        self.p.done(&format!(
+            "SBC 3 enforces {} decisions: {}",
+            c.decisions,
+            by_origin(&c)
+        ));
+        self.check(
+            "the IPv4 and IPv6 ranges from cscli are enforced on all three SBCs",
+            ok,
+        );
         Ok(())
     }
 
@@ -485,7 +539,7 @@ impl<'a> Demo<'a> {
             Ok(m.crowdsec()?.skipped.get("protected").copied().unwrap_or(0) >= 1)
         })?;
         self.p.note(&format!(
-            "skipped as protected (`shieldctl status`: skipped protected 1) on SBC 1, 2, 3 after {}",
+            "not enforced, counted as skipped (protected) in `shieldctl status` on SBC 1, 2, 3 after {}",
             times_line(&skipped)
         ));
         let (probes, passed) = self.probe_all(TRUNK.into(), false)?;
@@ -523,15 +577,24 @@ impl<'a> Demo<'a> {
             .find(|l| l.starts_with("crowdsec"))
             .unwrap_or_default()
             .to_string();
-        self.p.note(&format!("`shieldctl status` shows LAPI DOWN on SBC 1, 2, 3 after {}; SBC 2: {line}", times_line(&down)));
+        self.p.note(&format!(
+            "`shieldctl status` shows LAPI DOWN on SBC 1, 2, 3 after {}; SBC 2: {line}",
+            times_line(&down)
+        ));
         let mut kept = true;
         for src in [BRUTE.to_string(), V4_PROBE.into(), V6_PROBE.into()] {
             let (probes, dropped) = self.probe_all(src.parse()?, true)?;
-            self.p.note(&format!("still dropped from {src}: {}", probes_line(&probes)));
+            self.p.note(&format!(
+                "still dropped from {src}: {}",
+                probes_line(&probes)
+            ));
             kept &= dropped;
         }
         let queued = self.late_ban()?;
-        self.check("with LAPI down, every ban stayed enforced and `shieldctl status` showed LAPI DOWN", kept && down.iter().all(Option::is_some));
+        self.check(
+            "with LAPI down, every ban stayed enforced and `shieldctl status` showed LAPI DOWN",
+            kept && down.iter().all(Option::is_some),
+        );
         while t_down.elapsed() < OUTAGE {
             signals::sleep(Duration::from_millis(50))?;
             let left = OUTAGE.saturating_sub(t_down.elapsed()).as_secs();
@@ -574,12 +637,19 @@ impl<'a> Demo<'a> {
         ));
         let maps = self.ban_maps()?;
         let within = Duration::from_secs(40);
-        let reached = self.wait_some(&[1, 2], t_back, within, |_, i| Ok(maps[i].contains(LATE_BRUTE)))?;
+        let reached = self.wait_some(&[1, 2], t_back, within, |_, i| {
+            Ok(maps[i].contains(LATE_BRUTE))
+        })?;
         let up = self.wait_some(&[0, 1, 2], t_back, within, |d, i| {
             let c = d.ms[i].crowdsec()?;
             Ok(c.up && c.push.is_none_or(|p| p.queued == 0))
         })?;
-        let converged = up.iter().chain(&reached[1..]).copied().collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
+        let converged = up
+            .iter()
+            .chain(&reached[1..])
+            .copied()
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max());
         let (probes, dropped) = self.probe_all(LATE_BRUTE.into(), true)?;
         self.p.note(&format!(
             "the queued ban {LATE_BRUTE} pushed and enforced on SBC 2, 3 after {}; LAPI up again on SBC 1, 2, 3 after {}",
@@ -593,7 +663,10 @@ impl<'a> Demo<'a> {
         ));
         let mut row = reached;
         row[0] = None;
-        self.rows.push((format!("ban queued during the outage {LATE_BRUTE} (from LAPI back)"), row));
+        self.rows.push((
+            format!("ban queued during the outage {LATE_BRUTE} (from LAPI back)"),
+            row,
+        ));
         self.check(
             "the ban made on SBC 1 while LAPI was down was queued, then enforced fleet-wide once LAPI returned",
             queued && converged.is_some() && dropped,
@@ -604,12 +677,16 @@ impl<'a> Demo<'a> {
     /// (e) `shieldctl unban` on SBC 1 deletes its pushed decision: lifted
     /// everywhere.
     fn unban(&mut self) -> Result<()> {
-        self.p.step(&format!("shieldctl unban {BRUTE} on SBC 1 (the jail ban it pushed in stage 4)"));
+        self.p.step(&format!(
+            "shieldctl unban {BRUTE} on SBC 1 (the jail ban it pushed in stage 4)"
+        ));
         let maps = self.ban_maps()?;
         let t0 = Instant::now();
         let out = self.ms[0].d.try_ctl_ok(&["unban", &BRUTE.to_string()])?;
         self.p.note(&format!("shieldctl: {}", out.trim()));
-        let gone = self.wait_some(&[0, 1, 2], t0, EVERY * 4, |_, i| Ok(!maps[i].contains(BRUTE)))?;
+        let gone = self.wait_some(&[0, 1, 2], t0, EVERY * 4, |_, i| {
+            Ok(!maps[i].contains(BRUTE))
+        })?;
         let (probes, passed) = self.probe_all(BRUTE.into(), false)?;
         let deleted = self.ms[0].crowdsec()?.push.map_or(0, |p| p.deleted);
         self.p.done(&format!(
@@ -621,7 +698,10 @@ impl<'a> Demo<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        self.rows.push((format!("unban {BRUTE} on SBC 1 (from shieldctl)"), gone.clone()));
+        self.rows.push((
+            format!("unban {BRUTE} on SBC 1 (from shieldctl)"),
+            gone.clone(),
+        ));
         self.check(
             "`shieldctl unban` on SBC 1 lifted its pushed ban on all three SBCs",
             passed && gone.iter().all(Option::is_some),
@@ -636,7 +716,8 @@ impl<'a> Demo<'a> {
 
     /// The crowdsec part of `shieldctl status` on SBC 2.
     fn show_status(&mut self) -> Result<()> {
-        self.p.step("`shieldctl status` on SBC 2, its crowdsec part");
+        self.p
+            .step("`shieldctl status` on SBC 2, its crowdsec part");
         let text = self.ms[1].d.try_ctl_ok(&["status"])?;
         let part = text
             .find("\ncrowdsec")
@@ -644,20 +725,31 @@ impl<'a> Demo<'a> {
         for line in part.lines() {
             self.p.note(&format!("  {line}"));
         }
-        self.p.done("(the same as `shieldctl --json status` | jq .crowdsec)");
+        self.p
+            .done("(the same as `shieldctl --json status` | jq .crowdsec)");
         Ok(())
     }
 
     /// Prints the timings and the checks; whether every check passed.
     fn report(&mut self) -> bool {
-        println!("\n=== Fleet report ({:.0} s) ===", self.p.elapsed().as_secs_f64());
+        println!(
+            "\n=== Fleet report ({:.0} s) ===",
+            self.p.elapsed().as_secs_f64()
+        );
         println!("Propagation, from the event to enforcement in each SBC's kernel (probed with packets or the ban map):");
-        println!("  {:<62} {:>8} {:>8} {:>8}", "event", "SBC 1", "SBC 2", "SBC 3");
+        println!(
+            "  {:<62} {:>8} {:>8} {:>8}",
+            "event", "SBC 1", "SBC 2", "SBC 3"
+        );
         for (what, times) in &self.rows {
             let t: Vec<String> = times.iter().map(|t| fmt_d(*t)).collect();
             println!("  {what:<62} {:>8} {:>8} {:>8}", t[0], t[1], t[2]);
         }
-        println!("  (pull interval update_frequency = {} s; LAPI was down {} s)", EVERY.as_secs(), OUTAGE.as_secs());
+        println!(
+            "  (pull interval update_frequency = {} s; LAPI was down {} s)",
+            EVERY.as_secs(),
+            OUTAGE.as_secs()
+        );
         println!("Files: lab-out/fleet-demo/sbc{{1,2,3}}/ (shield.toml, shieldd.log, auth.log)");
         println!("Checks:");
         for (what, ok) in &self.checks {
@@ -699,7 +791,11 @@ fn fmt_d(t: Option<Duration>) -> String {
 }
 
 fn times_line(times: &[Option<Duration>]) -> String {
-    times.iter().map(|t| fmt_d(*t)).collect::<Vec<_>>().join(", ")
+    times
+        .iter()
+        .map(|t| fmt_d(*t))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn probes_line(probes: &[Probe]) -> String {
@@ -717,4 +813,22 @@ fn by_origin(c: &CrowdsecStatus) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `v1.4.6-...` from `cscli version` (which logs it on stderr).
+fn crowdsec_version() -> String {
+    std::process::Command::new("cscli")
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let at = text.find("version: ")?;
+            text[at + 9..].split_whitespace().next().map(str::to_string)
+        })
+        .unwrap_or_else(|| "version unknown".into())
 }
