@@ -26,7 +26,7 @@
 //! Files (configs, logs, sipp statistics, a metrics snapshot) stay in
 //! `lab-out/demo/`.
 //!
-//! `--fleet` runs a separate, shorter demo instead (about a minute, see
+//! `--fleet` runs a separate, shorter demo instead (about 35 s, see
 //! `shield_tests::lab::fleet_demo`): three SBCs, each a real `shieldd`,
 //! sharing bans through a real CrowdSec 1.4.6 LAPI. A jail ban on SBC 1 is
 //! pushed and enforced on SBC 2 and 3; `cscli` IPv4 and IPv6 ranges reach
@@ -72,7 +72,7 @@ struct Args {
     /// Keep the lab running after the report until Ctrl-C, to look around.
     #[arg(long)]
     hold: bool,
-    /// Run the fleet demo instead (about a minute): three SBCs, each a real
+    /// Run the fleet demo instead (about 35 s): three SBCs, each a real
     /// shieldd, sharing bans through a real CrowdSec LAPI (jail ban pushed
     /// and pulled, cscli ranges, the allowlisted trunk, LAPI down for 15 s,
     /// unban fleet-wide). Files in lab-out/fleet-demo/.

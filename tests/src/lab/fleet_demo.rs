@@ -1,5 +1,5 @@
 //! `cargo xtask demo -- --fleet`: three SBCs sharing bans through a real
-//! CrowdSec LAPI, in about a minute. The scenario of
+//! CrowdSec LAPI, in about 35 s. The scenario of
 //! `shield-user/tests/fleet_crowdsec.rs`, narrated:
 //!
 //! 1. a [`Fleet`] of three SBC namespaces (each with its attacker on
