@@ -38,7 +38,8 @@ enum Task {
     /// shieldd, legitimate calls and registrations, scanners, a flood and a
     /// password guesser, a live report. As root.
     Demo {
-        /// Arguments for the demo (after `--`), e.g. `--hold`.
+        /// Arguments for the demo (after `--`), e.g. `--hold`, or `--fleet` for the
+        /// fleet demo (three SBCs sharing bans through a real CrowdSec LAPI).
         #[arg(last = true)]
         args: Vec<String>,
     },

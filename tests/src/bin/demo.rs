@@ -25,6 +25,16 @@
 //! the lab running after the report until Ctrl-C, to look around.
 //! Files (configs, logs, sipp statistics, a metrics snapshot) stay in
 //! `lab-out/demo/`.
+//!
+//! `--fleet` runs a separate, shorter demo instead (about 35 s, see
+//! `shield_tests::lab::fleet_demo`): three SBCs, each a real `shieldd`,
+//! sharing bans through a real CrowdSec 1.4.6 LAPI. A jail ban on SBC 1 is
+//! pushed and enforced on SBC 2 and 3; `cscli` IPv4 and IPv6 ranges reach
+//! all three; a decision for the allowlisted trunk is skipped; LAPI is
+//! stopped for 15 s (bans stay, a new ban is queued, the fleet converges
+//! when it returns); `shieldctl unban` on SBC 1 lifts its ban fleet-wide.
+//! It prints the propagation times and its checks, and exits 1 if one
+//! failed. Files stay in `lab-out/fleet-demo/`; `--hold` works there too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -35,6 +45,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use shield_tests::daemon::{self, Shieldd, METRICS_PORT};
 use shield_tests::lab::bench::spoof;
+use shield_tests::lab::fleet_demo;
 use shield_tests::lab::flood::{FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
@@ -54,18 +65,28 @@ const MAXRETRY: u32 = 5;
 #[derive(Parser)]
 #[command(
     about = "SIP Shield protecting a real Kamailio in a three-host lab: legitimate \
-             traffic, scanners, a flood and a password guesser, with a live report. As root."
+             traffic, scanners, a flood and a password guesser, with a live report. As root. \
+             With --fleet: three SBCs sharing bans through a real CrowdSec LAPI instead."
 )]
 struct Args {
     /// Keep the lab running after the report until Ctrl-C, to look around.
     #[arg(long)]
     hold: bool,
+    /// Run the fleet demo instead (about 35 s): three SBCs, each a real
+    /// shieldd, sharing bans through a real CrowdSec LAPI (jail ban pushed
+    /// and pulled, cscli ranges, the allowlisted trunk, LAPI down for 15 s,
+    /// unban fleet-wide). Files in lab-out/fleet-demo/.
+    #[arg(long)]
+    fleet: bool,
 }
 
 fn main() -> ExitCode {
     // Parse first: `--help` or a bad option must not start anything.
     let args = Args::parse();
     signals::install();
+    if args.fleet {
+        return fleet_demo::main(args.hold);
+    }
     let t = Instant::now();
     let result = run(args.hold);
     let secs = t.elapsed().as_secs_f64();

@@ -1,5 +1,6 @@
 //! The lab: three hosts in network namespaces with real SIP software, for
-//! the Kamailio jail test, `cargo xtask demo` and `cargo xtask bench`.
+//! the Kamailio jail test, `cargo xtask demo` and `cargo xtask bench`
+//! (`cargo xtask demo -- --fleet` runs on a [`crate::fleet::Fleet`] instead).
 //!
 //! ```text
 //!   attacker                          SBC                           carrier
@@ -44,11 +45,13 @@
 //! | [`scanners`] | SIPVicious svmap / svwar |
 //! | [`cpu`], [`logwatch`], [`probe`] | CPU and packet accounting, log-line timing, drop timing |
 //! | [`mod@bench`] | `cargo xtask bench`: the comparison, BENCHMARKS.md, the figure |
+//! | [`fleet_demo`] | `cargo xtask demo -- --fleet`: three SBCs sharing bans through a real CrowdSec LAPI ([`crate::fleet`], [`crate::crowdsec`]) |
 
 pub mod bench;
 pub mod cpu;
 pub mod csum;
 pub mod fail2ban;
+pub mod fleet_demo;
 pub mod flood;
 pub mod kamailio;
 pub mod legit;
