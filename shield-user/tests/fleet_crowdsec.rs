@@ -10,17 +10,16 @@
 mod common;
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use shield_tests::crowdsec::Lapi;
-use shield_tests::fleet::{Fleet, PUB_IF};
+use shield_tests::fleet::{auth_failure, member_config, Fleet, TRUNK};
 
 /// `[crowdsec] update_frequency` of the fleet.
 const EVERY: Duration = Duration::from_secs(2);
-const TRUNK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const PROBES: u32 = 20;
 
 /// One SBC's daemon with its jail log.
@@ -29,8 +28,7 @@ struct Member {
     log: PathBuf,
 }
 
-/// The config of SBC `i`: its LAPI keys, the trunk allowlisted, a jail on
-/// `log`, no rate limits (the probes are short bursts).
+/// SBC `i`'s daemon with its LAPI keys (see [`member_config`]), not started.
 fn member(fleet: &Fleet, lapi: &Lapi, i: usize, push: bool) -> Member {
     let key = lapi.bouncer_key(&format!("shieldd-sbc{i}")).expect("bouncer key");
     let password = format!("sbc{i}-password-0123456789");
@@ -42,26 +40,8 @@ fn member(fleet: &Fleet, lapi: &Lapi, i: usize, push: bool) -> Member {
         std::fs::write(d.dir.join("crowdsec.key"), format!("{key}\n")).expect("key file");
         std::fs::write(d.dir.join("crowdsec.pass"), format!("{password}\n")).expect("password file");
         std::fs::write(d.dir.join("auth.log"), "").expect("jail log");
-        let push = if push {
-            format!(
-                "[crowdsec.push]\nmachine_id = \"sbc{i}\"\npassword_file = \"{}/crowdsec.pass\"\n",
-                d.dir.display()
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{pin}\"\nstate_dir = \"{state}\"\n\n\
-             [control]\nsocket = \"{sock}\"\n\n[metrics]\nlisten = \"127.0.0.1:9814\"\n\n\
-             [limits]\npackets_per_second = 0\n\n[allow]\ncidrs = [\"{TRUNK}/32\"]\n\n\
-             [crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{dir}/crowdsec.key\"\nupdate_frequency = \"{every}s\"\n\n{push}\n\
-             [[jail]]\nname = \"sip-auth\"\nlogpath = \"{dir}/auth.log\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"10m\"\n",
-            pin = d.pin.display(),
-            state = d.state.display(),
-            sock = d.socket.display(),
-            dir = d.dir.display(),
-            every = EVERY.as_secs(),
-        )
+        let machine = format!("sbc{i}");
+        member_config(d, &url, EVERY, push.then_some(machine.as_str()))
     });
     let log = d.dir.join("auth.log");
     Member { d, log }
@@ -72,7 +52,7 @@ impl Member {
     fn fail(&self, ip: IpAddr, n: usize) {
         let mut f = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log");
         for _ in 0..n {
-            writeln!(f, "Nov 30 09:12:07 sbc /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for 100 from {ip}:5060").expect("write");
+            f.write_all(auth_failure(ip).as_bytes()).expect("write");
         }
         f.flush().expect("flush");
     }

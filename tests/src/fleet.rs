@@ -24,10 +24,12 @@
 //! test attaches `shieldd`'s XDP program.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
 use crate::crowdsec::Lapi;
+use crate::daemon::{Shieldd, METRICS_PORT};
 use crate::frames::{sip_request, Frame, SBC_V4, SBC_V6};
 use crate::lab::csum;
 use crate::lab::flood::{parse_mac, PacketSocket};
@@ -45,6 +47,8 @@ pub const SBC_PUB_V4: Ipv4Addr = Ipv4Addr::new(SBC_V4[0], SBC_V4[1], SBC_V4[2], 
 pub const ATT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const SBC_PUB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const ATT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The trunk every member allowlists.
+pub const TRUNK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Most packets one [`Fleet::send_sip_from`] sends.
 pub const MAX_SEND: u32 = 1_000_000;
 /// Most SBCs (the /30s of 192.0.2.0/24).
@@ -226,4 +230,33 @@ mod tests {
         assert_eq!(&f[26..30], &[198, 51, 100, 50]);
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 5060);
     }
+}
+
+/// The configuration of a fleet member `d` (the fleet test's and the fleet
+/// demo's): XDP on [`PUB_IF`], [`TRUNK`] allowlisted, no rate limits (the
+/// probes are short bursts), `[crowdsec]` at `url` with the bouncer key in
+/// `d.dir/crowdsec.key`, pulling every `every`, pushing as `machine` (with
+/// `d.dir/crowdsec.pass`) if given, and a Kamailio jail on
+/// `d.dir/auth.log` that bans after 3 failures.
+pub fn member_config(d: &Shieldd, url: &str, every: Duration, machine: Option<&str>) -> String {
+    let dir = d.dir.display();
+    let push = machine.map_or_else(String::new, |m| {
+        format!("[crowdsec.push]\nmachine_id = \"{m}\"\npassword_file = \"{dir}/crowdsec.pass\"\n\n")
+    });
+    format!(
+        "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{pin}\"\nstate_dir = \"{state}\"\n\n\
+         [control]\nsocket = \"{sock}\"\n\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
+         [limits]\npackets_per_second = 0\n\n[allow]\ncidrs = [\"{TRUNK}/32\"]\n\n\
+         [crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{dir}/crowdsec.key\"\nupdate_frequency = \"{every}s\"\n\n{push}\
+         [[jail]]\nname = \"sip-auth\"\nlogpath = \"{dir}/auth.log\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"10m\"\n",
+        pin = d.pin.display(),
+        state = d.state.display(),
+        sock = d.socket.display(),
+        every = every.as_secs(),
+    )
+}
+
+/// A Kamailio auth-failure line from `ip`, as the members' jail counts it.
+pub fn auth_failure(ip: IpAddr) -> String {
+    format!("Nov 30 09:12:07 sbc /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for 100 from {ip}:5060\n")
 }

@@ -38,14 +38,13 @@ use super::progress::Progress;
 use super::shieldd::LAB_PINS;
 use super::signals::{self, Interrupted};
 use crate::crowdsec::Lapi;
-use crate::daemon::{Binaries, PinnedBans, Shieldd, METRICS_PORT};
-use crate::fleet::{Fleet, PUB_IF};
+use crate::daemon::{Binaries, PinnedBans, Shieldd};
+use crate::fleet::{auth_failure, member_config, Fleet, TRUNK};
 
 const SBCS: usize = 3;
 /// `[crowdsec] update_frequency` of the fleet.
 const EVERY: Duration = Duration::from_secs(2);
 /// The allowlisted trunk (as in config/shield.toml).
-const TRUNK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Packets per probe.
 const PROBES: u32 = 20;
 /// How long LAPI is down in stage (d).
@@ -102,7 +101,7 @@ impl Member {
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
         for _ in 0..n {
-            writeln!(f, "Nov 30 09:12:07 sbc /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for 100 from {ip}:5060")
+            f.write_all(auth_failure(ip).as_bytes())
                 .context("writing the jail log")?;
         }
         f.flush().context("writing the jail log")
@@ -114,26 +113,6 @@ impl Member {
             .crowdsec
             .context("shieldctl status has no crowdsec part")
     }
-}
-
-/// The config of SBC number `n` (from 1), as `member()` of
-/// shield-user/tests/fleet_crowdsec.rs writes it: its LAPI keys, the trunk
-/// allowlisted, a jail on `auth.log`, no rate limits (the probes are short
-/// bursts).
-fn config(d: &Shieldd, url: &str, n: usize) -> String {
-    format!(
-        "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{pin}\"\nstate_dir = \"{state}\"\n\n\
-         [control]\nsocket = \"{sock}\"\n\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
-         [limits]\npackets_per_second = 0\n\n[allow]\ncidrs = [\"{TRUNK}/32\"]\n\n\
-         [crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{dir}/crowdsec.key\"\nupdate_frequency = \"{every}s\"\n\n\
-         [crowdsec.push]\nmachine_id = \"sbc{n}\"\npassword_file = \"{dir}/crowdsec.pass\"\n\n\
-         [[jail]]\nname = \"sip-auth\"\nlogpath = \"{dir}/auth.log\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"10m\"\n",
-        pin = d.pin.display(),
-        state = d.state.display(),
-        sock = d.socket.display(),
-        dir = d.dir.display(),
-        every = EVERY.as_secs(),
-    )
 }
 
 /// SBC `i`'s daemon (0-based; named from 1, as in the narrative),
@@ -153,7 +132,7 @@ fn start_member(fleet: &Fleet, lapi: &Lapi, i: usize, out: &Path) -> Result<Memb
         ("crowdsec.key", format!("{key}\n")),
         ("crowdsec.pass", format!("{password}\n")),
         ("auth.log", String::new()),
-        ("shield.toml", config(&d, &fleet.lapi_url(i), n)),
+        ("shield.toml", member_config(&d, &fleet.lapi_url(i), EVERY, Some(&format!("sbc{n}")))),
     ];
     for (name, text) in files {
         let path = dir.join(name);
