@@ -37,6 +37,8 @@ pub const SHIELDD_SBC: usize = 0;
 pub const NFT_SBC: usize = 1;
 /// How long a first full stream may take, either bouncer.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the bench waits for the nftables bouncer's (it goes on).
+const BOUNCER_WAIT: Duration = Duration::from_secs(240);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -108,6 +110,10 @@ pub struct BouncerSync {
     /// From spawning it to its `decisions added` lines summing to the
     /// decisions listed.
     pub start_to_added_secs: f64,
+    /// It had not finished when the bench stopped waiting (after
+    /// `waited_secs`): the figures are what it had done by then.
+    pub timed_out: bool,
+    pub waited_secs: f64,
     pub logged_added: u64,
     pub set4: usize,
     pub set6: usize,
@@ -446,14 +452,18 @@ fn counts(v: &serde_json::Value) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
-/// Waits for the bouncer's first stream to be in its sets.
+/// Waits (at most [`BOUNCER_WAIT`]) for the bouncer's first stream to be
+/// in its sets.
 fn bouncer_sync(b: &mut CsBouncer, expected: u64) -> Result<BouncerSync> {
-    let took = b.wait_added(expected, Duration::from_millis(20), SYNC_TIMEOUT)?;
+    let took = b.wait_added(expected, Duration::from_millis(20), BOUNCER_WAIT)?;
+    let waited = b.started.elapsed();
     let cpu = process_ticks(b.pid()).context("the bouncer's /proc stat")?.1;
     let (set4, set6) = b.set_lens()?;
     Ok(BouncerSync {
         version: csbouncer::version(),
-        start_to_added_secs: took.as_secs_f64(),
+        start_to_added_secs: took.unwrap_or(waited).as_secs_f64(),
+        timed_out: took.is_none(),
+        waited_secs: waited.as_secs_f64(),
         logged_added: b.added(),
         set4,
         set6,

@@ -40,6 +40,11 @@ pub struct ProbeRow {
     /// Probes some but not all of whose packets arrived.
     pub shieldd_partial: usize,
     pub nft_partial: usize,
+    /// Probes whose decision's element was in the nftables bouncer's
+    /// sets when probed (its blocked count is of these), and of those
+    /// blocked.
+    pub nft_loaded: usize,
+    pub nft_loaded_blocked: usize,
     /// A few probed addresses with their decision, for the report.
     pub examples: Vec<(String, String)>,
 }
@@ -131,6 +136,15 @@ fn probes(d: &[Decision], o: &FleetOptions) -> Result<Vec<Probe>> {
     Ok(out)
 }
 
+/// The nftables element a decision value becomes (a Range: its network
+/// address, the bouncer's way).
+fn element(value: &str) -> String {
+    match value.parse::<IpNet>() {
+        Ok(n) => n.network().to_string(),
+        Err(_) => value.parse::<IpAddr>().map_or(value.to_string(), |a| a.to_string()),
+    }
+}
+
 /// UDP sockets on the SBC's SIP port counting datagrams per source.
 struct Listener {
     stop: Arc<AtomicBool>,
@@ -182,6 +196,7 @@ fn count(s: &UdpSocket, stop: &AtomicBool) -> HashMap<IpAddr, u32> {
 /// Sends every probe to both SBCs and counts what arrived.
 pub fn run(fleet: &Fleet, sd: &Shieldd, b: &CsBouncer, d: &[Decision], o: &FleetOptions) -> Result<ProbeResults> {
     let list = probes(d, o)?;
+    let loaded = b.elements()?;
     let per = o.probe_packets.max(1);
     let xdp0 = sd.stats().map(|s| crate::daemon::packets(&s, "drop", "ban"))?;
     let nft0 = b.dropped()?;
@@ -207,6 +222,10 @@ pub fn run(fleet: &Fleet, sd: &Shieldd, b: &CsBouncer, d: &[Decision], o: &Fleet
         row.nft_blocked += usize::from(at1 == 0);
         row.shieldd_partial += usize::from(at0 > 0 && at0 < per);
         row.nft_partial += usize::from(at1 > 0 && at1 < per);
+        if loaded.contains(&element(&p.decision)) {
+            row.nft_loaded += 1;
+            row.nft_loaded_blocked += usize::from(at1 == 0);
+        }
         if row.examples.len() < 2 {
             row.examples.push((p.src.to_string(), p.decision.clone()));
         }
