@@ -150,7 +150,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -160,7 +160,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -324,7 +324,7 @@ pub fn crowdsec_section(fleet: &Fleet, lapi: &Lapi, d: &Shieldd, i: usize, every
         every.as_secs().max(1)
     );
     if push {
-        let password = format!("fleetbench-sbc{i}-{:016x}", Rng::new(i as u64 + 7).next());
+        let password = format!("fleetbench-sbc{i}-{:016x}", Rng::new(i as u64 + 7).next_u64());
         lapi.add_machine(&format!("sbc{i}"), &password)?;
         let pass_file = d.dir.join("crowdsec.pass");
         std::fs::write(&pass_file, format!("{password}\n")).context("password file")?;

@@ -87,7 +87,7 @@ pub fn inside(net: &IpNet, rng: &mut Rng) -> IpAddr {
         return net.network();
     }
     let span: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
-    let r = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+    let r = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
     let offset = 1 + r % span.max(1);
     match net {
         IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + offset as u32)),
