@@ -28,9 +28,12 @@ enum Task {
     /// against a bare XDP_DROP), the ban store with a million bans
     /// (`storebench`), then the lab benchmark against no
     /// protection, Kamailio pike and nftables, a million bans and jail
-    /// latency against fail2ban; writes BENCHMARKS.md. As root.
+    /// latency against fail2ban, then the CrowdSec fleet (`fleetbench`,
+    /// section 7); writes BENCHMARKS.md. As root. `-- --only fleet [ARGS]`
+    /// runs only the fleet section (ARGS go to `fleetbench`).
     Bench {
-        /// Arguments for the lab benchmark (after `--`), e.g. `--quick`.
+        /// Arguments for the lab benchmark (after `--`), e.g. `--quick`,
+        /// `--only spoof`, `--only fleet`.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -87,6 +90,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Bench { args } => {
             require_root()?;
+            if let Some(rest) = only_fleet(&args) {
+                build_lab()?;
+                return run_lab_binary("fleetbench", &rest);
+            }
+            let full = !args.iter().any(|a| a == "--only" || a.starts_with("--only="));
             let datapath = lab_out()?.join("datapath.txt");
             cargo_tee(&["bench", "-p", "shield-tests", "--bench", "datapath"], &datapath)?;
             build_lab()?;
@@ -99,7 +107,12 @@ fn run(cli: Cli) -> Result<()> {
                 banstore.display().to_string(),
             ];
             a.extend(args);
-            run_lab_binary("labbench", &a)
+            run_lab_binary("labbench", &a)?;
+            if full {
+                // Section 7 (CrowdSec fleet), spliced into what labbench wrote.
+                run_lab_binary("fleetbench", &[])?;
+            }
+            Ok(())
         }
         Task::Demo { args } => {
             require_root()?;
@@ -107,6 +120,31 @@ fn run(cli: Cli) -> Result<()> {
             run_lab_binary("demo", &args)
         }
     }
+}
+
+/// `--only fleet` among the bench arguments: the other arguments (for
+/// `fleetbench`), or `None` when the section is not asked for alone.
+fn only_fleet(args: &[String]) -> Option<Vec<String>> {
+    let mut rest = Vec::new();
+    let mut found = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--only=fleet" {
+            found = true;
+        } else if a == "--only" {
+            match it.next() {
+                Some(v) if v == "fleet" => found = true,
+                Some(v) => {
+                    rest.push(a.clone());
+                    rest.push(v.clone());
+                }
+                None => rest.push(a.clone()),
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    found.then_some(rest)
 }
 
 /// The workspace root (xtask lives one level below it).

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use shield_tests::lab::bench::{self, plot, report, BenchOptions};
+use shield_tests::lab::bench::{self, fleet_report, plot, report, BenchOptions};
 use shield_tests::lab::flood::Engine;
 use shield_tests::lab::paths::repo;
 use shield_tests::lab::progress::Progress;
@@ -205,14 +205,17 @@ fn write_outputs(
         )?;
     }
     plot::draw(&results.points, &results_dir.join("flood.svg"))?;
-    std::fs::write(
-        out.join("BENCHMARKS.md"),
-        report::markdown(
-            results,
-            results.datapath.as_deref(),
-            results.banstore.as_deref(),
-        ),
-    )?;
+    // Section 7 comes from fleetbench: carry over what stands there.
+    let mut doc = report::markdown(
+        results,
+        results.datapath.as_deref(),
+        results.banstore.as_deref(),
+    );
+    let old = std::fs::read_to_string(out.join("BENCHMARKS.md")).unwrap_or_default();
+    if let Some(fleet) = fleet_report::existing(&old) {
+        doc = fleet_report::splice(&doc, &fleet);
+    }
+    std::fs::write(out.join("BENCHMARKS.md"), doc)?;
     println!("\nHeadlines:");
     for h in report::headlines(results) {
         println!("  - {h}");

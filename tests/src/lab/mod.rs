@@ -40,6 +40,7 @@
 //! | [`sipp`], [`legit`] | sipp with `lab/sipp/*.xml`; the legitimate load (subscribers, trunk calls, the PBX) |
 //! | [`shieldd`] | `config/shield.toml` adapted for the real shieldd (run by [`crate::daemon::Shieldd`]: shieldctl, the pinned ban map, /metrics) |
 //! | [`nft`], [`fail2ban`] | the nftables ruleset of `lab/nft/`, fail2ban with `lab/fail2ban/` |
+//! | [`csbouncer`] | Debian's crowdsec-firewall-bouncer (nftables) in a namespace, for `fleetbench` |
 //! | [`spoof`] | a spoofed-source flood (`flood --spoof`) at the SBC, and the route back that lets the SBC's stack take it |
 //! | [`flood`], [`xdpgen`], [`csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its checksums |
 //! | [`scanners`] | SIPVicious svmap / svwar |
@@ -49,6 +50,7 @@
 
 pub mod bench;
 pub mod cpu;
+pub mod csbouncer;
 pub mod csum;
 pub mod fail2ban;
 pub mod fleet_demo;

@@ -6,6 +6,11 @@
 
 pub mod bans;
 pub mod defence;
+pub mod fleet;
+pub mod fleet_flood;
+pub mod fleet_probe;
+pub mod fleet_report;
+pub mod fleet_spread;
 pub mod flood_runs;
 pub mod latency;
 pub mod plot;

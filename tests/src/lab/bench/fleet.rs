@@ -1,0 +1,497 @@
+//! Section 7 of BENCHMARKS.md (`fleetbench`): CrowdSec decisions into the
+//! kernel. One real LAPI (Debian's crowdsec 1.4.6, [`crate::crowdsec`])
+//! with 100,000 decisions, and a fleet of three SBCs ([`crate::fleet`]):
+//!
+//! 1. the first full stream: shieldd as a bouncer on SBC 0 against
+//!    Debian's crowdsec-firewall-bouncer 0.0.25 (nftables) on SBC 1, one
+//!    after the other (time and CPU);
+//! 2. whether sampled decisions are enforced: packets from inside Range
+//!    decisions, from their network address and from Ip decisions, counted
+//!    by a UDP listener on each SBC ([`super::fleet_probe`]);
+//! 3. CPU per million dropped packets of a flood from one banned address
+//!    ([`super::fleet_flood`]);
+//! 4. ban propagation: bans made on SBC 0, pushed to LAPI, pulled by SBCs
+//!    1 and 2 ([`super::fleet_spread`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::fleet_flood::FloodRow;
+use super::fleet_probe::ProbeResults;
+use super::fleet_spread::Spread;
+use crate::crowdsec::{bench_decisions, Decision, Lapi, Scope};
+use crate::daemon::{Binaries, Shieldd, METRICS_PORT};
+use crate::fleet::{Fleet, PUB_IF};
+use crate::lab::cpu::process_ticks;
+use crate::lab::csbouncer::{self, CsBouncer};
+use crate::lab::process::run_ok;
+use crate::lab::shieldd::LAB_PINS;
+use crate::lab::signals;
+
+/// The SBC running shieldd in sections 1 to 3, and the one running the
+/// nftables bouncer.
+pub const SHIELDD_SBC: usize = 0;
+pub const NFT_SBC: usize = 1;
+/// How long a first full stream may take, either bouncer.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the bench waits for the nftables bouncer's (it goes on).
+const BOUNCER_WAIT: Duration = Duration::from_secs(240);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub decisions: usize,
+    /// Range decisions probed from inside (half IPv4, half IPv6).
+    pub range_probes: usize,
+    /// Ip decisions probed (half IPv4, half IPv6).
+    pub ip_probes: usize,
+    /// Packets per probed address.
+    pub probe_packets: u32,
+    /// Section 3: packets/s, seconds per flood, rounds per bouncer.
+    pub flood_rate: u64,
+    pub flood_secs: f64,
+    pub flood_rounds: usize,
+    /// Section 4: bans made on SBC 0.
+    pub bans: usize,
+    /// `update_frequency` of every bouncer.
+    pub every: Duration,
+    pub work_dir: PathBuf,
+    /// Seed of the samples and the ban moments.
+    pub seed: u64,
+}
+
+/// The decision mix as loaded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Mix {
+    pub ip4: usize,
+    pub range4: usize,
+    pub ip6: usize,
+    pub range6: usize,
+}
+
+/// LAPI's own answer to a full stream (curl, from the SBC's namespace).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LapiAnswer {
+    pub first_byte_secs: f64,
+    pub total_secs: f64,
+    pub bytes: u64,
+    pub listed: usize,
+    /// The first Range decision of the answer, as LAPI sent it.
+    pub range_sample: String,
+}
+
+/// shieldd's first full stream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShielddSync {
+    pub listed: u64,
+    pub added: u64,
+    pub skipped: u64,
+    pub fetch_ms: u64,
+    pub apply_ms: u64,
+    /// From `shieldctl reload` (which starts the bouncer) to the log line.
+    pub reload_to_logged_secs: f64,
+    /// From `shieldctl reload` until `status` showed every decision.
+    pub reload_to_confirmed_secs: f64,
+    pub status_decisions: u64,
+    pub by_origin: Vec<(String, u64)>,
+    /// `status`'s reasons for decisions not enforced.
+    pub skipped_by: Vec<(String, u64)>,
+    /// utime + stime of shieldd from the reload to the log line.
+    pub cpu_secs: f64,
+}
+
+/// The nftables bouncer's first full stream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BouncerSync {
+    pub version: String,
+    /// From spawning it to its `decisions added` lines summing to the
+    /// decisions listed.
+    pub start_to_added_secs: f64,
+    /// It had not finished when the bench stopped waiting (after
+    /// `waited_secs`): the figures are what it had done by then.
+    pub timed_out: bool,
+    pub waited_secs: f64,
+    pub logged_added: u64,
+    pub set4: usize,
+    pub set6: usize,
+    /// utime + stime of the process at that moment (start-up included).
+    pub cpu_secs: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FleetResults {
+    pub date: String,
+    pub command: String,
+    pub minutes: f64,
+    pub machine: String,
+    pub busy_before_pct: f64,
+    pub versions: Vec<(String, String)>,
+    pub decisions: usize,
+    pub mix: Mix,
+    pub import_secs: f64,
+    pub every_secs: u64,
+    pub lapi: LapiAnswer,
+    pub shieldd: ShielddSync,
+    pub bouncer: BouncerSync,
+    pub probes: ProbeResults,
+    pub flood_rate: u64,
+    pub floods: Vec<FloodRow>,
+    pub spread: Spread,
+}
+
+/// A small deterministic generator (SplitMix64) for the samples.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+pub fn mix_of(d: &[Decision]) -> Mix {
+    let mut m = Mix::default();
+    for x in d {
+        let v6 = x.value.contains(':');
+        match (x.scope, v6) {
+            (Scope::Ip, false) => m.ip4 += 1,
+            (Scope::Range, false) => m.range4 += 1,
+            (Scope::Ip, true) => m.ip6 += 1,
+            (Scope::Range, true) => m.range6 += 1,
+        }
+    }
+    m
+}
+
+/// The whole section, on one fleet and one LAPI. `say` reports progress.
+pub fn run(o: &FleetOptions, say: &mut dyn FnMut(&str)) -> Result<FleetResults> {
+    let t = Instant::now();
+    let (machine, busy_before_pct) = machine_line();
+    let fleet = Fleet::new(3);
+    let lapi = fleet.start_lapi().context("starting the LAPI")?;
+    let decisions = bench_decisions(o.decisions, "4h");
+    say(&format!("importing {} decisions into LAPI", decisions.len()));
+    let import = import(&lapi, &decisions, &o.work_dir)?;
+    let mut r = FleetResults {
+        date: super::date_now(),
+        machine,
+        busy_before_pct,
+        versions: versions(),
+        decisions: decisions.len(),
+        mix: mix_of(&decisions),
+        import_secs: import.as_secs_f64(),
+        every_secs: o.every.as_secs(),
+        flood_rate: o.flood_rate,
+        ..FleetResults::default()
+    };
+    say(&format!("imported in {:.1} s; LAPI's answer to a full stream", r.import_secs));
+    r.lapi = lapi_answer(&fleet, &lapi, &o.work_dir).context("LAPI's full stream")?;
+    signals::check()?;
+    say("shieldd's first full stream on SBC 0");
+    let mut sd = bouncer_shieldd(&fleet, &lapi, o)?;
+    r.shieldd = shieldd_sync(&sd, o, r.lapi.listed as u64)?;
+    signals::check()?;
+    say("crowdsec-firewall-bouncer's first full stream on SBC 1");
+    let key = lapi.bouncer_key("cs-firewall-bouncer-sbc1")?;
+    let mut b = CsBouncer::start(fleet.sbc(NFT_SBC), &o.work_dir.join("nft-bouncer"), &fleet.lapi_url(NFT_SBC), &key, o.every)?;
+    r.bouncer = bouncer_sync(&mut b, r.lapi.listed as u64)?;
+    say("probing sampled decisions on both");
+    r.probes = super::fleet_probe::run(&fleet, &sd, &b, &decisions, o)?;
+    say("floods from a banned address");
+    r.floods = super::fleet_flood::run(&fleet, &sd, &b, o, say)?;
+    drop(b);
+    sd.stop();
+    drop(sd);
+    say("ban propagation across three SBCs");
+    r.spread = super::fleet_spread::run(&fleet, &lapi, o, say)?;
+    r.minutes = t.elapsed().as_secs_f64() / 60.0;
+    Ok(r)
+}
+
+/// Imports `d` into LAPI: the Ip decisions with
+/// [`Lapi::import_decisions`], the Range ones with `cscli decisions import
+/// --scope Range` in chunks of 10,000 (crowdsec 1.4.6's import gives every
+/// line the `--scope` flag's value, `Ip` by default, whatever the file
+/// says: a Range imported without it reaches bouncers as scope `Ip` with a
+/// CIDR value). The time all took.
+fn import(lapi: &Lapi, d: &[Decision], dir: &Path) -> Result<Duration> {
+    let ips: Vec<Decision> = d.iter().filter(|x| x.scope == Scope::Ip).cloned().collect();
+    let mut took = lapi.import_decisions(&ips).context("cscli decisions import (Ip)")?;
+    let file = dir.join("ranges.json");
+    let ranges: Vec<&Decision> = d.iter().filter(|x| x.scope == Scope::Range).collect();
+    for chunk in ranges.chunks(10_000) {
+        let lines: Vec<String> = chunk
+            .iter()
+            .map(|x| format!(r#"{{"duration":"{}","origin":"cscli-import","reason":"{}","scope":"Range","type":"ban","value":"{}"}}"#, x.duration, x.reason, x.value))
+            .collect();
+        std::fs::write(&file, format!("[{}]", lines.join(","))).context("ranges.json")?;
+        let t = Instant::now();
+        lapi.cscli(&["decisions", "import", "-i", file.to_str().context("path")?, "--scope", "Range"])
+            .context("cscli decisions import --scope Range")?;
+        took += t.elapsed();
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(took)
+}
+
+fn machine_line() -> (String, f64) {
+    let m = super::machine();
+    (
+        format!("{} CPUs ({}), {:.1} GiB, Linux {}", m.cpus, m.cpu_model, m.memory_gib, m.kernel),
+        m.busy_before_pct,
+    )
+}
+
+fn versions() -> Vec<(String, String)> {
+    let first = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| {
+                let t = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+                t.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+            })
+            .unwrap_or_else(|_| "not found".into())
+    };
+    let dpkg = |p: &str| first("dpkg-query", &["-W", "-f", "${Version}", p]);
+    vec![
+        ("crowdsec".into(), dpkg("crowdsec")),
+        ("crowdsec-firewall-bouncer".into(), dpkg("crowdsec-firewall-bouncer")),
+        ("nftables".into(), first("nft", &["--version"])),
+    ]
+}
+
+/// A full stream fetched with curl from SBC 0's namespace with a key of
+/// its own (so neither bouncer's state on LAPI changes).
+fn lapi_answer(fleet: &Fleet, lapi: &Lapi, dir: &Path) -> Result<LapiAnswer> {
+    std::fs::create_dir_all(dir)?;
+    let key = lapi.bouncer_key("bench-curl")?;
+    let body = dir.join("stream.json");
+    let mut cmd = fleet.sbc(SHIELDD_SBC).command("curl");
+    cmd.args(["-s", "--max-time", "120", "-o"])
+        .arg(&body)
+        .args(["-H", &format!("X-Api-Key: {key}")])
+        .args(["-w", "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"])
+        .arg(format!("{}v1/decisions/stream?startup=true", fleet.lapi_url(SHIELDD_SBC)));
+    let out = run_ok(cmd, Duration::from_secs(150))?;
+    let f: Vec<&str> = out.split_whitespace().collect();
+    if f.first() != Some(&"200") || f.len() < 4 {
+        bail!("full stream: curl says {out:?}");
+    }
+    let text = std::fs::read_to_string(&body).context("stream.json")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("stream.json is not JSON")?;
+    let _ = std::fs::remove_file(&body);
+    Ok(LapiAnswer {
+        first_byte_secs: f[1].parse()?,
+        total_secs: f[2].parse()?,
+        bytes: f[3].parse()?,
+        listed: v["new"].as_array().map_or(0, Vec::len),
+        range_sample: v["new"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["value"].as_str().is_some_and(|s| s.contains('/'))))
+            .map_or(String::new(), ToString::to_string),
+    })
+}
+
+/// The `[crowdsec]` section for SBC `i` (key and password files written
+/// into the daemon's directory); `push`: also `[crowdsec.push]` as
+/// machine `sbc<i>`, registered on LAPI.
+pub fn crowdsec_section(fleet: &Fleet, lapi: &Lapi, d: &Shieldd, i: usize, every: Duration, push: bool) -> Result<String> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key = lapi.bouncer_key(&format!("shieldd-sbc{i}-{n}"))?;
+    let key_file = d.dir.join("crowdsec.key");
+    std::fs::write(&key_file, format!("{key}\n")).context("key file")?;
+    let mut s = format!(
+        "[crowdsec]\nlapi_url = \"{}\"\napi_key_file = \"{}\"\nupdate_frequency = \"{}s\"\n",
+        fleet.lapi_url(i),
+        key_file.display(),
+        every.as_secs().max(1)
+    );
+    if push {
+        let password = format!("fleetbench-sbc{i}-{:016x}", Rng::new(i as u64 + 7).next_u64());
+        lapi.add_machine(&format!("sbc{i}"), &password)?;
+        let pass_file = d.dir.join("crowdsec.pass");
+        std::fs::write(&pass_file, format!("{password}\n")).context("password file")?;
+        s += &format!("\n[crowdsec.push]\nmachine_id = \"sbc{i}\"\npassword_file = \"{}\"\n", pass_file.display());
+    }
+    Ok(s)
+}
+
+/// A shieldd config for an SBC of the fleet: XDP on `pub0`, no rate
+/// limits (probes and floods are about bans only), then `extra`.
+pub fn shieldd_config(d: &Shieldd, extra: &str) -> String {
+    format!(
+        "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{}\"\nstate_dir = \"{}\"\n\n\
+         [control]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
+         [limits]\npackets_per_second = 0\n\n{extra}",
+        d.pin.display(),
+        d.state.display(),
+        d.socket.display()
+    )
+}
+
+/// A shieldd for SBC `i` in `dir`, config written, not started.
+pub fn new_shieldd(fleet: &Fleet, i: usize, dir: &Path) -> Result<Shieldd> {
+    let _ = std::fs::remove_dir_all(dir);
+    Shieldd::in_dir(Binaries::built()?, fleet.sbc(i), dir, LAB_PINS)
+}
+
+/// shieldd on SBC 0, started without `[crowdsec]` (so its program load is
+/// not in the sync's figures); the section is added by [`shieldd_sync`].
+fn bouncer_shieldd(fleet: &Fleet, lapi: &Lapi, o: &FleetOptions) -> Result<Shieldd> {
+    let mut d = new_shieldd(fleet, SHIELDD_SBC, &o.work_dir.join("shieldd-sbc0"))?;
+    d.write_config(&shieldd_config(&d, ""));
+    d.try_start().context("starting shieldd on SBC 0")?;
+    let cs = crowdsec_section(fleet, lapi, &d, SHIELDD_SBC, o.every, false)?;
+    d.write_config(&shieldd_config(&d, &cs));
+    Ok(d)
+}
+
+/// `key=value` of a log line (ANSI colours removed first).
+pub fn log_field(line: &str, key: &str) -> Option<u64> {
+    let plain = strip_ansi(line);
+    let at = plain.find(&format!(" {key}="))? + key.len() + 2;
+    let digits: String = plain[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first `crowdsec decisions pulled startup=true` line of `log` after
+/// byte `from`.
+fn pulled_line(log: &str, from: usize) -> Option<String> {
+    log.get(from..)?
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains("crowdsec decisions pulled") && l.contains("startup=true"))
+}
+
+/// Reloads `d` into its `[crowdsec]` config and times the first stream.
+fn shieldd_sync(d: &Shieldd, o: &FleetOptions, expected: u64) -> Result<ShielddSync> {
+    let _ = o;
+    let pid = d.pid();
+    let from = d.log_text().len();
+    let cpu0 = process_ticks(pid).context("shieldd's /proc stat")?.1;
+    let t = Instant::now();
+    d.try_ctl_ok(&["reload"]).context("shieldctl reload")?;
+    let line = loop {
+        if let Some(l) = pulled_line(&d.log_text(), from) {
+            break l;
+        }
+        if t.elapsed() > SYNC_TIMEOUT {
+            bail!("shieldd: no full stream applied after {SYNC_TIMEOUT:?}; log:\n{}", tail(&d.log_text(), 20));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let logged = t.elapsed();
+    let cpu1 = process_ticks(pid).context("shieldd's /proc stat")?.1;
+    let mut s = ShielddSync {
+        listed: log_field(&line, "listed").unwrap_or(0),
+        added: log_field(&line, "added").unwrap_or(0),
+        skipped: log_field(&line, "skipped").unwrap_or(0),
+        fetch_ms: log_field(&line, "fetch_ms").context("fetch_ms in the log line")?,
+        apply_ms: log_field(&line, "apply_ms").context("apply_ms in the log line")?,
+        reload_to_logged_secs: logged.as_secs_f64(),
+        cpu_secs: cpu1.saturating_sub(cpu0) as f64 / crate::lab::cpu::ticks_per_second(),
+        ..ShielddSync::default()
+    };
+    loop {
+        let st = d.ctl_as::<serde_json::Value>(&["status"])?;
+        let cs = &st["crowdsec"];
+        s.status_decisions = cs["decisions"].as_u64().unwrap_or(0);
+        if s.status_decisions >= expected.min(s.added) || t.elapsed() > SYNC_TIMEOUT {
+            s.reload_to_confirmed_secs = t.elapsed().as_secs_f64();
+            s.by_origin = counts(&cs["by_origin"]);
+            s.skipped_by = counts(&cs["skipped"]);
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A JSON object of counts as pairs (zeros left out).
+fn counts(v: &serde_json::Value) -> Vec<(String, u64)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (at most [`BOUNCER_WAIT`]) for the bouncer's first stream to be
+/// in its sets.
+fn bouncer_sync(b: &mut CsBouncer, expected: u64) -> Result<BouncerSync> {
+    let took = b.wait_added(expected, Duration::from_millis(20), BOUNCER_WAIT)?;
+    let waited = b.started.elapsed();
+    let cpu = process_ticks(b.pid()).context("the bouncer's /proc stat")?.1;
+    let (set4, set6) = b.set_lens()?;
+    Ok(BouncerSync {
+        version: csbouncer::version(),
+        start_to_added_secs: took.unwrap_or(waited).as_secs_f64(),
+        timed_out: took.is_none(),
+        waited_secs: waited.as_secs_f64(),
+        logged_added: b.added(),
+        set4,
+        set6,
+        cpu_secs: cpu as f64 / crate::lab::cpu::ticks_per_second(),
+    })
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_of_a_coloured_line() {
+        let l = "2026-11-30T08:00:00Z \u{1b}[32m INFO\u{1b}[0m shield: crowdsec decisions pulled \u{1b}[3mstartup\u{1b}[0m\u{1b}[2m=\u{1b}[0mtrue listed=100000 added=99990 deleted=0 skipped=10 fetch_ms=1234 apply_ms=56";
+        assert_eq!(log_field(l, "listed"), Some(100_000));
+        assert_eq!(log_field(l, "apply_ms"), Some(56));
+        assert_eq!(log_field(l, "fetch_ms"), Some(1234));
+        assert!(pulled_line(l, 0).is_some());
+    }
+
+    #[test]
+    fn the_mix_is_counted() {
+        let m = mix_of(&bench_decisions(100, "1h"));
+        assert_eq!((m.ip4, m.range4, m.ip6, m.range6), (25, 25, 25, 25));
+    }
+}
