@@ -386,36 +386,38 @@ impl Lapi {
         curl_in(&self.ns, &["-H", &auth, "--data-binary", &data, &url])
     }
 
-    /// Inserts `decisions` with `cscli decisions import` (one JSON file);
-    /// how long it took.
+    /// Inserts `decisions` with `cscli decisions import`, one file per
+    /// scope; how long it took. crowdsec 1.4.6's import gives every line
+    /// the `--scope` flag's value (`Ip` by default) whatever the file says,
+    /// so a Range imported without it would reach bouncers as scope `Ip`
+    /// with a CIDR value.
     pub fn import_decisions(&self, decisions: &[Decision]) -> Result<Duration> {
-        let mut json = String::with_capacity(decisions.len() * 110);
-        json.push('[');
-        for (i, d) in decisions.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
+        let mut took = Duration::ZERO;
+        for (scope, name) in [(Scope::Ip, "Ip"), (Scope::Range, "Range")] {
+            let mut json = String::with_capacity(decisions.len() * 110);
+            for d in decisions.iter().filter(|d| d.scope == scope) {
+                json.push(if json.is_empty() { '[' } else { ',' });
+                write!(
+                    json,
+                    r#"{{"duration":"{}","origin":"cscli-import","reason":"{}","scope":"{name}","type":"ban","value":"{}"}}"#,
+                    d.duration, d.reason, d.value
+                )
+                .expect("write to String");
             }
-            let scope = match d.scope {
-                Scope::Ip => "Ip",
-                Scope::Range => "Range",
-            };
-            write!(
-                json,
-                r#"{{"duration":"{}","origin":"cscli-import","reason":"{}","scope":"{scope}","type":"ban","value":"{}"}}"#,
-                d.duration, d.reason, d.value
-            )
-            .expect("write to String");
+            if json.is_empty() {
+                continue;
+            }
+            json.push(']');
+            let file = self.path("import.json");
+            std::fs::write(&file, json).context("writing the import file")?;
+            let t = Instant::now();
+            self.cscli_within(
+                &["decisions", "import", "-i", path_str(&file)?, "--scope", name],
+                IMPORT_TIMEOUT,
+            )?;
+            took += t.elapsed();
+            let _ = std::fs::remove_file(&file);
         }
-        json.push(']');
-        let file = self.path("import.json");
-        std::fs::write(&file, json).context("writing the import file")?;
-        let t = Instant::now();
-        self.cscli_within(
-            &["decisions", "import", "-i", path_str(&file)?],
-            IMPORT_TIMEOUT,
-        )?;
-        let took = t.elapsed();
-        let _ = std::fs::remove_file(&file);
         Ok(took)
     }
 

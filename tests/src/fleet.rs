@@ -211,27 +211,6 @@ fn public_side(sbc: &Sbc) {
         .ip(&["-6", "route", "add", "default", "via", &a6, "dev", PUB_IF]);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_addresses_are_30s_of_test_net_1() {
-        assert_eq!(lapi_link_addr(0), Ipv4Addr::new(192, 0, 2, 1));
-        assert_eq!(sbc_link_addr(0), Ipv4Addr::new(192, 0, 2, 2));
-        assert_eq!(lapi_link_addr(2), Ipv4Addr::new(192, 0, 2, 9));
-        assert_eq!(sbc_link_addr(63), Ipv4Addr::new(192, 0, 2, 254));
-    }
-
-    #[test]
-    fn v4_frame_header_checksum_verifies() {
-        let f = sip_frame("198.51.100.50".parse().unwrap(), [2; 6], [4; 6]);
-        assert_eq!(csum::checksum(&f[14..34]), 0);
-        assert_eq!(&f[26..30], &[198, 51, 100, 50]);
-        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 5060);
-    }
-}
-
 /// The configuration of a fleet member `d` (the fleet test's and the fleet
 /// demo's): XDP on [`PUB_IF`], [`TRUNK`] allowlisted, no rate limits (the
 /// probes are short bursts), `[crowdsec]` at `url` with the bouncer key in
@@ -259,4 +238,25 @@ pub fn member_config(d: &Shieldd, url: &str, every: Duration, machine: Option<&s
 /// A Kamailio auth-failure line from `ip`, as the members' jail counts it.
 pub fn auth_failure(ip: IpAddr) -> String {
     format!("Nov 30 09:12:07 sbc /usr/sbin/kamailio[2215]: NOTICE: <script>: sipshield: auth failed for 100 from {ip}:5060\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_addresses_are_30s_of_test_net_1() {
+        assert_eq!(lapi_link_addr(0), Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(sbc_link_addr(0), Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(lapi_link_addr(2), Ipv4Addr::new(192, 0, 2, 9));
+        assert_eq!(sbc_link_addr(63), Ipv4Addr::new(192, 0, 2, 254));
+    }
+
+    #[test]
+    fn v4_frame_header_checksum_verifies() {
+        let f = sip_frame("198.51.100.50".parse().unwrap(), [2; 6], [4; 6]);
+        assert_eq!(csum::checksum(&f[14..34]), 0);
+        assert_eq!(&f[26..30], &[198, 51, 100, 50]);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 5060);
+    }
 }

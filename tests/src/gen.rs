@@ -19,7 +19,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -29,7 +29,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// True with probability `pct`%.
@@ -42,7 +42,7 @@ impl Rng {
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -330,7 +330,7 @@ fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
         7..=8 => {
             for _ in 0..1 + rng.below(8) {
                 let i = rng.below(f.len());
-                f[i] = rng.next() as u8;
+                f[i] = rng.next_u64() as u8;
             }
         }
         // Noise after a valid Ethernet header, or noise throughout.

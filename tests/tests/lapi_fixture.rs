@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use ipnet::IpNet;
 use shield_tests::crowdsec::{
-    ban_alert, bench_decisions, decisions_stream, require_crowdsec, stream_values,
+    ban_alert, bench_decisions, decisions_stream, require_crowdsec, stream_values, Scope,
 };
 use shield_tests::fleet::{Fleet, SBC_PUB_V4, SBC_PUB_V6};
 
@@ -201,9 +201,14 @@ fn inserting_100k_decisions() -> Result<()> {
         new.len()
     );
     ensure!(new.len() == decisions.len(), "{} in the stream", new.len());
-    let values: HashSet<&str> = new.iter().map(|(_, v)| v.as_str()).collect();
+    // Each with its own scope (cscli's import would file them all as Ip).
+    let listed: HashSet<(&str, &str)> = new.iter().map(|(s, v)| (s.as_str(), v.as_str())).collect();
     for d in decisions.iter().step_by(997) {
-        ensure!(values.contains(d.value.as_str()), "{} missing", d.value);
+        let scope = match d.scope {
+            Scope::Ip => "Ip",
+            Scope::Range => "Range",
+        };
+        ensure!(listed.contains(&(scope, d.value.as_str())), "{scope} {} missing", d.value);
     }
     Ok(())
 }

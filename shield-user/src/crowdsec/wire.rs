@@ -113,7 +113,7 @@ impl WireDecision {
         {
             return Err(Skip::Origin);
         }
-        let net = parse_value(scope, self.value.trim()).ok_or(Skip::Value)?;
+        let net = parse_value(self.value.trim()).ok_or(Skip::Value)?;
         let lasts = match parse_go_duration(&self.duration) {
             Some((false, d)) if !d.is_zero() => d,
             _ => return Err(Skip::Duration),
@@ -129,18 +129,15 @@ impl WireDecision {
     }
 }
 
-/// An `Ip` value is an address (a bare `/32` or `/128` is accepted too);
-/// a `Range` value a network, host bits cleared.
-fn parse_value(scope: Scope, v: &str) -> Option<IpNet> {
-    match scope {
-        Scope::Ip => match v.parse::<IpAddr>() {
-            Ok(a) => Some(IpNet::from(a)),
-            Err(_) => v
-                .parse::<IpNet>()
-                .ok()
-                .filter(|n| n.prefix_len() == n.max_prefix_len()),
-        },
-        Scope::Range => v.parse::<IpNet>().ok().map(|n| n.trunc()),
+/// An address or a network, host bits cleared. An `Ip` decision with a
+/// prefix is taken as the network it names: `cscli decisions import`
+/// (1.4.6) files every line under its `--scope` flag, `Ip` by default, so
+/// an imported range arrives so, and dropping only its network address
+/// (what an address set does) would let the rest of it through.
+fn parse_value(v: &str) -> Option<IpNet> {
+    match v.parse::<IpAddr>() {
+        Ok(a) => Some(IpNet::from(a)),
+        Err(_) => v.parse::<IpNet>().ok().map(|n| n.trunc()),
     }
 }
 
@@ -299,7 +296,9 @@ mod tests {
         assert_eq!(r.net, "2001:db8:1:2::/64".parse().unwrap());
         assert_eq!(wire("Ip", "2001:db8::1", "1s").enforceable(&c).unwrap().net.prefix_len(), 128);
         assert_eq!(wire("Country", "FR", "1h").enforceable(&c), Err(Skip::Scope));
-        assert_eq!(wire("Ip", "1.2.3.0/24", "1h").enforceable(&c), Err(Skip::Value));
+        // An Ip decision with a prefix (what `cscli decisions import` makes
+        // of a range) bans the network.
+        assert_eq!(wire("Ip", "100.64.0.7/28", "1h").enforceable(&c).unwrap().net, "100.64.0.0/28".parse().unwrap());
         assert_eq!(wire("Ip", "not-an-ip", "1h").enforceable(&c), Err(Skip::Value));
         assert_eq!(wire("Range", "10.0.0.0/33", "1h").enforceable(&c), Err(Skip::Value));
         assert_eq!(wire("Ip", "192.0.2.7", "-5m").enforceable(&c), Err(Skip::Duration));

@@ -188,11 +188,11 @@ impl Spoof {
         match *self {
             Spoof::V4(n) => {
                 let host = !u32::from(n.netmask());
-                Ipv4Addr::from(u32::from(n.network()) | (rng.next() as u32 & host)).into()
+                Ipv4Addr::from(u32::from(n.network()) | (rng.next_u64() as u32 & host)).into()
             }
             Spoof::V6 { net, .. } => {
                 let host = !u128::from(net.netmask());
-                let r = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+                let r = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
                 Ipv6Addr::from(u128::from(net.network()) | (r & host)).into()
             }
         }

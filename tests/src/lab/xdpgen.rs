@@ -451,7 +451,7 @@ mod tests {
                 }
             }
             assert_eq!(
-                interpret(&prog, &mut frame, || rng.next() as u32),
+                interpret(&prog, &mut frame, || rng.next_u64() as u32),
                 XDP_TX as u64
             );
             check(&frame);

@@ -186,7 +186,7 @@ pub fn run(o: &FleetOptions, say: &mut dyn FnMut(&str)) -> Result<FleetResults> 
     let lapi = fleet.start_lapi().context("starting the LAPI")?;
     let decisions = bench_decisions(o.decisions, "4h");
     say(&format!("importing {} decisions into LAPI", decisions.len()));
-    let import = import(&lapi, &decisions, &o.work_dir)?;
+    let import = lapi.import_decisions(&decisions).context("cscli decisions import")?;
     let mut r = FleetResults {
         date: super::date_now(),
         machine,
@@ -221,32 +221,6 @@ pub fn run(o: &FleetOptions, say: &mut dyn FnMut(&str)) -> Result<FleetResults> 
     r.spread = super::fleet_spread::run(&fleet, &lapi, o, say)?;
     r.minutes = t.elapsed().as_secs_f64() / 60.0;
     Ok(r)
-}
-
-/// Imports `d` into LAPI: the Ip decisions with
-/// [`Lapi::import_decisions`], the Range ones with `cscli decisions import
-/// --scope Range` in chunks of 10,000 (crowdsec 1.4.6's import gives every
-/// line the `--scope` flag's value, `Ip` by default, whatever the file
-/// says: a Range imported without it reaches bouncers as scope `Ip` with a
-/// CIDR value). The time all took.
-fn import(lapi: &Lapi, d: &[Decision], dir: &Path) -> Result<Duration> {
-    let ips: Vec<Decision> = d.iter().filter(|x| x.scope == Scope::Ip).cloned().collect();
-    let mut took = lapi.import_decisions(&ips).context("cscli decisions import (Ip)")?;
-    let file = dir.join("ranges.json");
-    let ranges: Vec<&Decision> = d.iter().filter(|x| x.scope == Scope::Range).collect();
-    for chunk in ranges.chunks(10_000) {
-        let lines: Vec<String> = chunk
-            .iter()
-            .map(|x| format!(r#"{{"duration":"{}","origin":"cscli-import","reason":"{}","scope":"Range","type":"ban","value":"{}"}}"#, x.duration, x.reason, x.value))
-            .collect();
-        std::fs::write(&file, format!("[{}]", lines.join(","))).context("ranges.json")?;
-        let t = Instant::now();
-        lapi.cscli(&["decisions", "import", "-i", file.to_str().context("path")?, "--scope", "Range"])
-            .context("cscli decisions import --scope Range")?;
-        took += t.elapsed();
-    }
-    let _ = std::fs::remove_file(&file);
-    Ok(took)
 }
 
 fn machine_line() -> (String, f64) {
