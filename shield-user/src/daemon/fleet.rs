@@ -181,6 +181,7 @@ async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedRecei
                 Ok(Sent::Pushed(0)) => {}
                 Ok(Sent::Pushed(_)) => c.count_request(Route::Alerts, "201".into()),
                 Ok(Sent::Deleted(n)) => {
+                    c.count_request(Route::Lookup, "200".into());
                     for _ in 0..*n {
                         c.count_request(Route::Delete, "200".into());
                     }
