@@ -30,6 +30,8 @@ use crate::lab::csbouncer::{self, CsBouncer};
 use crate::lab::process::run_ok;
 use crate::lab::shieldd::LAB_PINS;
 use crate::lab::signals;
+/// The samples' generator (SplitMix64, seeded).
+pub use crate::gen::Rng;
 
 /// The SBC running shieldd in sections 1 to 3, and the one running the
 /// nftables bouncer.
@@ -140,28 +142,6 @@ pub struct FleetResults {
     pub flood_rate: u64,
     pub floods: Vec<FloodRow>,
     pub spread: Spread,
-}
-
-/// A small deterministic generator (SplitMix64) for the samples.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
 }
 
 pub fn mix_of(d: &[Decision]) -> Mix {

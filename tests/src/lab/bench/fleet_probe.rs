@@ -100,7 +100,7 @@ fn sample<'a>(d: &'a [Decision], n: usize, rng: &mut Rng, pick: impl Fn(&Decisio
     let mut pool: Vec<&Decision> = d.iter().filter(|x| pick(x)).collect();
     let n = n.min(pool.len());
     for i in 0..n {
-        let j = i + rng.below((pool.len() - i) as u64) as usize;
+        let j = i + rng.below(pool.len() - i);
         pool.swap(i, j);
     }
     pool.truncate(n);

@@ -108,7 +108,7 @@ pub fn run(fleet: &Fleet, lapi: &Lapi, o: &FleetOptions, say: &mut dyn FnMut(&st
     let addrs = ban_addresses(o.bans, &mut rng);
     let mut s = Spread { bans: addrs.len(), ..Spread::default() };
     for (n, a) in addrs.iter().enumerate() {
-        signals::sleep(Duration::from_millis(300 + rng.below(2600)))?;
+        signals::sleep(Duration::from_millis(300 + rng.below(2600) as u64))?;
         let t = Instant::now();
         ds[0].try_ctl_ok(&["ban", &a.to_string(), "--duration", "10m"])?;
         s.ctl_ms.push(t.elapsed().as_secs_f64() * 1e3);
