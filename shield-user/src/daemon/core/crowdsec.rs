@@ -128,7 +128,8 @@ impl Core {
                         listed.insert(d.id);
                         let held = Held {
                             id: d.id,
-                            origin: d.origin.as_str().into(),
+                            // Both are LAPI's text, shown and used as metric labels: bounded.
+                            origin: super::banning::clip(d.origin, 64).into(),
                             scenario: super::banning::clip(d.scenario, 200).into(),
                             expiry: now.after(d.lasts),
                         };
