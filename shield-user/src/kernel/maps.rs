@@ -145,16 +145,17 @@ const _: () = {
     );
 };
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` and
-/// `bpf_ktime_get_coarse_ns` read, so ban expiry times mean the same thing
-/// on both sides.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the very clock the programs
+/// read (`bpf_ktime_get_coarse_ns`, see `now_ns` in shield-ebpf), so expiry
+/// times mean the same thing on both sides. The precise clock runs up to a
+/// tick ahead of it: a ban it calls past could still drop for a tick.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: valid pointer to a timespec; the coarse clock exists since 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
