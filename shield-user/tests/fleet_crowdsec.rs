@@ -11,7 +11,7 @@ mod common;
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -35,7 +35,7 @@ fn member(fleet: &Fleet, lapi: &Lapi, i: usize, push: bool) -> Member {
     if push {
         lapi.add_machine(&format!("sbc{i}"), &password).expect("machine");
     }
-    let url = fleet.lapi_url(i);
+    let url = fleet.lapi_url_of(lapi, i);
     let d = Shieldd::with_config(bins(), fleet.sbc(i), |d| {
         std::fs::write(d.dir.join("crowdsec.key"), format!("{key}\n")).expect("key file");
         std::fs::write(d.dir.join("crowdsec.pass"), format!("{password}\n")).expect("password file");
@@ -279,4 +279,69 @@ fn one_bouncer_with_odd_decisions_a_restart_and_lapi_down_at_start() {
     m.d.ctl_ok(&["reload"]);
     assert!(!drops(&fleet, &m, 0, ip("198.51.100.80")), "decisions outlived [crowdsec]");
     assert!(m.status().get("crowdsec").is_none_or(|c| c.is_null()));
+}
+
+/// `d` trusts `ca` (`[crowdsec] ca_file`, the file copied beside its config).
+fn trust(d: &Shieldd, ca: &Path) {
+    let copy = d.dir.join("lapi-ca.pem");
+    std::fs::copy(ca, &copy).expect("copy the CA");
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    d.write_config(&text.replace("[crowdsec]\n", &format!("[crowdsec]\nca_file = \"{}\"\n", copy.display())));
+}
+
+#[test]
+fn a_lapi_behind_tls_with_a_private_ca() {
+    let fleet = Fleet::new(2);
+    let lapi = fleet.start_lapi_tls().expect("LAPI with TLS");
+    let ca = lapi.ca().expect("its CA").to_path_buf();
+    let mut trusting = member(&fleet, &lapi, 0, true);
+    trust(&trusting.d, &ca);
+    let mut blind = member(&fleet, &lapi, 1, false);
+    assert!(std::fs::read_to_string(&blind.d.config).expect("config").contains("https://"));
+    trusting.d.start();
+    blind.d.start();
+    wait_for("SBC 0's first full stream over TLS", Duration::from_secs(10), || {
+        (trusting.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    // Without the CA no answer is trusted, and the status says why.
+    let why = wait_for("SBC 1 naming the certificate", Duration::from_secs(10), || {
+        let st = blind.status();
+        let e = st["crowdsec"]["last_error"].as_str().unwrap_or("").to_string();
+        e.contains("certificate").then_some(e)
+    });
+    eprintln!("SBC 1 without the CA: {why}");
+    assert!(why.contains("ca_file"), "the error does not say what to do: {why}");
+    assert_eq!(blind.status()["crowdsec"]["up"], false);
+
+    // Pull and push both go over TLS.
+    lapi.add_decision_ip(ip("198.51.100.90"), "1h", "over tls").expect("decision");
+    wait_for("SBC 0 enforcing a decision pulled over TLS", EVERY * 3, || {
+        drops(&fleet, &trusting, 0, ip("198.51.100.90")).then_some(())
+    });
+    trusting.d.ctl_ok(&["ban", "198.51.100.91", "--duration", "1h"]);
+    wait_for("the manual ban pushed over TLS", Duration::from_secs(10), || {
+        let alerts = lapi.alerts_json().expect("alerts").to_string();
+        alerts.contains("198.51.100.91").then_some(())
+    });
+    assert!(!drops(&fleet, &blind, 1, ip("198.51.100.90")), "SBC 1 enforces what it cannot trust");
+    let metrics = trusting.d.metrics(fleet.sbc(0)).expect("metrics");
+    for needle in [
+        "sipshield_crowdsec_requests_total{route=\"watchers_login\",outcome=\"200\"} 1",
+        "sipshield_crowdsec_requests_total{route=\"alerts\",outcome=\"201\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+
+    // A reload with the CA: SBC 1 catches up with both.
+    trust(&blind.d, &ca);
+    blind.d.ctl_ok(&["reload"]);
+    for a in ["198.51.100.90", "198.51.100.91"] {
+        wait_for(&format!("SBC 1 enforcing {a} after the reload"), Duration::from_secs(10), || {
+            drops(&fleet, &blind, 1, ip(a)).then_some(())
+        });
+    }
+    assert_eq!(blind.status()["crowdsec"]["up"], true);
+    for m in [&mut trusting, &mut blind] {
+        assert!(m.d.is_running());
+    }
 }

@@ -31,6 +31,7 @@ use ipnet::IpNet;
 
 use crate::lab::process::{run_within, Proc};
 use crate::netns::{nsenter, Netns};
+use crate::pki::Pki;
 
 /// Debian's configuration, the template of every private one.
 pub const SYSTEM_CONFIG: &str = "/etc/crowdsec/config.yaml";
@@ -69,6 +70,9 @@ pub struct Lapi {
     listen: SocketAddr,
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// Its TLS certificate and the private CA that signed it, when it
+    /// serves `https://`.
+    pki: Option<Pki>,
     /// How many times it was started (each start gets its own log).
     starts: u32,
 }
@@ -95,18 +99,36 @@ impl Lapi {
     /// Starts a LAPI in `ns` listening on `listen` (`0.0.0.0:8080` for every
     /// address of the namespace), and waits until it answers.
     pub fn start(ns: &Netns, listen: SocketAddr) -> Result<Lapi> {
+        Lapi::start_with(ns, listen, None)
+    }
+
+    /// As [`Lapi::start`], serving `https://` with a certificate for
+    /// `ips` (and loopback) signed by a private CA ([`Lapi::ca`]).
+    pub fn start_tls(ns: &Netns, listen: SocketAddr, ips: &[IpAddr]) -> Result<Lapi> {
+        Lapi::start_with(ns, listen, Some(ips))
+    }
+
+    fn start_with(ns: &Netns, listen: SocketAddr, tls: Option<&[IpAddr]>) -> Result<Lapi> {
         require_crowdsec();
         let dir = tempfile::Builder::new()
             .prefix("shield-lapi")
             .tempdir_in("/tmp")
             .context("LAPI: temporary directory")?;
         let config = dir.path().join("config.yaml");
+        let pki = match tls {
+            Some(ips) => {
+                let ips: Vec<IpAddr> = ips.iter().copied().chain([Ipv4Addr::LOCALHOST.into()]).collect();
+                Some(Pki::for_ips(dir.path(), &ips).context("LAPI: its certificate")?)
+            }
+            None => None,
+        };
         let mut lapi = Lapi {
             proc: None,
             ns: ns.name.clone(),
             listen,
             dir,
             config,
+            pki,
             starts: 0,
         };
         lapi.write_config()?;
@@ -139,6 +161,11 @@ impl Lapi {
         self.dir.path()
     }
 
+    /// The CA its certificate chains to, when it serves `https://`.
+    pub fn ca(&self) -> Option<&Path> {
+        self.pki.as_ref().map(|p| p.ca.as_path())
+    }
+
     /// The private configuration file (`cscli -c` it).
     pub fn config_path(&self) -> &Path {
         &self.config
@@ -160,11 +187,18 @@ impl Lapi {
         for d in [&data, &logs] {
             std::fs::create_dir_all(d).with_context(|| format!("LAPI: {}", d.display()))?;
         }
+        let tls = self.pki.as_ref().map_or_else(String::new, |p| {
+            format!(
+                "    tls:\n      cert_file: {}\n      key_file: {}\n",
+                p.cert.display(),
+                p.key.display()
+            )
+        });
         let overlay = format!(
             "common:\n  daemonize: false\n  log_media: stdout\n  log_dir: {logs}/\n  working_dir: {dir}\n\
              config_paths:\n  data_dir: {data}/\n\
              db_config:\n  type: sqlite\n  db_path: {db}\n  use_wal: true\n\
-             api:\n  client:\n    credentials_path: {creds}\n  server:\n    listen_uri: {listen}\n    console_path: {console}\n\
+             api:\n  client:\n    credentials_path: {creds}\n  server:\n    listen_uri: {listen}\n    console_path: {console}\n{tls}\
              prometheus:\n  enabled: false\n",
             logs = logs.display(),
             dir = self.dir.path().display(),
@@ -199,7 +233,7 @@ impl Lapi {
                 );
             }
             // Any HTTP answer will do: 403 without a key.
-            if let Ok((code, _)) = curl_in(&self.ns, &[&probe]) {
+            if let Ok((code, _)) = self.curl(&[&probe]) {
                 if code != 0 {
                     break;
                 }
@@ -208,7 +242,7 @@ impl Lapi {
                 bail!(
                     "LAPI did not answer on {} within {START_TIMEOUT:?}; its log:\n{}",
                     self.listen,
-                    proc.log_tail(30)
+                    self.log_tail(30)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -224,7 +258,28 @@ impl Lapi {
             IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             a => a,
         };
-        format!("http://{}/", SocketAddr::new(ip, self.listen.port()))
+        format!("{}://{}/", self.scheme(), SocketAddr::new(ip, self.listen.port()))
+    }
+
+    /// `https` when it serves TLS ([`Lapi::start_tls`]), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `curl ARGS...` in its namespace, trusting its CA when it has one.
+    fn curl(&self, args: &[&str]) -> Result<(u16, String)> {
+        match self.ca() {
+            Some(ca) => {
+                let mut all = vec!["--cacert", path_str(ca)?];
+                all.extend_from_slice(args);
+                curl_in(&self.ns, &all)
+            }
+            None => curl_in(&self.ns, args),
+        }
     }
 
     /// `http://ADDR:PORT/` of the listen address, reachable from the
@@ -271,6 +326,10 @@ impl Lapi {
     fn cscli_within(&self, args: &[&str], within: Duration) -> Result<String> {
         let mut cmd = nsenter(&self.ns, "cscli");
         cmd.arg("-c").arg(&self.config).args(args);
+        // Go takes its roots from SSL_CERT_FILE: cscli trusts the CA.
+        if let Some(ca) = self.ca() {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
         let out = run_within(cmd, within).with_context(|| format!("cscli {}", args.join(" ")))?;
         if !out.status.success() {
             bail!(
@@ -365,7 +424,7 @@ impl Lapi {
     pub fn login(&self, name: &str, password: &str) -> Result<String> {
         let body = serde_json::json!({ "machine_id": name, "password": password }).to_string();
         let url = format!("{}v1/watchers/login", self.local_url());
-        let (code, out) = curl_in(&self.ns, &["-d", &body, &url])?;
+        let (code, out) = self.curl(&["-d", &body, &url])?;
         ensure!(code == 200, "login as {name}: HTTP {code}: {out}");
         let v: serde_json::Value =
             serde_json::from_str(&out).with_context(|| format!("login: not JSON: {out}"))?;
@@ -383,7 +442,7 @@ impl Lapi {
         let file = self.path("alerts.json");
         std::fs::write(&file, alerts.to_string()).context("writing the alerts body")?;
         let data = format!("@{}", path_str(&file)?);
-        curl_in(&self.ns, &["-H", &auth, "--data-binary", &data, &url])
+        self.curl(&["-H", &auth, "--data-binary", &data, &url])
     }
 
     /// Inserts `decisions` with `cscli decisions import`, one file per

@@ -105,9 +105,25 @@ impl Fleet {
         )
     }
 
+    /// As [`Fleet::start_lapi`], serving `https://` with a certificate
+    /// for every SBC's view of it, signed by a private CA ([`Lapi::ca`]).
+    pub fn start_lapi_tls(&self) -> Result<Lapi> {
+        let ips: Vec<IpAddr> = (0..self.sbcs.len()).map(|i| lapi_link_addr(i).into()).collect();
+        Lapi::start_tls(
+            &self.lapi,
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), LAPI_PORT),
+            &ips,
+        )
+    }
+
     /// The LAPI's URL as SBC `i` reaches it: `http://192.0.2.(4i+1):8080/`.
     pub fn lapi_url(&self, i: usize) -> String {
         format!("http://{}:{LAPI_PORT}/", lapi_link_addr(i))
+    }
+
+    /// `lapi`'s URL as SBC `i` reaches it, `https://` if it serves TLS.
+    pub fn lapi_url_of(&self, lapi: &Lapi, i: usize) -> String {
+        format!("{}://{}:{LAPI_PORT}/", lapi.scheme(), lapi_link_addr(i))
     }
 
     /// SBC `i`'s namespace.

@@ -15,4 +15,5 @@ pub mod kernel;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod pki;
 pub mod udp;

@@ -5,7 +5,7 @@
 //! reload picks up a rotated key.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Section, Val};
@@ -15,6 +15,8 @@ use super::reader::{Section, Val};
 pub struct Crowdsec {
     /// The LAPI's base URL, ending in `/`.
     pub lapi_url: String,
+    /// Trusted besides the public roots when `lapi_url` is `https://`.
+    pub ca: Option<CaFile>,
     /// The bouncer key (`cscli bouncers add`), from `api_key_file`.
     pub api_key: Secret,
     pub update_frequency: Duration,
@@ -83,6 +85,31 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `ca_file`: the PEM certificates a LAPI's certificate may chain to
+/// (a private CA), read and checked at load so a bad file is a config
+/// error and a reload picks up a new one.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub certs: Vec<reqwest::Certificate>,
+    /// What the file held: equal contents, equal settings (no restart).
+    pem: Vec<u8>,
+}
+
+impl PartialEq for CaFile {
+    fn eq(&self, other: &CaFile) -> bool {
+        self.path == other.path && self.pem == other.pem
+    }
+}
+
+impl Eq for CaFile {}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaFile({}, {} certificates)", self.path.display(), self.certs.len())
+    }
+}
+
 /// Local ban kinds that may be pushed.
 const PUSHABLE: [&str; 3] = ["jail", "escalation", "manual"];
 const DEFAULT_UPDATE: Duration = Duration::from_secs(10);
@@ -96,6 +123,7 @@ pub(super) fn crowdsec(mut s: Section) -> Option<Crowdsec> {
         return None;
     }
     let lapi_url = s.require("lapi_url").and_then(|v| lapi_url(&v));
+    let ca = s.get("ca_file").and_then(|v| ca_file(&v));
     let api_key = s.require("api_key_file").and_then(|v| secret(&v));
     let update_frequency = s.duration("update_frequency", DEFAULT_UPDATE);
     let scopes = match s.array("scopes") {
@@ -110,6 +138,7 @@ pub(super) fn crowdsec(mut s: Section) -> Option<Crowdsec> {
     s.finish();
     Some(Crowdsec {
         lapi_url: lapi_url?,
+        ca,
         api_key: api_key?,
         update_frequency,
         scopes,
@@ -163,6 +192,36 @@ fn lapi_url(v: &Val) -> Option<String> {
             None
         }
     }
+}
+
+/// The certificates of a PEM file, each one a root rustls accepts (a
+/// client is built with them to find out).
+fn ca_file(v: &Val) -> Option<CaFile> {
+    let path = v.path()?;
+    match read_ca(&path) {
+        Ok((certs, pem)) => Some(CaFile { path, certs, pem }),
+        Err(why) => {
+            v.error(format_args!("{}: {why}", path.display()));
+            None
+        }
+    }
+}
+
+fn read_ca(path: &Path) -> Result<(Vec<reqwest::Certificate>, Vec<u8>), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("is not PEM: {}", crate::text::chain(&e)))?;
+    if certs.is_empty() {
+        return Err("holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)".into());
+    }
+    let mut client = reqwest::Client::builder();
+    for c in &certs {
+        client = client.add_root_certificate(c.clone());
+    }
+    client
+        .build()
+        .map_err(|e| format!("a certificate in it is unusable: {}", crate::text::chain(&e)))?;
+    Ok((certs, pem))
 }
 
 /// The first line of the file the value names, which must be a usable

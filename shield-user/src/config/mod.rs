@@ -44,7 +44,7 @@ use shield_common::{policy as pol, Bucket, Method, Policy};
 use toml_edit::ImDocument;
 
 pub use self::cidr::{parse_cidr, parse_cidr_list, CidrError};
-pub use self::crowdsec::{Crowdsec, Push, Scope, Secret};
+pub use self::crowdsec::{CaFile, Crowdsec, Push, Scope, Secret};
 pub use self::duration::{
     duration_from_secs, format_duration, parse_duration, DurationError, MAX_DURATION_SECS,
 };

@@ -1570,3 +1570,24 @@ fn crowdsec_errors_name_line_and_key() {
     expect_error(&errors(&t), 3, "crowdsec.api_key_file", "is empty");
     expect_error(&errors("[crowdsec]\n"), 1, "crowdsec.lapi_url", "required");
 }
+
+#[test]
+fn crowdsec_ca_file_errors_name_the_file() {
+    let (dir, text) = crowdsec_config("");
+    let ca = |body: &str| {
+        fs::write(dir.path().join("ca.pem"), body).unwrap();
+        text.replace("[crowdsec]\n", &format!("[crowdsec]\nca_file = \"{}/ca.pem\"\n", dir.path().display()))
+    };
+    let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+    for (body, needle) in [
+        ("", "holds no certificate"),
+        ("a key, not a CA\n", "holds no certificate"),
+        (garbage, "ca.pem"),
+    ] {
+        expect_error(&errors(&ca(body)), 2, "crowdsec.ca_file", needle);
+    }
+    let missing = text.replace("[crowdsec]\n", "[crowdsec]\nca_file = \"/nonexistent/ca.pem\"\n");
+    expect_error(&errors(&missing), 2, "crowdsec.ca_file", "cannot read it");
+    // Absent: the public roots alone.
+    assert!(parse(&text).unwrap().crowdsec.unwrap().ca.is_none());
+}

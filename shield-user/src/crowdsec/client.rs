@@ -11,7 +11,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::wire::{Alert, Login, LoginReply, StreamReply, WireDecision};
-use crate::config::{Scope, Secret};
+use crate::config::{Crowdsec, Push, Scope, Secret};
 
 /// One request's limit: a startup stream of 100k decisions is a few MB.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +50,7 @@ impl Route {
 
 #[derive(Debug, Error)]
 pub enum ApiError {
-    #[error("{}: cannot reach LAPI at {url}: {}", .route.as_str(), crate::text::chain(.source))]
+    #[error("{}: cannot reach LAPI at {url}: {}{}", .route.as_str(), crate::text::chain(.source), tls_hint(.source))]
     Transport {
         route: Route,
         url: String,
@@ -76,6 +76,15 @@ pub enum ApiError {
     Url(String),
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+}
+
+/// What to do when LAPI's certificate is the problem.
+fn tls_hint(e: &reqwest::Error) -> &'static str {
+    if crate::text::chain(e).contains("certificate") {
+        " (if a private CA signed LAPI's certificate, name it in [crowdsec] ca_file)"
+    } else {
+        ""
+    }
 }
 
 impl ApiError {
@@ -119,14 +128,16 @@ struct Http {
 }
 
 impl Http {
-    fn new(base: &str) -> Result<Http, ApiError> {
-        let base = Url::parse(base).map_err(|_| ApiError::Url(base.into()))?;
-        let client = Client::builder()
+    fn new(cfg: &Crowdsec) -> Result<Http, ApiError> {
+        let base = Url::parse(&cfg.lapi_url).map_err(|_| ApiError::Url(cfg.lapi_url.clone()))?;
+        let mut builder = Client::builder()
             .user_agent(concat!("sipshield-shieldd/", env!("CARGO_PKG_VERSION")))
             .timeout(TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(ApiError::Client)?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        for c in cfg.ca.iter().flat_map(|ca| &ca.certs) {
+            builder = builder.add_root_certificate(c.clone());
+        }
+        let client = builder.build().map_err(ApiError::Client)?;
         Ok(Http { client, base })
     }
 
@@ -185,8 +196,11 @@ pub struct Bouncer {
 }
 
 impl Bouncer {
-    pub fn new(base: &str, key: Secret) -> Result<Bouncer, ApiError> {
-        Ok(Bouncer { http: Http::new(base)?, key })
+    pub fn new(cfg: &Crowdsec) -> Result<Bouncer, ApiError> {
+        Ok(Bouncer {
+            http: Http::new(cfg)?,
+            key: cfg.api_key.clone(),
+        })
     }
 
     /// `GET /v1/decisions/stream`: everything active (`startup`), or what
@@ -237,6 +251,9 @@ pub struct Watcher {
     machine_id: String,
     password: Secret,
     jwt: Option<(Secret, Instant)>,
+    /// Logins that succeeded since [`Watcher::take_logins`] (they happen
+    /// inside other calls; failed ones fail the call and are counted so).
+    logins: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,12 +263,13 @@ struct Deleted {
 }
 
 impl Watcher {
-    pub fn new(base: &str, machine_id: &str, password: Secret) -> Result<Watcher, ApiError> {
+    pub fn new(cfg: &Crowdsec, push: &Push) -> Result<Watcher, ApiError> {
         Ok(Watcher {
-            http: Http::new(base)?,
-            machine_id: machine_id.into(),
-            password,
+            http: Http::new(cfg)?,
+            machine_id: push.machine_id.clone(),
+            password: push.password.clone(),
             jwt: None,
+            logins: 0,
         })
     }
 
@@ -270,7 +288,13 @@ impl Watcher {
         let reply: LoginReply = self.http.call(Route::Login, req).await?;
         let t = Secret::new(reply.token);
         self.jwt = Some((t.clone(), Instant::now()));
+        self.logins += 1;
         Ok(t)
+    }
+
+    /// The successful logins since the last call.
+    pub fn take_logins(&mut self) -> u64 {
+        std::mem::take(&mut self.logins)
     }
 
     /// A call with the JWT; one fresh login and retry if LAPI says it

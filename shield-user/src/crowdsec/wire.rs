@@ -246,6 +246,7 @@ mod tests {
     fn cfg() -> Crowdsec {
         Crowdsec {
             lapi_url: "http://127.0.0.1:8080/".into(),
+            ca: None,
             api_key: Secret::new("k"),
             update_frequency: Duration::from_secs(10),
             scopes: vec![Scope::Ip, Scope::Range],

@@ -92,7 +92,7 @@ impl Backoff {
 /// deletion missed while LAPI was away is still applied, and every
 /// [`FULL_RESYNC`]), then changes every `update_frequency`.
 async fn pull(core: Shared, cfg: Crowdsec) {
-    let bouncer = match Bouncer::new(&cfg.lapi_url, cfg.api_key.clone()) {
+    let bouncer = match Bouncer::new(&cfg) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!("[crowdsec]: {e}; no decisions are pulled");
@@ -141,8 +141,8 @@ async fn pull(core: Shared, cfg: Crowdsec) {
 /// Pushes local bans as alerts and deletes the decisions of pushed bans
 /// lifted here. The queue survives LAPI outages (bounded, oldest dropped).
 async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedReceiver<PushOp>) {
-    let clients = Bouncer::new(&cfg.lapi_url, cfg.api_key.clone())
-        .and_then(|b| Ok((b, Watcher::new(&cfg.lapi_url, &p.machine_id, p.password.clone())?)));
+    let clients = Bouncer::new(&cfg)
+        .and_then(|b| Ok((b, Watcher::new(&cfg, &p)?)));
     let (bouncer, mut watcher) = match clients {
         Ok(c) => c,
         Err(e) => {
@@ -168,6 +168,9 @@ async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedRecei
         let failed = r.as_ref().err().map(|e| e.to_string());
         {
             let mut c = lock(&core);
+            for _ in 0..watcher.take_logins() {
+                c.count_request(Route::Login, "200".into());
+            }
             let s = &mut c.fleet_mut().push;
             s.queued = queue.len() as u64;
             s.dropped += dropped as u64;
