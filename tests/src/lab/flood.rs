@@ -667,6 +667,12 @@ fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
                     {
                         return;
                     }
+                    // The duration bounds the flood in time: a chunk still
+                    // due when it is over (a loaded machine falls behind
+                    // the schedule) is not sent late; `sent` says so.
+                    if start.elapsed() >= spec.duration {
+                        return;
+                    }
                     if spec.rate > 0 {
                         let due = start + Duration::from_secs_f64(offset as f64 / spec.rate as f64);
                         if due >= start + spec.duration {
@@ -676,8 +682,6 @@ fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
                         if due > now {
                             std::thread::sleep(due - now);
                         }
-                    } else if start.elapsed() >= spec.duration {
-                        return;
                     }
                     let m = (i % gens.len() as u64) as usize;
                     let (g, t) = &gens[m];
