@@ -141,9 +141,9 @@ pub const PORTS_ENTRIES: u32 = 65_536;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
-    /// When the ban ends, in `CLOCK_MONOTONIC` nanoseconds (the kernel
-    /// compares it with `bpf_ktime_get_coarse_ns`, the same clock at tick
-    /// resolution); 0 = never.
+    /// When the ban ends, in `CLOCK_MONOTONIC_COARSE` nanoseconds (what
+    /// `bpf_ktime_get_coarse_ns` reads, the kernel compares it itself);
+    /// 0 = never.
     pub expires_ns: u64,
     /// The [`crate::Policy::acl_gen`] under which `acl` was filled in by the
     /// kernel; 0 = not yet. Lets a banned flood cost one hash lookup instead
@@ -260,8 +260,8 @@ pub const fn src_key_v4(a: [u8; 4]) -> SrcKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Verified {
-    /// When the source stops being verified, in `CLOCK_MONOTONIC` ns (the
-    /// kernel checks it itself); 0 = never. In a trie: the latest expiry of
+    /// When the source stops being verified, in `CLOCK_MONOTONIC_COARSE`
+    /// ns (the kernel checks it itself); 0 = never. In a trie: the latest expiry of
     /// the entry and every entry covering it (as for CIDR bans).
     pub expires_ns: u64,
     /// How the entry got there: one of `VERIFIED_BY_*`.
