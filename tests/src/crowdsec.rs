@@ -17,6 +17,9 @@
 //! LAPI with the machine credentials of `api.client.credentials_path`, so
 //! [`Lapi::start`] registers a machine `cscli` for them.
 //!
+//! [`Lapi::start_tls`] serves `https://` with a certificate from a fresh
+//! private CA ([`crate::pki`]); `cscli` and `curl` trust that CA only.
+//!
 //! On drop, also when a test panics, the LAPI's process group is killed
 //! and the directory removed; when panicking, its log is printed.
 
