@@ -54,7 +54,7 @@ use shield_tests::lab::paths::repo;
 use shield_tests::lab::progress::{thousands, Progress};
 use shield_tests::lab::scanners::{svmap, svwar};
 use shield_tests::lab::shieldd::{JailSettings, LabConfig};
-use shield_tests::lab::signals::{self, Interrupted};
+use shield_tests::lab::signals;
 use shield_tests::lab::sipp::{Run, Tally};
 use shield_tests::lab::topology::*;
 use shield_tests::lab::Topology;
@@ -90,26 +90,18 @@ fn main() -> ExitCode {
     let t = Instant::now();
     let result = run(args.hold);
     let secs = t.elapsed().as_secs_f64();
-    match result {
-        Ok(true) => {
+    let result = result.map(|ok| {
+        if ok {
             println!("\nLab removed (processes stopped, namespaces deleted, XDP detached, pins removed). {secs:.0} s in all.");
             ExitCode::SUCCESS
-        }
-        Ok(false) => {
+        } else {
             println!(
                 "\nLab removed. The shield did NOT do everything it should (see the checks above)."
             );
             ExitCode::FAILURE
         }
-        Err(e) if e.is::<Interrupted>() => {
-            println!("\nInterrupted: lab removed (processes stopped, namespaces deleted).");
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!("\ndemo failed: {e:#}\nLab removed; logs are in lab-out/demo/.");
-            ExitCode::FAILURE
-        }
-    }
+    });
+    signals::exit_code(result, "demo", "lab", "lab-out/demo/")
 }
 
 /// Runs the demo; `Ok(true)` when every check passed.

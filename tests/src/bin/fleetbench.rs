@@ -20,7 +20,7 @@ use clap::Parser;
 use shield_tests::lab::bench::fleet::{self, FleetOptions, FleetResults};
 use shield_tests::lab::bench::fleet_report;
 use shield_tests::lab::paths::repo;
-use shield_tests::lab::signals::{self, Interrupted};
+use shield_tests::lab::signals;
 
 #[derive(Parser)]
 #[command(about = "SIP Shield fleet benchmark: CrowdSec decisions into XDP maps against crowdsec-firewall-bouncer (nftables)")]
@@ -63,17 +63,8 @@ struct Args {
 
 fn main() -> ExitCode {
     signals::install();
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Interrupted>() => {
-            println!("\nInterrupted: fleet removed.");
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!("\nfleetbench failed: {e:#}\nFleet removed; logs are in lab-out/fleetbench/.");
-            ExitCode::FAILURE
-        }
-    }
+    let result = real_main().map(|()| ExitCode::SUCCESS);
+    signals::exit_code(result, "fleetbench", "fleet", "lab-out/fleetbench/")
 }
 
 fn real_main() -> Result<()> {

@@ -21,7 +21,7 @@ use shield_tests::lab::bench::{self, fleet_report, plot, report, BenchOptions};
 use shield_tests::lab::flood::Engine;
 use shield_tests::lab::paths::repo;
 use shield_tests::lab::progress::Progress;
-use shield_tests::lab::signals::{self, Interrupted};
+use shield_tests::lab::signals;
 
 #[derive(Parser)]
 #[command(
@@ -71,17 +71,8 @@ struct Args {
 
 fn main() -> ExitCode {
     signals::install();
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Interrupted>() => {
-            println!("\nInterrupted: lab removed.");
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!("\nlabbench failed: {e:#}\nLab removed; logs are in lab-out/bench/.");
-            ExitCode::FAILURE
-        }
-    }
+    let result = real_main().map(|()| ExitCode::SUCCESS);
+    signals::exit_code(result, "labbench", "lab", "lab-out/bench/")
 }
 
 fn real_main() -> Result<()> {

@@ -36,7 +36,7 @@ use shield::control::protocol::{CrowdsecStatus, StatsReply};
 use super::paths::{path_str, repo};
 use super::progress::Progress;
 use super::shieldd::LAB_PINS;
-use super::signals::{self, Interrupted};
+use super::signals;
 use crate::crowdsec::Lapi;
 use crate::daemon::{Binaries, PinnedBans, Shieldd};
 use crate::fleet::{auth_failure, member_config, Fleet, TRUNK};
@@ -65,26 +65,16 @@ pub fn main(hold: bool) -> ExitCode {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(hold)))
         .unwrap_or_else(|_| Err(anyhow!("the demo panicked (see above)")));
     let secs = t.elapsed().as_secs_f64();
-    match result {
-        Ok(true) => {
+    let result = result.map(|ok| {
+        if ok {
             println!("\nFleet removed (shieldd x{SBCS} and LAPI stopped, namespaces deleted, pins removed). {secs:.0} s in all.");
             ExitCode::SUCCESS
-        }
-        Ok(false) => {
+        } else {
             println!("\nFleet removed. The fleet did NOT do everything it should (see the checks above).");
             ExitCode::FAILURE
         }
-        Err(e) if e.is::<Interrupted>() || signals::interrupted() => {
-            println!("\nInterrupted: fleet removed (processes stopped, namespaces deleted).");
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!(
-                "\nfleet demo failed: {e:#}\nFleet removed; logs are in lab-out/fleet-demo/."
-            );
-            ExitCode::FAILURE
-        }
-    }
+    });
+    signals::exit_code(result, "fleet demo", "fleet", "lab-out/fleet-demo/")
 }
 
 /// One SBC: its daemon and its jail's log.

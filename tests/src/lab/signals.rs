@@ -5,6 +5,7 @@
 //! process groups, so the terminal's signal does not kill them before the
 //! driver can stop them in order.
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,5 +60,23 @@ pub fn sleep(d: Duration) -> Result<(), Interrupted> {
             return Ok(());
         }
         std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// A lab driver's exit: its own code when it ran to the end, 130 when
+/// interrupted, 1 with the error and where the logs are when it failed.
+/// Either way the drop guards have removed the `lab` ("lab", "fleet") by
+/// then, and this says so.
+pub fn exit_code(result: anyhow::Result<ExitCode>, name: &str, lab: &str, logs: &str) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) if e.is::<Interrupted>() || interrupted() => {
+            println!("\nInterrupted: {lab} removed (processes stopped, namespaces deleted).");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("\n{name} failed: {e:#}\nThe {lab} is removed; logs are in {logs}.");
+            ExitCode::FAILURE
+        }
     }
 }
