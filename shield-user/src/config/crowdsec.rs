@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::reader::{Section, Val};
+use super::reader::{read_regular_file, Section, Val};
 
 /// `[crowdsec]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,7 +208,9 @@ fn ca_file(v: &Val) -> Option<CaFile> {
 }
 
 fn read_ca(path: &Path) -> Result<(Vec<reqwest::Certificate>, Vec<u8>), String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let pem = read_regular_file(path)
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .into_bytes();
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("is not PEM: {}", crate::text::chain(&e)))?;
     if certs.is_empty() {
@@ -238,7 +240,7 @@ fn secret(v: &Val) -> Option<Secret> {
 }
 
 fn read_secret(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text = read_regular_file(path).map_err(|e| format!("cannot read it: {e}"))?;
     let line = text.lines().next().unwrap_or("").trim();
     if line.is_empty() {
         return Err("is empty (expected the key or password on its first line)".into());

@@ -487,6 +487,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Reads a file the config names (a list, a key, a CA), refusing anything
+/// but a regular file: `/dev/zero` or a FIFO would hang the daemon (or
+/// fill its memory) instead of failing the check.
+pub(super) fn read_regular_file(path: &Path) -> std::io::Result<String> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    std::fs::read_to_string(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

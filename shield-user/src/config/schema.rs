@@ -7,7 +7,6 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use std::{fs, io};
 
 use ipnet::IpNet;
 use regex::Regex;
@@ -17,7 +16,7 @@ use toml_edit::TableLike;
 
 use super::cidr::{parse_cidr, parse_cidr_list};
 use super::duration::format_duration;
-use super::reader::{Ctx, Section, Spot, Val};
+use super::reader::{read_regular_file, Ctx, Section, Spot, Val};
 use super::{
     Allow, AttachMode, BanScope, Bans, Capacity, Config, Control, Deny, Escalate, Limits, Metrics,
     Ports, RateLimit, ShieldSection, Sip, TcpLimits, Verify,
@@ -225,18 +224,6 @@ fn read_list_file(v: &Val, path: &Path, nets: &mut Vec<IpNet>) {
             format_args!("{more} more bad lines from here on"),
         );
     }
-}
-
-/// Reads a list file, refusing anything but a regular file: `/dev/zero` or
-/// a FIFO would hang the daemon instead of failing the check.
-fn read_regular_file(path: &Path) -> io::Result<String> {
-    if !fs::metadata(path)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    fs::read_to_string(path)
 }
 
 fn check_capacity(cx: &Ctx, at: &Spot, entries: usize, capacity: u32) {

@@ -1588,6 +1588,11 @@ fn crowdsec_ca_file_errors_name_the_file() {
     }
     let missing = text.replace("[crowdsec]\n", "[crowdsec]\nca_file = \"/nonexistent/ca.pem\"\n");
     expect_error(&errors(&missing), 2, "crowdsec.ca_file", "cannot read it");
+    // Not a file: refused, not read until memory runs out.
+    let zero = text.replace("[crowdsec]\n", "[crowdsec]\nca_file = \"/dev/zero\"\n");
+    expect_error(&errors(&zero), 2, "crowdsec.ca_file", "not a regular file");
+    let zero_key = text.replace(&format!("{}/key", dir.path().display()), "/dev/zero");
+    expect_error(&errors(&zero_key), 3, "crowdsec.api_key_file", "not a regular file");
     // Absent: the public roots alone.
     assert!(parse(&text).unwrap().crowdsec.unwrap().ca.is_none());
 }
