@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::*;
@@ -17,20 +16,14 @@ const VERIFY: &str = "[limits]\npackets_per_second = 0\n\n\
 
 /// The SBC answers each request from the peer with `reply` (a SIP
 /// response from port 5060), as a registrar would.
-fn answer_once(lab: &Lab, reply: &'static str) {
-    let sock = lab
-        .sbc
-        .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let client = lab.peer.run(|| UdpSocket::bind((PEER_IP, 5062)).expect("bind peer"));
-    client
+fn answer_once(ends: &Ends, reply: &'static str) {
+    ends.peer
         .send_to(b"REGISTER sip:sbc SIP/2.0\r\nCSeq: 2 REGISTER\r\n\r\n", (SBC_IP, 5060))
         .expect("send");
     let mut buf = [0u8; 2048];
-    let (_, from) = sock.recv_from(&mut buf).expect("the REGISTER reaches the SBC");
-    sock.send_to(reply.as_bytes(), from).expect("reply");
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    client.recv_from(&mut buf).expect("the reply reaches the peer");
+    let (_, from) = ends.sbc.recv_from(&mut buf).expect("the REGISTER reaches the SBC");
+    ends.sbc.send_to(reply.as_bytes(), from).expect("reply");
+    ends.peer.recv_from(&mut buf).expect("the reply reaches the peer");
 }
 
 const OK_REGISTER: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.2:5062\r\n\
@@ -53,6 +46,7 @@ fn how_of(v: &serde_json::Value, net: &str) -> Option<String> {
 #[test]
 fn a_real_2xx_verifies_its_destination_and_the_budget_spares_it() {
     let lab = Lab::new();
+    let ends = Ends::bind(&lab);
     let mut d = Shieldd::new(bins(), &lab.sbc, VERIFY);
     d.start();
     let peer = format!("{PEER_IP}/32");
@@ -63,9 +57,9 @@ fn a_real_2xx_verifies_its_destination_and_the_budget_spares_it() {
     assert_eq!(how_of(&v, &peer), None);
 
     // A challenge verifies no one; the 200 that follows does.
-    answer_once(&lab, CHALLENGE);
+    answer_once(&ends, CHALLENGE);
     assert_eq!(how_of(&verified(&d), &peer), None, "a 401 verified the peer");
-    answer_once(&lab, OK_REGISTER);
+    answer_once(&ends, OK_REGISTER);
     let v = wait_for("the peer verified", Duration::from_secs(5), || {
         let v = verified(&d);
         how_of(&v, &peer).map(|_| v)
@@ -76,7 +70,7 @@ fn a_real_2xx_verifies_its_destination_and_the_budget_spares_it() {
     assert!(text.contains(&peer) && text.contains("reply"), "{text}");
 
     // The verified peer is not limited by the budget of 50/s + 20.
-    let sink = Sink::start(&lab);
+    let sink = Sink::on(ends.sbc);
     send(&lab, PEER_IP, 400, Duration::from_micros(200));
     settle();
     assert_eq!(sink.from(PEER_IP).count, 400, "the budget dropped a verified source");
@@ -132,6 +126,7 @@ fn unverified_sources_share_the_budget_and_pressure_shows() {
 #[test]
 fn verify_unverify_survive_reload_and_restart_and_bad_input_is_refused() {
     let lab = Lab::new();
+    let ends = Ends::bind(&lab);
     let mut d = Shieldd::new(bins(), &lab.sbc, VERIFY);
     d.start();
     let out = d.ctl_ok(&["verify", "203.0.113.7", "--ttl", "2h"]);
@@ -174,7 +169,7 @@ fn verify_unverify_survive_reload_and_restart_and_bad_input_is_refused() {
     d.restart().expect("restart");
     assert!(left(&d, "203.0.113.7/32").is_some(), "{}", verified(&d));
     assert!(left(&d, "2001:db8:7::/64").is_some());
-    answer_once(&lab, OK_REGISTER);
+    answer_once(&ends, OK_REGISTER);
     wait_for("the adopted classifier verifies", Duration::from_secs(5), || {
         left(&d, &format!("{PEER_IP}/32"))
     });

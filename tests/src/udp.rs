@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::{Lab, SBC_IP};
+use crate::netns::{Lab, PEER_IP, SBC_IP};
 
 /// A SIP request the shield passes as valid SIP.
 pub const OPTIONS: &[u8] =
@@ -112,6 +112,32 @@ pub fn paced(
     })
 }
 
+/// A socket on SBC:5060 and one on the peer's port 5062 of a [`Lab`],
+/// with 5 s read timeouts, for tests that exchange a request and its
+/// reply more than once. Bind them once per test: a fixed port bound
+/// again right after its socket was closed can be refused (EADDRINUSE),
+/// because a command another test forks at that moment holds a copy of
+/// every descriptor until it execs.
+pub struct Ends {
+    pub sbc: UdpSocket,
+    pub peer: UdpSocket,
+}
+
+impl Ends {
+    pub fn bind(lab: &Lab) -> Ends {
+        let sbc = lab
+            .sbc
+            .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
+        let peer = lab
+            .peer
+            .run(|| UdpSocket::bind(SocketAddr::from((PEER_IP, 5062))).expect("bind peer:5062"));
+        for s in [&sbc, &peer] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+        }
+        Ends { sbc, peer }
+    }
+}
+
 /// Arrivals at SBC:5060, per source address.
 #[derive(Clone, Debug, Default)]
 pub struct Arrivals {
@@ -131,6 +157,11 @@ impl Sink {
         let sock = lab
             .sbc
             .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
+        Sink::on(sock)
+    }
+
+    /// A sink on a socket already bound (see [`Ends`] for why).
+    pub fn on(sock: UdpSocket) -> Sink {
         let seen = Arc::new(Mutex::new(HashMap::<Ipv4Addr, Arrivals>::new()));
         let s = seen.clone();
         let receiver = receive(sock, move |_, from| {

@@ -3,15 +3,13 @@
 //! verifies its destination; attaching again adopts the hook with the
 //! program swapped in place; detaching removes it.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
-
 use shield::kernel::{attach_egress, EgressHook};
 use shield_common::{Method, Policy, F_ENFORCE};
 use shield_tests::{
     kernel::Kernel,
     model::Tables,
-    netns::{Lab, PEER_IP, SBC_IF, SBC_IP},
+    netns::{Lab, PEER_IP, SBC_IF},
+    udp::Ends,
 };
 
 const OK: &[u8] = b"SIP/2.0 200 OK\r\nCall-ID: 1@peer\r\nCSeq: 2 REGISTER\r\n\r\n";
@@ -31,15 +29,10 @@ fn kernel() -> Kernel {
 }
 
 /// The SBC sends a 200 to REGISTER from port 5060 to the peer.
-fn reply(lab: &Lab) {
-    let sock = lab
-        .sbc
-        .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
-    let peer = lab.peer.run(|| UdpSocket::bind((PEER_IP, 5062)).expect("bind peer"));
-    sock.send_to(OK, (PEER_IP, 5062)).expect("send");
-    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+fn reply(ends: &Ends) {
+    ends.sbc.send_to(OK, (PEER_IP, 5062)).expect("send");
     let mut buf = [0u8; 512];
-    peer.recv_from(&mut buf).expect("the reply arrives");
+    ends.peer.recv_from(&mut buf).expect("the reply arrives");
 }
 
 fn peer_verified(k: &Kernel) -> bool {
@@ -62,6 +55,7 @@ fn tc_filters(lab: &Lab) -> String {
 
 fn exercise(hook: EgressHook) {
     let lab = Lab::new();
+    let ends = Ends::bind(&lab);
     let mut k = kernel();
     let pins = tempfile::Builder::new()
         .prefix("sipshield-egress-test-")
@@ -72,7 +66,7 @@ fn exercise(hook: EgressHook) {
         .sbc
         .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, hook))
         .expect("attach the egress classifier");
-    reply(&lab);
+    reply(&ends);
     assert!(peer_verified(&k), "{hook:?}: a 2xx did not verify the peer");
 
     // A second attach (a restarted daemon) adopts the hook in place: one
@@ -82,7 +76,7 @@ fn exercise(hook: EgressHook) {
         .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, hook))
         .expect("attach again");
     k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
-    reply(&lab);
+    reply(&ends);
     assert!(peer_verified(&k), "{hook:?}: the adopted hook does not learn");
     if hook == EgressHook::Clsact {
         let filters = tc_filters(&lab);
@@ -92,7 +86,7 @@ fn exercise(hook: EgressHook) {
 
     lab.sbc.run(|| again.detach()).expect("detach");
     k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
-    reply(&lab);
+    reply(&ends);
     assert!(!peer_verified(&k), "{hook:?}: still learning after detach");
     assert!(!tc_filters(&lab).contains("shield_egress"));
 }

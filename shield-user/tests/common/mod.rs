@@ -11,7 +11,7 @@ pub use shield_tests::lab::process::{
     as_user, collect, output_within, reachable, run_within, text, Guard,
 };
 pub use shield_tests::netns::{Lab, Netns, PEER_IP, SBC_IF, SBC_IP};
-pub use shield_tests::udp::{send, settle, Flood, Sink, OPTIONS};
+pub use shield_tests::udp::{send, settle, Ends, Flood, Sink, OPTIONS};
 
 pub const SHIELDD: &str = env!("CARGO_BIN_EXE_shieldd");
 pub const SHIELDCTL: &str = env!("CARGO_BIN_EXE_shieldctl");
