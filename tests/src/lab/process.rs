@@ -339,8 +339,17 @@ pub fn reachable(bin: impl AsRef<Path>) -> Reachable {
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = dir.path().join(bin.file_name().expect("binary name"));
-    std::fs::copy(bin, &path).unwrap_or_else(|e| panic!("copying {}: {e}", bin.display()));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Copied by install(1), not std::fs::copy: our writable descriptor of
+    // the copy would be inherited by any child another test forks
+    // meanwhile, and exec of the copy would fail with ETXTBSY until that
+    // child execs.
+    let status = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(bin)
+        .arg(&path)
+        .status()
+        .unwrap_or_else(|e| panic!("running install: {e}"));
+    assert!(status.success(), "install {} {}: {status}", bin.display(), path.display());
     Reachable { _dir: dir, path }
 }
 
