@@ -125,9 +125,7 @@ pub struct Ends {
 
 impl Ends {
     pub fn bind(lab: &Lab) -> Ends {
-        let sbc = lab
-            .sbc
-            .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
+        let sbc = sbc_sip_socket(lab);
         let peer = lab
             .peer
             .run(|| UdpSocket::bind(SocketAddr::from((PEER_IP, 5062))).expect("bind peer:5062"));
@@ -136,6 +134,12 @@ impl Ends {
         }
         Ends { sbc, peer }
     }
+}
+
+/// A socket on the SBC's SIP port, SBC:5060.
+fn sbc_sip_socket(lab: &Lab) -> UdpSocket {
+    lab.sbc
+        .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"))
 }
 
 /// Arrivals at SBC:5060, per source address.
@@ -154,10 +158,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn start(lab: &Lab) -> Sink {
-        let sock = lab
-            .sbc
-            .run(|| UdpSocket::bind(SocketAddr::from((SBC_IP, 5060))).expect("bind SBC:5060"));
-        Sink::on(sock)
+        Sink::on(sbc_sip_socket(lab))
     }
 
     /// A sink on a socket already bound (see [`Ends`] for why).
