@@ -23,6 +23,7 @@ const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
+const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// The kernel-internal "operation not supported" (`ENOTSUPP`, not
 /// `EOPNOTSUPP`) that leaks to user space for map types without batch ops.
@@ -84,6 +85,16 @@ struct ProgLoadAttr {
     log_buf: u64,
     kern_version: u32,
     prog_flags: u32,
+}
+
+/// `BPF_LINK_CREATE` attributes, up to the flags (all an XDP link takes).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
 }
 
 /// `BPF_PROG_TEST_RUN` attributes (`attr.test`).
@@ -352,6 +363,27 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> io::Result<Test
     })
 }
 
+/// `BPF_XDP`, the attach type of an XDP link.
+const BPF_XDP: u32 = 37;
+/// `XDP_FLAGS_DRV_MODE`: native XDP, in the driver; refused where the
+/// driver has none.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches an XDP program to `ifindex` with a bpf_link (Linux 5.9): it is
+/// detached when the returned fd closes, so a test tool that dies leaves
+/// nothing behind.
+pub fn link_create_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// `path` as the C string a syscall takes.
 pub(super) fn path_cstr(path: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
@@ -409,6 +441,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
         assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 48);
         assert_eq!(std::mem::size_of::<TestRunAttr>(), 80);
+        assert_eq!(std::mem::size_of::<LinkCreateAttr>(), 16);
         assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
     }
 

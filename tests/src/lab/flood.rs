@@ -66,26 +66,73 @@ impl FloodMethod {
 }
 
 /// How frames are put on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// `xdp` where the kernel allows live-frames test runs, else
+    /// `redirect` (see [`choose`]).
+    #[default]
+    Auto,
+    #[serde(alias = "Xdp")]
     Xdp,
+    Redirect,
+    #[serde(alias = "Packet")]
     Packet,
 }
 
 impl Engine {
     pub fn parse(s: &str) -> Result<Engine> {
         match s {
+            "auto" => Ok(Engine::Auto),
             "xdp" => Ok(Engine::Xdp),
+            "redirect" => Ok(Engine::Redirect),
             "packet" => Ok(Engine::Packet),
-            _ => bail!("unknown engine {s:?} (xdp or packet)"),
+            _ => bail!("unknown engine {s:?} (auto, xdp, redirect or packet)"),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Engine::Auto => "auto",
             Engine::Xdp => "xdp",
+            Engine::Redirect => "redirect",
             Engine::Packet => "packet",
         }
+    }
+
+    /// How the engine's frames reach the receiver, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Engine::Auto => "the xdp engine where the kernel allows it, else redirect",
+            Engine::Xdp => {
+                "an in-kernel generator, `BPF_PROG_TEST_RUN` in live-frames mode: the frames reach the SBC's \
+                 veth as XDP frames, the way a NIC hands packets to its driver"
+            }
+            Engine::Redirect => {
+                "AF_PACKET + `sendmmsg` into a veth pair of the sender's own whose far end runs an XDP program \
+                 that makes each frame different and `XDP_REDIRECT`s it to the SBC's veth: the frames reach the \
+                 SBC's XDP program as XDP frames (`xdp_frame`s from `ndo_xdp_xmit`), the way a NIC hands packets \
+                 to its driver, with no socket buffer on the SBC's side"
+            }
+            Engine::Packet => {
+                "AF_PACKET + `sendmmsg`: every frame is a socket buffer from the start, as from a driver \
+                 without native XDP (generic mode)"
+            }
+        }
+    }
+}
+
+/// The engine `auto` runs, given what one live-frames test run gave, and
+/// the line that says why when it is not `xdp`.
+pub fn choose(live_frames: &std::io::Result<()>) -> (Engine, Option<String>) {
+    match live_frames {
+        Ok(()) => (Engine::Xdp, None),
+        Err(e) => (
+            Engine::Redirect,
+            Some(format!(
+                "flood: the kernel refused a live-frames test run ({e}): using the redirect engine"
+            )),
+        ),
     }
 }
 
@@ -120,7 +167,7 @@ impl Default for FloodSpec {
     /// `flood` binary's defaults.
     fn default() -> FloodSpec {
         FloodSpec {
-            engine: Engine::Xdp,
+            engine: Engine::Auto,
             iface: String::new(),
             dst_mac: [0; 6],
             dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5060),
@@ -202,6 +249,9 @@ impl Spoof {
 /// What was sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FloodReport {
+    /// The engine that sent it (never `auto`).
+    #[serde(default)]
+    pub engine: Engine,
     pub sent: u64,
     pub seconds: f64,
     pub rate: f64,
@@ -526,26 +576,24 @@ impl PacketSocket {
         }
     }
 
-    /// Sends `frames` (each `lens[i]` long) with one `sendmmsg`; how many
-    /// the kernel took.
-    fn send_batch(&self, bufs: &mut [Vec<u8>], lens: &[usize]) -> std::io::Result<usize> {
-        let n = lens.len();
-        let mut iov: Vec<libc::iovec> = bufs[..n]
-            .iter_mut()
-            .zip(lens)
-            .map(|(b, &l)| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: l,
+    /// Sends `frames` with one `sendmmsg`; how many the kernel took.
+    pub fn send_frames(&self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                // The kernel only reads it (a send).
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
             })
             .collect();
         // SAFETY: zeroed mmsghdr is valid; each points at one live iovec.
-        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut msgs: Vec<libc::mmsghdr> = (0..iov.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
         for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
             m.msg_hdr.msg_iov = v;
             m.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: msgs/iov/bufs outlive the call.
-        let r = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), n as u32, 0) };
+        // SAFETY: msgs, iov and the frames outlive the call.
+        let r = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
         if r < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -575,15 +623,33 @@ pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     }
     match spec.engine {
         Engine::Packet => run_packet(spec, stop),
-        Engine::Xdp => run_xdp(spec, stop),
+        Engine::Redirect => run_redirect(spec, stop),
+        Engine::Xdp => run_xdp(spec, generators(spec)?, 0, stop),
+        Engine::Auto => {
+            // One frame of the flood is the probe: sent, it counts.
+            let gens = generators(spec)?;
+            let (g, t) = &gens[0];
+            let probe = g.send(&t.frame, 1);
+            match choose(&probe) {
+                (Engine::Xdp, _) => run_xdp(spec, gens, 1, stop),
+                (engine, why) => {
+                    if let Some(why) = why {
+                        eprintln!("{why}");
+                    }
+                    debug_assert_eq!(engine, Engine::Redirect);
+                    drop(gens);
+                    run_redirect(spec, stop)
+                }
+            }
+        }
     }
 }
 
-/// One loaded generator per method, with its template. The program writes
-/// a random source: below the spoofed prefix, or the last octet of the
+/// One template per method with what the generator program randomises in
+/// it: a source below the spoofed prefix, or the last octet of the
 /// `sources`, which must then be consecutive within one /24.
-fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>> {
-    use super::xdpgen::{Randomise, XdpGen};
+fn randomised(spec: &FloodSpec) -> Result<Vec<(Template, super::xdpgen::Randomise)>> {
+    use super::xdpgen::Randomise;
     let (base, mut r) = match &spec.spoof {
         Some(s) => {
             let r = Randomise {
@@ -601,7 +667,7 @@ fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>
                 .enumerate()
                 .all(|(i, s)| u32::from(*s) == u32::from(first) + i as u32);
             if !consecutive || u32::from(o[3]) + spec.sources.len() as u32 > 256 {
-                bail!("the xdp engine needs consecutive sources within one /24");
+                bail!("the {} engine needs consecutive sources within one /24", spec.engine.as_str());
             }
             let r = Randomise {
                 first_octet: o[3],
@@ -617,15 +683,27 @@ fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>
     let mac = PacketSocket::open(&spec.iface)
         .context("reading the interface's MAC address")?
         .mac;
-    let mut gens = Vec::new();
-    for &method in &spec.methods {
-        let t = template(spec, mac, method, base);
-        r.letters_at.clone_from(&t.counters);
-        let g = XdpGen::new(&spec.iface, &t.frame, &r)
-            .context("the XDP generator (needs Linux 5.18+)")?;
-        gens.push((g, t));
-    }
-    Ok(gens)
+    Ok(spec
+        .methods
+        .iter()
+        .map(|&method| {
+            let t = template(spec, mac, method, base);
+            r.letters_at.clone_from(&t.counters);
+            (t, r.clone())
+        })
+        .collect())
+}
+
+/// One loaded live-frames generator per method, with its template.
+fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>> {
+    randomised(spec)?
+        .into_iter()
+        .map(|(t, r)| {
+            let g = super::xdpgen::XdpGen::new(&spec.iface, &t.frame, &r)
+                .context("the XDP generator (needs Linux 5.18+)")?;
+            Ok((g, t))
+        })
+        .collect()
 }
 
 /// The in-kernel generator: one program per method; frames go out in
@@ -640,10 +718,15 @@ fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>
 /// threads taking chunks off one schedule (10 ms worth each when paced,
 /// 65,536 frames at full speed): while some wait for their call to return,
 /// others send.
-fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodReport> {
+/// `already` frames were sent before (the probe of `auto`).
+fn run_xdp(
+    spec: &FloodSpec,
+    gens: Vec<(super::xdpgen::XdpGen, Template)>,
+    already: u64,
+    stop: impl Fn() -> bool + Sync,
+) -> Result<FloodReport> {
     use std::sync::atomic::{AtomicU64, Ordering};
     const THREADS: u64 = 4;
-    let gens = generators(spec)?;
     let chunk = if spec.rate == 0 {
         65_536
     } else {
@@ -651,7 +734,7 @@ fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     };
     let start = Instant::now();
     let next_chunk = AtomicU64::new(0);
-    let sent = AtomicU64::new(0);
+    let sent = AtomicU64::new(already);
     let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
     let threads = THREADS;
     std::thread::scope(|scope| {
@@ -706,6 +789,7 @@ fn run_xdp(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     let sent = sent.into_inner();
     let seconds = start.elapsed().as_secs_f64();
     Ok(FloodReport {
+        engine: Engine::Xdp,
         sent,
         seconds,
         rate: sent as f64 / seconds.max(1e-9),
@@ -727,28 +811,83 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
     let sock = PacketSocket::open(&spec.iface).context("opening the packet socket")?;
     let tpl = templates(spec, sock.mac);
     let max_len = tpl.iter().map(|t| t.frame.len()).max().unwrap_or(0);
-    // Small batches at low rates keep the pacing smooth (about 1 ms apart).
-    let batch = if spec.rate == 0 {
-        spec.batch
-    } else {
-        (spec.rate as usize / 1000).clamp(1, spec.batch)
-    };
+    let batch = batch_size(spec);
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; max_len]).collect();
-    let mut lens = vec![0usize; batch];
     let mut rng = Rng::new(seed());
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut n = 0u64;
-    let mut errors = 0u64;
-    while sent < spec.max_packets && start.elapsed() < spec.duration && !stop() {
-        let want = batch.min((spec.max_packets - sent) as usize);
+    paced(spec, Engine::Packet, stop, |n, want| {
+        let mut lens = [0usize; MAX_BATCH];
         for j in 0..want {
             let t = &tpl[((n + j as u64) % tpl.len() as u64) as usize];
             let src = spec.spoof.map(|s| s.pick(&mut rng));
             fill(&mut bufs[j], t, n + j as u64, src);
             lens[j] = t.frame.len();
         }
-        match sock.send_batch(&mut bufs, &lens[..want]) {
+        let frames: Vec<&[u8]> = bufs.iter().zip(&lens[..want]).map(|(b, &l)| &b[..l]).collect();
+        sock.send_frames(&frames)
+    })
+}
+
+/// `AF_PACKET` + `sendmmsg` of the template into one [`super::hop::Hop`]
+/// per method, whose program makes each frame different and redirects it
+/// to `spec.iface` as an XDP frame. A batch is one method's template with
+/// its counter, `want` times.
+fn run_redirect(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> {
+    let mut hops = Vec::new();
+    let mut frames = Vec::new();
+    for (i, (t, r)) in randomised(spec)?.into_iter().enumerate() {
+        let hop = super::hop::Hop::new(i, &spec.iface, &t.frame, &r)
+            .context("the redirect engine's hop (a veth pair with native XDP)")?;
+        hops.push(hop);
+        frames.push(t);
+    }
+    if let Some(h) = hops.iter().find(|h| !h.threaded) {
+        eprintln!(
+            "flood: the hop's NAPI has no thread of its own ({}): its work is softirq time",
+            h.name()
+        );
+    }
+    let batch = batch_size(spec) as u64;
+    paced(spec, Engine::Redirect, stop, |n, want| {
+        let m = ((n / batch) % hops.len() as u64) as usize;
+        let t = &mut frames[m];
+        write_counter(&mut t.frame, &t.counters, n);
+        let copies = vec![&t.frame[..]; want];
+        hops[m].socket().send_frames(&copies)
+    })
+}
+
+/// The most frames one `sendmmsg` takes here.
+const MAX_BATCH: usize = 1024;
+
+/// Frames per `sendmmsg`: small batches at low rates keep the pacing
+/// smooth (about 1 ms apart).
+fn batch_size(spec: &FloodSpec) -> usize {
+    let most = spec.batch.clamp(1, MAX_BATCH);
+    if spec.rate == 0 {
+        most
+    } else {
+        (spec.rate as usize / 1000).clamp(1, most)
+    }
+}
+
+/// Sends batches until the duration, the packet count or `stop()`:
+/// `send(n, want)` sends `want` frames numbered from `n` and says how many
+/// the kernel took. A full queue (ENOBUFS) skips the batch and counts a
+/// send error; another error ends the flood.
+fn paced(
+    spec: &FloodSpec,
+    engine: Engine,
+    stop: impl Fn() -> bool,
+    mut send: impl FnMut(u64, usize) -> std::io::Result<usize>,
+) -> Result<FloodReport> {
+    let batch = batch_size(spec);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut n = 0u64;
+    let mut errors = 0u64;
+    while sent < spec.max_packets && start.elapsed() < spec.duration && !stop() {
+        let want = batch.min((spec.max_packets - sent) as usize);
+        match send(n, want) {
             Ok(k) => {
                 sent += k as u64;
                 n += k as u64;
@@ -759,6 +898,9 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
             {
                 errors += 1;
                 n += want as u64;
+                // A full queue: whoever drains it (on a hop, its NAPI
+                // thread on this CPU) gets the CPU rather than a retry.
+                std::thread::yield_now();
             }
             Err(e) => return Err(e).context("sendmmsg"),
         }
@@ -772,6 +914,7 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(FloodReport {
+        engine,
         sent,
         seconds,
         rate: sent as f64 / seconds.max(1e-9),
@@ -995,11 +1138,11 @@ pub struct FloodOptions {
 pub const SPOOF_NET: &str = "10.64.0.0/12";
 
 impl FloodOptions {
-    /// Defaults for the lab: the xdp engine, INVITE and REGISTER, as fast
+    /// Defaults for the lab: the auto engine, INVITE and REGISTER, as fast
     /// as possible, every flood address, no pinning, no spoofing.
     pub fn new(duration: Duration) -> FloodOptions {
         FloodOptions {
-            engine: Engine::Xdp,
+            engine: Engine::Auto,
             methods: vec![FloodMethod::Invite, FloodMethod::Register],
             rate: 0,
             duration,
@@ -1110,6 +1253,10 @@ impl Flooder {
             }
             let r: FloodReport = serde_json::from_str(out.trim())
                 .with_context(|| format!("flood's summary {out:?}"))?;
+            if total.engine != Engine::Auto && total.engine != r.engine {
+                bail!("the flood processes used different engines: {} and {}", total.engine.as_str(), r.engine.as_str());
+            }
+            total.engine = r.engine;
             total.sent += r.sent;
             total.send_errors += r.send_errors;
             total.seconds = total.seconds.max(r.seconds);

@@ -29,8 +29,24 @@ use shield::kernel::sys::{prog_load_xdp, prog_test_run, TestRun, BPF_F_TEST_XDP_
 
 use super::csum::{self, Layout, Tracked};
 
+const XDP_DROP: i32 = 1;
 const XDP_TX: i32 = 3;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
+const HELPER_REDIRECT: i32 = 23;
+#[cfg(test)]
+const XDP_REDIRECT: i32 = 4;
+
+/// What the program does with the frame it has made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// `XDP_TX`: a live-frames test run transmits it out of the interface
+    /// its context names.
+    Tx,
+    /// `bpf_redirect(ifindex)`: attached to a veth (see [`super::hop`]),
+    /// the frame goes to that interface's `ndo_xdp_xmit`; a veth hands its
+    /// peer an `xdp_frame`, so the peer's XDP program runs with no skb.
+    Redirect(u32),
+}
 /// Random letters written at each of [`Randomise::letters_at`].
 const LETTERS: usize = 8;
 
@@ -143,7 +159,7 @@ const BOUNDS_CHECK_AT: usize = 5;
 /// The generator program for `frame` (an Ethernet/IPv4 or /IPv6 UDP
 /// template, see [`Layout`]). Registers: r7 the frame, r0 the latest random
 /// number, r1 and r9 scratch.
-pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
+pub fn program(frame: &[u8], r: &Randomise, verdict: Verdict) -> Vec<u64> {
     let l = Layout::of(frame).expect("an Ethernet/IPv4 or Ethernet/IPv6 template");
     let src = r.source_bytes(&l);
     let mut spans = r.fields();
@@ -168,7 +184,7 @@ pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
         ldx_w(3, 6, 4), // r3 = data_end
         mov_reg(4, 7),
         add_imm(4, max_end as i32),
-        jgt_reg(4, 3, 0), // patched: goto out
+        jgt_reg(4, 3, 0), // patched: goto drop
     ];
     match r.prefix_len {
         None => last_octet(&mut p, src.start, r),
@@ -178,10 +194,22 @@ pub fn program(frame: &[u8], r: &Randomise) -> Vec<u64> {
     for t in &sums {
         checksum(&mut p, t);
     }
-    let out = p.len();
-    p.push(mov_imm(0, XDP_TX));
-    p.push(exit());
-    p[BOUNDS_CHECK_AT] = jgt_reg(4, 3, (out - BOUNDS_CHECK_AT - 1) as i16);
+    match verdict {
+        Verdict::Tx => p.extend([mov_imm(0, XDP_TX), exit()]),
+        // r0 = bpf_redirect(ifindex, 0): XDP_REDIRECT, or XDP_ABORTED
+        // for an ifindex that is gone.
+        Verdict::Redirect(ifindex) => p.extend([
+            mov_imm(1, ifindex as i32),
+            mov_imm(2, 0),
+            call(HELPER_REDIRECT),
+            exit(),
+        ]),
+    }
+    // A frame shorter than the template is not one of ours (on a hop, it
+    // could be anything the kernel sends there): dropped, untouched.
+    let drop = p.len();
+    p.extend([mov_imm(0, XDP_DROP), exit()]);
+    p[BOUNDS_CHECK_AT] = jgt_reg(4, 3, (drop - BOUNDS_CHECK_AT - 1) as i16);
     p
 }
 
@@ -263,6 +291,12 @@ fn checksum(p: &mut Vec<u64>, t: &Tracked) {
     p.push(stx_h(7, 9, t.at as i16));
 }
 
+/// [`program`], loaded.
+pub fn load(frame: &[u8], r: &Randomise, verdict: Verdict) -> io::Result<OwnedFd> {
+    prog_load_xdp(&program(frame, r, verdict))
+        .map_err(|e| io::Error::new(e.kind(), format!("loading the generator program: {e}")))
+}
+
 /// A loaded generator for one template frame, sending out of one interface
 /// of the calling thread's namespace.
 pub struct XdpGen {
@@ -272,8 +306,7 @@ pub struct XdpGen {
 
 impl XdpGen {
     pub fn new(iface: &str, frame: &[u8], r: &Randomise) -> io::Result<XdpGen> {
-        let prog = prog_load_xdp(&program(frame, r))
-            .map_err(|e| io::Error::new(e.kind(), format!("loading the generator program: {e}")))?;
+        let prog = load(frame, r, Verdict::Tx)?;
         let name = CString::new(iface)?;
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -397,6 +430,11 @@ mod tests {
                 0x2d if r[dst] > r[src] => pc = (pc as i64 + off) as usize,
                 0x55 if r[dst] != imm => pc = (pc as i64 + off) as usize,
                 0x2d | 0x55 => {}
+                0x85 if imm == i64::from(HELPER_REDIRECT) as u64 => {
+                    assert_eq!(r[2], 0, "bpf_redirect's flags");
+                    r[0] = (u64::from(XDP_REDIRECT) << 32) | r[1]; // verdict, ifindex
+                    r[1..=5].fill(0xdead_beef_dead_beef); // clobbered
+                }
                 0x85 => {
                     assert_eq!(imm, 7, "bpf_get_prandom_u32");
                     r[0] = u64::from(random());
@@ -440,7 +478,7 @@ mod tests {
     /// page), the caller's counter digits changing between calls; checks
     /// each frame with `check` and returns the sources seen.
     fn run_many(t: &(Vec<u8>, Vec<usize>), r: &Randomise, check: impl Fn(&[u8])) -> Vec<Vec<u8>> {
-        let prog = program(&t.0, r);
+        let prog = program(&t.0, r, Verdict::Tx);
         let mut rng = Rng::new(9);
         let mut frame = t.0.clone();
         let mut sources = Vec::new();
@@ -566,18 +604,45 @@ mod tests {
             field_len: 16,
             ..Randomise::default()
         };
-        let p = program(&t.0, &r);
+        let p = program(&t.0, &r, Verdict::Tx);
         let jump = p[BOUNDS_CHECK_AT];
         let off = ((jump >> 16) & 0xffff) as i16;
         assert_eq!(
             BOUNDS_CHECK_AT + 1 + off as usize,
             p.len() - 2,
-            "to `r0 = XDP_TX`"
+            "to `r0 = XDP_DROP`"
         );
         assert_eq!(p[p.len() - 1], exit());
         let mut short = t.0[..60].to_vec();
         let before = short.clone();
-        assert_eq!(interpret(&p, &mut short, || 0), XDP_TX as u64);
-        assert_eq!(short, before, "a frame too short is sent untouched");
+        assert_eq!(interpret(&p, &mut short, || 0), XDP_DROP as u64);
+        assert_eq!(short, before, "a frame too short is dropped untouched");
+    }
+
+    /// On a hop the program hands every frame it made to `bpf_redirect`
+    /// (to the interface given, no flags) and drops what is not its own.
+    #[test]
+    fn the_redirect_verdict_calls_bpf_redirect() {
+        let t = template(
+            "198.51.100.0:5062".parse().expect("src"),
+            "198.51.100.1:5060".parse().expect("dst"),
+        );
+        let r = Randomise {
+            first_octet: 100,
+            count: 64,
+            letters_at: t.1.clone(),
+            field_len: 16,
+            ..Randomise::default()
+        };
+        let p = program(&t.0, &r, Verdict::Redirect(7));
+        let tx = program(&t.0, &r, Verdict::Tx);
+        let mut a = t.0.clone();
+        let mut b = t.0.clone();
+        assert_eq!(interpret(&p, &mut a, || 12345), (4 << 32) | 7, "XDP_REDIRECT to ifindex 7");
+        assert_eq!(interpret(&tx, &mut b, || 12345), XDP_TX as u64);
+        assert_eq!(a, b, "the same frame either way");
+        assert_ne!(a, t.0, "a new source and letters");
+        let mut short = t.0[..60].to_vec();
+        assert_eq!(interpret(&p, &mut short, || 0), XDP_DROP as u64);
     }
 }

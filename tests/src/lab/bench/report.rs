@@ -227,17 +227,7 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
         r.legit.registrations_per_subscriber,
         r.legit.calls_per_second,
         r.flood_engine.as_str(),
-        match r.flood_engine {
-            crate::lab::flood::Engine::Xdp => {
-                "an in-kernel generator, `BPF_PROG_TEST_RUN` in live-frames mode, so the frames reach the SBC's veth as \
-                 XDP frames, the way a NIC hands packets to its driver; every frame has a random source from the range \
-                 and random letters in its Call-ID, branch and tag"
-            }
-            crate::lab::flood::Engine::Packet => {
-                "AF_PACKET and `sendmmsg`, 64 frames per call, qdisc bypassed, so the frames reach the SBC as socket \
-                 buffers; every frame carries a counter in its Call-ID, branch and tag"
-            }
-        },
+        r.flood_engine.describe(),
         r.flood_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" and "),
         r.flood_sources,
         r.flood_cpus,
