@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 BPF_LINKER_VERSION=0.10.0
 APT_PACKAGES=(
   build-essential pkg-config iproute2 nftables iptables kamailio sip-tester
-  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl
+  fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl ethtool
   python3-pyinotify sipvicious crowdsec crowdsec-firewall-bouncer
 )
 # Extra Debian packages, space-separated (scripts/check-setup.sh uses it to
@@ -102,7 +102,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   log "Debian packages: present"
 fi
-for tool in svmap svwar kamailio sipp nft promtool fail2ban-server crowdsec cscli crowdsec-firewall-bouncer; do
+for tool in svmap svwar kamailio sipp nft promtool fail2ban-server crowdsec cscli crowdsec-firewall-bouncer ethtool unshare; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
     || die "step 'apt' failed: $tool is missing after the install"
 done

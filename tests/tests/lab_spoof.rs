@@ -1,6 +1,6 @@
 //! Spoofed-source floods from the lab's flood sender (`flood --spoof`):
-//! both engines (the in-kernel XDP generator and AF_PACKET), IPv4 and
-//! IPv6. Two namespaces joined by a veth; the `flood` binary sends a
+//! every engine (`auto`, the in-kernel XDP generator where the kernel
+//! allows live frames, the redirect hop, AF_PACKET), IPv4 and IPv6. Two namespaces joined by a veth; the `flood` binary sends a
 //! bounded number of packets from one, a UDP socket on the other receives
 //! them. Every source must lie in the prefix, nearly every packet must
 //! have its own source (IPv6: spread over many /64s), and the receiver's
@@ -9,6 +9,9 @@
 //! checksum. The kernel's checksum-error counters must stay at zero, and a
 //! control test shows that this path does drop and count bad checksums.
 //! The flood without `--spoof` (a few sources) is checked the same way.
+//! The engines that promise XDP frames must deliver them as XDP frames:
+//! the sender's veth counts every frame it took by `ndo_xdp_xmit`
+//! (`tx_queue_N_xdp_xmit` of `ethtool -S`), and the packet engine none.
 //!
 //! Needs root (namespaces, XDP, AF_PACKET); fails, never skips, without it.
 //! No timed assertions: the floods are paced and bounded in packets.
@@ -21,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use shield_tests::lab::cpu::net_counters;
-use shield_tests::lab::flood::{parse_mac, udp6_frame, udp_frame, FloodReport, PacketSocket};
-use shield_tests::lab::xdpgen::enable_gro;
+use shield_tests::lab::flood::{
+    choose, parse_mac, udp6_frame, udp_frame, Engine, FloodReport, PacketSocket,
+};
+use shield_tests::lab::xdpgen::{enable_gro, XdpGen};
 use shield_tests::netns::{veth, End, Netns};
 use shield_tests::udp::{receive_any, settle, Background};
 
@@ -139,7 +144,41 @@ fn flood(l: &Link, engine: &str, dst: SocketAddr, sources: [&str; 2]) -> FloodRe
         out.status.success(),
         "flood --engine {engine} {sources:?}: {stderr}"
     );
-    serde_json::from_slice(&out.stdout).expect("flood's JSON summary")
+    let report: FloodReport = serde_json::from_slice(&out.stdout).expect("flood's JSON summary");
+    let expected = match Engine::parse(engine).expect("engine") {
+        Engine::Auto => {
+            let (e, why) = choose(&live_frames(l));
+            if let Some(why) = why {
+                assert!(stderr.contains(&why), "auto says why it fell back: {stderr}");
+            }
+            e
+        }
+        e => e,
+    };
+    assert_eq!(report.engine, expected, "{stderr}");
+    report
+}
+
+/// Whether this kernel allows live-frames test runs (from the sender).
+fn live_frames(l: &Link) -> std::io::Result<()> {
+    l.tx.run(|| XdpGen::live_frames(TX_IF))
+}
+
+/// Frames the sender's veth has taken by `ndo_xdp_xmit` (XDP frames for
+/// its peer), from `ethtool -S`: `tx_queue_N_xdp_xmit`, summed over the
+/// queues (the lab's veths have one per CPU).
+fn xdp_xmit(l: &Link) -> u64 {
+    let out = l.tx.command("ethtool").args(["-S", TX_IF]).output().expect("ethtool -S");
+    assert!(out.status.success(), "ethtool -S {TX_IF}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim().split_once(": ")?;
+            let queue = name.strip_prefix("tx_queue_")?.strip_suffix("_xdp_xmit")?;
+            queue.parse::<u32>().ok()?;
+            Some(value.parse::<u64>().expect("a count"))
+        })
+        .sum()
 }
 
 /// The checksum-error counters of the receiver.
@@ -158,9 +197,19 @@ fn flood_and_receive(engine: &str, dst: SocketAddr, sources: [&str; 2]) -> Vec<I
     let l = link();
     let (seen, _rx) = receiver(&l, dst);
     let errors_before = csum_errors(&l.rx);
+    let xmit_before = xdp_xmit(&l);
     let report = flood(&l, engine, dst, sources);
     assert_eq!(report.sent, PACKETS, "{report:?}");
     let got = drain(&seen, PACKETS as usize);
+    let as_xdp_frames = xdp_xmit(&l) - xmit_before;
+    match report.engine {
+        Engine::Xdp | Engine::Redirect => assert!(
+            as_xdp_frames >= got.len() as u64,
+            "{engine}: {as_xdp_frames} XDP frames for {} datagrams",
+            got.len()
+        ),
+        _ => assert_eq!(as_xdp_frames, 0, "{engine}: socket buffers only"),
+    }
     let c = net_counters(&l.rx);
     let distinct = got.iter().collect::<HashSet<_>>().len();
     eprintln!(
@@ -227,9 +276,45 @@ fn dst_v6() -> SocketAddr {
     SocketAddr::from((RX_V6, 5060))
 }
 
+/// `--engine xdp` where the kernel allows live frames; where it does
+/// not, the refusal is one clear line and a failure, never a silent zero.
+fn xdp_engine_or_refusal(test: impl FnOnce()) {
+    let l = link();
+    let refused = live_frames(&l).err();
+    let Some(err) = refused else {
+        drop(l);
+        return test();
+    };
+    let out =
+        l.tx.command(env!("CARGO_BIN_EXE_flood"))
+            .args(["--engine", "xdp", "--iface", TX_IF])
+            .args(["--dst-mac", &l.rx.mac(RX_IF), "--dst", &dst_v4().to_string()])
+            .args(["--sources", "198.51.100.100/4", "--seconds", "5", "--max-packets", "100"])
+            .output()
+            .expect("running flood");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused engine fails: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("live frames") && stderr.contains(&err.to_string()),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no report of zero packets");
+}
+
+#[test]
+fn few_sources_auto_engine() {
+    few_sources_flood("auto");
+}
+
 #[test]
 fn few_sources_xdp_engine() {
-    few_sources_flood("xdp");
+    xdp_engine_or_refusal(|| few_sources_flood("xdp"));
+}
+
+#[test]
+fn few_sources_redirect_engine() {
+    few_sources_flood("redirect");
 }
 
 #[test]
@@ -238,8 +323,18 @@ fn few_sources_packet_engine() {
 }
 
 #[test]
+fn ipv4_spoofed_flood_auto_engine() {
+    spoofed_flood("auto", dst_v4(), SPOOF_V4);
+}
+
+#[test]
 fn ipv4_spoofed_flood_xdp_engine() {
-    spoofed_flood("xdp", dst_v4(), SPOOF_V4);
+    xdp_engine_or_refusal(|| spoofed_flood("xdp", dst_v4(), SPOOF_V4));
+}
+
+#[test]
+fn ipv4_spoofed_flood_redirect_engine() {
+    spoofed_flood("redirect", dst_v4(), SPOOF_V4);
 }
 
 #[test]
@@ -248,8 +343,18 @@ fn ipv4_spoofed_flood_packet_engine() {
 }
 
 #[test]
+fn ipv6_spoofed_flood_auto_engine() {
+    spoofed_flood("auto", dst_v6(), SPOOF_V6);
+}
+
+#[test]
 fn ipv6_spoofed_flood_xdp_engine() {
-    spoofed_flood("xdp", dst_v6(), SPOOF_V6);
+    xdp_engine_or_refusal(|| spoofed_flood("xdp", dst_v6(), SPOOF_V6));
+}
+
+#[test]
+fn ipv6_spoofed_flood_redirect_engine() {
+    spoofed_flood("redirect", dst_v6(), SPOOF_V6);
 }
 
 #[test]

@@ -624,24 +624,17 @@ pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodRepo
     match spec.engine {
         Engine::Packet => run_packet(spec, stop),
         Engine::Redirect => run_redirect(spec, stop),
-        Engine::Xdp => run_xdp(spec, generators(spec)?, 0, stop),
-        Engine::Auto => {
-            // One frame of the flood is the probe: sent, it counts.
-            let gens = generators(spec)?;
-            let (g, t) = &gens[0];
-            let probe = g.send(&t.frame, 1);
-            match choose(&probe) {
-                (Engine::Xdp, _) => run_xdp(spec, gens, 1, stop),
-                (engine, why) => {
-                    if let Some(why) = why {
-                        eprintln!("{why}");
-                    }
-                    debug_assert_eq!(engine, Engine::Redirect);
-                    drop(gens);
-                    run_redirect(spec, stop)
+        Engine::Xdp => run_xdp(spec, generators(spec)?, stop),
+        Engine::Auto => match choose(&super::xdpgen::XdpGen::live_frames(&spec.iface)) {
+            (Engine::Xdp, _) => run_xdp(spec, generators(spec)?, stop),
+            (engine, why) => {
+                if let Some(why) = why {
+                    eprintln!("{why}");
                 }
+                debug_assert_eq!(engine, Engine::Redirect);
+                run_redirect(spec, stop)
             }
-        }
+        },
     }
 }
 
@@ -718,11 +711,9 @@ fn generators(spec: &FloodSpec) -> Result<Vec<(super::xdpgen::XdpGen, Template)>
 /// threads taking chunks off one schedule (10 ms worth each when paced,
 /// 65,536 frames at full speed): while some wait for their call to return,
 /// others send.
-/// `already` frames were sent before (the probe of `auto`).
 fn run_xdp(
     spec: &FloodSpec,
     gens: Vec<(super::xdpgen::XdpGen, Template)>,
-    already: u64,
     stop: impl Fn() -> bool + Sync,
 ) -> Result<FloodReport> {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -734,7 +725,7 @@ fn run_xdp(
     };
     let start = Instant::now();
     let next_chunk = AtomicU64::new(0);
-    let sent = AtomicU64::new(already);
+    let sent = AtomicU64::new(0);
     let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
     let threads = THREADS;
     std::thread::scope(|scope| {
@@ -1087,6 +1078,42 @@ mod tests {
         ))
         .expect("ascii");
         assert!(p.starts_with("OPTIONS sip:[2001:db8::1] SIP/2.0"), "{p}");
+    }
+
+    /// `auto` runs the in-kernel generator where a live-frames run works
+    /// and falls back to the redirect engine, with one line that says
+    /// why, where the kernel refuses it (EPERM on this kind of machine).
+    #[test]
+    fn auto_falls_back_when_live_frames_are_refused() {
+        assert_eq!(choose(&Ok(())), (Engine::Xdp, None));
+        for errno in [libc::EPERM, libc::EINVAL, libc::EOPNOTSUPP] {
+            let err = std::io::Error::from_raw_os_error(errno);
+            let (engine, why) = choose(&Err(std::io::Error::from_raw_os_error(errno)));
+            assert_eq!(engine, Engine::Redirect);
+            let why = why.expect("a line that says why");
+            assert!(why.contains(&err.to_string()), "{why}");
+            assert!(why.contains("redirect") && !why.contains('\n'), "{why}");
+        }
+    }
+
+    /// The report names the engine in lowercase, as `--engine` takes it;
+    /// reports written before it had one still read.
+    #[test]
+    fn the_report_names_its_engine() {
+        let r = FloodReport {
+            engine: Engine::Redirect,
+            sent: 3,
+            ..FloodReport::default()
+        };
+        let json = serde_json::to_string(&r).expect("json");
+        assert!(json.contains(r#""engine":"redirect""#), "{json}");
+        for e in [Engine::Auto, Engine::Xdp, Engine::Redirect, Engine::Packet] {
+            assert_eq!(Engine::parse(e.as_str()).expect("parses"), e);
+        }
+        let old: FloodReport =
+            serde_json::from_str(r#"{"sent":1,"seconds":1.0,"rate":1.0,"send_errors":0}"#).expect("old");
+        assert_eq!(old.sent, 1);
+        assert!(Engine::parse("XDP").is_err());
     }
 
     #[test]

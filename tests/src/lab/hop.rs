@@ -26,7 +26,6 @@
 //! drop; a sender killed outright leaves the pair in its namespace, which
 //! goes with the namespace (the lab's are all temporary).
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
 
@@ -34,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use shield::kernel::sys::{link_create_xdp, XDP_FLAGS_DRV_MODE};
 
 use super::flood::PacketSocket;
-use super::xdpgen::{self, Randomise, Verdict};
+use super::xdpgen::{self, ifindex, Randomise, Verdict};
 
 /// One hop: a veth pair, the generator on its far end, a packet socket on
 /// its near end.
@@ -114,15 +113,6 @@ fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn ifindex(dev: &str) -> Result<u32> {
-    let name = CString::new(dev)?;
-    // SAFETY: a valid C string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => bail!("no interface {dev} here"),
-        i => Ok(i),
-    }
 }
 
 /// Gives `dev`'s NAPI a kernel thread (`/sys/class/net/DEV/threaded`). The

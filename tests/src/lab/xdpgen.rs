@@ -307,16 +307,22 @@ pub struct XdpGen {
 impl XdpGen {
     pub fn new(iface: &str, frame: &[u8], r: &Randomise) -> io::Result<XdpGen> {
         let prog = load(frame, r, Verdict::Tx)?;
-        let name = CString::new(iface)?;
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {iface}"),
-            ));
-        }
-        Ok(XdpGen { prog, ifindex })
+        Ok(XdpGen {
+            prog,
+            ifindex: ifindex(iface)?,
+        })
+    }
+
+    /// Whether the kernel allows live-frames test runs on `iface`: one
+    /// run of a program that drops its frame, so nothing is sent. Kernels
+    /// built to refuse them say EPERM.
+    pub fn live_frames(iface: &str) -> io::Result<()> {
+        let prog = prog_load_xdp(&[mov_imm(0, XDP_DROP), exit()])?;
+        let probe = XdpGen {
+            prog,
+            ifindex: ifindex(iface)?,
+        };
+        probe.send(&[0u8; 60], 1)
     }
 
     /// Transmits `repeat` frames made from `frame` (the template, possibly
@@ -336,6 +342,19 @@ impl XdpGen {
             batch_size: 64,
         };
         prog_test_run(self.prog.as_fd(), &run).map(drop)
+    }
+}
+
+/// The index of `iface` in the calling thread's namespace.
+pub fn ifindex(iface: &str) -> io::Result<u32> {
+    let name = CString::new(iface)?;
+    // SAFETY: a valid C string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {iface} here"),
+        )),
+        i => Ok(i),
     }
 }
 
