@@ -1,6 +1,7 @@
 //! The benchmark's set-ups do what BENCHMARKS.md says they do. Each runs in
-//! the lab with a small legitimate load and a short paced flood from the
-//! in-kernel generator (`flood --engine xdp`):
+//! the lab with a small legitimate load and a short paced flood of XDP
+//! frames (`flood --engine auto`: the in-kernel generator, or the redirect
+//! hop where the kernel refuses live frames):
 //!
 //! * no protection: the generator's frames are valid IPv4/UDP/SIP, so the
 //!   SBC's stack delivers them and Kamailio handles them (it answers the
@@ -30,7 +31,7 @@ fn plan() -> PointPlan {
             calls_per_second: 2.0,
             duration: WINDOW,
         },
-        engine: Engine::Xdp,
+        engine: Engine::Auto,
         flood_methods: vec![FloodMethod::Invite, FloodMethod::Register],
         flood_sources: 16,
         flood_cpus: Vec::new(),

@@ -46,7 +46,7 @@ use clap::Parser;
 use shield_tests::daemon::{self, Shieldd, METRICS_PORT};
 use shield_tests::lab::bench::spoof;
 use shield_tests::lab::fleet_demo;
-use shield_tests::lab::flood::{FloodOptions, Flooder};
+use shield_tests::lab::flood::{Engine, FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
 use shield_tests::lab::logwatch::LogWatch;
@@ -250,9 +250,10 @@ fn run(hold: bool) -> Result<bool> {
         .filter(|b| b.origin == "escalation")
         .count();
     p.done(&format!(
-        "sent {} packets ({} per second); dropped in XDP {} ({}), passed {}; {} flood sources banned by escalation",
+        "sent {} packets ({} per second, engine {}); dropped in XDP {} ({}), passed {}; {} flood sources banned by escalation",
         thousands(sent.sent),
         thousands(sent.rate as u64),
+        sent.engine.as_str(),
         thousands(flood_dropped),
         delta
             .iter()
@@ -354,6 +355,8 @@ struct Spoofed {
     sent: u64,
     rate: f64,
     seconds: f64,
+    /// The flood sender's engine.
+    engine: Engine,
     /// Drops on the public interface during the flood, reason `unverified`,
     /// and everything passed there.
     unverified_drops: u64,
@@ -479,6 +482,7 @@ fn spoofed_stage(
         sent: sent.sent,
         rate: sent.rate,
         seconds: sent.seconds,
+        engine: sent.engine,
         unverified_drops: delta
             .get(&("drop".into(), "unverified".into()))
             .copied()
@@ -630,9 +634,10 @@ fn spoofed_report(sp: &Spoofed) {
         pct(&sp.calls)
     );
     println!(
-        "  sent {} ({} per second); dropped as unverified {} ({:.3} %); passed {}",
+        "  sent {} ({} per second, engine {}); dropped as unverified {} ({:.3} %); passed {}",
         thousands(sp.sent),
         thousands(sp.rate as u64),
+        sp.engine.as_str(),
         thousands(sp.unverified_drops),
         100.0 * sp.unverified_drops as f64 / sp.sent.max(1) as f64,
         thousands(sp.passed)

@@ -1,9 +1,11 @@
 //! `flood`: the lab's SIP flood sender. Sends distinct SIP requests as raw
-//! Ethernet frames from many source addresses, either with the in-kernel
-//! XDP generator (`--engine xdp`, default) or with `sendmmsg` on an
-//! AF_PACKET socket (`--engine packet`), at a paced rate or as fast as the
-//! machine goes; stops at its duration or packet bound, or on
-//! SIGINT/SIGTERM; prints a JSON summary. See `tests/src/lab/flood.rs`.
+//! Ethernet frames from many source addresses, with the in-kernel XDP
+//! generator (`--engine xdp`), AF_PACKET into an XDP redirect hop
+//! (`--engine redirect`), either of them as the kernel allows (`--engine
+//! auto`, the default) or with `sendmmsg` on an AF_PACKET socket
+//! (`--engine packet`), at a paced rate or as fast as the machine goes;
+//! stops at its duration or packet bound, or on SIGINT/SIGTERM; prints a
+//! JSON summary naming the engine. See `tests/src/lab/flood.rs`.
 //!
 //! Runs in the namespace of the host it sends from, e.g.
 //!
@@ -45,10 +47,13 @@ use shield_tests::lab::{process::pin_to_cpus, signals};
                   every packet from a random address of the prefix, with either --engine."
 )]
 struct Args {
-    /// `xdp`: the in-kernel generator (BPF_PROG_TEST_RUN live frames; the
-    /// receiver gets XDP frames, as from a NIC); `packet`: AF_PACKET +
-    /// sendmmsg (the receiver gets socket buffers).
-    #[arg(long, default_value = "xdp")]
+    /// `auto`: xdp where the kernel allows live-frames test runs, else
+    /// redirect (one line on stderr says why). `xdp`: the in-kernel
+    /// generator (BPF_PROG_TEST_RUN live frames). `redirect`: AF_PACKET
+    /// into a veth pair of its own whose XDP program redirects each frame
+    /// to --iface. Both give the receiver XDP frames, as from a NIC.
+    /// `packet`: AF_PACKET + sendmmsg (the receiver gets socket buffers).
+    #[arg(long, default_value = "auto")]
     engine: String,
     /// Interface to send on.
     #[arg(long)]

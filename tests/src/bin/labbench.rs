@@ -43,9 +43,11 @@ struct Args {
     /// A short run: 5 s windows, two paced rates, 200,000 bans, 5 trials.
     #[arg(long)]
     quick: bool,
-    /// Flood engine: xdp (in-kernel generator, frames arrive as from a NIC)
-    /// or packet (AF_PACKET + sendmmsg, frames arrive as socket buffers).
-    #[arg(long, default_value = "xdp")]
+    /// Flood engine: auto (xdp where the kernel allows live frames, else
+    /// redirect), xdp (in-kernel generator), redirect (AF_PACKET into an
+    /// XDP hop: frames arrive as XDP frames, as from a NIC) or packet
+    /// (AF_PACKET + sendmmsg, frames arrive as socket buffers).
+    #[arg(long, default_value = "auto")]
     engine: String,
     /// Paced rates of the spoofed-source section, packets/s (comma list).
     #[arg(long, default_value = "50000,200000")]

@@ -122,6 +122,21 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// This engine with `auto` decided, as a flood from `ns` sending on
+    /// `iface` would decide it: for a benchmark that decides once and
+    /// names the engine in its report. The line says why, if it fell back.
+    pub fn resolve(self, ns: &crate::netns::Netns, iface: &str) -> (Engine, Option<String>) {
+        match self {
+            Engine::Auto => {
+                let dev = iface.to_string();
+                choose(&ns.run(move || super::xdpgen::XdpGen::live_frames(&dev)))
+            }
+            e => (e, None),
+        }
+    }
+}
+
 /// The engine `auto` runs, given what one live-frames test run gave, and
 /// the line that says why when it is not `xdp`.
 pub fn choose(live_frames: &std::io::Result<()>) -> (Engine, Option<String>) {

@@ -451,7 +451,7 @@ mod tests {
                 0x2d | 0x55 => {}
                 0x85 if imm == i64::from(HELPER_REDIRECT) as u64 => {
                     assert_eq!(r[2], 0, "bpf_redirect's flags");
-                    r[0] = (u64::from(XDP_REDIRECT) << 32) | r[1]; // verdict, ifindex
+                    r[0] = ((XDP_REDIRECT as u64) << 32) | r[1]; // verdict, ifindex
                     r[1..=5].fill(0xdead_beef_dead_beef); // clobbered
                 }
                 0x85 => {

@@ -1,7 +1,8 @@
 //! Section 7, part 3: CPU per million dropped packets of a flood from one
 //! address a CrowdSec Ip decision bans. The lab's flood sender
-//! (`target/release/flood`, in-kernel XDP generator: frames reach the
-//! SBC's `pub0` as XDP frames, as from a NIC) sends SIP INVITEs from
+//! (`target/release/flood --engine auto`: the in-kernel XDP generator, or
+//! the redirect hop where the kernel refuses live frames; either way the
+//! frames reach the SBC's `pub0` as XDP frames, as from a NIC) sends SIP INVITEs from
 //! that one address at a fixed rate, pinned to CPU 1, at SBC 0 (shieldd:
 //! dropped by XDP) and at SBC 1 (the nftables bouncer: dropped by its rule
 //! in the `input` hook, after the IP stack). Rounds alternate between the
@@ -21,7 +22,7 @@ use crate::daemon::Shieldd;
 use crate::fleet::{Fleet, ATT_IF, PUB_IF, SBC_PUB_V4};
 use crate::lab::cpu::{process_ticks, ticks_per_second, HostCpu};
 use crate::lab::csbouncer::CsBouncer;
-use crate::lab::flood::FloodReport;
+use crate::lab::flood::{Engine, FloodReport};
 use crate::lab::paths::binary;
 use crate::lab::process::{in_ns, Proc};
 use crate::lab::signals;
@@ -48,6 +49,9 @@ pub struct FloodRow {
     pub idle_softirq_secs: f64,
     /// The bouncer process's utime + stime over the flood.
     pub process_secs: f64,
+    /// The flood sender's engine (`auto` decided: xdp or redirect).
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl FloodRow {
@@ -106,6 +110,7 @@ fn one_flood(fleet: &Fleet, i: usize, o: &FleetOptions, pid: u32, dropped: &dyn 
     // The idle window scaled to the flood's measured window.
     let idle = idle0.softirq_secs(&idle1) * secs(&h0, &h1) / secs(&idle0, &idle1).max(1e-3);
     Ok(FloodRow {
+        engine: report.engine,
         sent: report.sent,
         secs: report.seconds,
         rate: report.rate,
@@ -122,7 +127,7 @@ fn flood(fleet: &Fleet, i: usize, o: &FleetOptions) -> Result<FloodReport> {
     let exe = binary("flood")?;
     let mut cmd = in_ns(&fleet.sbcs[i].attacker, exe.to_str().context("path")?);
     let bound = (o.flood_rate as f64 * o.flood_secs * 1.2) as u64 + 1000;
-    cmd.args(["--engine", "xdp", "--iface", ATT_IF])
+    cmd.args(["--engine", "auto", "--iface", ATT_IF])
         .args(["--dst-mac", &fleet.sbc(i).mac(PUB_IF)])
         .args(["--dst", &format!("{SBC_PUB_V4}:5060")])
         .args(["--spoof", FLOOD_SOURCE, "--methods", "INVITE"])

@@ -2,6 +2,7 @@
 //! the document: in place of an earlier section 7, else before
 //! `## Caveats`.
 
+use crate::lab::flood::Engine;
 use std::fmt::Write as _;
 
 use super::fleet::FleetResults;
@@ -142,7 +143,7 @@ fn median_of(rows: &[FloodRow], name: &str, f: impl Fn(&FloodRow) -> f64) -> f64
 
 fn floods(s: &mut String, r: &FleetResults) {
     let _ = writeln!(s, "### 7c. A flood from one banned address\n");
-    let _ = writeln!(s, "The lab's flood sender (in-kernel XDP generator, pinned to CPU 1; frames reach `pub0` as XDP frames, as from a NIC) sent INVITEs from 198.18.0.0, one of the Ip decisions, at {} packets/s, alternately at SBC 0 (shieldd: dropped by XDP) and SBC 1 (nftables bouncer: dropped by its rule in the `input` hook, after the IP stack). Softirq CPU is host-wide (`/proc/stat`; a veth receives on the sending CPU), so each flood's figure has the softirq CPU of an idle window of the same length just before it subtracted.{}\n", thousands(r.flood_rate),
+    let _ = writeln!(s, "The lab's flood sender (engine `{}`: {}; pinned to CPU 1) sent INVITEs from 198.18.0.0, one of the Ip decisions, at {} packets/s, alternately at SBC 0 (shieldd: dropped by XDP) and SBC 1 (nftables bouncer: dropped by its rule in the `input` hook, after the IP stack). Softirq CPU is host-wide (`/proc/stat`; a veth receives on the sending CPU), so each flood's figure has the softirq CPU of an idle window of the same length just before it subtracted.{}\n", r.floods.first().map_or(Engine::Auto, |f| f.engine).as_str(), r.floods.first().map_or(Engine::Auto, |f| f.engine).describe(), thousands(r.flood_rate),
         if r.bouncer.timed_out { " The nftables bouncer was still loading its first stream meanwhile (a CPU busy in its process, not in softirq), for both bouncers' rounds alike." } else { "" });
     let _ = writeln!(s, "| bouncer | round | sent | packets/s | dropped | softirq CPU-s (flood) | idle window | softirq CPU-s per 1M dropped | bouncer process CPU-s |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -130,12 +130,13 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
     // The sender gets the last CPU to itself as far as pinning goes;
     // everything else is left to the scheduler.
     let flood_cpus = vec![cpus - 1];
-    let plan = point_plan(opts, &flood_cpus);
+    let mut plan = point_plan(opts, &flood_cpus);
 
     p.step("Lab: attacker, carrier and SBC namespaces");
     let topo = Topology::new();
     topo.warm_neighbours();
-    p.done("ready");
+    plan.engine = decide_engine(&topo, opts.engine);
+    p.done(&format!("ready; flood engine {}", plan.engine.as_str()));
 
     p.step("Calibration: the highest rate this machine sends (SIP Shield dropping, 4 s)");
     let calib_dir = opts.work_dir.join("calibration");
@@ -265,6 +266,16 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
     })
 }
 
+/// `engine` with `auto` decided once for the whole run, from the attacker
+/// (every flood of it then uses, and the report names, the same one).
+fn decide_engine(topo: &Topology, engine: Engine) -> Engine {
+    let (engine, why) = engine.resolve(&topo.attacker, crate::lab::topology::HOST_IF);
+    if let Some(why) = why {
+        eprintln!("{why}");
+    }
+    engine
+}
+
 /// How every flood point of a run goes: the legitimate load, the flood's
 /// engine, methods, sources and CPUs.
 fn point_plan(opts: &BenchOptions, flood_cpus: &[usize]) -> PointPlan {
@@ -293,11 +304,12 @@ pub fn run_spoof_only(
     p: &mut Progress,
 ) -> Result<Results> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let plan = point_plan(opts, &[cpus - 1]);
+    let mut plan = point_plan(opts, &[cpus - 1]);
     p.step("Lab: attacker, carrier and SBC namespaces");
     let topo = Topology::new();
     topo.warm_neighbours();
-    p.done("ready");
+    plan.engine = decide_engine(&topo, opts.engine);
+    p.done(&format!("ready; flood engine {}", plan.engine.as_str()));
     let mut s = spoof::run(&topo, &opts.work_dir.join("spoof"), &plan, &opts.spoof_rates, p)?;
     s.separate = true;
     Ok(Results {

@@ -148,7 +148,7 @@ pub fn draw(points: &[Point], path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::flood::FloodReport;
+    use crate::lab::flood::{Engine, FloodReport};
 
     fn point(defence: Defence, rate: f64, ok: u64, cpu: f64) -> Point {
         Point {
@@ -160,6 +160,7 @@ mod tests {
             },
             window_secs: 10.0,
             flood: FloodReport {
+                engine: Engine::Redirect,
                 sent: (rate * 10.0) as u64,
                 seconds: 10.0,
                 rate,

@@ -25,7 +25,7 @@ use shield::control::protocol::VerifiedReply;
 use super::defence::Defence;
 use super::flood_runs::{run_point_with, FloodRate, Point, PointPlan, SpoofPlan};
 use crate::daemon::Shieldd;
-use crate::lab::flood::FloodOptions;
+use crate::lab::flood::{Engine, FloodOptions};
 use crate::lab::progress::{thousands, Progress};
 use crate::lab::shieldd::LabConfig;
 use crate::lab::signals;
@@ -43,8 +43,8 @@ pub const BUDGET_BURST: u64 = 500;
 /// `newcomer_requests`).
 pub const NEWCOMERS: usize = 8;
 pub const NEWCOMER_BASE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 32);
-/// How the section's floods are sent: the in-kernel generator, as in
-/// section 1. A token bucket of a few hundred per second refills in any gap
+/// How the section's floods are sent: the engine of section 1. With the
+/// in-kernel generator: A token bucket of a few hundred per second refills in any gap
 /// of the flood, and a legitimate request that arrives in a gap passes, so
 /// how smooth the flood is matters to whoever competes for the budget. The
 /// generator sends a chunk of frames per call and manages about 100 calls a
@@ -56,10 +56,13 @@ pub const PACED_PROCESSES: usize = 1;
 pub const MAX_PROCESSES: usize = 16;
 
 /// The flood processes of the section's flood at `rate`.
-pub fn processes(rate: FloodRate) -> usize {
-    match rate {
-        FloodRate::Pps(_) => PACED_PROCESSES,
-        FloodRate::Off | FloodRate::Max => MAX_PROCESSES,
+pub fn processes(rate: FloodRate, engine: Engine) -> usize {
+    match (rate, engine) {
+        // The other engines send without waiting on the kernel: one
+        // process, paced by the batch, has no gaps to fill.
+        (_, Engine::Redirect | Engine::Packet) => 1,
+        (FloodRate::Pps(_), _) => PACED_PROCESSES,
+        (FloodRate::Off | FloodRate::Max, _) => MAX_PROCESSES,
     }
 }
 
@@ -188,7 +191,7 @@ pub fn run(
                 net: Some(FloodOptions::spoof_net()),
                 preregister: true,
                 newcomers: NEWCOMERS,
-                processes: processes(*rate),
+                processes: processes(*rate, plan.engine),
             };
             let at = dir.join(format!("{}-{}", d.short(), ri));
             let pt = run_point_with(topo, &at, d, *rate, plan, &extra)?;
