@@ -149,7 +149,10 @@ fn flood(l: &Link, engine: &str, dst: SocketAddr, sources: [&str; 2]) -> FloodRe
         Engine::Auto => {
             let (e, why) = choose(&live_frames(l));
             if let Some(why) = why {
-                assert!(stderr.contains(&why), "auto says why it fell back: {stderr}");
+                assert!(
+                    stderr.contains(&why),
+                    "auto says why it fell back: {stderr}"
+                );
             }
             e
         }
@@ -168,8 +171,16 @@ fn live_frames(l: &Link) -> std::io::Result<()> {
 /// its peer), from `ethtool -S`: `tx_queue_N_xdp_xmit`, summed over the
 /// queues (the lab's veths have one per CPU).
 fn xdp_xmit(l: &Link) -> u64 {
-    let out = l.tx.command("ethtool").args(["-S", TX_IF]).output().expect("ethtool -S");
-    assert!(out.status.success(), "ethtool -S {TX_IF}: {}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        l.tx.command("ethtool")
+            .args(["-S", TX_IF])
+            .output()
+            .expect("ethtool -S");
+    assert!(
+        out.status.success(),
+        "ethtool -S {TX_IF}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -288,8 +299,20 @@ fn xdp_engine_or_refusal(test: impl FnOnce()) {
     let out =
         l.tx.command(env!("CARGO_BIN_EXE_flood"))
             .args(["--engine", "xdp", "--iface", TX_IF])
-            .args(["--dst-mac", &l.rx.mac(RX_IF), "--dst", &dst_v4().to_string()])
-            .args(["--sources", "198.51.100.100/4", "--seconds", "5", "--max-packets", "100"])
+            .args([
+                "--dst-mac",
+                &l.rx.mac(RX_IF),
+                "--dst",
+                &dst_v4().to_string(),
+            ])
+            .args([
+                "--sources",
+                "198.51.100.100/4",
+                "--seconds",
+                "5",
+                "--max-packets",
+                "100",
+            ])
             .output()
             .expect("running flood");
     let stderr = String::from_utf8_lossy(&out.stderr);

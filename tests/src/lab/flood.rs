@@ -602,7 +602,9 @@ impl PacketSocket {
             })
             .collect();
         // SAFETY: zeroed mmsghdr is valid; each points at one live iovec.
-        let mut msgs: Vec<libc::mmsghdr> = (0..iov.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut msgs: Vec<libc::mmsghdr> = (0..iov.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
         for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
             m.msg_hdr.msg_iov = v;
             m.msg_hdr.msg_iovlen = 1;
@@ -675,7 +677,10 @@ fn randomised(spec: &FloodSpec) -> Result<Vec<(Template, super::xdpgen::Randomis
                 .enumerate()
                 .all(|(i, s)| u32::from(*s) == u32::from(first) + i as u32);
             if !consecutive || u32::from(o[3]) + spec.sources.len() as u32 > 256 {
-                bail!("the {} engine needs consecutive sources within one /24", spec.engine.as_str());
+                bail!(
+                    "the {} engine needs consecutive sources within one /24",
+                    spec.engine.as_str()
+                );
             }
             let r = Randomise {
                 first_octet: o[3],
@@ -828,7 +833,11 @@ fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> 
             fill(&mut bufs[j], t, n + j as u64, src);
             lens[j] = t.frame.len();
         }
-        let frames: Vec<&[u8]> = bufs.iter().zip(&lens[..want]).map(|(b, &l)| &b[..l]).collect();
+        let frames: Vec<&[u8]> = bufs
+            .iter()
+            .zip(&lens[..want])
+            .map(|(b, &l)| &b[..l])
+            .collect();
         sock.send_frames(&frames)
     })
 }
@@ -1126,7 +1135,8 @@ mod tests {
             assert_eq!(Engine::parse(e.as_str()).expect("parses"), e);
         }
         let old: FloodReport =
-            serde_json::from_str(r#"{"sent":1,"seconds":1.0,"rate":1.0,"send_errors":0}"#).expect("old");
+            serde_json::from_str(r#"{"sent":1,"seconds":1.0,"rate":1.0,"send_errors":0}"#)
+                .expect("old");
         assert_eq!(old.sent, 1);
         assert!(Engine::parse("XDP").is_err());
     }
@@ -1296,7 +1306,11 @@ impl Flooder {
             let r: FloodReport = serde_json::from_str(out.trim())
                 .with_context(|| format!("flood's summary {out:?}"))?;
             if total.engine != Engine::Auto && total.engine != r.engine {
-                bail!("the flood processes used different engines: {} and {}", total.engine.as_str(), r.engine.as_str());
+                bail!(
+                    "the flood processes used different engines: {} and {}",
+                    total.engine.as_str(),
+                    r.engine.as_str()
+                );
             }
             total.engine = r.engine;
             total.sent += r.sent;

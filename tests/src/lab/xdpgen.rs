@@ -657,7 +657,11 @@ mod tests {
         let tx = program(&t.0, &r, Verdict::Tx);
         let mut a = t.0.clone();
         let mut b = t.0.clone();
-        assert_eq!(interpret(&p, &mut a, || 12345), (4 << 32) | 7, "XDP_REDIRECT to ifindex 7");
+        assert_eq!(
+            interpret(&p, &mut a, || 12345),
+            (4 << 32) | 7,
+            "XDP_REDIRECT to ifindex 7"
+        );
         assert_eq!(interpret(&tx, &mut b, || 12345), XDP_TX as u64);
         assert_eq!(a, b, "the same frame either way");
         assert_ne!(a, t.0, "a new source and letters");
