@@ -2,12 +2,12 @@
 //! the document: in place of an earlier section 7, else before
 //! `## Caveats`.
 
-use crate::lab::flood::Engine;
 use std::fmt::Write as _;
 
 use super::fleet::FleetResults;
 use super::fleet_flood::FloodRow;
 use super::fleet_spread::quantile;
+use crate::lab::flood::Engine;
 use crate::lab::progress::thousands;
 
 /// The heading every version of the section starts with.

@@ -149,6 +149,9 @@ pub struct SpoofResults {
     pub paced_processes: usize,
     #[serde(default)]
     pub max_processes: usize,
+    /// The flood sender's engine (`auto` decided).
+    #[serde(default)]
+    pub engine: Engine,
     pub points: Vec<Point>,
 }
 
@@ -210,8 +213,9 @@ pub fn run(
         budget_burst: BUDGET_BURST,
         newcomers: NEWCOMERS,
         window_secs: plan.window.as_secs_f64(),
-        paced_processes: PACED_PROCESSES,
-        max_processes: MAX_PROCESSES,
+        paced_processes: processes(FloodRate::Pps(1), plan.engine),
+        max_processes: processes(FloodRate::Max, plan.engine),
+        engine: plan.engine,
         points,
     })
 }

@@ -7,6 +7,7 @@ use super::defence::Defence;
 use super::flood_runs::{FloodRate, Point};
 use super::report::cpu_per_million_dropped;
 use super::spoof::{unverified_requests, SpoofResults};
+use crate::lab::flood::Engine;
 use crate::lab::progress::thousands;
 
 /// Goal: subscribers registered before the flood, at the highest rate.
@@ -112,8 +113,8 @@ pub fn section(r: &SpoofResults) -> String {
 
 fn method(r: &SpoofResults) -> String {
     format!(
-        "Every flood packet comes from a random address of {} (1,048,576 addresses; `flood --spoof`, the in-kernel \
-         engine picks a source per frame), INVITE and REGISTER, to the SBC's SIP address. No source sends more than a \
+        "Every flood packet comes from a random address of {} (1,048,576 addresses; `flood --spoof --engine {}`, \
+         whose XDP program picks a source per frame), INVITE and REGISTER, to the SBC's SIP address. No source sends more than a \
          few packets, so per-source limits, pike and bans never fire. What a spoofer cannot do is receive: SIP Shield's \
          egress classifier marks a destination verified when Kamailio sends it a final 2xx to a REGISTER or INVITE \
          (a subscriber that answered the digest challenge), and with `[verify] unverified_per_second = {}`, \
@@ -127,19 +128,14 @@ fn method(r: &SpoofResults) -> String {
          has seen their 200 OK); during it the same legitimate load as section 1 (8 subscribers registering once a \
          second each, 4 trunk calls a second), plus {} subscribers from addresses never seen before (203.0.113.32 and \
          up) each starting its first registration 1 s into the flood: they are unverified and compete with the flood \
-         for the budget. Floods: none; paced (one sender process); as fast as the sender goes against that set-up \
-         ({} sender processes sharing the CPU). The in-kernel generator sends a chunk of frames per call and \
-         manages about 100 calls a second on this machine: paced, a chunk is 10 ms worth of frames, so the flood \
-         arrives in bursts with gaps between them; at full speed the {} processes' calls overlap and the stream has \
-         no gaps, like the packets of many bots. A token bucket of {}/s refills in any gap, and a legitimate request \
-         that arrives in one passes: in the paced rows, whoever competes for the budget (the newcomers; everybody \
-         behind nftables' global limit) fares better than against a smooth flood of the same rate. The \"max\" rows \
-         show the competition.\n\n\
+         for the budget. Floods: none; paced; as fast as the sender goes against that set-up ({} sender \
+         process(es) sharing the CPU). {}\n\n\
          **Measured** as in section 1, plus: the newcomers' success; the requests from the forged sources and from \
          the newcomers that reached Kamailio's script (counted first thing in `request_route`: `spoofed_requests`, \
          `newcomer_requests`), against what the budget allows over the window ({} + {} × seconds); \
          `under_pressure` in `shieldctl verified`, polled once a second.\n",
         r.prefix,
+        r.engine.as_str(),
         r.budget_per_second,
         r.budget_burst,
         r.budget_per_second,
@@ -147,11 +143,30 @@ fn method(r: &SpoofResults) -> String {
         r.window_secs,
         r.newcomers,
         r.max_processes,
-        r.max_processes,
-        r.budget_per_second,
+        smoothness(r),
         r.budget_burst,
         r.budget_per_second
     )
+}
+
+/// How smooth the engine's flood is, which matters to whoever competes
+/// with it for a token bucket.
+fn smoothness(r: &SpoofResults) -> String {
+    match r.engine {
+        Engine::Xdp => format!(
+            "The in-kernel generator sends a chunk of frames per call and manages about 100 calls a second on this \
+             machine: paced, a chunk is 10 ms worth of frames, so the flood arrives in bursts with gaps between them; \
+             at full speed the {} processes' calls overlap and the stream has no gaps, like the packets of many bots. \
+             A token bucket of {}/s refills in any gap, and a legitimate request that arrives in one passes: in the \
+             paced rows, whoever competes for the budget (the newcomers; everybody behind nftables' global limit) \
+             fares better than against a smooth flood of the same rate. The \"max\" rows show the competition.",
+            r.max_processes, r.budget_per_second
+        ),
+        _ => "One sender process sends a batch per `sendmmsg`; paced, a batch is about 1 ms worth of frames, so the \
+              flood is close to smooth at every rate (a token bucket of a few hundred per second sees no gaps to \
+              refill in), like the packets of many bots."
+            .to_string(),
+    }
 }
 
 fn table(r: &SpoofResults) -> String {
