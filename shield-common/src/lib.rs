@@ -12,6 +12,7 @@ pub mod maps;
 pub mod policy;
 pub mod response;
 pub mod sip;
+pub mod txn;
 pub mod verdict;
 
 pub use bucket::{gcra, tokens, Bucket};
@@ -19,4 +20,5 @@ pub use maps::*;
 pub use policy::*;
 pub use response::{CseqLine, RESPONSE_CLASSES};
 pub use sip::{Method, PayloadKind};
+pub use txn::{Txn, TxnKey, TXN_WINDOW_NS};
 pub use verdict::*;

@@ -28,8 +28,9 @@ pub mod names {
     pub const RESPONSES: &str = "RESPONSES";
     pub const EGRESS_SCRATCH: &str = "EGRESS_SCRATCH";
     pub const VERIFIED_HINT: &str = "VERIFIED_HINT";
+    pub const TXNS: &str = "TXNS";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -54,6 +55,7 @@ pub mod names {
         RESPONSES,
         EGRESS_SCRATCH,
         VERIFIED_HINT,
+        TXNS,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -130,6 +132,9 @@ pub mod default_size {
     pub const EVENTS_BYTES: u32 = 256 * 1024;
     pub const VERIFIED: u32 = 1_000_000;
     pub const VERIFY_NETS: u32 = 65_536;
+    /// Requests that may verify, remembered for 32 s (SPEC §8): room for
+    /// 2,000 a second, LRU beyond.
+    pub const TXNS: u32 = 65_536;
 }
 
 /// `PORTS[port]` bits.

@@ -11,9 +11,6 @@
 use crate::sip::{byte, is_lws, method_of, skip_lws, HEAD_LEN, MAX_METHOD_LEN, UA_WINDOW};
 use crate::Method;
 
-/// Header lines starting with `c`/`C` looked at for `CSeq` (Call-ID,
-/// Contact, Content-Type, Content-Length... may come first).
-pub const CSEQ_MAX_C_LINES: usize = 8;
 
 /// Status classes counted: `1xx` ..= `6xx`.
 pub const RESPONSE_CLASSES: usize = 6;
@@ -51,7 +48,7 @@ pub enum CseqLine {
     NotCseq,
     /// A `CSeq` header that does not parse: the response has no method.
     Garbled,
-    Method(Method),
+    Found { number: u32, method: Method },
 }
 
 /// Longest sequence number accepted (RFC 3261: 32 bits, 10 digits).
@@ -77,11 +74,13 @@ pub fn cseq_line(win: &[u8; UA_WINDOW]) -> CseqLine {
     }
     let mut j = skip_lws(win, j + 1);
     let digits = j;
+    let mut number: u64 = 0;
     while j - digits <= CSEQ_MAX_DIGITS && byte(win, j).is_ascii_digit() {
+        number = number * 10 + (byte(win, j) - b'0') as u64;
         j += 1;
     }
     let n = j - digits;
-    if n == 0 || n > CSEQ_MAX_DIGITS || !is_lws(byte(win, j)) {
+    if n == 0 || n > CSEQ_MAX_DIGITS || number > u32::MAX as u64 || !is_lws(byte(win, j)) {
         return CseqLine::Garbled;
     }
     let start = skip_lws(win, j);
@@ -99,7 +98,10 @@ pub fn cseq_line(win: &[u8; UA_WINDOW]) -> CseqLine {
     if k == 0 || k > MAX_METHOD_LEN {
         return CseqLine::Garbled;
     }
-    CseqLine::Method(method_of(win, start, k))
+    CseqLine::Found {
+        number: number as u32,
+        method: method_of(win, start, k),
+    }
 }
 
 #[cfg(test)]
@@ -139,16 +141,21 @@ mod tests {
 
     #[test]
     fn cseq_lines() {
-        let m = CseqLine::Method;
-        assert_eq!(cseq(b"CSeq: 1 REGISTER\r\n"), m(Method::Register));
-        assert_eq!(cseq(b"cseq:1 INVITE"), m(Method::Invite));
-        assert_eq!(cseq(b"CSEQ \t:\t 4294967295\t\tINVITE\r\n"), m(Method::Invite));
-        assert_eq!(cseq(b"CSeq: 7 register\r\n"), m(Method::Other));
-        assert_eq!(cseq(b"CSeq: 7 FOO-BAR\r\n"), m(Method::Other));
-        assert_eq!(cseq(b"CSeq: 7 INVITEX\r\n"), m(Method::Other));
-        assert_eq!(cseq(b"CSeq: 7 BYE"), m(Method::Bye)); // end of payload
+        let m = |number, method| CseqLine::Found { number, method };
+        assert_eq!(cseq(b"CSeq: 1 REGISTER\r\n"), m(1, Method::Register));
+        assert_eq!(cseq(b"cseq:1 INVITE"), m(1, Method::Invite));
+        assert_eq!(
+            cseq(b"CSEQ \t:\t 4294967295\t\tINVITE\r\n"),
+            m(u32::MAX, Method::Invite)
+        );
+        assert_eq!(cseq(b"CSeq: 7 register\r\n"), m(7, Method::Other));
+        assert_eq!(cseq(b"CSeq: 7 FOO-BAR\r\n"), m(7, Method::Other));
+        assert_eq!(cseq(b"CSeq: 7 INVITEX\r\n"), m(7, Method::Other));
+        assert_eq!(cseq(b"CSeq: 7 BYE"), m(7, Method::Bye)); // end of payload
+        assert_eq!(cseq(b"CSeq: 0000000012 ACK"), m(12, Method::Ack));
         assert_eq!(cseq(b"CSeq: INVITE\r\n"), CseqLine::Garbled);
         assert_eq!(cseq(b"CSeq: 12345678901 INVITE"), CseqLine::Garbled);
+        assert_eq!(cseq(b"CSeq: 4294967296 INVITE"), CseqLine::Garbled);
         assert_eq!(cseq(b"CSeq: 1INVITE"), CseqLine::Garbled);
         assert_eq!(cseq(b"CSeq: 1 \r\n"), CseqLine::Garbled);
         assert_eq!(cseq(b"CSeq: 1 INV\x01TE"), CseqLine::Garbled);

@@ -1,7 +1,8 @@
 //! The egress classifier (SPEC §8): reads the SIP responses the server
 //! sends from a protected port, counts them by CSeq method and status
-//! class, and marks the destination of a final 2xx to an authenticated
-//! method verified. A spoofer never receives the digest challenge, so it
+//! class, and marks the destination of a final 2xx verified when it
+//! answers a request of an authenticated method that the XDP program saw
+//! from that destination (same Call-ID and CSeq, within 32 s). A spoofer never receives the digest challenge, so it
 //! never gets such a reply: this is what tells real sources from forged
 //! ones.
 //!
@@ -18,12 +19,14 @@ use aya_ebpf::{
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use shield_common::{
-    response::{self, CseqLine, CSEQ_MAX_C_LINES},
-    responses_slot, sip::HEAD_LEN, verified_hint, Method, Policy, Verified, MAX_L4_OFFSET,
-    PORT_TCP, PORT_UDP, RESPONSE_CLASSES, VERIFIED_BY_REPLY,
+    response, responses_slot,
+    sip::HEAD_LEN,
+    txn::{TxnIds, TXN_MAX_C_LINES},
+    verified_hint, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
+    RESPONSE_CLASSES, VERIFIED_BY_REPLY,
 };
 
-use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::lines::{self, LINE_BAD};
 use crate::prog::{
     launder, now_ns, parse, port_flags, src_key, Frame, Pkt, Scratch, EGRESS_SCRATCH, IFACE_SLOT,
     IFACE_SLOT_MASK, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD, POLICY,
@@ -77,12 +80,22 @@ fn egress(ctx: &TcContext) {
     let Some(class) = response::status_class(head, plen) else {
         return;
     };
-    let method = match shield_egress_cseq(skb, pay as u64, plen as u64) {
-        LINE_FOUND => launder(scratch, unsafe { (*scratch).method } as usize) & METHOD_MASK,
-        _ => NO_METHOD,
+    unsafe { (*scratch).ids = TxnIds::default() };
+    shield_egress_txn(skb, pay as u64, plen as u64);
+    let ids = unsafe { (*scratch).ids };
+    let method = match ids.cseq {
+        Some((_, m)) => launder(scratch, m as usize) & METHOD_MASK,
+        None => NO_METHOD,
     };
     count(skb, method, class);
-    if class == 2 && p.verifies(method) {
+    if class != 2 || !p.verifies(method) {
+        return;
+    }
+    // Only a reply to a request this destination really sent (SPEC §8).
+    let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
+        return;
+    };
+    if crate::txn::answers(p, src_key(&f.dst, p), call_id, cseq, method) {
         verify(p, &f);
     }
 }
@@ -170,11 +183,11 @@ fn verify(p: &Policy, f: &Frame) {
     }
 }
 
-/// Looks for the `CSeq` header (see `lines::find_line`); returns
-/// `LINE_FOUND` with the method index in `EGRESS_SCRATCH.method`, or 0.
+/// Walks the response's `c` lines into `EGRESS_SCRATCH.ids` (see
+/// `crate::txn`).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_egress_cseq(ctx: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
+pub extern "C" fn shield_egress_txn(ctx: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
     let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -183,31 +196,24 @@ pub extern "C" fn shield_egress_cseq(ctx: *mut __sk_buff, pay: u64, plen: u64) -
         scratch,
         pay,
         plen,
-        CSEQ_MAX_C_LINES,
+        TXN_MAX_C_LINES,
         |j, limit| shield_egress_scan_block(ctx, pay, j, limit),
-        |at, avail| shield_cseq_line(ctx, at, avail),
+        |at, avail| shield_egress_txn_line(ctx, at, avail),
     )
 }
 
-/// `response::cseq_line` on the line at payload offset `at` (`avail`
-/// bytes left).
+/// `txn::take_line` on the line at payload offset `at` (`avail` bytes
+/// left).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_cseq_line(ctx: *mut __sk_buff, at: u64, avail: u64) -> u64 {
+pub extern "C" fn shield_egress_txn_line(ctx: *mut __sk_buff, at: u64, avail: u64) -> u64 {
     let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
     if !lines::copy_window(&Pkt::skb(ctx), scratch, at, avail) {
         return LINE_BAD;
     }
-    match response::cseq_line(unsafe { &(*scratch).win }) {
-        CseqLine::NotCseq => LINE_OTHER,
-        CseqLine::Garbled => LINE_BAD,
-        CseqLine::Method(m) => {
-            unsafe { (*scratch).method = m as u64 };
-            LINE_FOUND
-        }
-    }
+    crate::txn::take_line(scratch)
 }
 
 /// `lines::scan_block` for lines starting with `c` or `C`.

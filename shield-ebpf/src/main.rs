@@ -16,6 +16,8 @@ mod egress;
 mod lines;
 #[cfg(target_arch = "bpf")]
 mod prog;
+#[cfg(target_arch = "bpf")]
+mod txn;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -30,7 +30,7 @@ use shield_common::{
     F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY,
     F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT,
     PORTS_ENTRIES, PORT_TCP, PORT_UDP, RESPONSES_ENTRIES, SIP_STATS_ENTRIES, STATS_ENTRIES,
-    VERIFIED_HINT_WORDS,
+    txn::TxnIds, Txn, TxnKey, VERIFIED_HINT_WORDS,
 };
 
 /// Per-CPU scratch space for the header searches (see `find_line`): off
@@ -46,6 +46,8 @@ pub(crate) struct Scratch {
     pub(crate) ua: UaKey,
     /// The CSeq method index found (egress).
     pub(crate) method: u64,
+    /// The Call-ID and CSeq found (see `txn`).
+    pub(crate) ids: TxnIds,
     /// The first payload bytes, for the first-line classifier.
     pub(crate) head: [u8; HEAD_LEN],
 }
@@ -103,6 +105,9 @@ maps! {
     static RESPONSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESPONSES_ENTRIES, 0);
     static EGRESS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
     static VERIFIED_HINT: Array<u64> = Array::with_max_entries(VERIFIED_HINT_WORDS, 0);
+    // SPEC §8: requests that passed and may verify their source, so a
+    // final 2xx verifies only a destination that really sent one.
+    static TXNS: LruHashMap<TxnKey, Txn> = LruHashMap::with_max_entries(default_size::TXNS, 0);
 }
 
 const _: () = assert!(names::are_all(MAP_NAMES));
@@ -135,7 +140,7 @@ pub(crate) struct Pkt {
 
 impl Pkt {
     #[inline(always)]
-    fn new(ctx: &XdpContext) -> Pkt {
+    pub(crate) fn new(ctx: &XdpContext) -> Pkt {
         Pkt {
             data: ctx.data(),
             end: ctx.data_end(),
@@ -413,17 +418,24 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     }
 
     let mut method = NO_METHOD;
+    let mut payload = (0, 0);
     let mut syn = false;
     if udp.is_some() {
         let udp = udp.unwrap_or(core::ptr::null());
-        method = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
+        (method, payload) = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
             Ok(m) => m,
             Err(out) => return out,
         };
     } else if let Some(t) = tcp {
         syn = unsafe { (*t).syn() != 0 && (*t).ack() == 0 };
     }
-    buckets(p, &f.src, method, syn)
+    let out = buckets(p, &f.src, method, syn);
+    // A request that passes and may verify its source is remembered, for
+    // the egress classifier to pair the server's 2xx with (SPEC §8).
+    if matches!(out.reason, Reason::Ok) && p.verifies(method) {
+        crate::txn::remember(ctx, p, &f.src, method, payload, scratch);
+    }
+    out
 }
 
 /// Steps 2-4: allowlist, denylist, bans. `Ok(Some(deny or ban))`: the
@@ -574,7 +586,7 @@ fn trunk_only(p: &Policy) -> Option<Outcome> {
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
 /// keepalive, an unverified source must find a token in the shared budget,
 /// and it must not come from a scanner. `Ok`: the request's method index
-/// (laundered), or `NO_METHOD`.
+/// (laundered), or `NO_METHOD`, and the payload's offset and length.
 #[inline(always)]
 fn sip_payload(
     ctx: &XdpContext,
@@ -584,7 +596,7 @@ fn sip_payload(
     udp: *const UdpHdr,
     l4: usize,
     scratch: *mut Scratch,
-) -> Result<usize, Outcome> {
+) -> Result<(usize, (usize, usize)), Outcome> {
     let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
     let pay = l4 + UdpHdr::LEN;
     let in_frame = pkt.len().saturating_sub(pay);
@@ -631,7 +643,7 @@ fn sip_payload(
             return Err(out);
         }
     }
-    Ok(method)
+    Ok((method, (pay, plen)))
 }
 
 /// Step 7b: a source neither allowlisted (returned earlier) nor verified

@@ -18,7 +18,10 @@ const VERIFY: &str = "[limits]\npackets_per_second = 0\n\n\
 /// response from port 5060), as a registrar would.
 fn answer_once(ends: &Ends, reply: &'static str) {
     ends.peer
-        .send_to(b"REGISTER sip:sbc SIP/2.0\r\nCSeq: 2 REGISTER\r\n\r\n", (SBC_IP, 5060))
+        .send_to(
+            b"REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@peer\r\nCSeq: 2 REGISTER\r\n\r\n",
+            (SBC_IP, 5060),
+        )
         .expect("send");
     let mut buf = [0u8; 2048];
     let (_, from) = ends.sbc.recv_from(&mut buf).expect("the REGISTER reaches the SBC");

@@ -220,6 +220,14 @@ fn egress(k: &mut Kernel, base: &BareDrop) {
         )
     };
     let frame = |payload: String| reply_frame([198, 51, 100, 50], payload.as_bytes());
+    // The 200 answers a REGISTER the XDP program saw from the client (SPEC
+    // §8), so the first row is the verifying path.
+    let mut p = spoof_policy();
+    p.unverified = Bucket::default();
+    k.shield.maps.set_policy(&p).unwrap();
+    let register = "REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
+    let seen = k.run(&Frame::udp4([198, 51, 100, 50], 5060, register.as_bytes()).build());
+    assert_eq!(seen.reason, Reason::Ok, "the REGISTER passes");
     let cases = [
         ("200 OK to REGISTER (verifies)", frame(reply("200 OK", "CSeq: 2 REGISTER"))),
         ("401 to REGISTER (counted)", frame(reply("401 Unauthorized", "CSeq: 1 REGISTER"))),

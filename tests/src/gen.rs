@@ -122,6 +122,10 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
         "From: <sip:100@198.51.100.1>;tag=1928301774",
         "Call-ID: a84b4c76e66710@pc33.example",
         "CSeq: 314159 INVITE",
+        // The CSeqs of `response_frame`'s replies: some of those answer
+        // these requests (SPEC §8 pairs them by Call-ID and CSeq).
+        "CSeq: 1 REGISTER",
+        "CSeq: 102 INVITE",
         "Contact: <sip:100@203.0.113.7>",
         "Unsupported: foo",
         "Supported: replaces",

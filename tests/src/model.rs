@@ -13,9 +13,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use shield_common::{
     gcra, mask_v6,
-    response::{self, CseqLine, CSEQ_MAX_C_LINES},
+    response,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
-    src_key_v4, Method, OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
+    src_key_v4,
+    txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
+    Method, OffenderEvent, Txn, TxnKey, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
     FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
     PORT_TCP, PORT_UDP,
 };
@@ -68,6 +70,8 @@ pub struct Model {
     pub verified: HashMap<SrcKey, u64>,
     /// The shared unverified bucket's TAT.
     pub budget_tat: u64,
+    /// `TXNS`: requests that passed and may verify their source.
+    pub txns: HashMap<TxnKey, Txn>,
 }
 
 /// What the egress classifier makes of a frame leaving the host.
@@ -196,6 +200,7 @@ impl Model {
             events: Vec::new(),
             verified: HashMap::new(),
             budget_tat: 0,
+            txns: HashMap::new(),
         };
         m.reset_verified();
         m
@@ -340,6 +345,7 @@ impl Model {
 
         let mut method = None;
         let mut syn = false;
+        let mut request_ids = TxnIds::default();
         if let Some(u) = udp {
             let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
             let pay = p.l4 + 8;
@@ -369,6 +375,9 @@ impl Model {
                     false
                 }
             };
+            if method.is_some_and(|m| pol.verifies(m as usize)) {
+                request_ids = txn_ids(payload);
+            }
             // Step 7b: the shared budget of unverified sources.
             if pol.unverified.is_limited() && !self.is_verified(p.src, now) {
                 match gcra(self.budget_tat, now, &pol.unverified) {
@@ -412,6 +421,23 @@ impl Model {
                     method,
                 };
             }
+        }
+        // A request that passed and may verify its source (SPEC §8).
+        if let (Some(m), Some(call_id), Some((cseq, cseq_method))) =
+            (method, request_ids.call_id, request_ids.cseq)
+        {
+            let key = TxnKey {
+                src: key,
+                call_id,
+                cseq,
+                _pad: 0,
+            };
+            let txn = Txn {
+                seen_ns: now,
+                method: m as u32,
+                cseq_method: cseq_method as u32,
+            };
+            self.txns.insert(key, txn);
         }
         Decision {
             reason: Reason::Ok,
@@ -514,10 +540,10 @@ impl Model {
         let n = plen.min(HEAD_LEN);
         head[..n].copy_from_slice(&payload[..n]);
         let class = response::status_class(&head, plen)?;
-        let found = cseq_method(payload);
+        let ids = txn_ids(payload);
+        let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        if let Some(m) = found.filter(|m| class == 2 && pol.verifies(*m as usize)) {
-            let _ = m;
+        if class == 2 && found.is_some_and(|m| pol.verifies(m as usize)) && self.answers(&ids, p.dst, now) {
             let exp = now.saturating_add(pol.verify_ttl_ns);
             let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
             if *e != 0 && *e < exp {
@@ -529,25 +555,39 @@ impl Model {
             class,
         })
     }
+
+    /// Whether a reply to `dst` with these Call-ID and CSeq answers a
+    /// request remembered from `dst` whose request-line method verifies.
+    fn answers(&self, ids: &TxnIds, dst: IpAddr, now: u64) -> bool {
+        let (Some(call_id), Some((cseq, m))) = (ids.call_id, ids.cseq) else {
+            return false;
+        };
+        let key = TxnKey {
+            src: self.key(dst),
+            call_id,
+            cseq,
+            _pad: 0,
+        };
+        self.txns.get(&key).is_some_and(|t| {
+            t.answered_by(m as u32, now) && self.tables.policy.verifies(t.method as usize)
+        })
+    }
 }
 
 
-/// The CSeq method: the first header line starting within `UA_SCAN_LIMIT`
-/// bytes whose name is `CSeq`, before the blank line, among the first
-/// `CSEQ_MAX_C_LINES` lines that start with `c` or `C`.
+/// The Call-ID and CSeq: the first of each among the header lines starting
+/// within `UA_SCAN_LIMIT` bytes, before the blank line, among the first
+/// `TXN_MAX_C_LINES` lines that start with `c` or `C`; a garbled one ends
+/// the walk.
+pub fn txn_ids(payload: &[u8]) -> TxnIds {
+    let mut ids = TxnIds::default();
+    header_walk(payload, b'c', TXN_MAX_C_LINES, |win| ids.take(txn_line(win)));
+    ids
+}
+
+/// The CSeq method (see [`txn_ids`]).
 pub fn cseq_method(payload: &[u8]) -> Option<Method> {
-    let mut found = None;
-    header_walk(payload, b'c', CSEQ_MAX_C_LINES, |win| {
-        match response::cseq_line(win) {
-            CseqLine::NotCseq => false,
-            CseqLine::Garbled => true,
-            CseqLine::Method(m) => {
-                found = Some(m);
-                true
-            }
-        }
-    });
-    found
+    txn_ids(payload).cseq.map(|(_, m)| m)
 }
 
 /// Walks the header lines starting within `UA_SCAN_LIMIT` bytes, up to the

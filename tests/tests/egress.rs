@@ -1,8 +1,11 @@
 //! The egress classifier (SPEC §8) on crafted frames with
 //! `BPF_PROG_TEST_RUN`: what it counts, whom it verifies, and that it
-//! never changes a packet's fate.
+//! never changes a packet's fate. A 2xx verifies only when it answers a
+//! request the XDP program saw from its destination (same Call-ID and
+//! CSeq, request-line method in `[verify] methods`): the requests are run
+//! through the XDP program first, kernel and model side by side.
 
-use shield_common::{Method, Policy, F_ENFORCE};
+use shield_common::{Method, Policy, Reason, F_ENFORCE};
 use shield_tests::{
     frames::{Ext, Frame, L3, L4, TPID_8021AD, TPID_8021Q},
     kernel::Kernel,
@@ -63,6 +66,43 @@ fn reply6(payload: &str, ext: Vec<Ext>) -> Frame {
     }
 }
 
+/// A request from `src` (IPv4 or IPv6, as `dst`) to the SBC's 5060.
+fn request_frame(payload: &str, src: std::net::IpAddr) -> Frame {
+    let l3 = match src {
+        std::net::IpAddr::V4(a) => L3::V4 {
+            src: a.octets(),
+            dst: SBC,
+            options: vec![],
+            frag_offset: 0,
+            more_frags: false,
+        },
+        std::net::IpAddr::V6(a) => L3::V6 {
+            src: a.octets(),
+            dst: SBC6,
+            ext: vec![],
+        },
+    };
+    Frame {
+        vlans: vec![],
+        l3,
+        l4: L4::Udp {
+            sport: 5062,
+            dport: 5060,
+        },
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+/// The client's request whose replies [`response`] builds: request line
+/// `method`, the same Call-ID, and `cseq`.
+fn request(method: &str, cseq: &str) -> String {
+    format!(
+        "{method} sip:198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9:5062;branch=z9hG4bK1\r\n\
+         From: <sip:100@example>;tag=1\r\nTo: <sip:100@example>\r\n\
+         Call-ID: 1@203.0.113.9\r\n{cseq}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 fn response(status: &str, cseq: &str) -> String {
     format!(
         "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 203.0.113.9:5062;branch=z9hG4bK1\r\n\
@@ -97,6 +137,21 @@ impl Bench {
         got
     }
 
+    /// Sends `payload` as a request from `src` through the XDP program and
+    /// the model (which must agree, and pass it).
+    fn ask_from(&mut self, payload: &str, src: std::net::IpAddr) {
+        let bytes = request_frame(payload, src).build();
+        let want = self.model.decide(&bytes, shield::kernel::monotonic_ns());
+        let got = self.k.run(&bytes);
+        assert_eq!(got.reason, want.reason, "kernel and model disagree on {payload:?}");
+        assert_eq!(got.reason, Reason::Ok, "{payload:?}");
+    }
+
+    /// [`Bench::ask_from`] the client.
+    fn ask(&mut self, payload: &str) {
+        self.ask_from(payload, CLIENT.into());
+    }
+
     /// Learned from a reply (the classifier's own entries).
     fn verified(&self, a: std::net::IpAddr) -> bool {
         self.k
@@ -124,9 +179,15 @@ fn every_status_class_is_counted_and_only_a_2xx_to_an_authenticated_method_verif
         assert!(!b.verified(CLIENT.into()), "{status} verified the client");
     }
     // 2xx to a method not in [verify] methods: counted, not verified.
+    b.ask(&request("OPTIONS", "CSeq: 5 OPTIONS"));
     let r = b.run(&reply4(&response("200 OK", "CSeq: 5 OPTIONS")));
     assert_eq!(r, Some(Reply { method: Method::Options, class: 2 }));
     assert!(!b.verified(CLIENT.into()));
+    // A 2xx to a REGISTER the client never sent: counted, not verified.
+    let r = b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
+    assert_eq!(r, Some(Reply { method: Method::Register, class: 2 }));
+    assert!(!b.verified(CLIENT.into()), "no request, no verification");
+    b.ask(&request("REGISTER", "CSeq: 2 REGISTER"));
     let r = b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
     assert_eq!(r, Some(Reply { method: Method::Register, class: 2 }));
     assert!(b.verified(CLIENT.into()));
@@ -150,8 +211,10 @@ fn cseq_in_any_spelling_and_place_and_header_names_in_any_case() {
         let r = b.run(&reply4(&response("486 Busy Here", cseq)));
         assert_eq!(r, Some(Reply { method, class: 4 }), "{cseq:?}");
     }
-    // CSeq after Call-ID, Contact and Content-Type lines (all `c`).
-    let payload = "SIP/2.0 200 OK\r\nCall-ID: x\r\nContact: <sip:a@b>\r\nContent-Type: a/b\r\n\
+    // CSeq after Call-ID, Contact and Content-Type lines (all `c`), and
+    // Call-ID spelt otherwise in the reply.
+    b.ask("INVITE sip:a SIP/2.0\r\nCSeq: 3 INVITE\r\nCall-ID: x\r\n\r\n");
+    let payload = "SIP/2.0 200 OK\r\ncall-id :\tx\r\nContact: <sip:a@b>\r\nContent-Type: a/b\r\n\
                    c: x\r\nCSeq: 3 INVITE\r\n\r\n";
     let r = b.run(&reply4(payload));
     assert_eq!(r, Some(Reply { method: Method::Invite, class: 2 }));
@@ -162,6 +225,9 @@ fn cseq_in_any_spelling_and_place_and_header_names_in_any_case() {
 fn replies_over_vlans_ipv6_extension_headers_and_tcp() {
     let mut b = Bench::new();
     let ok = response("200 OK", "CSeq: 2 REGISTER");
+    b.ask(&request("REGISTER", "CSeq: 2 REGISTER"));
+    b.ask_from(&request("REGISTER", "CSeq: 2 REGISTER"), CLIENT6.into());
+    b.ask_from(&request("INVITE", "CSeq: 1 INVITE"), [203, 0, 113, 10].into());
     let r = b.run(&reply4(&ok).with_vlans(&[TPID_8021AD, TPID_8021Q]));
     assert_eq!(r, Some(Reply { method: Method::Register, class: 2 }));
     assert!(b.verified(CLIENT.into()));
@@ -227,6 +293,9 @@ fn a_reply_refreshes_but_never_shortens_a_verification() {
     use shield::kernel::VerifiedBy;
     let mut b = Bench::new();
     let learned = |b: &Bench| b.k.shield.maps.learned_entry(CLIENT.into()).unwrap();
+    b.ask(&request("REGISTER", "CSeq: 2 REGISTER"));
+    b.ask(&request("INVITE", "CSeq: 3 INVITE"));
+    b.ask(&request("INVITE", "CSeq: 4 INVITE"));
     b.run(&reply4(&response("200 OK", "CSeq: 2 REGISTER")));
     let first = learned(&b).expect("learned");
     assert_eq!(first.by, VerifiedBy::Reply);
@@ -249,4 +318,51 @@ fn a_reply_refreshes_but_never_shortens_a_verification() {
     let hows: Vec<_> = all.iter().filter(|e| e.net == net).map(|e| e.by).collect();
     assert_eq!(hows.len(), 2, "{all:?}");
     assert!(hows.contains(&VerifiedBy::Operator) && hows.contains(&VerifiedBy::Reply));
+}
+
+/// The two forgeries of issue 18 (SPEC §8): a keepalive OPTIONS whose
+/// CSeq names REGISTER, answered `200 Keepalive` with that CSeq copied; a
+/// 2xx relayed to an address that never sent the request. Neither
+/// verifies; nor does a 2xx whose Call-ID or CSeq differs from the request.
+#[test]
+fn a_forged_cseq_or_a_relayed_reply_verifies_no_one() {
+    let mut b = Bench::new();
+    b.ask(&request("OPTIONS", "CSeq: 1 REGISTER"));
+    let r = b.run(&reply4(&response("200 Keepalive", "CSeq: 1 REGISTER")));
+    assert_eq!(r, Some(Reply { method: Method::Register, class: 2 }));
+    assert!(!b.verified(CLIENT.into()), "an OPTIONS request line never verifies");
+    // A REGISTER from another address with the same Call-ID and CSeq: a
+    // reply relayed to the client pairs with nothing the client sent.
+    b.ask_from(&request("REGISTER", "CSeq: 7 REGISTER"), [203, 0, 113, 77].into());
+    b.run(&reply4(&response("200 OK", "CSeq: 7 REGISTER")));
+    assert!(!b.verified(CLIENT.into()), "relayed to an address that never asked");
+    // The client's own REGISTER, answered with another CSeq number,
+    // another CSeq method, or another Call-ID.
+    b.ask(&request("REGISTER", "CSeq: 8 REGISTER"));
+    b.run(&reply4(&response("200 OK", "CSeq: 9 REGISTER")));
+    b.run(&reply4(&response("200 OK", "CSeq: 8 INVITE")));
+    let other_call = response("200 OK", "CSeq: 8 REGISTER").replace("Call-ID: 1@", "Call-ID: 2@");
+    b.run(&reply4(&other_call));
+    let no_call_id = response("200 OK", "CSeq: 8 REGISTER").replace("Call-ID: 1@203.0.113.9\r\n", "");
+    b.run(&reply4(&no_call_id));
+    assert!(!b.verified(CLIENT.into()), "nothing answered the REGISTER");
+    // Its real answer verifies.
+    b.run(&reply4(&response("200 OK", "CSeq: 8 REGISTER")));
+    assert!(b.verified(CLIENT.into()));
+}
+
+/// The window: the model (whose clock the test sets) verifies a reply 32 s
+/// after its request, and not a nanosecond later.
+#[test]
+fn a_reply_later_than_32_s_answers_nothing() {
+    use shield_common::TXN_WINDOW_NS;
+    let mut m = Model::new(tables());
+    let ask = request_frame(&request("REGISTER", "CSeq: 1 REGISTER"), CLIENT.into()).build();
+    let ok = reply4(&response("200 OK", "CSeq: 1 REGISTER")).build();
+    let t0 = 1_000_000_000;
+    assert_eq!(m.decide(&ask, t0).reason, Reason::Ok);
+    m.egress(&ok, t0 + TXN_WINDOW_NS + 1);
+    assert!(m.verified.is_empty(), "too late");
+    m.egress(&ok, t0 + TXN_WINDOW_NS);
+    assert_eq!(m.verified.len(), 1, "in time");
 }

@@ -10,6 +10,9 @@
 //!    subscriber with digest auth (401, then 200 OK): the egress classifier
 //!    sees Kamailio's 200 OK leave the SBC and `shieldctl --json verified`
 //!    lists the subscriber with how = "reply".
+//!    Two forgeries get a 2xx out of Kamailio and verify no one: a
+//!    keepalive OPTIONS carrying `CSeq: 1 REGISTER`, and a forged 200 OK
+//!    relayed to the address its second Via names.
 //! 2. A spoofed-source flood (`flood --spoof 10.64.0.0/12`, AF_PACKET
 //!    engine, which keeps to its duration on a busy machine; REGISTER and
 //!    INVITE, `FLOOD_RATE` packets/s for `FLOOD_TIME`) hits the SBC's
@@ -172,6 +175,65 @@ fn learn_subscriber(topo: &Topology, shield: &Shieldd, dir: &Path) -> Result<()>
     Ok(())
 }
 
+/// Sends `msg` from `from` in `ns` to the SBC and waits (3 s at most) for
+/// a datagram on `listen` (in the same namespace): its first line.
+fn exchange(
+    ns: &shield_tests::netns::Netns,
+    from: SocketAddrV4,
+    listen: Option<SocketAddrV4>,
+    msg: String,
+) -> Result<String> {
+    ns.run(|| {
+        let sock = UdpSocket::bind(from)?;
+        let rx = match listen {
+            Some(a) => UdpSocket::bind(a)?,
+            None => sock.try_clone()?,
+        };
+        rx.set_read_timeout(Some(Duration::from_secs(3)))?;
+        sock.send_to(msg.as_bytes(), sbc())?;
+        let mut buf = [0u8; 4096];
+        let n = rx.recv(&mut buf).context("an answer")?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        Ok(text.lines().next().unwrap_or("").to_string())
+    })
+}
+
+/// The two forgeries of issue 18 against the real Kamailio: a keepalive
+/// OPTIONS whose CSeq says REGISTER (Kamailio answers `200 Keepalive` and
+/// copies the CSeq), and a forged 200 OK whose second Via names another
+/// address (Kamailio relays it there statelessly). Each gets its 2xx out
+/// of the SBC, and neither may verify anyone (SPEC §8).
+fn forgeries_verify_no_one(topo: &Topology, shield: &Shieldd) -> Result<()> {
+    let asker = SocketAddrV4::new(subscriber_ip(1), 5062);
+    let options = format!(
+        "OPTIONS sip:{SBC_SIP_IP} SIP/2.0\r\nVia: SIP/2.0/UDP {asker};branch=z9hG4bK-ka-1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:ka@{asker}>;tag=k1\r\nTo: <sip:{SBC_SIP_IP}>\r\n\
+         Call-ID: keepalive-forgery@lab\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    );
+    let status = exchange(&topo.carrier, asker, None, options)?;
+    ensure!(status.starts_with("SIP/2.0 200"), "the keepalive's answer: {status}");
+    let victim = SocketAddrV4::new(flood_source(5), 5062);
+    let forger = SocketAddrV4::new(ATTACKER_IP, 5070);
+    let forged = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {SBC_SIP_IP}:5060;branch=z9hG4bK-forged-1\r\n\
+         Via: SIP/2.0/UDP {victim};branch=z9hG4bK-forged-2\r\n\
+         From: <sip:1000@sbc.lab>;tag=f1\r\nTo: <sip:1000@sbc.lab>;tag=f2\r\n\
+         Call-ID: relay-forgery@lab\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    );
+    let relayed = exchange(&topo.attacker, forger, Some(victim), forged)?;
+    ensure!(relayed.starts_with("SIP/2.0 200"), "Kamailio relayed: {relayed}");
+    std::thread::sleep(Duration::from_millis(500));
+    for who in [*asker.ip(), *victim.ip()] {
+        let how = verified_how(shield, &net32(who))?;
+        ensure!(how.is_none(), "a forged 2xx verified {who}: {how:?}");
+    }
+    println!(
+        "forgeries: the keepalive OPTIONS from {asker} (CSeq 1 REGISTER) got {status:?}, the 200 OK relayed to \
+         {victim} arrived; neither verified anyone"
+    );
+    Ok(())
+}
+
 /// What is counted before and after the flood.
 struct Snapshot {
     kamailio_requests: u64,
@@ -269,6 +331,7 @@ fn a_spoofed_flood_spends_only_the_budget_while_a_verified_subscriber_registers(
         .start(&topo.sbc)?;
 
     learn_subscriber(&topo, &shield, dir.path())?;
+    forgeries_verify_no_one(&topo, &shield)?;
 
     let sub = subscriber_ip(0);
     let before = snapshot(&kamailio, &shield)?;

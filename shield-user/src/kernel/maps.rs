@@ -53,11 +53,12 @@ pub enum MapId {
     Responses,
     EgressScratch,
     VerifiedHint,
+    Txns,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 24] = [
+    pub const ALL: [MapId; 25] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -82,6 +83,7 @@ impl MapId {
         MapId::Responses,
         MapId::EgressScratch,
         MapId::VerifiedHint,
+        MapId::Txns,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -111,6 +113,7 @@ impl MapId {
             MapId::Responses => names::RESPONSES,
             MapId::EgressScratch => names::EGRESS_SCRATCH,
             MapId::VerifiedHint => names::VERIFIED_HINT,
+            MapId::Txns => names::TXNS,
         }
     }
 

@@ -1,0 +1,116 @@
+//! The transaction table's two ends (SPEC §8, `shield_common::txn`): the
+//! XDP program remembers a request that passed and may verify its source;
+//! the egress classifier asks whether a final 2xx answers one.
+//!
+//! Both find the Call-ID and the CSeq with one walk over the `c` header
+//! lines (`lines::find_line`), each program through its own thin globals
+//! (a global's context argument has the program's type), the line itself
+//! parsed by the shared `txn_line` into `Scratch::ids`.
+
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext, EbpfContext};
+use shield_common::{
+    txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
+    Policy, SrcKey, Txn, TxnKey,
+};
+
+use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::prog::{now_ns, src_key, Pkt, Scratch, Src, SCRATCH, TXNS};
+
+/// Remembers the request in the payload at `pay` (`plen` bytes) from
+/// `src`, whose request line has method index `method`, if it has a
+/// Call-ID and a CSeq.
+#[inline(always)]
+pub(crate) fn remember(
+    ctx: &XdpContext,
+    p: &Policy,
+    src: &Src,
+    method: usize,
+    (pay, plen): (usize, usize),
+    scratch: *mut Scratch,
+) {
+    unsafe { (*scratch).ids = TxnIds::default() };
+    shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    let ids = unsafe { (*scratch).ids };
+    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+        return;
+    };
+    let key = txn_key(src_key(src, p), call_id, cseq);
+    let txn = Txn {
+        seen_ns: now_ns(),
+        method: method as u32,
+        cseq_method: cseq_method as u32,
+    };
+    let _ = TXNS.insert(&key, &txn, 0);
+}
+
+/// Whether a final response to `dst` with Call-ID hash `call_id`, CSeq
+/// number `cseq` and CSeq method index `method` answers a request
+/// remembered from `dst` whose request-line method verifies.
+#[inline(always)]
+pub(crate) fn answers(p: &Policy, dst: SrcKey, call_id: u64, cseq: u32, method: usize) -> bool {
+    let key = txn_key(dst, call_id, cseq);
+    match unsafe { TXNS.get(&key) } {
+        Some(t) => t.answered_by(method as u32, now_ns()) && p.verifies(t.method as usize),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn txn_key(src: SrcKey, call_id: u64, cseq: u32) -> TxnKey {
+    TxnKey {
+        src,
+        call_id,
+        cseq,
+        _pad: 0,
+    }
+}
+
+/// Takes the line in `scratch.win` into `scratch.ids`: `LINE_FOUND` (stop)
+/// once both are there or the line is garbled, else `LINE_OTHER`.
+#[inline(always)]
+pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
+    let s = unsafe { &mut *scratch };
+    if s.ids.take(txn_line(&s.win)) {
+        LINE_FOUND
+    } else {
+        LINE_OTHER
+    }
+}
+
+/// Walks the request's `c` lines into `SCRATCH.ids`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_txn(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    lines::find_line(
+        &Pkt::new(&XdpContext::new(ctx)),
+        scratch,
+        pay,
+        plen,
+        TXN_MAX_C_LINES,
+        |j, limit| shield_c_scan_block(ctx, pay, j, limit),
+        |at, avail| shield_txn_line(ctx, at, avail),
+    )
+}
+
+/// `take_line` on the line at payload offset `at` (`avail` bytes left).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_txn_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return LINE_BAD;
+    };
+    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
+        return LINE_BAD;
+    }
+    take_line(scratch)
+}
+
+/// `lines::scan_block` for lines starting with `c` or `C`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_c_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
+    lines::scan_block(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, b'c')
+}
