@@ -61,6 +61,12 @@ impl Txn {
     }
 }
 
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::TxnKey {}
+    unsafe impl aya::Pod for super::Txn {}
+}
+
 /// What a header line that may be Call-ID or CSeq turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxnLine {

@@ -80,8 +80,8 @@ impl Kernel {
         self.reset_verified(t);
     }
 
-    /// Makes `VERIFIED` and the verified networks exactly `t.verified`, and
-    /// refills the unverified budget.
+    /// Makes `VERIFIED` and the verified networks exactly `t.verified`,
+    /// refills the unverified budget and forgets the remembered requests.
     pub fn reset_verified(&mut self, t: &Tables) {
         let m = &mut self.shield.maps;
         for e in m.verified(0).expect("verified") {
@@ -91,6 +91,7 @@ impl Kernel {
             m.verify(*net, *exp, VerifiedBy::Operator).expect("verify");
         }
         m.reset_budget().expect("budget");
+        m.clear_txns().expect("clear TXNS");
     }
 
     fn slot0(&self) -> Vec<Counter> {

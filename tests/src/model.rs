@@ -206,10 +206,11 @@ impl Model {
         m
     }
 
-    /// `VERIFIED` as `tables.verified` leaves it (the learned entries and
-    /// the budget's state forgotten).
+    /// `VERIFIED` as `tables.verified` leaves it (the learned entries, the
+    /// remembered requests and the budget's state forgotten).
     pub fn reset_verified(&mut self) {
         self.verified.clear();
+        self.txns.clear();
         self.budget_tat = 0;
         let prefix = self.tables.policy.ipv6_prefix;
         for (net, exp) in self.tables.verified.clone() {

@@ -18,7 +18,7 @@ use aya::{
 use ipnet::IpNet;
 use shield_common::{
     names, sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy,
-    Reason, SrcKey, SrcState, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
+    Reason, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
     F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS,
     PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
@@ -207,6 +207,7 @@ pub struct ShieldMaps {
     pub(super) verify_nets_v6: Trie<[u8; 16], Verified>,
     pub(super) budget: Array<MapData, Budget>,
     pub(super) responses: PerCpuArray<MapData, u64>,
+    txns: HashMap<MapData, TxnKey, Txn>,
     /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
@@ -335,6 +336,7 @@ impl ShieldMaps {
             verify_nets_v6: take(ebpf, MapId::VerifyNetsV6)?,
             budget: take(ebpf, MapId::Budget)?,
             responses: take(ebpf, MapId::Responses)?,
+            txns: take(ebpf, MapId::Txns)?,
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],
@@ -638,6 +640,15 @@ impl ShieldMaps {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
         for k in keys {
             hash_del(&mut self.sources, &k)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the requests remembered for verification (`TXNS`).
+    pub fn clear_txns(&mut self) -> Result<(), MapError> {
+        let keys: Vec<TxnKey> = self.txns.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            hash_del(&mut self.txns, &k)?;
         }
         Ok(())
     }
