@@ -419,17 +419,25 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
 
     let mut method = NO_METHOD;
     let mut payload = (0, 0);
+    let mut held = false;
     let mut syn = false;
     if udp.is_some() {
         let udp = udp.unwrap_or(core::ptr::null());
-        (method, payload) = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
+        (method, payload, held) = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
             Ok(m) => m,
             Err(out) => return out,
         };
     } else if let Some(t) = tcp {
         syn = unsafe { (*t).syn() != 0 && (*t).ack() == 0 };
     }
-    let out = buckets(p, &f.src, method, syn);
+    let out = if held {
+        Outcome {
+            reason: Reason::Ok,
+            method,
+        }
+    } else {
+        buckets(p, &f.src, method, syn)
+    };
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
     if matches!(out.reason, Reason::Ok) && p.verifies(method) {
@@ -558,12 +566,19 @@ fn protected_port(
 }
 
 /// A fragment other than the first has no port: only the per-source packet
-/// bucket applies.
+/// bucket applies. With the unverified budget on, a fragment from an
+/// unverified source without state creates none (SPEC §2 step 7b): a
+/// spoofed flood of fragments must not fill `SOURCES`.
 #[inline(always)]
 fn later_fragment(p: &Policy, src: &Src) -> Outcome {
     if p.packet.is_limited() {
         let key = src_key(src, p);
-        if let Some(st) = source(&key) {
+        let st = if p.unverified.is_limited() && !verified(p, src, now_ns()) {
+            SOURCES.get_ptr_mut(&key)
+        } else {
+            source(&key)
+        };
+        if let Some(st) = st {
             let now = now_ns();
             if !spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet) {
                 escalate(st, &key, src, p, now, Reason::Rate);
@@ -586,7 +601,8 @@ fn trunk_only(p: &Policy) -> Option<Outcome> {
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
 /// keepalive, an unverified source must find a token in the shared budget,
 /// and it must not come from a scanner. `Ok`: the request's method index
-/// (laundered), or `NO_METHOD`, and the payload's offset and length.
+/// (laundered), or `NO_METHOD`, the payload's offset and length, and
+/// whether step 7b already held the source to its buckets.
 #[inline(always)]
 fn sip_payload(
     ctx: &XdpContext,
@@ -596,7 +612,7 @@ fn sip_payload(
     udp: *const UdpHdr,
     l4: usize,
     scratch: *mut Scratch,
-) -> Result<(usize, (usize, usize)), Outcome> {
+) -> Result<(usize, (usize, usize), bool), Outcome> {
     let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
     let pay = l4 + UdpHdr::LEN;
     let in_frame = pkt.len().saturating_sub(pay);
@@ -635,36 +651,48 @@ fn sip_payload(
     };
     // Before the User-Agent scan and before any per-source state: a
     // spoofed flood's packet costs a lookup and a read of the shared line.
-    if let Some(out) = unverified(p, src, method) {
-        return Err(out);
-    }
+    let held = unverified(p, src, method)?;
     if is_sip {
         if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
             return Err(out);
         }
     }
-    Ok((method, (pay, plen)))
+    Ok((method, (pay, plen), held))
 }
 
 /// Step 7b: a source neither allowlisted (returned earlier) nor verified
 /// spends a token from the bucket all of them share. Not an offence: the
-/// source address of such a packet proves nothing.
+/// source address of such a packet proves nothing. A source that has state
+/// (it was granted a token before) is first held to its own buckets, so a
+/// real flooder is dropped `rate` and escalated instead of draining the
+/// shared budget; a packet never creates state here. `Ok(true)`: the
+/// source's buckets were spent (step 9 is done).
 #[inline(always)]
-fn unverified(p: &Policy, src: &Src, method: usize) -> Option<Outcome> {
+fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
     if !p.unverified.is_limited() {
-        return None;
+        return Ok(false);
     }
     let now = now_ns();
     if verified(p, src, now) {
-        return None;
+        return Ok(false);
     }
-    let budget = BUDGET.get_ptr_mut(0)?;
+    let key = src_key(src, p);
+    let held = match SOURCES.get_ptr_mut(&key) {
+        Some(st) => match held_to_buckets(p, src, &key, st, method, false) {
+            Some(out) => return Err(out),
+            None => true,
+        },
+        None => false,
+    };
+    let Some(budget) = BUDGET.get_ptr_mut(0) else {
+        return Ok(held);
+    };
     // `spend` writes (one CAS) only when it grants a token: while the
     // bucket is empty every CPU only reads the line.
     if spend(unsafe { &raw mut (*budget).tat }, now, &p.unverified) {
-        return None;
+        return Ok(held);
     }
-    Some(Outcome {
+    Err(Outcome {
         reason: Reason::Unverified,
         method,
     })
@@ -756,32 +784,12 @@ fn scanner(
 /// Steps 9 and 10: the source's token buckets, then pass.
 #[inline(always)]
 fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
-    let method_bucket = p.method_bucket_at(method);
     let syn_bucket = syn && p.syn.is_limited();
-    if p.packet.is_limited() || method_bucket.is_some() || syn_bucket {
+    if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);
         if let Some(st) = source(&key) {
-            let now = now_ns();
-            let ok = (!p.packet.is_limited()
-                || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
-                && match method_bucket {
-                    // (`i < METHOD_BUCKETS` by construction; the check is for
-                    // the verifier, which loses the bound of a modulo.)
-                    Some((i, b)) if i < shield_common::METHOD_BUCKETS => spend(
-                        unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) },
-                        now,
-                        b,
-                    ),
-                    Some(_) => true,
-                    None => true,
-                }
-                && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
-            if !ok {
-                escalate(st, &key, src, p, now, Reason::Rate);
-                return Outcome {
-                    reason: Reason::Rate,
-                    method,
-                };
+            if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket) {
+                return out;
             }
         }
     }
@@ -789,6 +797,42 @@ fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
         reason: Reason::Ok,
         method,
     }
+}
+
+/// Spends from the source's packet bucket, its method's bucket and (for a
+/// SYN) the SYN bucket: DROP `rate`, escalated, when one is empty.
+#[inline(always)]
+fn held_to_buckets(
+    p: &Policy,
+    src: &Src,
+    key: &SrcKey,
+    st: *mut SrcState,
+    method: usize,
+    syn_bucket: bool,
+) -> Option<Outcome> {
+    let now = now_ns();
+    let ok = (!p.packet.is_limited()
+        || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
+        && match p.method_bucket_at(method) {
+            // (`i < METHOD_BUCKETS` by construction; the check is for
+            // the verifier, which loses the bound of a modulo.)
+            Some((i, b)) if i < shield_common::METHOD_BUCKETS => spend(
+                unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) },
+                now,
+                b,
+            ),
+            Some(_) => true,
+            None => true,
+        }
+        && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
+    if ok {
+        return None;
+    }
+    escalate(st, key, src, p, now, Reason::Rate);
+    Some(Outcome {
+        reason: Reason::Rate,
+        method,
+    })
 }
 
 /// `CLOCK_MONOTONIC_COARSE`: a tick's resolution (1-4 ms) is plenty for

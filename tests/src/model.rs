@@ -324,7 +324,14 @@ impl Model {
         }
         let key = self.key(p.src);
         if p.later_fragment {
-            if pol.packet.is_limited() && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet)
+            // With the budget on, an unverified source without state gets
+            // none from a fragment (SPEC §2 step 7b).
+            let stateless = pol.unverified.is_limited()
+                && !self.is_verified(p.src, now)
+                && !self.sources.contains_key(&key);
+            if pol.packet.is_limited()
+                && !stateless
+                && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet)
             {
                 self.escalate(&key, p.src, now, Reason::Rate);
                 return Decision {
@@ -347,6 +354,7 @@ impl Model {
         let mut method = None;
         let mut syn = false;
         let mut request_ids = TxnIds::default();
+        let mut held = false;
         if let Some(u) = udp {
             let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
             let pay = p.l4 + 8;
@@ -379,8 +387,19 @@ impl Model {
             if method.is_some_and(|m| pol.verifies(m as usize)) {
                 request_ids = txn_ids(payload);
             }
-            // Step 7b: the shared budget of unverified sources.
+            // Step 7b: the shared budget of unverified sources; a source
+            // with state is held to its own buckets (step 9) first.
             if pol.unverified.is_limited() && !self.is_verified(p.src, now) {
+                if self.sources.contains_key(&key) {
+                    if !self.within_buckets(&key, now, method, false) {
+                        self.escalate(&key, p.src, now, Reason::Rate);
+                        return Decision {
+                            reason: Reason::Rate,
+                            method,
+                        };
+                    }
+                    held = true;
+                }
                 match gcra(self.budget_tat, now, &pol.unverified) {
                     Some(t) => self.budget_tat = t,
                     None => {
@@ -406,22 +425,12 @@ impl Model {
             syn = t[13] & 0x02 != 0 && t[13] & 0x10 == 0;
         }
 
-        let mb = method
-            .and_then(|m| pol.method_bucket(m))
-            .map(|(i, b)| (i, *b));
-        let syn_bucket = syn && pol.syn.is_limited();
-        if pol.packet.is_limited() || mb.is_some() || syn_bucket {
-            let passed = (!pol.packet.is_limited()
-                || self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet))
-                && mb.is_none_or(|(i, b)| self.spend(&key, now, |s| &mut s.method_tat[i], &b))
-                && (!syn_bucket || self.spend(&key, now, |s| &mut s.syn_tat, &pol.syn));
-            if !passed {
-                self.escalate(&key, p.src, now, Reason::Rate);
-                return Decision {
-                    reason: Reason::Rate,
-                    method,
-                };
-            }
+        if !held && !self.within_buckets(&key, now, method, syn) {
+            self.escalate(&key, p.src, now, Reason::Rate);
+            return Decision {
+                reason: Reason::Rate,
+                method,
+            };
         }
         // A request that passed and may verify its source (SPEC §8).
         if let (Some(m), Some(call_id), Some((cseq, cseq_method))) =
@@ -444,6 +453,22 @@ impl Model {
             reason: Reason::Ok,
             method,
         }
+    }
+
+    /// Step 9: spends from the source's packet bucket, its method's and
+    /// (a SYN) the SYN bucket, creating its state; false when one is empty.
+    fn within_buckets(&mut self, key: &SrcKey, now: u64, method: Option<Method>, syn: bool) -> bool {
+        let pol = self.tables.policy;
+        let mb = method
+            .and_then(|m| pol.method_bucket(m))
+            .map(|(i, b)| (i, *b));
+        let syn_bucket = syn && pol.syn.is_limited();
+        if !(pol.packet.is_limited() || mb.is_some() || syn_bucket) {
+            return true;
+        }
+        (!pol.packet.is_limited() || self.spend(key, now, |s| &mut s.packet_tat, &pol.packet))
+            && mb.is_none_or(|(i, b)| self.spend(key, now, |s| &mut s.method_tat[i], &b))
+            && (!syn_bucket || self.spend(key, now, |s| &mut s.syn_tat, &pol.syn))
     }
 
     fn spend(

@@ -904,3 +904,62 @@ fn verifier_work_stays_well_under_the_limit() {
     println!("verifier: {n} instructions processed to load the program");
     assert!(n < 500_000, "verifier processed {n} instructions");
 }
+
+/// The unverified budget on (SPEC §2 step 7b, issue 18): a real, non-spoofed
+/// flooder that already has per-source state is held to its own buckets
+/// first. It is dropped `rate` and reported for escalation, and the packets
+/// its buckets refuse spend nothing from the shared budget, so a newcomer
+/// still finds a token afterwards.
+#[test]
+fn a_flooder_with_state_is_held_to_its_buckets_before_the_shared_budget() {
+    let mut t = tables();
+    t.policy.packet = Bucket::new(10, 10);
+    t.policy.unverified = Bucket::new(1, 50);
+    t.policy.escalate_drops = 20;
+    t.policy.escalate_window_ns = 10_000_000_000;
+    let mut k = kernel(&t);
+    let (mut passed, mut rate, mut unverified) = (0, 0, 0);
+    for _ in 0..200 {
+        match k.run(&invite(ATTACKER).build()).reason {
+            Reason::Ok => passed += 1,
+            Reason::Rate => rate += 1,
+            Reason::Unverified => unverified += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((10..=12).contains(&passed), "{passed} passed: its bucket's burst");
+    assert_eq!(unverified, 0, "its own bucket refused it first");
+    assert_eq!(rate, 200 - passed);
+    let mut ring = k.shield.maps.events.take().unwrap();
+    let report = ring.next().map(|item| {
+        let e: shield_common::OffenderEvent =
+            unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        e
+    });
+    let report = report.expect("the flooder reported for escalation");
+    assert_eq!((&report.addr[..4], report.reason), (&ATTACKER[..], Reason::Rate as u8));
+    // The budget of 50 lost only the flooder's granted packets.
+    expect(&mut k, &invite(PEER), Reason::Ok);
+}
+
+/// With the budget on, later fragments from unverified sources without
+/// state create none: a spoofed fragment flood cannot fill `SOURCES`. A
+/// source with state keeps its packet bucket for fragments.
+#[test]
+fn fragments_from_unverified_sources_create_no_state() {
+    use shield::kernel::MapId;
+    let mut t = tables();
+    t.policy.packet = Bucket::new(10, 2);
+    t.policy.unverified = Bucket::new(1, 5);
+    let mut k = kernel(&t);
+    for i in 0..200u32 {
+        let src = (0x0a40_0000 + i).to_be_bytes();
+        expect(&mut k, &invite(src).with_v4_fragment(10, false), Reason::Ok);
+    }
+    let sources = k.shield.maps.entry_count(MapId::Sources).unwrap();
+    assert_eq!(sources, Some(0), "later fragments created per-source state");
+    // A source granted a token has state; its fragments spend its bucket.
+    expect(&mut k, &invite(PEER), Reason::Ok);
+    expect(&mut k, &invite(PEER).with_v4_fragment(10, false), Reason::Ok);
+    expect(&mut k, &invite(PEER).with_v4_fragment(10, false), Reason::Rate);
+}
