@@ -254,3 +254,49 @@ fn without_capabilities_shieldd_says_so_in_one_line() {
         "{err}"
     );
 }
+
+/// `shieldctl … | head`: the reader goes away before shieldctl is done
+/// writing. shieldctl ends quietly, as coreutils do (killed by SIGPIPE),
+/// never with a panic's message and exit code 101.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    d.start();
+    for i in 1..=20 {
+        d.ctl_ok(&["ban", &format!("203.0.113.{i}"), "--reason", "pipe test"]);
+    }
+    let socket = path_str(&d.socket);
+    for args in [
+        vec!["--socket", socket, "status"],
+        vec!["--socket", socket, "banned"],
+        vec!["--socket", socket, "--json", "banned"],
+        // The error path writes its JSON to stdout too.
+        vec!["--socket", "/nonexistent/shield.sock", "--json", "status"],
+    ] {
+        let mut c = Command::new(SHIELDCTL);
+        c.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Guard(c.spawn().expect("spawn shieldctl"));
+        // The reader is gone before shieldctl writes its first byte.
+        drop(child.0.stdout.take());
+        let mut err = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read stderr");
+        let status = child.0.wait().expect("wait");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(status.code(), Some(101), "{args:?}: {err}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {status} {err}"
+        );
+    }
+}
