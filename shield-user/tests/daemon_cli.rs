@@ -300,3 +300,26 @@ fn output_into_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+/// A ban in its last second has no whole second left (and may expire
+/// before the listing is rendered): making it, listing it and looking it
+/// up still succeed, and it shows as under a second.
+#[test]
+fn a_ban_in_its_last_second_lists_fine() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    d.start();
+    let made = d.ctl_ok(&["ban", "203.0.113.7", "--duration", "1s"]);
+    assert!(made.contains("203.0.113.7"), "{made}");
+    // Listed over and over until well after it ended: every listing
+    // succeeds, and those in its last second show it as such.
+    let mut under_a_second = false;
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        let listed = d.ctl_ok(&["banned"]);
+        under_a_second |= listed.contains("<1s");
+        d.ctl_ok(&["banned", "203.0.113.7"]);
+        d.ctl_ok(&["--json", "banned"]);
+    }
+    assert!(under_a_second, "no listing showed the ban with <1s left");
+}

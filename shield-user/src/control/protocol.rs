@@ -59,33 +59,47 @@ impl Serialize for Lasts {
 
 impl<'de> Deserialize<'de> for Lasts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lasts, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Lasts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("seconds or \"forever\"")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lasts, E> {
-                match n {
-                    0 => Err(E::custom("duration: 0 s; a ban that ends at once is no ban (use \"forever\" for no end)")),
-                    n => Ok(Lasts::Secs(n)),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lasts, E> {
-                u64::try_from(n)
-                    .map_err(|_| E::custom(format_args!("duration: {n} s is negative")))
-                    .and_then(|n| self.visit_u64(n))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Lasts, E> {
-                match s {
-                    "forever" => Ok(Lasts::Forever),
-                    other => Err(E::custom(format_args!(
-                        "duration: {other:?} is neither seconds nor \"forever\""
-                    ))),
-                }
-            }
+        d.deserialize_any(LastsVisitor { zero_ok: false })
+    }
+}
+
+impl Lasts {
+    /// A time left, in a reply: unlike a duration asked for, 0 is fine
+    /// (under a second left, or expired since and not yet swept).
+    pub fn deserialize_left<'de, D: Deserializer<'de>>(d: D) -> Result<Lasts, D::Error> {
+        d.deserialize_any(LastsVisitor { zero_ok: true })
+    }
+}
+
+struct LastsVisitor {
+    zero_ok: bool,
+}
+
+impl Visitor<'_> for LastsVisitor {
+    type Value = Lasts;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("seconds or \"forever\"")
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lasts, E> {
+        match n {
+            0 if !self.zero_ok => Err(E::custom(
+                "duration: 0 s; a ban that ends at once is no ban (use \"forever\" for no end)",
+            )),
+            n => Ok(Lasts::Secs(n)),
         }
-        d.deserialize_any(V)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lasts, E> {
+        u64::try_from(n)
+            .map_err(|_| E::custom(format_args!("duration: {n} s is negative")))
+            .and_then(|n| self.visit_u64(n))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Lasts, E> {
+        match s {
+            "forever" => Ok(Lasts::Forever),
+            other => Err(E::custom(format_args!(
+                "duration: {other:?} is neither seconds nor \"forever\""
+            ))),
+        }
     }
 }
 
@@ -361,6 +375,7 @@ pub struct BanInfo {
     /// Unix seconds.
     pub created: u64,
     /// Time left.
+    #[serde(deserialize_with = "Lasts::deserialize_left")]
     pub expires_in_secs: Lasts,
     /// How often this network has been banned, this ban included (within
     /// `[bans] history`); in replies that change or look up one ban.
@@ -430,6 +445,7 @@ pub struct VerifiedInfo {
     /// `reply` (a final 2xx), `operator` (shieldctl) or `config`.
     pub how: String,
     /// Time left.
+    #[serde(deserialize_with = "Lasts::deserialize_left")]
     pub expires_in_secs: Lasts,
 }
 
@@ -713,6 +729,24 @@ mod tests {
             );
             assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn a_time_left_may_be_zero_where_a_duration_may_not() {
+        let ban = r#"{"net":"192.0.2.1/32","origin":"manual","origin_kind":"manual","reason":"r","created":1,"expires_in_secs":0}"#;
+        let listed: BannedReply = serde_json::from_str(&format!(r#"{{"bans":[{ban}]}}"#)).unwrap();
+        assert_eq!(listed.bans[0].expires_in_secs, Lasts::Secs(0));
+        let one: SourceReply = serde_json::from_str(&format!(
+            r#"{{"source":"192.0.2.1/32","bans":[{}],"times_banned":1,"history":[]}}"#,
+            ban.replace('}', r#","detail":""}"#)
+        ))
+        .unwrap();
+        assert_eq!(one.bans[0].ban.expires_in_secs, Lasts::Secs(0));
+        let v: VerifiedInfo =
+            serde_json::from_str(r#"{"net":"192.0.2.1/32","how":"operator","expires_in_secs":0}"#)
+                .unwrap();
+        assert_eq!(v.expires_in_secs, Lasts::Secs(0));
+        assert!(Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","duration":0}"#).is_err());
     }
 
     #[test]
