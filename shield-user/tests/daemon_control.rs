@@ -363,3 +363,50 @@ fn add_field_proxy(listen: &Path, daemon: &Path) -> std::thread::JoinHandle<()> 
         }
     })
 }
+
+/// JSON lets a key repeat and serde keeps the last: `{"cmd":"status",
+/// "cmd":"detach"}` was a detach. A repeated key, at any depth and however
+/// it is spelt, is refused by name and changes nothing; and a detach names
+/// in the log the uid that asked for it.
+#[test]
+fn duplicate_request_keys_are_refused_by_name_and_detach_logs_its_uid() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    d.start();
+
+    for (line, key) in [
+        (r#"{"cmd":"status","cmd":"detach"}"#, "cmd"),
+        (r#"{"cmd":"status","c\u006dd":"detach"}"#, "cmd"),
+        (
+            r#"{"cmd":"ban","net":"198.51.100.7","net":"198.51.100.8"}"#,
+            "net",
+        ),
+        (
+            r#"{"cmd":"ban","net":"198.51.100.7","duration":60,"duration":1}"#,
+            "duration",
+        ),
+        (r#"{"cmd":"banned","net":null,"x":{"k":1,"k":2}}"#, "k"),
+    ] {
+        let reply = raw_request(&d.socket, line);
+        assert!(
+            reply.contains("\"kind\":\"bad_request\"")
+                && reply.contains("duplicate")
+                && reply.contains(&format!("`{key}`")),
+            "{line}: {reply}"
+        );
+        assert!(d.is_running(), "{line} stopped the daemon");
+    }
+    assert!(d.bans().is_empty(), "a request with a repeated key banned");
+    assert_eq!(d.ctl_json(&["status"])["interfaces"][0]["name"], "veth-s");
+
+    d.ctl_ok(&["detach"]);
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = format!("uid={}", unsafe { libc::geteuid() });
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("detach") && l.contains(&uid)),
+        "no detach line naming {uid}:\n{log}"
+    );
+}

@@ -194,7 +194,7 @@ impl<'de> Deserialize<'de> for Request {
     /// (`{"cmd":"status","bogus":1}` parses): those are checked here.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
         use serde::de::Error;
-        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let fields = d.deserialize_map(UniqueKeys)?;
         let extra = fields.keys().find(|k| *k != "cmd").cloned();
         let req =
             Request::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
@@ -205,6 +205,88 @@ impl<'de> Deserialize<'de> for Request {
             ))),
             _ => Ok(req),
         }
+    }
+}
+
+/// Reads a JSON object into a map, refusing a key repeated in any object
+/// at any depth: `serde_json`'s own maps keep the last of them, so
+/// `{"cmd":"status","cmd":"detach"}` would be a detach.
+struct UniqueKeys;
+
+impl<'de> Visitor<'de> for UniqueKeys {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{key}`: each key may appear once"
+                )));
+            }
+            let UniqueValue(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+/// Any JSON value, its objects read by [`UniqueKeys`].
+struct UniqueValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UniqueValue, D::Error> {
+        d.deserialize_any(UniqueValueVisitor).map(UniqueValue)
+    }
+}
+
+struct UniqueValueVisitor;
+
+impl<'de> Visitor<'de> for UniqueValueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<serde_json::Value, E> {
+        Ok(b.into())
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<serde_json::Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<serde_json::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(UniqueValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<serde_json::Value, A::Error> {
+        UniqueKeys.visit_map(map).map(serde_json::Value::Object)
     }
 }
 
@@ -687,6 +769,31 @@ mod tests {
         }
         assert!(serde_json::from_str::<Request>("[\"status\"]").is_err());
         assert!(serde_json::from_str::<Request>(r#"{"net":"192.0.2.1"}"#).is_err());
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_by_name_at_any_depth() {
+        for (line, key) in [
+            (r#"{"cmd":"status","cmd":"detach"}"#, "cmd"),
+            (r#"{"cmd":"detach","c\u006dd":"status"}"#, "cmd"),
+            (
+                r#"{"cmd":"ban","net":"192.0.2.1","net":"192.0.2.2"}"#,
+                "net",
+            ),
+            (r#"{"cmd":"banned","net":null,"x":[{"k":1,"k":2}]}"#, "k"),
+        ] {
+            let body = Request::parse(line.as_bytes()).unwrap_err().error.unwrap();
+            assert_eq!(body.kind, ErrorKind::BadRequest, "{line}");
+            assert!(
+                body.message.contains(&format!("duplicate key `{key}`")),
+                "{line}: {}",
+                body.message
+            );
+        }
+        // Equal keys in different objects are no repeat.
+        let r = Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","reason":"x"}"#).unwrap();
+        assert!(matches!(r, Request::Ban { .. }));
+        assert!(serde_json::from_str::<Request>(r#"["status"]"#).is_err());
     }
 
     #[test]
