@@ -277,11 +277,14 @@ fn output_into_a_closed_pipe_ends_quietly() {
         // The error path writes its JSON to stdout too.
         vec!["--socket", "/nonexistent/shield.sock", "--json", "status"],
     ] {
+        // A pipe whose reader is gone before shieldctl starts: its first
+        // write gets EPIPE, whatever the timing.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
         let mut c = Command::new(SHIELDCTL);
-        c.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(&args).stdout(writer).stderr(Stdio::piped());
         let mut child = Guard(c.spawn().expect("spawn shieldctl"));
-        // The reader is gone before shieldctl writes its first byte.
-        drop(child.0.stdout.take());
+        drop(c);
         let mut err = String::new();
         child
             .0
