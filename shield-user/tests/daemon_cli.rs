@@ -254,3 +254,75 @@ fn without_capabilities_shieldd_says_so_in_one_line() {
         "{err}"
     );
 }
+
+/// `shieldctl … | head`: the reader goes away before shieldctl is done
+/// writing. shieldctl ends quietly, as coreutils do (killed by SIGPIPE),
+/// never with a panic's message and exit code 101.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    d.start();
+    for i in 1..=20 {
+        d.ctl_ok(&["ban", &format!("203.0.113.{i}"), "--reason", "pipe test"]);
+    }
+    let socket = path_str(&d.socket);
+    for args in [
+        vec!["--socket", socket, "status"],
+        vec!["--socket", socket, "banned"],
+        vec!["--socket", socket, "--json", "banned"],
+        // The error path writes its JSON to stdout too.
+        vec!["--socket", "/nonexistent/shield.sock", "--json", "status"],
+    ] {
+        // A pipe whose reader is gone before shieldctl starts: its first
+        // write gets EPIPE, whatever the timing.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut c = Command::new(SHIELDCTL);
+        c.args(&args).stdout(writer).stderr(Stdio::piped());
+        let mut child = Guard(c.spawn().expect("spawn shieldctl"));
+        drop(c);
+        let mut err = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read stderr");
+        let status = child.0.wait().expect("wait");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(status.code(), Some(101), "{args:?}: {err}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {status} {err}"
+        );
+    }
+}
+
+/// A ban in its last second has no whole second left (and may expire
+/// before the listing is rendered): making it, listing it and looking it
+/// up still succeed, and it shows as under a second.
+#[test]
+fn a_ban_in_its_last_second_lists_fine() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, "");
+    d.start();
+    let made = d.ctl_ok(&["ban", "203.0.113.7", "--duration", "1s"]);
+    assert!(made.contains("203.0.113.7"), "{made}");
+    // Listed over and over until well after it ended: every listing
+    // succeeds, and those in its last second show it as such.
+    let mut under_a_second = false;
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        let listed = d.ctl_ok(&["banned"]);
+        under_a_second |= listed.contains("<1s");
+        d.ctl_ok(&["banned", "203.0.113.7"]);
+        d.ctl_ok(&["--json", "banned"]);
+    }
+    assert!(under_a_second, "no listing showed the ban with <1s left");
+}

@@ -2,6 +2,7 @@
 //! control socket. Exit codes: 0 ok, 1 daemon or system error, 2 bad usage
 //! or bad input.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -157,10 +158,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(out) => match emit(&mut io::stdout(), &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = emit(
+                    &mut io::stderr(),
+                    &format!("shieldctl: writing the output: {e}\n"),
+                );
+                ExitCode::from(1)
+            }
+        },
         Err(f) => {
             if json {
                 let body = ErrorBody {
@@ -168,18 +175,41 @@ fn main() -> ExitCode {
                     message: f.message.clone(),
                     details: f.details.clone(),
                 };
-                println!(
-                    "{}",
-                    json_text(&serde_json::json!({ "error": body }), false)
-                );
+                let text = json_text(&serde_json::json!({ "error": body }), false);
+                let _ = emit(&mut io::stdout(), &format!("{text}\n"));
             }
-            eprintln!("shieldctl: {}", Escaped(&f.message));
+            let mut text = format!("shieldctl: {}\n", Escaped(&f.message));
             for d in &f.details {
-                eprintln!("  {}", Escaped(d));
+                text.push_str(&format!("  {}\n", Escaped(d)));
             }
+            let _ = emit(&mut io::stderr(), &text);
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Writes `text` to `out`. When the reader is gone (`shieldctl banned |
+/// head`), ends the process by SIGPIPE, as coreutils do: quietly, and the
+/// shell knows why. SIGPIPE itself stays ignored (Rust's default) until
+/// then, so that a daemon closing the socket is an error handled, not a
+/// death.
+fn emit(out: &mut impl Write, text: &str) -> io::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+        r => r,
+    }
+}
+
+fn die_of_sigpipe() -> ! {
+    // SAFETY: setting a signal's default disposition and raising it have
+    // no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Not reached (SIGPIPE's default action ends the process); the
+    // shell's code for it, should it be blocked.
+    std::process::exit(128 + libc::SIGPIPE)
 }
 
 fn run(cli: Cli) -> Result<String, Fail> {
@@ -226,7 +256,10 @@ fn run(cli: Cli) -> Result<String, Fail> {
     // change is in force; the caveat goes to stderr, and into the JSON.
     let mut resp = resp;
     if let Some(w) = &resp.warning {
-        eprintln!("shieldctl: warning: {}", Escaped(w));
+        let _ = emit(
+            &mut io::stderr(),
+            &format!("shieldctl: warning: {}\n", Escaped(w)),
+        );
         if let Some(obj) = resp.data.as_object_mut() {
             obj.insert("warning".into(), serde_json::Value::String(w.clone()));
         }

@@ -59,33 +59,47 @@ impl Serialize for Lasts {
 
 impl<'de> Deserialize<'de> for Lasts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lasts, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Lasts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("seconds or \"forever\"")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lasts, E> {
-                match n {
-                    0 => Err(E::custom("duration: 0 s; a ban that ends at once is no ban (use \"forever\" for no end)")),
-                    n => Ok(Lasts::Secs(n)),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lasts, E> {
-                u64::try_from(n)
-                    .map_err(|_| E::custom(format_args!("duration: {n} s is negative")))
-                    .and_then(|n| self.visit_u64(n))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Lasts, E> {
-                match s {
-                    "forever" => Ok(Lasts::Forever),
-                    other => Err(E::custom(format_args!(
-                        "duration: {other:?} is neither seconds nor \"forever\""
-                    ))),
-                }
-            }
+        d.deserialize_any(LastsVisitor { zero_ok: false })
+    }
+}
+
+impl Lasts {
+    /// A time left, in a reply: unlike a duration asked for, 0 is fine
+    /// (under a second left, or expired since and not yet swept).
+    pub fn deserialize_left<'de, D: Deserializer<'de>>(d: D) -> Result<Lasts, D::Error> {
+        d.deserialize_any(LastsVisitor { zero_ok: true })
+    }
+}
+
+struct LastsVisitor {
+    zero_ok: bool,
+}
+
+impl Visitor<'_> for LastsVisitor {
+    type Value = Lasts;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("seconds or \"forever\"")
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lasts, E> {
+        match n {
+            0 if !self.zero_ok => Err(E::custom(
+                "duration: 0 s; a ban that ends at once is no ban (use \"forever\" for no end)",
+            )),
+            n => Ok(Lasts::Secs(n)),
         }
-        d.deserialize_any(V)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Lasts, E> {
+        u64::try_from(n)
+            .map_err(|_| E::custom(format_args!("duration: {n} s is negative")))
+            .and_then(|n| self.visit_u64(n))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Lasts, E> {
+        match s {
+            "forever" => Ok(Lasts::Forever),
+            other => Err(E::custom(format_args!(
+                "duration: {other:?} is neither seconds nor \"forever\""
+            ))),
+        }
     }
 }
 
@@ -180,7 +194,7 @@ impl<'de> Deserialize<'de> for Request {
     /// (`{"cmd":"status","bogus":1}` parses): those are checked here.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
         use serde::de::Error;
-        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let fields = d.deserialize_map(UniqueKeys)?;
         let extra = fields.keys().find(|k| *k != "cmd").cloned();
         let req =
             Request::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
@@ -191,6 +205,88 @@ impl<'de> Deserialize<'de> for Request {
             ))),
             _ => Ok(req),
         }
+    }
+}
+
+/// Reads a JSON object into a map, refusing a key repeated in any object
+/// at any depth: `serde_json`'s own maps keep the last of them, so
+/// `{"cmd":"status","cmd":"detach"}` would be a detach.
+struct UniqueKeys;
+
+impl<'de> Visitor<'de> for UniqueKeys {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{key}`: each key may appear once"
+                )));
+            }
+            let UniqueValue(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+/// Any JSON value, its objects read by [`UniqueKeys`].
+struct UniqueValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UniqueValue, D::Error> {
+        d.deserialize_any(UniqueValueVisitor).map(UniqueValue)
+    }
+}
+
+struct UniqueValueVisitor;
+
+impl<'de> Visitor<'de> for UniqueValueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<serde_json::Value, E> {
+        Ok(b.into())
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<serde_json::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<serde_json::Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<serde_json::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(UniqueValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<serde_json::Value, A::Error> {
+        UniqueKeys.visit_map(map).map(serde_json::Value::Object)
     }
 }
 
@@ -361,6 +457,7 @@ pub struct BanInfo {
     /// Unix seconds.
     pub created: u64,
     /// Time left.
+    #[serde(deserialize_with = "Lasts::deserialize_left")]
     pub expires_in_secs: Lasts,
     /// How often this network has been banned, this ban included (within
     /// `[bans] history`); in replies that change or look up one ban.
@@ -430,6 +527,7 @@ pub struct VerifiedInfo {
     /// `reply` (a final 2xx), `operator` (shieldctl) or `config`.
     pub how: String,
     /// Time left.
+    #[serde(deserialize_with = "Lasts::deserialize_left")]
     pub expires_in_secs: Lasts,
 }
 
@@ -674,6 +772,31 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_is_refused_by_name_at_any_depth() {
+        for (line, key) in [
+            (r#"{"cmd":"status","cmd":"detach"}"#, "cmd"),
+            (r#"{"cmd":"detach","c\u006dd":"status"}"#, "cmd"),
+            (
+                r#"{"cmd":"ban","net":"192.0.2.1","net":"192.0.2.2"}"#,
+                "net",
+            ),
+            (r#"{"cmd":"banned","net":null,"x":[{"k":1,"k":2}]}"#, "k"),
+        ] {
+            let body = Request::parse(line.as_bytes()).unwrap_err().error.unwrap();
+            assert_eq!(body.kind, ErrorKind::BadRequest, "{line}");
+            assert!(
+                body.message.contains(&format!("duplicate key `{key}`")),
+                "{line}: {}",
+                body.message
+            );
+        }
+        // Equal keys in different objects are no repeat.
+        let r = Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","reason":"x"}"#).unwrap();
+        assert!(matches!(r, Request::Ban { .. }));
+        assert!(serde_json::from_str::<Request>(r#"["status"]"#).is_err());
+    }
+
+    #[test]
     fn every_request_round_trips() {
         let all = [
             Request::Ban {
@@ -713,6 +836,24 @@ mod tests {
             );
             assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn a_time_left_may_be_zero_where_a_duration_may_not() {
+        let ban = r#"{"net":"192.0.2.1/32","origin":"manual","origin_kind":"manual","reason":"r","created":1,"expires_in_secs":0}"#;
+        let listed: BannedReply = serde_json::from_str(&format!(r#"{{"bans":[{ban}]}}"#)).unwrap();
+        assert_eq!(listed.bans[0].expires_in_secs, Lasts::Secs(0));
+        let one: SourceReply = serde_json::from_str(&format!(
+            r#"{{"source":"192.0.2.1/32","bans":[{}],"times_banned":1,"history":[]}}"#,
+            ban.replace('}', r#","detail":""}"#)
+        ))
+        .unwrap();
+        assert_eq!(one.bans[0].ban.expires_in_secs, Lasts::Secs(0));
+        let v: VerifiedInfo =
+            serde_json::from_str(r#"{"net":"192.0.2.1/32","how":"operator","expires_in_secs":0}"#)
+                .unwrap();
+        assert_eq!(v.expires_in_secs, Lasts::Secs(0));
+        assert!(Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","duration":0}"#).is_err());
     }
 
     #[test]

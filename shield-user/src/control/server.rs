@@ -6,14 +6,15 @@
 //! too much, or nothing at all gets an error reply (or is dropped), and no
 //! client can stall the others.
 //!
-//! Connections are bounded per peer uid and in total, and the last slot is
-//! kept for root: whoever else may use the socket (the group, or a runaway
-//! script) cannot lock the operator's `shieldctl` out by holding
-//! connections open. A connection over a limit is refused at once with a
-//! `busy` reply, never queued; an idle one is dropped after
-//! [`READ_TIMEOUT`], so even root's own stray connections free up quickly.
+//! Connections are bounded per peer uid and in total; root's are apart and
+//! never refused: past [`MAX_ROOT`] of them a new one closes root's oldest
+//! (between its requests). So neither the group nor a runaway script, not
+//! even root's own, can lock the operator's `shieldctl` out by holding
+//! connections open, and root's cannot grow without bound either. A
+//! connection over a limit is refused at once with a `busy` reply, never
+//! queued; an idle one is dropped after [`READ_TIMEOUT`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
 
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 
@@ -35,7 +37,7 @@ use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing a reply may take before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once, in total; the last of them only for root.
+/// Connections served at once to users other than root, in total.
 /// A connection costs a task and a file descriptor, and operators run a
 /// handful of commands at a time: 64 is far more than they need and far
 /// below the daemon's descriptor limit.
@@ -44,6 +46,9 @@ pub const MAX_CLIENTS: usize = 64;
 /// several commands in parallel, few enough that it takes eight uids to
 /// fill the socket.
 pub const MAX_PER_PEER: usize = 8;
+/// Root's connections served at once, apart from everyone else's; a newer
+/// one closes the oldest instead of being refused.
+pub const MAX_ROOT: usize = 64;
 /// How often refusals are logged at most (each one would be a line an
 /// attacker could make the daemon write).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -143,9 +148,10 @@ pub fn bind(path: &Path, gid: u32) -> Result<UnixListener, ControlError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub read_timeout: Duration,
-    /// In total, including the one slot only root may take.
+    /// Users other than root, in total.
     pub max_clients: usize,
     pub max_per_peer: usize,
+    pub max_root: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +160,7 @@ impl Default for Limits {
             read_timeout: READ_TIMEOUT,
             max_clients: MAX_CLIENTS,
             max_per_peer: MAX_PER_PEER,
+            max_root: MAX_ROOT,
         }
     }
 }
@@ -187,7 +194,8 @@ pub async fn serve_with(listener: UnixListener, handler: Handler, limits: Limits
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            serve_client(stream, peer, handler, limits.read_timeout).await;
+            let closed = slot.closed.clone();
+            serve_client(stream, peer, handler, limits.read_timeout, closed).await;
             drop(slot);
         });
     }
@@ -236,7 +244,7 @@ fn refuse(stream: UnixStream, limits: &Limits) {
     // still delivers our reply before reporting the reset.
 }
 
-/// Connection slots in use, by uid. The last slot is reserved for root.
+/// Connection slots in use: other users' by uid, root's apart.
 #[derive(Debug)]
 struct Slots {
     limits: Limits,
@@ -245,11 +253,12 @@ struct Slots {
 
 #[derive(Debug, Default)]
 struct SlotsUsed {
-    /// Slots open to everyone, in use, by uid.
+    /// Other users' slots in use, by uid.
     shared: HashMap<u32, usize>,
     shared_total: usize,
-    /// Whether root holds the reserved slot.
-    reserved: bool,
+    /// Root's connections, oldest first: their numbers and what closes them.
+    root: VecDeque<(u64, Arc<Notify>)>,
+    next_root: u64,
 }
 
 /// A connection's hold on a slot; frees it when dropped.
@@ -257,7 +266,10 @@ struct SlotsUsed {
 struct Slot {
     slots: Arc<Slots>,
     uid: u32,
-    reserved: bool,
+    /// Root's connections: its number in [`SlotsUsed::root`].
+    root: Option<u64>,
+    /// Notified when this (root's) connection is to close for a newer one.
+    closed: Arc<Notify>,
 }
 
 impl Slots {
@@ -273,34 +285,44 @@ impl Slots {
         self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a connection from `uid`, if the limits allow one: a
-    /// shared slot within the per-peer and total limits, else, for root,
-    /// the reserved one.
+    /// A slot for a connection from `uid`: for root always (closing root's
+    /// oldest connection when it has [`Limits::max_root`]), for others if
+    /// within the per-peer and total limits.
     fn admit(self: &Arc<Self>, uid: u32) -> Option<Slot> {
         let mut used = self.lock();
-        let shared_capacity = self.limits.max_clients.saturating_sub(1);
-        let mine = used.shared.get(&uid).copied().unwrap_or(0);
-        let reserved = if used.shared_total < shared_capacity && mine < self.limits.max_per_peer {
+        let closed = Arc::new(Notify::new());
+        let root = if uid == 0 {
+            if used.root.len() >= self.limits.max_root {
+                if let Some((_, oldest)) = used.root.pop_front() {
+                    // A permit: it closes at its next wait for a request.
+                    oldest.notify_one();
+                }
+            }
+            let n = used.next_root;
+            used.next_root += 1;
+            used.root.push_back((n, closed.clone()));
+            Some(n)
+        } else {
+            let mine = used.shared.get(&uid).copied().unwrap_or(0);
+            if used.shared_total >= self.limits.max_clients || mine >= self.limits.max_per_peer {
+                return None;
+            }
             *used.shared.entry(uid).or_insert(0) += 1;
             used.shared_total += 1;
-            false
-        } else if uid == 0 && !used.reserved {
-            used.reserved = true;
-            true
-        } else {
-            return None;
+            None
         };
         Some(Slot {
             slots: self.clone(),
             uid,
-            reserved,
+            root,
+            closed,
         })
     }
 
-    fn release(&self, uid: u32, reserved: bool) {
+    fn release(&self, uid: u32, root: Option<u64>) {
         let mut used = self.lock();
-        if reserved {
-            used.reserved = false;
+        if let Some(n) = root {
+            used.root.retain(|(m, _)| *m != n);
             return;
         }
         used.shared_total -= 1;
@@ -315,7 +337,7 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.release(self.uid, self.reserved);
+        self.slots.release(self.uid, self.root);
     }
 }
 
@@ -325,11 +347,23 @@ fn reply_line(reply: &Response) -> Vec<u8> {
     out
 }
 
-async fn serve_client(stream: UnixStream, peer: Peer, handler: Handler, read_timeout: Duration) {
+/// Serves one connection until it ends, breaks the rules, idles, or
+/// `closed` is notified (then between requests, without a reply).
+async fn serve_client(
+    stream: UnixStream,
+    peer: Peer,
+    handler: Handler,
+    read_timeout: Duration,
+    closed: Arc<Notify>,
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let (reply, keep_going) = match read_request(&mut reader, read_timeout).await {
+        let request = tokio::select! {
+            r = read_request(&mut reader, read_timeout) => r,
+            () = closed.notified() => return,
+        };
+        let (reply, keep_going) = match request {
             Ok(None) => return,
             Ok(Some(line)) => match Request::parse(&line) {
                 Ok(req) => (handler(req, peer).await, true),
@@ -422,6 +456,7 @@ mod tests {
             read_timeout: Duration::from_millis(300),
             max_clients: 4,
             max_per_peer: 2,
+            max_root: 2,
         }
     }
 
@@ -506,18 +541,27 @@ mod tests {
     async fn connections_over_the_limit_are_refused_at_once_and_idle_ones_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = start(dir.path()).await;
-        // Root (the usual test user) holds its two shared slots and the
-        // reserved one; anyone else just the two.
+        // Anyone but root holds two connections, and a third is refused;
+        // root (the usual test user) holds two, and a third closes the
+        // first, unanswered.
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let mut idle = Vec::new();
-        for _ in 0..if root { 3 } else { 2 } {
+        for _ in 0..2 {
             idle.push(UnixStream::connect(&path).await.unwrap());
         }
         let mut over = UnixStream::connect(&path).await.unwrap();
-        let (reply, took) = first_reply(&mut over).await;
-        assert_eq!(reply.error.unwrap().kind, ErrorKind::Busy);
-        assert!(took < Duration::from_millis(250), "{took:?}");
+        if root {
+            let mut first = idle.remove(0);
+            let mut unanswered = Vec::new();
+            first.read_to_end(&mut unanswered).await.unwrap();
+            assert!(unanswered.is_empty(), "{unanswered:?}");
+            idle.push(over);
+        } else {
+            let (reply, took) = first_reply(&mut over).await;
+            assert_eq!(reply.error.unwrap().kind, ErrorKind::Busy);
+            assert!(took < Duration::from_millis(250), "{took:?}");
+        }
         // The idle ones are dropped after the read timeout, and their
         // slots serve others again.
         for s in &mut idle {
@@ -532,24 +576,30 @@ mod tests {
         assert!(replies[0].ok);
     }
 
-    #[test]
-    fn slots_are_bounded_per_peer_and_in_total_with_one_kept_for_root() {
+    #[tokio::test]
+    async fn slots_are_bounded_for_others_and_root_is_never_refused() {
         let slots = Arc::new(Slots::new(test_limits()));
         let a1 = slots.admit(1000).expect("first of uid 1000");
         let _a2 = slots.admit(1000).expect("second of uid 1000");
         assert!(slots.admit(1000).is_none(), "per-peer limit");
-        let _b1 = slots.admit(1001).expect("uid 1001");
-        // Three of four slots taken: the last is root's.
-        assert!(slots.admit(1002).is_none(), "the reserved slot is root's");
-        let r = slots.admit(0).expect("root gets the reserved slot");
-        assert!(r.reserved);
-        assert!(slots.admit(0).is_none(), "only one reserved slot");
+        let _b = (slots.admit(1001).unwrap(), slots.admit(1001).unwrap());
+        assert!(slots.admit(1002).is_none(), "limit in total");
+        // Root's are apart: served with every other slot taken.
+        let r1 = slots.admit(0).expect("root");
+        let r2 = slots.admit(0).expect("root");
+        // Past its limit, a new one closes root's oldest.
+        let r3 = slots.admit(0).expect("root is never refused");
+        tokio::time::timeout(Duration::from_secs(10), r1.closed.notified())
+            .await
+            .expect("root's oldest is told to close");
+        let numbers = |s: &Slots| s.lock().root.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        assert_eq!(numbers(&slots), [r2.root.unwrap(), r3.root.unwrap()]);
+        drop((r1, r2));
+        assert_eq!(numbers(&slots), [r3.root.unwrap()]);
         drop(a1);
-        let r2 = slots.admit(0).expect("root takes a freed shared slot");
-        assert!(!r2.reserved);
-        drop((r, r2));
+        let _c = slots.admit(1002).expect("a freed slot serves another");
         let used = slots.lock();
-        assert_eq!((used.shared_total, used.reserved), (2, false));
+        assert_eq!(used.shared_total, 4);
         assert_eq!(used.shared.get(&0), None);
     }
 

@@ -440,7 +440,7 @@ impl Ctl {
             Request::Stats => reply(lock(&self.core).stats()),
             Request::Status => Response::ok(lock(&self.core).status()),
             Request::Reload => self.reload().await,
-            Request::Detach => self.detach().await,
+            Request::Detach => self.detach(peer).await,
         }
     }
 
@@ -542,7 +542,13 @@ impl Ctl {
         })
     }
 
-    async fn detach(&self) -> Response {
+    async fn detach(&self, peer: Peer) -> Response {
+        // Who removed the shield is the first question afterwards.
+        tracing::info!(
+            uid = peer.uid,
+            pid = peer.pid,
+            "detach requested over the control socket"
+        );
         // Saved first: once the pins are gone the store is the only copy.
         let unsaved = lock(&self.core).retry_save().err();
         let r = tokio::task::block_in_place(|| lock(&self.core).detach());
