@@ -281,6 +281,36 @@ fn one_bouncer_with_odd_decisions_a_restart_and_lapi_down_at_start() {
     assert!(m.status().get("crowdsec").is_none_or(|c| c.is_null()));
 }
 
+#[test]
+fn a_decision_on_the_lapis_own_address_is_never_enforced() {
+    let fleet = Fleet::new(1);
+    let lapi = fleet.start_lapi().expect("LAPI");
+    let mut m = member(&fleet, &lapi, 0, false);
+    m.d.start();
+    wait_for("the first full stream", Duration::from_secs(20), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    // The address SBC 0 reaches LAPI at, and a range around it (not
+    // around SBC 0's own 192.0.2.2): banning either would cut SBC 0 off
+    // its LAPI, and with it the deletion that could lift the ban.
+    let own = shield_tests::fleet::lapi_link_addr(0);
+    lapi.add_decision_ip(IpAddr::V4(own), "1h", "ban the LAPI").expect("decision");
+    lapi.add_decision_range("192.0.2.0/31".parse().unwrap(), "1h", "ban around the LAPI").expect("decision");
+    lapi.add_decision_ip(ip("198.51.100.95"), "1h", "a marker after them").expect("decision");
+    converge(&fleet, std::slice::from_ref(&m), ip("198.51.100.95"), true, EVERY * 3, "the marker");
+    let st = m.status();
+    assert!(!in_map(&m.d, &own.to_string()), "LAPI's own address is banned: {st}");
+    for net in [format!("{own}/32"), "192.0.2.0/31".to_string()] {
+        assert!(m.d.ban_of(&net).is_none(), "{net} is enforced: {:?}", m.d.bans());
+    }
+    assert!(st["crowdsec"]["skipped"]["protected"].as_u64() >= Some(2), "{st}");
+    assert_eq!(st["crowdsec"]["up"], true, "{st}");
+    // Nor may a manual ban cut it off.
+    let out = m.d.ctl(&["ban", &own.to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("LAPI"), "{}", text(&out.stderr));
+}
+
 /// `d` trusts `ca` (`[crowdsec] ca_file`, the file copied beside its config).
 fn trust(d: &Shieldd, ca: &Path) {
     let copy = d.dir.join("lapi-ca.pem");
