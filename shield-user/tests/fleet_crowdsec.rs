@@ -281,6 +281,68 @@ fn one_bouncer_with_odd_decisions_a_restart_and_lapi_down_at_start() {
     assert!(m.status().get("crowdsec").is_none_or(|c| c.is_null()));
 }
 
+#[test]
+fn a_decision_on_the_lapis_own_address_is_never_enforced() {
+    let fleet = Fleet::new(1);
+    let lapi = fleet.start_lapi().expect("LAPI");
+    let mut m = member(&fleet, &lapi, 0, false);
+    m.d.start();
+    wait_for("the first full stream", Duration::from_secs(20), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    // The address SBC 0 reaches LAPI at, and a range around it (not
+    // around SBC 0's own 192.0.2.2): banning either would cut SBC 0 off
+    // its LAPI, and with it the deletion that could lift the ban.
+    let own = shield_tests::fleet::lapi_link_addr(0);
+    lapi.add_decision_ip(IpAddr::V4(own), "1h", "ban the LAPI").expect("decision");
+    lapi.add_decision_range("192.0.2.0/31".parse().unwrap(), "1h", "ban around the LAPI").expect("decision");
+    lapi.add_decision_ip(ip("198.51.100.95"), "1h", "a marker after them").expect("decision");
+    converge(&fleet, std::slice::from_ref(&m), ip("198.51.100.95"), true, EVERY * 3, "the marker");
+    let st = m.status();
+    assert!(!in_map(&m.d, &own.to_string()), "LAPI's own address is banned: {st}");
+    for net in [format!("{own}/32"), "192.0.2.0/31".to_string()] {
+        assert!(m.d.ban_of(&net).is_none(), "{net} is enforced: {:?}", m.d.bans());
+    }
+    assert!(st["crowdsec"]["skipped"]["protected"].as_u64() >= Some(2), "{st}");
+    assert_eq!(st["crowdsec"]["up"], true, "{st}");
+    // Nor may a manual ban cut it off.
+    let out = m.d.ctl(&["ban", &own.to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("LAPI"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_ban_of_the_lapi_found_in_the_maps_at_start_is_lifted() {
+    let fleet = Fleet::new(1);
+    let lapi = fleet.start_lapi().expect("LAPI");
+    let mut m = member(&fleet, &lapi, 0, false);
+    let own = shield_tests::fleet::lapi_link_addr(0).to_string();
+    // XDP on the LAPI link too: a ban of the LAPI's address really cuts
+    // SBC 0 off it.
+    let with_cs = std::fs::read_to_string(&m.d.config)
+        .expect("config")
+        .replace("interfaces = [\"pub0\"]", "interfaces = [\"pub0\", \"lapi0\"]");
+    let cut = with_cs.find("[crowdsec]").expect("section");
+    let jail = with_cs.find("[[jail]]").expect("jail");
+    m.d.write_config(&format!("{}{}", &with_cs[..cut], &with_cs[jail..]));
+    m.d.start();
+    m.d.ctl_ok(&["ban", &own, "--duration", "1h"]);
+    assert!(in_map(&m.d, &own));
+    m.d.terminate();
+    // The store is lost: the pinned entry is unknown at the next start,
+    // and with [crowdsec] held as a decision of the previous shieldd,
+    // which only LAPI's full list (that it blocks) could lift.
+    for f in ["shield.db", "shield.db-wal", "shield.db-shm"] {
+        let _ = std::fs::remove_file(m.d.state.join(f));
+    }
+    m.d.write_config(&with_cs);
+    m.d.start();
+    wait_for("a first full stream over the LAPI link", Duration::from_secs(30), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    assert!(!in_map(&m.d, &own), "LAPI's own address is still banned");
+}
+
 /// `d` trusts `ca` (`[crowdsec] ca_file`, the file copied beside its config).
 fn trust(d: &Shieldd, ca: &Path) {
     let copy = d.dir.join("lapi-ca.pem");

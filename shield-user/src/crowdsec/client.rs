@@ -3,6 +3,7 @@
 //! per route; every failure names the route, so the metrics and the logs
 //! say which call failed and why.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode, Url};
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::wire::{Alert, Login, LoginReply, StreamReply, WireDecision};
+use super::wire::{Alert, Listed, Login, LoginReply, StreamReply, WireDecision};
 use crate::config::{Crowdsec, Push, Scope, Secret};
 
 /// One request's limit: a startup stream of 100k decisions is a few MB.
@@ -74,6 +75,12 @@ pub enum ApiError {
     TooLarge { route: Route, max: usize },
     #[error("the LAPI URL {0:?} does not join with the API routes")]
     Url(String),
+    #[error("resolving the LAPI host {host:?} of [crowdsec] lapi_url: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -94,7 +101,7 @@ impl ApiError {
             | ApiError::Status { route, .. }
             | ApiError::Body { route, .. }
             | ApiError::TooLarge { route, .. } => Some(*route),
-            ApiError::Url(_) | ApiError::Client(_) => None,
+            ApiError::Url(_) | ApiError::Client(_) | ApiError::Resolve { .. } => None,
         }
     }
 
@@ -117,6 +124,45 @@ impl ApiError {
 
     fn unauthorized(&self) -> bool {
         matches!(self, ApiError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// The host of `lapi_url` as written: an address literal, or a name to
+/// resolve (with the port to resolve it for).
+#[derive(Debug, PartialEq, Eq)]
+pub enum LapiHost {
+    Addr(IpAddr),
+    Name(String, u16),
+}
+
+impl LapiHost {
+    pub fn of(lapi_url: &str) -> Result<LapiHost, ApiError> {
+        let bad = || ApiError::Url(lapi_url.to_string());
+        let url = Url::parse(lapi_url).map_err(|_| bad())?;
+        let host = url.host_str().ok_or_else(bad)?;
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(match literal.parse::<IpAddr>() {
+            Ok(a) => LapiHost::Addr(a.to_canonical()),
+            Err(_) => LapiHost::Name(host.to_string(), url.port_or_known_default().unwrap_or(80)),
+        })
+    }
+}
+
+/// The addresses `lapi_url` reaches LAPI at: the literal, or what its name
+/// resolves to now. They are never banned (a ban would cut this host off
+/// the decisions that could lift it).
+pub async fn lapi_addresses(lapi_url: &str) -> Result<Vec<IpAddr>, ApiError> {
+    match LapiHost::of(lapi_url)? {
+        LapiHost::Addr(a) => Ok(vec![a]),
+        LapiHost::Name(host, port) => {
+            let found = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|source| ApiError::Resolve { host: host.clone(), source })?;
+            let mut addrs: Vec<IpAddr> = found.map(|sa| sa.ip().to_canonical()).collect();
+            addrs.sort();
+            addrs.dedup();
+            Ok(addrs)
+        }
     }
 }
 
@@ -230,10 +276,12 @@ impl Bouncer {
             .client
             .get(url)
             .header("X-Api-Key", self.key.expose());
-        let all: Option<Vec<WireDecision>> = self.http.call(Route::Lookup, req).await?;
+        // One unreadable entry must not hide the others (it is skipped).
+        let all: Option<Vec<Listed>> = self.http.call(Route::Lookup, req).await?;
         Ok(all
             .unwrap_or_default()
             .into_iter()
+            .filter_map(Listed::decision)
             .filter(|d| {
                 Scope::parse(&d.scope) == Some(scope)
                     && d.value.trim().parse::<ipnet::IpNet>().map(|n| n.trunc()).ok().or_else(|| {
@@ -337,5 +385,29 @@ impl Watcher {
         let url = self.http.url(&format!("v1/decisions/{id}"))?;
         let _: Deleted = self.authed(Route::Delete, Method::DELETE, url, None).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lapi_host_is_an_address_or_a_name() {
+        let a = |s: &str| LapiHost::of(s).unwrap();
+        assert_eq!(a("http://192.0.2.1:8080/"), LapiHost::Addr("192.0.2.1".parse().unwrap()));
+        assert_eq!(a("https://[2001:db8::1]:8443/"), LapiHost::Addr("2001:db8::1".parse().unwrap()));
+        // An IPv4-mapped literal is the IPv4 address bans are keyed by.
+        assert_eq!(a("http://[::ffff:192.0.2.1]/"), LapiHost::Addr("192.0.2.1".parse().unwrap()));
+        assert_eq!(a("https://lapi.example/"), LapiHost::Name("lapi.example".into(), 443));
+        assert_eq!(a("http://lapi.example:8080/"), LapiHost::Name("lapi.example".into(), 8080));
+        assert!(matches!(LapiHost::of("not a url"), Err(ApiError::Url(_))));
+    }
+
+    #[tokio::test]
+    async fn lapi_addresses_resolve_names() {
+        let v = lapi_addresses("http://localhost:8080/").await.unwrap();
+        assert!(v.iter().all(|a| a.is_loopback()) && !v.is_empty(), "{v:?}");
+        assert_eq!(lapi_addresses("http://192.0.2.1:8080/").await.unwrap(), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
     }
 }

@@ -17,9 +17,54 @@ use crate::config::{Crowdsec, Scope};
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamReply {
     #[serde(default)]
-    pub new: Option<Vec<WireDecision>>,
+    pub new: Option<Vec<Listed>>,
     #[serde(default)]
-    pub deleted: Option<Vec<WireDecision>>,
+    pub deleted: Option<Vec<Listed>>,
+}
+
+/// One element of a list LAPI sends: a decision, or why it could not be
+/// read. Read one by one so that a single malformed decision (an `id` as a
+/// string, a value of the wrong type) is skipped and counted instead of
+/// failing the whole list.
+#[derive(Clone, Debug)]
+pub enum Listed {
+    Decision(WireDecision),
+    Unreadable(String),
+}
+
+/// Longest excerpt of an unreadable decision quoted in its description.
+const MAX_QUOTED: usize = 160;
+
+impl<'de> Deserialize<'de> for Listed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(match WireDecision::deserialize(&v) {
+            Ok(w) if w.id > 0 => Listed::Decision(w),
+            // Ids key the bookkeeping (deletions, repeats); a missing or
+            // non-positive one cannot be tracked.
+            Ok(_) => Listed::Unreadable(format!("decision without a positive id: {}", excerpt(&v))),
+            Err(e) => Listed::Unreadable(format!("unreadable decision ({e}): {}", excerpt(&v))),
+        })
+    }
+}
+
+/// `v` as JSON, cut to [`MAX_QUOTED`] characters.
+fn excerpt(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+impl Listed {
+    /// The decision, or `None` (counted by the caller) if unreadable.
+    pub fn decision(self) -> Option<WireDecision> {
+        match self {
+            Listed::Decision(w) => Some(w),
+            Listed::Unreadable(_) => None,
+        }
+    }
 }
 
 /// One decision as LAPI lists it (and as an alert carries it).
@@ -68,19 +113,23 @@ pub enum Skip {
     Value,
     /// A duration that does not parse, or is already over.
     Duration,
-    /// The allowlist, `ignoreip`, this host's own addresses or the minimum
-    /// prefix forbid banning it.
+    /// The allowlist, `ignoreip`, this host's own addresses, the LAPI's
+    /// address or the minimum prefix forbid banning it.
     Protected,
+    /// Not a decision that can be read at all (a field of the wrong type,
+    /// no positive id).
+    Malformed,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 6] = [
+    pub const ALL: [Skip; 7] = [
         Skip::Scope,
         Skip::Type,
         Skip::Origin,
         Skip::Value,
         Skip::Duration,
         Skip::Protected,
+        Skip::Malformed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +140,7 @@ impl Skip {
             Skip::Value => "value",
             Skip::Duration => "duration",
             Skip::Protected => "protected",
+            Skip::Malformed => "malformed",
         }
     }
 }
@@ -314,11 +364,38 @@ mod tests {
     }
 
     #[test]
+    fn one_unreadable_decision_does_not_reject_the_reply() {
+        // An id as a string, a value as a number, a decision that is not
+        // an object: each is one bad entry, the good one still arrives.
+        let json = r#"{"new":[
+            {"id":"41","scope":"Ip","type":"ban","value":"198.51.100.41","duration":"1h"},
+            {"id":42,"scope":"Ip","type":"ban","value":"192.0.2.150","duration":"1h","origin":"cscli"},
+            {"id":44,"scope":"Ip","type":"ban","value":7,"duration":"1h"},
+            "not a decision"
+        ],"deleted":[{"id":[1]},{"id":45,"value":"192.0.2.9"}]}"#;
+        let r: StreamReply = serde_json::from_str(json).expect("one bad decision rejected the reply");
+        assert_eq!(r.new.as_ref().map_or(0, Vec::len), 4);
+        assert_eq!(r.deleted.as_ref().map_or(0, Vec::len), 2);
+        let new = r.new.unwrap();
+        let good: Vec<WireDecision> = new.iter().cloned().filter_map(Listed::decision).collect();
+        assert_eq!(good.len(), 1);
+        assert_eq!((good[0].id, good[0].value.as_str()), (42, "192.0.2.150"));
+        let Listed::Unreadable(why) = &new[0] else { panic!("{:?}", new[0]) };
+        assert!(why.contains("\"41\"") && why.contains("198.51.100.41"), "{why}");
+        assert!(matches!(&r.deleted.unwrap()[..], [Listed::Unreadable(_), Listed::Decision(_)]));
+        // No id, or a non-positive one: nothing to track it by.
+        for json in [r#"{"value":"192.0.2.1"}"#, r#"{"id":0}"#, r#"{"id":-3}"#] {
+            let l: Listed = serde_json::from_str(json).unwrap();
+            assert!(matches!(l, Listed::Unreadable(_)), "{json}: {l:?}");
+        }
+    }
+
+    #[test]
     fn null_lists_and_missing_fields_parse() {
         let r: StreamReply = serde_json::from_str(r#"{"deleted":null,"new":null}"#).unwrap();
         assert!(r.new.is_none() && r.deleted.is_none());
         let r: StreamReply =
-            serde_json::from_str(r#"{"new":[{"value":"1.2.3.4","extra":1}]}"#).unwrap();
-        assert_eq!(r.new.unwrap()[0].value, "1.2.3.4");
+            serde_json::from_str(r#"{"new":[{"id":1,"value":"1.2.3.4","extra":1}]}"#).unwrap();
+        assert_eq!(r.new.unwrap()[0].clone().decision().unwrap().value, "1.2.3.4");
     }
 }

@@ -40,15 +40,24 @@ pub struct DecisionBook {
 }
 
 impl DecisionBook {
-    /// Records a decision (a repeat of a known id replaces it). Returns
-    /// whether the network's longest expiry changed.
-    pub fn add(&mut self, net: IpNet, d: Held) -> bool {
+    /// Records a decision (a repeat of a known id replaces it, wherever it
+    /// was). Returns the networks whose kernel entry must be rewritten:
+    /// `net` if its longest expiry changed, and the network a reused id
+    /// named before (it may have nothing left to hold it).
+    pub fn add(&mut self, net: IpNet, d: Held) -> Vec<IpNet> {
+        let mut touched = Vec::new();
         let before = self.longest(&net);
         if let Some(old) = self.ids.insert(d.id, net) {
             self.drop_id(old, d.id);
+            if old != net {
+                touched.push(old);
+            }
         }
         self.nets.entry(net).or_default().push(d);
-        before != self.longest(&net)
+        if before != self.longest(&net) {
+            touched.push(net);
+        }
+        touched
     }
 
     /// An entry of the pinned maps to keep until LAPI says otherwise.
@@ -206,10 +215,10 @@ mod tests {
         let now = Clock::now();
         let mut b = DecisionBook::default();
         let n = net("192.0.2.7/32");
-        assert!(b.add(n, held(1, 60, &now)));
-        assert!(b.add(n, held(2, 600, &now)));
+        assert_eq!(b.add(n, held(1, 60, &now)), [n]);
+        assert_eq!(b.add(n, held(2, 600, &now)), [n]);
         // A shorter one changes nothing the kernel holds.
-        assert!(!b.add(n, held(3, 30, &now)));
+        assert!(b.add(n, held(3, 30, &now)).is_empty());
         assert_eq!(b.longest(&n), Some(now.after(Duration::from_secs(600))));
         assert_eq!(b.remove(2), Some(n));
         assert_eq!(b.longest(&n), Some(now.after(Duration::from_secs(60))));
@@ -218,12 +227,32 @@ mod tests {
         assert_eq!(b.remove(99), None);
         // A repeat of an id replaces it, even on another network.
         let m = net("198.51.100.0/24");
-        b.add(m, held(1, 60, &now));
+        assert_eq!(b.add(m, held(1, 60, &now)), [n, m]);
         assert_eq!(b.on(&n).len(), 1);
         assert_eq!(b.len(), 2);
         assert_eq!(b.remove(3), Some(n));
         assert_eq!(b.longest(&n), None);
         assert!(b.nets().eq([&m]));
+    }
+
+    #[test]
+    fn a_reused_id_moves_its_network_and_names_the_old_one() {
+        let now = Clock::now();
+        let mut b = DecisionBook::default();
+        let (old, new) = (net("192.0.2.150/32"), net("192.0.2.151/32"));
+        b.add(old, held(42, 60, &now));
+        // The old network must be rewritten (here: lifted, nothing else
+        // holds it), the new one written.
+        assert_eq!(b.add(new, held(42, 60, &now)), [old, new]);
+        assert_eq!(b.longest(&old), None);
+        assert!(b.nets().eq([&new]));
+        // Another decision still holding the old network keeps it.
+        b.add(old, held(7, 600, &now));
+        assert_eq!(b.add(old, held(42, 60, &now)), [new]);
+        assert_eq!(b.longest(&old), Some(now.after(Duration::from_secs(600))));
+        assert_eq!(b.longest(&new), None);
+        // The same id again on the same network, longer: rewritten once.
+        assert_eq!(b.add(old, held(42, 900, &now)), [old]);
     }
 
     #[test]

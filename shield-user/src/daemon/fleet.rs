@@ -14,7 +14,7 @@ use super::core::crowdsec::{secs_left, PushOp};
 use super::{lock, Shared};
 use crate::config::{Crowdsec, Push};
 use crate::crowdsec::client::{ApiError, Bouncer, Route, Watcher};
-use crate::crowdsec::wire::{go_duration, scope_value, Alert, AlertSource, WireDecision};
+use crate::crowdsec::wire::{go_duration, scope_value, Alert, AlertSource, StreamReply, WireDecision};
 use crate::daemon::bans::Clock;
 
 /// First retry after a failure; doubled up to [`BACKOFF_MAX`].
@@ -26,6 +26,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// one remains sends nothing: only a full list shows the shorter one. It
 /// also heals anything missed. Unchanged decisions cost no map write.
 const FULL_RESYNC: Duration = Duration::from_secs(300);
+/// A pull with no answer for this long marks LAPI down while it goes on
+/// waiting: a healthy LAPI answers a poll in milliseconds, and a request
+/// only times out after much longer.
+const STALLED: Duration = Duration::from_secs(5);
 /// Pushes waiting for LAPI; beyond it the oldest are dropped (counted).
 const PUSH_QUEUE_MAX: usize = 10_000;
 /// Alerts per `POST /v1/alerts`.
@@ -107,7 +111,10 @@ async fn pull(core: Shared, cfg: Crowdsec) {
         if last_full.elapsed() >= FULL_RESYNC {
             startup = true;
         }
-        match bouncer.stream(startup).await {
+        if startup {
+            resolve_lapi(&core, &cfg).await;
+        }
+        match stream_watched(&core, &bouncer, startup).await {
             Ok(reply) => {
                 let listed = reply.new.as_ref().map_or(0, Vec::len);
                 let fetched = t.elapsed();
@@ -134,6 +141,32 @@ async fn pull(core: Shared, cfg: Crowdsec) {
                 startup = true;
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// The LAPI's addresses, for the core to protect (before each full list,
+/// so a name that moves is followed). A failure keeps the last ones.
+async fn resolve_lapi(core: &Shared, cfg: &Crowdsec) {
+    match crate::crowdsec::client::lapi_addresses(&cfg.lapi_url).await {
+        Ok(hosts) => {
+            lock(core).crowdsec_lapi_hosts(hosts);
+        }
+        Err(e) => tracing::warn!("crowdsec: {e}; the LAPI addresses known before stay protected"),
+    }
+}
+
+/// One stream call; if it has no answer after [`STALLED`], LAPI is marked
+/// down while the call goes on.
+async fn stream_watched(core: &Shared, bouncer: &Bouncer, startup: bool) -> Result<StreamReply, ApiError> {
+    let call = bouncer.stream(startup);
+    tokio::pin!(call);
+    tokio::select! {
+        r = &mut call => r,
+        () = tokio::time::sleep(STALLED) => {
+            lock(core).crowdsec_stalled(STALLED);
+            tracing::warn!("crowdsec: no answer from LAPI for {} s; still waiting", STALLED.as_secs());
+            call.await
         }
     }
 }

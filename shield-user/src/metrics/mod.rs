@@ -9,6 +9,7 @@
 
 pub mod http;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use prometheus_client::collector::Collector;
@@ -89,10 +90,35 @@ fn family<M: EncodeMetric>(
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, kind)?;
     for (labels, metric) in rows {
-        let labels: Labels = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let values: Vec<Cow<str>> = labels.iter().map(|(_, v)| label_value(v)).collect();
+        let labels: Labels = labels.iter().zip(&values).map(|((k, _), v)| (*k, v.as_ref())).collect();
         metric.encode(m.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// A label value as the exposition must carry it. prometheus-client writes
+/// label values verbatim, and some come from outside (CrowdSec's decision
+/// origins, jail and interface names): a `"` or a newline in one would end
+/// the sample early and let the text after it forge series. Terminal
+/// controls become visible escapes first ([`crate::text::Escaped`]: a
+/// scrape read with curl cannot drive the terminal), then backslash, double
+/// quote and line feed are escaped as both text formats require.
+pub fn label_value(v: &str) -> Cow<'_, str> {
+    let safe = crate::text::escaped(v);
+    if !safe.contains(['\\', '"', '\n']) {
+        return safe;
+    }
+    let mut out = String::with_capacity(safe.len() + 8);
+    for c in safe.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 impl Collector for SnapshotCollector {
@@ -196,7 +222,7 @@ impl Collector for SnapshotCollector {
         if let Some(c) = &s.crowdsec {
             encode_crowdsec(c, &mut enc)?;
         }
-        let info = Info::new(vec![("version", s.version.clone())]);
+        let info = Info::new(vec![("version", label_value(&s.version).into_owned())]);
         let m = enc.encode_descriptor(
             "sipshield_build",
             "Build information.",
@@ -247,7 +273,7 @@ fn encode_verify(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::f
 fn encode_crowdsec(c: &CrowdsecSnapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let m = enc.encode_descriptor(
         "sipshield_crowdsec_up",
-        "1 while the last call to the CrowdSec LAPI's decision stream succeeded.",
+        "1 while the last call to the CrowdSec LAPI's decision stream succeeded; 0 once one fails or has no answer for 5 s.",
         None,
         MetricType::Gauge,
     )?;
@@ -422,6 +448,74 @@ mod tests {
             assert!(om.contains(needle), "missing {needle:?} in\n{om}");
         }
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    /// Text a hostile LAPI (or a config) can put into a label value: a
+    /// quote and brace to close the sample, a newline to start a forged
+    /// one, a terminal control.
+    const HOSTILE: &str = "o\"r}\n\x1b[2J";
+
+    /// [`sample`] with `text` in every label value that can come from
+    /// outside.
+    fn labelled(text: &str) -> Snapshot {
+        let mut s = sample();
+        s.jail_failures = [(format!("jail{text}\\"), 5)].into();
+        s.bans_total = [(text.to_string(), 1)].into();
+        s.attached = vec![(text.into(), "driver".into())];
+        s.version = text.into();
+        let c = s.crowdsec.as_mut().expect("sample has crowdsec");
+        c.decisions = vec![(text.into(), "Ip".into(), 1)];
+        c.requests = vec![("decisions_stream".into(), text.into(), 1)];
+        s
+    }
+
+    fn hostile() -> Snapshot {
+        labelled(HOSTILE)
+    }
+
+    #[test]
+    fn hostile_label_values_stay_inside_their_quotes() {
+        let benign_lines = encode_openmetrics(labelled("plain")).lines().count();
+        let om = encode_openmetrics(hostile());
+        // No line was added: nothing broke out of a label value.
+        assert_eq!(om.lines().count(), benign_lines, "{om}");
+        assert!(!om.contains('\x1b'), "a raw terminal control in\n{om}");
+        for line in om.lines() {
+            assert!(line.starts_with("# ") || line.starts_with("sipshield_"), "forged line {line:?}");
+        }
+        assert_eq!(label_value("plain-eth0.5"), "plain-eth0.5");
+        assert_eq!(label_value("a\\b\"c\nd"), r#"a\\b\"c\\x0ad"#);
+        for needle in [
+            r#"sipshield_crowdsec_decisions{origin="o\"r}\\x0a\\x1b[2J",scope="Ip"} 1"#,
+            r#"sipshield_jail_failures_total{jail="jailo\"r}\\x0a\\x1b[2J\\"} 5"#,
+            r#"sipshield_build_info{version="o\"r}\\x0a\\x1b[2J"} 1"#,
+        ] {
+            assert!(om.contains(needle), "missing {needle:?} in\n{om}");
+        }
+    }
+
+    /// promtool (Debian package prometheus) parses the classic text as
+    /// Prometheus does: one bad label value rejects the whole scrape.
+    #[test]
+    fn hostile_label_values_pass_promtool() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let text = to_classic_text(&encode_openmetrics(hostile()));
+        let mut lint = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool is not installed (Debian package prometheus)");
+        lint.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
+        let out = lint.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -59,6 +59,14 @@ impl Core {
         if let Some(why) = guard::never_ban(net, self.own.get()) {
             return Some(why);
         }
+        if self.config.crowdsec.is_some() {
+            if let Some(a) = self.fleet.lapi_hosts.iter().find(|a| net.contains(*a)) {
+                return Some(format!(
+                    "{net} covers {a}, the CrowdSec LAPI's address ([crowdsec] lapi_url): \
+                     banning it would cut this host off the fleet's decisions"
+                ));
+            }
+        }
         if !force {
             let b = &self.config.bans;
             if let Some(why) = guard::too_wide(net, b.min_prefix_v4, b.min_prefix_v6) {

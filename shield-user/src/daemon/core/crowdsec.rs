@@ -8,6 +8,7 @@
 //! left. Every path that changes either side ends in [`Core::resync`].
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -15,7 +16,8 @@ use ipnet::IpNet;
 use super::Core;
 use crate::control::protocol::{CrowdsecStatus, PushStatus};
 use crate::crowdsec::client::{ApiError, Route};
-use crate::crowdsec::wire::{scope_value, Skip, StreamReply};
+use crate::config::Crowdsec;
+use crate::crowdsec::wire::{scope_value, Listed, Skip, StreamReply, WireDecision};
 use crate::daemon::bans::{Clock, Expiry, Origin};
 use crate::daemon::decisions::Held;
 use crate::metrics::CrowdsecSnapshot;
@@ -33,6 +35,10 @@ pub struct FleetState {
     /// (route, outcome) → requests.
     pub requests: BTreeMap<(Route, String), u64>,
     pub skipped: BTreeMap<Skip, u64>,
+    /// The addresses `lapi_url` reaches LAPI at, as last resolved: never
+    /// banned, since a ban would cut this host off the decisions that
+    /// could lift it.
+    pub lapi_hosts: Vec<IpAddr>,
     /// The push task's queue; `None` without `[crowdsec.push]`.
     pub push_tx: Option<tokio::sync::mpsc::UnboundedSender<PushOp>>,
     pub push: PushStatus,
@@ -105,7 +111,8 @@ impl Core {
 
     /// Applies one `GET /v1/decisions/stream` reply. A full (`startup`)
     /// reply also forgets every decision it does not list: one missed
-    /// while LAPI was unreachable, or held since start.
+    /// while LAPI was unreachable, or held since start. An entry that
+    /// cannot be read or enforced is skipped and counted; the rest apply.
     pub fn crowdsec_pulled(&mut self, reply: StreamReply, startup: bool) -> Pulled {
         let Some(cfg) = self.config.crowdsec.clone() else {
             return Pulled::default();
@@ -113,41 +120,46 @@ impl Core {
         let now = Clock::now();
         let mut out = Pulled::default();
         let mut touched = Vec::new();
-        for d in reply.deleted.unwrap_or_default() {
-            if let Some(net) = self.decisions.remove(d.id) {
-                touched.push(net);
-                out.deleted += 1;
+        let mut unreadable = Vec::new();
+        for l in reply.deleted.unwrap_or_default() {
+            match l {
+                Listed::Decision(d) => {
+                    if let Some(net) = self.decisions.remove(d.id) {
+                        touched.push(net);
+                        out.deleted += 1;
+                    }
+                }
+                Listed::Unreadable(why) => unreadable.push(why),
             }
         }
         let mut listed = HashSet::new();
         let allow = self.effective(crate::kernel::List::Allow);
-        for w in reply.new.unwrap_or_default() {
-            let why = match w.enforceable(&cfg) {
-                Ok(d) => match self.protected_by(&d.net, false, &allow) {
-                    None => {
-                        listed.insert(d.id);
-                        let held = Held {
-                            id: d.id,
-                            // Both are LAPI's text, shown and used as metric labels: bounded.
-                            origin: super::banning::clip(d.origin, 64).into(),
-                            scenario: super::banning::clip(d.scenario, 200).into(),
-                            expiry: now.after(d.lasts),
-                        };
-                        if self.decisions.add(d.net, held) {
-                            touched.push(d.net);
-                        }
-                        out.added += 1;
-                        continue;
-                    }
-                    Some(why) => {
-                        tracing::debug!(net = %d.net, "decision not enforced: {why}");
-                        Skip::Protected
-                    }
-                },
-                Err(why) => why,
+        for l in reply.new.unwrap_or_default() {
+            let w = match l {
+                Listed::Decision(w) => w,
+                Listed::Unreadable(why) => {
+                    unreadable.push(why);
+                    continue;
+                }
             };
-            *self.fleet.skipped.entry(why).or_insert(0) += 1;
-            out.skipped += 1;
+            match self.take_decision(&w, &cfg, &allow, &now) {
+                Ok(nets) => {
+                    listed.insert(w.id);
+                    touched.extend(nets);
+                    out.added += 1;
+                }
+                Err(why) => self.skip(why, &mut out),
+            }
+        }
+        if let Some(first) = unreadable.first() {
+            tracing::warn!(
+                skipped = unreadable.len(),
+                "crowdsec: LAPI listed decisions that cannot be read; skipped, the rest applied; first: {}",
+                crate::text::Escaped(first)
+            );
+        }
+        for _ in &unreadable {
+            self.skip(Skip::Malformed, &mut out);
         }
         if startup {
             touched.extend(self.decisions.keep_only(&listed));
@@ -163,6 +175,75 @@ impl Core {
         self.fleet.last_error = None;
         self.count_request(Route::Stream, "200".into());
         out
+    }
+
+    fn skip(&mut self, why: Skip, out: &mut Pulled) {
+        *self.fleet.skipped.entry(why).or_insert(0) += 1;
+        out.skipped += 1;
+    }
+
+    /// Books one listed decision if it can be enforced: the networks whose
+    /// kernel entries must be rewritten (a reused id moves off another).
+    fn take_decision(
+        &mut self,
+        w: &WireDecision,
+        cfg: &Crowdsec,
+        allow: &[IpNet],
+        now: &Clock,
+    ) -> Result<Vec<IpNet>, Skip> {
+        let d = w.enforceable(cfg)?;
+        if let Some(why) = self.protected_by(&d.net, false, allow) {
+            if self.fleet.lapi_hosts.iter().any(|a| d.net.contains(a)) {
+                // Worth an operator's look: a decision that would cut the fleet off.
+                tracing::warn!(id = d.id, "crowdsec decision not enforced: {why}");
+            } else {
+                tracing::debug!(net = %d.net, "decision not enforced: {why}");
+            }
+            return Err(Skip::Protected);
+        }
+        let held = Held {
+            id: d.id,
+            // Both are LAPI's text, shown and used as metric labels: bounded.
+            origin: super::banning::clip(d.origin, 64).into(),
+            scenario: super::banning::clip(d.scenario, 200).into(),
+            expiry: now.after(d.lasts),
+        };
+        Ok(self.decisions.add(d.net, held))
+    }
+
+    /// The LAPI's addresses, just resolved. Decisions already booked on
+    /// networks covering them (held since a restart, or enforced before
+    /// this version) are lifted.
+    pub fn crowdsec_lapi_hosts(&mut self, hosts: Vec<IpAddr>) {
+        if hosts != self.fleet.lapi_hosts {
+            tracing::info!(addresses = ?hosts, "crowdsec: the LAPI's addresses are never banned");
+        }
+        self.fleet.lapi_hosts = hosts;
+        let covering: Vec<IpNet> = self
+            .decisions
+            .nets()
+            .filter(|n| self.fleet.lapi_hosts.iter().any(|a| n.contains(a)))
+            .copied()
+            .collect();
+        for net in &covering {
+            let ids = self.decisions.remove_where(net, |_| true);
+            tracing::warn!(net = %net, decisions = ?ids, "crowdsec: lifting decisions that ban the LAPI's own address");
+        }
+        if let Err(e) = self.resync(&covering) {
+            tracing::error!("lifting decisions on the LAPI's address failed: {}", crate::text::chain(&e));
+        }
+    }
+
+    /// A pull has had no answer for `waited`: LAPI is not up while it
+    /// waits (a healthy LAPI answers in milliseconds; the request itself
+    /// may take much longer to time out).
+    pub fn crowdsec_stalled(&mut self, waited: Duration) {
+        self.fleet.up = false;
+        self.fleet.last_error = Some(format!(
+            "{}: no answer from LAPI for {} s; still waiting",
+            Route::Stream.as_str(),
+            waited.as_secs()
+        ));
     }
 
     /// A LAPI call failed (the pull task's or the push task's).
