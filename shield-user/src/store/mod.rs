@@ -431,6 +431,7 @@ impl Store {
             .mode(0o700)
             .create(&self.dir)
             .map_err(io_err(&self.dir))?;
+        self.relock_if_gone()?;
         let stamp = now_ms();
         let copy = self.dir.join(format!("{DB_FILE}.rewrite-{stamp}"));
         let copied = self.copy_into(&copy);
@@ -473,6 +474,19 @@ impl Store {
             how: gone.as_str(),
             why: e.to_string(),
         })
+    }
+
+    /// The whole state_dir was removed, its lock file with it: taken again,
+    /// else a second shieldd could start on the directory.
+    fn relock_if_gone(&mut self) -> Result<(), StoreError> {
+        if fs::symlink_metadata(self.dir.join(LOCK_FILE)).is_ok() {
+            return Ok(());
+        }
+        let (lock, _) = take_lock(&self.dir)?;
+        self.lock = lock;
+        let behind = std::mem::replace(&mut self.behind, false);
+        self.mark_behind(behind);
+        Ok(())
     }
 
     /// A complete copy of the open database at `to` (`VACUUM INTO`).

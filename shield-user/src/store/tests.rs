@@ -282,6 +282,20 @@ fn a_deleted_store_is_rewritten_with_its_history() {
 }
 
 #[test]
+fn a_removed_state_dir_is_made_again_and_locked() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("state");
+    let mut st = Store::open(&dir).unwrap();
+    let a = rec("198.51.100.7/32", Some(99_000));
+    ban(&mut st, &a, Action::Ban);
+    std::fs::remove_dir_all(&dir).unwrap();
+    st.check().unwrap();
+    assert!(dir.join(DB_FILE).exists());
+    assert!(matches!(Store::open(&dir), Err(StoreError::Locked { .. })));
+    assert_eq!(st.load().unwrap().bans, vec![a]);
+}
+
+#[test]
 fn a_replaced_store_is_kept_aside_and_not_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut st = Store::open(dir.path()).unwrap();
