@@ -161,3 +161,94 @@ fn a_jail_ban_keeps_its_log_line_and_hostile_text_stays_inert() {
     assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
     assert!(text.contains("auth failed for"), "{text}");
 }
+
+/// The one line shieldd printed when it refused to start, checked to name
+/// `db` and say `why`; nothing was pinned.
+fn refused_start(d: &Shieldd, db: &std::path::Path, why: &str) {
+    let out = d.run_once(&[]);
+    assert!(!out.status.success(), "shieldd started with {why} at {}", db.display());
+    let err = text(&out.stderr) + &text(&out.stdout);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].contains(path_str(db)) && lines[0].contains(why), "{err}");
+    assert!(!d.pin.exists(), "a refused start pinned something");
+}
+
+#[test]
+fn a_store_path_that_is_not_a_regular_file_is_refused() {
+    let lab = Lab::new();
+    let d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    std::fs::create_dir_all(&d.state).expect("state_dir");
+    let db = d.state.join("shield.db");
+
+    // A dangling link: following it would create a database elsewhere.
+    let target = d.dir.join("elsewhere.db");
+    std::os::unix::fs::symlink(&target, &db).expect("symlink");
+    refused_start(&d, &db, "symbolic link");
+    assert!(!target.exists(), "a database was created at the link's target");
+
+    // A link to a file that exists is refused all the same, untouched.
+    std::fs::write(&target, "").expect("target");
+    refused_start(&d, &db, "symbolic link");
+    assert_eq!(std::fs::metadata(&target).expect("target").len(), 0);
+    std::fs::remove_file(&db).expect("remove link");
+
+    // A directory is not a database either.
+    std::fs::create_dir(&db).expect("dir");
+    refused_start(&d, &db, "not a regular file");
+}
+
+/// Bans and an allowlist entry made before `shield.db` is deleted (then
+/// replaced by another file) under the running daemon, and bans made
+/// after: every one comes back from the store alone.
+#[test]
+fn a_store_deleted_or_replaced_under_the_daemon_is_rewritten() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    d.start();
+    for i in 1..=5 {
+        d.ctl_ok(&["ban", &format!("203.0.113.{i}"), "--duration", "2h", "--reason", &format!("kept {i}")]);
+    }
+    d.ctl_ok(&["allow", "add", "192.0.2.10"]);
+    let db = d.state.join("shield.db");
+
+    std::fs::remove_file(&db).expect("delete shield.db");
+    let out = d.ctl(&["ban", "203.0.113.20", "--reason", "after the delete"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(db.exists(), "the store was not rewritten at its path");
+    let log = d.log_text();
+    assert!(log.contains("was deleted") && log.contains(path_str(&db)), "{log}");
+    let status = d.ctl_json(&["status"]);
+    let notice = status["store_notice"].as_str().unwrap_or_default();
+    assert!(notice.contains("deleted"), "{status}");
+
+    // Replaced: another file moved over it. It is kept aside, not written.
+    let other = d.dir.join("other.db");
+    std::fs::write(&other, "not a database").expect("other");
+    std::fs::rename(&other, &db).expect("replace shield.db");
+    d.ctl_ok(&["ban", "203.0.113.21", "--reason", "after the replace"]);
+    let aside: Vec<_> = std::fs::read_dir(&d.state)
+        .expect("state_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains("shield.db.replaced-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the replacing file is kept aside");
+    assert_eq!(std::fs::read(&aside[0]).expect("aside"), b"not a database");
+    assert!(d.log_text().contains("was replaced"), "{}", d.log_text());
+
+    // Without the pins, only the store remembers.
+    assert!(d.terminate().success());
+    shield::kernel::remove_all(&d.pin).expect("unpin");
+    d.start();
+    for i in 1..=5 {
+        let ban = d.ban_of(&format!("203.0.113.{i}/32")).expect("restored");
+        assert_eq!(ban["origin"], "manual", "{ban}");
+        assert_eq!(ban["reason"], format!("kept {i}"), "{ban}");
+    }
+    assert!(d.ban_of("203.0.113.20/32").is_some(), "the ban after the delete");
+    assert!(d.ban_of("203.0.113.21/32").is_some(), "the ban after the replace");
+    assert!(d.ctl_ok(&["allow", "list"]).contains("192.0.2.10/32"));
+    // The history moved with it.
+    let rec = d.ctl_json(&["banned", "203.0.113.1"]);
+    assert_eq!(rec["history"][0]["action"], "ban", "{rec}");
+}

@@ -343,6 +343,38 @@ fn a_ban_of_the_lapi_found_in_the_maps_at_start_is_lifted() {
     assert!(!in_map(&m.d, &own), "LAPI's own address is still banned");
 }
 
+/// A local ban acknowledged while the store could not be written (an
+/// operator's `sqlite3` held it locked), then `kill -9`: the restart keeps
+/// it as a local ban, which LAPI's first full list does not lift (SPEC
+/// §10: never relabelled as an unconfirmed CrowdSec decision).
+#[test]
+fn an_unsaved_local_ban_is_not_relabelled_as_a_decision_after_kill_9() {
+    let fleet = Fleet::new(1);
+    let lapi = fleet.start_lapi().expect("LAPI");
+    let mut m = member(&fleet, &lapi, 0, false);
+    m.d.start();
+    wait_for("the first full stream", Duration::from_secs(20), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    // A write lock on the store, as an open `sqlite3` transaction holds it.
+    let db = rusqlite::Connection::open(m.d.state.join("shield.db")).expect("open shield.db");
+    db.execute_batch("BEGIN IMMEDIATE").expect("lock the store");
+    let out = m.d.ctl(&["ban", "198.51.100.90", "--duration", "1h", "--reason", "by hand"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("NOT saved"), "{}", text(&out.stderr));
+    m.d.kill9();
+    drop(db);
+
+    m.d.start();
+    wait_for("the first full stream after the restart", Duration::from_secs(20), || {
+        (m.status()["crowdsec"]["synced"] == true).then_some(())
+    });
+    let ban = m.d.ban_of("198.51.100.90/32").expect("the acknowledged ban is still in force");
+    assert_ne!(ban["origin_kind"], "crowdsec", "relabelled: {ban}");
+    assert!(in_map(&m.d, "198.51.100.90"));
+    assert!(drops(&fleet, &m, 0, ip("198.51.100.90")), "the ban was lifted");
+}
+
 /// `d` trusts `ca` (`[crowdsec] ca_file`, the file copied beside its config).
 fn trust(d: &Shieldd, ca: &Path) {
     let copy = d.dir.join("lapi-ca.pem");

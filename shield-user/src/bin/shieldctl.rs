@@ -653,6 +653,9 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
             if let Some(c) = &s.crowdsec {
                 out.push_str(&crowdsec_status(c));
             }
+            if let Some(n) = &s.store_notice {
+                out.push_str(&format!("\nstore      {}\n", Escaped(n)));
+            }
             out
         }
         Command::Reload => {

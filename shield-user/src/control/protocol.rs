@@ -632,6 +632,10 @@ pub struct StatusReply {
     /// `[crowdsec]`; absent without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<CrowdsecStatus>,
+    /// The ban store was found deleted or replaced under the daemon and
+    /// rewritten: when, how, how often. Absent if it never was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_notice: Option<String>,
 }
 
 /// The CrowdSec bouncer's state in `shieldctl status`.

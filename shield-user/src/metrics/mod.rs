@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// (interface, method, verdict) → requests.
     pub sip: Vec<(String, Method, Verdict, u64)>,
     pub bans_active: u64,
+    /// Times the ban store was found deleted or replaced and rewritten.
+    pub store_rewrites: u64,
     /// By origin: manual, escalation, kernel, or a jail's name.
     pub bans_total: BTreeMap<String, u64>,
     pub jail_failures: BTreeMap<String, u64>,
@@ -172,6 +174,13 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(s.bans_active as i64).encode(m)?;
+        let m = enc.encode_descriptor(
+            "sipshield_store_rewrites",
+            "Times state_dir/shield.db was found deleted or replaced under the daemon and rewritten.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.store_rewrites).encode(m)?;
         family(
             &mut enc,
             "sipshield_bans",
@@ -397,6 +406,7 @@ mod tests {
             verified_sources: 12,
             under_pressure: true,
             bans_active: 2,
+            store_rewrites: 1,
             bans_total: [("manual".to_string(), 1), ("kamailio".to_string(), 1)].into(),
             jail_failures: [("kamailio".to_string(), 5)].into(),
             map_entries: vec![("bans_v4".into(), 2)],
@@ -430,6 +440,7 @@ mod tests {
             r#"sipshield_bytes_total{interface="eth0",verdict="pass",reason="ok"} 300"#,
             r#"sipshield_sip_requests_total{interface="eth0",method="INVITE",verdict="drop"} 7"#,
             "sipshield_bans_active 2",
+            "sipshield_store_rewrites_total 1",
             r#"sipshield_bans_total{origin="kamailio"} 1"#,
             r#"sipshield_jail_failures_total{jail="kamailio"} 5"#,
             r#"sipshield_map_entries{map="bans_v4"} 2"#,

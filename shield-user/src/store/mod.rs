@@ -20,14 +20,14 @@ mod legacy;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -36,6 +36,11 @@ pub use legacy::Imported;
 
 const DB_FILE: &str = "shield.db";
 const LOCK_FILE: &str = "shieldd.lock";
+/// The line the lock file carries, beside the pid, while the store is
+/// behind the kernel (a write failed): it survives `kill -9`, so the next
+/// start knows that bans found only in the pinned maps may be local ones
+/// the store never got.
+const BEHIND_LINE: &str = "store-behind";
 const SCHEMA: &str = include_str!("schema.sql");
 /// `PRAGMA user_version` of the schema above.
 const VERSION: i64 = 1;
@@ -80,6 +85,25 @@ pub enum StoreError {
     },
     #[error("state_dir {path} is in use by another shieldd{holder}")]
     Locked { path: PathBuf, holder: String },
+    #[error(
+        "{path} is a symbolic link (to {target}); shieldd does not follow links in its state_dir: \
+         put the file itself there, or move the link away (shieldd then starts with an empty store)"
+    )]
+    Symlink { path: PathBuf, target: String },
+    #[error(
+        "{path} is not a regular file ({kind}); shieldd does not open it: move it away \
+         (shieldd then starts with an empty store)"
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path} was {how} under the running shieldd and its content could not be copied ({why}): \
+         a new, empty store is in its place; shieldd writes the bans and lists in force into it"
+    )]
+    Rewritten {
+        path: PathBuf,
+        how: &'static str,
+        why: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -224,8 +248,35 @@ pub struct Store {
     dir: PathBuf,
     db: PathBuf,
     conn: Connection,
+    /// (device, inode) of the database file open; `None` after a rewrite
+    /// that failed half-way (the next write opens the path again).
+    file_id: Option<(u64, u64)>,
+    /// The last time the file was found deleted or replaced, and how
+    /// often that happened.
+    notice: Option<String>,
+    rewrites: u64,
     _checkpointer: Option<Checkpointer>,
-    _lock: File,
+    lock: File,
+    /// The lock file says the store is behind (see [`BEHIND_LINE`]).
+    behind: bool,
+    /// It said so when this process took it over.
+    was_behind: bool,
+}
+
+/// How the file at the store's path differs from the one open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gone {
+    Deleted,
+    Replaced,
+}
+
+impl Gone {
+    fn as_str(self) -> &'static str {
+        match self {
+            Gone::Deleted => "deleted",
+            Gone::Replaced => "replaced",
+        }
+    }
 }
 
 /// How often the write-ahead log is copied into the database.
@@ -245,7 +296,8 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(db: &Path) -> Option<Checkpointer> {
-        let conn = Connection::open(db).ok()?;
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(db, flags).ok()?;
         conn.busy_timeout(Duration::from_secs(1)).ok()?;
         let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
@@ -308,21 +360,201 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .map_err(io_err(dir))?;
-        let lock = take_lock(dir)?;
+        let (lock, was_behind) = take_lock(dir)?;
         let db = dir.join(DB_FILE);
-        let conn = open_db(&db)?;
-        let checkpointer = Checkpointer::start(&db);
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            conn: Connection::open_in_memory().map_err(sql_err(&db, "opening"))?,
+            db,
+            file_id: None,
+            notice: None,
+            rewrites: 0,
+            _checkpointer: None,
+            lock,
+            behind: was_behind,
+            was_behind,
+        };
+        store.reopen()?;
+        Ok(store)
+    }
+
+    /// Opens the database at the path (creating it if missing), with its
+    /// checkpointer, and notes which file it is.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let conn = open_db(&self.db)?;
+        let id = regular_file(&self.db)?.ok_or_else(|| StoreError::Io {
+            path: self.db.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "missing right after it was opened"),
+        })?;
+        let checkpointer = Checkpointer::start(&self.db);
         if checkpointer.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
-                .map_err(sql_err(&db, "configuring"))?;
+                .map_err(self.sql("configuring"))?;
         }
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            db,
-            conn,
-            _checkpointer: checkpointer,
-            _lock: lock,
+        self.conn = conn;
+        self._checkpointer = checkpointer;
+        self.file_id = Some(id);
+        Ok(())
+    }
+
+    /// Before every write: the file at the path must be the one open. One
+    /// deleted or replaced under the daemon is noticed here (else writes
+    /// would go on into a file nobody will ever read) and rewritten.
+    fn ensure_file(&mut self) -> Result<(), StoreError> {
+        let Some(id) = self.file_id else {
+            // A rewrite failed half-way: the caller's resync fills it in.
+            return self.reopen();
+        };
+        let gone = match fs::symlink_metadata(&self.db) {
+            Ok(m) if (m.dev(), m.ino()) == id => return Ok(()),
+            Ok(_) => Gone::Replaced,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Gone::Deleted,
+            Err(e) => return Err(io_err(&self.db)(e)),
+        };
+        self.rewrite(gone)
+    }
+
+    /// Checks that the store's file is still the one open (see
+    /// [`Store::ensure_file`]); run periodically, so a deletion is noticed
+    /// even while nothing is written.
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        self.ensure_file()
+    }
+
+    /// Puts what the open database holds (history included: a deleted
+    /// file stays readable while open) into a new file at the path and
+    /// goes on with that. A file put in its place is moved aside, never
+    /// written into.
+    fn rewrite(&mut self, gone: Gone) -> Result<(), StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        self.relock_if_gone()?;
+        let stamp = now_ms();
+        let copy = self.dir.join(format!("{DB_FILE}.rewrite-{stamp}"));
+        let copied = self.copy_into(&copy);
+        let aside = match gone {
+            Gone::Replaced => {
+                let aside = self.dir.join(format!("{DB_FILE}.replaced-{stamp}"));
+                fs::rename(&self.db, &aside).map_err(io_err(&self.db))?;
+                Some(aside)
+            }
+            Gone::Deleted => None,
+        };
+        self.close()?;
+        // The old file's log and index must never be read as the new
+        // file's: a stale log would be replayed into it.
+        for companion in companions(&self.db) {
+            match fs::remove_file(&companion) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&companion)(e)),
+                _ => {}
+            }
+        }
+        if copied.is_ok() {
+            fs::rename(&copy, &self.db).map_err(io_err(&self.db))?;
+        }
+        self.reopen()?;
+        self.rewrites += 1;
+        let moved = aside.map_or(String::new(), |a| format!(" (that file is kept as {})", a.display()));
+        let kept = match &copied {
+            Ok(()) => "rewritten from the open copy, history included".to_string(),
+            Err(e) => format!("started anew, its content could not be copied: {e}"),
+        };
+        let notice = format!(
+            "{} was {} under the running shieldd{moved}: {kept}",
+            self.db.display(),
+            gone.as_str()
+        );
+        tracing::warn!(db = %self.db.display(), rewrites = self.rewrites, "{notice}");
+        self.notice = Some(notice);
+        copied.map_err(|e| StoreError::Rewritten {
+            path: self.db.clone(),
+            how: gone.as_str(),
+            why: e.to_string(),
         })
+    }
+
+    /// The whole state_dir was removed, its lock file with it: taken again,
+    /// else a second shieldd could start on the directory.
+    fn relock_if_gone(&mut self) -> Result<(), StoreError> {
+        if fs::symlink_metadata(self.dir.join(LOCK_FILE)).is_ok() {
+            return Ok(());
+        }
+        let (lock, _) = take_lock(&self.dir)?;
+        self.lock = lock;
+        let behind = std::mem::replace(&mut self.behind, false);
+        self.mark_behind(behind);
+        Ok(())
+    }
+
+    /// A complete copy of the open database at `to` (`VACUUM INTO`).
+    fn copy_into(&self, to: &Path) -> Result<(), StoreError> {
+        match fs::remove_file(to) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(to)(e)),
+            _ => {}
+        }
+        let r = self
+            .conn
+            .execute("VACUUM INTO ?1", [to.to_string_lossy().into_owned()])
+            .map(drop)
+            .map_err(sql_err(to, "copying the store"));
+        if r.is_err() {
+            let _ = fs::remove_file(to);
+        }
+        r
+    }
+
+    /// Closes the database (the checkpointer's connection first, so that
+    /// this one is the last and cleans up after itself).
+    fn close(&mut self) -> Result<(), StoreError> {
+        self._checkpointer = None;
+        let none = Connection::open_in_memory().map_err(self.sql("closing"))?;
+        let old = std::mem::replace(&mut self.conn, none);
+        self.file_id = None;
+        if let Err((_, e)) = old.close() {
+            tracing::debug!(db = %self.db.display(), "closing the old store: {e}");
+        }
+        Ok(())
+    }
+
+    /// Why the store was last rewritten (deleted or replaced under the
+    /// daemon), if it was, with how many times that happened.
+    pub fn notice(&self) -> Option<String> {
+        let n = self.notice.as_ref()?;
+        Some(format!("{n} ({} time(s) since start)", self.rewrites))
+    }
+
+    /// How often the store was rewritten since start.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
+    }
+
+    /// Whether the previous shieldd left the store behind the kernel.
+    pub fn was_behind(&self) -> bool {
+        self.was_behind
+    }
+
+    /// Records in the lock file whether the store is behind the kernel.
+    /// Best effort: the lock file's one block is rewritten in place, which
+    /// works on a full disk and while the database is locked.
+    pub fn mark_behind(&mut self, behind: bool) {
+        if self.behind == behind {
+            return;
+        }
+        let text = lock_text(behind);
+        let r = self
+            .lock
+            .write_all_at(text.as_bytes(), 0)
+            .and_then(|()| self.lock.set_len(text.len() as u64));
+        match r {
+            Ok(()) => self.behind = behind,
+            Err(e) => tracing::warn!(
+                file = %self.dir.join(LOCK_FILE).display(),
+                "cannot record that the store is behind the kernel: {e}"
+            ),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -416,6 +648,7 @@ impl Store {
     /// Records which kernel maps the store is now in step with (`None`: no
     /// maps, e.g. after an import that the maps do not hold yet).
     pub fn set_maps_mark(&mut self, mark: Option<&MapsMark>) -> Result<(), StoreError> {
+        self.ensure_file()?;
         match mark {
             Some(m) => self.conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('maps', ?1)
@@ -431,6 +664,7 @@ impl Store {
     /// Records a ban (a new one, or an active one banned again) and its
     /// history row. Returns how often the network has now been banned.
     pub fn ban(&mut self, ev: &BanEvent<'_>) -> Result<u32, StoreError> {
+        self.ensure_file()?;
         let now = ms(now_ms());
         let fail = sql_err(&self.db, "recording a ban");
         let tx = self.conn.transaction().map_err(&fail)?;
@@ -441,6 +675,7 @@ impl Store {
 
     /// Records that `nets` were lifted (by `who`, or by expiry).
     pub fn unban(&mut self, nets: &[IpNet], action: Action, who: &str) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let now = ms(now_ms());
         let fail = sql_err(&self.db, "recording an unban");
         let tx = self.conn.transaction().map_err(&fail)?;
@@ -474,6 +709,7 @@ impl Store {
 
     /// Records a source's automatic-ban count.
     pub fn offence(&mut self, rec: &OffenceRecord) -> Result<(), StoreError> {
+        self.ensure_file()?;
         self.conn
             .prepare_cached(OFFENCE_UPSERT)
             .and_then(|mut q| q.execute(params![rec.net.to_string(), rec.count, ms(rec.until_ms)]))
@@ -489,6 +725,7 @@ impl Store {
         net: IpNet,
         who: &str,
     ) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let now = ms(now_ms());
         let (name, net) = (list_name(list), net.to_string());
         let fail = sql_err(&self.db, "recording a list change");
@@ -572,6 +809,7 @@ impl Store {
     /// Drops history older than `keep` and offences forgotten before
     /// `offences_before_ms`. Returns the history rows removed.
     pub fn prune(&mut self, keep: Duration, offences_before_ms: u64) -> Result<usize, StoreError> {
+        self.ensure_file()?;
         let cutoff = ms(now_ms().saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)));
         let n = self
             .conn
@@ -597,6 +835,7 @@ impl Store {
         offences: &[OffenceRecord],
         lists: &CliLists,
     ) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let fail = sql_err(&self.db, "rewriting the store");
         let now = ms(now_ms());
         let tx = self.conn.transaction().map_err(&fail)?;
@@ -653,6 +892,7 @@ impl Store {
     /// with a history row naming `who`. Existing bans of the same network
     /// are kept as they are.
     pub fn import(&mut self, bans: &[BanRecord], who: &str) -> Result<usize, StoreError> {
+        self.ensure_file()?;
         let fail = sql_err(&self.db, "importing bans");
         let now = ms(now_ms());
         let tx = self.conn.transaction().map_err(&fail)?;
@@ -703,6 +943,7 @@ impl Store {
 
     /// Many offence records in one transaction (a migration).
     fn import_offences(&mut self, offences: &[OffenceRecord]) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let fail = sql_err(&self.db, "importing offences");
         let tx = self.conn.transaction().map_err(&fail)?;
         {
@@ -786,8 +1027,20 @@ fn upsert_ban(tx: &rusqlite::Transaction<'_>, ev: &BanEvent<'_>, now: i64) -> ru
     Ok(times)
 }
 
+/// The lock file's content: our pid, and the [`BEHIND_LINE`] if `behind`.
+fn lock_text(behind: bool) -> String {
+    let pid = std::process::id();
+    if behind {
+        format!("{pid}\n{BEHIND_LINE}\n")
+    } else {
+        format!("{pid}\n")
+    }
+}
+
 /// Takes `state_dir/shieldd.lock` (`flock`) and writes our pid into it.
-fn take_lock(dir: &Path) -> Result<File, StoreError> {
+/// Also returns whether the previous holder left the store behind (its
+/// mark is kept until a save succeeds).
+fn take_lock(dir: &Path) -> Result<(File, bool), StoreError> {
     let lock_path = dir.join(LOCK_FILE);
     let mut lock = OpenOptions::new()
         .read(true)
@@ -801,8 +1054,8 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let pid = fs::read_to_string(&lock_path).unwrap_or_default();
-            let holder = match pid.trim() {
+            let text = fs::read_to_string(&lock_path).unwrap_or_default();
+            let holder = match text.lines().next().unwrap_or("").trim() {
                 "" => String::new(),
                 p => format!(" (pid {p})"),
             };
@@ -813,9 +1066,66 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
         }
         return Err(io_err(&lock_path)(e));
     }
+    let mut before = String::new();
+    // Unreadable: no mark (the store is then trusted as before).
+    let _ = io::Read::read_to_string(&mut lock, &mut before);
+    let behind = before.lines().any(|l| l.trim() == BEHIND_LINE);
     lock.set_len(0).map_err(io_err(&lock_path))?;
-    writeln!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
-    Ok(lock)
+    lock.write_all_at(lock_text(behind).as_bytes(), 0)
+        .map_err(io_err(&lock_path))?;
+    Ok((lock, behind))
+}
+
+/// The database's log and shared-memory index beside it.
+fn companions(db: &Path) -> [PathBuf; 2] {
+    let name = |sfx: &str| {
+        let mut s = db.as_os_str().to_owned();
+        s.push(sfx);
+        PathBuf::from(s)
+    };
+    [name("-wal"), name("-shm")]
+}
+
+/// What a file that is not a regular one is, for messages.
+fn file_kind(t: fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// The (device, inode) of the regular file at `path`, `None` if there is
+/// none; a symbolic link (dangling or not) or anything else is refused,
+/// as the config's files are: SQLite would follow a link and create or
+/// write the database wherever it points.
+fn regular_file(path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let t = meta.file_type();
+    if t.is_symlink() {
+        let target = fs::read_link(path).map_or_else(|e| format!("unreadable: {e}"), |t| t.display().to_string());
+        return Err(StoreError::Symlink {
+            path: path.to_path_buf(),
+            target,
+        });
+    }
+    if !t.is_file() {
+        return Err(StoreError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(t),
+        });
+    }
+    Ok(Some((meta.dev(), meta.ino())))
 }
 
 /// Opens the database, creating the schema in a new one; refuses files
@@ -826,7 +1136,13 @@ fn open_db(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let conn = Connection::open(path).map_err(sql("opening"))?;
+    regular_file(path)?;
+    for companion in companions(path) {
+        regular_file(&companion)?;
+    }
+    // NOFOLLOW too: a link made between the check and the open is refused.
+    let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(path, flags).map_err(sql("opening"))?;
     // The first statement reads the header: a file that is not a database
     // fails here.
     let mode: String = conn

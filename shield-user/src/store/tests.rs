@@ -217,3 +217,123 @@ fn a_legacy_file_with_a_bad_header_is_refused_and_kept() {
     assert!(e.to_string().contains("line 1"), "{e}");
     assert!(path.exists());
 }
+
+#[test]
+fn links_and_other_files_at_the_store_path_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let target = dir.path().join("elsewhere.db");
+    std::os::unix::fs::symlink(&target, &db).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Symlink { .. }), "{e}");
+    assert!(e.to_string().contains(&db.display().to_string()), "{e}");
+    assert!(!target.exists(), "a database was made at the link's target");
+    std::fs::remove_file(&db).unwrap();
+
+    std::fs::create_dir(&db).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file (a directory)"), "{e}");
+    std::fs::remove_dir(&db).unwrap();
+
+    // A FIFO would hang the first read.
+    let c = std::ffi::CString::new(db.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("a FIFO"), "{e}");
+    std::fs::remove_file(&db).unwrap();
+
+    // Its write-ahead log too.
+    let wal = dir.path().join("shield.db-wal");
+    std::os::unix::fs::symlink(&target, &wal).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains(&wal.display().to_string()), "{e}");
+    std::fs::remove_file(&wal).unwrap();
+    Store::open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_deleted_store_is_rewritten_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let a = rec("198.51.100.7/32", Some(99_000));
+    ban(&mut st, &a, Action::Ban);
+    st.list_change(List::Allow, true, "192.0.2.0/24".parse().unwrap(), "uid 0")
+        .unwrap();
+    let db = dir.path().join(DB_FILE);
+    std::fs::remove_file(&db).unwrap();
+    let b = rec("198.51.100.8/32", None);
+    assert_eq!(ban(&mut st, &b, Action::Ban), 1);
+    assert!(db.exists());
+    assert!(st.notice().unwrap().contains("was deleted"), "{:?}", st.notice());
+    assert_eq!(st.rewrites(), 1);
+    // Noticed without a write too.
+    std::fs::remove_file(&db).unwrap();
+    st.check().unwrap();
+    assert_eq!(st.rewrites(), 2);
+    drop(st);
+
+    let st = Store::open(dir.path()).unwrap();
+    let mut got = st.load().unwrap();
+    got.bans.sort_by_key(|b| b.net);
+    assert_eq!(got.bans, vec![a.clone(), b]);
+    assert_eq!(got.lists.allow.len(), 1);
+    assert_eq!(st.source(&[a.net], 10).unwrap().history.len(), 1, "history kept");
+}
+
+#[test]
+fn a_removed_state_dir_is_made_again_and_locked() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("state");
+    let mut st = Store::open(&dir).unwrap();
+    let a = rec("198.51.100.7/32", Some(99_000));
+    ban(&mut st, &a, Action::Ban);
+    std::fs::remove_dir_all(&dir).unwrap();
+    st.check().unwrap();
+    assert!(dir.join(DB_FILE).exists());
+    assert!(matches!(Store::open(&dir), Err(StoreError::Locked { .. })));
+    assert_eq!(st.load().unwrap().bans, vec![a]);
+}
+
+#[test]
+fn a_replaced_store_is_kept_aside_and_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let a = rec("198.51.100.7/32", Some(99_000));
+    ban(&mut st, &a, Action::Ban);
+    let db = dir.path().join(DB_FILE);
+    let other = dir.path().join("other");
+    std::fs::write(&other, "someone else's").unwrap();
+    std::fs::rename(&other, &db).unwrap();
+    st.unban(&[a.net], Action::Unban, "uid 0").unwrap();
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("shield.db.replaced-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"someone else's");
+    assert!(st.notice().unwrap().contains("was replaced"));
+    drop(st);
+    let st = Store::open(dir.path()).unwrap();
+    assert!(st.load().unwrap().bans.is_empty(), "the unban went into the new file");
+    assert_eq!(st.source(&[a.net], 10).unwrap().history.len(), 2);
+}
+
+#[test]
+fn the_behind_mark_outlives_the_process_until_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    assert!(!st.was_behind());
+    st.mark_behind(true);
+    drop(st);
+    let st = Store::open(dir.path()).unwrap();
+    assert!(st.was_behind());
+    drop(st);
+    // Kept until a save clears it, even by a start that did not.
+    let mut st = Store::open(dir.path()).unwrap();
+    assert!(st.was_behind());
+    st.mark_behind(false);
+    drop(st);
+    assert!(!Store::open(dir.path()).unwrap().was_behind());
+}

@@ -327,6 +327,10 @@ impl Core {
     /// ignores them; this keeps the maps from filling up) and history
     /// older than `[bans] history`.
     pub fn sweep(&mut self) -> usize {
+        // A store deleted or replaced while nothing is written is noticed
+        // here; one that cannot be rewritten is retried like a failed save.
+        let r = self.store.check();
+        self.saved(r);
         let now = Clock::now();
         let mut lifted = Vec::new();
         for net in self.book.expired(&now) {

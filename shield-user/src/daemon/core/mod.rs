@@ -209,8 +209,16 @@ impl Core {
         let e = r.err()?;
         let why = e.to_string();
         tracing::error!("saving to the store failed (retrying every {} s): {why}", super::SWEEP_EVERY.as_secs());
-        self.unsaved = Some(why.clone());
+        self.set_unsaved(why.clone());
         Some(not_persisted(&why))
+    }
+
+    /// Marks the store as behind the kernel, also in the lock file, which
+    /// outlives a `kill -9`: the next start then keeps bans found only in
+    /// the pinned maps as local ones, never as CrowdSec decisions (SPEC §10).
+    fn set_unsaved(&mut self, why: String) {
+        self.unsaved = Some(why);
+        self.store.mark_behind(true);
     }
 
     /// Brings a store that fell behind (failed writes) up to date by
@@ -229,11 +237,12 @@ impl Core {
             Ok(()) => {
                 tracing::info!(bans = bans.len(), "the store is up to date again");
                 self.unsaved = None;
+                self.store.mark_behind(false);
                 Ok(())
             }
             Err(e) => {
                 let why = e.to_string();
-                self.unsaved = Some(why.clone());
+                self.set_unsaved(why.clone());
                 Err(why)
             }
         }

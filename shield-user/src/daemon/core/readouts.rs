@@ -222,6 +222,7 @@ impl Core {
             metrics: self.config.metrics.listen.map(|a| a.to_string()),
             uptime_secs: self.started.elapsed().as_secs(),
             crowdsec: self.crowdsec_status(),
+            store_notice: self.store.notice(),
         }
     }
 
@@ -266,6 +267,7 @@ impl Core {
         s.under_pressure = self.under_pressure();
         s.crowdsec = self.crowdsec_snapshot();
         s.bans_active = self.bans_active();
+        s.store_rewrites = self.store.rewrites();
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();
         s.map_entries = self.map_counts();

@@ -126,9 +126,15 @@ impl Core {
     /// book holds. Rewritten only when they differ; a failure leaves it to
     /// the sweeper's retries (the kernel is right meanwhile).
     fn sync_store(&mut self, in_step: bool, adopted: &KernelBans) {
-        let differs = adopted.only_kernel > 0 || adopted.lifted > 0;
+        // Behind at the last exit: rewritten now, which also clears the mark.
+        let differs = adopted.only_kernel > 0 || adopted.lifted > 0 || self.store.was_behind();
         if differs {
-            self.unsaved = Some("bans changed in the kernel while no shieldd ran".into());
+            let why = if self.store.was_behind() {
+                "the previous shieldd stopped before it had saved every change"
+            } else {
+                "bans changed in the kernel while no shieldd ran"
+            };
+            self.set_unsaved(why.into());
             if let Err(why) = self.retry_save() {
                 tracing::error!("updating the store failed (retrying): {why}");
             }
@@ -207,6 +213,12 @@ impl Core {
                 None => self.adopt_unknown(net, expiry, now, &mut out),
             }
         }
+        if out.only_kernel > 0 {
+            tracing::warn!(
+                bans = out.only_kernel,
+                "the previous shieldd stopped with changes it had not saved: kept bans found only in the pinned maps as local bans (origin kernel); `shieldctl unban` lifts them"
+            );
+        }
         // In the store but not live in the kernel: lifted by a write the
         // store missed, or expired there. Rare, so only then is a set built.
         if matched + out.only_kernel < self.book.len() {
@@ -247,13 +259,15 @@ impl Core {
         out
     }
 
-    /// A ban only the pinned maps hold. With `[crowdsec]` it is most
-    /// likely a decision the previous shieldd enforced (decisions are not
-    /// stored): held as such until LAPI's first full answer says whether
-    /// it still stands. Without, it is kept as a local ban of origin
-    /// `kernel`.
+    /// A ban only the pinned maps hold. With `[crowdsec]`, and a store
+    /// the previous shieldd kept up to date, it is a decision that shieldd
+    /// enforced (decisions are not stored): held as such until LAPI's first
+    /// full answer says whether it still stands. Otherwise it may be a
+    /// local ban whose store write failed, which must never become someone
+    /// else's (SPEC §10): kept as a local ban of origin `kernel`, which no
+    /// CrowdSec list lifts.
     fn adopt_unknown(&mut self, net: IpNet, expiry: Expiry, now: &Clock, out: &mut KernelBans) {
-        if self.config.crowdsec.is_some() {
+        if self.config.crowdsec.is_some() && !self.store.was_behind() {
             self.decisions.hold(net, expiry);
         } else {
             out.only_kernel += 1;
