@@ -29,8 +29,9 @@ pub mod names {
     pub const EGRESS_SCRATCH: &str = "EGRESS_SCRATCH";
     pub const VERIFIED_HINT: &str = "VERIFIED_HINT";
     pub const TXNS: &str = "TXNS";
+    pub const EVENTS_LOST: &str = "EVENTS_LOST";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -56,6 +57,7 @@ pub mod names {
         EGRESS_SCRATCH,
         VERIFIED_HINT,
         TXNS,
+        EVENTS_LOST,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each

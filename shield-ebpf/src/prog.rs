@@ -108,6 +108,8 @@ maps! {
     // SPEC §8: requests that passed and may verify their source, so a
     // final 2xx verifies only a destination that really sent one.
     static TXNS: LruHashMap<TxnKey, Txn> = LruHashMap::with_max_entries(default_size::TXNS, 0);
+    // Offender reports that found the ring buffer full (per CPU).
+    static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 }
 
 const _: () = assert!(names::are_all(MAP_NAMES));
@@ -995,18 +997,27 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
         }
         Src::V6(_) => (FAMILY_V6, p.ipv6_prefix as u8, *key),
     };
-    if let Some(mut e) = EVENTS.reserve::<OffenderEvent>(0) {
-        e.write(OffenderEvent {
-            addr,
-            family,
-            prefix_len,
-            reason: reason as u8,
-            _pad: 0,
-            drops: p.escalate_drops,
-            ts_ns: now,
-        });
-        e.submit(0);
-    }
+    let Some(mut e) = EVENTS.reserve::<OffenderEvent>(0) else {
+        // The ring is full (the daemon is behind, or gone): count the loss,
+        // and step back below the threshold so the source's next drop
+        // reports it again rather than never.
+        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+            // Per-CPU slot: no other writer.
+            unsafe { *lost += 1 };
+        }
+        unsafe { (*st).esc_drops = p.escalate_drops as u64 - 1 };
+        return;
+    };
+    e.write(OffenderEvent {
+        addr,
+        family,
+        prefix_len,
+        reason: reason as u8,
+        _pad: 0,
+        drops: p.escalate_drops,
+        ts_ns: now,
+    });
+    e.submit(0);
 }
 
 /// Looks for the `User-Agent` header (see `lines::find_line`); returns 1

@@ -6,6 +6,7 @@
 use shield::kernel::{attach_egress, EgressHook};
 use shield_common::{Method, Policy, F_ENFORCE};
 use shield_tests::{
+    frames::Frame,
     kernel::Kernel,
     model::Tables,
     netns::{Lab, PEER_IP, SBC_IF},
@@ -13,6 +14,8 @@ use shield_tests::{
 };
 
 const OK: &[u8] = b"SIP/2.0 200 OK\r\nCall-ID: 1@peer\r\nCSeq: 2 REGISTER\r\n\r\n";
+/// The peer's REGISTER that `OK` answers.
+const REGISTER: &[u8] = b"REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@peer\r\nCSeq: 2 REGISTER\r\n\r\n";
 
 fn kernel() -> Kernel {
     let mut t = Tables::default();
@@ -28,8 +31,12 @@ fn kernel() -> Kernel {
     k
 }
 
-/// The SBC sends a 200 to REGISTER from port 5060 to the peer.
-fn reply(ends: &Ends) {
+/// The XDP program sees the peer's REGISTER (a test run: it remembers the
+/// request in the maps the classifier reads), then the SBC sends the 200
+/// to it from port 5060 to the peer.
+fn reply(k: &mut Kernel, ends: &Ends) {
+    let seen = k.run(&Frame::udp4(PEER_IP.octets(), 5060, REGISTER).build());
+    assert_eq!(seen.reason, shield_common::Reason::Ok);
     ends.sbc.send_to(OK, (PEER_IP, 5062)).expect("send");
     let mut buf = [0u8; 512];
     ends.peer.recv_from(&mut buf).expect("the reply arrives");
@@ -66,7 +73,7 @@ fn exercise(hook: EgressHook) {
         .sbc
         .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, hook))
         .expect("attach the egress classifier");
-    reply(&ends);
+    reply(&mut k, &ends);
     assert!(peer_verified(&k), "{hook:?}: a 2xx did not verify the peer");
 
     // A second attach (a restarted daemon) adopts the hook in place: one
@@ -76,7 +83,7 @@ fn exercise(hook: EgressHook) {
         .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, hook))
         .expect("attach again");
     k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
-    reply(&ends);
+    reply(&mut k, &ends);
     assert!(peer_verified(&k), "{hook:?}: the adopted hook does not learn");
     if hook == EgressHook::Clsact {
         let filters = tc_filters(&lab);
@@ -86,7 +93,7 @@ fn exercise(hook: EgressHook) {
 
     lab.sbc.run(|| again.detach()).expect("detach");
     k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
-    reply(&ends);
+    reply(&mut k, &ends);
     assert!(!peer_verified(&k), "{hook:?}: still learning after detach");
     assert!(!tc_filters(&lab).contains("shield_egress"));
 }

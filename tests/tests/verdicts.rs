@@ -963,3 +963,43 @@ fn fragments_from_unverified_sources_create_no_state() {
     expect(&mut k, &invite(PEER).with_v4_fragment(10, false), Reason::Ok);
     expect(&mut k, &invite(PEER).with_v4_fragment(10, false), Reason::Rate);
 }
+
+/// Offender reports that find the ring buffer full are counted
+/// (`EVENTS_LOST`, exported as `sipshield_events_lost_total`), and such a
+/// source is reported again on its next drop once there is room (issue 18:
+/// 94k reports had vanished without a trace).
+#[test]
+fn reports_lost_to_a_full_ring_are_counted_and_made_again() {
+    let mut t = tables();
+    t.policy.escalate_drops = 1;
+    t.policy.escalate_window_ns = 60_000_000_000;
+    let mut k = kernel(&t);
+    // 256 KiB of 48-byte records holds about 5,400: 7,000 scanners, one
+    // drop each, overflow it while nobody reads.
+    let src = |i: u32| (0x0a50_0000 + i).to_be_bytes();
+    for i in 0..7_000 {
+        expect(&mut k, &scanner(src(i)), Reason::Scanner);
+    }
+    let lost = k.shield.maps.events_lost().unwrap();
+    let mut ring = k.shield.maps.events.take().unwrap();
+    let mut reported = std::collections::HashSet::new();
+    while let Some(item) = ring.next() {
+        let e: shield_common::OffenderEvent =
+            unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        reported.insert([e.addr[0], e.addr[1], e.addr[2], e.addr[3]]);
+    }
+    assert!(lost > 0, "the ring never filled");
+    assert_eq!(reported.len() as u64 + lost, 7_000, "every report queued or counted lost");
+    // The ring read, a lost source's next drop reports it.
+    let missing = (0..7_000).map(src).find(|a| !reported.contains(a)).unwrap();
+    k.shield.maps.events = Some(ring);
+    expect(&mut k, &scanner(missing), Reason::Scanner);
+    let mut ring = k.shield.maps.events.take().unwrap();
+    let again = ring.next().map(|item| {
+        let e: shield_common::OffenderEvent =
+            unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        [e.addr[0], e.addr[1], e.addr[2], e.addr[3]]
+    });
+    assert_eq!(again, Some(missing), "the lost source reported again");
+    assert_eq!(k.shield.maps.events_lost().unwrap(), lost, "no new loss");
+}

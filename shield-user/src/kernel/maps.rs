@@ -54,11 +54,12 @@ pub enum MapId {
     EgressScratch,
     VerifiedHint,
     Txns,
+    EventsLost,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 25] = [
+    pub const ALL: [MapId; 26] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -84,6 +85,7 @@ impl MapId {
         MapId::EgressScratch,
         MapId::VerifiedHint,
         MapId::Txns,
+        MapId::EventsLost,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -114,6 +116,7 @@ impl MapId {
             MapId::EgressScratch => names::EGRESS_SCRATCH,
             MapId::VerifiedHint => names::VERIFIED_HINT,
             MapId::Txns => names::TXNS,
+            MapId::EventsLost => names::EVENTS_LOST,
         }
     }
 
@@ -208,6 +211,7 @@ pub struct ShieldMaps {
     pub(super) budget: Array<MapData, Budget>,
     pub(super) responses: PerCpuArray<MapData, u64>,
     txns: HashMap<MapData, TxnKey, Txn>,
+    events_lost: PerCpuArray<MapData, u64>,
     /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
@@ -337,6 +341,7 @@ impl ShieldMaps {
             budget: take(ebpf, MapId::Budget)?,
             responses: take(ebpf, MapId::Responses)?,
             txns: take(ebpf, MapId::Txns)?,
+            events_lost: take(ebpf, MapId::EventsLost)?,
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],
@@ -633,6 +638,12 @@ impl ShieldMaps {
             .sip_stats
             .get(&sip_stats_index(iface_slot, m, verdict), 0)?;
         Ok(v.iter().sum())
+    }
+
+    /// Offender reports the programs could not put into the full ring
+    /// buffer, summed over CPUs.
+    pub fn events_lost(&self) -> Result<u64, MapError> {
+        Ok(self.events_lost.get(&0, 0)?.iter().sum())
     }
 
     /// Forgets all per-source bucket state.

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub bans_active: u64,
     /// Times the ban store was found deleted or replaced and rewritten.
     pub store_rewrites: u64,
+    /// Offender reports lost to a full ring buffer.
+    pub events_lost: u64,
     /// By origin: manual, escalation, kernel, or a jail's name.
     pub bans_total: BTreeMap<String, u64>,
     pub jail_failures: BTreeMap<String, u64>,
@@ -181,6 +183,13 @@ impl Collector for SnapshotCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(s.store_rewrites).encode(m)?;
+        let m = enc.encode_descriptor(
+            "sipshield_events_lost",
+            "Offender reports the kernel could not queue (ring buffer full); each source is reported again on its next drop.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.events_lost).encode(m)?;
         family(
             &mut enc,
             "sipshield_bans",
@@ -407,6 +416,7 @@ mod tests {
             under_pressure: true,
             bans_active: 2,
             store_rewrites: 1,
+            events_lost: 3,
             bans_total: [("manual".to_string(), 1), ("kamailio".to_string(), 1)].into(),
             jail_failures: [("kamailio".to_string(), 5)].into(),
             map_entries: vec![("bans_v4".into(), 2)],
@@ -441,6 +451,7 @@ mod tests {
             r#"sipshield_sip_requests_total{interface="eth0",method="INVITE",verdict="drop"} 7"#,
             "sipshield_bans_active 2",
             "sipshield_store_rewrites_total 1",
+            "sipshield_events_lost_total 3",
             r#"sipshield_bans_total{origin="kamailio"} 1"#,
             r#"sipshield_jail_failures_total{jail="kamailio"} 5"#,
             r#"sipshield_map_entries{map="bans_v4"} 2"#,

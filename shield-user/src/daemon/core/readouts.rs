@@ -268,6 +268,7 @@ impl Core {
         s.crowdsec = self.crowdsec_snapshot();
         s.bans_active = self.bans_active();
         s.store_rewrites = self.store.rewrites();
+        s.events_lost = self.shield.maps.events_lost().unwrap_or(0);
         s.bans_total = self.bans_total.clone();
         s.jail_failures = self.jail_failures.clone();
         s.map_entries = self.map_counts();
