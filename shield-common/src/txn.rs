@@ -15,6 +15,7 @@
 //! nonces and attempts) and §13 (calls) key on the same Call-ID hash.
 
 use crate::maps::SrcKey;
+use crate::policy::Policy;
 use crate::response::{cseq_line, CseqLine};
 use crate::sip::{byte, is_lws, skip_lws, UA_WINDOW};
 use crate::Method;
@@ -58,6 +59,17 @@ impl Txn {
         self.cseq_method == cseq_method
             && now_ns >= self.seen_ns
             && now_ns - self.seen_ns <= TXN_WINDOW_NS
+    }
+
+    /// Whether this request's first final response, of status class
+    /// `class`, at `now_ns`, verifies its sender: a 2xx in time to a
+    /// request whose request-line method verifies (the CSeq methods
+    /// already matched).
+    #[inline(always)]
+    pub const fn verified_by(&self, p: &Policy, class: u8, now_ns: u64) -> bool {
+        class == 2
+            && self.answered_by(self.cseq_method, now_ns)
+            && p.verifies(self.method as usize)
     }
 }
 

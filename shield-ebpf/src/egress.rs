@@ -88,14 +88,15 @@ fn egress(ctx: &TcContext) {
         None => NO_METHOD,
     };
     count(skb, method, class);
-    if class != 2 || !p.verifies(method) {
-        return;
+    if class < 2 {
+        return; // provisional: the transaction goes on
     }
-    // Only a reply to a request this destination really sent (SPEC §8).
+    // Only the first final reply to a request this destination really
+    // sent may verify it (SPEC §8).
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
         return;
     };
-    if crate::txn::answers(p, src_key(&f.dst, p), call_id, cseq, method) {
+    if crate::txn::settle(p, src_key(&f.dst, p), call_id, cseq, method, class) {
         verify(p, &f);
     }
 }

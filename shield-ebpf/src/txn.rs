@@ -43,16 +43,31 @@ pub(crate) fn remember(
     let _ = TXNS.insert(&key, &txn, 0);
 }
 
-/// Whether a final response to `dst` with Call-ID hash `call_id`, CSeq
-/// number `cseq` and CSeq method index `method` answers a request
-/// remembered from `dst` whose request-line method verifies.
+/// A final response (status class `class`, 2..=6) to `dst` with Call-ID
+/// hash `call_id`, CSeq number `cseq` and CSeq method index `method`
+/// settles the request remembered from `dst` that it answers: the record is
+/// used up, so only the first final response counts (a forged 2xx relayed
+/// after the server's own 401 finds nothing). True when that response is
+/// a 2xx that verifies (see `Txn::verified_by`).
 #[inline(always)]
-pub(crate) fn answers(p: &Policy, dst: SrcKey, call_id: u64, cseq: u32, method: usize) -> bool {
+pub(crate) fn settle(
+    p: &Policy,
+    dst: SrcKey,
+    call_id: u64,
+    cseq: u32,
+    method: usize,
+    class: u8,
+) -> bool {
     let key = txn_key(dst, call_id, cseq);
-    match unsafe { TXNS.get(&key) } {
-        Some(t) => t.answered_by(method as u32, now_ns()) && p.verifies(t.method as usize),
-        None => false,
+    let Some(t) = (unsafe { TXNS.get(&key) }) else {
+        return false;
+    };
+    let t = *t;
+    if t.cseq_method != method as u32 {
+        return false; // another transaction's reply: not this one's
     }
+    let _ = TXNS.remove(&key);
+    t.verified_by(p, class, now_ns())
 }
 
 #[inline(always)]

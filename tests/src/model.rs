@@ -569,7 +569,7 @@ impl Model {
         let ids = txn_ids(payload);
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        if class == 2 && found.is_some_and(|m| pol.verifies(m as usize)) && self.answers(&ids, p.dst, now) {
+        if class >= 2 && self.settle(&ids, p.dst, class, now) {
             let exp = now.saturating_add(pol.verify_ttl_ns);
             let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
             if *e != 0 && *e < exp {
@@ -582,9 +582,10 @@ impl Model {
         })
     }
 
-    /// Whether a reply to `dst` with these Call-ID and CSeq answers a
-    /// request remembered from `dst` whose request-line method verifies.
-    fn answers(&self, ids: &TxnIds, dst: IpAddr, now: u64) -> bool {
+    /// A final reply to `dst` with these Call-ID and CSeq uses up the
+    /// request remembered from `dst` that it answers (same CSeq method);
+    /// whether it verifies.
+    fn settle(&mut self, ids: &TxnIds, dst: IpAddr, class: u8, now: u64) -> bool {
         let (Some(call_id), Some((cseq, m))) = (ids.call_id, ids.cseq) else {
             return false;
         };
@@ -594,9 +595,14 @@ impl Model {
             cseq,
             _pad: 0,
         };
-        self.txns.get(&key).is_some_and(|t| {
-            t.answered_by(m as u32, now) && self.tables.policy.verifies(t.method as usize)
-        })
+        match self.txns.get(&key) {
+            Some(t) if t.cseq_method == m as u32 => {
+                let t = *t;
+                self.txns.remove(&key);
+                t.verified_by(&self.tables.policy, class, now)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -363,6 +363,28 @@ fn a_reply_later_than_32_s_answers_nothing() {
     assert_eq!(m.decide(&ask, t0).reason, Reason::Ok);
     m.egress(&ok, t0 + TXN_WINDOW_NS + 1);
     assert!(m.verified.is_empty(), "too late");
+    // (That late reply used the request up: ask again.)
+    assert_eq!(m.decide(&ask, t0).reason, Reason::Ok);
     m.egress(&ok, t0 + TXN_WINDOW_NS);
     assert_eq!(m.verified.len(), 1, "in time");
+}
+
+/// The primed forgery: a spoofer sends a REGISTER with a victim's source
+/// (it picks the Call-ID), the server challenges it (401, which the victim
+/// gets and the spoofer never sees), then the spoofer has a forged 200 OK
+/// with the same Call-ID and CSeq relayed to the victim. The 401 used the
+/// request up: only the first final reply counts. A provisional reply does
+/// not use it up.
+#[test]
+fn only_the_first_final_reply_counts() {
+    let mut b = Bench::new();
+    b.ask(&request("REGISTER", "CSeq: 11 REGISTER"));
+    b.run(&reply4(&response("401 Unauthorized", "CSeq: 11 REGISTER")));
+    b.run(&reply4(&response("200 OK", "CSeq: 11 REGISTER")));
+    assert!(!b.verified(CLIENT.into()), "a 2xx after the 401 verified the victim");
+    b.ask(&request("INVITE", "CSeq: 12 INVITE"));
+    b.run(&reply4(&response("100 Trying", "CSeq: 12 INVITE")));
+    b.run(&reply4(&response("180 Ringing", "CSeq: 12 INVITE")));
+    b.run(&reply4(&response("200 OK", "CSeq: 12 INVITE")));
+    assert!(b.verified(CLIENT.into()), "provisional replies used the INVITE up");
 }

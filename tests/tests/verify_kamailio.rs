@@ -198,11 +198,13 @@ fn exchange(
     })
 }
 
-/// The two forgeries of issue 18 against the real Kamailio: a keepalive
+/// The forgeries of issue 18 against the real Kamailio: a keepalive
 /// OPTIONS whose CSeq says REGISTER (Kamailio answers `200 Keepalive` and
-/// copies the CSeq), and a forged 200 OK whose second Via names another
-/// address (Kamailio relays it there statelessly). Each gets its 2xx out
-/// of the SBC, and neither may verify anyone (SPEC §8).
+/// copies the CSeq); a forged 200 OK whose second Via names another
+/// address (Kamailio relays it there statelessly); and the same after a
+/// REGISTER from that address with the same Call-ID and CSeq (answered
+/// 401 first). Each gets its 2xx out of the SBC, and none may verify
+/// anyone (SPEC §8).
 fn forgeries_verify_no_one(topo: &Topology, shield: &Shieldd) -> Result<()> {
     let asker = SocketAddrV4::new(subscriber_ip(1), 5062);
     let options = format!(
@@ -222,14 +224,39 @@ fn forgeries_verify_no_one(topo: &Topology, shield: &Shieldd) -> Result<()> {
     );
     let relayed = exchange(&topo.attacker, forger, Some(victim), forged)?;
     ensure!(relayed.starts_with("SIP/2.0 200"), "Kamailio relayed: {relayed}");
+    // Primed: a REGISTER "from" the victim (a spoofer picks its Call-ID;
+    // here the attacker owns the address, so it also sees the 401), then
+    // the forged 200 OK for that very Call-ID and CSeq relayed to it.
+    let primed = SocketAddrV4::new(flood_source(7), 5062);
+    let register = format!(
+        "REGISTER sip:sbc.lab SIP/2.0\r\nVia: SIP/2.0/UDP {primed};branch=z9hG4bK-primed-1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1000@sbc.lab>;tag=p1\r\nTo: <sip:1000@sbc.lab>\r\n\
+         Call-ID: primed-forgery@lab\r\nCSeq: 1 REGISTER\r\nContact: <sip:1000@{primed}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let challenge = exchange(&topo.attacker, primed, None, register)?;
+    ensure!(challenge.starts_with("SIP/2.0 401"), "the primed REGISTER: {challenge}");
+    let forged = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {SBC_SIP_IP}:5060;branch=z9hG4bK-forged-3\r\n\
+         Via: SIP/2.0/UDP {primed};branch=z9hG4bK-primed-1\r\n\
+         From: <sip:1000@sbc.lab>;tag=p1\r\nTo: <sip:1000@sbc.lab>;tag=p2\r\n\
+         Call-ID: primed-forgery@lab\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    );
+    let forger2 = SocketAddrV4::new(ATTACKER_IP, 5071);
+    let relayed2 = exchange(&topo.attacker, forger2, Some(SocketAddrV4::new(flood_source(7), 5062)), forged);
+    // (The primed address's socket is bound again to catch the relay.)
+    ensure!(
+        relayed2.as_deref().is_ok_and(|l| l.starts_with("SIP/2.0 200")),
+        "Kamailio relayed the primed 200: {relayed2:?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
-    for who in [*asker.ip(), *victim.ip()] {
+    for who in [*asker.ip(), *victim.ip(), *primed.ip()] {
         let how = verified_how(shield, &net32(who))?;
         ensure!(how.is_none(), "a forged 2xx verified {who}: {how:?}");
     }
     println!(
         "forgeries: the keepalive OPTIONS from {asker} (CSeq 1 REGISTER) got {status:?}, the 200 OK relayed to \
-         {victim} arrived; neither verified anyone"
+         {victim} arrived, and so did one relayed to {primed} after its REGISTER's 401; none verified anyone"
     );
     Ok(())
 }
