@@ -206,3 +206,36 @@ fn relay(victim: SocketAddrV4, id: &str) -> String {
          Call-ID: relay-{id}@forger\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_the_forgers_addresses_and_forgeries_are_well_formed() {
+        let v: VerifiedReply = serde_json::from_value(serde_json::json!({
+            "total": 3,
+            "entries": [
+                {"net": "198.51.100.200/32", "how": "reply", "expires_in_secs": 3600},
+                {"net": "198.51.100.239/32", "how": "reply", "expires_in_secs": 3600},
+                {"net": "203.0.113.20/32", "how": "reply", "expires_in_secs": 3600}
+            ],
+            "unverified_per_second": 500,
+            "budget_tokens": null,
+            "under_pressure": false
+        }))
+        .expect("a verified reply");
+        let mut r = ForgeryReport::default();
+        r.count_verified(&v);
+        assert_eq!(r.verified, Some(2));
+        let victim = SocketAddrV4::new(probe_source(FORGERS), RELAY_PORT);
+        let msg = relay(victim, "0-0");
+        assert!(msg.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;"));
+        assert!(msg.contains("Via: SIP/2.0/UDP 198.51.100.220:5071;"));
+        let ka = keepalive(SocketAddrV4::new(probe_source(0), SEND_PORT), "0-0");
+        assert!(
+            ka.starts_with("OPTIONS sip:198.51.100.1 SIP/2.0")
+                && ka.contains("CSeq: 1 REGISTER\r\n")
+        );
+    }
+}
