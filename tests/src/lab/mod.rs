@@ -55,6 +55,7 @@ pub mod csum;
 pub mod fail2ban;
 pub mod fleet_demo;
 pub mod flood;
+pub mod forger;
 pub mod hop;
 pub mod kamailio;
 pub mod legit;

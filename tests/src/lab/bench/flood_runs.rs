@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::defence::{Armed, Defence};
 use crate::lab::cpu::{backlog_drops, HostCpu, UdpCounters};
 use crate::lab::flood::{Engine, FloodMethod, FloodOptions, FloodReport, Flooder};
+use crate::lab::forger::{Forger, ForgeryReport};
 use crate::lab::legit::{Legit, LegitLoad, LegitResult};
 use crate::lab::signals;
 use crate::lab::sipp::{Run, Sipp, Tally};
@@ -115,6 +116,10 @@ pub struct Point {
     /// whether `shieldctl verified` said `under_pressure` during the flood.
     #[serde(default)]
     pub under_pressure_seen: Option<bool>,
+    /// The forger's run alongside the flood (SIP Shield, flooded points
+    /// of the spoofed-source section only).
+    #[serde(default)]
+    pub forgeries: Option<ForgeryReport>,
 }
 
 /// What a spoofed-source point adds (the default: nothing, an ordinary
@@ -131,6 +136,8 @@ pub struct SpoofPlan {
     /// Flood processes sharing the rate ([`FloodOptions::processes`]; 0:
     /// one).
     pub processes: usize,
+    /// Run the [`Forger`] during the flood (SIP Shield set-ups only).
+    pub forger: bool,
 }
 
 impl Point {
@@ -206,6 +213,7 @@ pub fn run_point_with(
     std::thread::sleep(Duration::from_millis(200));
     let after = Snapshot::take(topo, &armed)?;
     let bans = armed.bans()?;
+    let forgeries = forgeries_verified(w.forgeries, &armed)?;
     let result = legit
         .finish(Duration::from_secs(30))
         .context("legitimate clients")?;
@@ -224,7 +232,17 @@ pub fn run_point_with(
         .as_ref()
         .map(|v| super::spoof::subscribers_verified(v) as u64);
     p.under_pressure_seen = armed.verified().map(|_| w.under_pressure);
+    p.forgeries = forgeries;
     Ok(p)
+}
+
+/// The forger's report with how many of its addresses are verified now.
+fn forgeries_verified(r: Option<ForgeryReport>, armed: &Armed) -> Result<Option<ForgeryReport>> {
+    let Some(mut r) = r else { return Ok(None) };
+    if let Some(v) = armed.verified() {
+        r.count_verified(&v.context("shieldctl verified after the forgeries")?);
+    }
+    Ok(Some(r))
 }
 
 /// The first `subscribers` register once each (one sipp each, in
@@ -249,6 +267,7 @@ struct Window {
     sender_ticks: u64,
     newcomers: Vec<Sipp>,
     under_pressure: bool,
+    forgeries: Option<ForgeryReport>,
 }
 
 /// The flood (or, for [`FloodRate::Off`], the quiet window); newcomers
@@ -285,7 +304,11 @@ fn flood_window(
         sender_ticks: 0,
         newcomers: Vec::new(),
         under_pressure: false,
+        forgeries: None,
     };
+    // Forgeries only against SIP Shield, only while a flood runs.
+    let forger = (extra.forger && flood.is_some() && armed.shieldd_pid().is_some())
+        .then(|| Forger::start(topo, plan.window));
     let mut polled = t0;
     loop {
         let running = match flood.as_mut() {
@@ -323,6 +346,9 @@ fn flood_window(
     }
     if let Some(f) = flood {
         w.flood = f.finish()?;
+    }
+    if let Some(f) = forger {
+        w.forgeries = Some(f.finish().context("the forger")?);
     }
     Ok(w)
 }
@@ -416,5 +442,6 @@ fn point(
         verified_before: None,
         subscribers_verified: None,
         under_pressure_seen: None,
+        forgeries: None,
     }
 }

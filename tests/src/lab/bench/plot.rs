@@ -190,6 +190,7 @@ mod tests {
             verified_before: None,
             subscribers_verified: None,
             under_pressure_seen: None,
+            forgeries: None,
         }
     }
 

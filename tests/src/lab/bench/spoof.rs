@@ -13,6 +13,8 @@
 //! Shield has seen their 200 OK); during the flood they keep registering,
 //! and [`NEWCOMERS`] subscribers from addresses never seen before make
 //! their first registration, competing with the flood for the budget.
+//! During SIP Shield's floods a [`crate::lab::forger::Forger`] tries to get
+//! its own addresses verified with forged 2xx (issue 18).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -26,6 +28,7 @@ use super::defence::Defence;
 use super::flood_runs::{run_point_with, FloodRate, Point, PointPlan, SpoofPlan};
 use crate::daemon::Shieldd;
 use crate::lab::flood::{Engine, FloodOptions};
+use crate::lab::forger;
 use crate::lab::progress::{thousands, Progress};
 use crate::lab::shieldd::LabConfig;
 use crate::lab::signals;
@@ -152,6 +155,13 @@ pub struct SpoofResults {
     /// The flood sender's engine (`auto` decided).
     #[serde(default)]
     pub engine: Engine,
+    /// The forger during SIP Shield's floods ([`crate::lab::forger`]):
+    /// addresses sending forgeries (0: no forger in this run) and the
+    /// period at which each sends both kinds.
+    #[serde(default)]
+    pub forger_addresses: usize,
+    #[serde(default)]
+    pub forger_period_secs: f64,
     pub points: Vec<Point>,
 }
 
@@ -195,6 +205,7 @@ pub fn run(
                 preregister: true,
                 newcomers: NEWCOMERS,
                 processes: processes(*rate, plan.engine),
+                forger: true,
             };
             let at = dir.join(format!("{}-{}", d.short(), ri));
             let pt = run_point_with(topo, &at, d, *rate, plan, &extra)?;
@@ -216,13 +227,24 @@ pub fn run(
         paced_processes: processes(FloodRate::Pps(1), plan.engine),
         max_processes: processes(FloodRate::Max, plan.engine),
         engine: plan.engine,
+        forger_addresses: forger::FORGERS,
+        forger_period_secs: forger::PERIOD.as_secs_f64(),
         points,
     })
 }
 
 /// One line per point for the progress display.
 fn summary(pt: &Point) -> String {
-    format!(
+    let forged = pt.forgeries.as_ref().map_or(String::new(), |f| {
+        format!(
+            "; forgeries {} sent, {} got a 2xx, {} of {} forger addresses verified",
+            f.sent(),
+            f.answered_2xx(),
+            f.verified.map_or("?".into(), |n| n.to_string()),
+            f.addresses
+        )
+    });
+    let line = format!(
         "sent {} ({} pps); registered subs {}/{}, newcomers {}/{}, trunk {}/{}; Kamailio got {} \
          requests ({} unverified), {:.0} % CPU; softirq {:.0} %; dropped {}",
         thousands(pt.flood.sent),
@@ -238,7 +260,8 @@ fn summary(pt: &Point) -> String {
         100.0 * pt.kamailio_cpu_secs / pt.window_secs,
         100.0 * pt.softirq_secs / pt.window_secs,
         thousands(pt.defence_drops)
-    )
+    );
+    line + &forged
 }
 
 /// Requests from unverified sources (forged ones and newcomers) that

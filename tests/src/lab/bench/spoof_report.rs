@@ -133,7 +133,7 @@ fn method(r: &SpoofResults) -> String {
          **Measured** as in section 1, plus: the newcomers' success; the requests from the forged sources and from \
          the newcomers that reached Kamailio's script (counted first thing in `request_route`: `spoofed_requests`, \
          `newcomer_requests`), against what the budget allows over the window ({} + {} × seconds); \
-         `under_pressure` in `shieldctl verified`, polled once a second.\n",
+         `under_pressure` in `shieldctl verified`, polled once a second.\n{}",
         r.prefix,
         r.engine.as_str(),
         r.budget_per_second,
@@ -145,7 +145,29 @@ fn method(r: &SpoofResults) -> String {
         r.max_processes,
         smoothness(r),
         r.budget_burst,
-        r.budget_per_second
+        r.budget_per_second,
+        forger_method(r)
+    )
+}
+
+/// The forger's part of the method (nothing for runs without it).
+fn forger_method(r: &SpoofResults) -> String {
+    if r.forger_addresses == 0 {
+        return String::new();
+    }
+    format!(
+        "\n**Forgeries** (issue 18): during every SIP Shield run with a flood, a forger in the attacker's namespace \
+         sends from {n} addresses it owns (198.51.100.200 and up), each every {p:.0} s: a keepalive \
+         `OPTIONS sip:198.51.100.1` carrying `CSeq: 1 REGISTER` (Kamailio answers `200 Keepalive`, copying the \
+         CSeq) and a forged `200 OK` to a REGISTER whose first Via is the SBC and whose second Via names another of \
+         its addresses (the next {n}; Kamailio relays it there statelessly). Both 2xx leave the SBC through the \
+         egress classifier; the forger's sockets count the ones that arrive, and at the end of the run \
+         `shieldctl --json verified` says how many of its {all} addresses are verified. A 2xx verifies only when it \
+         answers a REGISTER or INVITE the XDP program saw from that destination with the same Call-ID and CSeq, so \
+         the expected count is 0.\n",
+        n = r.forger_addresses,
+        p = r.forger_period_secs,
+        all = 2 * r.forger_addresses
     )
 }
 
@@ -175,11 +197,11 @@ fn table(r: &SpoofResults) -> String {
         s,
         "| set-up | flood | offered (packets/s) | registered subscribers ok | first registrations ok | trunk calls ok | \
          requests Kamailio handled | unverified requests at Kamailio | of the budget | Kamailio CPU | softirq CPU | \
-         dropped by the set-up | CPU-s per 1M dropped |"
+         dropped by the set-up | CPU-s per 1M dropped | forgeries: 2xx / sent, addresses verified |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for rate in rates(r) {
         for d in Defence::SPOOF {
@@ -189,7 +211,7 @@ fn table(r: &SpoofResults) -> String {
             let _ =
                 writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.0} % | {:.0} % | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.0} % | {:.0} % | {} | {} | {} |",
                 d.label(),
                 rate.label(),
                 thousands(p.flood.rate as u64),
@@ -203,6 +225,7 @@ fn table(r: &SpoofResults) -> String {
                 100.0 * p.softirq_secs / w,
                 if d == Defence::None { "—".into() } else { thousands(p.defence_drops) },
                 cpu_per_million_dropped(p, base).map_or("—".into(), |c| format!("{c:.2}")),
+                forgery_cell(p),
             );
         }
     }
@@ -227,6 +250,20 @@ fn table(r: &SpoofResults) -> String {
         pressure.join(", ")
     );
     s
+}
+
+/// The forgeries' table cell: 2xx answers / forgeries sent, verified
+/// addresses of the forger's.
+fn forgery_cell(p: &Point) -> String {
+    p.forgeries.as_ref().map_or("—".into(), |f| {
+        format!(
+            "{} / {}, {} of {}",
+            thousands(f.answered_2xx()),
+            thousands(f.sent()),
+            f.verified.map_or("?".into(), |n| n.to_string()),
+            f.addresses
+        )
+    })
 }
 
 /// Ratios against the other set-ups at the same flood.
@@ -280,11 +317,17 @@ fn goals(r: &SpoofResults) -> String {
         .collect();
     if let Some(m) = at(r, Defence::ShieldVerify, FloodRate::Max) {
         let x = share(m.registrations_ok, m.registrations);
+        let with = if m.forgeries.is_some() {
+            ", forgeries in the flood"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "- subscribers registered before the flood ≥ {:.1} % at the highest rate ({} packets/s): {} — {}",
+            "- subscribers registered before the flood ≥ {:.1} % at the highest rate ({} packets/s{}): {} — {}",
             100.0 * GOAL_REGISTERED,
             thousands(m.flood.rate as u64),
+            with,
             pct(x),
             met(x >= GOAL_REGISTERED)
         );
@@ -310,7 +353,66 @@ fn goals(r: &SpoofResults) -> String {
         worst,
         met(worst <= 1.0 + GOAL_BUDGET_SLACK)
     );
+    if let Some(line) = forgery_goal(r) {
+        let _ = writeln!(s, "{line}");
+    }
     s
+}
+
+/// What the forger got from each SIP Shield set-up at the highest rate.
+fn forgery_reading(r: &SpoofResults) -> Option<String> {
+    let got = |d| {
+        let p = at(r, d, FloodRate::Max)?;
+        let f = p.forgeries.as_ref()?;
+        Some(format!(
+            "{}: {} of {} forgeries got a 2xx, {} addresses verified",
+            d.label(),
+            thousands(f.answered_2xx()),
+            thousands(f.sent()),
+            f.verified.map_or("?".into(), |n| n.to_string())
+        ))
+    };
+    let parts: Vec<String> = [Defence::Shield, Defence::ShieldVerify]
+        .into_iter()
+        .filter_map(got)
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "- The forgeries at full speed ({}). With `[verify]` off they pass as any new source does, and Kamailio \
+         answers the keepalives and relays the forged 200 OKs; with the budget on they compete with the flood for \
+         it, so fewer get through. A 2xx that answers no REGISTER or INVITE seen from its destination verifies \
+         nothing either way.",
+        parts.join("; ")
+    ))
+}
+
+/// Goal: forged 2xx verified no address, over every SIP Shield point with
+/// the forger (both set-ups, every flood); None for runs without it.
+fn forgery_goal(r: &SpoofResults) -> Option<String> {
+    let f: Vec<_> = r
+        .points
+        .iter()
+        .filter_map(|p| p.forgeries.as_ref())
+        .collect();
+    if f.is_empty() {
+        return None;
+    }
+    let sent: u64 = f.iter().map(|x| x.sent()).sum();
+    let answered: u64 = f.iter().map(|x| x.answered_2xx()).sum();
+    let verified: u64 = f.iter().map(|x| x.verified.unwrap_or(0)).sum();
+    let known = f.iter().all(|x| x.verified.is_some());
+    Some(format!(
+        "- forged 2xx verified no address (both SIP Shield set-ups, every flood): {} forgeries sent in {} runs, \
+         Kamailio's 2xx reached the forger {} times, {} of the forger's addresses verified{} — {}",
+        thousands(sent),
+        f.len(),
+        thousands(answered),
+        verified,
+        if known { "" } else { " (not read in every run)" },
+        if known && verified == 0 { "met" } else { "NOT met" }
+    ))
 }
 
 /// The reading, with the numbers it rests on.
@@ -367,6 +469,9 @@ fn reading(r: &SpoofResults) -> String {
             thousands(v.flood.rate.max(1.0) as u64),
             paced.join(", ")
         );
+    }
+    if let Some(line) = forgery_reading(r) {
+        let _ = writeln!(s, "{line}");
     }
     if let Some(n) = at(r, Defence::NftGlobal, max) {
         let _ = writeln!(
