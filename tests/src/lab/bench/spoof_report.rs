@@ -160,11 +160,12 @@ fn forger_method(r: &SpoofResults) -> String {
          sends from {n} addresses it owns (198.51.100.200 and up), each every {p:.0} s: a keepalive \
          `OPTIONS sip:198.51.100.1` carrying `CSeq: 1 REGISTER` (Kamailio answers `200 Keepalive`, copying the \
          CSeq) and a forged `200 OK` to a REGISTER whose first Via is the SBC and whose second Via names another of \
-         its addresses (the next {n}; Kamailio relays it there statelessly). Both 2xx leave the SBC through the \
-         egress classifier; the forger's sockets count the ones that arrive, and at the end of the run \
+         its addresses (the next {n}; Kamailio relays it there statelessly), primed: 20 ms before it, that \
+         address sends a REGISTER with the same Call-ID and CSeq, which Kamailio answers 401. The 2xx leave the SBC \
+         through the egress classifier; the forger's sockets count the ones that arrive, and at the end of the run \
          `shieldctl --json verified` says how many of its {all} addresses are verified. A 2xx verifies only when it \
-         answers a REGISTER or INVITE the XDP program saw from that destination with the same Call-ID and CSeq, so \
-         the expected count is 0.\n",
+         is the first final answer to a REGISTER or INVITE the XDP program saw from that destination with the same \
+         Call-ID and CSeq, so the expected count is 0.\n",
         n = r.forger_addresses,
         p = r.forger_period_secs,
         all = 2 * r.forger_addresses
