@@ -114,6 +114,19 @@ fn a_reload_with_an_interface_that_cannot_attach_keeps_enforcing_the_old_policy(
         "the error names what failed and says the old policy stays: {err}"
     );
 
+    // Swapping the interface for one that cannot attach keeps the old
+    // one attached: nothing is detached before everything is attached.
+    d.write_config(&bad.replace(&format!("\"{SBC_IF}\", "), ""));
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let status = d.ctl_json(&["status"]);
+    assert_eq!(status["interfaces"][0]["name"], SBC_IF, "{status}");
+    assert!(d.pin.join(format!("link_driver_{SBC_IF}")).exists());
+    assert_eq!(kernel_policy(&d), before, "the kernel's policy changed");
+    send(&lab, PEER_IP, 50, EVERY);
+    settle();
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through");
+
     // A good reload afterwards applies.
     d.write_config(&good.replace(
         &format!("interfaces = [\"{SBC_IF}\"]"),
