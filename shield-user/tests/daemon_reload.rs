@@ -200,3 +200,68 @@ fn a_reload_whose_lists_overflow_with_runtime_entries_changes_nothing() {
         "the error names the full list: {err}"
     );
 }
+
+#[test]
+fn a_map_that_fills_part_way_through_a_reload_is_rolled_back_entirely() {
+    let lab = Lab::new();
+    let denied = Ipv4Addr::new(198, 51, 100, 3);
+    lab.add_peer_addr(denied);
+    let mut d = Shieldd::new(
+        bins(),
+        &lab.sbc,
+        &format!("{NO_LIMITS}\n[ports]\nudp = [5060]\n"),
+    );
+    let good = std::fs::read_to_string(&d.config).expect("config");
+    d.start();
+    d.ctl_ok(&["ban", "198.51.100.2"]);
+    // One operator entry: with a full `[verify] cidrs` the IPv4 trie
+    // overflows on the last write of the reload, after ports, lists and
+    // policy are written.
+    d.ctl_ok(&["verify", "192.0.2.77"]);
+    let before = kernel_policy(&d);
+    let capacity = shield_common::default_size::VERIFY_NETS;
+    let cidrs: Vec<String> = (0..capacity)
+        .map(|i| format!("\"{}\"", Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect();
+    d.write_config(&format!(
+        "{}\n[deny]\ncidrs = [\"{denied}\"]\n\n[verify]\ncidrs = [{}]\n",
+        good.replace("udp = [5060]", "udp = [5060, 5080]").replace(
+            &format!("interfaces = [\"{SBC_IF}\"]"),
+            &format!("interfaces = [\"{SBC_IF}\"]\nenforce = false"),
+        ),
+        cidrs.join(", ")
+    ));
+    let out = d.ctl(&["reload"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+
+    // Lists written and rolled back bump the list generation; the rest of
+    // the record is the old one.
+    let gen_free = |p: Policy| Policy { acl_gen: 0, ..p };
+    assert_eq!(gen_free(kernel_policy(&d)), gen_free(before));
+    assert_eq!(kernel_port(&d, 5080), 0, "the new port is not protected");
+    assert!(
+        listed(&d, "deny").is_empty(),
+        "the daemon's denylist changed"
+    );
+    assert_eq!(d.ctl_json(&["status"])["enforce"], true);
+    let verified = d.ctl_json(&["verified"]);
+    assert_eq!(
+        verified["total"], 1,
+        "only the operator's entry: {verified}"
+    );
+    let sink = Sink::start(&lab);
+    send(&lab, denied, 20, EVERY);
+    send(&lab, PEER_IP, 20, EVERY);
+    settle();
+    assert_eq!(
+        sink.from(denied).count,
+        20,
+        "the new deny entry is not in force"
+    );
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through");
+    assert!(
+        err.contains("[verify] cidrs") && err.contains("rolled back"),
+        "{err}"
+    );
+}
