@@ -72,6 +72,26 @@ pub enum DaemonError {
     Jail(#[from] JailError),
     #[error("{0}")]
     Runtime(String),
+    /// A configuration that cannot be applied as a whole, found before
+    /// anything was written.
+    #[error("{0}")]
+    Unfit(String),
+    /// Applying a configuration failed part-way; the old one was put back
+    /// (`left`: what could not be).
+    #[error("{}", rolled_back(.failed, .left))]
+    RolledBack { failed: String, left: Vec<String> },
+}
+
+fn rolled_back(failed: &str, left: &[String]) -> String {
+    if left.is_empty() {
+        format!("{failed}; rolled back, nothing changed: the previous configuration stays in force")
+    } else {
+        format!(
+            "{failed}; rolling back failed too ({}): parts of the new configuration may be in force; \
+             fix the cause and reload again",
+            left.join("; ")
+        )
+    }
 }
 
 impl From<KernelError> for DaemonError {
@@ -506,12 +526,13 @@ impl Ctl {
             let old_listen = core.config.metrics.listen;
             match tokio::task::block_in_place(|| core.apply(&cfg)) {
                 Ok(changes) => (changes, warnings, old_listen),
+                Err(e @ DaemonError::Unfit(_)) => {
+                    tracing::error!("reload refused: {e}");
+                    return Response::error(ErrorKind::BadInput, format!("{e}; nothing changed"));
+                }
                 Err(e) => {
-                    tracing::error!("reload failed part-way: {e}");
-                    return Response::error(
-                        ErrorKind::Failed,
-                        format!("reload failed part-way: {e}"),
-                    );
+                    tracing::error!("reload failed: {e}");
+                    return Response::error(ErrorKind::Failed, format!("reload failed: {e}"));
                 }
             }
         };

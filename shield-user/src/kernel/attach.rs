@@ -179,7 +179,17 @@ pub fn attach(
 ) -> Result<Attachment, KernelError> {
     let mut a = attach_xdp(shield, dir, iface, want)?;
     let hook = egress::EgressHook::auto();
-    a.egress = Some(egress::attach_egress(shield, dir, iface, a.ifindex, hook)?);
+    match egress::attach_egress(shield, dir, iface, a.ifindex, hook) {
+        Ok(e) => a.egress = Some(e),
+        Err(e) => {
+            // Half an attachment must not stay pinned (a failed reload
+            // would leave it enforcing); an adopted link was there before.
+            if !a.adopted {
+                let _ = a.detach();
+            }
+            return Err(e);
+        }
+    }
     Ok(a)
 }
 

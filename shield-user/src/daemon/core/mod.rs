@@ -1,7 +1,7 @@
 //! The daemon's state and the operations on it, one file per concern:
 //!
-//! - here: start-up (load or adopt), applying a configuration, attaching
-//!   and detaching;
+//! - here: start-up (load or adopt), detaching;
+//! - [`apply`]: applying a configuration, all or nothing, and attaching;
 //! - [`restore`]: bringing the ban book, the store and adopted maps together
 //!   at start;
 //! - [`banning`]: bans, unbans, expiry, jail and kernel reports;
@@ -14,6 +14,7 @@
 //! one small store transaction, run under the daemon's lock, never across an
 //! `.await`.
 
+mod apply;
 mod banning;
 pub mod crowdsec;
 mod lists;
@@ -27,7 +28,6 @@ use std::time::Instant;
 
 use aya::maps::{MapData, MapError, RingBuf};
 use ipnet::IpNet;
-use shield_common::sip::ua_key;
 
 pub use self::banning::offender_net;
 use super::bans::BanBook;
@@ -107,6 +107,9 @@ pub struct Core {
     /// CrowdSec's decisions (not local bans: never in the store).
     decisions: DecisionBook,
     fleet: crowdsec::FleetState,
+    /// A configuration has been applied: a failed apply has an old
+    /// policy to go back to (not so at start-up).
+    applied: bool,
 }
 
 impl Core {
@@ -195,6 +198,7 @@ impl Core {
             maps_mark,
             decisions: DecisionBook::default(),
             fleet: crowdsec::FleetState::default(),
+            applied: false,
         };
         core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;
@@ -253,107 +257,6 @@ impl Core {
             List::Allow => union(&self.config.allow.nets, &self.cli.allow),
             List::Deny => union(&self.config.deny.nets, &self.cli.deny),
         }
-    }
-
-    /// Makes the kernel match `cfg`: policy, ports, allow/deny (config ∪
-    /// shieldctl additions), scanner tokens, interfaces. Returns what
-    /// changed, for the reload reply.
-    pub fn apply(&mut self, cfg: &Config) -> Result<Vec<String>, DaemonError> {
-        let old = std::mem::replace(&mut self.config, cfg.clone());
-        let mut changes = describe_changes(&old, cfg);
-        let maps = &mut self.shield.maps;
-        let map = |what: &'static str| move |e| DaemonError::Map { what, source: e };
-        maps.set_ports(&cfg.ports.udp, &cfg.ports.tcp)
-            .map_err(map("writing PORTS"))?;
-        maps.set_list(List::Allow, &union(&cfg.allow.nets, &self.cli.allow))
-            .map_err(map("writing the allowlist"))?;
-        maps.set_list(List::Deny, &union(&cfg.deny.nets, &self.cli.deny))
-            .map_err(map("writing the denylist"))?;
-        let keys: Vec<_> = cfg
-            .sip
-            .scanner_user_agents
-            .iter()
-            .filter_map(|s| ua_key(s))
-            .collect();
-        maps.set_scanners(&keys).map_err(map("writing SCANNERS"))?;
-        maps.set_policy(&cfg.policy())
-            .map_err(map("writing POLICY"))?;
-        // After the policy: a source's key depends on `ipv6_prefix`.
-        maps.set_config_verified(&cfg.verify.cidrs)
-            .map_err(map("writing [verify] cidrs"))?;
-        for j in &cfg.jails {
-            self.jail_failures.entry(j.name.clone()).or_insert(0);
-        }
-        if cfg.crowdsec.is_none() && old.crowdsec.is_some() {
-            self.drop_decisions();
-        }
-        changes.extend(self.attach_all(cfg)?);
-        Ok(changes)
-    }
-
-    /// Attaches to every configured interface (adopting pinned links),
-    /// detaches from interfaces no longer configured, numbers the counter
-    /// slots.
-    fn attach_all(&mut self, cfg: &Config) -> Result<Vec<String>, DaemonError> {
-        let mut changes = Vec::new();
-        let pin = self.runtime.pin_path.clone();
-        // Interfaces dropped from the config (held now, or pinned by an
-        // earlier daemon).
-        let mut kept = Vec::new();
-        for a in std::mem::take(&mut self.attachments) {
-            if cfg.shield.interfaces.contains(&a.iface) {
-                kept.push(a);
-            } else {
-                let (iface, ifindex) = (a.iface.clone(), a.ifindex);
-                a.detach()?;
-                let _ = self.shield.maps.set_iface_slot(ifindex, 0);
-                tracing::info!(iface = %iface, "detached (no longer in [shield] interfaces)");
-                changes.push(format!("detached from {iface}"));
-            }
-        }
-        for entry in kernel::pinned_links(&pin)? {
-            if !cfg.shield.interfaces.contains(&entry.iface)
-                && !kept.iter().any(|a| a.iface == entry.iface)
-            {
-                entry.detach()?;
-                tracing::info!(iface = %entry.iface, "detached (pinned by an earlier daemon, no longer configured)");
-                changes.push(format!("detached from {}", entry.iface));
-            }
-        }
-        for (i, iface) in cfg.shield.interfaces.iter().enumerate() {
-            let slot = i as u32 + 1;
-            let att = match kept.iter().position(|a| &a.iface == iface) {
-                Some(p) => kept.swap_remove(p),
-                None => {
-                    let ifindex = kernel::ifindex(iface)
-                        .ok_or_else(|| kernel::KernelError::NoInterface(iface.clone()))?;
-                    self.assign_slot(ifindex, slot)?;
-                    let a = kernel::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
-                    tracing::info!(
-                        iface = %a.iface,
-                        ifindex = a.ifindex,
-                        mode = a.mode.as_str(),
-                        link_id = a.link_id,
-                        program_id = self.program_id,
-                        adopted = a.adopted,
-                        "attached"
-                    );
-                    changes.push(format!("attached to {iface} ({})", a.mode.as_str()));
-                    a
-                }
-            };
-            self.assign_slot(att.ifindex, slot)?;
-            if !att.mode.satisfies(cfg.shield.mode) {
-                tracing::warn!(
-                    iface = %att.iface,
-                    attached = att.mode.as_str(),
-                    configured = ?cfg.shield.mode,
-                    "attach mode differs from the configuration; a mode change cannot be made without a gap: run `shieldctl detach` and restart shieldd to apply it"
-                );
-            }
-            self.attachments.push(att);
-        }
-        Ok(changes)
     }
 
     /// Points an interface at its counter slot; a slot that changes hands
