@@ -39,6 +39,28 @@ pub struct TxnKey {
     pub _pad: u32,
 }
 
+/// The `src` of a contested record: a key no source has (all ones is no
+/// unicast address, and IPv4 keys start with zeros).
+pub const CONTESTED: SrcKey = [0xff; 16];
+
+impl TxnKey {
+    /// The record of a reply with this Call-ID and CSeq that came *in*
+    /// from a source neither allowlisted nor verified: a server relays such
+    /// a reply to whatever address its second Via names, so no 2xx to that
+    /// transaction may verify anyone, whoever sent the request, and however
+    /// late the server's own answer comes (a race an overloaded server
+    /// loses).
+    #[inline(always)]
+    pub const fn contested(call_id: u64, cseq: u32) -> TxnKey {
+        TxnKey {
+            src: CONTESTED,
+            call_id,
+            cseq,
+            _pad: 0,
+        }
+    }
+}
+
 /// `TXNS` value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,9 +78,13 @@ impl Txn {
     /// `cseq_method` answers this request.
     #[inline(always)]
     pub const fn answered_by(&self, cseq_method: u32, now_ns: u64) -> bool {
-        self.cseq_method == cseq_method
-            && now_ns >= self.seen_ns
-            && now_ns - self.seen_ns <= TXN_WINDOW_NS
+        self.cseq_method == cseq_method && self.live(now_ns)
+    }
+
+    /// Whether the record is within [`TXN_WINDOW_NS`] of `now_ns`.
+    #[inline(always)]
+    pub const fn live(&self, now_ns: u64) -> bool {
+        now_ns >= self.seen_ns && now_ns - self.seen_ns <= TXN_WINDOW_NS
     }
 
     /// Whether this request's first final response, of status class

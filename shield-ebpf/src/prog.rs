@@ -442,8 +442,13 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     };
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
-    if matches!(out.reason, Reason::Ok) && p.verifies(method) {
-        crate::txn::remember(ctx, p, &f.src, method, payload, scratch);
+    if matches!(out.reason, Reason::Ok) && udp.is_some() {
+        if p.verifies(method) {
+            crate::txn::remember(ctx, p, &f.src, method, payload, scratch);
+        } else if method == NO_METHOD && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
+            // A reply coming in (or a keepalive: no Call-ID, nothing).
+            crate::txn::contest(ctx, p, payload, scratch);
+        }
     }
     out
 }

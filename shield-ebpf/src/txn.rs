@@ -67,7 +67,32 @@ pub(crate) fn settle(
         return false; // another transaction's reply: not this one's
     }
     let _ = TXNS.remove(&key);
-    t.verified_by(p, class, now_ns())
+    let now = now_ns();
+    let contested = unsafe { TXNS.get(&TxnKey::contested(call_id, cseq)) }
+        .is_some_and(|c| c.live(now));
+    t.verified_by(p, class, now) && !contested
+}
+
+/// Marks the transaction of the reply in the payload at `pay` (`plen`
+/// bytes), which came in from a source neither allowlisted nor verified,
+/// contested (see `TxnKey::contested`), if its CSeq method verifies.
+#[inline(always)]
+pub(crate) fn contest(ctx: &XdpContext, p: &Policy, (pay, plen): (usize, usize), scratch: *mut Scratch) {
+    unsafe { (*scratch).ids = TxnIds::default() };
+    shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    let ids = unsafe { (*scratch).ids };
+    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+        return;
+    };
+    if !p.verifies(cseq_method as usize) {
+        return;
+    }
+    let txn = Txn {
+        seen_ns: now_ns(),
+        method: cseq_method as u32,
+        cseq_method: cseq_method as u32,
+    };
+    let _ = TXNS.insert(&TxnKey::contested(call_id, cseq), &txn, 0);
 }
 
 #[inline(always)]

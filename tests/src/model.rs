@@ -354,6 +354,7 @@ impl Model {
         let mut method = None;
         let mut syn = false;
         let mut request_ids = TxnIds::default();
+        let mut reply_ids = TxnIds::default();
         let mut held = false;
         if let Some(u) = udp {
             let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
@@ -386,6 +387,9 @@ impl Model {
             };
             if method.is_some_and(|m| pol.verifies(m as usize)) {
                 request_ids = txn_ids(payload);
+            } else if method.is_none() && pol.verify_methods != 0 && !self.is_verified(p.src, now) {
+                // A reply coming in from an unverified source (SPEC §8).
+                reply_ids = txn_ids(payload);
             }
             // Step 7b: the shared budget of unverified sources; a source
             // with state is held to its own buckets (step 9) first.
@@ -448,6 +452,16 @@ impl Model {
                 cseq_method: cseq_method as u32,
             };
             self.txns.insert(key, txn);
+        }
+        if let (Some(call_id), Some((cseq, m))) = (reply_ids.call_id, reply_ids.cseq) {
+            if pol.verifies(m as usize) {
+                let txn = Txn {
+                    seen_ns: now,
+                    method: m as u32,
+                    cseq_method: m as u32,
+                };
+                self.txns.insert(TxnKey::contested(call_id, cseq), txn);
+            }
         }
         Decision {
             reason: Reason::Ok,
@@ -599,7 +613,11 @@ impl Model {
             Some(t) if t.cseq_method == m as u32 => {
                 let t = *t;
                 self.txns.remove(&key);
-                t.verified_by(&self.tables.policy, class, now)
+                let contested = self
+                    .txns
+                    .get(&TxnKey::contested(call_id, cseq))
+                    .is_some_and(|c| c.live(now));
+                t.verified_by(&self.tables.policy, class, now) && !contested
             }
             _ => false,
         }

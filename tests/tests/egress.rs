@@ -118,7 +118,10 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let t = tables();
+        Bench::with(tables())
+    }
+
+    fn with(t: Tables) -> Bench {
         let mut k = Kernel::load();
         k.apply(&t);
         Bench {
@@ -387,4 +390,35 @@ fn only_the_first_final_reply_counts() {
     b.run(&reply4(&response("180 Ringing", "CSeq: 12 INVITE")));
     b.run(&reply4(&response("200 OK", "CSeq: 12 INVITE")));
     assert!(b.verified(CLIENT.into()), "provisional replies used the INVITE up");
+}
+
+/// The primed forgery racing the server: the forged 200 OK comes *in*
+/// from the forger (a source neither allowlisted nor verified) and the
+/// server relays it to the victim before its own 401 leaves (an overloaded
+/// server loses that race). The inbound reply contests the transaction:
+/// no 2xx to it verifies anyone. A reply from an allowlisted upstream (a
+/// registrar the SBC forwards to) contests nothing.
+#[test]
+fn a_reply_that_came_in_from_an_unverified_source_verifies_no_one() {
+    const FORGER: [u8; 4] = [203, 0, 113, 66];
+    const UPSTREAM: [u8; 4] = [203, 0, 113, 200];
+    let mut t = tables();
+    t.allow = vec![ipnet::IpNet::from(std::net::IpAddr::from(UPSTREAM))];
+    let mut b = Bench::with(t);
+    b.ask(&request("REGISTER", "CSeq: 21 REGISTER"));
+    let forged = response("200 OK", "CSeq: 21 REGISTER");
+    let bytes = request_frame(&forged, FORGER.into()).build();
+    let want = b.model.decide(&bytes, shield::kernel::monotonic_ns());
+    assert_eq!(b.k.run(&bytes).reason, want.reason);
+    b.run(&reply4(&forged));
+    assert!(!b.verified(CLIENT.into()), "a relayed 2xx verified the victim");
+    // The same through an allowlisted upstream: it verifies.
+    b.ask(&request("REGISTER", "CSeq: 22 REGISTER"));
+    let upstream = response("200 OK", "CSeq: 22 REGISTER");
+    let bytes = request_frame(&upstream, UPSTREAM.into()).build();
+    let want = b.model.decide(&bytes, shield::kernel::monotonic_ns());
+    assert_eq!(b.k.run(&bytes).reason, want.reason);
+    assert_eq!(want.reason, Reason::Allowlisted);
+    b.run(&reply4(&upstream));
+    assert!(b.verified(CLIENT.into()), "an upstream's 2xx no longer verifies");
 }
