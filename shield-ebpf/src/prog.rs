@@ -44,8 +44,6 @@ pub(crate) struct Scratch {
     pub(crate) win: [u8; UA_WINDOW],
     /// The User-Agent product token found, the scanner map's key.
     pub(crate) ua: UaKey,
-    /// The CSeq method index found (egress).
-    pub(crate) method: u64,
     /// The Call-ID and CSeq found (see `txn`).
     pub(crate) ids: TxnIds,
     /// The first payload bytes, for the first-line classifier.
@@ -419,20 +417,19 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
         return out;
     }
 
-    let mut method = NO_METHOD;
-    let mut payload = (0, 0);
-    let mut held = false;
+    let mut sip = NOT_SIP;
     let mut syn = false;
     if udp.is_some() {
         let udp = udp.unwrap_or(core::ptr::null());
-        (method, payload, held) = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
-            Ok(m) => m,
+        sip = match sip_payload(ctx, pkt, p, &f.src, udp, f.l4, scratch) {
+            Ok(s) => s,
             Err(out) => return out,
         };
     } else if let Some(t) = tcp {
         syn = unsafe { (*t).syn() != 0 && (*t).ack() == 0 };
     }
-    let out = if held {
+    let method = sip.method;
+    let out = if sip.held {
         Outcome {
             reason: Reason::Ok,
             method,
@@ -442,12 +439,11 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     };
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
-    if matches!(out.reason, Reason::Ok) && udp.is_some() {
+    if matches!(out.reason, Reason::Ok) {
         if p.verifies(method) {
-            crate::txn::remember(ctx, p, &f.src, method, payload, scratch);
-        } else if method == NO_METHOD && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
-            // A reply coming in (or a keepalive: no Call-ID, nothing).
-            crate::txn::contest(ctx, p, payload, scratch);
+            crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
+        } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
+            crate::txn::contest(ctx, p, sip.payload, scratch);
         }
     }
     out
@@ -605,11 +601,29 @@ fn trunk_only(p: &Policy) -> Option<Outcome> {
     None
 }
 
+/// What steps 7-8 found in a UDP payload that passed them.
+#[derive(Clone, Copy)]
+struct Sip {
+    /// The request's method index (laundered), or `NO_METHOD`.
+    method: usize,
+    /// The payload's offset and length.
+    payload: (usize, usize),
+    /// A status line: a reply coming in.
+    reply: bool,
+    /// Step 7b already held the source to its buckets (step 9 is done).
+    held: bool,
+}
+
+const NOT_SIP: Sip = Sip {
+    method: NO_METHOD,
+    payload: (0, 0),
+    reply: false,
+    held: false,
+};
+
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
 /// keepalive, an unverified source must find a token in the shared budget,
-/// and it must not come from a scanner. `Ok`: the request's method index
-/// (laundered), or `NO_METHOD`, the payload's offset and length, and
-/// whether step 7b already held the source to its buckets.
+/// and it must not come from a scanner.
 #[inline(always)]
 fn sip_payload(
     ctx: &XdpContext,
@@ -619,7 +633,7 @@ fn sip_payload(
     udp: *const UdpHdr,
     l4: usize,
     scratch: *mut Scratch,
-) -> Result<(usize, (usize, usize), bool), Outcome> {
+) -> Result<Sip, Outcome> {
     let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
     let pay = l4 + UdpHdr::LEN;
     let in_frame = pkt.len().saturating_sub(pay);
@@ -640,6 +654,7 @@ fn sip_payload(
         }
     }
     let mut method = NO_METHOD;
+    let mut reply = false;
     let is_sip = match sip::classify(head, plen) {
         PayloadKind::Request(m) => {
             // Laundered: fifteen methods would otherwise be fifteen
@@ -647,7 +662,10 @@ fn sip_payload(
             method = launder(scratch, m as usize) & METHOD_MASK;
             true
         }
-        PayloadKind::Response => true,
+        PayloadKind::Response => {
+            reply = true;
+            true
+        }
         PayloadKind::Keepalive => false,
         PayloadKind::NotSip => {
             if p.has(F_DROP_MALFORMED) {
@@ -664,7 +682,12 @@ fn sip_payload(
             return Err(out);
         }
     }
-    Ok((method, (pay, plen), held))
+    Ok(Sip {
+        method,
+        payload: (pay, plen),
+        reply,
+        held,
+    })
 }
 
 /// Step 7b: a source neither allowlisted (returned earlier) nor verified

@@ -355,6 +355,7 @@ impl Model {
         let mut syn = false;
         let mut request_ids = TxnIds::default();
         let mut reply_ids = TxnIds::default();
+        let mut reply = false;
         let mut held = false;
         if let Some(u) = udp {
             let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
@@ -372,7 +373,10 @@ impl Model {
                     method = Some(m);
                     true
                 }
-                PayloadKind::Response => true,
+                PayloadKind::Response => {
+                    reply = true;
+                    true
+                }
                 PayloadKind::Keepalive => false,
                 PayloadKind::NotSip => {
                     if pol.flags & F_DROP_MALFORMED != 0 {
@@ -387,7 +391,7 @@ impl Model {
             };
             if method.is_some_and(|m| pol.verifies(m as usize)) {
                 request_ids = txn_ids(payload);
-            } else if method.is_none() && pol.verify_methods != 0 && !self.is_verified(p.src, now) {
+            } else if reply && pol.verify_methods != 0 && !self.is_verified(p.src, now) {
                 // A reply coming in from an unverified source (SPEC §8).
                 reply_ids = txn_ids(payload);
             }
