@@ -30,8 +30,15 @@ pub mod names {
     pub const VERIFIED_HINT: &str = "VERIFIED_HINT";
     pub const TXNS: &str = "TXNS";
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    pub const DEST_POLICY: &str = "DEST_POLICY";
+    pub const DEST_RULES: &str = "DEST_RULES";
+    pub const DEST_STATS: &str = "DEST_STATS";
+    pub const DEST_REFUSED: &str = "DEST_REFUSED";
+    pub const DEST_EVENTS: &str = "DEST_EVENTS";
+    pub const DEST_BUDGET: &str = "DEST_BUDGET";
+    pub const DEST_SOURCES: &str = "DEST_SOURCES";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 33] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -58,6 +65,13 @@ pub mod names {
         VERIFIED_HINT,
         TXNS,
         EVENTS_LOST,
+        DEST_POLICY,
+        DEST_RULES,
+        DEST_STATS,
+        DEST_REFUSED,
+        DEST_EVENTS,
+        DEST_BUDGET,
+        DEST_SOURCES,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -137,6 +151,15 @@ pub mod default_size {
     /// Requests that may verify, remembered for 32 s (SPEC §8): room for
     /// 2,000 a second, LRU beyond.
     pub const TXNS: u32 = 65_536;
+    /// SPEC §11: `deny` and `allow_international` entries (at least 100,000).
+    pub const DEST_RULES: u32 = 200_000;
+    /// Refusal counters, one per (interface, rule) that refused something.
+    pub const DEST_REFUSED: u32 = 65_536;
+    /// Refusal reports (each carries the INVITE for the 403).
+    pub const DEST_EVENTS_BYTES: u32 = 1024 * 1024;
+    /// Sources with an international-call bucket or refusals (LRU): only
+    /// callers, so far fewer than `SOURCES`.
+    pub const DEST_SOURCES: u32 = 65_536;
 }
 
 /// `PORTS[port]` bits.
@@ -225,6 +248,49 @@ pub struct OffenderEvent {
     pub _pad: u8,
     pub drops: u32,
     pub ts_ns: u64,
+}
+
+/// Bytes of the refused INVITE a [`RefusalEvent`] carries: a frame's
+/// UDP payload on a 1500-byte link. A larger INVITE (fragmented) gets no
+/// 403, only its report.
+pub const REFUSAL_PAYLOAD: usize = 1472;
+const _: () = assert!(REFUSAL_PAYLOAD < 2048);
+
+/// [`RefusalEvent::flags`]: send the 403 (the reply bucket granted it).
+pub const REFUSAL_REPLY: u32 = 1;
+/// [`RefusalEvent::flags`]: record and log it (the report bucket granted it).
+pub const REFUSAL_REPORT: u32 = 2;
+
+/// Ring-buffer record (`DEST_EVENTS`): an initial INVITE refused by the
+/// destination policy (SPEC §11), with what the daemon needs to answer it
+/// from where it was sent to and to keep it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalEvent {
+    pub ts_ns: u64,
+    /// The INVITE's source and destination (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    /// The [`crate::Reason`]: `Destination` or `DestinationRate`.
+    pub reason: u8,
+    pub _pad: u16,
+    /// `REFUSAL_*` bits.
+    pub flags: u32,
+    /// The deciding rule's id (`crate::dest::DestRule::id` or a reserved one).
+    pub rule: u32,
+    pub ifindex: u32,
+    /// Bytes of the UDP payload in `payload` (0: too large to carry).
+    pub len: u32,
+    pub payload: [u8; REFUSAL_PAYLOAD],
+}
+
+/// `DEST_REFUSED` key: refusals by interface slot and rule.
+#[inline(always)]
+pub const fn refused_key(iface_slot: u32, rule: u32) -> u64 {
+    (iface_slot as u64) << 32 | rule as u64
 }
 
 /// Masks an IPv6 address to its first `prefix` bits (values above 128 mean
@@ -348,6 +414,10 @@ mod pod {
     unsafe impl aya::Pod for crate::policy::Policy {}
     unsafe impl aya::Pod for Verified {}
     unsafe impl aya::Pod for Budget {}
+    unsafe impl aya::Pod for crate::dest::DestPolicy {}
+    unsafe impl aya::Pod for crate::dest::DestRule {}
+    unsafe impl aya::Pod for crate::dest::DestSource {}
+    unsafe impl aya::Pod for RefusalEvent {}
 }
 
 #[cfg(test)]

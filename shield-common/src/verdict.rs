@@ -14,10 +14,17 @@ pub enum Reason {
     Rate = 7,
     /// SPEC §2 step 7b: the shared budget for unverified sources is spent.
     Unverified = 8,
+    /// SPEC §11: the dialled number is denied (or outside
+    /// `allow_international`).
+    Destination = 9,
+    /// SPEC §11: the source's international call rate is spent.
+    DestinationRate = 10,
+    /// SPEC §13: the source's concurrent-call limit.
+    Calls = 11,
 }
 
 impl Reason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::Allowlisted,
         Reason::Ok,
@@ -28,6 +35,9 @@ impl Reason {
         Reason::Scanner,
         Reason::Rate,
         Reason::Unverified,
+        Reason::Destination,
+        Reason::DestinationRate,
+        Reason::Calls,
     ];
 
     /// The name used in metrics, events and the CLI (SPEC §2 vocabulary).
@@ -42,6 +52,9 @@ impl Reason {
             Reason::Scanner => "scanner",
             Reason::Rate => "rate",
             Reason::Unverified => "unverified",
+            Reason::Destination => "destination",
+            Reason::DestinationRate => "destination_rate",
+            Reason::Calls => "calls",
         }
     }
 
@@ -172,7 +185,7 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_u8(r as u8), Some(r));
         }
-        assert_eq!(Reason::from_u8(9), None);
+        assert_eq!(Reason::from_u8(12), None);
         assert!(!Reason::Unverified.escalates() && Reason::Unverified.drops());
     }
 }

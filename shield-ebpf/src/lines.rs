@@ -12,7 +12,7 @@
 //! program's own type (`xdp_md`, `__sk_buff`), so each program has its own
 //! thin globals around the bodies here.
 
-use shield_common::sip::{UA_SCAN_LIMIT, UA_WINDOW};
+use shield_common::sip::UA_SCAN_LIMIT;
 
 use crate::prog::{launder, Pkt, Scratch, MAX_PAYLOAD_OFFSET};
 
@@ -81,18 +81,25 @@ pub(crate) fn find_line(
 /// verifier state of their own.
 #[inline(always)]
 pub(crate) fn copy_window(pkt: &Pkt, scratch: *mut Scratch, at: u64, avail: u64) -> bool {
+    copy_into(pkt, unsafe { &mut (*scratch).win }, at, avail)
+}
+
+/// The `N` payload bytes at `at` (`avail` of them in the payload) into
+/// `dst`, zero-filled past the payload: one copy when the frame has them
+/// all, else byte by byte.
+#[inline(always)]
+pub(crate) fn copy_into<const N: usize>(pkt: &Pkt, dst: &mut [u8; N], at: u64, avail: u64) -> bool {
     let (at, avail) = (at as usize, avail as usize);
     if at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT || avail > 0xffff {
         return false;
     }
-    let win = unsafe { &mut (*scratch).win };
-    match pkt.ptr_at::<[u8; UA_WINDOW]>(at) {
-        Some(w) if avail >= UA_WINDOW => unsafe {
-            core::ptr::copy_nonoverlapping(w.cast::<u8>(), win.as_mut_ptr(), UA_WINDOW)
+    match pkt.ptr_at::<[u8; N]>(at) {
+        Some(w) if avail >= N => unsafe {
+            core::ptr::copy_nonoverlapping(w.cast::<u8>(), dst.as_mut_ptr(), N)
         },
         _ => {
-            *win = [0; UA_WINDOW];
-            for (k, w) in win.iter_mut().enumerate() {
+            *dst = [0; N];
+            for (k, w) in dst.iter_mut().enumerate() {
                 if k >= avail {
                     break;
                 }

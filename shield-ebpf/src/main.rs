@@ -11,6 +11,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod dest;
+#[cfg(target_arch = "bpf")]
 mod egress;
 #[cfg(target_arch = "bpf")]
 mod lines;

@@ -6,7 +6,7 @@ use core::{
 use aya_ebpf::{
     bindings::{
         xdp_action::{XDP_DROP, XDP_PASS},
-        xdp_md, __sk_buff,
+        xdp_md, __sk_buff, BPF_F_NO_PREALLOC,
     },
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
@@ -22,10 +22,10 @@ use network_types::{
     vlan::VlanHdr,
 };
 use shield_common::{
-    default_size, gcra, names, verified_hint,
+    default_size, dest::{self, DestPolicy, DestRule, DestSource, URI_WINDOW}, gcra, names, verified_hint,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_WINDOW},
     sip_stats_slot, src_key_v4, stats_index, BanValue, Bucket, Budget, Counter, Method,
-    OffenderEvent, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, Verified, ACL_ALLOW,
+    OffenderEvent, PayloadKind, RefusalEvent, Policy, Reason, SrcKey, SrcState, Verdict, Verified, ACL_ALLOW,
     ACL_DENY, FAMILY_V4, FAMILY_V6, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6,
     F_DENY_V4, F_DENY_V6, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY,
     F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_L4_OFFSET, MAX_V6_EXT,
@@ -48,6 +48,16 @@ pub(crate) struct Scratch {
     pub(crate) ids: TxnIds,
     /// The first payload bytes, for the first-line classifier.
     pub(crate) head: [u8; HEAD_LEN],
+    /// The Request-URI of an initial INVITE (see `dest`).
+    pub(crate) uri: [u8; URI_WINDOW],
+    /// The INVITE's addresses, for its 403 (see `dest`).
+    pub(crate) invite: crate::dest::Invite,
+    /// The INVITE's dialled number (see `dest`).
+    pub(crate) dialled: dest::Dialled,
+    /// A refusal report being built (see `dest`).
+    pub(crate) event: RefusalEvent,
+    /// A new source's state: never written, so always zero (see `source`).
+    pub(crate) new_source: SrcState,
 }
 
 /// Declares the maps, and `MAP_NAMES`: their names as the object file has
@@ -108,6 +118,21 @@ maps! {
     static TXNS: LruHashMap<TxnKey, Txn> = LruHashMap::with_max_entries(default_size::TXNS, 0);
     // Offender reports that found the ring buffer full (per CPU).
     static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    // SPEC §11: the destination policy, its rules (deny and allow in one
+    // trie: the longest match decides), INVITEs by class and country,
+    // refusals by (interface, rule), refusal reports, and the host's reply
+    // and report buckets.
+    static DEST_POLICY: Array<DestPolicy> = Array::with_max_entries(1, 0);
+    static DEST_RULES: LpmTrie<[u8; dest::KEY_BYTES], DestRule> =
+        LpmTrie::with_max_entries(default_size::DEST_RULES, 0);
+    static DEST_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(dest::DEST_STATS_ENTRIES, 0);
+    static DEST_REFUSED: HashMap<u64, u64> =
+        HashMap::with_max_entries(default_size::DEST_REFUSED, BPF_F_NO_PREALLOC);
+    static DEST_EVENTS: RingBuf = RingBuf::with_byte_size(default_size::DEST_EVENTS_BYTES, 0);
+    static DEST_BUDGET: Array<Budget> = Array::with_max_entries(2, 0);
+    static DEST_SOURCES: LruHashMap<SrcKey, DestSource> =
+        LruHashMap::with_max_entries(default_size::DEST_SOURCES, 0);
 }
 
 const _: () = assert!(names::are_all(MAP_NAMES));
@@ -196,6 +221,8 @@ pub(crate) enum Src {
 /// The network and transport layer as far as the verdict (and the egress
 /// classifier) needs them.
 pub(crate) struct Frame {
+    /// Offset of the IP header (read again by `dest`).
+    pub(crate) l3: usize,
     pub(crate) src: Src,
     /// Read by the egress classifier only (dead code in the XDP program).
     pub(crate) dst: Src,
@@ -307,6 +334,7 @@ pub(crate) fn parse(pkt: &Pkt) -> Option<Frame> {
         }
         let frag_off = u16::from_be_bytes(frags) & 0x1fff;
         Some(Frame {
+            l3: off,
             src: Src::V4(src),
             dst: Src::V4(dst),
             proto,
@@ -367,6 +395,7 @@ pub(crate) fn parse(pkt: &Pkt) -> Option<Frame> {
             }
         }
         Some(Frame {
+            l3: off,
             src: Src::V6(src),
             dst: Src::V6(dst),
             proto: next,
@@ -387,8 +416,13 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     let Some(f) = parse(pkt) else {
         return Outcome::of(Reason::Ok);
     };
-    let held = match lists_and_bans(p, &f.src) {
-        Ok(held) => held,
+    let (held, trusted) = match lists_and_bans(p, &f.src) {
+        Ok(held) => (held, false),
+        // SPEC §11: an allowlisted source's INVITEs may still meet the
+        // destination policy (after the launder below: one state).
+        Err(out) if matches!(out.reason, Reason::Allowlisted) && checks_allowlisted() => {
+            (None, true)
+        }
         Err(out) => return out,
     };
 
@@ -401,6 +435,9 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     let mut f = f;
     let far = f.l4 > MAX_L4_OFFSET;
     f.l4 = launder(scratch, f.l4) & L4_OFFSET_MASK;
+    if trusted {
+        return allowlisted(ctx, p, &f, far, scratch);
+    }
     if let Some(out) = out_of_reach(p, &f, far, held) {
         return out;
     }
@@ -437,6 +474,14 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     } else {
         buckets(p, &f.src, method, syn)
     };
+    // Step 9b: an INVITE that passed the buckets meets the destination
+    // policy (SPEC §11).
+    if matches!(out.reason, Reason::Ok) && method == Method::Invite as usize && udp.is_some() {
+        let meta = f.l3 as u64 | if matches!(f.src, Src::V6(_)) { dest_v6() } else { 0 };
+        if let Some(r) = crate::dest::check(ctx, p, &f.src, meta, f.l4) {
+            return Outcome { reason: r, method };
+        }
+    }
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
     if matches!(out.reason, Reason::Ok) {
@@ -486,6 +531,46 @@ fn lists_and_bans(p: &Policy, src: &Src) -> Result<Option<Reason>, Outcome> {
         }
     }
     Ok(held)
+}
+
+/// Step 2 with SPEC §11's exception: an allowlisted source passes, but
+/// its initial UDP INVITEs still meet the destination policy (a hacked PBX
+/// on a trusted address is the classic toll fraud), unless
+/// `check_allowlisted = false` or there is nothing to refuse. Reached
+/// after the launder: one verifier state for every L2/L3 shape.
+#[inline(always)]
+fn allowlisted(ctx: &XdpContext, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratch) -> Outcome {
+    let pass = Outcome::of(Reason::Allowlisted);
+    if far || f.later_fragment || f.proto != IPPROTO_UDP {
+        return pass;
+    }
+    let v6 = if matches!(f.src, Src::V6(_)) { dest_v6() } else { 0 };
+    let l3 = launder(scratch, f.l3) as u64 & L3_OFFSET_MASK;
+    match crate::dest::check(ctx, p, &f.src, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {
+        Some(r) => Outcome {
+            reason: r,
+            method: Method::Invite as usize,
+        },
+        None => pass,
+    }
+}
+
+/// Whether step 2 lets allowlisted sources meet the destination policy.
+#[inline(always)]
+fn checks_allowlisted() -> bool {
+    DEST_POLICY
+        .get(0)
+        .is_some_and(|dp| dp.has(dest::D_CHECK_ALLOWLISTED) && dp.refuses())
+}
+
+/// Masks a laundered IP header offset (at most two VLAN tags in) back into
+/// a range the verifier knows.
+const L3_OFFSET_MASK: u64 = 63;
+const _: () = assert!(EthHdr::LEN + 2 * VlanHdr::LEN <= L3_OFFSET_MASK as usize);
+
+#[inline(always)]
+const fn dest_v6() -> u64 {
+    crate::dest::V6
 }
 
 /// Step 1's exception: a complete packet whose transport we cannot reach —
@@ -732,7 +817,7 @@ fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
 /// keys it builds live on its own stack, not on the XDP program's, which is
 /// near the 512-byte limit along the User-Agent search's call chain.
 #[inline(always)]
-fn verified(p: &Policy, src: &Src, now: u64) -> bool {
+pub(crate) fn verified(p: &Policy, src: &Src, now: u64) -> bool {
     let (hi, lo, v6) = match src {
         Src::V4(a) => (0, u32::from_be_bytes(*a) as u64, 0),
         Src::V6(a) => {
@@ -963,15 +1048,18 @@ fn source(key: &SrcKey) -> Option<*mut SrcState> {
     if let Some(st) = SOURCES.get_ptr_mut(key) {
         return Some(st);
     }
+    // The new state is copied from scratch, where it is always zero: on
+    // the stack its 80 bytes would count against every call chain.
+    let scratch = SCRATCH.get_ptr_mut(0)?;
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
-    let _ = SOURCES.insert(key, &SrcState::default(), 1);
+    let _ = SOURCES.insert(key, unsafe { &(*scratch).new_source }, 1);
     SOURCES.get_ptr_mut(key)
 }
 
 /// Spends one token from the bucket whose TAT is at `tat`. A CAS makes the
 /// update exact when the same source is handled on several CPUs at once.
 #[inline(always)]
-fn spend(tat: *mut u64, now: u64, b: &Bucket) -> bool {
+pub(crate) fn spend(tat: *mut u64, now: u64, b: &Bucket) -> bool {
     let mut cur = unsafe { core::ptr::read_volatile(tat) };
     for _ in 0..4 {
         let Some(next) = gcra(cur, now, b) else {
@@ -1017,6 +1105,25 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
     if verified(p, src, now) {
         return;
     }
+    if !report_offender(key, src, p, now, reason, p.escalate_drops) {
+        // The ring is full (the daemon is behind, or gone): step back
+        // below the threshold so the source's next drop reports it again
+        // rather than never.
+        unsafe { (*st).esc_drops = p.escalate_drops as u64 - 1 };
+    }
+}
+
+/// Reports the source `src` (keyed `key`) to the daemon for an escalation
+/// ban. False when the ring buffer is full (the loss is counted).
+#[inline(always)]
+pub(crate) fn report_offender(
+    key: &SrcKey,
+    src: &Src,
+    p: &Policy,
+    now: u64,
+    reason: Reason,
+    drops: u32,
+) -> bool {
     let (family, prefix_len, addr) = match src {
         Src::V4(a) => {
             let mut addr = [0u8; 16];
@@ -1026,15 +1133,11 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
         Src::V6(_) => (FAMILY_V6, p.ipv6_prefix as u8, *key),
     };
     let Some(mut e) = EVENTS.reserve::<OffenderEvent>(0) else {
-        // The ring is full (the daemon is behind, or gone): count the loss,
-        // and step back below the threshold so the source's next drop
-        // reports it again rather than never.
         if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
             // Per-CPU slot: no other writer.
             unsafe { *lost += 1 };
         }
-        unsafe { (*st).esc_drops = p.escalate_drops as u64 - 1 };
-        return;
+        return false;
     };
     e.write(OffenderEvent {
         addr,
@@ -1042,10 +1145,11 @@ fn escalate(st: *mut SrcState, key: &SrcKey, src: &Src, p: &Policy, now: u64, re
         prefix_len,
         reason: reason as u8,
         _pad: 0,
-        drops: p.escalate_drops,
+        drops,
         ts_ns: now,
     });
     e.submit(0);
+    true
 }
 
 /// Looks for the `User-Agent` header (see `lines::find_line`); returns 1

@@ -55,11 +55,18 @@ pub enum MapId {
     VerifiedHint,
     Txns,
     EventsLost,
+    DestPolicy,
+    DestRules,
+    DestStats,
+    DestRefused,
+    DestEvents,
+    DestBudget,
+    DestSources,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 26] = [
+    pub const ALL: [MapId; 33] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -86,6 +93,13 @@ impl MapId {
         MapId::VerifiedHint,
         MapId::Txns,
         MapId::EventsLost,
+        MapId::DestPolicy,
+        MapId::DestRules,
+        MapId::DestStats,
+        MapId::DestRefused,
+        MapId::DestEvents,
+        MapId::DestBudget,
+        MapId::DestSources,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -117,6 +131,13 @@ impl MapId {
             MapId::VerifiedHint => names::VERIFIED_HINT,
             MapId::Txns => names::TXNS,
             MapId::EventsLost => names::EVENTS_LOST,
+            MapId::DestPolicy => names::DEST_POLICY,
+            MapId::DestRules => names::DEST_RULES,
+            MapId::DestStats => names::DEST_STATS,
+            MapId::DestRefused => names::DEST_REFUSED,
+            MapId::DestEvents => names::DEST_EVENTS,
+            MapId::DestBudget => names::DEST_BUDGET,
+            MapId::DestSources => names::DEST_SOURCES,
         }
     }
 

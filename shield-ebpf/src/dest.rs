@@ -1,0 +1,540 @@
+//! Step 9b, destinations (SPEC §11): the dialled number of an initial UDP
+//! INVITE against the operator's policy, read and decided by
+//! `shield_common::dest` (the code the reference model runs), with the
+//! per-source international rate, the refusal counters, escalation and
+//! the report that carries the INVITE to the daemon for its 403.
+//!
+//! The work is one BTF-global function, `shield_destination`, verified
+//! once whatever state reaches it; its caller leaves the INVITE's
+//! addresses in `Scratch::invite` (a global takes five scalars at most).
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
+
+use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key, programs::XdpContext, EbpfContext};
+use shield_common::{
+    dest::{
+        self, DestClass, DestSource, Dialled, Listed, D_REJECT, DEST_CLASS_SLOT,
+        DEST_STATS_PER_IFACE,
+    },
+    refused_key, Policy, Reason, SrcKey, FAMILY_V4, FAMILY_V6, F_ENFORCE, REFUSAL_PAYLOAD,
+    REFUSAL_REPLY, REFUSAL_REPORT,
+};
+
+use network_types::{
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+};
+use shield_common::{
+    sip::{self, HEAD_LEN},
+    Method, PayloadKind, MAX_L4_OFFSET, PORT_UDP,
+};
+
+use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::prog::{
+    launder, now_ns, port_flags, report_offender, spend, src_key, verified, Pkt, Scratch, Src, DEST_BUDGET,
+    DEST_EVENTS, DEST_SOURCES, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_STATS, EVENTS_LOST, IFACE_SLOT,
+    IFACE_SLOT_MASK, POLICY, SCRATCH,
+};
+
+/// The INVITE's addresses and ports, as the caller found them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Invite {
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) family: u8,
+    /// Step 2 let the source through: never escalated.
+    pub(crate) allowlisted: u8,
+    pub(crate) _pad: u16,
+}
+
+/// Masks a laundered digit count (at most `RAW_DIGITS`) back into range.
+const DIGITS_MASK: u32 = 2 * dest::RAW_DIGITS - 1;
+const _: () = assert!(dest::RAW_DIGITS.is_power_of_two());
+
+/// Bytes of `INVITE ` before the Request-URI.
+const URI_AT: usize = 7;
+
+/// Step 9b for a UDP packet to a protected port (`f`), an INVITE that
+/// passed steps 3-9, or from an allowlisted source (then not yet looked
+/// at): `Some(reason)` when refused.
+///
+/// A sequence of global functions called from here, the XDP program,
+/// rather than one that calls the others: the program's own frame is
+/// large, and the header search calls two levels deeper (the 512-byte
+/// limit is for the whole chain). Only scalars cross; the INVITE's
+/// addresses, its Request-URI and its number wait in `SCRATCH`.
+#[inline(always)]
+pub(crate) fn check(ctx: &XdpContext, p: &Policy, src: &Src, meta: u64, l4: usize) -> Option<Reason> {
+    let c: *mut xdp_md = ctx.as_ptr().cast();
+    let at = shield_invite(c, meta, l4 as u64);
+    if at == 0 {
+        return None;
+    }
+    let verdict = shield_dest_verdict(c);
+    if verdict == 0 {
+        return None;
+    }
+    // SPEC §11: allowlisted and verified sources are never banned for
+    // their refusals (asked here: `verified` is a call too).
+    let keep = meta & ALLOWLISTED != 0 || verified(p, src, now_ns());
+    let flags = shield_refusal(c, verdict, keep as u64);
+    if flags != 0 {
+        shield_report(c, at, verdict, flags);
+    }
+    if verdict & 0xff == Reason::DestinationRate as u64 {
+        Some(Reason::DestinationRate)
+    } else {
+        Some(Reason::Destination)
+    }
+}
+
+/// Masks a payload offset (at most `MAX_PAYLOAD_OFFSET`) into a range the
+/// verifier knows.
+const PAY_MASK: u64 = (2 * crate::prog::MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
+const _: () = assert!(crate::prog::MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
+
+/// `check`'s `meta`: the IP header's offset (bits 0-15), then these.
+pub(crate) const V6: u64 = 1 << 16;
+pub(crate) const ALLOWLISTED: u64 = 1 << 17;
+
+/// Reads the initial-INVITE candidate for step 9b (see `check`): its
+/// addresses and ports into `SCRATCH.invite`; unless it is in a dialog,
+/// its dialled number into `SCRATCH.dialled`. Returns the payload's
+/// `offset << 16 | length`, or 0 when the policy does not look at it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_invite(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
+    let at = shield_invite_at(ctx, meta, l4);
+    if at == 0 {
+        return 0;
+    }
+    // Masked: what comes back from a global is any number to the
+    // verifier (the mask keeps every offset `shield_invite_at` gives).
+    // black_box: LLVM knows those offsets and would drop the mask.
+    let at = core::hint::black_box(at);
+    let (pay, plen) = ((at >> 16) & PAY_MASK, at & 0xffff);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // In a dialog (a To tag): not a call being placed.
+    let tagged = lines::find_line(
+        &Pkt::new(&XdpContext::new(ctx)),
+        scratch,
+        pay,
+        plen,
+        dest::TO_MAX_T_LINES,
+        |j, limit| shield_t_scan_block(ctx, pay, j, limit),
+        |at, avail| shield_to_line(ctx, at, avail),
+    );
+    if tagged == LINE_FOUND
+        || shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0
+        || shield_dialled() == 0
+    {
+        return 0;
+    }
+    at
+}
+
+/// The offset of the IP header is at most this (two VLAN tags).
+const MAX_L3_OFFSET: usize = 64;
+
+/// `shield_invite`'s first part: the addresses and ports into
+/// `SCRATCH.invite`, and the payload's `offset << 16 | length` if the
+/// destination policy looks at it, else 0. A global of its own: its
+/// frame then never sits under the header search's.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
+    let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
+        return 0;
+    };
+    let allowlisted = meta & ALLOWLISTED != 0;
+    if allowlisted && !dp.has(dest::D_CHECK_ALLOWLISTED) {
+        return 0;
+    }
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
+    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+        return 0;
+    }
+    let inv = unsafe { &mut (*scratch).invite };
+    if !addresses(&pkt, l3, meta & V6 != 0, inv) {
+        return 0;
+    }
+    inv.allowlisted = allowlisted as u8;
+    let Some(u) = pkt.ptr_at::<UdpHdr>(l4) else {
+        return 0;
+    };
+    let (sport, dport, udp_len) = unsafe { ((*u).src, (*u).dst, (*u).len) };
+    inv.sport = u16::from_be_bytes(sport);
+    inv.dport = u16::from_be_bytes(dport);
+    let pay = l4 + UdpHdr::LEN;
+    let plen = core::cmp::min(
+        pkt.len().saturating_sub(pay),
+        (u16::from_be_bytes(udp_len) as usize).saturating_sub(UdpHdr::LEN),
+    );
+    if pay > crate::prog::MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
+        return 0;
+    }
+    // An allowlisted source's packet has not been looked at yet.
+    if allowlisted && !is_invite(&pkt, scratch, dport, pay, plen) {
+        return 0;
+    }
+    (pay as u64) << 16 | plen as u64
+}
+
+/// The INVITE's addresses from its IP header at `l3` into `inv`.
+#[inline(always)]
+fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
+    if v6 {
+        let Some(ip) = pkt.ptr_at::<Ipv6Hdr>(l3) else {
+            return false;
+        };
+        inv.family = FAMILY_V6;
+        inv.src = unsafe { (*ip).src_addr };
+        inv.dst = unsafe { (*ip).dst_addr };
+    } else {
+        let Some(ip) = pkt.ptr_at::<Ipv4Hdr>(l3) else {
+            return false;
+        };
+        inv.family = FAMILY_V4;
+        inv.src = [0; 16];
+        inv.dst = [0; 16];
+        inv.src[..4].copy_from_slice(unsafe { &(*ip).src_addr });
+        inv.dst[..4].copy_from_slice(unsafe { &(*ip).dst_addr });
+    }
+    true
+}
+
+/// Whether the UDP payload at `pay` (`plen` bytes) to `dport` is an
+/// INVITE to a protected port.
+#[inline(always)]
+fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], pay: usize, plen: usize) -> bool {
+    if port_flags(dport) & PORT_UDP == 0 {
+        return false;
+    }
+    let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) else {
+        return false;
+    };
+    let head = unsafe { &mut (*scratch).head };
+    unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
+    sip::classify(head, plen) == PayloadKind::Request(Method::Invite)
+}
+
+/// The policy's verdict on `SCRATCH.dialled` (counted by class and
+/// country first): `rule << 8 | reason` for a refusal, else 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_dest_verdict(ctx: *mut xdp_md) -> u64 {
+    let (Some(dp), Some(p), Some(scratch)) =
+        (DEST_POLICY.get(0), POLICY.get(0), SCRATCH.get_ptr_mut(0))
+    else {
+        return 0;
+    };
+    let d = unsafe { &(*scratch).dialled };
+    count(iface_slot(ctx), d);
+    if !dp.refuses() {
+        return 0;
+    }
+    let hit = match d.key() {
+        Some((len, data)) if dp.has(dest::D_RULES) => DEST_RULES.get(&Key::new(len, data)).copied(),
+        _ => None,
+    };
+    let (rule, reason) = match dest::listed(d, hit, dp) {
+        Listed::Refused(rule) => (rule, Reason::Destination),
+        Listed::Pass if d.class() == DestClass::International && dp.intl_rate.is_limited() => {
+            let inv = unsafe { &(*scratch).invite };
+            let Some(st) = caller(&invite_key(inv, p)) else {
+                return 0;
+            };
+            if spend(unsafe { &raw mut (*st).intl_tat }, now_ns(), &dp.intl_rate) {
+                return 0;
+            }
+            (dest::RULE_INTERNATIONAL_RATE, Reason::DestinationRate)
+        }
+        Listed::Pass => return 0,
+    };
+    (rule as u64) << 8 | reason as u64
+}
+
+/// The `SOURCES`-style key of the INVITE's source.
+#[inline(always)]
+fn invite_key(inv: &Invite, p: &Policy) -> SrcKey {
+    src_key(&invite_src(inv), p)
+}
+
+#[inline(always)]
+fn invite_src(inv: &Invite) -> Src {
+    if inv.family == FAMILY_V4 {
+        Src::V4([inv.src[0], inv.src[1], inv.src[2], inv.src[3]])
+    } else {
+        Src::V6(inv.src)
+    }
+}
+
+/// `SCRATCH.uri`'s dialled number, normalised by the policy, into
+/// `SCRATCH.dialled`; 1, or 0. A global of its own: the parse returns from
+/// many places, each a verifier state that would otherwise go on through
+/// everything after it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_dialled() -> u64 {
+    let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // (A digit count is at most RAW_DIGITS: the mask keeps it exact.)
+    let raw = dest::user_part_with(unsafe { &(*scratch).uri }, |n| {
+        launder(scratch, n as usize) as u32 & DIGITS_MASK
+    });
+    unsafe { (*scratch).dialled = dest::normalise(raw, dp) };
+    1
+}
+
+/// A refusal's bookkeeping: its rule's counter and, unless `keep` (an
+/// allowlisted or verified source), the source's escalation window.
+/// `verdict` is `shield_dest_verdict`'s. Returns the `REFUSAL_*` flags of
+/// the report to send (the buckets granted them), or 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_refusal(ctx: *mut xdp_md, verdict: u64, keep: u64) -> u64 {
+    let (Some(dp), Some(p), Some(scratch)) =
+        (DEST_POLICY.get(0), POLICY.get(0), SCRATCH.get_ptr_mut(0))
+    else {
+        return 0;
+    };
+    count_refusal(iface_slot(ctx), (verdict >> 8) as u32);
+    let now = now_ns();
+    if dp.escalate != 0 && keep == 0 {
+        escalate(p, dp, unsafe { &(*scratch).invite }, now);
+    }
+    let reply = dp.has(D_REJECT) && p.has(F_ENFORCE) && take(0, now, &dp.reject);
+    let report = take(1, now, &dp.report);
+    (if reply { REFUSAL_REPLY } else { 0 }) as u64 | (if report { REFUSAL_REPORT } else { 0 }) as u64
+}
+
+/// `DEST_REFUSED[slot, rule] += 1`.
+#[inline(always)]
+fn count_refusal(slot: u32, rule: u32) {
+    let key = refused_key(slot, rule);
+    match DEST_REFUSED.get_ptr_mut(&key) {
+        // Shared by the CPUs: an atomic add loses no refusal.
+        Some(c) => unsafe { atomic_xadd::<u64, u64, { Relaxed }>(c, 1) },
+        None => {
+            // BPF_NOEXIST: another CPU's first count stays; this one is
+            // then added to it. (A full map loses the count here; the
+            // reason's counter in STATS still has it.)
+            if DEST_REFUSED.insert(&key, &1, 1).is_err() {
+                if let Some(c) = DEST_REFUSED.get_ptr_mut(&key) {
+                    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(c, 1) };
+                }
+            }
+            0
+        }
+    };
+}
+
+/// The report of a refusal (`verdict`, `flags`) that carries the INVITE
+/// (payload at `at >> 16`, `at & 0xffff` bytes) to the daemon, for its
+/// record and its 403: built in scratch and output (copied) whole, since
+/// a reserved record is a pointer no global function may take.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_report(ctx: *mut xdp_md, at: u64, verdict: u64, flags: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let (pay, plen) = (at >> 16, at & 0xffff);
+    let len = core::cmp::min(plen, REFUSAL_PAYLOAD as u64);
+    let copied = copy_payload(ctx, scratch, pay as usize, len as usize);
+    let ev = unsafe { &raw mut (*scratch).event };
+    let inv = unsafe { &raw const (*scratch).invite };
+    unsafe {
+        (*ev).ts_ns = now_ns();
+        (*ev).src = (*inv).src;
+        (*ev).dst = (*inv).dst;
+        (*ev).sport = (*inv).sport;
+        (*ev).dport = (*inv).dport;
+        (*ev).family = (*inv).family;
+        (*ev).reason = verdict as u8;
+        (*ev)._pad = 0;
+        // No 403 for an INVITE the report could not carry whole.
+        let whole = copied && plen <= REFUSAL_PAYLOAD as u64;
+        (*ev).flags = if whole { flags as u32 } else { flags as u32 & !REFUSAL_REPLY };
+        (*ev).rule = (verdict >> 8) as u32;
+        (*ev).ifindex = (*ctx).ingress_ifindex;
+        (*ev).len = if copied { len as u32 } else { 0 };
+    }
+    if DEST_EVENTS.output(unsafe { &*ev }, 0).is_err() {
+        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+            // Per-CPU slot: no other writer.
+            unsafe { *lost += 1 };
+        }
+        return 0;
+    }
+    1
+}
+
+/// The caller's `DEST_SOURCES` entry, created (full bucket, no refusals)
+/// if it is new.
+#[inline(always)]
+fn caller(key: &SrcKey) -> Option<*mut DestSource> {
+    if let Some(st) = DEST_SOURCES.get_ptr_mut(key) {
+        return Some(st);
+    }
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    let _ = DEST_SOURCES.insert(key, &DestSource::default(), 1);
+    DEST_SOURCES.get_ptr_mut(key)
+}
+
+/// The counter slot of the interface the frame came in on.
+#[inline(always)]
+fn iface_slot(ctx: *mut xdp_md) -> u32 {
+    let ifindex = unsafe { (*ctx).ingress_ifindex };
+    match IFACE_SLOT.get(ifindex) {
+        Some(s) => *s & IFACE_SLOT_MASK,
+        None => 0,
+    }
+}
+
+/// INVITEs by class, and international ones by country code.
+#[inline(always)]
+fn count(slot: u32, d: &Dialled) {
+    let base = slot * DEST_STATS_PER_IFACE;
+    let cc = dest::country(d);
+    if cc != 0 && cc < DEST_CLASS_SLOT {
+        if let Some(c) = DEST_STATS.get_ptr_mut(base + cc) {
+            // Per-CPU slot: no other writer.
+            unsafe { *c += 1 };
+        }
+    }
+    if let Some(c) = DEST_STATS.get_ptr_mut(base + DEST_CLASS_SLOT + d.class() as u32) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// A token from the host-wide bucket `i` of `DEST_BUDGET` (0: replies,
+/// 1: reports).
+#[inline(always)]
+fn take(i: u32, now: u64, b: &shield_common::Bucket) -> bool {
+    if !b.is_limited() {
+        return false;
+    }
+    match DEST_BUDGET.get_ptr_mut(i) {
+        Some(budget) => spend(unsafe { &raw mut (*budget).tat }, now, b),
+        None => false,
+    }
+}
+
+/// Counts a refusal in the source's window; at `escalate` of them the
+/// source is reported for a ban (reason `destination`), unless verified.
+#[inline(always)]
+fn escalate(p: &Policy, dp: &dest::DestPolicy, inv: &Invite, now: u64) {
+    let src = invite_src(inv);
+    let key = src_key(&src, p);
+    let Some(st) = caller(&key) else {
+        return;
+    };
+    unsafe {
+        if now.wrapping_sub((*st).start_ns) >= p.escalate_window_ns {
+            (*st).start_ns = now;
+            (*st).refusals = 0;
+        }
+        let n = (*st).refusals + 1;
+        (*st).refusals = n;
+        if n != dp.escalate as u64 {
+            return;
+        }
+    }
+    if !report_offender(&key, &src, p, now, Reason::Destination, dp.escalate) {
+        // The ring is full: the next refusal reports it again.
+        unsafe { (*st).refusals = dp.escalate as u64 - 1 };
+    }
+}
+
+/// The `len` payload bytes at `pay` into `scratch.event.payload`: eight
+/// at a time, then the last eight again (overlapping) so the tail is one
+/// more load, not a byte loop. False if the frame is shorter (never, for
+/// a payload the caller measured).
+#[inline(always)]
+fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize) -> bool {
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    if pay > crate::prog::MAX_PAYLOAD_OFFSET || len > REFUSAL_PAYLOAD {
+        return false;
+    }
+    let out = unsafe { (&raw mut (*scratch).event.payload).cast::<u8>() };
+    if len < 8 {
+        for i in 0..8 {
+            if i >= len {
+                break;
+            }
+            let Some(b) = pkt.byte_at(pay + i) else {
+                return false;
+            };
+            unsafe { *out.add(i) = b };
+        }
+        return true;
+    }
+    for k in 0..REFUSAL_PAYLOAD / 8 {
+        if k * 8 + 8 > len {
+            break;
+        }
+        let Some(w) = pkt.ptr_at::<[u8; 8]>(pay + k * 8) else {
+            return false;
+        };
+        unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), out.add(k * 8), 8) };
+    }
+    // black_box: otherwise LLVM checks `pay + len` against the end and
+    // reads at -8 from there, which the verifier refuses.
+    let tail = core::hint::black_box(len - 8);
+    if tail > REFUSAL_PAYLOAD - 8 {
+        return false;
+    }
+    let Some(w) = pkt.ptr_at::<[u8; 8]>(pay + tail) else {
+        return false;
+    };
+    unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), out.add(tail), 8) };
+    true
+}
+
+/// `dest::to_line` on the line at payload offset `at` (`avail` bytes
+/// left): `LINE_FOUND` for a tagged To, `LINE_BAD` (stop) for an untagged
+/// one.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_to_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return LINE_BAD;
+    };
+    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
+        return LINE_BAD;
+    }
+    match dest::to_line(unsafe { &(*scratch).win }) {
+        dest::ToLine::Tagged => LINE_FOUND,
+        dest::ToLine::Untagged => LINE_BAD,
+        dest::ToLine::NotTo => LINE_OTHER,
+    }
+}
+
+/// The Request-URI's first `URI_WINDOW` bytes (at payload offset `at`,
+/// `avail` left) into `SCRATCH.uri`; 1, or 0 if out of reach. A global of
+/// its own: inlined, each exit of its byte loop would go on through the
+/// parse as a verifier state of its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_copy_uri(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    lines::copy_into(&pkt, unsafe { &mut (*scratch).uri }, at, avail) as u64
+}
+
+/// `lines::scan_block` for lines starting with `t` or `T`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_t_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
+    lines::scan_block(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, b't')
+}
