@@ -27,6 +27,7 @@
 
 mod cidr;
 mod crowdsec;
+mod destinations;
 mod duration;
 mod error;
 mod reader;
@@ -45,6 +46,7 @@ use toml_edit::ImDocument;
 
 pub use self::cidr::{parse_cidr, parse_cidr_list, CidrError};
 pub use self::crowdsec::{CaFile, Crowdsec, Push, Scope, Secret};
+pub use self::destinations::{parse_entry, set_prefixes};
 pub use self::duration::{
     duration_from_secs, format_duration, parse_duration, DurationError, MAX_DURATION_SECS,
 };
@@ -78,6 +80,8 @@ pub struct Config {
     pub control: Control,
     /// `[crowdsec]` (SPEC §9); `None`: not part of a fleet.
     pub crowdsec: Option<Crowdsec>,
+    /// `[destinations]` (SPEC §11).
+    pub destinations: crate::dest::Destinations,
     /// The `[[jail]]`s with `enabled = true`, in file order.
     pub jails: Vec<JailSpec>,
 }
@@ -263,6 +267,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             control: Control::default(),
             crowdsec: None,
+            destinations: crate::dest::Destinations::default(),
             jails: Vec::new(),
         }
     }

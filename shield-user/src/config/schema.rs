@@ -50,6 +50,8 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     let metrics = metrics(root.child("metrics"));
     let control = control(root.child("control"));
     let crowdsec = super::crowdsec::crowdsec(root.child("crowdsec"));
+    let destinations = super::destinations::destinations(root.child("destinations"));
+    capacity.dest_rules = destinations.capacity;
     let jails = jails(root.tables("jail"), bans.bantime);
     root.finish();
 
@@ -70,6 +72,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         metrics,
         control,
         crowdsec,
+        destinations,
         jails,
     }
 }
@@ -458,8 +461,9 @@ fn capacity(mut s: Section) -> Capacity {
         sources: s.int("sources", d.sources, 1..=u32::MAX),
         allow: s.int("allow", d.allow, 1..=u32::MAX),
         deny: s.int("deny", d.deny, 1..=u32::MAX),
-        // Set from `[verify] capacity`.
+        // Set from `[verify] capacity` and `[destinations] capacity`.
         verified: d.verified,
+        dest_rules: d.dest_rules,
     };
     s.finish();
     out

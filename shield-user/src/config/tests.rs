@@ -165,7 +165,8 @@ fn defaults_are_the_documented_ones() {
             sources: 1_000_000,
             allow: 100_000,
             deny: 100_000,
-            verified: 1_000_000
+            verified: 1_000_000,
+            dest_rules: 200_000
         }
     );
     assert_eq!(
@@ -420,7 +421,8 @@ group = "voip"
             sources: 3,
             allow: 4,
             deny: 5,
-            verified: 1_000_000
+            verified: 1_000_000,
+            dest_rules: 200_000
         }
     );
     assert_eq!(c.metrics.listen, None);

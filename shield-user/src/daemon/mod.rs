@@ -152,6 +152,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     if let Some(rb) = events {
         tasks.spawn("offender events", offender_events(core.clone(), rb));
     }
+    if let Some(rb) = lock(&core).take_refusal_events() {
+        tasks.spawn("refusal events", refusal_events(core.clone(), rb));
+    }
     tasks.spawn("ban sweeper", sweeper(core.clone()));
     let mut fleet = fleet::Fleet::default();
     fleet.update(&core, config.crowdsec.as_ref());
@@ -373,6 +376,61 @@ async fn offender_events(core: Shared, rb: RingBuf<MapData>) {
             let mut c = lock(&core);
             for ev in &batch {
                 c.on_offender(ev);
+            }
+        }
+    }
+}
+
+/// Reads the kernel's refusal reports (SPEC §11) from `DEST_EVENTS`:
+/// answers those the reply bucket granted with a 403, from the address
+/// and port the INVITE was sent to, and keeps those the report bucket
+/// granted.
+async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot watch the DEST_EVENTS ring buffer; no 403s or refusal records: {e}");
+            return;
+        }
+    };
+    let mut replier = crate::dest::reply::Replier::default();
+    let mut replies: u64 = 0;
+    loop {
+        // As in `offender_events`: readiness cleared before draining.
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
+            guard.clear_ready();
+        }
+        let mut raw = Vec::new();
+        let rb = fd.get_mut();
+        while let Some(item) = rb.next() {
+            raw.push(item.to_vec());
+        }
+        if raw.is_empty() {
+            continue;
+        }
+        let batch: Vec<_> = {
+            let c = lock(&core);
+            raw.iter()
+                .filter_map(|item| crate::dest::event::Refusal::decode(item, c.destinations()))
+                .collect()
+        };
+        for r in batch.iter().filter(|r| r.reply) {
+            replies += 1;
+            let tag = format!("ss{:x}{replies:x}", crate::store::now_ms());
+            let Some(reply) = crate::dest::reply::forbidden(&r.invite, &r.rule, &tag) else {
+                continue;
+            };
+            if let Err(e) = replier.send(r.local, r.source, &reply) {
+                tracing::warn!(to = %r.source, "cannot send the 403: {e}");
+            }
+        }
+        if batch.iter().any(|r| r.report) {
+            let mut c = lock(&core);
+            for r in batch.iter().filter(|r| r.report) {
+                c.on_refusal(r);
             }
         }
     }

@@ -35,6 +35,8 @@ pub struct Capacity {
     pub sources: u32,
     /// `[verify] capacity`: the verified-sources LRU.
     pub verified: u32,
+    /// `[destinations] capacity`: the destination rules (SPEC §11).
+    pub dest_rules: u32,
 }
 
 impl Default for Capacity {
@@ -46,6 +48,7 @@ impl Default for Capacity {
             ban_nets: default_size::BAN_NETS,
             sources: default_size::SOURCES,
             verified: default_size::VERIFIED,
+            dest_rules: default_size::DEST_RULES,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Capacity {
             MapId::BanNetsV4 | MapId::BanNetsV6 => Some(self.ban_nets),
             MapId::Sources => Some(self.sources),
             MapId::Verified => Some(self.verified),
+            MapId::DestRules => Some(self.dest_rules),
             _ => None,
         }
     }
@@ -74,6 +78,7 @@ impl Capacity {
             ban_nets: 1024,
             sources: 65_536,
             verified: 65_536,
+            dest_rules: 1024,
         }
     }
 }

@@ -205,7 +205,7 @@ impl List {
     }
 }
 
-type Trie<K, V> = LpmTrie<MapData, K, V>;
+pub(super) type Trie<K, V> = LpmTrie<MapData, K, V>;
 
 /// The maps, owned (taken out of the [`Ebpf`] object, whose maps may be
 /// adopted pins). Private, so that every write goes through the methods
@@ -233,6 +233,8 @@ pub struct ShieldMaps {
     pub(super) responses: PerCpuArray<MapData, u64>,
     txns: HashMap<MapData, TxnKey, Txn>,
     events_lost: PerCpuArray<MapData, u64>,
+    /// The destination policy's maps (SPEC §11).
+    pub dest: super::dest::DestMaps,
     /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
@@ -298,7 +300,7 @@ fn map_err(map: MapId) -> impl Fn(MapError) -> KernelError {
 }
 
 /// Takes `map` out of `ebpf` as its typed wrapper.
-fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
@@ -363,6 +365,7 @@ impl ShieldMaps {
             responses: take(ebpf, MapId::Responses)?,
             txns: take(ebpf, MapId::Txns)?,
             events_lost: take(ebpf, MapId::EventsLost)?,
+            dest: super::dest::DestMaps::from_ebpf(ebpf)?,
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],

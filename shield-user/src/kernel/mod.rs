@@ -28,6 +28,7 @@
 //! is `E2BIG`).
 
 mod attach;
+mod dest;
 mod egress;
 mod load;
 mod maps;
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use dest::{DestCounts, DestMaps};
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
 pub use egress::{attach_egress, EgressHook, EgressLink};
 pub use load::{Capacity, Shield};

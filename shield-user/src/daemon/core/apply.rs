@@ -102,6 +102,15 @@ impl Core {
         self.fits("allow", &plan.allow, &cfg.allow.nets, tries)?;
         let tries = [MapId::DenyV4, MapId::DenyV6];
         self.fits("deny", &plan.deny, &cfg.deny.nets, tries)?;
+        if let Some(max) = self.shield.maps.capacity(MapId::DestRules) {
+            let n = cfg.destinations.trie().len();
+            if n > max as usize {
+                return Err(DaemonError::Unfit(format!(
+                    "[destinations]: {n} distinct prefixes exceed the {max} entries of DEST_RULES \
+                     (capacity is read at start: restart shieldd to resize)"
+                )));
+            }
+        }
         if let Some(max) = self.shield.maps.capacity(MapId::Scanners) {
             if plan.scanners.len() > max as usize {
                 return Err(DaemonError::Unfit(format!(
@@ -154,7 +163,8 @@ impl Core {
     /// with `!go_on`.
     fn write_maps(&mut self, cfg: &Config, plan: &Plan, go_on: bool) -> Vec<DaemonError> {
         let policy = cfg.policy();
-        let steps: [Write; 6] = [
+        let (dest_policy, dest_trie) = (cfg.destinations.policy(), cfg.destinations.trie());
+        let steps: [Write; 7] = [
             (
                 "writing PORTS",
                 Box::new(|m| m.set_ports(&cfg.ports.udp, &cfg.ports.tcp)),
@@ -176,6 +186,10 @@ impl Core {
             (
                 "writing [verify] cidrs",
                 Box::new(|m| m.set_config_verified(&cfg.verify.cidrs)),
+            ),
+            (
+                "writing [destinations]",
+                Box::new(|m| m.dest.apply(&dest_policy, &dest_trie)),
             ),
         ];
         let mut errors = Vec::new();

@@ -19,6 +19,7 @@ mod banning;
 pub mod crowdsec;
 mod lists;
 mod readouts;
+mod refusals;
 mod restore;
 mod verify;
 
