@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn pairs_cover_what_the_kernel_counts() {
         let pairs: Vec<_> = verdict_reason_pairs().collect();
-        assert_eq!(pairs.len(), 2 + 7 * 2);
+        assert_eq!(pairs.len(), 2 + 10 * 2);
         assert!(pairs.contains(&(Verdict::WouldDrop, Reason::Ban)));
         assert!(!pairs.contains(&(Verdict::Drop, Reason::Ok)));
     }
