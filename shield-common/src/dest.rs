@@ -558,6 +558,18 @@ impl DestPolicy {
     }
 }
 
+/// Whether the rule key `rule` (its first `bits` bits) is a prefix of the
+/// number key `key`: what the rule trie answers, written out (user space
+/// and the model search their copies of the rules with it).
+pub fn covers(rule: &[u8; KEY_BYTES], bits: u32, key: &[u8; KEY_BYTES]) -> bool {
+    let full = (bits / 8) as usize;
+    if full > KEY_BYTES || rule[..full] != key[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    rest == 0 || full == KEY_BYTES || (rule[full] ^ key[full]) >> (8 - rest) == 0
+}
+
 /// What the lists say about a number (the rate comes after).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listed {

@@ -103,6 +103,42 @@ const USER_AGENTS: [&str; 10] = [
     "pplsip",
 ];
 
+/// Request-URIs that exercise the destination policy (SPEC §11): premium
+/// and allowed international numbers in every spelling, national ones,
+/// strip prefixes, escapes, no number, no user part, and a number padded
+/// past the kernel's window.
+const DIAL_STRINGS: [&str; 18] = [
+    "sip:00899123456@198.51.100.1",
+    "sip:+8991234@sbc",
+    "sip:900899555@sbc",
+    "tel:+1-900-555-0100",
+    "sip:%2B33123456@sbc;user=phone",
+    "SIP:0033612345678@sbc",
+    "sip:0049301234@sbc",
+    "sip:01144207123@sbc",
+    "sip:0900123@sbc",
+    "sips:0800123@sbc",
+    "sip:alice@sbc",
+    "sip:00899%zz@sbc",
+    "sip:198.51.100.1",
+    "sip:+44%20(20)%207123@sbc",
+    "sip:+33-1-23;phone-context=x@sbc",
+    "sip:*97@sbc",
+    "tel:+8991",
+    "sip:00899123:pw@sbc",
+];
+
+/// A Request-URI from `DIAL_STRINGS`, now and then padded with escaped
+/// separators past the kernel's 128-byte window, or cut short.
+fn request_uri(rng: &mut Rng) -> String {
+    let uri = rng.pick(&DIAL_STRINGS).to_string();
+    match rng.below(20) {
+        0 => uri.replacen(':', &format!(":{}", "%2D".repeat(1 + rng.below(50))), 1),
+        1 => uri[..1 + rng.below(uri.len())].to_owned(),
+        _ => uri,
+    }
+}
+
 /// A SIP message with random method, headers, User-Agent placement,
 /// spacing and body.
 fn sip_message(rng: &mut Rng) -> Vec<u8> {
@@ -110,15 +146,22 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(15) {
         s.push_str(&format!("SIP/2.0 {} OK\r\n", 100 + rng.below(500)));
     } else {
-        s.push_str(&format!(
-            "{} sip:100@198.51.100.1 SIP/2.0\r\n",
-            rng.pick(&METHODS)
-        ));
+        let uri = if rng.chance(20) {
+            "sip:100@198.51.100.1".to_owned()
+        } else {
+            request_uri(rng)
+        };
+        // INVITEs more often than the other methods: the destination
+        // policy (SPEC §11) reads only them.
+        let method = if rng.chance(45) { "INVITE" } else { rng.pick(&METHODS) };
+        s.push_str(&format!("{method} {uri} SIP/2.0\r\n"));
     }
     let headers = [
         "Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK776asdhds",
         "Max-Forwards: 70",
         "To: <sip:100@198.51.100.1>",
+        "To: <sip:100@198.51.100.1>;tag=as7d9",
+        "t: \"x;tag=1\" <sip:100@198.51.100.1>",
         "From: <sip:100@198.51.100.1>;tag=1928301774",
         "Call-ID: a84b4c76e66710@pc33.example",
         "CSeq: 314159 INVITE",

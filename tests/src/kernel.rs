@@ -77,6 +77,7 @@ impl Kernel {
         let keys: Vec<UaKey> = t.scanners.iter().copied().collect();
         m.set_scanners(&keys).expect("scanners");
         m.set_policy(&t.policy).expect("policy");
+        m.dest.apply(&t.dest, &t.dest_rules).expect("destinations");
         self.reset_verified(t);
     }
 

@@ -37,6 +37,9 @@ pub struct Tables {
     /// for ever): one source (IPv4 host, IPv6 prefix at least
     /// `ipv6_prefix` long) or a network.
     pub verified: Vec<(IpNet, u64)>,
+    /// `DEST_POLICY` and the rule trie's entries (SPEC §11).
+    pub dest: shield_common::dest::DestPolicy,
+    pub dest_rules: Vec<(u32, [u8; shield_common::dest::KEY_BYTES], shield_common::dest::DestRule)>,
 }
 
 impl Tables {
@@ -72,6 +75,10 @@ pub struct Model {
     pub budget_tat: u64,
     /// `TXNS`: requests that passed and may verify their source.
     pub txns: HashMap<TxnKey, Txn>,
+    /// `DEST_SOURCES`: callers' international buckets and refusal windows.
+    pub dest_sources: HashMap<SrcKey, shield_common::dest::DestSource>,
+    /// `DEST_REFUSED`, all interfaces: refusals by rule id.
+    pub dest_refused: HashMap<u32, u64>,
 }
 
 /// What the egress classifier makes of a frame leaving the host.
@@ -201,6 +208,8 @@ impl Model {
             verified: HashMap::new(),
             budget_tat: 0,
             txns: HashMap::new(),
+            dest_sources: HashMap::new(),
+            dest_refused: HashMap::new(),
         };
         m.reset_verified();
         m
@@ -270,10 +279,7 @@ impl Model {
         let pol = self.tables.policy;
 
         if Self::listed(&self.tables.allow, p.src) {
-            return Decision {
-                reason: Reason::Allowlisted,
-                method: None,
-            };
+            return self.allowlisted(frame, &p, now);
         }
         let denied = Self::listed(&self.tables.deny, p.src);
         let banned = self.banned(p.src, now);
@@ -439,6 +445,16 @@ impl Model {
                 reason: Reason::Rate,
                 method,
             };
+        }
+        // Step 9b: an INVITE that passed meets the destination policy.
+        if method == Some(Method::Invite) {
+            let payload = udp_payload(frame, &p).unwrap_or(&[]);
+            if let Some(r) = self.destination(payload, p.src, false, now) {
+                return Decision {
+                    reason: r.reason,
+                    method,
+                };
+            }
         }
         // A request that passed and may verify its source (SPEC §8).
         if let (Some(m), Some(call_id), Some((cseq, cseq_method))) =
@@ -695,3 +711,61 @@ pub fn user_agent(payload: &[u8]) -> Option<UaKey> {
     });
     found
 }
+
+impl Model {
+    /// Step 2 with SPEC §11's exception: an allowlisted source's UDP
+    /// INVITE to a protected port still meets the destination policy
+    /// (unless `check_allowlisted = false`, or there is nothing to refuse).
+    fn allowlisted(&mut self, frame: &[u8], p: &Parsed, now: u64) -> Decision {
+        let pass = Decision {
+            reason: Reason::Allowlisted,
+            method: None,
+        };
+        let dp = self.tables.dest;
+        if !dp.has(shield_common::dest::D_CHECK_ALLOWLISTED)
+            || !dp.refuses()
+            || p.later_fragment
+            || p.proto != 17
+            || p.l4 > MAX_L4_OFFSET
+        {
+            return pass;
+        }
+        let Some(u) = frame.get(p.l4..p.l4 + 8) else {
+            return pass;
+        };
+        if self.tables.port_flags(u16::from_be_bytes([u[2], u[3]])) & PORT_UDP == 0 {
+            return pass;
+        }
+        let Some(payload) = udp_payload(frame, p) else {
+            return pass;
+        };
+        // The kernel reads the first line's HEAD_LEN bytes in one load.
+        if frame.len() < p.l4 + 8 + HEAD_LEN {
+            return pass;
+        }
+        let mut head = [0u8; HEAD_LEN];
+        head.copy_from_slice(&frame[p.l4 + 8..p.l4 + 8 + HEAD_LEN]);
+        if sip::classify(&head, payload.len()) != PayloadKind::Request(Method::Invite) {
+            return pass;
+        }
+        match self.destination(payload, p.src, true, now) {
+            Some(r) => Decision {
+                reason: r.reason,
+                method: Some(Method::Invite),
+            },
+            None => pass,
+        }
+    }
+}
+
+/// The UDP payload (as long as the UDP header says and the frame has).
+fn udp_payload<'f>(frame: &'f [u8], p: &Parsed) -> Option<&'f [u8]> {
+    let u = frame.get(p.l4..p.l4 + 8)?;
+    let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    let pay = p.l4 + 8;
+    let plen = frame.len().saturating_sub(pay).min(udp_len.saturating_sub(8));
+    frame.get(pay..pay + plen)
+}
+
+mod dest;
+pub use dest::Refused;

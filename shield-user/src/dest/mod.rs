@@ -188,20 +188,10 @@ impl Destinations {
         let (len, key) = d.key()?;
         self.trie()
             .into_iter()
-            .filter(|(l, k, _)| *l <= len && prefix_eq(k, &key, *l))
+            .filter(|(l, k, _)| *l <= len && dest::covers(k, *l, &key))
             .max_by_key(|(l, _, _)| *l)
             .map(|(_, _, r)| r)
     }
-}
-
-/// Whether the first `bits` bits of `a` and `b` agree.
-fn prefix_eq(a: &[u8; KEY_BYTES], b: &[u8; KEY_BYTES], bits: u32) -> bool {
-    let full = (bits / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    let rest = bits % 8;
-    rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0
 }
 
 /// `number` as the kernel's Request-URI window: a URI as given, anything
