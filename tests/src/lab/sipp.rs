@@ -86,6 +86,40 @@ impl Run {
         }
     }
 
+    /// A registered subscriber's authenticated calls to `number` (SPEC
+    /// §11's national calls go on through Kamailio to the PBX).
+    pub fn subscriber_calls(local_ip: Ipv4Addr, sbc: SocketAddrV4, number: &str, rate: f64, calls: u64) -> Run {
+        Run {
+            name: format!("calls-{number}-{local_ip}"),
+            scenario: "subscriber_call.xml",
+            local: SocketAddrV4::new(local_ip, 5060),
+            remote: Some(sbc),
+            inf: Some("subscribers.csv"),
+            service: Some(number.into()),
+            rate,
+            calls,
+            limit: 50,
+            recv_timeout: Duration::from_secs(4),
+        }
+    }
+
+    /// Toll fraud: calls to the premium `number` that succeed when the
+    /// shield answers 403 (see `lab/sipp/premium_call.xml`).
+    pub fn premium_calls(local_ip: Ipv4Addr, sbc: SocketAddrV4, number: &str, rate: f64, calls: u64) -> Run {
+        Run {
+            name: format!("premium-{number}-{local_ip}"),
+            scenario: "premium_call.xml",
+            local: SocketAddrV4::new(local_ip, 5060),
+            remote: Some(sbc),
+            inf: Some("subscribers.csv"),
+            service: Some(number.into()),
+            rate,
+            calls,
+            limit: 200,
+            recv_timeout: Duration::from_secs(3),
+        }
+    }
+
     /// The PBX behind the SBC: answers every call on 127.0.0.1:5070.
     pub fn pbx() -> Run {
         Run {
