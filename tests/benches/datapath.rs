@@ -205,6 +205,77 @@ fn main() {
     }
     println!("\n(last three rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
     egress(&mut k, &base);
+    destinations(&mut k, &base);
+}
+
+/// Deny prefixes loaded for the destination rows (SPEC §11).
+const DEST_PREFIXES: u32 = 100_000;
+
+/// SPEC §11's cost: an allowed international INVITE with no destination
+/// policy and with `DEST_PREFIXES` deny prefixes loaded (half
+/// international, half national, none covering it), a refused INVITE,
+/// and an allowlisted trunk's INVITE with and without the policy; all in
+/// one run, beside the bare `XDP_DROP`.
+fn destinations(k: &mut Kernel, base: &BareDrop) {
+    use shield::dest::{Destinations, EntryKind};
+    let with_uri = |uri: &str| {
+        let inv = String::from_utf8(sip_invite_with_sdp("Linphone/5.2.0 (belle-sip/5.2.0)")).unwrap();
+        inv.replace("INVITE sip:200@198.51.100.1", &format!("INVITE {uri}")).into_bytes()
+    };
+    let plain: [u8; 4] = [198, 51, 100, 50];
+    let trunk: [u8; 4] = [203, 0, 113, 10];
+    let allowed = Frame::udp4(plain, 5060, &with_uri("sip:0033612345678@198.51.100.1")).build();
+    let refused = Frame::udp4(plain, 5060, &with_uri("sip:+900123456789@198.51.100.1")).build();
+    let trunk_call = Frame::udp4(trunk, 5060, &with_uri("sip:0033612345678@198.51.100.1")).build();
+    let mut d = Destinations::default();
+    let probe = d.policy();
+    let t0 = Instant::now();
+    for i in 0..DEST_PREFIXES {
+        let text = if i % 2 == 0 { format!("+90{:06}", i / 2) } else { format!("09{:06}", i / 2) };
+        d.entries.push(shield::config::parse_entry(&text, EntryKind::Deny, &probe).unwrap());
+    }
+    let (with, none) = ((d.policy(), d.trie()), (Destinations::default().policy(), Vec::new()));
+    k.shield.maps.set_policy(&policy(None)).unwrap();
+    let time = |k: &mut Kernel, frame: &[u8], reason: Reason| {
+        k.shield.maps.clear_sources().unwrap();
+        k.shield.maps.dest.clear_sources().unwrap();
+        for _ in 0..2 {
+            k.run(frame);
+        }
+        assert_eq!(k.run(frame).reason, reason);
+        let (mut ns, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            b.push(f64::from(base.time(frame, REPEAT).unwrap()));
+            ns.push(k.time(frame, REPEAT));
+        }
+        (median(ns), median(b))
+    };
+    k.shield.maps.dest.apply(&none.0, &none.1).unwrap();
+    let a0 = time(k, &allowed, Reason::Ok);
+    let t0_ = time(k, &trunk_call, Reason::Allowlisted);
+    k.shield.maps.dest.apply(&with.0, &with.1).unwrap();
+    eprintln!("{} destination prefixes loaded in {:.1}s", k.shield.maps.dest.rules_held(), t0.elapsed().as_secs_f64());
+    let a1 = time(k, &allowed, Reason::Ok);
+    let r1 = time(k, &refused, Reason::Destination);
+    let t1 = time(k, &trunk_call, Reason::Allowlisted);
+    println!("\nDestination policy (SPEC §11), BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs per path\n");
+    println!("| path | ns/packet | bare XDP_DROP ns | ratio to bare | ratio to no policy |");
+    println!("|---|---:|---:|---:|---:|");
+    let rows = [
+        ("allowed INVITE (+33…), no destination policy", a0, a0.0),
+        ("allowed INVITE (+33…), 100,000 deny prefixes", a1, a0.0),
+        ("refused INVITE (+90…), 100,000 deny prefixes", r1, a0.0),
+        ("allowlisted trunk INVITE, no destination policy", t0_, t0_.0),
+        ("allowlisted trunk INVITE, 100,000 deny prefixes", t1, t0_.0),
+    ];
+    for (path, (ns, b), reference) in rows {
+        println!("| {path} | {ns:.1} | {b:.1} | {:.2}x | {:.2}x |", ns / b, ns / reference);
+    }
+    println!(
+        "\nGoal: the allowed INVITE with 100,000 prefixes <= 1.15x the same path without: {:.2}x ({})",
+        a1.0 / a0.0,
+        if a1.0 / a0.0 <= 1.15 { "met" } else { "not met" }
+    );
 }
 
 /// The egress classifier's cost per response, beside the same run's bare
@@ -333,7 +404,10 @@ fn learn(k: &mut Kernel) {
     p.verify_methods = 1 << shield_common::Method::Register as u32;
     k.shield.maps.set_policy(&p).unwrap();
     let ok = b"SIP/2.0 200 OK\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
+    let register = b"REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
     for i in 0..VERIFIED {
+        // A 2xx verifies only a request seen from its destination (SPEC §8).
+        k.run(&Frame::udp4(verified(i).octets(), 5060, register).build());
         let f = reply_frame(verified(i).octets(), ok);
         k.run_egress(&f).expect("a whole frame");
     }
