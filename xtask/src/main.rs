@@ -109,8 +109,10 @@ fn run(cli: Cli) -> Result<()> {
             a.extend(args);
             run_lab_binary("labbench", &a)?;
             if full {
-                // Section 7 (CrowdSec fleet), spliced into what labbench wrote.
+                // Sections 7 (CrowdSec fleet) and 8 (toll fraud), spliced
+                // into what labbench wrote.
                 run_lab_binary("fleetbench", &[])?;
+                run_lab_binary("tollbench", &[])?;
             }
             Ok(())
         }

@@ -57,10 +57,13 @@ use shield_tests::lab::shieldd::{JailSettings, LabConfig};
 use shield_tests::lab::signals;
 use shield_tests::lab::sipp::{Run, Tally};
 use shield_tests::lab::topology::*;
+use shield_tests::lab::toll::{self, TollStage};
 use shield_tests::lab::Topology;
 
 const FLOOD_SECONDS: u64 = 10;
 const MAXRETRY: u32 = 5;
+/// The toll-fraud stage's calls to each premium number.
+const TOLL_CALLS_PER_NUMBER: u64 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -117,7 +120,7 @@ fn run(hold: bool) -> Result<bool> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     println!("SIP Shield demo: a real Kamailio behind shieldd, legitimate calls and registrations, attacks.\n");
-    let mut p = Progress::new(9);
+    let mut p = Progress::new(10);
 
     p.step("Lab: attacker, carrier and SBC network namespaces, a veth from each host to the SBC");
     let topo = Topology::new();
@@ -138,12 +141,14 @@ fn run(hold: bool) -> Result<bool> {
     signals::check()?;
 
     p.step("shieldd with config/shield.toml: interfaces pub0 + car0, jail `kamailio-auth` on Kamailio's log");
-    let cfg = LabConfig::new(&out).with_jail(JailSettings {
-        logpath: kam.log.clone(),
-        maxretry: MAXRETRY,
-        findtime: "10m",
-        bantime: "1h",
-    });
+    let cfg = LabConfig::new(&out)
+        .with_jail(JailSettings {
+            logpath: kam.log.clone(),
+            maxretry: MAXRETRY,
+            findtime: "10m",
+            bantime: "1h",
+        })
+        .set("destinations", "deny", toll::PREMIUM);
     let shield = cfg.start(&topo.sbc)?;
     let status = shield.status()?;
     let ifaces: Vec<String> = status
@@ -308,6 +313,21 @@ fn run(hold: bool) -> Result<bool> {
         None => p.done(&format!("NOT banned ({failures_logged} failures logged)")),
     }
 
+    p.step(&format!(
+        "Toll fraud: subscriber 1000's account calls premium numbers ({}) from {}",
+        toll::PREMIUM_NUMBERS.join(", "),
+        subscriber_ip(1)
+    ));
+    let toll = toll::stage(&topo, &out, &shield, &kam, &legit, TOLL_CALLS_PER_NUMBER)?;
+    p.done(&format!(
+        "{} of {} calls answered 403 by the shield, {} reached Kamailio; trunk calls meanwhile {}/{}",
+        toll.refused.successful,
+        toll.calls,
+        toll.at_kamailio,
+        toll.legit_calls.successful,
+        toll.legit_calls.finished()
+    ));
+
     let spoofed = spoofed_stage(&mut p, &topo, &out, &cfg, &shield, &kam, &legit)?;
 
     p.step("Winding down the legitimate traffic; report");
@@ -329,6 +349,7 @@ fn run(hold: bool) -> Result<bool> {
         jail_latency,
         escalated,
         spoofed,
+        toll,
         elapsed: p.elapsed(),
     });
     drop(p);
@@ -601,6 +622,7 @@ struct ReportInput<'a> {
     jail_latency: Option<Duration>,
     escalated: usize,
     spoofed: Spoofed,
+    toll: TollStage,
     elapsed: Duration,
 }
 
@@ -667,6 +689,18 @@ fn spoofed_report(sp: &Spoofed) {
     );
 }
 
+/// The toll-fraud stage in the report, with `shieldctl refused`.
+fn toll_report(t: &TollStage) {
+    println!(
+        "Toll fraud (SPEC §11): {} calls to premium numbers, {} answered 403 by the shield, {} reached Kamailio; \
+         `shieldctl refused`:",
+        t.calls, t.refused.successful, t.at_kamailio
+    );
+    for l in t.listing.lines().take(8) {
+        println!("  {l}");
+    }
+}
+
 /// Prints the report; whether every check passed.
 fn report(r: &ReportInput) -> bool {
     println!("\n=== Report ({:.0} s) ===", r.elapsed.as_secs_f64());
@@ -688,6 +722,7 @@ fn report(r: &ReportInput) -> bool {
         pct(&r.legit.calls)
     );
     spoofed_report(&r.spoofed);
+    toll_report(&r.toll);
     println!(
         "Packets by verdict and reason (kernel counters, both interfaces; `shieldctl stats`):"
     );
@@ -782,7 +817,18 @@ fn report(r: &ReportInput) -> bool {
             sp.under_pressure && sp.pressure_metric,
         ),
     ];
-    let checks: Vec<(&str, bool)> = checks.into_iter().chain(spoof_checks).collect();
+    let t = &r.toll;
+    let toll_checks = [
+        (
+            "every premium call got the shield's 403 and none reached Kamailio",
+            t.refused.successful == t.calls && t.at_kamailio == 0,
+        ),
+        (
+            "the trunk's calls went on during the toll fraud",
+            t.legit_calls.finished() > 0 && t.legit_calls.failed == 0,
+        ),
+    ];
+    let checks: Vec<(&str, bool)> = checks.into_iter().chain(spoof_checks).chain(toll_checks).collect();
     println!("Checks:");
     for (what, ok) in &checks {
         println!("  [{}] {what}", if *ok { "ok" } else { "FAILED" });

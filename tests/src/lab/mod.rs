@@ -45,6 +45,7 @@
 //! | [`flood`], [`xdpgen`], [`csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its checksums |
 //! | [`scanners`] | SIPVicious svmap / svwar |
 //! | [`cpu`], [`logwatch`], [`probe`] | CPU and packet accounting, log-line timing, drop timing |
+//! | [`toll`] | SPEC §11 in the lab: the premium prefixes, the demo's toll-fraud stage, a 403 timer |
 //! | [`mod@bench`] | `cargo xtask bench`: the comparison, BENCHMARKS.md, the figure |
 //! | [`fleet_demo`] | `cargo xtask demo -- --fleet`: three SBCs sharing bans through a real CrowdSec LAPI ([`crate::fleet`], [`crate::crowdsec`]) |
 
@@ -71,6 +72,7 @@ pub mod signals;
 pub mod sipp;
 pub mod spoof;
 pub mod sweep;
+pub mod toll;
 pub mod topology;
 pub mod xdpgen;
 

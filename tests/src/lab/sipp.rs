@@ -109,7 +109,9 @@ impl Run {
         Run {
             name: format!("premium-{number}-{local_ip}"),
             scenario: "premium_call.xml",
-            local: SocketAddrV4::new(local_ip, 5060),
+            // Not 5060: the subscriber's own phone may be registering
+            // from there meanwhile (the fraudster is elsewhere).
+            local: SocketAddrV4::new(local_ip, 5064),
             remote: Some(sbc),
             inf: Some("subscribers.csv"),
             service: Some(number.into()),

@@ -16,25 +16,13 @@ pub const HEADING: &str = "## 7. A fleet: CrowdSec decisions into the kernel";
 /// `doc` with `section` in place of its section 7, or before its
 /// `## Caveats`, or at its end.
 pub fn splice(doc: &str, section: &str) -> String {
-    let section = format!("{}\n\n", section.trim_end());
-    if let Some(start) = doc.find(HEADING) {
-        let rest = &doc[start + HEADING.len()..];
-        let end = rest.find("\n## ").map_or(doc.len(), |e| start + HEADING.len() + e + 1);
-        return format!("{}{section}{}", &doc[..start], &doc[end..]);
-    }
-    if let Some(at) = doc.find("\n## Caveats") {
-        return format!("{}\n{section}{}", doc[..at].trim_end_matches('\n').to_string() + "\n", &doc[at + 1..]);
-    }
-    format!("{}\n\n{section}", doc.trim_end())
+    super::splice_section(doc, HEADING, section)
 }
 
 /// The section as it stands in `doc`, if any (to carry it over when the
 /// rest of the document is rewritten).
 pub fn existing(doc: &str) -> Option<String> {
-    let start = doc.find(HEADING)?;
-    let rest = &doc[start + HEADING.len()..];
-    let end = rest.find("\n## ").map_or(doc.len(), |e| start + HEADING.len() + e + 1);
-    Some(doc[start..end].to_string())
+    super::existing_section(doc, HEADING)
 }
 
 fn pct(a: usize, b: usize) -> String {

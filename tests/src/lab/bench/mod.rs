@@ -18,6 +18,7 @@ pub mod report;
 pub mod spoof;
 pub mod spoof_report;
 pub mod store;
+pub mod toll;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -384,4 +385,29 @@ pub fn machine() -> Machine {
 
 pub(crate) fn date_now() -> String {
     first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+/// `doc` with `section` in place of the section starting with `heading`,
+/// or before its `## Caveats`, or at its end. The sections the benchmark
+/// binaries after `labbench` write (7 fleet, 8 toll fraud) go in this way.
+pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
+    let section = format!("{}\n\n", section.trim_end());
+    if let Some(start) = doc.find(heading) {
+        let rest = &doc[start + heading.len()..];
+        let end = rest.find("\n## ").map_or(doc.len(), |e| start + heading.len() + e + 1);
+        return format!("{}{section}{}", &doc[..start], &doc[end..]);
+    }
+    if let Some(at) = doc.find("\n## Caveats") {
+        return format!("{}\n{section}{}", doc[..at].trim_end_matches('\n').to_string() + "\n", &doc[at + 1..]);
+    }
+    format!("{}\n\n{section}", doc.trim_end())
+}
+
+/// The section starting with `heading` as it stands in `doc`, if any (to
+/// carry it over when `labbench` rewrites the rest).
+pub fn existing_section(doc: &str, heading: &str) -> Option<String> {
+    let start = doc.find(heading)?;
+    let rest = &doc[start + heading.len()..];
+    let end = rest.find("\n## ").map_or(doc.len(), |e| start + heading.len() + e + 1);
+    Some(doc[start..end].to_string())
 }
