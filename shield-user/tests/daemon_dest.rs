@@ -91,6 +91,8 @@ fn a_denied_number_is_refused_kept_shown_and_counted() {
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(text_of(&bad.stderr).contains("control character"), "{bad:?}");
 
+    hostile_requests_are_bad_input(&d);
+
     let m = d.metrics(&lab.sbc).expect("metrics");
     let refused = format!("sipshield_destination_refused_total{{interface=\"{SBC_IF}\",rule=\"00899\",action=\"reject\"}}");
     assert_eq!(sample(&m, &refused), Some(1), "{m}");
@@ -112,6 +114,33 @@ fn a_denied_number_is_refused_kept_shown_and_counted() {
     assert_eq!(sample(&m, &refused), Some(1), "00899's count moved or went backwards:\n{m}");
     let plus900 = refused.replace("00899", "+900");
     assert_eq!(sample(&m, &plus900), Some(1), "{m}");
+}
+
+/// The control socket is untrusted: requests shieldctl would never send
+/// are refused by the daemon itself, naming what is wrong, and it lives on.
+fn hostile_requests_are_bad_input(d: &Shieldd) {
+    use std::io::{Read, Write};
+    let exchange = |line: String| -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        s.write_all(line.as_bytes()).expect("write");
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    for (req, needle) in [
+        (r#"{"cmd":"destination","number":"0033\u0000\r\nVia: x"}"#.to_string(), "control character"),
+        (format!(r#"{{"cmd":"destination","number":"{}"}}"#, "9".repeat(4000)), "longer than the 128"),
+        (r#"{"cmd":"destination","number":""}"#.to_string(), "empty"),
+        (r#"{"cmd":"refused","limit":0}"#.to_string(), "limit: 0"),
+        (r#"{"cmd":"refused","net":"198.51.100.0/8"}"#.to_string(), "net:"),
+    ] {
+        let r = exchange(format!("{req}\n"));
+        assert!(r.contains("\"kind\":\"bad_input\"") && r.contains(needle), "{req}: {r}");
+    }
+    let r = exchange("{\"cmd\":\"refused\",\"limit\":4294967295}\n".into());
+    assert!(r.contains("\"ok\":true") && r.contains("\"limit\":10000"), "{r}");
 }
 
 fn text_of(b: &[u8]) -> String {
