@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
 use shield::control::client::{self, ClientError};
 use shield::control::protocol::{
-    BanInfo, BannedReply, DetachReply, Lasts, Net, SourceReply, ErrorBody, ErrorKind, ListOp, ListReply, ReloadReply,
-    CrowdsecStatus, Request, Response, StatsReply, StatusReply, UnbanReply, UnverifyReply, VerifiedInfo,
-    VerifiedReply,
+    BanInfo, BannedReply, DestinationReply, DetachReply, Lasts, Net, RefusedReply, SourceReply, ErrorBody,
+    ErrorKind, ListOp, ListReply, ReloadReply, CrowdsecStatus, Request, Response, StatsReply, StatusReply,
+    UnbanReply, UnverifyReply, VerifiedInfo, VerifiedReply,
 };
 // Everything the daemon sends may carry text from outside (a ban reason
 // is a line from a log an attacker writes to): shown escaped, never raw.
@@ -108,6 +108,32 @@ enum Command {
     Unverify {
         /// Address or network, as verified (see `verified`).
         target: String,
+    },
+    /// INVITEs refused by the destination policy (toll fraud), newest
+    /// first: time, source, number, rule, reason, 403 sent, User-Agent.
+    /// Numbers are masked to their last 4 digits unless --full; --json
+    /// always carries them in full.
+    Refused {
+        /// Address or network of the sources to show [default: all].
+        target: Option<String>,
+        /// Only those refused within this long: 30s, 10m, 1h, 2d, 1w.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many rows [default: 100; at most 10000].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Show the numbers in full.
+        #[arg(long)]
+        full: bool,
+    },
+    /// What the destination policy shieldd has loaded decides about a
+    /// dialled number: normalised form, class, country code, deciding
+    /// rule. Sends nothing.
+    Destination {
+        /// A dialled number (0033 1 23 45 67 89, +33123456789) or a
+        /// sip:/sips:/tel: URI.
+        #[arg(allow_hyphen_values = true)]
+        number: String,
     },
     /// Packet counters by verdict and reason, top offending sources.
     Stats,
@@ -341,6 +367,29 @@ fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
             },
             quick,
         ),
+        Command::Refused {
+            target,
+            since,
+            limit,
+            ..
+        } => (
+            Request::Refused {
+                net: target.as_deref().map(check_cidr).transpose()?,
+                since: since.as_deref().map(since_secs).transpose()?,
+                limit: *limit,
+            },
+            quick,
+        ),
+        Command::Destination { number } => {
+            shield::dest::check_number(number)
+                .map_err(|e| Fail::usage(format!("bad number {number:?}: {e}")))?;
+            (
+                Request::Destination {
+                    number: number.clone(),
+                },
+                quick,
+            )
+        }
         Command::Stats => (Request::Stats, quick),
         Command::Status => (Request::Status, quick),
         Command::Reload => (Request::Reload, slow),
@@ -362,6 +411,17 @@ fn lasts(flag: &str, text: Option<&str>) -> Result<Option<Lasts>, Fail> {
             s => Some(Lasts::Secs(s)),
         },
     })
+}
+
+/// A `--since` value in seconds (at least one).
+fn since_secs(text: &str) -> Result<u64, Fail> {
+    match parse_duration(text)
+        .map_err(|e| Fail::usage(format!("bad --since {text:?}: {e}")))?
+        .as_secs()
+    {
+        0 => Err(Fail::usage(format!("bad --since {text:?}: under a second"))),
+        s => Ok(s),
+    }
 }
 
 fn check_cidr(text: &str) -> Result<Net, Fail> {
@@ -573,6 +633,8 @@ fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
                 false => format!("{} was not verified\n", Escaped(&u.net)),
             }
         }
+        Command::Refused { full, .. } => render_refused(data(resp)?, *full),
+        Command::Destination { .. } => render_destination(data(resp)?),
         Command::Stats => {
             let s: StatsReply = data(resp)?;
             let mut out = String::from("Totals\n");
@@ -731,6 +793,74 @@ fn render_source(s: SourceReply) -> String {
             .collect();
         out.push_str("\nHistory (newest first)\n");
         out.push_str(&table(&["WHEN", "WHAT", "NET", "ORIGIN", "BY", "REASON"], rows));
+    }
+    out
+}
+
+/// `refused`.
+fn render_refused(r: RefusedReply, full: bool) -> String {
+    let mut out = String::new();
+    if r.unsaved > 0 || r.lost > 0 {
+        out.push_str(&format!(
+            "the store is failing: {} record(s) waiting for it, {} lost since start (see shieldd's log)\n",
+            r.unsaved, r.lost
+        ));
+    }
+    if r.refusals.is_empty() {
+        out.push_str("no refusals kept\n");
+        return out;
+    }
+    let rows = r
+        .refusals
+        .iter()
+        .map(|x| {
+            vec![
+                shield::text::utc(x.at_ms / 1000),
+                x.source.clone(),
+                if full { x.number.clone() } else { shield::dest::masked(&x.number) },
+                x.rule.clone(),
+                x.reason.clone(),
+                if x.replied { "403" } else { "-" }.into(),
+                x.user_agent.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["WHEN", "SOURCE", "NUMBER", "RULE", "REASON", "REPLY", "USER AGENT"],
+        rows,
+    ));
+    if r.refusals.len() == r.limit {
+        out.push_str(&format!("(the newest {}; --limit for more)\n", r.limit));
+    }
+    out
+}
+
+/// `destination NUMBER`.
+fn render_destination(d: DestinationReply) -> String {
+    let class = match &d.country {
+        Some(cc) => format!("{} (country code {})", d.class, cc),
+        None => d.class.clone(),
+    };
+    let decision = match (&d.rule, &d.allowed_by) {
+        (Some(rule), _) => format!(
+            "refused by {} (action {}{})",
+            rule,
+            d.action,
+            if d.action == "reject" { ": 403 Forbidden" } else { ": dropped, no reply" }
+        ),
+        (None, Some(entry)) => format!("allowed (allow_international entry {entry})"),
+        (None, None) => "allowed".into(),
+    };
+    let mut out = format!(
+        "number    {}\nclass     {}\ndecision  {}\n",
+        Escaped(&d.number),
+        Escaped(&class),
+        Escaped(&decision)
+    );
+    if let Some(rate) = d.international_per_minute {
+        out.push_str(&format!(
+            "rate      each source may place {rate} international INVITE(s) a minute; beyond, refused (international_rate)\n"
+        ));
     }
     out
 }

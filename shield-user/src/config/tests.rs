@@ -249,6 +249,16 @@ fn example_config_shows_every_key() {
         "maxretry",
         "findtime",
         "enabled",
+        "strip_prefixes",
+        "international_prefixes",
+        "deny_files",
+        "allow_international",
+        "international_per_minute",
+        "international_burst",
+        "action",
+        "reject_per_second",
+        "check_allowlisted",
+        "escalate",
     ];
     for key in keys {
         let set = format!("\n{key} = ");
@@ -266,6 +276,7 @@ fn example_config_shows_every_key() {
         "[bans]",
         "[bans.escalate]",
         "[capacity]",
+        "[destinations]",
         "[metrics]",
         "[control]",
         "[[jail]]",
@@ -1298,6 +1309,131 @@ fn load_reports_an_unreadable_config() {
             .starts_with("/nonexistent/shield.toml: cannot read: "),
         "{e}"
     );
+}
+
+// ---- [destinations] --------------------------------------------------------------
+
+#[test]
+fn destinations_defaults_refuse_nothing_but_count() {
+    assert_eq!(parse("[destinations]\n"), Ok(defaults()));
+    let d = crate::dest::Destinations::default();
+    assert!(d.strip_prefixes.is_empty());
+    assert_eq!(d.international_prefixes, ["00"]);
+    assert!(d.entries.is_empty());
+    assert_eq!(
+        (d.international_per_minute, d.international_burst, d.reject_per_second, d.escalate),
+        (0, 5, 100, 5)
+    );
+    assert_eq!(d.action, crate::dest::Action::Reject);
+    assert!(d.check_allowlisted);
+    // A policy is the operator's to choose: none, nothing refused.
+    assert!(!d.policy().refuses());
+    assert_eq!(d.decide("00899123456").refused_by, None);
+    assert_eq!(d.decide("00899123456").dialled.class, shield_common::dest::DestClass::International);
+}
+
+#[test]
+fn destinations_full_section() {
+    let c = parse(
+        "[destinations]\n\
+         strip_prefixes = [\"9\"]\n\
+         international_prefixes = [\"00\", \"011\"]\n\
+         deny = [\"00899\", \"+900\", \"001900\", \"00976\"]\n\
+         allow_international = [\"+44\", \"0033\"]\n\
+         international_per_minute = 10\n\
+         international_burst = 3\n\
+         action = \"drop\"\n\
+         reject_per_second = 20\n\
+         check_allowlisted = false\n\
+         escalate = 0\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = &c.destinations;
+    assert_eq!(d.strip_prefixes, ["9"]);
+    assert_eq!(d.international_prefixes, ["00", "011"]);
+    let entries: Vec<(&str, crate::dest::EntryKind)> =
+        d.entries.iter().map(|e| (e.text.as_str(), e.kind)).collect();
+    use crate::dest::EntryKind::{Allow, Deny};
+    assert_eq!(
+        entries,
+        [("00899", Deny), ("+900", Deny), ("001900", Deny), ("00976", Deny), ("+44", Allow), ("0033", Allow)]
+    );
+    assert_eq!((d.international_per_minute, d.international_burst), (10, 3));
+    assert_eq!(d.action, crate::dest::Action::Drop);
+    assert_eq!((d.reject_per_second, d.check_allowlisted, d.escalate), (20, false, 0));
+    // The outside-line 9 comes off, then 00 or 011 means international.
+    assert_eq!(d.decide("9 00899 1234").refused_by.as_deref(), Some("00899"));
+    assert_eq!(d.decide("90119001234").refused_by.as_deref(), Some("+900"));
+    assert_eq!(d.decide("011 44 20 7946 0000").allowed_by.as_deref(), Some("+44"));
+    assert_eq!(d.decide("+33 1 23 45 67 89").allowed_by.as_deref(), Some("0033"));
+    assert_eq!(d.decide("+49 30 1234").refused_by.as_deref(), Some("allow_international"));
+    assert_eq!(d.decide("0800 123 456").refused_by, None);
+}
+
+#[test]
+fn bad_destination_entries_name_line_and_key() {
+    let errs = errors(
+        "[destinations]\n\
+         deny = [\n\
+         \x20 \"00899\",\n\
+         \x20 \"premium\",\n\
+         \x20 \"12345678901234567\",\n\
+         ]\n\
+         allow_international = [\"0800\"]\n\
+         strip_prefixes = [\"9a\", \"123456789\"]\n\
+         international_prefixes = [\"00\", \"011\", \"0011\", \"0012\", \"0013\", \"0014\", \"0015\", \"0016\", \"0017\"]\n",
+    );
+    expect_error(&errs, 4, "destinations.deny[1]", "\"premium\" is not a number prefix");
+    expect_error(&errs, 5, "destinations.deny[2]", "longer than 16 digits");
+    expect_error(&errs, 7, "destinations.allow_international[0]", "\"0800\" is not international");
+    expect_error(&errs, 8, "destinations.strip_prefixes[0]", "\"9a\" is not a prefix: 1 to 8 digits");
+    expect_error(&errs, 8, "destinations.strip_prefixes[1]", "\"123456789\" is not a prefix");
+    expect_error(&errs, 9, "destinations.international_prefixes[8]", "at most 8 prefixes");
+    assert_eq!(errs.len(), 6, "{}", render(&errs));
+    assert!(errs.iter().all(|e| e.file == Path::new(ORIGIN)), "{}", render(&errs));
+    only_error(
+        "[destinations]\naction = \"hangup\"\n",
+        2,
+        "destinations.action",
+        "reject",
+    );
+}
+
+#[test]
+fn deny_files_bad_lines_are_reported_against_the_file_and_line() {
+    let list = "# premium-rate ranges\n00899\n+900   # a comment\n\n0090x\n001900\n12345678901234567\n";
+    let (dir, path) = scratch(
+        "[destinations]\ndeny_files = [\n  \"premium.txt\",\n  \"missing.txt\",\n]\n",
+        &[("premium.txt", list)],
+    );
+    let errs: Vec<ConfigError> = Config::load(&path)
+        .expect_err("bad lines")
+        .into_iter()
+        .collect();
+    assert_eq!(errs.len(), 3, "{}", render(&errs));
+    // The config file's problem first: the file it cannot read.
+    assert_eq!(
+        (errs[0].file.as_path(), errs[0].line, errs[0].key.as_str()),
+        (path.as_path(), Some(4), "destinations.deny_files[1]")
+    );
+    assert!(errs[0].message.starts_with("cannot read ") && errs[0].message.contains("missing.txt"), "{}", errs[0]);
+    let file = dir.path().join("premium.txt");
+    for (e, line, needle) in [(&errs[1], 5, "\"0090x\" is not a number prefix"), (&errs[2], 7, "longer than 16 digits")] {
+        assert_eq!((e.file.as_path(), e.line, e.key.as_str()), (file.as_path(), Some(line), "destinations.deny_files[0]"));
+        assert!(e.message.contains(needle), "{e}");
+    }
+    assert!(
+        errs[1].to_string().starts_with(&format!("{}:5: destinations.deny_files[0]: ", file.display())),
+        "{}",
+        errs[1]
+    );
+    // The good lines are read.
+    fs::write(&path, "[destinations]\ndeny_files = [\"premium.txt\"]\n").expect("write");
+    fs::write(&file, "# premium\n00899\n+900   # a comment\n\n001900\n").expect("write");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let texts: Vec<&str> = c.destinations.entries.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(texts, ["00899", "+900", "001900"]);
+    assert_eq!(c.destinations.decide("+9001234").refused_by.as_deref(), Some("+900"));
 }
 
 // ---- all at once ---------------------------------------------------------------

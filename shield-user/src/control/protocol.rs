@@ -171,6 +171,23 @@ pub enum Request {
     Unverify {
         net: Net,
     },
+    /// Refusals by the destination policy (SPEC §11), newest first.
+    Refused {
+        /// Sources within this network only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        net: Option<Net>,
+        /// Refused within the last this many seconds only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        /// At most this many rows (default 100, at most 10,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// What the destination policy in force decides about a number;
+    /// nothing is sent.
+    Destination {
+        number: String,
+    },
     Stats,
     Status,
     Reload,
@@ -317,6 +334,8 @@ impl Request {
             Request::Verified => "verified",
             Request::Verify { .. } => "verify",
             Request::Unverify { .. } => "unverify",
+            Request::Refused { .. } => "refused",
+            Request::Destination { .. } => "destination",
             Request::Stats => "stats",
             Request::Status => "status",
             Request::Reload => "reload",
@@ -334,13 +353,20 @@ impl Request {
                 | Request::Deny { .. }
                 | Request::Verify { .. }
                 | Request::Unverify { .. }
+                | Request::Refused { .. }
+                | Request::Destination { .. }
         )
     }
 
     /// Whether the request changes state (logged with the peer's uid).
     pub fn changes_state(&self) -> bool {
         match self {
-            Request::Banned { .. } | Request::Verified | Request::Stats | Request::Status => false,
+            Request::Banned { .. }
+            | Request::Verified
+            | Request::Refused { .. }
+            | Request::Destination { .. }
+            | Request::Stats
+            | Request::Status => false,
             Request::Allow { op, .. } | Request::Deny { op, .. } => *op != ListOp::List,
             _ => true,
         }
@@ -536,6 +562,57 @@ pub struct UnverifyReply {
     pub net: String,
     /// Whether it was verified.
     pub removed: bool,
+}
+
+/// `refused`: kept refusals, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedReply {
+    pub refusals: Vec<RefusalItem>,
+    /// The most rows asked for (more may be kept).
+    pub limit: usize,
+    /// Records waiting for the store (it failed; retried).
+    pub unsaved: u64,
+    /// Records dropped since start because the store failed too long.
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalItem {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub source: String,
+    /// Normalised, in full (`shieldctl` masks it unless asked not to).
+    pub number: String,
+    pub rule: String,
+    /// `destination` or `destination_rate`.
+    pub reason: String,
+    /// Escaped by the daemon; may be empty.
+    pub user_agent: String,
+    /// A 403 was sent.
+    pub replied: bool,
+}
+
+/// `destination NUMBER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationReply {
+    /// E.164 (`+` and digits), national as dialled, or `other` /
+    /// `unreadable` for no number.
+    pub number: String,
+    /// `national`, `international` or `other`.
+    pub class: String,
+    /// E.164 country code (`+33`), for an international number.
+    pub country: Option<String>,
+    pub refused: bool,
+    /// The deciding rule when refused: the entry as configured,
+    /// `allow_international` or `unreadable`.
+    pub rule: Option<String>,
+    /// The `allow_international` entry that lets it through, if one does.
+    pub allowed_by: Option<String>,
+    /// `reject` (403) or `drop`: what a refusal does.
+    pub action: String,
+    /// Passed by the lists, but each source's INVITEs to international
+    /// numbers spend from a bucket of this rate (`international_rate`).
+    pub international_per_minute: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -765,6 +842,8 @@ mod tests {
             r#"{"cmd":"status","bogus":1}"#,
             r#"{"cmd":"banned","bogus":{}}"#,
             r#"{"cmd":"detach","bogus":"now"}"#,
+            r#"{"cmd":"refused","bogus":1}"#,
+            r#"{"cmd":"destination","number":"1","bogus":1}"#,
         ] {
             let e = serde_json::from_str::<Request>(line)
                 .unwrap_err()
@@ -826,6 +905,19 @@ mod tests {
                 op: ListOp::List,
                 net: None,
                 force: false,
+            },
+            Request::Refused {
+                net: Some(net("2001:db8::/32")),
+                since: Some(3600),
+                limit: Some(5),
+            },
+            Request::Refused {
+                net: None,
+                since: None,
+                limit: None,
+            },
+            Request::Destination {
+                number: "+33 1 23".into(),
             },
             Request::Stats,
             Request::Status,

@@ -432,6 +432,7 @@ async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
             for r in batch.iter().filter(|r| r.report) {
                 c.on_refusal(r);
             }
+            c.flush_refusals();
         }
     }
 }
@@ -515,6 +516,10 @@ impl Ctl {
                 reply(lock(&self.core).verify(net.0, ttl, &who, force))
             }
             Request::Unverify { net } => reply(lock(&self.core).unverify(net.0, &who)),
+            Request::Refused { net, since, limit } => {
+                reply(lock(&self.core).refused(net.map(|n| n.0), since, limit))
+            }
+            Request::Destination { number } => reply(lock(&self.core).destination(&number)),
             Request::Stats => reply(lock(&self.core).stats()),
             Request::Status => Response::ok(lock(&self.core).status()),
             Request::Reload => self.reload().await,

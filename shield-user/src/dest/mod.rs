@@ -267,3 +267,26 @@ pub fn masked(number: &str) -> String {
         })
         .collect()
 }
+
+/// Longest number `shieldctl destination` takes: the bytes of the
+/// Request-URI the kernel reads (a longer user part is unreadable there).
+pub const MAX_NUMBER_BYTES: usize = URI_WINDOW;
+
+/// Checks a number (or `sip:`/`sips:`/`tel:` URI) typed for `shieldctl
+/// destination`: it comes over the control socket, so it is bounded and
+/// must be printable. The error names what is wrong.
+pub fn check_number(number: &str) -> Result<(), String> {
+    if number.trim().is_empty() {
+        return Err("empty; give a dialled number such as 0033123456789 or +33123456789".into());
+    }
+    if number.len() > MAX_NUMBER_BYTES {
+        return Err(format!(
+            "{} bytes, longer than the {MAX_NUMBER_BYTES} of a Request-URI the shield reads",
+            number.len()
+        ));
+    }
+    if let Some((i, c)) = number.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(format!("a control character ({:?}) at byte {i}", c));
+    }
+    Ok(())
+}

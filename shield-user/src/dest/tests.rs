@@ -46,3 +46,23 @@ fn masks_all_but_the_last_four_digits() {
     assert_eq!(masked("+899123456"), "+xxxxx3456");
     assert_eq!(masked("123"), "123");
 }
+
+#[test]
+fn typed_numbers_are_checked_before_they_are_decided() {
+    assert!(check_number("+33 1 23 45 67 89").is_ok());
+    assert!(check_number("sip:00899123@example.com").is_ok());
+    assert!(check_number("").unwrap_err().contains("empty"));
+    assert!(check_number("  ").unwrap_err().contains("empty"));
+    let long = "1".repeat(MAX_NUMBER_BYTES + 1);
+    assert!(check_number(&long).unwrap_err().contains("longer than the 128"));
+    assert!(check_number(&"1".repeat(MAX_NUMBER_BYTES)).is_ok());
+    let e = check_number("0033\r\nVia: x").unwrap_err();
+    assert!(e.contains("control character") && e.contains("byte 4"), "{e}");
+    assert!(check_number("00\u{1b}[2J").unwrap_err().contains("control"));
+    // Whatever passes the check is decided without a panic.
+    let d = policy_with(&[("00899", EntryKind::Deny)]);
+    for n in ["%", "%zz", "tel:", "sip:@", "+", "#31#", "ü€", "sip:+%2B%2B1;x", &"9".repeat(128)] {
+        check_number(n).unwrap();
+        let _ = d.decide(n);
+    }
+}

@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use shield_common::dest::DestClass;
 use shield_common::{Counter, Method, Reason, Verdict};
 
 /// Everything one scrape reports, read under the daemon's lock.
@@ -49,6 +50,14 @@ pub struct Snapshot {
     pub verified_sources: u64,
     /// The unverified budget is dropping.
     pub under_pressure: bool,
+    /// (interface, rule, action) → INVITEs refused by the destination
+    /// policy (SPEC §11), counts of earlier policies included.
+    pub dest_refused: Vec<(String, String, String, u64)>,
+    /// (interface, class) → initial INVITEs, every class listed.
+    pub invites_by_class: Vec<(String, DestClass, u64)>,
+    /// (interface, E.164 country code) → initial INVITEs to international
+    /// numbers; codes never seen are absent.
+    pub invites_by_country: Vec<(String, u32, u64)>,
     /// `[crowdsec]` (SPEC §9); `None` without it (no series at all).
     pub crowdsec: Option<CrowdsecSnapshot>,
     pub version: String,
@@ -237,6 +246,7 @@ impl Collector for SnapshotCollector {
             }),
         )?;
         encode_verify(s, &mut enc)?;
+        encode_destinations(s, &mut enc)?;
         if let Some(c) = &s.crowdsec {
             encode_crowdsec(c, &mut enc)?;
         }
@@ -285,6 +295,47 @@ fn encode_verify(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::f
         MetricType::Gauge,
     )?;
     ConstGauge::new(i64::from(s.under_pressure)).encode(m)
+}
+
+/// The families of SPEC §11. Countries are labelled `+CC`: the numbers
+/// themselves are personal data and never become labels.
+fn encode_destinations(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "sipshield_destination_refused",
+        "Initial INVITEs refused by the destination policy, by interface, deciding rule (the entry as configured, allow_international, international_rate or unreadable) and action.",
+        MetricType::Counter,
+        s.dest_refused.iter().map(|(i, rule, action, n)| {
+            (
+                vec![("interface", i.clone()), ("rule", rule.clone()), ("action", action.clone())],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    family(
+        enc,
+        "sipshield_invites_by_destination",
+        "Initial INVITEs by interface and class of the dialled number (national, international, other).",
+        MetricType::Counter,
+        s.invites_by_class.iter().map(|(i, class, n)| {
+            (
+                vec![("interface", i.clone()), ("class", class.as_str().into())],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    family(
+        enc,
+        "sipshield_invites_by_country",
+        "Initial INVITEs to international numbers by interface and E.164 country code (+33).",
+        MetricType::Counter,
+        s.invites_by_country.iter().map(|(i, code, n)| {
+            (
+                vec![("interface", i.clone()), ("country", crate::dest::country_label(*code))],
+                ConstCounter::new(*n),
+            )
+        }),
+    )
 }
 
 /// The families of SPEC §9.
@@ -414,6 +465,12 @@ mod tests {
             responses: vec![("eth0".into(), Method::Register, 2, 4)],
             verified_sources: 12,
             under_pressure: true,
+            dest_refused: vec![
+                ("eth0".into(), "00899".into(), "reject".into(), 6),
+                ("eth0".into(), "allow_international".into(), "reject".into(), 2),
+            ],
+            invites_by_class: DestClass::ALL.iter().map(|c| ("eth0".to_string(), *c, *c as u64 + 10)).collect(),
+            invites_by_country: vec![("eth0".into(), 33, 8), ("eth0".into(), 1, 4)],
             bans_active: 2,
             store_rewrites: 1,
             events_lost: 3,
@@ -460,6 +517,12 @@ mod tests {
             r#"sipshield_sip_responses_total{interface="eth0",method="REGISTER",class="2xx"} 4"#,
             "sipshield_verified_sources 12",
             "sipshield_under_pressure 1",
+            r#"sipshield_destination_refused_total{interface="eth0",rule="00899",action="reject"} 6"#,
+            r#"sipshield_destination_refused_total{interface="eth0",rule="allow_international",action="reject"} 2"#,
+            r#"sipshield_invites_by_destination_total{interface="eth0",class="national"} 10"#,
+            r#"sipshield_invites_by_destination_total{interface="eth0",class="other"} 12"#,
+            r#"sipshield_invites_by_country_total{interface="eth0",country="+33"} 8"#,
+            r#"sipshield_invites_by_country_total{interface="eth0",country="+1"} 4"#,
             "sipshield_crowdsec_up 1",
             r#"sipshield_crowdsec_decisions{origin="CAPI",scope="Range"} 40"#,
             r#"sipshield_crowdsec_requests_total{route="decisions_stream",outcome="200"} 9"#,

@@ -2,8 +2,9 @@
 //!
 //! It holds the bans in force with who made them and why, the
 //! repeat-offender counts behind `[bans] increment`, the allow/deny entries
-//! added with shieldctl, and a history of every ban, unban and list change
-//! (kept for `[bans] history`). Every change is one small transaction
+//! added with shieldctl, a history of every ban, unban and list change
+//! (kept for `[bans] history`), and the INVITEs the destination policy
+//! refused (SPEC §11, [`refusals`]). Every change is one small transaction
 //! written before shieldd acknowledges it, so a change survives `kill -9`
 //! (`synchronous = NORMAL`: the WAL is written, not fsynced, per commit; a
 //! power cut may lose the last commits, never the file's consistency).
@@ -17,6 +18,7 @@
 //! [`legacy`].
 
 mod legacy;
+mod refusals;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +35,7 @@ use thiserror::Error;
 
 use crate::kernel::List;
 pub use legacy::Imported;
+pub use refusals::{RefusalQuery, RefusalRecord};
 
 const DB_FILE: &str = "shield.db";
 const LOCK_FILE: &str = "shieldd.lock";

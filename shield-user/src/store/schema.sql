@@ -1,6 +1,12 @@
--- The ban store, version 1. Times are wall-clock milliseconds since the
--- Unix epoch; networks are text in their canonical form ("198.51.100.0/24",
--- "2001:db8::/64"), so an operator can read and query the file with sqlite3.
+-- The ban store, version 1. A table added later (refusals) is created by
+-- `CREATE TABLE IF NOT EXISTS` when a store is opened, without a version
+-- change: an earlier shieldd opens such a store and ignores the table, so
+-- going back a version never costs the bans. VERSION changes only for a
+-- change an earlier version would misread.
+--
+-- Times are wall-clock milliseconds since the Unix epoch; networks are text
+-- in their canonical form ("198.51.100.0/24", "2001:db8::/64"), so an
+-- operator can read and query the file with sqlite3.
 
 -- Bans in force (and expired ones the sweeper has not lifted yet).
 CREATE TABLE IF NOT EXISTS bans (
@@ -62,6 +68,29 @@ CREATE TABLE IF NOT EXISTS list_changes (
     who    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS list_changes_by_time ON list_changes (at_ms);
+
+-- INVITEs refused by the destination policy (SPEC §11), as the kernel
+-- reported them (sampled, at most 100/s). Bounded: the daemon keeps the
+-- newest 100,000 rows of the last 30 days.
+CREATE TABLE IF NOT EXISTS refusals (
+    id         INTEGER PRIMARY KEY,
+    at_ms      INTEGER NOT NULL,
+    -- the INVITE's source address
+    source     TEXT NOT NULL,
+    -- the dialled number, normalised ("+" and digits, or as dialled)
+    number     TEXT NOT NULL,
+    -- the deciding rule as configured, allow_international,
+    -- international_rate or unreadable
+    rule       TEXT NOT NULL,
+    -- destination or destination_rate
+    reason     TEXT NOT NULL,
+    -- escaped, at most 200 characters
+    user_agent TEXT NOT NULL DEFAULT '',
+    -- a 403 was sent
+    replied    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_by_time ON refusals (at_ms);
+CREATE INDEX IF NOT EXISTS refusals_by_source ON refusals (source, at_ms);
 
 -- key/value: "maps" (the kernel maps the store is in step with, JSON).
 CREATE TABLE IF NOT EXISTS meta (

@@ -337,3 +337,69 @@ fn the_behind_mark_outlives_the_process_until_cleared() {
     drop(st);
     assert!(!Store::open(dir.path()).unwrap().was_behind());
 }
+
+fn refusal(at_ms: u64, source: &str, number: &str) -> RefusalRecord {
+    RefusalRecord {
+        at_ms,
+        source: source.parse().unwrap(),
+        number: number.into(),
+        rule: "00899".into(),
+        reason: "destination".into(),
+        user_agent: "friendly-scanner \\x1b".into(),
+        replied: true,
+    }
+}
+
+#[test]
+fn refusals_are_kept_newest_first_filtered_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let rows: Vec<RefusalRecord> = (0..10u64)
+        .map(|i| {
+            let src = if i % 2 == 0 { "198.51.100.7" } else { "2001:db8::5" };
+            refusal(1_000 + i, src, &format!("+89912345{i}"))
+        })
+        .collect();
+    st.add_refusals(&rows).unwrap();
+    st.add_refusals(&[]).unwrap();
+    drop(st);
+    let mut st = Store::open(dir.path()).unwrap();
+    let all = st
+        .refusals(&RefusalQuery { net: None, since_ms: 0, limit: 100 })
+        .unwrap();
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0], rows[9], "newest first");
+    let q = |net: &str, since_ms, limit| RefusalQuery {
+        net: Some(net.parse().unwrap()),
+        since_ms,
+        limit,
+    };
+    let one = st.refusals(&q("198.51.100.7/32", 0, 100)).unwrap();
+    assert_eq!(one.len(), 5);
+    assert!(one.iter().all(|r| r.source.to_string() == "198.51.100.7"));
+    let wide = st.refusals(&q("2001:db8::/32", 1_005, 2)).unwrap();
+    assert_eq!(wide, vec![rows[9].clone(), rows[7].clone()]);
+    assert!(st.refusals(&q("192.0.2.0/24", 0, 100)).unwrap().is_empty());
+    // Older than the cutoff, then beyond the newest 3.
+    assert_eq!(st.prune_refusals(100, 1_002).unwrap(), 2);
+    assert_eq!(st.prune_refusals(3, 0).unwrap(), 5);
+    let left = st
+        .refusals(&RefusalQuery { net: None, since_ms: 0, limit: 100 })
+        .unwrap();
+    assert_eq!(left, vec![rows[9].clone(), rows[8].clone(), rows[7].clone()]);
+    assert_eq!(st.prune_refusals(3, 0).unwrap(), 0);
+}
+
+#[test]
+fn a_store_made_before_refusals_gains_the_table_and_keeps_its_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    ban(&mut st, &rec("198.51.100.7/32", None), Action::Ban);
+    st.conn.execute_batch("DROP TABLE refusals").unwrap();
+    drop(st);
+    let mut st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.load().unwrap().bans.len(), 1);
+    st.add_refusals(&[refusal(5, "192.0.2.1", "0044")]).unwrap();
+    let v: i64 = st.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, VERSION, "an additive table leaves the version as it was");
+}

@@ -58,6 +58,10 @@ impl Core {
     /// configuration is in force again, in the kernel and here.
     pub fn apply(&mut self, cfg: &Config) -> Result<Vec<String>, DaemonError> {
         let plan = self.plan(cfg)?;
+        if self.applied && self.config.destinations != cfg.destinations {
+            // Before the new rules (and their ids) reach the kernel.
+            self.fold_refusal_counts();
+        }
         let mut changes = super::describe_changes(&self.config, cfg);
         let mut undo = Undo::default();
         // While a policy is enforced (a reload), interfaces are attached

@@ -358,6 +358,7 @@ impl Core {
         if let Err(e) = self.store.prune(self.config.bans.history, forgotten_before) {
             tracing::warn!("pruning the store's history failed: {e}");
         }
+        self.sweep_refusals();
         lifted.len()
     }
 

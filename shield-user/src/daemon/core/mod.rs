@@ -111,6 +111,9 @@ pub struct Core {
     /// A configuration has been applied: a failed apply has an old
     /// policy to go back to (not so at start-up).
     applied: bool,
+    /// Refusal records on their way to the store, and the refusal
+    /// counters' base across reloads.
+    refusals: refusals::RefusalBook,
 }
 
 impl Core {
@@ -200,6 +203,7 @@ impl Core {
             decisions: DecisionBook::default(),
             fleet: crowdsec::FleetState::default(),
             applied: false,
+            refusals: refusals::RefusalBook::default(),
         };
         core.restore_bans(loaded, adopting)?;
         core.apply(&config)?;

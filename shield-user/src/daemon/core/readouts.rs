@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use shield_common::dest::DestClass;
 use shield_common::{Method, Reason, Verdict, RESPONSE_CLASSES};
 
 use crate::kernel::MapId;
@@ -137,7 +138,7 @@ impl Core {
 
     /// (name, counter slot) of each interface, slot 0 ("unregistered")
     /// included.
-    fn slots(&self) -> Vec<(String, u32)> {
+    pub(super) fn slots(&self) -> Vec<(String, u32)> {
         let mut v: Vec<(String, u32)> = self
             .attachments
             .iter()
@@ -263,6 +264,7 @@ impl Core {
                 }
             }
         }
+        self.destination_counts(&mut s);
         s.verified_sources = self.verified_sources();
         s.under_pressure = self.under_pressure();
         s.crowdsec = self.crowdsec_snapshot();
@@ -286,6 +288,28 @@ impl Core {
             .map(|a| (a.iface.clone(), a.mode.as_str().to_string()))
             .collect();
         s
+    }
+
+    /// SPEC §11's counters: INVITEs by class and country per interface
+    /// (slot 0 only when something landed there), refusals by rule.
+    fn destination_counts(&self, s: &mut Snapshot) {
+        for (name, slot) in self.slots() {
+            let Ok(c) = self.shield.maps.dest.counts(slot) else { continue };
+            if slot == 0 && c.by_class.iter().all(|n| *n == 0) {
+                continue;
+            }
+            for class in DestClass::ALL {
+                s.invites_by_class.push((name.clone(), class, c.by_class[class as usize]));
+            }
+            for (code, n) in c.by_country {
+                s.invites_by_country.push((name.clone(), code, n));
+            }
+        }
+        s.dest_refused = self
+            .refused_counts()
+            .into_iter()
+            .map(|((i, rule, action), n)| (i, rule, action, n))
+            .collect();
     }
 
     /// Live verified entries, counted at most once per `COUNT_CACHE` (a
