@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod crowdsec;
 pub mod daemon;
+pub mod docs;
 pub mod jails;
 pub mod kernel;
 pub mod metrics;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
 use shield::control::client::{self, ClientError};
@@ -155,6 +155,10 @@ impl Fail {
 }
 
 fn main() -> ExitCode {
+    // Build step (`cargo xtask docs`): man pages and completions.
+    if let Some(code) = shield::docs::main_hook(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {
