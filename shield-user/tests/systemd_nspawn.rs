@@ -20,6 +20,21 @@
 //! network is the lab's SBC namespace; its /sys/fs/bpf a bpffs instance of
 //! its own (nspawn mounts /sys read-only, and a host's systemd would have
 //! mounted bpffs at boot). Fails, never skips, when any of that cannot run.
+//!
+//! What nspawn needs on this kind of machine (kernel 6.18, Debian 12's
+//! systemd-nspawn 252, the host's PID 1 not systemd), measured:
+//! - `--register=no --keep-unit`: without them nspawn asks the host's
+//!   systemd for a scope and stops with "Failed to open system bus: No such
+//!   file or directory" / "Parent died too early";
+//! - `--system-call-filter=bpf`: nspawn's seccomp filter otherwise answers
+//!   bpf(2) with EPERM inside the container: shieldd started by systemd
+//!   logged "kernel feature probe `is_btf_supported` failed: Operation not
+//!   permitted" and "failed to create map `BUDGET`" (every map in turn);
+//! - `--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN`: not in nspawn's
+//!   default set; the unit's own CapabilityBoundingSet= then narrows them
+//!   for the service as on a real host. ("Some capabilities will not be set
+//!   because they are not in the current bounding set" is printed: this
+//!   machine's root lacks CAP_SYS_RESOURCE, which the service does not use.)
 
 mod common;
 
