@@ -30,8 +30,12 @@ pub mod names {
     pub const VERIFIED_HINT: &str = "VERIFIED_HINT";
     pub const TXNS: &str = "TXNS";
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    // Sampled dropped packets (`shieldctl watch`; shield-ebpf/src/sample.rs).
+    pub const SAMPLES: &str = "SAMPLES";
+    pub const SAMPLE_CFG: &str = "SAMPLE_CFG";
+    pub const SAMPLE_STATE: &str = "SAMPLE_STATE";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 29] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -58,6 +62,9 @@ pub mod names {
         VERIFIED_HINT,
         TXNS,
         EVENTS_LOST,
+        SAMPLES,
+        SAMPLE_CFG,
+        SAMPLE_STATE,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -74,6 +81,29 @@ pub mod names {
                 return false;
             }
             i += 1;
+        }
+        true
+    }
+
+    /// [`are_all`] of the two lists together: the XDP program declares
+    /// the sampling maps in a file of their own (shield-ebpf/src/sample.rs).
+    pub const fn are_all_of(a: &[&str], b: &[&str]) -> bool {
+        if a.len() + b.len() != ALL.len() || !distinct(&ALL) || !distinct(a) || !distinct(b) {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if !contains(&ALL, a[i]) || contains(b, a[i]) {
+                return false;
+            }
+            i += 1;
+        }
+        let mut j = 0;
+        while j < b.len() {
+            if !contains(&ALL, b[j]) {
+                return false;
+            }
+            j += 1;
         }
         true
     }
@@ -132,6 +162,8 @@ pub mod default_size {
     pub const SOURCES: u32 = 1_000_000;
     pub const SCANNERS: u32 = 256;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// `SAMPLES`: about 250 samples of 1 KiB in flight.
+    pub const SAMPLES_BYTES: u32 = 256 * 1024;
     pub const VERIFIED: u32 = 1_000_000;
     pub const VERIFY_NETS: u32 = 65_536;
     /// Requests that may verify, remembered for 32 s (SPEC §8): room for
@@ -388,6 +420,9 @@ mod tests {
         dup[0] = names::PORTS;
         assert!(!names::are_all(&dup));
         assert!(!names::are_all(&names::ALL[1..]));
+        assert!(names::are_all_of(&names::ALL[..3], &names::ALL[3..]));
+        assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[2..]));
+        assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[4..]));
         let mut other = names::ALL;
         other[16] = "SCRATCH2";
         assert!(!names::are_all(&other));

@@ -110,7 +110,7 @@ maps! {
     static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 }
 
-const _: () = assert!(names::are_all(MAP_NAMES));
+const _: () = assert!(names::are_all_of(MAP_NAMES, crate::sample::MAP_NAMES));
 
 pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;
@@ -235,6 +235,9 @@ pub fn shield(ctx: XdpContext) -> u32 {
     let out = decide(&ctx, &pkt, policy);
     let verdict = Verdict::of(out.reason, policy.has(F_ENFORCE));
     account(&ctx, &pkt, &out, verdict);
+    if verdict != Verdict::Pass {
+        crate::sample::dropped(&ctx, pkt.len(), out.reason as u8);
+    }
     if verdict == Verdict::Drop {
         XDP_DROP
     } else {
