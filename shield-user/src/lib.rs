@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod preflight;
 pub mod store;
 pub mod text;
+pub mod watch;
 
 pub use kernel::{Capacity, Shield};

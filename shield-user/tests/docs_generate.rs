@@ -18,28 +18,38 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// The subcommands and long options listed by `BIN [SUB] --help`.
+/// The subcommands and long options listed by `BIN [SUB] --help` (in its
+/// `Commands:` and `Options:` sections; descriptions are not looked at).
 fn help_items(bin: &str, sub: Option<&str>) -> (Vec<String>, Vec<String>) {
     let mut c = Command::new(bin);
     c.args(sub).arg("--help");
     let help = run(&mut c);
-    let mut commands = Vec::new();
-    let mut in_commands = false;
+    let (mut commands, mut longs) = (Vec::new(), Vec::new());
+    let mut section = "";
     for line in help.lines() {
         if line.ends_with(':') && !line.starts_with(' ') {
-            in_commands = line == "Commands:";
+            section = line;
             continue;
         }
-        let word = line.split_whitespace().next().unwrap_or("");
-        if in_commands && line.starts_with("  ") && !line.starts_with("   ") && word != "help" {
-            commands.push(word.to_string());
+        // An item starts two blanks in (six for a long-only option); a
+        // description's continuation lines are further in.
+        let indent = line.len() - line.trim_start().len();
+        if !(indent == 2 || (indent == 6 && line.trim_start().starts_with("--"))) {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let word = words.next().unwrap_or("");
+        match section {
+            "Commands:" if word != "help" => commands.push(word.to_string()),
+            "Options:" => {
+                let long = std::iter::once(word).chain(words.next()).find(|w| w.starts_with("--"));
+                if let Some(l) = long {
+                    longs.push(l.trim_end_matches(',').split(['=', '[']).next().unwrap_or(l).to_string());
+                }
+            }
+            _ => {}
         }
     }
-    let longs = help
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '=' || c == '<')
-        .filter(|w| w.starts_with("--") && w.len() > 2 && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-        .map(str::to_string)
-        .collect();
     (commands, longs)
 }
 
