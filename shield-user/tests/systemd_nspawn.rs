@@ -10,6 +10,7 @@
 //! - `systemctl restart` and a package upgrade (dpkg -i again: postinst
 //!   try-restart) keep the ban, and a banned flood sent right through them
 //!   gets no packet past (the new daemon adopts the pins);
+//! - the packaged `shieldctl watch` samples that banned source's drops;
 //! - `systemctl stop` leaves the shield attached and dropping;
 //! - `systemd-analyze security shieldd` is printed (exposure score);
 //! - `dpkg --purge` takes the shield off and removes the state.
@@ -305,6 +306,24 @@ fn package_under_systemd_in_a_debian_12_container() {
     assert_eq!(through, 0, "packets from the banned source passed during the restart");
     assert!(ct.sh("shieldctl banned").contains(&BANNED.to_string()), "ban lost by the restart");
     assert_eq!(probe(&lab, &sink, 10), (0, 10), "after the restart");
+
+    // `shieldctl watch` of the package, against the daemon systemd runs.
+    let watcher = {
+        let mut c = Command::new("nsenter");
+        c.arg("--target").arg(ct.init.to_string()).args(["--all", "--", "shieldctl", "--json", "watch"]);
+        c.args(["--reason", "ban", "--count", "20", "--for", "10s"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("shieldctl watch in the container")
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    send(&lab, BANNED, 300, Duration::from_millis(5));
+    let out = watcher.wait_with_output().expect("watch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "watch: {}{text}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<serde_json::Value> =
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["type"] == "sample").collect();
+    assert_eq!(samples.len(), 20, "{text}");
+    assert!(samples.iter().all(|v| v["reason"] == "ban" && v["packet"]["source"] == BANNED.to_string()), "{text}");
+    println!("watch in the container: {} samples of the banned source's drops", samples.len());
 
     // Upgrade (the same package again): postinst restarts the running daemon.
     let pid = ct.main_pid();
