@@ -229,3 +229,24 @@ fn bad_arguments_are_exit_2_naming_them() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
 }
+
+#[test]
+fn pins_of_a_version_without_sampling_are_adopted_and_completed() {
+    let lab = Lab::new();
+    let mut d = daemon(&lab);
+    // What an earlier version left pinned: everything but the sampling maps.
+    d.terminate();
+    for name in [shield_common::names::SAMPLES, shield_common::names::SAMPLE_CFG, shield_common::names::SAMPLE_STATE] {
+        std::fs::remove_file(d.pin.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let sink = Sink::start(&lab);
+    let flood = Flood::start(&lab, BANNED, Duration::from_millis(2), u32::MAX, Duration::from_secs(60));
+    d.restart().expect("restart on the older pins");
+    let through = sink.from(BANNED).count;
+    assert_eq!(through, 0, "the ban held across the upgrade");
+    assert!(d.banned().expect("banned").bans.iter().any(|b| b.net == format!("{BANNED}/32")));
+    let lines = watch_flood(&lab, &d, &["--json", "--for", "3s", "--reason", "ban"]);
+    flood.stop();
+    assert!(samples(&lines).len() > 10, "no samples after the upgrade");
+    sampling_is_off(&d);
+}
