@@ -250,3 +250,24 @@ fn pins_of_a_version_without_sampling_are_adopted_and_completed() {
     assert!(samples(&lines).len() > 10, "no samples after the upgrade");
     sampling_is_off(&d);
 }
+
+#[test]
+fn a_killed_watch_leaves_sampling_on_only_until_shieldd_restarts() {
+    let lab = Lab::new();
+    let mut d = daemon(&lab);
+    let mut child = watch(&d, &["--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("watch");
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let sampler = shield::watch::PinnedSampler::open(&d.pin).expect("pins");
+    let seen = |s: &shield::watch::PinnedSampler| s.counters().expect("counters").seen;
+    let before = seen(&sampler);
+    send(&lab, BANNED, 50, Duration::from_millis(2));
+    settle();
+    assert!(seen(&sampler) >= before + 50, "sampling was off already after SIGKILL");
+    d.restart().expect("restart");
+    let before = seen(&sampler);
+    send(&lab, BANNED, 50, Duration::from_millis(2));
+    settle();
+    assert_eq!(seen(&sampler), before, "sampling still on after shieldd restarted");
+}

@@ -111,7 +111,8 @@ fn opts(a: &WatchArgs) -> std::result::Result<Opts, String> {
 }
 
 /// Turns sampling off when the watch ends, however it ends (short of
-/// SIGKILL: then the per-second bound still caps its cost).
+/// SIGKILL: then the per-second bound caps its cost until the next watch
+/// ends or shieldd restarts).
 struct SamplingOn<'a>(&'a mut PinnedSampler);
 
 impl Drop for SamplingOn<'_> {
@@ -159,6 +160,8 @@ pub fn run(args: &WatchArgs, socket: &Path, pin: &Path, json: bool) -> Result<()
             break;
         }
         if Instant::now() >= next_tick {
+            // Again each time: a restarted shieldd turns sampling off.
+            on.0.set(SampleConfig { every: o.every, per_second: o.per_second })?;
             let c = on.0.counters()?;
             view.tick(c.sampled, c.lost)?;
             next_tick += o.interval;
