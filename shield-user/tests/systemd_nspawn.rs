@@ -272,42 +272,55 @@ fn package_under_systemd_in_a_debian_12_container() {
     let logs = tempfile::tempdir().expect("tempdir");
     let ct = Container::boot(&root, &lab.sbc.name, deb.path.parent().unwrap(), logs.path());
     println!("booted in {:.1} s", started.elapsed().as_secs_f64());
-
-    // Install: group made, service neither enabled nor started.
     let pkg = format!("{IN_CONTAINER_DEB_DIR}/{deb_name}");
+    install_then_enable(&ct, &lab, &pkg);
+    let sink = Sink::start(&lab);
+    ct.sh(&format!("shieldctl ban {BANNED} --duration 1h --reason nspawn-test"));
+    assert_eq!(probe(&lab, &sink, 10), (0, 10), "after the ban: (banned, other) arrivals");
+    restart_keeps_the_ban(&ct, &lab, &sink, "systemctl restart", "systemctl restart shieldd");
+    assert!(ct.sh("shieldctl banned").contains(&BANNED.to_string()), "ban lost by the restart");
+    assert_eq!(probe(&lab, &sink, 10), (0, 10), "after the restart");
+    watch_in_the_container(&ct, &lab);
+    // Upgrade (the same package again): postinst restarts the running daemon.
+    restart_keeps_the_ban(&ct, &lab, &sink, "upgrade", &format!("dpkg -i {pkg} >/dev/null 2>&1"));
+    stop_leaves_it_enforcing(&ct, &lab, &sink);
+    purge(&ct, &lab, &sink);
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Install: group made, service neither enabled nor started; then the
+/// operator names the interface and starts it: attached.
+fn install_then_enable(ct: &Container, lab: &Lab, pkg: &str) {
     println!("{}", ct.sh(&format!("dpkg -i {pkg} 2>&1")));
     ct.sh("getent group shield");
     let enabled = ct.sh_out("systemctl is-enabled shieldd");
     assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "disabled", "installed enabled");
     assert!(!ct.sh_out("systemctl is-active --quiet shieldd").status.success(), "started by the install");
-    assert!(!xdp_attached(&lab), "attached before any interface was named");
-
-    // The operator names the interface and starts it.
+    assert!(!xdp_attached(lab), "attached before any interface was named");
     ct.sh(&format!(
         "sed -i 's/^interfaces = \\[\\].*/interfaces = [\"{SBC_IF}\"]/' /etc/shield/shield.toml && shieldd --check"
     ));
     ct.sh("systemctl enable --now shieldd");
     ct.wait_shieldd();
-    assert!(xdp_attached(&lab), "shieldd active but nothing on {SBC_IF}:\n{}", ct.journal());
+    assert!(xdp_attached(lab), "shieldd active but nothing on {SBC_IF}:\n{}", ct.journal());
     println!("{}", ct.sh("shieldctl status"));
-    let sink = Sink::start(&lab);
-    ct.sh(&format!("shieldctl ban {BANNED} --duration 1h --reason nspawn-test"));
-    let (banned, other) = probe(&lab, &sink, 10);
-    assert_eq!((banned, other), (0, 10), "after the ban: (banned, other) arrivals");
+}
 
-    // Restart: the ban survives, and not one flood packet gets through.
+/// `script` must restart shieldd (a new MainPID) while the banned source
+/// floods, and not one of its packets may get through.
+fn restart_keeps_the_ban(ct: &Container, lab: &Lab, sink: &Sink, what: &str, script: &str) {
     let pid = ct.main_pid();
-    let (sent, through) = flood_through(&lab, &sink, || {
-        ct.sh("systemctl restart shieldd");
+    let (sent, through) = flood_through(lab, sink, || {
+        ct.sh(script);
         ct.wait_shieldd();
     });
-    assert_ne!(ct.main_pid(), pid, "systemctl restart did not restart shieldd");
-    println!("restart: {sent} flood packets from the banned source, {through} arrived");
-    assert_eq!(through, 0, "packets from the banned source passed during the restart");
-    assert!(ct.sh("shieldctl banned").contains(&BANNED.to_string()), "ban lost by the restart");
-    assert_eq!(probe(&lab, &sink, 10), (0, 10), "after the restart");
+    assert_ne!(ct.main_pid(), pid, "{what} did not restart shieldd");
+    println!("{what}: {sent} flood packets from the banned source, {through} arrived");
+    assert_eq!(through, 0, "packets from the banned source passed during the {what}");
+}
 
-    // `shieldctl watch` of the package, against the daemon systemd runs.
+/// `shieldctl watch` of the package, against the daemon systemd runs.
+fn watch_in_the_container(ct: &Container, lab: &Lab) {
     let watcher = {
         let mut c = Command::new("nsenter");
         c.arg("--target").arg(ct.init.to_string()).args(["--all", "--", "shieldctl", "--json", "watch"]);
@@ -315,7 +328,7 @@ fn package_under_systemd_in_a_debian_12_container() {
         c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("shieldctl watch in the container")
     };
     std::thread::sleep(Duration::from_millis(700));
-    send(&lab, BANNED, 300, Duration::from_millis(5));
+    send(lab, BANNED, 300, Duration::from_millis(5));
     let out = watcher.wait_with_output().expect("watch");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "watch: {}{text}", String::from_utf8_lossy(&out.stderr));
@@ -324,36 +337,28 @@ fn package_under_systemd_in_a_debian_12_container() {
     assert_eq!(samples.len(), 20, "{text}");
     assert!(samples.iter().all(|v| v["reason"] == "ban" && v["packet"]["source"] == BANNED.to_string()), "{text}");
     println!("watch in the container: {} samples of the banned source's drops", samples.len());
+}
 
-    // Upgrade (the same package again): postinst restarts the running daemon.
-    let pid = ct.main_pid();
-    let (sent, through) = flood_through(&lab, &sink, || {
-        ct.sh(&format!("dpkg -i {pkg} >/dev/null 2>&1"));
-        ct.wait_shieldd();
-    });
-    assert_ne!(ct.main_pid(), pid, "the upgrade did not restart shieldd");
-    println!("upgrade: {sent} flood packets from the banned source, {through} arrived");
-    assert_eq!(through, 0, "packets from the banned source passed during the upgrade");
-
-    // Stop: the shield stays attached and enforcing.
+/// Stop: the shield stays attached and enforcing; the unit's exposure.
+fn stop_leaves_it_enforcing(ct: &Container, lab: &Lab, sink: &Sink) {
     ct.sh("systemctl stop shieldd");
     assert!(!ct.sh_out("systemctl is-active --quiet shieldd").status.success());
-    assert!(xdp_attached(&lab), "systemctl stop detached the shield");
-    assert_eq!(probe(&lab, &sink, 10), (0, 10), "with shieldd stopped");
-
+    assert!(xdp_attached(lab), "systemctl stop detached the shield");
+    assert_eq!(probe(lab, sink, 10), (0, 10), "with shieldd stopped");
     let security = ct.sh("systemd-analyze security --no-pager shieldd.service 2>&1");
     println!("{security}");
     let overall = security.lines().find(|l| l.contains("Overall exposure level")).expect("an overall exposure level");
     println!("systemd-analyze security: {}", overall.trim_start_matches(|c: char| !c.is_alphanumeric()));
+}
 
-    // Purge: shield off the kernel, state and conffile gone, group kept.
+/// Purge: shield off the kernel, state and conffile gone, group kept.
+fn purge(ct: &Container, lab: &Lab, sink: &Sink) {
     ct.sh("systemctl start shieldd");
     ct.wait_shieldd();
     ct.sh("test -e /var/lib/shield/shield.db");
     println!("{}", ct.sh("dpkg --purge sip-shield 2>&1"));
-    assert!(!xdp_attached(&lab), "the shield is still attached after the purge");
+    assert!(!xdp_attached(lab), "the shield is still attached after the purge");
     ct.sh("! test -e /var/lib/shield && ! test -e /etc/shield/shield.toml && ! test -e /usr/sbin/shieldd");
     ct.sh("getent group shield");
-    assert_eq!(probe(&lab, &sink, 10), (10, 10), "after the purge");
-    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(probe(lab, sink, 10), (10, 10), "after the purge");
 }
