@@ -57,6 +57,7 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 /// The cached Debian 12 tree, made on first use.
 fn rootfs() -> PathBuf {
     let root = PathBuf::from(ROOTFS);
+    remove_stale_copies(&root);
     if root.join(READY).exists() {
         return root;
     }
@@ -86,6 +87,23 @@ fn rootfs() -> PathBuf {
     std::fs::rename(&partial, &root).expect("rename the tree into place");
     println!("debootstrap: {:.0} s", started.elapsed().as_secs_f64());
     root
+}
+
+/// `--ephemeral` copies (`.#machine.NAME…` beside the tree) left by a run
+/// whose nspawn had to be killed: nspawn removes its copy only when it
+/// exits by itself. Only this test boots from the tree, one run at a time.
+fn remove_stale_copies(root: &Path) {
+    let (Some(dir), Some(name)) = (root.parent(), root.file_name()) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let copy = file.strip_prefix(".#machine.").or_else(|| file.strip_prefix(".#.#machine."));
+        if copy.is_some_and(|c| c.starts_with(&*name.to_string_lossy())) {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            println!("removed a stale copy: {}", p.display());
+        }
+    }
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -216,7 +234,7 @@ impl Drop for Container {
         // SIGTERM: nspawn asks the container's systemd to power off.
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.nspawn.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && matches!(self.nspawn.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(100));
         }
