@@ -131,6 +131,9 @@ fn samples_decode_with_the_right_reason_and_filters_hold() {
     assert_ne!(b["ban_left"], "-", "{b}");
     let sc = top.iter().find(|t| t["source"] == SCANNER.to_string()).expect("scanner in top");
     assert_eq!(sc["ban_left"], "-");
+    let prefixes = busiest["top_prefixes"].as_array().expect("top_prefixes");
+    let lab_net = prefixes.iter().find(|p| p["prefix"] == "198.51.100.0/24").expect("the lab's /24");
+    assert_eq!(lab_net["sources"], 2, "{lab_net}");
     assert_eq!(lines.last().unwrap()["type"], "end");
     sampling_is_off(&d);
 

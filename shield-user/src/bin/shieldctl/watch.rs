@@ -269,8 +269,12 @@ impl View {
         let stats: StatsReply = serde_json::from_value(self.ask(&Request::Stats)?.data)?;
         let rates = self.rates(&stats);
         let top = self.top(&stats)?;
+        let prefixes = self.top_prefixes();
         if self.json {
-            let line = serde_json::json!({ "type": "rates", "drops_per_second": rates, "top": top, "sampled": sampled, "lost_samples": lost });
+            let line = serde_json::json!({
+                "type": "rates", "drops_per_second": rates, "top": top, "top_prefixes": prefixes,
+                "sampled": sampled, "lost_samples": lost,
+            });
             return out(&format!("{}\n", shield::text::json_safe(&line.to_string())));
         }
         let mut text = String::new();
@@ -286,6 +290,10 @@ impl View {
         text.push_str("\nTop sources               drops  ban left    verified\n");
         for t in &top {
             text.push_str(&format!("  {:<22} {:>7}  {:<11} {}\n", t.source, t.drops, t.ban_left, if t.verified { "yes" } else { "no" }));
+        }
+        text.push_str("\nTop prefixes (sampled)       samples  sources\n");
+        for p in &prefixes {
+            text.push_str(&format!("  {:<26} {:>7}  {:>7}\n", p.prefix, p.samples, p.sources));
         }
         text.push_str("\nSampled dropped packets (newest first)\n");
         text.push_str(&format!("  {:<39} {:<11} {:<10} {:<14} {}\n", "SOURCE", "REASON", "METHOD", "R-URI USER", "USER-AGENT"));
@@ -357,6 +365,34 @@ impl View {
             top.push(Top { source, drops: n, ban_left, verified: is_verified });
         }
         Ok(top)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Prefix {
+    prefix: String,
+    samples: u64,
+    sources: usize,
+}
+
+impl View {
+    /// The /24s (IPv4) and /64s (IPv6) with the most sampled drops: a flood
+    /// from many addresses of one network shows up here though each of its
+    /// sources is small.
+    fn top_prefixes(&self) -> Vec<Prefix> {
+        let mut nets: HashMap<IpNet, (u64, usize)> = HashMap::new();
+        for (ip, n) in &self.by_source {
+            let len = if ip.is_ipv4() { 24 } else { 64 };
+            let Ok(net) = IpNet::new(*ip, len) else { continue };
+            let e = nets.entry(net.trunc()).or_default();
+            e.0 += n;
+            e.1 += 1;
+        }
+        let mut list: Vec<Prefix> =
+            nets.into_iter().map(|(net, (samples, sources))| Prefix { prefix: net.to_string(), samples, sources }).collect();
+        list.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.prefix.cmp(&b.prefix)));
+        list.truncate(TOP);
+        list
     }
 }
 
