@@ -1,5 +1,5 @@
 # The two commands of the README. Both install what is missing first.
-.PHONY: setup test demo bench
+.PHONY: setup test demo bench deb
 
 setup:
 	./scripts/setup.sh
@@ -12,3 +12,7 @@ demo: setup
 
 bench: setup
 	cargo xtask bench
+
+# The Debian package (cargo-deb), in target/debian/.
+deb: setup
+	cargo xtask deb

@@ -11,17 +11,23 @@
 #      Also CrowdSec (Debian's `crowdsec` 1.4.6 and `crowdsec-firewall-bouncer`
 #      0.0.25: the bouncer tests run a private Local API), installed offline:
 #      no Central API registration, no service started.
-#   4. the BPF filesystem at /sys/fs/bpf
+#   4. cargo-deb (pinned), which `make deb` packages with; systemd-container
+#      and debootstrap, with which the package test boots Debian 12 under a
+#      real systemd (systemd-nspawn); man-db, whose man(1) renders the
+#      generated man pages in their test
+#   5. the BPF filesystem at /sys/fs/bpf
 # A step that fails prints one line naming the step and why, and the script
 # exits 1; the step's full output is kept in $SETUP_LOG_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BPF_LINKER_VERSION=0.10.0
+CARGO_DEB_VERSION=3.8.0
 APT_PACKAGES=(
   build-essential pkg-config iproute2 nftables iptables kamailio sip-tester
   fail2ban prometheus bpftool tcpdump tshark hping3 jq procps rsync curl ethtool
   python3-pyinotify sipvicious crowdsec crowdsec-firewall-bouncer
+  systemd-container debootstrap man-db
 )
 # Extra Debian packages, space-separated (scripts/check-setup.sh uses it to
 # prove that a failing install names itself).
@@ -102,10 +108,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   log "Debian packages: present"
 fi
-for tool in svmap svwar kamailio sipp nft promtool fail2ban-server crowdsec cscli crowdsec-firewall-bouncer ethtool unshare; do
+for tool in svmap svwar kamailio sipp nft promtool fail2ban-server crowdsec cscli crowdsec-firewall-bouncer ethtool unshare systemd-nspawn debootstrap man; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
     || die "step 'apt' failed: $tool is missing after the install"
 done
+
+# After apt: it builds C code (liblzma) with build-essential's cc.
+install_cargo_deb() {
+  cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked --force
+}
+if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  log "cargo-deb $CARGO_DEB_VERSION: present"
+else
+  step "cargo-deb $CARGO_DEB_VERSION" install_cargo_deb
+  cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION" \
+    || die "step 'cargo-deb' failed: installed, but 'cargo deb --version' does not say $CARGO_DEB_VERSION"
+fi
 
 if mountpoint -q /sys/fs/bpf; then
   log "bpffs: mounted"

@@ -37,8 +37,12 @@ pub mod names {
     pub const DEST_EVENTS: &str = "DEST_EVENTS";
     pub const DEST_BUDGET: &str = "DEST_BUDGET";
     pub const DEST_SOURCES: &str = "DEST_SOURCES";
+    // Sampled dropped packets (`shieldctl watch`; shield-ebpf/src/sample.rs).
+    pub const SAMPLES: &str = "SAMPLES";
+    pub const SAMPLE_CFG: &str = "SAMPLE_CFG";
+    pub const SAMPLE_STATE: &str = "SAMPLE_STATE";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 33] = [
+    pub const ALL: [&str; 36] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -72,6 +76,9 @@ pub mod names {
         DEST_EVENTS,
         DEST_BUDGET,
         DEST_SOURCES,
+        SAMPLES,
+        SAMPLE_CFG,
+        SAMPLE_STATE,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -88,6 +95,29 @@ pub mod names {
                 return false;
             }
             i += 1;
+        }
+        true
+    }
+
+    /// [`are_all`] of the two lists together: the XDP program declares
+    /// the sampling maps in a file of their own (shield-ebpf/src/sample.rs).
+    pub const fn are_all_of(a: &[&str], b: &[&str]) -> bool {
+        if a.len() + b.len() != ALL.len() || !distinct(&ALL) || !distinct(a) || !distinct(b) {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if !contains(&ALL, a[i]) || contains(b, a[i]) {
+                return false;
+            }
+            i += 1;
+        }
+        let mut j = 0;
+        while j < b.len() {
+            if !contains(&ALL, b[j]) {
+                return false;
+            }
+            j += 1;
         }
         true
     }
@@ -146,6 +176,8 @@ pub mod default_size {
     pub const SOURCES: u32 = 1_000_000;
     pub const SCANNERS: u32 = 256;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// `SAMPLES`: about 250 samples of 1 KiB in flight.
+    pub const SAMPLES_BYTES: u32 = 256 * 1024;
     pub const VERIFIED: u32 = 1_000_000;
     pub const VERIFY_NETS: u32 = 65_536;
     /// Requests that may verify, remembered for 32 s (SPEC §8): room for
@@ -458,6 +490,9 @@ mod tests {
         dup[0] = names::PORTS;
         assert!(!names::are_all(&dup));
         assert!(!names::are_all(&names::ALL[1..]));
+        assert!(names::are_all_of(&names::ALL[..3], &names::ALL[3..]));
+        assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[2..]));
+        assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[4..]));
         let mut other = names::ALL;
         other[16] = "SCRATCH2";
         assert!(!names::are_all(&other));

@@ -19,6 +19,8 @@ mod lines;
 #[cfg(target_arch = "bpf")]
 mod prog;
 #[cfg(target_arch = "bpf")]
+mod sample;
+#[cfg(target_arch = "bpf")]
 mod txn;
 
 #[cfg(not(target_arch = "bpf"))]

@@ -7,11 +7,13 @@ pub mod control;
 pub mod crowdsec;
 pub mod daemon;
 pub mod dest;
+pub mod docs;
 pub mod jails;
 pub mod kernel;
 pub mod metrics;
 pub mod preflight;
 pub mod store;
 pub mod text;
+pub mod watch;
 
 pub use kernel::{Capacity, Shield};

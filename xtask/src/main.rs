@@ -1,7 +1,9 @@
-//! Project tasks: `cargo xtask test | bench | demo`.
+//! Project tasks: `cargo xtask test | bench | demo | docs | deb`.
 //!
 //! Run `scripts/setup.sh` first (or `make setup`): it installs the pinned
 //! toolchain, bpf-linker and the packages the tests use.
+
+mod package;
 
 use std::process::{Command, ExitCode};
 
@@ -46,6 +48,16 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Man pages (section 8) and bash/zsh/fish completions for shieldd and
+    /// shieldctl, generated from their clap definitions.
+    Docs {
+        /// Where to write them [default: target/release/deb-assets].
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The Debian package (`make deb`): cargo-deb from shield-user's
+    /// [package.metadata.deb], written to target/debian/.
+    Deb,
 }
 
 fn main() -> ExitCode {
@@ -121,6 +133,8 @@ fn run(cli: Cli) -> Result<()> {
             build_lab()?;
             run_lab_binary("demo", &args)
         }
+        Task::Docs { out } => package::docs(out.as_deref()).map(drop),
+        Task::Deb => package::deb().map(drop),
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use shield::config::{format_duration, parse_cidr, parse_duration, DEFAULT_CONFIG_PATH};
 use shield::control::client::{self, ClientError};
@@ -20,6 +20,10 @@ use shield::control::protocol::{
 // Everything the daemon sends may carry text from outside (a ban reason
 // is a line from a log an attacker writes to): shown escaped, never raw.
 use shield::text::{escaped, json_safe, Escaped};
+
+// The command's own file, beside this one.
+#[path = "shieldctl/watch.rs"]
+mod watch;
 
 const DEFAULT_SOCKET: &str = "/run/shield/control.sock";
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/shield";
@@ -144,6 +148,12 @@ enum Command {
     /// Remove the shield from the kernel: program, links and pins. The
     /// daemon exits; bans stay in state_dir. Works without a daemon too.
     Detach,
+    /// Live view of what XDP drops: drops per second by reason, top sources
+    /// (ban time left, verified), sampled dropped packets decoded (source,
+    /// method, Request-URI user masked, User-Agent, reason); --json: one
+    /// JSON object a line; --pcap FILE: the sampled frames. Turns kernel
+    /// sampling on while it runs (root: it opens the pinned maps).
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +191,10 @@ impl Fail {
 }
 
 fn main() -> ExitCode {
+    // Build step (`cargo xtask docs`): man pages and completions.
+    if let Some(code) = shield::docs::main_hook(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {
@@ -250,6 +264,9 @@ fn run(cli: Cli) -> Result<String, Fail> {
         }
         (None, None) => DEFAULT_SOCKET.into(),
     };
+    if let Command::Watch(args) = &cli.command {
+        return run_watch(args, &socket, config.as_deref(), cli.json);
+    }
     let (req, timeout) = request(&cli.command)?;
     let resp = match client::request(&socket, &req, timeout) {
         Ok(r) => r,
@@ -296,12 +313,26 @@ fn run(cli: Cli) -> Result<String, Fail> {
     render(&cli.command, resp).map_err(|e| Fail::system(format!("{e:#}")))
 }
 
+/// `shieldctl watch`: bad arguments exit 2, everything else 1.
+fn run_watch(args: &watch::WatchArgs, socket: &Path, config: Option<&Path>, json: bool) -> Result<String, Fail> {
+    watch::check(args).map_err(Fail::usage)?;
+    let pin = match (&args.pin_path(), config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => config_path_value(c, "shield", "pin_path")?.unwrap_or_else(|| DEFAULT_PIN_PATH.into()),
+        (None, None) => DEFAULT_PIN_PATH.into(),
+    };
+    watch::run(args, socket, &pin, json).map_err(|e| Fail::system(format!("watch: {e:#}")))?;
+    Ok(String::new())
+}
+
 /// The request for a command (arguments checked here first, so bad input
 /// is exit 2 whether or not a daemon runs) and how long to wait for it.
 fn request(cmd: &Command) -> Result<(Request, Duration), Fail> {
     let quick = Duration::from_secs(30);
     let slow = Duration::from_secs(300);
     Ok(match cmd {
+        // Not one request: see run_watch.
+        Command::Watch(_) => return Err(Fail::usage("watch streams; it has no single request")),
         Command::Ban {
             target,
             duration,
@@ -554,6 +585,7 @@ fn data<T: DeserializeOwned>(resp: Response) -> anyhow::Result<T> {
 
 fn render(cmd: &Command, resp: Response) -> anyhow::Result<String> {
     Ok(match cmd {
+        Command::Watch(_) => String::new(),
         Command::Ban { .. } => {
             let b: BanInfo = data(resp)?;
             let times = match b.times {

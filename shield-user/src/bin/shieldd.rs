@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shield::config::{Config, DEFAULT_CONFIG_PATH};
 use shield::daemon::{self, Exit};
 use tracing_subscriber::EnvFilter;
@@ -30,6 +30,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Build step (`cargo xtask docs`): man pages and completions.
+    if let Some(code) = shield::docs::main_hook(Args::command) {
+        return code;
+    }
     let args = Args::parse();
     if args.check {
         return check(&args.config);

@@ -18,7 +18,7 @@ use aya::{
 use ipnet::IpNet;
 use shield_common::{
     names, sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy,
-    Reason, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
+    Reason, SampleConfig, SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
     F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS,
     PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
@@ -62,11 +62,14 @@ pub enum MapId {
     DestEvents,
     DestBudget,
     DestSources,
+    Samples,
+    SampleCfg,
+    SampleState,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 33] = [
+    pub const ALL: [MapId; 36] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -100,6 +103,9 @@ impl MapId {
         MapId::DestEvents,
         MapId::DestBudget,
         MapId::DestSources,
+        MapId::Samples,
+        MapId::SampleCfg,
+        MapId::SampleState,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -138,6 +144,9 @@ impl MapId {
             MapId::DestEvents => names::DEST_EVENTS,
             MapId::DestBudget => names::DEST_BUDGET,
             MapId::DestSources => names::DEST_SOURCES,
+            MapId::Samples => names::SAMPLES,
+            MapId::SampleCfg => names::SAMPLE_CFG,
+            MapId::SampleState => names::SAMPLE_STATE,
         }
     }
 
@@ -235,6 +244,10 @@ pub struct ShieldMaps {
     events_lost: PerCpuArray<MapData, u64>,
     /// The destination policy's maps (SPEC §11).
     pub dest: super::dest::DestMaps,
+    sample_cfg: Array<MapData, SampleConfig>,
+    sample_state: PerCpuArray<MapData, SampleState>,
+    /// Sampled dropped packets (`shieldctl watch`); taken by its reader.
+    pub samples: Option<RingBuf<MapData>>,
     /// Offender reports; the daemon takes it to read it.
     pub events: Option<RingBuf<MapData>>,
     /// The policy as configured; the trie-occupancy flags and the list
@@ -366,6 +379,9 @@ impl ShieldMaps {
             txns: take(ebpf, MapId::Txns)?,
             events_lost: take(ebpf, MapId::EventsLost)?,
             dest: super::dest::DestMaps::from_ebpf(ebpf)?,
+            sample_cfg: take(ebpf, MapId::SampleCfg)?,
+            sample_state: take(ebpf, MapId::SampleState)?,
+            samples: Some(take(ebpf, MapId::Samples)?),
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],
@@ -668,6 +684,29 @@ impl ShieldMaps {
     /// buffer, summed over CPUs.
     pub fn events_lost(&self) -> Result<u64, MapError> {
         Ok(self.events_lost.get(&0, 0)?.iter().sum())
+    }
+
+    /// Turns drop sampling on (`every` > 0: 1 in `every` drops, at most
+    /// `per_second` a second per CPU) or off (`every` = 0).
+    pub fn set_sampling(&mut self, cfg: SampleConfig) -> Result<(), MapError> {
+        self.sample_cfg.set(0, &cfg, 0)
+    }
+
+    /// The sampling configuration in force.
+    pub fn sampling(&self) -> Result<SampleConfig, MapError> {
+        self.sample_cfg.get(&0, 0)
+    }
+
+    /// The sampling counters, summed over CPUs (`window_ns` and `taken`
+    /// are per CPU and meaningless summed: left 0).
+    pub fn sample_state(&self) -> Result<SampleState, MapError> {
+        let mut sum = SampleState::default();
+        for s in self.sample_state.get(&0, 0)?.iter() {
+            sum.seen += s.seen;
+            sum.sampled += s.sampled;
+            sum.lost += s.lost;
+        }
+        Ok(sum)
     }
 
     /// Forgets all per-source bucket state.

@@ -13,6 +13,8 @@ pub use shield_tests::lab::process::{
 pub use shield_tests::netns::{Lab, Netns, PEER_IP, SBC_IF, SBC_IP};
 pub use shield_tests::udp::{send, settle, Ends, Flood, Sink, OPTIONS};
 
+pub mod deb;
+
 pub const SHIELDD: &str = env!("CARGO_BIN_EXE_shieldd");
 pub const SHIELDCTL: &str = env!("CARGO_BIN_EXE_shieldctl");
 

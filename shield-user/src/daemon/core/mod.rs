@@ -177,6 +177,12 @@ impl Core {
         let mut shield = shield?;
         let loaded = loaded?;
         let events = shield.maps.events.take();
+        // Drop sampling is on only while a `shieldctl watch` runs, and a
+        // running one sets it again every interval: one killed (SIGKILL)
+        // leaves it on at most until this start.
+        if let Err(e) = shield.maps.set_sampling(shield_common::SampleConfig::default()) {
+            tracing::warn!("turning drop sampling off: {e}");
+        }
         let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
         let maps_mark = MapsMark {
             pin_path: pin.clone(),
