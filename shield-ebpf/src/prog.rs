@@ -435,7 +435,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
             method,
         }
     } else {
-        buckets(p, &f.src, method, syn)
+        buckets(p, &f.src, method, syn, sip.state)
     };
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
@@ -612,6 +612,9 @@ struct Sip {
     reply: bool,
     /// Step 7b already held the source to its buckets (step 9 is done).
     held: bool,
+    /// The source's state if the early `rate` check found it (null: not
+    /// looked up, or none): step 9 spends from it without a second lookup.
+    state: *mut SrcState,
 }
 
 const NOT_SIP: Sip = Sip {
@@ -619,6 +622,7 @@ const NOT_SIP: Sip = Sip {
     payload: (0, 0),
     reply: false,
     held: false,
+    state: core::ptr::null_mut(),
 };
 
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
@@ -674,9 +678,13 @@ fn sip_payload(
             false
         }
     };
+    // SPEC §2's allowed reordering: a source whose packet bucket is
+    // already empty is dropped `rate` before the budget and the User-Agent
+    // scan, so a single-source flood costs one lookup, not a header search.
+    let state = bucket_empty(p, src, method)?;
     // Before the User-Agent scan and before any per-source state: a
     // spoofed flood's packet costs a lookup and a read of the shared line.
-    let held = unverified(p, src, method)?;
+    let held = unverified(p, src, method, state)?;
     if is_sip {
         if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
             return Err(out);
@@ -687,6 +695,33 @@ fn sip_payload(
         payload: (pay, plen),
         reply,
         held,
+        state,
+    })
+}
+
+/// The early `rate` drop (SPEC §2's allowed difference): a source that has
+/// state and whose packet bucket is empty now. Only reads the bucket: a
+/// source with a token goes on and spends it at step 9 (or 7b) as before,
+/// so steps 7-8 still see every packet that step 9 would pass. `Ok`: the
+/// state it found, for the later steps (null: none, or not looked up).
+#[inline(always)]
+fn bucket_empty(p: &Policy, src: &Src, method: usize) -> Result<*mut SrcState, Outcome> {
+    if !p.packet.is_limited() {
+        return Ok(core::ptr::null_mut());
+    }
+    let key = src_key(src, p);
+    let Some(st) = SOURCES.get_ptr_mut(&key) else {
+        return Ok(core::ptr::null_mut());
+    };
+    let now = now_ns();
+    let tat = unsafe { core::ptr::read_volatile(&raw const (*st).packet_tat) };
+    if gcra(tat, now, &p.packet).is_some() {
+        return Ok(st);
+    }
+    escalate(st, &key, src, p, now, Reason::Rate);
+    Err(Outcome {
+        reason: Reason::Rate,
+        method,
     })
 }
 
@@ -698,7 +733,7 @@ fn sip_payload(
 /// shared budget; a packet never creates state here. `Ok(true)`: the
 /// source's buckets were spent (step 9 is done).
 #[inline(always)]
-fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
+fn unverified(p: &Policy, src: &Src, method: usize, state: *mut SrcState) -> Result<bool, Outcome> {
     if !p.unverified.is_limited() {
         return Ok(false);
     }
@@ -707,7 +742,12 @@ fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
         return Ok(false);
     }
     let key = src_key(src, p);
-    let held = match SOURCES.get_ptr_mut(&key) {
+    let found = if state.is_null() {
+        SOURCES.get_ptr_mut(&key)
+    } else {
+        Some(state)
+    };
+    let held = match found {
         Some(st) => match held_to_buckets(p, src, &key, st, method, false) {
             Some(out) => return Err(out),
             None => true,
@@ -811,13 +851,19 @@ fn scanner(
     None
 }
 
-/// Steps 9 and 10: the source's token buckets, then pass.
+/// Steps 9 and 10: the source's token buckets, then pass. `state`: the
+/// source's state if an earlier step found it (null: look it up, creating it).
 #[inline(always)]
-fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
+fn buckets(p: &Policy, src: &Src, method: usize, syn: bool, state: *mut SrcState) -> Outcome {
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);
-        if let Some(st) = source(&key) {
+        let st = if state.is_null() {
+            source(&key)
+        } else {
+            Some(state)
+        };
+        if let Some(st) = st {
             if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket) {
                 return out;
             }
