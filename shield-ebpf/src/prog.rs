@@ -439,7 +439,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
             method,
         }
     } else {
-        buckets(p, &f.src, method, syn, sip.state)
+        buckets(p, &f.src, method, syn, sip.state, sip.now)
     };
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
@@ -619,6 +619,8 @@ struct Sip {
     /// The source's state if the early `rate` check found it (null: not
     /// looked up, or none): step 9 spends from it without a second lookup.
     state: *mut SrcState,
+    /// The time the early `rate` check read (0: none), reused by step 9.
+    now: u64,
 }
 
 const NOT_SIP: Sip = Sip {
@@ -627,6 +629,7 @@ const NOT_SIP: Sip = Sip {
     reply: false,
     held: false,
     state: core::ptr::null_mut(),
+    now: 0,
 };
 
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
@@ -685,7 +688,7 @@ fn sip_payload(
     // SPEC §2's allowed reordering: a source whose packet bucket is
     // already empty is dropped `rate` before the budget and the User-Agent
     // scan, so a single-source flood costs one lookup, not a header search.
-    let state = bucket_empty(p, src, method)?;
+    let (state, now) = bucket_empty(p, src, method)?;
     // Before the User-Agent scan and before any per-source state: a
     // spoofed flood's packet costs a lookup and a read of the shared line.
     let held = unverified(p, src, method, state)?;
@@ -700,6 +703,7 @@ fn sip_payload(
         reply,
         held,
         state,
+        now,
     })
 }
 
@@ -707,20 +711,21 @@ fn sip_payload(
 /// state and whose packet bucket is empty now. Only reads the bucket: a
 /// source with a token goes on and spends it at step 9 (or 7b) as before,
 /// so steps 7-8 still see every packet that step 9 would pass. `Ok`: the
-/// state it found, for the later steps (null: none, or not looked up).
+/// state it found and the time it read, for the later steps (null and 0:
+/// none, or not looked up).
 #[inline(always)]
-fn bucket_empty(p: &Policy, src: &Src, method: usize) -> Result<*mut SrcState, Outcome> {
+fn bucket_empty(p: &Policy, src: &Src, method: usize) -> Result<(*mut SrcState, u64), Outcome> {
     if !p.packet.is_limited() {
-        return Ok(core::ptr::null_mut());
+        return Ok((core::ptr::null_mut(), 0));
     }
     let key = src_key(src, p);
     let Some(st) = SOURCES.get_ptr_mut(&key) else {
-        return Ok(core::ptr::null_mut());
+        return Ok((core::ptr::null_mut(), 0));
     };
     let now = now_ns();
     let tat = unsafe { core::ptr::read_volatile(&raw const (*st).packet_tat) };
     if gcra(tat, now, &p.packet).is_some() {
-        return Ok(st);
+        return Ok((st, now));
     }
     escalate(st, &key, src, p, now, Reason::Rate);
     Err(Outcome {
@@ -752,7 +757,7 @@ fn unverified(p: &Policy, src: &Src, method: usize, state: *mut SrcState) -> Res
         Some(state)
     };
     let held = match found {
-        Some(st) => match held_to_buckets(p, src, &key, st, method, false) {
+        Some(st) => match held_to_buckets(p, src, &key, st, method, false, now) {
             Some(out) => return Err(out),
             None => true,
         },
@@ -856,9 +861,10 @@ fn scanner(
 }
 
 /// Steps 9 and 10: the source's token buckets, then pass. `state`: the
-/// source's state if an earlier step found it (null: look it up, creating it).
+/// source's state if an earlier step found it (null: look it up, creating
+/// it); `now`: the time that step read (0: not read yet).
 #[inline(always)]
-fn buckets(p: &Policy, src: &Src, method: usize, syn: bool, state: *mut SrcState) -> Outcome {
+fn buckets(p: &Policy, src: &Src, method: usize, syn: bool, state: *mut SrcState, now: u64) -> Outcome {
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);
@@ -868,7 +874,8 @@ fn buckets(p: &Policy, src: &Src, method: usize, syn: bool, state: *mut SrcState
             Some(state)
         };
         if let Some(st) = st {
-            if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket) {
+            let now = if now == 0 { now_ns() } else { now };
+            if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket, now) {
                 return out;
             }
         }
@@ -889,8 +896,8 @@ fn held_to_buckets(
     st: *mut SrcState,
     method: usize,
     syn_bucket: bool,
+    now: u64,
 ) -> Option<Outcome> {
-    let now = now_ns();
     let ok = (!p.packet.is_limited()
         || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
         && match p.method_bucket_at(method) {
