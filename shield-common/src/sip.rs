@@ -284,7 +284,7 @@ fn ua_token(win: &[u8; UA_WINDOW], start: usize) -> UaLine {
         let low = lower_ascii(word);
         if delims != 0 {
             // Bytes before the first delimiter: all ones below its byte.
-            let keep = ((delims & delims.wrapping_neg()) >> 7).wrapping_sub(1);
+            let keep = (delims.isolate_lowest_one() >> 7).wrapping_sub(1);
             if w == 0 && keep == 0 {
                 return UaLine::NoToken; // empty token
             }
@@ -302,8 +302,10 @@ fn ua_token(win: &[u8; UA_WINDOW], start: usize) -> UaLine {
     }
 }
 
-const _: () = assert!(UA_TOKEN_MAX % 8 == 0);
-const _: () = assert!(UA_NAME.len() + 2 * UA_MAX_LWS + 1 + UA_TOKEN_MAX + 1 <= UA_WINDOW);
+// Whole words of token, and the byte after them, inside the window
+// whatever the blanks around the colon.
+const _: () = assert!(UA_TOKEN_MAX.is_multiple_of(8));
+const _: () = assert!(UA_NAME.len() + 2 * UA_MAX_LWS + 1 + UA_TOKEN_MAX < UA_WINDOW);
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
@@ -573,13 +575,21 @@ mod tests {
             let mut win = [0u8; UA_WINDOW];
             for b in win.iter_mut() {
                 let r = next();
-                *b = if r & 3 == 0 { r as u8 >> 2 } else { pool[(r >> 8) as usize % pool.len()] };
+                *b = if r & 3 == 0 {
+                    r as u8 >> 2
+                } else {
+                    pool[(r >> 8) as usize % pool.len()]
+                };
             }
             if round < 256 * 40 {
                 win[19 + (round as usize / 256)] = round as u8;
             }
             let start = (next() % 20) as usize;
-            assert_eq!(ua_token(&win, start), ua_token_bytes(&win, start), "{win:?} at {start}");
+            assert_eq!(
+                ua_token(&win, start),
+                ua_token_bytes(&win, start),
+                "{win:?} at {start}"
+            );
         }
     }
 

@@ -864,7 +864,14 @@ fn scanner(
 /// source's state if an earlier step found it (null: look it up, creating
 /// it); `now`: the time that step read (0: not read yet).
 #[inline(always)]
-fn buckets(p: &Policy, src: &Src, method: usize, syn: bool, state: *mut SrcState, now: u64) -> Outcome {
+fn buckets(
+    p: &Policy,
+    src: &Src,
+    method: usize,
+    syn: bool,
+    state: *mut SrcState,
+    now: u64,
+) -> Outcome {
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);

@@ -145,7 +145,9 @@ impl Shield {
     }
 
     fn ebpf(&mut self) -> &mut Ebpf {
-        self.ebpf.as_mut().expect("Shield::ready before the programs are used")
+        self.ebpf
+            .as_mut()
+            .expect("Shield::ready before the programs are used")
     }
 
     /// The loaded XDP program (for its info, attaching, pinning, test runs).

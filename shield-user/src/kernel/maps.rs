@@ -865,7 +865,13 @@ impl ShieldMaps {
 
 /// [`ShieldMaps::update_many`]'s work on one range, in chunks of
 /// `UPDATE_CHUNK`; one update per entry on kernels without batches.
-fn update_range(m: &RawMap, keys: &[u8], values: &[u8], ks: usize, vs: usize) -> Result<usize, MapError> {
+fn update_range(
+    m: &RawMap,
+    keys: &[u8],
+    values: &[u8],
+    ks: usize,
+    vs: usize,
+) -> Result<usize, MapError> {
     let count = keys.len() / ks;
     let mut done = 0;
     while done < count {
@@ -883,7 +889,13 @@ fn update_range(m: &RawMap, keys: &[u8], values: &[u8], ks: usize, vs: usize) ->
     Ok(done)
 }
 
-fn update_each(m: &RawMap, keys: &[u8], values: &[u8], ks: usize, vs: usize) -> Result<usize, MapError> {
+fn update_each(
+    m: &RawMap,
+    keys: &[u8],
+    values: &[u8],
+    ks: usize,
+    vs: usize,
+) -> Result<usize, MapError> {
     for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
         sys::update_elem(m.fd.as_fd(), k, v).map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
     }

@@ -45,9 +45,13 @@ fn report(what: &str) -> Result<f64> {
             rows.push((name, *m));
         }
     }
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     let total: u64 = rows.iter().map(|r| r.1).sum();
-    println!("\n{what}: {:.1} MiB in {} maps", total as f64 / MIB, rows.len());
+    println!(
+        "\n{what}: {:.1} MiB in {} maps",
+        total as f64 / MIB,
+        rows.len()
+    );
     for (name, m) in rows.iter().filter(|r| r.1 as f64 >= 0.1 * MIB) {
         println!("  {name:<16} {:>8.1} MiB", *m as f64 / MIB);
     }
@@ -62,7 +66,12 @@ fn main() -> Result<()> {
 
     let until = monotonic_ns() + 3_600_000_000_000;
     let v4: Vec<(IpNet, u64)> = (0..cap.bans)
-        .map(|i| (IpNet::from(IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))), until))
+        .map(|i| {
+            (
+                IpNet::from(IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))),
+                until,
+            )
+        })
         .collect();
     let t = Instant::now();
     let n = shield.maps.ban_batch(&v4)?;
@@ -82,7 +91,10 @@ fn main() -> Result<()> {
         "\nbatch update (BPF_MAP_UPDATE_BATCH via ShieldMaps::ban_batch), {} bans: IPv4 {v4_secs:.3} s, IPv6 {v6_secs:.3} s",
         cap.bans
     );
-    report(&format!("with {} IPv4 + {} IPv6 host bans", cap.bans, cap.bans))?;
+    report(&format!(
+        "with {} IPv4 + {} IPv6 host bans",
+        cap.bans, cap.bans
+    ))?;
 
     fill_tries(&mut shield, cap)?;
     let full = report("full (host bans, allow/deny, CIDR bans and verified CIDRs at capacity)")?;
@@ -108,13 +120,26 @@ fn fill_tries(shield: &mut Shield, cap: Capacity) -> Result<()> {
     let until = monotonic_ns() + 3_600_000_000_000;
     let mut nets = Vec::new();
     for i in 0..cap.ban_nets {
-        nets.push((IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0c00_0000 + (i << 8)), 24)?), until));
-        nets.push((IpNet::V6(Ipv6Net::new(Ipv6Addr::from((0x2001_0db8_0003_u128 << 80) + (u128::from(i) << 64)), 64)?), until));
+        nets.push((
+            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0c00_0000 + (i << 8)), 24)?),
+            until,
+        ));
+        nets.push((
+            IpNet::V6(Ipv6Net::new(
+                Ipv6Addr::from((0x2001_0db8_0003_u128 << 80) + (u128::from(i) << 64)),
+                64,
+            )?),
+            until,
+        ));
     }
     m.ban_batch(&nets)?;
     for i in 0..shield_common::default_size::VERIFY_NETS {
         m.verify(v4(0x0d00_0000, i), until, VerifiedBy::Operator)?;
-        m.verify(v6(0x2001_0db8_0004_u128 << 80, i), until, VerifiedBy::Operator)?;
+        m.verify(
+            v6(0x2001_0db8_0004_u128 << 80, i),
+            until,
+            VerifiedBy::Operator,
+        )?;
     }
     Ok(())
 }
