@@ -69,8 +69,8 @@ const URI_AT: usize = 7;
 #[inline(always)]
 pub(crate) fn check(ctx: &XdpContext, p: &Policy, src: &Src, meta: u64, l4: usize) -> Option<Reason> {
     let c: *mut xdp_md = ctx.as_ptr().cast();
-    let at = shield_invite(c, meta, l4 as u64);
-    if at == 0 {
+    let at = shield_invite_at(c, meta, l4 as u64);
+    if at == 0 || shield_invite(c, at) == 0 {
         return None;
     }
     let verdict = shield_dest_verdict(c);
@@ -100,17 +100,13 @@ const _: () = assert!(crate::prog::MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 pub(crate) const V6: u64 = 1 << 16;
 pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 
-/// Reads the initial-INVITE candidate for step 9b (see `check`): its
-/// addresses and ports into `SCRATCH.invite`; unless it is in a dialog,
-/// its dialled number into `SCRATCH.dialled`. Returns the payload's
-/// `offset << 16 | length`, or 0 when the policy does not look at it.
+/// Reads the initial-INVITE candidate for step 9b (see `check`) whose
+/// payload `shield_invite_at` found at `at` (`offset << 16 | length`):
+/// unless it is in a dialog, its dialled number into `SCRATCH.dialled`.
+/// Returns `at`, or 0 when the policy does not look at it.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_invite(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
-    let at = shield_invite_at(ctx, meta, l4);
-    if at == 0 {
-        return 0;
-    }
+pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
     // Masked: what comes back from a global is any number to the
     // verifier (the mask keeps every offset `shield_invite_at` gives).
     // black_box: LLVM knows those offsets and would drop the mask.
@@ -141,10 +137,10 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
 /// The offset of the IP header is at most this (two VLAN tags).
 const MAX_L3_OFFSET: usize = 64;
 
-/// `shield_invite`'s first part: the addresses and ports into
-/// `SCRATCH.invite`, and the payload's `offset << 16 | length` if the
-/// destination policy looks at it, else 0. A global of its own: its
-/// frame then never sits under the header search's.
+/// Step 9b's first part: the addresses and ports into `SCRATCH.invite`,
+/// and the payload's `offset << 16 | length` if the destination policy
+/// looks at it, else 0. A global of its own, called from the XDP program
+/// like `shield_invite`: its frame then never sits under another's.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {

@@ -117,7 +117,10 @@ pub(crate) fn copy_into<const N: usize>(pkt: &Pkt, dst: &mut [u8; N], at: u64, a
 const LINE_OFFSET_MASK: usize = UA_SCAN_LIMIT - 1;
 const _: () = assert!(UA_SCAN_LIMIT.is_power_of_two());
 
-/// Positions one `scan_block` call looks at: whole 8-byte words.
+/// Positions one `scan_block` call looks at: whole 8-byte words. (256 saves
+/// a call for a User-Agent 300 bytes in, but sends every payload shorter
+/// than a block to `scan_tail`: the egress classifier's 200 OK rose from
+/// 175 to 205 ns in the datapath bench.)
 const SCAN_BLOCK: usize = 128;
 const _: () = assert!(SCAN_BLOCK % 8 == 0);
 const SCAN_BLOCKS: usize = UA_SCAN_LIMIT / SCAN_BLOCK + 1;

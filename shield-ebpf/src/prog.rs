@@ -83,10 +83,14 @@ maps! {
     static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
     static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
 
+    // Not preallocated: the program only reads these maps (and writes into
+    // entries that exist); every ban is added by user space. Preallocation
+    // pays off only for inserts by the program, and costs ~90 MiB per
+    // million-slot map whether it holds one ban or a million.
     static BANS_V4: HashMap<[u8; 4], BanValue> =
-        HashMap::with_max_entries(default_size::BANS, 0);
+        HashMap::with_max_entries(default_size::BANS, BPF_F_NO_PREALLOC);
     static BANS_V6: HashMap<[u8; 16], BanValue> =
-        HashMap::with_max_entries(default_size::BANS, 0);
+        HashMap::with_max_entries(default_size::BANS, BPF_F_NO_PREALLOC);
     static BAN_NETS_V4: LpmTrie<[u8; 4], BanValue> =
         LpmTrie::with_max_entries(default_size::BAN_NETS, 0);
     static BAN_NETS_V6: LpmTrie<[u8; 16], BanValue> =
@@ -254,9 +258,6 @@ impl Outcome {
 }
 
 #[xdp]
-// Inlined into the macro's entry point: an outlined body is a frame of
-// its own on every call chain (the 512-byte limit is for the chain).
-#[inline(always)]
 pub fn shield(ctx: XdpContext) -> u32 {
     let Some(policy) = POLICY.get(0) else {
         return XDP_PASS;
@@ -478,7 +479,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
             method,
         }
     } else {
-        buckets(p, &f.src, method, syn)
+        buckets(p, &f.src, method, syn, sip.state, sip.now)
     };
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
@@ -703,6 +704,11 @@ struct Sip {
     reply: bool,
     /// Step 7b already held the source to its buckets (step 9 is done).
     held: bool,
+    /// The source's state if the early `rate` check found it (null: not
+    /// looked up, or none): step 9 spends from it without a second lookup.
+    state: *mut SrcState,
+    /// The time the early `rate` check read (0: none), reused by step 9.
+    now: u64,
 }
 
 const NOT_SIP: Sip = Sip {
@@ -710,6 +716,8 @@ const NOT_SIP: Sip = Sip {
     payload: (0, 0),
     reply: false,
     held: false,
+    state: core::ptr::null_mut(),
+    now: 0,
 };
 
 /// Steps 7, 7b and 8 for a UDP packet: the payload must be SIP or a
@@ -746,28 +754,31 @@ fn sip_payload(
     }
     let mut method = NO_METHOD;
     let mut reply = false;
-    let is_sip = match sip::classify(head, plen) {
-        PayloadKind::Request(m) => {
-            // Laundered: fifteen methods would otherwise be fifteen
-            // verifier states through everything below.
-            method = launder(scratch, m as usize) & METHOD_MASK;
-            true
+    let _ = head;
+    let code = shield_classify(plen as u64);
+    let is_sip = if code < Method::COUNT as u64 {
+        // A request. Laundered: fifteen methods would otherwise be
+        // fifteen verifier states through everything below.
+        method = launder(scratch, code as usize) & METHOD_MASK;
+        true
+    } else if code == KIND_RESPONSE {
+        reply = true;
+        true
+    } else if code == KIND_KEEPALIVE {
+        false
+    } else {
+        if p.has(F_DROP_MALFORMED) {
+            return Err(offence(src, p, Reason::Malformed, NO_METHOD));
         }
-        PayloadKind::Response => {
-            reply = true;
-            true
-        }
-        PayloadKind::Keepalive => false,
-        PayloadKind::NotSip => {
-            if p.has(F_DROP_MALFORMED) {
-                return Err(offence(src, p, Reason::Malformed, NO_METHOD));
-            }
-            false
-        }
+        false
     };
+    // SPEC §2's allowed reordering: a source whose packet bucket is
+    // already empty is dropped `rate` before the budget and the User-Agent
+    // scan, so a single-source flood costs one lookup, not a header search.
+    let (state, now) = bucket_empty(p, src, method)?;
     // Before the User-Agent scan and before any per-source state: a
     // spoofed flood's packet costs a lookup and a read of the shared line.
-    let held = unverified(p, src, method)?;
+    let held = unverified(p, src, method, state)?;
     if is_sip {
         if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
             return Err(out);
@@ -778,8 +789,61 @@ fn sip_payload(
         payload: (pay, plen),
         reply,
         held,
+        state,
+        now,
     })
 }
+
+/// The early `rate` drop (SPEC §2's allowed difference): a source that has
+/// state and whose packet bucket is empty now. Only reads the bucket: a
+/// source with a token goes on and spends it at step 9 (or 7b) as before,
+/// so steps 7-8 still see every packet that step 9 would pass. `Ok`: the
+/// state it found and the time it read, for the later steps (null and 0:
+/// none, or not looked up).
+#[inline(always)]
+fn bucket_empty(p: &Policy, src: &Src, method: usize) -> Result<(*mut SrcState, u64), Outcome> {
+    if !p.packet.is_limited() {
+        return Ok((core::ptr::null_mut(), 0));
+    }
+    let key = src_key(src, p);
+    let Some(st) = SOURCES.get_ptr_mut(&key) else {
+        return Ok((core::ptr::null_mut(), 0));
+    };
+    let now = now_ns();
+    let tat = unsafe { core::ptr::read_volatile(&raw const (*st).packet_tat) };
+    if gcra(tat, now, &p.packet).is_some() {
+        return Ok((st, now));
+    }
+    escalate(st, &key, src, p, now, Reason::Rate);
+    Err(Outcome {
+        reason: Reason::Rate,
+        method,
+    })
+}
+
+/// `sip::classify` on `SCRATCH.head` for a payload of `plen` bytes, as a
+/// code: the method index of a request, or one of the `KIND_*` below. A
+/// global function: inlined, the classifier's byte compares spill a
+/// dozen registers into the XDP program's frame, which every call chain
+/// below it carries (the 512-byte limit is for the whole chain).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_classify(plen: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return KIND_NOT_SIP;
+    };
+    match sip::classify(unsafe { &(*scratch).head }, plen as usize) {
+        PayloadKind::Request(m) => m as u64,
+        PayloadKind::Response => KIND_RESPONSE,
+        PayloadKind::Keepalive => KIND_KEEPALIVE,
+        PayloadKind::NotSip => KIND_NOT_SIP,
+    }
+}
+
+const KIND_RESPONSE: u64 = 0x100;
+const KIND_KEEPALIVE: u64 = 0x101;
+const KIND_NOT_SIP: u64 = 0x102;
+const _: () = assert!(Method::COUNT as u64 <= KIND_RESPONSE);
 
 /// Step 7b: a source neither allowlisted (returned earlier) nor verified
 /// spends a token from the bucket all of them share. Not an offence: the
@@ -789,7 +853,7 @@ fn sip_payload(
 /// shared budget; a packet never creates state here. `Ok(true)`: the
 /// source's buckets were spent (step 9 is done).
 #[inline(always)]
-fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
+fn unverified(p: &Policy, src: &Src, method: usize, state: *mut SrcState) -> Result<bool, Outcome> {
     if !p.unverified.is_limited() {
         return Ok(false);
     }
@@ -798,8 +862,13 @@ fn unverified(p: &Policy, src: &Src, method: usize) -> Result<bool, Outcome> {
         return Ok(false);
     }
     let key = src_key(src, p);
-    let held = match SOURCES.get_ptr_mut(&key) {
-        Some(st) => match held_to_buckets(p, src, &key, st, method, false) {
+    let found = if state.is_null() {
+        SOURCES.get_ptr_mut(&key)
+    } else {
+        Some(state)
+    };
+    let held = match found {
+        Some(st) => match held_to_buckets(p, src, &key, st, method, false, now) {
             Some(out) => return Err(out),
             None => true,
         },
@@ -902,14 +971,29 @@ fn scanner(
     None
 }
 
-/// Steps 9 and 10: the source's token buckets, then pass.
+/// Steps 9 and 10: the source's token buckets, then pass. `state`: the
+/// source's state if an earlier step found it (null: look it up, creating
+/// it); `now`: the time that step read (0: not read yet).
 #[inline(always)]
-fn buckets(p: &Policy, src: &Src, method: usize, syn: bool) -> Outcome {
+fn buckets(
+    p: &Policy,
+    src: &Src,
+    method: usize,
+    syn: bool,
+    state: *mut SrcState,
+    now: u64,
+) -> Outcome {
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);
-        if let Some(st) = source(&key) {
-            if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket) {
+        let st = if state.is_null() {
+            source(&key)
+        } else {
+            Some(state)
+        };
+        if let Some(st) = st {
+            let now = if now == 0 { now_ns() } else { now };
+            if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket, now) {
                 return out;
             }
         }
@@ -930,8 +1014,8 @@ fn held_to_buckets(
     st: *mut SrcState,
     method: usize,
     syn_bucket: bool,
+    now: u64,
 ) -> Option<Outcome> {
-    let now = now_ns();
     let ok = (!p.packet.is_limited()
         || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
         && match p.method_bucket_at(method) {
@@ -1145,15 +1229,18 @@ pub(crate) fn report_offender(
         }
         return false;
     };
-    e.write(OffenderEvent {
-        addr,
-        family,
-        prefix_len,
-        reason: reason as u8,
-        _pad: 0,
-        drops,
-        ts_ns: now,
-    });
+    // Field by field into the ring: a whole event built on the stack first
+    // would count against every call chain through here.
+    let ev = e.as_mut_ptr();
+    unsafe {
+        (*ev).addr = addr;
+        (*ev).family = family;
+        (*ev).prefix_len = prefix_len;
+        (*ev).reason = reason as u8;
+        (*ev)._pad = 0;
+        (*ev).drops = drops;
+        (*ev).ts_ns = now;
+    }
     e.submit(0);
     true
 }

@@ -396,18 +396,20 @@ fn fill(k: &mut Kernel) {
     }
 }
 
-/// `VERIFIED` sources learned the way the daemon learns them: a 200 to
-/// REGISTER to each through the egress classifier.
+/// `VERIFIED` sources learned the way the daemon learns them: a REGISTER
+/// from each through the XDP program, then the server's 200 to it through
+/// the egress classifier (SPEC §8: a 2xx verifies only a destination that
+/// sent the request).
 fn learn(k: &mut Kernel) {
     let mut p = k.shield.maps.policy();
     p.verify_ttl_ns = 3_600_000_000_000;
     p.verify_methods = 1 << shield_common::Method::Register as u32;
     k.shield.maps.set_policy(&p).unwrap();
-    let ok = b"SIP/2.0 200 OK\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
     let register = b"REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
+    let ok = b"SIP/2.0 200 OK\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
     for i in 0..VERIFIED {
-        // A 2xx verifies only a request seen from its destination (SPEC §8).
-        k.run(&Frame::udp4(verified(i).octets(), 5060, register).build());
+        let seen = k.run(&Frame::udp4(verified(i).octets(), 5060, register).build());
+        assert_eq!(seen.reason, Reason::Ok, "the REGISTER passes");
         let f = reply_frame(verified(i).octets(), ok);
         k.run_egress(&f).expect("a whole frame");
     }

@@ -395,6 +395,21 @@ impl Model {
                     false
                 }
             };
+            // SPEC §2's allowed reordering: a source with state whose
+            // packet bucket is already empty is dropped `rate` before the
+            // budget and the User-Agent scan (the bucket is only read).
+            if pol.packet.is_limited()
+                && self
+                    .sources
+                    .get(&key)
+                    .is_some_and(|s| gcra(s.packet_tat, now, &pol.packet).is_none())
+            {
+                self.escalate(&key, p.src, now, Reason::Rate);
+                return Decision {
+                    reason: Reason::Rate,
+                    method,
+                };
+            }
             if method.is_some_and(|m| pol.verifies(m as usize)) {
                 request_ids = txn_ids(payload);
             } else if reply && pol.verify_methods != 0 && !self.is_verified(p.src, now) {

@@ -85,7 +85,11 @@ impl Capacity {
 
 /// A loaded (verified) program and its maps.
 pub struct Shield {
-    ebpf: Ebpf,
+    /// The object with its programs; `None` while [`Shield::open`]'s
+    /// verifier thread has it.
+    ebpf: Option<Ebpf>,
+    /// That thread, until [`Shield::ready`] joins it.
+    verifier: Option<std::thread::JoinHandle<Result<Ebpf, KernelError>>>,
     pub maps: ShieldMaps,
 }
 
@@ -94,6 +98,17 @@ impl Shield {
     /// pinned at `pin_dir/NAME` (reused if already there; pinned maps of
     /// another size are [`KernelError::IncompatiblePins`]).
     pub fn load(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Shield, KernelError> {
+        let mut shield = Shield::open(capacity, pin_dir)?;
+        shield.ready()?;
+        Ok(shield)
+    }
+
+    /// [`Shield::load`] with the verifier still running on a thread of its
+    /// own: the maps are usable at once, so a start can write a million
+    /// bans while the verifier checks the program (each takes about half
+    /// a second). [`Shield::ready`] waits for the verdict; the programs
+    /// are there only after it.
+    pub fn open(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Shield, KernelError> {
         let mut loader = EbpfLoader::new();
         for map in MapId::ALL {
             if let Some(n) = capacity.max_entries(map) {
@@ -106,41 +121,84 @@ impl Shield {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| object_error(source, pin_dir))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(KernelError::NoProgram(PROGRAM))?
-            .try_into()
-            .map_err(KernelError::Verifier)?;
-        prog.load().map_err(KernelError::Verifier)?;
-        let egress: &mut SchedClassifier = ebpf
-            .program_mut(EGRESS)
-            .ok_or(KernelError::NoProgram(EGRESS))?
-            .try_into()
-            .map_err(KernelError::Verifier)?;
-        egress.load().map_err(KernelError::Verifier)?;
+        // The map fds are already in the programs' instructions (aya
+        // relocates them in `load`); the maps only have to stay open.
         let maps = ShieldMaps::from_ebpf(&mut ebpf)?;
-        Ok(Shield { ebpf, maps })
+        let verifier = std::thread::Builder::new()
+            .name("verifier".into())
+            .spawn(move || verify(ebpf))
+            .map_err(|e| KernelError::Map {
+                map: "(verifier thread)",
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "spawn",
+                    io_error: e,
+                }),
+            })?;
+        Ok(Shield {
+            ebpf: None,
+            verifier: Some(verifier),
+            maps,
+        })
+    }
+
+    /// Waits for the verifier (a no-op once it has answered).
+    pub fn ready(&mut self) -> Result<(), KernelError> {
+        if let Some(v) = self.verifier.take() {
+            self.ebpf = Some(v.join().expect("the verifier thread does not panic")?);
+        }
+        Ok(())
+    }
+
+    fn ebpf(&mut self) -> &mut Ebpf {
+        self.ebpf
+            .as_mut()
+            .expect("Shield::ready before the programs are used")
     }
 
     /// The loaded XDP program (for its info, attaching, pinning, test runs).
     pub fn program(&mut self) -> &mut Xdp {
-        self.ebpf
+        self.ebpf()
             .program_mut(PROGRAM)
+            .expect("checked in load")
+            .try_into()
+            .expect("checked in load")
+    }
+
+    /// The loaded egress classifier (attaching, pinning, test runs).
+    pub fn egress(&mut self) -> &mut SchedClassifier {
+        self.ebpf()
+            .program_mut(EGRESS)
             .expect("checked in load")
             .try_into()
             .expect("checked in load")
     }
 }
 
-impl Shield {
-    /// The loaded egress classifier (attaching, pinning, test runs).
-    pub fn egress(&mut self) -> &mut SchedClassifier {
-        self.ebpf
-            .program_mut(EGRESS)
-            .expect("checked in load")
-            .try_into()
-            .expect("checked in load")
+impl Drop for Shield {
+    /// A start that fails before [`Shield::ready`] still waits for the
+    /// verifier, so nothing it loads outlives the failed attempt.
+    fn drop(&mut self) {
+        if let Some(v) = self.verifier.take() {
+            let _ = v.join();
+        }
     }
+}
+
+/// Runs the verifier on both programs of `ebpf`.
+fn verify(mut ebpf: Ebpf) -> Result<Ebpf, KernelError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(KernelError::NoProgram(PROGRAM))?
+        .try_into()
+        .map_err(KernelError::Verifier)?;
+    prog.load().map_err(KernelError::Verifier)?;
+    let egress: &mut SchedClassifier = ebpf
+        .program_mut(EGRESS)
+        .ok_or(KernelError::NoProgram(EGRESS))?
+        .try_into()
+        .map_err(KernelError::Verifier)?;
+    egress.load().map_err(KernelError::Verifier)?;
+    Ok(ebpf)
 }
 
 /// A failed object load; pinned maps that do not match the object (a

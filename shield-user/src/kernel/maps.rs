@@ -742,7 +742,8 @@ impl ShieldMaps {
     /// `BPF_MAP_UPDATE_BATCH` (one syscall per 16k bans, falling back to
     /// one per ban on kernels without it); prefixes go into the tries one by
     /// one (LPM tries have no batch ops). Returns how many were written; on
-    /// error the bans before the failing one are in force.
+    /// error some of the bans are in force (a large write goes in two
+    /// halves at once).
     pub fn ban_batch(&mut self, bans: &[(IpNet, u64)]) -> Result<usize, MapError> {
         let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut nets = Vec::new();
@@ -903,39 +904,65 @@ impl ShieldMaps {
         Ok(())
     }
 
-    /// Writes `keys.len() / key_size` entries, batched where possible.
+    /// Writes `keys.len() / key_size` entries, batched where possible. A
+    /// large write goes in two halves at once, from two threads: the ban
+    /// maps are not preallocated, so the kernel's time goes into
+    /// allocating each element, which runs on any CPU (the hash has a lock
+    /// per bucket).
     fn update_many(&self, map: MapId, keys: &[u8], values: &[u8]) -> Result<usize, MapError> {
         let (m, ks, vs) = self.hash(map)?;
         let count = keys.len() / ks;
-        let mut done = 0;
-        while done < count {
-            let n = UPDATE_CHUNK.min(count - done);
-            let k = &keys[done * ks..(done + n) * ks];
-            let v = &values[done * vs..(done + n) * vs];
-            match sys::update_batch(m.fd.as_fd(), k, v, n) {
-                Ok(()) => done += n,
-                Err((0, e)) if done == 0 && sys::batch_unsupported(&e) => {
-                    return self.update_each(m, keys, values, ks, vs);
-                }
-                Err((_, e)) => return Err(syscall("BPF_MAP_UPDATE_BATCH", e)),
-            }
+        if count < 2 * UPDATE_CHUNK {
+            return update_range(m, keys, values, ks, vs);
         }
-        Ok(done)
+        let half = count / 2;
+        let (k1, k2) = keys.split_at(half * ks);
+        let (v1, v2) = values.split_at(half * vs);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| update_range(m, k1, v1, ks, vs));
+            let second = update_range(m, k2, v2, ks, vs);
+            Ok(first.join().expect("a batch update does not panic")? + second?)
+        })
     }
+}
 
-    fn update_each(
-        &self,
-        m: &RawMap,
-        keys: &[u8],
-        values: &[u8],
-        ks: usize,
-        vs: usize,
-    ) -> Result<usize, MapError> {
-        for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
-            sys::update_elem(m.fd.as_fd(), k, v).map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
+/// [`ShieldMaps::update_many`]'s work on one range, in chunks of
+/// `UPDATE_CHUNK`; one update per entry on kernels without batches.
+fn update_range(
+    m: &RawMap,
+    keys: &[u8],
+    values: &[u8],
+    ks: usize,
+    vs: usize,
+) -> Result<usize, MapError> {
+    let count = keys.len() / ks;
+    let mut done = 0;
+    while done < count {
+        let n = UPDATE_CHUNK.min(count - done);
+        let k = &keys[done * ks..(done + n) * ks];
+        let v = &values[done * vs..(done + n) * vs];
+        match sys::update_batch(m.fd.as_fd(), k, v, n) {
+            Ok(()) => done += n,
+            Err((0, e)) if done == 0 && sys::batch_unsupported(&e) => {
+                return update_each(m, keys, values, ks, vs);
+            }
+            Err((_, e)) => return Err(syscall("BPF_MAP_UPDATE_BATCH", e)),
         }
-        Ok(keys.len() / ks)
     }
+    Ok(done)
+}
+
+fn update_each(
+    m: &RawMap,
+    keys: &[u8],
+    values: &[u8],
+    ks: usize,
+    vs: usize,
+) -> Result<usize, MapError> {
+    for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
+        sys::update_elem(m.fd.as_fd(), k, v).map_err(|e| syscall("BPF_MAP_UPDATE_ELEM", e))?;
+    }
+    Ok(keys.len() / ks)
 }
 
 /// `Map` is an enum over the kinds; the shield uses these.

@@ -21,6 +21,10 @@ struct Args {
     /// BENCHMARKS.md).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Only the start-up figures (empty store, fresh maps, adopting), then
+    /// print them: for comparing builds side by side.
+    #[arg(long)]
+    starts_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -44,7 +48,24 @@ fn real_main() -> Result<()> {
     }
     let topo = Topology::new();
     let dir = repo().join("lab-out/banstore");
-    let r = store::run(&topo.sbc, &dir, a.bans.max(1), &mut |s| eprintln!("storebench: {s}"))?;
+    let r = store::run(&topo.sbc, &dir, a.bans.max(1), a.starts_only, &mut |s| {
+        eprintln!("storebench: {s}")
+    })?;
+    if a.starts_only {
+        println!(
+            "start with an empty store {:.2} s; {} bans into fresh maps {:.2} s (store read {} ms, restore {} ms); \
+             restart adopting {:.2} s (store read {} ms, restore {} ms)",
+            r.empty_ready_secs,
+            r.count,
+            r.fresh_ready_secs,
+            r.fresh_store_read_ms,
+            r.fresh_restore_ms,
+            r.adopt_ready_secs,
+            r.adopt_store_read_ms,
+            r.adopt_restore_ms
+        );
+        return Ok(());
+    }
     let table = store::table(&r);
     print!("{table}");
     if let Some(out) = &a.out {

@@ -159,15 +159,17 @@ impl Core {
         kernel::prepare_dir(&pin)?;
         // Maps already pinned: a previous daemon's, still enforcing.
         let adopting = kernel::has_maps(&pin);
-        // A million bans take about as long to read as the verifier takes
-        // to check the program: both at once.
+        // A million bans take about as long to read, and again to write
+        // into the maps, as the verifier takes to check the program: the
+        // verifier runs on its own thread (`Shield::open`) until `ready`
+        // below, after the restore.
         let (store, loaded, shield) = std::thread::scope(|s| {
             let reader = s.spawn(move || {
                 let t = Instant::now();
                 let loaded = store.load();
                 (store, loaded, t.elapsed())
             });
-            let shield = Shield::load(config.capacity, Some(&pin));
+            let shield = Shield::open(config.capacity, Some(&pin));
             let (store, loaded, took) = reader.join().expect("the store reader does not panic");
             if let Ok(l) = &loaded {
                 tracing::info!(bans = l.bans.len(), db = %store.path().display(), ms = took.as_millis() as u64, "store read");
@@ -183,7 +185,6 @@ impl Core {
         if let Err(e) = shield.maps.set_sampling(shield_common::SampleConfig::default()) {
             tracing::warn!("turning drop sampling off: {e}");
         }
-        let program_id = shield.program().info().map(|i| i.id()).unwrap_or(0);
         let maps_mark = MapsMark {
             pin_path: pin.clone(),
             ids: shield.maps.ban_map_ids(),
@@ -193,7 +194,8 @@ impl Core {
             runtime,
             shield,
             attachments: Vec::new(),
-            program_id,
+            // Known once the verifier has answered (below).
+            program_id: 0,
             book: BanBook::default(),
             cli: loaded.lists.clone(),
             store,
@@ -212,6 +214,8 @@ impl Core {
             refusals: refusals::RefusalBook::default(),
         };
         core.restore_bans(loaded, adopting)?;
+        core.shield.ready()?;
+        core.program_id = core.shield.program().info().map(|i| i.id()).unwrap_or(0);
         core.apply(&config)?;
         kernel::pin_program(&mut core.shield, &pin)?;
         Ok((core, events))

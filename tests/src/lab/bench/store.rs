@@ -168,7 +168,15 @@ fn logged_ms(log: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) -> Result<StoreLoad> {
+/// `starts_only`: stop after the start and restart figures (the round
+/// trips and throughput are left at zero).
+pub fn run(
+    sbc: &Netns,
+    dir: &Path,
+    count: u32,
+    starts_only: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<StoreLoad> {
     let mut r = StoreLoad {
         count,
         ..Default::default()
@@ -218,6 +226,9 @@ pub fn run(sbc: &Netns, dir: &Path, count: u32, progress: &mut dyn FnMut(&str)) 
     }
     r.adopt_store_read_ms = logged_ms(&log, "store read");
     r.adopt_restore_ms = logged_ms(&log, "bans restored");
+    if starts_only {
+        return Ok(r);
+    }
 
     let socket = d.socket.clone();
     let base = count;
