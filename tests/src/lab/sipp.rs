@@ -157,9 +157,13 @@ impl Run {
             &self.local.port().to_string(),
         ]);
         // Media is not exchanged; keep sipp's RTP sockets off the SIP ports.
+        // One media port range per (address, SIP port): several sipps may
+        // share an address (a phone registering while its account is
+        // abused from another port).
+        let port_slot = u32::from(self.local.port().wrapping_sub(5060)) % 32;
         cmd.args([
             "-mp",
-            &(6000 + u32::from(self.local.ip().octets()[3]) * 4).to_string(),
+            &(6000 + u32::from(self.local.ip().octets()[3]) * 128 + port_slot * 4).to_string(),
         ]);
         if let Some(inf) = self.inf {
             cmd.arg("-inf").arg(lab_file(&format!("sipp/{inf}")));

@@ -46,9 +46,15 @@ pub fn stage(topo: &Topology, dir: &Path, shield: &Shieldd, kam: &Kamailio, legi
         Ok(k.stats()?.get("core:rcv_requests_invite").copied().unwrap_or(0))
     };
     let kam_before = invites(kam)?;
+    // One sipp per number, side by side: each on a port of its own.
     let runs: Vec<_> = PREMIUM_NUMBERS
         .iter()
-        .map(|n| Run::premium_calls(subscriber_ip(1), sbc, n, 2.0, per_number).start(&topo.carrier, dir))
+        .enumerate()
+        .map(|(i, n)| {
+            let mut run = Run::premium_calls(subscriber_ip(1), sbc, n, 2.0, per_number);
+            run.local.set_port(run.local.port() + 2 * i as u16);
+            run.start(&topo.carrier, dir)
+        })
         .collect::<Result<_>>()?;
     let mut refused = Tally::default();
     for r in runs {
