@@ -73,9 +73,20 @@ pub(crate) fn check(ctx: &XdpContext, p: &Policy, src: &Src, meta: u64, l4: usiz
     if at == 0 || shield_invite(c, at) == 0 {
         return None;
     }
-    let verdict = shield_dest_verdict(c);
+    let mut verdict = shield_dest_verdict(c);
     if verdict == 0 {
         return None;
+    }
+    // Only now the To search (most INVITEs are never refused): an INVITE
+    // in a dialog is not a call being placed, neither refused nor rated.
+    if shield_to_tag(c, at) == 1 {
+        return None;
+    }
+    if verdict == RATE_CANDIDATE {
+        if shield_dest_spend() == 1 {
+            return None;
+        }
+        verdict = (dest::RULE_INTERNATIONAL_RATE as u64) << 8 | Reason::DestinationRate as u64;
     }
     // SPEC §11: allowlisted and verified sources are never banned for
     // their refusals (asked here: `verified` is a call too).
@@ -90,6 +101,12 @@ pub(crate) fn check(ctx: &XdpContext, p: &Policy, src: &Src, meta: u64, l4: usiz
         Some(Reason::Destination)
     }
 }
+
+/// `shield_dest_verdict`: the lists let the number through, but it is
+/// international and the source's rate applies (spent once the INVITE
+/// is known to be initial).
+const RATE_CANDIDATE: u64 = 1;
+const _: () = assert!(RATE_CANDIDATE < Reason::Destination as u64);
 
 /// Masks a payload offset (at most `MAX_PAYLOAD_OFFSET`) into a range the
 /// verifier knows.
@@ -107,15 +124,31 @@ pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
-    // Masked: what comes back from a global is any number to the
-    // verifier (the mask keeps every offset `shield_invite_at` gives).
-    // black_box: LLVM knows those offsets and would drop the mask.
+    let (pay, plen) = payload(at);
+    if shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0 || shield_dialled() == 0 {
+        return 0;
+    }
+    at
+}
+
+/// `at` (`offset << 16 | length`, from `shield_invite_at`) masked: what
+/// comes back from a global is any number to the verifier (the mask
+/// keeps every offset `shield_invite_at` gives). black_box: LLVM knows
+/// those offsets and would drop the mask.
+#[inline(always)]
+fn payload(at: u64) -> (u64, u64) {
     let at = core::hint::black_box(at);
-    let (pay, plen) = ((at >> 16) & PAY_MASK, at & 0xffff);
+    ((at >> 16) & PAY_MASK, at & 0xffff)
+}
+
+/// 1 if the INVITE whose payload is at `at` is in a dialog (a To tag).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
+    let (pay, plen) = payload(at);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    // In a dialog (a To tag): not a call being placed.
     let tagged = lines::find_line(
         &Pkt::new(&XdpContext::new(ctx)),
         scratch,
@@ -125,13 +158,24 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
         |j, limit| shield_t_scan_block(ctx, pay, j, limit),
         |at, avail| shield_to_line(ctx, at, avail),
     );
-    if tagged == LINE_FOUND
-        || shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0
-        || shield_dialled() == 0
-    {
+    (tagged == LINE_FOUND) as u64
+}
+
+/// Spends a token from the INVITE's source's international bucket; 1 if
+/// there was one.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_dest_spend() -> u64 {
+    let (Some(dp), Some(p), Some(scratch)) =
+        (DEST_POLICY.get(0), POLICY.get(0), SCRATCH.get_ptr_mut(0))
+    else {
         return 0;
-    }
-    at
+    };
+    let inv = unsafe { &(*scratch).invite };
+    let Some(st) = caller(&invite_key(inv, p)) else {
+        return 0;
+    };
+    spend(unsafe { &raw mut (*st).intl_tat }, now_ns(), &dp.intl_rate) as u64
 }
 
 /// The offset of the IP header is at most this (two VLAN tags).
@@ -221,13 +265,12 @@ fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], pay: usize, plen:
 }
 
 /// The policy's verdict on `SCRATCH.dialled` (counted by class and
-/// country first): `rule << 8 | reason` for a refusal, else 0.
+/// country first: every INVITE, initial or not): `rule << 8 | reason` for
+/// a refusal, `RATE_CANDIDATE`, or 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_dest_verdict(ctx: *mut xdp_md) -> u64 {
-    let (Some(dp), Some(p), Some(scratch)) =
-        (DEST_POLICY.get(0), POLICY.get(0), SCRATCH.get_ptr_mut(0))
-    else {
+    let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
     let d = unsafe { &(*scratch).dialled };
@@ -242,14 +285,7 @@ pub extern "C" fn shield_dest_verdict(ctx: *mut xdp_md) -> u64 {
     let (rule, reason) = match dest::listed(d, hit, dp) {
         Listed::Refused(rule) => (rule, Reason::Destination),
         Listed::Pass if d.class() == DestClass::International && dp.intl_rate.is_limited() => {
-            let inv = unsafe { &(*scratch).invite };
-            let Some(st) = caller(&invite_key(inv, p)) else {
-                return 0;
-            };
-            if spend(unsafe { &raw mut (*st).intl_tat }, now_ns(), &dp.intl_rate) {
-                return 0;
-            }
-            (dest::RULE_INTERNATIONAL_RATE, Reason::DestinationRate)
+            return RATE_CANDIDATE;
         }
         Listed::Pass => return 0,
     };
