@@ -555,13 +555,18 @@ impl Model {
         if self.is_verified(src, now) {
             return;
         }
+        self.report(key, src, reason, pol.escalate_drops, now);
+    }
+
+    /// The offender report the kernel writes for `src` (keyed `key`).
+    pub(super) fn report(&mut self, key: &SrcKey, src: IpAddr, reason: Reason, drops: u32, now: u64) {
         let (family, prefix_len, addr) = match src {
             IpAddr::V4(a) => {
                 let mut addr = [0u8; 16];
                 addr[..4].copy_from_slice(&a.octets());
                 (FAMILY_V4, 32, addr)
             }
-            IpAddr::V6(_) => (FAMILY_V6, pol.ipv6_prefix as u8, *key),
+            IpAddr::V6(_) => (FAMILY_V6, self.tables.policy.ipv6_prefix as u8, *key),
         };
         self.events.push(OffenderEvent {
             addr,
@@ -569,7 +574,7 @@ impl Model {
             prefix_len,
             reason: reason as u8,
             _pad: 0,
-            drops: pol.escalate_drops,
+            drops,
             ts_ns: now,
         });
     }

@@ -9,7 +9,7 @@ use shield_common::dest::{
     self, DestClass, DestPolicy, DestRule, DestSource, Listed, RULE_INTERNATIONAL_RATE,
     TO_MAX_T_LINES, URI_WINDOW,
 };
-use shield_common::{gcra, OffenderEvent, Reason, FAMILY_V4, FAMILY_V6};
+use shield_common::{gcra, Reason};
 
 use super::{header_walk, Model};
 
@@ -89,23 +89,7 @@ impl Model {
         if st.refusals != dp.escalate as u64 {
             return;
         }
-        let (family, prefix_len, addr) = match src {
-            IpAddr::V4(a) => {
-                let mut addr = [0u8; 16];
-                addr[..4].copy_from_slice(&a.octets());
-                (FAMILY_V4, 32, addr)
-            }
-            IpAddr::V6(_) => (FAMILY_V6, self.tables.policy.ipv6_prefix as u8, key),
-        };
-        self.events.push(OffenderEvent {
-            addr,
-            family,
-            prefix_len,
-            reason: Reason::Destination as u8,
-            _pad: 0,
-            drops: dp.escalate,
-            ts_ns: now,
-        });
+        self.report(&key, src, Reason::Destination, dp.escalate, now);
     }
 }
 
