@@ -92,9 +92,20 @@ fn exercise(hook: EgressHook) {
     drop(link);
 
     lab.sbc.run(|| again.detach()).expect("detach");
-    k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
-    reply(&mut k, &ends);
-    assert!(!peer_verified(&k), "{hook:?}: still learning after detach");
+    // The link's release can trail the detach call a little on a busy
+    // machine (the last reference goes with a closing file): seen once in
+    // a CI run. It must stop within a second.
+    let mut learning = true;
+    for _ in 0..10 {
+        k.shield.maps.unverify(ipnet::IpNet::from(std::net::IpAddr::V4(PEER_IP))).unwrap();
+        reply(&mut k, &ends);
+        learning = peer_verified(&k);
+        if !learning {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!learning, "{hook:?}: still learning a second after detach");
     assert!(!tc_filters(&lab).contains("shield_egress"));
 }
 
