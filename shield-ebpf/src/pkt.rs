@@ -148,100 +148,112 @@ pub(crate) fn parse(pkt: &Pkt) -> Option<Frame> {
         }
     }
     if ether_type == EtherType::Ipv4 as u16 {
-        let ip: *const Ipv4Hdr = pkt.ptr_at(off)?;
-        // SAFETY: inside the frame: `ptr_at` checked the whole header.
-        let (vihl, frags, proto, src, dst) = unsafe {
-            (
-                (*ip).vihl,
-                (*ip).frags,
-                (*ip).proto,
-                (*ip).src_addr,
-                (*ip).dst_addr,
-            )
-        };
-        if vihl >> 4 != 4 {
-            return None;
-        }
-        // IHL counts 32-bit words and covers the options.
-        let hlen = ((vihl & 0x0f) as usize) * 4;
-        if hlen < Ipv4Hdr::LEN {
-            return None;
-        }
-        // The options must be in the frame.
-        if pkt.data + off + hlen > pkt.end {
-            return None;
-        }
-        let frag_off = u16::from_be_bytes(frags) & 0x1fff;
-        Some(Frame {
-            l3: off,
-            src: Src::V4(src),
-            dst: Src::V4(dst),
-            proto,
-            l4: off + hlen,
-            later_fragment: frag_off != 0,
-            // IHL reaches 60 bytes at most.
-            unwalked: false,
-        })
+        parse_v4(pkt, off)
     } else if ether_type == EtherType::Ipv6 as u16 {
-        let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
-        let (vcf0, mut next, src, dst) =
-            // SAFETY: inside the frame: the bounds check above covers every byte read.
-            unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
-        if vcf0 >> 4 != 6 {
-            return None;
-        }
-        let mut l4 = off + Ipv6Hdr::LEN;
-        let mut later_fragment = false;
-        let mut unwalked = false;
-        // One round more than MAX_V6_EXT: the last only looks at `next`.
-        // (Decided by the control flow, not by testing `next` again after
-        // the loop: that re-test would split every exit into two verifier
-        // states, one of them impossible.)
-        for i in 0..=MAX_V6_EXT {
-            match next {
-                0 | 43 | 44 | 60 if i == MAX_V6_EXT => {
-                    // The chain goes on after MAX_V6_EXT headers. A header
-                    // cut short above returned `None` (pass: the kernel's
-                    // stack drops a truncated packet too), but this one is
-                    // complete as far as we know, and the kernel's stack
-                    // walks any chain to its end: see `out_of_reach`.
-                    unwalked = true;
-                    break;
-                }
-                // Hop-by-hop, routing, destination options: length in 8-octet units.
-                0 | 43 | 60 => {
-                    let h: *const [u8; 2] = pkt.ptr_at(l4)?;
-                    // SAFETY: inside the frame: the bounds check above covers every byte read.
-                    let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
-                    next = nh;
-                    l4 += (len as usize + 1) * 8;
-                }
-                44 => {
-                    let h: *const [u8; 4] = pkt.ptr_at(l4)?;
-                    // SAFETY: inside the frame: the bounds check above covers every byte read.
-                    let (nh, hi, lo) = unsafe { ((*h)[0], (*h)[2], (*h)[3]) };
-                    next = nh;
-                    l4 += 8;
-                    if u16::from_be_bytes([hi, lo]) >> 3 != 0 {
-                        later_fragment = true;
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        Some(Frame {
-            l3: off,
-            src: Src::V6(src),
-            dst: Src::V6(dst),
-            proto: next,
-            l4,
-            later_fragment,
-            unwalked,
-        })
+        parse_v6(pkt, off)
     } else {
         None
     }
+}
+
+/// The IPv4 header at `off`: honours IHL (options).
+#[inline(always)]
+fn parse_v4(pkt: &Pkt, off: usize) -> Option<Frame> {
+    let ip: *const Ipv4Hdr = pkt.ptr_at(off)?;
+    // SAFETY: inside the frame: `ptr_at` checked the whole header.
+    let (vihl, frags, proto, src, dst) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).frags,
+            (*ip).proto,
+            (*ip).src_addr,
+            (*ip).dst_addr,
+        )
+    };
+    if vihl >> 4 != 4 {
+        return None;
+    }
+    // IHL counts 32-bit words and covers the options.
+    let hlen = ((vihl & 0x0f) as usize) * 4;
+    if hlen < Ipv4Hdr::LEN {
+        return None;
+    }
+    // The options must be in the frame.
+    if pkt.data + off + hlen > pkt.end {
+        return None;
+    }
+    let frag_off = u16::from_be_bytes(frags) & 0x1fff;
+    Some(Frame {
+        l3: off,
+        src: Src::V4(src),
+        dst: Src::V4(dst),
+        proto,
+        l4: off + hlen,
+        later_fragment: frag_off != 0,
+        // IHL reaches 60 bytes at most.
+        unwalked: false,
+    })
+}
+
+/// The IPv6 header at `off` and the common extension headers after it.
+#[inline(always)]
+fn parse_v6(pkt: &Pkt, off: usize) -> Option<Frame> {
+    let ip: *const Ipv6Hdr = pkt.ptr_at(off)?;
+    let (vcf0, mut next, src, dst) =
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
+        unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
+    if vcf0 >> 4 != 6 {
+        return None;
+    }
+    let mut l4 = off + Ipv6Hdr::LEN;
+    let mut later_fragment = false;
+    let mut unwalked = false;
+    // One round more than MAX_V6_EXT: the last only looks at `next`.
+    // (Decided by the control flow, not by testing `next` again after
+    // the loop: that re-test would split every exit into two verifier
+    // states, one of them impossible.)
+    for i in 0..=MAX_V6_EXT {
+        match next {
+            0 | 43 | 44 | 60 if i == MAX_V6_EXT => {
+                // The chain goes on after MAX_V6_EXT headers. A header
+                // cut short above returned `None` (pass: the kernel's
+                // stack drops a truncated packet too), but this one is
+                // complete as far as we know, and the kernel's stack
+                // walks any chain to its end: see `out_of_reach`.
+                unwalked = true;
+                break;
+            }
+            // Hop-by-hop, routing, destination options: length in 8-octet units.
+            0 | 43 | 60 => {
+                let h: *const [u8; 2] = pkt.ptr_at(l4)?;
+                // SAFETY: inside the frame: the bounds check above covers every byte read.
+                let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
+                next = nh;
+                l4 += (len as usize + 1) * 8;
+            }
+            44 => {
+                let h: *const [u8; 4] = pkt.ptr_at(l4)?;
+                // SAFETY: inside the frame: the bounds check above covers every byte read.
+                let (nh, hi, lo) = unsafe { ((*h)[0], (*h)[2], (*h)[3]) };
+                next = nh;
+                l4 += 8;
+                if u16::from_be_bytes([hi, lo]) >> 3 != 0 {
+                    later_fragment = true;
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    Some(Frame {
+        l3: off,
+        src: Src::V6(src),
+        dst: Src::V6(dst),
+        proto: next,
+        l4,
+        later_fragment,
+        unwalked,
+    })
 }
 
 #[inline(always)]

@@ -133,29 +133,44 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     } else {
         buckets(p, &f.src, method, syn, sip.state, sip.now)
     };
+    if !matches!(out.reason, Reason::Ok) {
+        return out;
+    }
+    passed(ctx, p, &f, &sip, udp.is_some(), scratch).unwrap_or(out)
+}
+
+/// What follows for a packet that passed steps 2-9: step 9b for an initial
+/// UDP INVITE, then the transaction table. `Some`: a step 9b refusal.
+#[inline(always)]
+fn passed(
+    ctx: &XdpContext,
+    p: &Policy,
+    f: &Frame,
+    sip: &Sip,
+    udp: bool,
+    scratch: *mut Scratch,
+) -> Option<Outcome> {
+    let method = sip.method;
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
-    if matches!(out.reason, Reason::Ok) && method == Method::Invite as usize && udp.is_some() {
-        let meta = f.l3 as u64
-            | if matches!(f.src, Src::V6(_)) {
-                dest_v6()
-            } else {
-                0
-            };
-        if let Some(r) = crate::dest::check(ctx, p, &f.src, meta, f.l4) {
-            return Outcome { reason: r, method };
+    if method == Method::Invite as usize && udp {
+        let v6 = if matches!(f.src, Src::V6(_)) {
+            dest_v6()
+        } else {
+            0
+        };
+        if let Some(r) = crate::dest::check(ctx, p, &f.src, f.l3 as u64 | v6, f.l4) {
+            return Some(Outcome { reason: r, method });
         }
     }
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
-    if matches!(out.reason, Reason::Ok) {
-        if p.verifies(method) {
-            crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
-        } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
-            crate::txn::contest(ctx, p, sip.payload, scratch);
-        }
+    if p.verifies(method) {
+        crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
+    } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
+        crate::txn::contest(ctx, p, sip.payload, scratch);
     }
-    out
+    None
 }
 
 /// Step 2 with SPEC §11's exception: an allowlisted source passes, but
