@@ -4,17 +4,17 @@
 //!
 //! This file is the dispatch; `shieldctl/args.rs` the command line, and
 //! each verb has its module beside it (its arguments, its request, its
-//! rendering). A new verb: its module implementing [`Verb`], a variant in
-//! `args.rs`, and a line in [`verb`].
+//! rendering). A new verb: its module implementing [`Verb`] (usually one
+//! `ctx.ask(call, timeout, render)`), a variant in `args.rs`, and a line in
+//! [`verb`].
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shield::config::DEFAULT_CONFIG_PATH;
-use shield::control::client::{self, ClientError};
-use shield::control::protocol::{ErrorBody, ErrorKind};
+use shield::control::protocol::ErrorBody;
 use shield::text::Escaped;
 
 // Module files beside this one (a `src/bin/` root looks in `src/bin/`).
@@ -61,7 +61,7 @@ mod watch;
 use args::{Cli, Command};
 use fail::Fail;
 use out::{emit, json_text};
-use verb::Verb;
+use verb::{Ctx, Verb};
 
 const DEFAULT_SOCKET: &str = "/run/shield/control.sock";
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/shield";
@@ -140,81 +140,29 @@ fn run(cli: Cli) -> Result<String, Fail> {
             .unwrap_or_else(|| DEFAULT_SOCKET.into()),
         (None, None) => DEFAULT_SOCKET.into(),
     };
-    let Some(verb) = verb(&cli.command) else {
-        let Command::Watch(args) = &cli.command else {
-            unreachable!("only watch has no verb")
-        };
-        return run_watch(args, &socket, config.as_deref(), cli.json);
+    let ctx = Ctx {
+        socket,
+        config,
+        json: cli.json,
     };
-    let detach = matches!(cli.command, Command::Detach(_));
-    match ask(verb, &socket, cli.json) {
-        Err(Asked::NotRunning(_)) if detach => detach::offline(config.as_deref(), cli.json),
-        Err(Asked::NotRunning(f) | Asked::Failed(f)) => Err(f),
-        Ok(out) => Ok(out),
+    match verb(&cli.command) {
+        Some(v) => v.run(&ctx),
+        None => match &cli.command {
+            Command::Watch(args) => run_watch(args, &ctx),
+            _ => unreachable!("every command but watch has a verb"),
+        },
     }
-}
-
-/// Why asking the daemon failed: not running is the one failure a verb
-/// may have a way around (`detach`).
-enum Asked {
-    NotRunning(Fail),
-    Failed(Fail),
-}
-
-/// Sends the verb's request and renders the reply.
-fn ask(verb: &dyn Verb, socket: &Path, json: bool) -> Result<String, Asked> {
-    let req = verb.request().map_err(Asked::Failed)?;
-    let resp = match client::request(socket, &req, verb.timeout()) {
-        Ok(r) => r,
-        Err(e @ ClientError::NotRunning { .. }) => {
-            return Err(Asked::NotRunning(Fail::system(e.to_string())))
-        }
-        Err(e @ ClientError::PermissionDenied { .. }) => {
-            return Err(Asked::Failed(Fail::system(e.to_string())))
-        }
-        Err(e) => return Err(Asked::Failed(Fail::system(format!("{e:#}")))),
-    };
-    if !resp.ok {
-        let err = resp.error.unwrap_or(ErrorBody {
-            kind: ErrorKind::Failed,
-            message: "unknown error".into(),
-            details: vec![],
-        });
-        return Err(Asked::Failed(Fail::from_daemon(err)));
-    }
-    // Done, with a caveat (e.g. not saved to state_dir): still exit 0, the
-    // change is in force; the caveat goes to stderr, and into the JSON.
-    let mut data = resp.data;
-    if let Some(w) = &resp.warning {
-        let _ = emit(
-            &mut io::stderr(),
-            &format!("shieldctl: warning: {}\n", Escaped(w)),
-        );
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("warning".into(), serde_json::Value::String(w.clone()));
-        }
-    }
-    if json {
-        return Ok(format!("{}\n", json_text(&data, true)));
-    }
-    verb.render(data)
-        .map_err(|e| Asked::Failed(Fail::system(format!("{e:#}"))))
 }
 
 /// `shieldctl watch`: bad arguments exit 2, everything else 1.
-fn run_watch(
-    args: &watch::WatchArgs,
-    socket: &Path,
-    config: Option<&Path>,
-    json: bool,
-) -> Result<String, Fail> {
+fn run_watch(args: &watch::WatchArgs, ctx: &Ctx) -> Result<String, Fail> {
     watch::check(args).map_err(Fail::usage)?;
-    let pin = match (&args.pin_path(), config) {
+    let pin = match (&args.pin_path(), &ctx.config) {
         (Some(p), _) => p.clone(),
         (None, Some(c)) => input::config_path_value(c, "shield", "pin_path")?
             .unwrap_or_else(|| DEFAULT_PIN_PATH.into()),
         (None, None) => DEFAULT_PIN_PATH.into(),
     };
-    watch::run(args, socket, &pin, json).map_err(|e| Fail::system(format!("watch: {e:#}")))?;
+    watch::run(args, &ctx.socket, &pin, ctx.json).map_err(|e| Fail::system(format!("watch: {e:#}")))?;
     Ok(String::new())
 }

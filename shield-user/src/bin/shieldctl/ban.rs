@@ -1,12 +1,12 @@
 //! `shieldctl ban TARGET`.
 
-use shield::control::protocol::{BanInfo, Request};
+use shield::control::protocol::{Ban, BanInfo};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::input::{check_cidr, lasts};
 use super::out::left;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,26 +24,26 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Ban {
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = Ban {
             net: check_cidr(&self.target)?,
             duration: lasts("--duration", self.duration.as_deref())?,
             reason: self.reason.clone(),
             force: self.force,
-        })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let b: BanInfo = data(reply)?;
-        let times = match b.times {
-            Some(n) if n > 1 => format!("; banned {n} times"),
-            _ => String::new(),
         };
-        Ok(format!(
-            "banned {} for {} ({}){times}\n",
-            Escaped(&b.net),
-            left(b.expires_in_secs),
-            Escaped(&b.reason)
-        ))
+        ctx.ask(call, QUICK, render)
     }
+}
+
+fn render(b: BanInfo) -> String {
+    let times = match b.times {
+        Some(n) if n > 1 => format!("; banned {n} times"),
+        _ => String::new(),
+    };
+    format!(
+        "banned {} for {} ({}){times}\n",
+        b.net,
+        left(b.expires_in_secs),
+        Escaped(&b.reason)
+    )
 }

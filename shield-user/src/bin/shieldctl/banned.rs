@@ -1,13 +1,13 @@
 //! `shieldctl banned`: every ban; `banned ADDR`: one source's bans and
 //! history.
 
-use shield::control::protocol::{BannedReply, Request, SourceReply};
+use shield::control::protocol::{BannedAll, BannedReply, BannedSource, SourceReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::input::check_cidr;
 use super::out::{left, table};
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,17 +16,11 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Banned {
-            net: self.target.as_deref().map(check_cidr).transpose()?,
-        })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(match self.target {
-            Some(_) => render_source(data(reply)?),
-            None => render_all(data(reply)?),
-        })
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        match &self.target {
+            Some(t) => ctx.ask(BannedSource { net: check_cidr(t)? }, QUICK, render_source),
+            None => ctx.ask(BannedAll, QUICK, render_all),
+        }
     }
 }
 
@@ -40,8 +34,8 @@ fn render_all(b: BannedReply) -> String {
         .iter()
         .map(|b| {
             vec![
-                b.net.clone(),
-                b.origin.clone(),
+                b.net.to_string(),
+                b.origin.to_string(),
                 left(b.expires_in_secs),
                 b.reason.clone(),
             ]
@@ -53,14 +47,14 @@ fn render_all(b: BannedReply) -> String {
 /// `banned ADDR`.
 fn render_source(s: SourceReply) -> String {
     let mut out = match s.bans.as_slice() {
-        [] => format!("{} is not banned\n", Escaped(&s.source)),
+        [] => format!("{} is not banned\n", s.source),
         bans => {
             let rows = bans
                 .iter()
                 .map(|b| {
                     vec![
-                        b.ban.net.clone(),
-                        b.ban.origin.clone(),
+                        b.ban.net.to_string(),
+                        b.ban.origin.to_string(),
                         left(b.ban.expires_in_secs),
                         b.ban.times.unwrap_or(0).to_string(),
                         b.ban.reason.clone(),
@@ -69,14 +63,14 @@ fn render_source(s: SourceReply) -> String {
                 .collect();
             let mut t = table(&["BANNED AS", "ORIGIN", "TIME LEFT", "TIMES", "REASON"], rows);
             for b in bans.iter().filter(|b| !b.detail.is_empty()) {
-                t.push_str(&format!("{}: {}\n", Escaped(&b.ban.net), Escaped(&b.detail)));
+                t.push_str(&format!("{}: {}\n", b.ban.net, Escaped(&b.detail)));
             }
             t
         }
     };
     out.push_str(&format!(
         "{} was banned {} time(s) within the history kept\n",
-        Escaped(&s.source),
+        s.source,
         s.times_banned
     ));
     if !s.history.is_empty() {

@@ -1,11 +1,11 @@
 //! `shieldctl destination NUMBER`: what the destination policy in force
 //! decides about a number.
 
-use shield::control::protocol::{DestinationReply, Request};
+use shield::control::protocol::{Destination, DestinationReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,17 +16,14 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
         let number = &self.number;
         shield::dest::check_number(number)
             .map_err(|e| Fail::usage(format!("bad number {number:?}: {e}")))?;
-        Ok(Request::Destination {
+        let call = Destination {
             number: number.clone(),
-        })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(render(data(reply)?))
+        };
+        ctx.ask(call, QUICK, render)
     }
 }
 

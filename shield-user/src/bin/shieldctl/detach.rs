@@ -2,42 +2,39 @@
 //! removing the pins here.
 
 use std::path::Path;
-use std::time::Duration;
 
-use shield::control::protocol::{DetachReply, Request};
+use shield::control::protocol::{Detach, DetachReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::input::config_path_value;
 use super::out::{json_text, list_or};
-use super::verb::{data, Verb, SLOW};
+use super::verb::{Ctx, Verb, SLOW};
 use super::DEFAULT_PIN_PATH;
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Detach)
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        match ctx.ask(Detach {}, SLOW, render) {
+            Err(f) if f.not_running => offline(ctx.config.as_deref(), ctx.json),
+            r => r,
+        }
     }
+}
 
-    fn timeout(&self) -> Duration {
-        SLOW
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let d: DetachReply = data(reply)?;
-        Ok(format!(
-            "detached from {}; pins under {} removed; shieldd exited\n",
-            list_or(&d.interfaces, "no interface"),
-            Escaped(&d.pin_path)
-        ))
-    }
+fn render(d: DetachReply) -> String {
+    format!(
+        "detached from {}; pins under {} removed; shieldd exited\n",
+        list_or(&d.interfaces, "no interface"),
+        Escaped(&d.pin_path)
+    )
 }
 
 /// `shieldctl detach` with no daemon: remove the pins ourselves (the way
 /// out when a daemon cannot start because of the pinned maps).
-pub fn offline(config: Option<&Path>, json: bool) -> Result<String, Fail> {
+fn offline(config: Option<&Path>, json: bool) -> Result<String, Fail> {
     let pin = match config {
         Some(c) => {
             config_path_value(c, "shield", "pin_path")?.unwrap_or_else(|| DEFAULT_PIN_PATH.into())

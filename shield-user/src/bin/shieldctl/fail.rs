@@ -8,6 +8,8 @@ pub struct Fail {
     pub message: String,
     pub details: Vec<String>,
     pub kind: ErrorKind,
+    /// Nothing listens on the socket (`detach` has a way around that).
+    pub not_running: bool,
 }
 
 impl Fail {
@@ -17,6 +19,7 @@ impl Fail {
             message: message.into(),
             details: Vec::new(),
             kind: ErrorKind::BadInput,
+            not_running: false,
         }
     }
 
@@ -26,6 +29,14 @@ impl Fail {
             message: message.into(),
             details: Vec::new(),
             kind: ErrorKind::Failed,
+            not_running: false,
+        }
+    }
+
+    pub fn not_running(message: impl Into<String>) -> Fail {
+        Fail {
+            not_running: true,
+            ..Fail::system(message)
         }
     }
 
@@ -40,6 +51,7 @@ impl Fail {
             message: err.message,
             details: err.details,
             kind: err.kind,
+            not_running: false,
         }
     }
 }

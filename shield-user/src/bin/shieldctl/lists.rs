@@ -1,12 +1,12 @@
 //! `shieldctl allow` and `shieldctl deny`: the same verb on two lists.
 
-use shield::control::protocol::{ListOp, ListReply, Net, Request};
+use shield::control::protocol::{self as p, ListChange, ListOp, ListReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::input::check_cidr;
 use super::out::table;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Op {
@@ -38,44 +38,40 @@ pub struct Deny {
 }
 
 impl Verb for Allow {
-    fn request(&self) -> Result<Request, Fail> {
-        let (op, net) = self.args.checked("allow")?;
-        let force = self.args.force;
-        Ok(Request::Allow { op, net, force })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        self.args.render(reply)
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = p::Allow(self.args.checked("allow")?);
+        ctx.ask(call, QUICK, |l| self.args.render(l))
     }
 }
 
 impl Verb for Deny {
-    fn request(&self) -> Result<Request, Fail> {
-        let (op, net) = self.args.checked("deny")?;
-        let force = self.args.force;
-        Ok(Request::Deny { op, net, force })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        self.args.render(reply)
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = p::Deny(self.args.checked("deny")?);
+        ctx.ask(call, QUICK, |l| self.args.render(l))
     }
 }
 
 impl ListArgs {
-    fn checked(&self, list: &str) -> Result<(ListOp, Option<Net>), Fail> {
-        match (self.op, &self.cidr) {
-            (Op::List, None) => Ok((ListOp::List, None)),
-            (Op::List, Some(c)) => Err(Fail::usage(format!(
-                "{list} list takes no CIDR (got {c:?})"
-            ))),
-            (Op::Add | Op::Del, None) => Err(Fail::usage(format!("{list} add/del needs a CIDR"))),
-            (Op::Add, Some(c)) => Ok((ListOp::Add, Some(check_cidr(c)?))),
-            (Op::Del, Some(c)) => Ok((ListOp::Del, Some(check_cidr(c)?))),
-        }
+    fn checked(&self, list: &str) -> Result<ListChange, Fail> {
+        let (op, net) = match (self.op, &self.cidr) {
+            (Op::List, None) => (ListOp::List, None),
+            (Op::List, Some(c)) => {
+                return Err(Fail::usage(format!("{list} list takes no CIDR (got {c:?})")))
+            }
+            (Op::Add | Op::Del, None) => {
+                return Err(Fail::usage(format!("{list} add/del needs a CIDR")))
+            }
+            (Op::Add, Some(c)) => (ListOp::Add, Some(check_cidr(c)?)),
+            (Op::Del, Some(c)) => (ListOp::Del, Some(check_cidr(c)?)),
+        };
+        Ok(ListChange {
+            op,
+            net,
+            force: self.force,
+        })
     }
 
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let l: ListReply = data(reply)?;
+    fn render(&self, l: ListReply) -> String {
         let mut out = l
             .changed
             .map(|c| format!("{}\n", Escaped(&c)))
@@ -87,11 +83,11 @@ impl ListArgs {
                 let rows = l
                     .entries
                     .into_iter()
-                    .map(|e| vec![e.net, e.source])
+                    .map(|e| vec![e.net.to_string(), e.source])
                     .collect();
                 out.push_str(&table(&["CIDR", "FROM"], rows));
             }
         }
-        Ok(out)
+        out
     }
 }

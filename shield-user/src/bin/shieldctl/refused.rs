@@ -1,11 +1,11 @@
 //! `shieldctl refused`: INVITEs the destination policy refused.
 
-use shield::control::protocol::{RefusedReply, Request};
+use shield::control::protocol::{Refused, RefusedReply};
 
 use super::fail::Fail;
 use super::input::{check_cidr, since_secs};
 use super::out::table;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,16 +23,13 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Refused {
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = Refused {
             net: self.target.as_deref().map(check_cidr).transpose()?,
             since: self.since.as_deref().map(since_secs).transpose()?,
             limit: self.limit,
-        })
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(render(data(reply)?, self.full))
+        };
+        ctx.ask(call, QUICK, |r| render(r, self.full))
     }
 }
 

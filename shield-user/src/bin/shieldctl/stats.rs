@@ -1,22 +1,18 @@
 //! `shieldctl stats`: packet counters, bans, top sources.
 
-use shield::control::protocol::{CounterRow, Request, StatsReply};
+use shield::control::protocol::{CounterRow, Stats, StatsReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::out::table;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Stats)
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(render(data(reply)?))
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        ctx.ask(Stats {}, QUICK, render)
     }
 }
 
@@ -52,7 +48,7 @@ fn sources(s: &StatsReply) -> String {
         let rows = s
             .top_sources
             .iter()
-            .map(|t| vec![t.source.clone(), t.drops.to_string()])
+            .map(|t| vec![t.source.to_string(), t.drops.to_string()])
             .collect();
         out.push_str(&table(&["SOURCE", "DROPS"], rows));
     }
@@ -61,7 +57,7 @@ fn sources(s: &StatsReply) -> String {
         let rows = s
             .recent_escalations
             .iter()
-            .map(|e| vec![e.source.clone(), e.reason.clone(), e.drops.to_string()])
+            .map(|e| vec![e.source.to_string(), e.reason.as_str().into(), e.drops.to_string()])
             .collect();
         out.push_str(&table(&["SOURCE", "REASON", "DROPS"], rows));
     }
@@ -76,8 +72,8 @@ fn counter_table(rows: &[CounterRow]) -> String {
         .iter()
         .map(|r| {
             vec![
-                r.verdict.clone(),
-                r.reason.clone(),
+                r.verdict.as_str().into(),
+                r.reason.as_str().into(),
                 r.packets.to_string(),
                 r.bytes.to_string(),
             ]

@@ -3,23 +3,19 @@
 use std::time::Duration;
 
 use shield::config::format_duration;
-use shield::control::protocol::{CrowdsecStatus, IfaceStatus, Request, StatusReply};
+use shield::control::protocol::{CrowdsecStatus, IfaceStatus, Status, StatusReply};
 use shield::text::Escaped;
 
 use super::fail::Fail;
 use super::out::{list_or, table};
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Status)
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(render(data(reply)?))
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        ctx.ask(Status {}, QUICK, render)
     }
 }
 

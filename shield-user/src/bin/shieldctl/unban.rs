@@ -1,13 +1,10 @@
 //! `shieldctl unban TARGET` and `unban --all`.
 
-use std::time::Duration;
-
-use shield::control::protocol::{Request, UnbanReply};
-use shield::text::Escaped;
+use shield::control::protocol::{Unban, UnbanReply};
 
 use super::fail::Fail;
 use super::input::check_cidr;
-use super::verb::{data, Verb, QUICK, SLOW};
+use super::verb::{Ctx, Verb, QUICK, SLOW};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,31 +17,30 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(match &self.target {
-            Some(t) => Request::Unban {
-                net: Some(check_cidr(t)?),
-                all: false,
-            },
-            None => Request::Unban {
-                net: None,
-                all: true,
-            },
-        })
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let (call, timeout) = match &self.target {
+            Some(t) => (
+                Unban {
+                    net: Some(check_cidr(t)?),
+                    all: false,
+                },
+                QUICK,
+            ),
+            None => (
+                Unban {
+                    net: None,
+                    all: true,
+                },
+                SLOW,
+            ),
+        };
+        ctx.ask(call, timeout, render)
     }
+}
 
-    fn timeout(&self) -> Duration {
-        match self.target {
-            Some(_) => QUICK,
-            None => SLOW,
-        }
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let u: UnbanReply = data(reply)?;
-        Ok(match u.removed.as_slice() {
-            [one] => format!("unbanned {}\n", Escaped(one)),
-            many => format!("unbanned {} ban(s)\n", many.len()),
-        })
+fn render(u: UnbanReply) -> String {
+    match u.removed.as_slice() {
+        [one] => format!("unbanned {one}\n"),
+        many => format!("unbanned {} ban(s)\n", many.len()),
     }
 }

@@ -1,11 +1,10 @@
 //! `shieldctl unverify TARGET`.
 
-use shield::control::protocol::{Request, UnverifyReply};
-use shield::text::Escaped;
+use shield::control::protocol::{Unverify, UnverifyReply};
 
 use super::fail::Fail;
 use super::input::check_cidr;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,17 +13,17 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Unverify {
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = Unverify {
             net: check_cidr(&self.target)?,
-        })
+        };
+        ctx.ask(call, QUICK, render)
     }
+}
 
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let u: UnverifyReply = data(reply)?;
-        Ok(match u.removed {
-            true => format!("unverified {}\n", Escaped(&u.net)),
-            false => format!("{} was not verified\n", Escaped(&u.net)),
-        })
+fn render(u: UnverifyReply) -> String {
+    match u.removed {
+        true => format!("unverified {}\n", u.net),
+        false => format!("{} was not verified\n", u.net),
     }
 }

@@ -1,14 +1,18 @@
-//! What a verb that is one request and one reply provides: its request,
-//! built from its checked arguments, how long to wait, and the reply as
-//! text for people (`--json` prints the reply's data as it came).
+//! What a verb that talks to the daemon does: build its request (a
+//! [`Call`], which names the reply's type) from its checked arguments, ask
+//! through a [`Ctx`], and render the typed reply for people (`--json`
+//! prints the reply's data as it came).
 
+use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-use serde::de::DeserializeOwned;
-use shield::control::protocol::Request;
+use shield::control::client::{self, ClientError};
+use shield::control::protocol::{Call, ErrorBody, ErrorKind, Response};
+use shield::text::Escaped;
 
 use super::fail::Fail;
+use super::out::{emit, json_text};
 
 /// Most requests answer at once.
 pub const QUICK: Duration = Duration::from_secs(30);
@@ -16,20 +20,63 @@ pub const QUICK: Duration = Duration::from_secs(30);
 pub const SLOW: Duration = Duration::from_secs(300);
 
 pub trait Verb {
-    /// The request. Arguments are checked here, before anything is sent,
-    /// so bad input is exit 2 whether or not a daemon runs.
-    fn request(&self) -> Result<Request, Fail>;
-
-    /// How long to wait for the reply.
-    fn timeout(&self) -> Duration {
-        QUICK
-    }
-
-    /// The reply's data, for people.
-    fn render(&self, data: serde_json::Value) -> anyhow::Result<String>;
+    /// Checks the arguments (before anything is sent, so bad input is
+    /// exit 2 whether or not a daemon runs), asks, and renders.
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail>;
 }
 
-/// The reply's data as the type the verb expects.
-pub fn data<T: DeserializeOwned>(data: serde_json::Value) -> anyhow::Result<T> {
-    serde_json::from_value(data).context("unexpected reply from shieldd")
+/// Where and how to ask.
+pub struct Ctx {
+    pub socket: PathBuf,
+    pub config: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Sends `call`, waits up to `timeout`, and renders its reply (or,
+    /// with `--json`, prints it).
+    pub fn ask<C: Call>(
+        &self,
+        call: C,
+        timeout: Duration,
+        render: impl FnOnce(C::Reply) -> String,
+    ) -> Result<String, Fail> {
+        let resp = client::request(&self.socket, &call.into(), timeout).map_err(|e| match e {
+            ClientError::NotRunning { .. } => Fail::not_running(e.to_string()),
+            ClientError::PermissionDenied { .. } => Fail::system(e.to_string()),
+            e => Fail::system(format!("{e:#}")),
+        })?;
+        let resp = succeeded(resp)?;
+        if self.json {
+            return Ok(format!("{}\n", json_text(&resp.data, true)));
+        }
+        let reply = resp
+            .into_reply::<C>()
+            .map_err(|e| Fail::system(format!("unexpected reply from shieldd: {e}")))?;
+        Ok(render(reply))
+    }
+}
+
+/// The reply if it is a success. A caveat (e.g. not saved to state_dir)
+/// still exits 0, the change is in force: it goes to stderr, and into the
+/// JSON.
+fn succeeded(mut resp: Response) -> Result<Response, Fail> {
+    if !resp.ok {
+        let err = resp.error.unwrap_or(ErrorBody {
+            kind: ErrorKind::Failed,
+            message: "unknown error".into(),
+            details: vec![],
+        });
+        return Err(Fail::from_daemon(err));
+    }
+    if let Some(w) = &resp.warning {
+        let _ = emit(
+            &mut io::stderr(),
+            &format!("shieldctl: warning: {}\n", Escaped(w)),
+        );
+        if let Some(obj) = resp.data.as_object_mut() {
+            obj.insert("warning".into(), serde_json::Value::String(w.clone()));
+        }
+    }
+    Ok(resp)
 }

@@ -1,21 +1,17 @@
 //! `shieldctl verified`: verified sources and the shared budget.
 
-use shield::control::protocol::{Request, VerifiedReply};
+use shield::control::protocol::{Verified, VerifiedReply};
 
 use super::fail::Fail;
 use super::out::{left, table};
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Verified)
-    }
-
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        Ok(render(data(reply)?))
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        ctx.ask(Verified {}, QUICK, render)
     }
 }
 
@@ -34,7 +30,7 @@ fn render(v: VerifiedReply) -> String {
     let rows = v
         .entries
         .iter()
-        .map(|e| vec![e.net.clone(), e.how.clone(), left(e.expires_in_secs)])
+        .map(|e| vec![e.net.to_string(), e.how.clone(), left(e.expires_in_secs)])
         .collect();
     out.push_str(&table(&["SOURCE", "HOW", "TIME LEFT"], rows));
     if v.total > v.entries.len() {

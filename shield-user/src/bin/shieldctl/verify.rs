@@ -1,12 +1,11 @@
 //! `shieldctl verify TARGET`.
 
-use shield::control::protocol::{Request, VerifiedInfo};
-use shield::text::Escaped;
+use shield::control::protocol::{VerifiedInfo, Verify};
 
 use super::fail::Fail;
 use super::input::{check_cidr, lasts};
 use super::out::left;
-use super::verb::{data, Verb};
+use super::verb::{Ctx, Verb, QUICK};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,20 +20,16 @@ pub struct Args {
 }
 
 impl Verb for Args {
-    fn request(&self) -> Result<Request, Fail> {
-        Ok(Request::Verify {
+    fn run(&self, ctx: &Ctx) -> Result<String, Fail> {
+        let call = Verify {
             net: check_cidr(&self.target)?,
             ttl: lasts("--ttl", self.ttl.as_deref())?,
             force: self.force,
-        })
+        };
+        ctx.ask(call, QUICK, render)
     }
+}
 
-    fn render(&self, reply: serde_json::Value) -> anyhow::Result<String> {
-        let v: VerifiedInfo = data(reply)?;
-        Ok(format!(
-            "verified {} for {}\n",
-            Escaped(&v.net),
-            left(v.expires_in_secs)
-        ))
-    }
+fn render(v: VerifiedInfo) -> String {
+    format!("verified {} for {}\n", v.net, left(v.expires_in_secs))
 }
