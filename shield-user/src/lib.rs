@@ -11,6 +11,7 @@ pub mod docs;
 pub mod jails;
 pub mod kernel;
 pub mod metrics;
+pub mod origin;
 pub mod preflight;
 pub mod store;
 pub mod text;

@@ -247,7 +247,7 @@ fn pins_of_a_version_without_sampling_are_adopted_and_completed() {
     d.restart().expect("restart on the older pins");
     let through = sink.from(BANNED).count;
     assert_eq!(through, 0, "the ban held across the upgrade");
-    assert!(d.banned().expect("banned").bans.iter().any(|b| b.net == format!("{BANNED}/32")));
+    assert!(d.banned().expect("banned").bans.iter().any(|b| b.net.to_string() == format!("{BANNED}/32")));
     let lines = watch_flood(&lab, &d, &["--json", "--for", "3s", "--reason", "ban"]);
     flood.stop();
     assert!(samples(&lines).len() > 10, "no samples after the upgrade");

@@ -420,7 +420,7 @@ pub fn totals(stats: &StatsReply) -> BTreeMap<(String, String), u64> {
     stats
         .totals
         .iter()
-        .map(|r| ((r.verdict.clone(), r.reason.clone()), r.packets))
+        .map(|r| ((r.verdict.as_str().into(), r.reason.as_str().into()), r.packets))
         .collect()
 }
 
@@ -429,7 +429,7 @@ pub fn packets(stats: &StatsReply, verdict: &str, reason: &str) -> u64 {
     stats
         .totals
         .iter()
-        .filter(|r| r.verdict == verdict && r.reason == reason)
+        .filter(|r| r.verdict.as_str() == verdict && r.reason.as_str() == reason)
         .map(|r| r.packets)
         .sum()
 }
@@ -439,7 +439,7 @@ pub fn dropped(stats: &StatsReply) -> u64 {
     stats
         .totals
         .iter()
-        .filter(|r| r.verdict == "drop")
+        .filter(|r| r.verdict == shield_common::Verdict::Drop)
         .map(|r| r.packets)
         .sum()
 }

@@ -103,7 +103,7 @@ fn kamailio_password_guesser_is_banned_in_xdp_while_a_subscriber_registers() -> 
         .banned()?
         .bans
         .into_iter()
-        .find(|b| b.net == format!("{BRUTE_FORCE_IP}/32"))
+        .find(|b| b.net.to_string() == format!("{BRUTE_FORCE_IP}/32"))
         .context("the jail ban listed")?
         .reason;
     ensure!(
@@ -140,7 +140,7 @@ fn kamailio_password_guesser_is_banned_in_xdp_while_a_subscriber_registers() -> 
     let ban_drops: u64 = public
         .counters
         .iter()
-        .filter(|c| c.verdict == "drop" && c.reason == "ban")
+        .filter(|c| c.verdict.as_str() == "drop" && c.reason.as_str() == "ban")
         .map(|c| c.packets)
         .sum();
     let after_ban = watch
@@ -183,10 +183,10 @@ fn kamailio_password_guesser_is_banned_in_xdp_while_a_subscriber_registers() -> 
     let ban = banned
         .bans
         .iter()
-        .find(|b| b.net == format!("{BRUTE_FORCE_IP}/32"))
+        .find(|b| b.net.to_string() == format!("{BRUTE_FORCE_IP}/32"))
         .context("ban listed by shieldctl")?;
     ensure!(
-        ban.origin == "kamailio-auth" && ban.origin_kind == "jail",
+        ban.origin == shield::origin::Origin::Jail("kamailio-auth".into()),
         "ban origin: {ban:?}"
     );
     ensure!(

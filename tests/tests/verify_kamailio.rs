@@ -282,7 +282,7 @@ fn count(stats: &StatsReply, iface: &str, f: impl Fn(&str, &str) -> bool) -> Res
         .with_context(|| format!("{iface} in shieldctl stats"))?;
     Ok(i.counters
         .iter()
-        .filter(|c| f(&c.verdict, &c.reason))
+        .filter(|c| f(c.verdict.as_str(), c.reason.as_str()))
         .map(|c| c.packets)
         .sum())
 }

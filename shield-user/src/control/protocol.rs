@@ -17,9 +17,12 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shield_common::{Reason, Verdict};
+
+pub use crate::origin::Origin;
 
 /// An address (a host) or a network, as text on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Net(pub IpNet);
 
 /// Values that fail to parse are the client's bad input (exit 2), not a
@@ -38,6 +41,52 @@ impl<'de> Deserialize<'de> for Net {
         crate::config::parse_cidr(&text)
             .map(Net)
             .map_err(|e| de::Error::custom(format_args!("net: {e}")))
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Kernel vocabularies ([`Verdict`], [`Reason`]) by their names; a name
+/// this version does not know is an error.
+mod by_name {
+    use serde::de::{self, Deserialize, Deserializer};
+    use serde::Serializer;
+    use shield_common::{Reason, Verdict};
+
+    pub trait Named: Copy + 'static {
+        const ALL: &'static [Self];
+        fn name(self) -> &'static str;
+    }
+
+    impl Named for Verdict {
+        const ALL: &'static [Verdict] = &Verdict::ALL;
+        fn name(self) -> &'static str {
+            self.as_str()
+        }
+    }
+
+    impl Named for Reason {
+        const ALL: &'static [Reason] = &Reason::ALL;
+        fn name(self) -> &'static str {
+            self.as_str()
+        }
+    }
+
+    pub fn serialize<T: Named, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.name())
+    }
+
+    pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        T::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == text)
+            .ok_or_else(|| de::Error::custom(format_args!("unknown name {text:?}")))
     }
 }
 
@@ -107,91 +156,201 @@ impl Visitor<'_> for LastsVisitor {
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// A request. On the wire every field it does not know is an error, so a
-/// misspelt or newer option is never silently ignored (see the
-/// `Deserialize` impl below).
+/// misspelt or newer option is never silently ignored (each request's
+/// struct denies unknown fields, the commands without arguments too).
+/// Each request has its reply type ([`Call`]).
+///
+/// A new request: its struct here with a [`Call`] impl naming its reply,
+/// a variant below, its `name`/`changes_state` arms, and its handler.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 // `remote = "Self"`: the derives become `Request::serialize` /
 // `Request::deserialize`, which the trait impls below wrap.
-#[serde(
-    remote = "Self",
-    tag = "cmd",
-    rename_all = "snake_case",
-    deny_unknown_fields
-)]
+#[serde(remote = "Self", tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    Ban {
-        net: Net,
-        /// `None`: `[bans] bantime`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        duration: Option<Lasts>,
-        #[serde(default)]
-        reason: Option<String>,
-        /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        force: bool,
-    },
-    Unban {
-        #[serde(default)]
-        net: Option<Net>,
-        #[serde(default)]
-        all: bool,
-    },
+    Ban(Ban),
+    Unban(Unban),
     /// Every ban; with `net`, one source's record and history.
-    Banned {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        net: Option<Net>,
-    },
-    Allow {
-        op: ListOp,
-        #[serde(default)]
-        net: Option<Net>,
-        /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        force: bool,
-    },
-    Deny {
-        op: ListOp,
-        #[serde(default)]
-        net: Option<Net>,
-        /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        force: bool,
-    },
+    Banned(Banned),
+    Allow(Allow),
+    Deny(Deny),
     /// Verified sources (SPEC §8).
-    Verified,
-    Verify {
-        net: Net,
-        /// `None`: `[verify] ttl`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ttl: Option<Lasts>,
-        /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        force: bool,
-    },
-    Unverify {
-        net: Net,
-    },
+    Verified(Verified),
+    Verify(Verify),
+    Unverify(Unverify),
     /// Refusals by the destination policy (SPEC §11), newest first.
-    Refused {
-        /// Sources within this network only.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        net: Option<Net>,
-        /// Refused within the last this many seconds only.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        since: Option<u64>,
-        /// At most this many rows (default 100, at most 10,000).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
-    },
+    Refused(Refused),
     /// What the destination policy in force decides about a number;
     /// nothing is sent.
-    Destination {
-        number: String,
-    },
-    Stats,
-    Status,
-    Reload,
-    Detach,
+    Destination(Destination),
+    Stats(Stats),
+    Status(Status),
+    Reload(Reload),
+    Detach(Detach),
+}
+
+/// A request and the type of its reply's `data`: the daemon must answer
+/// with it, and the client reads it as that.
+pub trait Call: Into<Request> {
+    type Reply: Serialize + serde::de::DeserializeOwned;
+}
+
+/// Declares the request structs without arguments, and every request's
+/// reply type and conversion into [`Request`].
+macro_rules! calls {
+    (empty: $($empty:ident),*; $($name:ident => $reply:ty),* $(,)?) => {
+        $(
+            #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $empty {}
+        )*
+        $(
+            impl Call for $name {
+                type Reply = $reply;
+            }
+            impl From<$name> for Request {
+                fn from(r: $name) -> Request {
+                    Request::$name(r)
+                }
+            }
+        )*
+    };
+}
+
+calls! {
+    empty: Verified, Stats, Status, Reload, Detach;
+    Ban => BanInfo,
+    Unban => UnbanReply,
+    Allow => ListReply,
+    Deny => ListReply,
+    Verified => VerifiedReply,
+    Verify => VerifiedInfo,
+    Unverify => UnverifyReply,
+    Refused => RefusedReply,
+    Destination => DestinationReply,
+    Stats => StatsReply,
+    Status => StatusReply,
+    Reload => ReloadReply,
+    Detach => DetachReply,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ban {
+    pub net: Net,
+    /// `None`: `[bans] bantime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Lasts>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unban {
+    #[serde(default)]
+    pub net: Option<Net>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `banned`: two calls on the wire's one command, as their replies differ
+/// ([`BannedAll`], [`BannedSource`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Banned {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Net>,
+}
+
+/// Every ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BannedAll;
+
+/// One source's bans and history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BannedSource {
+    pub net: Net,
+}
+
+impl Call for BannedAll {
+    type Reply = BannedReply;
+}
+
+impl From<BannedAll> for Request {
+    fn from(_: BannedAll) -> Request {
+        Request::Banned(Banned { net: None })
+    }
+}
+
+impl Call for BannedSource {
+    type Reply = SourceReply;
+}
+
+impl From<BannedSource> for Request {
+    fn from(b: BannedSource) -> Request {
+        Request::Banned(Banned { net: Some(b.net) })
+    }
+}
+
+/// `allow` and `deny` take the same arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListChange {
+    pub op: ListOp,
+    #[serde(default)]
+    pub net: Option<Net>,
+    /// `add` of a prefix wider than `[bans] min_prefix_v4/v6`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Allow(pub ListChange);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Deny(pub ListChange);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    pub net: Net,
+    /// `None`: `[verify] ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Lasts>,
+    /// Admit a prefix wider than `[bans] min_prefix_v4/v6`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unverify {
+    pub net: Net,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    /// Sources within this network only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Net>,
+    /// Refused within the last this many seconds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// At most this many rows (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub number: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -205,26 +364,13 @@ impl Serialize for Request {
 }
 
 impl<'de> Deserialize<'de> for Request {
-    /// The derived parser with `deny_unknown_fields` rejects unknown
-    /// fields of the commands that take arguments, but serde ignores every
-    /// field next to the tag of a command that takes none
-    /// (`{"cmd":"status","bogus":1}` parses): those are checked here.
+    /// Through [`UniqueKeys`] first: a key repeated anywhere is refused.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
         use serde::de::Error;
         let fields = d.deserialize_map(UniqueKeys)?;
-        let extra = fields.keys().find(|k| *k != "cmd").cloned();
-        let req =
-            Request::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
-        match extra {
-            Some(field) if !req.takes_arguments() => Err(D::Error::custom(format_args!(
-                "unknown field `{field}`, `{}` takes no arguments",
-                req.name()
-            ))),
-            _ => Ok(req),
-        }
+        Request::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)
     }
 }
-
 /// Reads a JSON object into a map, refusing a key repeated in any object
 /// at any depth: `serde_json`'s own maps keep the last of them, so
 /// `{"cmd":"status","cmd":"detach"}` would be a detach.
@@ -326,48 +472,33 @@ impl Request {
     /// The `cmd` of the request.
     pub fn name(&self) -> &'static str {
         match self {
-            Request::Ban { .. } => "ban",
-            Request::Unban { .. } => "unban",
-            Request::Banned { .. } => "banned",
-            Request::Allow { .. } => "allow",
-            Request::Deny { .. } => "deny",
-            Request::Verified => "verified",
-            Request::Verify { .. } => "verify",
-            Request::Unverify { .. } => "unverify",
-            Request::Refused { .. } => "refused",
-            Request::Destination { .. } => "destination",
-            Request::Stats => "stats",
-            Request::Status => "status",
-            Request::Reload => "reload",
-            Request::Detach => "detach",
+            Request::Ban(_) => "ban",
+            Request::Unban(_) => "unban",
+            Request::Banned(_) => "banned",
+            Request::Allow(_) => "allow",
+            Request::Deny(_) => "deny",
+            Request::Verified(_) => "verified",
+            Request::Verify(_) => "verify",
+            Request::Unverify(_) => "unverify",
+            Request::Refused(_) => "refused",
+            Request::Destination(_) => "destination",
+            Request::Stats(_) => "stats",
+            Request::Status(_) => "status",
+            Request::Reload(_) => "reload",
+            Request::Detach(_) => "detach",
         }
-    }
-
-    fn takes_arguments(&self) -> bool {
-        matches!(
-            self,
-            Request::Ban { .. }
-                | Request::Unban { .. }
-                | Request::Banned { .. }
-                | Request::Allow { .. }
-                | Request::Deny { .. }
-                | Request::Verify { .. }
-                | Request::Unverify { .. }
-                | Request::Refused { .. }
-                | Request::Destination { .. }
-        )
     }
 
     /// Whether the request changes state (logged with the peer's uid).
     pub fn changes_state(&self) -> bool {
         match self {
-            Request::Banned { .. }
-            | Request::Verified
-            | Request::Refused { .. }
-            | Request::Destination { .. }
-            | Request::Stats
-            | Request::Status => false,
-            Request::Allow { op, .. } | Request::Deny { op, .. } => *op != ListOp::List,
+            Request::Banned(_)
+            | Request::Verified(_)
+            | Request::Refused(_)
+            | Request::Destination(_)
+            | Request::Stats(_)
+            | Request::Status(_) => false,
+            Request::Allow(Allow(l)) | Request::Deny(Deny(l)) => l.op != ListOp::List,
             _ => true,
         }
     }
@@ -463,6 +594,11 @@ impl Response {
         }
     }
 
+    /// The data of a successful reply to a `C`, as `C`'s reply type.
+    pub fn into_reply<C: Call>(self) -> Result<C::Reply, serde_json::Error> {
+        serde_json::from_value(self.data)
+    }
+
     /// The same reply carrying `warning`.
     pub fn with_warning(mut self, warning: Option<String>) -> Response {
         self.warning = warning;
@@ -474,11 +610,12 @@ impl Response {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanInfo {
-    pub net: String,
-    /// `manual`, `escalation`, `kernel`, or the jail's name.
-    pub origin: String,
-    /// `manual`, `escalation`, `kernel` or `jail`.
-    pub origin_kind: String,
+    pub net: Net,
+    /// On the wire `origin` (`manual`, `escalation`, `kernel`, the jail's
+    /// name, `crowdsec/<LAPI origin>`) and `origin_kind` (`manual`,
+    /// `escalation`, `kernel`, `jail`, `crowdsec`).
+    #[serde(flatten)]
+    pub origin: Origin,
     pub reason: String,
     /// Unix seconds.
     pub created: u64,
@@ -500,7 +637,7 @@ pub struct BannedReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceReply {
     /// The source asked about, as a network.
-    pub source: String,
+    pub source: Net,
     /// Bans in force that cover it, narrowest first.
     pub bans: Vec<SourceBan>,
     /// How often the source itself was banned within `[bans] history`.
@@ -549,7 +686,7 @@ pub const MAX_VERIFIED_SHOWN: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedInfo {
-    pub net: String,
+    pub net: Net,
     /// `reply` (a final 2xx), `operator` (shieldctl) or `config`.
     pub how: String,
     /// Time left.
@@ -559,7 +696,7 @@ pub struct VerifiedInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnverifyReply {
-    pub net: String,
+    pub net: Net,
     /// Whether it was verified.
     pub removed: bool,
 }
@@ -617,12 +754,12 @@ pub struct DestinationReply {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnbanReply {
-    pub removed: Vec<String>,
+    pub removed: Vec<Net>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListEntry {
-    pub net: String,
+    pub net: Net,
     /// `config` (from the config file) or `cli` (added with shieldctl).
     pub source: String,
 }
@@ -638,8 +775,10 @@ pub struct ListReply {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterRow {
-    pub verdict: String,
-    pub reason: String,
+    #[serde(with = "by_name")]
+    pub verdict: Verdict,
+    #[serde(with = "by_name")]
+    pub reason: Reason,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -652,14 +791,15 @@ pub struct IfaceStats {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopSource {
-    pub source: String,
+    pub source: Net,
     pub drops: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
-    pub source: String,
-    pub reason: String,
+    pub source: Net,
+    #[serde(with = "by_name")]
+    pub reason: Reason,
     pub drops: u32,
     /// Unix seconds when the daemon received it.
     pub at: u64,
@@ -795,12 +935,12 @@ mod tests {
             serde_json::from_str(r#"{"cmd":"ban","net":"2001:db8::1","duration":"forever"}"#).unwrap();
         assert_eq!(
             forever,
-            Request::Ban {
+            Request::Ban(Ban {
                 net: net("2001:db8::1/128"),
                 duration: Some(Lasts::Forever),
                 reason: None,
                 force: false,
-            }
+            })
         );
     }
 
@@ -810,25 +950,25 @@ mod tests {
             serde_json::from_str(r#"{"cmd":"ban","net":"192.0.2.1","duration":60}"#).unwrap();
         assert_eq!(
             r,
-            Request::Ban {
+            Request::Ban(Ban {
                 net: net("192.0.2.1/32"),
                 duration: Some(Lasts::Secs(60)),
                 reason: None,
                 force: false,
-            }
+            })
         );
         let r: Request = serde_json::from_str(r#"{"cmd":"allow","op":"list"}"#).unwrap();
         assert!(!r.changes_state());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"ban","net":"x","bogus":1}"#).is_err());
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
-            Request::Status
+            Request::Status(Status {})
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
-        let line = serde_json::to_string(&Request::Unban {
+        let line = serde_json::to_string(&Request::Unban(Unban {
             net: None,
             all: true,
-        })
+        }))
         .unwrap();
         assert_eq!(line, r#"{"cmd":"unban","net":null,"all":true}"#);
     }
@@ -875,54 +1015,66 @@ mod tests {
         }
         // Equal keys in different objects are no repeat.
         let r = Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","reason":"x"}"#).unwrap();
-        assert!(matches!(r, Request::Ban { .. }));
+        assert!(matches!(r, Request::Ban(_)));
         assert!(serde_json::from_str::<Request>(r#"["status"]"#).is_err());
     }
 
     #[test]
     fn every_request_round_trips() {
         let all = [
-            Request::Ban {
+            Request::Ban(Ban {
                 net: net("192.0.2.0/24"),
                 duration: Some(Lasts::Forever),
                 reason: Some("r".into()),
                 force: true,
-            },
-            Request::Unban {
+            }),
+            Request::Unban(Unban {
                 net: Some(net("192.0.2.1/32")),
                 all: false,
-            },
-            Request::Banned { net: None },
-            Request::Banned {
-                net: Some(net("198.51.100.7/32")),
-            },
-            Request::Allow {
+            }),
+            BannedAll.into(),
+            BannedSource {
+                net: net("198.51.100.7/32"),
+            }
+            .into(),
+            Allow(ListChange {
                 op: ListOp::Add,
                 net: Some(net("192.0.2.1/32")),
                 force: false,
-            },
-            Request::Deny {
+            })
+            .into(),
+            Deny(ListChange {
                 op: ListOp::List,
                 net: None,
                 force: false,
-            },
-            Request::Refused {
+            })
+            .into(),
+            Verified {}.into(),
+            Verify {
+                net: net("192.0.2.0/24"),
+                ttl: Some(Lasts::Secs(60)),
+                force: true,
+            }
+            .into(),
+            Unverify {
+                net: net("192.0.2.0/24"),
+            }
+            .into(),
+            Refused {
                 net: Some(net("2001:db8::/32")),
                 since: Some(3600),
                 limit: Some(5),
-            },
-            Request::Refused {
-                net: None,
-                since: None,
-                limit: None,
-            },
-            Request::Destination {
+            }
+            .into(),
+            Refused::default().into(),
+            Destination {
                 number: "+33 1 23".into(),
-            },
-            Request::Stats,
-            Request::Status,
-            Request::Reload,
-            Request::Detach,
+            }
+            .into(),
+            Stats {}.into(),
+            Status {}.into(),
+            Reload {}.into(),
+            Detach {}.into(),
         ];
         for r in all {
             let line = serde_json::to_string(&r).unwrap();
@@ -950,6 +1102,26 @@ mod tests {
                 .unwrap();
         assert_eq!(v.expires_in_secs, Lasts::Secs(0));
         assert!(Request::parse(br#"{"cmd":"ban","net":"192.0.2.1","duration":0}"#).is_err());
+    }
+
+    #[test]
+    fn replies_are_typed_and_keep_their_wire_form() {
+        let ban = r#"{"net":"192.0.2.0/24","origin":"kam","origin_kind":"jail","reason":"r","created":1,"expires_in_secs":5}"#;
+        let b: BanInfo = serde_json::from_str(ban).unwrap();
+        assert_eq!(b.net, net("192.0.2.0/24"));
+        assert_eq!(b.origin, Origin::Jail("kam".into()));
+        assert_eq!(serde_json::to_string(&b).unwrap(), ban);
+        for bad in [
+            ban.replace(r#""jail""#, r#""bogus""#),
+            ban.replace("192.0.2.0/24", "not a net"),
+        ] {
+            assert!(serde_json::from_str::<BanInfo>(&bad).is_err(), "{bad}");
+        }
+        let row = r#"{"verdict":"would_drop","reason":"destination_rate","packets":1,"bytes":2}"#;
+        let c: CounterRow = serde_json::from_str(row).unwrap();
+        assert_eq!((c.verdict, c.reason), (Verdict::WouldDrop, Reason::DestinationRate));
+        assert_eq!(serde_json::to_string(&c).unwrap(), row);
+        assert!(serde_json::from_str::<CounterRow>(&row.replace("would_drop", "maybe")).is_err());
     }
 
     #[test]

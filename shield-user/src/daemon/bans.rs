@@ -15,60 +15,7 @@ use ipnet::IpNet;
 use crate::kernel::monotonic_ns;
 use crate::store::{self, BanRecord, OffenceRecord};
 
-/// Who made a ban.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Origin {
-    /// `shieldctl ban`.
-    Manual,
-    /// The kernel reported a repeat offender (`[bans.escalate]`).
-    Escalation,
-    /// Found in the kernel's map with no record (made by a daemon that
-    /// died before persisting it).
-    Kernel,
-    /// A `[[jail]]`, by name.
-    Jail(Arc<str>),
-}
-
-impl Origin {
-    /// The name operators see (metrics label, `shieldctl banned`).
-    pub fn label(&self) -> &str {
-        match self {
-            Origin::Manual => "manual",
-            Origin::Escalation => "escalation",
-            Origin::Kernel => "kernel",
-            Origin::Jail(name) => name,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Origin::Manual => "manual",
-            Origin::Escalation => "escalation",
-            Origin::Kernel => "kernel",
-            Origin::Jail(_) => "jail",
-        }
-    }
-
-    /// The store's form: jails are `jail:<name>`, so a jail called
-    /// "manual" cannot be mistaken for an operator.
-    pub fn to_record(&self) -> String {
-        match self {
-            Origin::Jail(name) => format!("jail:{name}"),
-            other => other.kind().to_string(),
-        }
-    }
-
-    pub fn from_record(s: &str) -> Origin {
-        match s {
-            "manual" => Origin::Manual,
-            "escalation" => Origin::Escalation,
-            _ => match s.strip_prefix("jail:") {
-                Some(name) => Origin::Jail(name.into()),
-                None => Origin::Kernel,
-            },
-        }
-    }
-}
+pub use crate::origin::{Origin, UnknownOrigin};
 
 /// Now, in both clocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +137,9 @@ pub struct Restored {
     pub restored: usize,
     /// Records whose time was up: not restored.
     pub expired: Vec<IpNet>,
+    /// Records whose origin this version cannot place: not restored (a
+    /// kernel entry for them is adopted as the kernel's), each with why.
+    pub unreadable: Vec<(IpNet, UnknownOrigin)>,
 }
 
 impl BanBook {
@@ -347,8 +297,15 @@ impl BanBook {
                     r
                 }
             };
+            let origin = match Origin::from_record(&rec.origin) {
+                Ok(o) => o,
+                Err(e) => {
+                    r.unreadable.push((rec.net, e));
+                    continue;
+                }
+            };
             let ban = Ban {
-                origin: Origin::from_record(&rec.origin),
+                origin,
                 reason,
                 created_ms: rec.created_ms,
                 expiry,
@@ -474,13 +431,22 @@ mod tests {
                 created_ms: 0,
                 expires_ms: None,
             },
+            // Written by some other version: not taken for the kernel's.
+            BanRecord {
+                net: net("192.0.2.9/32"),
+                origin: "bogus".into(),
+                reason: "d".into(),
+                created_ms: 0,
+                expires_ms: None,
+            },
         ];
         let mut book = BanBook::default();
         assert_eq!(
             book.restore(recs, vec![], &now),
             Restored {
                 restored: 2,
-                expired: vec![net("192.0.2.2/32")]
+                expired: vec![net("192.0.2.2/32")],
+                unreadable: vec![(net("192.0.2.9/32"), UnknownOrigin("bogus".into()))],
             }
         );
         let b = book.get(&net("192.0.2.1/32")).unwrap();
@@ -495,19 +461,6 @@ mod tests {
         assert!(recs
             .iter()
             .any(|r| r.origin == "manual" && r.expires_ms == Some(1_160_000)));
-    }
-
-    #[test]
-    fn origins_round_trip() {
-        for o in [
-            Origin::Manual,
-            Origin::Escalation,
-            Origin::Kernel,
-            Origin::Jail("manual".into()),
-        ] {
-            assert_eq!(Origin::from_record(&o.to_record()), o);
-        }
-        assert_eq!(Origin::Jail("kam".into()).label(), "kam");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use self::core::{restart_only_changes, Core, CtlError};
 use crate::config::{Config, ConfigErrors};
-use crate::control::protocol::{ErrorKind, ListOp, Net, ReloadReply, Request, Response};
+use crate::control::protocol::{self as p, Call, ErrorKind, ListReply, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
 use crate::jails::{Jail, JailError, JailEvent, JailSpec};
 use crate::kernel::{KernelError, List};
@@ -467,22 +467,29 @@ struct Ctl {
     shutdown: Arc<Notify>,
 }
 
-fn reply<T: serde::Serialize>(r: Result<T, CtlError>) -> Response {
+/// The reply to a `C`: typed by the request, so a handler cannot answer
+/// with another request's reply.
+fn answer<C: Call>(r: Result<C::Reply, CtlError>) -> Response {
     match r {
         Ok(v) => Response::ok(v),
-        Err(CtlError::BadInput(m)) => Response::error(ErrorKind::BadInput, m),
-        Err(CtlError::Failed(m)) => Response::error(ErrorKind::Failed, m),
+        Err(e) => refusal(e),
     }
 }
 
 /// A change in force, with the warning that it could not be saved.
-fn reply_warned<T: serde::Serialize>(r: Result<(T, Option<String>), CtlError>) -> Response {
+fn answer_warned<C: Call>(r: Result<(C::Reply, Option<String>), CtlError>) -> Response {
     match r {
         Ok((v, warning)) => Response::ok(v).with_warning(warning),
-        Err(e) => reply::<()>(Err(e)),
+        Err(e) => refusal(e),
     }
 }
 
+fn refusal(e: CtlError) -> Response {
+    match e {
+        CtlError::BadInput(m) => Response::error(ErrorKind::BadInput, m),
+        CtlError::Failed(m) => Response::error(ErrorKind::Failed, m),
+    }
+}
 
 impl Ctl {
     async fn handle(&self, req: Request, peer: Peer) -> Response {
@@ -490,53 +497,38 @@ impl Ctl {
         if req.changes_state() {
             tracing::debug!(uid = peer.uid, pid = peer.pid, request = ?req, "control request");
         }
+        let core = || lock(&self.core);
         match req {
-            Request::Ban {
-                net,
-                duration,
-                reason,
-                force,
-            } => reply_warned(lock(&self.core).ban_manual(net.0, duration, reason, &who, force)),
-            Request::Unban { net, all } => {
-                let r = match (net, all) {
-                    (None, true) => lock(&self.core).unban_all(&who),
-                    (Some(n), false) => lock(&self.core).unban(n.0, &who),
-                    _ => Err(CtlError::BadInput(
-                        "unban: give either a CIDR or --all".into(),
-                    )),
-                };
-                reply_warned(r)
-            }
-            Request::Banned { net: None } => Response::ok(lock(&self.core).banned()),
-            Request::Banned { net: Some(n) } => reply(lock(&self.core).banned_source(n.0)),
-            Request::Allow { op, net, force } => self.list(List::Allow, op, net, &who, force),
-            Request::Deny { op, net, force } => self.list(List::Deny, op, net, &who, force),
-            Request::Verified => reply(lock(&self.core).verified()),
-            Request::Verify { net, ttl, force } => {
-                reply(lock(&self.core).verify(net.0, ttl, &who, force))
-            }
-            Request::Unverify { net } => reply(lock(&self.core).unverify(net.0, &who)),
-            Request::Refused { net, since, limit } => {
-                reply(lock(&self.core).refused(net.map(|n| n.0), since, limit))
-            }
-            Request::Destination { number } => reply(lock(&self.core).destination(&number)),
-            Request::Stats => reply(lock(&self.core).stats()),
-            Request::Status => Response::ok(lock(&self.core).status()),
-            Request::Reload => self.reload().await,
-            Request::Detach => self.detach(peer).await,
+            Request::Ban(b) => answer_warned::<p::Ban>(core().ban_manual(b.net.0, b.duration, b.reason, &who, b.force)),
+            Request::Unban(u) => answer_warned::<p::Unban>(match (u.net, u.all) {
+                (None, true) => core().unban_all(&who),
+                (Some(n), false) => core().unban(n.0, &who),
+                _ => Err(CtlError::BadInput("unban: give either a CIDR or --all".into())),
+            }),
+            Request::Banned(p::Banned { net: None }) => answer::<p::BannedAll>(Ok(core().banned())),
+            Request::Banned(p::Banned { net: Some(n) }) => answer::<p::BannedSource>(core().banned_source(n.0)),
+            Request::Allow(p::Allow(l)) => answer_warned::<p::Allow>(self.list(List::Allow, l, &who)),
+            Request::Deny(p::Deny(l)) => answer_warned::<p::Deny>(self.list(List::Deny, l, &who)),
+            Request::Verified(_) => answer::<p::Verified>(core().verified()),
+            Request::Verify(v) => answer::<p::Verify>(core().verify(v.net.0, v.ttl, &who, v.force)),
+            Request::Unverify(u) => answer::<p::Unverify>(core().unverify(u.net.0, &who)),
+            Request::Refused(r) => answer::<p::Refused>(core().refused(r.net.map(|n| n.0), r.since, r.limit)),
+            Request::Destination(d) => answer::<p::Destination>(core().destination(&d.number)),
+            Request::Stats(_) => answer::<p::Stats>(core().stats()),
+            Request::Status(_) => answer::<p::Status>(Ok(core().status())),
+            Request::Reload(_) => self.reload().await,
+            Request::Detach(_) => self.detach(peer).await,
         }
     }
 
     fn list(
         &self,
         list: List,
-        op: ListOp,
-        net: Option<Net>,
+        l: p::ListChange,
         who: &str,
-        force: bool,
-    ) -> Response {
-        let net = net.map(|n| n.0);
-        reply_warned(lock(&self.core).list_op(list, op, net, who, force))
+    ) -> Result<(ListReply, Option<String>), CtlError> {
+        let net = l.net.map(|n| n.0);
+        lock(&self.core).list_op(list, l.op, net, who, l.force)
     }
 
     /// Re-reads the config file; applies it only if all of it is valid.

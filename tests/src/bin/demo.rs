@@ -252,7 +252,7 @@ fn run(hold: bool) -> Result<bool> {
         .banned()?
         .bans
         .iter()
-        .filter(|b| b.origin == "escalation")
+        .filter(|b| b.origin == shield::origin::Origin::Escalation)
         .count();
     p.done(&format!(
         "sent {} packets ({} per second, engine {}); dropped in XDP {} ({}), passed {}; {} flood sources banned by escalation",
@@ -547,8 +547,8 @@ fn watch(
                 .stats()
                 .map(|s| {
                     let mut by: BTreeMap<String, u64> = BTreeMap::new();
-                    for r in s.totals.iter().filter(|r| r.verdict == "drop") {
-                        *by.entry(r.reason.clone()).or_default() += r.packets;
+                    for r in s.totals.iter().filter(|r| r.verdict == shield_common::Verdict::Drop) {
+                        *by.entry(r.reason.as_str().to_string()).or_default() += r.packets;
                     }
                     let d: Vec<String> = by
                         .iter()
@@ -599,7 +599,7 @@ fn counter_delta(
             .iter()
             .filter(|i| i.interface == iface)
             .flat_map(|i| i.counters.iter())
-            .map(|c| ((c.verdict.clone(), c.reason.clone()), c.packets))
+            .map(|c| ((c.verdict.as_str().to_string(), c.reason.as_str().to_string()), c.packets))
             .collect()
     };
     let (b, a) = (get(before), get(after));
@@ -730,9 +730,9 @@ fn report(r: &ReportInput) -> bool {
     for ((verdict, reason), n) in totals.iter().filter(|(_, n)| **n > 0) {
         println!("  {verdict:<5} {reason:<12} {:>14}", thousands(*n));
     }
-    let mut origins: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut origins: BTreeMap<String, usize> = BTreeMap::new();
     for b in &r.banned.bans {
-        *origins.entry(b.origin.as_str()).or_default() += 1;
+        *origins.entry(b.origin.to_string()).or_default() += 1;
     }
     let o: Vec<String> = origins.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!(
@@ -740,7 +740,7 @@ fn report(r: &ReportInput) -> bool {
         r.banned.bans.len(),
         o.join(", ")
     );
-    if let Some(b) = r.banned.bans.iter().find(|b| b.origin == "kamailio-auth") {
+    if let Some(b) = r.banned.bans.iter().find(|b| b.origin.to_string() == "kamailio-auth") {
         println!("  {} banned by the jail ({})", b.net, b.reason);
     }
     match r.jail_latency {

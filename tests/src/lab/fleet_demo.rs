@@ -270,7 +270,7 @@ impl<'a> Demo<'a> {
                 let n = |s: &StatsReply| {
                     s.totals
                         .iter()
-                        .filter(|c| c.verdict == v && r.is_none_or(|r| c.reason == r))
+                        .filter(|c| c.verdict.as_str() == v && r.is_none_or(|r| c.reason.as_str() == r))
                         .map(|c| c.packets)
                         .sum::<u64>()
                 };

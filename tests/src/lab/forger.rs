@@ -77,7 +77,7 @@ impl ForgeryReport {
         let n = v
             .entries
             .iter()
-            .filter_map(|e| e.net.split('/').next())
+            .map(|e| e.net.0.addr().to_string())
             .filter(|ip| ours.iter().any(|o| o == ip))
             .count();
         self.verified = Some(n as u64);

@@ -15,11 +15,11 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use shield::config::{parse_cidr, parse_duration};
 use shield::control::client::Session;
-use shield::control::protocol::{Lasts, Net, Request, Response, SourceReply, StatsReply, VerifiedReply};
+use shield::control::protocol::{BannedSource, Call, Lasts, Net, Stats, StatsReply, Verified};
 use shield::kernel::monotonic_ns;
 use shield::text::Escaped;
 use shield::watch::{decode, reason_name, Decoded, PcapOut, PinnedSampler};
-use shield_common::{Reason, SampleConfig, SampleView};
+use shield_common::{Reason, SampleConfig, SampleView, Verdict};
 
 #[derive(clap::Args, Clone)]
 pub struct WatchArgs {
@@ -237,15 +237,16 @@ impl View {
         Ok(())
     }
 
-    /// The daemon's answer to `req`, on the tick's connection; if that
+    /// The daemon's answer to `call`, on the tick's connection; if that
     /// fails, once more on a new one.
-    fn ask(&mut self, req: &Request) -> Result<Response> {
+    fn ask<C: Call>(&mut self, call: C) -> Result<C::Reply> {
+        let req = call.into();
         let mut tries = 0;
         let reply = loop {
             if self.session.is_none() {
                 self.session = Some(Session::connect(&self.socket, Duration::from_secs(5))?);
             }
-            match self.session.as_mut().expect("connected").request(req) {
+            match self.session.as_mut().expect("connected").request(&req) {
                 Ok(r) => break r,
                 Err(e) => {
                     self.session = None;
@@ -259,14 +260,14 @@ impl View {
         if !reply.ok {
             bail!("shieldd: {}", reply.error.map_or("error".into(), |e| e.message));
         }
-        Ok(reply)
+        reply.into_reply::<C>().context("unexpected reply from shieldd")
     }
 
     fn tick(&mut self, sampled: u64, lost: u64) -> Result<()> {
         // A new connection each tick: the daemon ends one idle for a few
         // seconds (with an error reply the next request would read).
         self.session = None;
-        let stats: StatsReply = serde_json::from_value(self.ask(&Request::Stats)?.data)?;
+        let stats = self.ask(Stats {})?;
         let rates = self.rates(&stats);
         let top = self.top(&stats)?;
         let prefixes = self.top_prefixes();
@@ -309,8 +310,8 @@ impl View {
     /// Drops per second by reason since the last tick (none at the first).
     fn rates(&mut self, stats: &StatsReply) -> BTreeMap<String, f64> {
         let mut now = BTreeMap::new();
-        for row in stats.totals.iter().filter(|r| r.verdict != "pass") {
-            *now.entry(row.reason.clone()).or_insert(0u64) += row.packets;
+        for row in stats.totals.iter().filter(|r| r.verdict != Verdict::Pass) {
+            *now.entry(row.reason.as_str().to_string()).or_insert(0u64) += row.packets;
         }
         let mut rates = BTreeMap::new();
         if let Some((at, before)) = &self.last {
@@ -349,19 +350,19 @@ impl View {
     fn top(&mut self, stats: &StatsReply) -> Result<Vec<Top>> {
         let mut drops: HashMap<String, u64> = self.by_source.iter().map(|(ip, n)| (ip.to_string(), *n)).collect();
         for t in &stats.top_sources {
-            let e = drops.entry(t.source.clone()).or_default();
+            let e = drops.entry(t.source.to_string()).or_default();
             *e = (*e).max(t.drops);
         }
         let mut list: Vec<(String, u64)> = drops.into_iter().collect();
         list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         list.truncate(TOP);
-        let verified: VerifiedReply = serde_json::from_value(self.ask(&Request::Verified)?.data)?;
+        let verified = self.ask(Verified {})?;
         let mut top = Vec::new();
         for (source, n) in list {
             let Ok(net) = parse_cidr(&source) else { continue };
-            let r: SourceReply = serde_json::from_value(self.ask(&Request::Banned { net: Some(Net(net)) })?.data)?;
+            let r = self.ask(BannedSource { net: Net(net) })?;
             let ban_left = r.bans.first().map_or("-".to_string(), |b| left(b.ban.expires_in_secs));
-            let is_verified = verified.entries.iter().any(|v| v.net.parse::<IpNet>().is_ok_and(|v| v.contains(&net)));
+            let is_verified = verified.entries.iter().any(|v| v.net.0.contains(&net));
             top.push(Top { source, drops: n, ban_left, verified: is_verified });
         }
         Ok(top)

@@ -12,7 +12,7 @@ use shield_common::{OffenderEvent, Reason, FAMILY_V4, FAMILY_V6};
 
 use super::{map_full, Core, CtlError};
 use crate::config::format_duration;
-use crate::control::protocol::{BanInfo, Escalation, Lasts, UnbanReply};
+use crate::control::protocol::{BanInfo, Escalation, Lasts, Net, UnbanReply};
 use crate::daemon::bans::{covers, overlaps, Ban, Clock, Expiry, Increment, Origin};
 use crate::daemon::guard;
 use crate::jails::JailEvent;
@@ -135,7 +135,7 @@ impl Core {
         let net = req.net.trunc();
         let origin = req.ban.origin.clone();
         if let Some(why) = self.protected(&net, false) {
-            tracing::info!(net = %net, origin = %Escaped(origin.label()), "not banning: {why}");
+            tracing::info!(net = %net, origin = %Escaped(&origin.label()), "not banning: {why}");
             return;
         }
         let now = Clock::now();
@@ -200,7 +200,7 @@ impl Core {
             net = %net,
             // A jail's reason quotes a log line an attacker may have
             // written: escaped, so reading this log cannot drive a terminal.
-            origin = %Escaped(ban.origin.label()),
+            origin = %Escaped(&ban.origin.label()),
             duration = %left,
             reason = %Escaped(&ban.reason),
             latency_ms = latency.map(|l| l.as_secs_f64() * 1000.0),
@@ -273,7 +273,7 @@ impl Core {
         }));
         Ok((
             UnbanReply {
-                removed: vec![net.to_string()],
+                removed: vec![Net(net)],
             },
             warning,
         ))
@@ -317,7 +317,7 @@ impl Core {
         });
         Ok((
             UnbanReply {
-                removed: nets.iter().map(|n| n.to_string()).collect(),
+                removed: nets.iter().copied().map(Net).collect(),
             },
             warning,
         ))
@@ -341,7 +341,7 @@ impl Core {
                 continue;
             }
             if let Some(b) = self.book.remove(&net) {
-                tracing::info!(net = %net, origin = %Escaped(b.origin.label()), "unban (expired)");
+                tracing::info!(net = %net, origin = %Escaped(&b.origin.label()), "unban (expired)");
             }
             lifted.push(net);
         }
@@ -398,7 +398,10 @@ impl Core {
             );
             return;
         };
-        let reason = Reason::from_u8(ev.reason).map_or("?", |r| r.as_str());
+        let Some(reason) = Reason::from_u8(ev.reason) else {
+            tracing::warn!(net = %net, reason = ev.reason, "ignoring an offender report with an unknown reason");
+            return;
+        };
         let esc = self.config.bans.escalate;
         // Reports queued while no daemon ran may be old: a ban that would
         // already have ended is not made now.
@@ -408,15 +411,16 @@ impl Core {
             return;
         }
         self.escalations.push_front(Escalation {
-            source: net.to_string(),
-            reason: reason.to_string(),
+            source: Net(net),
+            reason,
             drops: ev.drops,
             at: crate::store::now_ms() / 1000,
         });
         self.escalations.truncate(RECENT_ESCALATIONS);
         let text = format!(
-            "{} {reason} drops within {}",
+            "{} {} drops within {}",
             ev.drops,
+            reason.as_str(),
             format_duration(esc.window)
         );
         let req = Request {

@@ -383,9 +383,8 @@ impl Core {
             .on(net)
             .into_iter()
             .map(|h| crate::control::protocol::BanInfo {
-                net: net.to_string(),
-                origin: format!("crowdsec/{}", h.origin),
-                origin_kind: "crowdsec".into(),
+                net: crate::control::protocol::Net(*net),
+                origin: Origin::Crowdsec(h.origin.clone()),
                 reason: h.scenario.to_string(),
                 created: 0,
                 expires_in_secs: h

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{ListEntry, ListOp, ListReply};
+use crate::control::protocol::{ListEntry, ListOp, ListReply, Net};
 use crate::daemon::guard;
 use crate::kernel::List;
 
@@ -103,19 +103,20 @@ impl Core {
         let mut entries: Vec<ListEntry> = config_nets
             .iter()
             .map(|n| ListEntry {
-                net: n.to_string(),
+                net: Net(*n),
                 source: "config".into(),
             })
             .chain(
                 cli.iter()
                     .filter(|n| !config_nets.contains(n))
                     .map(|n| ListEntry {
-                        net: n.to_string(),
+                        net: Net(*n),
                         source: "cli".into(),
                     }),
             )
             .collect();
-        entries.sort_by(|a, b| a.net.cmp(&b.net));
+        // As text, as always listed.
+        entries.sort_by_cached_key(|e| e.net.to_string());
         let reply = ListReply {
             list: name.into(),
             entries,

@@ -12,7 +12,7 @@ use crate::kernel::MapId;
 
 use super::{Core, CtlError};
 use crate::control::protocol::{
-    BanInfo, BannedReply, CounterRow, Lasts, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
+    BanInfo, BannedReply, Net, CounterRow, Lasts, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
     SourceReply, StatsReply, StatusReply, TopSource,
 };
 use crate::daemon::bans::{Ban, Clock};
@@ -33,9 +33,8 @@ const HISTORY_SHOWN: usize = 50;
 impl Core {
     pub(super) fn ban_info(&self, net: &IpNet, b: &Ban, now: &Clock) -> BanInfo {
         BanInfo {
-            net: net.to_string(),
-            origin: b.origin.label().to_string(),
-            origin_kind: b.origin.kind().to_string(),
+            net: Net(*net),
+            origin: b.origin.clone(),
             reason: b.reason.to_string(),
             created: b.created_ms / 1000,
             expires_in_secs: b
@@ -109,7 +108,7 @@ impl Core {
             }));
         }
         Ok(SourceReply {
-            source: net.to_string(),
+            source: Net(net),
             bans,
             times_banned: rec.times,
             history: rec
@@ -186,7 +185,7 @@ impl Core {
             top_sources: top
                 .into_iter()
                 .map(|(n, d)| TopSource {
-                    source: n.to_string(),
+                    source: Net(n),
                     drops: d,
                 })
                 .collect(),
@@ -348,8 +347,8 @@ impl Core {
 
 fn row(v: Verdict, r: Reason, packets: u64, bytes: u64) -> CounterRow {
     CounterRow {
-        verdict: v.as_str().into(),
-        reason: r.as_str().into(),
+        verdict: v,
+        reason: r,
         packets,
         bytes,
     }

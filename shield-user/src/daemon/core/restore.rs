@@ -80,6 +80,9 @@ impl Core {
         let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
         let now = Clock::now();
         let (from_store, kernel) = self.book_beside_kernel(loaded, adopting, &now)?;
+        for (net, why) in &from_store.unreadable {
+            tracing::error!(net = %net, db = %self.store.path().display(), "ban record not restored: {why}");
+        }
         let adopted = if adopting && in_step {
             self.trust_kernel(kernel, &now)
         } else {

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::{Core, CtlError};
 use crate::control::protocol::{
-    Lasts, UnverifyReply, VerifiedInfo, VerifiedReply, MAX_VERIFIED_SHOWN,
+    Lasts, Net, UnverifyReply, VerifiedInfo, VerifiedReply, MAX_VERIFIED_SHOWN,
 };
 use crate::daemon::guard;
 use crate::kernel::{monotonic_ns, VerifiedBy, VerifiedEntry};
@@ -97,7 +97,7 @@ impl Core {
             tracing::info!(net = %net, who, "unverified");
         }
         Ok(UnverifyReply {
-            net: net.to_string(),
+            net: Net(net),
             removed,
         })
     }
@@ -125,7 +125,7 @@ impl Core {
 
 fn info(e: &VerifiedEntry, now: u64) -> VerifiedInfo {
     VerifiedInfo {
-        net: e.net.to_string(),
+        net: Net(e.net),
         how: e.by.as_str().to_string(),
         expires_in_secs: match e.expires_ns {
             0 => Lasts::Forever,

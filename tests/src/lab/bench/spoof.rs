@@ -117,7 +117,7 @@ pub fn subscribers_verified(v: &VerifiedReply) -> usize {
             let ip = subscriber_ip(i).to_string();
             v.entries
                 .iter()
-                .any(|e| e.net.split('/').next() == Some(ip.as_str()))
+                .any(|e| e.net.0.addr().to_string() == ip)
         })
         .count()
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use shield::control::client::{self, Session};
-use shield::control::protocol::{Lasts, Net, Request, Response};
+use shield::control::protocol::{Ban, Lasts, Net, Request, Response, Status};
 use shield::store::Store;
 
 use super::bans::{ban_key, ban_records};
@@ -79,12 +79,12 @@ pub struct StoreLoad {
 }
 
 fn ban_req(addr: Ipv4Addr) -> Request {
-    Request::Ban {
+    Request::Ban(Ban {
         net: Net(ipnet::IpNet::from(std::net::IpAddr::V4(addr))),
         duration: Some(Lasts::Secs(3600)),
         reason: Some("bench".into()),
         force: false,
-    }
+    })
 }
 
 fn call(socket: &Path, req: &Request) -> Result<()> {
@@ -233,12 +233,12 @@ pub fn run(
     let socket = d.socket.clone();
     let base = count;
     progress("round trips: status, then ban");
-    r.status = round_trips(&socket, ROUND_TRIPS, |_| Request::Status)?;
+    r.status = round_trips(&socket, ROUND_TRIPS, |_| Request::Status(Status {}))?;
     r.ban = round_trips(&socket, ROUND_TRIPS, |i| ban_req(ban_key(base + i as u32)))?;
 
     progress("throughput: concurrent clients, status, then ban");
-    r.status_per_sec = throughput(&socket, false, |_| Request::Status)?;
-    r.status_per_sec_session = throughput(&socket, true, |_| Request::Status)?;
+    r.status_per_sec = throughput(&socket, false, |_| Request::Status(Status {}))?;
+    r.status_per_sec_session = throughput(&socket, true, |_| Request::Status(Status {}))?;
     let base = base + ROUND_TRIPS as u32;
     r.bans_per_sec = throughput(&socket, false, |i| ban_req(ban_key(base + i as u32)))?;
     let base = base + (CLIENTS * PER_CLIENT) as u32;
