@@ -502,6 +502,8 @@ pub const RULE_ALLOW: u32 = 2;
 pub const RULE_ALLOW_INTERNATIONAL: u32 = 0xffff_fff0;
 pub const RULE_INTERNATIONAL_RATE: u32 = 0xffff_fff1;
 pub const RULE_UNREADABLE: u32 = 0xffff_fff2;
+/// The rule of a refusal for `[calls] max_concurrent_per_source` (SPEC §13).
+pub const RULE_CALLS: u32 = 0xffff_fff3;
 /// The first rule id no entry may have.
 pub const RULE_IDS_RESERVED: u32 = 0xffff_fff0;
 

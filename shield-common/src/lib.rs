@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod bucket;
+pub mod calls;
 pub mod dest;
 pub mod maps;
 pub mod policy;

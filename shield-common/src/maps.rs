@@ -41,8 +41,13 @@ pub mod names {
     pub const SAMPLES: &str = "SAMPLES";
     pub const SAMPLE_CFG: &str = "SAMPLE_CFG";
     pub const SAMPLE_STATE: &str = "SAMPLE_STATE";
+    // Calls seen on the wire (SPEC §13; shield-ebpf/src/calls.rs).
+    pub const CALLS: &str = "CALLS";
+    pub const CALL_COUNTS: &str = "CALL_COUNTS";
+    pub const CALL_CFG: &str = "CALL_CFG";
+    pub const CALL_EVENTS: &str = "CALL_EVENTS";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 36] = [
+    pub const ALL: [&str; 40] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -79,6 +84,10 @@ pub mod names {
         SAMPLES,
         SAMPLE_CFG,
         SAMPLE_STATE,
+        CALLS,
+        CALL_COUNTS,
+        CALL_CFG,
+        CALL_EVENTS,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -118,6 +127,40 @@ pub mod names {
                 return false;
             }
             j += 1;
+        }
+        true
+    }
+
+    /// [`are_all`] of several lists together: the XDP program declares
+    /// some maps in the files of their features (sample.rs, calls.rs).
+    pub const fn are_all_in(parts: &[&[&str]]) -> bool {
+        let mut total = 0;
+        let mut i = 0;
+        while i < parts.len() {
+            if !distinct(parts[i]) {
+                return false;
+            }
+            total += parts[i].len();
+            i += 1;
+        }
+        if total != ALL.len() || !distinct(&ALL) {
+            return false;
+        }
+        // Every name in ALL, and in exactly one part.
+        let mut k = 0;
+        while k < ALL.len() {
+            let mut found = 0;
+            let mut j = 0;
+            while j < parts.len() {
+                if contains(parts[j], ALL[k]) {
+                    found += 1;
+                }
+                j += 1;
+            }
+            if found != 1 {
+                return false;
+            }
+            k += 1;
         }
         true
     }
@@ -192,6 +235,13 @@ pub mod default_size {
     /// Sources with an international-call bucket or refusals (LRU): only
     /// callers, so far fewer than `SOURCES`.
     pub const DEST_SOURCES: u32 = 65_536;
+    /// SPEC §13 `[calls] capacity`: calls tracked at once (a plain hash:
+    /// a live call is never evicted, so no count leaks).
+    pub const CALLS: u32 = 100_000;
+    /// Callers' in-progress counts (LRU): at most one per tracked call.
+    pub const CALL_COUNTS: u32 = 100_000;
+    /// Ended-call reports (64 bytes each, plus the ring's 8-byte header).
+    pub const CALL_EVENTS_BYTES: u32 = 256 * 1024;
 }
 
 /// `PORTS[port]` bits.
@@ -493,6 +543,9 @@ mod tests {
         assert!(names::are_all_of(&names::ALL[..3], &names::ALL[3..]));
         assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[2..]));
         assert!(!names::are_all_of(&names::ALL[..3], &names::ALL[4..]));
+        assert!(names::are_all_in(&[&names::ALL[..3], &names::ALL[3..9], &names::ALL[9..]]));
+        assert!(!names::are_all_in(&[&names::ALL[..3], &names::ALL[2..]]));
+        assert!(!names::are_all_in(&[&names::ALL[..3], &names::ALL[4..]]));
         let mut other = names::ALL;
         other[16] = "SCRATCH2";
         assert!(!names::are_all(&other));

@@ -124,6 +124,13 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
     {
         return 0;
     }
+    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        // For `calls`: this INVITE, its To not searched yet.
+        unsafe {
+            (*scratch).call_at = at;
+            (*scratch).to_tag = crate::scratch::TO_UNKNOWN;
+        }
+    }
     at
 }
 
@@ -155,7 +162,15 @@ pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
         |j, limit| shield_t_scan_block(ctx, pay, j, limit),
         |at, avail| shield_to_line(ctx, at, avail),
     );
-    (tagged == LINE_FOUND) as u64
+    let tagged = tagged == LINE_FOUND;
+    unsafe {
+        (*scratch).to_tag = if tagged {
+            crate::scratch::TO_TAGGED
+        } else {
+            crate::scratch::TO_UNTAGGED
+        }
+    };
+    tagged as u64
 }
 
 /// Spends a token from the INVITE's source's international bucket; 1 if
@@ -192,6 +207,8 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
     let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
+    // Nothing for `calls` until `shield_invite` reads an INVITE.
+    unsafe { (*scratch).call_at = 0 };
     let allowlisted = meta & ALLOWLISTED != 0;
     if allowlisted && !dp.has(dest::D_CHECK_ALLOWLISTED) {
         return 0;

@@ -104,9 +104,11 @@ fn egress(ctx: &TcContext) {
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
         return;
     };
-    if crate::txn::settle(p, src_key(&f.dst, p), call_id, cseq, method, class) {
+    let dst = src_key(&f.dst, p);
+    if crate::txn::settle(p, dst, call_id, cseq, method, class) {
         verify(p, &f);
     }
+    crate::calls::reply(&dst, call_id, method, class);
 }
 
 /// Where the payload of a packet from a protected UDP or TCP port starts

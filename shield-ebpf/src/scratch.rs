@@ -41,7 +41,19 @@ pub(crate) struct Scratch {
     pub(crate) event: RefusalEvent,
     /// A new source's state: never written, so always zero (see `source`).
     pub(crate) new_source: SrcState,
+    /// The INVITE step 9b read, for its call (see `calls`): its payload's
+    /// `offset << 16 | length`, 0 for none.
+    pub(crate) call_at: u64,
+    /// Whether the To search was made on it (`TO_*`).
+    pub(crate) to_tag: u64,
+    /// The call being opened (see `calls`).
+    pub(crate) call: shield_common::calls::Call,
 }
+
+/// `Scratch::to_tag`: the To search not made, a tag found, none found.
+pub(crate) const TO_UNKNOWN: u64 = 0;
+pub(crate) const TO_TAGGED: u64 = 1;
+pub(crate) const TO_UNTAGGED: u64 = 2;
 
 /// The INVITE's addresses and ports, as the caller found them.
 #[repr(C)]

@@ -162,6 +162,13 @@ fn passed(
         if let Some(r) = crate::dest::check(ctx, p, &f.src, f.l3 as u64 | v6, f.l4) {
             return Some(Outcome { reason: r, method });
         }
+        // Then the per-source call limit (SPEC §13).
+        if let Some(r) = crate::calls::invite(ctx, true) {
+            return Some(Outcome { reason: r, method });
+        }
+    }
+    if method == Method::Cancel as usize && udp {
+        crate::calls::cancel(ctx, p, &f.src, sip.payload, scratch);
     }
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
@@ -201,16 +208,21 @@ fn allowlisted(
             reason: r,
             method: Method::Invite as usize,
         },
-        None => pass,
+        None => {
+            // Tracked, never limited: the allowlist overrides the limit.
+            let _ = crate::calls::invite(ctx, false);
+            pass
+        }
     }
 }
 
 /// Whether step 2 lets allowlisted sources meet the destination policy.
+/// Also when it refuses nothing: their calls are tracked (SPEC §13).
 #[inline(always)]
 fn checks_allowlisted() -> bool {
     DEST_POLICY
         .get(0)
-        .is_some_and(|dp| dp.has(dest::D_CHECK_ALLOWLISTED) && dp.refuses())
+        .is_some_and(|dp| dp.has(dest::D_CHECK_ALLOWLISTED))
 }
 
 /// Masks a laundered IP header offset (at most two VLAN tags in) back into

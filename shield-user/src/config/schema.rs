@@ -461,9 +461,11 @@ fn capacity(mut s: Section) -> Capacity {
         sources: s.int("sources", d.sources, 1..=u32::MAX),
         allow: s.int("allow", d.allow, 1..=u32::MAX),
         deny: s.int("deny", d.deny, 1..=u32::MAX),
-        // Set from `[verify] capacity` and `[destinations] capacity`.
+        // Set from `[verify] capacity`, `[destinations] capacity` and
+        // `[calls] capacity`.
         verified: d.verified,
         dest_rules: d.dest_rules,
+        calls: d.calls,
     };
     s.finish();
     out

@@ -166,7 +166,8 @@ fn defaults_are_the_documented_ones() {
             allow: 100_000,
             deny: 100_000,
             verified: 1_000_000,
-            dest_rules: 200_000
+            dest_rules: 200_000,
+            calls: 100_000
         }
     );
     assert_eq!(
@@ -433,7 +434,8 @@ group = "voip"
             allow: 4,
             deny: 5,
             verified: 1_000_000,
-            dest_rules: 200_000
+            dest_rules: 200_000,
+            calls: 100_000
         }
     );
     assert_eq!(c.metrics.listen, None);

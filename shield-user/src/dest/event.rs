@@ -45,7 +45,7 @@ impl Refusal {
         // may be unaligned in the ring.
         let ev = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<RefusalEvent>()) };
         let reason = match Reason::from_u8(ev.reason)? {
-            r @ (Reason::Destination | Reason::DestinationRate) => r,
+            r @ (Reason::Destination | Reason::DestinationRate | Reason::Calls) => r,
             _ => return None,
         };
         let invite = ev.payload[..(ev.len as usize).min(ev.payload.len())].to_vec();

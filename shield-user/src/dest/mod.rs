@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use shield_common::dest::{
     self, DestClass, DestPolicy, DestRule, Dialled, Listed, D_ALLOW_INTERNATIONAL,
     D_CHECK_ALLOWLISTED, D_REJECT, D_RULES, KEY_BYTES, RULE_ALLOW, RULE_ALLOW_INTERNATIONAL,
-    RULE_DENY, RULE_INTERNATIONAL_RATE, RULE_UNREADABLE, URI_WINDOW,
+    RULE_CALLS, RULE_DENY, RULE_INTERNATIONAL_RATE, RULE_UNREADABLE, URI_WINDOW,
 };
 use shield_common::Bucket;
 
@@ -154,6 +154,7 @@ impl Destinations {
             RULE_ALLOW_INTERNATIONAL => "allow_international".into(),
             RULE_INTERNATIONAL_RATE => "international_rate".into(),
             RULE_UNREADABLE => "unreadable".into(),
+            RULE_CALLS => "max_concurrent_per_source".into(),
             _ => match self.entries.get((id as usize).wrapping_sub(1)) {
                 Some(e) => e.text.clone(),
                 None => format!("rule {id}"),

@@ -24,6 +24,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const PROGRAM: &str = "shield";
 /// Name of the egress classifier (SPEC §8) in the object.
 const EGRESS: &str = "shield_egress";
+/// Name of the call-expiry program (SPEC §13), run by test runs only.
+const CALLS_EXPIRE: &str = "shield_calls_expire";
 
 /// Map sizes (SPEC §2 "Capacity").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub struct Capacity {
     pub verified: u32,
     /// `[destinations] capacity`: the destination rules (SPEC §11).
     pub dest_rules: u32,
+    /// `[calls] capacity`: calls tracked at once, and callers counted
+    /// (SPEC §13).
+    pub calls: u32,
 }
 
 impl Default for Capacity {
@@ -49,6 +54,7 @@ impl Default for Capacity {
             sources: default_size::SOURCES,
             verified: default_size::VERIFIED,
             dest_rules: default_size::DEST_RULES,
+            calls: default_size::CALLS,
         }
     }
 }
@@ -65,6 +71,7 @@ impl Capacity {
             MapId::Sources => Some(self.sources),
             MapId::Verified => Some(self.verified),
             MapId::DestRules => Some(self.dest_rules),
+            MapId::Calls | MapId::CallCounts => Some(self.calls),
             _ => None,
         }
     }
@@ -79,6 +86,7 @@ impl Capacity {
             sources: 65_536,
             verified: 65_536,
             dest_rules: 1024,
+            calls: 4096,
         }
     }
 }
@@ -174,6 +182,29 @@ impl Shield {
     }
 }
 
+impl Shield {
+    /// Forgets the call whose Call-ID hash is `id` if it is past its time
+    /// (the kernel decides, by its clock and `[calls]`), reporting it
+    /// `expired` and giving its caller's count back. True if it did.
+    pub fn expire_call(&mut self, id: u64) -> Result<bool, KernelError> {
+        // The smallest frame a test run takes is an Ethernet header.
+        let mut frame = [0u8; 16];
+        frame[..8].copy_from_slice(&id.to_ne_bytes());
+        let prog: &mut Xdp = self
+            .ebpf()
+            .program_mut(CALLS_EXPIRE)
+            .ok_or(KernelError::NoProgram(CALLS_EXPIRE))?
+            .try_into()
+            .map_err(KernelError::Verifier)?;
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(&frame),
+            ..Default::default()
+        };
+        let res = aya::programs::TestRun::test_run(&*prog, opts).map_err(KernelError::Verifier)?;
+        Ok(res.return_value == 2)
+    }
+}
+
 impl Drop for Shield {
     /// A start that fails before [`Shield::ready`] still waits for the
     /// verifier, so nothing it loads outlives the failed attempt.
@@ -198,6 +229,12 @@ fn verify(mut ebpf: Ebpf) -> Result<Ebpf, KernelError> {
         .try_into()
         .map_err(KernelError::Verifier)?;
     egress.load().map_err(KernelError::Verifier)?;
+    let expire: &mut Xdp = ebpf
+        .program_mut(CALLS_EXPIRE)
+        .ok_or(KernelError::NoProgram(CALLS_EXPIRE))?
+        .try_into()
+        .map_err(KernelError::Verifier)?;
+    expire.load().map_err(KernelError::Verifier)?;
     Ok(ebpf)
 }
 

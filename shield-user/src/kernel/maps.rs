@@ -65,11 +65,15 @@ pub enum MapId {
     Samples,
     SampleCfg,
     SampleState,
+    Calls,
+    CallCounts,
+    CallCfg,
+    CallEvents,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 36] = [
+    pub const ALL: [MapId; 40] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -106,6 +110,10 @@ impl MapId {
         MapId::Samples,
         MapId::SampleCfg,
         MapId::SampleState,
+        MapId::Calls,
+        MapId::CallCounts,
+        MapId::CallCfg,
+        MapId::CallEvents,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -147,6 +155,10 @@ impl MapId {
             MapId::Samples => names::SAMPLES,
             MapId::SampleCfg => names::SAMPLE_CFG,
             MapId::SampleState => names::SAMPLE_STATE,
+            MapId::Calls => names::CALLS,
+            MapId::CallCounts => names::CALL_COUNTS,
+            MapId::CallCfg => names::CALL_CFG,
+            MapId::CallEvents => names::CALL_EVENTS,
         }
     }
 
@@ -244,6 +256,8 @@ pub struct ShieldMaps {
     events_lost: PerCpuArray<MapData, u64>,
     /// The destination policy's maps (SPEC §11).
     pub dest: super::dest::DestMaps,
+    /// The call table's maps (SPEC §13).
+    pub calls: super::calls::CallMaps,
     sample_cfg: Array<MapData, SampleConfig>,
     sample_state: PerCpuArray<MapData, SampleState>,
     /// Sampled dropped packets (`shieldctl watch`); taken by its reader.
@@ -379,6 +393,7 @@ impl ShieldMaps {
             txns: take(ebpf, MapId::Txns)?,
             events_lost: take(ebpf, MapId::EventsLost)?,
             dest: super::dest::DestMaps::from_ebpf(ebpf)?,
+            calls: super::calls::CallMaps::from_ebpf(ebpf)?,
             sample_cfg: take(ebpf, MapId::SampleCfg)?,
             sample_state: take(ebpf, MapId::SampleState)?,
             samples: Some(take(ebpf, MapId::Samples)?),

@@ -1,0 +1,377 @@
+//! Calls seen on the wire (SPEC §13): the kernel's ends of the call table
+//! whose state machine is `shield_common::calls` (run unchanged by the
+//! reference model).
+//!
+//! - The XDP program opens a call for an initial INVITE that passed step
+//!   9b's destination policy (after `dest::check`, which left the INVITE's
+//!   addresses, payload and dialled number in `SCRATCH`), refusing it with
+//!   reason `calls` when its source is at `max_concurrent_per_source`; a
+//!   CANCEL from the caller marks the call.
+//! - The egress classifier hands every final response to `reply`.
+//! - `shield_calls_expire`, a program of its own that shieldd runs with
+//!   `BPF_PROG_TEST_RUN` on a Call-ID hash, forgets a call past its time.
+//!
+//! Counting (`CALL_COUNTS`): an atomic add reserves a slot before the call
+//! is inserted (`BPF_NOEXIST`: a retransmission racing on another CPU
+//! loses and gives its slot back); the one whose delete of the call
+//! succeeds gives the slot back. So a call counts exactly once, whichever
+//! CPU and whichever path sees its end.
+
+use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
+
+use aya_ebpf::{
+    bindings::{xdp_md, BPF_NOEXIST},
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::XdpContext,
+    EbpfContext,
+};
+use shield_common::{
+    calls::{self, Call, CallConfig, CallEvent, CallOutcome, Step, CALL_ANSWERED, CALL_CANCELLING, CALL_COUNTED},
+    default_size,
+    dest::{self, RULE_CALLS},
+    txn::TxnIds,
+    Method, Policy, Reason, SrcKey, FAMILY_V4,
+};
+
+use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
+use crate::pkt::{src_key, Pkt, Src};
+use crate::scratch::{Scratch, TO_TAGGED, TO_UNTAGGED};
+use crate::source::now_ns;
+
+#[map]
+static CALLS: HashMap<u64, Call> = HashMap::with_max_entries(default_size::CALLS, 0);
+#[map]
+static CALL_COUNTS: LruHashMap<SrcKey, u64> =
+    LruHashMap::with_max_entries(default_size::CALL_COUNTS, 0);
+#[map]
+static CALL_CFG: Array<CallConfig> = Array::with_max_entries(1, 0);
+#[map]
+static CALL_EVENTS: RingBuf = RingBuf::with_byte_size(default_size::CALL_EVENTS_BYTES, 0);
+
+/// The maps declared here, for the check against `names::ALL` in prog.rs.
+pub(crate) const MAP_NAMES: &[&str] = &["CALLS", "CALL_COUNTS", "CALL_CFG", "CALL_EVENTS"];
+
+/// `shield_call_open`: the source is at its limit.
+const REFUSED: u64 = 1;
+
+/// After `dest::check` let an INVITE through: open its call if it is an
+/// initial one (`limited`: the source is held to the per-source limit,
+/// i.e. not allowlisted). `Some(Reason::Calls)` when refused; the 403 and
+/// its report go the destination refusals' way (rule `RULE_CALLS`, never
+/// escalated: a busy caller is not an attacker).
+#[inline(always)]
+pub(crate) fn invite(ctx: &XdpContext, limited: bool) -> Option<Reason> {
+    let c: *mut xdp_md = ctx.as_ptr().cast();
+    let at = shield_call_at();
+    if at == 0 {
+        return None;
+    }
+    // The To search, unless step 9b already made it.
+    if at & TAG_KNOWN == 0 && crate::dest::shield_to_tag(c, at & AT_MASK) == 1 {
+        return None;
+    }
+    let at = at & AT_MASK;
+    crate::txn::shield_txn(c, at >> 16, at & 0xffff);
+    if shield_call_record(c) == 0 || shield_call_open(limited as u64) != REFUSED {
+        return None;
+    }
+    let verdict = (RULE_CALLS as u64) << 8 | Reason::Calls as u64;
+    let flags = crate::dest::shield_refusal(c, verdict, 1);
+    if flags != 0 {
+        crate::dest::shield_report(c, at, verdict, flags);
+    }
+    Some(Reason::Calls)
+}
+
+/// `shield_call_at`'s answer: the To search already found no tag.
+const TAG_KNOWN: u64 = 1 << 40;
+/// The payload's `offset << 16 | length` (see `dest::shield_invite_at`).
+const AT_MASK: u64 = (1 << 32) - 1;
+
+/// The INVITE `dest::check` looked at: its payload's `offset << 16 |
+/// length` (with `TAG_KNOWN` when the To search was made and found no
+/// tag), or 0 when there is none or it is in a dialog.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_at() -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // The Call-ID walk that follows fills these in.
+    unsafe { (*scratch).ids = TxnIds::default() };
+    let s = unsafe { &*scratch };
+    match s.to_tag {
+        TO_TAGGED => 0,
+        TO_UNTAGGED => s.call_at | TAG_KNOWN,
+        _ => s.call_at,
+    }
+}
+
+/// The record of the call the INVITE in `SCRATCH` would open (from the
+/// source in `SCRATCH.invite`, to `SCRATCH.dialled`) into `SCRATCH.call`:
+/// 1, or 0 when its Call-ID (in `SCRATCH.ids`) is missing or already
+/// tracked (a retransmission). Built in scratch, and apart from
+/// `shield_call_open`: in one frame it pushed the XDP program's call
+/// chain past 512 bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_record(ctx: *mut xdp_md) -> u64 {
+    let (Some(scratch), Some(p)) = (SCRATCH.get_ptr_mut(0), POLICY.get(0)) else {
+        return 0;
+    };
+    let s = unsafe { &mut *scratch };
+    let Some(id) = s.ids.call_id else {
+        return 0;
+    };
+    if unsafe { CALLS.get(&id) }.is_some() {
+        return 0;
+    }
+    let inv = &s.invite;
+    let src = if inv.family == FAMILY_V4 {
+        Src::V4([inv.src[0], inv.src[1], inv.src[2], inv.src[3]])
+    } else {
+        Src::V6(inv.src)
+    };
+    s.call = Call::open(src_key(&src, p), inv.family, iface_slot(ctx), &s.dialled, now_ns());
+    1
+}
+
+/// Opens the call `shield_call_record` built: `REFUSED` when its source
+/// has `max_per_source` calls in progress and `limited`, else 0 (opened,
+/// or lost to another CPU's retransmission, or the table is full).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_open(limited: u64) -> u64 {
+    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CALL_CFG.get(0)) else {
+        return 0;
+    };
+    let s = unsafe { &mut *scratch };
+    let Some(id) = s.ids.call_id else {
+        return 0;
+    };
+    let limit = if limited != 0 { cfg.max_per_source } else { 0 };
+    let Some(n) = counter(&s.call.src) else {
+        return 0; // no count to hold: not tracked (never refused for it)
+    };
+    if !reserve(n, limit) {
+        return REFUSED;
+    }
+    s.call.flags = CALL_COUNTED;
+    if CALLS.insert(&id, &s.call, BPF_NOEXIST as u64).is_err() {
+        release(&s.call.src);
+    }
+    0
+}
+
+/// A CANCEL from `src` that passed, whose Call-ID the caller walked into
+/// `SCRATCH.ids`: marks the call cancelling if it is the caller's and not
+/// answered.
+#[inline(always)]
+pub(crate) fn cancel(
+    ctx: &XdpContext,
+    p: &Policy,
+    src: &Src,
+    (pay, plen): (usize, usize),
+    scratch: *mut Scratch,
+) {
+    unsafe { (*scratch).ids = TxnIds::default() };
+    crate::txn::shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    let key = src_key(src, p);
+    let (hi, lo) = split(&key);
+    shield_call_cancel(hi, lo);
+}
+
+/// See `cancel`; the caller's key in two halves.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_cancel(hi: u64, lo: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let Some(id) = (unsafe { (*scratch).ids.call_id }) else {
+        return 0;
+    };
+    let Some(c) = CALLS.get_ptr_mut(&id) else {
+        return 0;
+    };
+    if !calls::cancels(unsafe { &*c }, &join(hi, lo)) {
+        return 0;
+    }
+    // A plain store: the flag only ever goes on.
+    unsafe { (*c).flags |= CALL_CANCELLING };
+    1
+}
+
+/// The egress classifier's final response (status class `class`, CSeq
+/// method index `method`, Call-ID hash `call_id`) to `dst` (keyed like a
+/// source).
+#[inline(always)]
+pub(crate) fn reply(dst: &SrcKey, call_id: u64, method: usize, class: u8) {
+    let (hi, lo) = split(dst);
+    shield_call_reply(call_id, (method as u64) << 8 | class as u64, hi, lo);
+}
+
+/// See `reply`: `mc` is `method << 8 | class`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> u64 {
+    let Some(c) = CALLS.get_ptr_mut(&call_id) else {
+        return 0;
+    };
+    let call = unsafe { *c };
+    let method = match (mc >> 8) as usize {
+        m if m == Method::Invite as usize => Method::Invite,
+        m if m == Method::Bye as usize => Method::Bye,
+        _ => return 0,
+    };
+    let class = mc as u8;
+    let to_caller = call.src == join(hi, lo);
+    let now = now_ns();
+    match calls::on_final(&call, method, class, to_caller) {
+        Step::Keep => 0,
+        Step::Answer => {
+            // Two CPUs with a retransmitted 2xx both write the same.
+            unsafe {
+                (*c).answer_ns = now;
+                (*c).state = CALL_ANSWERED;
+            }
+            1
+        }
+        Step::End(outcome, status) => end(call_id, &call, outcome, status, now),
+    }
+}
+
+/// Forgets the call `id` (a copy of which is `call`) and reports its end,
+/// if this delete is the one that removed it; gives its count back.
+#[inline(always)]
+fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64) -> u64 {
+    if CALLS.remove(&id).is_err() {
+        return 0; // another CPU (or the expiry) ended it
+    }
+    if call.flags & CALL_COUNTED != 0 {
+        release(&call.src);
+    }
+    let ev: CallEvent = call.ended(id, outcome, status, now);
+    if CALL_EVENTS.output(&ev, 0).is_err() {
+        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+            // Per-CPU slot: no other writer.
+            unsafe { *lost += 1 };
+        }
+    }
+    1
+}
+
+/// Run by shieldd (`BPF_PROG_TEST_RUN`) on a frame whose first eight
+/// bytes are a Call-ID hash: forgets that call, as `expired`, if it is
+/// past its time by the kernel's own clock. `XDP_PASS` (2) when it did,
+/// `XDP_DROP` (1) when the call is still live or gone.
+#[xdp]
+pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
+    const GONE: u32 = 1;
+    const EXPIRED: u32 = 2;
+    let Some(b) = Pkt::new(&ctx).ptr_at::<[u8; 8]>(0) else {
+        return GONE;
+    };
+    let id = u64::from_ne_bytes(unsafe { *b });
+    let (Some(cfg), Some(c)) = (CALL_CFG.get(0), unsafe { CALLS.get(&id) }) else {
+        return GONE;
+    };
+    let call = *c;
+    let now = now_ns();
+    if !call.expired(now, cfg.max_duration_ns) {
+        return GONE;
+    }
+    if end(id, &call, CallOutcome::Expired, 0, now) == 1 {
+        EXPIRED
+    } else {
+        GONE
+    }
+}
+
+/// The caller's in-progress count, created at 0 if it is new.
+#[inline(always)]
+fn counter(key: &SrcKey) -> Option<*mut u64> {
+    if let Some(n) = CALL_COUNTS.get_ptr_mut(key) {
+        return Some(n);
+    }
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    let _ = CALL_COUNTS.insert(key, &0, BPF_NOEXIST as u64);
+    CALL_COUNTS.get_ptr_mut(key)
+}
+
+/// Compare-and-swap rounds before giving up: with two CPUs racing on one
+/// caller, losing this many in a row does not happen in practice.
+const CAS_ROUNDS: usize = 16;
+
+/// Takes one of the count at `n`'s slots if it is below `limit` (0: no
+/// limit). A compare-and-swap, so two CPUs at the limit never both get
+/// the last slot. (A fetching atomic add would be one instruction, but
+/// LLVM's generic BPF CPU cannot use its result.) False: refused.
+#[inline(always)]
+fn reserve(n: *mut u64, limit: u64) -> bool {
+    // SAFETY: `n` points into a CALL_COUNTS value, updated only by CAS.
+    let mut cur = unsafe { core::ptr::read_volatile(n) };
+    for _ in 0..CAS_ROUNDS {
+        if !calls::within_limit(cur, limit) {
+            return false;
+        }
+        let (seen, _) = unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(n, cur, cur + 1) };
+        if seen == cur {
+            return true;
+        }
+        cur = seen;
+    }
+    false
+}
+
+/// Gives one of `key`'s slots back, never below 0 (an entry the LRU
+/// recreated after an eviction starts at 0 again).
+#[inline(always)]
+fn release(key: &SrcKey) {
+    let Some(n) = CALL_COUNTS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: as in `reserve`.
+    let mut cur = unsafe { core::ptr::read_volatile(n) };
+    for _ in 0..CAS_ROUNDS {
+        if cur == 0 {
+            return;
+        }
+        let next = calls::count_down(cur);
+        let (seen, _) = unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(n, cur, next) };
+        if seen == cur {
+            return;
+        }
+        cur = seen;
+    }
+}
+
+/// The counter slot of the interface the frame came in on.
+#[inline(always)]
+fn iface_slot(ctx: *mut xdp_md) -> u8 {
+    let ifindex = unsafe { (*ctx).ingress_ifindex };
+    match IFACE_SLOT.get(ifindex) {
+        Some(s) => (*s & IFACE_SLOT_MASK) as u8,
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn split(k: &SrcKey) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]),
+        u64::from_ne_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]),
+    )
+}
+
+#[inline(always)]
+fn join(hi: u64, lo: u64) -> SrcKey {
+    let (h, l) = (hi.to_ne_bytes(), lo.to_ne_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
+const _: () = assert!(dest::RULE_CALLS >= dest::RULE_IDS_RESERVED);
