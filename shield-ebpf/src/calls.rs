@@ -31,7 +31,7 @@ use shield_common::{
     default_size,
     dest::{self, RULE_CALLS},
     txn::TxnIds,
-    Method, Policy, Reason, SrcKey, FAMILY_V4,
+    mask_v6, src_key_v4, Method, Policy, Reason, SrcKey, FAMILY_V4,
 };
 
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
@@ -128,12 +128,25 @@ pub extern "C" fn shield_call_record(ctx: *mut xdp_md) -> u64 {
         return 0;
     }
     let inv = &s.invite;
-    let src = if inv.family == FAMILY_V4 {
-        Src::V4([inv.src[0], inv.src[1], inv.src[2], inv.src[3]])
+    s.call.src = if inv.family == FAMILY_V4 {
+        src_key_v4([inv.src[0], inv.src[1], inv.src[2], inv.src[3]])
     } else {
-        Src::V6(inv.src)
+        mask_v6(&inv.src, p.ipv6_prefix)
     };
-    s.call = Call::open(src_key(&src, p), inv.family, iface_slot(ctx), &s.dialled, now_ns());
+    // Field by field: a whole record built first would sit on this frame.
+    let (tail, digits) = calls::last4(&s.dialled);
+    let c = &mut s.call;
+    c.start_ns = now_ns();
+    c.answer_ns = 0;
+    c.country = dest::country(&s.dialled);
+    c.tail = tail;
+    c.digits = digits;
+    c.class = s.dialled.class as u8;
+    c.state = calls::CALL_TRYING;
+    c.flags = 0;
+    c.iface = iface_slot(ctx);
+    c.family = inv.family;
+    c._pad = 0;
     1
 }
 

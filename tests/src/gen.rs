@@ -208,6 +208,10 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
             s.push_str("\r\n");
         }
     }
+    if rng.chance(50) {
+        // More calls (SPEC §13): a source reaches its limit of two.
+        s.push_str(&call_id(rng));
+    }
     s.push_str("Content-Length: 0\r\n\r\n");
     if rng.chance(20) {
         // A body that itself looks like headers.
@@ -427,6 +431,12 @@ pub fn response_frame(rng: &mut Rng) -> Vec<u8> {
     f
 }
 
+/// One of a few Call-ID lines: the calls of SPEC §13 (the fixed Call-ID
+/// among the other headers may come first and win).
+fn call_id(rng: &mut Rng) -> String {
+    format!("Call-ID: call-{}@pc33.example\r\n", rng.below(4))
+}
+
 const CSEQ_LINES: [&str; 12] = [
     "CSeq: 1 REGISTER",
     "CSeq: 102 INVITE",
@@ -468,6 +478,9 @@ fn response_payload(rng: &mut Rng) -> Vec<u8> {
         s.push_str(rng.pick(&c_lines));
         s.push_str("\r\n");
     }
+    if rng.chance(40) {
+        s.push_str(&call_id(rng));
+    }
     if rng.chance(85) {
         s.push_str(rng.pick(&CSEQ_LINES));
         s.push_str("\r\n");
@@ -480,4 +493,92 @@ fn response_payload(rng: &mut Rng) -> Vec<u8> {
         s.insert_str(s.find("\r\n").unwrap_or(0), &"x".repeat(rng.below(1400)));
     }
     s.into_bytes()
+}
+
+/// A final (or provisional) reply of the SBC to a call of SPEC §13: one
+/// of the few Call-IDs, CSeq INVITE or BYE, to one of the sources above;
+/// now and then mutated like the rest.
+pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
+    let method = if rng.chance(25) { "BYE" } else { "INVITE" };
+    let status = if method == "BYE" {
+        *rng.pick(&[200u32, 200, 481])
+    } else {
+        *rng.pick(&[180u32, 183, 200, 200, 200, 200, 486, 487, 487, 503, 603, 302])
+    };
+    let mut s = format!("SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1\r\n");
+    s.push_str(&call_id(rng));
+    s.push_str(&format!("CSeq: {} {method}\r\n", 1 + rng.below(2)));
+    s.push_str("To: <sip:100@198.51.100.1>;tag=x\r\nContent-Length: 0\r\n\r\n");
+    let l3 = match call_l3(rng) {
+        L3::V4 { src, dst, .. } => L3::V4 {
+            src: dst,
+            dst: src,
+            options: Vec::new(),
+            frag_offset: 0,
+            more_frags: false,
+        },
+        L3::V6 { src, dst, .. } => L3::V6 { src: dst, dst: src, ext: Vec::new() },
+    };
+    let mut f = Frame {
+        vlans: Vec::new(),
+        l3,
+        l4: L4::Udp { sport: 5060, dport: 5062 },
+        payload: s.into_bytes(),
+    }
+    .build();
+    if rng.chance(20) {
+        mutate(rng, &mut f);
+    }
+    f
+}
+
+/// A request of a call (SPEC §13): an initial INVITE (sometimes
+/// retransmitted, sometimes a re-INVITE with a To tag), a CANCEL or a BYE,
+/// from one of the sources above, with one of the few Call-IDs.
+pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
+    let method = *rng.pick(&["INVITE", "INVITE", "INVITE", "CANCEL", "BYE"]);
+    let uri = request_uri(rng);
+    let mut s = format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK2\r\n");
+    s.push_str(if rng.chance(15) { "To: <sip:100@sbc>;tag=as7d9\r\n" } else { "To: <sip:100@sbc>\r\n" });
+    s.push_str("From: <sip:1@sbc>;tag=1\r\n");
+    s.push_str(&call_id(rng));
+    s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
+    let l3 = call_l3(rng);
+    let mut f = Frame {
+        vlans: Vec::new(),
+        l3,
+        l4: L4::Udp { sport: 5062, dport: 5060 },
+        payload: s.into_bytes(),
+    }
+    .build();
+    if rng.chance(10) {
+        mutate(rng, &mut f);
+    }
+    f
+}
+
+/// A caller's network layer: mostly two plain IPv4 sources (so one
+/// reaches its limit), sometimes any of the others.
+fn call_l3(rng: &mut Rng) -> L3 {
+    match rng.below(10) {
+        0..=5 => L3::V4 {
+            src: V4_SOURCES[4],
+            dst: [198, 51, 100, 254],
+            options: Vec::new(),
+            frag_offset: 0,
+            more_frags: false,
+        },
+        6..=7 => L3::V4 {
+            src: *rng.pick(&V4_SOURCES),
+            dst: [198, 51, 100, 254],
+            options: Vec::new(),
+            frag_offset: 0,
+            more_frags: false,
+        },
+        _ => L3::V6 {
+            src: v6_source(rng),
+            dst: crate::frames::SBC_V6,
+            ext: Vec::new(),
+        },
+    }
 }

@@ -78,6 +78,7 @@ impl Kernel {
         m.set_scanners(&keys).expect("scanners");
         m.set_policy(&t.policy).expect("policy");
         m.dest.apply(&t.dest, &t.dest_rules).expect("destinations");
+        m.calls.set_config(&t.calls).expect("calls");
         self.reset_verified(t);
     }
 

@@ -40,6 +40,8 @@ pub struct Tables {
     /// `DEST_POLICY` and the rule trie's entries (SPEC §11).
     pub dest: shield_common::dest::DestPolicy,
     pub dest_rules: Vec<(u32, [u8; shield_common::dest::KEY_BYTES], shield_common::dest::DestRule)>,
+    /// `CALL_CFG` (SPEC §13).
+    pub calls: shield_common::calls::CallConfig,
 }
 
 impl Tables {
@@ -79,6 +81,8 @@ pub struct Model {
     pub dest_sources: HashMap<SrcKey, shield_common::dest::DestSource>,
     /// `DEST_REFUSED`, all interfaces: refusals by rule id.
     pub dest_refused: HashMap<u32, u64>,
+    /// The call table (SPEC §13).
+    pub calls: CallTable,
 }
 
 /// What the egress classifier makes of a frame leaving the host.
@@ -210,6 +214,7 @@ impl Model {
             txns: HashMap::new(),
             dest_sources: HashMap::new(),
             dest_refused: HashMap::new(),
+            calls: CallTable::default(),
         };
         m.reset_verified();
         m
@@ -470,6 +475,13 @@ impl Model {
                     method,
                 };
             }
+            if let Some(reason) = self.open_call(payload, p.src, true, now) {
+                return Decision { reason, method };
+            }
+        }
+        if method == Some(Method::Cancel) {
+            let payload = udp_payload(frame, &p).unwrap_or(&[]);
+            self.cancel_call(payload, p.src);
         }
         // A request that passed and may verify its source (SPEC §8).
         if let (Some(m), Some(call_id), Some((cseq, cseq_method))) =
@@ -623,7 +635,11 @@ impl Model {
         let ids = txn_ids(payload);
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        if class >= 2 && self.settle(&ids, p.dst, class, now) {
+        let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
+        if class >= 2 {
+            self.call_reply(&ids, p.dst, class, now);
+        }
+        if verifies {
             let exp = now.saturating_add(pol.verify_ttl_ns);
             let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
             if *e != 0 && *e < exp {
@@ -742,8 +758,9 @@ impl Model {
             method: None,
         };
         let dp = self.tables.dest;
+        // Looked at even when the policy refuses nothing: its calls are
+        // tracked (SPEC §13).
         if !dp.has(shield_common::dest::D_CHECK_ALLOWLISTED)
-            || !dp.refuses()
             || p.later_fragment
             || p.proto != 17
             || p.l4 > MAX_L4_OFFSET
@@ -773,7 +790,11 @@ impl Model {
                 reason: r.reason,
                 method: Some(Method::Invite),
             },
-            None => pass,
+            None => {
+                // Tracked, never limited: the allowlist overrides the limit.
+                let _ = self.open_call(payload, p.src, false, now);
+                pass
+            }
         }
     }
 }
@@ -787,5 +808,7 @@ fn udp_payload<'f>(frame: &'f [u8], p: &Parsed) -> Option<&'f [u8]> {
     frame.get(pay..pay + plen)
 }
 
+mod calls;
 mod dest;
+pub use calls::CallTable;
 pub use dest::Refused;

@@ -10,12 +10,14 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use shield_common::{
+    calls::{Call, CallEvent},
     sip::{ua_key, DEFAULT_SCANNERS},
+    SrcKey,
     Bucket, Method, OffenderEvent, Policy, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
     F_SCOPE_SIP, F_TRUNK_ONLY,
 };
 use shield_tests::{
-    gen::{frame, response_frame, Rng},
+    gen::{call_reply_frame, call_request_frame, frame, response_frame, Rng},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
     model::{transport_out_of_reach, Model, Tables},
 };
@@ -89,6 +91,16 @@ fn tables(variant: u8) -> Tables {
             (net("2001:db8:4:0:1::/80"), 0),
         ];
     }
+    if variant == 4 {
+        // SPEC §13: two calls in progress per source; replies leaving the
+        // host answer, fail and end them.
+        t.calls.max_per_source = 2;
+        t.calls.max_duration_ns = 3_600_000_000_000;
+        // Roomier buckets, so that many INVITEs reach step 9b.
+        p.packet = slow(64);
+        p.method = Default::default();
+        p.method_slot = Default::default();
+    }
     t.policy = p;
     destinations(&mut t);
     t
@@ -148,19 +160,26 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
     let compared = Cell::new(0usize);
     let sip_tally: RefCell<HashMap<(Method, Verdict), u64>> = RefCell::new(HashMap::new());
 
-    // Sequences average 12 frames; aim a little over the target.
-    let cases = frames_wanted / 11 + 1;
+    // Sequences average 12 frames (32 for calls); aim a little over the
+    // target.
+    let cases = frames_wanted / if variant == 4 { 31 } else { 11 } + 1;
     let mut runner = TestRunner::new(Config {
         cases: cases as u32,
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = proptest::collection::vec(proptest::num::u64::ANY, 1..24);
+    // Calls (variant 4) need longer cases: a call is opened, answered,
+    // then ended.
+    let longest = if variant == 4 { 64 } else { 24 };
+    let strategy = proptest::collection::vec(proptest::num::u64::ANY, 1..longest);
     let result = runner.run(&strategy, |seeds| {
         let (mut k, mut model) = (k.borrow_mut(), model.borrow_mut());
         k.shield.maps.clear_sources().expect("clear SOURCES");
         k.shield.maps.dest.clear_sources().expect("clear DEST_SOURCES");
+        k.shield.maps.calls.clear().expect("clear CALLS");
         drain_events(&mut k);
+        drain_call_events(&mut k);
+        model.calls.clear();
         model.sources.clear();
         model.dest_sources.clear();
         model.events.clear();
@@ -169,8 +188,12 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
         model.reset_verified();
         for seed in seeds {
             let mut rng = Rng::new(seed);
-            if variant == 3 && rng.chance(35) {
-                let f = response_frame(&mut rng);
+            if (variant == 3 || variant == 4) && rng.chance(35) {
+                let f = if variant == 4 && rng.chance(60) {
+                    call_reply_frame(&mut rng)
+                } else {
+                    response_frame(&mut rng)
+                };
                 let want = model.egress(&f, shield::kernel::monotonic_ns());
                 // A frame cut inside its IP header cannot be run as an
                 // skb (and is never sent): nothing to compare.
@@ -183,7 +206,11 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
                 }
                 continue;
             }
-            let f = frame(&mut rng);
+            let f = if variant == 4 && rng.chance(50) {
+                call_request_frame(&mut rng)
+            } else {
+                frame(&mut rng)
+            };
             let now = shield::kernel::monotonic_ns();
             let want = model.decide(&f, now);
             let got = k.run(&f);
@@ -218,6 +245,7 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
                 "offender reports: kernel {got:?}, model {want:?}"
             )));
         }
+        compare_calls(&mut k, &model)?;
         let (got, want) = (kernel_verified(&k), model_verified(&model));
         if got != want {
             return Err(TestCaseError::fail(format!(
@@ -246,6 +274,50 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
         }
     }
     compared
+}
+
+fn drain_call_events(k: &mut Kernel) -> Vec<CallEvent> {
+    let ring = k.shield.maps.calls.events.as_mut().expect("call event ring");
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(shield::kernel::decode_call_event(&item).expect("a whole CallEvent"));
+    }
+    out
+}
+
+/// What a call record says, times aside (the kernel's clock is not the
+/// model's) and the interface slot (the test run's).
+fn call_view(id: u64, c: &Call) -> (u64, SrcKey, u8, u8, u8, u32, u16, u8, u8, bool) {
+    (id, c.src, c.state, c.flags, c.class, c.country, c.tail, c.digits, c.family, c.answer_ns != 0)
+}
+
+fn event_view(e: &CallEvent) -> (u64, SrcKey, u8, u8, u8, u32, u16, u8, bool) {
+    (e.call_id, e.src, e.outcome, e.status, e.class, e.country, e.tail, e.family, e.answer_ns != 0)
+}
+
+/// SPEC §13: the call table, the callers' counts and the ended calls
+/// reported agree.
+fn compare_calls(k: &mut Kernel, model: &Model) -> Result<(), TestCaseError> {
+    let mut got: Vec<_> = k.shield.maps.calls.calls().expect("CALLS").iter().map(|(id, c)| call_view(*id, c)).collect();
+    let mut want: Vec<_> = model.calls.calls.iter().map(|(id, c)| call_view(*id, c)).collect();
+    got.sort();
+    want.sort();
+    if got != want {
+        return Err(TestCaseError::fail(format!("calls: kernel {got:?}, model {want:?}")));
+    }
+    let mut got: Vec<_> = k.shield.maps.calls.counts().expect("CALL_COUNTS").into_iter().filter(|(_, n)| *n != 0).collect();
+    let mut want: Vec<_> = model.calls.counts.iter().filter(|(_, n)| **n != 0).map(|(k, n)| (*k, *n)).collect();
+    got.sort();
+    want.sort();
+    if got != want {
+        return Err(TestCaseError::fail(format!("call counts: kernel {got:?}, model {want:?}")));
+    }
+    let got: Vec<_> = drain_call_events(k).iter().map(event_view).collect();
+    let want: Vec<_> = model.calls.events.iter().map(event_view).collect();
+    if got != want {
+        return Err(TestCaseError::fail(format!("ended calls: kernel {got:?}, model {want:?}")));
+    }
+    Ok(())
 }
 
 /// The verified sources and networks in the kernel's maps.
@@ -300,6 +372,17 @@ fn kernel_and_model_agree_on_verification_and_the_unverified_budget() {
     assert!(n >= 100_000, "only {n} frames compared");
 }
 
+/// SPEC §13: calls opened by initial INVITEs (retransmissions and
+/// re-INVITEs not counted twice), limited to two in progress per source,
+/// marked by CANCELs, answered, failed and ended by the replies leaving
+/// the host; the table, the counts and the ended-call reports agree.
+#[test]
+fn kernel_and_model_agree_on_calls() {
+    let n = differential(4, 50_000);
+    println!("differential (calls, limit 2): {n} frames compared, 0 mismatches");
+    assert!(n >= 50_000, "only {n} frames compared");
+}
+
 #[test]
 fn kernel_and_model_agree_with_trunk_only() {
     let n = differential(2, 20_000);
@@ -332,7 +415,7 @@ fn generated_frames_cover_every_reason() {
             continue; // only with trunk_only (variant 2) or a budget (variant 3)
         }
         if r == shield_common::Reason::Calls {
-            continue; // SPEC §13: not built yet
+            continue; // only with a call limit (variant 4, checked below)
         }
         assert!(
             seen.get(&r).copied().unwrap_or(0) >= 100,
@@ -379,4 +462,47 @@ fn generated_frames_cover_the_budget_and_every_reply() {
         assert!(replies.get(&(m, 2)).copied().unwrap_or(0) >= 10, "few 2xx {m:?}: {replies:?}");
     }
     println!("unverified drops: {unverified}; replies: {replies:?}");
+}
+
+/// Variant 4's frames open calls, reach the limit (`calls`), and the
+/// replies answer, fail, cancel and end them: the comparison above
+/// covers the whole state machine.
+#[test]
+fn generated_frames_cover_every_call_outcome() {
+    use shield_common::calls::CallOutcome;
+    let mut model = Model::new(tables(4));
+    let mut refused = 0;
+    let mut opened = 0;
+    let mut outcomes = std::collections::HashMap::new();
+    for seed in 0..20_000u64 {
+        if seed % 64 == 0 {
+            model.sources.clear();
+            model.calls.clear();
+        }
+        let mut rng = Rng::new(seed);
+        let before = model.calls.calls.len();
+        if rng.chance(35) {
+            let f = if rng.chance(60) { call_reply_frame(&mut rng) } else { response_frame(&mut rng) };
+            model.egress(&f, 1);
+        } else if model
+            .decide(
+                &if rng.chance(50) { call_request_frame(&mut rng) } else { frame(&mut rng) },
+                1,
+            )
+            .reason
+            == shield_common::Reason::Calls
+        {
+            refused += 1;
+        }
+        opened += model.calls.calls.len().saturating_sub(before);
+        for e in model.calls.events.drain(..) {
+            *outcomes.entry(e.outcome().expect("known outcome")).or_insert(0u32) += 1;
+        }
+    }
+    assert!(opened >= 300, "only {opened} calls opened");
+    assert!(refused >= 20, "only {refused} INVITEs refused for the limit");
+    for (o, least) in [(CallOutcome::Answered, 5), (CallOutcome::Failed, 20), (CallOutcome::Cancelled, 20)] {
+        assert!(outcomes.get(&o).copied().unwrap_or(0) >= least, "few {o:?}: {outcomes:?}");
+    }
+    println!("calls opened {opened}, refused {refused}, ended {outcomes:?}");
 }

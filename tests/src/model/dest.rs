@@ -95,7 +95,7 @@ impl Model {
 
 /// Whether the first To line (among the first `TO_MAX_T_LINES` lines
 /// starting with `t`) has a tag.
-fn in_dialog(payload: &[u8]) -> bool {
+pub(super) fn in_dialog(payload: &[u8]) -> bool {
     let mut tagged = false;
     header_walk(payload, b't', TO_MAX_T_LINES, |win| match dest::to_line(win) {
         dest::ToLine::NotTo => false,
