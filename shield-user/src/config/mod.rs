@@ -27,6 +27,7 @@
 
 mod cidr;
 mod crowdsec;
+mod calls;
 mod destinations;
 mod duration;
 mod error;
@@ -46,6 +47,7 @@ use toml_edit::ImDocument;
 
 pub use self::cidr::{parse_cidr, parse_cidr_list, CidrError};
 pub use self::crowdsec::{CaFile, Crowdsec, Push, Scope, Secret};
+pub use self::calls::Calls;
 pub use self::destinations::{parse_entry, set_prefixes};
 pub use self::duration::{
     duration_from_secs, format_duration, parse_duration, DurationError, MAX_DURATION_SECS,
@@ -82,6 +84,8 @@ pub struct Config {
     pub crowdsec: Option<Crowdsec>,
     /// `[destinations]` (SPEC §11).
     pub destinations: crate::dest::Destinations,
+    /// `[calls]` (SPEC §13).
+    pub calls: Calls,
     /// The `[[jail]]`s with `enabled = true`, in file order.
     pub jails: Vec<JailSpec>,
 }
@@ -268,6 +272,7 @@ impl Default for Config {
             control: Control::default(),
             crowdsec: None,
             destinations: crate::dest::Destinations::default(),
+            calls: Calls::default(),
             jails: Vec::new(),
         }
     }

@@ -52,6 +52,8 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     let crowdsec = super::crowdsec::crowdsec(root.child("crowdsec"));
     let destinations = super::destinations::destinations(root.child("destinations"));
     capacity.dest_rules = destinations.capacity;
+    let calls = super::calls::calls(root.child("calls"));
+    capacity.calls = calls.capacity;
     let jails = jails(root.tables("jail"), bans.bantime);
     root.finish();
 
@@ -73,6 +75,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         control,
         crowdsec,
         destinations,
+        calls,
         jails,
     }
 }

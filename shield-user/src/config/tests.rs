@@ -260,6 +260,9 @@ fn example_config_shows_every_key() {
         "reject_per_second",
         "check_allowlisted",
         "escalate",
+        "max_concurrent_per_source",
+        "long_call",
+        "max_duration",
     ];
     for key in keys {
         let set = format!("\n{key} = ");
@@ -278,6 +281,7 @@ fn example_config_shows_every_key() {
         "[bans.escalate]",
         "[capacity]",
         "[destinations]",
+        "[calls]",
         "[metrics]",
         "[control]",
         "[[jail]]",
@@ -1735,4 +1739,39 @@ fn crowdsec_ca_file_errors_name_the_file() {
     expect_error(&errors(&zero_key), 3, "crowdsec.api_key_file", "not a regular file");
     // Absent: the public roots alone.
     assert!(parse(&text).unwrap().crowdsec.unwrap().ca.is_none());
+}
+
+// ---- [calls] -------------------------------------------------------------------
+
+#[test]
+fn calls_defaults_and_full_section() {
+    assert_eq!(parse("[calls]\n"), Ok(defaults()));
+    let d = super::Calls::default();
+    assert_eq!(
+        (d.capacity, d.max_concurrent_per_source, d.long_call, d.max_duration),
+        (100_000, 0, secs(7_200), secs(43_200))
+    );
+    let c = parse(
+        "[calls]\ncapacity = 5000\nmax_concurrent_per_source = 4\nlong_call = \"30m\"\nmax_duration = \"1h\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.calls.max_concurrent_per_source, 4);
+    assert_eq!(c.capacity.calls, 5000);
+    let k = c.calls.kernel();
+    assert_eq!((k.max_per_source, k.max_duration_ns), (4, 3_600_000_000_000));
+}
+
+#[test]
+fn calls_errors_name_line_and_key() {
+    only_error("[calls]\nmax_concurrent_per_source = -1\n", 2, "calls.max_concurrent_per_source", "at least 0");
+    only_error("[calls]\ncapacity = 0\n", 2, "calls.capacity", "at least 1");
+    only_error("[calls]\nlong_call = \"0s\"\n", 2, "calls.long_call", "at least 1s");
+    only_error("[calls]\nlong_call = \"soon\"\n", 2, "calls.long_call", "bad duration");
+    only_error(
+        "[calls]\nlong_call = \"2h\"\nmax_duration = \"1h\"\n",
+        3,
+        "calls.max_duration",
+        "shorter than long_call",
+    );
+    only_error("[calls]\nmax_calls = 3\n", 2, "calls.max_calls", "");
 }
