@@ -182,6 +182,8 @@ pub enum Request {
     /// What the destination policy in force decides about a number;
     /// nothing is sent.
     Destination(Destination),
+    /// Calls in progress and the last hour's destinations (SPEC §13).
+    Calls(Calls),
     Stats(Stats),
     Status(Status),
     Reload(Reload),
@@ -217,7 +219,7 @@ macro_rules! calls {
 }
 
 calls! {
-    empty: Verified, Stats, Status, Reload, Detach;
+    empty: Verified, Calls, Stats, Status, Reload, Detach;
     Ban => BanInfo,
     Unban => UnbanReply,
     Allow => ListReply,
@@ -227,6 +229,7 @@ calls! {
     Unverify => UnverifyReply,
     Refused => RefusedReply,
     Destination => DestinationReply,
+    Calls => CallsReply,
     Stats => StatsReply,
     Status => StatusReply,
     Reload => ReloadReply,
@@ -482,6 +485,7 @@ impl Request {
             Request::Unverify(_) => "unverify",
             Request::Refused(_) => "refused",
             Request::Destination(_) => "destination",
+            Request::Calls(_) => "calls",
             Request::Stats(_) => "stats",
             Request::Status(_) => "status",
             Request::Reload(_) => "reload",
@@ -496,6 +500,7 @@ impl Request {
             | Request::Verified(_)
             | Request::Refused(_)
             | Request::Destination(_)
+            | Request::Calls(_)
             | Request::Stats(_)
             | Request::Status(_) => false,
             Request::Allow(Allow(l)) | Request::Deny(Deny(l)) => l.op != ListOp::List,
@@ -727,6 +732,38 @@ pub struct RefusalItem {
     pub user_agent: String,
     /// A 403 was sent.
     pub replied: bool,
+}
+
+/// `calls`: calls in progress (oldest first) and the destinations called
+/// in the last hour (SPEC §13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallsReply {
+    pub calls: Vec<CallItem>,
+    pub top: Vec<TopDestination>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallItem {
+    /// The caller (an IPv4 address, or an IPv6 prefix's address).
+    pub source: String,
+    pub interface: String,
+    /// E.164 country code (`+33`) of an international number, else empty.
+    pub country: String,
+    /// `national`, `international` or `other`.
+    pub class: String,
+    /// All but the last four digits masked (`+xxxxxxx6789`).
+    pub number: String,
+    /// `ringing` or `answered`.
+    pub state: String,
+    pub age_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopDestination {
+    /// A country code (`+33`) or a class (`national`, `other`).
+    pub destination: String,
+    /// Calls started within the last hour.
+    pub calls: u64,
 }
 
 /// `destination NUMBER`.

@@ -13,6 +13,7 @@
 //! sockets bound before the shield is loaded or adopted.
 
 pub mod bans;
+pub mod calls;
 pub mod core;
 pub mod decisions;
 mod fleet;
@@ -154,6 +155,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     }
     if let Some(rb) = lock(&core).take_refusal_events() {
         tasks.spawn("refusal events", refusal_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(&core).take_call_events() {
+        tasks.spawn("call events", call_events(core.clone(), rb));
     }
     tasks.spawn("ban sweeper", sweeper(core.clone()));
     let mut fleet = fleet::Fleet::default();
@@ -437,12 +441,42 @@ async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
     }
 }
 
+/// Reads the kernel's ended-call reports (SPEC §13) from `CALL_EVENTS`
+/// into the call book.
+async fn call_events(core: Shared, rb: RingBuf<MapData>) {
+    // SAFETY: as in `refusal_events`: the ring buffer owns its map fd and
+    // keeps it open, unchanged, for as long as the AsyncFd owns it.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot watch the CALL_EVENTS ring buffer; no call counters: {e}");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        // As in `offender_events`: readiness cleared before draining.
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
+            guard.clear_ready();
+        }
+        let rb = fd.get_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = rb.next() {
+            batch.extend(crate::kernel::decode_call_event(&item));
+        }
+        if !batch.is_empty() {
+            lock(&core).on_call_events(&batch);
+        }
+    }
+}
+
 async fn sweeper(core: Shared) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
         let mut c = lock(&core);
         c.sweep();
+        c.sweep_calls();
         if let Err(why) = c.retry_save() {
             tracing::error!("the store is still behind the kernel: {why}");
         }
@@ -514,6 +548,7 @@ impl Ctl {
             Request::Unverify(u) => answer::<p::Unverify>(core().unverify(u.net.0, &who)),
             Request::Refused(r) => answer::<p::Refused>(core().refused(r.net.map(|n| n.0), r.since, r.limit)),
             Request::Destination(d) => answer::<p::Destination>(core().destination(&d.number)),
+            Request::Calls(_) => answer::<p::Calls>(core().calls()),
             Request::Stats(_) => answer::<p::Stats>(core().stats()),
             Request::Status(_) => answer::<p::Status>(Ok(core().status())),
             Request::Reload(_) => self.reload().await,

@@ -7,7 +7,10 @@
 //! for clients that asked for the classic Prometheus text format (0.0.4),
 //! whose linters reject OpenMetrics' `# TYPE x counter` + `x_total` pairing.
 
+mod calls;
 pub mod http;
+
+pub use calls::CallsSnapshot;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +61,8 @@ pub struct Snapshot {
     /// (interface, E.164 country code) → initial INVITEs to international
     /// numbers; codes never seen are absent.
     pub invites_by_country: Vec<(String, u32, u64)>,
+    /// Calls seen on the wire (SPEC §13).
+    pub calls: CallsSnapshot,
     /// `[crowdsec]` (SPEC §9); `None` without it (no series at all).
     pub crowdsec: Option<CrowdsecSnapshot>,
     pub version: String,
@@ -247,6 +252,7 @@ impl Collector for SnapshotCollector {
         )?;
         encode_verify(s, &mut enc)?;
         encode_destinations(s, &mut enc)?;
+        calls::encode_calls(&s.calls, &mut enc)?;
         if let Some(c) = &s.crowdsec {
             encode_crowdsec(c, &mut enc)?;
         }

@@ -168,7 +168,8 @@ impl Core {
     fn write_maps(&mut self, cfg: &Config, plan: &Plan, go_on: bool) -> Vec<DaemonError> {
         let policy = cfg.policy();
         let (dest_policy, dest_trie) = (cfg.destinations.policy(), cfg.destinations.trie());
-        let steps: [Write; 7] = [
+        let call_cfg = cfg.calls.kernel();
+        let steps: [Write; 8] = [
             (
                 "writing PORTS",
                 Box::new(|m| m.set_ports(&cfg.ports.udp, &cfg.ports.tcp)),
@@ -194,6 +195,10 @@ impl Core {
             (
                 "writing [destinations]",
                 Box::new(|m| m.dest.apply(&dest_policy, &dest_trie)),
+            ),
+            (
+                "writing [calls]",
+                Box::new(|m| m.calls.set_config(&call_cfg)),
             ),
         ];
         let mut errors = Vec::new();

@@ -16,6 +16,7 @@
 
 mod apply;
 mod banning;
+mod calls;
 pub mod crowdsec;
 mod lists;
 mod readouts;
@@ -114,6 +115,8 @@ pub struct Core {
     /// Refusal records on their way to the store, and the refusal
     /// counters' base across reloads.
     refusals: refusals::RefusalBook,
+    /// Calls seen on the wire (SPEC §13): counters, gauges, the last hour.
+    calls: super::calls::CallBook,
 }
 
 impl Core {
@@ -212,6 +215,7 @@ impl Core {
             fleet: crowdsec::FleetState::default(),
             applied: false,
             refusals: refusals::RefusalBook::default(),
+            calls: super::calls::CallBook::default(),
         };
         core.restore_bans(loaded, adopting)?;
         core.shield.ready()?;

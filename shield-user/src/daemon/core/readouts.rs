@@ -264,6 +264,7 @@ impl Core {
             }
         }
         self.destination_counts(&mut s);
+        s.calls = self.calls_snapshot();
         s.verified_sources = self.verified_sources();
         s.under_pressure = self.under_pressure();
         s.crowdsec = self.crowdsec_snapshot();
