@@ -477,6 +477,7 @@ mod tests {
             ],
             invites_by_class: DestClass::ALL.iter().map(|c| ("eth0".to_string(), *c, *c as u64 + 10)).collect(),
             invites_by_country: vec![("eth0".into(), 33, 8), ("eth0".into(), 1, 4)],
+            calls: sample_calls(),
             bans_active: 2,
             store_rewrites: 1,
             events_lost: 3,
@@ -493,6 +494,21 @@ mod tests {
                 push_queued: 1,
             }),
             version: "0.1.0".into(),
+        }
+    }
+
+    fn sample_calls() -> CallsSnapshot {
+        use shield_common::calls::CallOutcome;
+        let mut h = crate::daemon::calls::Histogram::default();
+        for secs in [10.0, 42.0, 20_000.0] {
+            h.observe(secs);
+        }
+        CallsSnapshot {
+            totals: vec![("eth0".into(), DestClass::International, CallOutcome::Answered, 3)],
+            active: vec![("eth0".into(), DestClass::National, 2)],
+            durations: vec![(DestClass::International, h)],
+            by_country: vec![("eth0".into(), 33, CallOutcome::Failed, 1)],
+            long_calls: 1,
         }
     }
 
@@ -529,6 +545,13 @@ mod tests {
             r#"sipshield_invites_by_destination_total{interface="eth0",class="other"} 12"#,
             r#"sipshield_invites_by_country_total{interface="eth0",country="+33"} 8"#,
             r#"sipshield_invites_by_country_total{interface="eth0",country="+1"} 4"#,
+            r#"sipshield_calls_total{interface="eth0",class="international",outcome="answered"} 3"#,
+            r#"sipshield_calls_active{interface="eth0",class="national"} 2"#,
+            r#"sipshield_calls_by_country_total{interface="eth0",country="+33",outcome="failed"} 1"#,
+            r#"sipshield_call_duration_seconds_bucket{le="60.0",class="international"} 2"#,
+            r#"sipshield_call_duration_seconds_bucket{le="+Inf",class="international"} 3"#,
+            r#"sipshield_call_duration_seconds_count{class="international"} 3"#,
+            "sipshield_long_calls 1",
             "sipshield_crowdsec_up 1",
             r#"sipshield_crowdsec_decisions{origin="CAPI",scope="Range"} 40"#,
             r#"sipshield_crowdsec_requests_total{route="decisions_stream",outcome="200"} 9"#,
@@ -627,10 +650,15 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         // Every sample's family was declared under the sample's own name.
+        // (A histogram's samples carry their family's name plus a suffix.)
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            let histogram = ["_bucket", "_sum", "_count"].iter().any(|sfx| {
+                name.strip_suffix(sfx)
+                    .is_some_and(|base| text.contains(&format!("# TYPE {base} histogram")))
+            });
             assert!(
-                text.contains(&format!("# TYPE {name} ")),
+                histogram || text.contains(&format!("# TYPE {name} ")),
                 "{name} undeclared"
             );
         }
