@@ -33,6 +33,8 @@ mod verb;
 mod ban;
 #[path = "shieldctl/banned.rs"]
 mod banned;
+#[path = "shieldctl/calls.rs"]
+mod calls;
 #[path = "shieldctl/destination.rs"]
 mod destination;
 #[path = "shieldctl/detach.rs"]
@@ -80,6 +82,7 @@ fn verb(cmd: &Command) -> Option<&dyn Verb> {
         Command::Unverify(a) => a,
         Command::Refused(a) => a,
         Command::Destination(a) => a,
+        Command::Calls(a) => a,
         Command::Stats(a) => a,
         Command::Status(a) => a,
         Command::Reload(a) => a,

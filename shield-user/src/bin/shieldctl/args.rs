@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use super::{
-    ban, banned, destination, detach, lists, refused, reload, stats, status, unban, unverify,
+    ban, banned, calls, destination, detach, lists, refused, reload, stats, status, unban, unverify,
     verified, verify, watch,
 };
 
@@ -56,6 +56,10 @@ pub enum Command {
     /// dialled number: normalised form, class, country code, deciding
     /// rule. Sends nothing.
     Destination(destination::Args),
+    /// Calls in progress (source, destination country, number masked to
+    /// its last 4 digits, ringing or answered, age) and the destinations
+    /// called in the last hour.
+    Calls(calls::Args),
     /// Packet counters by verdict and reason, top offending sources.
     Stats(stats::Args),
     /// Interfaces, attach mode, program id, enforcement, version.
