@@ -18,7 +18,7 @@
 
 use crate::dest::{self, DestClass, Dialled};
 use crate::maps::SrcKey;
-use crate::sip::Method;
+use crate::sip::{Method, HEAD_LEN};
 
 /// A call whose INVITE got no final answer (RFC 3261 Timer C: at least
 /// three minutes) is forgotten after this, as `expired`: a forged INVITE
@@ -258,19 +258,34 @@ pub enum Step {
     Answer,
     /// The call ended: remove it and report it.
     End(CallOutcome, u8),
+    /// A digest challenge (401/407) to the INVITE: the caller sends it
+    /// again with credentials, as a new initial INVITE (often with the same
+    /// Call-ID). Removed, its count given back, not reported: a challenged
+    /// attempt is no call, and it must not hold a slot (a forged INVITE
+    /// would otherwise fill its victim's).
+    Forget,
+}
+
+/// Whether a status line (`head`, the payload's first bytes) is a digest
+/// challenge: `SIP/2.0 401 ` or `SIP/2.0 407 `.
+#[inline(always)]
+pub fn is_challenge(head: &[u8; HEAD_LEN]) -> bool {
+    head[8] == b'4' && head[9] == b'0' && (head[10] == b'1' || head[10] == b'7')
 }
 
 /// The server's final response of status class `class` (2..=6), whose
-/// CSeq method is `cseq_method`, to the call `c`; `to_caller`: it goes to
-/// the call's source.
+/// CSeq method is `cseq_method`, to the call `c`; `challenge`: a 401 or
+/// 407 (see [`is_challenge`]); `to_caller`: it goes to the call's source.
 #[inline(always)]
-pub fn on_final(c: &Call, cseq_method: Method, class: u8, to_caller: bool) -> Step {
+pub fn on_final(c: &Call, cseq_method: Method, class: u8, challenge: bool, to_caller: bool) -> Step {
     if class < 2 || class > 6 {
         return Step::Keep;
     }
     match cseq_method {
         Method::Invite if to_caller && c.state == CALL_TRYING => {
-            if class == 2 {
+            if challenge {
+                Step::Forget
+            } else if class == 2 {
                 Step::Answer
             } else if c.flags & CALL_CANCELLING != 0 {
                 Step::End(CallOutcome::Cancelled, 0)
@@ -344,30 +359,42 @@ mod tests {
     #[test]
     fn an_answered_call_ends_with_the_bye_2xx() {
         let mut c = call("sip:100@x");
-        assert_eq!(on_final(&c, Method::Invite, 2, false), Step::Keep, "not to the caller");
-        assert_eq!(on_final(&c, Method::Invite, 2, true), Step::Answer);
+        assert_eq!(on_final(&c, Method::Invite, 2, false, false), Step::Keep, "not to the caller");
+        assert_eq!(on_final(&c, Method::Invite, 2, false, true), Step::Answer);
         c.state = CALL_ANSWERED;
-        assert_eq!(on_final(&c, Method::Invite, 2, true), Step::Keep, "retransmitted 2xx");
-        assert_eq!(on_final(&c, Method::Invite, 4, true), Step::Keep, "a re-INVITE's 488");
-        assert_eq!(on_final(&c, Method::Bye, 4, true), Step::Keep, "a BYE refused (481)");
-        assert_eq!(on_final(&c, Method::Options, 2, true), Step::Keep);
-        assert_eq!(on_final(&c, Method::Bye, 2, false), Step::End(CallOutcome::Answered, 0));
+        assert_eq!(on_final(&c, Method::Invite, 2, false, true), Step::Keep, "retransmitted 2xx");
+        assert_eq!(on_final(&c, Method::Invite, 4, false, true), Step::Keep, "a re-INVITE's 488");
+        assert_eq!(on_final(&c, Method::Bye, 4, false, true), Step::Keep, "a BYE refused (481)");
+        assert_eq!(on_final(&c, Method::Options, 2, false, true), Step::Keep);
+        assert_eq!(on_final(&c, Method::Bye, 2, false, false), Step::End(CallOutcome::Answered, 0));
     }
 
     #[test]
     fn failures_and_cancels() {
         let mut c = call("sip:100@x");
-        assert_eq!(on_final(&c, Method::Invite, 4, true), Step::End(CallOutcome::Failed, 4));
-        assert_eq!(on_final(&c, Method::Invite, 6, true), Step::End(CallOutcome::Failed, 6));
-        assert_eq!(on_final(&c, Method::Invite, 1, true), Step::Keep, "provisional");
+        assert_eq!(on_final(&c, Method::Invite, 4, false, true), Step::End(CallOutcome::Failed, 4));
+        assert_eq!(on_final(&c, Method::Invite, 6, false, true), Step::End(CallOutcome::Failed, 6));
+        assert_eq!(on_final(&c, Method::Invite, 1, false, true), Step::Keep, "provisional");
         assert!(cancels(&c, &[1; 16]));
         assert!(!cancels(&c, &[2; 16]), "someone else's CANCEL");
         c.flags |= CALL_CANCELLING;
-        assert_eq!(on_final(&c, Method::Invite, 4, true), Step::End(CallOutcome::Cancelled, 0));
+        assert_eq!(on_final(&c, Method::Invite, 4, false, true), Step::End(CallOutcome::Cancelled, 0));
         // The CANCEL lost the race with the answer: the call is up.
-        assert_eq!(on_final(&c, Method::Invite, 2, true), Step::Answer);
+        assert_eq!(on_final(&c, Method::Invite, 2, false, true), Step::Answer);
         c.state = CALL_ANSWERED;
         assert!(!cancels(&c, &[1; 16]));
+    }
+
+    #[test]
+    fn a_challenge_forgets_the_attempt() {
+        let c = call("sip:100@x");
+        assert_eq!(on_final(&c, Method::Invite, 4, true, true), Step::Forget);
+        assert_eq!(on_final(&c, Method::Invite, 4, true, false), Step::Keep, "someone else's");
+        let mut head = [0u8; HEAD_LEN];
+        for (line, want) in [(&b"SIP/2.0 407 Proxy"[..], true), (b"SIP/2.0 401 U", true), (b"SIP/2.0 403 F", false), (b"SIP/2.0 486 B", false)] {
+            head[..line.len()].copy_from_slice(line);
+            assert_eq!(is_challenge(&head), want);
+        }
     }
 
     #[test]

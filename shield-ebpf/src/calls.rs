@@ -220,12 +220,13 @@ pub extern "C" fn shield_call_cancel(hi: u64, lo: u64) -> u64 {
 /// method index `method`, Call-ID hash `call_id`) to `dst` (keyed like a
 /// source).
 #[inline(always)]
-pub(crate) fn reply(dst: &SrcKey, call_id: u64, method: usize, class: u8) {
+pub(crate) fn reply(dst: &SrcKey, call_id: u64, method: usize, class: u8, challenge: bool) {
     let (hi, lo) = split(dst);
-    shield_call_reply(call_id, (method as u64) << 8 | class as u64, hi, lo);
+    let mc = (challenge as u64) << 16 | (method as u64) << 8 | class as u64;
+    shield_call_reply(call_id, mc, hi, lo);
 }
 
-/// See `reply`: `mc` is `method << 8 | class`.
+/// See `reply`: `mc` is `challenge << 16 | method << 8 | class`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> u64 {
@@ -233,7 +234,7 @@ pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> 
         return 0;
     };
     let call = unsafe { *c };
-    let method = match (mc >> 8) as usize {
+    let method = match (mc >> 8) as u8 as usize {
         m if m == Method::Invite as usize => Method::Invite,
         m if m == Method::Bye as usize => Method::Bye,
         _ => return 0,
@@ -241,7 +242,7 @@ pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> 
     let class = mc as u8;
     let to_caller = call.src == join(hi, lo);
     let now = now_ns();
-    match calls::on_final(&call, method, class, to_caller) {
+    match calls::on_final(&call, method, class, mc >> 16 != 0, to_caller) {
         Step::Keep => 0,
         Step::Answer => {
             // Two CPUs with a retransmitted 2xx both write the same.
@@ -251,19 +252,24 @@ pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> 
             }
             1
         }
-        Step::End(outcome, status) => end(call_id, &call, outcome, status, now),
+        Step::End(outcome, status) => end(call_id, &call, outcome, status, now, true),
+        Step::Forget => end(call_id, &call, CallOutcome::Failed, 4, now, false),
     }
 }
 
-/// Forgets the call `id` (a copy of which is `call`) and reports its end,
-/// if this delete is the one that removed it; gives its count back.
+/// Forgets the call `id` (a copy of which is `call`) and, if `report`,
+/// reports its end, if this delete is the one that removed it; gives its
+/// count back.
 #[inline(always)]
-fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64) -> u64 {
+fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64, report: bool) -> u64 {
     if CALLS.remove(&id).is_err() {
         return 0; // another CPU (or the expiry) ended it
     }
     if call.flags & CALL_COUNTED != 0 {
         release(&call.src);
+    }
+    if !report {
+        return 1;
     }
     let ev: CallEvent = call.ended(id, outcome, status, now);
     if CALL_EVENTS.output(&ev, 0).is_err() {
@@ -295,7 +301,7 @@ pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
     if !call.expired(now, cfg.max_duration_ns) {
         return GONE;
     }
-    if end(id, &call, CallOutcome::Expired, 0, now) == 1 {
+    if end(id, &call, CallOutcome::Expired, 0, now, true) == 1 {
         EXPIRED
     } else {
         GONE

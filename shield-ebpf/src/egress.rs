@@ -108,7 +108,8 @@ fn egress(ctx: &TcContext) {
     if crate::txn::settle(p, dst, call_id, cseq, method, class) {
         verify(p, &f);
     }
-    crate::calls::reply(&dst, call_id, method, class);
+    let challenge = shield_common::calls::is_challenge(unsafe { &(*scratch).head });
+    crate::calls::reply(&dst, call_id, method, class, challenge);
 }
 
 /// Where the payload of a packet from a protected UDP or TCP port starts

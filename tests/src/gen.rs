@@ -503,7 +503,7 @@ pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
     let status = if method == "BYE" {
         *rng.pick(&[200u32, 200, 481])
     } else {
-        *rng.pick(&[180u32, 183, 200, 200, 200, 200, 486, 487, 487, 503, 603, 302])
+        *rng.pick(&[180u32, 183, 200, 200, 200, 200, 407, 401, 486, 487, 487, 503, 603, 302])
     };
     let mut s = format!("SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1\r\n");
     s.push_str(&call_id(rng));

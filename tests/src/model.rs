@@ -637,7 +637,8 @@ impl Model {
         let pol = self.tables.policy;
         let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
         if class >= 2 {
-            self.call_reply(&ids, p.dst, class, now);
+            let challenge = shield_common::calls::is_challenge(&head);
+            self.call_reply(&ids, p.dst, class, challenge, now);
         }
         if verifies {
             let exp = now.saturating_add(pol.verify_ttl_ns);

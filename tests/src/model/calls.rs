@@ -31,14 +31,16 @@ impl CallTable {
 
     /// Forgets call `id` with `outcome`, giving its count back, if it is
     /// there.
-    fn end(&mut self, id: u64, outcome: CallOutcome, status: u8, now: u64) {
+    fn end(&mut self, id: u64, outcome: CallOutcome, status: u8, now: u64, report: bool) {
         let Some(c) = self.calls.remove(&id) else { return };
         if c.flags & CALL_COUNTED != 0 {
             if let Some(n) = self.counts.get_mut(&c.src) {
                 *n = calls::count_down(*n);
             }
         }
-        self.events.push(c.ended(id, outcome, status, now));
+        if report {
+            self.events.push(c.ended(id, outcome, status, now));
+        }
     }
 }
 
@@ -87,20 +89,21 @@ impl Model {
     }
 
     /// The egress classifier's final response (class `class`) to `dst`.
-    pub(super) fn call_reply(&mut self, ids: &TxnIds, dst: IpAddr, class: u8, now: u64) {
+    pub(super) fn call_reply(&mut self, ids: &TxnIds, dst: IpAddr, class: u8, challenge: bool, now: u64) {
         let (Some(id), Some((_, m))) = (ids.call_id, ids.cseq) else { return };
         if !matches!(m, Method::Invite | Method::Bye) {
             return;
         }
         let to = self.key(dst);
         let Some(c) = self.calls.calls.get_mut(&id) else { return };
-        match calls::on_final(c, m, class, c.src == to) {
+        match calls::on_final(c, m, class, challenge, c.src == to) {
             Step::Keep => {}
             Step::Answer => {
                 c.answer_ns = now;
                 c.state = CALL_ANSWERED;
             }
-            Step::End(outcome, status) => self.calls.end(id, outcome, status, now),
+            Step::End(outcome, status) => self.calls.end(id, outcome, status, now, true),
+            Step::Forget => self.calls.end(id, CallOutcome::Failed, 4, now, false),
         }
     }
 
@@ -109,7 +112,7 @@ impl Model {
         let cfg: CallConfig = self.tables.calls;
         match self.calls.calls.get(&id) {
             Some(c) if c.expired(now, cfg.max_duration_ns) => {
-                self.calls.end(id, CallOutcome::Expired, 0, now);
+                self.calls.end(id, CallOutcome::Expired, 0, now, true);
                 true
             }
             _ => false,
