@@ -120,6 +120,9 @@ fn busy_and_cancelled_calls() {
     k.run(&Frame::udp4(CALLER, 5060, &request("CANCEL", "cancelled", false)).build());
     k.run_egress(&reply(200, "CANCEL", "cancelled"));
     k.run_egress(&reply(487, "INVITE", "cancelled"));
+    // A digest challenge is no call: forgotten, not reported.
+    k.run(&invite("challenged"));
+    k.run_egress(&reply(407, "INVITE", "challenged"));
     let mut ev: Vec<_> = events(&mut k).iter().map(|e| (e.outcome(), e.status)).collect();
     ev.sort();
     assert_eq!(ev, vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0)]);

@@ -103,6 +103,17 @@ impl Run {
         }
     }
 
+    /// [`Run::subscriber_calls`] of a second each, whose INVITE with
+    /// credentials may get the shield's 403 (SPEC §13's limit): those
+    /// calls fail, so `failed` counts the 403s (`lab/sipp/limited_call.xml`).
+    pub fn limited_calls(local_ip: Ipv4Addr, sbc: SocketAddrV4, number: &str, rate: f64, calls: u64) -> Run {
+        Run {
+            name: format!("limited-{number}-{local_ip}"),
+            scenario: "limited_call.xml",
+            ..Run::subscriber_calls(local_ip, sbc, number, rate, calls)
+        }
+    }
+
     /// Toll fraud: calls to the premium `number` that succeed when the
     /// shield answers 403 (see `lab/sipp/premium_call.xml`).
     pub fn premium_calls(local_ip: Ipv4Addr, sbc: SocketAddrV4, number: &str, rate: f64, calls: u64) -> Run {
