@@ -37,6 +37,15 @@ fn the_rule_file_is_valid() {
     promtool(&["check", "rules"], &dist().join("sipshield-alerts.yml"));
 }
 
+/// The week-long rules of SPEC §13 (their own evaluation interval).
+#[test]
+fn the_call_rule_unit_tests_pass() {
+    promtool(
+        &["test", "rules"],
+        &dist().join("sipshield-alerts-calls.test.yml"),
+    );
+}
+
 #[test]
 fn the_rule_unit_tests_pass() {
     // rule_files in the test file are relative to the test file.
