@@ -116,6 +116,19 @@ pub struct CallConfig {
     pub max_per_source: u64,
     /// An answered call with no end seen is forgotten after this.
     pub max_duration_ns: u64,
+    /// `CALLS_ON`, or 0: no call is tracked (before shieldd writes the
+    /// record, and in the benchmark's "without" rows).
+    pub flags: u64,
+}
+
+/// [`CallConfig::flags`]: calls are tracked (shieldd always sets it).
+pub const CALLS_ON: u64 = 1;
+
+impl CallConfig {
+    #[inline(always)]
+    pub const fn on(&self) -> bool {
+        self.flags & CALLS_ON != 0
+    }
 }
 
 /// `CALL_EVENTS` record: a call ended.
@@ -431,6 +444,6 @@ mod tests {
     fn sizes_without_padding() {
         assert_eq!(core::mem::size_of::<Call>(), 16 + 8 + 8 + 4 + 2 + 6 + 4);
         assert_eq!(core::mem::size_of::<CallEvent>(), 8 + 16 + 24 + 4 + 2 + 6 + 4);
-        assert_eq!(core::mem::size_of::<CallConfig>(), 16);
+        assert_eq!(core::mem::size_of::<CallConfig>(), 24);
     }
 }

@@ -95,9 +95,12 @@ const AT_MASK: u64 = (1 << 32) - 1;
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_at() -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CALL_CFG.get(0)) else {
         return 0;
     };
+    if !cfg.on() {
+        return 0;
+    }
     // The Call-ID walk that follows fills these in.
     unsafe { (*scratch).ids = TxnIds::default() };
     let s = unsafe { &*scratch };
@@ -230,6 +233,9 @@ pub(crate) fn reply(dst: &SrcKey, call_id: u64, method: usize, class: u8, challe
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> u64 {
+    if !CALL_CFG.get(0).is_some_and(|cfg| cfg.on()) {
+        return 0;
+    }
     let Some(c) = CALLS.get_ptr_mut(&call_id) else {
         return 0;
     };

@@ -3,7 +3,7 @@
 //! both CPUs racing, and the expiry program giving a count back once.
 
 use shield_common::{
-    calls::{CallConfig, CallEvent, CallOutcome},
+    calls::{CallConfig, CallEvent, CallOutcome, CALLS_ON},
     src_key_v4, Policy, Reason, F_ENFORCE,
 };
 use shield_tests::{
@@ -26,6 +26,7 @@ fn tables(limit: u64, max_duration_ns: u64) -> Tables {
     t.calls = CallConfig {
         max_per_source: limit,
         max_duration_ns,
+        flags: CALLS_ON,
     };
     t
 }

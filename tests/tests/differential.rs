@@ -101,6 +101,8 @@ fn tables(variant: u8) -> Tables {
         p.method = Default::default();
         p.method_slot = Default::default();
     }
+    // Calls tracked in every variant (the limit only in variant 4).
+    t.calls.flags = shield_common::calls::CALLS_ON;
     t.policy = p;
     destinations(&mut t);
     t

@@ -37,6 +37,7 @@ impl Calls {
         CallConfig {
             max_per_source: u64::from(self.max_concurrent_per_source),
             max_duration_ns: u64::try_from(self.max_duration.as_nanos()).unwrap_or(u64::MAX),
+            flags: shield_common::calls::CALLS_ON,
         }
     }
 }

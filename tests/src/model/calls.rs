@@ -49,7 +49,7 @@ impl Model {
     /// its call if it is an initial one (`limited`: not allowlisted).
     /// `Some(Reason::Calls)` when the source is at its limit.
     pub(super) fn open_call(&mut self, payload: &[u8], src: IpAddr, limited: bool, now: u64) -> Option<Reason> {
-        if payload.len() <= URI_AT || super::dest::in_dialog(payload) {
+        if !self.tables.calls.on() || payload.len() <= URI_AT || super::dest::in_dialog(payload) {
             return None;
         }
         let id = txn_ids(payload).call_id?;
@@ -90,6 +90,9 @@ impl Model {
 
     /// The egress classifier's final response (class `class`) to `dst`.
     pub(super) fn call_reply(&mut self, ids: &TxnIds, dst: IpAddr, class: u8, challenge: bool, now: u64) {
+        if !self.tables.calls.on() {
+            return;
+        }
         let (Some(id), Some((_, m))) = (ids.call_id, ids.cseq) else { return };
         if !matches!(m, Method::Invite | Method::Bye) {
             return;
