@@ -92,7 +92,7 @@ impl Core {
 
     /// Writes the kernel entries of `nets` as [`Core::wanted`] says: one
     /// batch for those that stay, one delete for each that goes.
-    pub(super) fn resync(&mut self, nets: &[IpNet]) -> Result<(), aya::maps::MapError> {
+    pub(super) fn resync(&mut self, nets: &[IpNet]) -> Result<(), crate::kernel::KernelError> {
         let now = Clock::now();
         let mut keep = Vec::new();
         let mut drop = Vec::new();

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
@@ -49,7 +48,7 @@ pub struct RefusalBook {
 impl Core {
     /// The ring buffer of refusal reports, for the task that reads it
     /// (once).
-    pub fn take_refusal_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_refusal_events(&mut self) -> Option<crate::kernel::EventRing> {
         self.shield.maps.dest.events.take()
     }
 
