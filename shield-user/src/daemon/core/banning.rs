@@ -11,7 +11,7 @@ use shield_common::{OffenderEvent, Reason, FAMILY_V4, FAMILY_V6};
 
 use super::{Core, CtlError};
 use crate::config::format_duration;
-use crate::control::protocol::{BanInfo, Escalation, Lasts, Net, UnbanReply};
+use crate::report::{BanInfo, Escalation, Lasts, Net, UnbanReply};
 use crate::daemon::bans::{covers, overlaps, Ban, Clock, Expiry, Increment, Origin};
 use crate::daemon::guard;
 use crate::jails::JailEvent;

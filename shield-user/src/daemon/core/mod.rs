@@ -35,7 +35,7 @@ use super::decisions::DecisionBook;
 use super::guard::OwnAddresses;
 use super::DaemonError;
 use crate::config::Config;
-use crate::control::protocol::{DetachReply, Escalation};
+use crate::report::{DetachReply, Escalation};
 use crate::kernel::{self, Attachment, EventRing, KernelError, List, Shield};
 use crate::store::{CliLists, MapsMark, Store, StoreError};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{DestinationReply, RefusalItem, RefusedReply};
+use crate::report::{DestinationReply, RefusalItem, RefusedReply};
 use crate::dest::event::Refusal;
 use crate::dest::{country_label, masked, show, Destinations};
 use crate::store::{now_ms, RefusalQuery, RefusalRecord};
