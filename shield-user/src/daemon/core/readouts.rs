@@ -11,12 +11,12 @@ use shield_common::{Method, Reason, Verdict, RESPONSE_CLASSES};
 use crate::kernel::MapId;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{
+use crate::report::{
     BanInfo, BannedReply, Net, CounterRow, Lasts, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
     SourceReply, StatsReply, StatusReply, TopSource,
 };
 use crate::daemon::bans::{Ban, Clock};
-use crate::metrics::{verdict_reason_pairs, Snapshot};
+use crate::report::{verdict_reason_pairs, Snapshot};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
 fn reported_maps() -> impl Iterator<Item = MapId> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{
+use crate::report::{
     Lasts, Net, UnverifyReply, VerifiedInfo, VerifiedReply, MAX_VERIFIED_SHOWN,
 };
 use crate::daemon::guard;
