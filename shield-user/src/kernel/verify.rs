@@ -188,7 +188,7 @@ impl ShieldMaps {
     /// kernel already ignores them): `VERIFIED` is not an LRU, so nothing
     /// else makes room in it. An entry the egress classifier refreshed
     /// after the walk is kept. Returns how many went.
-    pub fn sweep_verified(&mut self, now_ns: u64) -> Result<usize, MapError> {
+    pub fn sweep_verified(&mut self, now_ns: u64) -> Result<usize, KernelError> {
         let mut stale: Vec<SrcKey> = Vec::new();
         self.scan(MapId::Verified, |k, v| {
             // SAFETY: the kernel wrote a whole Verified; read it unaligned.
@@ -202,7 +202,7 @@ impl ShieldMaps {
             let expired = match self.verified.get(&key, 0) {
                 Ok(v) => !v.active(now_ns),
                 Err(MapError::KeyNotFound) => false,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             if expired && hash_del(&mut self.verified, &key)? {
                 gone += 1;
