@@ -10,32 +10,12 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use shield_common::calls::{Call, CallEvent, CallOutcome};
 use shield_common::dest::DestClass;
 
-/// Upper bounds of `sipshield_call_duration_seconds`' buckets: 5 s to 4 h
-/// (a call's life, not a request's).
-pub const DURATION_BUCKETS: [f64; 12] =
-    [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0];
+pub use crate::report::{Histogram, DURATION_BUCKETS};
 
 /// How far back "the last hour" of `shieldctl calls` reaches.
 pub const RECENT_MS: u64 = 3_600_000;
 /// Ended calls remembered for it at most (memory stays bounded).
 const MAX_RECENT: usize = 100_000;
-
-/// A duration histogram: per-bucket counts (the last is +Inf), sum, count.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Histogram {
-    pub buckets: [u64; DURATION_BUCKETS.len() + 1],
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, secs: f64) {
-        let i = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum += secs;
-        self.count += 1;
-    }
-}
 
 /// The destination label of a call: its country code (`+33`) when it is
 /// international and known, else its class.

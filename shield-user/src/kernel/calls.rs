@@ -6,7 +6,7 @@
 //! exactly once.
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, RingBuf},
+    maps::{Array, HashMap, MapData, MapError},
     Ebpf,
 };
 use shield_common::calls::{Call, CallConfig, CallEvent};
@@ -21,7 +21,7 @@ pub struct CallMaps {
     counts: HashMap<MapData, SrcKey, u64>,
     cfg: Array<MapData, CallConfig>,
     /// Ended calls; the daemon takes it to read it.
-    pub events: Option<RingBuf<MapData>>,
+    pub events: Option<super::EventRing>,
 }
 
 impl CallMaps {
@@ -30,52 +30,52 @@ impl CallMaps {
             calls: take(ebpf, MapId::Calls)?,
             counts: take(ebpf, MapId::CallCounts)?,
             cfg: take(ebpf, MapId::CallCfg)?,
-            events: Some(take(ebpf, MapId::CallEvents)?),
+            events: Some(super::EventRing(take(ebpf, MapId::CallEvents)?)),
         })
     }
 
     /// Writes `[calls]` (takes effect with the next INVITE).
-    pub fn set_config(&mut self, cfg: &CallConfig) -> Result<(), MapError> {
-        self.cfg.set(0, cfg, 0)
+    pub fn set_config(&mut self, cfg: &CallConfig) -> Result<(), KernelError> {
+        Ok(self.cfg.set(0, cfg, 0)?)
     }
 
     /// The calls in progress, by Call-ID hash (a snapshot: calls may
     /// end while it is read; those are left out).
-    pub fn calls(&self) -> Result<Vec<(u64, Call)>, MapError> {
+    pub fn calls(&self) -> Result<Vec<(u64, Call)>, KernelError> {
         let keys: Vec<u64> = self.calls.keys().collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             match self.calls.get(&k, 0) {
                 Ok(c) => out.push((k, c)),
                 Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(out)
     }
 
     /// The Call-ID hashes in the table (cheaper than [`Self::calls`]).
-    pub fn call_ids(&self) -> Result<Vec<u64>, MapError> {
-        self.calls.keys().collect()
+    pub fn call_ids(&self) -> Result<Vec<u64>, KernelError> {
+        Ok(self.calls.keys().collect::<Result<_, _>>()?)
     }
 
     /// Calls in progress of the caller keyed `key`.
-    pub fn in_progress(&self, key: &SrcKey) -> Result<u64, MapError> {
+    pub fn in_progress(&self, key: &SrcKey) -> Result<u64, KernelError> {
         match self.counts.get(key, 0) {
             Ok(n) => Ok(n),
             Err(MapError::KeyNotFound) => Ok(0),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Every caller's count (zeros included).
-    pub fn counts(&self) -> Result<Vec<(SrcKey, u64)>, MapError> {
-        self.counts.iter().collect()
+    pub fn counts(&self) -> Result<Vec<(SrcKey, u64)>, KernelError> {
+        Ok(self.counts.iter().collect::<Result<_, _>>()?)
     }
 
     /// Empties the table and the counts (tests: a fresh start between
     /// cases; never while the program runs on live traffic).
-    pub fn clear(&mut self) -> Result<(), MapError> {
+    pub fn clear(&mut self) -> Result<(), KernelError> {
         let ids: Vec<u64> = self.calls.keys().collect::<Result<_, _>>()?;
         for k in ids {
             super::maps::hash_del(&mut self.calls, &k)?;

@@ -5,25 +5,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
-use shield_common::calls::CallOutcome;
-use shield_common::dest::DestClass;
 
 use super::family;
-use crate::daemon::calls::{Histogram, DURATION_BUCKETS};
-
-/// What a scrape reports about calls.
-#[derive(Clone, Debug, Default)]
-pub struct CallsSnapshot {
-    /// (interface, class, outcome) → ended calls.
-    pub totals: Vec<(String, DestClass, CallOutcome, u64)>,
-    /// (interface, class) → calls in progress.
-    pub active: Vec<(String, DestClass, u64)>,
-    /// class → answered calls' durations.
-    pub durations: Vec<(DestClass, Histogram)>,
-    /// (interface, country code, outcome) → ended international calls.
-    pub by_country: Vec<(String, u32, CallOutcome, u64)>,
-    pub long_calls: u64,
-}
+use crate::report::{CallsSnapshot, Histogram, DURATION_BUCKETS};
 
 /// A histogram read from the book (prometheus-client's own is a live one).
 #[derive(Debug)]

@@ -5,16 +5,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{MapData, RingBuf};
 use shield_common::calls::{Call, CallEvent, CallOutcome, CALL_ANSWERED};
 use shield_common::dest::DestClass;
 use shield_common::FAMILY_V4;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{CallItem, CallsReply, TopDestination};
+use crate::report::{CallItem, CallsReply, TopDestination};
 use crate::daemon::calls::{class_of, destination_label, CallBook};
 use crate::kernel::monotonic_ns;
-use crate::metrics::CallsSnapshot;
+use crate::report::CallsSnapshot;
 use crate::store::now_ms;
 
 /// Destinations `shieldctl calls` shows.
@@ -22,7 +21,7 @@ const TOP_SHOWN: usize = 10;
 
 impl Core {
     /// The ring buffer of ended calls, for the task that reads it (once).
-    pub fn take_call_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_call_events(&mut self) -> Option<crate::kernel::EventRing> {
         self.shield.maps.calls.events.take()
     }
 
