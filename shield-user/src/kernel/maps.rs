@@ -232,6 +232,8 @@ pub struct ShieldMaps {
     ban_nets_v4: Trie<[u8; 4], BanValue>,
     ban_nets_v6: Trie<[u8; 16], BanValue>,
     scanners: HashMap<MapData, UaKey, u8>,
+    // Held for the test API (`clear_*`), which is all that reads it.
+    #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
     sources: HashMap<MapData, SrcKey, SrcState>,
     stats: PerCpuArray<MapData, Counter>,
     sip_stats: PerCpuArray<MapData, u64>,
@@ -240,6 +242,8 @@ pub struct ShieldMaps {
     pub(super) verify_nets_v6: Trie<[u8; 16], Verified>,
     pub(super) budget: Array<MapData, Budget>,
     pub(super) responses: PerCpuArray<MapData, u64>,
+    // Held for the test API (`clear_*`), which is all that reads it.
+    #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
     txns: HashMap<MapData, TxnKey, Txn>,
     events_lost: PerCpuArray<MapData, u64>,
     /// The destination policy's maps (SPEC §11).
@@ -709,6 +713,7 @@ impl ShieldMaps {
         Ok(sum)
     }
 
+    #[cfg(feature = "test-api")]
     /// Forgets all per-source bucket state.
     pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
@@ -718,6 +723,7 @@ impl ShieldMaps {
         Ok(())
     }
 
+    #[cfg(feature = "test-api")]
     /// Forgets the requests remembered for verification (`TXNS`).
     pub fn clear_txns(&mut self) -> Result<(), KernelError> {
         let keys: Vec<TxnKey> = self.txns.keys().collect::<Result<_, _>>()?;

@@ -195,6 +195,7 @@ impl ShieldMaps {
         Ok(Some(tokens(tat, now_ns, &b)))
     }
 
+    #[cfg(feature = "test-api")]
     /// Refills the unverified budget (tests; a restart keeps its state).
     pub fn reset_budget(&mut self) -> Result<(), KernelError> {
         self.budget.set(0, &shield_common::Budget::default(), 0).map_err(KernelError::from)
