@@ -30,6 +30,7 @@
 //! [`KernelError::MapFull`]. No aya type leaves this layer for the daemon.
 
 mod attach;
+mod cidr;
 mod dest;
 mod egress;
 mod events;
