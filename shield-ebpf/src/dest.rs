@@ -13,8 +13,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key, programs::XdpContext, EbpfContext};
 use shield_common::{
     dest::{
-        self, DestClass, DestSource, Dialled, Listed, D_REJECT, DEST_CLASS_SLOT,
-        DEST_STATS_PER_IFACE,
+        self, DestClass, DestSource, Dialled, Listed, DEST_CLASS_SLOT, DEST_STATS_PER_IFACE,
+        D_REJECT,
     },
     refused_key, Policy, Reason, SrcKey, FAMILY_V4, FAMILY_V6, F_ENFORCE, REFUSAL_PAYLOAD,
     REFUSAL_REPLY, REFUSAL_REPORT,
@@ -30,25 +30,13 @@ use shield_common::{
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
-use crate::prog::{
-    launder, now_ns, port_flags, report_offender, spend, src_key, verified, Pkt, Scratch, Src, DEST_BUDGET,
-    DEST_EVENTS, DEST_SOURCES, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_STATS, EVENTS_LOST, IFACE_SLOT,
-    IFACE_SLOT_MASK, POLICY, SCRATCH,
+use crate::maps::{
+    port_flags, DEST_BUDGET, DEST_EVENTS, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_SOURCES,
+    DEST_STATS, EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH,
 };
-
-/// The INVITE's addresses and ports, as the caller found them.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct Invite {
-    pub(crate) src: [u8; 16],
-    pub(crate) dst: [u8; 16],
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
-    pub(crate) family: u8,
-    /// Step 2 let the source through: never escalated.
-    pub(crate) allowlisted: u8,
-    pub(crate) _pad: u16,
-}
+use crate::pkt::{src_key, Pkt, Src, MAX_PAYLOAD_OFFSET};
+use crate::scratch::{launder, Invite, Scratch};
+use crate::source::{now_ns, report_offender, spend, verified};
 
 /// Masks a laundered digit count (at most `RAW_DIGITS`) back into range.
 const DIGITS_MASK: u32 = 2 * dest::RAW_DIGITS - 1;
@@ -67,7 +55,13 @@ const URI_AT: usize = 7;
 /// limit is for the whole chain). Only scalars cross; the INVITE's
 /// addresses, its Request-URI and its number wait in `SCRATCH`.
 #[inline(always)]
-pub(crate) fn check(ctx: &XdpContext, p: &Policy, src: &Src, meta: u64, l4: usize) -> Option<Reason> {
+pub(crate) fn check(
+    ctx: &XdpContext,
+    p: &Policy,
+    src: &Src,
+    meta: u64,
+    l4: usize,
+) -> Option<Reason> {
     let c: *mut xdp_md = ctx.as_ptr().cast();
     let at = shield_invite_at(c, meta, l4 as u64);
     if at == 0 || shield_invite(c, at) == 0 {
@@ -110,8 +104,8 @@ const _: () = assert!(RATE_CANDIDATE < Reason::Destination as u64);
 
 /// Masks a payload offset (at most `MAX_PAYLOAD_OFFSET`) into a range the
 /// verifier knows.
-const PAY_MASK: u64 = (2 * crate::prog::MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
-const _: () = assert!(crate::prog::MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
+const PAY_MASK: u64 = (2 * MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
+const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 
 /// `check`'s `meta`: the IP header's offset (bits 0-15), then these.
 pub(crate) const V6: u64 = 1 << 16;
@@ -121,11 +115,13 @@ pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 /// payload `shield_invite_at` found at `at` (`offset << 16 | length`):
 /// unless it is in a dialog, its dialled number into `SCRATCH.dialled`.
 /// Returns `at`, or 0 when the policy does not look at it.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
     let (pay, plen) = payload(at);
-    if shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0 || shield_dialled() == 0 {
+    if shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0 || shield_dialled() == 0
+    {
         return 0;
     }
     at
@@ -142,6 +138,7 @@ fn payload(at: u64) -> (u64, u64) {
 }
 
 /// 1 if the INVITE whose payload is at `at` is in a dialog (a To tag).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
@@ -163,6 +160,7 @@ pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
 
 /// Spends a token from the INVITE's source's international bucket; 1 if
 /// there was one.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_dest_spend() -> u64 {
@@ -171,10 +169,12 @@ pub extern "C" fn shield_dest_spend() -> u64 {
     else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let inv = unsafe { &(*scratch).invite };
     let Some(st) = caller(&invite_key(inv, p)) else {
         return 0;
     };
+    // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
     spend(unsafe { &raw mut (*st).intl_tat }, now_ns(), &dp.intl_rate) as u64
 }
 
@@ -185,6 +185,7 @@ const MAX_L3_OFFSET: usize = 64;
 /// and the payload's `offset << 16 | length` if the destination policy
 /// looks at it, else 0. A global of its own, called from the XDP program
 /// like `shield_invite`: its frame then never sits under another's.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
@@ -200,6 +201,7 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
     if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
         return 0;
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let inv = unsafe { &mut (*scratch).invite };
     if !addresses(&pkt, l3, meta & V6 != 0, inv) {
         return 0;
@@ -208,6 +210,7 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
     let Some(u) = pkt.ptr_at::<UdpHdr>(l4) else {
         return 0;
     };
+    // SAFETY: inside the frame: the bounds check above covers every byte read.
     let (sport, dport, udp_len) = unsafe { ((*u).src, (*u).dst, (*u).len) };
     inv.sport = u16::from_be_bytes(sport);
     inv.dport = u16::from_be_bytes(dport);
@@ -216,7 +219,7 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
         pkt.len().saturating_sub(pay),
         (u16::from_be_bytes(udp_len) as usize).saturating_sub(UdpHdr::LEN),
     );
-    if pay > crate::prog::MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
+    if pay > MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
         return 0;
     }
     // An allowlisted source's packet has not been looked at yet.
@@ -234,7 +237,9 @@ fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
             return false;
         };
         inv.family = FAMILY_V6;
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         inv.src = unsafe { (*ip).src_addr };
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         inv.dst = unsafe { (*ip).dst_addr };
     } else {
         let Some(ip) = pkt.ptr_at::<Ipv4Hdr>(l3) else {
@@ -243,7 +248,9 @@ fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
         inv.family = FAMILY_V4;
         inv.src = [0; 16];
         inv.dst = [0; 16];
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         inv.src[..4].copy_from_slice(unsafe { &(*ip).src_addr });
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         inv.dst[..4].copy_from_slice(unsafe { &(*ip).dst_addr });
     }
     true
@@ -259,7 +266,9 @@ fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], pay: usize, plen:
     let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) else {
         return false;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let head = unsafe { &mut (*scratch).head };
+    // SAFETY: inside the frame: the bounds check above covers every byte read.
     unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
     sip::classify(head, plen) == PayloadKind::Request(Method::Invite)
 }
@@ -267,12 +276,14 @@ fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], pay: usize, plen:
 /// The policy's verdict on `SCRATCH.dialled` (counted by class and
 /// country first: every INVITE, initial or not): `rule << 8 | reason` for
 /// a refusal, `RATE_CANDIDATE`, or 0.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_dest_verdict(ctx: *mut xdp_md) -> u64 {
     let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let d = unsafe { &(*scratch).dialled };
     count(iface_slot(ctx), d);
     if !dp.refuses() {
@@ -311,6 +322,7 @@ fn invite_src(inv: &Invite) -> Src {
 /// `SCRATCH.dialled`; 1, or 0. A global of its own: the parse returns from
 /// many places, each a verifier state that would otherwise go on through
 /// everything after it.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_dialled() -> u64 {
@@ -318,9 +330,11 @@ pub extern "C" fn shield_dialled() -> u64 {
         return 0;
     };
     // (A digit count is at most RAW_DIGITS: the mask keeps it exact.)
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let raw = dest::user_part_with(unsafe { &(*scratch).uri }, |n| {
         launder(scratch, n as usize) as u32 & DIGITS_MASK
     });
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).dialled = dest::normalise(raw, dp) };
     1
 }
@@ -329,6 +343,7 @@ pub extern "C" fn shield_dialled() -> u64 {
 /// allowlisted or verified source), the source's escalation window.
 /// `verdict` is `shield_dest_verdict`'s. Returns the `REFUSAL_*` flags of
 /// the report to send (the buckets granted them), or 0.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_refusal(ctx: *mut xdp_md, verdict: u64, keep: u64) -> u64 {
@@ -340,11 +355,13 @@ pub extern "C" fn shield_refusal(ctx: *mut xdp_md, verdict: u64, keep: u64) -> u
     count_refusal(iface_slot(ctx), (verdict >> 8) as u32);
     let now = now_ns();
     if dp.escalate != 0 && keep == 0 {
+        // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
         escalate(p, dp, unsafe { &(*scratch).invite }, now);
     }
     let reply = dp.has(D_REJECT) && p.has(F_ENFORCE) && take(0, now, &dp.reject);
     let report = take(1, now, &dp.report);
-    (if reply { REFUSAL_REPLY } else { 0 }) as u64 | (if report { REFUSAL_REPORT } else { 0 }) as u64
+    (if reply { REFUSAL_REPLY } else { 0 }) as u64
+        | (if report { REFUSAL_REPORT } else { 0 }) as u64
 }
 
 /// `DEST_REFUSED[slot, rule] += 1`.
@@ -353,6 +370,7 @@ fn count_refusal(slot: u32, rule: u32) {
     let key = refused_key(slot, rule);
     match DEST_REFUSED.get_ptr_mut(&key) {
         // Shared by the CPUs: an atomic add loses no refusal.
+        // SAFETY: an aligned u64 inside a map value that stays valid for this run.
         Some(c) => unsafe { atomic_xadd::<u64, u64, { Relaxed }>(c, 1) },
         None => {
             // BPF_NOEXIST: another CPU's first count stays; this one is
@@ -360,6 +378,7 @@ fn count_refusal(slot: u32, rule: u32) {
             // reason's counter in STATS still has it.)
             if DEST_REFUSED.insert(&key, &1, 1).is_err() {
                 if let Some(c) = DEST_REFUSED.get_ptr_mut(&key) {
+                    // SAFETY: an aligned u64 inside a map value that stays valid for this run.
                     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(c, 1) };
                 }
             }
@@ -372,6 +391,7 @@ fn count_refusal(slot: u32, rule: u32) {
 /// (payload at `at >> 16`, `at & 0xffff` bytes) to the daemon, for its
 /// record and its 403: built in scratch and output (copied) whole, since
 /// a reserved record is a pointer no global function may take.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_report(ctx: *mut xdp_md, at: u64, verdict: u64, flags: u64) -> u64 {
@@ -381,8 +401,11 @@ pub extern "C" fn shield_report(ctx: *mut xdp_md, at: u64, verdict: u64, flags: 
     let (pay, plen) = (at >> 16, at & 0xffff);
     let len = core::cmp::min(plen, REFUSAL_PAYLOAD as u64);
     let copied = copy_payload(ctx, scratch, pay as usize, len as usize);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ev = unsafe { &raw mut (*scratch).event };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let inv = unsafe { &raw const (*scratch).invite };
+    // SAFETY: `ev` and `inv` are this CPU's scratch slot; `ctx` is the program's context.
     unsafe {
         (*ev).ts_ns = now_ns();
         (*ev).src = (*inv).src;
@@ -394,14 +417,20 @@ pub extern "C" fn shield_report(ctx: *mut xdp_md, at: u64, verdict: u64, flags: 
         (*ev)._pad = 0;
         // No 403 for an INVITE the report could not carry whole.
         let whole = copied && plen <= REFUSAL_PAYLOAD as u64;
-        (*ev).flags = if whole { flags as u32 } else { flags as u32 & !REFUSAL_REPLY };
+        (*ev).flags = if whole {
+            flags as u32
+        } else {
+            flags as u32 & !REFUSAL_REPLY
+        };
         (*ev).rule = (verdict >> 8) as u32;
         (*ev).ifindex = (*ctx).ingress_ifindex;
         (*ev).len = if copied { len as u32 } else { 0 };
     }
+    // SAFETY: this CPU's scratch slot, filled above.
     if DEST_EVENTS.output(unsafe { &*ev }, 0).is_err() {
         if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
             // Per-CPU slot: no other writer.
+            // SAFETY: a per-CPU map slot, valid for this run; no other writer.
             unsafe { *lost += 1 };
         }
         return 0;
@@ -424,6 +453,7 @@ fn caller(key: &SrcKey) -> Option<*mut DestSource> {
 /// The counter slot of the interface the frame came in on.
 #[inline(always)]
 fn iface_slot(ctx: *mut xdp_md) -> u32 {
+    // SAFETY: the program's context, valid for the whole run.
     let ifindex = unsafe { (*ctx).ingress_ifindex };
     match IFACE_SLOT.get(ifindex) {
         Some(s) => *s & IFACE_SLOT_MASK,
@@ -439,10 +469,12 @@ fn count(slot: u32, d: &Dialled) {
     if cc != 0 && cc < DEST_CLASS_SLOT {
         if let Some(c) = DEST_STATS.get_ptr_mut(base + cc) {
             // Per-CPU slot: no other writer.
+            // SAFETY: a per-CPU map slot, valid for this run; no other writer.
             unsafe { *c += 1 };
         }
     }
     if let Some(c) = DEST_STATS.get_ptr_mut(base + DEST_CLASS_SLOT + d.class() as u32) {
+        // SAFETY: a per-CPU map slot, valid for this run; no other writer.
         unsafe { *c += 1 };
     }
 }
@@ -455,6 +487,7 @@ fn take(i: u32, now: u64, b: &shield_common::Bucket) -> bool {
         return false;
     }
     match DEST_BUDGET.get_ptr_mut(i) {
+        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
         Some(budget) => spend(unsafe { &raw mut (*budget).tat }, now, b),
         None => false,
     }
@@ -469,6 +502,7 @@ fn escalate(p: &Policy, dp: &dest::DestPolicy, inv: &Invite, now: u64) {
     let Some(st) = caller(&key) else {
         return;
     };
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
     unsafe {
         if now.wrapping_sub((*st).start_ns) >= p.escalate_window_ns {
             (*st).start_ns = now;
@@ -482,6 +516,7 @@ fn escalate(p: &Policy, dp: &dest::DestPolicy, inv: &Invite, now: u64) {
     }
     if !report_offender(&key, &src, p, now, Reason::Destination, dp.escalate) {
         // The ring is full: the next refusal reports it again.
+        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
         unsafe { (*st).refusals = dp.escalate as u64 - 1 };
     }
 }
@@ -493,9 +528,10 @@ fn escalate(p: &Policy, dp: &dest::DestPolicy, inv: &Invite, now: u64) {
 #[inline(always)]
 fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize) -> bool {
     let pkt = Pkt::new(&XdpContext::new(ctx));
-    if pay > crate::prog::MAX_PAYLOAD_OFFSET || len > REFUSAL_PAYLOAD {
+    if pay > MAX_PAYLOAD_OFFSET || len > REFUSAL_PAYLOAD {
         return false;
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let out = unsafe { (&raw mut (*scratch).event.payload).cast::<u8>() };
     if len < 8 {
         for i in 0..8 {
@@ -505,6 +541,7 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
             let Some(b) = pkt.byte_at(pay + i) else {
                 return false;
             };
+            // SAFETY: `out` is the scratch event's payload and `i` < its length (checked on entry).
             unsafe { *out.add(i) = b };
         }
         return true;
@@ -516,6 +553,7 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
         let Some(w) = pkt.ptr_at::<[u8; 8]>(pay + k * 8) else {
             return false;
         };
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), out.add(k * 8), 8) };
     }
     // black_box: otherwise LLVM checks `pay + len` against the end and
@@ -527,6 +565,7 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
     let Some(w) = pkt.ptr_at::<[u8; 8]>(pay + tail) else {
         return false;
     };
+    // SAFETY: inside the frame: the bounds check above covers every byte read.
     unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), out.add(tail), 8) };
     true
 }
@@ -534,6 +573,7 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
 /// `dest::to_line` on the line at payload offset `at` (`avail` bytes
 /// left): `LINE_FOUND` for a tagged To, `LINE_BAD` (stop) for an untagged
 /// one.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_to_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
@@ -543,6 +583,7 @@ pub extern "C" fn shield_to_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
     if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
         return LINE_BAD;
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     match dest::to_line(unsafe { &(*scratch).win }) {
         dest::ToLine::Tagged => LINE_FOUND,
         dest::ToLine::Untagged => LINE_BAD,
@@ -554,6 +595,7 @@ pub extern "C" fn shield_to_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
 /// `avail` left) into `SCRATCH.uri`; 1, or 0 if out of reach. A global of
 /// its own: inlined, each exit of its byte loop would go on through the
 /// parse as a verifier state of its own.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_copy_uri(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
@@ -561,10 +603,12 @@ pub extern "C" fn shield_copy_uri(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 
         return 0;
     };
     let pkt = Pkt::new(&XdpContext::new(ctx));
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     lines::copy_into(&pkt, unsafe { &mut (*scratch).uri }, at, avail) as u64
 }
 
 /// `lines::scan_block` for lines starting with `t` or `T`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_t_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {

@@ -12,7 +12,7 @@
 use core::intrinsics::{atomic_or, AtomicOrdering::Relaxed};
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_UNSPEC},
     macros::classifier,
     programs::TcContext,
     EbpfContext,
@@ -22,16 +22,20 @@ use shield_common::{
     response, responses_slot,
     sip::HEAD_LEN,
     txn::{TxnIds, TXN_MAX_C_LINES},
-    verified_hint, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
-    RESPONSE_CLASSES, VERIFIED_BY_REPLY,
+    verified_hint, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP, RESPONSE_CLASSES,
+    VERIFIED_BY_REPLY,
 };
 
 use crate::lines::{self, LINE_BAD};
-use crate::prog::{
-    launder, now_ns, parse, port_flags, src_key, Frame, Pkt, Scratch, EGRESS_SCRATCH, IFACE_SLOT,
-    IFACE_SLOT_MASK, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD, POLICY,
-    RESPONSES, VERIFIED, VERIFIED_HINT,
+use crate::maps::{
+    port_flags, EGRESS_SCRATCH, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, RESPONSES, VERIFIED,
+    VERIFIED_HINT,
 };
+use crate::pkt::{
+    parse, src_key, Frame, Pkt, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
+};
+use crate::scratch::{launder, Scratch};
+use crate::source::now_ns;
 
 /// Bytes made linear before parsing: headers plus the search window.
 const PULL_LEN: u32 = 2048;
@@ -65,8 +69,10 @@ fn egress(ctx: &TcContext) {
         return;
     };
     // The status line: copy a HEAD_LEN block when the frame has it.
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let head = unsafe { &mut (*scratch).head };
     if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
     } else {
         *head = [0; HEAD_LEN];
@@ -80,8 +86,10 @@ fn egress(ctx: &TcContext) {
     let Some(class) = response::status_class(head, plen) else {
         return;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).ids = TxnIds::default() };
     shield_egress_txn(skb, pay as u64, plen as u64);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let method = match ids.cseq {
         Some((_, m)) => launder(scratch, m as usize) & METHOD_MASK,
@@ -112,16 +120,20 @@ fn response_payload(pkt: &Pkt, f: &Frame, scratch: *mut Scratch) -> Option<(usiz
     let l4 = launder(scratch, f.l4) & L4_OFFSET_MASK;
     let (pay, wire_len) = if f.proto == IPPROTO_UDP {
         let udp: *const UdpHdr = pkt.ptr_at(l4)?;
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         if port_flags(unsafe { (*udp).src }) & PORT_UDP == 0 {
             return None;
         }
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let ulen = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
         (l4 + UdpHdr::LEN, ulen.saturating_sub(UdpHdr::LEN))
     } else if f.proto == IPPROTO_TCP {
         let tcp: *const TcpHdr = pkt.ptr_at(l4)?;
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         if port_flags(unsafe { (*tcp).source }) & PORT_TCP == 0 {
             return None;
         }
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let doff = unsafe { (*tcp).doff() } as usize * 4;
         if doff < TcpHdr::LEN {
             return None;
@@ -138,6 +150,7 @@ fn response_payload(pkt: &Pkt, f: &Frame, scratch: *mut Scratch) -> Option<(usiz
 /// method `OTHER`).
 #[inline(always)]
 fn count(skb: *mut __sk_buff, method: usize, class: u8) {
+    // SAFETY: the program's context, valid for the whole run.
     let slot = match IFACE_SLOT.get(unsafe { (*skb).ifindex }) {
         Some(s) => *s & IFACE_SLOT_MASK,
         None => 0,
@@ -150,6 +163,7 @@ fn count(skb: *mut __sk_buff, method: usize, class: u8) {
     let class = (class as u32).clamp(1, RESPONSE_CLASSES as u32);
     if let Some(c) = RESPONSES.get_ptr_mut(responses_slot(slot, m as u32, class)) {
         // Per-CPU slot: no other writer.
+        // SAFETY: a per-CPU map slot, valid for this run; no other writer.
         unsafe { *c += 1 };
     }
 }
@@ -161,6 +175,7 @@ fn verify(p: &Policy, f: &Frame) {
     let key = src_key(&f.dst, p);
     let now = now_ns();
     let expires_ns = now.saturating_add(p.verify_ttl_ns);
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     if let Some(v) = unsafe { VERIFIED.get(&key) } {
         if v.expires_ns == 0 || v.expires_ns >= expires_ns {
             return;
@@ -178,7 +193,9 @@ fn verify(p: &Policy, f: &Frame) {
     // CPUs setting bits of one word at once must both stay set.
     let (word, bit) = verified_hint(&key);
     if let Some(w) = VERIFIED_HINT.get_ptr_mut(word) {
+        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
         if unsafe { core::ptr::read_volatile(w) } & bit == 0 {
+            // SAFETY: an aligned u64 inside a map value that stays valid for this run.
             unsafe { atomic_or::<u64, u64, { Relaxed }>(w, bit) };
         }
     }
@@ -186,6 +203,7 @@ fn verify(p: &Policy, f: &Frame) {
 
 /// Walks the response's `c` lines into `EGRESS_SCRATCH.ids` (see
 /// `crate::txn`).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_txn(ctx: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
@@ -205,6 +223,7 @@ pub extern "C" fn shield_egress_txn(ctx: *mut __sk_buff, pay: u64, plen: u64) ->
 
 /// `txn::take_line` on the line at payload offset `at` (`avail` bytes
 /// left).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_txn_line(ctx: *mut __sk_buff, at: u64, avail: u64) -> u64 {
@@ -218,6 +237,7 @@ pub extern "C" fn shield_egress_txn_line(ctx: *mut __sk_buff, at: u64, avail: u6
 }
 
 /// `lines::scan_block` for lines starting with `c` or `C`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_scan_block(

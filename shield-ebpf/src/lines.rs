@@ -14,7 +14,8 @@
 
 use shield_common::sip::UA_SCAN_LIMIT;
 
-use crate::prog::{launder, Pkt, Scratch, MAX_PAYLOAD_OFFSET};
+use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
+use crate::scratch::{launder, Scratch};
 
 /// A line parser's answer: not this header, keep looking.
 pub(crate) const LINE_OTHER: u64 = 0;
@@ -81,6 +82,7 @@ pub(crate) fn find_line(
 /// verifier state of their own.
 #[inline(always)]
 pub(crate) fn copy_window(pkt: &Pkt, scratch: *mut Scratch, at: u64, avail: u64) -> bool {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     copy_into(pkt, unsafe { &mut (*scratch).win }, at, avail)
 }
 
@@ -94,6 +96,7 @@ pub(crate) fn copy_into<const N: usize>(pkt: &Pkt, dst: &mut [u8; N], at: u64, a
         return false;
     }
     match pkt.ptr_at::<[u8; N]>(at) {
+        // SAFETY: `ptr_at` checked that all N bytes are in the frame; `dst` holds N.
         Some(w) if avail >= N => unsafe {
             core::ptr::copy_nonoverlapping(w.cast::<u8>(), dst.as_mut_ptr(), N)
         },
@@ -155,6 +158,7 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
         // and the kernel allows unaligned packet loads where XDP runs
         // (x86-64, arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS).
         #[allow(clippy::cast_ptr_alignment)]
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let word = u64::from_le(unsafe { core::ptr::read(block.add(w * 8).cast::<u64>()) });
         // Most words hold no line break: the classic has-zero-byte test
         // (exact about *whether*, not *where*) costs five instructions.
@@ -165,6 +169,7 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
         let nl = bytes_eq(word, b'\n');
         // The byte after each position: this word shifted, plus the first
         // byte of the next word (inside the checked block + 1).
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
         let hit = nl
             & (bytes_eq(next | (ONES * 0x20), first)
@@ -209,7 +214,9 @@ fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8) -> u64 {
         };
         let p = p.cast::<u8>();
         #[allow(clippy::cast_ptr_alignment)]
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
         let hit = bytes_eq(w, b'\n')
             & (bytes_eq(next | (ONES * 0x20), first)
@@ -235,7 +242,6 @@ fn lowest_byte(m: u64) -> usize {
     ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
 }
 
-
 const ONES: u64 = 0x0101_0101_0101_0101;
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -246,4 +252,3 @@ fn bytes_eq(w: u64, c: u8) -> u64 {
     let x = w ^ (ONES * c as u64);
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
-

@@ -11,7 +11,8 @@ use aya_ebpf::{
 };
 use shield_common::{default_size, Sample, SampleConfig, SampleState, SAMPLE_CAP};
 
-use crate::prog::{now_ns, Pkt};
+use crate::pkt::Pkt;
+use crate::source::now_ns;
 
 #[map]
 static SAMPLES: RingBuf = RingBuf::with_byte_size(default_size::SAMPLES_BYTES, 0);
@@ -20,7 +21,7 @@ static SAMPLE_CFG: Array<SampleConfig> = Array::with_max_entries(1, 0);
 #[map]
 static SAMPLE_STATE: PerCpuArray<SampleState> = PerCpuArray::with_max_entries(1, 0);
 
-/// The maps declared here, for the check against `names::ALL` in prog.rs.
+/// The maps declared here, for the check against `names::ALL` in main.rs.
 pub(crate) const MAP_NAMES: &[&str] = &["SAMPLES", "SAMPLE_CFG", "SAMPLE_STATE"];
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -40,6 +41,7 @@ pub(crate) fn dropped(ctx: &XdpContext, len: usize, reason: u8) {
 /// The sampling itself, a global function: it runs only while someone
 /// watches, the verifier checks it once, and only scalars cross (the XDP
 /// program's frame stays as it is). `cfg`: `every | per_second << 32`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_sample(ctx: *mut xdp_md, len: u64, reason: u64, cfg: u64) -> u64 {
@@ -47,8 +49,11 @@ pub extern "C" fn shield_sample(ctx: *mut xdp_md, len: u64, reason: u64, cfg: u6
     if every == 0 {
         return 0;
     }
-    let Some(st) = SAMPLE_STATE.get_ptr_mut(0) else { return 0 };
+    let Some(st) = SAMPLE_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
     // Per-CPU slot: no other writer.
+    // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
     let st = unsafe { &mut *st };
     st.seen += 1;
     if st.seen % every as u64 != 0 {
@@ -83,6 +88,7 @@ pub extern "C" fn shield_sample(ctx: *mut xdp_md, len: u64, reason: u64, cfg: u6
         e.discard(0);
         return 0;
     }
+    // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
     unsafe { (*s).caplen = cap as u32 };
     st.sampled += 1;
     e.submit(0);

@@ -14,7 +14,10 @@ use shield_common::{
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
-use crate::prog::{now_ns, src_key, Pkt, Scratch, Src, SCRATCH, TXNS};
+use crate::maps::{SCRATCH, TXNS};
+use crate::pkt::{src_key, Pkt, Src};
+use crate::scratch::Scratch;
+use crate::source::now_ns;
 
 /// Remembers the request in the payload at `pay` (`plen` bytes) from
 /// `src`, whose request line has method index `method`, if it has a
@@ -28,8 +31,10 @@ pub(crate) fn remember(
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).ids = TxnIds::default() };
     shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
         return;
@@ -59,6 +64,7 @@ pub(crate) fn settle(
     class: u8,
 ) -> bool {
     let key = txn_key(dst, call_id, cseq);
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     let Some(t) = (unsafe { TXNS.get(&key) }) else {
         return false;
     };
@@ -68,8 +74,9 @@ pub(crate) fn settle(
     }
     let _ = TXNS.remove(&key);
     let now = now_ns();
-    let contested = unsafe { TXNS.get(&TxnKey::contested(call_id, cseq)) }
-        .is_some_and(|c| c.live(now));
+    let contested =
+        // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
+        unsafe { TXNS.get(&TxnKey::contested(call_id, cseq)) }.is_some_and(|c| c.live(now));
     t.verified_by(p, class, now) && !contested
 }
 
@@ -77,9 +84,16 @@ pub(crate) fn settle(
 /// bytes), which came in from a source neither allowlisted nor verified,
 /// contested (see `TxnKey::contested`), if its CSeq method verifies.
 #[inline(always)]
-pub(crate) fn contest(ctx: &XdpContext, p: &Policy, (pay, plen): (usize, usize), scratch: *mut Scratch) {
+pub(crate) fn contest(
+    ctx: &XdpContext,
+    p: &Policy,
+    (pay, plen): (usize, usize),
+    scratch: *mut Scratch,
+) {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).ids = TxnIds::default() };
     shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
         return;
@@ -109,6 +123,7 @@ fn txn_key(src: SrcKey, call_id: u64, cseq: u32) -> TxnKey {
 /// once both are there or the line is garbled, else `LINE_OTHER`.
 #[inline(always)]
 pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
     if s.ids.take(txn_line(&s.win)) {
         LINE_FOUND
@@ -118,6 +133,7 @@ pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
 }
 
 /// Walks the request's `c` lines into `SCRATCH.ids`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_txn(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
@@ -136,6 +152,7 @@ pub extern "C" fn shield_txn(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
 }
 
 /// `take_line` on the line at payload offset `at` (`avail` bytes left).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_txn_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
@@ -149,6 +166,7 @@ pub extern "C" fn shield_txn_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 
 }
 
 /// `lines::scan_block` for lines starting with `c` or `C`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_c_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {

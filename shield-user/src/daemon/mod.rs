@@ -397,6 +397,7 @@ async fn sweeper(core: Shared) {
         tick.tick().await;
         let mut c = lock(&core);
         c.sweep();
+        c.sweep_verified();
         if let Err(why) = c.retry_save() {
             tracing::error!("the store is still behind the kernel: {why}");
         }

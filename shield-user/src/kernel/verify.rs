@@ -1,13 +1,13 @@
-//! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` LRU the
-//! egress classifier fills from the server's 2xx replies, the
+//! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` hash the
+//! egress classifier fills (allocated on use; `shieldd` deletes what
+//! expired) from the server's 2xx replies, the
 //! `VERIFY_NETS` tries for what operators and the config verify, and the
 //! `RESPONSES` counters.
 //!
 //! `VERIFIED` (and its hint bitmap, `shield_common::verified_hint`) is
 //! written by the kernel only: the hint's bits are set with an atomic OR,
 //! which user space has no way to do on a map word. Everything user space
-//! verifies goes into the tries, which also keeps it out of the LRU's
-//! eviction. A source is keyed as the XDP program keys it: an IPv4 host,
+//! verifies goes into the tries, which also keeps it out of that sweep. A source is keyed as the XDP program keys it: an IPv4 host,
 //! or an IPv6 address masked to `ipv6_prefix`, so `verify 2001:db8::1`
 //! verifies its whole /64 (with the default prefix). Trie entries carry
 //! their effective expiry, as CIDR bans do (see [`effective_expiry`]).
@@ -166,6 +166,33 @@ impl ShieldMaps {
         out.retain(|e| now_ns == 0 || e.expires_ns == 0 || now_ns < e.expires_ns);
         out.sort_by_key(|e| e.net);
         Ok(out)
+    }
+
+    /// Deletes the learned entries whose time is up at `now_ns` (the
+    /// kernel already ignores them): `VERIFIED` is not an LRU, so nothing
+    /// else makes room in it. An entry the egress classifier refreshed
+    /// after the walk is kept. Returns how many went.
+    pub fn sweep_verified(&mut self, now_ns: u64) -> Result<usize, KernelError> {
+        let mut stale: Vec<SrcKey> = Vec::new();
+        self.scan(MapId::Verified, |k, v| {
+            // SAFETY: the kernel wrote a whole Verified; read it unaligned.
+            let v: Verified = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+            if !v.active(now_ns) {
+                stale.push(k.try_into().expect("16-byte key"));
+            }
+        })?;
+        let mut gone = 0;
+        for key in stale {
+            let expired = match self.verified.get(&key, 0) {
+                Ok(v) => !v.active(now_ns),
+                Err(MapError::KeyNotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if expired && hash_del(&mut self.verified, &key)? {
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
 
     /// Tokens left in the shared unverified budget at `now_ns`; `None`

@@ -95,6 +95,8 @@ pub struct Core {
     counts: Option<(Instant, Vec<(String, u64)>)>,
     /// `sipshield_verified_sources`, as last counted.
     verified_cache: Option<(Instant, u64)>,
+    /// When expired entries were last deleted from `VERIFIED`.
+    verified_swept: Option<Instant>,
     /// This host's addresses, which are never banned.
     own: OwnAddresses,
     /// The ban maps in use, recorded in the store.
@@ -200,6 +202,7 @@ impl Core {
             started: Instant::now(),
             counts: None,
             verified_cache: None,
+            verified_swept: None,
             own: OwnAddresses::default(),
             maps_mark,
             decisions: DecisionBook::default(),

@@ -312,7 +312,7 @@ impl Core {
     }
 
     /// Live verified entries, counted at most once per `COUNT_CACHE` (a
-    /// walk of an LRU of up to a million).
+    /// walk of a hash of up to a million).
     fn verified_sources(&mut self) -> u64 {
         if let Some((at, n)) = self.verified_cache {
             if at.elapsed() < COUNT_CACHE {

@@ -1,0 +1,71 @@
+//! The per-CPU scratch space the header searches work in (off the 512-byte
+//! stack), and `launder`, which runs values through it.
+//!
+//! Why a pointer from `SCRATCH.get_ptr_mut(0)` (or `EGRESS_SCRATCH`) is
+//! valid and ours alone for the whole run, the claim every "scratch slot"
+//! SAFETY comment rests on: a per-CPU array's slot lives as long as the
+//! map, which outlives the program; a program runs to completion on one CPU
+//! with bottom halves off (XDP in NAPI, tc egress under `rcu_read_lock_bh`),
+//! so no second run on that CPU can interleave; and the two programs have
+//! separate maps.
+
+use shield_common::{
+    dest::{self, URI_WINDOW},
+    sip::{UaKey, HEAD_LEN, UA_WINDOW},
+    txn::TxnIds,
+    RefusalEvent, SrcState,
+};
+
+/// Per-CPU scratch space for the header searches (see `find_line`): off
+/// the 512-byte stack. The XDP program has `SCRATCH`, the egress
+/// classifier `EGRESS_SCRATCH`.
+#[repr(C)]
+pub(crate) struct Scratch {
+    /// Offsets are laundered through here.
+    pub(crate) off: u64,
+    /// The candidate header line.
+    pub(crate) win: [u8; UA_WINDOW],
+    /// The User-Agent product token found, the scanner map's key.
+    pub(crate) ua: UaKey,
+    /// The Call-ID and CSeq found (see `txn`).
+    pub(crate) ids: TxnIds,
+    /// The first payload bytes, for the first-line classifier.
+    pub(crate) head: [u8; HEAD_LEN],
+    /// The Request-URI of an initial INVITE (see `dest`).
+    pub(crate) uri: [u8; URI_WINDOW],
+    /// The INVITE's addresses, for its 403 (see `dest`).
+    pub(crate) invite: Invite,
+    /// The INVITE's dialled number (see `dest`).
+    pub(crate) dialled: dest::Dialled,
+    /// A refusal report being built (see `dest`).
+    pub(crate) event: RefusalEvent,
+    /// A new source's state: never written, so always zero (see `source`).
+    pub(crate) new_source: SrcState,
+}
+
+/// The INVITE's addresses and ports, as the caller found them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Invite {
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) family: u8,
+    /// Step 2 let the source through: never escalated.
+    pub(crate) allowlisted: u8,
+    pub(crate) _pad: u16,
+}
+
+/// Returns `v` after a round trip through per-CPU memory. The verifier does
+/// not track values through map memory, so what comes back is "some
+/// number": after masking, all the paths that computed `v` differently
+/// continue as one verifier state instead of being checked one by one.
+#[inline(always)]
+pub(crate) fn launder(scratch: *mut Scratch, v: usize) -> usize {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*scratch).off, v as u64);
+        core::ptr::read_volatile(&raw const (*scratch).off) as usize
+    }
+}
