@@ -489,16 +489,38 @@ pub const fn responses_slot(iface_slot: u32, method: u32, class: u32) -> u32 {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for BanValue {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for SrcState {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for Counter {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for OffenderEvent {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for crate::policy::Policy {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for Verified {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for Budget {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for crate::dest::DestPolicy {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for crate::dest::DestRule {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for crate::dest::DestSource {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for RefusalEvent {}
 }
 
@@ -508,6 +530,22 @@ mod tests {
 
     #[test]
     fn sizes_without_padding() {
+        use core::mem::size_of;
+        // The other `aya::Pod` types: their fields' sizes, summed.
+        assert_eq!(size_of::<crate::txn::TxnKey>(), 16 + 8 + 4 + 4);
+        assert_eq!(size_of::<crate::txn::Txn>(), 8 + 4 + 4);
+        assert_eq!(size_of::<crate::dest::DestRule>(), 4 + 4);
+        assert_eq!(size_of::<crate::dest::DestSource>(), 8 * 3);
+        assert_eq!(size_of::<crate::dest::DigitPrefix>(), 8 + 4 + 4);
+        assert_eq!(size_of::<crate::bucket::Bucket>(), 8 + 8);
+        assert_eq!(
+            size_of::<crate::dest::DestPolicy>(),
+            4 * 4 + 2 * crate::dest::MAX_PREFIXES * 16 + 3 * 16
+        );
+        assert_eq!(
+            size_of::<RefusalEvent>(),
+            8 + 16 + 16 + 2 + 2 + 1 + 1 + 2 + 4 * 4 + REFUSAL_PAYLOAD
+        );
         assert_eq!(
             core::mem::size_of::<SrcState>(),
             8 * 2 + 8 * METHOD_BUCKETS + 16

@@ -61,7 +61,11 @@ pub const SAMPLE_HEADER: usize = 24;
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (layout_without_padding).
     unsafe impl aya::Pod for super::SampleConfig {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (layout_without_padding).
     unsafe impl aya::Pod for super::SampleState {}
 }
 

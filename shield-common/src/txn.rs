@@ -101,7 +101,11 @@ impl Txn {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (maps.rs sizes_without_padding).
     unsafe impl aya::Pod for super::TxnKey {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (maps.rs sizes_without_padding).
     unsafe impl aya::Pod for super::Txn {}
 }
 

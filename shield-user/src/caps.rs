@@ -1,44 +1,22 @@
 //! Does this process have the capabilities the daemon needs? Asked up
-//! front with `capget(2)`, so a missing one is one clear line instead of an
+//! front with `capget(2)` (the `caps` crate), so a missing one is one clear line instead of an
 //! `EPERM` from deep inside the loader.
 
 use std::fmt;
 
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
+use caps::{CapSet, Capability};
 
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+pub const CAP_NET_ADMIN: u32 = Capability::CAP_NET_ADMIN as u32;
+pub const CAP_SYS_ADMIN: u32 = Capability::CAP_SYS_ADMIN as u32;
+pub const CAP_PERFMON: u32 = Capability::CAP_PERFMON as u32;
+pub const CAP_BPF: u32 = Capability::CAP_BPF as u32;
 
-#[repr(C)]
-struct Header {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Data {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// The effective capability set of this process (`None` if `capget`
-/// itself fails, which only happens under exotic seccomp policies).
+/// The effective capability set of this process, one bit per capability
+/// number (`None` if `capget` itself fails, which only happens under exotic
+/// seccomp policies).
 pub fn effective() -> Option<u64> {
-    let mut hdr = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: version-3 header and two data structs, as capget(2) wants.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    Some(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
+    let set = caps::read(None, CapSet::Effective).ok()?;
+    Some(set.iter().fold(0u64, |bits, c| bits | (1u64 << c.index())))
 }
 
 /// Capabilities the daemon lacks, by name (empty: all there).
@@ -99,5 +77,10 @@ mod tests {
     #[test]
     fn capget_answers() {
         assert!(effective().is_some());
+    }
+
+    #[test]
+    fn capability_numbers_are_the_kernel_s() {
+        assert_eq!((CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF), (12, 21, 38, 39));
     }
 }

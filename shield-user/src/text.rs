@@ -166,34 +166,18 @@ mod tests {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC), for history read-outs.
 pub fn utc(secs: u64) -> String {
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    rfc3339(secs).replacen('T', " ", 1)
 }
+
+/// The last second RFC 3339's four-digit years can write (9999-12-31
+/// 23:59:59Z): later times (a corrupt record) are shown as that.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
 /// Unix seconds as RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`), as CrowdSec's API
 /// takes them.
 pub fn rfc3339(secs: u64) -> String {
-    utc(secs).replacen(' ', "T", 1)
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
-/// (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(LAST_RFC3339_SECOND));
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
@@ -204,5 +188,6 @@ mod utc_tests {
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(super::utc(1_796_004_245), "2026-11-30 02:04:05Z");
         assert_eq!(super::rfc3339(1_796_024_323), "2026-11-30T07:38:43Z");
+        assert_eq!(super::utc(u64::MAX), "9999-12-31 23:59:59Z");
     }
 }

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use shield::control::protocol::{Lasts, VerifiedReply};
 
 const VERIFY: &str = "[limits]\npackets_per_second = 0\n\n\
     [verify]\nunverified_per_second = 50\nunverified_burst = 20\n\
@@ -34,16 +35,12 @@ const OK_REGISTER: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.2:5062\
 const CHALLENGE: &str = "SIP/2.0 401 Unauthorized\r\nCall-ID: 1@peer\r\nCSeq: 1 REGISTER\r\n\
     WWW-Authenticate: Digest realm=\"sbc\", nonce=\"x\"\r\nContent-Length: 0\r\n\r\n";
 
-fn verified(d: &Shieldd) -> serde_json::Value {
-    d.ctl_json(&["verified"])
+fn how(d: &Shieldd, net: &str) -> Option<String> {
+    d.verified_how(net).expect("verified")
 }
 
-fn how_of(v: &serde_json::Value, net: &str) -> Option<String> {
-    v["entries"]
-        .as_array()?
-        .iter()
-        .find(|e| e["net"] == net)
-        .map(|e| e["how"].as_str().unwrap_or("").to_string())
+fn verified(d: &Shieldd) -> VerifiedReply {
+    d.verified().expect("verified")
 }
 
 #[test]
@@ -55,19 +52,15 @@ fn a_real_2xx_verifies_its_destination_and_the_budget_spares_it() {
     let peer = format!("{PEER_IP}/32");
     let status = d.ctl_ok(&["status"]);
     assert!(status.contains("EGRESS") && status.contains("tcx"), "{status}");
-    let v = verified(&d);
-    assert_eq!(how_of(&v, "192.0.2.0/28").as_deref(), Some("config"), "{v}");
-    assert_eq!(how_of(&v, &peer), None);
+    assert_eq!(how(&d, "192.0.2.0/28").as_deref(), Some("config"), "{:?}", verified(&d));
+    assert_eq!(how(&d, &peer), None);
 
     // A challenge verifies no one; the 200 that follows does.
     answer_once(&ends, CHALLENGE);
-    assert_eq!(how_of(&verified(&d), &peer), None, "a 401 verified the peer");
+    assert_eq!(how(&d, &peer), None, "a 401 verified the peer");
     answer_once(&ends, OK_REGISTER);
-    let v = wait_for("the peer verified", Duration::from_secs(5), || {
-        let v = verified(&d);
-        how_of(&v, &peer).map(|_| v)
-    });
-    assert_eq!(how_of(&v, &peer).as_deref(), Some("reply"));
+    let h = wait_for("the peer verified", Duration::from_secs(5), || how(&d, &peer));
+    assert_eq!(h, "reply");
     let text = d.ctl_ok(&["verified"]);
     assert!(text.contains("unverified budget: 50/s"), "{text}");
     assert!(text.contains(&peer) && text.contains("reply"), "{text}");
@@ -137,18 +130,13 @@ fn verify_unverify_survive_reload_and_restart_and_bad_input_is_refused() {
     d.ctl_ok(&["verify", "2001:db8:7::1"]);
     // A shorter --ttl never shortens.
     d.ctl_ok(&["verify", "203.0.113.7", "--ttl", "10m"]);
-    let left = |d: &Shieldd, net: &str| {
-        verified(d)["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["net"] == net)
-            .map(|e| e["expires_in_secs"].clone())
+    let left = |d: &Shieldd, net: &str| d.verified_left(net).expect("verified");
+    let Some(Lasts::Secs(secs)) = left(&d, "203.0.113.7/32") else {
+        panic!("203.0.113.7/32 not listed with a time left: {:?}", verified(&d))
     };
-    let secs = left(&d, "203.0.113.7/32").expect("listed").as_u64().unwrap();
     assert!(secs > 3600, "{secs}");
     // An IPv6 address verifies its /64.
-    assert!(left(&d, "2001:db8:7::/64").is_some(), "{}", verified(&d));
+    assert!(left(&d, "2001:db8:7::/64").is_some(), "{:?}", verified(&d));
 
     for (args, why) in [
         (&["verify", "not-an-ip"][..], "address"),
@@ -170,7 +158,7 @@ fn verify_unverify_survive_reload_and_restart_and_bad_input_is_refused() {
 
     // Restart (the pins keep the maps and the egress link).
     d.restart().expect("restart");
-    assert!(left(&d, "203.0.113.7/32").is_some(), "{}", verified(&d));
+    assert!(left(&d, "203.0.113.7/32").is_some(), "{:?}", verified(&d));
     assert!(left(&d, "2001:db8:7::/64").is_some());
     answer_once(&ends, OK_REGISTER);
     wait_for("the adopted classifier verifies", Duration::from_secs(5), || {

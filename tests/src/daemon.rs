@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use shield::control::protocol::{BannedReply, StatsReply, StatusReply};
+use shield::control::protocol::{BannedReply, Lasts, StatsReply, StatusReply, VerifiedReply};
 use shield::kernel::MapId;
 use shield_common::BanValue;
 
@@ -355,6 +355,21 @@ impl Shieldd {
         self.ctl_as(&["banned"])
     }
 
+    pub fn verified(&self) -> Result<VerifiedReply> {
+        self.ctl_as(&["verified"])
+    }
+
+    /// How `net` (as listed: `192.0.2.7/32`) is verified (`reply`,
+    /// `operator`, `config`), if it is.
+    pub fn verified_how(&self, net: &str) -> Result<Option<String>> {
+        Ok(verified_entry(&self.verified()?, net).map(|e| e.how.clone()))
+    }
+
+    /// The time `net` has left verified, if it is.
+    pub fn verified_left(&self, net: &str) -> Result<Option<Lasts>> {
+        Ok(verified_entry(&self.verified()?, net).map(|e| e.expires_in_secs))
+    }
+
     /// Packets counted for (verdict, reason) over all interfaces; panics if
     /// `stats` fails.
     pub fn packets(&self, verdict: &str, reason: &str) -> u64 {
@@ -413,6 +428,14 @@ impl Drop for Shieldd {
             eprintln!("---- shieldd log ----\n{}", self.log_text());
         }
     }
+}
+
+/// `net`'s entry (as listed: `192.0.2.7/32`) in a `verified` reply.
+pub fn verified_entry<'a>(
+    v: &'a VerifiedReply,
+    net: &str,
+) -> Option<&'a shield::control::protocol::VerifiedInfo> {
+    v.entries.iter().find(|e| e.net.to_string() == net)
 }
 
 /// Packets by verdict and reason, summed over interfaces.

@@ -549,9 +549,11 @@ impl Model {
         }
     }
 
+    /// Counts a drop towards the source's escalation, if its reason is one
+    /// that escalates (the shared rule, [`Reason::escalates`]).
     fn escalate(&mut self, key: &SrcKey, src: IpAddr, now: u64, reason: Reason) {
         let pol = self.tables.policy;
-        if pol.escalate_drops == 0 {
+        if pol.escalate_drops == 0 || !reason.escalates() {
             return;
         }
         let st = self.sources.entry(*key).or_default();

@@ -68,17 +68,6 @@ fn net32(ip: Ipv4Addr) -> String {
     format!("{ip}/32")
 }
 
-/// How `net` is verified (`reply`, `operator`, `config`), if it is.
-fn verified_how(shield: &Shieldd, net: &str) -> Result<Option<String>> {
-    let v: serde_json::Value = shield.ctl_as(&["verified"])?;
-    Ok(v["entries"]
-        .as_array()
-        .context("entries")?
-        .iter()
-        .find(|e| e["net"] == net)
-        .map(|e| e["how"].as_str().unwrap_or("").to_string()))
-}
-
 /// One metric's value (the first series whose line starts with `prefix`).
 fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -117,7 +106,7 @@ fn learn_subscriber(topo: &Topology, shield: &Shieldd, dir: &Path) -> Result<()>
         "expected a challenge: {status}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    let how = verified_how(shield, &net32(sub))?;
+    let how = shield.verified_how(&net32(sub))?;
     ensure!(
         how.is_none(),
         "Kamailio's 401 alone verified {sub}: {how:?}"
@@ -130,7 +119,7 @@ fn learn_subscriber(topo: &Topology, shield: &Shieldd, dir: &Path) -> Result<()>
         guesses.successful == 3,
         "the guesser got other answers than 401: {guesses:?}"
     );
-    let how = verified_how(shield, &net32(BRUTE_FORCE_IP))?;
+    let how = shield.verified_how(&net32(BRUTE_FORCE_IP))?;
     ensure!(
         how.is_none(),
         "a wrong password verified {BRUTE_FORCE_IP}: {how:?}"
@@ -145,7 +134,7 @@ fn learn_subscriber(topo: &Topology, shield: &Shieldd, dir: &Path) -> Result<()>
     );
     let t = Instant::now();
     let how = loop {
-        let how = verified_how(shield, &net32(sub))?;
+        let how = shield.verified_how(&net32(sub))?;
         if how.is_some() || t.elapsed() > Duration::from_secs(5) {
             break how;
         }
@@ -251,7 +240,7 @@ fn forgeries_verify_no_one(topo: &Topology, shield: &Shieldd) -> Result<()> {
     );
     std::thread::sleep(Duration::from_millis(500));
     for who in [*asker.ip(), *victim.ip(), *primed.ip()] {
-        let how = verified_how(shield, &net32(who))?;
+        let how = shield.verified_how(&net32(who))?;
         ensure!(how.is_none(), "a forged 2xx verified {who}: {how:?}");
     }
     println!(
@@ -497,7 +486,7 @@ fn verified_after_the_flood(shield: &Shieldd) -> Result<()> {
         .filter(|n| spoof.contains(n))
         .collect();
     ensure!(forged.is_empty(), "forged sources verified: {forged:?}");
-    let how = verified_how(shield, &net32(subscriber_ip(0)))?;
+    let how = shield.verified_how(&net32(subscriber_ip(0)))?;
     ensure!(
         how.as_deref() == Some("reply"),
         "the subscriber after the flood: {how:?}"

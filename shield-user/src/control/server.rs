@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::stat::{umask, Mode};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -86,25 +87,11 @@ pub fn group_id(group: &str) -> Result<u32, ControlError> {
     if group.is_empty() {
         return Ok(0);
     }
-    let c = std::ffi::CString::new(group).map_err(|_| ControlError::NoGroup(group.into()))?;
-    // getgrnam_r: getgrnam's static buffer is not thread-safe.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers valid for the call; buf's length passed.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(ControlError::NoGroup(group.into()));
+    // getgrnam_r inside: getgrnam's static buffer is not thread-safe.
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(ControlError::NoGroup(group.into())),
     }
-    Ok(grp.gr_gid)
 }
 
 /// Creates the socket at `path`: mode 0660, owner root (the daemon's uid),
@@ -134,10 +121,9 @@ pub fn bind(path: &Path, gid: u32) -> Result<UnixListener, ControlError> {
     }
     // The socket inode takes its mode from the umask at bind(): keep it
     // private until it has its group and final mode.
-    // SAFETY: umask has no failure mode.
-    let old = unsafe { libc::umask(0o177) };
+    let old = umask(Mode::from_bits_truncate(0o177));
     let listener = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
+    umask(old);
     let listener = listener.map_err(io)?;
     std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;

@@ -185,12 +185,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     tracing::info!(socket = %socket_path.display(), "control socket listening");
     tracing::info!(version = env!("CARGO_PKG_VERSION"), interfaces = ?lock(&core).attached(), "shieldd running");
 
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| DaemonError::Runtime(format!("SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
+    let [mut hup, mut term, mut int] = signals()?;
     let exit = loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -220,28 +215,19 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     };
 
     tasks.abort_all();
-    lock(&fleet).stop();
-    if let Some(t) = lock(&metrics_task).take() {
-        t.abort();
-    }
-    jail_set.lock().await.stop_all();
-    let exit = match exit {
-        Exit::Signal { .. } if lock(&core).config.shield.detach_on_exit => {
-            lock(&core).detach()?;
-            Exit::Signal { detached: true }
-        }
-        e => e,
+    ctl.stop(exit, &socket_path).await
+}
+
+/// SIGHUP, SIGTERM and SIGINT, handled.
+fn signals() -> Result<[tokio::signal::unix::Signal; 3], DaemonError> {
+    let handle = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| DaemonError::Runtime(format!("{name} handler: {e}")))
     };
-    final_save(&core);
-    let _ = std::fs::remove_file(&socket_path);
-    match exit {
-        Exit::Signal { detached: false } => {
-            tracing::info!("exiting; the shield stays attached and enforcing (pinned)")
-        }
-        Exit::Signal { detached: true } => tracing::info!("exiting; detached (detach_on_exit)"),
-        Exit::Detached => tracing::info!("exiting after `shieldctl detach`"),
-    }
-    Ok(exit)
+    Ok([
+        handle(SignalKind::hangup(), "SIGHUP")?,
+        handle(SignalKind::terminate(), "SIGTERM")?,
+        handle(SignalKind::interrupt(), "SIGINT")?,
+    ])
 }
 
 fn compile_jails(specs: &[JailSpec]) -> Result<Vec<Jail>, JailError> {
@@ -484,6 +470,33 @@ fn refusal(e: CtlError) -> Response {
 }
 
 impl Ctl {
+    /// After the tasks are stopped: the rest stopped, detached if
+    /// `detach_on_exit`, the store saved a last time, the socket removed.
+    async fn stop(&self, exit: Exit, socket_path: &std::path::Path) -> Result<Exit, DaemonError> {
+        lock(&self.fleet).stop();
+        if let Some(t) = lock(&self.metrics).take() {
+            t.abort();
+        }
+        self.jails.lock().await.stop_all();
+        let exit = match exit {
+            Exit::Signal { .. } if lock(&self.core).config.shield.detach_on_exit => {
+                lock(&self.core).detach()?;
+                Exit::Signal { detached: true }
+            }
+            e => e,
+        };
+        final_save(&self.core);
+        let _ = std::fs::remove_file(socket_path);
+        match exit {
+            Exit::Signal { detached: false } => {
+                tracing::info!("exiting; the shield stays attached and enforcing (pinned)")
+            }
+            Exit::Signal { detached: true } => tracing::info!("exiting; detached (detach_on_exit)"),
+            Exit::Detached => tracing::info!("exiting after `shieldctl detach`"),
+        }
+        Ok(exit)
+    }
+
     async fn handle(&self, req: Request, peer: Peer) -> Response {
         let who = format!("uid {}", peer.uid);
         if req.changes_state() {

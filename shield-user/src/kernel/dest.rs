@@ -28,6 +28,8 @@ pub struct DestMaps {
     rules: Trie<[u8; KEY_BYTES], DestRule>,
     stats: PerCpuArray<MapData, u64>,
     refused: HashMap<MapData, u64, u64>,
+    // Held for the test API (`clear_*`), which is all that reads it.
+    #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
     sources: HashMap<MapData, SrcKey, shield_common::dest::DestSource>,
     /// Refusal reports; the daemon takes it to read it.
     pub events: Option<super::EventRing>,
@@ -132,6 +134,7 @@ impl DestMaps {
         Ok(())
     }
 
+    #[cfg(feature = "test-api")]
     /// Forgets every caller's international bucket and refusal window.
     pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;

@@ -23,6 +23,7 @@ use shield_common::{
     PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
+use super::cidr::{Changed, ExpiringNets};
 use super::{sys, KernelError};
 
 /// The program's maps. [`MapId::name`] is the kernel-side name (and pin
@@ -241,17 +242,17 @@ pub struct ShieldMaps {
     deny_v6: Trie<[u8; 16], u8>,
     bans_v4: HashMap<MapData, [u8; 4], BanValue>,
     bans_v6: HashMap<MapData, [u8; 16], BanValue>,
-    ban_nets_v4: Trie<[u8; 4], BanValue>,
-    ban_nets_v6: Trie<[u8; 16], BanValue>,
     scanners: HashMap<MapData, UaKey, u8>,
+    // Held for the test API (`clear_*`), which is all that reads it.
+    #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
     sources: HashMap<MapData, SrcKey, SrcState>,
     stats: PerCpuArray<MapData, Counter>,
     sip_stats: PerCpuArray<MapData, u64>,
     pub(super) verified: HashMap<MapData, SrcKey, Verified>,
-    pub(super) verify_nets_v4: Trie<[u8; 4], Verified>,
-    pub(super) verify_nets_v6: Trie<[u8; 16], Verified>,
     pub(super) budget: Array<MapData, Budget>,
     pub(super) responses: PerCpuArray<MapData, u64>,
+    // Held for the test API (`clear_*`), which is all that reads it.
+    #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
     txns: HashMap<MapData, TxnKey, Txn>,
     events_lost: PerCpuArray<MapData, u64>,
     /// The destination policy's maps (SPEC §11).
@@ -275,12 +276,11 @@ pub struct ShieldMaps {
     /// [`trie_del`], which report whether the exact prefix was new or
     /// present.
     occupancy: [usize; TRIES.len()],
-    /// Each CIDR ban's own expiry (monotonic ns, 0 = forever); the trie
-    /// holds the effective one, see [`ShieldMaps::ban_net_expiry`].
-    ban_nets: BTreeMap<IpNet, u64>,
-    /// Each verified CIDR's own entry (its expiry and how); the trie
-    /// holds the effective expiry, as for `ban_nets`.
-    pub(super) verify_nets: BTreeMap<IpNet, Verified>,
+    /// The CIDR bans (`BAN_NETS_V4/V6`), each with its own expiry; the
+    /// tries hold the effective ones (see [`super::cidr`]).
+    ban_nets: ExpiringNets<BanValue>,
+    /// The verified CIDRs (`VERIFY_NETS_V4/V6`), the same way.
+    pub(super) verify_nets: ExpiringNets<Verified>,
     /// Second handles on the maps, for the `bpf(2)` commands aya's typed
     /// wrappers lack (batches); see [`sys`].
     raw: Vec<RawMap>,
@@ -378,16 +378,12 @@ impl ShieldMaps {
             deny_v6: take(ebpf, MapId::DenyV6)?,
             bans_v4: take(ebpf, MapId::BansV4)?,
             bans_v6: take(ebpf, MapId::BansV6)?,
-            ban_nets_v4: take(ebpf, MapId::BanNetsV4)?,
-            ban_nets_v6: take(ebpf, MapId::BanNetsV6)?,
             scanners: take(ebpf, MapId::Scanners)?,
             sources: take(ebpf, MapId::Sources)?,
             stats: take(ebpf, MapId::Stats)?,
             sip_stats: take(ebpf, MapId::SipStats)?,
             events: Some(super::EventRing(take(ebpf, MapId::Events)?)),
             verified: take(ebpf, MapId::Verified)?,
-            verify_nets_v4: take(ebpf, MapId::VerifyNetsV4)?,
-            verify_nets_v6: take(ebpf, MapId::VerifyNetsV6)?,
             budget: take(ebpf, MapId::Budget)?,
             responses: take(ebpf, MapId::Responses)?,
             txns: take(ebpf, MapId::Txns)?,
@@ -400,8 +396,16 @@ impl ShieldMaps {
             base_policy: Policy::default(),
             acl_gen: 1,
             occupancy: [0; TRIES.len()],
-            ban_nets: BTreeMap::new(),
-            verify_nets: BTreeMap::new(),
+            ban_nets: ExpiringNets::new(
+                take(ebpf, MapId::BanNetsV4)?,
+                take(ebpf, MapId::BanNetsV6)?,
+                [MapId::BanNetsV4, MapId::BanNetsV6],
+            ),
+            verify_nets: ExpiringNets::new(
+                take(ebpf, MapId::VerifyNetsV4)?,
+                take(ebpf, MapId::VerifyNetsV6)?,
+                [MapId::VerifyNetsV4, MapId::VerifyNetsV6],
+            ),
             raw,
         };
         maps.adopt()?;
@@ -417,25 +421,16 @@ impl ShieldMaps {
             self.allow_v6.keys().count(),
             self.deny_v4.keys().count(),
             self.deny_v6.keys().count(),
-            self.ban_nets_v4.keys().count(),
-            self.ban_nets_v6.keys().count(),
-            self.verify_nets_v4.keys().count(),
-            self.verify_nets_v6.keys().count(),
+            self.ban_nets.counts()[0],
+            self.ban_nets.counts()[1],
+            self.verify_nets.counts()[0],
+            self.verify_nets.counts()[1],
         ];
         // Adopted CIDR bans: the kernel holds effective expiries, which are
         // never earlier than the own ones; the daemon's restore rewrites
         // them from the store.
-        let mut nets = Vec::new();
-        for kv in self.ban_nets_v4.iter() {
-            let (k, v) = kv.map_err(map_err(MapId::BanNetsV4))?;
-            nets.push((net_of_v4(&k), v.expires_ns));
-        }
-        for kv in self.ban_nets_v6.iter() {
-            let (k, v) = kv.map_err(map_err(MapId::BanNetsV6))?;
-            nets.push((net_of_v6(&k), v.expires_ns));
-        }
-        self.ban_nets.extend(nets);
-        self.adopt_verify_nets()?;
+        self.ban_nets.adopt()?;
+        self.verify_nets.adopt()?;
         if let Ok(p) = self.policy.get(&0, 0) {
             self.base_policy = p;
             self.acl_gen = p.acl_gen.max(1);
@@ -601,9 +596,8 @@ impl ShieldMaps {
             IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
             IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
             n => {
-                self.ban_nets.insert(n, expires_ns);
-                self.write_ban_net(n)?;
-                self.rewrite_nested(n).map_err(KernelError::from)
+                let changed = self.ban_nets.set(n, v)?;
+                self.count_changes(changed)
             }
         }
     }
@@ -616,47 +610,17 @@ impl ShieldMaps {
                 hash_del(&mut self.bans_v6, &n.addr().octets()).map_err(KernelError::from)
             }
             n => {
-                self.ban_nets.remove(&n);
-                let removed = match n {
-                    IpNet::V4(n4) => trie_del(&mut self.ban_nets_v4, v4_key(n4))?,
-                    IpNet::V6(n6) => trie_del(&mut self.ban_nets_v6, v6_key(n6))?,
-                };
-                if removed {
-                    self.count_prefix(ban_net_trie(&n), false)?;
-                }
-                // What it covered falls back to its own expiry.
-                self.rewrite_nested(n)?;
+                let (removed, changed) = self.ban_nets.remove(n)?;
+                self.count_changes(changed)?;
                 Ok(removed)
             }
         }
     }
 
-    /// The expiry a CIDR ban's trie entry carries: the latest of its own
-    /// and of every CIDR ban covering it. The kernel's lookup returns only
-    /// the longest matching prefix, so a /26 that expires before the /25
-    /// around it would otherwise end the /25's ban for its addresses, also
-    /// when no daemon is running to fix it up.
-    fn ban_net_expiry(&self, net: IpNet) -> u64 {
-        effective_expiry(&self.ban_nets, net, |e| *e)
-    }
-
-    /// Writes one CIDR ban's trie entry with its effective expiry.
-    fn write_ban_net(&mut self, net: IpNet) -> Result<(), KernelError> {
-        let v = BanValue::until(self.ban_net_expiry(net));
-        let added = match net {
-            IpNet::V4(n) => trie_add(&mut self.ban_nets_v4, v4_key(n), v)?,
-            IpNet::V6(n) => trie_add(&mut self.ban_nets_v6, v6_key(n), v)?,
-        };
-        if added {
-            self.count_prefix(ban_net_trie(&net), true)?;
-        }
-        Ok(())
-    }
-
-    /// Rewrites the CIDR bans strictly inside `net` after `net` changed.
-    fn rewrite_nested(&mut self, net: IpNet) -> Result<(), KernelError> {
-        for n in nested(&self.ban_nets, net) {
-            self.write_ban_net(n)?;
+    /// Counts the trie entries an [`ExpiringNets`] change added or removed.
+    pub(super) fn count_changes(&mut self, changed: Changed) -> Result<(), KernelError> {
+        for (trie, added) in changed {
+            self.count_prefix(trie, added)?;
         }
         Ok(())
     }
@@ -724,6 +688,7 @@ impl ShieldMaps {
         Ok(sum)
     }
 
+    #[cfg(feature = "test-api")]
     /// Forgets all per-source bucket state.
     pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
@@ -733,6 +698,7 @@ impl ShieldMaps {
         Ok(())
     }
 
+    #[cfg(feature = "test-api")]
     /// Forgets the requests remembered for verification (`TXNS`).
     pub fn clear_txns(&mut self) -> Result<(), KernelError> {
         let keys: Vec<TxnKey> = self.txns.keys().collect::<Result<_, _>>()?;
@@ -807,7 +773,7 @@ impl ShieldMaps {
             let a: [u8; 16] = k.try_into().expect("16-byte key");
             out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
         })?;
-        out.extend(self.ban_nets.iter().map(|(n, e)| (*n, *e)));
+        out.extend(self.ban_nets.iter().map(|(n, v)| (*n, v.expires_ns)));
         Ok(out)
     }
 
@@ -1031,13 +997,6 @@ fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
 }
 
 /// The trie a CIDR ban goes into.
-fn ban_net_trie(net: &IpNet) -> MapId {
-    match net {
-        IpNet::V4(_) => MapId::BanNetsV4,
-        IpNet::V6(_) => MapId::BanNetsV6,
-    }
-}
-
 /// The expiry a CIDR's trie entry carries: the latest of its own and of
 /// every entry of `nets` covering it. The kernel's lookup returns only the
 /// longest matching prefix, so a /26 that expires before the /25 around it

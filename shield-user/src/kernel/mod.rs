@@ -31,6 +31,7 @@
 
 mod attach;
 mod calls;
+mod cidr;
 mod dest;
 mod egress;
 mod events;

@@ -17,12 +17,15 @@ use std::path::Path;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+#[cfg(feature = "test-api")]
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_OBJ_GET: libc::c_int = 7;
+#[cfg(feature = "test-api")]
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
+#[cfg(feature = "test-api")]
 const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// The kernel-internal "operation not supported" (`ENOTSUPP`, not
@@ -72,6 +75,7 @@ struct InfoAttr {
     info: u64,
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_PROG_LOAD` attributes, up to the fields a plain XDP program needs.
 #[repr(C)]
 #[derive(Default)]
@@ -87,6 +91,7 @@ struct ProgLoadAttr {
     prog_flags: u32,
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_LINK_CREATE` attributes, up to the flags (all an XDP link takes).
 #[repr(C)]
 #[derive(Default)]
@@ -97,6 +102,7 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_PROG_TEST_RUN` attributes (`attr.test`).
 #[repr(C)]
 #[derive(Default)]
@@ -280,9 +286,11 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_PROG_TYPE_XDP`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
 
+#[cfg(feature = "test-api")]
 /// Loads `insns` (eBPF instructions, one `u64` each) as a GPL XDP program;
 /// on failure the error carries the verifier's log.
 pub fn prog_load_xdp(insns: &[u64]) -> io::Result<OwnedFd> {
@@ -312,10 +320,12 @@ pub fn prog_load_xdp(insns: &[u64]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_F_TEST_XDP_LIVE_FRAMES` (Linux 5.18): frames the program returns
 /// `XDP_TX` / `XDP_REDIRECT` for are really sent.
 pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
+#[cfg(feature = "test-api")]
 /// One `BPF_PROG_TEST_RUN`: `data` run `repeat` times (0 counts as 1).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TestRun<'a> {
@@ -329,6 +339,7 @@ pub struct TestRun<'a> {
     pub batch_size: u32,
 }
 
+#[cfg(feature = "test-api")]
 /// What the kernel reports of a [`TestRun`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestRunResult {
@@ -338,6 +349,7 @@ pub struct TestRunResult {
     pub duration_ns: u32,
 }
 
+#[cfg(feature = "test-api")]
 /// Runs `prog` on a frame with `BPF_PROG_TEST_RUN`.
 pub fn prog_test_run(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> io::Result<TestRunResult> {
     let ctx = run.ctx.unwrap_or_default();
@@ -363,12 +375,14 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, run: &TestRun<'_>) -> io::Result<Test
     })
 }
 
+#[cfg(feature = "test-api")]
 /// `BPF_XDP`, the attach type of an XDP link.
 const BPF_XDP: u32 = 37;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, in the driver; refused where the
 /// driver has none.
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
+#[cfg(feature = "test-api")]
 /// Attaches an XDP program to `ifindex` with a bpf_link (Linux 5.9): it is
 /// detached when the returned fd closes, so a test tool that dies leaves
 /// nothing behind.

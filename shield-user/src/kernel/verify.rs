@@ -21,10 +21,7 @@ use shield_common::{
     VERIFIED_BY_CONFIG, VERIFIED_BY_OPERATOR, VERIFIED_BY_REPLY,
 };
 
-use super::maps::{
-    effective_expiry, hash_del, later, nested, net_of_v4, net_of_v6, source_net, trie_add, trie_del,
-    v4_key, v6_key,
-};
+use super::maps::{hash_del, later, source_net};
 use super::{KernelError, MapId, ShieldMaps};
 
 /// How a source came to be verified.
@@ -113,11 +110,8 @@ impl ShieldMaps {
         if let Some(old) = self.verify_nets.get(&net) {
             v.expires_ns = later(old.expires_ns, expires_ns);
         }
-        self.verify_nets.insert(net, v);
-        self.write_verify_net(net)?;
-        for n in nested(&self.verify_nets, net) {
-            self.write_verify_net(n)?;
-        }
+        let changed = self.verify_nets.set(net, v)?;
+        self.count_changes(changed)?;
         Ok(v.expires_ns)
     }
 
@@ -133,18 +127,8 @@ impl ShieldMaps {
 
     fn unverify_net(&mut self, net: IpNet) -> Result<bool, KernelError> {
         let net = self.verify_net(net);
-        self.verify_nets.remove(&net);
-        let removed = match net {
-            IpNet::V4(n) => trie_del(&mut self.verify_nets_v4, v4_key(n))?,
-            IpNet::V6(n) => trie_del(&mut self.verify_nets_v6, v6_key(n))?,
-        };
-        if removed {
-            self.count_prefix(verify_trie(&net), false)?;
-        }
-        // What it covered falls back to its own expiry.
-        for n in nested(&self.verify_nets, net) {
-            self.write_verify_net(n)?;
-        }
+        let (removed, changed) = self.verify_nets.remove(net)?;
+        self.count_changes(changed)?;
         Ok(removed)
     }
 
@@ -222,6 +206,7 @@ impl ShieldMaps {
         Ok(Some(tokens(tat, now_ns, &b)))
     }
 
+    #[cfg(feature = "test-api")]
     /// Refills the unverified budget (tests; a restart keeps its state).
     pub fn reset_budget(&mut self) -> Result<(), KernelError> {
         self.budget.set(0, &shield_common::Budget::default(), 0).map_err(KernelError::from)
@@ -249,47 +234,6 @@ impl ShieldMaps {
         Ok(())
     }
 
-    /// Writes one verified CIDR's trie entry with its effective expiry.
-    fn write_verify_net(&mut self, net: IpNet) -> Result<(), KernelError> {
-        let Some(own) = self.verify_nets.get(&net) else {
-            return Ok(());
-        };
-        let v = Verified {
-            expires_ns: effective_expiry(&self.verify_nets, net, |v| v.expires_ns),
-            ..*own
-        };
-        let added = match net {
-            IpNet::V4(n) => trie_add(&mut self.verify_nets_v4, v4_key(n), v)?,
-            IpNet::V6(n) => trie_add(&mut self.verify_nets_v6, v6_key(n), v)?,
-        };
-        if added {
-            self.count_prefix(verify_trie(&net), true)?;
-        }
-        Ok(())
-    }
-
-    /// Learns the verified CIDRs of adopted maps (their effective expiry
-    /// stands in for their own one).
-    pub(super) fn adopt_verify_nets(&mut self) -> Result<(), KernelError> {
-        let err = |map: MapId| {
-            move |source| KernelError::Map {
-                map: map.name(),
-                source,
-            }
-        };
-        let mut nets = Vec::new();
-        for kv in self.verify_nets_v4.iter() {
-            let (k, v) = kv.map_err(err(MapId::VerifyNetsV4))?;
-            nets.push((net_of_v4(&k), v));
-        }
-        for kv in self.verify_nets_v6.iter() {
-            let (k, v) = kv.map_err(err(MapId::VerifyNetsV6))?;
-            nets.push((net_of_v6(&k), v));
-        }
-        self.verify_nets.extend(nets);
-        Ok(())
-    }
-
     /// The entry the egress classifier learned for `addr`'s key, if any.
     pub fn learned_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, KernelError> {
         let net = IpNet::from(addr);
@@ -312,10 +256,3 @@ fn entry(net: IpNet, v: &Verified) -> VerifiedEntry {
     }
 }
 
-/// The trie a verified CIDR goes into.
-fn verify_trie(net: &IpNet) -> MapId {
-    match net {
-        IpNet::V4(_) => MapId::VerifyNetsV4,
-        IpNet::V6(_) => MapId::VerifyNetsV6,
-    }
-}

@@ -23,7 +23,6 @@ mod refusals;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1040,7 +1039,8 @@ fn lock_text(behind: bool) -> String {
     }
 }
 
-/// Takes `state_dir/shieldd.lock` (`flock`) and writes our pid into it.
+/// Takes `state_dir/shieldd.lock` (`flock`, by `File::try_lock`) and
+/// writes our pid into it.
 /// Also returns whether the previous holder left the store behind (its
 /// mark is kept until a save succeeds).
 fn take_lock(dir: &Path) -> Result<(File, bool), StoreError> {
@@ -1053,10 +1053,9 @@ fn take_lock(dir: &Path) -> Result<(File, bool), StoreError> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(io_err(&lock_path))?;
-    // SAFETY: valid fd.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
             let text = fs::read_to_string(&lock_path).unwrap_or_default();
             let holder = match text.lines().next().unwrap_or("").trim() {
                 "" => String::new(),
@@ -1067,7 +1066,7 @@ fn take_lock(dir: &Path) -> Result<(File, bool), StoreError> {
                 holder,
             });
         }
-        return Err(io_err(&lock_path)(e));
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
     }
     let mut before = String::new();
     // Unreadable: no mark (the store is then trusted as before).
