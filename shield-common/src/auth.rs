@@ -27,11 +27,14 @@
 
 use crate::sip::{byte, is_lws, skip_lws, UA_WINDOW};
 
+pub mod record;
+pub use record::*;
+
 /// Bytes fed to the state machine per kernel call (a per-CPU scratch copy).
-pub const AUTH_CHUNK: usize = 128;
+pub const AUTH_CHUNK: usize = 16;
 const _: () = assert!(AUTH_CHUNK.is_power_of_two());
 /// Chunks read at most from one header line.
-pub const AUTH_MAX_CHUNKS: usize = 16;
+pub const AUTH_MAX_CHUNKS: usize = 128;
 /// Bytes of a header line read at most, from its first byte.
 pub const AUTH_LINE_MAX: usize = AUTH_CHUNK * AUTH_MAX_CHUNKS;
 /// Nonce bytes hashed at most.
@@ -215,6 +218,23 @@ const fn is_token(c: u8) -> bool {
 }
 
 impl DigestParse {
+    /// Back to the start state, in place (the kernel's copy lives in
+    /// scratch; a `Default` temporary would sit on its small stack).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.nonce_hash = FNV_OFFSET;
+        self.user_hash = FNV_OFFSET;
+        self.pack = 0;
+        self.flags = 0;
+        self.nonce_len = 0;
+        self.user = [0; USER_MAX];
+        self.user_len = 0;
+        self.state = S_PRE_SCHEME;
+        self.param = P_OTHER;
+        self.pack_len = 0;
+        self.after_lf = 0;
+    }
+
     /// Whether the machine has stopped (the header ended).
     #[inline(always)]
     pub const fn done(&self) -> bool {

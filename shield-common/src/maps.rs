@@ -41,8 +41,15 @@ pub mod names {
     pub const SAMPLES: &str = "SAMPLES";
     pub const SAMPLE_CFG: &str = "SAMPLE_CFG";
     pub const SAMPLE_STATE: &str = "SAMPLE_STATE";
+    // Authentication seen on the wire (SPEC §12; shield-ebpf/src/auth.rs).
+    pub const AUTH_CONFIG: &str = "AUTH_CONFIG";
+    pub const AUTH_NONCES: &str = "AUTH_NONCES";
+    pub const AUTH_ATTEMPTS: &str = "AUTH_ATTEMPTS";
+    pub const AUTH_EVENTS: &str = "AUTH_EVENTS";
+    pub const AUTH_STATS: &str = "AUTH_STATS";
+    pub const AUTH_SCRATCH: &str = "AUTH_SCRATCH";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 36] = [
+    pub const ALL: [&str; 42] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -79,6 +86,12 @@ pub mod names {
         SAMPLES,
         SAMPLE_CFG,
         SAMPLE_STATE,
+        AUTH_CONFIG,
+        AUTH_NONCES,
+        AUTH_ATTEMPTS,
+        AUTH_EVENTS,
+        AUTH_STATS,
+        AUTH_SCRATCH,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -120,6 +133,37 @@ pub mod names {
             j += 1;
         }
         true
+    }
+
+    /// [`are_all`] of several lists together: the XDP program declares
+    /// some maps in files of their own (sample.rs, auth.rs).
+    pub const fn are_all_in(lists: &[&[&str]]) -> bool {
+        let mut total = 0;
+        let mut i = 0;
+        while i < lists.len() {
+            let l = lists[i];
+            if !distinct(l) {
+                return false;
+            }
+            let mut j = 0;
+            while j < l.len() {
+                if !contains(&ALL, l[j]) {
+                    return false;
+                }
+                // In no later list.
+                let mut k = i + 1;
+                while k < lists.len() {
+                    if contains(lists[k], l[j]) {
+                        return false;
+                    }
+                    k += 1;
+                }
+                j += 1;
+            }
+            total += l.len();
+            i += 1;
+        }
+        total == ALL.len() && distinct(&ALL)
     }
 
     const fn contains(set: &[&str], name: &str) -> bool {
@@ -192,6 +236,11 @@ pub mod default_size {
     /// Sources with an international-call bucket or refusals (LRU): only
     /// callers, so far fewer than `SOURCES`.
     pub const DEST_SOURCES: u32 = 65_536;
+    /// Challenges learned (SPEC §12), one per (destination, nonce), LRU.
+    pub const AUTH_NONCES: u32 = 65_536;
+    /// Proven attempts awaiting their final reply (LRU).
+    pub const AUTH_ATTEMPTS: u32 = 65_536;
+    pub const AUTH_EVENTS_BYTES: u32 = crate::auth::AUTH_EVENTS_BYTES;
 }
 
 /// `PORTS[port]` bits.

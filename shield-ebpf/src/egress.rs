@@ -32,7 +32,7 @@ use crate::maps::{
     VERIFIED_HINT,
 };
 use crate::pkt::{
-    parse, src_key, Frame, Pkt, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
+    parse, src_key, Frame, Pkt, Src, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
 };
 use crate::scratch::{launder, Scratch};
 use crate::source::now_ns;
@@ -104,7 +104,12 @@ fn egress(ctx: &TcContext) {
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
         return;
     };
-    if crate::txn::settle(p, src_key(&f.dst, p), call_id, cseq, method, class) {
+    let key = src_key(&f.dst, p);
+    let verifies = crate::txn::settle(p, key, call_id, cseq, method, class);
+    let status = shield_common::auth::status_code(unsafe { &(*scratch).head });
+    let l3 = launder(scratch, f.l3) as u64 & crate::xdp::L3_OFFSET_MASK;
+    let meta = crate::auth::meta(l3, matches!(f.dst, Src::V6(_)));
+    if crate::auth::settle(skb, (pay, plen), meta, status, method) || verifies {
         verify(p, &f);
     }
 }

@@ -11,6 +11,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod auth;
+#[cfg(target_arch = "bpf")]
 mod dest;
 #[cfg(target_arch = "bpf")]
 mod egress;
@@ -38,10 +40,11 @@ mod xdp;
 // User space pins the maps listed in `names::ALL`: the same set as the
 // object file declares.
 #[cfg(target_arch = "bpf")]
-const _: () = assert!(shield_common::names::are_all_of(
+const _: () = assert!(shield_common::names::are_all_in(&[
     maps::MAP_NAMES,
-    sample::MAP_NAMES
-));
+    sample::MAP_NAMES,
+    auth::MAP_NAMES,
+]));
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

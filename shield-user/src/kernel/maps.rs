@@ -65,11 +65,17 @@ pub enum MapId {
     Samples,
     SampleCfg,
     SampleState,
+    AuthConfig,
+    AuthNonces,
+    AuthAttempts,
+    AuthEvents,
+    AuthStats,
+    AuthScratch,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 36] = [
+    pub const ALL: [MapId; 42] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -106,6 +112,12 @@ impl MapId {
         MapId::Samples,
         MapId::SampleCfg,
         MapId::SampleState,
+        MapId::AuthConfig,
+        MapId::AuthNonces,
+        MapId::AuthAttempts,
+        MapId::AuthEvents,
+        MapId::AuthStats,
+        MapId::AuthScratch,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -147,6 +159,12 @@ impl MapId {
             MapId::Samples => names::SAMPLES,
             MapId::SampleCfg => names::SAMPLE_CFG,
             MapId::SampleState => names::SAMPLE_STATE,
+            MapId::AuthConfig => names::AUTH_CONFIG,
+            MapId::AuthNonces => names::AUTH_NONCES,
+            MapId::AuthAttempts => names::AUTH_ATTEMPTS,
+            MapId::AuthEvents => names::AUTH_EVENTS,
+            MapId::AuthStats => names::AUTH_STATS,
+            MapId::AuthScratch => names::AUTH_SCRATCH,
         }
     }
 
