@@ -262,6 +262,8 @@ pub struct ShieldMaps {
     events_lost: PerCpuArray<MapData, u64>,
     /// The destination policy's maps (SPEC §11).
     pub dest: super::dest::DestMaps,
+    /// Authentication seen on the wire (SPEC §12).
+    pub auth: super::auth::AuthMaps,
     sample_cfg: Array<MapData, SampleConfig>,
     sample_state: PerCpuArray<MapData, SampleState>,
     /// Sampled dropped packets (`shieldctl watch`); taken by its reader.
@@ -397,6 +399,7 @@ impl ShieldMaps {
             txns: take(ebpf, MapId::Txns)?,
             events_lost: take(ebpf, MapId::EventsLost)?,
             dest: super::dest::DestMaps::from_ebpf(ebpf)?,
+            auth: super::auth::AuthMaps::from_ebpf(ebpf)?,
             sample_cfg: take(ebpf, MapId::SampleCfg)?,
             sample_state: take(ebpf, MapId::SampleState)?,
             samples: Some(take(ebpf, MapId::Samples)?),

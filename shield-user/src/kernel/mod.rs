@@ -28,6 +28,7 @@
 //! is `E2BIG`).
 
 mod attach;
+mod auth;
 mod dest;
 mod egress;
 mod load;
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use auth::{AuthCounts, AuthMaps, AuthOutcome};
 pub use dest::{DestCounts, DestMaps};
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
 pub use egress::{attach_egress, EgressHook, EgressLink};
