@@ -78,6 +78,7 @@ impl Kernel {
         m.set_scanners(&keys).expect("scanners");
         m.set_policy(&t.policy).expect("policy");
         m.dest.apply(&t.dest, &t.dest_rules).expect("destinations");
+        m.auth.set_enabled(t.auth_on).expect("AUTH_CONFIG");
         self.reset_verified(t);
     }
 
@@ -93,6 +94,7 @@ impl Kernel {
         }
         m.reset_budget().expect("budget");
         m.clear_txns().expect("clear TXNS");
+        m.auth.clear().expect("clear AUTH_NONCES, AUTH_ATTEMPTS");
     }
 
     fn slot0(&self) -> Vec<Counter> {

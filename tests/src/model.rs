@@ -40,6 +40,8 @@ pub struct Tables {
     /// `DEST_POLICY` and the rule trie's entries (SPEC §11).
     pub dest: shield_common::dest::DestPolicy,
     pub dest_rules: Vec<(u32, [u8; shield_common::dest::KEY_BYTES], shield_common::dest::DestRule)>,
+    /// `AUTH_CONFIG` on (SPEC §12).
+    pub auth_on: bool,
 }
 
 impl Tables {
@@ -79,6 +81,8 @@ pub struct Model {
     pub dest_sources: HashMap<SrcKey, shield_common::dest::DestSource>,
     /// `DEST_REFUSED`, all interfaces: refusals by rule id.
     pub dest_refused: HashMap<u32, u64>,
+    /// The `AUTH_*` maps (SPEC §12).
+    pub auth: auth::AuthState,
 }
 
 /// What the egress classifier makes of a frame leaving the host.
@@ -210,7 +214,9 @@ impl Model {
             txns: HashMap::new(),
             dest_sources: HashMap::new(),
             dest_refused: HashMap::new(),
+            auth: auth::AuthState::default(),
         };
+        m.auth.on = m.tables.auth_on;
         m.reset_verified();
         m
     }
@@ -220,6 +226,8 @@ impl Model {
     pub fn reset_verified(&mut self) {
         self.verified.clear();
         self.txns.clear();
+        self.auth.nonces.clear();
+        self.auth.attempts.clear();
         self.budget_tat = 0;
         let prefix = self.tables.policy.ipv6_prefix;
         for (net, exp) in self.tables.verified.clone() {
@@ -498,6 +506,10 @@ impl Model {
                 self.txns.insert(TxnKey::contested(call_id, cseq), txn);
             }
         }
+        // Digest credentials (SPEC §12).
+        if let (Some(m), Some(payload)) = (method, udp_payload(frame, &p)) {
+            self.auth_attempt(payload, key, m, now);
+        }
         Decision {
             reason: Reason::Ok,
             method,
@@ -623,7 +635,15 @@ impl Model {
         let ids = txn_ids(payload);
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        if class >= 2 && self.settle(&ids, p.dst, class, now) {
+        let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
+        let authed = match (ids.call_id, ids.cseq) {
+            (Some(call_id), Some((cseq, m))) if class >= 2 => {
+                let status = shield_common::auth::status_code(&head);
+                self.auth_settle(payload, p.dst, (call_id, cseq, m as u32), status, now)
+            }
+            _ => false,
+        };
+        if verifies || authed {
             let exp = now.saturating_add(pol.verify_ttl_ns);
             let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
             if *e != 0 && *e < exp {
@@ -787,5 +807,7 @@ fn udp_payload<'f>(frame: &'f [u8], p: &Parsed) -> Option<&'f [u8]> {
     frame.get(pay..pay + plen)
 }
 
+mod auth;
+pub use auth::{digest, AuthState};
 mod dest;
 pub use dest::Refused;
