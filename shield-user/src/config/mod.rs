@@ -25,6 +25,7 @@
 //! must. `[limits.methods]` absent means the default buckets, present and
 //! empty means none.
 
+pub mod auth;
 mod cidr;
 mod crowdsec;
 mod destinations;
@@ -82,6 +83,8 @@ pub struct Config {
     pub crowdsec: Option<Crowdsec>,
     /// `[destinations]` (SPEC §11).
     pub destinations: crate::dest::Destinations,
+    /// `[auth]` (SPEC §12).
+    pub auth: auth::Auth,
     /// The `[[jail]]`s with `enabled = true`, in file order.
     pub jails: Vec<JailSpec>,
 }
@@ -268,6 +271,7 @@ impl Default for Config {
             control: Control::default(),
             crowdsec: None,
             destinations: crate::dest::Destinations::default(),
+            auth: auth::Auth::default(),
             jails: Vec::new(),
         }
     }

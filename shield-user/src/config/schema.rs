@@ -52,6 +52,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     let crowdsec = super::crowdsec::crowdsec(root.child("crowdsec"));
     let destinations = super::destinations::destinations(root.child("destinations"));
     capacity.dest_rules = destinations.capacity;
+    let auth = super::auth::auth(root.child("auth"));
     let jails = jails(root.tables("jail"), bans.bantime);
     root.finish();
 
@@ -73,6 +74,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         control,
         crowdsec,
         destinations,
+        auth,
         jails,
     }
 }

@@ -12,6 +12,7 @@
 //! kernel: the state directory is locked, the jails compiled and both
 //! sockets bound before the shield is loaded or adopted.
 
+pub mod auth;
 pub mod bans;
 pub mod core;
 pub mod decisions;
@@ -154,6 +155,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     }
     if let Some(rb) = lock(&core).take_refusal_events() {
         tasks.spawn("refusal events", refusal_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(&core).take_auth_events() {
+        tasks.spawn("auth events", auth_events(core.clone(), rb));
     }
     tasks.spawn("ban sweeper", sweeper(core.clone()));
     let mut fleet = fleet::Fleet::default();
@@ -433,6 +437,41 @@ async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
                 c.on_refusal(r);
             }
             c.flush_refusals();
+        }
+    }
+}
+
+/// Reads settled digest attempts (SPEC §12): one record per attempt, never
+/// per packet, decoded into our own type and handed to the core.
+async fn auth_events(core: Shared, rb: RingBuf<MapData>) {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot watch the AUTH_EVENTS ring buffer; no [auth] bans: {e}");
+            return;
+        }
+    };
+    loop {
+        // As in `offender_events`: readiness cleared before draining.
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
+            guard.clear_ready();
+        }
+        let mut batch = Vec::new();
+        let rb = fd.get_mut();
+        while let Some(item) = rb.next() {
+            if let Some(o) = crate::kernel::AuthOutcome::decode(&item) {
+                batch.push(o);
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut c = lock(&core);
+        for o in &batch {
+            c.on_auth(o);
         }
     }
 }

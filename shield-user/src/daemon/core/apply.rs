@@ -168,7 +168,7 @@ impl Core {
     fn write_maps(&mut self, cfg: &Config, plan: &Plan, go_on: bool) -> Vec<DaemonError> {
         let policy = cfg.policy();
         let (dest_policy, dest_trie) = (cfg.destinations.policy(), cfg.destinations.trie());
-        let steps: [Write; 7] = [
+        let steps: [Write; 8] = [
             (
                 "writing PORTS",
                 Box::new(|m| m.set_ports(&cfg.ports.udp, &cfg.ports.tcp)),
@@ -194,6 +194,10 @@ impl Core {
             (
                 "writing [destinations]",
                 Box::new(|m| m.dest.apply(&dest_policy, &dest_trie)),
+            ),
+            (
+                "writing [auth]",
+                Box::new(|m| m.auth.set_enabled(cfg.auth.enabled())),
             ),
         ];
         let mut errors = Vec::new();

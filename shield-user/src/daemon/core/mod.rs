@@ -15,6 +15,7 @@
 //! `.await`.
 
 mod apply;
+mod auth;
 mod banning;
 pub mod crowdsec;
 mod lists;
@@ -114,6 +115,8 @@ pub struct Core {
     /// Refusal records on their way to the store, and the refusal
     /// counters' base across reloads.
     refusals: refusals::RefusalBook,
+    /// Failed digest authentications (SPEC §12).
+    auth: crate::daemon::auth::AuthBook,
 }
 
 impl Core {
@@ -212,6 +215,7 @@ impl Core {
             fleet: crowdsec::FleetState::default(),
             applied: false,
             refusals: refusals::RefusalBook::default(),
+            auth: crate::daemon::auth::AuthBook::default(),
         };
         core.restore_bans(loaded, adopting)?;
         core.shield.ready()?;

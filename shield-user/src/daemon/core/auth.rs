@@ -1,0 +1,68 @@
+//! Authentication seen on the wire (SPEC §12) on the daemon's side: each
+//! settled proven attempt the kernel reports goes through the pure
+//! [`AuthBook`]; a source at `[auth] failures` is banned (origin `auth`,
+//! reason `auth_failures`, detail the last username, escaped), a username
+//! at `user_failures` is reported.
+
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use super::banning::Request;
+use super::Core;
+use crate::daemon::auth::{AuthBook, Verdict};
+use crate::kernel::AuthOutcome;
+use crate::origin::Origin;
+use crate::text::Escaped;
+
+/// The ban reason (SPEC §12).
+pub const REASON: &str = "auth_failures";
+
+impl Core {
+    /// The ring buffer of settled attempts, for the task that reads it.
+    pub fn take_auth_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.shield.maps.auth.events.take()
+    }
+
+    /// One settled attempt from the kernel.
+    pub fn on_auth(&mut self, o: &AuthOutcome) {
+        let cfg = self.config.auth;
+        let user = String::from_utf8_lossy(&o.username).into_owned();
+        if o.success {
+            self.auth.success(o.addr);
+            return;
+        }
+        tracing::debug!(source = %o.addr, username = %Escaped(&user), status = o.status, "digest authentication failed");
+        for v in self.auth.failure(&cfg, o.addr, &o.username, Instant::now()) {
+            match v {
+                Verdict::Ban { addr, failures, .. } => {
+                    let detail = format!(
+                        "{failures} failed digest authentications, last username \"{}\"",
+                        Escaped(&user)
+                    );
+                    let req = Request::new(
+                        IpNet::from(addr),
+                        super::banning::ban_now(Origin::Auth, REASON.to_string()),
+                        &detail,
+                        "kernel",
+                    );
+                    self.ban_auto(req, cfg.bantime, None);
+                }
+                Verdict::UserTargeted { failures, sources, .. } => {
+                    tracing::warn!(
+                        username = %Escaped(&user),
+                        failures,
+                        sources = sources.len(),
+                        "one username is being guessed from several sources (SPEC §12 user_failures)"
+                    );
+                }
+                Verdict::Nothing => {}
+            }
+        }
+    }
+
+    /// The book (for `shieldctl auth`, `banned ADDR`, the metrics).
+    pub fn auth_book(&mut self) -> &mut AuthBook {
+        &mut self.auth
+    }
+}
