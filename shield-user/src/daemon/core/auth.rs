@@ -36,6 +36,12 @@ impl Core {
         for v in self.auth.failure(&cfg, o.addr, &o.username, Instant::now()) {
             match v {
                 Verdict::Ban { addr, failures, .. } => {
+                    tracing::warn!(
+                        source = %addr,
+                        failures,
+                        "failed digest authentications seen on the wire, last username \"{}\"",
+                        Escaped(&user)
+                    );
                     let detail = format!(
                         "{failures} failed digest authentications, last username \"{}\"",
                         Escaped(&user)
