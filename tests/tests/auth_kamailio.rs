@@ -168,6 +168,13 @@ fn guesser_is_banned(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -
         }
     }
     ensure!(named, "no ban log line naming the username");
+    let report = shield.ctl_json(&["auth"]);
+    println!("shieldctl auth: {report}");
+    let users = report["users"].as_array().context("users")?;
+    ensure!(
+        users.iter().any(|u| u["username"] == "1000" && u["sources"].to_string().contains("198.51.100.50")),
+        "shieldctl auth does not list 1000 from the guesser: {report}"
+    );
     ensure!(
         failed >= FAILURES as f64 && failed <= FAILURES as f64 + 1.0,
         "{failed} proven failures (want {FAILURES}, one more in flight at most)"

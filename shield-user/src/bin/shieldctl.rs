@@ -33,6 +33,8 @@ mod verb;
 mod ban;
 #[path = "shieldctl/banned.rs"]
 mod banned;
+#[path = "shieldctl/auth.rs"]
+mod auth;
 #[path = "shieldctl/destination.rs"]
 mod destination;
 #[path = "shieldctl/detach.rs"]
@@ -79,6 +81,7 @@ fn verb(cmd: &Command) -> Option<&dyn Verb> {
         Command::Verify(a) => a,
         Command::Unverify(a) => a,
         Command::Refused(a) => a,
+        Command::Auth(a) => a,
         Command::Destination(a) => a,
         Command::Stats(a) => a,
         Command::Status(a) => a,

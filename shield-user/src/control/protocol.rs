@@ -186,6 +186,8 @@ pub enum Request {
     Status(Status),
     Reload(Reload),
     Detach(Detach),
+    /// Failed digest authentications seen on the wire (SPEC §12).
+    Auth(Auth),
 }
 
 /// A request and the type of its reply's `data`: the daemon must answer
@@ -217,7 +219,7 @@ macro_rules! calls {
 }
 
 calls! {
-    empty: Verified, Stats, Status, Reload, Detach;
+    empty: Verified, Stats, Status, Reload, Detach, Auth;
     Ban => BanInfo,
     Unban => UnbanReply,
     Allow => ListReply,
@@ -231,6 +233,7 @@ calls! {
     Status => StatusReply,
     Reload => ReloadReply,
     Detach => DetachReply,
+    Auth => AuthReply,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,6 +489,7 @@ impl Request {
             Request::Status(_) => "status",
             Request::Reload(_) => "reload",
             Request::Detach(_) => "detach",
+            Request::Auth(_) => "auth",
         }
     }
 
@@ -497,6 +501,7 @@ impl Request {
             | Request::Refused(_)
             | Request::Destination(_)
             | Request::Stats(_)
+            | Request::Auth(_)
             | Request::Status(_) => false,
             Request::Allow(Allow(l)) | Request::Deny(Deny(l)) => l.op != ListOp::List,
             _ => true,
@@ -699,6 +704,32 @@ pub struct UnverifyReply {
     pub net: Net,
     /// Whether it was verified.
     pub removed: bool,
+}
+
+/// `auth`: failed digest authentications within `[auth] window`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthReply {
+    pub enabled: bool,
+    pub failures: u32,
+    pub user_failures: u32,
+    pub window_secs: u64,
+    /// Usernames by failures, most first (escaped by the daemon).
+    pub users: Vec<AuthUser>,
+    /// Sources with failures in the window, most first.
+    pub sources: Vec<AuthSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthUser {
+    pub username: String,
+    pub failures: u64,
+    pub sources: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthSource {
+    pub source: String,
+    pub failures: u64,
 }
 
 /// `refused`: kept refusals, newest first.

@@ -557,6 +557,7 @@ impl Ctl {
             Request::Status(_) => answer::<p::Status>(Ok(core().status())),
             Request::Reload(_) => self.reload().await,
             Request::Detach(_) => self.detach(peer).await,
+            Request::Auth(_) => answer::<p::Auth>(Ok(core().auth_report())),
         }
     }
 

@@ -10,13 +10,16 @@ use ipnet::IpNet;
 
 use super::banning::Request;
 use super::Core;
-use crate::daemon::auth::{AuthBook, Verdict};
+use crate::control::protocol::{AuthReply, AuthSource, AuthUser};
+use crate::daemon::auth::Verdict;
 use crate::kernel::AuthOutcome;
 use crate::origin::Origin;
 use crate::text::Escaped;
 
 /// The ban reason (SPEC §12).
 pub const REASON: &str = "auth_failures";
+/// Rows `shieldctl auth` shows.
+const TOP_USERS: usize = 50;
 
 impl Core {
     /// The ring buffer of settled attempts, for the task that reads it.
@@ -67,8 +70,45 @@ impl Core {
         }
     }
 
-    /// The book (for `shieldctl auth`, `banned ADDR`, the metrics).
-    pub fn auth_book(&mut self) -> &mut AuthBook {
-        &mut self.auth
+    /// `shieldctl auth`: the top usernames with their sources, and the
+    /// sources with failures, within the window.
+    pub fn auth_report(&mut self) -> AuthReply {
+        let cfg = self.config.auth;
+        let now = Instant::now();
+        let users = self
+            .auth
+            .top_users(&cfg, now, TOP_USERS)
+            .into_iter()
+            .map(|(name, n, sources)| AuthUser {
+                username: Escaped(&String::from_utf8_lossy(&name)).to_string(),
+                failures: n as u64,
+                sources: sources.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let mut sources: Vec<AuthSource> = self
+            .auth
+            .failing_sources(&cfg, now)
+            .into_iter()
+            .map(|(a, n)| AuthSource { source: a.to_string(), failures: n as u64 })
+            .collect();
+        sources.sort_by(|a, b| b.failures.cmp(&a.failures));
+        sources.truncate(TOP_USERS);
+        AuthReply {
+            enabled: cfg.enabled(),
+            failures: cfg.failures,
+            user_failures: cfg.user_failures,
+            window_secs: cfg.window.as_secs(),
+            users,
+            sources,
+        }
+    }
+
+    /// Usernames `addr` tried, escaped (for `shieldctl banned ADDR`).
+    pub fn auth_usernames(&self, addr: std::net::IpAddr) -> Vec<String> {
+        self.auth
+            .usernames(addr)
+            .iter()
+            .map(|u| Escaped(&String::from_utf8_lossy(u)).to_string())
+            .collect()
     }
 }
