@@ -168,6 +168,11 @@ fn guesser_is_banned(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -
         }
     }
     ensure!(named, "no ban log line naming the username");
+    let source = shield.ctl_json(&["banned", "198.51.100.50"]);
+    ensure!(
+        source["auth_usernames"].to_string().contains("1000"),
+        "shieldctl banned ADDR does not show the usernames tried: {source}"
+    );
     let report = shield.ctl_json(&["auth"]);
     println!("shieldctl auth: {report}");
     let users = report["users"].as_array().context("users")?;

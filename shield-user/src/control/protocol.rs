@@ -649,6 +649,10 @@ pub struct SourceReply {
     pub times_banned: u32,
     /// Its history and that of the bans covering it, newest first.
     pub history: Vec<HistoryItem>,
+    /// Usernames it tried in failed digest authentications seen on the
+    /// wire (SPEC §12), escaped; oldest first, bounded.
+    #[serde(default)]
+    pub auth_usernames: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -125,6 +125,7 @@ impl Core {
                     expires: h.expires_ms.map(|ms| ms / 1000),
                 })
                 .collect(),
+            auth_usernames: self.auth_usernames(net.addr()),
         })
     }
 
