@@ -64,8 +64,14 @@ maps! {
 
     // SPEC §8: sources verified by a final 2xx (learned by the egress
     // classifier, or set by the operator), keyed like `SOURCES`.
-    static VERIFIED: LruHashMap<SrcKey, Verified> =
-        LruHashMap::with_max_entries(default_size::VERIFIED, 0);
+    // Not an LRU (an LRU is always preallocated: 92 MiB at a million
+    // entries, idle or not): allocated on use. Only a real 2xx adds an
+    // entry, which a forged source cannot get, so it fills with real
+    // subscribers only; `shieldd` deletes the expired ones (see
+    // `ShieldMaps::sweep_verified`). Full, a new source is not learned
+    // until then: it keeps to the unverified budget meanwhile.
+    static VERIFIED: HashMap<SrcKey, Verified> =
+        HashMap::with_max_entries(default_size::VERIFIED, BPF_F_NO_PREALLOC);
     static VERIFY_NETS_V4: LpmTrie<[u8; 4], Verified> =
         LpmTrie::with_max_entries(default_size::VERIFY_NETS, 0);
     static VERIFY_NETS_V6: LpmTrie<[u8; 16], Verified> =

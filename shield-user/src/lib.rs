@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod origin;
 pub mod preflight;
+pub mod report;
 pub mod store;
 pub mod text;
 pub mod watch;

@@ -422,3 +422,45 @@ fn a_reply_that_came_in_from_an_unverified_source_verifies_no_one() {
     b.run(&reply4(&upstream));
     assert!(b.verified(CLIENT.into()), "an upstream's 2xx no longer verifies");
 }
+
+/// A reply from the SBC's port 5060 to `client`.
+fn reply_to(client: [u8; 4], payload: &str) -> Frame {
+    let mut f = reply4(payload);
+    if let L3::V4 { dst, .. } = &mut f.l3 {
+        *dst = client;
+    }
+    f
+}
+
+/// `VERIFIED` is allocated on use, not an LRU: when it is full it learns no
+/// one new until shieldd deletes what expired (`sweep_verified`), and the
+/// sweep keeps what is still live. (Kernel only: the model has no capacity.)
+#[test]
+fn a_full_verified_map_learns_again_once_expired_entries_are_swept() {
+    let mut t = tables();
+    t.policy.verify_ttl_ns = 1_000_000_000;
+    let capacity = shield::Capacity {
+        verified: 2,
+        ..shield::Capacity::small()
+    };
+    let mut k = Kernel::load_with(capacity);
+    k.apply(&t);
+    let register = |k: &mut Kernel, client: [u8; 4], cseq: &str| {
+        let ask = request_frame(&request("REGISTER", cseq), client.into()).build();
+        assert_eq!(k.run(&ask).reason, Reason::Ok);
+        let ok = reply_to(client, &response("200 OK", cseq)).build();
+        k.run_egress(&ok).expect("a whole frame is run");
+        k.shield.maps.learned_entry(client.into()).expect("VERIFIED").is_some()
+    };
+    let (a, b, c) = ([203, 0, 113, 21], [203, 0, 113, 22], [203, 0, 113, 23]);
+    assert!(register(&mut k, a, "CSeq: 1 REGISTER"));
+    assert!(register(&mut k, b, "CSeq: 1 REGISTER"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(!register(&mut k, c, "CSeq: 1 REGISTER"), "learned into a full map");
+    let now = shield::kernel::monotonic_ns();
+    assert_eq!(k.shield.maps.sweep_verified(now).expect("sweep"), 2);
+    assert!(register(&mut k, c, "CSeq: 2 REGISTER"), "the sweep made no room");
+    assert_eq!(k.shield.maps.sweep_verified(now).expect("sweep"), 0, "a live entry went");
+    assert!(k.shield.maps.learned_entry(c.into()).expect("VERIFIED").is_some());
+    assert!(k.shield.maps.learned_entry(a.into()).expect("VERIFIED").is_none());
+}

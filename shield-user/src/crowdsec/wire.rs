@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Crowdsec, Scope};
 
+pub use super::decision::{scope_value, Decision, Pull, Skip};
+
 /// `GET /v1/decisions/stream`. Empty lists come as `null`.
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamReply {
@@ -87,61 +89,24 @@ pub struct WireDecision {
     pub duration: String,
 }
 
-/// A decision the maps can enforce.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub id: i64,
-    pub net: IpNet,
-    pub scope: Scope,
-    pub origin: String,
-    pub scenario: String,
-    /// Time left.
-    pub lasts: Duration,
-}
-
-/// Why a listed decision is not enforced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Skip {
-    /// A scope other than the configured `Ip`/`Range` (`Country`, `AS`,
-    /// `Username`, ...).
-    Scope,
-    /// A type other than `decision_types` (`captcha`, `throttle`, ...).
-    Type,
-    /// An origin not in `origins`.
-    Origin,
-    /// A value that is not an address or network of its scope.
-    Value,
-    /// A duration that does not parse, or is already over.
-    Duration,
-    /// The allowlist, `ignoreip`, this host's own addresses, the LAPI's
-    /// address or the minimum prefix forbid banning it.
-    Protected,
-    /// Not a decision that can be read at all (a field of the wrong type,
-    /// no positive id).
-    Malformed,
-}
-
-impl Skip {
-    pub const ALL: [Skip; 7] = [
-        Skip::Scope,
-        Skip::Type,
-        Skip::Origin,
-        Skip::Value,
-        Skip::Duration,
-        Skip::Protected,
-        Skip::Malformed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skip::Scope => "scope",
-            Skip::Type => "type",
-            Skip::Origin => "origin",
-            Skip::Value => "value",
-            Skip::Duration => "duration",
-            Skip::Protected => "protected",
-            Skip::Malformed => "malformed",
+impl StreamReply {
+    /// The reply as decisions, each checked against `[crowdsec]`: what
+    /// the daemon applies, read before its lock is taken.
+    pub fn read(self, cfg: &Crowdsec) -> Pull {
+        let mut pull = Pull::default();
+        for l in self.deleted.unwrap_or_default() {
+            match l {
+                Listed::Decision(d) => pull.deleted.push(d.id),
+                Listed::Unreadable(why) => pull.unreadable.push(why),
+            }
         }
+        for l in self.new.unwrap_or_default() {
+            match l {
+                Listed::Decision(w) => pull.new.push(w.enforceable(cfg)),
+                Listed::Unreadable(why) => pull.unreadable.push(why),
+            }
+        }
+        pull
     }
 }
 
@@ -273,15 +238,6 @@ pub struct AlertSource {
     pub range: Option<String>,
 }
 
-/// The scope and value LAPI files a network under.
-pub fn scope_value(net: &IpNet) -> (Scope, String) {
-    if net.prefix_len() == net.max_prefix_len() {
-        (Scope::Ip, net.addr().to_string())
-    } else {
-        (Scope::Range, net.to_string())
-    }
-}
-
 /// A Go duration string for `d`, whole seconds (LAPI parses it with
 /// `time.ParseDuration`).
 pub fn go_duration(d: Duration) -> String {
@@ -316,6 +272,25 @@ mod tests {
             value: value.into(),
             duration: duration.into(),
         }
+    }
+
+    #[test]
+    fn a_stream_reply_is_read_into_decisions_before_the_core_sees_it() {
+        let reply: StreamReply = serde_json::from_str(
+            r#"{"new":[
+                {"id":1,"origin":"cscli","scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.7","duration":"1h"},
+                {"id":2,"origin":"cscli","scenario":"s","scope":"Country","type":"ban","value":"FR","duration":"1h"},
+                {"id":"x"}
+            ],"deleted":[{"id":3,"duration":"-1h"}]}"#,
+        )
+        .unwrap();
+        let pull = reply.read(&cfg());
+        assert_eq!(pull.deleted, vec![3]);
+        assert_eq!(pull.new.len(), 2);
+        let first = pull.new[0].as_ref().expect("enforceable");
+        assert_eq!((first.id, first.net), (1, "192.0.2.7/32".parse().unwrap()));
+        assert_eq!(pull.new[1], Err(Skip::Scope));
+        assert_eq!(pull.unreadable.len(), 1, "{:?}", pull.unreadable);
     }
 
     #[test]

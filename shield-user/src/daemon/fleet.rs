@@ -118,7 +118,8 @@ async fn pull(core: Shared, cfg: Crowdsec) {
             Ok(reply) => {
                 let listed = reply.new.as_ref().map_or(0, Vec::len);
                 let fetched = t.elapsed();
-                let p = tokio::task::block_in_place(|| lock(&core).crowdsec_pulled(reply, startup));
+                let pull = reply.read(&cfg);
+                let p = tokio::task::block_in_place(|| lock(&core).crowdsec_pulled(pull, startup));
                 if startup || p.added + p.deleted > 0 {
                     tracing::info!(
                         startup, listed, added = p.added, deleted = p.deleted, skipped = p.skipped,

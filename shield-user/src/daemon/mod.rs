@@ -23,10 +23,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aya::maps::{MapData, RingBuf};
 use shield_common::OffenderEvent;
 use thiserror::Error;
-use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -36,7 +34,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::control::protocol::{self as p, Call, ErrorKind, ListReply, ReloadReply, Request, Response};
 use crate::control::server::{self, ControlError, Handler, HandlerFuture, Peer};
 use crate::jails::{Jail, JailError, JailEvent, JailSpec};
-use crate::kernel::{KernelError, List};
+use crate::kernel::{EventRing, KernelError, List};
 use crate::metrics::http::{self as metrics_http, SnapshotFn};
 use crate::store::{Store, StoreError};
 
@@ -59,7 +57,7 @@ pub enum DaemonError {
     #[error("{what}: {}", chain(.source))]
     Map {
         what: &'static str,
-        source: aya::maps::MapError,
+        source: KernelError,
     },
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -347,35 +345,16 @@ async fn jail_events(core: Shared, mut rx: mpsc::Receiver<JailEvent>) {
 }
 
 /// Reads the kernel's offender reports from the `EVENTS` ring buffer.
-async fn offender_events(core: Shared, rb: RingBuf<MapData>) {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
-    {
-        Ok(fd) => fd,
+async fn offender_events(core: Shared, ring: EventRing) {
+    let mut reader = match ring.reader(EVENTS_POLL) {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot watch the EVENTS ring buffer; escalation bans are off: {e}");
             return;
         }
     };
     loop {
-        // Readiness is cleared before draining, not after: the kernel only
-        // wakes a reader that has caught up, so a record landing between a
-        // drain and a late clear would never wake us again.
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
-            guard.clear_ready();
-        }
-        let mut batch = Vec::new();
-        let rb = fd.get_mut();
-        while let Some(item) = rb.next() {
-            if item.len() >= std::mem::size_of::<OffenderEvent>() {
-                // SAFETY: the kernel wrote a whole OffenderEvent (size
-                // checked); it may be unaligned in the ring.
-                batch.push(unsafe {
-                    std::ptr::read_unaligned(item.as_ptr().cast::<OffenderEvent>())
-                });
-            }
-        }
+        let batch: Vec<OffenderEvent> = reader.next_records().await;
         if !batch.is_empty() {
             let mut c = lock(&core);
             for ev in &batch {
@@ -389,12 +368,9 @@ async fn offender_events(core: Shared, rb: RingBuf<MapData>) {
 /// answers those the reply bucket granted with a 403, from the address
 /// and port the INVITE was sent to, and keeps those the report bucket
 /// granted.
-async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
-    {
-        Ok(fd) => fd,
+async fn refusal_events(core: Shared, ring: EventRing) {
+    let mut reader = match ring.reader(EVENTS_POLL) {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot watch the DEST_EVENTS ring buffer; no 403s or refusal records: {e}");
             return;
@@ -403,15 +379,7 @@ async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
     let mut replier = crate::dest::reply::Replier::default();
     let mut replies: u64 = 0;
     loop {
-        // As in `offender_events`: readiness cleared before draining.
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
-            guard.clear_ready();
-        }
-        let mut raw = Vec::new();
-        let rb = fd.get_mut();
-        while let Some(item) = rb.next() {
-            raw.push(item.to_vec());
-        }
+        let raw = reader.next_batch().await;
         if raw.is_empty() {
             continue;
         }
@@ -443,29 +411,17 @@ async fn refusal_events(core: Shared, rb: RingBuf<MapData>) {
 
 /// Reads settled digest attempts (SPEC §12): one record per attempt, never
 /// per packet, decoded into our own type and handed to the core.
-async fn auth_events(core: Shared, rb: RingBuf<MapData>) {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = match unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
-    {
-        Ok(fd) => fd,
+async fn auth_events(core: Shared, ring: EventRing) {
+    let mut reader = match ring.reader(EVENTS_POLL) {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot watch the AUTH_EVENTS ring buffer; no [auth] bans: {e}");
             return;
         }
     };
     loop {
-        // As in `offender_events`: readiness cleared before draining.
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(EVENTS_POLL, fd.readable_mut()).await {
-            guard.clear_ready();
-        }
-        let mut batch = Vec::new();
-        let rb = fd.get_mut();
-        while let Some(item) = rb.next() {
-            if let Some(o) = crate::kernel::AuthOutcome::decode(&item) {
-                batch.push(o);
-            }
-        }
+        let raw = reader.next_batch().await;
+        let batch: Vec<_> = raw.iter().filter_map(|item| crate::kernel::AuthOutcome::decode(item)).collect();
         if batch.is_empty() {
             continue;
         }
@@ -482,6 +438,7 @@ async fn sweeper(core: Shared) {
         tick.tick().await;
         let mut c = lock(&core);
         c.sweep();
+        c.sweep_verified();
         if let Err(why) = c.retry_save() {
             tracing::error!("the store is still behind the kernel: {why}");
         }

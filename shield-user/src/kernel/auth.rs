@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     Ebpf,
 };
 use shield_common::auth::{
@@ -25,7 +25,7 @@ pub struct AuthMaps {
     nonces: HashMap<MapData, NonceKey, NonceSeen>,
     attempts: HashMap<MapData, TxnKey, Attempt>,
     /// Settled attempts; the daemon takes it to read it.
-    pub events: Option<RingBuf<MapData>>,
+    pub events: Option<super::EventRing>,
 }
 
 /// Attempts of one interface slot: `[method][result]`, methods REGISTER
@@ -85,17 +85,20 @@ impl AuthMaps {
             stats: take(ebpf, MapId::AuthStats)?,
             nonces: take(ebpf, MapId::AuthNonces)?,
             attempts: take(ebpf, MapId::AuthAttempts)?,
-            events: Some(take(ebpf, MapId::AuthEvents)?),
+            events: Some(super::EventRing(take(ebpf, MapId::AuthEvents)?)),
         })
     }
 
     /// Turns the kernel's part on or off.
-    pub fn set_enabled(&mut self, on: bool) -> Result<(), MapError> {
+    pub fn set_enabled(&mut self, on: bool) -> Result<(), KernelError> {
         let c = AuthConfig {
             flags: if on { AUTH_ON } else { 0 },
             _pad: 0,
         };
-        self.config.set(0, &c, 0)
+        self.config.set(0, &c, 0).map_err(|source| KernelError::Map {
+            map: MapId::AuthConfig.name(),
+            source,
+        })
     }
 
     /// The counters of interface slot `slot`, summed over CPUs.

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, MapData, MapError, PerCpuArray},
     Ebpf,
 };
 use shield_common::dest::{
@@ -30,7 +30,7 @@ pub struct DestMaps {
     refused: HashMap<MapData, u64, u64>,
     sources: HashMap<MapData, SrcKey, shield_common::dest::DestSource>,
     /// Refusal reports; the daemon takes it to read it.
-    pub events: Option<RingBuf<MapData>>,
+    pub events: Option<super::EventRing>,
     /// What the trie holds, so a change writes only the difference.
     held: BTreeMap<(u32, [u8; KEY_BYTES]), DestRule>,
 }
@@ -51,7 +51,7 @@ impl DestMaps {
             stats: take(ebpf, MapId::DestStats)?,
             refused: take(ebpf, MapId::DestRefused)?,
             sources: take(ebpf, MapId::DestSources)?,
-            events: Some(take(ebpf, MapId::DestEvents)?),
+            events: Some(super::EventRing(take(ebpf, MapId::DestEvents)?)),
             held: BTreeMap::new(),
         };
         // Adopted pins: learn what the trie already holds.
@@ -67,7 +67,7 @@ impl DestMaps {
     /// Installs `policy` and its rule trie `trie` (see the module's
     /// comment). On an error the record is not written: the kernel keeps
     /// deciding by the old one, with the rules both share.
-    pub fn apply(&mut self, policy: &DestPolicy, trie: &[TrieEntry]) -> Result<(), MapError> {
+    pub fn apply(&mut self, policy: &DestPolicy, trie: &[TrieEntry]) -> Result<(), KernelError> {
         let want: BTreeMap<(u32, [u8; KEY_BYTES]), DestRule> =
             trie.iter().map(|(l, k, r)| ((*l, *k), *r)).collect();
         for (&(len, data), rule) in &want {
@@ -82,7 +82,7 @@ impl DestMaps {
             trie_del(&mut self.rules, Key::new(len, data))?;
             self.held.remove(&(len, data));
         }
-        self.policy.set(0, policy, 0)
+        self.policy.set(0, policy, 0).map_err(KernelError::from)
     }
 
     /// Rules in the trie.
@@ -91,7 +91,7 @@ impl DestMaps {
     }
 
     /// INVITEs seen on interface slot `slot`, summed over CPUs.
-    pub fn counts(&self, slot: u32) -> Result<DestCounts, MapError> {
+    pub fn counts(&self, slot: u32) -> Result<DestCounts, KernelError> {
         let mut out = DestCounts::default();
         if slot >= MAX_IFACE_SLOTS {
             return Ok(out);
@@ -109,12 +109,12 @@ impl DestMaps {
         Ok(out)
     }
 
-    fn sum(&self, i: u32) -> Result<u64, MapError> {
+    fn sum(&self, i: u32) -> Result<u64, KernelError> {
         Ok(self.stats.get(&i, 0)?.iter().sum())
     }
 
     /// Refusals by (interface slot, rule id).
-    pub fn refusals(&self) -> Result<StdHashMap<(u32, u32), u64>, MapError> {
+    pub fn refusals(&self) -> Result<StdHashMap<(u32, u32), u64>, KernelError> {
         let mut out = StdHashMap::new();
         for kv in self.refused.iter() {
             let (k, v) = kv?;
@@ -124,7 +124,7 @@ impl DestMaps {
     }
 
     /// Forgets the refusal counters (the rule ids change with a policy).
-    pub fn clear_refusals(&mut self) -> Result<(), MapError> {
+    pub fn clear_refusals(&mut self) -> Result<(), KernelError> {
         let keys: Vec<u64> = self.refused.keys().collect::<Result<_, _>>()?;
         for k in keys {
             super::maps::hash_del(&mut self.refused, &k)?;
@@ -133,7 +133,7 @@ impl DestMaps {
     }
 
     /// Forgets every caller's international bucket and refusal window.
-    pub fn clear_sources(&mut self) -> Result<(), MapError> {
+    pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
         for k in keys {
             super::maps::hash_del(&mut self.sources, &k)?;

@@ -226,3 +226,20 @@ fn object_error(source: EbpfError, pin_dir: Option<&Path>) -> KernelError {
         source: Box::new(source),
     }
 }
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use
+/// the memory cgroup and ignore it. Raising it is harmless either way.
+pub fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `r` is a valid rlimit that outlives the call, which only
+    // reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -269,7 +269,7 @@ pub struct ShieldMaps {
     /// Sampled dropped packets (`shieldctl watch`); taken by its reader.
     pub samples: Option<RingBuf<MapData>>,
     /// Offender reports; the daemon takes it to read it.
-    pub events: Option<RingBuf<MapData>>,
+    pub events: Option<super::EventRing>,
     /// The policy as configured; the trie-occupancy flags and the list
     /// generation are added on write.
     base_policy: Policy,
@@ -390,7 +390,7 @@ impl ShieldMaps {
             sources: take(ebpf, MapId::Sources)?,
             stats: take(ebpf, MapId::Stats)?,
             sip_stats: take(ebpf, MapId::SipStats)?,
-            events: Some(take(ebpf, MapId::Events)?),
+            events: Some(super::EventRing(take(ebpf, MapId::Events)?)),
             verified: take(ebpf, MapId::Verified)?,
             verify_nets_v4: take(ebpf, MapId::VerifyNetsV4)?,
             verify_nets_v6: take(ebpf, MapId::VerifyNetsV6)?,
@@ -450,9 +450,9 @@ impl ShieldMaps {
     }
 
     /// Writes the policy record (flags for non-empty tries added).
-    pub fn set_policy(&mut self, p: &Policy) -> Result<(), MapError> {
+    pub fn set_policy(&mut self, p: &Policy) -> Result<(), KernelError> {
         self.base_policy = *p;
-        self.write_policy()
+        self.write_policy().map_err(KernelError::from)
     }
 
     /// The policy as configured (without the trie flags).
@@ -467,7 +467,7 @@ impl ShieldMaps {
     /// every banned/denied source of that trie through; a wrong set flag
     /// only costs a lookup). After the count of adopted tries, occupancy
     /// changes only in [`ShieldMaps::count_prefix`], which calls this.
-    fn write_policy(&mut self) -> Result<(), MapError> {
+    fn write_policy(&mut self) -> Result<(), KernelError> {
         let mut p = self.base_policy;
         p.acl_gen = self.acl_gen;
         for (i, (_, flag)) in TRIES.iter().enumerate() {
@@ -477,14 +477,14 @@ impl ShieldMaps {
                 p.flags &= !flag;
             }
         }
-        self.policy.set(0, &p, 0)
+        self.policy.set(0, &p, 0).map_err(KernelError::from)
     }
 
     /// Counts a prefix [`trie_add`] reported new (`added`) or [`trie_del`]
     /// reported removed in `trie`, and rewrites the policy record so its
     /// flag follows. An allow/deny change also bumps the list generation,
     /// which invalidates the allow/deny bits ban entries cache.
-    pub(super) fn count_prefix(&mut self, trie: MapId, added: bool) -> Result<(), MapError> {
+    pub(super) fn count_prefix(&mut self, trie: MapId, added: bool) -> Result<(), KernelError> {
         let n = &mut self.occupancy[occ(trie)];
         *n = if added { *n + 1 } else { n.saturating_sub(1) };
         if matches!(
@@ -494,11 +494,11 @@ impl ShieldMaps {
             // Skip 0: a fresh ban entry's "not cached yet".
             self.acl_gen = self.acl_gen.wrapping_add(1).max(1);
         }
-        self.write_policy()
+        self.write_policy().map_err(KernelError::from)
     }
 
     /// Makes the protected port sets exactly `udp` and `tcp`.
-    pub fn set_ports(&mut self, udp: &[u16], tcp: &[u16]) -> Result<(), MapError> {
+    pub fn set_ports(&mut self, udp: &[u16], tcp: &[u16]) -> Result<(), KernelError> {
         let mut want = vec![0u8; PORTS_ENTRIES as usize];
         for &p in udp {
             want[p as usize] |= PORT_UDP;
@@ -516,17 +516,17 @@ impl ShieldMaps {
     }
 
     /// Registers an interface for the per-interface counters.
-    pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), MapError> {
-        self.iface_slot.set(ifindex, &(slot % MAX_IFACE_SLOTS), 0)
+    pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), KernelError> {
+        self.iface_slot.set(ifindex, &(slot % MAX_IFACE_SLOTS), 0).map_err(KernelError::from)
     }
 
     /// The counter slot an interface is registered under (0: none).
-    pub fn iface_slot(&self, ifindex: u32) -> Result<u32, MapError> {
-        self.iface_slot.get(&ifindex, 0)
+    pub fn iface_slot(&self, ifindex: u32) -> Result<u32, KernelError> {
+        self.iface_slot.get(&ifindex, 0).map_err(KernelError::from)
     }
 
     /// Makes the scanner User-Agent set exactly `keys`.
-    pub fn set_scanners(&mut self, keys: &[UaKey]) -> Result<(), MapError> {
+    pub fn set_scanners(&mut self, keys: &[UaKey]) -> Result<(), KernelError> {
         let want: HashSet<UaKey> = keys.iter().copied().collect();
         let have: Vec<UaKey> = self.scanners.keys().collect::<Result<_, _>>()?;
         for k in &have {
@@ -541,7 +541,7 @@ impl ShieldMaps {
     }
 
     /// Adds a CIDR to the allow or deny list.
-    pub fn list_add(&mut self, list: List, net: IpNet) -> Result<bool, MapError> {
+    pub fn list_add(&mut self, list: List, net: IpNet) -> Result<bool, KernelError> {
         let added = match (list, net) {
             (List::Allow, IpNet::V4(n)) => trie_add(&mut self.allow_v4, v4_key(n), 1)?,
             (List::Allow, IpNet::V6(n)) => trie_add(&mut self.allow_v6, v6_key(n), 1)?,
@@ -555,7 +555,7 @@ impl ShieldMaps {
     }
 
     /// Removes a CIDR from the allow or deny list; `false` if it was not there.
-    pub fn list_del(&mut self, list: List, net: IpNet) -> Result<bool, MapError> {
+    pub fn list_del(&mut self, list: List, net: IpNet) -> Result<bool, KernelError> {
         let removed = match (list, net) {
             (List::Allow, IpNet::V4(n)) => trie_del(&mut self.allow_v4, v4_key(n))?,
             (List::Allow, IpNet::V6(n)) => trie_del(&mut self.allow_v6, v6_key(n))?,
@@ -569,7 +569,7 @@ impl ShieldMaps {
     }
 
     /// The CIDRs in a list, sorted.
-    pub fn list(&self, list: List) -> Result<Vec<IpNet>, MapError> {
+    pub fn list(&self, list: List) -> Result<Vec<IpNet>, KernelError> {
         let (v4, v6) = match list {
             List::Allow => (&self.allow_v4, &self.allow_v6),
             List::Deny => (&self.deny_v4, &self.deny_v6),
@@ -585,7 +585,7 @@ impl ShieldMaps {
     }
 
     /// Makes a list exactly `nets`, touching only what differs.
-    pub fn set_list(&mut self, list: List, nets: &[IpNet]) -> Result<(), MapError> {
+    pub fn set_list(&mut self, list: List, nets: &[IpNet]) -> Result<(), KernelError> {
         let want: BTreeSet<IpNet> = nets.iter().map(|n| n.trunc()).collect();
         for have in self.list(list)? {
             if !want.contains(&have) {
@@ -601,25 +601,25 @@ impl ShieldMaps {
     /// Bans a source until `expires_ns` (monotonic; 0 = forever). Host
     /// addresses go into the exact-match hash (the flood path), prefixes
     /// into the LPM trie.
-    pub fn ban(&mut self, net: IpNet, expires_ns: u64) -> Result<(), MapError> {
+    pub fn ban(&mut self, net: IpNet, expires_ns: u64) -> Result<(), KernelError> {
         let v = BanValue::until(expires_ns);
         match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0),
-            IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0),
+            IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
+            IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
             n => {
                 self.ban_nets.insert(n, expires_ns);
                 self.write_ban_net(n)?;
-                self.rewrite_nested(n)
+                self.rewrite_nested(n).map_err(KernelError::from)
             }
         }
     }
 
     /// Lifts a ban; `false` if there was none.
-    pub fn unban(&mut self, net: IpNet) -> Result<bool, MapError> {
+    pub fn unban(&mut self, net: IpNet) -> Result<bool, KernelError> {
         match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => hash_del(&mut self.bans_v4, &n.addr().octets()),
+            IpNet::V4(n) if n.prefix_len() == 32 => hash_del(&mut self.bans_v4, &n.addr().octets()).map_err(KernelError::from),
             IpNet::V6(n) if n.prefix_len() == 128 => {
-                hash_del(&mut self.bans_v6, &n.addr().octets())
+                hash_del(&mut self.bans_v6, &n.addr().octets()).map_err(KernelError::from)
             }
             n => {
                 self.ban_nets.remove(&n);
@@ -647,7 +647,7 @@ impl ShieldMaps {
     }
 
     /// Writes one CIDR ban's trie entry with its effective expiry.
-    fn write_ban_net(&mut self, net: IpNet) -> Result<(), MapError> {
+    fn write_ban_net(&mut self, net: IpNet) -> Result<(), KernelError> {
         let v = BanValue::until(self.ban_net_expiry(net));
         let added = match net {
             IpNet::V4(n) => trie_add(&mut self.ban_nets_v4, v4_key(n), v)?,
@@ -660,7 +660,7 @@ impl ShieldMaps {
     }
 
     /// Rewrites the CIDR bans strictly inside `net` after `net` changed.
-    fn rewrite_nested(&mut self, net: IpNet) -> Result<(), MapError> {
+    fn rewrite_nested(&mut self, net: IpNet) -> Result<(), KernelError> {
         for n in nested(&self.ban_nets, net) {
             self.write_ban_net(n)?;
         }
@@ -673,7 +673,7 @@ impl ShieldMaps {
         iface_slot: u32,
         verdict: Verdict,
         reason: Reason,
-    ) -> Result<Counter, MapError> {
+    ) -> Result<Counter, KernelError> {
         let v = self.counter_per_cpu(iface_slot, verdict, reason)?;
         Ok(sum_counters(&v))
     }
@@ -684,8 +684,8 @@ impl ShieldMaps {
         iface_slot: u32,
         verdict: Verdict,
         reason: Reason,
-    ) -> Result<PerCpuValues<Counter>, MapError> {
-        self.stats.get(&stats_index(iface_slot, verdict, reason), 0)
+    ) -> Result<PerCpuValues<Counter>, KernelError> {
+        Ok(self.stats.get(&stats_index(iface_slot, verdict, reason), 0)?)
     }
 
     /// Sum over CPUs of one `SIP_STATS` slot.
@@ -694,7 +694,7 @@ impl ShieldMaps {
         iface_slot: u32,
         m: Method,
         verdict: Verdict,
-    ) -> Result<u64, MapError> {
+    ) -> Result<u64, KernelError> {
         let v = self
             .sip_stats
             .get(&sip_stats_index(iface_slot, m, verdict), 0)?;
@@ -703,24 +703,24 @@ impl ShieldMaps {
 
     /// Offender reports the programs could not put into the full ring
     /// buffer, summed over CPUs.
-    pub fn events_lost(&self) -> Result<u64, MapError> {
+    pub fn events_lost(&self) -> Result<u64, KernelError> {
         Ok(self.events_lost.get(&0, 0)?.iter().sum())
     }
 
     /// Turns drop sampling on (`every` > 0: 1 in `every` drops, at most
     /// `per_second` a second per CPU) or off (`every` = 0).
-    pub fn set_sampling(&mut self, cfg: SampleConfig) -> Result<(), MapError> {
-        self.sample_cfg.set(0, &cfg, 0)
+    pub fn set_sampling(&mut self, cfg: SampleConfig) -> Result<(), KernelError> {
+        self.sample_cfg.set(0, &cfg, 0).map_err(KernelError::from)
     }
 
     /// The sampling configuration in force.
-    pub fn sampling(&self) -> Result<SampleConfig, MapError> {
-        self.sample_cfg.get(&0, 0)
+    pub fn sampling(&self) -> Result<SampleConfig, KernelError> {
+        self.sample_cfg.get(&0, 0).map_err(KernelError::from)
     }
 
     /// The sampling counters, summed over CPUs (`window_ns` and `taken`
     /// are per CPU and meaningless summed: left 0).
-    pub fn sample_state(&self) -> Result<SampleState, MapError> {
+    pub fn sample_state(&self) -> Result<SampleState, KernelError> {
         let mut sum = SampleState::default();
         for s in self.sample_state.get(&0, 0)?.iter() {
             sum.seen += s.seen;
@@ -731,7 +731,7 @@ impl ShieldMaps {
     }
 
     /// Forgets all per-source bucket state.
-    pub fn clear_sources(&mut self) -> Result<(), MapError> {
+    pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
         for k in keys {
             hash_del(&mut self.sources, &k)?;
@@ -740,7 +740,7 @@ impl ShieldMaps {
     }
 
     /// Forgets the requests remembered for verification (`TXNS`).
-    pub fn clear_txns(&mut self) -> Result<(), MapError> {
+    pub fn clear_txns(&mut self) -> Result<(), KernelError> {
         let keys: Vec<TxnKey> = self.txns.keys().collect::<Result<_, _>>()?;
         for k in keys {
             hash_del(&mut self.txns, &k)?;
@@ -765,7 +765,7 @@ impl ShieldMaps {
     /// one (LPM tries have no batch ops). Returns how many were written; on
     /// error some of the bans are in force (a large write goes in two
     /// halves at once).
-    pub fn ban_batch(&mut self, bans: &[(IpNet, u64)]) -> Result<usize, MapError> {
+    pub fn ban_batch(&mut self, bans: &[(IpNet, u64)]) -> Result<usize, KernelError> {
         let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut nets = Vec::new();
         for &(net, expires_ns) in bans {
@@ -802,7 +802,7 @@ impl ShieldMaps {
     /// a CIDR ban's own expiry, not the effective one its trie entry
     /// carries). The hashes are read in batches: a million bans in a few
     /// hundred syscalls instead of two million.
-    pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, MapError> {
+    pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, KernelError> {
         let mut out = Vec::new();
         let expiry = |v: &[u8]| u64::from_ne_bytes(v[..8].try_into().expect("8-byte value"));
         self.scan(MapId::BansV4, |k, v| {
@@ -820,7 +820,7 @@ impl ShieldMaps {
     /// Entries in a map: the tries from the occupancy this handle keeps,
     /// hash maps by a batched walk. `None` for arrays and the ring buffer,
     /// whose "entries" are fixed.
-    pub fn entry_count(&self, map: MapId) -> Result<Option<usize>, MapError> {
+    pub fn entry_count(&self, map: MapId) -> Result<Option<usize>, KernelError> {
         if let Some(i) = trie_slot(map) {
             return Ok(Some(self.occupancy[i]));
         }
@@ -856,7 +856,7 @@ impl ShieldMaps {
     /// The sources with the most escalation-counted drops (rate, scanner,
     /// malformed) in their current window, most first: one batched walk of
     /// `SOURCES`. Empty when escalation is off (the kernel then counts none).
-    pub fn top_offenders(&self, n: usize, now_ns: u64) -> Result<Vec<(IpNet, u64)>, MapError> {
+    pub fn top_offenders(&self, n: usize, now_ns: u64) -> Result<Vec<(IpNet, u64)>, KernelError> {
         let window = self.base_policy.escalate_window_ns;
         let prefix = self.base_policy.ipv6_prefix.clamp(1, 128) as u8;
         let mut all = Vec::new();
@@ -876,15 +876,15 @@ impl ShieldMaps {
 
     /// Zeroes one interface slot's counters (a slot handed to another
     /// interface must not inherit the old one's totals).
-    pub fn reset_iface_counters(&mut self, slot: u32) -> Result<(), MapError> {
+    pub fn reset_iface_counters(&mut self, slot: u32) -> Result<(), KernelError> {
         let cpus = self.stats.get(&0, 0)?.len();
         for v in Verdict::ALL {
             for r in Reason::ALL {
-                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(MapError::from)?;
                 self.stats.set(stats_index(slot, v, r), zero, 0)?;
             }
             for m in Method::ALL {
-                let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
+                let zero = PerCpuValues::try_from(vec![0u64; cpus]).map_err(MapError::from)?;
                 self.sip_stats.set(sip_stats_index(slot, m, v), zero, 0)?;
             }
         }
@@ -892,7 +892,7 @@ impl ShieldMaps {
     }
 
     /// The raw handle of a hash map and its key and value sizes.
-    fn hash(&self, map: MapId) -> Result<(&RawMap, usize, usize), MapError> {
+    fn hash(&self, map: MapId) -> Result<(&RawMap, usize, usize), KernelError> {
         let invalid = || MapError::InvalidName {
             name: map.name().to_string(),
         };
@@ -903,12 +903,12 @@ impl ShieldMaps {
 
     /// Visits every (key, value) of a hash map: batched where the kernel
     /// can, key by key where it cannot.
-    pub(super) fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), MapError> {
+    pub(super) fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), KernelError> {
         let (m, ks, vs) = self.hash(map)?;
         match sys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
             Ok(()) => return Ok(()),
             Err(e) if sys::batch_unsupported(&e) => {}
-            Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e)),
+            Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e).into()),
         }
         // Keys only, then each value: entries may vanish in between (LRU).
         let mut keys = Vec::new();
@@ -930,11 +930,11 @@ impl ShieldMaps {
     /// maps are not preallocated, so the kernel's time goes into
     /// allocating each element, which runs on any CPU (the hash has a lock
     /// per bucket).
-    fn update_many(&self, map: MapId, keys: &[u8], values: &[u8]) -> Result<usize, MapError> {
+    fn update_many(&self, map: MapId, keys: &[u8], values: &[u8]) -> Result<usize, KernelError> {
         let (m, ks, vs) = self.hash(map)?;
         let count = keys.len() / ks;
         if count < 2 * UPDATE_CHUNK {
-            return update_range(m, keys, values, ks, vs);
+            return update_range(m, keys, values, ks, vs).map_err(KernelError::from);
         }
         let half = count / 2;
         let (k1, k2) = keys.split_at(half * ks);
@@ -1124,14 +1124,14 @@ pub(super) fn trie_add<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-pub(super) fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, MapError> {
+pub(super) fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, KernelError> {
     match t.remove(&key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
             Ok(false)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -23,14 +23,17 @@
 //! - `pins`: the pin directory: bpffs checks and mount, the program pin,
 //!   [`PinSnapshot`] (undoing a failed start) and [`remove_all`].
 //!
-//! Errors: loading, attaching and pins fail with [`KernelError`]; map
-//! operations return aya's `MapError`, which callers inspect (a full map
-//! is `E2BIG`).
+//! - `events`: the ring buffers the program reports through, read from
+//!   async code ([`EventRing`], [`EventReader`]).
+//!
+//! Errors: everything fails with [`KernelError`]; a full map is
+//! [`KernelError::MapFull`]. No aya type leaves this layer for the daemon.
 
 mod attach;
 mod auth;
 mod dest;
 mod egress;
+mod events;
 mod load;
 mod maps;
 mod pins;
@@ -46,7 +49,8 @@ pub use auth::{AuthCounts, AuthMaps, AuthOutcome};
 pub use dest::{DestCounts, DestMaps};
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
 pub use egress::{attach_egress, EgressHook, EgressLink};
-pub use load::{Capacity, Shield};
+pub use events::{EventReader, EventRing};
+pub use load::{raise_memlock, Capacity, Shield};
 pub use maps::{monotonic_ns, List, MapId, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
@@ -127,6 +131,31 @@ pub enum KernelError {
     NotBpffs { path: PathBuf, mount: PathBuf },
     #[error("mounting bpffs at {BPFFS_ROOT} failed: {0} (mount it yourself: `mount -t bpf bpf {BPFFS_ROOT}`)")]
     Mount(#[source] io::Error),
+    /// A map write found the map full (`E2BIG`): raise `[capacity]`.
+    #[error(transparent)]
+    MapFull(aya::maps::MapError),
+    /// Any other failed map operation.
+    #[error(transparent)]
+    MapOp(aya::maps::MapError),
+}
+
+impl KernelError {
+    /// Whether a map write failed because the map is full.
+    pub fn is_map_full(&self) -> bool {
+        matches!(self, KernelError::MapFull(_))
+    }
+}
+
+/// A map operation's error, a full map told apart.
+impl From<aya::maps::MapError> for KernelError {
+    fn from(e: aya::maps::MapError) -> KernelError {
+        match &e {
+            aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                KernelError::MapFull(e)
+            }
+            _ => KernelError::MapOp(e),
+        }
+    }
 }
 
 fn pin_note(p: &Option<PathBuf>) -> String {

@@ -1,13 +1,13 @@
-//! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` LRU the
-//! egress classifier fills from the server's 2xx replies, the
+//! Verified sources in the kernel's maps (SPEC §8): the `VERIFIED` hash the
+//! egress classifier fills (allocated on use; `shieldd` deletes what
+//! expired) from the server's 2xx replies, the
 //! `VERIFY_NETS` tries for what operators and the config verify, and the
 //! `RESPONSES` counters.
 //!
 //! `VERIFIED` (and its hint bitmap, `shield_common::verified_hint`) is
 //! written by the kernel only: the hint's bits are set with an atomic OR,
 //! which user space has no way to do on a map word. Everything user space
-//! verifies goes into the tries, which also keeps it out of the LRU's
-//! eviction. A source is keyed as the XDP program keys it: an IPv4 host,
+//! verifies goes into the tries, which also keeps it out of that sweep. A source is keyed as the XDP program keys it: an IPv4 host,
 //! or an IPv6 address masked to `ipv6_prefix`, so `verify 2001:db8::1`
 //! verifies its whole /64 (with the default prefix). Trie entries carry
 //! their effective expiry, as CIDR bans do (see [`effective_expiry`]).
@@ -103,7 +103,7 @@ impl ShieldMaps {
     /// longer if it already is: this never shortens an entry (unverify
     /// first for that). `by` is the operator or the config (replies are
     /// the kernel's). Returns the expiry in force.
-    pub fn verify(&mut self, net: IpNet, expires_ns: u64, by: VerifiedBy) -> Result<u64, MapError> {
+    pub fn verify(&mut self, net: IpNet, expires_ns: u64, by: VerifiedBy) -> Result<u64, KernelError> {
         let net = self.verify_net(net);
         let mut v = Verified {
             expires_ns,
@@ -123,7 +123,7 @@ impl ShieldMaps {
 
     /// Ends `net`'s verification (its `VERIFIED` key and its trie entry);
     /// `false` if it was not verified.
-    pub fn unverify(&mut self, net: IpNet) -> Result<bool, MapError> {
+    pub fn unverify(&mut self, net: IpNet) -> Result<bool, KernelError> {
         let in_hash = match self.verified_key(net) {
             Some(key) => hash_del(&mut self.verified, &key)?,
             None => false,
@@ -131,7 +131,7 @@ impl ShieldMaps {
         Ok(self.unverify_net(net)? || in_hash)
     }
 
-    fn unverify_net(&mut self, net: IpNet) -> Result<bool, MapError> {
+    fn unverify_net(&mut self, net: IpNet) -> Result<bool, KernelError> {
         let net = self.verify_net(net);
         self.verify_nets.remove(&net);
         let removed = match net {
@@ -150,7 +150,7 @@ impl ShieldMaps {
 
     /// Makes the `[verify] cidrs` entries exactly `nets` (for ever); other
     /// entries are left alone.
-    pub fn set_config_verified(&mut self, nets: &[IpNet]) -> Result<(), MapError> {
+    pub fn set_config_verified(&mut self, nets: &[IpNet]) -> Result<(), KernelError> {
         let want: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
         let stale: Vec<IpNet> = self
             .verified(0)?
@@ -169,7 +169,7 @@ impl ShieldMaps {
 
     /// Every verified source and network still live at `now_ns` (all of
     /// them with `now_ns = 0`), networks with their own expiry, sorted.
-    pub fn verified(&self, now_ns: u64) -> Result<Vec<VerifiedEntry>, MapError> {
+    pub fn verified(&self, now_ns: u64) -> Result<Vec<VerifiedEntry>, KernelError> {
         let prefix = self.policy().ipv6_prefix.clamp(1, 128) as u8;
         let mut out = Vec::new();
         self.scan(MapId::Verified, |k, v| {
@@ -184,9 +184,36 @@ impl ShieldMaps {
         Ok(out)
     }
 
+    /// Deletes the learned entries whose time is up at `now_ns` (the
+    /// kernel already ignores them): `VERIFIED` is not an LRU, so nothing
+    /// else makes room in it. An entry the egress classifier refreshed
+    /// after the walk is kept. Returns how many went.
+    pub fn sweep_verified(&mut self, now_ns: u64) -> Result<usize, KernelError> {
+        let mut stale: Vec<SrcKey> = Vec::new();
+        self.scan(MapId::Verified, |k, v| {
+            // SAFETY: the kernel wrote a whole Verified; read it unaligned.
+            let v: Verified = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+            if !v.active(now_ns) {
+                stale.push(k.try_into().expect("16-byte key"));
+            }
+        })?;
+        let mut gone = 0;
+        for key in stale {
+            let expired = match self.verified.get(&key, 0) {
+                Ok(v) => !v.active(now_ns),
+                Err(MapError::KeyNotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if expired && hash_del(&mut self.verified, &key)? {
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Tokens left in the shared unverified budget at `now_ns`; `None`
     /// when there is no budget.
-    pub fn budget_tokens(&self, now_ns: u64) -> Result<Option<u64>, MapError> {
+    pub fn budget_tokens(&self, now_ns: u64) -> Result<Option<u64>, KernelError> {
         let b = self.policy().unverified;
         if !b.is_limited() {
             return Ok(None);
@@ -196,13 +223,13 @@ impl ShieldMaps {
     }
 
     /// Refills the unverified budget (tests; a restart keeps its state).
-    pub fn reset_budget(&mut self) -> Result<(), MapError> {
-        self.budget.set(0, &shield_common::Budget::default(), 0)
+    pub fn reset_budget(&mut self) -> Result<(), KernelError> {
+        self.budget.set(0, &shield_common::Budget::default(), 0).map_err(KernelError::from)
     }
 
     /// Sum over CPUs of one `RESPONSES` slot: responses of `class` (1..=6)
     /// to requests of method `m`.
-    pub fn response_count(&self, iface_slot: u32, m: Method, class: u8) -> Result<u64, MapError> {
+    pub fn response_count(&self, iface_slot: u32, m: Method, class: u8) -> Result<u64, KernelError> {
         let class = u32::from(class).clamp(1, RESPONSE_CLASSES as u32);
         let v = self
             .responses
@@ -211,10 +238,10 @@ impl ShieldMaps {
     }
 
     /// Zeroes one interface slot's response counters.
-    pub(super) fn reset_iface_responses(&mut self, slot: u32, cpus: usize) -> Result<(), MapError> {
+    pub(super) fn reset_iface_responses(&mut self, slot: u32, cpus: usize) -> Result<(), KernelError> {
         for m in Method::ALL {
             for class in 1..=RESPONSE_CLASSES as u32 {
-                let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
+                let zero = PerCpuValues::try_from(vec![0u64; cpus]).map_err(MapError::from)?;
                 self.responses
                     .set(responses_slot(slot, m as u32, class), zero, 0)?;
             }
@@ -223,7 +250,7 @@ impl ShieldMaps {
     }
 
     /// Writes one verified CIDR's trie entry with its effective expiry.
-    fn write_verify_net(&mut self, net: IpNet) -> Result<(), MapError> {
+    fn write_verify_net(&mut self, net: IpNet) -> Result<(), KernelError> {
         let Some(own) = self.verify_nets.get(&net) else {
             return Ok(());
         };
@@ -264,7 +291,7 @@ impl ShieldMaps {
     }
 
     /// The entry the egress classifier learned for `addr`'s key, if any.
-    pub fn learned_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, MapError> {
+    pub fn learned_entry(&self, addr: IpAddr) -> Result<Option<VerifiedEntry>, KernelError> {
         let net = IpNet::from(addr);
         let Some(key) = self.verified_key(net) else {
             return Ok(None);
@@ -272,7 +299,7 @@ impl ShieldMaps {
         match self.verified.get(&key, 0) {
             Ok(v) => Ok(Some(entry(net, &v))),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 }

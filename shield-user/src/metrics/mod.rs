@@ -10,7 +10,7 @@
 pub mod http;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,79 +19,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use shield_common::dest::DestClass;
-use shield_common::{Counter, Method, Reason, Verdict};
+use shield_common::{Reason, Verdict};
 
-/// Everything one scrape reports, read under the daemon's lock.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// (interface, verdict, reason) → counter; only combinations the
-    /// kernel can produce are listed, zeros included (stable series).
-    pub packets: Vec<(String, Verdict, Reason, Counter)>,
-    /// (interface, method, verdict) → requests.
-    pub sip: Vec<(String, Method, Verdict, u64)>,
-    pub bans_active: u64,
-    /// Times the ban store was found deleted or replaced and rewritten.
-    pub store_rewrites: u64,
-    /// Offender reports lost to a full ring buffer.
-    pub events_lost: u64,
-    /// By origin: manual, escalation, kernel, or a jail's name.
-    pub bans_total: BTreeMap<String, u64>,
-    pub jail_failures: BTreeMap<String, u64>,
-    /// (map, entries)
-    pub map_entries: Vec<(String, u64)>,
-    /// (map, capacity)
-    pub map_capacity: Vec<(String, u64)>,
-    /// (interface, mode) of every attachment.
-    pub attached: Vec<(String, String)>,
-    /// (interface, CSeq method, status class 1..=6) → responses sent.
-    pub responses: Vec<(String, Method, u8, u64)>,
-    /// Live verified sources and networks (SPEC §8).
-    pub verified_sources: u64,
-    /// The unverified budget is dropping.
-    pub under_pressure: bool,
-    /// (interface, rule, action) → INVITEs refused by the destination
-    /// policy (SPEC §11), counts of earlier policies included.
-    pub dest_refused: Vec<(String, String, String, u64)>,
-    /// (interface, class) → initial INVITEs, every class listed.
-    pub invites_by_class: Vec<(String, DestClass, u64)>,
-    /// (interface, E.164 country code) → initial INVITEs to international
-    /// numbers; codes never seen are absent.
-    pub invites_by_country: Vec<(String, u32, u64)>,
-    /// (interface, method, result) → digest attempts (SPEC §12).
-    pub auth_attempts: Vec<(String, &'static str, &'static str, u64)>,
-    /// Usernames at `[auth] user_failures` within the window.
-    pub auth_targeted_users: u64,
-    /// `[crowdsec]` (SPEC §9); `None` without it (no series at all).
-    pub crowdsec: Option<CrowdsecSnapshot>,
-    pub version: String,
-}
-
-/// The CrowdSec bouncer's figures.
-#[derive(Clone, Debug, Default)]
-pub struct CrowdsecSnapshot {
-    pub up: bool,
-    /// (origin, scope, decisions enforced)
-    pub decisions: Vec<(String, String, u64)>,
-    /// (route, outcome, requests)
-    pub requests: Vec<(String, String, u64)>,
-    /// (why, decisions listed but not enforced)
-    pub skipped: Vec<(String, u64)>,
-    pub push_queued: u64,
-}
-
-/// Every (verdict, reason) pair a packet can be counted under.
-pub fn verdict_reason_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
-    Verdict::ALL.into_iter().flat_map(|v| {
-        Reason::ALL
-            .into_iter()
-            .filter(move |r| match v {
-                Verdict::Pass => !r.drops(),
-                Verdict::Drop | Verdict::WouldDrop => r.drops(),
-            })
-            .map(move |r| (v, r))
-    })
-}
+pub use crate::report::{verdict_reason_pairs, CrowdsecSnapshot, Snapshot};
 
 #[derive(Debug)]
 struct SnapshotCollector(Snapshot);
@@ -473,6 +403,8 @@ pub fn to_classic_text(om: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shield_common::dest::DestClass;
+    use shield_common::{Counter, Method};
 
     fn sample() -> Snapshot {
         Snapshot {

@@ -48,7 +48,7 @@ struct Undo {
 
 type Write<'a> = (
     &'static str,
-    Box<dyn Fn(&mut ShieldMaps) -> Result<(), aya::maps::MapError> + 'a>,
+    Box<dyn Fn(&mut ShieldMaps) -> Result<(), crate::kernel::KernelError> + 'a>,
 );
 
 impl Core {

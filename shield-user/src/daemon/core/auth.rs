@@ -23,7 +23,7 @@ const TOP_USERS: usize = 50;
 
 impl Core {
     /// The ring buffer of settled attempts, for the task that reads it.
-    pub fn take_auth_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+    pub fn take_auth_events(&mut self) -> Option<crate::kernel::EventRing> {
         self.shield.maps.auth.events.take()
     }
 

@@ -6,13 +6,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use aya::maps::MapError;
 use ipnet::IpNet;
 use shield_common::{OffenderEvent, Reason, FAMILY_V4, FAMILY_V6};
 
-use super::{map_full, Core, CtlError};
+use super::{Core, CtlError};
 use crate::config::format_duration;
-use crate::control::protocol::{BanInfo, Escalation, Lasts, Net, UnbanReply};
+use crate::report::{BanInfo, Escalation, Lasts, Net, UnbanReply};
 use crate::daemon::bans::{covers, overlaps, Ban, Clock, Expiry, Increment, Origin};
 use crate::daemon::guard;
 use crate::jails::JailEvent;
@@ -121,7 +120,7 @@ impl Core {
         let capacity = self.runtime.capacity;
         let req = Request { net, ban, detail: "", who };
         let put = self.put_ban(req, &now, None).map_err(|e| {
-            if map_full(&e) {
+            if e.is_map_full() {
                 CtlError::Failed(format!(
                     "banning {net}: the ban map is full (capacity.bans = {}, capacity.ban_nets = {})",
                     capacity.bans, capacity.ban_nets
@@ -165,7 +164,7 @@ impl Core {
                 }
             }
             Ok(_) => {}
-            Err(e) if map_full(&e) => {
+            Err(e) if e.is_map_full() => {
                 tracing::error!(net = %net, capacity = self.runtime.capacity.bans, "ban failed: the ban map is full")
             }
             Err(e) => tracing::error!(net = %net, "ban failed: {}", crate::text::chain(&e)),
@@ -179,7 +178,7 @@ impl Core {
         req: Request<'_>,
         now: &Clock,
         latency: Option<Duration>,
-    ) -> Result<Put, MapError> {
+    ) -> Result<Put, crate::kernel::KernelError> {
         let Request { net, ban, detail, who } = req;
         let active = self.book.get(&net).filter(|b| !b.expiry.is_past(now)).cloned();
         let in_kernel = self.wanted(&net, now);

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::Core;
-use crate::control::protocol::{CrowdsecStatus, PushStatus};
+use crate::report::{CrowdsecStatus, PushStatus};
 use crate::crowdsec::client::{ApiError, Route};
-use crate::config::Crowdsec;
-use crate::crowdsec::wire::{scope_value, Listed, Skip, StreamReply, WireDecision};
+use crate::crowdsec::{scope_value, Decision, Pull, Skip};
 use crate::daemon::bans::{Clock, Expiry, Origin};
 use crate::daemon::decisions::Held;
-use crate::metrics::CrowdsecSnapshot;
+use crate::report::CrowdsecSnapshot;
 
 /// What the fleet side of the daemon knows, beside the decisions.
 #[derive(Debug, Default)]
@@ -92,7 +91,7 @@ impl Core {
 
     /// Writes the kernel entries of `nets` as [`Core::wanted`] says: one
     /// batch for those that stay, one delete for each that goes.
-    pub(super) fn resync(&mut self, nets: &[IpNet]) -> Result<(), aya::maps::MapError> {
+    pub(super) fn resync(&mut self, nets: &[IpNet]) -> Result<(), crate::kernel::KernelError> {
         let now = Clock::now();
         let mut keep = Vec::new();
         let mut drop = Vec::new();
@@ -109,58 +108,38 @@ impl Core {
         Ok(())
     }
 
-    /// Applies one `GET /v1/decisions/stream` reply. A full (`startup`)
-    /// reply also forgets every decision it does not list: one missed
-    /// while LAPI was unreachable, or held since start. An entry that
-    /// cannot be read or enforced is skipped and counted; the rest apply.
-    pub fn crowdsec_pulled(&mut self, reply: StreamReply, startup: bool) -> Pulled {
-        let Some(cfg) = self.config.crowdsec.clone() else {
+    /// Applies one `GET /v1/decisions/stream` reply, read. A full
+    /// (`startup`) reply also forgets every decision it does not list: one
+    /// missed while LAPI was unreachable, or held since start. An entry
+    /// that cannot be read or enforced is skipped and counted; the rest
+    /// apply.
+    pub fn crowdsec_pulled(&mut self, pull: Pull, startup: bool) -> Pulled {
+        if self.config.crowdsec.is_none() {
             return Pulled::default();
-        };
+        }
         let now = Clock::now();
         let mut out = Pulled::default();
         let mut touched = Vec::new();
-        let mut unreadable = Vec::new();
-        for l in reply.deleted.unwrap_or_default() {
-            match l {
-                Listed::Decision(d) => {
-                    if let Some(net) = self.decisions.remove(d.id) {
-                        touched.push(net);
-                        out.deleted += 1;
-                    }
-                }
-                Listed::Unreadable(why) => unreadable.push(why),
+        for id in pull.deleted {
+            if let Some(net) = self.decisions.remove(id) {
+                touched.push(net);
+                out.deleted += 1;
             }
         }
         let mut listed = HashSet::new();
         let allow = self.effective(crate::kernel::List::Allow);
-        for l in reply.new.unwrap_or_default() {
-            let w = match l {
-                Listed::Decision(w) => w,
-                Listed::Unreadable(why) => {
-                    unreadable.push(why);
-                    continue;
-                }
-            };
-            match self.take_decision(&w, &cfg, &allow, &now) {
+        for d in pull.new {
+            let id = d.as_ref().ok().map(|d| d.id);
+            match d.and_then(|d| self.take_decision(d, &allow, &now)) {
                 Ok(nets) => {
-                    listed.insert(w.id);
+                    listed.extend(id);
                     touched.extend(nets);
                     out.added += 1;
                 }
                 Err(why) => self.skip(why, &mut out),
             }
         }
-        if let Some(first) = unreadable.first() {
-            tracing::warn!(
-                skipped = unreadable.len(),
-                "crowdsec: LAPI listed decisions that cannot be read; skipped, the rest applied; first: {}",
-                crate::text::Escaped(first)
-            );
-        }
-        for _ in &unreadable {
-            self.skip(Skip::Malformed, &mut out);
-        }
+        self.skip_unreadable(&pull.unreadable, &mut out);
         if startup {
             touched.extend(self.decisions.keep_only(&listed));
             self.fleet.synced = true;
@@ -177,6 +156,19 @@ impl Core {
         out
     }
 
+    fn skip_unreadable(&mut self, unreadable: &[String], out: &mut Pulled) {
+        if let Some(first) = unreadable.first() {
+            tracing::warn!(
+                skipped = unreadable.len(),
+                "crowdsec: LAPI listed decisions that cannot be read; skipped, the rest applied; first: {}",
+                crate::text::Escaped(first)
+            );
+        }
+        for _ in unreadable {
+            self.skip(Skip::Malformed, out);
+        }
+    }
+
     fn skip(&mut self, why: Skip, out: &mut Pulled) {
         *self.fleet.skipped.entry(why).or_insert(0) += 1;
         out.skipped += 1;
@@ -184,14 +176,7 @@ impl Core {
 
     /// Books one listed decision if it can be enforced: the networks whose
     /// kernel entries must be rewritten (a reused id moves off another).
-    fn take_decision(
-        &mut self,
-        w: &WireDecision,
-        cfg: &Crowdsec,
-        allow: &[IpNet],
-        now: &Clock,
-    ) -> Result<Vec<IpNet>, Skip> {
-        let d = w.enforceable(cfg)?;
+    fn take_decision(&mut self, d: Decision, allow: &[IpNet], now: &Clock) -> Result<Vec<IpNet>, Skip> {
         if let Some(why) = self.protected_by(&d.net, false, allow) {
             if self.fleet.lapi_hosts.iter().any(|a| d.net.contains(a)) {
                 // Worth an operator's look: a decision that would cut the fleet off.
@@ -378,20 +363,20 @@ impl Core {
     }
 
     /// The decisions on `net` as `shieldctl banned` rows.
-    pub(super) fn decision_rows(&self, net: &IpNet, now: &Clock) -> Vec<crate::control::protocol::BanInfo> {
+    pub(super) fn decision_rows(&self, net: &IpNet, now: &Clock) -> Vec<crate::report::BanInfo> {
         self.decisions
             .on(net)
             .into_iter()
-            .map(|h| crate::control::protocol::BanInfo {
-                net: crate::control::protocol::Net(*net),
+            .map(|h| crate::report::BanInfo {
+                net: crate::report::Net(*net),
                 origin: Origin::Crowdsec(h.origin.clone()),
                 reason: h.scenario.to_string(),
                 created: 0,
                 expires_in_secs: h
                     .expiry
                     .left(now)
-                    .map_or(crate::control::protocol::Lasts::Forever, |d| {
-                        crate::control::protocol::Lasts::Secs(d.as_secs())
+                    .map_or(crate::report::Lasts::Forever, |d| {
+                        crate::report::Lasts::Secs(d.as_secs())
                     }),
                 times: None,
             })

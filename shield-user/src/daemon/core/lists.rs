@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{ListEntry, ListOp, ListReply, Net};
+use crate::report::{ListEntry, ListOp, ListReply, Net};
 use crate::daemon::guard;
 use crate::kernel::List;
 

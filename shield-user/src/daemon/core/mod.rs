@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use aya::maps::{MapData, MapError, RingBuf};
 use ipnet::IpNet;
 
 pub use self::banning::offender_net;
@@ -37,8 +36,8 @@ use super::decisions::DecisionBook;
 use super::guard::OwnAddresses;
 use super::DaemonError;
 use crate::config::Config;
-use crate::control::protocol::{DetachReply, Escalation};
-use crate::kernel::{self, Attachment, List, Shield};
+use crate::report::{DetachReply, Escalation};
+use crate::kernel::{self, Attachment, EventRing, KernelError, List, Shield};
 use crate::store::{CliLists, MapsMark, Store, StoreError};
 
 /// A control request's failure.
@@ -51,7 +50,7 @@ pub enum CtlError {
 }
 
 impl CtlError {
-    fn map(what: impl std::fmt::Display) -> impl FnOnce(MapError) -> CtlError {
+    fn map(what: impl std::fmt::Display) -> impl FnOnce(KernelError) -> CtlError {
         move |e| CtlError::Failed(format!("{what}: {}", super::chain(&e)))
     }
 }
@@ -66,11 +65,6 @@ pub fn not_persisted(why: &str) -> String {
          read-write mount): shieldd retries every {} s",
         super::SWEEP_EVERY.as_secs()
     )
-}
-
-/// Whether a map write failed because the map is full.
-fn map_full(e: &MapError) -> bool {
-    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
 }
 
 /// Paths fixed for the daemon's lifetime (a reload cannot move them).
@@ -102,6 +96,8 @@ pub struct Core {
     counts: Option<(Instant, Vec<(String, u64)>)>,
     /// `sipshield_verified_sources`, as last counted.
     verified_cache: Option<(Instant, u64)>,
+    /// When expired entries were last deleted from `VERIFIED`.
+    verified_swept: Option<Instant>,
     /// This host's addresses, which are never banned.
     own: OwnAddresses,
     /// The ban maps in use, recorded in the store.
@@ -133,8 +129,8 @@ impl Core {
     pub fn start(
         config: Config,
         mut store: Store,
-    ) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
-        raise_memlock();
+    ) -> Result<(Core, Option<EventRing>), DaemonError> {
+        kernel::raise_memlock();
         if let Some(imported) = store.import_legacy()? {
             restore::report_import(&store, &imported);
         }
@@ -150,7 +146,7 @@ impl Core {
         })
     }
 
-    fn load(config: Config, store: Store) -> Result<(Core, Option<RingBuf<MapData>>), DaemonError> {
+    fn load(config: Config, store: Store) -> Result<(Core, Option<EventRing>), DaemonError> {
         let runtime = Runtime {
             pin_path: config.shield.pin_path.clone(),
             state_dir: config.shield.state_dir.clone(),
@@ -209,6 +205,7 @@ impl Core {
             started: Instant::now(),
             counts: None,
             verified_cache: None,
+            verified_swept: None,
             own: OwnAddresses::default(),
             maps_mark,
             decisions: DecisionBook::default(),
@@ -377,21 +374,5 @@ pub fn restart_only_changes(rt: &Runtime, new: &Config) -> Vec<String> {
         );
     }
     w
-}
-
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use
-/// the memory cgroup and ignore it. Raising it is harmless either way.
-fn raise_memlock() {
-    let r = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 

@@ -11,12 +11,12 @@ use shield_common::{Method, Reason, Verdict, RESPONSE_CLASSES};
 use crate::kernel::MapId;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{
+use crate::report::{
     BanInfo, BannedReply, Net, CounterRow, Lasts, HistoryItem, IfaceStats, IfaceStatus, SourceBan,
     SourceReply, StatsReply, StatusReply, TopSource,
 };
 use crate::daemon::bans::{Ban, Clock};
-use crate::metrics::{verdict_reason_pairs, Snapshot};
+use crate::report::{verdict_reason_pairs, Snapshot};
 
 /// The maps `sipshield_map_entries` / `_capacity` report.
 fn reported_maps() -> impl Iterator<Item = MapId> {
@@ -323,7 +323,7 @@ impl Core {
     }
 
     /// Live verified entries, counted at most once per `COUNT_CACHE` (a
-    /// walk of an LRU of up to a million).
+    /// walk of a hash of up to a million).
     fn verified_sources(&mut self) -> u64 {
         if let Some((at, n)) = self.verified_cache {
             if at.elapsed() < COUNT_CACHE {

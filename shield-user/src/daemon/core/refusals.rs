@@ -5,11 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{DestinationReply, RefusalItem, RefusedReply};
+use crate::report::{DestinationReply, RefusalItem, RefusedReply};
 use crate::dest::event::Refusal;
 use crate::dest::{country_label, masked, show, Destinations};
 use crate::store::{now_ms, RefusalQuery, RefusalRecord};
@@ -49,7 +48,7 @@ pub struct RefusalBook {
 impl Core {
     /// The ring buffer of refusal reports, for the task that reads it
     /// (once).
-    pub fn take_refusal_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_refusal_events(&mut self) -> Option<crate::kernel::EventRing> {
         self.shield.maps.dest.events.take()
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use super::{map_full, Core};
+use super::Core;
 use crate::daemon::bans::{record_expiry, Ban, Clock, Expiry, Origin, Restored};
 use crate::daemon::DaemonError;
 use crate::store::{Action, Imported, Loaded, Store};
@@ -176,7 +176,7 @@ impl Core {
                     .collect();
                 s.spawn(move || match maps.ban_batch(&want) {
                     Ok(_) => Ok(Vec::new()),
-                    Err(e) if map_full(&e) => Err(DaemonError::Runtime(full)),
+                    Err(e) if e.is_map_full() => Err(DaemonError::Runtime(full)),
                     Err(e) => Err(DaemonError::Map { what: "restoring bans", source: e }),
                 })
             };
@@ -287,7 +287,7 @@ impl Core {
             .collect();
         let full = self.map_full_error(want.len());
         self.shield.maps.ban_batch(&want).map_err(|e| {
-            if map_full(&e) {
+            if e.is_map_full() {
                 DaemonError::Runtime(full)
             } else {
                 DaemonError::Map { what: "restoring bans", source: e }

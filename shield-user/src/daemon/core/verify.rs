@@ -4,12 +4,12 @@
 //! verified entries live in pinned maps (the egress classifier keeps adding
 //! to them while no daemon runs), so there is nothing to store here.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
 use super::{Core, CtlError};
-use crate::control::protocol::{
+use crate::report::{
     Lasts, Net, UnverifyReply, VerifiedInfo, VerifiedReply, MAX_VERIFIED_SHOWN,
 };
 use crate::daemon::guard;
@@ -20,7 +20,29 @@ use crate::kernel::{monotonic_ns, VerifiedBy, VerifiedEntry};
 /// traffic within it lets it refill.
 const PRESSURE_SHARE: u64 = 10;
 
+/// How often expired learned entries are deleted from `VERIFIED` (a walk
+/// of up to a million entries; until then the kernel just ignores them).
+const VERIFIED_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 impl Core {
+    /// Deletes expired learned entries from `VERIFIED`, at most once per
+    /// `VERIFIED_SWEEP_EVERY`: the map is not an LRU, so this is what
+    /// makes room for new subscribers.
+    pub fn sweep_verified(&mut self) {
+        if self
+            .verified_swept
+            .is_some_and(|at| at.elapsed() < VERIFIED_SWEEP_EVERY)
+        {
+            return;
+        }
+        self.verified_swept = Some(Instant::now());
+        match self.shield.maps.sweep_verified(monotonic_ns()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(n, "expired verified sources deleted"),
+            Err(e) => tracing::warn!("sweeping VERIFIED failed: {}", crate::text::chain(&e)),
+        }
+    }
+
     /// Every live verified source and network, and the budget's state.
     pub fn verified(&self) -> Result<VerifiedReply, CtlError> {
         let now = monotonic_ns();
