@@ -7,6 +7,7 @@
 //! extraction, token-bucket arithmetic, counter slot layout) lives here once.
 #![no_std]
 
+pub mod auth;
 pub mod bucket;
 pub mod calls;
 pub mod dest;

@@ -46,8 +46,15 @@ pub mod names {
     pub const CALL_COUNTS: &str = "CALL_COUNTS";
     pub const CALL_CFG: &str = "CALL_CFG";
     pub const CALL_EVENTS: &str = "CALL_EVENTS";
+    // Authentication seen on the wire (SPEC §12; shield-ebpf/src/auth.rs).
+    pub const AUTH_CONFIG: &str = "AUTH_CONFIG";
+    pub const AUTH_NONCES: &str = "AUTH_NONCES";
+    pub const AUTH_ATTEMPTS: &str = "AUTH_ATTEMPTS";
+    pub const AUTH_EVENTS: &str = "AUTH_EVENTS";
+    pub const AUTH_STATS: &str = "AUTH_STATS";
+    pub const AUTH_SCRATCH: &str = "AUTH_SCRATCH";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 40] = [
+    pub const ALL: [&str; 46] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -88,6 +95,12 @@ pub mod names {
         CALL_COUNTS,
         CALL_CFG,
         CALL_EVENTS,
+        AUTH_CONFIG,
+        AUTH_NONCES,
+        AUTH_ATTEMPTS,
+        AUTH_EVENTS,
+        AUTH_STATS,
+        AUTH_SCRATCH,
     ];
 
     /// Whether `names` is exactly the set in [`ALL`] (same length, each
@@ -242,6 +255,11 @@ pub mod default_size {
     pub const CALL_COUNTS: u32 = 100_000;
     /// Ended-call reports (64 bytes each, plus the ring's 8-byte header).
     pub const CALL_EVENTS_BYTES: u32 = 256 * 1024;
+    /// Challenges learned (SPEC §12), one per (destination, nonce), LRU.
+    pub const AUTH_NONCES: u32 = 65_536;
+    /// Proven attempts awaiting their final reply (LRU).
+    pub const AUTH_ATTEMPTS: u32 = 65_536;
+    pub const AUTH_EVENTS_BYTES: u32 = crate::auth::AUTH_EVENTS_BYTES;
 }
 
 /// `PORTS[port]` bits.

@@ -32,7 +32,7 @@ use crate::maps::{
     VERIFIED_HINT,
 };
 use crate::pkt::{
-    parse, src_key, Frame, Pkt, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
+    parse, src_key, Frame, Pkt, Src, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
 };
 use crate::scratch::{launder, Scratch};
 use crate::source::now_ns;
@@ -105,7 +105,12 @@ fn egress(ctx: &TcContext) {
         return;
     };
     let dst = src_key(&f.dst, p);
-    if crate::txn::settle(p, dst, call_id, cseq, method, class) {
+    let verifies = crate::txn::settle(p, dst, call_id, cseq, method, class);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let status = shield_common::auth::status_code(unsafe { &(*scratch).head });
+    let l3 = launder(scratch, f.l3) as u64 & crate::xdp::L3_OFFSET_MASK;
+    let meta = crate::auth::meta(l3, matches!(f.dst, Src::V6(_)));
+    if crate::auth::settle(skb, (pay, plen), meta, status, method) || verifies {
         verify(p, &f);
     }
     let challenge = shield_common::calls::is_challenge(unsafe { &(*scratch).head });

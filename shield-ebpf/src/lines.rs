@@ -139,6 +139,14 @@ pub(crate) const SCAN_END: u64 = 0xffff;
 /// may have one. The body of each program's `*_scan_block` global function.
 #[inline(always)]
 pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> u64 {
+    scan_block2(pkt, pay, j, limit, first, first)
+}
+
+/// [`scan_block`] for lines starting with either of two letters (lower
+/// case, or upper case): the digest headers (`w`/`p`, `a`/`p`) in one walk.
+/// With `first == second` the compiler folds the second compare away.
+#[inline(always)]
+pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, second: u8) -> u64 {
     let (pay, j, limit) = (pay as usize, j as usize, limit as usize);
     if pay > MAX_PAYLOAD_OFFSET || j > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
         return SCAN_END;
@@ -149,7 +157,7 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
     // The whole block and the byte after it are in the frame: one bounds
     // check, then eight words at constant offsets.
     let Some(block) = pkt.ptr_at::<[u8; SCAN_BLOCK + 1]>(pay + j) else {
-        return scan_tail(pkt, pay, j, limit, first);
+        return scan_tail(pkt, pay, j, limit, first, second);
     };
     let block = block.cast::<u8>();
     for w in 0..SCAN_BLOCK / 8 {
@@ -171,8 +179,10 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
         // byte of the next word (inside the checked block + 1).
         // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
+        let lower = next | (ONES * 0x20);
         let hit = nl
-            & (bytes_eq(next | (ONES * 0x20), first)
+            & (bytes_eq(lower, first)
+                | bytes_eq(lower, second)
                 | bytes_eq(next, b'\r')
                 | bytes_eq(next, b'\n'));
         if hit != 0 {
@@ -186,7 +196,7 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
 /// The block runs past the end of the frame: eight positions at a time
 /// through a nine-byte window, the last window aligned to the frame's end.
 #[inline(always)]
-fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8) -> u64 {
+fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8, second: u8) -> u64 {
     let frame = pkt.len();
     for c in 0..SCAN_BLOCK / 8 {
         let mut j = j0 + c * 8;
@@ -218,8 +228,10 @@ fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8) -> u64 {
         let w = u64::from_le(unsafe { core::ptr::read(p.cast::<u64>()) });
         // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
+        let lower = next | (ONES * 0x20);
         let hit = bytes_eq(w, b'\n')
-            & (bytes_eq(next | (ONES * 0x20), first)
+            & (bytes_eq(lower, first)
+                | bytes_eq(lower, second)
                 | bytes_eq(next, b'\r')
                 | bytes_eq(next, b'\n'));
         if hit != 0 {

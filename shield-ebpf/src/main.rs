@@ -12,6 +12,7 @@
 
 #[cfg(target_arch = "bpf")]
 mod calls;
+mod auth;
 #[cfg(target_arch = "bpf")]
 mod dest;
 #[cfg(target_arch = "bpf")]
@@ -43,7 +44,8 @@ mod xdp;
 const _: () = assert!(shield_common::names::are_all_in(&[
     maps::MAP_NAMES,
     sample::MAP_NAMES,
-    calls::MAP_NAMES
+    calls::MAP_NAMES,
+    auth::MAP_NAMES,
 ]));
 
 #[cfg(target_arch = "bpf")]

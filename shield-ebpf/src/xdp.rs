@@ -172,11 +172,15 @@ fn passed(
     }
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
-    if p.verifies(method) {
+    let fresh = p.verifies(method);
+    if fresh {
         crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
     } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
         crate::txn::contest(ctx, p, sip.payload, scratch);
     }
+    // Digest credentials (SPEC §12): one call, the work in globals.
+    let meta = crate::auth::meta(f.l3 as u64, matches!(f.src, Src::V6(_)));
+    crate::auth::attempt(ctx, method, sip.payload, meta, fresh);
     None
 }
 
@@ -227,7 +231,7 @@ fn checks_allowlisted() -> bool {
 
 /// Masks a laundered IP header offset (at most two VLAN tags in) back into
 /// a range the verifier knows.
-const L3_OFFSET_MASK: u64 = 63;
+pub(crate) const L3_OFFSET_MASK: u64 = 63;
 const _: () = assert!(EthHdr::LEN + 2 * VlanHdr::LEN <= L3_OFFSET_MASK as usize);
 
 #[inline(always)]

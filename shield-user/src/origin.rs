@@ -13,6 +13,8 @@ use thiserror::Error;
 pub enum Origin {
     /// `shieldctl ban`.
     Manual,
+    /// Failed digest authentications seen on the wire (SPEC §12).
+    Auth,
     /// The kernel reported a repeat offender (`[bans.escalate]`).
     Escalation,
     /// Found in the kernel's map with no record (made by a daemon that
@@ -44,6 +46,7 @@ impl Origin {
         match self {
             Origin::Manual => "manual",
             Origin::Escalation => "escalation",
+            Origin::Auth => "auth",
             Origin::Kernel => "kernel",
             Origin::Jail(_) => "jail",
             Origin::Crowdsec(_) => "crowdsec",
@@ -66,6 +69,7 @@ impl Origin {
         match s {
             "manual" => Ok(Origin::Manual),
             "escalation" => Ok(Origin::Escalation),
+            "auth" => Ok(Origin::Auth),
             "kernel" => Ok(Origin::Kernel),
             _ => match s.split_once(':') {
                 Some(("jail", name)) if !name.is_empty() => Ok(Origin::Jail(name.into())),
@@ -111,6 +115,7 @@ impl TryFrom<OriginWire> for Origin {
             }
             "manual" => Origin::Manual,
             "escalation" => Origin::Escalation,
+            "auth" => Origin::Auth,
             "kernel" => Origin::Kernel,
             _ => return Err(unknown()),
         };
@@ -125,9 +130,10 @@ impl TryFrom<OriginWire> for Origin {
 mod tests {
     use super::*;
 
-    fn all() -> [Origin; 6] {
+    fn all() -> [Origin; 7] {
         [
             Origin::Manual,
+            Origin::Auth,
             Origin::Escalation,
             Origin::Kernel,
             Origin::Jail("manual".into()),

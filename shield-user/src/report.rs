@@ -189,6 +189,10 @@ pub struct SourceReply {
     pub times_banned: u32,
     /// Its history and that of the bans covering it, newest first.
     pub history: Vec<HistoryItem>,
+    /// Usernames it tried in failed digest authentications seen on the
+    /// wire (SPEC §12), escaped; oldest first, bounded.
+    #[serde(default)]
+    pub auth_usernames: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -489,6 +493,10 @@ pub struct Snapshot {
     pub invites_by_country: Vec<(String, u32, u64)>,
     /// Calls seen on the wire (SPEC §13).
     pub calls: CallsSnapshot,
+    /// (interface, method, result) → digest attempts (SPEC §12).
+    pub auth_attempts: Vec<(String, &'static str, &'static str, u64)>,
+    /// Usernames at `[auth] user_failures` within the window.
+    pub auth_targeted_users: u64,
     /// `[crowdsec]` (SPEC §9); `None` without it (no series at all).
     pub crowdsec: Option<CrowdsecSnapshot>,
     pub version: String,
@@ -518,4 +526,30 @@ pub fn verdict_reason_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
             })
             .map(move |r| (v, r))
     })
+}
+
+/// `auth`: failed digest authentications within `[auth] window` (SPEC §12).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthReply {
+    pub enabled: bool,
+    pub failures: u32,
+    pub user_failures: u32,
+    pub window_secs: u64,
+    /// Usernames by failures, most first (escaped by the daemon).
+    pub users: Vec<AuthUser>,
+    /// Sources with failures in the window, most first.
+    pub sources: Vec<AuthSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthUser {
+    pub username: String,
+    pub failures: u64,
+    pub sources: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthSource {
+    pub source: String,
+    pub failures: u64,
 }

@@ -212,6 +212,12 @@ fn sip_message(rng: &mut Rng) -> Vec<u8> {
         // More calls (SPEC §13): a source reaches its limit of two.
         s.push_str(&call_id(rng));
     }
+    if rng.chance(30) {
+        // Digest credentials (SPEC §12), some with a nonce the replies
+        // of `response_frame` carry.
+        s.push_str(rng.pick(&CREDENTIALS));
+        s.push_str("\r\n");
+    }
     s.push_str("Content-Length: 0\r\n\r\n");
     if rng.chance(20) {
         // A body that itself looks like headers.
@@ -485,6 +491,10 @@ fn response_payload(rng: &mut Rng) -> Vec<u8> {
         s.push_str(rng.pick(&CSEQ_LINES));
         s.push_str("\r\n");
     }
+    if rng.chance(40) {
+        s.push_str(rng.pick(&CHALLENGES));
+        s.push_str("\r\n");
+    }
     s.push_str("To: <sip:100@198.51.100.1>;tag=x\r\nContent-Length: 0\r\n\r\n");
     if rng.chance(10) {
         s.push_str("CSeq: 1 INVITE\r\n"); // in the body: never read
@@ -582,3 +592,24 @@ fn call_l3(rng: &mut Rng) -> L3 {
         },
     }
 }
+/// Digest credentials in every shape the parser takes (SPEC §12).
+const CREDENTIALS: [&str; 8] = [
+    "Authorization: Digest username=\"alice\", realm=\"x\", nonce=\"n1\", response=\"r\"",
+    "authorization: DIGEST nonce=n2,username=bob",
+    "Proxy-Authorization: digest username=\"c, d\", nonce=\"n1\"",
+    "Authorization: Digest realm=\"a, nonce=n1\", nonce=\"n3\", username=eve",
+    "Authorization: Digest username=\"f\",\r\n nonce=\"n2\"",
+    "Authorization: Basic Zm9vOmJhcg==",
+    "Authorization: Digest username=\"g\", nonce=\"n1",
+    "Authorizations: Digest nonce=\"n1\"",
+];
+
+/// Digest challenges: the nonces the credentials above carry, stale or not.
+const CHALLENGES: [&str; 6] = [
+    "WWW-Authenticate: Digest realm=\"x\", nonce=\"n1\", qop=\"auth\"",
+    "Proxy-Authenticate: DIGEST nonce=n2, realm=x",
+    "WWW-Authenticate: Digest realm=\"x\", nonce=\"n3\", stale=TRUE",
+    "WWW-Authenticate: Digest realm=\"a, nonce=n1\"",
+    "www-authenticate: digest realm=x,\r\n\tnonce=\"n2\"",
+    "WWW-Authenticate: Basic realm=\"x\"",
+];

@@ -79,6 +79,7 @@ impl Kernel {
         m.set_policy(&t.policy).expect("policy");
         m.dest.apply(&t.dest, &t.dest_rules).expect("destinations");
         m.calls.set_config(&t.calls).expect("calls");
+        m.auth.set_enabled(t.auth_on).expect("AUTH_CONFIG");
         self.reset_verified(t);
     }
 
@@ -94,6 +95,7 @@ impl Kernel {
         }
         m.reset_budget().expect("budget");
         m.clear_txns().expect("clear TXNS");
+        m.auth.clear().expect("clear AUTH_NONCES, AUTH_ATTEMPTS");
     }
 
     fn slot0(&self) -> Vec<Counter> {

@@ -42,6 +42,8 @@ pub struct Tables {
     pub dest_rules: Vec<(u32, [u8; shield_common::dest::KEY_BYTES], shield_common::dest::DestRule)>,
     /// `CALL_CFG` (SPEC §13).
     pub calls: shield_common::calls::CallConfig,
+    /// `AUTH_CONFIG` on (SPEC §12).
+    pub auth_on: bool,
 }
 
 impl Tables {
@@ -83,6 +85,8 @@ pub struct Model {
     pub dest_refused: HashMap<u32, u64>,
     /// The call table (SPEC §13).
     pub calls: CallTable,
+    /// The `AUTH_*` maps (SPEC §12).
+    pub auth: auth::AuthState,
 }
 
 /// What the egress classifier makes of a frame leaving the host.
@@ -215,7 +219,9 @@ impl Model {
             dest_sources: HashMap::new(),
             dest_refused: HashMap::new(),
             calls: CallTable::default(),
+            auth: auth::AuthState::default(),
         };
+        m.auth.on = m.tables.auth_on;
         m.reset_verified();
         m
     }
@@ -225,6 +231,8 @@ impl Model {
     pub fn reset_verified(&mut self) {
         self.verified.clear();
         self.txns.clear();
+        self.auth.nonces.clear();
+        self.auth.attempts.clear();
         self.budget_tat = 0;
         let prefix = self.tables.policy.ipv6_prefix;
         for (net, exp) in self.tables.verified.clone() {
@@ -510,6 +518,10 @@ impl Model {
                 self.txns.insert(TxnKey::contested(call_id, cseq), txn);
             }
         }
+        // Digest credentials (SPEC §12).
+        if let (Some(m), Some(payload)) = (method, udp_payload(frame, &p)) {
+            self.auth_attempt(payload, key, m, now);
+        }
         Decision {
             reason: Reason::Ok,
             method,
@@ -638,11 +650,18 @@ impl Model {
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
         let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
+        let authed = match (ids.call_id, ids.cseq) {
+            (Some(call_id), Some((cseq, m))) if class >= 2 => {
+                let status = shield_common::auth::status_code(&head);
+                self.auth_settle(payload, p.dst, (call_id, cseq, m as u32), status, now)
+            }
+            _ => false,
+        };
         if class >= 2 {
             let challenge = shield_common::calls::is_challenge(&head);
             self.call_reply(&ids, p.dst, class, challenge, now);
         }
-        if verifies {
+        if verifies || authed {
             let exp = now.saturating_add(pol.verify_ttl_ns);
             let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
             if *e != 0 && *e < exp {
@@ -811,7 +830,9 @@ fn udp_payload<'f>(frame: &'f [u8], p: &Parsed) -> Option<&'f [u8]> {
     frame.get(pay..pay + plen)
 }
 
+mod auth;
 mod calls;
+pub use auth::{digest, AuthState};
 mod dest;
 pub use calls::CallTable;
 pub use dest::Refused;

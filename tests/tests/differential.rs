@@ -84,6 +84,8 @@ fn tables(variant: u8) -> Tables {
         p.unverified = slow(1);
         p.verify_ttl_ns = 3_600_000_000_000;
         p.verify_methods = 1 << Method::Register as u32 | 1 << Method::Invite as u32;
+        // SPEC §12: challenges learned from the replies, attempts proven.
+        t.auth_on = true;
         t.verified = vec![
             (net("198.51.100.5/32"), 0),
             (net("198.51.100.6/32"), 1),
@@ -248,6 +250,13 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
             )));
         }
         compare_calls(&mut k, &model)?;
+        let got: Vec<_> = auth_reports(&mut k);
+        let want: Vec<_> = model.auth.events.drain(..).collect();
+        if got != want {
+            return Err(TestCaseError::fail(format!(
+                "auth reports: kernel {got:?}, model {want:?}"
+            )));
+        }
         let (got, want) = (kernel_verified(&k), model_verified(&model));
         if got != want {
             return Err(TestCaseError::fail(format!(
@@ -267,6 +276,18 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
         *got.entry(rule).or_default() += n;
     }
     assert_eq!(got, model.borrow().dest_refused, "refusals by rule");
+    // Digest attempts by method and result (SPEC §12).
+    let counts = k.shield.maps.auth.counts(0).expect("AUTH_STATS");
+    for (m, row) in counts.iter().enumerate() {
+        for (r, n) in row.iter().enumerate() {
+            let want = model.borrow().auth.stats.get(&(m as u32, r as u32)).copied().unwrap_or(0);
+            assert_eq!(*n, want, "AUTH_STATS method {m} result {r}");
+        }
+    }
+    if t_auth_on(variant) {
+        let total: u64 = counts.iter().flatten().sum();
+        assert!(total > 0, "the generator makes digest attempts");
+    }
     // The per-method SIP counters agree too (only successful runs got here,
     // so every frame run was tallied).
     for m in Method::ALL {
@@ -283,6 +304,21 @@ fn drain_call_events(k: &mut Kernel) -> Vec<CallEvent> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
         out.push(shield::kernel::decode_call_event(&item).expect("a whole CallEvent"));
+    }
+    out
+}
+
+fn t_auth_on(variant: u8) -> bool {
+    tables(variant).auth_on
+}
+
+/// The settled attempts in `AUTH_EVENTS`, as the model records them.
+fn auth_reports(k: &mut Kernel) -> Vec<(std::net::IpAddr, bool, Vec<u8>)> {
+    let ring = k.shield.maps.auth.events.as_mut().expect("AUTH_EVENTS");
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        let o = shield::kernel::AuthOutcome::decode(&item).expect("a record");
+        out.push((o.addr, o.success, o.username));
     }
     out
 }

@@ -35,6 +35,8 @@ mod ban;
 mod banned;
 #[path = "shieldctl/calls.rs"]
 mod calls;
+#[path = "shieldctl/auth.rs"]
+mod auth;
 #[path = "shieldctl/destination.rs"]
 mod destination;
 #[path = "shieldctl/detach.rs"]
@@ -81,6 +83,7 @@ fn verb(cmd: &Command) -> Option<&dyn Verb> {
         Command::Verify(a) => a,
         Command::Unverify(a) => a,
         Command::Refused(a) => a,
+        Command::Auth(a) => a,
         Command::Destination(a) => a,
         Command::Calls(a) => a,
         Command::Stats(a) => a,

@@ -25,6 +25,7 @@
 //! must. `[limits.methods]` absent means the default buckets, present and
 //! empty means none.
 
+pub mod auth;
 mod cidr;
 mod crowdsec;
 mod calls;
@@ -86,6 +87,8 @@ pub struct Config {
     pub destinations: crate::dest::Destinations,
     /// `[calls]` (SPEC §13).
     pub calls: Calls,
+    /// `[auth]` (SPEC §12).
+    pub auth: auth::Auth,
     /// The `[[jail]]`s with `enabled = true`, in file order.
     pub jails: Vec<JailSpec>,
 }
@@ -273,6 +276,7 @@ impl Default for Config {
             crowdsec: None,
             destinations: crate::dest::Destinations::default(),
             calls: Calls::default(),
+            auth: auth::Auth::default(),
             jails: Vec::new(),
         }
     }

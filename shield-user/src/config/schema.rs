@@ -54,6 +54,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
     capacity.dest_rules = destinations.capacity;
     let calls = super::calls::calls(root.child("calls"));
     capacity.calls = calls.capacity;
+    let auth = super::auth::auth(root.child("auth"));
     let jails = jails(root.tables("jail"), bans.bantime);
     root.finish();
 
@@ -76,6 +77,7 @@ pub(super) fn read(cx: &Ctx, doc: &dyn TableLike) -> Config {
         crowdsec,
         destinations,
         calls,
+        auth,
         jails,
     }
 }

@@ -1775,3 +1775,35 @@ fn calls_errors_name_line_and_key() {
     );
     only_error("[calls]\nmax_calls = 3\n", 2, "calls.max_calls", "");
 }
+
+// ---- [auth] --------------------------------------------------------------------
+
+#[test]
+fn auth_section_off_when_absent_spec_defaults_when_present() {
+    let c = parse("").unwrap();
+    assert_eq!(c.auth, crate::config::auth::Auth::default());
+    assert!(!c.auth.enabled());
+    let c = parse("[auth]\n").unwrap();
+    assert_eq!(c.auth, crate::config::auth::Auth::SPEC);
+    assert!(c.auth.enabled());
+    let c = parse("[auth]\nfailures = 3\nwindow = \"1m\"\nbantime = \"2h\"\nuser_failures = 0\n").unwrap();
+    assert_eq!(c.auth.failures, 3);
+    assert_eq!(c.auth.window, Duration::from_secs(60));
+    assert_eq!(c.auth.bantime, Duration::from_secs(7200));
+    assert_eq!(c.auth.user_failures, 0);
+    assert!(c.auth.enabled());
+    let off = parse("[auth]\nfailures = 0\nuser_failures = 0\n").unwrap();
+    assert!(!off.auth.enabled());
+}
+
+#[test]
+fn auth_section_errors_name_line_and_key() {
+    let errs = errors(
+        "[auth]\nfailures = -1\nwindow = \"soon\"\nbantime = \"0s\"\nuser_failures = \"x\"\nbogus = 1\n",
+    );
+    expect_error(&errs, 2, "auth.failures", "");
+    expect_error(&errs, 3, "auth.window", "");
+    expect_error(&errs, 4, "auth.bantime", "");
+    expect_error(&errs, 5, "auth.user_failures", "");
+    expect_error(&errs, 6, "auth.bogus", "");
+}

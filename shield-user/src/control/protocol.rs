@@ -63,6 +63,8 @@ pub enum Request {
     Status(Status),
     Reload(Reload),
     Detach(Detach),
+    /// Failed digest authentications seen on the wire (SPEC §12).
+    Auth(Auth),
 }
 
 /// A request and the type of its reply's `data`: the daemon must answer
@@ -94,7 +96,7 @@ macro_rules! calls {
 }
 
 calls! {
-    empty: Verified, Calls, Stats, Status, Reload, Detach;
+    empty: Verified, Calls, Stats, Status, Reload, Detach, Auth;
     Ban => BanInfo,
     Unban => UnbanReply,
     Allow => ListReply,
@@ -109,6 +111,7 @@ calls! {
     Status => StatusReply,
     Reload => ReloadReply,
     Detach => DetachReply,
+    Auth => AuthReply,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,6 +368,7 @@ impl Request {
             Request::Status(_) => "status",
             Request::Reload(_) => "reload",
             Request::Detach(_) => "detach",
+            Request::Auth(_) => "auth",
         }
     }
 
@@ -377,6 +381,7 @@ impl Request {
             | Request::Destination(_)
             | Request::Calls(_)
             | Request::Stats(_)
+            | Request::Auth(_)
             | Request::Status(_) => false,
             Request::Allow(Allow(l)) | Request::Deny(Deny(l)) => l.op != ListOp::List,
             _ => true,

@@ -12,6 +12,7 @@
 //! kernel: the state directory is locked, the jails compiled and both
 //! sockets bound before the shield is loaded or adopted.
 
+pub mod auth;
 pub mod bans;
 pub mod calls;
 pub mod core;
@@ -156,6 +157,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     }
     if let Some(rb) = lock(&core).take_call_events() {
         tasks.spawn("call events", call_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(&core).take_auth_events() {
+        tasks.spawn("auth events", auth_events(core.clone(), rb));
     }
     tasks.spawn("ban sweeper", sweeper(core.clone()));
     let mut fleet = fleet::Fleet::default();
@@ -413,6 +417,29 @@ async fn call_events(core: Shared, ring: EventRing) {
     }
 }
 
+/// Reads settled digest attempts (SPEC §12): one record per attempt, never
+/// per packet, decoded into our own type and handed to the core.
+async fn auth_events(core: Shared, ring: EventRing) {
+    let mut reader = match ring.reader(EVENTS_POLL) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot watch the AUTH_EVENTS ring buffer; no [auth] bans: {e}");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        let raw = reader.next_batch().await;
+        let batch: Vec<_> = raw.iter().filter_map(|item| crate::kernel::AuthOutcome::decode(item)).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let mut c = lock(&core);
+        for o in &batch {
+            c.on_auth(o);
+        }
+    }
+}
+
 async fn sweeper(core: Shared) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
@@ -524,6 +551,7 @@ impl Ctl {
             Request::Status(_) => answer::<p::Status>(Ok(core().status())),
             Request::Reload(_) => self.reload().await,
             Request::Detach(_) => self.detach(peer).await,
+            Request::Auth(_) => answer::<p::Auth>(Ok(core().auth_report())),
         }
     }
 

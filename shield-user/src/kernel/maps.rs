@@ -70,11 +70,17 @@ pub enum MapId {
     CallCounts,
     CallCfg,
     CallEvents,
+    AuthConfig,
+    AuthNonces,
+    AuthAttempts,
+    AuthEvents,
+    AuthStats,
+    AuthScratch,
 }
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 40] = [
+    pub const ALL: [MapId; 46] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -115,6 +121,12 @@ impl MapId {
         MapId::CallCounts,
         MapId::CallCfg,
         MapId::CallEvents,
+        MapId::AuthConfig,
+        MapId::AuthNonces,
+        MapId::AuthAttempts,
+        MapId::AuthEvents,
+        MapId::AuthStats,
+        MapId::AuthScratch,
     ];
 
     /// The map's name in the object and under the pin directory.
@@ -160,6 +172,12 @@ impl MapId {
             MapId::CallCounts => names::CALL_COUNTS,
             MapId::CallCfg => names::CALL_CFG,
             MapId::CallEvents => names::CALL_EVENTS,
+            MapId::AuthConfig => names::AUTH_CONFIG,
+            MapId::AuthNonces => names::AUTH_NONCES,
+            MapId::AuthAttempts => names::AUTH_ATTEMPTS,
+            MapId::AuthEvents => names::AUTH_EVENTS,
+            MapId::AuthStats => names::AUTH_STATS,
+            MapId::AuthScratch => names::AUTH_SCRATCH,
         }
     }
 
@@ -259,6 +277,8 @@ pub struct ShieldMaps {
     pub dest: super::dest::DestMaps,
     /// The call table's maps (SPEC §13).
     pub calls: super::calls::CallMaps,
+    /// Authentication seen on the wire (SPEC §12).
+    pub auth: super::auth::AuthMaps,
     sample_cfg: Array<MapData, SampleConfig>,
     sample_state: PerCpuArray<MapData, SampleState>,
     /// Sampled dropped packets (`shieldctl watch`); taken by its reader.
@@ -390,6 +410,7 @@ impl ShieldMaps {
             events_lost: take(ebpf, MapId::EventsLost)?,
             dest: super::dest::DestMaps::from_ebpf(ebpf)?,
             calls: super::calls::CallMaps::from_ebpf(ebpf)?,
+            auth: super::auth::AuthMaps::from_ebpf(ebpf)?,
             sample_cfg: take(ebpf, MapId::SampleCfg)?,
             sample_state: take(ebpf, MapId::SampleState)?,
             samples: Some(take(ebpf, MapId::Samples)?),

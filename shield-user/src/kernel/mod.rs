@@ -30,6 +30,7 @@
 //! [`KernelError::MapFull`]. No aya type leaves this layer for the daemon.
 
 mod attach;
+mod auth;
 mod calls;
 mod cidr;
 mod dest;
@@ -46,6 +47,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use auth::{AuthCounts, AuthMaps, AuthOutcome};
 pub use calls::{decode_event as decode_call_event, CallMaps};
 pub use dest::{DestCounts, DestMaps};
 pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};

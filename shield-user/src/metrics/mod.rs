@@ -183,6 +183,7 @@ impl Collector for SnapshotCollector {
         encode_verify(s, &mut enc)?;
         encode_destinations(s, &mut enc)?;
         calls::encode_calls(&s.calls, &mut enc)?;
+        encode_auth(s, &mut enc)?;
         if let Some(c) = &s.crowdsec {
             encode_crowdsec(c, &mut enc)?;
         }
@@ -231,6 +232,29 @@ fn encode_verify(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::f
         MetricType::Gauge,
     )?;
     ConstGauge::new(i64::from(s.under_pressure)).encode(m)
+}
+
+/// The families of SPEC §12: digest attempts by result, targeted users.
+fn encode_auth(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "sipshield_auth_attempts",
+        "Digest authentication attempts seen on the wire, by interface, method and result (success and failure only for attempts carrying a nonce the server sent to that source; unproven otherwise).",
+        MetricType::Counter,
+        s.auth_attempts.iter().map(|(i, m, r, n)| {
+            (
+                vec![("interface", i.clone()), ("method", (*m).into()), ("result", (*r).into())],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    let m = enc.encode_descriptor(
+        "sipshield_auth_targeted_users",
+        "Usernames with [auth] user_failures or more proven failures within the window, from any sources.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(s.auth_targeted_users as i64).encode(m)
 }
 
 /// The families of SPEC §11. Countries are labelled `+CC`: the numbers
@@ -401,6 +425,8 @@ mod tests {
                 .collect(),
             sip: vec![("eth0".into(), Method::Invite, Verdict::Drop, 7)],
             responses: vec![("eth0".into(), Method::Register, 2, 4)],
+            auth_attempts: vec![("eth0".into(), "REGISTER", "failure", 9)],
+            auth_targeted_users: 2,
             verified_sources: 12,
             under_pressure: true,
             dest_refused: vec![
@@ -470,6 +496,8 @@ mod tests {
             r#"sipshield_map_capacity{map="bans_v4"} 1000"#,
             r#"sipshield_xdp_attached{interface="eth0",mode="driver"} 1"#,
             r#"sipshield_sip_responses_total{interface="eth0",method="REGISTER",class="2xx"} 4"#,
+            r#"sipshield_auth_attempts_total{interface="eth0",method="REGISTER",result="failure"} 9"#,
+            "sipshield_auth_targeted_users 2",
             "sipshield_verified_sources 12",
             "sipshield_under_pressure 1",
             r#"sipshield_destination_refused_total{interface="eth0",rule="00899",action="reject"} 6"#,

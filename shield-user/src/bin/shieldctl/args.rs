@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use super::{
-    ban, banned, calls, destination, detach, lists, refused, reload, stats, status, unban, unverify,
+    auth, ban, banned, calls, destination, detach, lists, refused, reload, stats, status, unban, unverify,
     verified, verify, watch,
 };
 
@@ -52,6 +52,9 @@ pub enum Command {
     /// Numbers are masked to their last 4 digits unless --full; --json
     /// always carries them in full.
     Refused(refused::Args),
+    /// Failed digest authentications seen on the wire within [auth]
+    /// window: top usernames with their sources, sources with failures.
+    Auth(auth::Args),
     /// What the destination policy shieldd has loaded decides about a
     /// dialled number: normalised form, class, country code, deciding
     /// rule. Sends nothing.

@@ -68,6 +68,10 @@ fn render_source(s: SourceReply) -> String {
             t
         }
     };
+    if !s.auth_usernames.is_empty() {
+        // Escaped by the daemon.
+        out.push_str(&format!("usernames tried (digest, on the wire): {}\n", s.auth_usernames.join(", ")));
+    }
     out.push_str(&format!(
         "{} was banned {} time(s) within the history kept\n",
         s.source,

@@ -169,7 +169,7 @@ impl Core {
         let policy = cfg.policy();
         let (dest_policy, dest_trie) = (cfg.destinations.policy(), cfg.destinations.trie());
         let call_cfg = cfg.calls.kernel();
-        let steps: [Write; 8] = [
+        let steps: [Write; 9] = [
             (
                 "writing PORTS",
                 Box::new(|m| m.set_ports(&cfg.ports.udp, &cfg.ports.tcp)),
@@ -199,6 +199,10 @@ impl Core {
             (
                 "writing [calls]",
                 Box::new(|m| m.calls.set_config(&call_cfg)),
+            ),
+            (
+                "writing [auth]",
+                Box::new(|m| m.auth.set_enabled(cfg.auth.enabled())),
             ),
         ];
         let mut errors = Vec::new();

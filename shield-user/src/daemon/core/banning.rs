@@ -26,11 +26,17 @@ const MAX_DETAIL: usize = 1000;
 const RECENT_ESCALATIONS: usize = 20;
 
 /// A ban being made, with what only the store's history keeps.
-struct Request<'a> {
+pub(super) struct Request<'a> {
     net: IpNet,
     ban: Ban,
     detail: &'a str,
     who: &'a str,
+}
+
+impl<'a> Request<'a> {
+    pub(super) fn new(net: IpNet, ban: Ban, detail: &'a str, who: &'a str) -> Self {
+        Request { net, ban, detail, who }
+    }
 }
 
 /// What [`Core::put_ban`] did.
@@ -130,7 +136,7 @@ impl Core {
 
     /// A jail's or the kernel's ban: skipped for protected sources;
     /// `increment` applies to bans that are new or extended.
-    fn ban_auto(&mut self, req: Request<'_>, base: Duration, latency: Option<Duration>) {
+    pub(super) fn ban_auto(&mut self, req: Request<'_>, base: Duration, latency: Option<Duration>) {
         let net = req.net.trunc();
         let origin = req.ban.origin.clone();
         if let Some(why) = self.protected(&net, false) {
@@ -433,7 +439,7 @@ impl Core {
 }
 
 /// A ban of `origin` made now; its expiry is set by the caller.
-fn ban_now(origin: Origin, reason: String) -> Ban {
+pub(super) fn ban_now(origin: Origin, reason: String) -> Ban {
     Ban {
         origin,
         reason: reason.into(),

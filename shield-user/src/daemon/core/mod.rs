@@ -15,6 +15,7 @@
 //! `.await`.
 
 mod apply;
+mod auth;
 mod banning;
 mod calls;
 pub mod crowdsec;
@@ -113,6 +114,8 @@ pub struct Core {
     refusals: refusals::RefusalBook,
     /// Calls seen on the wire (SPEC §13): counters, gauges, the last hour.
     calls: super::calls::CallBook,
+    /// Failed digest authentications (SPEC §12).
+    auth: crate::daemon::auth::AuthBook,
 }
 
 impl Core {
@@ -213,6 +216,7 @@ impl Core {
             applied: false,
             refusals: refusals::RefusalBook::default(),
             calls: super::calls::CallBook::default(),
+            auth: crate::daemon::auth::AuthBook::default(),
         };
         core.restore_bans(loaded, adopting)?;
         core.shield.ready()?;

@@ -125,6 +125,7 @@ impl Core {
                     expires: h.expires_ms.map(|ms| ms / 1000),
                 })
                 .collect(),
+            auth_usernames: self.auth_usernames(net.addr()),
         })
     }
 
@@ -262,12 +263,22 @@ impl Core {
                     s.responses.push((name.clone(), m, class, n));
                 }
             }
+            if let Ok(c) = maps.auth.counts(slot) {
+                for (m, row) in ["REGISTER", "INVITE"].into_iter().zip(c) {
+                    // The stale slot is not a result SPEC §12 names.
+                    for (r, n) in ["success", "failure", "unproven"].into_iter().zip(row) {
+                        s.auth_attempts.push((name.clone(), m, r, n));
+                    }
+                }
+            }
         }
         self.destination_counts(&mut s);
         s.calls = self.calls_snapshot();
         s.verified_sources = self.verified_sources();
         s.under_pressure = self.under_pressure();
         s.crowdsec = self.crowdsec_snapshot();
+        let auth_cfg = self.config.auth;
+        s.auth_targeted_users = self.auth.targeted_users(&auth_cfg, std::time::Instant::now()) as u64;
         s.bans_active = self.bans_active();
         s.store_rewrites = self.store.rewrites();
         s.events_lost = self.shield.maps.events_lost().unwrap_or(0);

@@ -1,0 +1,561 @@
+//! Authentication seen on the wire (SPEC §12, `shield_common::auth`): the
+//! egress classifier learns the nonce of every 401/407 challenge per
+//! destination; the XDP program remembers a REGISTER/INVITE whose
+//! credentials carry a nonce that source was sent (a proven attempt) or
+//! counts it `unproven`; the egress classifier settles a proven attempt
+//! with the server's final reply and reports it in `AUTH_EVENTS`.
+//!
+//! Everything off until shieldd sets `AUTH_CONFIG`. The digest line is
+//! found by the shared header-line search (lines starting `a`/`p` on
+//! ingress, `w`/`p` on egress) and parsed by the shared streaming parser,
+//! one `AUTH_CHUNK` per call of a global: the loop is verified once per
+//! program, whatever the line holds. Each program has its own thin
+//! globals (their context argument has the program's type) and its own
+//! slot of `AUTH_SCRATCH` (0 ingress, 1 egress).
+
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+    EbpfContext,
+};
+use shield_common::{
+    auth::{
+        auth_method, auth_name, auth_stats_slot, challenges, outcome, Attempt, AuthConfig,
+        AuthEvent, AuthHeader, DigestParse, NonceKey, NonceSeen, AUTH_CHUNK, AUTH_LINE_MAX,
+        AUTH_MAX_CHUNKS, AUTH_MAX_LINES, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
+        CREDENTIALS_LETTERS, DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
+    },
+    default_size,
+    sip::UA_SCAN_LIMIT,
+    txn::TxnIds,
+    mask_v6, src_key_v4, SrcKey, TxnKey, FAMILY_V4, FAMILY_V6,
+};
+
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+
+use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::maps::{EGRESS_SCRATCH, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
+use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
+use crate::scratch::Scratch;
+use crate::source::now_ns;
+
+#[map]
+static AUTH_CONFIG: Array<AuthConfig> = Array::with_max_entries(1, 0);
+#[map]
+static AUTH_NONCES: LruHashMap<NonceKey, NonceSeen> =
+    LruHashMap::with_max_entries(default_size::AUTH_NONCES, 0);
+#[map]
+static AUTH_ATTEMPTS: LruHashMap<TxnKey, Attempt> =
+    LruHashMap::with_max_entries(default_size::AUTH_ATTEMPTS, 0);
+#[map]
+static AUTH_EVENTS: RingBuf = RingBuf::with_byte_size(default_size::AUTH_EVENTS_BYTES, 0);
+#[map]
+static AUTH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AUTH_STATS_ENTRIES, 0);
+#[map]
+static AUTH_SCRATCH: PerCpuArray<AuthScratch> = PerCpuArray::with_max_entries(2, 0);
+
+/// The maps declared here, for the check against `names::ALL` in prog.rs.
+pub(crate) const MAP_NAMES: &[&str] = &[
+    "AUTH_CONFIG",
+    "AUTH_NONCES",
+    "AUTH_ATTEMPTS",
+    "AUTH_EVENTS",
+    "AUTH_STATS",
+    "AUTH_SCRATCH",
+];
+
+const INGRESS: u32 = 0;
+const EGRESS: u32 = 1;
+
+/// Per-CPU, per-program work space (off the 512-byte stack).
+#[repr(C)]
+pub(crate) struct AuthScratch {
+    parse: DigestParse,
+    chunk: [u8; AUTH_CHUNK],
+    attempt: Attempt,
+    /// The requester (ingress) or the reply's destination (egress), keyed.
+    key: SrcKey,
+    /// The reply's destination address and family (egress).
+    addr: [u8; 16],
+    family: u32,
+    /// The request-line method index (ingress).
+    method: u32,
+    /// `Scratch::ids` already holds this request's Call-ID and CSeq.
+    ids_fresh: u32,
+    _pad: u32,
+}
+
+#[inline(always)]
+fn on() -> bool {
+    AUTH_CONFIG.get(0).is_some_and(|c| c.flags & AUTH_ON != 0)
+}
+
+#[inline(always)]
+fn count(ifindex: u32, method: u32, result: u32) {
+    let slot = match IFACE_SLOT.get(ifindex) {
+        Some(s) => *s & IFACE_SLOT_MASK,
+        None => 0,
+    };
+    if let Some(c) = AUTH_STATS.get_ptr_mut(auth_stats_slot(slot, method & 1, result & 3)) {
+        // Per-CPU slot: no other writer.
+        unsafe { *c += 1 };
+    }
+}
+
+// ---- ingress (XDP) ----
+
+/// `meta` bits shared by both entries: the IP header's offset (bits 0-7),
+/// IPv6 (bit 8).
+const META_V6: u64 = 1 << 8;
+/// Ingress `meta`: `txn::remember` has just walked this request's Call-ID
+/// and CSeq into scratch.
+const META_FRESH: u64 = 1 << 9;
+/// Masks a laundered IP header offset (at most two VLAN tags in).
+const L3_MASK: u64 = 63;
+
+/// `meta` for a packet whose IP header is at `l3` (already laundered and
+/// masked by the caller), IPv6 or not: no branch in the caller's frame.
+#[inline(always)]
+pub(crate) fn meta(l3: u64, v6: bool) -> u64 {
+    (l3 & L3_MASK) | (v6 as u64) << 8
+}
+
+/// A REGISTER or INVITE (method index `method`) passed: a proven attempt
+/// is remembered, an unproven one counted. `meta`: see [`meta`], plus
+/// whether `txn::remember` ran. Inlined in the XDP frame, so it only
+/// hands over to one global: code here is verified again for every state
+/// that reaches it.
+#[inline(always)]
+pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usize), meta: u64, fresh: bool) {
+    let meta = meta | (fresh as u64) << 9 | (method as u64 & 0xff) << 16;
+    shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
+}
+
+/// [`attempt`]'s work. Calls its steps one after the other, holding only
+/// its arguments: the deepest chain (XDP frame, this, walk, line, chunk)
+/// stays under 512 bytes of stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) -> u64 {
+    if auth_method(((meta >> 16) & 0xff) as usize).is_none() {
+        return 0;
+    }
+    if shield_auth_creds(ctx, pay, plen) != LINE_FOUND {
+        return 0;
+    }
+    if shield_auth_key(ctx, meta) == 0 {
+        return 0;
+    }
+    if meta & META_FRESH == 0 {
+        if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch of this program.
+            unsafe { (*scratch).ids = TxnIds::default() };
+        }
+        crate::txn::shield_txn(ctx, pay, plen);
+    }
+    shield_auth_attempt(ctx, meta)
+}
+
+/// The source of the packet (IP header at `meta`'s offset) keyed as bans
+/// are, into `AUTH_SCRATCH[0].key` (and its address into `.addr`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_key(ctx: *mut xdp_md, meta: u64) -> u64 {
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    key_into(&pkt, INGRESS, meta, false)
+}
+
+/// The packet's source (`dst` false) or destination address into
+/// `AUTH_SCRATCH[slot]`, and its key. 0 if the header is out of reach.
+#[inline(always)]
+fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
+    let (Some(a), Some(p)) = (AUTH_SCRATCH.get_ptr_mut(slot), POLICY.get(0)) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    let l3 = (meta & L3_MASK) as usize;
+    if meta & META_V6 != 0 {
+        let Some(ip) = pkt.ptr_at::<Ipv6Hdr>(l3) else {
+            return 0;
+        };
+        // SAFETY: `ptr_at` checked the header is in the packet.
+        a.addr = unsafe { if dst { (*ip).dst_addr } else { (*ip).src_addr } };
+        a.family = FAMILY_V6 as u32;
+        a.key = mask_v6(&a.addr, p.ipv6_prefix);
+    } else {
+        let Some(ip) = pkt.ptr_at::<Ipv4Hdr>(l3) else {
+            return 0;
+        };
+        // SAFETY: as above.
+        let v = unsafe { if dst { (*ip).dst_addr } else { (*ip).src_addr } };
+        a.addr = [v[0], v[1], v[2], v[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a.family = FAMILY_V4 as u32;
+        a.key = src_key_v4(v);
+    }
+    1
+}
+
+/// Proves the credentials in `AUTH_SCRATCH[0].parse` against the nonces
+/// sent to the source; remembers a proven attempt by Call-ID and CSeq
+/// (from `SCRATCH.ids`), counts an unproven one.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
+    let (Some(a), Some(scratch)) = (AUTH_SCRATCH.get_ptr_mut(INGRESS), SCRATCH.get_ptr_mut(0))
+    else {
+        return 0;
+    };
+    // SAFETY: per-CPU map values of these types, used by this program only.
+    let a = unsafe { &mut *a };
+    let method = ((meta >> 16) & 0xff) as usize;
+    let Some(m) = auth_method(method) else {
+        return 0;
+    };
+    if !a.parse.has_nonce() {
+        return 0;
+    }
+    let now = now_ns();
+    let nk = NonceKey {
+        src: a.key,
+        nonce: a.parse.nonce_hash,
+    };
+    let proven = unsafe { AUTH_NONCES.get(&nk) }.is_some_and(|n| n.proves(now));
+    if !proven {
+        count(unsafe { (*ctx).ingress_ifindex }, m, RESULT_UNPROVEN);
+        return 0;
+    }
+    let ids = unsafe { (*scratch).ids };
+    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+        return 0;
+    };
+    a.attempt = Attempt {
+        seen_ns: now,
+        user_hash: a.parse.user_hash,
+        cseq_method: cseq_method as u32,
+        method: method as u32,
+        user_len: a.parse.user_len,
+        _pad: 0,
+        user: a.parse.user,
+    };
+    let tk = TxnKey {
+        src: a.key,
+        call_id,
+        cseq,
+        _pad: 0,
+    };
+    let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+    1
+}
+
+/// Walks the request's `a`/`p` lines for its credentials into
+/// `AUTH_SCRATCH[0].parse`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
+    let (Some(scratch), Some(a)) = (SCRATCH.get_ptr_mut(0), AUTH_SCRATCH.get_ptr_mut(INGRESS))
+    else {
+        return 0;
+    };
+    if !on() {
+        return 0;
+    }
+    // SAFETY: see `attempt`.
+    unsafe { (*a).parse.reset() };
+    lines::find_line(
+        &Pkt::new(&XdpContext::new(ctx)),
+        scratch,
+        pay,
+        plen,
+        AUTH_MAX_LINES,
+        |j, limit| shield_auth_scan_block(ctx, pay, j, limit),
+        |at, avail| shield_auth_creds_line(ctx, at, avail),
+    )
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return LINE_BAD;
+    };
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    digest_line(&pkt, scratch, AuthHeader::Credentials, at, avail, |at, avail, start, k| {
+        shield_auth_chunk(ctx, at, avail, start, k)
+    })
+}
+
+/// `feed` into `AUTH_SCRATCH[0].parse`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start: u64, k: u64) -> u64 {
+    feed(&Pkt::new(&XdpContext::new(ctx)), INGRESS, at, avail, start, k)
+}
+
+/// `lines::scan_block` for lines starting with `a`/`A` or `p`/`P`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
+    let (a, b) = CREDENTIALS_LETTERS;
+    lines::scan_block2(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, a, b)
+}
+
+// ---- egress (TC) ----
+
+/// A final response (status `status`) with the ids in
+/// `EGRESS_SCRATCH.ids`, CSeq method index `method`, IP header per `meta`
+/// (see [`meta`]): learns its challenge, settles the proven attempt it
+/// answers and reports it. True when it is a success (the destination is
+/// then verified, SPEC §12, whatever `[verify] methods` says).
+#[inline(always)]
+pub(crate) fn settle(skb: *mut __sk_buff, (pay, plen): (usize, usize), meta: u64, status: u16, method: usize) -> bool {
+    let meta = meta | (status as u64) << 16 | (method as u64 & 0xff) << 32;
+    shield_egress_auth(skb, pay as u64, plen as u64, meta) == 1
+}
+
+/// [`settle`]'s work, step by step (see `shield_auth`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_auth(skb: *mut __sk_buff, pay: u64, plen: u64, meta: u64) -> u64 {
+    if !on() {
+        return 0;
+    }
+    if challenges(((meta >> 16) & 0xffff) as u16) {
+        shield_egress_challenge(skb, pay, plen);
+    } else if let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) {
+        // SAFETY: per-CPU scratch of this program.
+        unsafe { (*a).parse.reset() };
+    }
+    if shield_egress_key(skb, meta) == 0 {
+        return 0;
+    }
+    shield_egress_outcome(skb, meta)
+}
+
+/// The reply's destination keyed as bans are, into `AUTH_SCRATCH[1]`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
+    key_into(&Pkt::skb(skb), EGRESS, meta, true)
+}
+
+/// Learns the challenge in `AUTH_SCRATCH[1].parse`, then settles the
+/// attempt the reply answers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
+    let (Some(a), Some(scratch)) =
+        (AUTH_SCRATCH.get_ptr_mut(EGRESS), EGRESS_SCRATCH.get_ptr_mut(0))
+    else {
+        return 0;
+    };
+    // SAFETY: per-CPU map values of these types, used by this program only.
+    let a = unsafe { &mut *a };
+    let status = ((meta >> 16) & 0xffff) as u16;
+    let method = ((meta >> 32) & 0xff) as u32;
+    let now = now_ns();
+    let mut stale = false;
+    if challenges(status) && a.parse.has_nonce() {
+        stale = a.parse.flags & DIGEST_STALE != 0;
+        let nk = NonceKey {
+            src: a.key,
+            nonce: a.parse.nonce_hash,
+        };
+        let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
+    }
+    let ids = unsafe { (*scratch).ids };
+    let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
+        return 0;
+    };
+    let tk = TxnKey {
+        src: a.key,
+        call_id,
+        cseq,
+        _pad: 0,
+    };
+    let Some(t) = (unsafe { AUTH_ATTEMPTS.get(&tk) }) else {
+        return 0;
+    };
+    if t.cseq_method != method {
+        return 0; // another transaction's reply
+    }
+    a.attempt = *t;
+    let _ = AUTH_ATTEMPTS.remove(&tk);
+    let (Some(result), Some(m)) = (outcome(status, stale), auth_method(a.attempt.method as usize))
+    else {
+        return 0;
+    };
+    let ifindex = unsafe { (*skb).ifindex };
+    count(ifindex, m, result);
+    if result == RESULT_STALE {
+        return 0;
+    }
+    report(a, now, m, status, result, ifindex);
+    (result == RESULT_SUCCESS) as u64
+}
+
+/// One `AUTH_EVENTS` record for a settled attempt (lost if the ring is
+/// full: the counters still have it).
+#[inline(always)]
+fn report(a: &AuthScratch, now: u64, method: u32, status: u16, result: u32, ifindex: u32) {
+    let Some(mut e) = AUTH_EVENTS.reserve::<AuthEvent>(0) else {
+        return;
+    };
+    e.write(AuthEvent {
+        ts_ns: now,
+        user_hash: a.attempt.user_hash,
+        addr: a.addr,
+        family: a.family as u8,
+        method: method as u8,
+        status,
+        result: if result == RESULT_SUCCESS {
+            RESULT_SUCCESS
+        } else {
+            RESULT_FAILURE
+        },
+        ifindex,
+        user_len: a.attempt.user_len,
+        user: a.attempt.user,
+    });
+    e.submit(0);
+}
+
+/// Walks the response's `w`/`p` lines for its challenge into
+/// `AUTH_SCRATCH[1].parse`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
+    let (Some(scratch), Some(a)) = (EGRESS_SCRATCH.get_ptr_mut(0), AUTH_SCRATCH.get_ptr_mut(EGRESS))
+    else {
+        return 0;
+    };
+    // SAFETY: see `settle`.
+    unsafe { (*a).parse.reset() };
+    lines::find_line(
+        &Pkt::skb(skb),
+        scratch,
+        pay,
+        plen,
+        AUTH_MAX_LINES,
+        |j, limit| shield_egress_auth_scan_block(skb, pay, j, limit),
+        |at, avail| shield_egress_challenge_line(skb, at, avail),
+    )
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, avail: u64) -> u64 {
+    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+        return LINE_BAD;
+    };
+    digest_line(&Pkt::skb(skb), scratch, AuthHeader::Challenge, at, avail, |at, avail, start, k| {
+        shield_egress_auth_chunk(skb, at, avail, start, k)
+    })
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_auth_chunk(
+    skb: *mut __sk_buff,
+    at: u64,
+    avail: u64,
+    start: u64,
+    k: u64,
+) -> u64 {
+    feed(&Pkt::skb(skb), EGRESS, at, avail, start, k)
+}
+
+/// `lines::scan_block` for lines starting with `w`/`W` or `p`/`P`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_auth_scan_block(
+    skb: *mut __sk_buff,
+    pay: u64,
+    j: u64,
+    limit: u64,
+) -> u64 {
+    let (a, b) = CHALLENGE_LETTERS;
+    lines::scan_block2(&Pkt::skb(skb), pay, j, limit, a, b)
+}
+
+// ---- shared bodies ----
+
+/// The line at payload offset `at` (`avail` bytes left): `LINE_OTHER` if
+/// it is not a `want` header, else its value fed to the program's parser
+/// chunk by chunk and `LINE_FOUND`: the first such line counts.
+/// `chunk(at, avail, start, k)` feeds chunk `k` of the value starting
+/// `start` bytes into the line (1 once the header ended). The loop keeps
+/// no arithmetic of its own: one verifier state per iteration.
+#[inline(always)]
+fn digest_line(
+    pkt: &Pkt,
+    scratch: *mut Scratch,
+    want: AuthHeader,
+    at: u64,
+    avail: u64,
+    chunk: impl Fn(u64, u64, u64, u64) -> u64,
+) -> u64 {
+    if !lines::copy_window(pkt, scratch, at, avail) {
+        return LINE_BAD;
+    }
+    let Some(start) = auth_name(unsafe { &(*scratch).win }, want) else {
+        return LINE_OTHER;
+    };
+    for k in 0..AUTH_MAX_CHUNKS as u64 {
+        if chunk(at, avail, start as u64, k) != 0 {
+            return LINE_FOUND;
+        }
+    }
+    chunk(at, 0, 0, 0); // the end of what is read: finish
+    LINE_FOUND
+}
+
+/// Chunk `k` of the value starting `start` bytes into the line at `at`
+/// (`avail` bytes left in the payload) into `AUTH_SCRATCH[slot].parse`;
+/// `avail == 0` finishes it. 1 once the header has ended.
+#[inline(always)]
+fn feed(pkt: &Pkt, slot: u32, at: u64, avail: u64, start: u64, k: u64) -> u64 {
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(slot) else {
+        return 1;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    let end = core::cmp::min(avail as usize, AUTH_LINE_MAX);
+    let pos = start as usize + k as usize * AUTH_CHUNK;
+    if avail == 0 || pos >= end || k as usize >= AUTH_MAX_CHUNKS {
+        a.parse.finish();
+        return 1;
+    }
+    let n = core::cmp::min(end - pos, AUTH_CHUNK);
+    let at = at as usize + pos;
+    if at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT + AUTH_LINE_MAX {
+        a.parse.finish();
+        return 1;
+    }
+    copy_chunk(pkt, &mut a.chunk, at, n);
+    a.parse.feed(&a.chunk, n) as u64
+}
+
+/// `n` payload bytes at `at` into `dst` (the rest zero): one copy when the
+/// frame has the whole chunk, else byte by byte.
+#[inline(always)]
+fn copy_chunk(pkt: &Pkt, dst: &mut [u8; AUTH_CHUNK], at: usize, n: usize) {
+    if let Some(w) = pkt.ptr_at::<[u8; AUTH_CHUNK]>(at) {
+        // SAFETY: `ptr_at` checked the chunk is inside the packet; `dst`
+        // is scratch of the same size.
+        unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), dst.as_mut_ptr(), AUTH_CHUNK) };
+        return;
+    }
+    *dst = [0; AUTH_CHUNK];
+    for (k, w) in dst.iter_mut().enumerate() {
+        if k >= n {
+            break;
+        }
+        match pkt.byte_at(at + k) {
+            Some(b) => *w = b,
+            None => break,
+        }
+    }
+}
