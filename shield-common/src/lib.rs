@@ -27,3 +27,40 @@ pub use sample::{Sample, SampleConfig, SampleState, SampleView, SAMPLE_CAP, SAMP
 pub use sip::{Method, PayloadKind};
 pub use txn::{Txn, TxnKey, TXN_WINDOW_NS};
 pub use verdict::*;
+
+/// Every `aya::Pod` type of every module: no byte is padding (their
+/// `Pod` impls rely on it). Here, at the root, so that `maps` does not
+/// import the modules whose types it checks.
+#[cfg(test)]
+mod pod_sizes {
+    use crate::maps::*;
+    use crate::policy::METHOD_BUCKETS;
+
+    #[test]
+    fn sizes_without_padding() {
+        use core::mem::size_of;
+        // The other `aya::Pod` types: their fields' sizes, summed.
+        assert_eq!(size_of::<crate::txn::TxnKey>(), 16 + 8 + 4 + 4);
+        assert_eq!(size_of::<crate::txn::Txn>(), 8 + 4 + 4);
+        assert_eq!(size_of::<crate::dest::DestRule>(), 4 + 4);
+        assert_eq!(size_of::<crate::dest::DestSource>(), 8 * 3);
+        assert_eq!(size_of::<crate::dest::DigitPrefix>(), 8 + 4 + 4);
+        assert_eq!(size_of::<crate::bucket::Bucket>(), 8 + 8);
+        assert_eq!(
+            size_of::<crate::dest::DestPolicy>(),
+            4 * 4 + 2 * crate::dest::MAX_PREFIXES * 16 + 3 * 16
+        );
+        assert_eq!(
+            size_of::<RefusalEvent>(),
+            8 + 16 + 16 + 2 + 2 + 1 + 1 + 2 + 4 * 4 + REFUSAL_PAYLOAD
+        );
+        assert_eq!(
+            core::mem::size_of::<SrcState>(),
+            8 * 2 + 8 * METHOD_BUCKETS + 16
+        );
+        assert_eq!(core::mem::size_of::<OffenderEvent>(), 32);
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<Verified>(), 16);
+        assert_eq!(core::mem::size_of::<Budget>(), 64);
+    }
+}

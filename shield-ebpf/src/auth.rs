@@ -56,7 +56,7 @@ static AUTH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AUTH_STATS_E
 #[map]
 static AUTH_SCRATCH: PerCpuArray<AuthScratch> = PerCpuArray::with_max_entries(2, 0);
 
-/// The maps declared here, for the check against `names::ALL` in prog.rs.
+/// The maps declared here, for the check against `names::ALL` in main.rs.
 pub(crate) const MAP_NAMES: &[&str] = &[
     "AUTH_CONFIG",
     "AUTH_NONCES",
@@ -100,6 +100,7 @@ fn count(ifindex: u32, method: u32, result: u32) {
     };
     if let Some(c) = AUTH_STATS.get_ptr_mut(auth_stats_slot(slot, method & 1, result & 3)) {
         // Per-CPU slot: no other writer.
+        // SAFETY: a per-CPU map slot, valid for this run; no other writer.
         unsafe { *c += 1 };
     }
 }
@@ -136,6 +137,7 @@ pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usiz
 /// [`attempt`]'s work. Calls its steps one after the other, holding only
 /// its arguments: the deepest chain (XDP frame, this, walk, line, chunk)
 /// stays under 512 bytes of stack.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) -> u64 {
@@ -160,6 +162,7 @@ pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) 
 
 /// The source of the packet (IP header at `meta`'s offset) keyed as bans
 /// are, into `AUTH_SCRATCH[0].key` (and its address into `.addr`).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_key(ctx: *mut xdp_md, meta: u64) -> u64 {
@@ -201,6 +204,7 @@ fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
 /// Proves the credentials in `AUTH_SCRATCH[0].parse` against the nonces
 /// sent to the source; remembers a proven attempt by Call-ID and CSeq
 /// (from `SCRATCH.ids`), counts an unproven one.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
@@ -222,11 +226,14 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
         src: a.key,
         nonce: a.parse.nonce_hash,
     };
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     let proven = unsafe { AUTH_NONCES.get(&nk) }.is_some_and(|n| n.proves(now));
     if !proven {
+        // SAFETY: the program's context, valid for the whole run.
         count(unsafe { (*ctx).ingress_ifindex }, m, RESULT_UNPROVEN);
         return 0;
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
         return 0;
@@ -252,6 +259,7 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
 
 /// Walks the request's `a`/`p` lines for its credentials into
 /// `AUTH_SCRATCH[0].parse`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
@@ -275,6 +283,7 @@ pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u6
     )
 }
 
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
@@ -288,6 +297,7 @@ pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) 
 }
 
 /// `feed` into `AUTH_SCRATCH[0].parse`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start: u64, k: u64) -> u64 {
@@ -295,6 +305,7 @@ pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start
 }
 
 /// `lines::scan_block` for lines starting with `a`/`A` or `p`/`P`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
@@ -316,6 +327,7 @@ pub(crate) fn settle(skb: *mut __sk_buff, (pay, plen): (usize, usize), meta: u64
 }
 
 /// [`settle`]'s work, step by step (see `shield_auth`).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_auth(skb: *mut __sk_buff, pay: u64, plen: u64, meta: u64) -> u64 {
@@ -335,6 +347,7 @@ pub extern "C" fn shield_egress_auth(skb: *mut __sk_buff, pay: u64, plen: u64, m
 }
 
 /// The reply's destination keyed as bans are, into `AUTH_SCRATCH[1]`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
@@ -343,6 +356,7 @@ pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
 
 /// Learns the challenge in `AUTH_SCRATCH[1].parse`, then settles the
 /// attempt the reply answers.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
@@ -365,6 +379,7 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
         };
         let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
         return 0;
@@ -375,6 +390,7 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
         cseq,
         _pad: 0,
     };
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     let Some(t) = (unsafe { AUTH_ATTEMPTS.get(&tk) }) else {
         return 0;
     };
@@ -387,6 +403,7 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
     else {
         return 0;
     };
+    // SAFETY: the program's context, valid for the whole run.
     let ifindex = unsafe { (*skb).ifindex };
     count(ifindex, m, result);
     if result == RESULT_STALE {
@@ -424,6 +441,7 @@ fn report(a: &AuthScratch, now: u64, method: u32, status: u16, result: u32, ifin
 
 /// Walks the response's `w`/`p` lines for its challenge into
 /// `AUTH_SCRATCH[1].parse`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
@@ -444,6 +462,7 @@ pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u
     )
 }
 
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, avail: u64) -> u64 {
@@ -455,6 +474,7 @@ pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, ava
     })
 }
 
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_auth_chunk(
@@ -468,6 +488,7 @@ pub extern "C" fn shield_egress_auth_chunk(
 }
 
 /// `lines::scan_block` for lines starting with `w`/`W` or `p`/`P`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_auth_scan_block(
@@ -500,6 +521,7 @@ fn digest_line(
     if !lines::copy_window(pkt, scratch, at, avail) {
         return LINE_BAD;
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let Some(start) = auth_name(unsafe { &(*scratch).win }, want) else {
         return LINE_OTHER;
     };

@@ -49,7 +49,7 @@ static CALL_CFG: Array<CallConfig> = Array::with_max_entries(1, 0);
 #[map]
 static CALL_EVENTS: RingBuf = RingBuf::with_byte_size(default_size::CALL_EVENTS_BYTES, 0);
 
-/// The maps declared here, for the check against `names::ALL` in prog.rs.
+/// The maps declared here, for the check against `names::ALL` in main.rs.
 pub(crate) const MAP_NAMES: &[&str] = &["CALLS", "CALL_COUNTS", "CALL_CFG", "CALL_EVENTS"];
 
 /// `shield_call_open`: the source is at its limit.
@@ -92,6 +92,7 @@ const AT_MASK: u64 = (1 << 32) - 1;
 /// The INVITE `dest::check` looked at: its payload's `offset << 16 |
 /// length` (with `TAG_KNOWN` when the To search was made and found no
 /// tag), or 0 when there is none or it is in a dialog.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_at() -> u64 {
@@ -102,7 +103,9 @@ pub extern "C" fn shield_call_at() -> u64 {
         return 0;
     }
     // The Call-ID walk that follows fills these in.
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).ids = TxnIds::default() };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &*scratch };
     match s.to_tag {
         TO_TAGGED => 0,
@@ -117,16 +120,19 @@ pub extern "C" fn shield_call_at() -> u64 {
 /// tracked (a retransmission). Built in scratch, and apart from
 /// `shield_call_open`: in one frame it pushed the XDP program's call
 /// chain past 512 bytes.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_record(ctx: *mut xdp_md) -> u64 {
     let (Some(scratch), Some(p)) = (SCRATCH.get_ptr_mut(0), POLICY.get(0)) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
     let Some(id) = s.ids.call_id else {
         return 0;
     };
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     if unsafe { CALLS.get(&id) }.is_some() {
         return 0;
     }
@@ -156,12 +162,14 @@ pub extern "C" fn shield_call_record(ctx: *mut xdp_md) -> u64 {
 /// Opens the call `shield_call_record` built: `REFUSED` when its source
 /// has `max_per_source` calls in progress and `limited`, else 0 (opened,
 /// or lost to another CPU's retransmission, or the table is full).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_open(limited: u64) -> u64 {
     let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CALL_CFG.get(0)) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
     let Some(id) = s.ids.call_id else {
         return 0;
@@ -191,6 +199,7 @@ pub(crate) fn cancel(
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).ids = TxnIds::default() };
     crate::txn::shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
     let key = src_key(src, p);
@@ -199,22 +208,26 @@ pub(crate) fn cancel(
 }
 
 /// See `cancel`; the caller's key in two halves.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_cancel(hi: u64, lo: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let Some(id) = (unsafe { (*scratch).ids.call_id }) else {
         return 0;
     };
     let Some(c) = CALLS.get_ptr_mut(&id) else {
         return 0;
     };
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
     if !calls::cancels(unsafe { &*c }, &join(hi, lo)) {
         return 0;
     }
     // A plain store: the flag only ever goes on.
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
     unsafe { (*c).flags |= CALL_CANCELLING };
     1
 }
@@ -230,6 +243,7 @@ pub(crate) fn reply(dst: &SrcKey, call_id: u64, method: usize, class: u8, challe
 }
 
 /// See `reply`: `mc` is `challenge << 16 | method << 8 | class`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> u64 {
@@ -239,6 +253,7 @@ pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> 
     let Some(c) = CALLS.get_ptr_mut(&call_id) else {
         return 0;
     };
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
     let call = unsafe { *c };
     let method = match (mc >> 8) as u8 as usize {
         m if m == Method::Invite as usize => Method::Invite,
@@ -251,6 +266,7 @@ pub extern "C" fn shield_call_reply(call_id: u64, mc: u64, hi: u64, lo: u64) -> 
     match calls::on_final(&call, method, class, mc >> 16 != 0, to_caller) {
         Step::Keep => 0,
         Step::Answer => {
+            // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
             // Two CPUs with a retransmitted 2xx both write the same.
             unsafe {
                 (*c).answer_ns = now;
@@ -281,6 +297,7 @@ fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64, report:
     if CALL_EVENTS.output(&ev, 0).is_err() {
         if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
             // Per-CPU slot: no other writer.
+            // SAFETY: a per-CPU map slot, valid for this run; no other writer.
             unsafe { *lost += 1 };
         }
     }
@@ -298,7 +315,9 @@ pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
     let Some(b) = Pkt::new(&ctx).ptr_at::<[u8; 8]>(0) else {
         return GONE;
     };
+    // SAFETY: inside the frame: `ptr_at` checked all 8 bytes.
     let id = u64::from_ne_bytes(unsafe { *b });
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
     let (Some(cfg), Some(c)) = (CALL_CFG.get(0), unsafe { CALLS.get(&id) }) else {
         return GONE;
     };
@@ -341,6 +360,7 @@ fn reserve(n: *mut u64, limit: u64) -> bool {
         if !calls::within_limit(cur, limit) {
             return false;
         }
+        // SAFETY: an aligned u64 inside a map value that stays valid for this run.
         let (seen, _) = unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(n, cur, cur + 1) };
         if seen == cur {
             return true;
@@ -364,6 +384,7 @@ fn release(key: &SrcKey) {
             return;
         }
         let next = calls::count_down(cur);
+        // SAFETY: an aligned u64 inside a map value that stays valid for this run.
         let (seen, _) = unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(n, cur, next) };
         if seen == cur {
             return;
@@ -375,6 +396,7 @@ fn release(key: &SrcKey) {
 /// The counter slot of the interface the frame came in on.
 #[inline(always)]
 fn iface_slot(ctx: *mut xdp_md) -> u8 {
+    // SAFETY: the program's context, valid for the whole run.
     let ifindex = unsafe { (*ctx).ingress_ifindex };
     match IFACE_SLOT.get(ifindex) {
         Some(s) => (*s & IFACE_SLOT_MASK) as u8,

@@ -125,6 +125,7 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
         return 0;
     }
     if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
         // For `calls`: this INVITE, its To not searched yet.
         unsafe {
             (*scratch).call_at = at;
@@ -162,6 +163,7 @@ pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
         |j, limit| shield_t_scan_block(ctx, pay, j, limit),
         |at, avail| shield_to_line(ctx, at, avail),
     );
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let tagged = tagged == LINE_FOUND;
     unsafe {
         (*scratch).to_tag = if tagged {
@@ -207,6 +209,7 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
     let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     // Nothing for `calls` until `shield_invite` reads an INVITE.
     unsafe { (*scratch).call_at = 0 };
     let allowlisted = meta & ALLOWLISTED != 0;

@@ -113,6 +113,7 @@ fn egress(ctx: &TcContext) {
     if crate::auth::settle(skb, (pay, plen), meta, status, method) || verifies {
         verify(p, &f);
     }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let challenge = shield_common::calls::is_challenge(unsafe { &(*scratch).head });
     crate::calls::reply(&dst, call_id, method, class, challenge);
 }

@@ -2,10 +2,10 @@
 //! every query runs against a real Prometheus scraping the real `shieldd`
 //! of the lab while real traffic goes through it (registrations, national
 //! and international calls through Kamailio to the PBX, premium calls the
-//! shield refuses, a ban). A query error fails the test, and so does an
-//! empty result for a panel where that traffic must show; the only panel
-//! allowed to stay empty says so in its description ("Expected empty
-//! until ..."): the auth failures of issue 20, not built on this branch.
+//! shield refuses, a mistyped password, a ban). A query error fails the
+//! test, and so does an empty result for a panel where that traffic must
+//! show; a panel allowed to stay empty would say so in its description
+//! ("Expected empty until ...": none does).
 //!
 //! Needs root, Kamailio, sipp and prometheus; fails, never skips, without
 //! them.
@@ -123,6 +123,7 @@ fn every_panel_query_runs_and_shows_the_labs_traffic() -> Result<()> {
     let _pbx = Run::pbx().start(&topo.sbc, dir)?;
     let shield = LabConfig::new(dir)
         .set("destinations", "deny", "[\"00899\"]")
+        .set("auth", "failures", "5")
         .start(&topo.sbc)?;
     let _prom = prometheus(&topo.sbc, dir)?;
     let sub = subscriber_ip(0);
@@ -132,6 +133,9 @@ fn every_panel_query_runs_and_shows_the_labs_traffic() -> Result<()> {
     // premium calls refused, a ban.
     let reg = Run::register(sub, sbc(), 2.0, 1).start(&topo.carrier, dir)?.finish(Duration::from_secs(20))?;
     ensure!(reg.successful == 1, "registration: {reg:?}");
+    // One wrong password: a proven digest failure (SPEC §12).
+    let wrong = Run::brute_force(subscriber_ip(1), sbc(), 2.0, 1).start(&topo.carrier, dir)?.finish(Duration::from_secs(20))?;
+    ensure!(wrong.successful == 1, "the mistype got another answer than 401: {wrong:?}");
     let national = Run::trunk_calls(TRUNK_IP, sbc(), 4.0, 3).start(&topo.carrier, dir)?.finish(Duration::from_secs(30))?;
     ensure!(national.successful == 3, "national calls: {national:?}");
     let intl = Run { service: Some("0033123456789".into()), name: "intl".into(), ..Run::trunk_calls(TRUNK_IP, sbc(), 4.0, 3) }

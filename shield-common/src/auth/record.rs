@@ -141,8 +141,8 @@ pub struct AuthEvent {
     pub user: [u8; USER_MAX],
 }
 
-/// Ring-buffer bytes for `AUTH_EVENTS`: 16k outcomes in flight.
-pub const AUTH_EVENTS_BYTES: u32 = 1024 * 1024;
+/// Ring-buffer bytes for `AUTH_EVENTS`.
+pub const AUTH_EVENTS_BYTES: u32 = crate::maps::default_size::AUTH_EVENTS_BYTES;
 
 #[cfg(feature = "user")]
 mod pod {

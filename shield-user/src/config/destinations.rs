@@ -4,10 +4,10 @@
 //! config error with file, line and key, never a rule that silently
 //! matches nothing.
 
-use shield_common::dest::{self, DestClass, DestPolicy, DigitPrefix, MAX_DIGITS, MAX_PREFIXES};
+use shield_common::dest::{DestPolicy, DigitPrefix, MAX_PREFIXES};
 
 use super::reader::{read_regular_file, Section, Val};
-use crate::dest::{Action, Destinations, Entry, EntryKind};
+use crate::dest::{parse_entry, set_prefixes, Action, Destinations, Entry, EntryKind};
 
 /// A file full of garbage should not bury every other problem.
 const MAX_FILE_ERRORS: usize = 10;
@@ -81,47 +81,12 @@ fn prefixes(s: &mut Section, key: &'static str, default: &[String]) -> Vec<Strin
     out
 }
 
-/// The kernel's form of `prefixes` (already checked).
-pub fn set_prefixes(slots: &mut [DigitPrefix; MAX_PREFIXES], n: &mut u32, prefixes: &[String]) {
-    *n = 0;
-    for (slot, p) in slots.iter_mut().zip(prefixes) {
-        if let Some(d) = DigitPrefix::parse(p.as_bytes()) {
-            *slot = d;
-            *n += 1;
-        }
-    }
-}
-
 fn entry(v: &Val, text: Option<&str>, kind: EntryKind, probe: &DestPolicy, out: &mut Vec<Entry>) {
     let Some(text) = text else { return };
     match parse_entry(text, kind, probe) {
         Ok(e) => out.push(e),
         Err(why) => v.error(why),
     }
-}
-
-/// A `deny` or `allow_international` entry, normalised; the error says why
-/// it cannot be one.
-pub fn parse_entry(text: &str, kind: EntryKind, probe: &DestPolicy) -> Result<Entry, String> {
-    let d = dest::entry(text.trim().as_bytes(), probe);
-    if !d.is_number() {
-        return Err(format!(
-            "{text:?} is not a number prefix: digits, a leading '+' and the separators - . ( ) only"
-        ));
-    }
-    if d.digits.len > MAX_DIGITS {
-        return Err(format!("{text:?} is longer than {MAX_DIGITS} digits"));
-    }
-    if kind == EntryKind::Allow && d.class != DestClass::International {
-        return Err(format!(
-            "{text:?} is not international (start it with '+' or an international prefix)"
-        ));
-    }
-    Ok(Entry {
-        text: text.trim().to_owned(),
-        kind,
-        dialled: d,
-    })
 }
 
 /// `deny_files`: one entry per line, `#` comments and blank lines skipped;

@@ -49,7 +49,7 @@ use toml_edit::ImDocument;
 pub use self::cidr::{parse_cidr, parse_cidr_list, CidrError};
 pub use self::crowdsec::{CaFile, Crowdsec, Push, Scope, Secret};
 pub use self::calls::Calls;
-pub use self::destinations::{parse_entry, set_prefixes};
+pub use crate::dest::{parse_entry, set_prefixes};
 pub use self::duration::{
     duration_from_secs, format_duration, parse_duration, DurationError, MAX_DURATION_SECS,
 };
@@ -59,7 +59,7 @@ use crate::jails::JailSpec;
 
 /// `[capacity]`: BPF map sizes in entries. It is the loader's own type, so a
 /// config's capacities go to [`crate::kernel::Shield::load`] unchanged.
-pub use crate::kernel::Capacity;
+pub use crate::kernel::{AttachMode, Capacity};
 
 /// Where `shieldd` looks without `--config`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shield/shield.toml";
@@ -107,14 +107,6 @@ pub struct ShieldSection {
     pub detach_on_exit: bool,
 }
 
-/// `[shield] mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Native (driver) XDP, falling back to generic with a log line.
-    Auto,
-    Driver,
-    Generic,
-}
 
 /// `[ports]`: the protected ports, deduplicated, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]

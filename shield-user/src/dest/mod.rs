@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use shield_common::dest::{
     self, DestClass, DestPolicy, DestRule, Dialled, Listed, D_ALLOW_INTERNATIONAL,
     D_CHECK_ALLOWLISTED, D_REJECT, D_RULES, KEY_BYTES, RULE_ALLOW, RULE_ALLOW_INTERNATIONAL,
-    RULE_CALLS, RULE_DENY, RULE_INTERNATIONAL_RATE, RULE_UNREADABLE, URI_WINDOW,
+    RULE_CALLS, RULE_DENY, RULE_INTERNATIONAL_RATE, RULE_UNREADABLE, URI_WINDOW, DigitPrefix,
+    MAX_DIGITS, MAX_PREFIXES,
 };
 use shield_common::Bucket;
 
@@ -93,8 +94,8 @@ impl Destinations {
     /// The `DEST_POLICY` record.
     pub fn policy(&self) -> DestPolicy {
         let mut p = DestPolicy::default();
-        crate::config::set_prefixes(&mut p.strip, &mut p.n_strip, &self.strip_prefixes);
-        crate::config::set_prefixes(&mut p.intl, &mut p.n_intl, &self.international_prefixes);
+        set_prefixes(&mut p.strip, &mut p.n_strip, &self.strip_prefixes);
+        set_prefixes(&mut p.intl, &mut p.n_intl, &self.international_prefixes);
         if self.entries.iter().any(|e| e.kind == EntryKind::Deny) {
             p.flags |= D_RULES;
         }
@@ -291,3 +292,39 @@ pub fn check_number(number: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The kernel's form of `prefixes` (already checked).
+pub fn set_prefixes(slots: &mut [DigitPrefix; MAX_PREFIXES], n: &mut u32, prefixes: &[String]) {
+    *n = 0;
+    for (slot, p) in slots.iter_mut().zip(prefixes) {
+        if let Some(d) = DigitPrefix::parse(p.as_bytes()) {
+            *slot = d;
+            *n += 1;
+        }
+    }
+}
+
+/// A `deny` or `allow_international` entry, normalised; the error says why
+/// it cannot be one.
+pub fn parse_entry(text: &str, kind: EntryKind, probe: &DestPolicy) -> Result<Entry, String> {
+    let d = dest::entry(text.trim().as_bytes(), probe);
+    if !d.is_number() {
+        return Err(format!(
+            "{text:?} is not a number prefix: digits, a leading '+' and the separators - . ( ) only"
+        ));
+    }
+    if d.digits.len > MAX_DIGITS {
+        return Err(format!("{text:?} is longer than {MAX_DIGITS} digits"));
+    }
+    if kind == EntryKind::Allow && d.class != DestClass::International {
+        return Err(format!(
+            "{text:?} is not international (start it with '+' or an international prefix)"
+        ));
+    }
+    Ok(Entry {
+        text: text.trim().to_owned(),
+        kind,
+        dialled: d,
+    })
+}
+

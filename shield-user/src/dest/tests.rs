@@ -1,11 +1,11 @@
 use super::*;
-use crate::config::parse_entry;
+use super::parse_entry;
 use shield_common::dest::DestPolicy;
 
 fn policy_with(entries: &[(&str, EntryKind)]) -> Destinations {
     let mut d = Destinations::default();
     let mut probe = DestPolicy::default();
-    crate::config::set_prefixes(&mut probe.intl, &mut probe.n_intl, &d.international_prefixes);
+    super::set_prefixes(&mut probe.intl, &mut probe.n_intl, &d.international_prefixes);
     for (t, k) in entries {
         d.entries.push(parse_entry(t, *k, &probe).unwrap());
     }
@@ -37,7 +37,7 @@ fn entries_that_are_no_numbers_are_refused_with_the_reason() {
     assert!(parse_entry("abc", EntryKind::Deny, &probe).unwrap_err().contains("not a number"));
     assert!(parse_entry("12345678901234567", EntryKind::Deny, &probe).unwrap_err().contains("16"));
     let mut probe = DestPolicy::default();
-    crate::config::set_prefixes(&mut probe.intl, &mut probe.n_intl, &["00".to_owned()]);
+    super::set_prefixes(&mut probe.intl, &mut probe.n_intl, &["00".to_owned()]);
     assert!(parse_entry("0800", EntryKind::Allow, &probe).unwrap_err().contains("not international"));
 }
 

@@ -24,10 +24,18 @@ use aya::programs::XdpMode;
 
 use super::egress::{self, EgressLink};
 use super::{io_err, read_dir, remove_file, sys, KernelError, Shield};
-use crate::config::AttachMode;
 use crate::text::chain;
 
 const LINK_PREFIX: &str = "link_";
+
+/// `[shield] mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) XDP, falling back to generic with a log line.
+    Auto,
+    Driver,
+    Generic,
+}
 
 /// How a program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

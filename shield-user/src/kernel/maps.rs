@@ -312,7 +312,7 @@ struct RawMap {
     fd: OwnedFd,
     max_entries: u32,
     /// The kernel's id of the map (tells maps created anew from adopted
-    /// ones, see [`crate::store::MapsMark`]).
+    /// ones, see the store's `MapsMark`).
     kernel_id: u32,
 }
 

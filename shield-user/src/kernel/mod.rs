@@ -50,7 +50,7 @@ use thiserror::Error;
 pub use auth::{AuthCounts, AuthMaps, AuthOutcome};
 pub use calls::{decode_event as decode_call_event, CallMaps};
 pub use dest::{DestCounts, DestMaps};
-pub use attach::{attach, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
+pub use attach::{attach, AttachMode, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
 pub use egress::{attach_egress, EgressHook, EgressLink};
 pub use events::{EventReader, EventRing};
 pub use load::{raise_memlock, Capacity, Shield};
