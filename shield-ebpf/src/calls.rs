@@ -57,31 +57,33 @@ const REFUSED: u64 = 1;
 
 /// After `dest::check` let an INVITE through: open its call if it is an
 /// initial one (`limited`: the source is held to the per-source limit,
-/// i.e. not allowlisted). `Some(Reason::Calls)` when refused; the 403 and
+/// i.e. not allowlisted). `Err(Reason::Calls)` when refused; the 403 and
 /// its report go the destination refusals' way (rule `RULE_CALLS`, never
-/// escalated: a busy caller is not an attacker).
+/// escalated: a busy caller is not an attacker). `Ok(true)`: the INVITE's
+/// Call-ID and CSeq walk was made, its result left in `SCRATCH.ids` (the
+/// transaction table takes it from there instead of walking again).
 #[inline(always)]
-pub(crate) fn invite(ctx: &XdpContext, limited: bool) -> Option<Reason> {
+pub(crate) fn invite(ctx: &XdpContext, limited: bool) -> Result<bool, Reason> {
     let c: *mut xdp_md = ctx.as_ptr().cast();
     let at = shield_call_at();
     if at == 0 {
-        return None;
+        return Ok(false);
     }
     // The To search, unless step 9b already made it.
     if at & TAG_KNOWN == 0 && crate::dest::shield_to_tag(c, at & AT_MASK) == 1 {
-        return None;
+        return Ok(false);
     }
     let at = at & AT_MASK;
     crate::txn::shield_txn(c, at >> 16, at & 0xffff);
     if shield_call_record(c) == 0 || shield_call_open(limited as u64) != REFUSED {
-        return None;
+        return Ok(true);
     }
     let verdict = (RULE_CALLS as u64) << 8 | Reason::Calls as u64;
     let flags = crate::dest::shield_refusal(c, verdict, 1);
     if flags != 0 {
         crate::dest::shield_report(c, at, verdict, flags);
     }
-    Some(Reason::Calls)
+    Err(Reason::Calls)
 }
 
 /// `shield_call_at`'s answer: the To search already found no tag.

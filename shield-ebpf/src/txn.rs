@@ -21,7 +21,8 @@ use crate::source::now_ns;
 
 /// Remembers the request in the payload at `pay` (`plen` bytes) from
 /// `src`, whose request line has method index `method`, if it has a
-/// Call-ID and a CSeq.
+/// Call-ID and a CSeq (`walked`: already found, in `SCRATCH.ids`, by the
+/// same walk over the same payload).
 #[inline(always)]
 pub(crate) fn remember(
     ctx: &XdpContext,
@@ -30,10 +31,13 @@ pub(crate) fn remember(
     method: usize,
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
+    walked: bool,
 ) {
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    unsafe { (*scratch).ids = TxnIds::default() };
-    shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    if !walked {
+        // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+        unsafe { (*scratch).ids = TxnIds::default() };
+        shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {

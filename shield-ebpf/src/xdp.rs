@@ -151,6 +151,8 @@ fn passed(
     scratch: *mut Scratch,
 ) -> Option<Outcome> {
     let method = sip.method;
+    // Whether the INVITE's Call-ID and CSeq are in `SCRATCH.ids` already.
+    let mut walked = false;
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
     if method == Method::Invite as usize && udp {
@@ -163,8 +165,9 @@ fn passed(
             return Some(Outcome { reason: r, method });
         }
         // Then the per-source call limit (SPEC §13).
-        if let Some(r) = crate::calls::invite(ctx, true) {
-            return Some(Outcome { reason: r, method });
+        match crate::calls::invite(ctx, true) {
+            Ok(w) => walked = w,
+            Err(r) => return Some(Outcome { reason: r, method }),
         }
     }
     if method == Method::Cancel as usize && udp {
@@ -174,7 +177,7 @@ fn passed(
     // the egress classifier to pair the server's 2xx with (SPEC §8).
     let fresh = p.verifies(method);
     if fresh {
-        crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
+        crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch, walked);
     } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
         crate::txn::contest(ctx, p, sip.payload, scratch);
     }
