@@ -120,20 +120,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The metrics listener, if `[metrics] listen` is set.
+async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>, DaemonError> {
+    let Some(addr) = config.metrics.listen else {
+        return Ok(None);
+    };
+    metrics_http::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| DaemonError::Metrics { addr, source })
+}
+
+/// One task per kernel ring buffer: offenders (SPEC §2), refusals (§11),
+/// ended calls (§13), settled digest attempts (§12).
+fn spawn_readers(tasks: &mut Tasks, core: &Shared, offenders: Option<EventRing>) {
+    if let Some(rb) = offenders {
+        tasks.spawn("offender events", offender_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(core).take_refusal_events() {
+        tasks.spawn("refusal events", refusal_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(core).take_call_events() {
+        tasks.spawn("call events", call_events(core.clone(), rb));
+    }
+    if let Some(rb) = lock(core).take_auth_events() {
+        tasks.spawn("auth events", auth_events(core.clone(), rb));
+    }
+}
+
 /// Runs the daemon until a signal or `shieldctl detach`.
 pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let store = Store::open(&config.shield.state_dir)?;
     let jails = compile_jails(&config.jails)?;
     let gid = server::group_id(&config.control.group)?;
     let control = server::bind(&config.control.socket, gid)?;
-    let metrics = match config.metrics.listen {
-        Some(addr) => Some(
-            metrics_http::bind(addr)
-                .await
-                .map_err(|source| DaemonError::Metrics { addr, source })?,
-        ),
-        None => None,
-    };
+    let metrics = bind_metrics(&config).await?;
     let socket_path = config.control.socket.clone();
 
     let (core, events) =
@@ -149,18 +170,7 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let jail_set = Arc::new(tokio::sync::Mutex::new(jail_set));
     let mut tasks = Tasks::default();
     tasks.spawn("jail events", jail_events(core.clone(), jail_rx));
-    if let Some(rb) = events {
-        tasks.spawn("offender events", offender_events(core.clone(), rb));
-    }
-    if let Some(rb) = lock(&core).take_refusal_events() {
-        tasks.spawn("refusal events", refusal_events(core.clone(), rb));
-    }
-    if let Some(rb) = lock(&core).take_call_events() {
-        tasks.spawn("call events", call_events(core.clone(), rb));
-    }
-    if let Some(rb) = lock(&core).take_auth_events() {
-        tasks.spawn("auth events", auth_events(core.clone(), rb));
-    }
+    spawn_readers(&mut tasks, &core, events);
     tasks.spawn("ban sweeper", sweeper(core.clone()));
     let mut fleet = fleet::Fleet::default();
     fleet.update(&core, config.crowdsec.as_ref());
@@ -220,6 +230,31 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
 
     tasks.abort_all();
     ctl.stop(exit, &socket_path).await
+}
+
+/// Reads the configuration at `path` off the async workers; a refusal
+/// (every problem logged and listed) when it is invalid.
+async fn load_config(path: &std::path::Path) -> Result<Config, Response> {
+    let loaded = tokio::task::spawn_blocking({
+        let path = path.to_path_buf();
+        move || Config::load(&path)
+    })
+    .await;
+    match loaded {
+        Ok(Ok(cfg)) => Ok(cfg),
+        Ok(Err(errors)) => {
+            for e in errors.iter() {
+                tracing::error!(config = %path.display(), "reload: {e}");
+            }
+            tracing::error!(config = %path.display(), problems = errors.len(), "reload refused: configuration invalid, nothing changed");
+            Err(Response::error_with(
+                ErrorKind::BadInput,
+                format!("{} is invalid; nothing changed", path.display()),
+                errors.iter().map(|e| e.to_string()).collect(),
+            ))
+        }
+        Err(e) => Err(Response::error(ErrorKind::Failed, format!("reload: {e}"))),
+    }
 }
 
 /// SIGHUP, SIGTERM and SIGINT, handled.
@@ -568,25 +603,9 @@ impl Ctl {
     /// Re-reads the config file; applies it only if all of it is valid.
     async fn reload(&self) -> Response {
         let path = lock(&self.core).config.source_path.clone();
-        let loaded = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || Config::load(&path)
-        })
-        .await;
-        let cfg = match loaded {
-            Ok(Ok(cfg)) => cfg,
-            Ok(Err(errors)) => {
-                for e in errors.iter() {
-                    tracing::error!(config = %path.display(), "reload: {e}");
-                }
-                tracing::error!(config = %path.display(), problems = errors.len(), "reload refused: configuration invalid, nothing changed");
-                return Response::error_with(
-                    ErrorKind::BadInput,
-                    format!("{} is invalid; nothing changed", path.display()),
-                    errors.iter().map(|e| e.to_string()).collect(),
-                );
-            }
-            Err(e) => return Response::error(ErrorKind::Failed, format!("reload: {e}")),
+        let cfg = match load_config(&path).await {
+            Ok(cfg) => cfg,
+            Err(refused) => return refused,
         };
         // Everything that can be checked without touching the kernel.
         let jails = match compile_jails(&cfg.jails) {
@@ -629,17 +648,7 @@ impl Ctl {
         lock(&self.fleet).update(&self.core, cfg.crowdsec.as_ref());
         let mut warnings = warnings;
         if cfg.metrics.listen != old_listen {
-            if let Some(t) = lock(&self.metrics).take() {
-                t.abort();
-            }
-            if let Some(addr) = cfg.metrics.listen {
-                match metrics_http::bind(addr).await {
-                    Ok(l) => *lock(&self.metrics) = Some(spawn_metrics(l, self.core.clone())),
-                    Err(e) => warnings.push(format!(
-                        "metrics listen {addr}: {e}; metrics are off until the next reload"
-                    )),
-                }
-            }
+            warnings.extend(self.rebind_metrics(cfg.metrics.listen).await);
         }
         for w in &warnings {
             tracing::warn!("reload: {w}");
@@ -650,6 +659,24 @@ impl Ctl {
             changes,
             warnings,
         })
+    }
+
+    /// Moves the metrics server to `listen` (off with `None`); a warning
+    /// when the new address cannot be bound.
+    async fn rebind_metrics(&self, listen: Option<std::net::SocketAddr>) -> Option<String> {
+        if let Some(t) = lock(&self.metrics).take() {
+            t.abort();
+        }
+        let addr = listen?;
+        match metrics_http::bind(addr).await {
+            Ok(l) => {
+                *lock(&self.metrics) = Some(spawn_metrics(l, self.core.clone()));
+                None
+            }
+            Err(e) => Some(format!(
+                "metrics listen {addr}: {e}; metrics are off until the next reload"
+            )),
+        }
     }
 
     async fn detach(&self, peer: Peer) -> Response {

@@ -138,15 +138,7 @@ fn parse(text: &str, file: &Arc<str>) -> Result<ParsedFile, ConfigError> {
 
     for (index, raw_line) in text.split('\n').enumerate() {
         let lineno = index + 1;
-        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        let inline = line
-            .match_indices(';')
-            .map(|(i, _)| i)
-            .find(|&i| i == 0 || line[..i].ends_with(char::is_whitespace));
-        let full = line.trim_start().starts_with(['#', ';']);
-        let comment_start = if full { Some(0) } else { inline };
-        let value = line[..comment_start.unwrap_or(line.len())].trim();
-        let indent = line.len() - line.trim_start().len();
+        let (value, comment, indent) = split_line(raw_line);
         // The value being continued, if any.
         let current = match &option {
             Some(opt) => target_section(&mut parsed, &target).and_then(|s| s.get_mut(opt)),
@@ -154,7 +146,7 @@ fn parse(text: &str, file: &Arc<str>) -> Result<ParsedFile, ConfigError> {
         };
         if value.is_empty() {
             // Blank lines belong to a multi-line value; comment lines do not.
-            if let (Some(v), None) = (current, comment_start) {
+            if let (Some(v), false) = (current, comment) {
                 v.raw.push('\n');
                 v.lines.push(lineno);
             }
@@ -168,22 +160,8 @@ fn parse(text: &str, file: &Arc<str>) -> Result<ParsedFile, ConfigError> {
         }
         indent_level = indent;
         option = None;
-        if let Some(header) = value
-            .strip_prefix('[')
-            .and_then(|v| v.rfind(']').map(|end| &v[..end]))
-            .filter(|h| !h.is_empty())
-        {
-            if header == "DEFAULT" {
-                target = Some(Target::Defaults);
-            } else if parsed.sections.iter().any(|(n, _)| n == header) {
-                return Err(ConfigError::Syntax {
-                    at: at(lineno),
-                    message: format!("section [{header}] appears twice"),
-                });
-            } else {
-                parsed.sections.push((header.to_string(), Section::new()));
-                target = Some(Target::Section(parsed.sections.len() - 1));
-            }
+        if let Some(t) = header(&mut parsed, value, || at(lineno))? {
+            target = Some(t);
             continue;
         }
         let Some(section) = target_section(&mut parsed, &target) else {
@@ -192,37 +170,93 @@ fn parse(text: &str, file: &Arc<str>) -> Result<ParsedFile, ConfigError> {
                 message: "option outside of any [section]".into(),
             });
         };
-        let Some(split) = value.find(['=', ':']) else {
-            return Err(ConfigError::Syntax {
-                at: at(lineno),
-                message: format!("expected `key = value`, found `{value}`"),
-            });
-        };
-        let key = value[..split].trim_end().to_lowercase();
-        if key.is_empty() {
-            return Err(ConfigError::Syntax {
-                at: at(lineno),
-                message: format!("missing option name in `{value}`"),
-            });
-        }
-        if section.contains_key(&key) {
-            return Err(ConfigError::Syntax {
-                at: at(lineno),
-                message: format!("option `{key}` appears twice in this section"),
-            });
-        }
-        section.insert(
-            key.clone(),
-            Value {
-                raw: value[split + 1..].trim().to_string(),
-                at: at(lineno),
-                lines: vec![lineno],
-            },
-        );
-        option = Some(key);
+        option = Some(option_line(section, value, lineno, at(lineno))?);
     }
+    trim_values(&mut parsed);
+    Ok(parsed)
+}
 
-    // configparser strips trailing blank lines of multi-line values.
+/// A line's value (comment and surrounding blanks cut off), whether the line
+/// has a comment, and its indentation. A `;` starts an inline comment only
+/// at the start or after a blank, as configparser has it.
+fn split_line(raw_line: &str) -> (&str, bool, usize) {
+    let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+    let inline = line
+        .match_indices(';')
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || line[..i].ends_with(char::is_whitespace));
+    let full = line.trim_start().starts_with(['#', ';']);
+    let comment_start = if full { Some(0) } else { inline };
+    let value = line[..comment_start.unwrap_or(line.len())].trim();
+    (value, comment_start.is_some(), line.len() - line.trim_start().len())
+}
+
+/// A `[section]` header: the section it opens (a new one, or the
+/// defaults), `None` when `value` is no header.
+fn header(
+    parsed: &mut ParsedFile,
+    value: &str,
+    at: impl Fn() -> Location,
+) -> Result<Option<Target>, ConfigError> {
+    let Some(header) = value
+        .strip_prefix('[')
+        .and_then(|v| v.rfind(']').map(|end| &v[..end]))
+        .filter(|h| !h.is_empty())
+    else {
+        return Ok(None);
+    };
+    if header == "DEFAULT" {
+        return Ok(Some(Target::Defaults));
+    }
+    if parsed.sections.iter().any(|(n, _)| n == header) {
+        return Err(ConfigError::Syntax {
+            at: at(),
+            message: format!("section [{header}] appears twice"),
+        });
+    }
+    parsed.sections.push((header.to_string(), Section::new()));
+    Ok(Some(Target::Section(parsed.sections.len() - 1)))
+}
+
+/// A `key = value` (or `key: value`) line into `section`; the key.
+fn option_line(
+    section: &mut Section,
+    value: &str,
+    lineno: usize,
+    at: Location,
+) -> Result<String, ConfigError> {
+    let Some(split) = value.find(['=', ':']) else {
+        return Err(ConfigError::Syntax {
+            at,
+            message: format!("expected `key = value`, found `{value}`"),
+        });
+    };
+    let key = value[..split].trim_end().to_lowercase();
+    if key.is_empty() {
+        return Err(ConfigError::Syntax {
+            at,
+            message: format!("missing option name in `{value}`"),
+        });
+    }
+    if section.contains_key(&key) {
+        return Err(ConfigError::Syntax {
+            at,
+            message: format!("option `{key}` appears twice in this section"),
+        });
+    }
+    section.insert(
+        key.clone(),
+        Value {
+            raw: value[split + 1..].trim().to_string(),
+            at,
+            lines: vec![lineno],
+        },
+    );
+    Ok(key)
+}
+
+/// configparser strips trailing blank lines of multi-line values.
+fn trim_values(parsed: &mut ParsedFile) {
     let trim = |s: &mut Section| {
         for v in s.values_mut() {
             let kept = v.raw.trim_end().len();
@@ -232,7 +266,6 @@ fn parse(text: &str, file: &Arc<str>) -> Result<ParsedFile, ConfigError> {
     };
     trim(&mut parsed.defaults);
     parsed.sections.iter_mut().for_each(|(_, s)| trim(s));
-    Ok(parsed)
 }
 
 /// A filter's merged configuration (the file, its includes and `.local` files).

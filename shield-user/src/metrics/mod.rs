@@ -72,114 +72,9 @@ pub fn label_value(v: &str) -> Cow<'_, str> {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let pkt_labels = |i: &str, v: Verdict, r: Reason| {
-            vec![
-                ("interface", i.to_string()),
-                ("verdict", v.as_str().into()),
-                ("reason", r.as_str().into()),
-            ]
-        };
-        family(
-            &mut enc,
-            "sipshield_packets",
-            "Packets seen by the XDP program, by interface, verdict and reason.",
-            MetricType::Counter,
-            s.packets
-                .iter()
-                .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.packets))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_bytes",
-            "Bytes seen by the XDP program, by interface, verdict and reason.",
-            MetricType::Counter,
-            s.packets
-                .iter()
-                .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.bytes))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_sip_requests",
-            "UDP SIP requests to protected ports, by interface, method and verdict.",
-            MetricType::Counter,
-            s.sip.iter().map(|(i, m, v, n)| {
-                (
-                    vec![
-                        ("interface", i.clone()),
-                        ("method", m.as_str().into()),
-                        ("verdict", v.as_str().into()),
-                    ],
-                    ConstCounter::new(*n),
-                )
-            }),
-        )?;
-        let m = enc.encode_descriptor(
-            "sipshield_bans_active",
-            "Bans in force.",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(s.bans_active as i64).encode(m)?;
-        let m = enc.encode_descriptor(
-            "sipshield_store_rewrites",
-            "Times state_dir/shield.db was found deleted or replaced under the daemon and rewritten.",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(s.store_rewrites).encode(m)?;
-        let m = enc.encode_descriptor(
-            "sipshield_events_lost",
-            "Offender reports the kernel could not queue (ring buffer full); each source is reported again on its next drop.",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(s.events_lost).encode(m)?;
-        family(
-            &mut enc,
-            "sipshield_bans",
-            "Bans made since the daemon started, by origin (manual, escalation, kernel, or jail name).",
-            MetricType::Counter,
-            s.bans_total.iter().map(|(o, n)| (vec![("origin", o.clone())], ConstCounter::new(*n))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_jail_failures",
-            "Authentication failures counted by each jail.",
-            MetricType::Counter,
-            s.jail_failures
-                .iter()
-                .map(|(j, n)| (vec![("jail", j.clone())], ConstCounter::new(*n))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_map_entries",
-            "Entries in each BPF map.",
-            MetricType::Gauge,
-            s.map_entries
-                .iter()
-                .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_map_capacity",
-            "Capacity (max_entries) of each BPF map.",
-            MetricType::Gauge,
-            s.map_capacity
-                .iter()
-                .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
-        )?;
-        family(
-            &mut enc,
-            "sipshield_xdp_attached",
-            "1 for each interface the XDP program is attached to, with the attach mode.",
-            MetricType::Gauge,
-            s.attached.iter().map(|(i, m)| {
-                (
-                    vec![("interface", i.clone()), ("mode", m.clone())],
-                    ConstGauge::new(1i64),
-                )
-            }),
-        )?;
+        encode_traffic(s, &mut enc)?;
+        encode_bans(s, &mut enc)?;
+        encode_maps(s, &mut enc)?;
         encode_verify(s, &mut enc)?;
         encode_destinations(s, &mut enc)?;
         calls::encode_calls(&s.calls, &mut enc)?;
@@ -197,6 +92,130 @@ impl Collector for SnapshotCollector {
         info.encode(m)?;
         Ok(())
     }
+}
+
+/// The data plane's counters (SPEC §6): packets and bytes by verdict and
+/// reason, SIP requests by method.
+fn encode_traffic(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let pkt_labels = |i: &str, v: Verdict, r: Reason| {
+        vec![
+            ("interface", i.to_string()),
+            ("verdict", v.as_str().into()),
+            ("reason", r.as_str().into()),
+        ]
+    };
+    family(
+        enc,
+        "sipshield_packets",
+        "Packets seen by the XDP program, by interface, verdict and reason.",
+        MetricType::Counter,
+        s.packets
+            .iter()
+            .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.packets))),
+    )?;
+    family(
+        enc,
+        "sipshield_bytes",
+        "Bytes seen by the XDP program, by interface, verdict and reason.",
+        MetricType::Counter,
+        s.packets
+            .iter()
+            .map(|(i, v, r, c)| (pkt_labels(i, *v, *r), ConstCounter::new(c.bytes))),
+    )?;
+    family(
+        enc,
+        "sipshield_sip_requests",
+        "UDP SIP requests to protected ports, by interface, method and verdict.",
+        MetricType::Counter,
+        s.sip.iter().map(|(i, m, v, n)| {
+            (
+                vec![
+                    ("interface", i.clone()),
+                    ("method", m.as_str().into()),
+                    ("verdict", v.as_str().into()),
+                ],
+                ConstCounter::new(*n),
+            )
+        }),
+    )?;
+    Ok(())
+}
+
+/// Bans, the store, and the kernel's lost offender reports.
+fn encode_bans(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(
+        "sipshield_bans_active",
+        "Bans in force.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(s.bans_active as i64).encode(m)?;
+    let m = enc.encode_descriptor(
+        "sipshield_store_rewrites",
+        "Times state_dir/shield.db was found deleted or replaced under the daemon and rewritten.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.store_rewrites).encode(m)?;
+    let m = enc.encode_descriptor(
+        "sipshield_events_lost",
+        "Offender reports the kernel could not queue (ring buffer full); each source is reported again on its next drop.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.events_lost).encode(m)?;
+    family(
+        enc,
+        "sipshield_bans",
+        "Bans made since the daemon started, by origin (manual, escalation, kernel, or jail name).",
+        MetricType::Counter,
+        s.bans_total.iter().map(|(o, n)| (vec![("origin", o.clone())], ConstCounter::new(*n))),
+    )?;
+    family(
+        enc,
+        "sipshield_jail_failures",
+        "Authentication failures counted by each jail.",
+        MetricType::Counter,
+        s.jail_failures
+            .iter()
+            .map(|(j, n)| (vec![("jail", j.clone())], ConstCounter::new(*n))),
+    )?;
+    Ok(())
+}
+
+/// The maps' fill and size, and where the program is attached.
+fn encode_maps(s: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "sipshield_map_entries",
+        "Entries in each BPF map.",
+        MetricType::Gauge,
+        s.map_entries
+            .iter()
+            .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
+    )?;
+    family(
+        enc,
+        "sipshield_map_capacity",
+        "Capacity (max_entries) of each BPF map.",
+        MetricType::Gauge,
+        s.map_capacity
+            .iter()
+            .map(|(m, n)| (vec![("map", m.clone())], ConstGauge::new(*n as i64))),
+    )?;
+    family(
+        enc,
+        "sipshield_xdp_attached",
+        "1 for each interface the XDP program is attached to, with the attach mode.",
+        MetricType::Gauge,
+        s.attached.iter().map(|(i, m)| {
+            (
+                vec![("interface", i.clone()), ("mode", m.clone())],
+                ConstGauge::new(1i64),
+            )
+        }),
+    )?;
+    Ok(())
 }
 
 /// The families of SPEC §8: responses by method and class, verified
