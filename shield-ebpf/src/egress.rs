@@ -20,7 +20,6 @@ use aya_ebpf::{
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use shield_common::{
     response, responses_slot,
-    sip::HEAD_LEN,
     txn::{TxnIds, TXN_MAX_C_LINES},
     verified_hint, Method, Policy, Verified, MAX_L4_OFFSET, PORT_TCP, PORT_UDP, RESPONSE_CLASSES,
     VERIFIED_BY_REPLY,
@@ -71,18 +70,7 @@ fn egress(ctx: &TcContext) {
     // The status line: copy a HEAD_LEN block when the frame has it.
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let head = unsafe { &mut (*scratch).head };
-    if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
-        // SAFETY: inside the frame: the bounds check above covers every byte read.
-        unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
-    } else {
-        *head = [0; HEAD_LEN];
-        for (i, h) in head.iter_mut().enumerate() {
-            match pkt.byte_at(pay + i) {
-                Some(b) => *h = b,
-                None => break,
-            }
-        }
-    }
+    pkt.copy_head(pay, head);
     let Some(class) = response::status_class(head, plen) else {
         return;
     };

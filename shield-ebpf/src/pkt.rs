@@ -9,7 +9,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
     vlan::VlanHdr,
 };
-use shield_common::{src_key_v4, Method, Policy, Reason, SrcKey, MAX_L4_OFFSET, MAX_V6_EXT};
+use shield_common::{sip::HEAD_LEN, src_key_v4, Method, Policy, Reason, SrcKey, MAX_L4_OFFSET, MAX_V6_EXT};
 
 pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;
@@ -71,6 +71,25 @@ impl Pkt {
             return None;
         }
         Some((self.data + off) as *const T)
+    }
+
+    /// The first `HEAD_LEN` payload bytes at `off` into `head`: one block
+    /// copy when the frame has them (one check), else byte by byte with
+    /// the rest zero (a keepalive, a runt).
+    #[inline(always)]
+    pub(crate) fn copy_head(&self, off: usize, head: &mut [u8; HEAD_LEN]) {
+        if let Some(h) = self.ptr_at::<[u8; HEAD_LEN]>(off) {
+            // SAFETY: inside the frame: `ptr_at` checked all HEAD_LEN bytes.
+            unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
+            return;
+        }
+        *head = [0; HEAD_LEN];
+        for (i, h) in head.iter_mut().enumerate() {
+            match self.byte_at(off + i) {
+                Some(b) => *h = b,
+                None => break,
+            }
+        }
     }
 
     /// One byte at `off`. The size is read through a volatile load:

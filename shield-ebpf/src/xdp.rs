@@ -8,7 +8,7 @@ use aya_ebpf::{
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
     dest, gcra,
-    sip::{self, HEAD_LEN},
+    sip,
     sip_stats_slot, stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict,
     F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
@@ -405,21 +405,11 @@ fn sip_payload(
     let plen = core::cmp::min(in_frame, udp_len.saturating_sub(UdpHdr::LEN));
 
     // The classifier reads no byte at or past `plen`, so copying a whole
-    // HEAD_LEN block when the frame has it is exact (and one check).
-    // (Kept in SCRATCH: the stack is needed by the UA search's calls.)
+    // HEAD_LEN block when the frame has it is exact. (Kept in SCRATCH: the
+    // stack is needed by the UA search's calls.)
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let head = unsafe { &mut (*scratch).head };
-    if let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) {
-        // SAFETY: inside the frame: the bounds check above covers every byte read.
-        unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
-    } else {
-        for (i, h) in head.iter_mut().enumerate() {
-            match pkt.byte_at(pay + i) {
-                Some(b) => *h = b,
-                None => break,
-            }
-        }
-    }
+    pkt.copy_head(pay, head);
     let mut method = NO_METHOD;
     let mut reply = false;
     let _ = head;
