@@ -54,6 +54,9 @@ pub struct Options {
     pub cpus: Vec<usize>,
     /// [`Script::SbcDstFilter`]'s denied prefixes (digits).
     pub denied_prefixes: Vec<String>,
+    /// Switches of sbc.cfg passed as `-A NAME` (`ALLOW_SCANNERS`,
+    /// `LOG_FORMAT_V2`).
+    pub defines: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             workers: 4,
             cpus: Vec::new(),
             denied_prefixes: Vec::new(),
+            defines: Vec::new(),
         }
     }
 }
@@ -107,6 +111,10 @@ impl Kamailio {
             );
             cmd.args(["-A", "WITH_DST_FILTER"])
                 .args(["-A", &format!("DST_REGEX=\"^({})\"", opts.denied_prefixes.join("|"))]);
+        }
+        for d in &opts.defines {
+            anyhow::ensure!(d.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'), "define {d:?}");
+            cmd.args(["-A", d]);
         }
         if !opts.cpus.is_empty() {
             pinned(&mut cmd, opts.cpus.clone());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::paths::system_tool;
-use super::process::{in_ns, run_within};
+use super::process::{in_ns, run_within, Proc};
 use crate::netns::Netns;
 
 /// What a scanner printed, and whether it reported a SIP device or an
@@ -98,4 +98,33 @@ pub fn svwar(
         ],
         target,
     )
+}
+
+/// `svcrack`: guesses `user`'s digest password at `target:5060` from
+/// `src` with the words in `words`, started in the background (its output
+/// in `home/svcrack.log`). Once the shield bans it, it waits for replies
+/// that never come: the returned process is killed when dropped.
+pub fn svcrack(
+    ns: &Netns,
+    home: &Path,
+    src: Ipv4Addr,
+    target: Ipv4Addr,
+    user: &str,
+    words: &[&str],
+) -> Result<Proc> {
+    let exe = system_tool(
+        "svcrack",
+        "the Debian package sipvicious (scripts/setup.sh installs it)",
+    )?;
+    std::fs::create_dir_all(home)?;
+    let dict = home.join("svcrack-words.txt");
+    std::fs::write(&dict, words.join("\n") + "\n")?;
+    let s = src.to_string();
+    let mut cmd = in_ns(ns, exe.to_str().context("path")?);
+    cmd.env("HOME", home)
+        .args(["-b", &s, "-x", &s, "-p", "5060", "-u", user])
+        .arg("-d")
+        .arg(&dict)
+        .arg(target.to_string());
+    Proc::spawn("svcrack", cmd, Some(&home.join("svcrack.log")))
 }
