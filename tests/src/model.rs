@@ -720,13 +720,13 @@ pub fn cseq_method(payload: &[u8]) -> Option<Method> {
 
 /// Walks the header lines starting within `UA_SCAN_LIMIT` bytes, up to the
 /// blank line, handing at most `max_lines` of those whose first letter is
-/// `first` (either case) to `line` as a zero-filled window, until it says
-/// stop.
-fn header_walk(
+/// one of `letters` (either case) to `line` (the payload from the line's
+/// start), until it says stop.
+pub(crate) fn header_lines(
     payload: &[u8],
-    first: u8,
+    letters: &[u8],
     max_lines: usize,
-    mut line: impl FnMut(&[u8; UA_WINDOW]) -> bool,
+    mut line: impl FnMut(&[u8]) -> bool,
 ) {
     let limit = payload.len().min(UA_SCAN_LIMIT);
     let mut seen = 0;
@@ -738,20 +738,33 @@ fn header_walk(
         if c == b'\r' || c == b'\n' {
             return;
         }
-        if c.to_ascii_lowercase() != first {
+        if !letters.contains(&c.to_ascii_lowercase()) {
             continue;
         }
         if seen == max_lines {
             return;
         }
         seen += 1;
-        let mut win = [0u8; UA_WINDOW];
-        let n = (payload.len() - start).min(UA_WINDOW);
-        win[..n].copy_from_slice(&payload[start..start + n]);
-        if line(&win) {
+        if line(&payload[start..]) {
             return;
         }
     }
+}
+
+/// [`header_lines`] for lines starting with `first`, each handed over as
+/// the kernel's zero-filled `UA_WINDOW` copy.
+fn header_walk(
+    payload: &[u8],
+    first: u8,
+    max_lines: usize,
+    mut line: impl FnMut(&[u8; UA_WINDOW]) -> bool,
+) {
+    header_lines(payload, &[first], max_lines, |rest| {
+        let mut win = [0u8; UA_WINDOW];
+        let n = rest.len().min(UA_WINDOW);
+        win[..n].copy_from_slice(&rest[..n]);
+        line(&win)
+    });
 }
 
 /// The User-Agent product token: the first header line starting within

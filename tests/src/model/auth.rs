@@ -10,7 +10,6 @@ use shield_common::auth::{
     NonceSeen, AUTH_MAX_LINES, CHALLENGE_LETTERS, CREDENTIALS_LETTERS, DIGEST_STALE,
     RESULT_STALE, RESULT_SUCCESS, USER_MAX,
 };
-use shield_common::sip::UA_SCAN_LIMIT;
 use shield_common::{Method, SrcKey, TxnKey};
 
 use super::{txn_ids, Model};
@@ -36,29 +35,12 @@ pub fn digest(payload: &[u8], want: AuthHeader) -> Option<DigestParse> {
         AuthHeader::Challenge => CHALLENGE_LETTERS,
         AuthHeader::Credentials => CREDENTIALS_LETTERS,
     };
-    let limit = payload.len().min(UA_SCAN_LIMIT);
-    let mut seen = 0;
-    for start in 1..limit {
-        if payload[start - 1] != b'\n' {
-            continue;
-        }
-        let c = payload[start];
-        if c == b'\r' || c == b'\n' {
-            return None;
-        }
-        let l = c.to_ascii_lowercase();
-        if l != a && l != b {
-            continue;
-        }
-        if seen == AUTH_MAX_LINES {
-            return None;
-        }
-        seen += 1;
-        if let Some(d) = parse_line(&payload[start..], want) {
-            return Some(d);
-        }
-    }
-    None
+    let mut found = None;
+    super::header_lines(payload, &[a, b], AUTH_MAX_LINES, |rest| {
+        found = parse_line(rest, want);
+        found.is_some()
+    });
+    found
 }
 
 impl Model {
