@@ -95,6 +95,24 @@ fn auth_rows(k: &mut Kernel, base: &BareDrop, invite: &[u8], rows: &mut Vec<Row>
     k.shield.maps.auth.set_enabled(false).unwrap();
 }
 
+/// Issue 20's goal as a ratio row: the INVITE carrying proven credentials
+/// against the same INVITE without them, both with `[auth]` on (and
+/// against the INVITE with `[auth]` off), from the rows of this run.
+fn auth_ratios(rows: &[Row]) {
+    let ns = |path: &str| rows.iter().find(|r| r.path == path).map(|r| r.ns);
+    let (Some(with), Some(without), Some(off)) = (
+        ns("allowed INVITE with proven Proxy-Authorization"),
+        ns("allowed INVITE, [auth] on, no credentials"),
+        ns("allowed INVITE with UA scan"),
+    ) else {
+        return;
+    };
+    println!("\n| same-run comparison | ratio | goal |");
+    println!("|---|---:|---:|");
+    println!("| INVITE with proven Proxy-Authorization / the same INVITE without ([auth] on) | {:.2}x | <= 1.20x (issue 20) |", with / without);
+    println!("| INVITE without credentials, [auth] on / [auth] off | {:.2}x | |", without / off);
+}
+
 fn main() {
     shield_tests::kernel::require_root();
     let base = BareDrop::load().expect("load the XDP_DROP baseline");
@@ -254,6 +272,7 @@ fn main() {
         );
     }
     println!("\n(last three rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
+    auth_ratios(&rows);
     egress(&mut k, &base);
     destinations(&mut k, &base);
 }

@@ -31,11 +31,13 @@ enum Task {
     /// (`storebench`), then the lab benchmark against no
     /// protection, Kamailio pike and nftables, a million bans and jail
     /// latency against fail2ban, then the CrowdSec fleet (`fleetbench`,
-    /// section 7); writes BENCHMARKS.md. As root. `-- --only fleet [ARGS]`
-    /// runs only the fleet section (ARGS go to `fleetbench`).
+    /// section 7), toll fraud (`tollbench`, 8) and a password guesser
+    /// (`authbench`, 9); writes BENCHMARKS.md. As root. `-- --only fleet
+    /// [ARGS]` runs only the fleet section (ARGS go to `fleetbench`), `--
+    /// --only auth [ARGS]` only section 9 (ARGS go to `authbench`).
     Bench {
         /// Arguments for the lab benchmark (after `--`), e.g. `--quick`,
-        /// `--only spoof`, `--only fleet`.
+        /// `--only spoof`, `--only fleet`, `--only auth`.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -102,9 +104,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Bench { args } => {
             require_root()?;
-            if let Some(rest) = only_fleet(&args) {
-                build_lab()?;
-                return run_lab_binary("fleetbench", &rest);
+            for (section, binary) in [("fleet", "fleetbench"), ("auth", "authbench")] {
+                if let Some(rest) = only(&args, section) {
+                    build_lab()?;
+                    return run_lab_binary(binary, &rest);
+                }
             }
             let full = !args.iter().any(|a| a == "--only" || a.starts_with("--only="));
             let datapath = lab_out()?.join("datapath.txt");
@@ -121,10 +125,11 @@ fn run(cli: Cli) -> Result<()> {
             a.extend(args);
             run_lab_binary("labbench", &a)?;
             if full {
-                // Sections 7 (CrowdSec fleet) and 8 (toll fraud), spliced
-                // into what labbench wrote.
+                // Sections 7 (CrowdSec fleet), 8 (toll fraud) and 9 (a
+                // password guesser), spliced into what labbench wrote.
                 run_lab_binary("fleetbench", &[])?;
                 run_lab_binary("tollbench", &[])?;
+                run_lab_binary("authbench", &[])?;
             }
             Ok(())
         }
@@ -138,18 +143,18 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `--only fleet` among the bench arguments: the other arguments (for
-/// `fleetbench`), or `None` when the section is not asked for alone.
-fn only_fleet(args: &[String]) -> Option<Vec<String>> {
+/// `--only SECTION` among the bench arguments: the other arguments (for
+/// the section's own binary), or `None` when it is not asked for alone.
+fn only(args: &[String], section: &str) -> Option<Vec<String>> {
     let mut rest = Vec::new();
     let mut found = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--only=fleet" {
+        if a.strip_prefix("--only=") == Some(section) {
             found = true;
         } else if a == "--only" {
             match it.next() {
-                Some(v) if v == "fleet" => found = true,
+                Some(v) if v == section => found = true,
                 Some(v) => {
                     rest.push(a.clone());
                     rest.push(v.clone());

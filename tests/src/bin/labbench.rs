@@ -208,10 +208,11 @@ fn write_outputs(
     if let Some(fleet) = fleet_report::existing(&old) {
         doc = fleet_report::splice(&doc, &fleet);
     }
-    // Section 8 comes from tollbench.
-    let toll = shield_tests::lab::bench::toll::HEADING;
-    if let Some(section) = shield_tests::lab::bench::existing_section(&old, toll) {
-        doc = shield_tests::lab::bench::splice_section(&doc, toll, &section);
+    // Sections 8 and 9 come from tollbench and authbench.
+    for heading in [shield_tests::lab::bench::toll::HEADING, shield_tests::lab::bench::auth::HEADING] {
+        if let Some(section) = shield_tests::lab::bench::existing_section(&old, heading) {
+            doc = shield_tests::lab::bench::splice_section(&doc, heading, &section);
+        }
     }
     std::fs::write(out.join("BENCHMARKS.md"), doc)?;
     println!("\nHeadlines:");

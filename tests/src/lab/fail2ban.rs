@@ -29,6 +29,18 @@ impl Fail2ban {
     /// Starts it watching `logpath`, banning after `maxretry` failures;
     /// returns once its jail has started. Files go to `dir`.
     pub fn start(ns: &Netns, dir: &Path, logpath: &Path, maxretry: u32) -> Result<Fail2ban> {
+        Fail2ban::start_with(ns, dir, logpath, maxretry, None)
+    }
+
+    /// Like [`Fail2ban::start`], for a log whose lines carry no date
+    /// (Kamailio's own `-E` log): the filter's `datepattern` becomes
+    /// `{NONE}`, so fail2ban dates each line when it reads it (without a
+    /// date it would not count the line).
+    pub fn start_undated(ns: &Netns, dir: &Path, logpath: &Path, maxretry: u32) -> Result<Fail2ban> {
+        Fail2ban::start_with(ns, dir, logpath, maxretry, Some("{NONE}"))
+    }
+
+    fn start_with(ns: &Netns, dir: &Path, logpath: &Path, maxretry: u32, datepattern: Option<&str>) -> Result<Fail2ban> {
         let server = system_tool("fail2ban-server", "the Debian package fail2ban")?;
         let conf = dir.join("fail2ban-conf");
         std::fs::create_dir_all(conf.join("action.d"))?;
@@ -43,10 +55,16 @@ impl Fail2ban {
         std::fs::write(conf.join("jail.conf"), jail)?;
         std::fs::copy(NFT_ACTION, conf.join("action.d/nftables.conf"))
             .with_context(|| format!("{NFT_ACTION} (the Debian package fail2ban)"))?;
-        std::fs::copy(
-            repo().join("config/filters/kamailio.conf"),
-            conf.join("filter.d/kamailio.conf"),
-        )?;
+        let filter = std::fs::read_to_string(repo().join("config/filters/kamailio.conf"))?;
+        let filter = match datepattern {
+            Some(p) => filter
+                .lines()
+                .map(|l| if l.starts_with("datepattern") { format!("datepattern = {p}") } else { l.to_string() })
+                .map(|l| l + "\n")
+                .collect::<String>(),
+            None => filter,
+        };
+        std::fs::write(conf.join("filter.d/kamailio.conf"), filter)?;
         let log = dir.join("fail2ban.log");
         let mut cmd = in_ns(ns, server.to_str().context("path")?);
         cmd.args(["-f", "-x", "-c"]).arg(&conf);
@@ -86,6 +104,11 @@ impl Fail2ban {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// fail2ban-server's process (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     pub fn log_text(&self) -> String {

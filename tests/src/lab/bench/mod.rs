@@ -4,6 +4,10 @@
 //! nftables; log-line-to-drop latency of SIP Shield's jail and fail2ban.
 //! Writes BENCHMARKS.md, its figure and the raw numbers.
 
+pub mod auth;
+pub mod auth_capture;
+pub mod auth_cpu;
+pub mod auth_report;
 pub mod bans;
 pub mod defence;
 pub mod fleet;
@@ -389,7 +393,8 @@ pub(crate) fn date_now() -> String {
 
 /// `doc` with `section` in place of the section starting with `heading`,
 /// or before its `## Caveats`, or at its end. The sections the benchmark
-/// binaries after `labbench` write (7 fleet, 8 toll fraud) go in this way.
+/// binaries after `labbench` write (7 fleet, 8 toll fraud, 9 password
+/// guesser) go in this way.
 pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
     let section = format!("{}\n\n", section.trim_end());
     if let Some(start) = doc.find(heading) {
