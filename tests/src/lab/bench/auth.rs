@@ -5,7 +5,9 @@
 //! * SIP Shield's `[auth]` alone (failures seen on the wire, no jail),
 //! * SIP Shield's `kamailio-auth` jail alone (Kamailio's log, `[auth]` off),
 //! * fail2ban 1.0.2 with Debian's nftables action (the same filter file on
-//!   the same log), no shieldd at all.
+//!   the same log), no shieldd at all;
+//! * and SIP Shield's jail again after Kamailio's failure line was reworded
+//!   (as by an upgrade): it never bans, and every guess reaches Kamailio.
 //!
 //! Each run starts a fresh Kamailio and a fresh defence and guesses from a
 //! fresh address (nothing carried over). What it measures:
@@ -73,25 +75,31 @@ pub enum Guard {
     Jail,
     /// fail2ban + nftables.
     Fail2ban,
+    /// shieldd's jail after Kamailio's failure line was reworded (as by an
+    /// upgrade, `-A LOG_FORMAT_V2`): expected never to ban.
+    Reworded,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 3] = [Guard::Wire, Guard::Jail, Guard::Fail2ban];
+    pub const ALL: [Guard; 4] = [Guard::Wire, Guard::Jail, Guard::Fail2ban, Guard::Reworded];
 
     pub fn label(self) -> &'static str {
         match self {
             Guard::Wire => "SIP Shield `[auth]` (wire, no jail)",
             Guard::Jail => "SIP Shield jail (Kamailio's log, `[auth]` off)",
             Guard::Fail2ban => "fail2ban + nftables (Kamailio's log)",
+            Guard::Reworded => "SIP Shield jail, Kamailio's failure line reworded",
         }
     }
 
-    /// Who must have banned: shieldd's ban origin, or fail2ban.
-    fn origin(self) -> &'static str {
+    /// Who must have banned: shieldd's ban origin, or fail2ban; nobody
+    /// for the reworded log.
+    fn origin(self) -> Option<&'static str> {
         match self {
-            Guard::Wire => "auth",
-            Guard::Jail => "kamailio-auth",
-            Guard::Fail2ban => "fail2ban",
+            Guard::Wire => Some("auth"),
+            Guard::Jail => Some("kamailio-auth"),
+            Guard::Fail2ban => Some("fail2ban"),
+            Guard::Reworded => None,
         }
     }
 
@@ -100,6 +108,7 @@ impl Guard {
             Guard::Wire => "wire",
             Guard::Jail => "jail",
             Guard::Fail2ban => "fail2ban",
+            Guard::Reworded => "reworded",
         }
     }
 }
@@ -140,13 +149,15 @@ pub struct GuessRun {
     /// From the first failure, the `FAILURES`-th and the last one before
     /// the ban to the first probe that did not arrive, ms (negative: the
     /// ban began before that failure's answer reached the attacker).
-    pub first_to_ban_ms: f64,
+    pub first_to_ban_ms: Option<f64>,
     pub nth_to_ban_ms: Option<f64>,
     pub last_to_ban_ms: Option<f64>,
     /// The defence's CPU over `cpu_window_secs`.
     pub cpu_secs: f64,
     pub cpu_window_secs: f64,
-    /// Who banned (shieldd's ban origin, or "fail2ban").
+    /// Whether the guesser was banned, and by whom (shieldd's ban origin,
+    /// or "fail2ban").
+    pub banned: bool,
     pub origin: String,
 }
 
@@ -206,7 +217,7 @@ impl Defender {
                     .set("auth", "bantime", "\"1h\"")
                     .start(&topo.sbc)?,
             ),
-            Guard::Jail => Defender::Shield(
+            Guard::Jail | Guard::Reworded => Defender::Shield(
                 shield
                     .with_jail(JailSettings {
                         logpath: kamailio_log.to_path_buf(),
@@ -227,18 +238,20 @@ impl Defender {
         }
     }
 
-    /// Who banned `src`, and the kernel's proven failures (shieldd).
-    fn verdict(&self, topo: &Topology, src: Ipv4Addr) -> Result<(String, Option<u64>)> {
+    /// Who banned `src` (if anyone), and the kernel's proven failures
+    /// (shieldd).
+    fn verdict(&self, topo: &Topology, src: Ipv4Addr) -> Result<(Option<String>, Option<u64>)> {
         match self {
             Defender::Shield(s) => {
-                let ban = s.ban_of(&format!("{src}/32")).context("shieldd lists no ban of the guesser")?;
-                let origin = ban["origin"].as_str().unwrap_or_default().to_string();
+                let origin = s
+                    .ban_of(&format!("{src}/32"))
+                    .map(|ban| ban["origin"].as_str().unwrap_or_default().to_string());
                 let m = s.metrics(&topo.sbc)?;
                 Ok((origin, Some(proven_failures(&m))))
             }
             Defender::F2b(f) => {
-                ensure!(f.log_text().contains(&format!("Ban {src}")), "fail2ban's log has no ban of {src}");
-                Ok(("fail2ban".into(), None))
+                let banned = f.log_text().contains(&format!("Ban {src}"));
+                Ok((banned.then(|| "fail2ban".into()), None))
             }
         }
     }
@@ -292,6 +305,20 @@ impl Drop for SourceRoute<'_> {
     }
 }
 
+/// Waits until Kamailio has checked every word of the dictionary (the run
+/// that is not banned).
+fn every_guess_checked(kam: &Kamailio, opts: &AuthOptions) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let n = kam.script_stat("auth_failures")?;
+        if n >= opts.words as u64 {
+            return Ok(());
+        }
+        ensure!(t.elapsed() < opts.ban_within, "Kamailio checked {n} of {} guesses in {:?}", opts.words, opts.ban_within);
+        signals::sleep(Duration::from_millis(100))?;
+    }
+}
+
 /// Waits until probes from `src` arrive (nothing banned it yet).
 fn probes_arrive(sink: &ProbeSink, src: Ipv4Addr) -> Result<()> {
     let t = Instant::now();
@@ -312,7 +339,11 @@ fn one_run(
     backend: &mut String,
 ) -> Result<GuessRun> {
     std::fs::create_dir_all(dir)?;
-    let kopts = Options { defines: vec!["ALLOW_SCANNERS", "CHALLENGE_QOP"], ..Options::default() };
+    let mut defines = vec!["ALLOW_SCANNERS", "CHALLENGE_QOP"];
+    if guard == Guard::Reworded {
+        defines.push("LOG_FORMAT_V2");
+    }
+    let kopts = Options { defines, ..Options::default() };
     let kam = Kamailio::start(&topo.sbc, dir, &kopts)?;
     let defender = Defender::start(topo, dir, guard, &kam.log)?;
     if let Defender::F2b(f) = &defender {
@@ -328,13 +359,20 @@ fn one_run(
     let home = dir.join("svcrack");
     let _route = SourceRoute::new(&topo.attacker, src)?;
     let guesser = svcrack(&topo.attacker, &home, src, SBC_SIP_IP, USER, &words)?;
-    let Some(banned_at) = wait_for_drop(sink, &prober, QUIET, opts.ban_within) else {
-        bail!(
-            "{src} was not banned within {:?}; svcrack said:\n{}\nthe defence:\n{}",
-            opts.ban_within,
-            std::fs::read_to_string(home.join("svcrack.log")).unwrap_or_default(),
-            defender.log_tail()
-        );
+    let banned_at = if guard.origin().is_some() {
+        let Some(at) = wait_for_drop(sink, &prober, QUIET, opts.ban_within) else {
+            bail!(
+                "{src} was not banned within {:?}; svcrack said:\n{}\nthe defence:\n{}",
+                opts.ban_within,
+                std::fs::read_to_string(home.join("svcrack.log")).unwrap_or_default(),
+                defender.log_tail()
+            );
+        };
+        Some(at)
+    } else {
+        every_guess_checked(&kam, opts)?;
+        ensure!(sink.received_up_to(src) + 100 >= prober.sent(), "probes from {src} stopped: banned after all?");
+        None
     };
     signals::sleep(opts.settle)?;
     let cpu = meter.finish();
@@ -343,7 +381,7 @@ fn one_run(
     prober.stop();
     let x = exchange(&capture.finish());
     let (origin, kernel_failures) = defender.verdict(topo, src)?;
-    ensure!(origin == guard.origin(), "{src} banned by {origin:?}, not {:?}", guard.origin());
+    ensure!(origin.as_deref() == guard.origin(), "{src} banned by {origin:?}, expected {:?}", guard.origin());
     let reached_kamailio = kam.script_stat("auth_failures")?;
     summarize(guard, src, &x, banned_at, (origin, kernel_failures, reached_kamailio), (cpu, window))
 }
@@ -364,14 +402,15 @@ fn summarize(
     guard: Guard,
     src: Ipv4Addr,
     x: &Exchange,
-    banned_at: Instant,
-    (origin, kernel_failures, reached_kamailio): (String, Option<u64>, u64),
+    banned_at: Option<Instant>,
+    (origin, kernel_failures, reached_kamailio): (Option<String>, Option<u64>, u64),
     (cpu, window): (f64, Duration),
 ) -> Result<GuessRun> {
     let Some(first) = x.failures.first() else {
         bail!("no failure reached the attacker ({} guesses sent)", x.guesses.len());
     };
-    let before = x.failures.iter().filter(|t| **t <= banned_at).count();
+    let before = x.failures.iter().filter(|t| banned_at.is_none_or(|b| **t <= b)).count();
+    let to_ban = |t: Option<&Instant>| Some(signed_ms(banned_at?, *t?));
     Ok(GuessRun {
         guard,
         source: src.to_string(),
@@ -380,12 +419,13 @@ fn summarize(
         failures_seen: x.failures.len() as u64,
         failures_before_ban: before as u64,
         kernel_failures,
-        first_to_ban_ms: signed_ms(banned_at, *first),
-        nth_to_ban_ms: x.failures.get(FAILURES as usize - 1).map(|t| signed_ms(banned_at, *t)),
-        last_to_ban_ms: before.checked_sub(1).map(|i| signed_ms(banned_at, x.failures[i])),
+        first_to_ban_ms: to_ban(Some(first)),
+        nth_to_ban_ms: to_ban(x.failures.get(FAILURES as usize - 1)),
+        last_to_ban_ms: to_ban(before.checked_sub(1).map(|i| &x.failures[i])),
         cpu_secs: cpu,
         cpu_window_secs: window.as_secs_f64(),
-        origin,
+        banned: origin.is_some(),
+        origin: origin.unwrap_or_default(),
     })
 }
 
@@ -399,13 +439,17 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let x = Exchange { guesses: (0..6).map(|i| at(i * 6)).collect(), failures: (0..6).map(|i| at(i * 6 + 1)).collect() };
         // Failures at 1, 7, 13, 19, 25, 31 ms; the ban at 22 ms.
-        let r = summarize(Guard::Jail, Ipv4Addr::new(198, 51, 100, 200), &x, at(22), ("kamailio-auth".into(), None, 6), (0.0, Duration::ZERO)).unwrap();
+        let r = summarize(Guard::Jail, Ipv4Addr::new(198, 51, 100, 200), &x, Some(at(22)), (Some("kamailio-auth".into()), None, 6), (0.0, Duration::ZERO)).unwrap();
         assert_eq!((r.guesses_sent, r.failures_seen, r.failures_before_ban), (6, 6, 4));
-        assert!((r.first_to_ban_ms - 21.0).abs() < 1e-6);
+        assert!(r.banned);
+        assert!((r.first_to_ban_ms.unwrap() - 21.0).abs() < 1e-6);
         assert!((r.nth_to_ban_ms.unwrap() + 3.0).abs() < 1e-6, "the 5th answer came 3 ms after the ban");
         assert!((r.last_to_ban_ms.unwrap() - 3.0).abs() < 1e-6);
         let none = Exchange { guesses: vec![at(0)], failures: vec![] };
-        assert!(summarize(Guard::Wire, Ipv4Addr::new(198, 51, 100, 200), &none, at(22), (String::new(), None, 0), (0.0, Duration::ZERO)).is_err());
+        assert!(summarize(Guard::Wire, Ipv4Addr::new(198, 51, 100, 200), &none, Some(at(22)), (None, None, 0), (0.0, Duration::ZERO)).is_err());
+        let never = summarize(Guard::Reworded, Ipv4Addr::new(198, 51, 100, 200), &x, None, (None, Some(0), 6), (0.0, Duration::ZERO)).unwrap();
+        assert!(!never.banned);
+        assert_eq!((never.failures_before_ban, never.first_to_ban_ms, never.nth_to_ban_ms), (6, None, None));
     }
 
     #[test]

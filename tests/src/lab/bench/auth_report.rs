@@ -53,7 +53,7 @@ fn table(s: &mut String, r: &AuthResults) {
     let wire = of(r, Guard::Wire);
     let base = |f: &dyn Fn(&GuessRun) -> Option<f64>| median(&col(&wire, f));
     let reached = |x: &GuessRun| Some(x.reached_kamailio as f64);
-    let first = |x: &GuessRun| Some(x.first_to_ban_ms);
+    let first = |x: &GuessRun| x.first_to_ban_ms;
     let cpu = |x: &GuessRun| Some(x.cpu_secs * 1e3);
     let (b_reached, b_first, b_cpu) = (base(&reached), base(&first), base(&cpu));
     let _ = writeln!(
@@ -66,6 +66,10 @@ fn table(s: &mut String, r: &AuthResults) {
     for g in Guard::ALL {
         let runs = of(r, g);
         if runs.is_empty() {
+            continue;
+        }
+        if runs.iter().all(|x| !x.banned) {
+            never_banned_row(s, g, &runs, b_reached, b_cpu);
             continue;
         }
         let _ = writeln!(
@@ -84,6 +88,24 @@ fn table(s: &mut String, r: &AuthResults) {
             ratio(median(&col(&runs, cpu)), b_cpu),
         );
     }
+}
+
+/// A defence that banned in none of its runs: every guess reached
+/// Kamailio, so its count is the dictionary's size, a lower bound.
+fn never_banned_row(s: &mut String, g: Guard, runs: &[&GuessRun], b_reached: f64, b_cpu: f64) {
+    let reached = col(runs, |x| Some(x.reached_kamailio as f64));
+    let cpu = col(runs, |x| Some(x.cpu_secs * 1e3));
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} (all: no ban) | no ban | no ban | no ban | {} | ≥ {} | – | {} |",
+        g.label(),
+        runs.len(),
+        spread(&col(runs, |x| Some(x.guesses_sent as f64)), 0),
+        spread(&reached, 0),
+        spread(&cpu, 1),
+        ratio(median(&reached), b_reached),
+        ratio(median(&cpu), b_cpu),
+    );
 }
 
 /// The section's Markdown.
@@ -143,10 +165,13 @@ pub fn markdown(r: &AuthResults) -> String {
     let _ = writeln!(
         s,
         "svcrack sends its next guess about 5 ms after each answer, so every millisecond a log-driven ban \
-         takes is a few more passwords tried. The jails see a failure only if the server logs it in the format \
-         their filter expects (see `tests/tests/auth_svcrack.rs`: with the line reworded, or with svcrack \
-         answering a challenge without qop, they see nothing); `[auth]` reads the server's answer on the wire. \
-         For the shield's rows shieldd runs the example configuration with its scanner list, per-source packet \
+         takes is a few more passwords tried. A jail sees a failure only while the server logs it in the \
+         format its filter expects: the last row is the jail after Kamailio's failure line is worded otherwise \
+         (`-A LOG_FORMAT_V2`, as an upgrade may do), which matches nothing, so every guess of the dictionary \
+         reaches Kamailio; `[auth]` reads the server's answers on the wire and does not depend on the log \
+         (`tests/tests/auth_svcrack.rs` checks both in one run). Challenged without `qop`, svcrack 0.3.3 \
+         answers with `qop=auth` but no `cnonce`: Kamailio refuses that as malformed before it checks the \
+         password and logs no failure in any wording, so only the wire sees those guesses. For the shield's rows shieldd runs the example configuration with its scanner list, per-source packet \
          bucket and REGISTER bucket off (svcrack says `friendly-scanner`; 5 REGISTERs/s would slow svcrack \
          behind the shield only).\n"
     );
@@ -162,7 +187,8 @@ mod tests {
             guard,
             reached_kamailio: reached,
             guesses_sent: reached + 1,
-            first_to_ban_ms: first,
+            first_to_ban_ms: Some(first),
+            banned: true,
             nth_to_ban_ms: Some(nth),
             last_to_ban_ms: Some(nth),
             cpu_secs: cpu,
@@ -180,6 +206,7 @@ mod tests {
                 run(Guard::Wire, 5, 34.0, 30.0, 0.01),
                 run(Guard::Fail2ban, 60, 400.0, 380.0, 0.2),
                 run(Guard::Fail2ban, 70, 420.0, 390.0, 0.3),
+                GuessRun { guard: Guard::Reworded, reached_kamailio: 400, guesses_sent: 400, cpu_secs: 0.02, ..GuessRun::default() },
                 run(Guard::Fail2ban, 65, 410.0, 385.0, 0.25),
             ],
             ..AuthResults::default()
@@ -191,8 +218,10 @@ mod tests {
         let f2b = md.lines().find(|l| l.starts_with("| fail2ban")).unwrap();
         assert!(f2b.contains("| 65 (60–70) |"), "{f2b}");
         assert!(f2b.ends_with("| 13.0× | 12.8× | 25.0× |"), "{f2b}");
-        assert!(!md.lines().any(|l| l.starts_with("| SIP Shield jail")), "no runs, no row");
+        assert!(!md.lines().any(|l| l.starts_with("| SIP Shield jail (")), "no runs, no row");
         assert!(md.contains("**2 of 3 `[auth]` runs** (not met in every run)"), "{md}");
+        let reworded = md.lines().find(|l| l.starts_with("| SIP Shield jail, Kamailio's failure line reworded")).unwrap();
+        assert!(reworded.contains("| 400 (all: no ban) | no ban | no ban | no ban | 20.0 | ≥ 80.0× | – | 2.0× |"), "{reworded}");
     }
 
     #[test]
