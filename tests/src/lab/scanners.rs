@@ -104,6 +104,9 @@ pub fn svwar(
 /// `src` with the words in `words`, started in the background (its output
 /// in `home/svcrack.log`). Once the shield bans it, it waits for replies
 /// that never come: the returned process is killed when dropped.
+/// svcrack 0.3.3 ignores `-b` (its main never passes the address on): it
+/// sends from whatever source the route to `target` gives, the attacker's
+/// own address unless a route says otherwise (see `bench::auth`).
 pub fn svcrack(
     ns: &Netns,
     home: &Path,

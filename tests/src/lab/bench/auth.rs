@@ -56,8 +56,8 @@ use crate::lab::topology::{probe_source, Topology, HOST_IF, PROBE_SOURCES, SBC_P
 /// The heading every version of the section starts with.
 pub const HEADING: &str = "## 9. A password guesser: `[auth]` against a log-driven jail and fail2ban";
 
-/// Failures that ban, for all three (`[auth] failures`, the jail's and
-/// fail2ban's `maxretry`).
+/// Failures that ban, for every defence (`[auth] failures`, the jail's
+/// and fail2ban's `maxretry`).
 pub const FAILURES: u32 = 5;
 /// The subscriber svcrack guesses for (lab/sipp/subscribers.csv).
 const USER: &str = "1000";
