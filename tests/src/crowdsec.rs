@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::IpNet;
 
-use crate::lab::process::{run_within, Proc};
+use crate::process::{run_within, Proc};
 use crate::netns::{nsenter, Netns};
 use crate::pki::Pki;
 

@@ -27,8 +27,8 @@ use shield::control::protocol::{BannedReply, Lasts, StatsReply, StatusReply, Ver
 use shield::kernel::MapId;
 use shield_common::BanValue;
 
-use crate::lab::paths::binary;
-use crate::lab::process::{run_within, Proc};
+use crate::paths::binary;
+use crate::process::{run_within, Proc};
 use crate::netns::{nsenter, Netns, SBC_IF};
 
 /// Loading a program runs the verifier: allow for a slow, busy machine.

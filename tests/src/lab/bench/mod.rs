@@ -5,11 +5,13 @@
 //! Writes BENCHMARKS.md, its figure and the raw numbers.
 
 pub mod bans;
+pub mod budget;
 pub mod defence;
 pub mod fleet;
 pub mod fleet_flood;
 pub mod fleet_probe;
 pub mod fleet_report;
+pub mod fleet_setup;
 pub mod fleet_spread;
 pub mod flood_runs;
 pub mod latency;
