@@ -154,6 +154,21 @@ impl Shieldd {
         std::fs::write(&self.config, text).expect("write config");
     }
 
+    /// Adds a `[[jail]]` following a new, empty log file `log` in the
+    /// daemon's directory, with the settings of `jail` (`name`, `filter`
+    /// or `failregex`, ...), and `extra` sections before it. Returns the
+    /// log's path.
+    pub fn add_jail(&self, log: &str, jail: &str, extra: &str) -> PathBuf {
+        let logpath = self.dir.join(log);
+        std::fs::write(&logpath, "").expect("log");
+        let base = std::fs::read_to_string(&self.config).expect("config");
+        self.write_config(&format!(
+            "{base}\n{extra}\n[[jail]]\nlogpath = \"{}\"\n{jail}",
+            logpath.display()
+        ));
+        logpath
+    }
+
     /// `shieldd ARGS`, in the daemon's namespace.
     fn command(&self) -> Command {
         nsenter(&self.ns, &self.bins.shieldd)

@@ -20,4 +20,5 @@ pub mod packet;
 pub mod paths;
 pub mod pki;
 pub mod process;
+pub mod promtool;
 pub mod udp;
