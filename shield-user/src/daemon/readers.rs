@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::handle::CoreHandle;
 use super::{Tasks, SWEEP_EVERY};
 use crate::jails::JailEvent;
-use crate::kernel::EventRing;
+use crate::kernel::{EventReader, EventRing};
 
 /// Polling fallback for the ring buffer, should a wakeup ever be missed.
 const EVENTS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -35,6 +35,14 @@ pub(super) async fn spawn(tasks: &mut Tasks, core: &CoreHandle, offenders: Optio
     }
 }
 
+/// The ring's reader; `None`, logged with what stops working, when the
+/// ring cannot be watched.
+fn watch(ring: EventRing, name: &str, lost: &str) -> Option<EventReader> {
+    ring.reader(EVENTS_POLL)
+        .inspect_err(|e| tracing::error!("cannot watch the {name} ring buffer; {lost}: {e}"))
+        .ok()
+}
+
 pub(super) async fn jail_events(core: CoreHandle, mut rx: mpsc::Receiver<JailEvent>) {
     let mut batch = Vec::with_capacity(JAIL_BATCH);
     while rx.recv_many(&mut batch, JAIL_BATCH).await > 0 {
@@ -46,12 +54,8 @@ pub(super) async fn jail_events(core: CoreHandle, mut rx: mpsc::Receiver<JailEve
 
 /// Reads the kernel's offender reports from the `EVENTS` ring buffer.
 async fn offender_events(core: CoreHandle, ring: EventRing) {
-    let mut reader = match ring.reader(EVENTS_POLL) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch the EVENTS ring buffer; escalation bans are off: {e}");
-            return;
-        }
+    let Some(mut reader) = watch(ring, "EVENTS", "escalation bans are off") else {
+        return;
     };
     loop {
         let batch: Vec<OffenderEvent> = reader.next_records().await;
@@ -66,12 +70,8 @@ async fn offender_events(core: CoreHandle, ring: EventRing) {
 /// and port the INVITE was sent to, and keeps those the report bucket
 /// granted.
 async fn refusal_events(core: CoreHandle, ring: EventRing) {
-    let mut reader = match ring.reader(EVENTS_POLL) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch the DEST_EVENTS ring buffer; no 403s or refusal records: {e}");
-            return;
-        }
+    let Some(mut reader) = watch(ring, "DEST_EVENTS", "no 403s or refusal records") else {
+        return;
     };
     let mut replier = crate::dest::reply::Replier::default();
     let mut replies: u64 = 0;
@@ -111,12 +111,8 @@ async fn refusal_events(core: CoreHandle, ring: EventRing) {
 /// Reads the kernel's ended-call reports (SPEC §13) from `CALL_EVENTS`
 /// into the call book.
 async fn call_events(core: CoreHandle, ring: EventRing) {
-    let mut reader = match ring.reader(EVENTS_POLL) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch the CALL_EVENTS ring buffer; no call counters: {e}");
-            return std::future::pending().await;
-        }
+    let Some(mut reader) = watch(ring, "CALL_EVENTS", "no call counters") else {
+        return std::future::pending().await;
     };
     loop {
         let batch: Vec<shield_common::calls::CallEvent> = reader.next_records().await;
@@ -129,12 +125,8 @@ async fn call_events(core: CoreHandle, ring: EventRing) {
 /// Reads settled digest attempts (SPEC §12): one record per attempt, never
 /// per packet, decoded into our own type and handed to the core.
 async fn auth_events(core: CoreHandle, ring: EventRing) {
-    let mut reader = match ring.reader(EVENTS_POLL) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch the AUTH_EVENTS ring buffer; no [auth] bans: {e}");
-            return std::future::pending().await;
-        }
+    let Some(mut reader) = watch(ring, "AUTH_EVENTS", "no [auth] bans") else {
+        return std::future::pending().await;
     };
     loop {
         let raw = reader.next_batch().await;
