@@ -455,7 +455,7 @@ pub struct DetachReply {
 
 // ---- Metrics ---------------------------------------------------------------
 
-/// Everything one scrape reports, read under the daemon's lock.
+/// Everything one scrape reports, read in one request to the core.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// (interface, verdict, reason) → counter; only combinations the

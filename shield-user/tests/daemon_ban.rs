@@ -222,14 +222,11 @@ fn a_jail_bans_from_the_log_and_ignoreip_is_respected() {
     let ignored = Ipv4Addr::new(198, 51, 100, 20);
     lab.add_peer_addr(ignored);
     let mut d = Shieldd::new(bins(), &lab.sbc, "");
-    let logpath = d.dir.join("kamailio.log");
-    std::fs::write(&logpath, "").expect("log");
-    let extra = format!(
-        "{NO_LIMITS}\n[bans]\nignoreip = [\"198.51.100.20\"]\n\n[[jail]]\nname = \"kam\"\nlogpath = \"{}\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"5m\"\n",
-        logpath.display()
+    let logpath = d.add_jail(
+        "kamailio.log",
+        "name = \"kam\"\nfilter = \"kamailio\"\nmaxretry = 3\nbantime = \"5m\"\n",
+        &format!("{NO_LIMITS}\n[bans]\nignoreip = [\"198.51.100.20\"]\n"),
     );
-    let base = std::fs::read_to_string(&d.config).expect("config");
-    d.write_config(&format!("{base}\n{extra}"));
     d.start();
     // The follower starts at the end of the file; give it a moment to be there.
     std::thread::sleep(Duration::from_millis(500));

@@ -250,13 +250,11 @@ fn assert_inert(what: &str, out: &str) {
 fn hostile_ban_reasons_reach_no_terminal_raw() {
     let lab = Lab::new();
     let mut d = Shieldd::new(bins(), &lab.sbc, "");
-    let logpath = d.dir.join("auth.log");
-    std::fs::write(&logpath, "").expect("log");
-    let base = std::fs::read_to_string(&d.config).expect("config");
-    d.write_config(&format!(
-        "{base}\n[[jail]]\nname = \"auth\"\nlogpath = \"{}\"\nfailregex = ['auth failed for .* from <HOST>$']\nmaxretry = 1\nbantime = \"5m\"\n",
-        logpath.display()
-    ));
+    let logpath = d.add_jail(
+        "auth.log",
+        "name = \"auth\"\nfailregex = ['auth failed for .* from <HOST>$']\nmaxretry = 1\nbantime = \"5m\"\n",
+        "",
+    );
     d.start();
 
     // From a client, as a reason...

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -15,17 +14,13 @@ const PROM_PORT: u16 = 19090;
 
 /// `curl` inside the SBC namespace: (content type, body).
 fn curl(lab: &Lab, url: &str, accept: Option<&str>) -> (String, String) {
-    let mut c = lab.sbc.command("curl");
-    c.args(["-sS", "--max-time", "10", "-w", "\n%{content_type}"]);
-    if let Some(a) = accept {
-        c.args(["-H", &format!("Accept: {a}")]);
-    }
-    c.arg(url);
-    let out = output_within(c, Duration::from_secs(20));
-    assert!(out.status.success(), "curl {url}: {}", text(&out.stderr));
-    let all = text(&out.stdout);
-    let (body, ctype) = all.rsplit_once('\n').expect("content type line");
-    (ctype.to_string(), format!("{body}\n").replace("\n\n", "\n"))
+    let header = accept.map(|a| format!("Accept: {a}"));
+    let mut args = header.iter().flat_map(|h| ["-H", h.as_str()]).collect::<Vec<_>>();
+    args.push(url);
+    let (ctype, body) = shield_tests::process::curl(&lab.sbc.name, &args, "%{content_type}")
+        .unwrap_or_else(|e| panic!("curl {url}: {e:#}"));
+    assert!(!ctype.is_empty(), "curl {url}: no answer");
+    (ctype, format!("{body}\n").replace("\n\n", "\n"))
 }
 
 fn shield_with_traffic(lab: &Lab) -> Shieldd {
@@ -72,25 +67,9 @@ fn metrics_negotiate_the_format_and_the_classic_one_passes_promtool() {
         "{classic}"
     );
     assert!(!classic.contains("# EOF"));
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    lint.stdin
-        .take()
-        .expect("stdin")
-        .write_all(classic.as_bytes())
-        .expect("write");
-    let out = lint.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    if let Err(e) = shield_tests::promtool::check_metrics(&classic) {
+        panic!("promtool: {e}");
+    }
 }
 
 #[test]

@@ -130,13 +130,11 @@ fn a_reban_extends_to_the_later_expiry_and_is_counted() {
 fn a_jail_ban_keeps_its_log_line_and_hostile_text_stays_inert() {
     let lab = Lab::new();
     let mut d = Shieldd::new(bins(), &lab.sbc, "");
-    let logpath = d.dir.join("kamailio.log");
-    std::fs::write(&logpath, "").expect("log");
-    let base = std::fs::read_to_string(&d.config).expect("config");
-    d.write_config(&format!(
-        "{base}\n{NO_LIMITS}\n[[jail]]\nname = \"kam\"\nlogpath = \"{}\"\nfilter = \"kamailio\"\nmaxretry = 2\nbantime = \"5m\"\n",
-        logpath.display()
-    ));
+    let logpath = d.add_jail(
+        "kamailio.log",
+        "name = \"kam\"\nfilter = \"kamailio\"\nmaxretry = 2\nbantime = \"5m\"\n",
+        NO_LIMITS,
+    );
     d.start();
     std::thread::sleep(Duration::from_millis(500));
     // The SIP user is the attacker's: a terminal escape in it.

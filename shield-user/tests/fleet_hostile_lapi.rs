@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,31 +131,6 @@ fn in_map(d: &Shieldd, a: &str) -> bool {
     d.ban_map().expect("map").contains(a.parse().expect("v4"))
 }
 
-fn promtool_check(text: &str) -> Result<(), String> {
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    lint.stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = lint.wait_with_output().expect("promtool");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}{}", text_of(&out.stdout), text_of(&out.stderr)))
-    }
-}
-
-fn text_of(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Text a hostile LAPI puts in a decision's origin (a metrics label).
 const HOSTILE: &str = "o\"r}\n\x1b[2J";
 
@@ -222,7 +196,7 @@ fn a_hostile_origin_stays_inside_its_metrics_label() {
         !metrics.contains('\x1b'),
         "a raw terminal control in\n{metrics}"
     );
-    promtool_check(&metrics)
+    shield_tests::promtool::check_metrics(&metrics)
         .unwrap_or_else(|e| panic!("promtool rejects the scrape: {e}\n{metrics}"));
     assert!(
         metrics

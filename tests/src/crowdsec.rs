@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::IpNet;
 
-use crate::lab::process::{run_within, Proc};
+use crate::process::{run_within, Proc};
 use crate::netns::{nsenter, Netns};
 use crate::pki::Pki;
 
@@ -546,14 +546,8 @@ pub fn remove_block(yaml: &str, key: &str) -> String {
 /// Runs `curl -s ARGS... -w '\n%{http_code}'` inside the namespace named
 /// `ns`; the HTTP status (0 when nothing answered) and the body.
 pub fn curl_in(ns: &str, args: &[&str]) -> Result<(u16, String)> {
-    let mut cmd = nsenter(ns, "curl");
-    cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args);
-    let out = run_within(cmd, Duration::from_secs(15))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    let code = code.trim().parse().unwrap_or(0);
-    Ok((code, body.to_string()))
+    let (code, body) = crate::process::curl(ns, args, "%{http_code}")?;
+    Ok((code.trim().parse().unwrap_or(0), body))
 }
 
 /// `GET {url}v1/decisions/stream[?startup=true]` with `X-Api-Key`, from

@@ -27,8 +27,8 @@ use shield::control::protocol::{BannedReply, Lasts, StatsReply, StatusReply, Ver
 use shield::kernel::MapId;
 use shield_common::BanValue;
 
-use crate::lab::paths::binary;
-use crate::lab::process::{run_within, Proc};
+use crate::paths::binary;
+use crate::process::{run_within, Proc};
 use crate::netns::{nsenter, Netns, SBC_IF};
 
 /// Loading a program runs the verifier: allow for a slow, busy machine.
@@ -152,6 +152,21 @@ impl Shieldd {
 
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Adds a `[[jail]]` following a new, empty log file `log` in the
+    /// daemon's directory, with the settings of `jail` (`name`, `filter`
+    /// or `failregex`, ...), and `extra` sections before it. Returns the
+    /// log's path.
+    pub fn add_jail(&self, log: &str, jail: &str, extra: &str) -> PathBuf {
+        let logpath = self.dir.join(log);
+        std::fs::write(&logpath, "").expect("log");
+        let base = std::fs::read_to_string(&self.config).expect("config");
+        self.write_config(&format!(
+            "{base}\n{extra}\n[[jail]]\nlogpath = \"{}\"\n{jail}",
+            logpath.display()
+        ));
+        logpath
     }
 
     /// `shieldd ARGS`, in the daemon's namespace.

@@ -31,8 +31,8 @@ use anyhow::{ensure, Context, Result};
 use crate::crowdsec::Lapi;
 use crate::daemon::{Shieldd, METRICS_PORT};
 use crate::frames::{sip_request, Frame, SBC_V4, SBC_V6};
-use crate::lab::csum;
-use crate::lab::flood::{parse_mac, PacketSocket};
+use crate::csum;
+use crate::packet::{parse_mac, PacketSocket};
 use crate::netns::{ip, veth, End, Netns};
 
 /// The LAPI's port in the `lapi` namespace.

@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod crowdsec;
+pub mod csum;
 pub mod daemon;
 pub mod fleet;
 pub mod frames;
@@ -15,5 +16,9 @@ pub mod kernel;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod packet;
+pub mod paths;
 pub mod pki;
+pub mod process;
+pub mod promtool;
 pub mod udp;

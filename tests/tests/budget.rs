@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use shield::kernel::{attach_link, Mode, VerifiedBy};
 use shield_common::{Bucket, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE};
 use shield_tests::{
-    lab::process::pin_to_cpus,
+    process::pin_to_cpus,
     frames::sip_request,
     kernel::Kernel,
     model::Tables,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use shield_tests::daemon::METRICS_PORT;
 use shield_tests::lab::kamailio::{Kamailio, Options};
-use shield_tests::lab::process::{in_ns, Proc};
+use shield_tests::process::{in_ns, Proc};
 use shield_tests::lab::shieldd::LabConfig;
 use shield_tests::lab::sipp::Run;
 use shield_tests::lab::topology::*;

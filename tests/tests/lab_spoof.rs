@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use shield_tests::lab::cpu::net_counters;
-use shield_tests::lab::flood::{
-    choose, parse_mac, udp6_frame, udp_frame, Engine, FloodReport, PacketSocket,
-};
+use shield_tests::lab::flood::{choose, udp6_frame, udp_frame, Engine, FloodReport};
 use shield_tests::lab::xdpgen::{enable_gro, XdpGen};
 use shield_tests::netns::{veth, End, Netns};
+use shield_tests::packet::{parse_mac, PacketSocket};
 use shield_tests::udp::{receive_any, settle, Background};
 
 const TX_IF: &str = "veth-t";

@@ -14,7 +14,7 @@ use shield_common::{
     Bucket, Policy, Reason, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_SCAN_UA,
 };
 use shield_tests::{
-    lab::process::pin_to_cpus,
+    process::pin_to_cpus,
     frames::sip_request,
     kernel::Kernel,
     model::Tables,

@@ -6,7 +6,7 @@
 
 use shield_common::dest::{DestPolicy, DigitPrefix, MAX_PREFIXES};
 
-use super::reader::{read_regular_file, Section, Val};
+use super::reader::{read_list_text, Section, Val};
 use crate::dest::{parse_entry, set_prefixes, Action, Destinations, Entry, EntryKind};
 
 /// A file full of garbage should not bury every other problem.
@@ -92,12 +92,8 @@ fn entry(v: &Val, text: Option<&str>, kind: EntryKind, probe: &DestPolicy, out: 
 /// `deny_files`: one entry per line, `#` comments and blank lines skipped;
 /// bad lines reported against the file and the key that named it.
 fn entry_file(v: &Val, path: &std::path::Path, probe: &DestPolicy, out: &mut Vec<Entry>) {
-    let text = match read_regular_file(path) {
-        Ok(text) => text,
-        Err(e) => {
-            v.error(format_args!("cannot read {}: {e}", path.display()));
-            return;
-        }
+    let Some(text) = read_list_text(v, path) else {
+        return;
     };
     let mut bad = 0;
     for (i, line) in text.lines().enumerate() {

@@ -500,6 +500,14 @@ pub(super) fn read_regular_file(path: &Path) -> std::io::Result<String> {
     std::fs::read_to_string(path)
 }
 
+/// [`read_regular_file`] for a list file the key `v` names: `None` once
+/// the failure is reported against that key.
+pub(super) fn read_list_text(v: &Val, path: &Path) -> Option<String> {
+    read_regular_file(path)
+        .inspect_err(|e| v.error(format_args!("cannot read {}: {e}", path.display())))
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use toml_edit::TableLike;
 
 use super::cidr::{parse_cidr, parse_cidr_list};
 use super::duration::format_duration;
-use super::reader::{read_regular_file, Ctx, Section, Spot, Val};
+use super::reader::{read_list_text, Ctx, Section, Spot, Val};
 use super::{
     Allow, AttachMode, BanScope, Bans, Capacity, Config, Control, Deny, Escalate, Limits, Metrics,
     Ports, RateLimit, ShieldSection, Sip, TcpLimits, Verify,
@@ -201,12 +201,8 @@ fn cidrs(s: &mut Section, key: &'static str) -> Vec<IpNet> {
 /// Appends the CIDRs of a list file; bad lines are reported against the
 /// list file and the config key that named it.
 fn read_list_file(v: &Val, path: &Path, nets: &mut Vec<IpNet>) {
-    let text = match read_regular_file(path) {
-        Ok(text) => text,
-        Err(e) => {
-            v.error(format_args!("cannot read {}: {e}", path.display()));
-            return;
-        }
+    let Some(text) = read_list_text(v, path) else {
+        return;
     };
     let mut bad = 0;
     let mut first_unshown = None;

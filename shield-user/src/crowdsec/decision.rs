@@ -1,6 +1,6 @@
 //! Decisions as the daemon applies them: read from LAPI's JSON
-//! ([`super::wire`]) and checked against `[crowdsec]` before the daemon's
-//! lock is taken, so the core never sees the wire format.
+//! ([`super::wire`]) and checked against `[crowdsec]` before they are sent to the
+//! core, so the core never sees the wire format.
 
 use std::time::Duration;
 

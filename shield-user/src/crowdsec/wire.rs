@@ -91,7 +91,7 @@ pub struct WireDecision {
 
 impl StreamReply {
     /// The reply as decisions, each checked against `[crowdsec]`: what
-    /// the daemon applies, read before its lock is taken.
+    /// the daemon applies, read before it reaches the core.
     pub fn read(self, cfg: &Crowdsec) -> Pull {
         let mut pull = Pull::default();
         for l in self.deleted.unwrap_or_default() {

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::core::crowdsec::{secs_left, PushOp};
-use super::{lock, Shared};
+use super::core::Core;
+use super::handle::CoreHandle;
 use crate::config::{Crowdsec, Push};
 use crate::crowdsec::client::{ApiError, Bouncer, Route, Watcher};
 use crate::crowdsec::wire::{go_duration, scope_value, Alert, AlertSource, StreamReply, WireDecision};
@@ -47,17 +48,25 @@ pub struct Fleet {
 impl Fleet {
     /// Starts, restarts or stops the tasks for `cfg` (unchanged settings:
     /// nothing happens).
-    pub fn update(&mut self, core: &Shared, cfg: Option<&Crowdsec>) {
+    pub async fn update(&mut self, core: &CoreHandle, cfg: Option<&Crowdsec>) {
         if self.running.as_ref().map(|(c, _)| c) == cfg {
             return;
         }
         self.stop();
-        lock(core).fleet_mut().push_tx = None;
+        let push_rx = match cfg.and_then(|c| c.push.as_ref()) {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                core.call(move |c| c.fleet_mut().push_tx = Some(tx)).await;
+                Some(rx)
+            }
+            None => {
+                core.call(|c| c.fleet_mut().push_tx = None).await;
+                None
+            }
+        };
         let Some(cfg) = cfg else { return };
         let mut handles = vec![tokio::spawn(pull(core.clone(), cfg.clone()))];
-        if let Some(p) = &cfg.push {
-            let (tx, rx) = mpsc::unbounded_channel();
-            lock(core).fleet_mut().push_tx = Some(tx);
+        if let (Some(p), Some(rx)) = (&cfg.push, push_rx) {
             handles.push(tokio::spawn(push(core.clone(), cfg.clone(), p.clone(), rx)));
         }
         tracing::info!(lapi = %cfg.lapi_url, push = cfg.push.is_some(), every_s = cfg.update_frequency.as_secs(), "crowdsec bouncer started");
@@ -95,7 +104,7 @@ impl Backoff {
 /// Pulls decisions: a full stream first (and after every failure, so a
 /// deletion missed while LAPI was away is still applied, and every
 /// [`FULL_RESYNC`]), then changes every `update_frequency`.
-async fn pull(core: Shared, cfg: Crowdsec) {
+async fn pull(core: CoreHandle, cfg: Crowdsec) {
     let bouncer = match Bouncer::new(&cfg) {
         Ok(b) => b,
         Err(e) => {
@@ -119,7 +128,7 @@ async fn pull(core: Shared, cfg: Crowdsec) {
                 let listed = reply.new.as_ref().map_or(0, Vec::len);
                 let fetched = t.elapsed();
                 let pull = reply.read(&cfg);
-                let p = tokio::task::block_in_place(|| lock(&core).crowdsec_pulled(pull, startup));
+                let p = core.call(move |c| c.crowdsec_pulled(pull, startup)).await;
                 if startup || p.added + p.deleted > 0 {
                     tracing::info!(
                         startup, listed, added = p.added, deleted = p.deleted, skipped = p.skipped,
@@ -138,7 +147,7 @@ async fn pull(core: Shared, cfg: Crowdsec) {
             Err(e) => {
                 let wait = backoff.next();
                 tracing::warn!(retry_in_s = wait.as_secs(), "crowdsec: {e}; enforcing what is in the maps meanwhile");
-                lock(&core).crowdsec_failed(&e);
+                core.call(move |c| c.crowdsec_failed(&e)).await;
                 startup = true;
                 tokio::time::sleep(wait).await;
             }
@@ -148,10 +157,10 @@ async fn pull(core: Shared, cfg: Crowdsec) {
 
 /// The LAPI's addresses, for the core to protect (before each full list,
 /// so a name that moves is followed). A failure keeps the last ones.
-async fn resolve_lapi(core: &Shared, cfg: &Crowdsec) {
+async fn resolve_lapi(core: &CoreHandle, cfg: &Crowdsec) {
     match crate::crowdsec::client::lapi_addresses(&cfg.lapi_url).await {
         Ok(hosts) => {
-            lock(core).crowdsec_lapi_hosts(hosts);
+            core.call(move |c| c.crowdsec_lapi_hosts(hosts)).await;
         }
         Err(e) => tracing::warn!("crowdsec: {e}; the LAPI addresses known before stay protected"),
     }
@@ -159,13 +168,13 @@ async fn resolve_lapi(core: &Shared, cfg: &Crowdsec) {
 
 /// One stream call; if it has no answer after [`STALLED`], LAPI is marked
 /// down while the call goes on.
-async fn stream_watched(core: &Shared, bouncer: &Bouncer, startup: bool) -> Result<StreamReply, ApiError> {
+async fn stream_watched(core: &CoreHandle, bouncer: &Bouncer, startup: bool) -> Result<StreamReply, ApiError> {
     let call = bouncer.stream(startup);
     tokio::pin!(call);
     tokio::select! {
         r = &mut call => r,
         () = tokio::time::sleep(STALLED) => {
-            lock(core).crowdsec_stalled(STALLED);
+            core.call(|c| c.crowdsec_stalled(STALLED)).await;
             tracing::warn!("crowdsec: no answer from LAPI for {} s; still waiting", STALLED.as_secs());
             call.await
         }
@@ -174,7 +183,7 @@ async fn stream_watched(core: &Shared, bouncer: &Bouncer, startup: bool) -> Resu
 
 /// Pushes local bans as alerts and deletes the decisions of pushed bans
 /// lifted here. The queue survives LAPI outages (bounded, oldest dropped).
-async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedReceiver<PushOp>) {
+async fn push(core: CoreHandle, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedReceiver<PushOp>) {
     let clients = Bouncer::new(&cfg)
         .and_then(|b| Ok((b, Watcher::new(&cfg, &p)?)));
     let (bouncer, mut watcher) = match clients {
@@ -199,34 +208,12 @@ async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedRecei
         let dropped = queue.len().saturating_sub(PUSH_QUEUE_MAX);
         queue.drain(..dropped);
         let r = send_front(&bouncer, &mut watcher, &mut queue).await;
-        let failed = r.as_ref().err().map(|e| e.to_string());
-        {
-            let mut c = lock(&core);
-            for _ in 0..watcher.take_logins() {
-                c.count_request(Route::Login, "200".into());
-            }
-            let s = &mut c.fleet_mut().push;
-            s.queued = queue.len() as u64;
-            s.dropped += dropped as u64;
-            match &r {
-                Ok(Sent::Pushed(n)) => s.pushed += *n as u64,
-                Ok(Sent::Deleted(n)) => s.deleted += *n as u64,
-                Err(_) => {}
-            }
-            s.last_error = failed.clone();
-            match &r {
-                Ok(Sent::Pushed(0)) => {}
-                Ok(Sent::Pushed(_)) => c.count_request(Route::Alerts, "201".into()),
-                Ok(Sent::Deleted(n)) => {
-                    c.count_request(Route::Lookup, "200".into());
-                    for _ in 0..*n {
-                        c.count_request(Route::Delete, "200".into());
-                    }
-                }
-                // The pull's state (`up`, its last error) is not the push's.
-                Err(e) => c.count_request(e.route().unwrap_or(Route::Alerts), e.outcome()),
-            }
-        }
+        let tally = Tally {
+            logins: watcher.take_logins(),
+            queued: queue.len(),
+            dropped,
+        };
+        let r = core.call(move |c| tally.record(c, r)).await;
         if let Err(e) = r {
             let wait = backoff.next();
             tracing::warn!(queued = queue.len(), retry_in_s = wait.as_secs(), "crowdsec push: {e}");
@@ -240,6 +227,45 @@ async fn push(core: Shared, cfg: Crowdsec, p: Push, mut rx: mpsc::UnboundedRecei
 enum Sent {
     Pushed(usize),
     Deleted(usize),
+}
+
+/// A push round's figures beside its outcome, for the core's counters.
+struct Tally {
+    logins: u64,
+    queued: usize,
+    dropped: usize,
+}
+
+impl Tally {
+    /// Counts the round into the push state and the LAPI request
+    /// counters; gives the outcome back.
+    fn record(self, c: &mut Core, r: Result<Sent, ApiError>) -> Result<Sent, ApiError> {
+        for _ in 0..self.logins {
+            c.count_request(Route::Login, "200".into());
+        }
+        let s = &mut c.fleet_mut().push;
+        s.queued = self.queued as u64;
+        s.dropped += self.dropped as u64;
+        match &r {
+            Ok(Sent::Pushed(n)) => s.pushed += *n as u64,
+            Ok(Sent::Deleted(n)) => s.deleted += *n as u64,
+            Err(_) => {}
+        }
+        s.last_error = r.as_ref().err().map(|e| e.to_string());
+        match &r {
+            Ok(Sent::Pushed(0)) => {}
+            Ok(Sent::Pushed(_)) => c.count_request(Route::Alerts, "201".into()),
+            Ok(Sent::Deleted(n)) => {
+                c.count_request(Route::Lookup, "200".into());
+                for _ in 0..*n {
+                    c.count_request(Route::Delete, "200".into());
+                }
+            }
+            // The pull's state (`up`, its last error) is not the push's.
+            Err(e) => c.count_request(e.route().unwrap_or(Route::Alerts), e.outcome()),
+        }
+        r
+    }
 }
 
 /// Sends the front of the queue (a run of bans as one request, or one

@@ -15,8 +15,10 @@ use super::{encode_openmetrics, to_classic_text, Snapshot};
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Takes a snapshot (called on a blocking thread: it reads BPF maps).
-pub type SnapshotFn = Arc<dyn Fn() -> Snapshot + Send + Sync>;
+/// Takes a snapshot. It reads BPF maps: the future is the daemon's to run
+/// off the async workers (a request to the core thread).
+pub type SnapshotFn = Arc<dyn Fn() -> SnapshotFuture + Send + Sync>;
+pub type SnapshotFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Snapshot> + Send>>;
 
 /// Binds `addr` (errors here are the daemon's to report) and returns the
 /// server future.
@@ -44,7 +46,9 @@ async fn metrics(State(snapshot): State<SnapshotFn>, headers: HeaderMap) -> Resp
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
     );
-    let snap = match tokio::task::spawn_blocking(move || snapshot()).await {
+    // Its own task: a snapshot that panics answers 500, not a dropped
+    // connection.
+    let snap = match tokio::spawn(snapshot()).await {
         Ok(s) => s,
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n").into_response(),
     };

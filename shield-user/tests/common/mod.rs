@@ -6,8 +6,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub use shield_tests::daemon::{wait_for, Binaries, Shieldd};
-pub use shield_tests::lab::paths::path_str;
-pub use shield_tests::lab::process::{
+pub use shield_tests::paths::path_str;
+pub use shield_tests::process::{
     as_user, collect, output_within, reachable, run_within, text, Guard,
 };
 pub use shield_tests::netns::{Lab, Netns, PEER_IP, SBC_IF, SBC_IP};

@@ -44,13 +44,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use shield_tests::daemon::{self, Shieldd, METRICS_PORT};
-use shield_tests::lab::bench::spoof;
+use shield_tests::lab::bench::{budget, spoof};
 use shield_tests::lab::fleet_demo;
 use shield_tests::lab::flood::{Engine, FloodOptions, Flooder};
 use shield_tests::lab::kamailio::{self, Kamailio};
 use shield_tests::lab::legit::{Legit, LegitLoad, LegitResult};
 use shield_tests::lab::logwatch::LogWatch;
-use shield_tests::lab::paths::repo;
+use shield_tests::paths::repo;
 use shield_tests::lab::progress::{thousands, Progress};
 use shield_tests::lab::scanners::{svmap, svwar};
 use shield_tests::lab::shieldd::{JailSettings, LabConfig};
@@ -396,7 +396,7 @@ struct Spoofed {
 impl Spoofed {
     /// Unverified requests the budget lets through in the flood's time.
     fn allowance(&self) -> f64 {
-        spoof::allowance(self.seconds)
+        budget::allowance(self.seconds)
     }
 
     /// The stage's line in the progress display.
@@ -423,15 +423,15 @@ fn enable_budget(
     cfg: &LabConfig,
     shield: &Shieldd,
 ) -> Result<(shield::control::protocol::VerifiedReply, usize)> {
-    shield.write_config(&spoof::with_budget(cfg.clone()).render(shield)?);
+    shield.write_config(&budget::with_budget(cfg.clone()).render(shield)?);
     shield.try_ctl_ok(&["reload"])?;
-    let v = spoof::verified(shield)?;
-    let subscribers_verified = spoof::subscribers_verified(&v);
+    let v = shield.verified()?;
+    let subscribers_verified = budget::subscribers_verified(&v);
     p.note(&format!(
         "reloaded: unverified budget {}/s, burst {}; verified sources: {} ({subscribers_verified} of {SUBSCRIBERS} \
          subscribers, by Kamailio's 200 OK to their REGISTER; the trunk by its calls' 200 OK)",
         v.unverified_per_second,
-        spoof::BUDGET_BURST,
+        budget::BUDGET_BURST,
         v.total
     ));
     Ok((v, subscribers_verified))
@@ -452,7 +452,7 @@ fn spoofed_stage(
     p.step(&format!(
         "Spoofed-source flood: reload with [verify] unverified_per_second = {}, then {FLOOD_SECONDS} s from a random \
          address of {} (1,048,576) per packet, as fast as this machine sends",
-        spoof::BUDGET_PER_SECOND,
+        budget::BUDGET_PER_SECOND,
         spoof::SPOOF_NET
     ));
     let (v, subscribers_verified) = enable_budget(p, cfg, shield)?;
@@ -480,7 +480,7 @@ fn spoofed_stage(
         || {
             if polled.elapsed() >= Duration::from_millis(500) {
                 polled = Instant::now();
-                under_pressure |= spoof::verified(shield).is_ok_and(|v| v.under_pressure);
+                under_pressure |= shield.verified().is_ok_and(|v| v.under_pressure);
                 pressure_metric |= shield
                     .metrics(&topo.sbc)
                     .is_ok_and(|m| m.lines().any(|l| l == "sipshield_under_pressure 1"));
@@ -636,8 +636,8 @@ fn spoofed_report(sp: &Spoofed) {
         "Spoofed-source flood ({} s, a random source of {} per packet; [verify] budget {}/s, burst {}):",
         FLOOD_SECONDS,
         spoof::SPOOF_NET,
-        spoof::BUDGET_PER_SECOND,
-        spoof::BUDGET_BURST
+        budget::BUDGET_PER_SECOND,
+        budget::BUDGET_BURST
     );
     println!(
         "  verified before it (`shieldctl verified`)   {:>6} sources, {} of {SUBSCRIBERS} subscribers",
@@ -670,9 +670,9 @@ fn spoofed_report(sp: &Spoofed) {
         sp.seconds,
         sp.at_kamailio as f64 / sp.seconds.max(1e-9),
         thousands(sp.allowance() as u64),
-        spoof::BUDGET_PER_SECOND,
+        budget::BUDGET_PER_SECOND,
         sp.seconds,
-        spoof::BUDGET_BURST,
+        budget::BUDGET_BURST,
         sp.at_kamailio as f64 / sp.allowance()
     );
     let seen = |b: bool| {

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use shield_tests::lab::bench::fleet::{self, FleetOptions, FleetResults};
 use shield_tests::lab::bench::fleet_report;
-use shield_tests::lab::paths::repo;
+use shield_tests::paths::repo;
 use shield_tests::lab::signals;
 
 #[derive(Parser)]

@@ -36,8 +36,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ipnet::IpNet;
-use shield_tests::lab::flood::{parse_mac, run, Engine, FloodMethod, FloodSpec, Spoof};
-use shield_tests::lab::{process::pin_to_cpus, signals};
+use shield_tests::lab::flood::{run, Engine, FloodMethod, FloodSpec, Spoof};
+use shield_tests::packet::parse_mac;
+use shield_tests::lab::signals;
+use shield_tests::process::pin_to_cpus;
 
 #[derive(Parser)]
 #[command(

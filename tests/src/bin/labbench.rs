@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use shield_tests::lab::bench::{self, fleet_report, plot, report, BenchOptions};
 use shield_tests::lab::flood::Engine;
-use shield_tests::lab::paths::repo;
+use shield_tests::paths::repo;
 use shield_tests::lab::progress::Progress;
 use shield_tests::lab::signals;
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use shield_tests::lab::bench::{splice_section, toll};
-use shield_tests::lab::paths::repo;
+use shield_tests::paths::repo;
 use shield_tests::lab::signals;
 
 fn main() -> ExitCode {

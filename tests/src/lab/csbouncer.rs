@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::nft::nft;
-use super::process::{in_ns, Proc};
+use crate::process::{in_ns, Proc};
 use crate::netns::Netns;
 
 /// Debian's binary.

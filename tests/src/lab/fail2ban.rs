@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::paths::{lab_file, repo, system_tool};
-use super::process::{in_ns, Proc};
+use crate::paths::{lab_file, repo, system_tool};
+use crate::process::{in_ns, Proc};
 use crate::netns::Netns;
 
 /// Debian's action file (the one fail2ban's packaged `nftables-*` actions

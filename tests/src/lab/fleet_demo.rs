@@ -33,7 +33,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use shield::control::protocol::{CrowdsecStatus, StatsReply};
 
-use super::paths::{path_str, repo};
+use crate::paths::{path_str, repo};
 use super::progress::Progress;
 use super::shieldd::LAB_PINS;
 use super::signals;

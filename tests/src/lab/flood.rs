@@ -23,11 +23,10 @@
 //! spoof: the packet engine picks each source in user space, the xdp
 //! engine in the kernel.
 //! Each frame's checksums follow what changed in it (RFC 1624 updates
-//! against the template, see [`super::csum`]): the IPv4 header checksum,
+//! against the template, see [`crate::csum`]): the IPv4 header checksum,
 //! and the UDP checksum of IPv6 frames (source and Call-ID, branch, tag
 //! letters); an IPv4 frame's UDP checksum is 0, as IPv4 allows.
 
-use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -35,48 +34,11 @@ use anyhow::{bail, Context, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::csum::{self, Layout, Tracked};
+pub use super::flood_frames::{sip_payload, sip_payload_to, udp6_frame, udp_frame, FloodMethod};
+use super::flood_frames::{COUNTER_DIGITS, MARK};
+use crate::csum::{self, Layout, Tracked};
 use crate::gen::Rng;
-
-/// The SIP request the flood sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FloodMethod {
-    Invite,
-    Register,
-    Options,
-    /// An INVITE to a premium-rate number (00899…, SPEC §11): toll fraud
-    /// at flood rate.
-    Premium,
-}
-
-impl FloodMethod {
-    pub fn parse(s: &str) -> Result<FloodMethod> {
-        Ok(match s.to_ascii_uppercase().as_str() {
-            "INVITE" => FloodMethod::Invite,
-            "REGISTER" => FloodMethod::Register,
-            "OPTIONS" => FloodMethod::Options,
-            "PREMIUM" => FloodMethod::Premium,
-            _ => bail!("unknown method {s:?} (INVITE, REGISTER, OPTIONS or PREMIUM)"),
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FloodMethod::Invite => "INVITE",
-            FloodMethod::Register => "REGISTER",
-            FloodMethod::Options => "OPTIONS",
-            FloodMethod::Premium => "PREMIUM",
-        }
-    }
-
-    /// The request line's method.
-    pub fn sip_name(self) -> &'static str {
-        match self {
-            FloodMethod::Premium => "INVITE",
-            m => m.as_str(),
-        }
-    }
-}
+use crate::packet::PacketSocket;
 
 /// How frames are put on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,153 +249,12 @@ pub struct FloodReport {
     pub send_errors: u64,
 }
 
-/// Width of the per-packet counter in the payload (hex digits).
-const COUNTER_DIGITS: usize = 16;
-const MARK: &[u8; COUNTER_DIGITS] = b"################";
-
 /// One (source, method) frame with the offsets of its counter fields and
 /// the checksums that follow them (and the source, when spoofed).
 struct Template {
     frame: Vec<u8>,
     counters: Vec<usize>,
     tracked: Vec<Tracked>,
-}
-
-/// The host name flood requests carry in Via, From, Contact and Call-ID
-/// (the SBC answers to the packet's source address and port, `rport`).
-const ATTACKER_HOST: &str = "attacker.invalid";
-
-/// The SIP payload of one flood request; `#` x16 marks the counter fields.
-pub fn sip_payload(method: FloodMethod, sport: u16, dst: SocketAddrV4, ua: &str) -> Vec<u8> {
-    sip_payload_to(method, sport, dst.into(), ua)
-}
-
-/// [`sip_payload`] to an IPv4 or IPv6 destination (`[addr]` in the URIs).
-pub fn sip_payload_to(method: FloodMethod, sport: u16, dst: SocketAddr, ua: &str) -> Vec<u8> {
-    let m = std::str::from_utf8(MARK).expect("ascii");
-    let dip = match dst.ip() {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let h = ATTACKER_HOST;
-    let (ruri, to, extra, body) = match method {
-        FloodMethod::Invite => (
-            format!("sip:2000@{dip}"),
-            format!("<sip:2000@{dip}>"),
-            "Content-Type: application/sdp\r\n".to_string(),
-            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\n\
-             a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-                .to_string(),
-        ),
-        FloodMethod::Register => (
-            "sip:sbc.lab".to_string(),
-            "<sip:1000@sbc.lab>".to_string(),
-            format!("Contact: <sip:1000@{h}:{sport}>\r\nExpires: 300\r\n"),
-            String::new(),
-        ),
-        FloodMethod::Options => (format!("sip:{dip}"), format!("<sip:{dip}>"), String::new(), String::new()),
-        FloodMethod::Premium => (
-            format!("sip:00899123456@{dip}"),
-            format!("<sip:00899123456@{dip}>"),
-            String::new(),
-            String::new(),
-        ),
-    };
-    let name = method.sip_name();
-    let from_user = if method == FloodMethod::Register {
-        "1000"
-    } else {
-        "caller"
-    };
-    let contact = if matches!(method, FloodMethod::Invite | FloodMethod::Premium) {
-        format!("Contact: <sip:caller@{h}:{sport}>\r\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "{name} {ruri} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {h}:{sport};branch=z9hG4bK{m};rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{from_user}@{h}>;tag={m}\r\n\
-         To: {to}\r\n\
-         Call-ID: {m}@{h}\r\n\
-         CSeq: 1 {name}\r\n\
-         {contact}\
-         User-Agent: {ua}\r\n\
-         {extra}\
-         Content-Length: {len}\r\n\r\n{body}",
-        len = body.len(),
-    )
-    .into_bytes()
-}
-
-/// A complete Ethernet/IPv4/UDP frame (IP checksum set; UDP checksum 0,
-/// which IPv4 allows).
-pub fn udp_frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut f = ethernet(src_mac, dst_mac, 0x0800, 42 + payload.len());
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.ip().octets());
-    ip[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = csum::checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&udp_header(src.port(), dst.port(), payload.len()));
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A complete Ethernet/IPv6/UDP frame, UDP checksum set (IPv6 requires
-/// one).
-pub fn udp6_frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: SocketAddrV6,
-    dst: SocketAddrV6,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut f = ethernet(src_mac, dst_mac, 0x86dd, 62 + payload.len());
-    let udp_len = (8 + payload.len()) as u16;
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[17, 64]); // next header UDP, hop limit
-    f.extend_from_slice(&src.ip().octets());
-    f.extend_from_slice(&dst.ip().octets());
-    let mut segment = udp_header(src.port(), dst.port(), payload.len()).to_vec();
-    segment.extend_from_slice(payload);
-    let sum = csum::udp6(&src.ip().octets(), &dst.ip().octets(), &segment);
-    segment[6..8].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&segment);
-    f
-}
-
-/// An Ethernet header, in a buffer for a frame of `capacity` bytes.
-fn ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], ethertype: u16, capacity: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(capacity);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
-}
-
-/// A UDP header, checksum 0.
-fn udp_header(sport: u16, dport: u16, payload_len: usize) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[0..2].copy_from_slice(&sport.to_be_bytes());
-    h[2..4].copy_from_slice(&dport.to_be_bytes());
-    h[4..6].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
-    h
 }
 
 /// The frame for one method from `src` (IPv4 or IPv6, as the
@@ -520,131 +341,6 @@ fn write_counter(buf: &mut [u8], at: &[usize], n: u64) {
     }
 }
 
-/// An `AF_PACKET` socket bound to one interface (send only).
-pub struct PacketSocket {
-    fd: libc::c_int,
-    mac: [u8; 6],
-}
-
-impl PacketSocket {
-    /// A socket on `iface` of the calling thread's namespace.
-    pub fn open(iface: &str) -> Result<PacketSocket> {
-        let name = CString::new(iface)?;
-        // SAFETY: plain socket calls on an fd this struct owns; the structs
-        // passed are fully initialised.
-        unsafe {
-            let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
-            if ifindex == 0 {
-                bail!("no interface {iface} here");
-            }
-            // Protocol 0: a send-only socket (it receives nothing).
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                bail!(
-                    "AF_PACKET socket: {} (needs CAP_NET_RAW)",
-                    std::io::Error::last_os_error()
-                );
-            }
-            let mut s = PacketSocket { fd, mac: [0; 6] };
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = ifindex;
-            if libc::bind(
-                fd,
-                (&raw const sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            ) != 0
-            {
-                bail!(
-                    "bind AF_PACKET to {iface}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            let one: libc::c_int = 1;
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                (&raw const one).cast(),
-                4,
-            );
-            let sndbuf: libc::c_int = 8 << 20;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&raw const sndbuf).cast(),
-                4,
-            );
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            for (d, s) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
-                *d = *s as libc::c_char;
-            }
-            if libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) != 0 {
-                bail!("SIOCGIFHWADDR {iface}: {}", std::io::Error::last_os_error());
-            }
-            for (d, b) in s
-                .mac
-                .iter_mut()
-                .zip(ifr.ifr_ifru.ifru_hwaddr.sa_data.iter())
-            {
-                *d = *b as u8;
-            }
-            Ok(s)
-        }
-    }
-
-    /// The interface's MAC address.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Sends one complete frame.
-    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        // SAFETY: a bound socket; `frame` outlives the call.
-        let r = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Sends `frames` with one `sendmmsg`; how many the kernel took.
-    pub fn send_frames(&self, frames: &[&[u8]]) -> std::io::Result<usize> {
-        let mut iov: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec {
-                // The kernel only reads it (a send).
-                iov_base: f.as_ptr().cast_mut().cast(),
-                iov_len: f.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; each points at one live iovec.
-        let mut msgs: Vec<libc::mmsghdr> = (0..iov.len())
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: msgs, iov and the frames outlive the call.
-        let r = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
-
-impl Drop for PacketSocket {
-    fn drop(&mut self) {
-        // SAFETY: our fd.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
 /// Runs the flood until its duration, its packet count or `stop()` says so.
 pub fn run(spec: &FloodSpec, stop: impl Fn() -> bool + Sync) -> Result<FloodReport> {
     if spec.methods.is_empty() {
@@ -714,7 +410,7 @@ fn randomised(spec: &FloodSpec) -> Result<Vec<(Template, super::xdpgen::Randomis
     r.field_len = COUNTER_DIGITS;
     let mac = PacketSocket::open(&spec.iface)
         .context("reading the interface's MAC address")?
-        .mac;
+        .mac();
     Ok(spec
         .methods
         .iter()
@@ -839,7 +535,7 @@ fn seed() -> u64 {
 /// checksums fixed here).
 fn run_packet(spec: &FloodSpec, stop: impl Fn() -> bool) -> Result<FloodReport> {
     let sock = PacketSocket::open(&spec.iface).context("opening the packet socket")?;
-    let tpl = templates(spec, sock.mac);
+    let tpl = templates(spec, sock.mac());
     let max_len = tpl.iter().map(|t| t.frame.len()).max().unwrap_or(0);
     let batch = batch_size(spec);
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; max_len]).collect();
@@ -954,18 +650,6 @@ fn paced(
         rate: sent as f64 / seconds.max(1e-9),
         send_errors: errors,
     })
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC {s:?}"))?;
-    parts
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("MAC {s:?}: six bytes expected"))
 }
 
 #[cfg(test)]
@@ -1159,21 +843,12 @@ mod tests {
         assert_eq!(old.sent, 1);
         assert!(Engine::parse("XDP").is_err());
     }
-
-    #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:00:0a:ff:00:01").expect("mac"),
-            [2, 0, 10, 255, 0, 1]
-        );
-        assert!(parse_mac("02:00").is_err());
-    }
 }
 
 /// The `flood` binary, started in the attacker's namespace: one process,
 /// or [`FloodOptions::processes`] of them sharing the rate.
 pub struct Flooder {
-    procs: Vec<super::process::Proc>,
+    procs: Vec<crate::process::Proc>,
     pub planned: Duration,
 }
 
@@ -1253,7 +928,7 @@ impl Flooder {
             } else {
                 dir.join(format!("flood-{i}.log"))
             };
-            procs.push(super::process::Proc::spawn_piped("flood", cmd, &log)?);
+            procs.push(crate::process::Proc::spawn_piped("flood", cmd, &log)?);
         }
         Ok(Flooder {
             procs,
@@ -1268,8 +943,8 @@ impl Flooder {
         n: usize,
     ) -> Result<std::process::Command> {
         use super::topology::*;
-        let exe = super::paths::binary("flood")?;
-        let mut cmd = super::process::in_ns(&topo.attacker, exe.to_str().context("path")?);
+        let exe = crate::paths::binary("flood")?;
+        let mut cmd = crate::process::in_ns(&topo.attacker, exe.to_str().context("path")?);
         let methods: Vec<&str> = o.methods.iter().map(|m| m.as_str()).collect();
         // Bounded: at most 10 million packets per second of flood.
         let bound = (o.duration.as_secs_f64() * 10e6) as u64 / n as u64;
@@ -1305,7 +980,7 @@ impl Flooder {
 
     /// Every process's id.
     pub fn pids(&self) -> Vec<u32> {
-        self.procs.iter().map(super::process::Proc::pid).collect()
+        self.procs.iter().map(crate::process::Proc::pid).collect()
     }
 
     /// Whether any of the processes still runs.

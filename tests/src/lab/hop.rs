@@ -32,7 +32,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use shield::kernel::sys::{link_create_xdp, XDP_FLAGS_DRV_MODE};
 
-use super::flood::PacketSocket;
+use crate::packet::PacketSocket;
 use super::xdpgen::{self, ifindex, Randomise, Verdict};
 
 /// One hop: a veth pair, the generator on its far end, a packet socket on

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::cpu::ProcessGroupCpu;
-use super::paths::{lab_file, system_tool};
-use super::process::{in_ns, pinned, run_ok, Proc};
+use crate::paths::{lab_file, system_tool};
+use crate::process::{in_ns, pinned, run_ok, Proc};
 use super::topology::{SBC_CARRIER_IP, SBC_PUBLIC_IP, TRUNK_IP};
 use crate::netns::Netns;
 

@@ -35,14 +35,14 @@
 //! | module | what |
 //! |---|---|
 //! | [`topology`] | the namespaces, veths, addresses |
-//! | [`process`], [`signals`], [`paths`], [`progress`], [`sweep`] | children in their own process groups, Ctrl-C, where binaries and files are, the status line, leftovers |
+//! | [`crate::process`], [`signals`], [`crate::paths`], [`progress`], [`sweep`] | children in their own process groups, Ctrl-C, where binaries and files are, the status line, leftovers |
 //! | [`kamailio`] | Kamailio with `lab/kamailio/*.cfg`, its statistics over kamcmd |
 //! | [`sipp`], [`legit`] | sipp with `lab/sipp/*.xml`; the legitimate load (subscribers, trunk calls, the PBX) |
 //! | [`shieldd`] | `config/shield.toml` adapted for the real shieldd (run by [`crate::daemon::Shieldd`]: shieldctl, the pinned ban map, /metrics) |
 //! | [`nft`], [`fail2ban`] | the nftables ruleset of `lab/nft/`, fail2ban with `lab/fail2ban/` |
 //! | [`csbouncer`] | Debian's crowdsec-firewall-bouncer (nftables) in a namespace, for `fleetbench` |
 //! | [`spoof`] | a spoofed-source flood (`flood --spoof`) at the SBC, and the route back that lets the SBC's stack take it |
-//! | [`flood`], [`xdpgen`], [`csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its checksums |
+//! | [`flood`], [`flood_frames`], [`xdpgen`], [`crate::csum`] | the flood sender behind `target/release/flood` (in-kernel XDP generator or AF_PACKET; a few sources or spoofed ones from a whole IPv4/IPv6 prefix), its frames, its checksums |
 //! | [`scanners`] | SIPVicious svmap / svwar |
 //! | [`cpu`], [`logwatch`], [`probe`] | CPU and packet accounting, log-line timing, drop timing |
 //! | [`toll`] | SPEC §11 in the lab: the premium prefixes, the demo's toll-fraud stage, a 403 timer |
@@ -52,19 +52,17 @@
 pub mod bench;
 pub mod cpu;
 pub mod csbouncer;
-pub mod csum;
 pub mod fail2ban;
 pub mod fleet_demo;
 pub mod flood;
+pub mod flood_frames;
 pub mod forger;
 pub mod hop;
 pub mod kamailio;
 pub mod legit;
 pub mod logwatch;
 pub mod nft;
-pub mod paths;
 pub mod probe;
-pub mod process;
 pub mod progress;
 pub mod scanners;
 pub mod shieldd;

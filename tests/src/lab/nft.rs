@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::paths::{lab_file, system_tool};
-use super::process::{in_ns, run_ok};
+use crate::paths::{lab_file, system_tool};
+use crate::process::{in_ns, run_ok};
 use crate::netns::Netns;
 
 pub const TABLE: &str = "sipshield_lab";

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::paths::system_tool;
-use super::process::{in_ns, run_within, Proc};
+use crate::paths::system_tool;
+use crate::process::{in_ns, run_within, Proc};
 use crate::netns::Netns;
 
 /// What a scanner printed, and whether it reported a SIP device or an

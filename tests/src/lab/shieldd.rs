@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::paths::{example_config, path_str};
+use crate::paths::{example_config, path_str};
 use super::topology::{SBC_CARRIER_IF, SBC_PUBLIC_IF};
 use crate::daemon::{Binaries, Shieldd, METRICS_PORT};
 use crate::netns::Netns;

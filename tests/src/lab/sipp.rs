@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::paths::{lab_file, system_tool};
-use super::process::{in_ns, Proc};
+use crate::paths::{lab_file, system_tool};
+use crate::process::{in_ns, Proc};
 use crate::netns::Netns;
 
 /// What one sipp process does.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::flood::FloodReport;
-use super::paths::{binary, path_str};
-use super::process::{in_ns, Proc};
+use crate::paths::{binary, path_str};
+use crate::process::{in_ns, Proc};
 use super::topology::{Topology, ATTACKER_IP, HOST_IF, SBC_PUBLIC_IF, SBC_SIP_IP};
 
 /// The spoofed prefix the lab uses: 10.64.0.0/12, 1,048,576 addresses.

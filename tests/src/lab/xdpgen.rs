@@ -15,7 +15,7 @@
 //! counter fields (Via branch, tag, Call-ID); and it rewrites the checksums
 //! that cover what changed: the IPv4 header checksum, and an IPv6 frame's
 //! UDP checksum (source address and letters). Both are RFC 1624 updates
-//! against the template (see [`super::csum`]): one constant from the
+//! against the template (see [`crate::csum`]): one constant from the
 //! template plus the frame's changed words, so a recycled page that still
 //! holds an earlier frame gets the right sum too. An IPv4 frame's UDP
 //! checksum stays 0.
@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use shield::kernel::sys::{prog_load_xdp, prog_test_run, TestRun, BPF_F_TEST_XDP_LIVE_FRAMES};
 
-use super::csum::{self, Layout, Tracked};
+use crate::csum::{self, Layout, Tracked};
 
 const XDP_DROP: i32 = 1;
 const XDP_TX: i32 = 3;
@@ -398,7 +398,7 @@ pub fn enable_gro(dev: &str) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::gen::Rng;
-    use crate::lab::flood::{sip_payload_to, udp6_frame, udp_frame, FloodMethod};
+    use crate::lab::flood_frames::{sip_payload_to, udp6_frame, udp_frame, FloodMethod};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
     /// Runs `prog` on `frame` with the semantics of the kernel's eBPF

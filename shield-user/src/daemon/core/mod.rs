@@ -11,8 +11,8 @@
 //! - [`crowdsec`]: CrowdSec decisions beside local bans (SPEC §9).
 //!
 //! Synchronous: each operation is a handful of `bpf(2)` calls and at most
-//! one small store transaction, run under the daemon's lock, never across an
-//! `.await`.
+//! one small store transaction, run on the core's own thread, its only
+//! writer ([`super::handle`]), never on an async worker.
 
 mod apply;
 mod auth;

@@ -14,7 +14,7 @@
 //! * **nft-global**: `sbc.cfg` behind `lab/nft/global-limit.nft`: the
 //!   trunk allowlisted, one global limit for everything else to 5060;
 //! * **shield-verify**: `shieldd` as above with `[verify]`'s unverified
-//!   budget on ([`super::spoof::with_budget`]).
+//!   budget on ([`super::budget::with_budget`]).
 
 use std::path::Path;
 
@@ -22,7 +22,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use shield::control::protocol::VerifiedReply;
 
-use super::spoof::{verified, with_budget};
+use super::budget::with_budget;
 use crate::daemon::{self, Shieldd};
 use crate::lab::kamailio::{self, Kamailio, Script};
 use crate::lab::nft::NftTable;
@@ -175,7 +175,7 @@ impl<'a> Armed<'a> {
 
     /// `shieldctl verified` (SIP Shield only).
     pub fn verified(&self) -> Option<Result<VerifiedReply>> {
-        self.shield.as_ref().map(verified)
+        self.shield.as_ref().map(Shieldd::verified)
     }
 
     pub fn shieldd_pid(&self) -> Option<u32> {

@@ -13,7 +13,7 @@
 //! 4. ban propagation: bans made on SBC 0, pushed to LAPI, pulled by SBCs
 //!    1 and 2 ([`super::fleet_spread`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,48 +22,20 @@ use serde::{Deserialize, Serialize};
 use super::fleet_flood::FloodRow;
 use super::fleet_probe::ProbeResults;
 use super::fleet_spread::Spread;
+pub use super::fleet_setup::FleetOptions;
+use super::fleet_setup::{crowdsec_section, new_shieldd, shieldd_config, tail, NFT_SBC, SHIELDD_SBC};
 use crate::crowdsec::{bench_decisions, Decision, Lapi, Scope};
-use crate::daemon::{Binaries, Shieldd, METRICS_PORT};
-use crate::fleet::{Fleet, PUB_IF};
+use crate::daemon::Shieldd;
+use crate::fleet::Fleet;
 use crate::lab::cpu::process_ticks;
 use crate::lab::csbouncer::{self, CsBouncer};
-use crate::lab::process::run_ok;
-use crate::lab::shieldd::LAB_PINS;
+use crate::process::run_ok;
 use crate::lab::signals;
-/// The samples' generator (SplitMix64, seeded).
-pub use crate::gen::Rng;
 
-/// The SBC running shieldd in sections 1 to 3, and the one running the
-/// nftables bouncer.
-pub const SHIELDD_SBC: usize = 0;
-pub const NFT_SBC: usize = 1;
 /// How long a first full stream may take, either bouncer.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the bench waits for the nftables bouncer's (it goes on).
 const BOUNCER_WAIT: Duration = Duration::from_secs(240);
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct FleetOptions {
-    pub decisions: usize,
-    /// Range decisions probed from inside (half IPv4, half IPv6).
-    pub range_probes: usize,
-    /// Ip decisions probed (half IPv4, half IPv6).
-    pub ip_probes: usize,
-    /// Packets per probed address.
-    pub probe_packets: u32,
-    /// Section 3: packets/s, seconds per flood, rounds per bouncer.
-    pub flood_rate: u64,
-    pub flood_secs: f64,
-    pub flood_rounds: usize,
-    /// Section 4: bans made on SBC 0.
-    pub bans: usize,
-    /// `update_frequency` of every bouncer.
-    pub every: Duration,
-    pub work_dir: PathBuf,
-    /// Seed of the samples and the ban moments.
-    pub seed: u64,
-}
 
 /// The decision mix as loaded.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -262,50 +234,6 @@ fn lapi_answer(fleet: &Fleet, lapi: &Lapi, dir: &Path) -> Result<LapiAnswer> {
     })
 }
 
-/// The `[crowdsec]` section for SBC `i` (key and password files written
-/// into the daemon's directory); `push`: also `[crowdsec.push]` as
-/// machine `sbc<i>`, registered on LAPI.
-pub fn crowdsec_section(fleet: &Fleet, lapi: &Lapi, d: &Shieldd, i: usize, every: Duration, push: bool) -> Result<String> {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let key = lapi.bouncer_key(&format!("shieldd-sbc{i}-{n}"))?;
-    let key_file = d.dir.join("crowdsec.key");
-    std::fs::write(&key_file, format!("{key}\n")).context("key file")?;
-    let mut s = format!(
-        "[crowdsec]\nlapi_url = \"{}\"\napi_key_file = \"{}\"\nupdate_frequency = \"{}s\"\n",
-        fleet.lapi_url(i),
-        key_file.display(),
-        every.as_secs().max(1)
-    );
-    if push {
-        let password = format!("fleetbench-sbc{i}-{:016x}", Rng::new(i as u64 + 7).next_u64());
-        lapi.add_machine(&format!("sbc{i}"), &password)?;
-        let pass_file = d.dir.join("crowdsec.pass");
-        std::fs::write(&pass_file, format!("{password}\n")).context("password file")?;
-        s += &format!("\n[crowdsec.push]\nmachine_id = \"sbc{i}\"\npassword_file = \"{}\"\n", pass_file.display());
-    }
-    Ok(s)
-}
-
-/// A shieldd config for an SBC of the fleet: XDP on `pub0`, no rate
-/// limits (probes and floods are about bans only), then `extra`.
-pub fn shieldd_config(d: &Shieldd, extra: &str) -> String {
-    format!(
-        "[shield]\ninterfaces = [\"{PUB_IF}\"]\npin_path = \"{}\"\nstate_dir = \"{}\"\n\n\
-         [control]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
-         [limits]\npackets_per_second = 0\n\n{extra}",
-        d.pin.display(),
-        d.state.display(),
-        d.socket.display()
-    )
-}
-
-/// A shieldd for SBC `i` in `dir`, config written, not started.
-pub fn new_shieldd(fleet: &Fleet, i: usize, dir: &Path) -> Result<Shieldd> {
-    let _ = std::fs::remove_dir_all(dir);
-    Shieldd::in_dir(Binaries::built()?, fleet.sbc(i), dir, LAB_PINS)
-}
-
 /// shieldd on SBC 0, started without `[crowdsec]` (so its program load is
 /// not in the sync's figures); the section is added by [`shieldd_sync`].
 fn bouncer_shieldd(fleet: &Fleet, lapi: &Lapi, o: &FleetOptions) -> Result<Shieldd> {
@@ -423,11 +351,6 @@ fn bouncer_sync(b: &mut CsBouncer, expected: u64) -> Result<BouncerSync> {
         set6,
         cpu_secs: cpu as f64 / crate::lab::cpu::ticks_per_second(),
     })
-}
-
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]

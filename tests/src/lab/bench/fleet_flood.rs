@@ -17,14 +17,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::fleet::{FleetOptions, NFT_SBC, SHIELDD_SBC};
+use super::fleet_setup::{FleetOptions, NFT_SBC, SHIELDD_SBC};
 use crate::daemon::Shieldd;
 use crate::fleet::{Fleet, ATT_IF, PUB_IF, SBC_PUB_V4};
 use crate::lab::cpu::{process_ticks, ticks_per_second, HostCpu};
 use crate::lab::csbouncer::CsBouncer;
 use crate::lab::flood::{Engine, FloodReport};
-use crate::lab::paths::binary;
-use crate::lab::process::{in_ns, Proc};
+use crate::paths::binary;
+use crate::process::{in_ns, Proc};
 use crate::lab::signals;
 
 /// The banned flood source: the first Ip decision of

@@ -20,7 +20,8 @@ use anyhow::{Context, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::fleet::{FleetOptions, Rng, NFT_SBC, SHIELDD_SBC};
+use super::fleet_setup::{FleetOptions, NFT_SBC, SHIELDD_SBC};
+use crate::gen::Rng;
 use crate::crowdsec::{Decision, Scope};
 use crate::daemon::Shieldd;
 use crate::fleet::{Fleet, SBC_PUB_V4, SBC_PUB_V6};

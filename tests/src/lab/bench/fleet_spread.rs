@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::fleet::{crowdsec_section, new_shieldd, shieldd_config, tail, FleetOptions, Rng};
+use super::fleet_setup::{crowdsec_section, new_shieldd, shieldd_config, tail, FleetOptions};
+use crate::gen::Rng;
 use crate::crowdsec::Lapi;
 use crate::daemon::Shieldd;
 use crate::fleet::Fleet;

@@ -131,7 +131,7 @@ pub struct SpoofPlan {
     /// Register every subscriber once before the window.
     pub preregister: bool,
     /// Subscribers registering for the first time, from new addresses
-    /// ([`super::spoof::newcomer_ip`]), started 1 s into the window.
+    /// ([`super::budget::newcomer_ip`]), started 1 s into the window.
     pub newcomers: usize,
     /// Flood processes sharing the rate ([`FloodOptions::processes`]; 0:
     /// one).
@@ -230,7 +230,7 @@ pub fn run_point_with(
     p.verified_before = verified.as_ref().map(|v| v.total as u64);
     p.subscribers_verified = verified
         .as_ref()
-        .map(|v| super::spoof::subscribers_verified(v) as u64);
+        .map(|v| super::budget::subscribers_verified(v) as u64);
     p.under_pressure_seen = armed.verified().map(|_| w.under_pressure);
     p.forgeries = forgeries;
     Ok(p)
@@ -357,7 +357,7 @@ fn flood_window(
 fn start_newcomers(topo: &Topology, dir: &Path, n: usize) -> Result<Vec<Sipp>> {
     let sbc = std::net::SocketAddrV4::new(SBC_SIP_IP, 5060);
     (0..n)
-        .map(|i| Run::register(super::spoof::newcomer_ip(i), sbc, 1.0, 1).start(&topo.carrier, dir))
+        .map(|i| Run::register(super::budget::newcomer_ip(i), sbc, 1.0, 1).start(&topo.carrier, dir))
         .collect()
 }
 
@@ -444,4 +444,15 @@ fn point(
         under_pressure_seen: None,
         forgeries: None,
     }
+}
+
+/// CPU seconds per million packets the defence dropped, net of what the
+/// same defence used with no flood (its baseline), if it dropped enough to
+/// say.
+pub fn cpu_per_million_dropped(p: &Point, baseline: Option<&Point>) -> Option<f64> {
+    if p.defence_drops < 10_000 {
+        return None;
+    }
+    let base = baseline.map_or(0.0, |b| b.sbc_cpu_secs() / b.window_secs * p.window_secs);
+    Some(((p.sbc_cpu_secs() - base).max(0.0)) / p.defence_drops as f64 * 1e6)
 }

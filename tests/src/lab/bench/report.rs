@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::defence::Defence;
-use super::flood_runs::{FloodRate, Point};
+use super::flood_runs::{cpu_per_million_dropped, FloodRate, Point};
 use super::Results;
 use crate::lab::flood::Engine;
 use crate::lab::progress::thousands;
@@ -36,17 +36,6 @@ fn ms(x: f64) -> String {
 
 fn pct(x: f64) -> String {
     format!("{:.1} %", 100.0 * x)
-}
-
-/// CPU seconds per million packets the defence dropped, net of what the
-/// same defence used with no flood (its baseline), if it dropped enough to
-/// say.
-pub fn cpu_per_million_dropped(p: &Point, baseline: Option<&Point>) -> Option<f64> {
-    if p.defence_drops < 10_000 {
-        return None;
-    }
-    let base = baseline.map_or(0.0, |b| b.sbc_cpu_secs() / b.window_secs * p.window_secs);
-    Some(((p.sbc_cpu_secs() - base).max(0.0)) / p.defence_drops as f64 * 1e6)
 }
 
 fn baseline(r: &Results, d: Defence) -> Option<&Point> {

@@ -11,41 +11,28 @@
 //! SIP Shield as configured today (`[verify]` off) and SIP Shield with the
 //! budget on. Before each window every subscriber registers once (so SIP
 //! Shield has seen their 200 OK); during the flood they keep registering,
-//! and [`NEWCOMERS`] subscribers from addresses never seen before make
+//! and [`NEWCOMERS`](super::budget::NEWCOMERS) subscribers from addresses never seen before make
 //! their first registration, competing with the flood for the budget.
 //! During SIP Shield's floods a [`crate::lab::forger::Forger`] tries to get
 //! its own addresses verified with forged 2xx (issue 18).
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use shield::control::protocol::VerifiedReply;
 
+use super::budget::{add_newcomers, BUDGET_BURST, BUDGET_PER_SECOND, NEWCOMERS};
 use super::defence::Defence;
 use super::flood_runs::{run_point_with, FloodRate, Point, PointPlan, SpoofPlan};
-use crate::daemon::Shieldd;
 use crate::lab::flood::{Engine, FloodOptions};
 use crate::lab::forger;
 use crate::lab::progress::{thousands, Progress};
-use crate::lab::shieldd::LabConfig;
 use crate::lab::signals;
-use crate::lab::topology::{subscriber_ip, Topology, HOST_IF, SBC_CARRIER_IF, SUBSCRIBERS};
+use crate::lab::topology::Topology;
 
 pub use crate::lab::flood::SPOOF_NET;
 
-/// `[verify] unverified_per_second` of the demo and of the "SIP Shield,
-/// [verify] on" set-up.
-pub const BUDGET_PER_SECOND: u64 = 500;
-/// `[verify] unverified_burst`: one second's worth.
-pub const BUDGET_BURST: u64 = 500;
-/// Subscribers registering for the first time during the flood, one each
-/// from 203.0.113.32 and up (lab/kamailio/sbc.cfg counts their requests as
-/// `newcomer_requests`).
-pub const NEWCOMERS: usize = 8;
-pub const NEWCOMER_BASE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 32);
 /// How the section's floods are sent: the engine of section 1. With the
 /// in-kernel generator: A token bucket of a few hundred per second refills in any gap
 /// of the flood, and a legitimate request that arrives in a gap passes, so
@@ -67,59 +54,6 @@ pub fn processes(rate: FloodRate, engine: Engine) -> usize {
         (FloodRate::Pps(_), _) => PACED_PROCESSES,
         (FloodRate::Off | FloodRate::Max, _) => MAX_PROCESSES,
     }
-}
-
-/// The `i`-th newcomer's address.
-pub fn newcomer_ip(i: usize) -> Ipv4Addr {
-    assert!(i < NEWCOMERS);
-    Ipv4Addr::from(u32::from(NEWCOMER_BASE) + i as u32)
-}
-
-/// Gives the carrier the newcomers' addresses and the SBC their neighbour
-/// entries (once per topology; repeating it is harmless).
-pub fn add_newcomers(topo: &Topology) {
-    let addrs: Vec<Ipv4Addr> = (0..NEWCOMERS).map(newcomer_ip).collect();
-    for a in &addrs {
-        topo.carrier
-            .ip(&["addr", "replace", &format!("{a}/32"), "dev", HOST_IF]);
-    }
-    let mac = topo.carrier.mac(HOST_IF);
-    for a in addrs {
-        topo.sbc.neighbour(a, &mac, SBC_CARRIER_IF);
-    }
-}
-
-/// `cfg` with the unverified budget on.
-pub fn with_budget(cfg: LabConfig) -> LabConfig {
-    cfg.set(
-        "verify",
-        "unverified_per_second",
-        &BUDGET_PER_SECOND.to_string(),
-    )
-    .set("verify", "unverified_burst", &BUDGET_BURST.to_string())
-}
-
-/// Unverified requests the budget lets through in `secs`: the burst plus
-/// the rate.
-pub fn allowance(secs: f64) -> f64 {
-    BUDGET_BURST as f64 + BUDGET_PER_SECOND as f64 * secs
-}
-
-/// `shieldctl verified`.
-pub fn verified(shield: &Shieldd) -> Result<VerifiedReply> {
-    shield.ctl_as(&["verified"])
-}
-
-/// How many of the lab's registered subscribers `v` lists as verified.
-pub fn subscribers_verified(v: &VerifiedReply) -> usize {
-    (0..SUBSCRIBERS)
-        .filter(|&i| {
-            let ip = subscriber_ip(i).to_string();
-            v.entries
-                .iter()
-                .any(|e| e.net.0.addr().to_string() == ip)
-        })
-        .count()
 }
 
 /// Requests from the forged sources and from the newcomers that reached

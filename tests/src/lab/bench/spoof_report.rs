@@ -4,8 +4,7 @@
 use std::fmt::Write;
 
 use super::defence::Defence;
-use super::flood_runs::{FloodRate, Point};
-use super::report::cpu_per_million_dropped;
+use super::flood_runs::{cpu_per_million_dropped, FloodRate, Point};
 use super::spoof::{unverified_requests, SpoofResults};
 use crate::lab::flood::Engine;
 use crate::lab::progress::thousands;

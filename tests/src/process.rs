@@ -288,6 +288,19 @@ pub fn output_within(cmd: Command, within: Duration) -> std::process::Output {
     run_within(cmd, within).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// Runs `curl -s --max-time 10 ARGS... -w '\n{write_out}'` inside the
+/// namespace named `ns`: what `write_out` asked for (`%{http_code}`,
+/// `%{content_type}`; empty when nothing answered) and the body.
+pub fn curl(ns: &str, args: &[&str], write_out: &str) -> Result<(String, String)> {
+    let mut cmd = crate::netns::nsenter(ns, "curl");
+    cmd.args(["-s", "--max-time", "10", "-w", &format!("\n{write_out}")])
+        .args(args);
+    let out = run_within(cmd, Duration::from_secs(15))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, asked) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    Ok((asked.to_string(), body.to_string()))
+}
+
 /// A child killed on drop (not its group), for children whose output a
 /// test reads as it comes ([`collect`]); the lab's children are [`Proc`]s.
 pub struct Guard(pub Child);
