@@ -532,3 +532,42 @@ fn a_store_without_a_snapshot_logs_no_changes() {
     assert_eq!(logged, 0);
     assert_eq!(st.load().unwrap().read_from, ReadFrom::Rows);
 }
+
+/// Not a test: the store read with a million bans, from the rows and from
+/// the snapshot, side by side in one run (`cargo test --release -p
+/// shield-user --lib store::tests::bench_load -- --ignored --nocapture`).
+/// Both must give the same bans.
+#[test]
+#[ignore]
+fn bench_load_rows_against_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    st.import(&many(1_000_000), "bench").unwrap();
+    let mut rows = Vec::new();
+    let mut snap = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let l = st.load().unwrap();
+        snap.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(l.read_from, ReadFrom::Snapshot { changed: 0 });
+        // What `load` did before the snapshot: every row, in a transaction.
+        let t = std::time::Instant::now();
+        let tx = st.conn.unchecked_transaction().unwrap();
+        let mut r = read_bans(&tx, &st.db, BAN_SELECT, []).unwrap();
+        read_offences(&tx, &st.db, OFFENCE_SELECT, []).unwrap();
+        drop(tx);
+        rows.push(t.elapsed().as_secs_f64() * 1e3);
+        r.sort_by_key(|b| b.net);
+        assert_eq!(sorted(l).0, r);
+    }
+    rows.sort_by(f64::total_cmp);
+    snap.sort_by(f64::total_cmp);
+    eprintln!(
+        "1,000,000 bans, median of 5: rows {:.0} ms, snapshot {:.0} ms: {:.2}x (min {:.0} / {:.0} ms)",
+        rows[2],
+        snap[2],
+        snap[2] / rows[2],
+        rows[0],
+        snap[0]
+    );
+}
