@@ -190,7 +190,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
             .ok_or_else(|| format!("text index {i} out of range"))
     };
     let mut bans = Vec::with_capacity(n_bans);
-    for r in ban_bytes.chunks_exact(BAN_BYTES) {
+    for r in ban_bytes.as_chunks::<BAN_BYTES>().0 {
         let expires = u64_at(r, 40);
         bans.push(BanRecord {
             net: get_net(r)?,
@@ -201,7 +201,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         });
     }
     let mut offences = Vec::with_capacity(n_off);
-    for r in off_bytes.chunks_exact(OFFENCE_BYTES) {
+    for r in off_bytes.as_chunks::<OFFENCE_BYTES>().0 {
         offences.push(OffenceRecord {
             net: get_net(r)?,
             count: u32_at(r, 20),
@@ -400,8 +400,9 @@ type FromSnapshot = (Vec<BanRecord>, Vec<OffenceRecord>, usize);
 
 impl Store {
     /// The bans and offences from the snapshot and the rows changed since;
-    /// `None` if the store names no snapshot; `Err` (why) if the one it
-    /// names cannot be used. Run inside [`Store::load`]'s transaction.
+    /// `None` if the store names no snapshot, or so many changes came after
+    /// it that reading the rows is quicker; `Err` (why) if the one it names
+    /// cannot be used. Run inside [`Store::load`]'s transaction.
     pub(super) fn load_snapshot(&self, conn: &Connection) -> Result<Option<FromSnapshot>, String> {
         let named: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'snapshot'", [], |r| r.get(0))
@@ -426,6 +427,11 @@ impl Store {
             .query_map([snap.seq], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(|e| format!("reading the change log: {e}"))?;
+        // Point lookups beat one pass over the rows only while they are
+        // few (a resync after failed writes logs every ban).
+        if texts.len() > MIN_CHANGES.max(snap.bans.len() / 4) {
+            return Ok(None);
+        }
         let changed: HashSet<IpNet> = texts
             .iter()
             .map(|t| t.parse().map_err(|_| format!("the change log names {t:?}, not a network")))

@@ -521,6 +521,20 @@ fn a_bad_or_foreign_snapshot_falls_back_to_the_rows() {
 }
 
 #[test]
+fn a_change_log_longer_than_a_quarter_of_the_bans_reads_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::open(dir.path()).unwrap();
+    let n = 4 * snapshot::MIN_BANS as u32 + 8;
+    st.import(&many(n), "bench").unwrap();
+    // A resync rewrites every row (after failed writes): all logged.
+    let (bans, offences) = rows_view(&st);
+    st.resync(&bans, &offences, &CliLists::default()).unwrap();
+    let (b, o, from) = sorted(st.load().unwrap());
+    assert_eq!(from, ReadFrom::Rows);
+    assert_eq!((b, o), (bans, offences));
+}
+
+#[test]
 fn a_store_without_a_snapshot_logs_no_changes() {
     let dir = tempfile::tempdir().unwrap();
     let mut st = Store::open(dir.path()).unwrap();
