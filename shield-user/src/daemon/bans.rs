@@ -282,27 +282,42 @@ impl BanBook {
         self.bans.reserve(bans.len());
         // Bulk bans share their reasons: one allocation per distinct text.
         let mut reasons: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+        let mut last_origin: Option<(String, Origin)> = None;
+        // A run of equal reasons is compared, not hashed.
+        let mut last_reason: Option<Arc<str>> = None;
         for rec in bans {
             let Some(expiry) = record_expiry(&rec, now) else {
                 r.expired.push(rec.net);
                 continue;
             };
-            let reason = match reasons.get(rec.reason.as_str()) {
-                Some(r) => r.clone(),
-                None => {
-                    let r: Arc<str> = rec.reason.into();
-                    if reasons.len() < 4096 {
-                        reasons.insert(r.clone());
+            let reason = match &last_reason {
+                Some(l) if **l == *rec.reason => l.clone(),
+                _ => match reasons.get(rec.reason.as_str()) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r: Arc<str> = rec.reason.into();
+                        if reasons.len() < 4096 {
+                            reasons.insert(r.clone());
+                        }
+                        r
                     }
-                    r
-                }
+                },
             };
-            let origin = match Origin::from_record(&rec.origin) {
-                Ok(o) => o,
-                Err(e) => {
-                    r.unreadable.push((rec.net, e));
-                    continue;
-                }
+            last_reason = Some(reason.clone());
+            // Bulk bans share their origin too: parsed (and a jail's name
+            // allocated) once per run of equal texts.
+            let origin = match &last_origin {
+                Some((text, o)) if *text == rec.origin => o.clone(),
+                _ => match Origin::from_record(&rec.origin) {
+                    Ok(o) => {
+                        last_origin = Some((rec.origin.clone(), o.clone()));
+                        o
+                    }
+                    Err(e) => {
+                        r.unreadable.push((rec.net, e));
+                        continue;
+                    }
+                },
             };
             let ban = Ban {
                 origin,
@@ -488,3 +503,4 @@ mod tests {
         assert!(!now.after(H).outlasts(&Expiry::Never));
     }
 }
+

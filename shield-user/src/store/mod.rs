@@ -19,6 +19,7 @@
 
 mod legacy;
 mod refusals;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -171,6 +172,18 @@ pub struct Loaded {
     pub lists: CliLists,
     /// The maps the store is in step with.
     pub maps: Option<MapsMark>,
+    /// Where the bans and offences came from.
+    pub read_from: ReadFrom,
+}
+
+/// How [`Store::load`] read the bans and offences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Row by row from the database.
+    #[default]
+    Rows,
+    /// From `bans.snap`, with the rows of `changed` networks changed since.
+    Snapshot { changed: usize },
 }
 
 /// A ban or unban, as the history records it.
@@ -263,6 +276,8 @@ pub struct Store {
     behind: bool,
     /// It said so when this process took it over.
     was_behind: bool,
+    /// Keeping `bans.snap` up (see [`snapshot`]).
+    snap: snapshot::Upkeep,
 }
 
 /// How the file at the store's path differs from the one open.
@@ -375,6 +390,7 @@ impl Store {
             lock,
             behind: was_behind,
             was_behind,
+            snap: snapshot::Upkeep::new(),
         };
         store.reopen()?;
         Ok(store)
@@ -420,7 +436,9 @@ impl Store {
     /// [`Store::ensure_file`]); run periodically, so a deletion is noticed
     /// even while nothing is written.
     pub fn check(&mut self) -> Result<(), StoreError> {
-        self.ensure_file()
+        self.ensure_file()?;
+        self.snapshot_upkeep();
+        Ok(())
     }
 
     /// Puts what the open database holds (history included: a deleted
@@ -572,46 +590,36 @@ impl Store {
         sql_err(&self.db, what)
     }
 
-    /// Everything needed at start.
+    /// Everything needed at start. The bans and offences come from the
+    /// snapshot where it is good (see [`snapshot`]), else from the rows;
+    /// all in one read transaction, so they are one view of the store.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let bad = |what: &str, v: &str| StoreError::Format {
-            path: self.db.clone(),
-            message: format!("{what} {v:?} is not a network: repair or delete that row"),
-        };
-        let mut out = Loaded::default();
-        let mut q = self
+        let tx = self
             .conn
-            .prepare("SELECT net, origin, reason, created_ms, expires_ms FROM bans")
+            .unchecked_transaction()
             .map_err(self.sql("reading bans"))?;
-        let mut rows = q.query([]).map_err(self.sql("reading bans"))?;
-        while let Some(r) = rows.next().map_err(self.sql("reading bans"))? {
-            let net: String = r.get(0).map_err(self.sql("reading bans"))?;
-            out.bans.push(BanRecord {
-                net: net.parse().map_err(|_| bad("bans.net", &net))?,
-                origin: r.get(1).map_err(self.sql("reading bans"))?,
-                reason: r.get(2).map_err(self.sql("reading bans"))?,
-                created_ms: unms(r.get(3).map_err(self.sql("reading bans"))?),
-                expires_ms: r
-                    .get::<_, Option<i64>>(4)
-                    .map_err(self.sql("reading bans"))?
-                    .map(unms),
-            });
+        let mut out = Loaded::default();
+        match self.load_snapshot(&tx) {
+            Ok(Some((bans, offences, changed))) => {
+                out.bans = bans;
+                out.offences = offences;
+                out.read_from = ReadFrom::Snapshot { changed };
+            }
+            Ok(None) => {}
+            Err(why) => tracing::warn!(
+                file = %snapshot::path(&self.dir).display(),
+                db = %self.db.display(),
+                "ban snapshot not used ({why}): reading the ban rows instead"
+            ),
         }
-        let mut q = self
-            .conn
-            .prepare("SELECT net, count, until_ms FROM offences")
-            .map_err(self.sql("reading offences"))?;
-        let mut rows = q.query([]).map_err(self.sql("reading offences"))?;
-        while let Some(r) = rows.next().map_err(self.sql("reading offences"))? {
-            let net: String = r.get(0).map_err(self.sql("reading offences"))?;
-            out.offences.push(OffenceRecord {
-                net: net.parse().map_err(|_| bad("offences.net", &net))?,
-                count: r.get(1).map_err(self.sql("reading offences"))?,
-                until_ms: unms(r.get(2).map_err(self.sql("reading offences"))?),
-            });
+        if out.read_from == ReadFrom::Rows {
+            out.bans = read_bans(&tx, &self.db, BAN_SELECT, [])?;
+            out.offences = read_offences(&tx, &self.db, OFFENCE_SELECT, [])?;
         }
+        self.snap.note_load(&out);
         out.lists = self.lists()?;
         out.maps = self.maps_mark()?;
+        drop(tx);
         Ok(out)
     }
 
@@ -922,6 +930,14 @@ impl Store {
             }
         }
         tx.commit().map_err(&fail)?;
+        drop(fail);
+        // A bulk load is followed by a start: the snapshot makes it read
+        // fixed-size records instead of the rows (see [`snapshot`]).
+        if added >= snapshot::MIN_BANS {
+            if let Err(e) = self.refresh_snapshot() {
+                tracing::warn!("writing the ban snapshot after the import failed (the rows are read instead): {e}");
+            }
+        }
         Ok(added)
     }
 
@@ -967,6 +983,59 @@ const OFFENCE_UPSERT: &str = "INSERT INTO offences (net, count, until_ms) VALUES
 
 const HISTORY_INSERT: &str = "INSERT INTO history (at_ms, net, action, origin, reason, detail, who, expires_ms)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const BAN_SELECT: &str = "SELECT net, origin, reason, created_ms, expires_ms FROM bans";
+const OFFENCE_SELECT: &str = "SELECT net, count, until_ms FROM offences";
+
+/// A network as the store writes it; anything else is an error naming the
+/// column, for the operator to repair.
+fn parse_net(db: &Path, column: &str, text: &str) -> Result<IpNet, StoreError> {
+    text.parse().map_err(|_| StoreError::Format {
+        path: db.to_path_buf(),
+        message: format!("{column} {text:?} is not a network: repair or delete that row"),
+    })
+}
+
+/// The ban rows `sql` selects (the columns of [`BAN_SELECT`]).
+fn read_bans(conn: &Connection, db: &Path, sql: &str, p: impl rusqlite::Params) -> Result<Vec<BanRecord>, StoreError> {
+    let fail = sql_err(db, "reading bans");
+    let mut q = conn.prepare_cached(sql).map_err(&fail)?;
+    let mut rows = q.query(p).map_err(&fail)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(&fail)? {
+        let net: String = r.get(0).map_err(&fail)?;
+        out.push(BanRecord {
+            net: parse_net(db, "bans.net", &net)?,
+            origin: r.get(1).map_err(&fail)?,
+            reason: r.get(2).map_err(&fail)?,
+            created_ms: unms(r.get(3).map_err(&fail)?),
+            expires_ms: r.get::<_, Option<i64>>(4).map_err(&fail)?.map(unms),
+        });
+    }
+    Ok(out)
+}
+
+/// The offence rows `sql` selects (the columns of [`OFFENCE_SELECT`]).
+fn read_offences(
+    conn: &Connection,
+    db: &Path,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<OffenceRecord>, StoreError> {
+    let fail = sql_err(db, "reading offences");
+    let mut q = conn.prepare_cached(sql).map_err(&fail)?;
+    let mut rows = q.query(p).map_err(&fail)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(&fail)? {
+        let net: String = r.get(0).map_err(&fail)?;
+        out.push(OffenceRecord {
+            net: parse_net(db, "offences.net", &net)?,
+            count: r.get(1).map_err(&fail)?,
+            until_ms: unms(r.get(2).map_err(&fail)?),
+        });
+    }
+    Ok(out)
+}
 
 const BAN_RESYNC: &str = "INSERT INTO bans (net, origin, reason, created_ms, expires_ms)
      VALUES (?1, ?2, ?3, ?4, ?5)

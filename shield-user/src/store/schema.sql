@@ -97,3 +97,38 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+
+-- The change log behind bans.snap (store/snapshot.rs): the networks whose
+-- bans or offences rows changed after the snapshot was taken. Kept only
+-- while meta has a 'snapshot' row (so a store without one logs nothing);
+-- triggers, so that no write path (an operator's sqlite3 included) is
+-- missed. AUTOINCREMENT: a number is never handed out twice, also after
+-- the log is pruned.
+CREATE TABLE IF NOT EXISTS snapshot_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    net TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS bans_insert_logged AFTER INSERT ON bans
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN INSERT INTO snapshot_changes (net) VALUES (new.net); END;
+CREATE TRIGGER IF NOT EXISTS bans_update_logged AFTER UPDATE ON bans
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN
+        INSERT INTO snapshot_changes (net) VALUES (old.net);
+        INSERT INTO snapshot_changes (net) SELECT new.net WHERE new.net IS NOT old.net;
+    END;
+CREATE TRIGGER IF NOT EXISTS bans_delete_logged AFTER DELETE ON bans
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN INSERT INTO snapshot_changes (net) VALUES (old.net); END;
+CREATE TRIGGER IF NOT EXISTS offences_insert_logged AFTER INSERT ON offences
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN INSERT INTO snapshot_changes (net) VALUES (new.net); END;
+CREATE TRIGGER IF NOT EXISTS offences_update_logged AFTER UPDATE ON offences
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN
+        INSERT INTO snapshot_changes (net) VALUES (old.net);
+        INSERT INTO snapshot_changes (net) SELECT new.net WHERE new.net IS NOT old.net;
+    END;
+CREATE TRIGGER IF NOT EXISTS offences_delete_logged AFTER DELETE ON offences
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'snapshot')
+    BEGIN INSERT INTO snapshot_changes (net) VALUES (old.net); END;

@@ -174,7 +174,7 @@ impl Core {
             let shield = Shield::open(config.capacity, Some(&pin));
             let (store, loaded, took) = reader.join().expect("the store reader does not panic");
             if let Ok(l) = &loaded {
-                tracing::info!(bans = l.bans.len(), db = %store.path().display(), ms = took.as_millis() as u64, "store read");
+                tracing::info!(bans = l.bans.len(), from = ?l.read_from, db = %store.path().display(), ms = took.as_millis() as u64, "store read");
             }
             (store, loaded, shield)
         });

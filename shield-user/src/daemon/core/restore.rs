@@ -180,8 +180,11 @@ impl Core {
                     Err(e) => Err(DaemonError::Map { what: "restoring bans", source: e }),
                 })
             };
+            let t = Instant::now();
             let restored = book.restore(loaded.bans, loaded.offences, now);
+            let book_ms = t.elapsed().as_millis() as u64;
             let kernel = kernel.join().expect("the kernel side does not panic")?;
+            tracing::debug!(book_ms, kernel_ms = t.elapsed().as_millis() as u64, "book and ban maps");
             Ok((restored, kernel))
         })
     }
