@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use shield_tests::lab::bench::{auth, auth_report, splice_section};
-use shield_tests::lab::paths::repo;
+use shield_tests::paths::repo;
 use shield_tests::lab::progress::Progress;
 use shield_tests::lab::signals;
 
