@@ -129,10 +129,14 @@ pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usiz
     if auth_method(method).is_none() || !on() {
         return;
     }
-    // The credentials line (and the Call-ID and CSeq the attempt is keyed
-    // by): the packet's header walk, called from the XDP program's frame
+    // The credentials line, then the Call-ID and CSeq an attempt is keyed
+    // by: the packet's header walk, called from the XDP program's frame
     // (its chain of globals needs the stack left under it).
-    crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, W_CREDS | W_TXN);
+    let c = ctx.as_ptr().cast();
+    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS) & W_CREDS == 0 {
+        return;
+    }
+    crate::walk::shield_walk(c, pay as u64, plen as u64, W_TXN);
     let meta = meta | (method as u64 & 0xff) << 16;
     shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
 }

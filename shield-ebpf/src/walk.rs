@@ -177,8 +177,9 @@ pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
     {
         w |= W_TXN;
     }
+    // (The attempt's Call-ID and CSeq only once credentials are found.)
     if crate::auth::on() && auth_method(method).is_some() {
-        w |= W_CREDS | W_TXN;
+        w |= W_CREDS;
     }
     w
 }
