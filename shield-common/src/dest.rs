@@ -10,7 +10,7 @@
 //! international numbers never match each other's rules).
 
 use crate::bucket::Bucket;
-use crate::sip::{byte, UA_WINDOW};
+use crate::sip::{byte, bytes_eq, word_or_zero, HIGH, ONES, UA_WINDOW};
 
 /// Bytes of the Request-URI (from the byte after `INVITE `) the kernel
 /// copies and [`user_part`] reads. A user part that runs past them is
@@ -690,24 +690,57 @@ pub fn to_line(win: &[u8; UA_WINDOW]) -> ToLine {
     if byte(win, j) != b':' {
         return ToLine::NotTo;
     }
-    // One walk; its only state is the position and whether a tag has been
-    // seen since the last `>` or `"`.
+    // Eight bytes at a time: in each word, the positions of the line's
+    // end, of `>` and `"`, and of `;` followed by `tag=`; the last of a
+    // `>`/`"` and a tag in the words before the end decides (most To
+    // lines of an initial INVITE hold no `;` at all).
+    let start = j + 1;
     let mut tagged = false;
-    let mut i = j + 1;
-    while i < UA_WINDOW {
-        let c = byte(win, i);
-        if matches!(c, b'\r' | b'\n' | 0) {
+    let mut k = 0;
+    while k < UA_WINDOW / 8 {
+        let at = k * 8;
+        let w = word_or_zero(win, at);
+        // The name and colon are not looked at again.
+        let valid = if at + 8 <= start {
+            0
+        } else if at >= start {
+            HIGH
+        } else {
+            HIGH << (8 * (start - at))
+        };
+        let ends = (bytes_eq(w, b'\r') | bytes_eq(w, b'\n') | bytes_eq(w, 0)) & valid;
+        // The positions before the first end in this word.
+        let before = if ends == 0 {
+            valid
+        } else {
+            (ends & ends.wrapping_neg()).wrapping_sub(1) & valid
+        };
+        let resets = (bytes_eq(w, b'>') | bytes_eq(w, b'"')) & before;
+        let semis = bytes_eq(w, b';') & before;
+        let tags = if semis == 0 { 0 } else { semis & tag_follows(win, at) };
+        // (A position is one byte: the two masks share no bit, so the
+        // larger holds the later event.)
+        if tags | resets != 0 {
+            tagged = tags > resets;
+        }
+        if ends != 0 {
             return if tagged { ToLine::Tagged } else { ToLine::Untagged };
         }
-        if c == b'>' || c == b'"' {
-            tagged = false;
-        } else if c == b';' && l(i + 1) == b't' && l(i + 2) == b'a' && l(i + 3) == b'g' && byte(win, i + 4) == b'=' {
-            tagged = true;
-        }
-        i += 1;
+        k += 1;
     }
     // The line runs past the window: a `>` or `"` may follow.
     ToLine::Untagged
+}
+
+/// The top bit of each byte `b` of the word at `at` whose next four bytes
+/// are `tag=` (`tag` in any case).
+#[inline(always)]
+fn tag_follows(win: &[u8; UA_WINDOW], at: usize) -> u64 {
+    let lower = |o: usize| word_or_zero(win, at + o) | (ONES * 0x20);
+    bytes_eq(lower(1), b't')
+        & bytes_eq(lower(2), b'a')
+        & bytes_eq(lower(3), b'g')
+        & bytes_eq(word_or_zero(win, at + 4), b'=')
 }
 
 #[cfg(test)]

@@ -307,15 +307,32 @@ fn ua_token(win: &[u8; UA_WINDOW], start: usize) -> UaLine {
 const _: () = assert!(UA_TOKEN_MAX.is_multiple_of(8));
 const _: () = assert!(UA_NAME.len() + 2 * UA_MAX_LWS + 1 + UA_TOKEN_MAX < UA_WINDOW);
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+pub(crate) const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// The little-endian word at `win[at..at + 8]`.
 #[inline(always)]
 fn word_at(win: &[u8; UA_WINDOW], at: usize) -> Option<u64> {
     let b: &[u8; 8] = win.get(at..at + 8)?.try_into().ok()?;
     Some(u64::from_le_bytes(*b))
+}
+
+/// The eight window bytes at `at`, little-endian, 0 past the window.
+#[inline(always)]
+pub(crate) fn word_or_zero(win: &[u8; UA_WINDOW], at: usize) -> u64 {
+    if let Some(b) = win.get(at..at + 8) {
+        if let Ok(b) = <&[u8; 8]>::try_from(b) {
+            return u64::from_le_bytes(*b);
+        }
+    }
+    let mut w = 0;
+    let mut i = 0;
+    while i < 8 {
+        w |= (byte(win, at + i) as u64) << (8 * i);
+        i += 1;
+    }
+    w
 }
 
 #[inline(always)]
@@ -327,7 +344,7 @@ fn put_word(key: &mut UaKey, w: usize, v: u64) {
 
 /// The top bit of each byte of `w` equal to `c`; exact (no false hits).
 #[inline(always)]
-const fn bytes_eq(w: u64, c: u8) -> u64 {
+pub(crate) const fn bytes_eq(w: u64, c: u8) -> u64 {
     let x = w ^ (ONES * c as u64);
     !(((x & LOW7) + LOW7) | x | LOW7)
 }

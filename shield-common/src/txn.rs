@@ -17,7 +17,7 @@
 use crate::maps::SrcKey;
 use crate::policy::Policy;
 use crate::response::{cseq_line, CseqLine};
-use crate::sip::{byte, is_lws, skip_lws, UA_WINDOW};
+use crate::sip::{byte, bytes_eq, skip_lws, word_or_zero, UA_WINDOW};
 use crate::Method;
 
 /// How long a request stays answerable: 64 × T1 (RFC 3261 Timer B/F),
@@ -125,7 +125,7 @@ pub enum TxnLine {
 /// (it starts another letter): a request that uses it is not remembered.
 const CALL_ID_NAME: &[u8; 7] = b"call-id";
 
-/// FNV-1a, 64 bits.
+/// FNV-1a's constants, 64 bits (mixed a word at a time here).
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -149,6 +149,8 @@ pub fn txn_line(win: &[u8; UA_WINDOW]) -> TxnLine {
 /// hash of the value: the bytes after the colon and blanks up to a blank,
 /// CR, LF, NUL or the end of the window (a Call-ID longer than the window
 /// hashes its first bytes: the request and its replies carry the same).
+/// Eight bytes at a time: each word of the value (the last one cut at its
+/// end, zeros after) mixed in FNV-style with a 64-bit multiply.
 #[inline(always)]
 fn call_id_line(win: &[u8; UA_WINDOW]) -> Option<Option<u64>> {
     let mut i = 0;
@@ -164,16 +166,28 @@ fn call_id_line(win: &[u8; UA_WINDOW]) -> Option<Option<u64>> {
     }
     let start = skip_lws(win, j + 1);
     let mut h = FNV_OFFSET;
-    let mut k = start;
-    while k < UA_WINDOW {
-        let c = byte(win, k);
-        if c == b'\r' || c == b'\n' || c == 0 || is_lws(c) {
-            break;
+    let mut k = 0;
+    while k < UA_WINDOW / 8 {
+        let w = word_or_zero(win, start + 8 * k);
+        let ends = bytes_eq(w, b'\r')
+            | bytes_eq(w, b'\n')
+            | bytes_eq(w, 0)
+            | bytes_eq(w, b' ')
+            | bytes_eq(w, b'\t');
+        if ends == 0 {
+            h = (h ^ w).wrapping_mul(FNV_PRIME);
+            k += 1;
+            continue;
         }
-        h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
-        k += 1;
+        // The bytes before the first end: all ones below its byte.
+        let keep = ((ends & ends.wrapping_neg()) >> 7).wrapping_sub(1);
+        if k == 0 && keep == 0 {
+            return Some(None); // no value
+        }
+        return Some(Some((h ^ (w & keep)).wrapping_mul(FNV_PRIME)));
     }
-    Some(if k == start { None } else { Some(h) })
+    // (The window's end is a zero: never reached.)
+    Some(Some(h))
 }
 
 /// What a walk over a message's `c` lines found.

@@ -6,8 +6,8 @@
 //! with the server's final reply and reports it in `AUTH_EVENTS`.
 //!
 //! Everything off until shieldd sets `AUTH_CONFIG`. The digest line is
-//! found by the shared header-line search (lines starting `a`/`p` on
-//! ingress, `w`/`p` on egress) and parsed by the shared streaming parser,
+//! found by the header-line search (lines starting `a`/`p` on ingress, in
+//! the XDP program's one header walk, `walk`; `w`/`p` on egress) and parsed by the shared streaming parser,
 //! one `AUTH_CHUNK` per call of a global: the loop is verified once per
 //! program, whatever the line holds. Each program has its own thin
 //! globals (their context argument has the program's type) and its own
@@ -25,11 +25,10 @@ use shield_common::{
         auth_method, auth_name, auth_stats_slot, challenges, outcome, Attempt, AuthConfig,
         AuthEvent, AuthHeader, DigestParse, NonceKey, NonceSeen, AUTH_CHUNK, AUTH_LINE_MAX,
         AUTH_MAX_CHUNKS, AUTH_MAX_LINES, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
-        CREDENTIALS_LETTERS, DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
+        DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
     },
     default_size,
     sip::UA_SCAN_LIMIT,
-    txn::TxnIds,
     mask_v6, src_key_v4, SrcKey, TxnKey, FAMILY_V4, FAMILY_V6,
 };
 
@@ -40,6 +39,7 @@ use crate::maps::{EGRESS_SCRATCH, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
 use crate::scratch::Scratch;
 use crate::source::now_ns;
+use crate::walk::{W_CREDS, W_TXN};
 
 #[map]
 static AUTH_CONFIG: Array<AuthConfig> = Array::with_max_entries(1, 0);
@@ -88,7 +88,7 @@ pub(crate) struct AuthScratch {
 }
 
 #[inline(always)]
-fn on() -> bool {
+pub(crate) fn on() -> bool {
     AUTH_CONFIG.get(0).is_some_and(|c| c.flags & AUTH_ON != 0)
 }
 
@@ -110,9 +110,6 @@ fn count(ifindex: u32, method: u32, result: u32) {
 /// `meta` bits shared by both entries: the IP header's offset (bits 0-7),
 /// IPv6 (bit 8).
 const META_V6: u64 = 1 << 8;
-/// Ingress `meta`: `txn::remember` has just walked this request's Call-ID
-/// and CSeq into scratch.
-const META_FRESH: u64 = 1 << 9;
 /// Masks a laundered IP header offset (at most two VLAN tags in).
 const L3_MASK: u64 = 63;
 
@@ -124,13 +121,23 @@ pub(crate) fn meta(l3: u64, v6: bool) -> u64 {
 }
 
 /// A REGISTER or INVITE (method index `method`) passed: a proven attempt
-/// is remembered, an unproven one counted. `meta`: see [`meta`], plus
-/// whether `txn::remember` ran. Inlined in the XDP frame, so it only
+/// is remembered, an unproven one counted. `meta`: see [`meta`]. Inlined in the XDP frame, so it only
 /// hands over to one global: code here is verified again for every state
 /// that reaches it.
 #[inline(always)]
-pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usize), meta: u64, fresh: bool) {
-    let meta = meta | (fresh as u64) << 9 | (method as u64 & 0xff) << 16;
+pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usize), meta: u64) {
+    if auth_method(method).is_none() || !on() {
+        return;
+    }
+    // The credentials line, then the Call-ID and CSeq an attempt is keyed
+    // by: the packet's header walk, called from the XDP program's frame
+    // (its chain of globals needs the stack left under it).
+    let c = ctx.as_ptr().cast();
+    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS) & W_CREDS == 0 {
+        return;
+    }
+    crate::walk::shield_walk(c, pay as u64, plen as u64, W_TXN);
+    let meta = meta | (method as u64 & 0xff) << 16;
     shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
 }
 
@@ -149,13 +156,6 @@ pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) 
     }
     if shield_auth_key(ctx, meta) == 0 {
         return 0;
-    }
-    if meta & META_FRESH == 0 {
-        if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
-            // SAFETY: per-CPU scratch of this program.
-            unsafe { (*scratch).ids = TxnIds::default() };
-        }
-        crate::txn::shield_txn(ctx, pay, plen);
     }
     shield_auth_attempt(ctx, meta)
 }
@@ -257,30 +257,21 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
     1
 }
 
-/// Walks the request's `a`/`p` lines for its credentials into
-/// `AUTH_SCRATCH[0].parse`.
+/// The credentials on the line the header walk found, parsed into
+/// `AUTH_SCRATCH[0].parse`: `LINE_FOUND`, or 0 when there is none.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
-    let (Some(scratch), Some(a)) = (SCRATCH.get_ptr_mut(0), AUTH_SCRATCH.get_ptr_mut(INGRESS))
-    else {
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(INGRESS) else {
         return 0;
     };
-    if !on() {
-        return 0;
-    }
     // SAFETY: see `attempt`.
     unsafe { (*a).parse.reset() };
-    lines::find_line(
-        &Pkt::new(&XdpContext::new(ctx)),
-        scratch,
-        pay,
-        plen,
-        AUTH_MAX_LINES,
-        |j, limit| shield_auth_scan_block(ctx, pay, j, limit),
-        |at, avail| shield_auth_creds_line(ctx, at, avail),
-    )
+    let Some((at, avail)) = crate::walk::creds_line(pay, plen) else {
+        return 0;
+    };
+    shield_auth_creds_line(ctx, at, avail)
 }
 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
@@ -302,15 +293,6 @@ pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) 
 #[inline(never)]
 pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start: u64, k: u64) -> u64 {
     feed(&Pkt::new(&XdpContext::new(ctx)), INGRESS, at, avail, start, k)
-}
-
-/// `lines::scan_block` for lines starting with `a`/`A` or `p`/`P`.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_auth_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
-    let (a, b) = CREDENTIALS_LETTERS;
-    lines::scan_block2(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, a, b)
 }
 
 // ---- egress (TC) ----

@@ -4,9 +4,10 @@
 //!
 //! - The XDP program opens a call for an initial INVITE that passed step
 //!   9b's destination policy (after `dest::check`, which left the INVITE's
-//!   addresses, payload and dialled number in `SCRATCH`), refusing it with
-//!   reason `calls` when its source is at `max_concurrent_per_source`; a
-//!   CANCEL from the caller marks the call.
+//!   addresses, payload and dialled number in `SCRATCH`), or that starts a
+//!   TCP segment (`dest::tcp_invite`, which leaves the same), refusing it
+//!   with reason `calls` when its source is at `max_concurrent_per_source`;
+//!   a CANCEL from the caller (UDP) marks the call.
 //! - The egress classifier hands every final response to `reply`.
 //! - `shield_calls_expire`, a program of its own that shieldd runs with
 //!   `BPF_PROG_TEST_RUN` on a Call-ID hash, forgets a call past its time.
@@ -30,13 +31,12 @@ use shield_common::{
     calls::{self, Call, CallConfig, CallEvent, CallOutcome, Step, CALL_ANSWERED, CALL_CANCELLING, CALL_COUNTED},
     default_size,
     dest::{self, RULE_CALLS},
-    txn::TxnIds,
-    mask_v6, src_key_v4, Method, Policy, Reason, SrcKey, FAMILY_V4,
+    mask_v6, src_key_v4, Method, Policy, Reason, SrcKey, FAMILY_V4, REFUSAL_REPLY,
 };
 
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src};
-use crate::scratch::{Scratch, TO_TAGGED, TO_UNTAGGED};
+use crate::walk::{W_TO, W_TXN};
 use crate::source::now_ns;
 
 #[map]
@@ -55,45 +55,41 @@ pub(crate) const MAP_NAMES: &[&str] = &["CALLS", "CALL_COUNTS", "CALL_CFG", "CAL
 /// `shield_call_open`: the source is at its limit.
 const REFUSED: u64 = 1;
 
-/// After `dest::check` let an INVITE through: open its call if it is an
-/// initial one (`limited`: the source is held to the per-source limit,
-/// i.e. not allowlisted). `Err(Reason::Calls)` when refused; the 403 and
-/// its report go the destination refusals' way (rule `RULE_CALLS`, never
-/// escalated: a busy caller is not an attacker). `Ok(true)`: the INVITE's
-/// Call-ID and CSeq walk was made, its result left in `SCRATCH.ids` (the
-/// transaction table takes it from there instead of walking again).
+/// After `dest::check` (or `dest::tcp_invite`) let an INVITE through:
+/// open its call if it is an initial one (`limited`: the source is held to
+/// the per-source limit, i.e. not allowlisted). `Err(Reason::Calls)` when
+/// refused; the 403 and its report go the destination refusals' way (rule
+/// `RULE_CALLS`, never escalated: a busy caller is not an attacker), but
+/// over `tcp` there is no 403, only the report.
 #[inline(always)]
-pub(crate) fn invite(ctx: &XdpContext, limited: bool) -> Result<bool, Reason> {
+pub(crate) fn invite(ctx: &XdpContext, limited: bool, tcp: bool) -> Result<(), Reason> {
     let c: *mut xdp_md = ctx.as_ptr().cast();
     let at = shield_call_at();
     if at == 0 {
-        return Ok(false);
+        return Ok(());
     }
-    // The To search, unless step 9b already made it.
-    if at & TAG_KNOWN == 0 && crate::dest::shield_to_tag(c, at & AT_MASK) == 1 {
-        return Ok(false);
+    // The To, Call-ID and CSeq lines: found by step 8's walk already, or
+    // now in one walk (an allowlisted or TCP INVITE).
+    let found = crate::walk::shield_walk(c, at >> 16, at & 0xffff, W_TO | W_TXN);
+    if found & W_TO != 0 {
+        return Ok(());
     }
-    let at = at & AT_MASK;
-    crate::txn::shield_txn(c, at >> 16, at & 0xffff);
     if shield_call_record(c) == 0 || shield_call_open(limited as u64) != REFUSED {
-        return Ok(true);
+        return Ok(());
     }
     let verdict = (RULE_CALLS as u64) << 8 | Reason::Calls as u64;
-    let flags = crate::dest::shield_refusal(c, verdict, 1);
+    let mut flags = crate::dest::shield_refusal(c, verdict, 1);
+    if tcp {
+        flags &= !(REFUSAL_REPLY as u64);
+    }
     if flags != 0 {
         crate::dest::shield_report(c, at, verdict, flags);
     }
     Err(Reason::Calls)
 }
 
-/// `shield_call_at`'s answer: the To search already found no tag.
-const TAG_KNOWN: u64 = 1 << 40;
-/// The payload's `offset << 16 | length` (see `dest::shield_invite_at`).
-const AT_MASK: u64 = (1 << 32) - 1;
-
 /// The INVITE `dest::check` looked at: its payload's `offset << 16 |
-/// length` (with `TAG_KNOWN` when the To search was made and found no
-/// tag), or 0 when there is none or it is in a dialog.
+/// length`, or 0 when there is none or calls are not tracked.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -104,16 +100,14 @@ pub extern "C" fn shield_call_at() -> u64 {
     if !cfg.on() {
         return 0;
     }
-    // The Call-ID walk that follows fills these in.
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    unsafe { (*scratch).ids = TxnIds::default() };
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let s = unsafe { &*scratch };
-    match s.to_tag {
-        TO_TAGGED => 0,
-        TO_UNTAGGED => s.call_at | TAG_KNOWN,
-        _ => s.call_at,
-    }
+    unsafe { (*scratch).call_at }
+}
+
+/// Whether calls are tracked (`CALL_CFG` set by shieldd).
+#[inline(always)]
+pub(crate) fn on() -> bool {
+    CALL_CFG.get(0).is_some_and(|cfg| cfg.on())
 }
 
 /// The record of the call the INVITE in `SCRATCH` would open (from the
@@ -190,20 +184,12 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
     0
 }
 
-/// A CANCEL from `src` that passed, whose Call-ID the caller walked into
-/// `SCRATCH.ids`: marks the call cancelling if it is the caller's and not
+/// A CANCEL from `src` that passed (its Call-ID from the header walk, in
+/// `SCRATCH.ids`): marks the call cancelling if it is the caller's and not
 /// answered.
 #[inline(always)]
-pub(crate) fn cancel(
-    ctx: &XdpContext,
-    p: &Policy,
-    src: &Src,
-    (pay, plen): (usize, usize),
-    scratch: *mut Scratch,
-) {
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    unsafe { (*scratch).ids = TxnIds::default() };
-    crate::txn::shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+pub(crate) fn cancel(ctx: &XdpContext, p: &Policy, src: &Src, (pay, plen): (usize, usize)) {
+    crate::txn::walk_ids(ctx, pay, plen);
     let key = src_key(src, p);
     let (hi, lo) = split(&key);
     shield_call_cancel(hi, lo);

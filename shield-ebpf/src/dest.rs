@@ -22,14 +22,16 @@ use shield_common::{
 
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
     udp::UdpHdr,
 };
 use shield_common::{
     sip::{self, HEAD_LEN},
-    Method, PayloadKind, MAX_L4_OFFSET, PORT_UDP,
+    Method, PayloadKind, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
 
-use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
+use crate::lines;
+use crate::walk::W_TO;
 use crate::maps::{
     port_flags, DEST_BUDGET, DEST_EVENTS, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_SOURCES,
     DEST_STATS, EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH,
@@ -73,7 +75,8 @@ pub(crate) fn check(
     }
     // Only now the To search (most INVITEs are never refused): an INVITE
     // in a dialog is not a call being placed, neither refused nor rated.
-    if shield_to_tag(c, at) == 1 {
+    let (pay, plen) = payload(at);
+    if crate::walk::shield_walk(c, pay, plen, W_TO) & W_TO != 0 {
         return None;
     }
     if verdict == RATE_CANDIDATE {
@@ -110,6 +113,44 @@ const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 /// `check`'s `meta`: the IP header's offset (bits 0-15), then these.
 pub(crate) const V6: u64 = 1 << 16;
 pub(crate) const ALLOWLISTED: u64 = 1 << 17;
+/// The transport at `l4` is TCP (see `tcp_invite`).
+const TCP: u64 = 1 << 18;
+
+/// A TCP segment to a protected port (`meta` as for `check`) that passed
+/// steps 2-9, or from an allowlisted source: if an initial INVITE starts
+/// its payload, it is counted by destination but never refused by the
+/// destination policy (SPEC §11: dropping a segment would stall every call
+/// on the connection), and its call is opened (SPEC §13). `Some(Calls)`:
+/// its source, not allowlisted, is at its limit. That refusal is a plain
+/// drop with its report but no 403 (the shield cannot answer inside a TCP
+/// stream); the client's TCP sends the segment again, and it passes once
+/// a call of that source has ended. Not read: a message that does not
+/// start the segment (split across segments, or after another message),
+/// and TLS.
+#[inline(always)]
+pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> Option<Reason> {
+    let c: *mut xdp_md = ctx.as_ptr().cast();
+    let at = shield_invite_at(c, meta | TCP, l4 as u64);
+    if at == 0 || shield_invite(c, at) == 0 {
+        return None;
+    }
+    shield_dest_count(c);
+    crate::calls::invite(ctx, meta & ALLOWLISTED == 0, true).err()
+}
+
+/// Counts the INVITE whose number is in `SCRATCH.dialled` by class and
+/// country (a TCP INVITE: no verdict).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_dest_count(ctx: *mut xdp_md) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    count(iface_slot(ctx), unsafe { &(*scratch).dialled });
+    1
+}
 
 /// Reads the initial-INVITE candidate for step 9b (see `check`) whose
 /// payload `shield_invite_at` found at `at` (`offset << 16 | length`):
@@ -126,11 +167,8 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
     }
     if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
         // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-        // For `calls`: this INVITE, its To not searched yet.
-        unsafe {
-            (*scratch).call_at = at;
-            (*scratch).to_tag = crate::scratch::TO_UNKNOWN;
-        }
+        // For `calls`: this INVITE.
+        unsafe { (*scratch).call_at = at };
     }
     at
 }
@@ -143,36 +181,6 @@ pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
 fn payload(at: u64) -> (u64, u64) {
     let at = core::hint::black_box(at);
     ((at >> 16) & PAY_MASK, at & 0xffff)
-}
-
-/// 1 if the INVITE whose payload is at `at` is in a dialog (a To tag).
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_to_tag(ctx: *mut xdp_md, at: u64) -> u64 {
-    let (pay, plen) = payload(at);
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let tagged = lines::find_line(
-        &Pkt::new(&XdpContext::new(ctx)),
-        scratch,
-        pay,
-        plen,
-        dest::TO_MAX_T_LINES,
-        |j, limit| shield_t_scan_block(ctx, pay, j, limit),
-        |at, avail| shield_to_line(ctx, at, avail),
-    );
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let tagged = tagged == LINE_FOUND;
-    unsafe {
-        (*scratch).to_tag = if tagged {
-            crate::scratch::TO_TAGGED
-        } else {
-            crate::scratch::TO_UNTAGGED
-        }
-    };
-    tagged as u64
 }
 
 /// Spends a token from the INVITE's source's international bucket; 1 if
@@ -227,26 +235,48 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
         return 0;
     }
     inv.allowlisted = allowlisted as u8;
-    let Some(u) = pkt.ptr_at::<UdpHdr>(l4) else {
+    let tcp = meta & TCP != 0;
+    let Some((sport, dport, pay, plen)) = transport(&pkt, l4, tcp) else {
         return 0;
     };
-    // SAFETY: inside the frame: the bounds check above covers every byte read.
-    let (sport, dport, udp_len) = unsafe { ((*u).src, (*u).dst, (*u).len) };
     inv.sport = u16::from_be_bytes(sport);
     inv.dport = u16::from_be_bytes(dport);
+    if pay > MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
+        return 0;
+    }
+    // An allowlisted source's packet, or a TCP segment, has not been
+    // looked at yet.
+    let port = if tcp { PORT_TCP } else { PORT_UDP };
+    if (allowlisted || tcp) && !is_invite(&pkt, scratch, dport, port, pay, plen) {
+        return 0;
+    }
+    (pay as u64) << 16 | plen as u64
+}
+
+/// The source and destination ports, the payload's offset and its length
+/// (what the frame has of it; a UDP datagram's also what its header says)
+/// of the UDP or (`tcp`) TCP header at `l4`.
+#[inline(always)]
+fn transport(pkt: &Pkt, l4: usize, tcp: bool) -> Option<([u8; 2], [u8; 2], usize, usize)> {
+    if tcp {
+        let t = pkt.ptr_at::<TcpHdr>(l4)?;
+        // SAFETY: inside the frame: the bounds check above covers every byte read.
+        let (sport, dport, doff) = unsafe { ((*t).source, (*t).dest, (*t).doff() as usize * 4) };
+        if doff < TcpHdr::LEN {
+            return None;
+        }
+        let pay = l4 + doff;
+        return Some((sport, dport, pay, pkt.len().saturating_sub(pay)));
+    }
+    let u = pkt.ptr_at::<UdpHdr>(l4)?;
+    // SAFETY: inside the frame: the bounds check above covers every byte read.
+    let (sport, dport, udp_len) = unsafe { ((*u).src, (*u).dst, (*u).len) };
     let pay = l4 + UdpHdr::LEN;
     let plen = core::cmp::min(
         pkt.len().saturating_sub(pay),
         (u16::from_be_bytes(udp_len) as usize).saturating_sub(UdpHdr::LEN),
     );
-    if pay > MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
-        return 0;
-    }
-    // An allowlisted source's packet has not been looked at yet.
-    if allowlisted && !is_invite(&pkt, scratch, dport, pay, plen) {
-        return 0;
-    }
-    (pay as u64) << 16 | plen as u64
+    Some((sport, dport, pay, plen))
 }
 
 /// The INVITE's addresses from its IP header at `l3` into `inv`.
@@ -276,11 +306,11 @@ fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
     true
 }
 
-/// Whether the UDP payload at `pay` (`plen` bytes) to `dport` is an
-/// INVITE to a protected port.
+/// Whether the payload at `pay` (`plen` bytes) to `dport` is an INVITE to
+/// a port protected for its transport (`port`: `PORT_UDP` or `PORT_TCP`).
 #[inline(always)]
-fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], pay: usize, plen: usize) -> bool {
-    if port_flags(dport) & PORT_UDP == 0 {
+fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], port: u8, pay: usize, plen: usize) -> bool {
+    if port_flags(dport) & port == 0 {
         return false;
     }
     let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) else {
@@ -590,27 +620,6 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
     true
 }
 
-/// `dest::to_line` on the line at payload offset `at` (`avail` bytes
-/// left): `LINE_FOUND` for a tagged To, `LINE_BAD` (stop) for an untagged
-/// one.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_to_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return LINE_BAD;
-    };
-    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
-        return LINE_BAD;
-    }
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    match dest::to_line(unsafe { &(*scratch).win }) {
-        dest::ToLine::Tagged => LINE_FOUND,
-        dest::ToLine::Untagged => LINE_BAD,
-        dest::ToLine::NotTo => LINE_OTHER,
-    }
-}
-
 /// The Request-URI's first `URI_WINDOW` bytes (at payload offset `at`,
 /// `avail` left) into `SCRATCH.uri`; 1, or 0 if out of reach. A global of
 /// its own: inlined, each exit of its byte loop would go on through the
@@ -625,12 +634,4 @@ pub extern "C" fn shield_copy_uri(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 
     let pkt = Pkt::new(&XdpContext::new(ctx));
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     lines::copy_into(&pkt, unsafe { &mut (*scratch).uri }, at, avail) as u64
-}
-
-/// `lines::scan_block` for lines starting with `t` or `T`.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_t_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
-    lines::scan_block(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, b't')
 }

@@ -76,6 +76,25 @@ pub(crate) fn find_line(
     0
 }
 
+/// The start of the next line after the one at `from` (0: the request
+/// line) that the scan finds: `scan(j)` is the program's `*_scan_block`
+/// global on the block at payload position `j`. `None`: no more. The
+/// answer is laundered: every exit of the block loop goes on as one
+/// verifier state.
+#[inline(always)]
+pub(crate) fn next_line(scratch: *mut Scratch, from: usize, scan: impl Fn(u64) -> u64) -> Option<usize> {
+    for b in 0..SCAN_BLOCKS {
+        let r = scan((from + b * SCAN_BLOCK) as u64);
+        if r == SCAN_END {
+            return None;
+        }
+        if r != SCAN_MORE {
+            return Some(launder(scratch, r as usize) & LINE_OFFSET_MASK);
+        }
+    }
+    None
+}
+
 /// The line's first UA_WINDOW bytes (`avail` of them in the payload) into
 /// `scratch.win`, zero-filled past the payload. In the line parsers'
 /// globals: inlined in the walk, its 64 exits would each carry on as a
@@ -147,6 +166,36 @@ pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> 
 /// With `first == second` the compiler folds the second compare away.
 #[inline(always)]
 pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, second: u8) -> u64 {
+    scan_block_with(pkt, pay, j, limit, |lower| {
+        bytes_eq(lower, first) | bytes_eq(lower, second)
+    })
+}
+
+/// [`scan_block`] for lines starting with any of the letters in `set`
+/// (lower case, one per byte, 0 for none: a lower-cased byte is never 0).
+#[inline(always)]
+pub(crate) fn scan_block_set(pkt: &Pkt, pay: u64, j: u64, limit: u64, set: u64) -> u64 {
+    scan_block_with(pkt, pay, j, limit, |lower| {
+        // black_box: hoisted out of the word loop, the five letter words
+        // would each hold a register across it and spill; this frame sits
+        // under the XDP program's (512 bytes for the whole chain).
+        let set = core::hint::black_box(set);
+        let mut m = 0;
+        for k in 0..SET_LETTERS {
+            m |= bytes_eq(lower, (set >> (8 * k)) as u8);
+        }
+        m
+    })
+}
+
+/// Letters a `scan_block_set` set holds at most.
+const SET_LETTERS: usize = 5;
+
+/// The scan: line starts whose first byte, lower-cased (`| 0x20` on every
+/// byte of the word), `letters` marks (top bit of each matching byte), or
+/// which are blank (`\r`, `\n`).
+#[inline(always)]
+fn scan_block_with(pkt: &Pkt, pay: u64, j: u64, limit: u64, letters: impl Fn(u64) -> u64) -> u64 {
     let (pay, j, limit) = (pay as usize, j as usize, limit as usize);
     if pay > MAX_PAYLOAD_OFFSET || j > 2 * UA_SCAN_LIMIT || limit > UA_SCAN_LIMIT {
         return SCAN_END;
@@ -157,7 +206,7 @@ pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, se
     // The whole block and the byte after it are in the frame: one bounds
     // check, then eight words at constant offsets.
     let Some(block) = pkt.ptr_at::<[u8; SCAN_BLOCK + 1]>(pay + j) else {
-        return scan_tail(pkt, pay, j, limit, first, second);
+        return scan_tail(pkt, pay, j, limit, letters);
     };
     let block = block.cast::<u8>();
     for w in 0..SCAN_BLOCK / 8 {
@@ -180,11 +229,7 @@ pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, se
         // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (word >> 8) | ((unsafe { *block.add(w * 8 + 8) } as u64) << 56);
         let lower = next | (ONES * 0x20);
-        let hit = nl
-            & (bytes_eq(lower, first)
-                | bytes_eq(lower, second)
-                | bytes_eq(next, b'\r')
-                | bytes_eq(next, b'\n'));
+        let hit = nl & (letters(lower) | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
         if hit != 0 {
             let s = j + w * 8 + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };
@@ -196,7 +241,7 @@ pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, se
 /// The block runs past the end of the frame: eight positions at a time
 /// through a nine-byte window, the last window aligned to the frame's end.
 #[inline(always)]
-fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8, second: u8) -> u64 {
+fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, letters: impl Fn(u64) -> u64) -> u64 {
     let frame = pkt.len();
     for c in 0..SCAN_BLOCK / 8 {
         let mut j = j0 + c * 8;
@@ -229,11 +274,7 @@ fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, first: u8, second: 
         // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
         let lower = next | (ONES * 0x20);
-        let hit = bytes_eq(w, b'\n')
-            & (bytes_eq(lower, first)
-                | bytes_eq(lower, second)
-                | bytes_eq(next, b'\r')
-                | bytes_eq(next, b'\n'));
+        let hit = bytes_eq(w, b'\n') & (letters(lower) | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
         if hit != 0 {
             let s = j + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };

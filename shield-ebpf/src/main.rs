@@ -36,6 +36,8 @@ mod txn;
 #[cfg(target_arch = "bpf")]
 mod ua;
 #[cfg(target_arch = "bpf")]
+mod walk;
+#[cfg(target_arch = "bpf")]
 mod xdp;
 
 // User space pins the maps listed in `names::ALL`: the same set as the

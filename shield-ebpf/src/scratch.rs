@@ -27,7 +27,7 @@ pub(crate) struct Scratch {
     pub(crate) win: [u8; UA_WINDOW],
     /// The User-Agent product token found, the scanner map's key.
     pub(crate) ua: UaKey,
-    /// The Call-ID and CSeq found (see `txn`).
+    /// The Call-ID and CSeq found (see `txn`, `walk`).
     pub(crate) ids: TxnIds,
     /// The first payload bytes, for the first-line classifier.
     pub(crate) head: [u8; HEAD_LEN],
@@ -44,16 +44,11 @@ pub(crate) struct Scratch {
     /// The INVITE step 9b read, for its call (see `calls`): its payload's
     /// `offset << 16 | length`, 0 for none.
     pub(crate) call_at: u64,
-    /// Whether the To search was made on it (`TO_*`).
-    pub(crate) to_tag: u64,
+    /// The header-line walk's state and findings (see `walk`).
+    pub(crate) walk: crate::walk::Walk,
     /// The call being opened (see `calls`).
     pub(crate) call: shield_common::calls::Call,
 }
-
-/// `Scratch::to_tag`: the To search not made, a tag found, none found.
-pub(crate) const TO_UNKNOWN: u64 = 0;
-pub(crate) const TO_TAGGED: u64 = 1;
-pub(crate) const TO_UNTAGGED: u64 = 2;
 
 /// The INVITE's addresses and ports, as the caller found them.
 #[repr(C)]

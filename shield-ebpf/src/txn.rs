@@ -2,27 +2,23 @@
 //! XDP program remembers a request that passed and may verify its source;
 //! the egress classifier asks whether a final 2xx answers one.
 //!
-//! Both find the Call-ID and the CSeq with one walk over the `c` header
-//! lines (`lines::find_line`), each program through its own thin globals
-//! (a global's context argument has the program's type), the line itself
-//! parsed by the shared `txn_line` into `Scratch::ids`.
+//! Both find the Call-ID and the CSeq with a walk over the `c` header
+//! lines, the line itself parsed by the shared `txn_line` into
+//! `Scratch::ids`: the XDP program in its one header walk (`walk`), the
+//! egress classifier in its own (`egress`).
 
-use aya_ebpf::{bindings::xdp_md, programs::XdpContext, EbpfContext};
-use shield_common::{
-    txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
-    Policy, SrcKey, Txn, TxnKey,
-};
+use aya_ebpf::{programs::XdpContext, EbpfContext};
+use shield_common::{txn::txn_line, Policy, SrcKey, Txn, TxnKey};
 
-use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
-use crate::maps::{SCRATCH, TXNS};
-use crate::pkt::{src_key, Pkt, Src};
+use crate::lines::{LINE_FOUND, LINE_OTHER};
+use crate::maps::TXNS;
+use crate::pkt::{src_key, Src};
 use crate::scratch::Scratch;
 use crate::source::now_ns;
 
 /// Remembers the request in the payload at `pay` (`plen` bytes) from
 /// `src`, whose request line has method index `method`, if it has a
-/// Call-ID and a CSeq (`walked`: already found, in `SCRATCH.ids`, by the
-/// same walk over the same payload).
+/// Call-ID and a CSeq (from the packet's header walk).
 #[inline(always)]
 pub(crate) fn remember(
     ctx: &XdpContext,
@@ -31,13 +27,8 @@ pub(crate) fn remember(
     method: usize,
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
-    walked: bool,
 ) {
-    if !walked {
-        // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-        unsafe { (*scratch).ids = TxnIds::default() };
-        shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
-    }
+    walk_ids(ctx, pay, plen);
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
@@ -94,9 +85,7 @@ pub(crate) fn contest(
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) {
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    unsafe { (*scratch).ids = TxnIds::default() };
-    shield_txn(ctx.as_ptr().cast(), pay as u64, plen as u64);
+    walk_ids(ctx, pay, plen);
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
@@ -136,43 +125,11 @@ pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
     }
 }
 
-/// Walks the request's `c` lines into `SCRATCH.ids`.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_txn(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    lines::find_line(
-        &Pkt::new(&XdpContext::new(ctx)),
-        scratch,
-        pay,
-        plen,
-        TXN_MAX_C_LINES,
-        |j, limit| shield_c_scan_block(ctx, pay, j, limit),
-        |at, avail| shield_txn_line(ctx, at, avail),
-    )
-}
-
-/// `take_line` on the line at payload offset `at` (`avail` bytes left).
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_txn_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return LINE_BAD;
-    };
-    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
-        return LINE_BAD;
-    }
-    take_line(scratch)
-}
-
-/// `lines::scan_block` for lines starting with `c` or `C`.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_c_scan_block(ctx: *mut xdp_md, pay: u64, j: u64, limit: u64) -> u64 {
-    lines::scan_block(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, b'c')
+/// The request's Call-ID and CSeq into `SCRATCH.ids`: the packet's
+/// header walk (searched now if it was not yet). Called from the XDP
+/// program's own frame, not from a global: the walk's chain of globals
+/// needs all the stack left under it.
+#[inline(always)]
+pub(crate) fn walk_ids(ctx: &XdpContext, pay: usize, plen: usize) {
+    crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, crate::walk::W_TXN);
 }

@@ -90,6 +90,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Outcome::of(Reason::Ok);
     };
+    crate::walk::start(scratch);
     let mut f = f;
     let far = f.l4 > MAX_L4_OFFSET;
     f.l4 = launder(scratch, f.l4) & L4_OFFSET_MASK;
@@ -136,11 +137,12 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
     if !matches!(out.reason, Reason::Ok) {
         return out;
     }
-    passed(ctx, p, &f, &sip, udp.is_some(), scratch).unwrap_or(out)
+    passed(ctx, p, &f, &sip, udp.is_some(), tcp.is_some(), scratch).unwrap_or(out)
 }
 
 /// What follows for a packet that passed steps 2-9: step 9b for an initial
-/// UDP INVITE, then the transaction table. `Some`: a step 9b refusal.
+/// UDP INVITE, then the transaction table; the call of an INVITE starting
+/// a TCP segment. `Some`: a step 9b refusal.
 #[inline(always)]
 fn passed(
     ctx: &XdpContext,
@@ -148,11 +150,19 @@ fn passed(
     f: &Frame,
     sip: &Sip,
     udp: bool,
+    tcp: bool,
     scratch: *mut Scratch,
 ) -> Option<Outcome> {
     let method = sip.method;
-    // Whether the INVITE's Call-ID and CSeq are in `SCRATCH.ids` already.
-    let mut walked = false;
+    if tcp {
+        let v6 = if matches!(f.src, Src::V6(_)) {
+            dest_v6()
+        } else {
+            0
+        };
+        let r = crate::dest::tcp_invite(ctx, f.l3 as u64 | v6, f.l4)?;
+        return Some(Outcome::of(r));
+    }
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
     if method == Method::Invite as usize && udp {
@@ -165,30 +175,30 @@ fn passed(
             return Some(Outcome { reason: r, method });
         }
         // Then the per-source call limit (SPEC §13).
-        match crate::calls::invite(ctx, true) {
-            Ok(w) => walked = w,
-            Err(r) => return Some(Outcome { reason: r, method }),
+        if let Err(r) = crate::calls::invite(ctx, true, false) {
+            return Some(Outcome { reason: r, method });
         }
     }
     if method == Method::Cancel as usize && udp {
-        crate::calls::cancel(ctx, p, &f.src, sip.payload, scratch);
+        crate::calls::cancel(ctx, p, &f.src, sip.payload);
     }
     // A request that passes and may verify its source is remembered, for
     // the egress classifier to pair the server's 2xx with (SPEC §8).
     let fresh = p.verifies(method);
     if fresh {
-        crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch, walked);
+        crate::txn::remember(ctx, p, &f.src, method, sip.payload, scratch);
     } else if sip.reply && p.verify_methods != 0 && !verified(p, &f.src, now_ns()) {
         crate::txn::contest(ctx, p, sip.payload, scratch);
     }
     // Digest credentials (SPEC §12): one call, the work in globals.
     let meta = crate::auth::meta(f.l3 as u64, matches!(f.src, Src::V6(_)));
-    crate::auth::attempt(ctx, method, sip.payload, meta, fresh);
+    crate::auth::attempt(ctx, method, sip.payload, meta);
     None
 }
 
 /// Step 2 with SPEC §11's exception: an allowlisted source passes, but
-/// its initial UDP INVITEs still meet the destination policy (a hacked PBX
+/// its initial UDP INVITEs still meet the destination policy (its TCP
+/// INVITEs are only counted and tracked) (a hacked PBX
 /// on a trusted address is the classic toll fraud), unless
 /// `check_allowlisted = false` or there is nothing to refuse. Reached
 /// after the launder: one verifier state for every L2/L3 shape.
@@ -201,7 +211,7 @@ fn allowlisted(
     scratch: *mut Scratch,
 ) -> Outcome {
     let pass = Outcome::of(Reason::Allowlisted);
-    if far || f.later_fragment || f.proto != IPPROTO_UDP {
+    if far || f.later_fragment || (f.proto != IPPROTO_UDP && f.proto != IPPROTO_TCP) {
         return pass;
     }
     let v6 = if matches!(f.src, Src::V6(_)) {
@@ -210,6 +220,11 @@ fn allowlisted(
         0
     };
     let l3 = launder(scratch, f.l3) as u64 & L3_OFFSET_MASK;
+    if f.proto == IPPROTO_TCP {
+        // Tracked, never limited, never refused (see `dest::tcp_invite`).
+        let _ = crate::dest::tcp_invite(ctx, l3 | v6 | crate::dest::ALLOWLISTED, f.l4);
+        return pass;
+    }
     match crate::dest::check(ctx, p, &f.src, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {
         Some(r) => Outcome {
             reason: r,
@@ -217,7 +232,7 @@ fn allowlisted(
         },
         None => {
             // Tracked, never limited: the allowlist overrides the limit.
-            let _ = crate::calls::invite(ctx, false);
+            let _ = crate::calls::invite(ctx, false, false);
             pass
         }
     }
@@ -438,7 +453,7 @@ fn sip_payload(
     // spoofed flood's packet costs a lookup and a read of the shared line.
     let held = unverified(p, src, method, state)?;
     if is_sip {
-        if let Some(out) = scanner(ctx, p, src, pay, plen, method, scratch) {
+        if let Some(out) = scanner(ctx, p, src, (pay, plen), method, reply, scratch) {
             return Err(out);
         }
     }

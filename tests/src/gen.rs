@@ -529,10 +529,15 @@ pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
         },
         L3::V6 { src, dst, .. } => L3::V6 { src: dst, dst: src, ext: Vec::new() },
     };
+    let l4 = if rng.chance(25) {
+        L4::Tcp { sport: 5060, dport: 40000, syn: false, ack: true }
+    } else {
+        L4::Udp { sport: 5060, dport: 5062 }
+    };
     let mut f = Frame {
         vlans: Vec::new(),
         l3,
-        l4: L4::Udp { sport: 5060, dport: 5062 },
+        l4,
         payload: s.into_bytes(),
     }
     .build();
@@ -554,10 +559,16 @@ pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
     s.push_str(&call_id(rng));
     s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
     let l3 = call_l3(rng);
+    // Plain TCP too (SPEC §13): the message at the segment's start.
+    let l4 = if rng.chance(25) {
+        L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
+    } else {
+        L4::Udp { sport: 5062, dport: 5060 }
+    };
     let mut f = Frame {
         vlans: Vec::new(),
         l3,
-        l4: L4::Udp { sport: 5062, dport: 5060 },
+        l4,
         payload: s.into_bytes(),
     }
     .build();

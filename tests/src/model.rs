@@ -474,6 +474,14 @@ impl Model {
                 method,
             };
         }
+        // An INVITE starting a TCP segment opens its call (SPEC §13).
+        if tcp.is_some() {
+            if let Some(payload) = tcp_invite(frame, &p, &self.tables) {
+                if let Some(reason) = self.open_call(payload, p.src, true, now) {
+                    return Decision { reason, method: None };
+                }
+            }
+        }
         // Step 9b: an INVITE that passed meets the destination policy.
         if method == Some(Method::Invite) {
             let payload = udp_payload(frame, &p).unwrap_or(&[]);
@@ -797,9 +805,16 @@ impl Model {
         // tracked (SPEC §13).
         if !dp.has(shield_common::dest::D_CHECK_ALLOWLISTED)
             || p.later_fragment
-            || p.proto != 17
+            || (p.proto != 17 && p.proto != 6)
             || p.l4 > MAX_L4_OFFSET
         {
+            return pass;
+        }
+        if p.proto == 6 {
+            // Tracked, never limited, never refused.
+            if let Some(payload) = tcp_invite(frame, p, &self.tables) {
+                let _ = self.open_call(payload, p.src, false, now);
+            }
             return pass;
         }
         let Some(u) = frame.get(p.l4..p.l4 + 8) else {
@@ -832,6 +847,27 @@ impl Model {
             }
         }
     }
+}
+
+/// The payload of the TCP segment at `p.l4` to a TCP-protected port, if
+/// an INVITE starts it: what the kernel's `dest::tcp_invite` reads (all
+/// of the frame after the TCP header; its first `HEAD_LEN` bytes in one
+/// load, so a shorter one is never looked at).
+fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u8]> {
+    let t = frame.get(p.l4..p.l4 + 20)?;
+    if tables.port_flags(u16::from_be_bytes([t[2], t[3]])) & PORT_TCP == 0 {
+        return None;
+    }
+    let doff = usize::from(t[12] >> 4) * 4;
+    let pay = p.l4 + doff;
+    // (7: `INVITE ` before the Request-URI; the kernel's bound on payload
+    // offsets.)
+    if doff < 20 || pay > 2 * MAX_L4_OFFSET + 8 || frame.len() <= pay + 7 {
+        return None;
+    }
+    let payload = &frame[pay..];
+    let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
+    (sip::classify(head, payload.len()) == PayloadKind::Request(Method::Invite)).then_some(payload)
 }
 
 /// The UDP payload (as long as the UDP header says and the frame has).

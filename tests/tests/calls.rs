@@ -1,6 +1,10 @@
 //! SPEC §13 through the real programs (`BPF_PROG_TEST_RUN`): a call's
 //! life from its INVITE to its BYE's 2xx, the per-source limit exact with
-//! both CPUs racing, and the expiry program giving a count back once.
+//! both CPUs racing, and the expiry program giving a count back once;
+//! plain TCP calls the same way, and over real TCP connections through a
+//! veth pair between two namespaces (XDP and the egress classifier
+//! attached), where the limit drops the INVITE's segment until a slot
+//! frees and the client's TCP sends it again.
 
 use shield_common::{
     calls::{CallConfig, CallEvent, CallOutcome, CALLS_ON},
@@ -49,6 +53,13 @@ fn request(method: &str, call_id: &str, to_tag: bool) -> Vec<u8> {
 
 fn invite(call_id: &str) -> Vec<u8> {
     Frame::udp4(CALLER, 5060, &request("INVITE", call_id, false)).build()
+}
+
+/// `request` at the start of a TCP segment from the caller to port 5060.
+fn tcp_request(src: [u8; 4], method: &str, call_id: &str, to_tag: bool) -> Vec<u8> {
+    let mut f = Frame::tcp4(src, 5060, false, true);
+    f.payload = request(method, call_id, to_tag);
+    f.build()
 }
 
 /// The SBC's reply `status` to `method` of call `call_id`, to the caller.
@@ -213,4 +224,224 @@ fn a_call_with_its_bye_lost_expires_once() {
     assert_eq!(ev[0].outcome(), Some(CallOutcome::Expired));
     assert!(ev[0].duration_ns() >= 200_000_000);
     assert_eq!(k.run(&invite("second")).reason, Reason::Ok);
+}
+
+fn in_progress_of(k: &Kernel, src: [u8; 4]) -> u64 {
+    k.shield.maps.calls.in_progress(&src_key_v4(src)).expect("CALL_COUNTS")
+}
+
+/// Plain TCP (SPEC §13): an INVITE starting a segment opens its call like
+/// a UDP one, counted by destination; over the limit it is dropped
+/// `calls` with a report but no 403 (nothing can answer inside a TCP
+/// stream), and its retransmission passes once a slot is free. An
+/// allowlisted source's TCP calls are tracked, never limited.
+#[test]
+fn tcp_invites_open_calls_and_the_limit_drops_them() {
+    const TRUNK: [u8; 4] = [192, 0, 2, 40];
+    let mut t = tables(1, 3_600_000_000_000);
+    t.tcp_ports.insert(5060);
+    t.allow = vec!["192.0.2.40/32".parse().unwrap()];
+    let mut k = kernel(&t);
+    assert_eq!(k.run(&tcp_request(CALLER, "INVITE", "t1", false)).reason, Reason::Ok);
+    // Sent again by TCP, and a re-INVITE in the dialog: still one call.
+    k.run(&tcp_request(CALLER, "INVITE", "t1", false));
+    k.run(&tcp_request(CALLER, "INVITE", "t1", true));
+    assert_eq!(in_progress(&k), 1);
+    let calls = k.shield.maps.calls.calls().expect("CALLS");
+    assert_eq!(calls.len(), 1);
+    let c = calls[0].1;
+    assert_eq!((c.country, c.tail, c.digits), (33, 0x6789, 11));
+    let counted = k.shield.maps.dest.counts(0).expect("DEST_STATS");
+    assert_eq!(counted.by_country.get(&33), Some(&3), "every TCP INVITE counted by destination");
+
+    let o = k.run(&tcp_request(CALLER, "INVITE", "t2", false));
+    assert_eq!((o.reason, o.action), (Reason::Calls, XDP_DROP));
+    let ring = k.shield.maps.dest.events.as_mut().expect("refusal ring");
+    let item = ring.next().expect("the refusal reported");
+    // SAFETY: the ring holds whole RefusalEvent records (plain integers).
+    let ev: shield_common::RefusalEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    drop(item);
+    assert_eq!(ev.reason, Reason::Calls as u8);
+    assert_eq!(ev.flags & shield_common::REFUSAL_REPLY, 0, "no 403 asked for over TCP");
+    // The rest of the connection's segments pass.
+    assert_eq!(k.run(&tcp_request(CALLER, "BYE", "t1", true)).action, XDP_PASS);
+    k.run_egress(&reply(200, "INVITE", "t1"));
+    k.run_egress(&reply(200, "BYE", "t1"));
+    assert_eq!(in_progress(&k), 0);
+    assert_eq!(events(&mut k).len(), 1, "the first call ended answered");
+    let again = k.run(&tcp_request(CALLER, "INVITE", "t2", false));
+    assert_eq!(again.reason, Reason::Ok, "sent again by TCP once a slot is free");
+    assert_eq!(in_progress(&k), 1);
+
+    for id in ["trunk-1", "trunk-2"] {
+        assert_eq!(k.run(&tcp_request(TRUNK, "INVITE", id, false)).reason, Reason::Allowlisted);
+    }
+    assert_eq!(in_progress_of(&k, TRUNK), 2, "tracked over the limit: the allowlist overrides it");
+}
+
+mod real_tcp {
+    //! Real TCP connections from the peer namespace to a SIP server (a
+    //! plain responder) in the SBC's, with the XDP program and the egress
+    //! classifier attached to the SBC's veth.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use shield::kernel::{attach_egress, attach_link, EgressHook, Mode};
+    use shield_common::{calls::CallOutcome, src_key_v4, Reason, Verdict};
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IF, SBC_IP};
+
+    use super::{events, kernel, request, tables};
+
+    const SLOT: u32 = 1;
+
+    /// The server: answers every request on each of `conns` accepted
+    /// connections with a 200 echoing its Call-ID and CSeq, until the
+    /// peer closes or 20 s pass.
+    fn serve(listener: TcpListener, conns: usize) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            listener.set_nonblocking(true).expect("nonblocking");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut workers = Vec::new();
+            while workers.len() < conns && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((s, _)) => workers.push(std::thread::spawn(move || answer(s, deadline))),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+    }
+
+    fn answer(mut s: TcpStream, deadline: Instant) {
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        while Instant::now() < deadline {
+            match s.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => continue,
+            }
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let msg: Vec<u8> = buf.drain(..end + 4).collect();
+                let _ = s.write_all(&ok_for(&String::from_utf8_lossy(&msg)));
+            }
+        }
+    }
+
+    /// The 200 answering `req` (Call-ID and CSeq copied, a To tag).
+    fn ok_for(req: &str) -> Vec<u8> {
+        let header = |name: &str| {
+            req.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("")
+                .to_string()
+        };
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 198.51.100.2\r\nFrom: <sip:alice@sbc>;tag=1\r\n\
+             To: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID:{}\r\nCSeq:{}\r\nContent-Length: 0\r\n\r\n",
+            header("Call-ID:"),
+            header("CSeq:")
+        )
+        .into_bytes()
+    }
+
+    /// Writes `msg` and waits up to `within` for a whole response.
+    fn exchange(s: &mut TcpStream, msg: Option<&[u8]>, within: Duration) -> Option<String> {
+        if let Some(m) = msg {
+            s.write_all(m).expect("write");
+        }
+        s.set_read_timeout(Some(within)).expect("timeout");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+        None
+    }
+
+    fn bye(call_id: &str) -> Vec<u8> {
+        String::from_utf8(request("BYE", call_id, true))
+            .unwrap()
+            .replace("CSeq: 1 BYE", "CSeq: 2 BYE")
+            .into_bytes()
+    }
+
+    #[test]
+    fn tcp_calls_over_a_veth_are_tracked_and_limited() {
+        let lab = Lab::new();
+        let mut t = tables(1, 3_600_000_000_000);
+        t.tcp_ports.insert(5060);
+        let mut k = kernel(&t);
+        let ifindex = lab.sbc.ifindex(SBC_IF);
+        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
+        let _xdp = lab
+            .sbc
+            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
+            .expect("native XDP attach on veth");
+        let pins = tempfile::Builder::new()
+            .prefix("sipshield-calls-tcp-")
+            .tempdir_in("/sys/fs/bpf")
+            .expect("pin dir on bpffs");
+        let _egress = lab
+            .sbc
+            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
+            .expect("attach the egress classifier");
+        let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+        let server = serve(listener, 2);
+        let to: SocketAddr = (SBC_IP, 5060).into();
+        let connect = || {
+            lab.peer.run(|| {
+                let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                s
+            })
+        };
+        let in_progress = |k: &shield_tests::kernel::Kernel| {
+            k.shield.maps.calls.in_progress(&src_key_v4(PEER_IP.octets())).expect("CALL_COUNTS")
+        };
+
+        // Call A on its own connection: answered, tracked.
+        let mut a = connect();
+        let ok = exchange(&mut a, Some(&request("INVITE", "tcp-a", false)), Duration::from_secs(2));
+        assert!(ok.is_some_and(|r| r.starts_with("SIP/2.0 200")), "call A answered");
+        assert_eq!(in_progress(&k), 1);
+        let calls = k.shield.maps.calls.calls().expect("CALLS");
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].1.answer_ns != 0, "the 200 on egress answered it");
+
+        // Call B, over the limit of 1: its segment is dropped, again and
+        // again as TCP sends it again, and never reaches the server.
+        let mut b = connect();
+        let none = exchange(&mut b, Some(&request("INVITE", "tcp-b", false)), Duration::from_millis(900));
+        assert!(none.is_none(), "call B got through: {none:?}");
+        let dropped = k.shield.maps.counter(SLOT, Verdict::Drop, Reason::Calls).expect("STATS").packets;
+        assert!(dropped >= 2, "the INVITE and a retransmission dropped `calls`: {dropped}");
+
+        // A ends (the BYE's 200 leaves through the classifier): B's next
+        // retransmission passes and is answered.
+        let ok = exchange(&mut a, Some(&bye("tcp-a")), Duration::from_secs(2));
+        assert!(ok.is_some_and(|r| r.contains("CSeq: 2 BYE")), "call A's BYE answered");
+        let ended = events(&mut k);
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].outcome(), Some(CallOutcome::Answered));
+        let ok = exchange(&mut b, None, Duration::from_secs(8));
+        assert!(ok.is_some_and(|r| r.starts_with("SIP/2.0 200")), "call B answered once a slot was free");
+        assert_eq!(in_progress(&k), 1, "call B in progress");
+        drop((a, b));
+        server.join().expect("server");
+    }
 }
