@@ -132,6 +132,9 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let socket_path = config.control.socket.clone();
 
     let (core, events) = CoreHandle::start(config.clone(), store).await?;
+    // Handled from here on: once the control socket or /metrics answers,
+    // a SIGTERM must find its handler (not the default, which kills).
+    let signals = signals()?;
     let (jail_tx, jail_rx) = mpsc::channel(4096);
     let mut jail_set = JailSet {
         running: Vec::new(),
@@ -166,7 +169,6 @@ pub async fn run(config: Config) -> Result<Exit, DaemonError> {
     let interfaces = core.call(|c| c.attached()).await;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), interfaces = ?interfaces, "shieldd running");
 
-    let signals = signals()?;
     let exit = match until_exit(&ctl, &mut tasks, signals).await {
         Ok(exit) => exit,
         Err(dead) => {
