@@ -27,9 +27,9 @@ use shield_common::{
         AUTH_MAX_CHUNKS, AUTH_MAX_LINES, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
         DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
     },
-    default_size,
+    default_size, mask_v6,
     sip::UA_SCAN_LIMIT,
-    mask_v6, src_key_v4, SrcKey, TxnKey, FAMILY_V4, FAMILY_V6,
+    src_key_v4, SrcKey, TxnKey, FAMILY_V4, FAMILY_V6,
 };
 
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
@@ -185,7 +185,13 @@ fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
             return 0;
         };
         // SAFETY: `ptr_at` checked the header is in the packet.
-        a.addr = unsafe { if dst { (*ip).dst_addr } else { (*ip).src_addr } };
+        a.addr = unsafe {
+            if dst {
+                (*ip).dst_addr
+            } else {
+                (*ip).src_addr
+            }
+        };
         a.family = FAMILY_V6 as u32;
         a.key = mask_v6(&a.addr, p.ipv6_prefix);
     } else {
@@ -193,7 +199,13 @@ fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
             return 0;
         };
         // SAFETY: as above.
-        let v = unsafe { if dst { (*ip).dst_addr } else { (*ip).src_addr } };
+        let v = unsafe {
+            if dst {
+                (*ip).dst_addr
+            } else {
+                (*ip).src_addr
+            }
+        };
         a.addr = [v[0], v[1], v[2], v[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         a.family = FAMILY_V4 as u32;
         a.key = src_key_v4(v);
@@ -282,17 +294,35 @@ pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) 
         return LINE_BAD;
     };
     let pkt = Pkt::new(&XdpContext::new(ctx));
-    digest_line(&pkt, scratch, AuthHeader::Credentials, at, avail, |at, avail, start, k| {
-        shield_auth_chunk(ctx, at, avail, start, k)
-    })
+    digest_line(
+        &pkt,
+        scratch,
+        AuthHeader::Credentials,
+        at,
+        avail,
+        |at, avail, start, k| shield_auth_chunk(ctx, at, avail, start, k),
+    )
 }
 
 /// `feed` into `AUTH_SCRATCH[0].parse`.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start: u64, k: u64) -> u64 {
-    feed(&Pkt::new(&XdpContext::new(ctx)), INGRESS, at, avail, start, k)
+pub extern "C" fn shield_auth_chunk(
+    ctx: *mut xdp_md,
+    at: u64,
+    avail: u64,
+    start: u64,
+    k: u64,
+) -> u64 {
+    feed(
+        &Pkt::new(&XdpContext::new(ctx)),
+        INGRESS,
+        at,
+        avail,
+        start,
+        k,
+    )
 }
 
 // ---- egress (TC) ----
@@ -303,7 +333,13 @@ pub extern "C" fn shield_auth_chunk(ctx: *mut xdp_md, at: u64, avail: u64, start
 /// answers and reports it. True when it is a success (the destination is
 /// then verified, SPEC §12, whatever `[verify] methods` says).
 #[inline(always)]
-pub(crate) fn settle(skb: *mut __sk_buff, (pay, plen): (usize, usize), meta: u64, status: u16, method: usize) -> bool {
+pub(crate) fn settle(
+    skb: *mut __sk_buff,
+    (pay, plen): (usize, usize),
+    meta: u64,
+    status: u16,
+    method: usize,
+) -> bool {
     let meta = meta | (status as u64) << 16 | (method as u64 & 0xff) << 32;
     shield_egress_auth(skb, pay as u64, plen as u64, meta) == 1
 }
@@ -342,9 +378,10 @@ pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
-    let (Some(a), Some(scratch)) =
-        (AUTH_SCRATCH.get_ptr_mut(EGRESS), EGRESS_SCRATCH.get_ptr_mut(0))
-    else {
+    let (Some(a), Some(scratch)) = (
+        AUTH_SCRATCH.get_ptr_mut(EGRESS),
+        EGRESS_SCRATCH.get_ptr_mut(0),
+    ) else {
         return 0;
     };
     // SAFETY: per-CPU map values of these types, used by this program only.
@@ -381,8 +418,10 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
     }
     a.attempt = *t;
     let _ = AUTH_ATTEMPTS.remove(&tk);
-    let (Some(result), Some(m)) = (outcome(status, stale), auth_method(a.attempt.method as usize))
-    else {
+    let (Some(result), Some(m)) = (
+        outcome(status, stale),
+        auth_method(a.attempt.method as usize),
+    ) else {
         return 0;
     };
     // SAFETY: the program's context, valid for the whole run.
@@ -427,8 +466,10 @@ fn report(a: &AuthScratch, now: u64, method: u32, status: u16, result: u32, ifin
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u64) -> u64 {
-    let (Some(scratch), Some(a)) = (EGRESS_SCRATCH.get_ptr_mut(0), AUTH_SCRATCH.get_ptr_mut(EGRESS))
-    else {
+    let (Some(scratch), Some(a)) = (
+        EGRESS_SCRATCH.get_ptr_mut(0),
+        AUTH_SCRATCH.get_ptr_mut(EGRESS),
+    ) else {
         return 0;
     };
     // SAFETY: see `settle`.
@@ -451,9 +492,14 @@ pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, ava
     let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    digest_line(&Pkt::skb(skb), scratch, AuthHeader::Challenge, at, avail, |at, avail, start, k| {
-        shield_egress_auth_chunk(skb, at, avail, start, k)
-    })
+    digest_line(
+        &Pkt::skb(skb),
+        scratch,
+        AuthHeader::Challenge,
+        at,
+        avail,
+        |at, avail, start, k| shield_egress_auth_chunk(skb, at, avail, start, k),
+    )
 }
 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).

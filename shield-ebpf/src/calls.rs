@@ -28,7 +28,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use shield_common::{
-    calls::{self, Call, CallConfig, CallEvent, CallOutcome, Step, CALL_ANSWERED, CALL_CANCELLING, CALL_COUNTED},
+    calls::{
+        self, Call, CallConfig, CallEvent, CallOutcome, Step, CALL_ANSWERED, CALL_CANCELLING,
+        CALL_COUNTED,
+    },
     default_size,
     dest::{self, RULE_CALLS},
     mask_v6, src_key_v4, Method, Policy, Reason, SrcKey, FAMILY_V4, REFUSAL_REPLY,
@@ -36,8 +39,8 @@ use shield_common::{
 
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src};
-use crate::walk::{W_TO, W_TXN};
 use crate::source::now_ns;
+use crate::walk::{W_TO, W_TXN};
 
 #[map]
 static CALLS: HashMap<u64, Call> = HashMap::with_max_entries(default_size::CALLS, 0);

@@ -31,7 +31,6 @@ use shield_common::{
 };
 
 use crate::lines;
-use crate::walk::W_TO;
 use crate::maps::{
     port_flags, DEST_BUDGET, DEST_EVENTS, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_SOURCES,
     DEST_STATS, EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH,
@@ -39,6 +38,7 @@ use crate::maps::{
 use crate::pkt::{src_key, Pkt, Src, MAX_PAYLOAD_OFFSET};
 use crate::scratch::{launder, Invite, Scratch};
 use crate::source::{now_ns, report_offender, spend, verified};
+use crate::walk::W_TO;
 
 /// Masks a laundered digit count (at most `RAW_DIGITS`) back into range.
 const DIGITS_MASK: u32 = 2 * dest::RAW_DIGITS - 1;
@@ -117,25 +117,21 @@ pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 const TCP: u64 = 1 << 18;
 
 /// A TCP segment to a protected port (`meta` as for `check`) that passed
-/// steps 2-9, or from an allowlisted source: if an initial INVITE starts
-/// its payload, it is counted by destination but never refused by the
-/// destination policy (SPEC §11: dropping a segment would stall every call
-/// on the connection), and its call is opened (SPEC §13). `Some(Calls)`:
-/// its source, not allowlisted, is at its limit. That refusal is a plain
-/// drop with its report but no 403 (the shield cannot answer inside a TCP
-/// stream); the client's TCP sends the segment again, and it passes once
-/// a call of that source has ended. Not read: a message that does not
-/// start the segment (split across segments, or after another message),
-/// and TLS.
+/// steps 2-9, or from an allowlisted source: `true` if an initial INVITE
+/// starts its payload. It is then counted by destination but never refused
+/// by the destination policy (SPEC §11: dropping a segment would stall
+/// every call on the connection); the caller opens its call (SPEC §13).
+/// Not read: a message that does not start the segment (split across
+/// segments, or after another message), and TLS.
 #[inline(always)]
-pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> Option<Reason> {
+pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> bool {
     let c: *mut xdp_md = ctx.as_ptr().cast();
     let at = shield_invite_at(c, meta | TCP, l4 as u64);
     if at == 0 || shield_invite(c, at) == 0 {
-        return None;
+        return false;
     }
     shield_dest_count(c);
-    crate::calls::invite(ctx, meta & ALLOWLISTED == 0, true).err()
+    true
 }
 
 /// Counts the INVITE whose number is in `SCRATCH.dialled` by class and
@@ -309,7 +305,14 @@ fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
 /// Whether the payload at `pay` (`plen` bytes) to `dport` is an INVITE to
 /// a port protected for its transport (`port`: `PORT_UDP` or `PORT_TCP`).
 #[inline(always)]
-fn is_invite(pkt: &Pkt, scratch: *mut Scratch, dport: [u8; 2], port: u8, pay: usize, plen: usize) -> bool {
+fn is_invite(
+    pkt: &Pkt,
+    scratch: *mut Scratch,
+    dport: [u8; 2],
+    port: u8,
+    pay: usize,
+    plen: usize,
+) -> bool {
     if port_flags(dport) & port == 0 {
         return false;
     }

@@ -31,7 +31,8 @@ use crate::maps::{
     VERIFIED_HINT,
 };
 use crate::pkt::{
-    parse, src_key, Frame, Pkt, Src, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
+    parse, src_key, Frame, Pkt, Src, IPPROTO_TCP, IPPROTO_UDP, L4_OFFSET_MASK, METHOD_MASK,
+    NO_METHOD,
 };
 use crate::scratch::{launder, Scratch};
 use crate::source::now_ns;

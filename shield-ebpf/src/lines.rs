@@ -82,7 +82,11 @@ pub(crate) fn find_line(
 /// answer is laundered: every exit of the block loop goes on as one
 /// verifier state.
 #[inline(always)]
-pub(crate) fn next_line(scratch: *mut Scratch, from: usize, scan: impl Fn(u64) -> u64) -> Option<usize> {
+pub(crate) fn next_line(
+    scratch: *mut Scratch,
+    from: usize,
+    scan: impl Fn(u64) -> u64,
+) -> Option<usize> {
     for b in 0..SCAN_BLOCKS {
         let r = scan((from + b * SCAN_BLOCK) as u64);
         if r == SCAN_END {
@@ -274,7 +278,8 @@ fn scan_tail(pkt: &Pkt, pay: usize, j0: usize, limit: usize, letters: impl Fn(u6
         // SAFETY: inside the frame: the bounds check above covers every byte read.
         let next = (w >> 8) | ((unsafe { *p.add(8) } as u64) << 56);
         let lower = next | (ONES * 0x20);
-        let hit = bytes_eq(w, b'\n') & (letters(lower) | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
+        let hit =
+            bytes_eq(w, b'\n') & (letters(lower) | bytes_eq(next, b'\r') | bytes_eq(next, b'\n'));
         if hit != 0 {
             let s = j + lowest_byte(hit) + 1;
             return if s < limit { s as u64 } else { SCAN_END };

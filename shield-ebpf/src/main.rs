@@ -10,9 +10,9 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+mod auth;
 #[cfg(target_arch = "bpf")]
 mod calls;
-mod auth;
 #[cfg(target_arch = "bpf")]
 mod dest;
 #[cfg(target_arch = "bpf")]
@@ -37,6 +37,8 @@ mod txn;
 mod ua;
 #[cfg(target_arch = "bpf")]
 mod walk;
+#[cfg(target_arch = "bpf")]
+mod wants;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 

@@ -9,7 +9,9 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
     vlan::VlanHdr,
 };
-use shield_common::{sip::HEAD_LEN, src_key_v4, Method, Policy, Reason, SrcKey, MAX_L4_OFFSET, MAX_V6_EXT};
+use shield_common::{
+    sip::HEAD_LEN, src_key_v4, Method, Policy, Reason, SrcKey, MAX_L4_OFFSET, MAX_V6_EXT,
+};
 
 pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;

@@ -45,7 +45,7 @@ pub(crate) struct Scratch {
     /// `offset << 16 | length`, 0 for none.
     pub(crate) call_at: u64,
     /// The header-line walk's state and findings (see `walk`).
-    pub(crate) walk: crate::walk::Walk,
+    pub(crate) walk: Walk,
     /// The call being opened (see `calls`).
     pub(crate) call: shield_common::calls::Call,
 }
@@ -75,4 +75,26 @@ pub(crate) fn launder(scratch: *mut Scratch, v: usize) -> usize {
         core::ptr::write_volatile(&raw mut (*scratch).off, v as u64);
         core::ptr::read_volatile(&raw const (*scratch).off) as usize
     }
+}
+
+/// The walk's state and what it found, in `Scratch::walk`.
+#[repr(C)]
+pub(crate) struct Walk {
+    /// Kinds searched on this packet's payload (cleared at each packet).
+    pub(crate) searched: u64,
+    /// Kinds found: a product token in `Scratch::ua`; a To line with a
+    /// tag; a settled Call-ID/CSeq search (`Scratch::ids` holds what it
+    /// found either way); a credentials line at `creds_at`.
+    pub(crate) found: u64,
+    /// Kinds the pass under way still looks for.
+    pub(crate) open: u64,
+    /// Their first letters, one per byte: what `scan_block_set` looks for.
+    pub(crate) letters: u64,
+    /// Lines of each kind looked at, one byte per kind (see `index`).
+    pub(crate) seen: u64,
+    /// Packet offset of the credentials line.
+    pub(crate) creds_at: u64,
+    /// The payload walked: `offset << 16 | length` (in scratch rather than
+    /// in arguments: fewer values live in `shield_walk`'s frame).
+    pub(crate) at: u64,
 }

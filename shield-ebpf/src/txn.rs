@@ -131,5 +131,10 @@ pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
 /// needs all the stack left under it.
 #[inline(always)]
 pub(crate) fn walk_ids(ctx: &XdpContext, pay: usize, plen: usize) {
-    crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, crate::walk::W_TXN);
+    crate::walk::shield_walk(
+        ctx.as_ptr().cast(),
+        pay as u64,
+        plen as u64,
+        crate::walk::W_TXN,
+    );
 }

@@ -7,7 +7,8 @@ use crate::maps::SCANNERS;
 use crate::pkt::{Outcome, Src};
 use crate::scratch::Scratch;
 use crate::source::offence;
-use crate::walk::{shield_walk, W_PACKET, W_REPLY, W_UA};
+use crate::walk::{shield_walk, W_UA};
+use crate::wants::{shield_packet_wants, W_REPLY};
 
 /// Step 8: a scanner's `User-Agent` in the SIP message at `pay` (`plen`
 /// bytes). The packet's one header walk happens here (see `walk`): it also
@@ -23,7 +24,7 @@ pub(crate) fn scanner(
     reply: bool,
     scratch: *mut Scratch,
 ) -> Option<Outcome> {
-    let want = W_PACKET | (method as u64 & 0xff) << 8 | if reply { W_REPLY } else { 0 };
+    let want = shield_packet_wants((method as u64 & 0xff) << 8 | if reply { W_REPLY } else { 0 });
     let found = shield_walk(ctx.ctx, pay as u64, plen as u64, want);
     if p.has(F_SCAN_UA)
         && found & W_UA != 0

@@ -15,21 +15,20 @@
 //! searched with it.
 //!
 //! The first search of a packet (step 8's) asks for every kind the rest of
-//! its verdict may read (`W_PACKET`); a later step that needs a kind not
+//! its verdict may read (`wants::shield_packet_wants`); a later step that needs a kind not
 //! searched yet (an allowlisted or TCP INVITE, which skip step 8) walks
 //! then, once. Results stay in `SCRATCH` for the packet.
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use shield_common::{
-    auth::{auth_method, auth_name, AuthHeader, AUTH_MAX_LINES},
+    auth::{auth_name, AuthHeader, AUTH_MAX_LINES},
     dest::{to_line, ToLine, TO_MAX_T_LINES},
     sip::{ua_line, UaLine, UA_MAX_U_LINES, UA_SCAN_LIMIT},
     txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
-    Method, F_SCAN_UA,
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
-use crate::maps::{DEST_POLICY, POLICY, SCRATCH};
+use crate::maps::SCRATCH;
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
 use crate::scratch::{launder, Scratch};
 
@@ -39,37 +38,11 @@ pub(crate) const W_TO: u64 = 2;
 pub(crate) const W_TXN: u64 = 4;
 pub(crate) const W_CREDS: u64 = 8;
 const W_ALL: u64 = W_UA | W_TO | W_TXN | W_CREDS;
-/// `shield_walk`'s `want`: every kind this packet's verdict may read, for
-/// the request line's method index in bits 8-15 (a status line: bit 16).
-pub(crate) const W_PACKET: u64 = 1 << 4;
-pub(crate) const W_REPLY: u64 = 1 << 16;
 
 /// At most this many lines are handed to parsers: every kind's budget.
 const WALK_MAX_LINES: usize = UA_MAX_U_LINES + TO_MAX_T_LINES + TXN_MAX_C_LINES + AUTH_MAX_LINES;
 // A kind's count of lines seen is one byte of `Walk::seen`.
 const _: () = assert!(WALK_MAX_LINES < 256);
-
-/// The walk's state and what it found, in `Scratch::walk`.
-#[repr(C)]
-pub(crate) struct Walk {
-    /// Kinds searched on this packet's payload (cleared at each packet).
-    pub(crate) searched: u64,
-    /// Kinds found: a product token in `Scratch::ua`; a To line with a
-    /// tag; a settled Call-ID/CSeq search (`Scratch::ids` holds what it
-    /// found either way); a credentials line at `creds_at`.
-    pub(crate) found: u64,
-    /// Kinds the pass under way still looks for.
-    open: u64,
-    /// Their first letters, one per byte: what `scan_block_set` looks for.
-    letters: u64,
-    /// Lines of each kind looked at, one byte per kind (see `index`).
-    seen: u64,
-    /// Packet offset of the credentials line.
-    pub(crate) creds_at: u64,
-    /// The payload walked: `offset << 16 | length` (in scratch rather than
-    /// in arguments: fewer values live in `shield_walk`'s frame).
-    at: u64,
-}
 
 /// The payload offset and length `Walk::at` holds, masked into the range
 /// `shield_walk` let through.
@@ -93,7 +66,6 @@ pub(crate) fn start(scratch: *mut Scratch) {
 }
 
 /// Searches the payload at `pay` (`plen` bytes) for the kinds in `want`
-/// (or, with `W_PACKET`, for every kind the packet's verdict may read)
 /// not searched yet; returns the kinds found (all searches of the packet).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
@@ -102,11 +74,7 @@ pub extern "C" fn shield_walk(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) 
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let want = if want & W_PACKET != 0 {
-        shield_packet_wants(want)
-    } else {
-        want & W_ALL
-    };
+    let want = want & W_ALL;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let todo = want & !unsafe { (*scratch).walk.searched };
     if todo != 0 && pay <= MAX_PAYLOAD_OFFSET as u64 && plen <= 0xffff {
@@ -118,7 +86,8 @@ pub extern "C" fn shield_walk(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) 
         unsafe { (*scratch).walk.at = pay << 16 | plen };
         let mut from = 0;
         for _ in 0..WALK_MAX_LINES {
-            let Some(s) = lines::next_line(scratch, from, |j| shield_walk_scan_block(ctx, j)) else {
+            let Some(s) = lines::next_line(scratch, from, |j| shield_walk_scan_block(ctx, j))
+            else {
                 break;
             };
             if shield_walk_line(ctx, s as u64) != LINE_OTHER {
@@ -144,44 +113,6 @@ fn begin(scratch: *mut Scratch, todo: u64) {
     if todo & W_TXN != 0 {
         s.ids = TxnIds::default();
     }
-}
-
-/// Every kind a packet's verdict may read after step 8 (`arg`: see
-/// `W_PACKET`). Asking for one too many costs a little scanning; one too
-/// few, a second pass later. A global: its map lookups would otherwise
-/// spill into `shield_walk`'s frame.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
-    let Some(p) = POLICY.get(0) else {
-        return 0;
-    };
-    let method = ((arg >> 8) & 0xff) as usize;
-    let mut w = 0;
-    if p.has(F_SCAN_UA) {
-        w |= W_UA;
-    }
-    let calls = crate::calls::on();
-    if method == Method::Invite as usize {
-        if calls {
-            w |= W_TO | W_TXN;
-        }
-        if DEST_POLICY.get(0).is_some_and(|d| d.refuses()) {
-            w |= W_TO;
-        }
-    }
-    if (method == Method::Cancel as usize && calls)
-        || p.verifies(method)
-        || (arg & W_REPLY != 0 && p.verify_methods != 0)
-    {
-        w |= W_TXN;
-    }
-    // (The attempt's Call-ID and CSeq only once credentials are found.)
-    if crate::auth::on() && auth_method(method).is_some() {
-        w |= W_CREDS;
-    }
-    w
 }
 
 /// The first letters (lower case) of the kinds in `kinds`, one per byte.
@@ -384,7 +315,8 @@ pub(crate) fn creds_line(pay: u64, plen: u64) -> Option<(u64, u64)> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let (found, at) = unsafe { ((*scratch).walk.found, (*scratch).walk.creds_at) };
-    if found & W_CREDS == 0 || at < pay || at - pay >= plen || at > (MAX_PAYLOAD_OFFSET as u64) * 2 {
+    if found & W_CREDS == 0 || at < pay || at - pay >= plen || at > (MAX_PAYLOAD_OFFSET as u64) * 2
+    {
         return None;
     }
     Some((at, plen - (at - pay)))

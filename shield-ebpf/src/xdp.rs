@@ -7,10 +7,9 @@ use aya_ebpf::{
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
-    dest, gcra,
-    sip,
-    sip_stats_slot, stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict,
-    F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
+    dest, gcra, sip, sip_stats_slot, stats_index, Method, PayloadKind, Policy, Reason, SrcKey,
+    SrcState, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
+    PORT_UDP,
 };
 
 use crate::lists::lists_and_bans;
@@ -160,8 +159,14 @@ fn passed(
         } else {
             0
         };
-        let r = crate::dest::tcp_invite(ctx, f.l3 as u64 | v6, f.l4)?;
-        return Some(Outcome::of(r));
+        if !crate::dest::tcp_invite(ctx, f.l3 as u64 | v6, f.l4) {
+            return None;
+        }
+        // Its source at its call limit: a plain drop with its report but
+        // no 403 (the shield cannot answer inside a TCP stream); the
+        // client's TCP sends the segment again, and it passes once a call
+        // of that source has ended.
+        return crate::calls::invite(ctx, true, true).err().map(Outcome::of);
     }
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
@@ -222,7 +227,9 @@ fn allowlisted(
     let l3 = launder(scratch, f.l3) as u64 & L3_OFFSET_MASK;
     if f.proto == IPPROTO_TCP {
         // Tracked, never limited, never refused (see `dest::tcp_invite`).
-        let _ = crate::dest::tcp_invite(ctx, l3 | v6 | crate::dest::ALLOWLISTED, f.l4);
+        if crate::dest::tcp_invite(ctx, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {
+            let _ = crate::calls::invite(ctx, false, true);
+        }
         return pass;
     }
     match crate::dest::check(ctx, p, &f.src, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {

@@ -15,7 +15,7 @@ use shield_common::auth::{
 };
 use shield_common::{TxnKey, FAMILY_V4, MAX_IFACE_SLOTS};
 
-use super::maps::take;
+use super::map_ops::take;
 use super::{KernelError, MapId};
 
 /// The maps, owned by [`super::ShieldMaps`].

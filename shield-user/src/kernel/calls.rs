@@ -12,7 +12,7 @@ use aya::{
 use shield_common::calls::{Call, CallConfig, CallEvent};
 use shield_common::SrcKey;
 
-use super::maps::take;
+use super::map_ops::take;
 use super::{KernelError, MapId};
 
 /// The maps, owned by [`super::ShieldMaps`].
@@ -78,11 +78,11 @@ impl CallMaps {
     pub fn clear(&mut self) -> Result<(), KernelError> {
         let ids: Vec<u64> = self.calls.keys().collect::<Result<_, _>>()?;
         for k in ids {
-            super::maps::hash_del(&mut self.calls, &k)?;
+            super::map_ops::hash_del(&mut self.calls, &k)?;
         }
         let keys: Vec<SrcKey> = self.counts.keys().collect::<Result<_, _>>()?;
         for k in keys {
-            super::maps::hash_del(&mut self.counts, &k)?;
+            super::map_ops::hash_del(&mut self.counts, &k)?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use shield_common::{BanValue, Verified};
 
-use super::maps::{effective_expiry, nested, net_of_v4, net_of_v6, trie_add, trie_del, v4_key, v6_key, Trie};
+use super::map_ops::{effective_expiry, nested, net_of_v4, net_of_v6, trie_add, trie_del, v4_key, v6_key, Trie};
 use super::{KernelError, MapId};
 
 /// A trie value with an expiry (monotonic ns; 0 = never).

@@ -18,7 +18,7 @@ use shield_common::dest::{
 };
 use shield_common::{SrcKey, MAX_IFACE_SLOTS};
 
-use super::maps::{take, trie_add, trie_del, Trie};
+use super::map_ops::{take, trie_add, trie_del, Trie};
 use super::{KernelError, MapId};
 use crate::dest::TrieEntry;
 
@@ -129,7 +129,7 @@ impl DestMaps {
     pub fn clear_refusals(&mut self) -> Result<(), KernelError> {
         let keys: Vec<u64> = self.refused.keys().collect::<Result<_, _>>()?;
         for k in keys {
-            super::maps::hash_del(&mut self.refused, &k)?;
+            super::map_ops::hash_del(&mut self.refused, &k)?;
         }
         Ok(())
     }
@@ -139,7 +139,7 @@ impl DestMaps {
     pub fn clear_sources(&mut self) -> Result<(), KernelError> {
         let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
         for k in keys {
-            super::maps::hash_del(&mut self.sources, &k)?;
+            super::map_ops::hash_del(&mut self.sources, &k)?;
         }
         Ok(())
     }

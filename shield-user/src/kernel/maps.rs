@@ -8,209 +8,20 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
-    },
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     sys::SyscallError,
     Ebpf,
 };
 use ipnet::IpNet;
 use shield_common::{
-    names, sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy,
-    Reason, SampleConfig, SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
-    F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6, MAX_IFACE_SLOTS,
-    PORTS_ENTRIES, PORT_TCP, PORT_UDP,
+    sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy, Reason, SampleConfig,
+    SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
 use super::cidr::{Changed, ExpiringNets};
+use super::map_id::{hash_layout, occ, trie_slot, MapId, TRIES};
+use super::map_ops::{hash_del, map_err, net_of_v4, net_of_v6, source_net, take, trie_add, trie_del, v4_key, v6_key, Trie};
 use super::{sys, KernelError};
-
-/// The program's maps. [`MapId::name`] is the kernel-side name (and pin
-/// name) from [`names`]; a compile-time check keeps the two in step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MapId {
-    Policy,
-    Ports,
-    IfaceSlot,
-    AllowV4,
-    AllowV6,
-    DenyV4,
-    DenyV6,
-    BansV4,
-    BansV6,
-    BanNetsV4,
-    BanNetsV6,
-    Scanners,
-    Sources,
-    Stats,
-    SipStats,
-    Events,
-    Scratch,
-    Verified,
-    VerifyNetsV4,
-    VerifyNetsV6,
-    Budget,
-    Responses,
-    EgressScratch,
-    VerifiedHint,
-    Txns,
-    EventsLost,
-    DestPolicy,
-    DestRules,
-    DestStats,
-    DestRefused,
-    DestEvents,
-    DestBudget,
-    DestSources,
-    Samples,
-    SampleCfg,
-    SampleState,
-    Calls,
-    CallCounts,
-    CallCfg,
-    CallEvents,
-    AuthConfig,
-    AuthNonces,
-    AuthAttempts,
-    AuthEvents,
-    AuthStats,
-    AuthScratch,
-}
-
-impl MapId {
-    /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 46] = [
-        MapId::Policy,
-        MapId::Ports,
-        MapId::IfaceSlot,
-        MapId::AllowV4,
-        MapId::AllowV6,
-        MapId::DenyV4,
-        MapId::DenyV6,
-        MapId::BansV4,
-        MapId::BansV6,
-        MapId::BanNetsV4,
-        MapId::BanNetsV6,
-        MapId::Scanners,
-        MapId::Sources,
-        MapId::Stats,
-        MapId::SipStats,
-        MapId::Events,
-        MapId::Scratch,
-        MapId::Verified,
-        MapId::VerifyNetsV4,
-        MapId::VerifyNetsV6,
-        MapId::Budget,
-        MapId::Responses,
-        MapId::EgressScratch,
-        MapId::VerifiedHint,
-        MapId::Txns,
-        MapId::EventsLost,
-        MapId::DestPolicy,
-        MapId::DestRules,
-        MapId::DestStats,
-        MapId::DestRefused,
-        MapId::DestEvents,
-        MapId::DestBudget,
-        MapId::DestSources,
-        MapId::Samples,
-        MapId::SampleCfg,
-        MapId::SampleState,
-        MapId::Calls,
-        MapId::CallCounts,
-        MapId::CallCfg,
-        MapId::CallEvents,
-        MapId::AuthConfig,
-        MapId::AuthNonces,
-        MapId::AuthAttempts,
-        MapId::AuthEvents,
-        MapId::AuthStats,
-        MapId::AuthScratch,
-    ];
-
-    /// The map's name in the object and under the pin directory.
-    pub const fn name(self) -> &'static str {
-        match self {
-            MapId::Policy => names::POLICY,
-            MapId::Ports => names::PORTS,
-            MapId::IfaceSlot => names::IFACE_SLOT,
-            MapId::AllowV4 => names::ALLOW_V4,
-            MapId::AllowV6 => names::ALLOW_V6,
-            MapId::DenyV4 => names::DENY_V4,
-            MapId::DenyV6 => names::DENY_V6,
-            MapId::BansV4 => names::BANS_V4,
-            MapId::BansV6 => names::BANS_V6,
-            MapId::BanNetsV4 => names::BAN_NETS_V4,
-            MapId::BanNetsV6 => names::BAN_NETS_V6,
-            MapId::Scanners => names::SCANNERS,
-            MapId::Sources => names::SOURCES,
-            MapId::Stats => names::STATS,
-            MapId::SipStats => names::SIP_STATS,
-            MapId::Events => names::EVENTS,
-            MapId::Scratch => names::SCRATCH,
-            MapId::Verified => names::VERIFIED,
-            MapId::VerifyNetsV4 => names::VERIFY_NETS_V4,
-            MapId::VerifyNetsV6 => names::VERIFY_NETS_V6,
-            MapId::Budget => names::BUDGET,
-            MapId::Responses => names::RESPONSES,
-            MapId::EgressScratch => names::EGRESS_SCRATCH,
-            MapId::VerifiedHint => names::VERIFIED_HINT,
-            MapId::Txns => names::TXNS,
-            MapId::EventsLost => names::EVENTS_LOST,
-            MapId::DestPolicy => names::DEST_POLICY,
-            MapId::DestRules => names::DEST_RULES,
-            MapId::DestStats => names::DEST_STATS,
-            MapId::DestRefused => names::DEST_REFUSED,
-            MapId::DestEvents => names::DEST_EVENTS,
-            MapId::DestBudget => names::DEST_BUDGET,
-            MapId::DestSources => names::DEST_SOURCES,
-            MapId::Samples => names::SAMPLES,
-            MapId::SampleCfg => names::SAMPLE_CFG,
-            MapId::SampleState => names::SAMPLE_STATE,
-            MapId::Calls => names::CALLS,
-            MapId::CallCounts => names::CALL_COUNTS,
-            MapId::CallCfg => names::CALL_CFG,
-            MapId::CallEvents => names::CALL_EVENTS,
-            MapId::AuthConfig => names::AUTH_CONFIG,
-            MapId::AuthNonces => names::AUTH_NONCES,
-            MapId::AuthAttempts => names::AUTH_ATTEMPTS,
-            MapId::AuthEvents => names::AUTH_EVENTS,
-            MapId::AuthStats => names::AUTH_STATS,
-            MapId::AuthScratch => names::AUTH_SCRATCH,
-        }
-    }
-
-    /// Whether the map holds a varying number of entries (the tries and
-    /// hash maps), unlike the arrays and the ring buffer.
-    pub fn holds_entries(self) -> bool {
-        trie_slot(self).is_some() || hash_layout(self).is_some()
-    }
-}
-
-impl std::fmt::Display for MapId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// `MapId::ALL` covers every variant once, in order, and its names are
-/// exactly `names::ALL` (the set the XDP program asserts of its maps): a
-/// map added on one side only fails the build.
-const _: () = {
-    const N: usize = MapId::ALL.len();
-    let mut ids = [""; N];
-    let mut i = 0;
-    while i < N {
-        assert!(MapId::ALL[i] as usize == i, "MapId::ALL out of order");
-        ids[i] = MapId::ALL[i].name();
-        i += 1;
-    }
-    assert!(
-        names::are_all(&ids),
-        "MapId must have exactly one variant per map in names::ALL"
-    );
-};
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the very clock the programs
 /// read (`bpf_ktime_get_coarse_ns`, see `now_ns` in shield-ebpf), so expiry
@@ -244,8 +55,6 @@ impl List {
         }
     }
 }
-
-pub(super) type Trie<K, V> = LpmTrie<MapData, K, V>;
 
 /// The maps, owned (taken out of the [`Ebpf`] object, whose maps may be
 /// adopted pins). Private, so that every write goes through the methods
@@ -314,50 +123,6 @@ struct RawMap {
     /// The kernel's id of the map (tells maps created anew from adopted
     /// ones, see the store's `MapsMark`).
     kernel_id: u32,
-}
-
-/// The LPM tries and the `POLICY` flag that tells the kernel to look each
-/// one up; `occupancy` is indexed like this table.
-const TRIES: [(MapId, u32); 8] = [
-    (MapId::AllowV4, F_ALLOW_V4),
-    (MapId::AllowV6, F_ALLOW_V6),
-    (MapId::DenyV4, F_DENY_V4),
-    (MapId::DenyV6, F_DENY_V6),
-    (MapId::BanNetsV4, F_BAN_NETS_V4),
-    (MapId::BanNetsV6, F_BAN_NETS_V6),
-    (MapId::VerifyNetsV4, F_VERIFY_NETS_V4),
-    (MapId::VerifyNetsV6, F_VERIFY_NETS_V6),
-];
-
-/// `map`'s index in [`TRIES`]; `None` for maps that are not tries.
-fn trie_slot(map: MapId) -> Option<usize> {
-    TRIES.iter().position(|(m, _)| *m == map)
-}
-
-/// `map`'s index in [`TRIES`], for a map known to be a trie.
-pub(super) fn occ(map: MapId) -> usize {
-    trie_slot(map).expect("a trie")
-}
-
-fn map_err(map: MapId) -> impl Fn(MapError) -> KernelError {
-    move |source| KernelError::Map {
-        map: map.name(),
-        source,
-    }
-}
-
-/// Takes `map` out of `ebpf` as its typed wrapper.
-pub(super) fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
-where
-    T: TryFrom<Map, Error = MapError>,
-{
-    let m = ebpf.take_map(map.name()).ok_or_else(|| KernelError::Map {
-        map: map.name(),
-        source: MapError::InvalidName {
-            name: map.name().to_string(),
-        },
-    })?;
-    m.try_into().map_err(map_err(map))
 }
 
 /// Second handles on every map of `ebpf`, before the typed wrappers take
@@ -980,34 +745,8 @@ fn map_data(m: &Map) -> Option<&MapData> {
     }
 }
 
-/// Key and value sizes of the hash maps (the ones [`ShieldMaps::scan`]
-/// walks); `None` for every other kind.
-fn hash_layout(map: MapId) -> Option<(usize, usize)> {
-    use std::mem::size_of;
-    match map {
-        MapId::BansV4 => Some((4, size_of::<BanValue>())),
-        MapId::BansV6 => Some((16, size_of::<BanValue>())),
-        MapId::Scanners => Some((size_of::<UaKey>(), 1)),
-        MapId::Sources => Some((size_of::<SrcKey>(), size_of::<SrcState>())),
-        MapId::Verified => Some((size_of::<SrcKey>(), size_of::<Verified>())),
-        _ => None,
-    }
-}
-
 fn syscall(call: &'static str, io_error: std::io::Error) -> MapError {
     MapError::SyscallError(SyscallError { call, io_error })
-}
-
-/// The network a `SOURCES` key stands for: `::ffff:a.b.c.d` is an IPv4
-/// host, anything else an IPv6 prefix.
-pub(super) fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
-    if key[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
-        IpNet::from(IpAddr::from([key[12], key[13], key[14], key[15]]))
-    } else {
-        IpNet::new(IpAddr::from(*key), ipv6_prefix)
-            .expect("prefix in 1..=128")
-            .trunc()
-    }
 }
 
 fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
@@ -1015,110 +754,4 @@ fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
         packets: a.packets + c.packets,
         bytes: a.bytes + c.bytes,
     })
-}
-
-/// The trie a CIDR ban goes into.
-/// The expiry a CIDR's trie entry carries: the latest of its own and of
-/// every entry of `nets` covering it. The kernel's lookup returns only the
-/// longest matching prefix, so a /26 that expires before the /25 around it
-/// would otherwise end the /25's effect for its addresses, also when no
-/// daemon is running to fix it up. (CIDR bans and verified CIDRs.)
-pub(super) fn effective_expiry<V>(
-    nets: &BTreeMap<IpNet, V>,
-    net: IpNet,
-    expiry: impl Fn(&V) -> u64,
-) -> u64 {
-    let own = nets.get(&net).map(&expiry).unwrap_or(0);
-    (0..net.prefix_len())
-        .filter_map(|len| {
-            let covering = IpNet::new(net.addr(), len).expect("shorter prefix").trunc();
-            nets.get(&covering).map(&expiry)
-        })
-        .fold(own, later)
-}
-
-/// The entries of `nets` strictly inside `net` (to rewrite after `net`
-/// changed).
-pub(super) fn nested<V>(nets: &BTreeMap<IpNet, V>, net: IpNet) -> Vec<IpNet> {
-    nets.range(net..=IpNet::new(net.broadcast(), net.max_prefix_len()).expect("host net"))
-        .map(|(n, _)| *n)
-        .filter(|n| n.prefix_len() > net.prefix_len() && net.contains(n))
-        .collect()
-}
-
-/// The later of two expiries, 0 being "never".
-pub(super) fn later(a: u64, b: u64) -> u64 {
-    if a == 0 || b == 0 {
-        0
-    } else {
-        a.max(b)
-    }
-}
-
-pub(super) fn v4_key(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {
-    Key::new(u32::from(n.prefix_len()), n.network().octets())
-}
-
-pub(super) fn v6_key(n: ipnet::Ipv6Net) -> Key<[u8; 16]> {
-    Key::new(u32::from(n.prefix_len()), n.network().octets())
-}
-
-pub(super) fn net_of_v4(k: &Key<[u8; 4]>) -> IpNet {
-    let (len, data) = (k.prefix_len(), k.data());
-    IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
-}
-
-pub(super) fn net_of_v6(k: &Key<[u8; 16]>) -> IpNet {
-    let (len, data) = (k.prefix_len(), k.data());
-    IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
-}
-
-/// `BPF_NOEXIST` / `BPF_EXIST`: update flags that compare the exact key.
-const BPF_NOEXIST: u64 = 1;
-const BPF_EXIST: u64 = 2;
-
-/// Inserts or overwrites the exact prefix `key`; `true` if it was new.
-///
-/// Not `get()` first: a lookup in an LPM trie is a longest-prefix match, so
-/// `get(198.51.100.192/26)` answers with a covering /25 and cannot say
-/// whether the /26 itself is there. `BPF_NOEXIST` compares the exact
-/// prefix (and prefix length) in the kernel.
-pub(super) fn trie_add<K: aya::Pod, V: aya::Pod>(
-    t: &mut Trie<K, V>,
-    key: Key<K>,
-    value: V,
-) -> Result<bool, MapError> {
-    match t.insert(&key, &value, BPF_NOEXIST) {
-        Ok(()) => Ok(true),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-            t.insert(&key, &value, BPF_EXIST)?;
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-pub(super) fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, KernelError> {
-    match t.remove(&key) {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(super) fn hash_del<K: aya::Pod, V: aya::Pod>(
-    h: &mut HashMap<MapData, K, V>,
-    key: &K,
-) -> Result<bool, MapError> {
-    match h.remove(key) {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
 }

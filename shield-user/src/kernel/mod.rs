@@ -37,6 +37,8 @@ mod dest;
 mod egress;
 mod events;
 mod load;
+mod map_id;
+mod map_ops;
 mod maps;
 mod pins;
 pub mod sys;
@@ -54,7 +56,8 @@ pub use attach::{attach, AttachMode, attach_link, ifindex, pinned_links, Attachm
 pub use egress::{attach_egress, EgressHook, EgressLink};
 pub use events::{EventReader, EventRing};
 pub use load::{raise_memlock, Capacity, Shield};
-pub use maps::{monotonic_ns, List, MapId, ShieldMaps};
+pub use map_id::MapId;
+pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
     check_dir, has_maps, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,

@@ -21,7 +21,7 @@ use shield_common::{
     VERIFIED_BY_CONFIG, VERIFIED_BY_OPERATOR, VERIFIED_BY_REPLY,
 };
 
-use super::maps::{hash_del, later, source_net};
+use super::map_ops::{hash_del, later, source_net};
 use super::{KernelError, MapId, ShieldMaps};
 
 /// How a source came to be verified.

@@ -1,0 +1,159 @@
+//! Operations every map wrapper of this module shares: taking a typed map
+//! out of the loaded object, exact-prefix trie writes, deletes that treat
+//! "not there" as done, and the CIDR keys and expiries of the tries.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        HashMap, Map, MapData, MapError,
+    },
+    Ebpf,
+};
+use ipnet::IpNet;
+use shield_common::SrcKey;
+
+use super::map_id::MapId;
+use super::KernelError;
+
+pub(super) type Trie<K, V> = LpmTrie<MapData, K, V>;
+
+pub(super) fn map_err(map: MapId) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map {
+        map: map.name(),
+        source,
+    }
+}
+
+/// Takes `map` out of `ebpf` as its typed wrapper.
+pub(super) fn take<T>(ebpf: &mut Ebpf, map: MapId) -> Result<T, KernelError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let m = ebpf.take_map(map.name()).ok_or_else(|| KernelError::Map {
+        map: map.name(),
+        source: MapError::InvalidName {
+            name: map.name().to_string(),
+        },
+    })?;
+    m.try_into().map_err(map_err(map))
+}
+
+/// The network a `SOURCES` key stands for: `::ffff:a.b.c.d` is an IPv4
+/// host, anything else an IPv6 prefix.
+pub(super) fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
+    if key[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        IpNet::from(IpAddr::from([key[12], key[13], key[14], key[15]]))
+    } else {
+        IpNet::new(IpAddr::from(*key), ipv6_prefix)
+            .expect("prefix in 1..=128")
+            .trunc()
+    }
+}
+
+/// The expiry a CIDR's trie entry carries: the latest of its own and of
+/// every entry of `nets` covering it. The kernel's lookup returns only the
+/// longest matching prefix, so a /26 that expires before the /25 around it
+/// would otherwise end the /25's effect for its addresses, also when no
+/// daemon is running to fix it up. (CIDR bans and verified CIDRs.)
+pub(super) fn effective_expiry<V>(
+    nets: &BTreeMap<IpNet, V>,
+    net: IpNet,
+    expiry: impl Fn(&V) -> u64,
+) -> u64 {
+    let own = nets.get(&net).map(&expiry).unwrap_or(0);
+    (0..net.prefix_len())
+        .filter_map(|len| {
+            let covering = IpNet::new(net.addr(), len).expect("shorter prefix").trunc();
+            nets.get(&covering).map(&expiry)
+        })
+        .fold(own, later)
+}
+
+/// The entries of `nets` strictly inside `net` (to rewrite after `net`
+/// changed).
+pub(super) fn nested<V>(nets: &BTreeMap<IpNet, V>, net: IpNet) -> Vec<IpNet> {
+    nets.range(net..=IpNet::new(net.broadcast(), net.max_prefix_len()).expect("host net"))
+        .map(|(n, _)| *n)
+        .filter(|n| n.prefix_len() > net.prefix_len() && net.contains(n))
+        .collect()
+}
+
+/// The later of two expiries, 0 being "never".
+pub(super) fn later(a: u64, b: u64) -> u64 {
+    if a == 0 || b == 0 {
+        0
+    } else {
+        a.max(b)
+    }
+}
+
+pub(super) fn v4_key(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(n.prefix_len()), n.network().octets())
+}
+
+pub(super) fn v6_key(n: ipnet::Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(n.prefix_len()), n.network().octets())
+}
+
+pub(super) fn net_of_v4(k: &Key<[u8; 4]>) -> IpNet {
+    let (len, data) = (k.prefix_len(), k.data());
+    IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
+}
+
+pub(super) fn net_of_v6(k: &Key<[u8; 16]>) -> IpNet {
+    let (len, data) = (k.prefix_len(), k.data());
+    IpNet::new(IpAddr::from(data), len as u8).expect("kernel keys have valid prefixes")
+}
+
+/// `BPF_NOEXIST` / `BPF_EXIST`: update flags that compare the exact key.
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
+
+/// Inserts or overwrites the exact prefix `key`; `true` if it was new.
+///
+/// Not `get()` first: a lookup in an LPM trie is a longest-prefix match, so
+/// `get(198.51.100.192/26)` answers with a covering /25 and cannot say
+/// whether the /26 itself is there. `BPF_NOEXIST` compares the exact
+/// prefix (and prefix length) in the kernel.
+pub(super) fn trie_add<K: aya::Pod, V: aya::Pod>(
+    t: &mut Trie<K, V>,
+    key: Key<K>,
+    value: V,
+) -> Result<bool, MapError> {
+    match t.insert(&key, &value, BPF_NOEXIST) {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+            t.insert(&key, &value, BPF_EXIST)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn trie_del<K: aya::Pod, V: aya::Pod>(t: &mut Trie<K, V>, key: Key<K>) -> Result<bool, KernelError> {
+    match t.remove(&key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn hash_del<K: aya::Pod, V: aya::Pod>(
+    h: &mut HashMap<MapData, K, V>,
+    key: &K,
+) -> Result<bool, MapError> {
+    match h.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
