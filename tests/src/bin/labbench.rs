@@ -214,6 +214,8 @@ fn write_outputs(
             doc = shield_tests::lab::bench::splice_section(&doc, heading, &section);
         }
     }
+    // And every other section this run did not write.
+    let doc = shield_tests::lab::bench::carry_over(&doc, &old);
     std::fs::write(out.join("BENCHMARKS.md"), doc)?;
     println!("\nHeadlines:");
     for h in report::headlines(results) {

@@ -410,6 +410,22 @@ pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
     format!("{}\n\n{section}", doc.trim_end())
 }
 
+/// `doc` with every `## ` section of `old` whose heading it lacks spliced
+/// in: what other binaries or people wrote (the calls and auth datapath
+/// notes, say) survives `labbench` rewriting the rest.
+pub fn carry_over(doc: &str, old: &str) -> String {
+    let mut doc = doc.to_string();
+    for heading in old.lines().filter(|l| l.starts_with("## ")) {
+        if doc.lines().any(|l| l == heading) {
+            continue;
+        }
+        if let Some(section) = existing_section(old, heading) {
+            doc = splice_section(&doc, heading, &section);
+        }
+    }
+    doc
+}
+
 /// The section starting with `heading` as it stands in `doc`, if any (to
 /// carry it over when `labbench` rewrites the rest).
 pub fn existing_section(doc: &str, heading: &str) -> Option<String> {
@@ -417,4 +433,20 @@ pub fn existing_section(doc: &str, heading: &str) -> Option<String> {
     let rest = &doc[start + heading.len()..];
     let end = rest.find("\n## ").map_or(doc.len(), |e| start + heading.len() + e + 1);
     Some(doc[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carry_over;
+
+    #[test]
+    fn sections_this_run_did_not_write_are_carried_over() {
+        let old = "# B\n\n## 1. A\n\nold a\n\n## Caveats\n\n- c\n\n## Calls\n\nkept\n";
+        let new = "# B\n\n## 1. A\n\nnew a\n\n## Caveats\n\n- c\n";
+        let doc = carry_over(new, old);
+        assert!(doc.contains("new a") && !doc.contains("old a"), "{doc}");
+        assert!(doc.contains("## Calls\n\nkept"), "{doc}");
+        assert!(doc.find("## Calls") < doc.find("## Caveats"), "{doc}");
+        assert_eq!(doc.matches("## Caveats").count(), 1, "{doc}");
+    }
 }
