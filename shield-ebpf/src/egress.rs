@@ -219,7 +219,7 @@ pub extern "C" fn shield_egress_txn(ctx: *mut __sk_buff, pay: u64, plen: u64) ->
     )
 }
 
-/// `txn::take_line` on the line at payload offset `at` (`avail` bytes
+/// `lines::take_txn_line` on the line at payload offset `at` (`avail` bytes
 /// left).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
@@ -231,7 +231,7 @@ pub extern "C" fn shield_egress_txn_line(ctx: *mut __sk_buff, at: u64, avail: u6
     if !lines::copy_window(&Pkt::skb(ctx), scratch, at, avail) {
         return LINE_BAD;
     }
-    crate::txn::take_line(scratch)
+    crate::lines::take_txn_line(scratch)
 }
 
 /// `lines::scan_block` for lines starting with `c` or `C`.

@@ -12,7 +12,7 @@
 //! program's own type (`xdp_md`, `__sk_buff`), so each program has its own
 //! thin globals around the bodies here.
 
-use shield_common::sip::UA_SCAN_LIMIT;
+use shield_common::{sip::UA_SCAN_LIMIT, txn::txn_line};
 
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
 use crate::scratch::{launder, Scratch};
@@ -309,4 +309,17 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 fn bytes_eq(w: u64, c: u8) -> u64 {
     let x = w ^ (ONES * c as u64);
     !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Takes the line in `scratch.win` into `scratch.ids`: `LINE_FOUND` (stop)
+/// once both are there or the line is garbled, else `LINE_OTHER`.
+#[inline(always)]
+pub(crate) fn take_txn_line(scratch: *mut Scratch) -> u64 {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let s = unsafe { &mut *scratch };
+    if s.ids.take(txn_line(&s.win)) {
+        LINE_FOUND
+    } else {
+        LINE_OTHER
+    }
 }

@@ -8,9 +8,8 @@
 //! egress classifier in its own (`egress`).
 
 use aya_ebpf::{programs::XdpContext, EbpfContext};
-use shield_common::{txn::txn_line, Policy, SrcKey, Txn, TxnKey};
+use shield_common::{Policy, SrcKey, Txn, TxnKey};
 
-use crate::lines::{LINE_FOUND, LINE_OTHER};
 use crate::maps::TXNS;
 use crate::pkt::{src_key, Src};
 use crate::scratch::Scratch;
@@ -109,19 +108,6 @@ fn txn_key(src: SrcKey, call_id: u64, cseq: u32) -> TxnKey {
         call_id,
         cseq,
         _pad: 0,
-    }
-}
-
-/// Takes the line in `scratch.win` into `scratch.ids`: `LINE_FOUND` (stop)
-/// once both are there or the line is garbled, else `LINE_OTHER`.
-#[inline(always)]
-pub(crate) fn take_line(scratch: *mut Scratch) -> u64 {
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let s = unsafe { &mut *scratch };
-    if s.ids.take(txn_line(&s.win)) {
-        LINE_FOUND
-    } else {
-        LINE_OTHER
     }
 }
 

@@ -24,7 +24,7 @@ use shield_common::{
     auth::{auth_name, AuthHeader, AUTH_MAX_LINES},
     dest::{to_line, ToLine, TO_MAX_T_LINES},
     sip::{ua_line, UaLine, UA_MAX_U_LINES, UA_SCAN_LIMIT},
-    txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
+    txn::{TxnIds, TXN_MAX_C_LINES},
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
@@ -241,13 +241,7 @@ pub extern "C" fn shield_walk_txn() -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let s = unsafe { &mut *scratch };
-    if s.ids.take(txn_line(&s.win)) {
-        LINE_FOUND
-    } else {
-        LINE_OTHER
-    }
+    lines::take_txn_line(scratch)
 }
 
 /// `auth::auth_name` on `SCRATCH.win`: a credentials line, at packet
