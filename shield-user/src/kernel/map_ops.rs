@@ -157,3 +157,14 @@ pub(super) fn hash_del<K: aya::Pod, V: aya::Pod>(
         Err(e) => Err(e),
     }
 }
+
+/// Deletes every entry of `h` (test runs only: the kernel may add entries
+/// meanwhile, which stay).
+#[cfg(feature = "test-api")]
+pub(super) fn clear_hash<K: aya::Pod, V: aya::Pod>(h: &mut HashMap<MapData, K, V>) -> Result<(), KernelError> {
+    let keys: Vec<K> = h.keys().collect::<Result<_, _>>()?;
+    for k in keys {
+        hash_del(h, &k)?;
+    }
+    Ok(())
+}

@@ -20,6 +20,8 @@ use shield_common::{
 
 use super::cidr::{Changed, ExpiringNets};
 use super::map_id::{hash_layout, occ, trie_slot, MapId, TRIES};
+#[cfg(feature = "test-api")]
+use super::map_ops::clear_hash;
 use super::map_ops::{hash_del, map_err, net_of_v4, net_of_v6, source_net, take, trie_add, trie_del, v4_key, v6_key, Trie};
 use super::{sys, KernelError};
 
@@ -477,21 +479,13 @@ impl ShieldMaps {
     #[cfg(feature = "test-api")]
     /// Forgets all per-source bucket state.
     pub fn clear_sources(&mut self) -> Result<(), KernelError> {
-        let keys: Vec<SrcKey> = self.sources.keys().collect::<Result<_, _>>()?;
-        for k in keys {
-            hash_del(&mut self.sources, &k)?;
-        }
-        Ok(())
+        clear_hash(&mut self.sources)
     }
 
     #[cfg(feature = "test-api")]
     /// Forgets the requests remembered for verification (`TXNS`).
     pub fn clear_txns(&mut self) -> Result<(), KernelError> {
-        let keys: Vec<TxnKey> = self.txns.keys().collect::<Result<_, _>>()?;
-        for k in keys {
-            hash_del(&mut self.txns, &k)?;
-        }
-        Ok(())
+        clear_hash(&mut self.txns)
     }
 }
 

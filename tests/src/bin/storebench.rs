@@ -52,18 +52,7 @@ fn real_main() -> Result<()> {
         eprintln!("storebench: {s}")
     })?;
     if a.starts_only {
-        println!(
-            "start with an empty store {:.2} s; {} bans into fresh maps {:.2} s (store read {} ms, restore {} ms); \
-             restart adopting {:.2} s (store read {} ms, restore {} ms)",
-            r.empty_ready_secs,
-            r.count,
-            r.fresh_ready_secs,
-            r.fresh_store_read_ms,
-            r.fresh_restore_ms,
-            r.adopt_ready_secs,
-            r.adopt_store_read_ms,
-            r.adopt_restore_ms
-        );
+        println!("start with {}", store::starts(&r));
         return Ok(());
     }
     let table = store::table(&r);
