@@ -155,6 +155,8 @@ pub struct CallEvent {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY (all three): repr(C), Copy, integers and byte arrays only, no
+    // padding byte (`sizes_without_padding`): every byte pattern is a value.
     unsafe impl aya::Pod for super::Call {}
     unsafe impl aya::Pod for super::CallConfig {}
     unsafe impl aya::Pod for super::CallEvent {}

@@ -144,8 +144,20 @@ pub struct AuthEvent {
 /// Ring-buffer bytes for `AUTH_EVENTS`.
 pub const AUTH_EVENTS_BYTES: u32 = crate::maps::default_size::AUTH_EVENTS_BYTES;
 
+// No byte of these records is padding: the sums of their fields' sizes.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<AuthConfig>() == 4 + 4);
+    assert!(size_of::<NonceKey>() == 16 + 8);
+    assert!(size_of::<NonceSeen>() == 8);
+    assert!(size_of::<Attempt>() == 8 + 8 + 4 + 4 + 4 + 4 + USER_MAX);
+    assert!(size_of::<AuthEvent>() == 8 + 8 + 16 + 1 + 1 + 2 + 4 + 4 + 4 + USER_MAX);
+};
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY (all five): repr(C), Copy, integers and byte arrays only, no
+    // padding byte (the size assertions above): every byte pattern is a value.
     unsafe impl aya::Pod for super::AuthConfig {}
     unsafe impl aya::Pod for super::NonceKey {}
     unsafe impl aya::Pod for super::NonceSeen {}
