@@ -8,7 +8,7 @@
 //! egress classifier in its own (`egress`).
 
 use aya_ebpf::{programs::XdpContext, EbpfContext};
-use shield_common::{Policy, SrcKey, Txn, TxnKey};
+use shield_common::{Method, Policy, SrcKey, Txn, TxnKey};
 
 use crate::maps::TXNS;
 use crate::pkt::{src_key, Src};
@@ -27,10 +27,7 @@ pub(crate) fn remember(
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) {
-    walk_ids(ctx, pay, plen);
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let ids = unsafe { (*scratch).ids };
-    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+    let Some((call_id, (cseq, cseq_method))) = request_ids(ctx, (pay, plen), scratch) else {
         return;
     };
     let key = txn_key(src_key(src, p), call_id, cseq);
@@ -84,10 +81,7 @@ pub(crate) fn contest(
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) {
-    walk_ids(ctx, pay, plen);
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let ids = unsafe { (*scratch).ids };
-    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+    let Some((call_id, (cseq, cseq_method))) = request_ids(ctx, (pay, plen), scratch) else {
         return;
     };
     if !p.verifies(cseq_method as usize) {
@@ -99,6 +93,21 @@ pub(crate) fn contest(
         cseq_method: cseq_method as u32,
     };
     let _ = TXNS.insert(&TxnKey::contested(call_id, cseq), &txn, 0);
+}
+
+/// The Call-ID hash and the CSeq (number, method) of the message at `pay`
+/// (`plen` bytes), from the packet's header walk; `None` unless both were
+/// found.
+#[inline(always)]
+fn request_ids(
+    ctx: &XdpContext,
+    (pay, plen): (usize, usize),
+    scratch: *mut Scratch,
+) -> Option<(u64, (u32, Method))> {
+    walk_ids(ctx, pay, plen);
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let ids = unsafe { (*scratch).ids };
+    Some((ids.call_id?, ids.cseq?))
 }
 
 #[inline(always)]
