@@ -140,8 +140,81 @@ fn run(hold: bool) -> Result<bool> {
     ));
     signals::check()?;
 
+    let (cfg, shield) = shield_stage(&mut p, &topo, &out, &kam)?;
+    signals::check()?;
+
+    let legit = legit_stage(&mut p, &topo, &out, &shield)?;
+
+    let scanners_blind = scanner_stage(&mut p, &topo, &out, &shield, &legit)?;
+    let flood = flood_stage(&mut p, &topo, &out, &shield, &legit)?;
+    let jail_latency = brute_force_stage(&mut p, &topo, &out, &shield, &kam, &legit)?;
+
+    let toll = toll_stage(&mut p, &topo, &out, &shield, &kam, &legit)?;
+    let spoofed = spoofed_stage(&mut p, &topo, &out, &cfg, &shield, &kam, &legit)?;
+
+    p.step("Winding down the legitimate traffic; report");
+    let result = legit.wind_down(Duration::from_secs(20))?;
+    let stats = shield.stats()?;
+    let banned = shield.banned()?;
+    let metrics = shield.metrics(&topo.sbc).unwrap_or_default();
+    std::fs::write(out.join("metrics.txt"), &metrics)?;
+    p.done("done");
+
+    let ok = report(&ReportInput {
+        legit: result,
+        stats: &stats,
+        banned: &banned,
+        metrics: &metrics,
+        flood,
+        scanners_blind,
+        jail_latency,
+        spoofed,
+        toll,
+        elapsed: p.elapsed(),
+    });
+    drop(p);
+
+    if hold {
+        hold_lab(&topo, &shield);
+    }
+    Ok(ok)
+}
+
+/// The carrier's legitimate load for the whole demo, flowing before the
+/// attacks start.
+fn legit_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    shield: &Shieldd,
+) -> Result<Legit> {
+    p.step("Legitimate traffic from the carrier, until the end: 8 subscribers registering, calls from the trunk");
+    let load = LegitLoad {
+        subscribers: SUBSCRIBERS,
+        registrations_per_subscriber: 1.0,
+        calls_per_second: 4.0,
+        duration: Duration::from_secs(600),
+    };
+    let legit = Legit::start(topo, out, &load)?;
+    let warmup = Instant::now();
+    watch(p, shield, &legit, Duration::from_secs(10), || {
+        Ok(warmup.elapsed() >= Duration::from_secs(3))
+    })?;
+    let r = legit.tally();
+    p.done(&format!("flowing: {}", legit_line(&r)));
+    Ok(legit)
+}
+
+/// The real shieldd with the example configuration, a jail on Kamailio's
+/// log and the premium numbers denied.
+fn shield_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    kam: &Kamailio,
+) -> Result<(LabConfig, Shieldd)> {
     p.step("shieldd with config/shield.toml: interfaces pub0 + car0, jail `kamailio-auth` on Kamailio's log");
-    let cfg = LabConfig::new(&out)
+    let cfg = LabConfig::new(out)
         .with_jail(JailSettings {
             logpath: kam.log.clone(),
             maxretry: MAXRETRY,
@@ -161,28 +234,61 @@ fn run(hold: bool) -> Result<bool> {
         ifaces.join(", "),
         status.program_id
     ));
-    signals::check()?;
+    Ok((cfg, shield))
+}
 
-    p.step("Legitimate traffic from the carrier, until the end: 8 subscribers registering, calls from the trunk");
-    let load = LegitLoad {
-        subscribers: SUBSCRIBERS,
-        registrations_per_subscriber: 1.0,
-        calls_per_second: 4.0,
-        duration: Duration::from_secs(600),
-    };
-    let legit = Legit::start(&topo, &out, &load)?;
-    let warmup = Instant::now();
-    watch(&mut p, &shield, &legit, Duration::from_secs(10), || {
-        Ok(warmup.elapsed() >= Duration::from_secs(3))
-    })?;
-    let r = legit.tally();
-    p.done(&format!("flowing: {}", legit_line(&r)));
+/// Subscriber 1000's account calling premium numbers: refused with a 403.
+fn toll_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    shield: &Shieldd,
+    kam: &Kamailio,
+    legit: &Legit,
+) -> Result<TollStage> {
+    p.step(&format!(
+        "Toll fraud: subscriber 1000's account calls premium numbers ({}) from {}",
+        toll::PREMIUM_NUMBERS.join(", "),
+        subscriber_ip(1)
+    ));
+    let toll = toll::stage(topo, out, shield, kam, legit, TOLL_CALLS_PER_NUMBER)?;
+    p.done(&format!(
+        "{} of {} calls answered 403 by the shield, {} reached Kamailio; trunk calls meanwhile {}/{}",
+        toll.refused.successful,
+        toll.calls,
+        toll.at_kamailio,
+        toll.legit_calls.successful,
+        toll.legit_calls.finished()
+    ));
+    Ok(toll)
+}
 
+/// `--hold`: keeps the lab up until Ctrl-C, with hints to look around.
+fn hold_lab(topo: &Topology, shield: &Shieldd) {
+    println!(
+        "\nThe lab stays up until Ctrl-C. Try:\n  \
+         nsenter --net=/run/netns/{} curl -s 127.0.0.1:{METRICS_PORT}/metrics | grep '^sipshield_'\n  \
+         target/release/shieldctl --socket {} stats",
+        topo.sbc.name,
+        shield.socket.display()
+    );
+    while signals::sleep(Duration::from_secs(1)).is_ok() {}
+}
+
+/// SIPVicious svmap and svwar against the SBC; `true` when both found
+/// nothing (the shield dropped their probes).
+fn scanner_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    shield: &Shieldd,
+    legit: &Legit,
+) -> Result<bool> {
     p.step(&format!(
         "Scanners from {SCANNER_IP}: SIPVicious svmap and svwar (extensions 1000-1099)"
     ));
     let home = out.join("sipvicious-home");
-    let (topo_ref, home_ref) = (&topo, &home);
+    let (topo_ref, home_ref) = (topo, &home);
     let scans = std::thread::scope(|s| -> Result<_> {
         let h = s.spawn(move || -> Result<_> {
             let m = svmap(&topo_ref.attacker, home_ref, SCANNER_IP, SBC_PUBLIC_IP)?;
@@ -195,7 +301,7 @@ fn run(hold: bool) -> Result<bool> {
             )?;
             Ok((m, w))
         });
-        watch(&mut p, &shield, &legit, Duration::from_secs(120), || {
+        watch(p, &shield, &legit, Duration::from_secs(120), || {
             Ok(h.is_finished())
         })?;
         h.join()
@@ -217,20 +323,38 @@ fn run(hold: bool) -> Result<bool> {
         },
         thousands(scanner_drops)
     ));
+    Ok(scanners_blind)
+}
 
+/// What the INVITE/REGISTER flood stage saw.
+struct FloodSeen {
+    sent: u64,
+    passed: u64,
+    /// Flood sources banned by escalation.
+    escalated: usize,
+}
+
+/// The INVITE/REGISTER flood from `FLOOD_SOURCES` addresses.
+fn flood_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    shield: &Shieldd,
+    legit: &Legit,
+) -> Result<FloodSeen> {
     p.step(&format!(
         "Flood from {FLOOD_SOURCES} attacker addresses: INVITE + REGISTER, {FLOOD_SECONDS} s, as fast as this machine sends"
     ));
     let before = shield.stats()?;
     let mut flood = Flooder::start(
-        &topo,
-        &out,
+        topo,
+        out,
         &FloodOptions::new(Duration::from_secs(FLOOD_SECONDS)),
     )?;
     watch(
-        &mut p,
-        &shield,
-        &legit,
+        p,
+        shield,
+        legit,
         Duration::from_secs(FLOOD_SECONDS + 30),
         || Ok(!flood.is_running()),
     )?;
@@ -269,14 +393,30 @@ fn run(hold: bool) -> Result<bool> {
         thousands(flood_passed),
         escalated
     ));
+    Ok(FloodSeen {
+        sent: sent.sent,
+        passed: flood_passed,
+        escalated,
+    })
+}
 
+/// The sipp password guesser; the time from Kamailio's `MAXRETRY`th
+/// failure line to the ban in the kernel, if it was banned.
+fn brute_force_stage(
+    p: &mut Progress,
+    topo: &Topology,
+    out: &std::path::Path,
+    shield: &Shieldd,
+    kam: &Kamailio,
+    legit: &Legit,
+) -> Result<Option<Duration>> {
     p.step(&format!(
         "Password guessing from {BRUTE_FORCE_IP}: sipp, wrong passwords for subscriber 1000, an ordinary User-Agent"
     ));
     let logwatch = LogWatch::start(&kam.log);
     let bans = shield.ban_map()?;
     let guesser = Run::brute_force(BRUTE_FORCE_IP, SocketAddrV4::new(SBC_SIP_IP, 5060), 2.0, 12)
-        .start(&topo.attacker, &out)?;
+        .start(&topo.attacker, out)?;
     // The ban's arrival in the kernel map, polled every 200 us on its own
     // thread (the status line below takes milliseconds to refresh).
     let poller = std::thread::spawn(move || {
@@ -289,7 +429,7 @@ fn run(hold: bool) -> Result<bool> {
         }
         None
     });
-    watch(&mut p, &shield, &legit, Duration::from_secs(35), || {
+    watch(p, shield, legit, Duration::from_secs(35), || {
         Ok(poller.is_finished())
     })?;
     let banned_at = poller
@@ -312,59 +452,7 @@ fn run(hold: bool) -> Result<bool> {
         )),
         None => p.done(&format!("NOT banned ({failures_logged} failures logged)")),
     }
-
-    p.step(&format!(
-        "Toll fraud: subscriber 1000's account calls premium numbers ({}) from {}",
-        toll::PREMIUM_NUMBERS.join(", "),
-        subscriber_ip(1)
-    ));
-    let toll = toll::stage(&topo, &out, &shield, &kam, &legit, TOLL_CALLS_PER_NUMBER)?;
-    p.done(&format!(
-        "{} of {} calls answered 403 by the shield, {} reached Kamailio; trunk calls meanwhile {}/{}",
-        toll.refused.successful,
-        toll.calls,
-        toll.at_kamailio,
-        toll.legit_calls.successful,
-        toll.legit_calls.finished()
-    ));
-
-    let spoofed = spoofed_stage(&mut p, &topo, &out, &cfg, &shield, &kam, &legit)?;
-
-    p.step("Winding down the legitimate traffic; report");
-    let result = legit.wind_down(Duration::from_secs(20))?;
-    let stats = shield.stats()?;
-    let banned = shield.banned()?;
-    let metrics = shield.metrics(&topo.sbc).unwrap_or_default();
-    std::fs::write(out.join("metrics.txt"), &metrics)?;
-    p.done("done");
-
-    let ok = report(&ReportInput {
-        legit: result,
-        stats: &stats,
-        banned: &banned,
-        metrics: &metrics,
-        flood_sent: sent.sent,
-        flood_passed,
-        scanners_blind,
-        jail_latency,
-        escalated,
-        spoofed,
-        toll,
-        elapsed: p.elapsed(),
-    });
-    drop(p);
-
-    if hold {
-        println!(
-            "\nThe lab stays up until Ctrl-C. Try:\n  \
-             nsenter --net=/run/netns/{} curl -s 127.0.0.1:{METRICS_PORT}/metrics | grep '^sipshield_'\n  \
-             target/release/shieldctl --socket {} stats",
-            topo.sbc.name,
-            shield.socket.display()
-        );
-        while signals::sleep(Duration::from_secs(1)).is_ok() {}
-    }
-    Ok(ok)
+    Ok(jail_latency)
 }
 
 /// What the spoofed-source stage saw.
@@ -492,11 +580,6 @@ fn spoofed_stage(
     std::thread::sleep(Duration::from_millis(300));
     let delta = counter_delta(&before, &shield.stats()?, SBC_PUBLIC_IF);
     let tally1 = legit.tally();
-    let since = |a: &Tally, b: &Tally| Tally {
-        successful: a.successful - b.successful.min(a.successful),
-        failed: a.failed - b.failed.min(a.failed),
-        ..Tally::default()
-    };
     let s = Spoofed {
         verified_total: v.total,
         subscribers_verified,
@@ -521,6 +604,15 @@ fn spoofed_stage(
     };
     p.done(&s.summary());
     Ok(s)
+}
+
+/// The successes and failures of `a` since the earlier tally `b`.
+fn since(a: &Tally, b: &Tally) -> Tally {
+    Tally {
+        successful: a.successful - b.successful.min(a.successful),
+        failed: a.failed - b.failed.min(a.failed),
+        ..Tally::default()
+    }
 }
 
 /// Shows the live status line until `done()` says so (or `limit` passes).
@@ -616,11 +708,9 @@ struct ReportInput<'a> {
     stats: &'a shield::control::protocol::StatsReply,
     banned: &'a shield::control::protocol::BannedReply,
     metrics: &'a str,
-    flood_sent: u64,
-    flood_passed: u64,
+    flood: FloodSeen,
     scanners_blind: bool,
     jail_latency: Option<Duration>,
-    escalated: usize,
     spoofed: Spoofed,
     toll: TollStage,
     elapsed: Duration,
@@ -772,6 +862,13 @@ fn report(r: &ReportInput) -> bool {
     spoofed_report(&r.spoofed);
     toll_report(&r.toll);
     let calls = calls_report(r.metrics);
+    kernel_report(r);
+    metrics_report(r.metrics);
+    checks(r, &calls)
+}
+
+/// Packets by verdict and reason, bans by origin, the jail's latency.
+fn kernel_report(r: &ReportInput) {
     println!(
         "Packets by verdict and reason (kernel counters, both interfaces; `shieldctl stats`):"
     );
@@ -799,12 +896,15 @@ fn report(r: &ReportInput) -> bool {
         ),
         None => println!("Jail: the password guesser was not banned"),
     }
+}
+
+/// Where the metrics are, and a few of them.
+fn metrics_report(metrics: &str) {
     println!(
         "Metrics: GET http://127.0.0.1:{METRICS_PORT}/metrics inside the SBC's namespace (Prometheus text); \
          snapshot in lab-out/demo/metrics.txt, e.g."
     );
-    for l in r
-        .metrics
+    for l in metrics
         .lines()
         .filter(|l| {
             (l.starts_with("sipshield_packets_total")
@@ -821,7 +921,10 @@ fn report(r: &ReportInput) -> bool {
     println!(
         "Files: lab-out/demo/ (shield.toml, shieldd.log, kamailio.log, sipp statistics, flood.log)"
     );
+}
 
+/// The report's checks, printed; `true` when every one passed.
+fn checks(r: &ReportInput, calls: &CallsSeen) -> bool {
     let all_legit = |t: &Tally| t.finished() > 0 && t.failed == 0;
     let checks = [
         (
@@ -835,11 +938,11 @@ fn report(r: &ReportInput) -> bool {
         ("the scanners found nothing", r.scanners_blind),
         (
             "less than 1 % of the flood got past XDP",
-            r.flood_sent > 0 && (r.flood_passed as f64) < 0.01 * r.flood_sent as f64,
+            r.flood.sent > 0 && (r.flood.passed as f64) < 0.01 * r.flood.sent as f64,
         ),
         (
             "every flood source was banned by escalation",
-            r.escalated >= FLOOD_SOURCES,
+            r.flood.escalated >= FLOOD_SOURCES,
         ),
         (
             "the password guesser was banned within 100 ms of its failure line",
