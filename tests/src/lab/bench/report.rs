@@ -142,6 +142,18 @@ pub fn headlines(r: &Results) -> Vec<String> {
 
 pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> String {
     let mut s = String::new();
+    intro(&mut s, r);
+    flood_section(&mut s, r);
+    skb_section(&mut s, r);
+    bans_section(&mut s, r);
+    latency_section(&mut s, r);
+    included_sections(&mut s, r, datapath, banstore);
+    caveats(&mut s, r);
+    s
+}
+
+/// The title, the headlines, the machine and how the benchmark is run.
+fn intro(s: &mut String, r: &Results) {
     let m = &r.machine;
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
@@ -190,7 +202,11 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
          `target/release/labbench --only spoof` (after `cargo build --release -p shield-user -p shield-tests --bins`) \
          reruns section 6 alone and puts it into the last run's `bench.json`.\n"
     );
+}
 
+/// Section 1: the set-ups, the traffic, what is measured, the table and the figure.
+fn flood_section(s: &mut String, r: &Results) {
+    let m = &r.machine;
     let _ = writeln!(s, "## 1. A flood against a real Kamailio\n");
     let _ = writeln!(
         s,
@@ -237,6 +253,16 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
          one CPU; the machine has {}.\n",
         m.cpus
     );
+    flood_table(s, r);
+    let _ = writeln!(
+        s,
+        "\n![Legitimate success and SBC CPU against the flood rate](lab/results/flood.svg)\n"
+    );
+    let _ = writeln!(s, "{}", flood_observations(r));
+}
+
+/// Section 1's table: one row per set-up and flood rate.
+fn flood_table(s: &mut String, r: &Results) {
     let _ = writeln!(
         s,
         "| set-up | flood | offered (packets/s) | reached the SBC | registrations ok | calls ok | legit retransmissions | mean registration | requests Kamailio handled | Kamailio CPU | softirq CPU | shieldd CPU | dropped by the set-up | lost to overload | CPU-s per 1M dropped |"
@@ -278,42 +304,44 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
             );
         }
     }
+}
+
+/// Section 1b: the same flood as socket buffers (generic XDP against netfilter).
+fn skb_section(s: &mut String, r: &Results) {
+    if r.skb_points.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "### 1b. The same flood as socket buffers\n");
     let _ = writeln!(
         s,
-        "\n![Legitimate success and SBC CPU against the flood rate](lab/results/flood.svg)\n"
+        "The XDP frames above are how a NIC driver hands packets over: SIP Shield drops them before the kernel \
+         allocates anything for them, nftables needs an skb built first. When a packet is an skb from the start — \
+         here: sent with AF_PACKET (`flood --engine packet`), in real life a driver without native XDP (generic \
+         mode) — SIP Shield cannot save that allocation; what remains is its program against the netfilter hook \
+         and rules. {} packets/s, same traffic otherwise:\n",
+        thousands(r.skb_rate)
     );
-    let _ = writeln!(s, "{}", flood_observations(r));
-
-    if !r.skb_points.is_empty() {
-        let _ = writeln!(s, "### 1b. The same flood as socket buffers\n");
+    let _ = writeln!(s, "| set-up | offered (packets/s) | softirq CPU | SBC CPU | dropped by the set-up | CPU-s per 1M dropped | legit ok |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for p in &r.skb_points {
         let _ = writeln!(
             s,
-            "The XDP frames above are how a NIC driver hands packets over: SIP Shield drops them before the kernel \
-             allocates anything for them, nftables needs an skb built first. When a packet is an skb from the start — \
-             here: sent with AF_PACKET (`flood --engine packet`), in real life a driver without native XDP (generic \
-             mode) — SIP Shield cannot save that allocation; what remains is its program against the netfilter hook \
-             and rules. {} packets/s, same traffic otherwise:\n",
-            thousands(r.skb_rate)
+            "| {} | {} | {:.0} % | {:.0} % | {} | {} | {} |",
+            p.defence.label(),
+            thousands(p.flood.rate as u64),
+            100.0 * p.softirq_secs / p.window_secs,
+            100.0 * p.sbc_cpu_secs() / p.window_secs,
+            thousands(p.defence_drops),
+            cpu_per_million_dropped(p, baseline(r, p.defence))
+                .map_or("—".into(), |c| format!("{c:.2}")),
+            pct(p.legit_success())
         );
-        let _ = writeln!(s, "| set-up | offered (packets/s) | softirq CPU | SBC CPU | dropped by the set-up | CPU-s per 1M dropped | legit ok |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
-        for p in &r.skb_points {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.0} % | {:.0} % | {} | {} | {} |",
-                p.defence.label(),
-                thousands(p.flood.rate as u64),
-                100.0 * p.softirq_secs / p.window_secs,
-                100.0 * p.sbc_cpu_secs() / p.window_secs,
-                thousands(p.defence_drops),
-                cpu_per_million_dropped(p, baseline(r, p.defence))
-                    .map_or("—".into(), |c| format!("{c:.2}")),
-                pct(p.legit_success())
-            );
-        }
-        let _ = writeln!(s);
     }
+    let _ = writeln!(s);
+}
 
+/// Section 2: loading a million bans.
+fn bans_section(s: &mut String, r: &Results) {
     let b = &r.bans;
     let _ = writeln!(s, "## 2. Loading {} bans\n", thousands(u64::from(b.count)));
     let _ = writeln!(
@@ -339,7 +367,10 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
          load a packet from each was dropped by the ban rule.\n",
         thousands(b.shieldd_bans_active)
     );
+}
 
+/// Section 3: from a log line to the drop.
+fn latency_section(s: &mut String, r: &Results) {
     let l = &r.latency;
     let _ = writeln!(
         s,
@@ -388,7 +419,10 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
         );
     }
     let _ = writeln!(s);
+}
 
+/// Sections 4 and 5, the tables `cargo xtask bench` measured beside this run, and section 6.
+fn included_sections(s: &mut String, r: &Results, datapath: Option<&str>, banstore: Option<&str>) {
     let _ = writeln!(
         s,
         "## 4. Data path: ns per packet under `BPF_PROG_TEST_RUN`\n"
@@ -421,7 +455,10 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
     if let Some(sp) = &r.spoof {
         let _ = writeln!(s, "{}", super::spoof_report::section(sp));
     }
+}
 
+/// What the numbers do not say.
+fn caveats(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Caveats\n");
     let _ = writeln!(
         s,
@@ -461,7 +498,6 @@ pub fn markdown(r: &Results, datapath: Option<&str>, banstore: Option<&str>) -> 
         };
         let _ = writeln!(s, "- {gaps}\n");
     }
-    s
 }
 
 /// The goal for section 1: at every paced rate, CPU per million drops at
