@@ -157,64 +157,8 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
     let max = calibration.rate.max(1000.0) as u64;
     p.done(&format!("{} packets/s", thousands(max)));
 
-    let mut rates = vec![FloodRate::Off];
-    let mut divisors = opts.rate_divisors.clone();
-    divisors.sort_unstable_by(|a, b| b.cmp(a));
-    rates.extend(divisors.iter().map(|d| FloodRate::Pps(max / d.max(&1))));
-    rates.push(FloodRate::Max);
-
-    let mut points = Vec::new();
-    for (ri, rate) in rates.iter().enumerate() {
-        for d in Defence::ALL {
-            signals::check()?;
-            p.step(&format!(
-                "Flood {} ({}/{}), {}",
-                rate.label(),
-                ri + 1,
-                rates.len(),
-                d.label()
-            ));
-            let dir = opts.work_dir.join(format!("{}-{}", d.short(), ri));
-            let pt = run_point(&topo, &dir, d, *rate, &plan)?;
-            p.done(&format!(
-                "sent {} ({} pps); legit {:.1} %; Kamailio {:.0} %, softirq {:.0} % of a CPU; dropped by defence {}",
-                thousands(pt.flood.sent),
-                thousands(pt.flood.rate as u64),
-                100.0 * pt.legit_success(),
-                100.0 * pt.kamailio_cpu_secs / pt.window_secs,
-                100.0 * pt.softirq_secs / pt.window_secs,
-                thousands(pt.defence_drops)
-            ));
-            points.push(pt);
-        }
-    }
-
-    // When the frames are socket buffers from the start (as from a sender on
-    // the same host, or a driver without XDP), XDP saves less.
-    let skb_rate = SKB_RATE.min(max);
-    let skb_plan = PointPlan {
-        engine: Engine::Packet,
-        ..plan.clone()
-    };
-    let mut skb_points = Vec::new();
-    for d in [Defence::Nftables, Defence::Shield] {
-        signals::check()?;
-        p.step(&format!(
-            "Flood as socket buffers (AF_PACKET sender), {} packets/s, {}",
-            thousands(skb_rate),
-            d.label()
-        ));
-        let dir = opts.work_dir.join(format!("{}-skb", d.short()));
-        let pt = run_point(&topo, &dir, d, FloodRate::Pps(skb_rate), &skb_plan)?;
-        p.done(&format!(
-            "sent {} ({} pps); softirq {:.0} % of a CPU; dropped by defence {}",
-            thousands(pt.flood.sent),
-            thousands(pt.flood.rate as u64),
-            100.0 * pt.softirq_secs / pt.window_secs,
-            thousands(pt.defence_drops)
-        ));
-        skb_points.push(pt);
-    }
+    let points = flood_points(opts, &topo, &plan, max, p)?;
+    let (skb_rate, skb_points) = skb_points(opts, &topo, &plan, max, p)?;
 
     let spoof = spoof::run(&topo, &opts.work_dir.join("spoof"), &plan, &opts.spoof_rates, p)?;
 
@@ -271,6 +215,86 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
         datapath: None,
         banstore: None,
     })
+}
+
+/// Section 1: every defence at every rate (no flood, the paced fractions
+/// of the calibrated `max`, then as fast as it goes).
+fn flood_points(
+    opts: &BenchOptions,
+    topo: &Topology,
+    plan: &PointPlan,
+    max: u64,
+    p: &mut Progress,
+) -> Result<Vec<Point>> {
+    let mut rates = vec![FloodRate::Off];
+    let mut divisors = opts.rate_divisors.clone();
+    divisors.sort_unstable_by(|a, b| b.cmp(a));
+    rates.extend(divisors.iter().map(|d| FloodRate::Pps(max / d.max(&1))));
+    rates.push(FloodRate::Max);
+
+    let mut points = Vec::new();
+    for (ri, rate) in rates.iter().enumerate() {
+        for d in Defence::ALL {
+            signals::check()?;
+            p.step(&format!(
+                "Flood {} ({}/{}), {}",
+                rate.label(),
+                ri + 1,
+                rates.len(),
+                d.label()
+            ));
+            let dir = opts.work_dir.join(format!("{}-{}", d.short(), ri));
+            let pt = run_point(topo, &dir, d, *rate, plan)?;
+            p.done(&format!(
+                "sent {} ({} pps); legit {:.1} %; Kamailio {:.0} %, softirq {:.0} % of a CPU; dropped by defence {}",
+                thousands(pt.flood.sent),
+                thousands(pt.flood.rate as u64),
+                100.0 * pt.legit_success(),
+                100.0 * pt.kamailio_cpu_secs / pt.window_secs,
+                100.0 * pt.softirq_secs / pt.window_secs,
+                thousands(pt.defence_drops)
+            ));
+            points.push(pt);
+        }
+    }
+    Ok(points)
+}
+
+/// Section 1b: nftables and SIP Shield against a flood of socket buffers.
+fn skb_points(
+    opts: &BenchOptions,
+    topo: &Topology,
+    plan: &PointPlan,
+    max: u64,
+    p: &mut Progress,
+) -> Result<(u64, Vec<Point>)> {
+    // When the frames are socket buffers from the start (as from a sender on
+    // the same host, or a driver without XDP), XDP saves less.
+    let skb_rate = SKB_RATE.min(max);
+    let skb_plan = PointPlan {
+        engine: Engine::Packet,
+        ..plan.clone()
+    };
+    let mut skb_points = Vec::new();
+    for d in [Defence::Nftables, Defence::Shield] {
+        signals::check()?;
+        p.step(&format!(
+            "Flood as socket buffers (AF_PACKET sender), {} packets/s, {}",
+            thousands(skb_rate),
+            d.label()
+        ));
+        let dir = opts.work_dir.join(format!("{}-skb", d.short()));
+        let pt = run_point(topo, &dir, d, FloodRate::Pps(skb_rate), &skb_plan)?;
+        p.done(&format!(
+            "sent {} ({} pps); softirq {:.0} % of a CPU; dropped by defence {}",
+            thousands(pt.flood.sent),
+            thousands(pt.flood.rate as u64),
+            100.0 * pt.softirq_secs / pt.window_secs,
+            thousands(pt.defence_drops)
+        ));
+        skb_points.push(pt);
+    }
+    Ok((skb_rate, skb_points))
 }
 
 /// `engine` with `auto` decided once for the whole run, from the attacker
