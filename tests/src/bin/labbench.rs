@@ -98,33 +98,7 @@ fn real_main() -> Result<()> {
     if let Some(line) = shield_tests::lab::sweep::stale().describe() {
         println!("{line}");
     }
-    let mut opts = BenchOptions {
-        window: Duration::from_secs(a.window.max(2)),
-        rate_divisors: a
-            .divisors
-            .split(',')
-            .map(|d| d.trim().parse())
-            .collect::<Result<_, _>>()
-            .context("--divisors")?,
-        bans: a.bans.max(1),
-        latency_trials: a.trials.clamp(1, 19),
-        work_dir: repo().join("lab-out/bench"),
-        engine: Engine::parse(&a.engine)?,
-        spoof_rates: a
-            .spoof_rates
-            .split(',')
-            .filter(|r| !r.trim().is_empty())
-            .map(|r| r.trim().parse())
-            .collect::<Result<_, _>>()
-            .context("--spoof-rates")?,
-        only_spoof: a.only.is_some(),
-    };
-    if a.quick {
-        opts.window = Duration::from_secs(5);
-        opts.rate_divisors = vec![16, 4];
-        opts.bans = 200_000;
-        opts.latency_trials = 5;
-    }
+    let opts = options(&a)?;
     let _ = std::fs::remove_dir_all(&opts.work_dir);
     std::fs::create_dir_all(&opts.work_dir)?;
     let out = a.out.clone().unwrap_or_else(repo);
@@ -169,6 +143,38 @@ fn real_main() -> Result<()> {
         a.banstore.as_deref(),
         true,
     )
+}
+
+/// The run's options from the command line (`--quick` shortens them).
+fn options(a: &Args) -> Result<BenchOptions> {
+    let mut opts = BenchOptions {
+        window: Duration::from_secs(a.window.max(2)),
+        rate_divisors: a
+            .divisors
+            .split(',')
+            .map(|d| d.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--divisors")?,
+        bans: a.bans.max(1),
+        latency_trials: a.trials.clamp(1, 19),
+        work_dir: repo().join("lab-out/bench"),
+        engine: Engine::parse(&a.engine)?,
+        spoof_rates: a
+            .spoof_rates
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--spoof-rates")?,
+        only_spoof: a.only.is_some(),
+    };
+    if a.quick {
+        opts.window = Duration::from_secs(5);
+        opts.rate_divisors = vec![16, 4];
+        opts.bans = 200_000;
+        opts.latency_trials = 5;
+    }
+    Ok(opts)
 }
 
 /// BENCHMARKS.md, the figure and (for a new run) bench.json under `out`.
