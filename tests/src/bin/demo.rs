@@ -145,12 +145,20 @@ fn run(hold: bool) -> Result<bool> {
 
     let legit = legit_stage(&mut p, &topo, &out, &shield)?;
 
-    let scanners_blind = scanner_stage(&mut p, &topo, &out, &shield, &legit)?;
-    let flood = flood_stage(&mut p, &topo, &out, &shield, &legit)?;
-    let jail_latency = brute_force_stage(&mut p, &topo, &out, &shield, &kam, &legit)?;
+    let lab = Lab {
+        topo: &topo,
+        out: &out,
+        cfg: &cfg,
+        shield: &shield,
+        kam: &kam,
+        legit: &legit,
+    };
+    let scanners_blind = scanner_stage(&mut p, &lab)?;
+    let flood = flood_stage(&mut p, &lab)?;
+    let jail_latency = brute_force_stage(&mut p, &lab)?;
 
-    let toll = toll_stage(&mut p, &topo, &out, &shield, &kam, &legit)?;
-    let spoofed = spoofed_stage(&mut p, &topo, &out, &cfg, &shield, &kam, &legit)?;
+    let toll = toll_stage(&mut p, &lab)?;
+    let spoofed = spoofed_stage(&mut p, &lab)?;
 
     p.step("Winding down the legitimate traffic; report");
     let result = legit.wind_down(Duration::from_secs(20))?;
@@ -178,6 +186,18 @@ fn run(hold: bool) -> Result<bool> {
         hold_lab(&topo, &shield);
     }
     Ok(ok)
+}
+
+/// What the attack stages work with: the lab, its files, and what runs
+/// in it.
+#[derive(Clone, Copy)]
+struct Lab<'a> {
+    topo: &'a Topology,
+    out: &'a std::path::Path,
+    cfg: &'a LabConfig,
+    shield: &'a Shieldd,
+    kam: &'a Kamailio,
+    legit: &'a Legit,
 }
 
 /// The carrier's legitimate load for the whole demo, flowing before the
@@ -238,14 +258,8 @@ fn shield_stage(
 }
 
 /// Subscriber 1000's account calling premium numbers: refused with a 403.
-fn toll_stage(
-    p: &mut Progress,
-    topo: &Topology,
-    out: &std::path::Path,
-    shield: &Shieldd,
-    kam: &Kamailio,
-    legit: &Legit,
-) -> Result<TollStage> {
+fn toll_stage(p: &mut Progress, lab: &Lab) -> Result<TollStage> {
+    let Lab { topo, out, shield, kam, legit, .. } = *lab;
     p.step(&format!(
         "Toll fraud: subscriber 1000's account calls premium numbers ({}) from {}",
         toll::PREMIUM_NUMBERS.join(", "),
@@ -277,13 +291,8 @@ fn hold_lab(topo: &Topology, shield: &Shieldd) {
 
 /// SIPVicious svmap and svwar against the SBC; `true` when both found
 /// nothing (the shield dropped their probes).
-fn scanner_stage(
-    p: &mut Progress,
-    topo: &Topology,
-    out: &std::path::Path,
-    shield: &Shieldd,
-    legit: &Legit,
-) -> Result<bool> {
+fn scanner_stage(p: &mut Progress, lab: &Lab) -> Result<bool> {
+    let Lab { topo, out, shield, legit, .. } = *lab;
     p.step(&format!(
         "Scanners from {SCANNER_IP}: SIPVicious svmap and svwar (extensions 1000-1099)"
     ));
@@ -335,13 +344,8 @@ struct FloodSeen {
 }
 
 /// The INVITE/REGISTER flood from `FLOOD_SOURCES` addresses.
-fn flood_stage(
-    p: &mut Progress,
-    topo: &Topology,
-    out: &std::path::Path,
-    shield: &Shieldd,
-    legit: &Legit,
-) -> Result<FloodSeen> {
+fn flood_stage(p: &mut Progress, lab: &Lab) -> Result<FloodSeen> {
+    let Lab { topo, out, shield, legit, .. } = *lab;
     p.step(&format!(
         "Flood from {FLOOD_SOURCES} attacker addresses: INVITE + REGISTER, {FLOOD_SECONDS} s, as fast as this machine sends"
     ));
@@ -402,14 +406,8 @@ fn flood_stage(
 
 /// The sipp password guesser; the time from Kamailio's `MAXRETRY`th
 /// failure line to the ban in the kernel, if it was banned.
-fn brute_force_stage(
-    p: &mut Progress,
-    topo: &Topology,
-    out: &std::path::Path,
-    shield: &Shieldd,
-    kam: &Kamailio,
-    legit: &Legit,
-) -> Result<Option<Duration>> {
+fn brute_force_stage(p: &mut Progress, lab: &Lab) -> Result<Option<Duration>> {
+    let Lab { topo, out, shield, kam, legit, .. } = *lab;
     p.step(&format!(
         "Password guessing from {BRUTE_FORCE_IP}: sipp, wrong passwords for subscriber 1000, an ordinary User-Agent"
     ));
@@ -528,15 +526,8 @@ fn enable_budget(
 /// The spoofed-source flood: a reload turns the unverified budget on, the
 /// subscribers (verified by Kamailio's 200 OK earlier) keep registering
 /// while every flood packet comes from another forged address.
-fn spoofed_stage(
-    p: &mut Progress,
-    topo: &Topology,
-    out: &std::path::Path,
-    cfg: &LabConfig,
-    shield: &Shieldd,
-    kam: &Kamailio,
-    legit: &Legit,
-) -> Result<Spoofed> {
+fn spoofed_stage(p: &mut Progress, lab: &Lab) -> Result<Spoofed> {
+    let Lab { topo, out, cfg, shield, kam, legit } = *lab;
     p.step(&format!(
         "Spoofed-source flood: reload with [verify] unverified_per_second = {}, then {FLOOD_SECONDS} s from a random \
          address of {} (1,048,576) per packet, as fast as this machine sends",
