@@ -37,7 +37,7 @@ enum Task {
     /// --only auth [ARGS]` only section 9 (ARGS go to `authbench`).
     Bench {
         /// Arguments for the lab benchmark (after `--`), e.g. `--quick`,
-        /// `--only spoof`, `--only fleet`, `--only auth`.
+        /// `--only spoof`, `--only skb`, `--only fleet`, `--only auth`.
         #[arg(last = true)]
         args: Vec<String>,
     },

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use shield_tests::lab::bench::{self, fleet_report, plot, report, BenchOptions};
+use shield_tests::lab::bench::{self, fleet_report, plot, report, BenchOptions, Only};
 use shield_tests::lab::flood::Engine;
 use shield_tests::paths::repo;
 use shield_tests::lab::progress::Progress;
@@ -52,10 +52,11 @@ struct Args {
     /// Paced rates of the spoofed-source section, packets/s (comma list).
     #[arg(long, default_value = "50000,200000")]
     spoof_rates: String,
-    /// Run one section only: `spoof` (the spoofed-source flood), merged
-    /// into the results of the last full run.
-    #[arg(long, value_parser = ["spoof"])]
-    only: Option<String>,
+    /// Run one section only, merged into the results of the last full
+    /// run: `spoof` (section 6, the spoofed-source flood) or `skb`
+    /// (section 1b, the flood as socket buffers, per hook).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// The data-path benchmark's output to include (xtask writes it).
     #[arg(long)]
     datapath: Option<PathBuf>,
@@ -104,36 +105,41 @@ fn real_main() -> Result<()> {
     let out = a.out.clone().unwrap_or_else(repo);
     let spoof_points = (opts.spoof_rates.len() + 2) * bench::defence::Defence::SPOOF.len();
     let mut p = Progress::new(bench::steps(&opts));
-    let results = if opts.only_spoof {
-        // Everything else comes from the last full run.
-        let json = out.join("lab/results/bench.json");
-        let text = std::fs::read_to_string(&json).with_context(|| {
-            format!(
-                "{} (--only merges into a full run's results)",
-                json.display()
-            )
-        })?;
-        let previous: bench::Results = serde_json::from_str(&text).context("bench.json")?;
-        println!(
-            "SIP Shield lab benchmark, spoofed-source section only: {spoof_points} measurements of {} s; \
-             the other sections stay as measured on {}.\n",
-            opts.window.as_secs(),
-            previous.date
-        );
-        let mut r = bench::run_spoof_only(&opts, previous, &mut p)?;
-        if let Some(s) = r.spoof.as_mut() {
-            s.command = std::env::args().collect::<Vec<_>>().join(" ");
+    let results = match opts.only {
+        Some(only) => {
+            // Everything else comes from the last full run.
+            let previous = last_full_run(&out)?;
+            let (what, n) = match only {
+                Only::Spoof => ("spoofed-source section (6)", spoof_points),
+                Only::Skb => ("socket-buffer section (1b)", bench::SKB_DEFENCES.len() * bench::SKB_ROUNDS),
+            };
+            println!(
+                "SIP Shield lab benchmark, {what} only: {n} measurements of {} s; \
+                 the other sections stay as measured on {}.\n",
+                opts.window.as_secs(),
+                previous.date
+            );
+            match only {
+                Only::Spoof => {
+                    let mut r = bench::run_spoof_only(&opts, previous, &mut p)?;
+                    if let Some(s) = r.spoof.as_mut() {
+                        s.command = std::env::args().collect::<Vec<_>>().join(" ");
+                    }
+                    r
+                }
+                Only::Skb => bench::run_skb_only(&opts, previous, &mut p)?,
+            }
         }
-        r
-    } else {
-        let points = (opts.rate_divisors.len() + 2) * 4 + 2 + spoof_points;
-        println!(
-            "SIP Shield lab benchmark: {points} flood measurements of {} s, {} bans, {} latency trials per jail.\n",
-            opts.window.as_secs(),
-            opts.bans,
-            opts.latency_trials
-        );
-        bench::run(&opts, &mut p)?
+        None => {
+            let points = (opts.rate_divisors.len() + 2) * 4 + 2 + spoof_points;
+            println!(
+                "SIP Shield lab benchmark: {points} flood measurements of {} s, {} bans, {} latency trials per jail.\n",
+                opts.window.as_secs(),
+                opts.bans,
+                opts.latency_trials
+            );
+            bench::run(&opts, &mut p)?
+        }
     };
     drop(p);
     write_outputs(
@@ -143,6 +149,18 @@ fn real_main() -> Result<()> {
         a.banstore.as_deref(),
         true,
     )
+}
+
+/// The results of the last full run, which `--only` merges into.
+fn last_full_run(out: &std::path::Path) -> Result<bench::Results> {
+    let json = out.join("lab/results/bench.json");
+    let text = std::fs::read_to_string(&json).with_context(|| {
+        format!(
+            "{} (--only merges into a full run's results)",
+            json.display()
+        )
+    })?;
+    serde_json::from_str(&text).context("bench.json")
 }
 
 /// The run's options from the command line (`--quick` shortens them).
@@ -166,7 +184,7 @@ fn options(a: &Args) -> Result<BenchOptions> {
             .map(|r| r.trim().parse())
             .collect::<Result<_, _>>()
             .context("--spoof-rates")?,
-        only_spoof: a.only.is_some(),
+        only: a.only,
     };
     if a.quick {
         opts.window = Duration::from_secs(5);

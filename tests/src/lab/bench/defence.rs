@@ -39,6 +39,9 @@ pub enum Defence {
     NftGlobal,
     /// SIP Shield with the unverified budget on.
     ShieldVerify,
+    /// SIP Shield attached in generic (skb) mode, as on a driver without
+    /// native XDP (section 1b).
+    ShieldGeneric,
 }
 
 impl Defence {
@@ -66,6 +69,7 @@ impl Defence {
             Defence::Shield => "SIP Shield (shieldd)",
             Defence::NftGlobal => "nftables (trunk allowlisted, one global limit)",
             Defence::ShieldVerify => "SIP Shield, [verify] budget on",
+            Defence::ShieldGeneric => "SIP Shield (shieldd), generic XDP",
         }
     }
 
@@ -77,6 +81,17 @@ impl Defence {
             Defence::Shield => "shield",
             Defence::NftGlobal => "nft-global",
             Defence::ShieldVerify => "shield-verify",
+            Defence::ShieldGeneric => "shield-generic",
+        }
+    }
+
+    /// Whose no-flood run is this set-up's baseline: the generic-mode
+    /// shield serves the same Kamailio as the native one, and a run
+    /// without flood costs the same in either mode.
+    pub fn baseline(self) -> Defence {
+        match self {
+            Defence::ShieldGeneric => Defence::Shield,
+            d => d,
         }
     }
 
@@ -119,6 +134,11 @@ impl<'a> Armed<'a> {
         let shield = match defence {
             Defence::Shield => Some(LabConfig::new(dir).start(&topo.sbc)?),
             Defence::ShieldVerify => Some(with_budget(LabConfig::new(dir)).start(&topo.sbc)?),
+            Defence::ShieldGeneric => Some(
+                LabConfig::new(dir)
+                    .set("shield", "mode", "\"generic\"")
+                    .start(&topo.sbc)?,
+            ),
             _ => None,
         };
         Ok(Armed {
@@ -143,7 +163,7 @@ impl<'a> Armed<'a> {
             Defence::Nftables | Defence::NftGlobal => {
                 self.nft.as_ref().map_or(Ok(0), NftTable::dropped)?
             }
-            Defence::Shield | Defence::ShieldVerify => self
+            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| daemon::dropped(&st)))?,
@@ -166,7 +186,7 @@ impl<'a> Armed<'a> {
                 banned.len() as u64
             }
             Defence::Nftables => self.nft.as_ref().map_or(Ok(0), |n| n.set_len("bans4"))? as u64,
-            Defence::Shield | Defence::ShieldVerify => self
+            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| st.bans_active))?,

@@ -48,12 +48,28 @@ pub const SKB_RATE: u64 = 100_000;
 /// Progress steps of a run with these options.
 pub fn steps(opts: &BenchOptions) -> usize {
     let spoof = spoof::steps(opts.spoof_rates.len());
-    if opts.only_spoof {
-        1 + spoof
-    } else {
-        (opts.rate_divisors.len() + 2) * Defence::ALL.len() + 2 + 2 + 2 + spoof
+    match opts.only {
+        Some(Only::Spoof) => 1 + spoof,
+        Some(Only::Skb) => 1 + SKB_STEPS,
+        None => (opts.rate_divisors.len() + 2) * Defence::ALL.len() + 2 + SKB_STEPS + 2 + spoof,
     }
 }
+
+/// One section run on its own, merged into the last full run's results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Section 6, the spoofed-source flood.
+    Spoof,
+    /// Section 1b, the flood as socket buffers, per hook.
+    Skb,
+}
+
+/// Section 1b's set-ups, in the order they run (each round runs them all).
+pub const SKB_DEFENCES: [Defence; 3] = [Defence::Nftables, Defence::Shield, Defence::ShieldGeneric];
+/// Rounds of section 1b: each set-up runs this often, interleaved, so
+/// that a busy spell of the machine does not land on one set-up only.
+pub const SKB_ROUNDS: usize = 3;
+const SKB_STEPS: usize = SKB_DEFENCES.len() * SKB_ROUNDS;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -73,7 +89,7 @@ pub struct BenchOptions {
     /// "max" and "no flood".
     pub spoof_rates: Vec<u64>,
     /// Run the spoofed-source section only ([`run_spoof_only`]).
-    pub only_spoof: bool,
+    pub only: Option<Only>,
 }
 
 /// The machine the numbers come from.
@@ -108,6 +124,9 @@ pub struct Results {
     pub skb_rate: u64,
     #[serde(default)]
     pub skb_points: Vec<Point>,
+    /// When section 1b was measured on its own (`labbench --only skb`).
+    #[serde(default)]
+    pub skb_separate: Option<String>,
     pub bans: bans::BanLoad,
     pub latency: latency::Latency,
     /// Section 6, the spoofed-source flood (`None` in runs from before it).
@@ -209,6 +228,7 @@ pub fn run(opts: &BenchOptions, p: &mut Progress) -> Result<Results> {
         points,
         skb_rate,
         skb_points,
+        skb_separate: None,
         bans,
         latency,
         spoof: Some(spoof),
@@ -261,7 +281,7 @@ fn flood_points(
 }
 
 /// Section 1b: nftables and SIP Shield against a flood of socket buffers.
-fn skb_points(
+pub(crate) fn skb_points(
     opts: &BenchOptions,
     topo: &Topology,
     plan: &PointPlan,
@@ -276,14 +296,14 @@ fn skb_points(
         ..plan.clone()
     };
     let mut skb_points = Vec::new();
-    for d in [Defence::Nftables, Defence::Shield] {
+    for (round, d) in (1..=SKB_ROUNDS).flat_map(|r| SKB_DEFENCES.map(|d| (r, d))) {
         signals::check()?;
         p.step(&format!(
-            "Flood as socket buffers (AF_PACKET sender), {} packets/s, {}",
+            "Flood as socket buffers (AF_PACKET sender), {} packets/s, {} (round {round}/{SKB_ROUNDS})",
             thousands(skb_rate),
             d.label()
         ));
-        let dir = opts.work_dir.join(format!("{}-skb", d.short()));
+        let dir = opts.work_dir.join(format!("{}-skb-{round}", d.short()));
         let pt = run_point(topo, &dir, d, FloodRate::Pps(skb_rate), &skb_plan)?;
         p.done(&format!(
             "sent {} ({} pps); softirq {:.0} % of a CPU; dropped by defence {}",
@@ -345,6 +365,25 @@ pub fn run_spoof_only(
     s.separate = true;
     Ok(Results {
         spoof: Some(s),
+        ..previous
+    })
+}
+
+/// Section 1b alone (`labbench --only skb`), at the rate the last full
+/// run calibrated; everything else is `previous`.
+pub fn run_skb_only(opts: &BenchOptions, previous: Results, p: &mut Progress) -> Result<Results> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = point_plan(opts, &[cpus - 1]);
+    p.step("Lab: attacker, carrier and SBC namespaces");
+    let topo = Topology::new();
+    topo.warm_neighbours();
+    p.done("ready");
+    let max = previous.calibration.rate.max(1000.0) as u64;
+    let (skb_rate, skb_points) = skb_points(opts, &topo, &plan, max, p)?;
+    Ok(Results {
+        skb_rate,
+        skb_points,
+        skb_separate: Some(date_now()),
         ..previous
     })
 }

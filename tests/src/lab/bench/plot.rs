@@ -18,6 +18,7 @@ fn colour(d: Defence) -> RGBColor {
         Defence::Shield => RGBColor(44, 160, 44),
         Defence::NftGlobal => RGBColor(148, 103, 189),
         Defence::ShieldVerify => RGBColor(23, 190, 207),
+        Defence::ShieldGeneric => RGBColor(188, 189, 34),
     }
 }
 
