@@ -592,30 +592,9 @@ fn short_of_the_cpu_goal(r: &Results) -> Option<String> {
     })
 }
 
-/// Observations computed from the points, for the text under the table.
-fn flood_observations(r: &Results) -> String {
-    let mut s = String::new();
-    let mut worst: Vec<(Defence, f64, FloodRate)> = Vec::new();
-    for d in Defence::ALL {
-        let lowest = r
-            .points
-            .iter()
-            .filter(|p| p.defence == d && p.rate != FloodRate::Off)
-            .map(|p| (p.legit_success(), p.rate))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((x, rate)) = lowest {
-            worst.push((d, x, rate));
-        }
-    }
-    let _ = writeln!(s, "Lowest legitimate success under any flood rate:\n");
-    for (d, x, rate) in &worst {
-        if *x < 1.0 {
-            let _ = writeln!(s, "- {}: {} (at {})", d.label(), pct(*x), rate.label());
-        } else {
-            let _ = writeln!(s, "- {}: 100 % at every rate", d.label());
-        }
-    }
-    // Where SIP Shield is not ahead, said plainly.
+/// Where SIP Shield was not ahead in this run, said plainly: one sentence
+/// per comparison it lost.
+fn behind(r: &Results) -> Vec<String> {
     let mut behind = Vec::new();
     for p in r.points.iter().filter(|p| p.defence == Defence::Shield) {
         for other in [Defence::Nftables, Defence::Pike] {
@@ -670,6 +649,33 @@ fn flood_observations(r: &Results) -> String {
             bl.shield_batch_secs
         ));
     }
+    behind
+}
+
+/// Observations computed from the points, for the text under the table.
+fn flood_observations(r: &Results) -> String {
+    let mut s = String::new();
+    let mut worst: Vec<(Defence, f64, FloodRate)> = Vec::new();
+    for d in Defence::ALL {
+        let lowest = r
+            .points
+            .iter()
+            .filter(|p| p.defence == d && p.rate != FloodRate::Off)
+            .map(|p| (p.legit_success(), p.rate))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((x, rate)) = lowest {
+            worst.push((d, x, rate));
+        }
+    }
+    let _ = writeln!(s, "Lowest legitimate success under any flood rate:\n");
+    for (d, x, rate) in &worst {
+        if *x < 1.0 {
+            let _ = writeln!(s, "- {}: {} (at {})", d.label(), pct(*x), rate.label());
+        } else {
+            let _ = writeln!(s, "- {}: 100 % at every rate", d.label());
+        }
+    }
+    let behind = behind(r);
     let _ = writeln!(s);
     if behind.is_empty() {
         let _ = writeln!(
