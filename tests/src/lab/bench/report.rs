@@ -48,20 +48,17 @@ fn at(r: &Results, d: Defence, rate: FloodRate) -> Option<&Point> {
     r.points.iter().find(|p| p.defence == d && p.rate == rate)
 }
 
-/// The headline comparisons, as sentences computed from the numbers
-/// (the README quotes them).
-pub fn headlines(r: &Results) -> Vec<String> {
+/// The headlines at the highest paced rate, where every set-up was
+/// offered the same flood: SBC CPU, and CPU per million drops.
+fn paced_headlines(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     // The highest paced rate: every set-up was offered the same flood.
     let paced = r
         .points
         .iter()
-        .filter_map(|p| {
-            if let FloodRate::Pps(n) = p.rate {
-                Some(n)
-            } else {
-                None
-            }
+        .filter_map(|p| match p.rate {
+            FloodRate::Pps(n) => Some(n),
+            _ => None,
         })
         .max();
     if let Some(n) = paced {
@@ -93,6 +90,13 @@ pub fn headlines(r: &Results) -> Vec<String> {
             ));
         }
     }
+    out
+}
+
+/// The headline comparisons, as sentences computed from the numbers
+/// (the README quotes them).
+pub fn headlines(r: &Results) -> Vec<String> {
+    let mut out = paced_headlines(r);
     let max = FloodRate::Max;
     if let (Some(s), Some(n), Some(k), Some(none)) =
         (at(r, Defence::Shield, max), at(r, Defence::Nftables, max), at(r, Defence::Pike, max), at(r, Defence::None, max))
