@@ -415,60 +415,67 @@ fn forgery_goal(r: &SpoofResults) -> Option<String> {
     ))
 }
 
+/// The reading's first two points: SIP Shield with and without the
+/// budget at full speed, and what the budget costs newcomers.
+fn budget_reading(r: &SpoofResults) -> Option<String> {
+    let max = FloodRate::Max;
+    let (v, sh) = (at(r, Defence::ShieldVerify, max)?, at(r, Defence::Shield, max)?);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- Without `[verify]` SIP Shield passes a spoofed flood: every forged source is new and within its \
+         per-source limits, so at {} packets/s Kamailio got {} requests ({} from forged sources), registered \
+         subscribers succeeded {} and trunk calls {}. The sender reached fewer packets/s against it than against \
+         the others because on this machine the receive path runs on the sender's CPU, and with `[verify]` off \
+         the XDP program creates per-source state for every forged packet (section 4's \"100k new sources\" \
+         row). With the budget on, Kamailio got {} requests, registered subscribers succeeded {} and trunk \
+         calls {}.",
+        thousands(sh.flood.rate as u64),
+        thousands(sh.kamailio_requests),
+        thousands(sh.spoofed_at_kamailio),
+        pct(share(sh.registrations_ok, sh.registrations)),
+        pct(share(sh.calls_ok, sh.calls)),
+        thousands(v.kamailio_requests),
+        pct(share(v.registrations_ok, v.registrations)),
+        pct(share(v.calls_ok, v.calls))
+    );
+    let paced: Vec<String> = r
+        .points
+        .iter()
+        .filter(|p| p.defence == Defence::ShieldVerify && matches!(p.rate, FloodRate::Pps(_)))
+        .map(|p| {
+            format!(
+                "{} at {}",
+                frac(p.newcomers_ok, p.newcomers),
+                p.rate.label()
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "- First registrations from new addresses during the flood, behind the budget: {} at the highest rate \
+         ({}). A newcomer is indistinguishable from a forged source until Kamailio sends it a 200 OK, so its \
+         REGISTER competes with the flood for the same {}/s: against a smooth flood about {} in {} of its \
+         packets gets through, and sipp gives up after its retransmissions. In the paced rows ({}) the gaps \
+         between the generator's bursts let it through (see the method above). This is the price of the budget; \
+         an operator who must admit unknown sources during an attack lists them in `[verify] cidrs` or raises \
+         the budget.",
+        frac(v.newcomers_ok, v.newcomers),
+        thousands(v.flood.rate as u64),
+        r.budget_per_second,
+        r.budget_per_second,
+        thousands(v.flood.rate.max(1.0) as u64),
+        paced.join(", ")
+    );
+    Some(s)
+}
+
 /// The reading, with the numbers it rests on.
 fn reading(r: &SpoofResults) -> String {
     let mut s = String::from("Reading:\n\n");
     let max = FloodRate::Max;
-    if let (Some(v), Some(sh)) = (
-        at(r, Defence::ShieldVerify, max),
-        at(r, Defence::Shield, max),
-    ) {
-        let _ = writeln!(
-            s,
-            "- Without `[verify]` SIP Shield passes a spoofed flood: every forged source is new and within its \
-             per-source limits, so at {} packets/s Kamailio got {} requests ({} from forged sources), registered \
-             subscribers succeeded {} and trunk calls {}. The sender reached fewer packets/s against it than against \
-             the others because on this machine the receive path runs on the sender's CPU, and with `[verify]` off \
-             the XDP program creates per-source state for every forged packet (section 4's \"100k new sources\" \
-             row). With the budget on, Kamailio got {} requests, registered subscribers succeeded {} and trunk \
-             calls {}.",
-            thousands(sh.flood.rate as u64),
-            thousands(sh.kamailio_requests),
-            thousands(sh.spoofed_at_kamailio),
-            pct(share(sh.registrations_ok, sh.registrations)),
-            pct(share(sh.calls_ok, sh.calls)),
-            thousands(v.kamailio_requests),
-            pct(share(v.registrations_ok, v.registrations)),
-            pct(share(v.calls_ok, v.calls))
-        );
-        let paced: Vec<String> = r
-            .points
-            .iter()
-            .filter(|p| p.defence == Defence::ShieldVerify && matches!(p.rate, FloodRate::Pps(_)))
-            .map(|p| {
-                format!(
-                    "{} at {}",
-                    frac(p.newcomers_ok, p.newcomers),
-                    p.rate.label()
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            "- First registrations from new addresses during the flood, behind the budget: {} at the highest rate \
-             ({}). A newcomer is indistinguishable from a forged source until Kamailio sends it a 200 OK, so its \
-             REGISTER competes with the flood for the same {}/s: against a smooth flood about {} in {} of its \
-             packets gets through, and sipp gives up after its retransmissions. In the paced rows ({}) the gaps \
-             between the generator's bursts let it through (see the method above). This is the price of the budget; \
-             an operator who must admit unknown sources during an attack lists them in `[verify] cidrs` or raises \
-             the budget.",
-            frac(v.newcomers_ok, v.newcomers),
-            thousands(v.flood.rate as u64),
-            r.budget_per_second,
-            r.budget_per_second,
-            thousands(v.flood.rate.max(1.0) as u64),
-            paced.join(", ")
-        );
+    if let Some(lines) = budget_reading(r) {
+        s.push_str(&lines);
     }
     if let Some(line) = forgery_reading(r) {
         let _ = writeln!(s, "{line}");
