@@ -34,19 +34,23 @@ fn series(points: &[Point], d: Defence, value: impl Fn(&Point) -> f64) -> Vec<(f
     v
 }
 
-pub fn draw(points: &[Point], path: &Path) -> Result<()> {
-    let e = |e: DrawingAreaErrorKind<std::io::Error>| anyhow!("plot: {e}");
-    let flood: Vec<&Point> = points
-        .iter()
-        .filter(|p| p.rate != FloodRate::Off && p.flood.rate > 0.0)
-        .collect();
-    if flood.is_empty() {
-        return Err(anyhow!("plot: no flood measurements"));
-    }
-    let root = SVGBackend::new(path, (1500, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(e)?;
-    let (legend, body) = root.split_vertically(44);
-    // The legend: one entry per defence across the top.
+/// One panel of the figure: title, y label, y range, the value per point.
+type Panel<'a> = (
+    &'a str,
+    &'a str,
+    std::ops::Range<f64>,
+    &'a dyn Fn(&Point) -> f64,
+);
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+fn plot_err(e: DrawingAreaErrorKind<std::io::Error>) -> anyhow::Error {
+    anyhow!("plot: {e}")
+}
+
+/// The legend: one entry per defence across the top.
+fn draw_legend(legend: &Area) -> Result<()> {
+    let e = plot_err;
     for (i, d) in Defence::ALL.iter().enumerate() {
         let x = 90 + i as i32 * 340;
         let c = colour(*d);
@@ -63,6 +67,57 @@ pub fn draw(points: &[Point], path: &Path) -> Result<()> {
             .draw(&Text::new(d.label(), (x + 38, 16), ("sans-serif", 15)))
             .map_err(e)?;
     }
+    Ok(())
+}
+
+/// One panel: a line per defence against the flood rate `x` (log scale).
+fn draw_panel(area: &Area, panel: Panel, points: &[Point], x: std::ops::Range<f64>) -> Result<()> {
+    let e = plot_err;
+    let (title, ylabel, yrange, value) = panel;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x.log_scale(), yrange)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("flood offered (thousand packets/s, log scale)")
+        .y_desc(ylabel)
+        .label_style(("sans-serif", 13))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(e)?;
+    for d in Defence::ALL {
+        let s = series(points, d, value);
+        if s.is_empty() {
+            continue;
+        }
+        let c = colour(d);
+        chart
+            .draw_series(LineSeries::new(s.clone(), c.stroke_width(2)))
+            .map_err(e)?;
+        chart
+            .draw_series(s.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
+pub fn draw(points: &[Point], path: &Path) -> Result<()> {
+    let e = plot_err;
+    let flood: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.rate != FloodRate::Off && p.flood.rate > 0.0)
+        .collect();
+    if flood.is_empty() {
+        return Err(anyhow!("plot: no flood measurements"));
+    }
+    let root = SVGBackend::new(path, (1500, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let (legend, body) = root.split_vertically(44);
+    draw_legend(&legend)?;
     let areas = body.split_evenly((1, 3));
     let xmin = flood
         .iter()
@@ -86,12 +141,6 @@ pub fn draw(points: &[Point], path: &Path) -> Result<()> {
         * 1.1;
     let ymax_reg = flood.iter().map(|p| p.registration_ms).fold(10.0, f64::max) * 1.1;
 
-    type Panel<'a> = (
-        &'a str,
-        &'a str,
-        std::ops::Range<f64>,
-        &'a dyn Fn(&Point) -> f64,
-    );
     let panels: [Panel; 3] = [
         (
             "Legitimate registrations + calls that succeeded",
@@ -112,35 +161,8 @@ pub fn draw(points: &[Point], path: &Path) -> Result<()> {
             &|p: &Point| p.registration_ms,
         ),
     ];
-    for (area, (title, ylabel, yrange, value)) in areas.iter().zip(panels) {
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d((xmin..xmax).log_scale(), yrange)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("flood offered (thousand packets/s, log scale)")
-            .y_desc(ylabel)
-            .label_style(("sans-serif", 13))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(e)?;
-        for d in Defence::ALL {
-            let s = series(points, d, value);
-            if s.is_empty() {
-                continue;
-            }
-            let c = colour(d);
-            chart
-                .draw_series(LineSeries::new(s.clone(), c.stroke_width(2)))
-                .map_err(e)?;
-            chart
-                .draw_series(s.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
-                .map_err(e)?;
-        }
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel, points, xmin..xmax)?;
     }
     root.present().map_err(e)?;
     Ok(())
