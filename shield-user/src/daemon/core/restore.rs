@@ -1,6 +1,5 @@
 //! Start-up: the ban book, the store and the kernel maps brought together.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -181,7 +180,11 @@ impl Core {
                         what: "reading the ban maps",
                         source: e,
                     });
-                    r.map(|dump| (dump, t.elapsed()))
+                    // In the book's order, for `trust_kernel`'s merge.
+                    r.map(|mut dump| {
+                        dump.sort_unstable_by_key(|&(net, _)| net);
+                        (dump, t.elapsed())
+                    })
                 })
             } else {
                 let t = Instant::now();
@@ -221,40 +224,42 @@ impl Core {
 
     /// Adopted maps in step with the store: the kernel's set of bans and
     /// expiries wins; the store's records supply origin and reason. Run on
-    /// every restart, so the usual case (the same bans on both sides) is a
-    /// single lookup per ban.
+    /// every restart: `kernel` comes sorted, so it is walked beside the
+    /// book (both in network order) in one sequential pass.
     fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
         let mut out = KernelBans::default();
-        let mut matched = 0;
+        let mut unknown = Vec::new();
+        // In the store but not live in the kernel: lifted by a write the
+        // store missed, or expired there.
+        let mut gone = Vec::new();
+        let mut book = self.book.iter_mut().peekable();
         for &(net, expires_ns) in &kernel {
-            let Some(expiry) = kernel_expiry(expires_ns, now) else {
-                out.stale.push(net);
-                continue;
-            };
-            match self.book.get_mut(&net) {
-                Some(b) => {
-                    b.expiry = expiry;
-                    matched += 1;
-                }
-                None => self.adopt_unknown(net, expiry, now, &mut out),
+            while let Some((n, _)) = book.next_if(|(n, _)| **n < net) {
+                gone.push(*n);
             }
+            let in_book = book.next_if(|(n, _)| **n == net);
+            match (kernel_expiry(expires_ns, now), in_book) {
+                (None, b) => {
+                    out.stale.push(net);
+                    gone.extend(b.map(|(n, _)| *n));
+                }
+                (Some(expiry), Some((_, ban))) => ban.expiry = expiry,
+                (Some(expiry), None) => unknown.push((net, expiry)),
+            }
+        }
+        gone.extend(book.map(|(n, _)| *n));
+        for n in &gone {
+            self.book.remove(n);
+        }
+        out.lifted = gone.len();
+        for (net, expiry) in unknown {
+            self.adopt_unknown(net, expiry, now, &mut out);
         }
         if out.only_kernel > 0 {
             tracing::warn!(
                 bans = out.only_kernel,
                 "the previous shieldd stopped with changes it had not saved: kept bans found only in the pinned maps as local bans (origin kernel); `shieldctl unban` lifts them"
             );
-        }
-        // In the store but not live in the kernel: lifted by a write the
-        // store missed, or expired there. Rare, so only then is a set built.
-        if matched + out.only_kernel < self.book.len() {
-            let stale: HashSet<&IpNet> = out.stale.iter().collect();
-            let live: HashSet<IpNet> = kernel
-                .iter()
-                .map(|(n, _)| *n)
-                .filter(|n| !stale.contains(n))
-                .collect();
-            out.lifted = self.book.retain(|n| live.contains(n));
         }
         out
     }

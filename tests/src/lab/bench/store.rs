@@ -98,9 +98,20 @@ pub struct StartFigures {
     pub attach_ms: u64,
     /// The start inside shieldd (maps to pinned program).
     pub core_ms: u64,
+    /// CPU time shieldd had used by then, all its threads (user + system):
+    /// what the start costs, whatever else runs on the machine.
+    pub cpu_ms: u64,
 }
 
 impl StartFigures {
+    /// The figures of the start of `d`, which was ready after `ready`.
+    fn of_daemon(ready: Duration, d: &Shieldd) -> StartFigures {
+        StartFigures {
+            cpu_ms: process_cpu_ms(d.pid()),
+            ..StartFigures::of(ready, &d.log_text())
+        }
+    }
+
     /// The figures of the last start logged in `log`, ready after `ready`.
     fn of(ready: Duration, log: &str) -> StartFigures {
         let line = log.lines().rfind(|l| l.contains("start timings")).unwrap_or("");
@@ -116,16 +127,18 @@ impl StartFigures {
             waited_ms: f("waited_ms"),
             attach_ms: f("attach_ms"),
             core_ms: f("ms"),
+            cpu_ms: 0,
         }
     }
 
     /// One line: the time and its parts.
     fn describe(&self) -> String {
         format!(
-            "{:.2} s (in shieldd {} ms: maps {} ms, then beside the verifier's {} ms: store read {} ms, \
+            "{:.2} s (in shieldd {} ms, CPU {} ms: maps {} ms, then beside the verifier's {} ms: store read {} ms, \
              restore {} ms [book {} ms | ban maps {} ms], then waited for the verifier {} ms, attach {} ms)",
             self.ready_secs,
             self.core_ms,
+            self.cpu_ms,
             self.maps_ms,
             self.verifier_ms,
             self.store_read_ms,
@@ -135,6 +148,25 @@ impl StartFigures {
             self.waited_ms,
             self.attach_ms
         )
+    }
+}
+
+/// User + system CPU time of process `pid` so far, all its threads
+/// (`/proc/PID/stat`, in clock ticks); 0 if unreadable.
+fn process_cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    // utime and stime are fields 14 and 15 of stat; `rest` starts at 3.
+    let tick = |i: usize| f.get(i).and_then(|w| w.parse::<u64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) * 1000 / hz,
+        _ => 0,
     }
 }
 
@@ -148,7 +180,11 @@ fn field_ms(line: &str, key: &str) -> u64 {
 
 /// The median of the starts' `ready_secs` (0 if none).
 pub fn median_ready(starts: &[StartFigures]) -> f64 {
-    let mut v: Vec<f64> = starts.iter().map(|s| s.ready_secs).collect();
+    median(starts, |s| s.ready_secs)
+}
+
+fn median(starts: &[StartFigures], of: impl Fn(&StartFigures) -> f64) -> f64 {
+    let mut v: Vec<f64> = starts.iter().map(of).collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -249,7 +285,7 @@ fn start_rounds(d: &mut Shieldd, count: u32, rounds: usize, r: &mut StoreLoad, p
         if !log.lines().rfind(|l| l.contains("bans restored")).is_some_and(|l| l.contains("adopted_maps=false")) {
             bail!("the start did not make fresh maps:\n{log}");
         }
-        r.fresh.push(StartFigures::of(ready, &log));
+        r.fresh.push(StartFigures::of_daemon(ready, d));
         let active = d.status()?.bans_active;
         if active != u64::from(count) {
             bail!("shieldd restored {active} of {count} bans");
@@ -260,7 +296,7 @@ fn start_rounds(d: &mut Shieldd, count: u32, rounds: usize, r: &mut StoreLoad, p
         if !log.lines().rfind(|l| l.contains("bans restored")).is_some_and(|l| l.contains("maps_trusted=true")) {
             bail!("the restart did not adopt the pinned maps:\n{log}");
         }
-        r.adopt.push(StartFigures::of(ready, &log));
+        r.adopt.push(StartFigures::of_daemon(ready, d));
         let active = d.status()?.bans_active;
         if active != u64::from(count) {
             bail!("shieldd kept {active} of {count} bans on a restart");
@@ -297,7 +333,7 @@ pub fn run(
     progress("shieldd start with an empty store");
     {
         let d = cfg("empty").start(sbc)?;
-        r.empty = StartFigures::of(d.ready_after, &d.log_text());
+        r.empty = StartFigures::of_daemon(d.ready_after, &d);
         drop(d);
     }
 
@@ -365,6 +401,16 @@ pub fn starts(r: &StoreLoad) -> String {
         fresh,
         adopt / empty,
         adopt
+    );
+    let cpu = |starts: &[StartFigures]| median(starts, |s| s.cpu_ms as f64);
+    let empty_cpu = (r.empty.cpu_ms as f64).max(1.0);
+    s += &format!(
+        "  shieldd's CPU time (median): empty {} ms, fresh {:.0} ms ({:.2}x), adopting {:.0} ms ({:.2}x)\n",
+        r.empty.cpu_ms,
+        cpu(&r.fresh),
+        cpu(&r.fresh) / empty_cpu,
+        cpu(&r.adopt),
+        cpu(&r.adopt) / empty_cpu
     );
     s
 }
