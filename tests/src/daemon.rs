@@ -497,6 +497,21 @@ impl PinnedBans {
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         self.map.get(&addr.octets(), 0).is_ok()
     }
+
+    /// Writes a ban by hand (as `bpftool map update` would), until the
+    /// monotonic `expires_ns` (0 = forever).
+    pub fn insert(&mut self, addr: Ipv4Addr, expires_ns: u64) -> Result<()> {
+        self.map
+            .insert(&addr.octets(), &BanValue::until(expires_ns), 0)
+            .with_context(|| format!("writing {addr} into BANS_V4"))
+    }
+
+    /// Deletes a ban by hand.
+    pub fn remove(&mut self, addr: Ipv4Addr) -> Result<()> {
+        self.map
+            .remove(&addr.octets())
+            .with_context(|| format!("deleting {addr} from BANS_V4"))
+    }
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `within`.
