@@ -513,6 +513,36 @@ mod tests {
             .any(|r| r.origin == "manual" && r.expires_ms == Some(1_160_000)));
     }
 
+    /// Records in any order give the book in network order; of two
+    /// records of one network the later wins (as inserting them one by
+    /// one did); equal reasons share one allocation.
+    #[test]
+    fn restore_orders_the_book_and_the_later_record_wins() {
+        let now = clock(5, 1100);
+        let rec = |n: &str, reason: &str| BanRecord {
+            net: net(n),
+            origin: "manual".into(),
+            reason: reason.into(),
+            created_ms: 0,
+            expires_ms: None,
+        };
+        let recs = vec![
+            rec("203.0.113.9/32", "a"),
+            rec("2001:db8::1/128", "a"),
+            rec("192.0.2.1/32", "first"),
+            rec("198.51.100.0/24", "a"),
+            rec("192.0.2.1/32", "second"),
+        ];
+        let mut book = BanBook::default();
+        let r = book.restore(recs, vec![], &now);
+        assert_eq!(r.restored, 5);
+        let order: Vec<String> = book.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(order, ["192.0.2.1/32", "198.51.100.0/24", "203.0.113.9/32", "2001:db8::1/128"]);
+        assert_eq!(&*book.get(&net("192.0.2.1/32")).unwrap().reason, "second");
+        let a = &book.get(&net("203.0.113.9/32")).unwrap().reason;
+        assert!(Arc::ptr_eq(a, &book.get(&net("2001:db8::1/128")).unwrap().reason));
+    }
+
     #[test]
     fn expiry_and_cover() {
         let now = clock(10, 10);
