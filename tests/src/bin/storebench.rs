@@ -56,7 +56,7 @@ fn real_main() -> Result<()> {
         eprintln!("storebench: {s}")
     })?;
     if a.starts_only {
-        print!("Start with {} bans, from spawning shieldd until `shieldctl status` answers:\n{}", r.count, store::starts(&r));
+        print!("Start with {} bans, from spawning shieldd until its control socket answers `status`:\n{}", r.count, store::starts(&r));
         return Ok(());
     }
     let table = store::table(&r);

@@ -75,7 +75,7 @@ pub struct StoreLoad {
     pub ctl_status: Percentiles,
 }
 
-/// One shieldd start: from its spawn until `shieldctl status` answers,
+/// One shieldd start: from its spawn until its control socket answers `status`,
 /// and where the time went by its `start timings` log line (ms).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StartFigures {
@@ -404,13 +404,18 @@ pub fn starts(r: &StoreLoad) -> String {
     );
     let cpu = |starts: &[StartFigures]| median(starts, |s| s.cpu_ms as f64);
     let empty_cpu = (r.empty.cpu_ms as f64).max(1.0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     s += &format!(
-        "  shieldd's CPU time (median): empty {} ms, fresh {:.0} ms ({:.2}x), adopting {:.0} ms ({:.2}x)\n",
+        "  shieldd's CPU time (median): empty {} ms, fresh {:.0} ms ({:.2}x), adopting {:.0} ms ({:.2}x); \
+         spread perfectly over this machine's {cpus} CPUs no start with bans can take less than \
+         fresh {:.2} s, adopting {:.2} s\n",
         r.empty.cpu_ms,
         cpu(&r.fresh),
         cpu(&r.fresh) / empty_cpu,
         cpu(&r.adopt),
-        cpu(&r.adopt) / empty_cpu
+        cpu(&r.adopt) / empty_cpu,
+        cpu(&r.fresh) / 1e3 / cpus,
+        cpu(&r.adopt) / 1e3 / cpus
     );
     s
 }
@@ -452,7 +457,7 @@ pub fn table(r: &StoreLoad) -> String {
         ratio(r.bans_per_sec_session, r.status_per_sec_session)
     );
     s += &format!(
-        "Start, from spawning shieldd until `shieldctl status` answers:\n{}",
+        "Start, from spawning shieldd until its control socket answers `status`:\n{}",
         starts(r)
     );
     let (fresh, adopt) = (median_ready(&r.fresh), median_ready(&r.adopt));
