@@ -205,6 +205,56 @@ fn pinned_maps_the_store_is_not_in_step_with_do_not_override_it() {
     assert_eq!(stored_bans(&d).len(), HOSTS as usize + 4);
 }
 
+/// Pinned maps the store is in step with, changed by hand while no
+/// shieldd ran: the restart takes the kernel's word on what is banned and
+/// until when (the book is walked beside the kernel's sorted dump): a ban
+/// only the kernel holds is kept (origin `kernel`), one deleted or expired
+/// there is gone, an expiry changed there is the one listed.
+#[test]
+fn in_step_maps_changed_while_no_shieldd_ran_win_at_the_restart() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    d.start();
+    let ip = |last: u8| Ipv4Addr::new(198, 51, 100, last);
+    for last in 10..14 {
+        d.ctl_ok(&["ban", &ip(last).to_string(), "--duration", "1h"]);
+    }
+    assert!(d.terminate().success());
+
+    let mut bans = d.ban_map().expect("pinned BANS_V4");
+    bans.remove(ip(11)).expect("remove");
+    // 1 ns after boot: long past.
+    bans.insert(ip(12), 1).expect("expire");
+    let two_hours = shield::kernel::monotonic_ns() + 7200 * 1_000_000_000;
+    bans.insert(ip(13), two_hours).expect("extend");
+    bans.insert(ip(14), 0).expect("add");
+    drop(bans);
+
+    d.start();
+    let log = d.log_text();
+    let line = log.lines().rfind(|l| l.contains("bans restored")).expect("restore logged");
+    for want in ["maps_trusted=true", "kernel_only=1", "lifted_in_kernel=2", "expired_in_kernel=1"] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    let listed: HashSet<String> = d
+        .bans()
+        .iter()
+        .map(|b| b["net"].as_str().expect("net").to_string())
+        .collect();
+    let want: HashSet<String> = [10, 13, 14].map(|l| format!("{}/32", ip(l))).into();
+    assert_eq!(listed, want);
+    let only_kernel = d.ban_of("198.51.100.14/32").expect("kept");
+    assert_eq!(only_kernel["origin"], "kernel");
+    let left = d.ban_of("198.51.100.13/32").expect("kept")["expires_in_secs"]
+        .as_u64()
+        .expect("left");
+    assert!((7100..=7200).contains(&left), "the kernel's expiry wins: {left} s left");
+    let kernel = kernel_hosts(&d);
+    assert!(!kernel.contains(&ip(12)), "the expired entry is removed from BANS_V4");
+    assert!(kernel.contains(&ip(10)) && kernel.contains(&ip(14)));
+    assert_eq!(stored_bans(&d), want, "the store is brought in step");
+}
+
 #[test]
 fn an_unreadable_line_is_kept_aside_and_no_ban_is_lost() {
     let lab = Lab::new();

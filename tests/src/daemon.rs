@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use shield::control::protocol::{BannedReply, Lasts, StatsReply, StatusReply, VerifiedReply};
+use shield::control::client;
+use shield::control::protocol::{
+    BannedReply, Lasts, Request, StatsReply, Status, StatusReply, VerifiedReply,
+};
 use shield::kernel::MapId;
 use shield_common::BanValue;
 
@@ -190,7 +193,7 @@ impl Shieldd {
         Ok(())
     }
 
-    /// Starts `shieldd` and waits until `shieldctl status` answers; the time
+    /// Starts `shieldd` and waits until a `status` request over its control socket answers; the time
     /// that took (also in [`Shieldd::ready_after`]).
     pub fn try_start(&mut self) -> Result<Duration> {
         if self.is_running() {
@@ -211,7 +214,10 @@ impl Shieldd {
                     self.log_tail(30)
                 );
             }
-            if self.try_ctl(&["status"]).is_ok_and(|o| o.status.success()) {
+            // Asked in-process, every 5 ms: a shieldctl process per poll
+            // would take CPU from the start it times.
+            let status = Request::Status(Status {});
+            if client::request(&self.socket, &status, Duration::from_secs(5)).is_ok_and(|r| r.ok) {
                 self.ready_after = t.elapsed();
                 return Ok(self.ready_after);
             }
@@ -221,7 +227,7 @@ impl Shieldd {
                     self.log_tail(30)
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -490,6 +496,21 @@ pub struct PinnedBans {
 impl PinnedBans {
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         self.map.get(&addr.octets(), 0).is_ok()
+    }
+
+    /// Writes a ban by hand (as `bpftool map update` would), until the
+    /// monotonic `expires_ns` (0 = forever).
+    pub fn insert(&mut self, addr: Ipv4Addr, expires_ns: u64) -> Result<()> {
+        self.map
+            .insert(&addr.octets(), &BanValue::until(expires_ns), 0)
+            .with_context(|| format!("writing {addr} into BANS_V4"))
+    }
+
+    /// Deletes a ban by hand.
+    pub fn remove(&mut self, addr: Ipv4Addr) -> Result<()> {
+        self.map
+            .remove(&addr.octets())
+            .with_context(|| format!("deleting {addr} from BANS_V4"))
     }
 }
 

@@ -6,7 +6,7 @@
 //! kernel (what `bpf_ktime_get_ns` compares against) and wall-clock
 //! milliseconds for the ban store (what survives a reboot).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,9 +125,14 @@ pub struct Increment {
     pub maxtime: Duration,
 }
 
+/// Ordered by network: a start builds it from records already in that
+/// order (the snapshot keeps it) in one sequential pass, and compares it
+/// with the kernel's sorted dump in another, where a hash map took a
+/// random memory access per ban (a million of them, most of a start's
+/// user-space time).
 #[derive(Debug, Default)]
 pub struct BanBook {
-    bans: HashMap<IpNet, Ban>,
+    bans: BTreeMap<IpNet, Ban>,
     history: HashMap<IpNet, History>,
 }
 
@@ -175,7 +180,12 @@ impl BanBook {
     }
 
     pub fn clear(&mut self) -> Vec<IpNet> {
-        self.bans.drain().map(|(n, _)| n).collect()
+        std::mem::take(&mut self.bans).into_keys().collect()
+    }
+
+    /// Every ban, in network order, to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&IpNet, &mut Ban)> {
+        self.bans.iter_mut()
     }
 
     /// A banned network that contains `net` (for "not banned as such, but
@@ -271,7 +281,10 @@ impl BanBook {
     }
 
     /// Loads store records: expiries are converted to monotonic time
-    /// (what is left of them), expired ones dropped.
+    /// (what is left of them), expired ones dropped. Records in network
+    /// order (as the snapshot has them) make this one sequential pass;
+    /// any other order is sorted first. Of two records of one network the
+    /// later wins.
     pub fn restore(
         &mut self,
         bans: Vec<BanRecord>,
@@ -279,54 +292,35 @@ impl BanBook {
         now: &Clock,
     ) -> Restored {
         let mut r = Restored::default();
-        self.bans.reserve(bans.len());
-        // Bulk bans share their reasons: one allocation per distinct text.
-        let mut reasons: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-        let mut last_origin: Option<(String, Origin)> = None;
-        // A run of equal reasons is compared, not hashed.
-        let mut last_reason: Option<Arc<str>> = None;
+        let mut texts = Texts::default();
+        let mut book = Vec::with_capacity(bans.len());
         for rec in bans {
             let Some(expiry) = record_expiry(&rec, now) else {
                 r.expired.push(rec.net);
                 continue;
             };
-            let reason = match &last_reason {
-                Some(l) if **l == *rec.reason => l.clone(),
-                _ => match reasons.get(rec.reason.as_str()) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r: Arc<str> = rec.reason.into();
-                        if reasons.len() < 4096 {
-                            reasons.insert(r.clone());
-                        }
-                        r
-                    }
-                },
-            };
-            last_reason = Some(reason.clone());
-            // Bulk bans share their origin too: parsed (and a jail's name
-            // allocated) once per run of equal texts.
-            let origin = match &last_origin {
-                Some((text, o)) if *text == rec.origin => o.clone(),
-                _ => match Origin::from_record(&rec.origin) {
-                    Ok(o) => {
-                        last_origin = Some((rec.origin.clone(), o.clone()));
-                        o
-                    }
-                    Err(e) => {
-                        r.unreadable.push((rec.net, e));
-                        continue;
-                    }
-                },
+            let origin = match texts.origin(&rec.origin) {
+                Ok(o) => o,
+                Err(e) => {
+                    r.unreadable.push((rec.net, e));
+                    continue;
+                }
             };
             let ban = Ban {
                 origin,
-                reason,
+                reason: texts.reason(rec.reason),
                 created_ms: rec.created_ms,
                 expiry,
             };
-            self.bans.insert(rec.net.trunc(), ban);
-            r.restored += 1;
+            book.push((rec.net.trunc(), ban));
+        }
+        r.restored = book.len();
+        if self.bans.is_empty() {
+            // Sorts (a linear check when already in order), then builds
+            // the tree bottom-up.
+            self.bans = book.into_iter().collect();
+        } else {
+            self.bans.extend(book);
         }
         for h in history {
             self.history.insert(
@@ -338,6 +332,47 @@ impl BanBook {
             );
         }
         r
+    }
+}
+
+/// The origin and reason texts of a restore: bulk bans share them, so a
+/// run of equal texts is compared, not parsed or hashed again, and each
+/// distinct reason is allocated once.
+#[derive(Default)]
+struct Texts {
+    reasons: HashSet<Arc<str>>,
+    last_reason: Option<Arc<str>>,
+    last_origin: Option<(String, Origin)>,
+}
+
+impl Texts {
+    fn reason(&mut self, text: String) -> Arc<str> {
+        let reason = match &self.last_reason {
+            Some(l) if **l == *text => l.clone(),
+            _ => match self.reasons.get(text.as_str()) {
+                Some(r) => r.clone(),
+                None => {
+                    let r: Arc<str> = text.into();
+                    if self.reasons.len() < 4096 {
+                        self.reasons.insert(r.clone());
+                    }
+                    r
+                }
+            },
+        };
+        self.last_reason = Some(reason.clone());
+        reason
+    }
+
+    fn origin(&mut self, text: &str) -> Result<Origin, UnknownOrigin> {
+        if let Some((t, o)) = &self.last_origin {
+            if t == text {
+                return Ok(o.clone());
+            }
+        }
+        let o = Origin::from_record(text)?;
+        self.last_origin = Some((text.to_string(), o.clone()));
+        Ok(o)
     }
 }
 
@@ -476,6 +511,36 @@ mod tests {
         assert!(recs
             .iter()
             .any(|r| r.origin == "manual" && r.expires_ms == Some(1_160_000)));
+    }
+
+    /// Records in any order give the book in network order; of two
+    /// records of one network the later wins (as inserting them one by
+    /// one did); equal reasons share one allocation.
+    #[test]
+    fn restore_orders_the_book_and_the_later_record_wins() {
+        let now = clock(5, 1100);
+        let rec = |n: &str, reason: &str| BanRecord {
+            net: net(n),
+            origin: "manual".into(),
+            reason: reason.into(),
+            created_ms: 0,
+            expires_ms: None,
+        };
+        let recs = vec![
+            rec("203.0.113.9/32", "a"),
+            rec("2001:db8::1/128", "a"),
+            rec("192.0.2.1/32", "first"),
+            rec("198.51.100.0/24", "a"),
+            rec("192.0.2.1/32", "second"),
+        ];
+        let mut book = BanBook::default();
+        let r = book.restore(recs, vec![], &now);
+        assert_eq!(r.restored, 5);
+        let order: Vec<String> = book.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(order, ["192.0.2.1/32", "198.51.100.0/24", "203.0.113.9/32", "2001:db8::1/128"]);
+        assert_eq!(&*book.get(&net("192.0.2.1/32")).unwrap().reason, "second");
+        let a = &book.get(&net("203.0.113.9/32")).unwrap().reason;
+        assert!(Arc::ptr_eq(a, &book.get(&net("2001:db8::1/128")).unwrap().reason));
     }
 
     #[test]

@@ -124,7 +124,9 @@ async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>
 
 /// Runs the daemon until a signal or `shieldctl detach`.
 pub async fn run(config: Config) -> Result<Exit, DaemonError> {
+    let t = std::time::Instant::now();
     let store = Store::open(&config.shield.state_dir)?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "store opened");
     let jails = compile_jails(&config.jails)?;
     let gid = server::group_id(&config.control.group)?;
     let control = server::bind(&config.control.socket, gid)?;

@@ -7,6 +7,7 @@
 //! survive a restart.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use aya::{
     maps::MapError,
@@ -96,9 +97,20 @@ pub struct Shield {
     /// The object with its programs; `None` while [`Shield::open`]'s
     /// verifier thread has it.
     ebpf: Option<Ebpf>,
-    /// That thread, until [`Shield::ready`] joins it.
-    verifier: Option<std::thread::JoinHandle<Result<Ebpf, KernelError>>>,
+    /// That thread, until [`Shield::ready`] joins it, with how long the
+    /// verifier took.
+    verifier: Option<std::thread::JoinHandle<(Result<Ebpf, KernelError>, Duration)>>,
     pub maps: ShieldMaps,
+    /// Where the load's time went, for the start-up log.
+    pub times: LoadTimes,
+}
+
+/// How long [`Shield::open`] spent creating (or adopting) the maps, and
+/// the verifier checking the programs (known after [`Shield::ready`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTimes {
+    pub maps: Duration,
+    pub verifier: Duration,
 }
 
 impl Shield {
@@ -126,15 +138,23 @@ impl Shield {
                 loader.map_pin_path(map.name(), dir.join(map.name()));
             }
         }
+        let t = Instant::now();
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| object_error(source, pin_dir))?;
+        let times = LoadTimes {
+            maps: t.elapsed(),
+            verifier: Duration::ZERO,
+        };
         // The map fds are already in the programs' instructions (aya
         // relocates them in `load`); the maps only have to stay open.
         let maps = ShieldMaps::from_ebpf(&mut ebpf)?;
         let verifier = std::thread::Builder::new()
             .name("verifier".into())
-            .spawn(move || verify(ebpf))
+            .spawn(move || {
+                let t = Instant::now();
+                (verify(ebpf), t.elapsed())
+            })
             .map_err(|e| KernelError::Map {
                 map: "(verifier thread)",
                 source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
@@ -146,13 +166,16 @@ impl Shield {
             ebpf: None,
             verifier: Some(verifier),
             maps,
+            times,
         })
     }
 
     /// Waits for the verifier (a no-op once it has answered).
     pub fn ready(&mut self) -> Result<(), KernelError> {
         if let Some(v) = self.verifier.take() {
-            self.ebpf = Some(v.join().expect("the verifier thread does not panic")?);
+            let (ebpf, took) = v.join().expect("the verifier thread does not panic");
+            self.times.verifier = took;
+            self.ebpf = Some(ebpf?);
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ pub use dest::{DestCounts, DestMaps};
 pub use attach::{attach, AttachMode, attach_link, ifindex, pinned_links, Attachment, Mode, PinnedLinkEntry};
 pub use egress::{attach_egress, EgressHook, EgressLink};
 pub use events::{EventReader, EventRing};
-pub use load::{raise_memlock, Capacity, Shield};
+pub use load::{raise_memlock, Capacity, LoadTimes, Shield};
 pub use map_id::MapId;
 pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};

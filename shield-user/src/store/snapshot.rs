@@ -372,9 +372,12 @@ pub(super) fn take(dir: &Path, db: &Path) -> Result<usize, StoreError> {
     let seq: i64 = tx
         .query_row("SELECT coalesce(max(seq), 0) FROM snapshot_changes", [], |r| r.get(0))
         .map_err(fail("reading the change log"))?;
-    let bans = read_bans(&tx, db, BAN_SELECT, [])?;
+    let mut bans = read_bans(&tx, db, BAN_SELECT, [])?;
     let offences = read_offences(&tx, db, OFFENCE_SELECT, [])?;
     drop(tx);
+    // In network order, the ban book's: a start then builds it, and
+    // compares it with the kernel's maps, without sorting a million.
+    bans.sort_unstable_by_key(|b| b.net);
     let token = new_token();
     let file = path(dir);
     write(&file, &encode(token, seq, &bans, &offences)).map_err(|source| StoreError::Io {

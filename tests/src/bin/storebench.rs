@@ -25,6 +25,10 @@ struct Args {
     /// print them: for comparing builds side by side.
     #[arg(long)]
     starts_only: bool,
+    /// Fresh and adopting starts measured, alternately (the figures
+    /// printed are their medians).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -48,11 +52,11 @@ fn real_main() -> Result<()> {
     }
     let topo = Topology::new();
     let dir = repo().join("lab-out/banstore");
-    let r = store::run(&topo.sbc, &dir, a.bans.max(1), a.starts_only, &mut |s| {
+    let r = store::run(&topo.sbc, &dir, a.bans.max(1), a.starts_only, a.rounds, &mut |s| {
         eprintln!("storebench: {s}")
     })?;
     if a.starts_only {
-        println!("start with {}", store::starts(&r));
+        print!("Start with {} bans, from spawning shieldd until its control socket answers `status`:\n{}", r.count, store::starts(&r));
         return Ok(());
     }
     let table = store::table(&r);

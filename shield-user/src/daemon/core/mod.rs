@@ -27,7 +27,7 @@ mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -40,6 +40,54 @@ use crate::config::Config;
 use crate::report::{DetachReply, Escalation};
 use crate::kernel::{self, Attachment, EventRing, KernelError, List, Shield};
 use crate::store::{CliLists, MapsMark, Store, StoreError};
+
+/// Where a start's time went, logged once (`start timings`, in ms; the
+/// bench's start-up figures read it). The store read, and then the
+/// restore, run while the verifier checks the program: `waited` is how
+/// long the verifier still took after the restore.
+#[derive(Debug, Default)]
+struct StartTimes {
+    store_read: Duration,
+    load: kernel::LoadTimes,
+    restore: restore::RestoreTimes,
+    waited: Duration,
+    /// The configuration written and the interfaces attached.
+    apply: Duration,
+    total: Duration,
+}
+
+impl StartTimes {
+    fn log(&self, adopting: bool) {
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::info!(
+            adopted_maps = adopting,
+            maps_ms = ms(self.load.maps),
+            store_read_ms = ms(self.store_read),
+            verifier_ms = ms(self.load.verifier),
+            book_ms = ms(self.restore.book),
+            kernel_ms = ms(self.restore.kernel),
+            restore_ms = ms(self.restore.total),
+            waited_ms = ms(self.waited),
+            attach_ms = ms(self.apply),
+            ms = ms(self.total),
+            cpu_ms = ms(process_cpu()),
+            "start timings"
+        );
+    }
+}
+
+/// CPU time (user and system) this process has used so far, all threads:
+/// a start's cost apart from what other processes take of the CPUs.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
 
 /// A control request's failure.
 #[derive(Debug)]
@@ -165,7 +213,8 @@ impl Core {
         // into the maps, as the verifier takes to check the program: the
         // verifier runs on its own thread (`Shield::open`) until `ready`
         // below, after the restore.
-        let (store, loaded, shield) = std::thread::scope(|s| {
+        let began = Instant::now();
+        let (store, loaded, shield, store_read) = std::thread::scope(|s| {
             let reader = s.spawn(move || {
                 let t = Instant::now();
                 let loaded = store.load();
@@ -176,7 +225,7 @@ impl Core {
             if let Ok(l) = &loaded {
                 tracing::info!(bans = l.bans.len(), from = ?l.read_from, db = %store.path().display(), ms = took.as_millis() as u64, "store read");
             }
-            (store, loaded, shield)
+            (store, loaded, shield, took)
         });
         let mut shield = shield?;
         let loaded = loaded?;
@@ -218,11 +267,22 @@ impl Core {
             calls: super::calls::CallBook::default(),
             auth: crate::daemon::auth::AuthBook::default(),
         };
-        core.restore_bans(loaded, adopting)?;
+        let mut times = StartTimes {
+            store_read,
+            restore: core.restore_bans(loaded, adopting)?,
+            ..StartTimes::default()
+        };
+        let t = Instant::now();
         core.shield.ready()?;
+        times.waited = t.elapsed();
         core.program_id = core.shield.program().info().map(|i| i.id()).unwrap_or(0);
+        let t = Instant::now();
         core.apply(&config)?;
         kernel::pin_program(&mut core.shield, &pin)?;
+        times.apply = t.elapsed();
+        times.load = core.shield.times;
+        times.total = began.elapsed();
+        times.log(adopting);
         Ok((core, events))
     }
 

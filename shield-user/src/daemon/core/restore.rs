@@ -1,7 +1,6 @@
 //! Start-up: the ban book, the store and the kernel maps brought together.
 
-use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -19,6 +18,16 @@ struct KernelBans {
     only_kernel: usize,
     /// Bans the store had that the maps no longer hold.
     lifted: usize,
+}
+
+/// Where a restore's time went: the book built from the store's records,
+/// and beside it the ban maps written (fresh) or read (adopted).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RestoreTimes {
+    pub book: Duration,
+    pub kernel: Duration,
+    /// The whole restore, reconciling and store upkeep included.
+    pub total: Duration,
 }
 
 /// A kernel expiry (monotonic ns, 0 = forever) as an [`Expiry`]; `None`
@@ -75,11 +84,11 @@ impl Core {
     /// (first start, reboot, after detach) or pinned ones the store does
     /// not describe (made by a failed start, or by another state_dir) —
     /// are rebuilt from the store, which wins.
-    pub(super) fn restore_bans(&mut self, loaded: Loaded, adopting: bool) -> Result<(), DaemonError> {
+    pub(super) fn restore_bans(&mut self, loaded: Loaded, adopting: bool) -> Result<RestoreTimes, DaemonError> {
         let t = Instant::now();
         let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
         let now = Clock::now();
-        let (from_store, kernel) = self.book_beside_kernel(loaded, adopting, &now)?;
+        let (from_store, kernel, mut times) = self.book_beside_kernel(loaded, adopting, &now)?;
         for (net, why) in &from_store.unreadable {
             tracing::error!(net = %net, db = %self.store.path().display(), "ban record not restored: {why}");
         }
@@ -122,7 +131,8 @@ impl Core {
             ms = t.elapsed().as_millis() as u64,
             "bans restored"
         );
-        Ok(())
+        times.total = t.elapsed();
+        Ok(times)
     }
 
     /// After the restore, the store names these maps and holds what the
@@ -159,33 +169,46 @@ impl Core {
         loaded: Loaded,
         adopting: bool,
         now: &Clock,
-    ) -> Result<(Restored, Vec<(IpNet, u64)>), DaemonError> {
+    ) -> Result<(Restored, Vec<(IpNet, u64)>, RestoreTimes), DaemonError> {
         let full = self.map_full_error(loaded.bans.len());
         let (book, maps) = (&mut self.book, &mut self.shield.maps);
         std::thread::scope(|s| {
             let kernel = if adopting {
-                s.spawn(move || maps.bans_dump().map_err(|e| DaemonError::Map {
-                    what: "reading the ban maps",
-                    source: e,
-                }))
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let r = maps.bans_dump().map_err(|e| DaemonError::Map {
+                        what: "reading the ban maps",
+                        source: e,
+                    });
+                    // In the book's order, for `trust_kernel`'s merge.
+                    r.map(|mut dump| {
+                        dump.sort_unstable_by_key(|&(net, _)| net);
+                        (dump, t.elapsed())
+                    })
+                })
             } else {
+                let t = Instant::now();
                 let want: Vec<(IpNet, u64)> = loaded
                     .bans
                     .iter()
                     .filter_map(|r| Some((r.net.trunc(), record_expiry(r, now)?.kernel())))
                     .collect();
                 s.spawn(move || match maps.ban_batch(&want) {
-                    Ok(_) => Ok(Vec::new()),
+                    Ok(_) => Ok((Vec::new(), t.elapsed())),
                     Err(e) if e.is_map_full() => Err(DaemonError::Runtime(full)),
                     Err(e) => Err(DaemonError::Map { what: "restoring bans", source: e }),
                 })
             };
             let t = Instant::now();
             let restored = book.restore(loaded.bans, loaded.offences, now);
-            let book_ms = t.elapsed().as_millis() as u64;
-            let kernel = kernel.join().expect("the kernel side does not panic")?;
-            tracing::debug!(book_ms, kernel_ms = t.elapsed().as_millis() as u64, "book and ban maps");
-            Ok((restored, kernel))
+            let book_took = t.elapsed();
+            let (kernel, kernel_took) = kernel.join().expect("the kernel side does not panic")?;
+            let times = RestoreTimes {
+                book: book_took,
+                kernel: kernel_took,
+                total: Duration::ZERO,
+            };
+            Ok((restored, kernel, times))
         })
     }
 
@@ -201,40 +224,42 @@ impl Core {
 
     /// Adopted maps in step with the store: the kernel's set of bans and
     /// expiries wins; the store's records supply origin and reason. Run on
-    /// every restart, so the usual case (the same bans on both sides) is a
-    /// single lookup per ban.
+    /// every restart: `kernel` comes sorted, so it is walked beside the
+    /// book (both in network order) in one sequential pass.
     fn trust_kernel(&mut self, kernel: Vec<(IpNet, u64)>, now: &Clock) -> KernelBans {
         let mut out = KernelBans::default();
-        let mut matched = 0;
+        let mut unknown = Vec::new();
+        // In the store but not live in the kernel: lifted by a write the
+        // store missed, or expired there.
+        let mut gone = Vec::new();
+        let mut book = self.book.iter_mut().peekable();
         for &(net, expires_ns) in &kernel {
-            let Some(expiry) = kernel_expiry(expires_ns, now) else {
-                out.stale.push(net);
-                continue;
-            };
-            match self.book.get_mut(&net) {
-                Some(b) => {
-                    b.expiry = expiry;
-                    matched += 1;
-                }
-                None => self.adopt_unknown(net, expiry, now, &mut out),
+            while let Some((n, _)) = book.next_if(|(n, _)| **n < net) {
+                gone.push(*n);
             }
+            let in_book = book.next_if(|(n, _)| **n == net);
+            match (kernel_expiry(expires_ns, now), in_book) {
+                (None, b) => {
+                    out.stale.push(net);
+                    gone.extend(b.map(|(n, _)| *n));
+                }
+                (Some(expiry), Some((_, ban))) => ban.expiry = expiry,
+                (Some(expiry), None) => unknown.push((net, expiry)),
+            }
+        }
+        gone.extend(book.map(|(n, _)| *n));
+        for n in &gone {
+            self.book.remove(n);
+        }
+        out.lifted = gone.len();
+        for (net, expiry) in unknown {
+            self.adopt_unknown(net, expiry, now, &mut out);
         }
         if out.only_kernel > 0 {
             tracing::warn!(
                 bans = out.only_kernel,
                 "the previous shieldd stopped with changes it had not saved: kept bans found only in the pinned maps as local bans (origin kernel); `shieldctl unban` lifts them"
             );
-        }
-        // In the store but not live in the kernel: lifted by a write the
-        // store missed, or expired there. Rare, so only then is a set built.
-        if matched + out.only_kernel < self.book.len() {
-            let stale: HashSet<&IpNet> = out.stale.iter().collect();
-            let live: HashSet<IpNet> = kernel
-                .iter()
-                .map(|(n, _)| *n)
-                .filter(|n| !stale.contains(n))
-                .collect();
-            out.lifted = self.book.retain(|n| live.contains(n));
         }
         out
     }
