@@ -45,7 +45,7 @@ use shield_common::{
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src};
 use crate::source::now_ns;
-use crate::walk::{W_TO, W_TXN};
+use crate::walk::{W_CID, W_TO};
 
 #[map]
 static CALLS: HashMap<u64, Call> = HashMap::with_max_entries(default_size::CALLS, 0);
@@ -76,9 +76,9 @@ pub(crate) fn invite(ctx: &XdpContext, limited: bool, tcp: bool) -> Result<(), R
     if at == 0 {
         return Ok(());
     }
-    // The To, Call-ID and CSeq lines: found by step 8's walk already, or
-    // now in one walk (an allowlisted or TCP INVITE).
-    let found = crate::walk::shield_walk(c, at >> 16, at & 0xffff, W_TO | W_TXN);
+    // The To and Call-ID lines: found by step 8's walk already (then no
+    // call here), or now in one walk (an allowlisted or TCP INVITE).
+    let found = crate::walk::walk_if_needed(c, at >> 16, at & 0xffff, W_TO | W_CID);
     if found & W_TO != 0 {
         return Ok(());
     }
@@ -230,11 +230,10 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
         return 0;
     };
     let limit = if limited != 0 { cfg.max_per_source } else { 0 };
-    let Some(n) = counter(&s.call.src) else {
-        return 0; // no count to hold: not tracked (never refused for it)
-    };
-    if !reserve(n, limit) {
-        return REFUSED;
+    match take_slot(&s.call.src, limit) {
+        Some(true) => {}
+        Some(false) => return REFUSED,
+        None => return 0, // no count to hold: not tracked (never refused for it)
     }
     s.call.flags = CALL_COUNTED;
     if CALLS.insert(&id, &s.call, BPF_NOEXIST as u64).is_err() {
@@ -248,7 +247,7 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
 /// answered.
 #[inline(always)]
 pub(crate) fn cancel(ctx: &XdpContext, p: &Policy, src: &Src, (pay, plen): (usize, usize)) {
-    crate::txn::walk_ids(ctx, pay, plen);
+    crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, W_CID);
     let key = src_key(src, p);
     let (hi, lo) = split(&key);
     shield_call_cancel(hi, lo);
@@ -380,15 +379,23 @@ pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The caller's in-progress count, created at 0 if it is new.
+/// Takes one of the caller's slots if it has fewer than `limit` (0: no
+/// limit) calls in progress. A new caller's count is created holding
+/// this call (any limit lets a first call through): one insert, no
+/// second lookup and no compare-and-swap. `Some(false)`: refused;
+/// `None`: no count could be made.
 #[inline(always)]
-fn counter(key: &SrcKey) -> Option<*mut u64> {
+fn take_slot(key: &SrcKey, limit: u64) -> Option<bool> {
     if let Some(n) = CALL_COUNTS.get_ptr_mut(key) {
-        return Some(n);
+        return Some(reserve(n, limit));
     }
-    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
-    let _ = CALL_COUNTS.insert(key, &0, BPF_NOEXIST as u64);
-    CALL_COUNTS.get_ptr_mut(key)
+    const _: () = assert!(calls::within_limit(0, 0) && calls::within_limit(0, 1));
+    // BPF_NOEXIST: if another CPU created it meanwhile, theirs stays and
+    // this call reserves in it like any other.
+    if CALL_COUNTS.insert(key, &1, BPF_NOEXIST as u64).is_ok() {
+        return Some(true);
+    }
+    CALL_COUNTS.get_ptr_mut(key).map(|n| reserve(n, limit))
 }
 
 /// Compare-and-swap rounds before giving up: with two CPUs racing on one
