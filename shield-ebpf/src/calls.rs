@@ -21,7 +21,12 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
 
 use aya_ebpf::{
-    bindings::{xdp_md, BPF_NOEXIST},
+    bindings::{
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as TupleV4,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as TupleV6, xdp_md, BPF_F_CURRENT_NETNS,
+        BPF_NOEXIST, BPF_TCP_ESTABLISHED,
+    },
+    helpers::{bpf_sk_lookup_tcp, bpf_sk_release},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, RingBuf},
     programs::XdpContext,
@@ -40,7 +45,7 @@ use shield_common::{
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src};
 use crate::source::now_ns;
-use crate::walk::{W_TO, W_TXN};
+use crate::walk::{W_CID, W_TO};
 
 #[map]
 static CALLS: HashMap<u64, Call> = HashMap::with_max_entries(default_size::CALLS, 0);
@@ -71,9 +76,9 @@ pub(crate) fn invite(ctx: &XdpContext, limited: bool, tcp: bool) -> Result<(), R
     if at == 0 {
         return Ok(());
     }
-    // The To, Call-ID and CSeq lines: found by step 8's walk already, or
-    // now in one walk (an allowlisted or TCP INVITE).
-    let found = crate::walk::shield_walk(c, at >> 16, at & 0xffff, W_TO | W_TXN);
+    // The To and Call-ID lines: found by step 8's walk already (then no
+    // call here), or now in one walk (an allowlisted or TCP INVITE).
+    let found = crate::walk::walk_if_needed(c, at >> 16, at & 0xffff, W_TO | W_CID);
     if found & W_TO != 0 {
         return Ok(());
     }
@@ -105,6 +110,57 @@ pub extern "C" fn shield_call_at() -> u64 {
     }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     unsafe { (*scratch).call_at }
+}
+
+/// 1 if the TCP segment whose addresses and ports `dest::shield_invite_at`
+/// left in `SCRATCH.invite` belongs to a connection this host has
+/// established (the kernel's socket table, `bpf_sk_lookup_tcp`, Linux
+/// 4.20), else 0. The handshake proves the source address: a segment
+/// forged from someone else's address has no such connection (the stack
+/// drops it), so it must not open a call that holds its victim's slot.
+/// A listener or a half-open connection (a SYN, forgeable too) is no
+/// proof; neither is data on the handshake's last ACK or in a SYN (TCP
+/// Fast Open): those calls are not tracked.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_tcp_established(ctx: *mut xdp_md) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let inv = unsafe { &(*scratch).invite };
+    // SAFETY: a plain C struct of integers: all zeros is a value.
+    let mut t: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // The packet's view: its source is the remote end (network order).
+    let (sport, dport) = (inv.sport.to_be(), inv.dport.to_be());
+    let size = if inv.family == FAMILY_V4 {
+        let addr = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        let (saddr, daddr) = (addr(&inv.src), addr(&inv.dst));
+        t.__bindgen_anon_1.ipv4 = TupleV4 { saddr, daddr, sport, dport };
+        core::mem::size_of::<TupleV4>()
+    } else {
+        let words = |a: &[u8; 16]| {
+            let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+            [w(0), w(4), w(8), w(12)]
+        };
+        let (saddr, daddr) = (words(&inv.src), words(&inv.dst));
+        t.__bindgen_anon_1.ipv6 = TupleV6 { saddr, daddr, sport, dport };
+        core::mem::size_of::<TupleV6>()
+    };
+    // SAFETY: `ctx` is the program's context and `t` an initialised tuple
+    // of `size` bytes on this frame; the returned socket is released below.
+    let sk = unsafe {
+        bpf_sk_lookup_tcp(ctx.cast(), &mut t, size as u32, BPF_F_CURRENT_NETNS as u64, 0)
+    };
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: a socket the lookup returned, referenced until the release.
+    let state = unsafe { (*sk).state };
+    // SAFETY: the reference the lookup took, released once.
+    unsafe { bpf_sk_release(sk.cast()) };
+    (state == BPF_TCP_ESTABLISHED as u32) as u64
 }
 
 /// Whether calls are tracked (`CALL_CFG` set by shieldd).
@@ -174,11 +230,10 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
         return 0;
     };
     let limit = if limited != 0 { cfg.max_per_source } else { 0 };
-    let Some(n) = counter(&s.call.src) else {
-        return 0; // no count to hold: not tracked (never refused for it)
-    };
-    if !reserve(n, limit) {
-        return REFUSED;
+    match take_slot(&s.call.src, limit) {
+        Some(true) => {}
+        Some(false) => return REFUSED,
+        None => return 0, // no count to hold: not tracked (never refused for it)
     }
     s.call.flags = CALL_COUNTED;
     if CALLS.insert(&id, &s.call, BPF_NOEXIST as u64).is_err() {
@@ -192,7 +247,7 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
 /// answered.
 #[inline(always)]
 pub(crate) fn cancel(ctx: &XdpContext, p: &Policy, src: &Src, (pay, plen): (usize, usize)) {
-    crate::txn::walk_ids(ctx, pay, plen);
+    crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, W_CID);
     let key = src_key(src, p);
     let (hi, lo) = split(&key);
     shield_call_cancel(hi, lo);
@@ -324,15 +379,23 @@ pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The caller's in-progress count, created at 0 if it is new.
+/// Takes one of the caller's slots if it has fewer than `limit` (0: no
+/// limit) calls in progress. A new caller's count is created holding
+/// this call (any limit lets a first call through): one insert, no
+/// second lookup and no compare-and-swap. `Some(false)`: refused;
+/// `None`: no count could be made.
 #[inline(always)]
-fn counter(key: &SrcKey) -> Option<*mut u64> {
+fn take_slot(key: &SrcKey, limit: u64) -> Option<bool> {
     if let Some(n) = CALL_COUNTS.get_ptr_mut(key) {
-        return Some(n);
+        return Some(reserve(n, limit));
     }
-    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
-    let _ = CALL_COUNTS.insert(key, &0, BPF_NOEXIST as u64);
-    CALL_COUNTS.get_ptr_mut(key)
+    const _: () = assert!(calls::within_limit(0, 0) && calls::within_limit(0, 1));
+    // BPF_NOEXIST: if another CPU created it meanwhile, theirs stays and
+    // this call reserves in it like any other.
+    if CALL_COUNTS.insert(key, &1, BPF_NOEXIST as u64).is_ok() {
+        return Some(true);
+    }
+    CALL_COUNTS.get_ptr_mut(key).map(|n| reserve(n, limit))
 }
 
 /// Compare-and-swap rounds before giving up: with two CPUs racing on one

@@ -37,7 +37,13 @@ pub(crate) const W_UA: u64 = 1;
 pub(crate) const W_TO: u64 = 2;
 pub(crate) const W_TXN: u64 = 4;
 pub(crate) const W_CREDS: u64 = 8;
-const W_ALL: u64 = W_UA | W_TO | W_TXN | W_CREDS;
+/// The Call-ID alone (a call's key): the `c` lines as for `W_TXN`, parsed
+/// by the same parser, but the search settles once the Call-ID is found,
+/// without going on to the CSeq (one line fewer for an INVITE whose
+/// CSeq nothing else reads). A `W_TXN` search finds the same Call-ID, so
+/// it counts as this one too; the two are never open at once.
+pub(crate) const W_CID: u64 = 16;
+const W_ALL: u64 = W_UA | W_TO | W_TXN | W_CREDS | W_CID;
 
 /// At most this many lines are handed to parsers: every kind's budget.
 const WALK_MAX_LINES: usize = UA_MAX_U_LINES + TO_MAX_T_LINES + TXN_MAX_C_LINES + AUTH_MAX_LINES;
@@ -77,6 +83,9 @@ pub extern "C" fn shield_walk(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) 
     let want = want & W_ALL;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let todo = want & !unsafe { (*scratch).walk.searched };
+    // The CSeq search finds the Call-ID too (branch-free: fewer verifier
+    // states through the walk).
+    let todo = todo & !cid_of(todo);
     if todo != 0 && pay <= MAX_PAYLOAD_OFFSET as u64 && plen <= 0xffff {
         begin(scratch, todo);
         // `lines::find_line`'s walk, keeping fewer values live (this frame
@@ -105,15 +114,24 @@ pub extern "C" fn shield_walk(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) 
 fn begin(scratch: *mut Scratch, todo: u64) {
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
-    s.walk.searched |= todo;
-    s.walk.found &= !todo;
+    // A Call-ID and CSeq search is a Call-ID search as well.
+    let covers = todo | cid_of(todo);
+    s.walk.searched |= covers;
+    s.walk.found &= !covers;
     s.walk.open = todo;
     s.walk.letters = letters(todo);
     s.walk.seen = 0;
-    if todo & W_TXN != 0 {
+    if todo & (W_TXN | W_CID) != 0 {
         s.ids = TxnIds::default();
     }
 }
+
+/// `W_CID` if `kinds` has `W_TXN`, else 0.
+#[inline(always)]
+const fn cid_of(kinds: u64) -> u64 {
+    (kinds & W_TXN) << 2
+}
+const _: () = assert!(W_TXN << 2 == W_CID);
 
 /// The first letters (lower case) of the kinds in `kinds`, one per byte.
 #[inline(always)]
@@ -125,7 +143,7 @@ const fn letters(kinds: u64) -> u64 {
     if kinds & W_TO != 0 {
         l |= (b't' as u64) << 8;
     }
-    if kinds & W_TXN != 0 {
+    if kinds & (W_TXN | W_CID) != 0 {
         l |= (b'c' as u64) << 16;
     }
     if kinds & W_CREDS != 0 {
@@ -140,7 +158,7 @@ const fn kind_of(c: u8) -> u64 {
     match c | 0x20 {
         b'u' => W_UA,
         b't' => W_TO,
-        b'c' => W_TXN,
+        b'c' => W_TXN | W_CID, // (only one of them is ever open)
         b'a' | b'p' => W_CREDS,
         _ => 0,
     }
@@ -152,7 +170,7 @@ const fn index_and_budget(kind: u64) -> (u64, u64) {
     match kind {
         W_UA => (0, UA_MAX_U_LINES as u64),
         W_TO => (1, TO_MAX_T_LINES as u64),
-        W_TXN => (2, TXN_MAX_C_LINES as u64),
+        W_TXN | W_CID => (2, TXN_MAX_C_LINES as u64),
         _ => (3, AUTH_MAX_LINES as u64),
     }
 }
@@ -186,7 +204,7 @@ pub extern "C" fn shield_walk_line(ctx: *mut xdp_md, s: u64) -> u64 {
     let r = match kind {
         W_UA => shield_walk_ua(),
         W_TO => shield_walk_to(),
-        W_TXN => shield_walk_txn(),
+        W_TXN | W_CID => shield_walk_txn(),
         W_CREDS => shield_walk_creds(at),
         _ => return LINE_OTHER, // a kind settled earlier in this pass
     };
@@ -233,7 +251,9 @@ pub extern "C" fn shield_walk_to() -> u64 {
 }
 
 /// `txn::txn_line` on `SCRATCH.win` into `SCRATCH.ids`: found once both
-/// are there or the line is garbled.
+/// are there or the line is garbled; for a `W_CID` search, once the
+/// Call-ID is (the same Call-ID a whole search finds: it stops at a
+/// garbled line too).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -241,7 +261,29 @@ pub extern "C" fn shield_walk_txn() -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    lines::take_txn_line(scratch)
+    // Laundered: the parser's exits go on as one verifier state.
+    let r = launder(scratch, lines::take_txn_line(scratch) as usize) as u64 & 3;
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let (open, id) = unsafe { ((*scratch).walk.open, (*scratch).ids.call_id) };
+    if r == LINE_OTHER && open & W_CID != 0 && id.is_some() {
+        return LINE_FOUND;
+    }
+    r
+}
+
+/// The kinds of `want` found, walking first if one of them was not
+/// searched yet on this packet (else no call: the answer is in scratch).
+#[inline(always)]
+pub(crate) fn walk_if_needed(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let (searched, found) = unsafe { ((*scratch).walk.searched, (*scratch).walk.found) };
+    if want & !searched == 0 {
+        return found & want;
+    }
+    shield_walk(ctx, pay, plen, want) & want
 }
 
 /// `auth::auth_name` on `SCRATCH.win`: a credentials line, at packet

@@ -6,7 +6,7 @@
 use shield_common::{auth::auth_method, Method, F_SCAN_UA};
 
 use crate::maps::{DEST_POLICY, POLICY};
-use crate::walk::{W_CREDS, W_TO, W_TXN, W_UA};
+use crate::walk::{W_CID, W_CREDS, W_TO, W_TXN, W_UA};
 
 /// `shield_packet_wants`' `arg`: a status line rather than a request.
 pub(crate) const W_REPLY: u64 = 1 << 16;
@@ -30,14 +30,16 @@ pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
     let calls = crate::calls::on();
     if method == Method::Invite as usize {
         if calls {
-            w |= W_TO | W_TXN;
+            w |= W_TO | W_CID;
         }
         if DEST_POLICY.get(0).is_some_and(|d| d.refuses()) {
             w |= W_TO;
         }
     }
-    if (method == Method::Cancel as usize && calls)
-        || p.verifies(method)
+    if method == Method::Cancel as usize && calls {
+        w |= W_CID;
+    }
+    if p.verifies(method)
         || (arg & W_REPLY != 0 && p.verify_methods != 0)
     {
         w |= W_TXN;

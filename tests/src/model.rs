@@ -44,6 +44,11 @@ pub struct Tables {
     pub calls: shield_common::calls::CallConfig,
     /// `AUTH_CONFIG` on (SPEC §12).
     pub auth_on: bool,
+    /// The host's established TCP connections, as the XDP program's socket
+    /// lookup finds them: (remote address, remote port, local address,
+    /// local port). Only a TCP INVITE on one of these opens a call (SPEC
+    /// §13); a test run with no real connection has none.
+    pub tcp_established: HashSet<(IpAddr, u16, IpAddr, u16)>,
 }
 
 impl Tables {
@@ -850,12 +855,14 @@ impl Model {
 }
 
 /// The payload of the TCP segment at `p.l4` to a TCP-protected port, if
-/// an INVITE starts it: what the kernel's `dest::tcp_invite` reads (all
+/// an INVITE starts it and the connection is established: what the
+/// kernel's `dest::tcp_invite` reads (all
 /// of the frame after the TCP header; its first `HEAD_LEN` bytes in one
 /// load, so a shorter one is never looked at).
 fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u8]> {
     let t = frame.get(p.l4..p.l4 + 20)?;
-    if tables.port_flags(u16::from_be_bytes([t[2], t[3]])) & PORT_TCP == 0 {
+    let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
+    if tables.port_flags(dport) & PORT_TCP == 0 {
         return None;
     }
     let doff = usize::from(t[12] >> 4) * 4;
@@ -867,7 +874,11 @@ fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u
     }
     let payload = &frame[pay..];
     let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
-    (sip::classify(head, payload.len()) == PayloadKind::Request(Method::Invite)).then_some(payload)
+    if sip::classify(head, payload.len()) != PayloadKind::Request(Method::Invite) {
+        return None;
+    }
+    // A segment of no established connection (a forged source) is no call.
+    tables.tcp_established.contains(&(p.src, sport, p.dst, dport)).then_some(payload)
 }
 
 /// The UDP payload (as long as the UDP header says and the frame has).

@@ -4,7 +4,8 @@
 //! plain TCP calls the same way, and over real TCP connections through a
 //! veth pair between two namespaces (XDP and the egress classifier
 //! attached), where the limit drops the INVITE's segment until a slot
-//! frees and the client's TCP sends it again.
+//! frees and the client's TCP sends it again, and a forged-source TCP
+//! INVITE (no handshake) holds no slot.
 
 use shield_common::{
     calls::{CallConfig, CallEvent, CallOutcome, CALLS_ON},
@@ -55,15 +56,13 @@ fn invite(call_id: &str) -> Vec<u8> {
     Frame::udp4(CALLER, 5060, &request("INVITE", call_id, false)).build()
 }
 
-/// `request` at the start of a TCP segment from the caller to port 5060.
-fn tcp_request(src: [u8; 4], method: &str, call_id: &str, to_tag: bool) -> Vec<u8> {
-    let mut f = Frame::tcp4(src, 5060, false, true);
-    f.payload = request(method, call_id, to_tag);
-    f.build()
-}
-
 /// The SBC's reply `status` to `method` of call `call_id`, to the caller.
 fn reply(status: u16, method: &str, call_id: &str) -> Vec<u8> {
+    reply_to(CALLER, status, method, call_id)
+}
+
+/// The SBC's reply `status` to `method` of call `call_id`, to `dst`.
+fn reply_to(dst: [u8; 4], status: u16, method: &str, call_id: &str) -> Vec<u8> {
     let payload = format!(
         "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 192.0.2.30:5062;branch=z9hG4bK{call_id}\r\n\
          From: <sip:alice@sbc>;tag=1\r\nTo: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID: {call_id}\r\n\
@@ -73,7 +72,7 @@ fn reply(status: u16, method: &str, call_id: &str) -> Vec<u8> {
         vlans: vec![],
         l3: L3::V4 {
             src: SBC_V4,
-            dst: CALLER,
+            dst,
             options: vec![],
             frag_offset: 0,
             more_frags: false,
@@ -230,59 +229,96 @@ fn in_progress_of(k: &Kernel, src: [u8; 4]) -> u64 {
     k.shield.maps.calls.in_progress(&src_key_v4(src)).expect("CALL_COUNTS")
 }
 
-/// Plain TCP (SPEC §13): an INVITE starting a segment opens its call like
-/// a UDP one, counted by destination; over the limit it is dropped
-/// `calls` with a report but no 403 (nothing can answer inside a TCP
-/// stream), and its retransmission passes once a slot is free. An
-/// allowlisted source's TCP calls are tracked, never limited.
+/// Plain TCP (SPEC §13): an INVITE starting a segment of a connection
+/// the host has established opens its call like a UDP one, counted by
+/// destination; over the limit it is dropped `calls` with a report but no
+/// 403 (nothing can answer inside a TCP stream), and its retransmission
+/// passes once a slot is free. A segment of no connection (a forged
+/// source: no handshake) opens nothing and counts nothing. An allowlisted
+/// source's TCP calls are tracked, never limited. Test runs in the SBC's
+/// namespace, where the XDP program's socket lookup finds a real
+/// connection from the peer.
 #[test]
 fn tcp_invites_open_calls_and_the_limit_drops_them() {
-    const TRUNK: [u8; 4] = [192, 0, 2, 40];
+    use shield::kernel::List;
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
+    use std::net::{TcpListener, TcpStream};
+
+    let lab = Lab::new();
     let mut t = tables(1, 3_600_000_000_000);
     t.tcp_ports.insert(5060);
-    t.allow = vec!["192.0.2.40/32".parse().unwrap()];
     let mut k = kernel(&t);
-    assert_eq!(k.run(&tcp_request(CALLER, "INVITE", "t1", false)).reason, Reason::Ok);
-    // Sent again by TCP, and a re-INVITE in the dialog: still one call.
-    k.run(&tcp_request(CALLER, "INVITE", "t1", false));
-    k.run(&tcp_request(CALLER, "INVITE", "t1", true));
-    assert_eq!(in_progress(&k), 1);
-    let calls = k.shield.maps.calls.calls().expect("CALLS");
-    assert_eq!(calls.len(), 1);
-    let c = calls[0].1;
-    assert_eq!((c.country, c.tail, c.digits), (33, 0x6789, 11));
-    let counted = k.shield.maps.dest.counts(0).expect("DEST_STATS");
-    assert_eq!(counted.by_country.get(&33), Some(&3), "every TCP INVITE counted by destination");
+    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
+    let (_server_end, _) = listener.accept().expect("accept");
+    let port = conn.local_addr().expect("local address").port();
+    let peer = PEER_IP.octets();
+    let seg = |sport: u16, method: &str, call_id: &str, to_tag: bool| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport, dport: 5060, syn: false, ack: true };
+        f.payload = request(method, call_id, to_tag);
+        f.build()
+    };
+    let to_peer = |status: u16, method: &str, call_id: &str| reply_to(peer, status, method, call_id);
+    let in_progress = |k: &Kernel| in_progress_of(k, peer);
+    lab.sbc.run(|| {
+        // Forged: the peer's address, a port with no connection.
+        let forged = k.run(&seg(port ^ 1, "INVITE", "forged", false));
+        assert_eq!((forged.reason, forged.action), (Reason::Ok, XDP_PASS));
+        assert_eq!(in_progress(&k), 0, "a forged TCP INVITE holds no slot");
+        assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
+        let counted = k.shield.maps.dest.counts(0).expect("DEST_STATS");
+        assert_eq!(counted.by_country.get(&33), None, "nor is it counted by destination");
 
-    let o = k.run(&tcp_request(CALLER, "INVITE", "t2", false));
-    assert_eq!((o.reason, o.action), (Reason::Calls, XDP_DROP));
-    let ring = k.shield.maps.dest.events.as_mut().expect("refusal ring");
-    let item = ring.next().expect("the refusal reported");
-    // SAFETY: the ring holds whole RefusalEvent records (plain integers).
-    let ev: shield_common::RefusalEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-    drop(item);
-    assert_eq!(ev.reason, Reason::Calls as u8);
-    assert_eq!(ev.flags & shield_common::REFUSAL_REPLY, 0, "no 403 asked for over TCP");
-    // The rest of the connection's segments pass.
-    assert_eq!(k.run(&tcp_request(CALLER, "BYE", "t1", true)).action, XDP_PASS);
-    k.run_egress(&reply(200, "INVITE", "t1"));
-    k.run_egress(&reply(200, "BYE", "t1"));
-    assert_eq!(in_progress(&k), 0);
-    assert_eq!(events(&mut k).len(), 1, "the first call ended answered");
-    let again = k.run(&tcp_request(CALLER, "INVITE", "t2", false));
-    assert_eq!(again.reason, Reason::Ok, "sent again by TCP once a slot is free");
-    assert_eq!(in_progress(&k), 1);
+        assert_eq!(k.run(&seg(port, "INVITE", "t1", false)).reason, Reason::Ok);
+        // Sent again by TCP, and a re-INVITE in the dialog: still one call.
+        k.run(&seg(port, "INVITE", "t1", false));
+        k.run(&seg(port, "INVITE", "t1", true));
+        assert_eq!(in_progress(&k), 1);
+        let calls = k.shield.maps.calls.calls().expect("CALLS");
+        assert_eq!(calls.len(), 1);
+        let c = calls[0].1;
+        assert_eq!((c.country, c.tail, c.digits), (33, 0x6789, 11));
+        let counted = k.shield.maps.dest.counts(0).expect("DEST_STATS");
+        assert_eq!(counted.by_country.get(&33), Some(&3), "every TCP INVITE counted by destination");
+        // Another forged one at the limit: neither refused nor counted.
+        assert_eq!(k.run(&seg(port ^ 1, "INVITE", "forged-2", false)).reason, Reason::Ok);
 
-    for id in ["trunk-1", "trunk-2"] {
-        assert_eq!(k.run(&tcp_request(TRUNK, "INVITE", id, false)).reason, Reason::Allowlisted);
-    }
-    assert_eq!(in_progress_of(&k, TRUNK), 2, "tracked over the limit: the allowlist overrides it");
+        let o = k.run(&seg(port, "INVITE", "t2", false));
+        assert_eq!((o.reason, o.action), (Reason::Calls, XDP_DROP));
+        let ring = k.shield.maps.dest.events.as_mut().expect("refusal ring");
+        let item = ring.next().expect("the refusal reported");
+        // SAFETY: the ring holds whole RefusalEvent records (plain integers).
+        let ev: shield_common::RefusalEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        drop(item);
+        assert_eq!(ev.reason, Reason::Calls as u8);
+        assert_eq!(ev.flags & shield_common::REFUSAL_REPLY, 0, "no 403 asked for over TCP");
+        // The rest of the connection's segments pass.
+        assert_eq!(k.run(&seg(port, "BYE", "t1", true)).action, XDP_PASS);
+        k.run_egress(&to_peer(200, "INVITE", "t1"));
+        k.run_egress(&to_peer(200, "BYE", "t1"));
+        assert_eq!(in_progress(&k), 0);
+        assert_eq!(events(&mut k).len(), 1, "the first call ended answered");
+        let again = k.run(&seg(port, "INVITE", "t2", false));
+        assert_eq!(again.reason, Reason::Ok, "sent again by TCP once a slot is free");
+        assert_eq!(in_progress(&k), 1);
+
+        k.shield.maps.set_list(List::Allow, &["198.51.100.2/32".parse().unwrap()]).expect("allow");
+        for id in ["trunk-1", "trunk-2"] {
+            assert_eq!(k.run(&seg(port, "INVITE", id, false)).reason, Reason::Allowlisted);
+        }
+        assert_eq!(in_progress(&k), 3, "tracked over the limit: the allowlist overrides it");
+        assert_eq!(k.run(&seg(port ^ 1, "INVITE", "forged-3", false)).reason, Reason::Allowlisted);
+        assert_eq!(in_progress(&k), 3, "a forged allowlisted one is not tracked either");
+    });
+    drop(conn);
 }
 
 mod real_tcp {
     //! Real TCP connections from the peer namespace to a SIP server (a
     //! plain responder) in the SBC's, with the XDP program and the egress
-    //! classifier attached to the SBC's veth.
+    //! classifier attached to the SBC's veth; and a forged segment (no
+    //! handshake) from the peer's address.
 
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -290,7 +326,9 @@ mod real_tcp {
 
     use shield::kernel::{attach_egress, attach_link, EgressHook, Mode};
     use shield_common::{calls::CallOutcome, src_key_v4, Reason, Verdict};
-    use shield_tests::netns::{Lab, PEER_IP, SBC_IF, SBC_IP};
+    use shield_tests::frames::Frame;
+    use shield_tests::netns::{Lab, PEER_IF, PEER_IP, SBC_IF, SBC_IP};
+    use shield_tests::packet::PacketSocket;
 
     use super::{events, kernel, request, tables};
 
@@ -413,6 +451,26 @@ mod real_tcp {
         let in_progress = |k: &shield_tests::kernel::Kernel| {
             k.shield.maps.calls.in_progress(&src_key_v4(PEER_IP.octets())).expect("CALL_COUNTS")
         };
+
+        // A forged INVITE first: the peer's address, no handshake (an
+        // AF_PACKET frame). XDP sees it and passes it (the stack drops
+        // it); it opens no call, so with a limit of 1 call A still goes.
+        let passed = |k: &shield_tests::kernel::Kernel| {
+            k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets
+        };
+        let before = passed(&k);
+        let mut forged = Frame::tcp4(PEER_IP.octets(), 5060, false, true);
+        forged.payload = request("INVITE", "forged", false);
+        lab.peer
+            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
+            .expect("send the forged segment");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while passed(&k) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(passed(&k) > before, "the forged segment reached the XDP program");
+        assert_eq!(in_progress(&k), 0, "a forged TCP INVITE holds no slot");
+        assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
 
         // Call A on its own connection: answered, tracked.
         let mut a = connect();
