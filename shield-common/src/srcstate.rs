@@ -7,10 +7,11 @@
 //! time's distance from now matters (a time in the past is a full bucket),
 //! and that distance is read as a signed 32-bit difference. To keep every
 //! stored time within reach of that difference, a source's times in the
-//! past are cleared to 0 ("full") when it is first seen in a new epoch of
-//! 2^40 ns (18.3 minutes), see [`fresh_word`]; a bucket is never more than
-//! [`MAX_AHEAD`] units ahead, so after two epochs every time is past.
-//! Clearing a past time changes no verdict, so it is safe under any race.
+//! past are set to now (the same: a full bucket) when it is first seen in
+//! a new epoch of 2^40 ns (18.3 minutes), see [`fresh_word`]; a bucket is
+//! never more than [`MAX_AHEAD`] units ahead, so after two epochs every
+//! time is past. Moving a past time to now changes no verdict, so it is
+//! safe under any race. A new source starts at now ([`SrcState::new`]).
 //!
 //! Two times share each 64-bit word, the width the kernel updates with one
 //! compare-and-swap (the BPF target's 32-bit atomics need ALU32 codegen):
@@ -48,8 +49,7 @@ pub struct SrcState {
     /// lost update only delays an escalation report by a drop, or repeats
     /// a harmless [`fresh_word`]).
     pub meta: u64,
-    /// GCRA theoretical arrival times in units (0: none, the bucket is
-    /// full), two to a 64-bit word (index `i`: word `i / 2`, the low half
+    /// GCRA theoretical arrival times in units, two to a 64-bit word (index `i`: word `i / 2`, the low half
     /// for an even `i`, little-endian like the BPF target).
     pub tat: [u32; SRC_TATS],
 }
@@ -163,41 +163,46 @@ pub const fn in_units(b: &Bucket) -> (u32, u32) {
 
 /// One GCRA step (see [`crate::gcra`]) on a wrapped 32-bit time `tat` at
 /// `now` (both in units): the new time if the packet conforms, `None` if
-/// the bucket is empty. A new time of 0 becomes 1 (0 means "none").
+/// the bucket is empty.
 #[inline(always)]
 pub const fn gcra32(tat: u32, now: u32, b: &Bucket) -> Option<u32> {
     let (interval, tolerance) = in_units(b);
-    let ahead = tat.wrapping_sub(now) as i32;
-    let (base, ahead) = if tat != 0 && ahead > 0 {
-        (tat, ahead as u32)
+    let tat = if tat.wrapping_sub(now) as i32 > 0 { tat } else { now };
+    if tat.wrapping_sub(now) > tolerance {
+        None
     } else {
-        (now, 0)
-    };
-    if ahead > tolerance {
-        return None;
+        Some(tat.wrapping_add(interval))
     }
-    let next = base.wrapping_add(interval);
-    Some(if next == 0 { 1 } else { next })
 }
 
-/// A word of two times with those in the past cleared to 0, for a source
+/// A word of two times with those in the past set to `now`, for a source
 /// last made fresh `behind` epochs ago (`now` in units). One epoch behind,
 /// every stored time is within two epochs of now, so the signed difference
 /// tells past from future; two or more behind, every time is past.
 #[inline(always)]
 pub const fn fresh_word(w: u64, now: u32, behind: u16) -> u64 {
     let (lo, hi) = (w as u32, (w >> 32) as u32);
-    let lo = if past(lo, now, behind) { 0 } else { lo };
-    let hi = if past(hi, now, behind) { 0 } else { hi };
+    let lo = if past(lo, now, behind) { now } else { lo };
+    let hi = if past(hi, now, behind) { now } else { hi };
     (hi as u64) << 32 | lo as u64
 }
 
 #[inline(always)]
 const fn past(t: u32, now: u32, behind: u16) -> bool {
-    t != 0 && (behind >= 2 || t.wrapping_sub(now) as i32 <= 0)
+    behind >= 2 || t.wrapping_sub(now) as i32 <= 0
 }
 
 impl SrcState {
+    /// A new source's state at `now_ns`: full buckets, fresh.
+    #[inline(always)]
+    pub const fn new(now_ns: u64) -> SrcState {
+        let now = unit(now_ns);
+        SrcState {
+            meta: Meta::with_epoch(0, epoch(now_ns)),
+            tat: [now; SRC_TATS],
+        }
+    }
+
     /// Whether the times must be made fresh at `now_ns` (a new epoch).
     #[inline(always)]
     pub const fn stale(&self, now_ns: u64) -> bool {
@@ -242,7 +247,7 @@ mod tests {
 
     /// Packets evenly over `span_ns`, from `start`: how many pass.
     fn passed(b: &Bucket, n: u64, span_ns: u64, start: u64) -> u64 {
-        let mut st = SrcState::default();
+        let mut st = SrcState::new(start);
         (0..n)
             .filter(|i| {
                 let now = start + i * span_ns / n;
@@ -255,7 +260,7 @@ mod tests {
     #[test]
     fn burst_then_one_per_interval() {
         let b = Bucket::new(10, 5);
-        let mut st = SrcState::default();
+        let mut st = SrcState::new(T0);
         for _ in 0..5 {
             assert!(st.spend(TAT_PACKET, T0, &b));
         }
@@ -280,8 +285,7 @@ mod tests {
     fn an_idle_source_comes_back_with_a_full_bucket() {
         let b = Bucket::new(1, 100);
         for idle_epochs in [0u64, 1, 2, 3, 4, 1000, 4097] {
-            let mut st = SrcState::default();
-            st.refresh(T0);
+            let mut st = SrcState::new(T0);
             while st.spend(TAT_PACKET, T0, &b) {}
             // A method time set once and never again, the packet time kept
             // busy every minute: both stay readable across epochs.
@@ -304,16 +308,16 @@ mod tests {
     }
 
     #[test]
-    fn fresh_word_clears_only_the_past() {
+    fn fresh_word_moves_only_the_past() {
         let now = 1_000_000u32;
-        let w = (now as u64 + 5) << 32 | (now as u64 - 5);
-        assert_eq!(fresh_word(w, now, 1), (now as u64 + 5) << 32);
-        assert_eq!(fresh_word(w, now, 2), 0);
-        assert_eq!(fresh_word(w, now, 0), (now as u64 + 5) << 32);
+        let n = now as u64;
+        let w = (n + 5) << 32 | (n - 5);
+        assert_eq!(fresh_word(w, now, 1), (n + 5) << 32 | n);
+        assert_eq!(fresh_word(w, now, 2), n << 32 | n);
         // Across the wrap.
         let w = 3u64 << 32 | u32::MAX as u64;
         assert_eq!(fresh_word(w, u32::MAX - 1, 1), w);
-        assert_eq!(fresh_word(w, 4, 1), 0);
+        assert_eq!(fresh_word(w, 4, 1), 4 << 32 | 4);
     }
 
     #[test]

@@ -46,12 +46,16 @@ pub(crate) fn source(key: &SrcKey, now: u64) -> Option<*mut SrcState> {
     if let Some(st) = found(key, now) {
         return Some(st);
     }
-    // The new state is copied from scratch, where it is always zero: on
-    // the stack its bytes would count against every call chain.
+    // The new state is built in scratch: on the stack its bytes would
+    // count against every call chain.
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let _ = SOURCES.insert(key, unsafe { &(*scratch).new_source }, 1);
+    let new = unsafe { &raw mut (*scratch).new_source };
+    // SAFETY: as above.
+    unsafe { new.write(SrcState::new(now)) };
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    // SAFETY: as above; the insert copies it.
+    let _ = SOURCES.insert(key, unsafe { &*new }, 1);
     found(key, now)
 }
 

@@ -560,7 +560,7 @@ impl Model {
         tat: usize,
         b: &shield_common::Bucket,
     ) -> bool {
-        let st = self.sources.entry(*key).or_default();
+        let st = self.sources.entry(*key).or_insert_with(|| SrcState::new(now));
         st.refresh(now);
         st.spend(tat, now, b)
     }
@@ -572,7 +572,7 @@ impl Model {
         if pol.escalate_drops == 0 || !reason.escalates() {
             return;
         }
-        let st = self.sources.entry(*key).or_default();
+        let st = self.sources.entry(*key).or_insert_with(|| SrcState::new(now));
         st.refresh(now);
         st.meta = Meta::count_drop(st.meta, now, pol.escalate_window_ns);
         if Meta::drops(st.meta) != pol.escalate_drops {
