@@ -16,6 +16,7 @@ pub mod policy;
 pub mod response;
 pub mod sample;
 pub mod sip;
+pub mod srcstate;
 pub mod txn;
 pub mod verdict;
 
@@ -25,6 +26,7 @@ pub use policy::*;
 pub use response::{CseqLine, RESPONSE_CLASSES};
 pub use sample::{Sample, SampleConfig, SampleState, SampleView, SAMPLE_CAP, SAMPLE_HEADER};
 pub use sip::{Method, PayloadKind};
+pub use srcstate::{Meta, SrcState};
 pub use txn::{Txn, TxnKey, TXN_WINDOW_NS};
 pub use verdict::*;
 
@@ -55,8 +57,8 @@ mod pod_sizes {
             8 + 16 + 16 + 2 + 2 + 1 + 1 + 2 + 4 * 4 + REFUSAL_PAYLOAD
         );
         assert_eq!(
-            core::mem::size_of::<SrcState>(),
-            8 * 2 + 8 * METHOD_BUCKETS + 16
+            core::mem::size_of::<crate::SrcState>(),
+            8 + 4 * (2 + METHOD_BUCKETS)
         );
         assert_eq!(core::mem::size_of::<OffenderEvent>(), 32);
         assert_eq!(core::mem::size_of::<Counter>(), 16);

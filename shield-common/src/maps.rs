@@ -1,7 +1,5 @@
 //! Map names, default sizes, and the key/value types of the maps.
 
-use crate::policy::METHOD_BUCKETS;
-
 /// Map names as they appear in the object file and under the pin path.
 pub mod names {
     pub const POLICY: &str = "POLICY";
@@ -310,20 +308,6 @@ impl BanValue {
 /// masked to `ipv6_prefix`.
 pub type SrcKey = [u8; 16];
 
-/// Per-source state, shared by all CPUs; the TATs are updated by CAS.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SrcState {
-    pub packet_tat: u64,
-    pub syn_tat: u64,
-    pub method_tat: [u64; METHOD_BUCKETS],
-    /// Start of the current escalation window.
-    pub esc_start_ns: u64,
-    /// Counted drops in the current window (64-bit: the bpf target has no
-    /// narrower atomics).
-    pub esc_drops: u64,
-}
-
 /// One per-CPU counter slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -513,7 +497,7 @@ mod pod {
     unsafe impl aya::Pod for BanValue {}
     // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
     // every byte pattern is a value, no byte is padding (sizes_without_padding).
-    unsafe impl aya::Pod for SrcState {}
+    unsafe impl aya::Pod for crate::SrcState {}
     // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
     // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for Counter {}

@@ -39,7 +39,7 @@ pub(crate) struct Scratch {
     pub(crate) dialled: dest::Dialled,
     /// A refusal report being built (see `dest`).
     pub(crate) event: RefusalEvent,
-    /// A new source's state: never written, so always zero (see `source`).
+    /// A new source's state, built here (see `source`).
     pub(crate) new_source: SrcState,
     /// The INVITE step 9b read, for its call (see `calls`): its payload's
     /// `offset << 16 | length`, 0 for none.

@@ -6,7 +6,9 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use shield_common::{
-    gcra, src_key_v4, verified_hint, Bucket, OffenderEvent, Policy, Reason, SrcKey, SrcState,
+    gcra,
+    srcstate::{epoch, fresh_word, gcra32, unit, SRC_TAT_WORDS},
+    src_key_v4, verified_hint, Bucket, Meta, OffenderEvent, Policy, Reason, SrcKey, SrcState,
     Verified, FAMILY_V4, FAMILY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6,
 };
 
@@ -30,8 +32,8 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) fn offence(src: &Src, p: &Policy, reason: Reason, method: usize) -> Outcome {
     if p.escalate_drops != 0 {
         let key = src_key(src, p);
-        if let Some(st) = source(&key) {
-            let now = now_ns();
+        let now = now_ns();
+        if let Some(st) = source(&key, now) {
             escalate(st, &key, src, p, now, reason);
         }
     }
@@ -40,17 +42,110 @@ pub(crate) fn offence(src: &Src, p: &Policy, reason: Reason, method: usize) -> O
 
 /// The source's state, created with full buckets if it is new.
 #[inline(always)]
-pub(crate) fn source(key: &SrcKey) -> Option<*mut SrcState> {
-    if let Some(st) = SOURCES.get_ptr_mut(key) {
+pub(crate) fn source(key: &SrcKey, now: u64) -> Option<*mut SrcState> {
+    if let Some(st) = found(key, now) {
         return Some(st);
     }
-    // The new state is copied from scratch, where it is always zero: on
-    // the stack its 80 bytes would count against every call chain.
+    // The new state is built in scratch: on the stack its bytes would
+    // count against every call chain.
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let _ = SOURCES.insert(key, unsafe { &(*scratch).new_source }, 1);
-    SOURCES.get_ptr_mut(key)
+    let new = unsafe { &raw mut (*scratch).new_source };
+    // SAFETY: as above.
+    unsafe { new.write(SrcState::new(now)) };
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    // SAFETY: as above; the insert copies it.
+    let _ = SOURCES.insert(key, unsafe { &*new }, 1);
+    found(key, now)
+}
+
+/// The source's state if it has one, its times made fresh for `now` (see
+/// `shield_common::srcstate`): in a new epoch, a call that clears the
+/// times in the past, once per source every 18 minutes.
+#[inline(always)]
+pub(crate) fn found(key: &SrcKey, now: u64) -> Option<*mut SrcState> {
+    let st = SOURCES.get_ptr_mut(key)?;
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
+    let meta = unsafe { core::ptr::read_volatile(&raw const (*st).meta) };
+    if Meta::epoch(meta) != epoch(now) {
+        let (hi, lo) = key.split_at(8);
+        shield_src_fresh(
+            u64::from_ne_bytes(hi.try_into().unwrap_or([0; 8])),
+            u64::from_ne_bytes(lo.try_into().unwrap_or([0; 8])),
+            now,
+        );
+    }
+    Some(st)
+}
+
+/// Makes the state of the source keyed `hi:lo` (its key's two halves, in
+/// memory order) fresh at `now`: each word of times with those in the past
+/// cleared, by compare-and-swap (a word another CPU just changed holds a
+/// time of now: left as it is), then the epoch. A global function: it
+/// runs once per source per epoch, and the verifier checks it once.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_src_fresh(hi: u64, lo: u64, now: u64) -> u64 {
+    let (h, l) = (hi.to_ne_bytes(), lo.to_ne_bytes());
+    let key: SrcKey = [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ];
+    let Some(st) = SOURCES.get_ptr_mut(&key) else {
+        return 0;
+    };
+    // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
+    unsafe {
+        let meta = core::ptr::read_volatile(&raw const (*st).meta);
+        let behind = epoch(now).wrapping_sub(Meta::epoch(meta));
+        let words = (&raw mut (*st).tat).cast::<u64>();
+        for w in 0..SRC_TAT_WORDS {
+            let word = words.add(w);
+            let cur = core::ptr::read_volatile(word);
+            let fresh = fresh_word(cur, unit(now), behind);
+            if fresh != cur {
+                let _ = atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(word, cur, fresh);
+            }
+        }
+        let meta = core::ptr::read_volatile(&raw const (*st).meta);
+        core::ptr::write_volatile(&raw mut (*st).meta, Meta::with_epoch(meta, epoch(now)));
+    }
+    1
+}
+
+/// The time at index `i` of a source's state (see `SrcState::tat`).
+#[inline(always)]
+pub(crate) fn tat_at(st: *mut SrcState, i: usize) -> u32 {
+    // SAFETY: a map value from a successful lookup, valid for this run; `i` is a constant index in range.
+    unsafe { core::ptr::read_volatile((&raw const (*st).tat).cast::<u32>().add(i)) }
+}
+
+/// Spends one token from the bucket `b` whose time is at index `i` (< 8)
+/// of the source's state. A CAS of the 64-bit word that holds it (and its
+/// neighbour, kept as it is) makes the update exact when the same source
+/// is handled on several CPUs at once.
+#[inline(always)]
+pub(crate) fn spend_src(st: *mut SrcState, i: usize, now: u64, b: &Bucket) -> bool {
+    // SAFETY: a map value from a successful lookup, valid for this run; word `i / 2 < 4` is inside it.
+    let word = unsafe { (&raw mut (*st).tat).cast::<u64>().add(i / 2) };
+    let shift = (i as u64 % 2) * 32;
+    let now = unit(now);
+    // SAFETY: an aligned u64 in a map value valid for this run.
+    let mut cur = unsafe { core::ptr::read_volatile(word) };
+    for _ in 0..4 {
+        let Some(t) = gcra32((cur >> shift) as u32, now, b) else {
+            return false;
+        };
+        let next = cur & !(0xffff_ffff_u64 << shift) | (t as u64) << shift;
+        // SAFETY: an aligned u64 inside a map value that stays valid for this run.
+        let (seen, _) = unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(word, cur, next) };
+        if seen == cur {
+            return true;
+        }
+        cur = seen;
+    }
+    false
 }
 
 /// Spends one token from the bucket whose TAT is at `tat`. A CAS makes the
@@ -93,18 +188,15 @@ pub(crate) fn escalate(
     if p.escalate_drops == 0 || !reason.escalates() {
         return;
     }
+    // A plain store: a lost update under a multi-CPU flood only delays the
+    // report by a drop, and every CPU sees the count it wrote, so the
+    // threshold is never skipped.
     // SAFETY: a source's state from a successful lookup, valid for this run.
     unsafe {
-        if now.wrapping_sub((*st).esc_start_ns) >= p.escalate_window_ns {
-            (*st).esc_start_ns = now;
-            (*st).esc_drops = 0;
-        }
-        // A plain increment: a lost update under a multi-CPU flood only
-        // delays the report by a drop, and every CPU sees the value it wrote,
-        // so the threshold is never skipped.
-        let n = (*st).esc_drops + 1;
-        (*st).esc_drops = n;
-        if n != p.escalate_drops as u64 {
+        let meta = core::ptr::read_volatile(&raw const (*st).meta);
+        let meta = Meta::count_drop(meta, now, p.escalate_window_ns);
+        core::ptr::write_volatile(&raw mut (*st).meta, meta);
+        if Meta::drops(meta) != p.escalate_drops {
             return;
         }
     }
@@ -117,8 +209,12 @@ pub(crate) fn escalate(
         // The ring is full (the daemon is behind, or gone): step back
         // below the threshold so the source's next drop reports it again
         // rather than never.
-        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-        unsafe { (*st).esc_drops = p.escalate_drops as u64 - 1 };
+        // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
+        unsafe {
+            let meta = core::ptr::read_volatile(&raw const (*st).meta);
+            let meta = Meta::with_drops(meta, p.escalate_drops - 1);
+            core::ptr::write_volatile(&raw mut (*st).meta, meta);
+        }
     }
 }
 

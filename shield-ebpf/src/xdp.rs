@@ -7,22 +7,23 @@ use aya_ebpf::{
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
-    dest, gcra, sip, sip_stats_slot, stats_index, Method, PayloadKind, Policy, Reason, SrcKey,
-    SrcState, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
+    dest, sip, sip_stats_slot,
+    srcstate::{gcra32, unit, TAT_METHOD, TAT_PACKET, TAT_SYN},
+    stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
     PORT_UDP,
 };
 
 use crate::lists::lists_and_bans;
 use crate::maps::{
     port_flags, BUDGET, DEST_POLICY, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH, SIP_STATS,
-    SOURCES, STATS,
+    STATS,
 };
 use crate::pkt::{
     parse, src_key, Frame, Outcome, Pkt, Src, IPPROTO_NONE, IPPROTO_TCP, IPPROTO_UDP,
     L4_OFFSET_MASK, METHOD_MASK, NO_METHOD,
 };
 use crate::scratch::{launder, Scratch};
-use crate::source::{escalate, now_ns, offence, source, spend, verified};
+use crate::source::{escalate, found, now_ns, offence, source, spend, spend_src, tat_at, verified};
 use crate::ua::scanner;
 
 #[xdp]
@@ -354,15 +355,14 @@ fn protected_port(
 fn later_fragment(p: &Policy, src: &Src) -> Outcome {
     if p.packet.is_limited() {
         let key = src_key(src, p);
-        let st = if p.unverified.is_limited() && !verified(p, src, now_ns()) {
-            SOURCES.get_ptr_mut(&key)
+        let now = now_ns();
+        let st = if p.unverified.is_limited() && !verified(p, src, now) {
+            found(&key, now)
         } else {
-            source(&key)
+            source(&key, now)
         };
         if let Some(st) = st {
-            let now = now_ns();
-            // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-            if !spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet) {
+            if !spend_src(st, TAT_PACKET, now, &p.packet) {
                 escalate(st, &key, src, p, now, Reason::Rate);
                 return Outcome::of(Reason::Rate);
             }
@@ -486,13 +486,11 @@ fn bucket_empty(p: &Policy, src: &Src, method: usize) -> Result<(*mut SrcState, 
         return Ok((core::ptr::null_mut(), 0));
     }
     let key = src_key(src, p);
-    let Some(st) = SOURCES.get_ptr_mut(&key) else {
+    let now = now_ns();
+    let Some(st) = found(&key, now) else {
         return Ok((core::ptr::null_mut(), 0));
     };
-    let now = now_ns();
-    // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-    let tat = unsafe { core::ptr::read_volatile(&raw const (*st).packet_tat) };
-    if gcra(tat, now, &p.packet).is_some() {
+    if gcra32(tat_at(st, TAT_PACKET), unit(now), &p.packet).is_some() {
         return Ok((st, now));
     }
     escalate(st, &key, src, p, now, Reason::Rate);
@@ -545,12 +543,12 @@ fn unverified(p: &Policy, src: &Src, method: usize, state: *mut SrcState) -> Res
         return Ok(false);
     }
     let key = src_key(src, p);
-    let found = if state.is_null() {
-        SOURCES.get_ptr_mut(&key)
+    let st = if state.is_null() {
+        found(&key, now)
     } else {
         Some(state)
     };
-    let held = match found {
+    let held = match st {
         Some(st) => match held_to_buckets(p, src, &key, st, method, false, now) {
             Some(out) => return Err(out),
             None => true,
@@ -587,13 +585,13 @@ fn buckets(
     let syn_bucket = syn && p.syn.is_limited();
     if p.packet.is_limited() || p.method_bucket_at(method).is_some() || syn_bucket {
         let key = src_key(src, p);
+        let now = if now == 0 { now_ns() } else { now };
         let st = if state.is_null() {
-            source(&key)
+            source(&key, now)
         } else {
             Some(state)
         };
         if let Some(st) = st {
-            let now = if now == 0 { now_ns() } else { now };
             if let Some(out) = held_to_buckets(p, src, &key, st, method, syn_bucket, now) {
                 return out;
             }
@@ -617,23 +615,17 @@ fn held_to_buckets(
     syn_bucket: bool,
     now: u64,
 ) -> Option<Outcome> {
-    let ok = (!p.packet.is_limited()
-        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-        || spend(unsafe { &raw mut (*st).packet_tat }, now, &p.packet))
+    let ok = (!p.packet.is_limited() || spend_src(st, TAT_PACKET, now, &p.packet))
         && match p.method_bucket_at(method) {
             // (`i < METHOD_BUCKETS` by construction; the check is for
             // the verifier, which loses the bound of a modulo.)
-            Some((i, b)) if i < shield_common::METHOD_BUCKETS => spend(
-                // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-                unsafe { (&raw mut (*st).method_tat).cast::<u64>().add(i) },
-                now,
-                b,
-            ),
+            Some((i, b)) if i < shield_common::METHOD_BUCKETS => {
+                spend_src(st, TAT_METHOD + i, now, b)
+            }
             Some(_) => true,
             None => true,
         }
-        // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
-        && (!syn_bucket || spend(unsafe { &raw mut (*st).syn_tat }, now, &p.syn));
+        && (!syn_bucket || spend_src(st, TAT_SYN, now, &p.syn));
     if ok {
         return None;
     }

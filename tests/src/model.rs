@@ -16,8 +16,9 @@ use shield_common::{
     response,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
     src_key_v4,
+    srcstate::{gcra32, unit, TAT_METHOD, TAT_PACKET, TAT_SYN},
     txn::{txn_line, TxnIds, TXN_MAX_C_LINES},
-    Method, OffenderEvent, Txn, TxnKey, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
+    Meta, Method, OffenderEvent, Txn, TxnKey, PayloadKind, Policy, Reason, SrcKey, SrcState, FAMILY_V4,
     FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
     PORT_TCP, PORT_UDP,
 };
@@ -355,7 +356,7 @@ impl Model {
                 && !self.sources.contains_key(&key);
             if pol.packet.is_limited()
                 && !stateless
-                && !self.spend(&key, now, |s| &mut s.packet_tat, &pol.packet)
+                && !self.spend(&key, now, TAT_PACKET, &pol.packet)
             {
                 self.escalate(&key, p.src, now, Reason::Rate);
                 return Decision {
@@ -417,10 +418,10 @@ impl Model {
             // packet bucket is already empty is dropped `rate` before the
             // budget and the User-Agent scan (the bucket is only read).
             if pol.packet.is_limited()
-                && self
-                    .sources
-                    .get(&key)
-                    .is_some_and(|s| gcra(s.packet_tat, now, &pol.packet).is_none())
+                && self.sources.get_mut(&key).is_some_and(|s| {
+                    s.refresh(now);
+                    gcra32(s.tat[TAT_PACKET], unit(now), &pol.packet).is_none()
+                })
             {
                 self.escalate(&key, p.src, now, Reason::Rate);
                 return Decision {
@@ -552,26 +553,21 @@ impl Model {
         if !(pol.packet.is_limited() || mb.is_some() || syn_bucket) {
             return true;
         }
-        (!pol.packet.is_limited() || self.spend(key, now, |s| &mut s.packet_tat, &pol.packet))
-            && mb.is_none_or(|(i, b)| self.spend(key, now, |s| &mut s.method_tat[i], &b))
-            && (!syn_bucket || self.spend(key, now, |s| &mut s.syn_tat, &pol.syn))
+        (!pol.packet.is_limited() || self.spend(key, now, TAT_PACKET, &pol.packet))
+            && mb.is_none_or(|(i, b)| self.spend(key, now, TAT_METHOD + i, &b))
+            && (!syn_bucket || self.spend(key, now, TAT_SYN, &pol.syn))
     }
 
     fn spend(
         &mut self,
         key: &SrcKey,
         now: u64,
-        tat: impl Fn(&mut SrcState) -> &mut u64,
+        tat: usize,
         b: &shield_common::Bucket,
     ) -> bool {
-        let st = self.sources.entry(*key).or_default();
-        match gcra(*tat(st), now, b) {
-            Some(next) => {
-                *tat(st) = next;
-                true
-            }
-            None => false,
-        }
+        let st = self.sources.entry(*key).or_insert_with(|| SrcState::new(now));
+        st.refresh(now);
+        st.spend(tat, now, b)
     }
 
     /// Counts a drop towards the source's escalation, if its reason is one
@@ -581,13 +577,10 @@ impl Model {
         if pol.escalate_drops == 0 || !reason.escalates() {
             return;
         }
-        let st = self.sources.entry(*key).or_default();
-        if now.wrapping_sub(st.esc_start_ns) >= pol.escalate_window_ns {
-            st.esc_start_ns = now;
-            st.esc_drops = 0;
-        }
-        st.esc_drops += 1;
-        if st.esc_drops != u64::from(pol.escalate_drops) {
+        let st = self.sources.entry(*key).or_insert_with(|| SrcState::new(now));
+        st.refresh(now);
+        st.meta = Meta::count_drop(st.meta, now, pol.escalate_window_ns);
+        if Meta::drops(st.meta) != pol.escalate_drops {
             return;
         }
         // A verified source is never reported for escalation.

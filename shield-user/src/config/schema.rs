@@ -403,7 +403,7 @@ fn bans(mut s: Section) -> Bans {
 fn escalate(mut s: Section) -> Escalate {
     let d = Escalate::default();
     let out = Escalate {
-        drops: s.int("drops", d.drops, 0..=u32::MAX),
+        drops: s.int("drops", d.drops, 0..=shield_common::srcstate::MAX_ESCALATE_DROPS),
         window: s.duration("window", d.window),
         bantime: s.duration("bantime", d.bantime),
     };

@@ -15,7 +15,7 @@ use aya::{
 use ipnet::IpNet;
 use shield_common::{
     sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy, Reason, SampleConfig,
-    SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
+    Meta, SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
 use super::cidr::{Changed, ExpiringNets};
@@ -633,11 +633,12 @@ impl ShieldMaps {
         self.scan(MapId::Sources, |k, v| {
             // SAFETY: the kernel wrote a whole SrcState; read it unaligned.
             let st: SrcState = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
-            if st.esc_drops == 0 || now_ns.saturating_sub(st.esc_start_ns) >= window {
+            let drops = Meta::drops_at(st.meta, now_ns, window);
+            if drops == 0 {
                 return;
             }
             let key: SrcKey = k.try_into().expect("16-byte key");
-            all.push((source_net(&key, prefix), st.esc_drops));
+            all.push((source_net(&key, prefix), u64::from(drops)));
         })?;
         all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(n);
