@@ -129,14 +129,14 @@ pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usiz
     if auth_method(method).is_none() || !on() {
         return;
     }
-    // The credentials line, then the Call-ID and CSeq an attempt is keyed
-    // by: the packet's header walk, called from the XDP program's frame
-    // (its chain of globals needs the stack left under it).
+    // The credentials line and the Call-ID and CSeq an attempt is keyed
+    // by: the packet's header walk (step 8's already found them; one pass
+    // otherwise), called from the XDP program's frame (its chain of
+    // globals needs the stack left under it).
     let c = ctx.as_ptr().cast();
-    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS) & W_CREDS == 0 {
+    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS | W_TXN) & W_CREDS == 0 {
         return;
     }
-    crate::walk::shield_walk(c, pay as u64, plen as u64, W_TXN);
     let meta = meta | (method as u64 & 0xff) << 16;
     shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
 }
@@ -265,7 +265,17 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
         cseq,
         _pad: 0,
     };
-    let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+    // A retransmission (or any request with this key) overwrites the
+    // remembered attempt in place: an LRU update takes a fresh node and
+    // locks, a plain store does not. Another CPU copying it meanwhile may
+    // see a mix of two records of the same transaction.
+    match AUTH_ATTEMPTS.get_ptr_mut(&tk) {
+        // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
+        Some(t) => unsafe { *t = a.attempt },
+        None => {
+            let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+        }
+    }
     1
 }
 
