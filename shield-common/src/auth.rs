@@ -46,6 +46,10 @@ pub const USER_MAX: usize = 32;
 const _: () = assert!(USER_MAX.is_power_of_two());
 /// Header lines starting with the scanned letters looked at per message.
 pub const AUTH_MAX_LINES: usize = 8;
+/// Challenge lines of one response learned at most (a server may offer one
+/// per algorithm: SHA-256, SHA-512-256, MD5).
+pub const AUTH_MAX_CHALLENGES: usize = 4;
+const _: () = assert!(AUTH_MAX_CHALLENGES.is_power_of_two());
 
 /// Which digest header a line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use shield_common::{
     auth::{
         auth_method, auth_name, auth_stats_slot, challenges, outcome, Attempt, AuthConfig,
         AuthEvent, AuthHeader, DigestParse, LineWords, NonceKey, NonceSeen, AUTH_LINE_MAX,
-        AUTH_MAX_LINES, AUTH_MAX_STEPS, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
+        AUTH_MAX_CHALLENGES, AUTH_MAX_LINES, AUTH_MAX_STEPS, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
         DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
     },
     default_size, mask_v6,
@@ -88,6 +88,12 @@ pub(crate) struct AuthScratch {
     /// that may be read.
     line_at: u64,
     line_end: u64,
+    /// The challenge lines found (egress): `at << 32 | start << 16 | end`
+    /// (packet offset, value offset, bytes that may be read).
+    lines: [u64; AUTH_MAX_CHALLENGES],
+    challenges: u32,
+    /// A challenge said `stale=true`.
+    stale: u32,
 }
 
 #[inline(always)]
@@ -339,10 +345,17 @@ pub(crate) fn settle(
     method: usize,
 ) -> bool {
     let meta = meta | (status as u64) << 16 | (method as u64 & 0xff) << 32;
-    shield_egress_auth(skb, pay as u64, plen as u64, meta) == 1
+    if shield_egress_auth(skb, pay as u64, plen as u64, meta) == 0 {
+        return false;
+    }
+    // From the program's own frame: the steps' chain of stacks is the
+    // shortest there is.
+    learn(skb);
+    shield_egress_outcome(skb, meta) == 1
 }
 
-/// [`settle`]'s work, step by step (see `shield_auth`).
+/// [`settle`]'s first steps: the key, the challenge lines. 0: nothing to
+/// settle (off, or the header out of reach).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -350,16 +363,21 @@ pub extern "C" fn shield_egress_auth(skb: *mut __sk_buff, pay: u64, plen: u64, m
     if !on() {
         return 0;
     }
-    if challenges(((meta >> 16) & 0xffff) as u16) {
-        shield_egress_challenge(skb, pay, plen);
-    } else if let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) {
-        // SAFETY: per-CPU scratch of this program.
-        unsafe { (*a).parse.reset() };
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch of this program.
+    unsafe {
+        (*a).stale = 0;
+        (*a).challenges = 0;
     }
     if shield_egress_key(skb, meta) == 0 {
         return 0;
     }
-    shield_egress_outcome(skb, meta)
+    if challenges(((meta >> 16) & 0xffff) as u16) {
+        shield_egress_challenge(skb, pay, plen);
+    }
+    1
 }
 
 /// The reply's destination keyed as bans are, into `AUTH_SCRATCH[1]`.
@@ -370,8 +388,8 @@ pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
     key_into(&Pkt::skb(skb), EGRESS, meta, true)
 }
 
-/// Learns the challenge in `AUTH_SCRATCH[1].parse`, then settles the
-/// attempt the reply answers.
+/// Settles the attempt the reply answers (its challenges already
+/// learned).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -387,15 +405,7 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
     let status = ((meta >> 16) & 0xffff) as u16;
     let method = ((meta >> 32) & 0xff) as u32;
     let now = now_ns();
-    let mut stale = false;
-    if challenges(status) && a.parse.has_nonce() {
-        stale = a.parse.flags & DIGEST_STALE != 0;
-        let nk = NonceKey {
-            src: a.key,
-            nonce: a.parse.nonce_hash,
-        };
-        let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
-    }
+    let stale = a.stale != 0;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
@@ -458,8 +468,8 @@ fn report(a: &AuthScratch, now: u64, method: u32, status: u16, result: u32, ifin
     e.submit(0);
 }
 
-/// Walks the response's `w`/`p` lines for its challenge into
-/// `AUTH_SCRATCH[1].parse`.
+/// Walks the response's `w`/`p` lines for its challenges (a server may
+/// offer several: SHA-256 and MD5) into `AUTH_SCRATCH[1].lines`: how many.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -471,8 +481,8 @@ pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u
         return 0;
     };
     // SAFETY: see `settle`.
-    unsafe { (*a).parse.reset() };
-    let found = lines::find_line(
+    unsafe { (*a).challenges = 0 };
+    lines::find_line(
         &Pkt::skb(skb),
         scratch,
         pay,
@@ -481,28 +491,75 @@ pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u
         |j, limit| shield_egress_auth_scan_block(skb, pay, j, limit),
         |at, avail| shield_egress_challenge_line(skb, at, avail),
     );
-    if found != LINE_FOUND {
-        return 0;
-    }
-    // The steps from here (see `shield_auth_creds`).
-    digest_steps(|fin| shield_egress_auth_step(skb, fin))
+    // SAFETY: as above.
+    unsafe { (*a).challenges as u64 }
 }
 
+/// Parses each challenge line `shield_egress_challenge` found and learns
+/// its nonce for the destination in `AUTH_SCRATCH[1].key`; `stale` if one
+/// says so.
+#[inline(always)]
+fn learn(skb: *mut __sk_buff) {
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) else {
+        return;
+    };
+    let now = now_ns();
+    for i in 0..AUTH_MAX_CHALLENGES {
+        // SAFETY: a per-CPU map value of this type, used by this program only.
+        let a = unsafe { &mut *a };
+        if i >= a.challenges as usize {
+            break;
+        }
+        let line = a.lines[i];
+        a.parse.start(((line >> 16) & 0xffff) as usize, AuthHeader::Challenge);
+        a.line_at = line >> 32;
+        a.line_end = line & 0xffff;
+        digest_steps(|fin| shield_egress_auth_step(skb, fin));
+        if a.parse.has_nonce() {
+            a.stale |= (a.parse.flags & DIGEST_STALE != 0) as u32;
+            let nk = NonceKey {
+                src: a.key,
+                nonce: a.parse.nonce_hash,
+            };
+            let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
+        }
+    }
+}
+
+/// The line at payload offset `at` (`avail` bytes left): a challenge is
+/// remembered in `AUTH_SCRATCH[1].lines` (the walk stops once
+/// `AUTH_MAX_CHALLENGES` are).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, avail: u64) -> u64 {
-    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+    let (Some(scratch), Some(a)) = (
+        EGRESS_SCRATCH.get_ptr_mut(0),
+        AUTH_SCRATCH.get_ptr_mut(EGRESS),
+    ) else {
         return LINE_BAD;
     };
-    digest_line(
-        &Pkt::skb(skb),
-        scratch,
-        EGRESS,
-        AuthHeader::Challenge,
-        at,
-        avail,
-    )
+    if !lines::copy_window(&Pkt::skb(skb), scratch, at, avail) {
+        return LINE_BAD;
+    }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let Some(start) = auth_name(unsafe { &(*scratch).win }, AuthHeader::Challenge) else {
+        return LINE_OTHER;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    let n = a.challenges as usize;
+    if n >= AUTH_MAX_CHALLENGES {
+        return LINE_FOUND;
+    }
+    let end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
+    a.lines[n & (AUTH_MAX_CHALLENGES - 1)] = (at & 0xffff) << 32 | (start as u64) << 16 | end;
+    a.challenges += 1;
+    if n + 1 == AUTH_MAX_CHALLENGES {
+        LINE_FOUND
+    } else {
+        LINE_OTHER
+    }
 }
 
 /// One parser step on `AUTH_SCRATCH[1].parse` (see `step`).

@@ -329,3 +329,42 @@ fn parser_cases_in_both_programs() {
     let user = "u".repeat(40);
     case(&mut b, &challenge(n), &creds(&user, n), Some("u".repeat(32).as_bytes()), cseq);
 }
+
+/// Every challenge line of a 401 is learned (a server may offer SHA-256
+/// and MD5), up to `AUTH_MAX_CHALLENGES`; a stale mark on any of them
+/// makes the reply stale. Kernel and model agree on each step.
+#[test]
+fn every_challenge_line_is_learned_up_to_the_bound() {
+    use shield_common::auth::AUTH_MAX_CHALLENGES;
+    let mut b = Bench::new(tables(0));
+    let who = IpAddr::from(CLIENT);
+    let line = |i: usize| {
+        format!("WWW-Authenticate: Digest realm=\"x\", nonce=\"n{i}-{NONCE}\", algorithm=MD5\r\n")
+    };
+    let all: String = (0..=AUTH_MAX_CHALLENGES).map(line).collect();
+    b.answer(&reply("401 Unauthorized", "REGISTER", 1, &all), who);
+    let mut cseq = 2;
+    for i in (0..AUTH_MAX_CHALLENGES).rev() {
+        let cred = creds("alice", &format!("n{i}-{NONCE}"));
+        b.ask(&register("REGISTER", cseq, &cred), who);
+        b.answer(&reply("403 Forbidden", "REGISTER", cseq, ""), who);
+        assert_eq!(b.reports().len(), 1, "challenge line {i} proves");
+        cseq += 1;
+    }
+    // The line past the bound was not learned.
+    let cred = creds("alice", &format!("n{AUTH_MAX_CHALLENGES}-{NONCE}"));
+    b.ask(&register("REGISTER", cseq, &cred), who);
+    b.answer(&reply("403 Forbidden", "REGISTER", cseq, ""), who);
+    assert!(b.reports().is_empty());
+    assert_eq!(b.count(0, RESULT_UNPROVEN), 1);
+    // Stale on the second line only: the reply is stale.
+    cseq += 1;
+    b.ask(&register("REGISTER", cseq, &creds("alice", &format!("n0-{NONCE}"))), who);
+    let stale = format!(
+        "{}WWW-Authenticate: Digest realm=\"x\", nonce=\"s\", stale=true\r\n",
+        line(7)
+    );
+    b.answer(&reply("401 Unauthorized", "REGISTER", cseq, &stale), who);
+    assert!(b.reports().is_empty(), "stale: not a failure");
+    assert_eq!(b.count(0, RESULT_STALE), 1);
+}
