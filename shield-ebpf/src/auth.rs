@@ -570,7 +570,7 @@ pub extern "C" fn shield_egress_auth_step(skb: *mut __sk_buff, fin: u64) -> u64 
     step(EGRESS, fin, &Pkt::skb(skb))
 }
 
-/// `lines::scan_block` for lines starting with `w`/`W` or `p`/`P`.
+/// `lines::scan_block2` for lines starting with `w`/`W` or `p`/`P`.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
