@@ -5,17 +5,21 @@
 //!
 //! A header line is found by the shared header-line search; its first
 //! `UA_WINDOW` bytes go to [`auth_name`], which says which header it is and
-//! where its value starts. The value is then fed, [`AUTH_CHUNK`] bytes at a
-//! time, to a byte-at-a-time state machine ([`DigestParse`]): digest
-//! headers are longer than any fixed window (params in any order, a nonce
-//! of any length), and a streaming machine costs the kernel one verified
-//! loop whatever the line holds.
+//! where its value starts. The value is then read 8 bytes at a time
+//! ([`LineWords`]: the kernel reads the packet, the model a slice) by
+//! [`DigestParse::step`]: one step reads the rest of a parameter and the
+//! next one whole (blanks, name, `=`, value), finding the bytes that
+//! matter (quotes, escapes, commas, blanks, line ends) in each 8-byte word
+//! at once. A kernel step is one call of a global: verified once per
+//! program, whatever the line holds; at most [`AUTH_MAX_STEPS`] per line.
 //!
 //! What it keeps: a 64-bit FNV-1a hash of the nonce, the `stale` flag and
 //! the username (its first [`USER_MAX`] bytes and a hash of all of it).
 //! Quoted and unquoted values hash the same (a quoted-pair counts as the
 //! character it escapes); commas and blanks inside quotes are value bytes;
-//! a folded line (CRLF then a blank) is one blank.
+//! a folded line (CRLF then a blank) is one blank. Credentials are read
+//! until both nonce and username are known; a challenge to its end (its
+//! `stale` may come last).
 //!
 //! Long nonces: only the first [`NONCE_MAX`] bytes are hashed
 //! ([`DIGEST_NONCE_LONG`] says there were more). Both directions hash the
@@ -30,13 +34,11 @@ use crate::sip::{byte, is_lws, skip_lws, UA_WINDOW};
 pub mod record;
 pub use record::*;
 
-/// Bytes fed to the state machine per kernel call (a per-CPU scratch copy).
-pub const AUTH_CHUNK: usize = 16;
-const _: () = assert!(AUTH_CHUNK.is_power_of_two());
-/// Chunks read at most from one header line.
-pub const AUTH_MAX_CHUNKS: usize = 128;
+/// Steps (see [`DigestParse::step`]) taken at most on one header line.
+pub const AUTH_MAX_STEPS: usize = 256;
 /// Bytes of a header line read at most, from its first byte.
-pub const AUTH_LINE_MAX: usize = AUTH_CHUNK * AUTH_MAX_CHUNKS;
+pub const AUTH_LINE_MAX: usize = 2048;
+const _: () = assert!(AUTH_LINE_MAX.is_power_of_two());
 /// Nonce bytes hashed at most.
 pub const NONCE_MAX: u32 = 128;
 /// Username bytes kept (the hash covers all of them).
@@ -44,6 +46,10 @@ pub const USER_MAX: usize = 32;
 const _: () = assert!(USER_MAX.is_power_of_two());
 /// Header lines starting with the scanned letters looked at per message.
 pub const AUTH_MAX_LINES: usize = 8;
+/// Challenge lines of one response learned at most (a server may offer one
+/// per algorithm: SHA-256, SHA-512-256, MD5).
+pub const AUTH_MAX_CHALLENGES: usize = 4;
+const _: () = assert!(AUTH_MAX_CHALLENGES.is_power_of_two());
 
 /// Which digest header a line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,13 +124,12 @@ pub const DIGEST_BAD: u32 = 64;
 
 // States. The machine reads the value after the colon.
 const S_PRE_SCHEME: u8 = 0;
-const S_SCHEME: u8 = 1;
 const S_PRE_NAME: u8 = 2;
+/// A name longer than a word goes on.
 const S_NAME: u8 = 3;
 const S_EQ: u8 = 4;
 const S_PRE_VALUE: u8 = 5;
 const S_QUOTED: u8 = 6;
-const S_ESCAPE: u8 = 7;
 const S_TOKEN: u8 = 8;
 const S_AFTER_VALUE: u8 = 9;
 /// The header ended (or never was digest): nothing more is read.
@@ -172,6 +177,79 @@ pub fn nonce_hash(nonce: &[u8]) -> u64 {
     h
 }
 
+/// A header line, 8 bytes at a time: the kernel reads its packet, the
+/// model a slice.
+pub trait LineWords {
+    /// The 8 bytes `off` bytes into the line, little-endian; bytes past
+    /// what may be read (the payload, `AUTH_LINE_MAX`) are 0.
+    fn word(&self, off: usize) -> u64;
+}
+
+/// [`LineWords`] over a slice (the model, tests, user space).
+pub struct SliceWords<'a>(pub &'a [u8]);
+
+impl LineWords for SliceWords<'_> {
+    fn word(&self, off: usize) -> u64 {
+        let end = core::cmp::min(self.0.len(), AUTH_LINE_MAX);
+        let mut w = [0u8; 8];
+        for (i, b) in w.iter_mut().enumerate() {
+            if off + i < end {
+                *b = self.0[off + i];
+            }
+        }
+        u64::from_le_bytes(w)
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+/// `| LOWER` lower-cases the letters of a word (other bytes change too:
+/// only ever compared with all-letter names).
+const LOWER: u64 = ONES * 0x20;
+
+/// The top bit of each byte of `w` equal to `c`; exact.
+#[inline(always)]
+const fn eq(w: u64, c: u8) -> u64 {
+    crate::sip::bytes_eq(w, c)
+}
+
+/// Bytes that end a line's run: CR, LF and 0 (past the end).
+#[inline(always)]
+const fn line_ends(w: u64) -> u64 {
+    eq(w, b'\r') | eq(w, b'\n') | eq(w, 0)
+}
+
+/// Bytes that end a parameter name or the scheme.
+#[inline(always)]
+const fn name_ends(w: u64) -> u64 {
+    line_ends(w) | eq(w, b' ') | eq(w, b'\t') | eq(w, b',') | eq(w, b'=') | eq(w, b'"')
+}
+
+/// Byte number (0..8) of the lowest marked byte of `m` (top bits only,
+/// not 0): isolate it, then a multiply gathers the byte number into the
+/// top byte (BPF has no count-trailing-zeros).
+#[inline(always)]
+const fn first_byte(m: u64) -> usize {
+    let low = m & m.wrapping_neg();
+    ((low >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
+}
+
+/// The low `k` bytes of `w` (k <= 8).
+#[inline(always)]
+const fn low_bytes(w: u64, k: usize) -> u64 {
+    if k >= 8 {
+        w
+    } else {
+        w & ((1u64 << (8 * k)) - 1)
+    }
+}
+
+/// Byte `k` (0..8) of `w`.
+#[inline(always)]
+const fn byte_of(w: u64, k: usize) -> u8 {
+    (w >> (8 * (k & 7))) as u8
+}
+
 /// The streaming parser's state and result. Lives in per-CPU scratch in
 /// the kernel; `Default` is the start state.
 #[repr(C)]
@@ -179,19 +257,22 @@ pub fn nonce_hash(nonce: &[u8]) -> u64 {
 pub struct DigestParse {
     pub nonce_hash: u64,
     pub user_hash: u64,
-    /// The lower-cased first bytes of the scheme, a parameter name or the
-    /// `stale` value (see `pack`).
+    /// The lower-cased first bytes of a parameter name or the `stale`
+    /// value (see `pack`).
     pack: u64,
     pub flags: u32,
     /// Nonce bytes seen (saturates above `NONCE_MAX`).
     pub nonce_len: u32,
     pub user: [u8; USER_MAX],
     pub user_len: u32,
+    /// Line offset of the next byte to read.
+    pos: u32,
     state: u8,
     param: u8,
     pack_len: u8,
-    /// A line feed was the last byte: the next decides fold or end.
-    after_lf: u8,
+    /// Credentials: done once nonce and username are known.
+    creds: u8,
+    _pad: u32,
 }
 
 impl Default for DigestParse {
@@ -204,17 +285,14 @@ impl Default for DigestParse {
             nonce_len: 0,
             user: [0; USER_MAX],
             user_len: 0,
+            pos: 0,
             state: S_PRE_SCHEME,
             param: P_OTHER,
             pack_len: 0,
-            after_lf: 0,
+            creds: 0,
+            _pad: 0,
         }
     }
-}
-
-#[inline(always)]
-const fn is_token(c: u8) -> bool {
-    crate::sip::is_token_char(c)
 }
 
 impl DigestParse {
@@ -229,10 +307,20 @@ impl DigestParse {
         self.nonce_len = 0;
         self.user = [0; USER_MAX];
         self.user_len = 0;
+        self.pos = 0;
         self.state = S_PRE_SCHEME;
         self.param = P_OTHER;
         self.pack_len = 0;
-        self.after_lf = 0;
+        self.creds = 0;
+    }
+
+    /// Reset, to read a `want` header's value from line offset `start`
+    /// (what [`auth_name`] returned).
+    #[inline(always)]
+    pub fn start(&mut self, start: usize, want: AuthHeader) {
+        self.reset();
+        self.pos = start as u32;
+        self.creds = matches!(want, AuthHeader::Credentials) as u8;
     }
 
     /// Whether the machine has stopped (the header ended).
@@ -252,23 +340,43 @@ impl DigestParse {
         &self.user[..core::cmp::min(self.user_len as usize, USER_MAX)]
     }
 
-    /// Feeds `chunk[..n]`; true once the header has ended. Every index is
-    /// bounded by the chunk: the kernel runs exactly this loop.
+    /// One step: a word or two of the parameter being read, in order
+    /// (blanks and comma, name, `=`, a word of its value), each part reading
+    /// one word and handing over to the next: no loop, so the kernel's
+    /// verifier checks each part once. True once the header has ended (or
+    /// enough is known).
     #[inline(always)]
-    pub fn feed(&mut self, chunk: &[u8; AUTH_CHUNK], n: usize) -> bool {
-        let mut i = 0;
-        while i < AUTH_CHUNK {
-            if i >= n || self.state == S_DONE {
-                break;
-            }
-            self.byte(chunk[i]);
-            i += 1;
+    pub fn step<B: LineWords>(&mut self, b: &B) -> bool {
+        if self.state == S_PRE_SCHEME {
+            self.scheme(b);
+        }
+        if self.state == S_AFTER_VALUE {
+            self.after_value(b);
+        }
+        if self.state == S_PRE_NAME {
+            self.name(b);
+        }
+        if self.state == S_NAME {
+            self.name_rest(b);
+        }
+        if self.state == S_EQ {
+            self.equals(b);
+        }
+        if self.state == S_PRE_VALUE {
+            self.value_start(b);
+        }
+        if self.state == S_QUOTED || self.state == S_TOKEN {
+            self.value(b);
+        }
+        let both = DIGEST_NONCE | DIGEST_USER;
+        if self.creds != 0 && self.flags & both == both {
+            self.state = S_DONE;
         }
         self.state == S_DONE
     }
 
-    /// The end of what can be read (payload or `AUTH_LINE_MAX`): a value
-    /// being read ends here.
+    /// The end of what can be read (payload, `AUTH_LINE_MAX` or
+    /// `AUTH_MAX_STEPS`): a value being read ends here.
     #[inline(always)]
     pub fn finish(&mut self) {
         if self.state != S_DONE {
@@ -276,102 +384,152 @@ impl DigestParse {
         }
     }
 
-    /// One byte of the header's value.
+    /// Skips blanks (and commas if `commas`), a folded line being one
+    /// blank: the next other byte (at `pos`), or `None` when the line
+    /// ended (`S_DONE`) or this step's words are used up (go on next step).
     #[inline(always)]
-    pub fn byte(&mut self, c: u8) {
-        if self.after_lf != 0 {
-            self.after_lf = 0;
-            if !is_lws(c) {
-                self.end_line();
-                return;
-            }
-            // A folded line: CRLF and the blanks are one blank.
+    fn skip<B: LineWords>(&mut self, b: &B, commas: bool) -> Option<u8> {
+        let w = b.word(self.pos as usize);
+        let mut blank = eq(w, b' ') | eq(w, b'\t') | eq(w, b'\r');
+        if commas {
+            blank |= eq(w, b',');
         }
-        match c {
-            b'\n' => {
-                self.after_lf = 1;
-                return;
-            }
-            // A CR is only ever followed by the LF that decides.
-            b'\r' => return,
-            0 => {
-                self.end_line();
-                return;
-            }
-            _ => {}
+        let other = !blank & HIGH;
+        if other == 0 {
+            self.pos += 8;
+            return None;
         }
-        match self.state {
-            S_PRE_SCHEME | S_PRE_NAME | S_EQ | S_PRE_VALUE | S_AFTER_VALUE
-                if is_lws(c) => {}
-            S_PRE_SCHEME | S_SCHEME => self.scheme(c),
-            S_PRE_NAME | S_NAME | S_EQ => self.name(c),
-            S_PRE_VALUE => self.value_start(c),
-            S_QUOTED => {
-                if c == b'\\' {
-                    self.state = S_ESCAPE;
-                } else if c == b'"' {
-                    self.value_end();
-                    self.state = S_AFTER_VALUE;
-                } else {
-                    self.value_byte(c);
-                }
-            }
-            S_ESCAPE => {
-                self.value_byte(c);
-                self.state = S_QUOTED;
-            }
-            // Lenient: an unquoted value runs to a comma or a blank.
-            S_TOKEN => {
-                if c == b',' || is_lws(c) {
-                    self.value_end();
-                    self.state = S_AFTER_VALUE;
-                    self.after_value(c);
-                } else {
-                    self.value_byte(c);
-                }
-            }
-            S_AFTER_VALUE => self.after_value(c),
-            _ => {}
+        let k = first_byte(other);
+        let c = byte_of(w, k);
+        self.pos += k as u32;
+        if c == b'\n' && is_lws(self.next_byte(b)) {
+            self.pos += 1; // a fold
+            return None;
         }
+        if c == b'\n' || c == 0 {
+            self.end_line();
+            return None;
+        }
+        Some(c)
     }
 
+    /// The byte after the one at `pos`.
     #[inline(always)]
-    fn scheme(&mut self, c: u8) {
-        if is_token(c) {
-            self.state = S_SCHEME;
-            self.pack_byte(c);
-        } else if is_lws(c) && self.pack == PACK_DIGEST && self.pack_len == 6 {
+    fn next_byte<B: LineWords>(&self, b: &B) -> u8 {
+        byte_of(b.word(self.pos as usize), 1)
+    }
+
+    /// The scheme: `Digest` then a blank, or nothing more is read.
+    #[inline(always)]
+    fn scheme<B: LineWords>(&mut self, b: &B) {
+        if self.skip(b, false).is_none() {
+            return;
+        }
+        let w = b.word(self.pos as usize);
+        let ends = name_ends(w);
+        let k = first_byte(ends);
+        let c = byte_of(w, k);
+        if ends != 0
+            && k == 6
+            && low_bytes(w | LOWER, 6) == PACK_DIGEST
+            && (is_lws(c) || c == b'\r' || c == b'\n' || c == 0)
+        {
             self.flags |= DIGEST_SCHEME;
+            self.pos += 6;
             self.state = S_PRE_NAME;
         } else {
             self.state = S_DONE; // another scheme (Basic...) or garbage
         }
     }
 
+    /// Blanks, then a comma before the next parameter.
     #[inline(always)]
-    fn name(&mut self, c: u8) {
-        if self.state == S_PRE_NAME {
-            if c == b',' || is_lws(c) {
-                return;
+    fn after_value<B: LineWords>(&mut self, b: &B) {
+        match self.skip(b, false) {
+            Some(b',') => {
+                self.pos += 1;
+                self.state = S_PRE_NAME;
             }
-            self.pack = 0;
-            self.pack_len = 0;
-            self.state = S_NAME;
-        }
-        if self.state == S_NAME && is_token(c) {
-            self.pack_byte(c);
-        } else if c == b'=' {
-            self.param = self.param_kind();
-            self.state = S_PRE_VALUE;
-        } else if is_lws(c) && self.state == S_NAME {
-            self.state = S_EQ;
-        } else {
-            self.bad();
+            Some(_) => self.bad(),
+            None => {}
         }
     }
 
-    /// Which parameter the name packed so far is; a repeated nonce or
-    /// username is ignored (the first counts).
+    /// Blanks and commas, then a parameter name up to its `=` (or blanks).
+    #[inline(always)]
+    fn name<B: LineWords>(&mut self, b: &B) {
+        if self.skip(b, true).is_none() {
+            return;
+        }
+        let w = b.word(self.pos as usize);
+        let ends = name_ends(w);
+        if ends == 0 {
+            // 8 bytes and more: `name_rest` finds the end.
+            self.pack = w | LOWER;
+            self.pack_len = 8;
+            self.pos += 8;
+            self.state = S_NAME;
+            return;
+        }
+        let len = first_byte(ends);
+        if len == 0 {
+            self.bad(); // `=` or `"` where a name starts
+            return;
+        }
+        self.pack = low_bytes(w | LOWER, len);
+        self.pack_len = len as u8;
+        self.pos += len as u32;
+        self.name_end(byte_of(w, len));
+    }
+
+    /// The rest of a name longer than a word, a word a step.
+    #[inline(always)]
+    fn name_rest<B: LineWords>(&mut self, b: &B) {
+        let w = b.word(self.pos as usize);
+        let ends = name_ends(w);
+        if ends == 0 {
+            self.pack_len = PACK_FULL;
+            self.pos += 8;
+            return;
+        }
+        let len = first_byte(ends);
+        if len != 0 {
+            self.pack_len = PACK_FULL;
+        }
+        self.pos += len as u32;
+        self.name_end(byte_of(w, len));
+    }
+
+    /// The name ended at `c` (at `pos`).
+    #[inline(always)]
+    fn name_end(&mut self, c: u8) {
+        self.param = self.param_kind();
+        match c {
+            b'=' => {
+                self.pos += 1;
+                self.state = S_PRE_VALUE;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => self.state = S_EQ,
+            0 => self.end_line(),
+            _ => self.bad(),
+        }
+    }
+
+    /// Blanks between a name and its `=`.
+    #[inline(always)]
+    fn equals<B: LineWords>(&mut self, b: &B) {
+        match self.skip(b, false) {
+            Some(b'=') => {
+                self.pos += 1;
+                self.state = S_PRE_VALUE;
+            }
+            Some(_) => self.bad(),
+            None => {}
+        }
+    }
+
+    /// Which parameter the name packed is; a repeated nonce or username is
+    /// ignored (the first counts).
     #[inline(always)]
     fn param_kind(&self) -> u8 {
         let (p, n) = (self.pack, self.pack_len);
@@ -386,50 +544,140 @@ impl DigestParse {
         }
     }
 
+    /// Blanks, then a quote or a token's first byte.
     #[inline(always)]
-    fn value_start(&mut self, c: u8) {
+    fn value_start<B: LineWords>(&mut self, b: &B) {
+        let Some(c) = self.skip(b, false) else {
+            return;
+        };
         self.pack = 0;
         self.pack_len = 0;
         if c == b'"' {
+            self.pos += 1;
             self.state = S_QUOTED;
         } else if c != b',' {
             self.state = S_TOKEN;
-            self.value_byte(c);
         } else {
             self.bad();
         }
     }
 
+    /// A word of a value: its run of plain bytes, then the byte that
+    /// stopped the run. Lenient: an unquoted value
+    /// runs to a comma or a blank.
     #[inline(always)]
-    fn after_value(&mut self, c: u8) {
-        if c == b',' {
-            self.state = S_PRE_NAME;
-        } else if !is_lws(c) {
-            self.bad();
+    fn value<B: LineWords>(&mut self, b: &B) {
+        let w = b.word(self.pos as usize);
+        let quoted = self.state == S_QUOTED;
+        let stops = line_ends(w)
+            | if quoted {
+                eq(w, b'"') | eq(w, b'\\')
+            } else {
+                eq(w, b',') | eq(w, b' ') | eq(w, b'\t')
+            };
+        if stops == 0 {
+            self.run(w, 8);
+            self.pos += 8;
+            return;
+        }
+        let k = first_byte(stops);
+        self.run(w, k);
+        self.pos += k as u32;
+        self.value_stop(b, byte_of(w, k), quoted);
+    }
+
+    /// The byte `c` at `pos` stopped a value's run: false when the value
+    /// (or the line) ended there.
+    #[inline(always)]
+    fn value_stop<B: LineWords>(&mut self, b: &B, c: u8, quoted: bool) -> bool {
+        match c {
+            // A CR is only ever followed by the LF that decides.
+            b'\r' => {
+                self.pos += 1;
+                true
+            }
+            b'\n' if quoted && is_lws(self.next_byte(b)) => {
+                self.pos += 1; // a fold: its blanks are value bytes
+                true
+            }
+            b'\\' if quoted => {
+                let e = self.next_byte(b);
+                if e == 0 || e == b'\r' || e == b'\n' {
+                    self.pos += 1;
+                    self.end_line();
+                    return false;
+                }
+                self.run(e as u64, 1);
+                self.pos += 2;
+                true
+            }
+            b'"' if quoted => {
+                self.pos += 1;
+                self.value_end();
+                self.state = S_AFTER_VALUE;
+                false
+            }
+            b'\n' if quoted => {
+                self.end_line();
+                false
+            }
+            0 => {
+                self.end_line();
+                false
+            }
+            _ => {
+                // A token's comma, blank or line end: `after_value` reads it.
+                self.value_end();
+                self.state = S_AFTER_VALUE;
+                false
+            }
         }
     }
 
+    /// The `k` low bytes of `w`, plain value bytes.
     #[inline(always)]
-    fn value_byte(&mut self, c: u8) {
+    fn run(&mut self, w: u64, k: usize) {
         match self.param {
             P_NONCE => {
-                if self.nonce_len < NONCE_MAX {
-                    self.nonce_hash = (self.nonce_hash ^ c as u64).wrapping_mul(FNV_PRIME);
-                }
-                if self.nonce_len <= NONCE_MAX {
-                    self.nonce_len += 1;
+                for i in 0..8 {
+                    if i >= k {
+                        break;
+                    }
+                    if self.nonce_len < NONCE_MAX {
+                        self.nonce_hash =
+                            (self.nonce_hash ^ byte_of(w, i) as u64).wrapping_mul(FNV_PRIME);
+                    }
+                    if self.nonce_len <= NONCE_MAX {
+                        self.nonce_len += 1;
+                    }
                 }
             }
             P_USER => {
-                self.user_hash = (self.user_hash ^ c as u64).wrapping_mul(FNV_PRIME);
-                if (self.user_len as usize) < USER_MAX {
-                    self.user[self.user_len as usize & (USER_MAX - 1)] = c;
-                }
-                if (self.user_len as usize) <= USER_MAX {
-                    self.user_len += 1;
+                for i in 0..8 {
+                    if i >= k {
+                        break;
+                    }
+                    let c = byte_of(w, i);
+                    self.user_hash = (self.user_hash ^ c as u64).wrapping_mul(FNV_PRIME);
+                    // black_box: LLVM would drop the mask after the check
+                    // below, and the verifier needs the mask's bound.
+                    let at = core::hint::black_box(self.user_len as usize) & (USER_MAX - 1);
+                    if (self.user_len as usize) < USER_MAX {
+                        self.user[at] = c;
+                    }
+                    if (self.user_len as usize) <= USER_MAX {
+                        self.user_len += 1;
+                    }
                 }
             }
-            P_STALE => self.pack_byte(c),
+            P_STALE => {
+                for i in 0..8 {
+                    if i >= k {
+                        break;
+                    }
+                    self.pack_byte(byte_of(w, i));
+                }
+            }
             _ => {}
         }
     }
@@ -471,16 +719,11 @@ impl DigestParse {
     fn end_line(&mut self) {
         match self.state {
             S_TOKEN => self.value_end(),
-            S_QUOTED | S_ESCAPE => {
+            S_QUOTED => {
                 if self.param == P_NONCE && self.nonce_len > NONCE_MAX {
                     self.value_end();
                 }
                 self.flags |= DIGEST_BAD;
-            }
-            S_SCHEME => {
-                if self.pack == PACK_DIGEST && self.pack_len == 6 {
-                    self.flags |= DIGEST_SCHEME;
-                }
             }
             _ => {}
         }
@@ -506,7 +749,7 @@ impl DigestParse {
 
 /// Parses a whole header line (`line` from its first byte, as much as the
 /// payload holds) the way the kernel does: the name from its first
-/// `UA_WINDOW` bytes, then the value in `AUTH_CHUNK` chunks up to
+/// `UA_WINDOW` bytes, then the value step by step, at most
 /// `AUTH_LINE_MAX` bytes from the line's start. `None`: not a `want`
 /// header.
 pub fn parse_line(line: &[u8], want: AuthHeader) -> Option<DigestParse> {
@@ -514,17 +757,13 @@ pub fn parse_line(line: &[u8], want: AuthHeader) -> Option<DigestParse> {
     let n = core::cmp::min(line.len(), UA_WINDOW);
     win[..n].copy_from_slice(&line[..n]);
     let start = auth_name(&win, want)?;
-    let end = core::cmp::min(line.len(), AUTH_LINE_MAX);
     let mut d = DigestParse::default();
-    let mut at = start;
-    while at < end {
-        let mut chunk = [0u8; AUTH_CHUNK];
-        let k = core::cmp::min(end - at, AUTH_CHUNK);
-        chunk[..k].copy_from_slice(&line[at..at + k]);
-        if d.feed(&chunk, k) {
+    d.start(start, want);
+    let words = SliceWords(line);
+    for _ in 0..AUTH_MAX_STEPS {
+        if d.step(&words) {
             return Some(d);
         }
-        at += k;
     }
     d.finish();
     Some(d)

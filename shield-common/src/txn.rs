@@ -121,9 +121,13 @@ pub enum TxnLine {
     Cseq { number: u32, method: Method },
 }
 
-/// The header name, lower case. The compact form `i` is not looked for
-/// (it starts another letter): a request that uses it is not remembered.
+/// The header name, lower case, and its compact form (RFC 3261 §7.3.3).
 const CALL_ID_NAME: &[u8; 7] = b"call-id";
+const CALL_ID_COMPACT: u8 = b'i';
+
+/// The first letters (lower case) of the lines the walk for Call-ID and
+/// CSeq looks at: `Call-ID`, `CSeq`, compact `i`.
+pub const TXN_LETTERS: (u8, u8) = (b'c', CALL_ID_COMPACT);
 
 /// FNV-1a's constants, 64 bits (mixed a word at a time here).
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -153,14 +157,19 @@ pub fn txn_line(win: &[u8; UA_WINDOW]) -> TxnLine {
 /// end, zeros after) mixed in FNV-style with a 64-bit multiply.
 #[inline(always)]
 fn call_id_line(win: &[u8; UA_WINDOW]) -> Option<Option<u64>> {
-    let mut i = 0;
-    while i < CALL_ID_NAME.len() {
-        if byte(win, i).to_ascii_lowercase() != CALL_ID_NAME[i] {
-            return None;
+    let n = if byte(win, 0).to_ascii_lowercase() == CALL_ID_COMPACT {
+        1
+    } else {
+        let mut i = 0;
+        while i < CALL_ID_NAME.len() {
+            if byte(win, i).to_ascii_lowercase() != CALL_ID_NAME[i] {
+                return None;
+            }
+            i += 1;
         }
-        i += 1;
-    }
-    let j = skip_lws(win, CALL_ID_NAME.len());
+        CALL_ID_NAME.len()
+    };
+    let j = skip_lws(win, n);
     if byte(win, j) != b':' {
         return None;
     }
@@ -250,7 +259,12 @@ mod tests {
         assert_eq!(line(b"Call-IDs: x"), TxnLine::Other);
         assert_eq!(line(b"Call-ID x"), TxnLine::Other);
         assert_eq!(line(b"Contact: <sip:a>"), TxnLine::Other);
-        assert_eq!(line(b"i: abc@host"), TxnLine::Other);
+        // The compact form (RFC 3261 §7.3.3) is the same header.
+        assert_eq!(hash(b"i: abc@host\r\n"), a);
+        assert_eq!(hash(b"I \t:abc@host"), a);
+        assert_eq!(line(b"i:\r\n"), TxnLine::Garbled);
+        assert_eq!(line(b"id: x"), TxnLine::Other);
+        assert_eq!(line(b"Info: x"), TxnLine::Other);
         // Longer than the window: the first bytes decide.
         let long = [b"Call-ID: ".as_slice(), &[b'x'; 100]].concat();
         let mut longer = long.clone();

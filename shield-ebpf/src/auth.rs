@@ -7,8 +7,8 @@
 //!
 //! Everything off until shieldd sets `AUTH_CONFIG`. The digest line is
 //! found by the header-line search (lines starting `a`/`p` on ingress, in
-//! the XDP program's one header walk, `walk`; `w`/`p` on egress) and parsed by the shared streaming parser,
-//! one `AUTH_CHUNK` per call of a global: the loop is verified once per
+//! the XDP program's one header walk, `walk`; `w`/`p` on egress) and parsed by the shared parser,
+//! one step (8-byte reads, no loop) per call of a global: verified once per
 //! program, whatever the line holds. Each program has its own thin
 //! globals (their context argument has the program's type) and its own
 //! slot of `AUTH_SCRATCH` (0 ingress, 1 egress).
@@ -23,8 +23,8 @@ use aya_ebpf::{
 use shield_common::{
     auth::{
         auth_method, auth_name, auth_stats_slot, challenges, outcome, Attempt, AuthConfig,
-        AuthEvent, AuthHeader, DigestParse, NonceKey, NonceSeen, AUTH_CHUNK, AUTH_LINE_MAX,
-        AUTH_MAX_CHUNKS, AUTH_MAX_LINES, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
+        AuthEvent, AuthHeader, DigestParse, LineWords, NonceKey, NonceSeen, AUTH_LINE_MAX,
+        AUTH_MAX_CHALLENGES, AUTH_MAX_LINES, AUTH_MAX_STEPS, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
         DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
     },
     default_size, mask_v6,
@@ -73,7 +73,6 @@ const EGRESS: u32 = 1;
 #[repr(C)]
 pub(crate) struct AuthScratch {
     parse: DigestParse,
-    chunk: [u8; AUTH_CHUNK],
     attempt: Attempt,
     /// The requester (ingress) or the reply's destination (egress), keyed.
     key: SrcKey,
@@ -85,6 +84,16 @@ pub(crate) struct AuthScratch {
     /// `Scratch::ids` already holds this request's Call-ID and CSeq.
     ids_fresh: u32,
     _pad: u32,
+    /// The digest line being parsed: its packet offset, and its bytes
+    /// that may be read.
+    line_at: u64,
+    line_end: u64,
+    /// The challenge lines found (egress): `at << 32 | start << 16 | end`
+    /// (packet offset, value offset, bytes that may be read).
+    lines: [u64; AUTH_MAX_CHALLENGES],
+    challenges: u32,
+    /// A challenge said `stale=true`.
+    stale: u32,
 }
 
 #[inline(always)]
@@ -129,14 +138,14 @@ pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usiz
     if auth_method(method).is_none() || !on() {
         return;
     }
-    // The credentials line, then the Call-ID and CSeq an attempt is keyed
-    // by: the packet's header walk, called from the XDP program's frame
-    // (its chain of globals needs the stack left under it).
+    // The credentials line and the Call-ID and CSeq an attempt is keyed
+    // by: the packet's header walk (step 8's already found them; one pass
+    // otherwise), called from the XDP program's frame (its chain of
+    // globals needs the stack left under it).
     let c = ctx.as_ptr().cast();
-    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS) & W_CREDS == 0 {
+    if crate::walk::shield_walk(c, pay as u64, plen as u64, W_CREDS | W_TXN) & W_CREDS == 0 {
         return;
     }
-    crate::walk::shield_walk(c, pay as u64, plen as u64, W_TXN);
     let meta = meta | (method as u64 & 0xff) << 16;
     shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
 }
@@ -265,7 +274,17 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
         cseq,
         _pad: 0,
     };
-    let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+    // A retransmission (or any request with this key) overwrites the
+    // remembered attempt in place: an LRU update takes a fresh node and
+    // locks, a plain store does not. Another CPU copying it meanwhile may
+    // see a mix of two records of the same transaction.
+    match AUTH_ATTEMPTS.get_ptr_mut(&tk) {
+        // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
+        Some(t) => unsafe { *t = a.attempt },
+        None => {
+            let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+        }
+    }
     1
 }
 
@@ -283,7 +302,12 @@ pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u6
     let Some((at, avail)) = crate::walk::creds_line(pay, plen) else {
         return 0;
     };
-    shield_auth_creds_line(ctx, at, avail)
+    if shield_auth_creds_line(ctx, at, avail) != LINE_FOUND {
+        return 0;
+    }
+    // The steps from here, not from the line's global: one frame less on
+    // the chain of stacks.
+    digest_steps(|fin| shield_auth_step(ctx, fin))
 }
 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
@@ -294,35 +318,15 @@ pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) 
         return LINE_BAD;
     };
     let pkt = Pkt::new(&XdpContext::new(ctx));
-    digest_line(
-        &pkt,
-        scratch,
-        AuthHeader::Credentials,
-        at,
-        avail,
-        |at, avail, start, k| shield_auth_chunk(ctx, at, avail, start, k),
-    )
+    digest_line(&pkt, scratch, INGRESS, AuthHeader::Credentials, at, avail)
 }
 
-/// `feed` into `AUTH_SCRATCH[0].parse`.
+/// One parser step on `AUTH_SCRATCH[0].parse` (see `step`).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_chunk(
-    ctx: *mut xdp_md,
-    at: u64,
-    avail: u64,
-    start: u64,
-    k: u64,
-) -> u64 {
-    feed(
-        &Pkt::new(&XdpContext::new(ctx)),
-        INGRESS,
-        at,
-        avail,
-        start,
-        k,
-    )
+pub extern "C" fn shield_auth_step(ctx: *mut xdp_md, fin: u64) -> u64 {
+    step(INGRESS, fin, &Pkt::new(&XdpContext::new(ctx)))
 }
 
 // ---- egress (TC) ----
@@ -341,10 +345,17 @@ pub(crate) fn settle(
     method: usize,
 ) -> bool {
     let meta = meta | (status as u64) << 16 | (method as u64 & 0xff) << 32;
-    shield_egress_auth(skb, pay as u64, plen as u64, meta) == 1
+    if shield_egress_auth(skb, pay as u64, plen as u64, meta) == 0 {
+        return false;
+    }
+    // From the program's own frame: the steps' chain of stacks is the
+    // shortest there is.
+    learn(skb);
+    shield_egress_outcome(skb, meta) == 1
 }
 
-/// [`settle`]'s work, step by step (see `shield_auth`).
+/// [`settle`]'s first steps: the key, the challenge lines. 0: nothing to
+/// settle (off, or the header out of reach).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -352,16 +363,21 @@ pub extern "C" fn shield_egress_auth(skb: *mut __sk_buff, pay: u64, plen: u64, m
     if !on() {
         return 0;
     }
-    if challenges(((meta >> 16) & 0xffff) as u16) {
-        shield_egress_challenge(skb, pay, plen);
-    } else if let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) {
-        // SAFETY: per-CPU scratch of this program.
-        unsafe { (*a).parse.reset() };
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch of this program.
+    unsafe {
+        (*a).stale = 0;
+        (*a).challenges = 0;
     }
     if shield_egress_key(skb, meta) == 0 {
         return 0;
     }
-    shield_egress_outcome(skb, meta)
+    if challenges(((meta >> 16) & 0xffff) as u16) {
+        shield_egress_challenge(skb, pay, plen);
+    }
+    1
 }
 
 /// The reply's destination keyed as bans are, into `AUTH_SCRATCH[1]`.
@@ -372,8 +388,8 @@ pub extern "C" fn shield_egress_key(skb: *mut __sk_buff, meta: u64) -> u64 {
     key_into(&Pkt::skb(skb), EGRESS, meta, true)
 }
 
-/// Learns the challenge in `AUTH_SCRATCH[1].parse`, then settles the
-/// attempt the reply answers.
+/// Settles the attempt the reply answers (its challenges already
+/// learned).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -389,15 +405,7 @@ pub extern "C" fn shield_egress_outcome(skb: *mut __sk_buff, meta: u64) -> u64 {
     let status = ((meta >> 16) & 0xffff) as u16;
     let method = ((meta >> 32) & 0xff) as u32;
     let now = now_ns();
-    let mut stale = false;
-    if challenges(status) && a.parse.has_nonce() {
-        stale = a.parse.flags & DIGEST_STALE != 0;
-        let nk = NonceKey {
-            src: a.key,
-            nonce: a.parse.nonce_hash,
-        };
-        let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
-    }
+    let stale = a.stale != 0;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let ids = unsafe { (*scratch).ids };
     let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) else {
@@ -460,8 +468,8 @@ fn report(a: &AuthScratch, now: u64, method: u32, status: u16, result: u32, ifin
     e.submit(0);
 }
 
-/// Walks the response's `w`/`p` lines for its challenge into
-/// `AUTH_SCRATCH[1].parse`.
+/// Walks the response's `w`/`p` lines for its challenges (a server may
+/// offer several: SHA-256 and MD5) into `AUTH_SCRATCH[1].lines`: how many.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -473,7 +481,7 @@ pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u
         return 0;
     };
     // SAFETY: see `settle`.
-    unsafe { (*a).parse.reset() };
+    unsafe { (*a).challenges = 0 };
     lines::find_line(
         &Pkt::skb(skb),
         scratch,
@@ -482,40 +490,87 @@ pub extern "C" fn shield_egress_challenge(skb: *mut __sk_buff, pay: u64, plen: u
         AUTH_MAX_LINES,
         |j, limit| shield_egress_auth_scan_block(skb, pay, j, limit),
         |at, avail| shield_egress_challenge_line(skb, at, avail),
-    )
+    );
+    // SAFETY: as above.
+    unsafe { (*a).challenges as u64 }
 }
 
+/// Parses each challenge line `shield_egress_challenge` found and learns
+/// its nonce for the destination in `AUTH_SCRATCH[1].key`; `stale` if one
+/// says so.
+#[inline(always)]
+fn learn(skb: *mut __sk_buff) {
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(EGRESS) else {
+        return;
+    };
+    let now = now_ns();
+    for i in 0..AUTH_MAX_CHALLENGES {
+        // SAFETY: a per-CPU map value of this type, used by this program only.
+        let a = unsafe { &mut *a };
+        if i >= a.challenges as usize {
+            break;
+        }
+        let line = a.lines[i];
+        a.parse.start(((line >> 16) & 0xffff) as usize, AuthHeader::Challenge);
+        a.line_at = line >> 32;
+        a.line_end = line & 0xffff;
+        digest_steps(|fin| shield_egress_auth_step(skb, fin));
+        if a.parse.has_nonce() {
+            a.stale |= (a.parse.flags & DIGEST_STALE != 0) as u32;
+            let nk = NonceKey {
+                src: a.key,
+                nonce: a.parse.nonce_hash,
+            };
+            let _ = AUTH_NONCES.insert(&nk, &NonceSeen { seen_ns: now }, 0);
+        }
+    }
+}
+
+/// The line at payload offset `at` (`avail` bytes left): a challenge is
+/// remembered in `AUTH_SCRATCH[1].lines` (the walk stops once
+/// `AUTH_MAX_CHALLENGES` are).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, avail: u64) -> u64 {
-    let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
+    let (Some(scratch), Some(a)) = (
+        EGRESS_SCRATCH.get_ptr_mut(0),
+        AUTH_SCRATCH.get_ptr_mut(EGRESS),
+    ) else {
         return LINE_BAD;
     };
-    digest_line(
-        &Pkt::skb(skb),
-        scratch,
-        AuthHeader::Challenge,
-        at,
-        avail,
-        |at, avail, start, k| shield_egress_auth_chunk(skb, at, avail, start, k),
-    )
+    if !lines::copy_window(&Pkt::skb(skb), scratch, at, avail) {
+        return LINE_BAD;
+    }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let Some(start) = auth_name(unsafe { &(*scratch).win }, AuthHeader::Challenge) else {
+        return LINE_OTHER;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    let n = a.challenges as usize;
+    if n >= AUTH_MAX_CHALLENGES {
+        return LINE_FOUND;
+    }
+    let end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
+    a.lines[n & (AUTH_MAX_CHALLENGES - 1)] = (at & 0xffff) << 32 | (start as u64) << 16 | end;
+    a.challenges += 1;
+    if n + 1 == AUTH_MAX_CHALLENGES {
+        LINE_FOUND
+    } else {
+        LINE_OTHER
+    }
 }
 
+/// One parser step on `AUTH_SCRATCH[1].parse` (see `step`).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_egress_auth_chunk(
-    skb: *mut __sk_buff,
-    at: u64,
-    avail: u64,
-    start: u64,
-    k: u64,
-) -> u64 {
-    feed(&Pkt::skb(skb), EGRESS, at, avail, start, k)
+pub extern "C" fn shield_egress_auth_step(skb: *mut __sk_buff, fin: u64) -> u64 {
+    step(EGRESS, fin, &Pkt::skb(skb))
 }
 
-/// `lines::scan_block` for lines starting with `w`/`W` or `p`/`P`.
+/// `lines::scan_block2` for lines starting with `w`/`W` or `p`/`P`.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -532,19 +587,16 @@ pub extern "C" fn shield_egress_auth_scan_block(
 // ---- shared bodies ----
 
 /// The line at payload offset `at` (`avail` bytes left): `LINE_OTHER` if
-/// it is not a `want` header, else its value fed to the program's parser
-/// chunk by chunk and `LINE_FOUND`: the first such line counts.
-/// `chunk(at, avail, start, k)` feeds chunk `k` of the value starting
-/// `start` bytes into the line (1 once the header ended). The loop keeps
-/// no arithmetic of its own: one verifier state per iteration.
+/// it is not a `want` header, else `LINE_FOUND` with
+/// `AUTH_SCRATCH[slot]` set to parse its value (see `digest_steps`).
 #[inline(always)]
 fn digest_line(
     pkt: &Pkt,
     scratch: *mut Scratch,
+    slot: u32,
     want: AuthHeader,
     at: u64,
     avail: u64,
-    chunk: impl Fn(u64, u64, u64, u64) -> u64,
 ) -> u64 {
     if !lines::copy_window(pkt, scratch, at, avail) {
         return LINE_BAD;
@@ -553,59 +605,93 @@ fn digest_line(
     let Some(start) = auth_name(unsafe { &(*scratch).win }, want) else {
         return LINE_OTHER;
     };
-    for k in 0..AUTH_MAX_CHUNKS as u64 {
-        if chunk(at, avail, start as u64, k) != 0 {
-            return LINE_FOUND;
-        }
-    }
-    chunk(at, 0, 0, 0); // the end of what is read: finish
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(slot) else {
+        return LINE_BAD;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    a.parse.start(start, want);
+    a.line_at = at;
+    a.line_end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
     LINE_FOUND
 }
 
-/// Chunk `k` of the value starting `start` bytes into the line at `at`
-/// (`avail` bytes left in the payload) into `AUTH_SCRATCH[slot].parse`;
-/// `avail == 0` finishes it. 1 once the header has ended.
+/// The value of the line `digest_line` found, parsed: `step(fin)` is the
+/// program's step global (`fin` 1: finish). The loop keeps no arithmetic
+/// of its own: one verifier state per iteration. `LINE_FOUND`.
 #[inline(always)]
-fn feed(pkt: &Pkt, slot: u32, at: u64, avail: u64, start: u64, k: u64) -> u64 {
+fn digest_steps(step: impl Fn(u64) -> u64) -> u64 {
+    for _ in 0..AUTH_MAX_STEPS {
+        if step(0) != 0 {
+            return LINE_FOUND;
+        }
+    }
+    step(1); // the steps ran out: finish
+    LINE_FOUND
+}
+
+/// A step of `AUTH_SCRATCH[slot].parse` on the line it holds; `fin` 1
+/// finishes it. 1 once it is done.
+#[inline(always)]
+fn step(slot: u32, fin: u64, pkt: &Pkt) -> u64 {
     let Some(a) = AUTH_SCRATCH.get_ptr_mut(slot) else {
         return 1;
     };
     // SAFETY: a per-CPU map value of this type, used by this program only.
     let a = unsafe { &mut *a };
-    let end = core::cmp::min(avail as usize, AUTH_LINE_MAX);
-    let pos = start as usize + k as usize * AUTH_CHUNK;
-    if avail == 0 || pos >= end || k as usize >= AUTH_MAX_CHUNKS {
+    if fin != 0 {
         a.parse.finish();
         return 1;
     }
-    let n = core::cmp::min(end - pos, AUTH_CHUNK);
-    let at = at as usize + pos;
-    if at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT + AUTH_LINE_MAX {
-        a.parse.finish();
-        return 1;
-    }
-    copy_chunk(pkt, &mut a.chunk, at, n);
-    a.parse.feed(&a.chunk, n) as u64
+    let (at, end) = (a.line_at, a.line_end);
+    a.parse.step(&Words(|off| word_at(pkt, at, end, off))) as u64
 }
 
-/// `n` payload bytes at `at` into `dst` (the rest zero): one copy when the
-/// frame has the whole chunk, else byte by byte.
-#[inline(always)]
-fn copy_chunk(pkt: &Pkt, dst: &mut [u8; AUTH_CHUNK], at: usize, n: usize) {
-    if let Some(w) = pkt.ptr_at::<[u8; AUTH_CHUNK]>(at) {
-        // SAFETY: `ptr_at` checked the chunk is inside the packet; `dst`
-        // is scratch of the same size.
-        unsafe { core::ptr::copy_nonoverlapping(w.cast::<u8>(), dst.as_mut_ptr(), AUTH_CHUNK) };
-        return;
+/// The parser's view of the line.
+struct Words<F>(F);
+
+impl<F: Fn(u64) -> u64> LineWords for Words<F> {
+    #[inline(always)]
+    fn word(&self, off: usize) -> u64 {
+        (self.0)(off as u64)
     }
-    *dst = [0; AUTH_CHUNK];
-    for (k, w) in dst.iter_mut().enumerate() {
-        if k >= n {
-            break;
-        }
-        match pkt.byte_at(at + k) {
-            Some(b) => *w = b,
-            None => break,
-        }
+}
+
+/// The 8 bytes `off` bytes into the line at packet offset `at` (`end` of
+/// its bytes may be read), 0 past that: one load, of the frame's last 8
+/// bytes (shifted) when fewer than 8 are left. Branch-light: the parser
+/// reads a dozen words a step, each inlined.
+#[inline(always)]
+fn word_at(pkt: &Pkt, at: u64, end: u64, off: u64) -> u64 {
+    if off >= AUTH_LINE_MAX as u64 || off >= end || at > (MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT) as u64
+    {
+        return 0;
+    }
+    let p = (at + off) as usize;
+    // black_box: the verifier needs the bound checked on the very value
+    // used as the offset.
+    let frame = core::hint::black_box(pkt.len());
+    let (q, shift) = if p + 8 <= frame {
+        (p, 0)
+    } else if p < frame && frame >= 8 {
+        (frame - 8, p + 8 - frame)
+    } else {
+        return 0;
+    };
+    if q > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT + AUTH_LINE_MAX {
+        return 0;
+    }
+    let Some(w) = pkt.ptr_at::<[u8; 8]>(q) else {
+        return 0;
+    };
+    // One 8-byte load, though rarely 8-aligned (see `lines::scan_block_with`).
+    #[allow(clippy::cast_ptr_alignment)]
+    // SAFETY: `ptr_at` checked all eight bytes are in the frame.
+    let w = u64::from_le(unsafe { core::ptr::read(w.cast::<u64>()) }) >> (8 * (shift & 7));
+    let left = end - off;
+    if left < 8 {
+        w & ((1u64 << (8 * left)) - 1)
+    } else {
+        w
     }
 }

@@ -234,7 +234,8 @@ pub extern "C" fn shield_egress_txn_line(ctx: *mut __sk_buff, at: u64, avail: u6
     crate::lines::take_txn_line(scratch)
 }
 
-/// `lines::scan_block` for lines starting with `c` or `C`.
+/// `lines::scan_block2` for lines starting with `c`/`C` or `i`/`I` (Call-ID,
+/// CSeq, compact Call-ID).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -244,5 +245,6 @@ pub extern "C" fn shield_egress_scan_block(
     j: u64,
     limit: u64,
 ) -> u64 {
-    lines::scan_block(&Pkt::skb(ctx), pay, j, limit, b'c')
+    let (c, i) = shield_common::txn::TXN_LETTERS;
+    lines::scan_block2(&Pkt::skb(ctx), pay, j, limit, c, i)
 }

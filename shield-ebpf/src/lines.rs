@@ -156,18 +156,11 @@ const SCAN_MORE: u64 = 0;
 pub(crate) const SCAN_END: u64 = 0xffff;
 
 /// Looks at payload positions `[j, j + SCAN_BLOCK)` for the first line start
-/// `s` (the byte after a `\n`) whose first byte is `first` (lower case, or
-/// its upper case), `\r` or `\n`. Returns `s` if it is below `limit`,
+/// `s` (the byte after a `\n`) whose first byte is `first` or `second`
+/// (lower case, or upper case: the digest headers `w`/`p`, Call-ID and
+/// CSeq `c`/`i`), `\r` or `\n`. Returns `s` if it is below `limit`,
 /// `SCAN_END` if there is none below `limit`, `SCAN_MORE` if the next block
 /// may have one. The body of each program's `*_scan_block` global function.
-#[inline(always)]
-pub(crate) fn scan_block(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8) -> u64 {
-    scan_block2(pkt, pay, j, limit, first, first)
-}
-
-/// [`scan_block`] for lines starting with either of two letters (lower
-/// case, or upper case): the digest headers (`w`/`p`, `a`/`p`) in one walk.
-/// With `first == second` the compiler folds the second compare away.
 #[inline(always)]
 pub(crate) fn scan_block2(pkt: &Pkt, pay: u64, j: u64, limit: u64, first: u8, second: u8) -> u64 {
     scan_block_with(pkt, pay, j, limit, |lower| {
@@ -193,7 +186,7 @@ pub(crate) fn scan_block_set(pkt: &Pkt, pay: u64, j: u64, limit: u64, set: u64) 
 }
 
 /// Letters a `scan_block_set` set holds at most.
-const SET_LETTERS: usize = 5;
+const SET_LETTERS: usize = 6;
 
 /// The scan: line starts whose first byte, lower-cased (`| 0x20` on every
 /// byte of the word), `letters` marks (top bit of each matching byte), or

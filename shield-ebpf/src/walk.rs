@@ -24,7 +24,7 @@ use shield_common::{
     auth::{auth_name, AuthHeader, AUTH_MAX_LINES},
     dest::{to_line, ToLine, TO_MAX_T_LINES},
     sip::{ua_line, UaLine, UA_MAX_U_LINES, UA_SCAN_LIMIT},
-    txn::{TxnIds, TXN_MAX_C_LINES},
+    txn::{TxnIds, TXN_LETTERS, TXN_MAX_C_LINES},
 };
 
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
@@ -144,7 +144,7 @@ const fn letters(kinds: u64) -> u64 {
         l |= (b't' as u64) << 8;
     }
     if kinds & (W_TXN | W_CID) != 0 {
-        l |= (b'c' as u64) << 16;
+        l |= (TXN_LETTERS.0 as u64) << 16 | (TXN_LETTERS.1 as u64) << 40;
     }
     if kinds & W_CREDS != 0 {
         l |= (b'a' as u64) << 24 | (b'p' as u64) << 32;
@@ -158,7 +158,7 @@ const fn kind_of(c: u8) -> u64 {
     match c | 0x20 {
         b'u' => W_UA,
         b't' => W_TO,
-        b'c' => W_TXN | W_CID, // (only one of them is ever open)
+        b'c' | b'i' => W_TXN | W_CID, // (only one of them is ever open)
         b'a' | b'p' => W_CREDS,
         _ => 0,
     }

@@ -44,9 +44,10 @@ pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
     {
         w |= W_TXN;
     }
-    // (The attempt's Call-ID and CSeq only once credentials are found.)
+    // The attempt's Call-ID and CSeq in the same pass: a second pass for
+    // them once credentials are found cost more than their two lines.
     if crate::auth::on() && auth_method(method).is_some() {
-        w |= W_CREDS;
+        w |= W_CREDS | W_TXN;
     }
     w
 }

@@ -95,6 +95,28 @@ fn auth_rows(k: &mut Kernel, base: &BareDrop, invite: &[u8], rows: &mut Vec<Row>
     k.shield.maps.auth.set_enabled(false).unwrap();
 }
 
+/// `SIPSHIELD_BENCH_AUTH_ONLY=1`: the credential rows and their ratios
+/// alone, on empty maps (seconds instead of minutes, while working on the
+/// parser; the full run is the one to report).
+fn auth_only(k: &mut Kernel, base: &BareDrop) {
+    k.shield.maps.set_ports(&[5060], &[5060, 5061]).unwrap();
+    let invite = sip_invite_with_sdp("Linphone/5.2.0 (belle-sip/5.2.0)");
+    let mut rows = Vec::new();
+    auth_rows(k, base, &invite, &mut rows);
+    let frame = Frame::udp4([198, 51, 100, 50], 5060, &invite).build();
+    k.shield.maps.set_policy(&policy(None)).unwrap();
+    let (mut ns, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        b.push(f64::from(base.time(&frame, REPEAT).unwrap()));
+        ns.push(k.time(&frame, REPEAT));
+    }
+    rows.push(Row { path: "allowed INVITE with UA scan", reason: Reason::Ok, ns: median(ns), base: median(b) });
+    for r in &rows {
+        println!("| {} | {:.1} | {:.1} |", r.path, r.ns, r.base);
+    }
+    auth_ratios(&rows);
+}
+
 /// Issue 20's goal as a ratio row: the INVITE carrying proven credentials
 /// against the same INVITE without them, both with `[auth]` on (and
 /// against the INVITE with `[auth]` off), from the rows of this run.
@@ -117,6 +139,9 @@ fn main() {
     shield_tests::kernel::require_root();
     let base = BareDrop::load().expect("load the XDP_DROP baseline");
     let mut k = Kernel::load_with(Capacity::default());
+    if std::env::var_os("SIPSHIELD_BENCH_AUTH_ONLY").is_some() {
+        return auth_only(&mut k, &base);
+    }
     let t0 = Instant::now();
     fill(&mut k);
     learn(&mut k);

@@ -715,7 +715,8 @@ impl Model {
 /// the walk.
 pub fn txn_ids(payload: &[u8]) -> TxnIds {
     let mut ids = TxnIds::default();
-    header_walk(payload, b'c', TXN_MAX_C_LINES, |win| ids.take(txn_line(win)));
+    let (c, i) = shield_common::txn::TXN_LETTERS;
+    header_walk(payload, &[c, i], TXN_MAX_C_LINES, |win| ids.take(txn_line(win)));
     ids
 }
 
@@ -757,15 +758,15 @@ pub(crate) fn header_lines(
     }
 }
 
-/// [`header_lines`] for lines starting with `first`, each handed over as
-/// the kernel's zero-filled `UA_WINDOW` copy.
+/// [`header_lines`] for lines starting with one of `letters`, each handed
+/// over as the kernel's zero-filled `UA_WINDOW` copy.
 fn header_walk(
     payload: &[u8],
-    first: u8,
+    letters: &[u8],
     max_lines: usize,
     mut line: impl FnMut(&[u8; UA_WINDOW]) -> bool,
 ) {
-    header_lines(payload, &[first], max_lines, |rest| {
+    header_lines(payload, letters, max_lines, |rest| {
         let mut win = [0u8; UA_WINDOW];
         let n = rest.len().min(UA_WINDOW);
         win[..n].copy_from_slice(&rest[..n]);
@@ -778,7 +779,7 @@ fn header_walk(
 /// among the first `UA_MAX_U_LINES` lines that start with `u` or `U`.
 pub fn user_agent(payload: &[u8]) -> Option<UaKey> {
     let mut found = None;
-    header_walk(payload, b'u', UA_MAX_U_LINES, |win| match sip::ua_line(win) {
+    header_walk(payload, &[b'u'], UA_MAX_U_LINES, |win| match sip::ua_line(win) {
         UaLine::NotUa => false,
         UaLine::NoToken => true,
         UaLine::Token(k) => {

@@ -298,8 +298,8 @@ fn parser_cases_in_both_programs() {
         // Folding.
         (format!("WWW-Authenticate: Digest realm=\"x\",\r\n nonce=\"{n}\"\r\n"),
          format!("Authorization: Digest username=\"f\",\r\n\tnonce=\"{n}\"\r\n"), Some(b"f")),
-        // Compact forms around it (`i:` is Call-ID: the attempt is not
-        // keyed by it, so it is not remembered; `v:`/`f:` are fine).
+        // Compact forms around it (`v:`/`f:`; `i:`: see
+        // `the_compact_call_id_keys_the_attempt`).
         (challenge(n), format!("v: SIP/2.0/UDP x\r\nf: <sip:a@b>\r\n{}", creds("g", n)), Some(b"g")),
         // Not digest; another header; a nonce never sent.
         (challenge(n), "Authorization: Basic Zm9vOmJhcg==\r\n".into(), None),
@@ -328,4 +328,66 @@ fn parser_cases_in_both_programs() {
     // A username longer than kept: its first 32 bytes.
     let user = "u".repeat(40);
     case(&mut b, &challenge(n), &creds(&user, n), Some("u".repeat(32).as_bytes()), cseq);
+}
+
+/// Every challenge line of a 401 is learned (a server may offer SHA-256
+/// and MD5), up to `AUTH_MAX_CHALLENGES`; a stale mark on any of them
+/// makes the reply stale. Kernel and model agree on each step.
+#[test]
+fn every_challenge_line_is_learned_up_to_the_bound() {
+    use shield_common::auth::AUTH_MAX_CHALLENGES;
+    let mut b = Bench::new(tables(0));
+    let who = IpAddr::from(CLIENT);
+    let line = |i: usize| {
+        format!("WWW-Authenticate: Digest realm=\"x\", nonce=\"n{i}-{NONCE}\", algorithm=MD5\r\n")
+    };
+    let all: String = (0..=AUTH_MAX_CHALLENGES).map(line).collect();
+    b.answer(&reply("401 Unauthorized", "REGISTER", 1, &all), who);
+    let mut cseq = 2;
+    for i in (0..AUTH_MAX_CHALLENGES).rev() {
+        let cred = creds("alice", &format!("n{i}-{NONCE}"));
+        b.ask(&register("REGISTER", cseq, &cred), who);
+        b.answer(&reply("403 Forbidden", "REGISTER", cseq, ""), who);
+        assert_eq!(b.reports().len(), 1, "challenge line {i} proves");
+        cseq += 1;
+    }
+    // The line past the bound was not learned.
+    let cred = creds("alice", &format!("n{AUTH_MAX_CHALLENGES}-{NONCE}"));
+    b.ask(&register("REGISTER", cseq, &cred), who);
+    b.answer(&reply("403 Forbidden", "REGISTER", cseq, ""), who);
+    assert!(b.reports().is_empty());
+    assert_eq!(b.count(0, RESULT_UNPROVEN), 1);
+    // Stale on the second line only: the reply is stale.
+    cseq += 1;
+    b.ask(&register("REGISTER", cseq, &creds("alice", &format!("n0-{NONCE}"))), who);
+    let stale = format!(
+        "{}WWW-Authenticate: Digest realm=\"x\", nonce=\"s\", stale=true\r\n",
+        line(7)
+    );
+    b.answer(&reply("401 Unauthorized", "REGISTER", cseq, &stale), who);
+    assert!(b.reports().is_empty(), "stale: not a failure");
+    assert_eq!(b.count(0, RESULT_STALE), 1);
+}
+
+/// A request and its replies using the compact `i:` Call-ID (RFC 3261
+/// §7.3.3) make an attempt like the long form, in both programs; `i:` and
+/// `Call-ID:` with the same value are the same transaction.
+#[test]
+fn the_compact_call_id_keys_the_attempt() {
+    let compact = |m: Vec<u8>| {
+        String::from_utf8(m).unwrap().replace("Call-ID: ", "i:").into_bytes()
+    };
+    let mut b = Bench::new(tables(0));
+    let who = IpAddr::from(CLIENT);
+    b.answer(&compact(reply("401 Unauthorized", "REGISTER", 1, &challenge(NONCE))), who);
+    b.ask(&compact(register("REGISTER", 2, &creds("alice", NONCE))), who);
+    b.answer(&compact(reply("401 Unauthorized", "REGISTER", 2, "")), who);
+    let r = b.reports();
+    assert_eq!(r.len(), 1, "the compact Call-ID keyed the attempt");
+    assert_eq!(r[0].username, b"alice");
+    // The long form in the reply answers the compact request.
+    b.ask(&compact(register("REGISTER", 3, &creds("alice", NONCE))), who);
+    b.answer(&reply("200 OK", "REGISTER", 3, ""), who);
+    let r = b.reports();
+    assert!(r.len() == 1 && r[0].success);
 }

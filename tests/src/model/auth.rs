@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use shield_common::auth::{
     auth_method, challenges, outcome, parse_line, Attempt, AuthHeader, DigestParse, NonceKey,
-    NonceSeen, AUTH_MAX_LINES, CHALLENGE_LETTERS, CREDENTIALS_LETTERS, DIGEST_STALE,
+    NonceSeen, AUTH_MAX_CHALLENGES, AUTH_MAX_LINES, CHALLENGE_LETTERS, CREDENTIALS_LETTERS, DIGEST_STALE,
     RESULT_STALE, RESULT_SUCCESS, USER_MAX,
 };
 use shield_common::{Method, SrcKey, TxnKey};
@@ -25,6 +25,21 @@ pub struct AuthState {
     pub stats: HashMap<(u32, u32), u64>,
     /// `AUTH_EVENTS`: (address, success, username).
     pub events: Vec<(IpAddr, bool, Vec<u8>)>,
+}
+
+/// Every challenge line (at most `AUTH_MAX_CHALLENGES`) among the first
+/// `AUTH_MAX_LINES` starting with `w`/`p` within `UA_SCAN_LIMIT` bytes,
+/// before the blank line, parsed.
+pub fn challenges_in(payload: &[u8]) -> Vec<DigestParse> {
+    let (a, b) = CHALLENGE_LETTERS;
+    let mut found = Vec::new();
+    super::header_lines(payload, &[a, b], AUTH_MAX_LINES, |rest| {
+        if let Some(d) = parse_line(rest, AuthHeader::Challenge) {
+            found.push(d);
+        }
+        found.len() == AUTH_MAX_CHALLENGES
+    });
+    found
 }
 
 /// The first header line of kind `want` among those starting within
@@ -106,8 +121,8 @@ impl Model {
         let key = self.key(dst);
         let mut stale = false;
         if challenges(status) {
-            if let Some(d) = digest(payload, AuthHeader::Challenge).filter(|d| d.has_nonce()) {
-                stale = d.flags & DIGEST_STALE != 0;
+            for d in challenges_in(payload).iter().filter(|d| d.has_nonce()) {
+                stale |= d.flags & DIGEST_STALE != 0;
                 let nk = NonceKey {
                     src: key,
                     nonce: d.nonce_hash,

@@ -97,7 +97,7 @@ impl Model {
 /// starting with `t`) has a tag.
 pub(super) fn in_dialog(payload: &[u8]) -> bool {
     let mut tagged = false;
-    header_walk(payload, b't', TO_MAX_T_LINES, |win| match dest::to_line(win) {
+    header_walk(payload, &[b't'], TO_MAX_T_LINES, |win| match dest::to_line(win) {
         dest::ToLine::NotTo => false,
         dest::ToLine::Tagged => {
             tagged = true;
