@@ -161,6 +161,19 @@ pub const fn in_units(b: &Bucket) -> (u32, u32) {
     (i as u32, t as u32)
 }
 
+/// Whether `b` fits a source's 32-bit times without [`in_units`]' cap
+/// on its tolerance: the configuration refuses a bucket that does not,
+/// rather than silently holding a smaller burst than the operator wrote.
+pub const fn fits(b: &Bucket) -> bool {
+    b.tolerance_ns >> UNIT_SHIFT <= MAX_AHEAD as u64
+}
+
+/// The largest burst at `per_second` (at least 1) that [`fits`].
+pub const fn max_burst(per_second: u64) -> u64 {
+    let b = Bucket::new(per_second, 1);
+    (((MAX_AHEAD as u64 + 1) << UNIT_SHIFT) - 1) / b.interval_ns + 1
+}
+
 /// One GCRA step (see [`crate::gcra`]) on a wrapped 32-bit time `tat` at
 /// `now` (both in units): the new time if the packet conforms, `None` if
 /// the bucket is empty.
@@ -318,6 +331,16 @@ mod tests {
         let w = 3u64 << 32 | u32::MAX as u64;
         assert_eq!(fresh_word(w, u32::MAX - 1, 1), w);
         assert_eq!(fresh_word(w, 4, 1), 4 << 32 | 4);
+    }
+
+    #[test]
+    fn the_largest_burst_that_fits_is_exact() {
+        for rate in [1, 3, 5, 50, 977, 10_000, 976_562, 2_000_000] {
+            let max = max_burst(rate);
+            assert!(fits(&Bucket::new(rate, max)), "{rate}/s burst {max}");
+            assert!(!fits(&Bucket::new(rate, max + 1)), "{rate}/s burst {}", max + 1);
+        }
+        assert_eq!(max_burst(1), 550);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use regex::Regex;
 use shield_common::sip::{ua_key, UA_TOKEN_MAX};
+use shield_common::bucket::Bucket;
+use shield_common::srcstate::{fits, max_burst};
 use shield_common::{default_size, Method, METHOD_BUCKETS};
 use toml_edit::TableLike;
 
@@ -251,6 +253,7 @@ fn limits(mut s: Section) -> Limits {
         methods: methods(s.child("methods"), d.methods),
         tcp: tcp_limits(s.child("tcp")),
     };
+    check_depth(&mut s, ("packets_per_second", "burst"), out.packets_per_second, out.burst);
     s.finish();
     out
 }
@@ -303,11 +306,33 @@ fn unknown_method(name: &str) -> String {
 fn rate_limit(mut t: Section) -> Option<RateLimit> {
     let per_second = t.require("per_second").and_then(|v| v.int(1..=u32::MAX));
     let burst = t.require("burst").and_then(|v| v.int(1..=u32::MAX));
+    if let (Some(p), Some(b)) = (per_second, burst) {
+        check_depth(&mut t, ("per_second", "burst"), p, b);
+    }
     t.finish();
     Some(RateLimit {
         per_second: per_second?,
         burst: burst?,
     })
+}
+
+/// A per-source bucket lives in `SOURCES` as 32-bit times that may run at
+/// most 549 s ahead (shield-common `srcstate`): a deeper `burst` is an
+/// error here rather than a smaller bucket in the kernel.
+/// The error goes to the burst's key, or to the rate's where the burst is
+/// the default.
+fn check_depth(s: &mut Section, (rate, key): (&'static str, &'static str), per_second: u32, burst: u32) {
+    if per_second == 0 || fits(&Bucket::new(per_second.into(), burst.into())) {
+        return;
+    }
+    if let Some(v) = s.get(key).or_else(|| s.get(rate)) {
+        v.error(format_args!(
+            "{burst} at {per_second} a second is {:.0} s of traffic; a per-source bucket holds at most 549 s \
+             (at most {} at this rate)",
+            f64::from(burst) / f64::from(per_second),
+            max_burst(per_second.into())
+        ));
+    }
 }
 
 fn tcp_limits(mut s: Section) -> TcpLimits {
@@ -316,6 +341,7 @@ fn tcp_limits(mut s: Section) -> TcpLimits {
         syn_per_second: s.int("syn_per_second", d.syn_per_second, 0..=u32::MAX),
         syn_burst: s.int("syn_burst", d.syn_burst, 1..=u32::MAX),
     };
+    check_depth(&mut s, ("syn_per_second", "syn_burst"), out.syn_per_second, out.syn_burst);
     s.finish();
     out
 }

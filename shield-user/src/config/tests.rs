@@ -1807,3 +1807,33 @@ fn auth_section_errors_name_line_and_key() {
     expect_error(&errs, 5, "auth.user_failures", "");
     expect_error(&errs, 6, "auth.bogus", "");
 }
+
+#[test]
+fn a_bucket_deeper_than_a_source_can_hold_is_refused() {
+    // SOURCES keeps 32-bit times that run at most 549 s ahead: 550 at 1/s
+    // is the deepest bucket, 551 would silently shrink in the kernel.
+    let errs = errors(
+        "[limits]\npackets_per_second = 1\nburst = 600\n[limits.methods]\n\
+         REGISTER = { per_second = 1, burst = 551 }\nINVITE = { per_second = 1, burst = 550 }\n\
+         [limits.tcp]\nsyn_per_second = 2\nsyn_burst = 4000\n",
+    );
+    expect_error(
+        &errs,
+        3,
+        "limits.burst",
+        "600 at 1 a second is 600 s of traffic; a per-source bucket holds at most 549 s (at most 550 at this rate)",
+    );
+    expect_error(
+        &errs,
+        5,
+        "limits.methods.REGISTER.burst",
+        "551 at 1 a second is 551 s of traffic",
+    );
+    expect_error(
+        &errs,
+        9,
+        "limits.tcp.syn_burst",
+        "(at most 1100 at this rate)",
+    );
+    assert_eq!(errs.len(), 3, "{}", render(&errs));
+}
