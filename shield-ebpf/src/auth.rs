@@ -24,8 +24,9 @@ use shield_common::{
     auth::{
         auth_method, auth_name, auth_stats_slot, challenges, outcome, Attempt, AuthConfig,
         AuthEvent, AuthHeader, DigestParse, LineWords, NonceKey, NonceSeen, AUTH_LINE_MAX,
-        AUTH_MAX_CHALLENGES, AUTH_MAX_LINES, AUTH_MAX_STEPS, AUTH_ON, AUTH_STATS_ENTRIES, CHALLENGE_LETTERS,
-        DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS, RESULT_UNPROVEN,
+        AUTH_MAX_CHALLENGES, AUTH_MAX_LINES, AUTH_MAX_STEPS, AUTH_ON, AUTH_STATS_ENTRIES,
+        CHALLENGE_LETTERS, DIGEST_STALE, RESULT_FAILURE, RESULT_STALE, RESULT_SUCCESS,
+        RESULT_UNPROVEN,
     },
     default_size, mask_v6,
     sip::UA_SCAN_LIMIT,
@@ -511,7 +512,8 @@ fn learn(skb: *mut __sk_buff) {
             break;
         }
         let line = a.lines[i];
-        a.parse.start(((line >> 16) & 0xffff) as usize, AuthHeader::Challenge);
+        a.parse
+            .start(((line >> 16) & 0xffff) as usize, AuthHeader::Challenge);
         a.line_at = line >> 32;
         a.line_end = line & 0xffff;
         digest_steps(|fin| shield_egress_auth_step(skb, fin));

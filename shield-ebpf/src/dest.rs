@@ -123,14 +123,14 @@ const TCP: u64 = 1 << 18;
 /// every call on the connection); the caller opens its call (SPEC §13).
 /// Not read: a message that does not start the segment (split across
 /// segments, or after another message), TLS, and a segment of no
-/// connection the host has established (see `calls::shield_tcp_established`).
+/// connection the host has established (see `conn::shield_tcp_established`).
 #[inline(always)]
 pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> bool {
     let c: *mut xdp_md = ctx.as_ptr().cast();
     let at = shield_invite_at(c, meta | TCP, l4 as u64);
     // Only on a connection the host has established: a forged-source
     // segment (no handshake) is never a call, never counted.
-    if at == 0 || crate::calls::shield_tcp_established(c) == 0 || shield_invite(c, at) == 0 {
+    if at == 0 || crate::conn::shield_tcp_established(c) == 0 || shield_invite(c, at) == 0 {
         return false;
     }
     shield_dest_count(c);

@@ -14,6 +14,8 @@ mod auth;
 #[cfg(target_arch = "bpf")]
 mod calls;
 #[cfg(target_arch = "bpf")]
+mod conn;
+#[cfg(target_arch = "bpf")]
 mod dest;
 #[cfg(target_arch = "bpf")]
 mod egress;

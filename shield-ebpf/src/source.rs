@@ -6,10 +6,10 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use shield_common::{
-    gcra,
+    gcra, src_key_v4,
     srcstate::{epoch, fresh_word, gcra32, unit, SRC_TAT_WORDS},
-    src_key_v4, verified_hint, Bucket, Meta, OffenderEvent, Policy, Reason, SrcKey, SrcState,
-    Verified, FAMILY_V4, FAMILY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6,
+    verified_hint, Bucket, Meta, OffenderEvent, Policy, Reason, SrcKey, SrcState, Verified,
+    FAMILY_V4, FAMILY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6,
 };
 
 use crate::maps::{

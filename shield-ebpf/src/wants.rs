@@ -39,9 +39,7 @@ pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
     if method == Method::Cancel as usize && calls {
         w |= W_CID;
     }
-    if p.verifies(method)
-        || (arg & W_REPLY != 0 && p.verify_methods != 0)
-    {
+    if p.verifies(method) || (arg & W_REPLY != 0 && p.verify_methods != 0) {
         w |= W_TXN;
     }
     // The attempt's Call-ID and CSeq in the same pass: a second pass for

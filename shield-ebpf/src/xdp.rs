@@ -9,14 +9,13 @@ use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
     dest, sip, sip_stats_slot,
     srcstate::{gcra32, unit, TAT_METHOD, TAT_PACKET, TAT_SYN},
-    stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_DROP_MALFORMED, F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP,
-    PORT_UDP,
+    stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_DROP_MALFORMED,
+    F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
 
 use crate::lists::lists_and_bans;
 use crate::maps::{
-    port_flags, BUDGET, DEST_POLICY, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH, SIP_STATS,
-    STATS,
+    port_flags, BUDGET, DEST_POLICY, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH, SIP_STATS, STATS,
 };
 use crate::pkt::{
     parse, src_key, Frame, Outcome, Pkt, Src, IPPROTO_NONE, IPPROTO_TCP, IPPROTO_UDP,
