@@ -63,11 +63,20 @@ fn reply(status: u16, method: &str, call_id: &str) -> Vec<u8> {
 
 /// The SBC's reply `status` to `method` of call `call_id`, to `dst`.
 fn reply_to(dst: [u8; 4], status: u16, method: &str, call_id: &str) -> Vec<u8> {
-    let payload = format!(
+    reply_frame(dst, reply_payload(status, method, call_id))
+}
+
+fn reply_payload(status: u16, method: &str, call_id: &str) -> Vec<u8> {
+    format!(
         "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 192.0.2.30:5062;branch=z9hG4bK{call_id}\r\n\
          From: <sip:alice@sbc>;tag=1\r\nTo: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID: {call_id}\r\n\
          CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
-    );
+    )
+    .into_bytes()
+}
+
+/// A reply `payload` from the SBC's port 5060 to `dst`.
+fn reply_frame(dst: [u8; 4], payload: Vec<u8>) -> Vec<u8> {
     Frame {
         vlans: vec![],
         l3: L3::V4 {
@@ -78,7 +87,7 @@ fn reply_to(dst: [u8; 4], status: u16, method: &str, call_id: &str) -> Vec<u8> {
             more_frags: false,
         },
         l4: L4::Udp { sport: 5060, dport: 5062 },
-        payload: payload.into_bytes(),
+        payload,
     }
     .build()
 }
@@ -119,6 +128,31 @@ fn a_call_from_invite_to_the_bye_2xx() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].outcome(), Some(CallOutcome::Answered));
     assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
+}
+
+/// `i:`, the compact Call-ID (RFC 3261 §7.3.3), names the same call as
+/// `Call-ID:`, in the requests and in the server's replies.
+#[test]
+fn the_compact_call_id_is_the_same_call() {
+    let compact = |p: Vec<u8>| {
+        let t = String::from_utf8(p).expect("ASCII");
+        assert!(t.contains("Call-ID: "));
+        t.replacen("Call-ID: ", "i: ", 1).into_bytes()
+    };
+    let mut k = kernel(&tables(0, 3_600_000_000_000));
+    let inv = Frame::udp4(CALLER, 5060, &compact(request("INVITE", "c7", false))).build();
+    assert_eq!(k.run(&inv).reason, Reason::Ok);
+    assert_eq!(in_progress(&k), 1, "the INVITE with `i:` opened no call");
+    k.run(&invite("c7")); // the same INVITE with the long form: one call
+    assert_eq!(in_progress(&k), 1);
+    assert_eq!(k.shield.maps.calls.calls().expect("CALLS").len(), 1);
+    k.run_egress(&reply_frame(CALLER, compact(reply_payload(200, "INVITE", "c7"))));
+    assert!(k.shield.maps.calls.calls().expect("CALLS")[0].1.answer_ns != 0);
+    k.run_egress(&reply_frame(CALLER, compact(reply_payload(200, "BYE", "c7"))));
+    assert_eq!(in_progress(&k), 0);
+    let ev = events(&mut k);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].outcome(), Some(CallOutcome::Answered));
 }
 
 #[test]
