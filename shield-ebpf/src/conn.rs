@@ -36,9 +36,14 @@ pub extern "C" fn shield_tcp_established(ctx: *mut xdp_md) -> u64 {
     let mut t: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     // The packet's view: its source is the remote end (network order).
     let (sport, dport) = (inv.sport.to_be(), inv.dport.to_be());
+    // Addresses as the tuple holds them: 32-bit words in network order.
+    let words = |a: &[u8; 16]| {
+        let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        [w(0), w(4), w(8), w(12)]
+    };
+    let (saddr, daddr) = (words(&inv.src), words(&inv.dst));
     let size = if inv.family == FAMILY_V4 {
-        let addr = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
-        let (saddr, daddr) = (addr(&inv.src), addr(&inv.dst));
+        let (saddr, daddr) = (saddr[0], daddr[0]);
         t.__bindgen_anon_1.ipv4 = TupleV4 {
             saddr,
             daddr,
@@ -47,11 +52,6 @@ pub extern "C" fn shield_tcp_established(ctx: *mut xdp_md) -> u64 {
         };
         core::mem::size_of::<TupleV4>()
     } else {
-        let words = |a: &[u8; 16]| {
-            let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-            [w(0), w(4), w(8), w(12)]
-        };
-        let (saddr, daddr) = (words(&inv.src), words(&inv.dst));
         t.__bindgen_anon_1.ipv6 = TupleV6 {
             saddr,
             daddr,
