@@ -67,7 +67,7 @@ impl Capacity {
         match map {
             MapId::AllowV4 | MapId::AllowV6 => Some(self.allow),
             MapId::DenyV4 | MapId::DenyV6 => Some(self.deny),
-            MapId::BansV4 | MapId::BansV6 => Some(self.bans),
+            MapId::Bans => Some(self.bans),
             MapId::BanNetsV4 | MapId::BanNetsV6 => Some(self.ban_nets),
             MapId::Sources => Some(self.sources),
             MapId::Verified => Some(self.verified),

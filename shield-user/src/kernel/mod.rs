@@ -60,7 +60,8 @@ pub use map_id::MapId;
 pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
-    check_dir, has_maps, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
+    check_dir, has_maps, obsolete_bans, pin_program, prepare_dir, remove_all, unpin_obsolete, PinDir,
+    PinSnapshot, Removed,
 };
 
 /// Where systemd (and everyone else) mounts bpffs.
@@ -123,6 +124,8 @@ pub enum KernelError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("pinned map {path}: {message}")]
+    PinnedMap { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
