@@ -109,10 +109,11 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
         after["interfaces"][0]["link_id"], before["interfaces"][0]["link_id"],
         "the link is adopted, not recreated"
     );
-    assert_ne!(
+    assert_eq!(
         after["program_id"], before["program_id"],
-        "the program inside the link is replaced"
+        "the same build runs the pinned program again, unverified"
     );
+    assert!(d.log_text().contains("program_reused=true"), "the restart reuses the program");
     let ban = d.ban_of("198.51.100.2/32").expect("ban restored");
     assert_eq!(ban["reason"], "persist me");
     let left = ban["expires_in_secs"].as_u64().expect("left");
@@ -327,6 +328,10 @@ fn an_earlier_versions_per_family_ban_maps_are_read_and_unpinned() {
         "{log}"
     );
     assert!(!d.pin.join("BANS_V4").exists() && !d.pin.join("BANS_V6").exists());
+    assert!(
+        log.contains("the pinned program uses a map this start did not adopt") && !log.contains("program_reused=true"),
+        "a program bound to another BANS is not reused: {log}"
+    );
     let map = d.ban_map().expect("pinned BANS");
     assert!(map.contains(PEER_IP) && map.contains(Ipv4Addr::new(198, 51, 100, 9)));
     assert!(map.contains_v6(v6), "the IPv6 ban is in the one map too");
@@ -350,4 +355,55 @@ fn an_earlier_versions_per_family_ban_maps_are_read_and_unpinned() {
     d.start();
     assert!(!d.log_text().contains("could not remove"));
     assert!(d.ban_of("198.51.100.2/32").is_some() && d.ban_of("2001:db8::3/128").is_some());
+}
+
+/// The pins `prog_xdp_<hash>` / `prog_egress_<hash>` under `d`'s pin path.
+fn object_pins(d: &Shieldd) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&d.pin)
+        .expect("pins")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("prog_xdp_") || n.starts_with("prog_egress_"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restart_of_another_build_loads_and_swaps_in_its_own_program() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    d.start();
+    d.ctl_ok(&["ban", "198.51.100.2", "--duration", "forever"]);
+    let before = d.ctl_json(&["status"]);
+    let pins = object_pins(&d);
+    assert_eq!(pins.len(), 2, "{pins:?}");
+    assert!(d.terminate().success());
+
+    // The pins as another build left them: its object's hash in the names.
+    for p in &pins {
+        let other = format!("{}0123456789abcdef", p.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+        std::fs::rename(d.pin.join(p), d.pin.join(&other)).expect("rename pin");
+    }
+    let sink = Sink::start(&lab);
+    let flood = Flood::start(&lab, PEER_IP, EVERY, 60_000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(200));
+    d.start();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = flood.stop();
+    settle();
+    let after = d.ctl_json(&["status"]);
+    assert!(sent > 100, "the flood ran ({sent})");
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through the swap");
+    assert_ne!(after["program_id"], before["program_id"], "another build's program is replaced");
+    assert_eq!(
+        after["interfaces"][0]["link_id"], before["interfaces"][0]["link_id"],
+        "atomically, inside the same link"
+    );
+    assert!(!d.log_text().contains("program_reused=true"), "nothing was reused");
+    assert_eq!(object_pins(&d), pins, "the other build's pins are replaced by this one's");
+
+    // And the next restart of this build reuses what it pinned.
+    assert!(d.terminate().success());
+    d.start();
+    assert_eq!(d.ctl_json(&["status"])["program_id"], after["program_id"]);
 }

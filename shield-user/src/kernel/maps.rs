@@ -612,6 +612,12 @@ impl ShieldMaps {
             .collect()
     }
 
+    /// The kernel's ids of every map held (a pinned program that uses
+    /// only these can be reused, see `reuse`).
+    pub(super) fn kernel_ids(&self) -> Vec<u32> {
+        self.raw.iter().map(|m| m.kernel_id).collect()
+    }
+
     /// `max_entries` of a map as the kernel created it.
     pub fn capacity(&self, map: MapId) -> Option<u32> {
         self.raw.iter().find(|m| m.id == map).map(|m| m.max_entries)

@@ -6,6 +6,8 @@
 //! ```text
 //! POLICY, BANS, ...           every map, pinned by its `MapId::name` (see `load`)
 //! prog                        the XDP program the links run
+//! prog_xdp_<hash>,            the same program and the egress classifier,
+//! prog_egress_<hash>          named by their object's hash (see `reuse`)
 //! link_<mode>_<ifname>        the bpf_link attaching it to <ifname>;
 //!                             <mode> is how it is attached: driver|generic
 //!                             (names and attaching: `attach`)
@@ -96,7 +98,8 @@ fn mount_bpffs() -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Pins the loaded program at `dir/prog`, replacing an older pin.
+/// Pins the loaded program at `dir/prog`, replacing an older pin, and
+/// both programs under their object's hash (see `reuse`).
 pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), KernelError> {
     let path = dir.join(PROG_PIN);
     remove_file(&path)?;
@@ -107,7 +110,8 @@ pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), KernelError> {
             what: "the program",
             path,
             source,
-        })
+        })?;
+    shield.pin_object_programs(dir)
 }
 
 /// Whether `dir` holds pinned ban maps: a previous daemon's, still

@@ -64,6 +64,7 @@ impl StartTimes {
             maps_ms = ms(self.load.maps),
             store_read_ms = ms(self.store_read),
             verifier_ms = ms(self.load.verifier),
+            program_reused = self.load.reused,
             book_ms = ms(self.restore.book),
             kernel_ms = ms(self.restore.kernel),
             restore_ms = ms(self.restore.total),
