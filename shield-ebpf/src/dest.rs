@@ -257,7 +257,11 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
 /// (what the frame has of it; a UDP datagram's also what its header says)
 /// of the UDP or (`tcp`) TCP header at `l4`.
 #[inline(always)]
-pub(crate) fn transport(pkt: &Pkt, l4: usize, tcp: bool) -> Option<([u8; 2], [u8; 2], usize, usize)> {
+pub(crate) fn transport(
+    pkt: &Pkt,
+    l4: usize,
+    tcp: bool,
+) -> Option<([u8; 2], [u8; 2], usize, usize)> {
     if tcp {
         let t = pkt.ptr_at::<TcpHdr>(l4)?;
         // SAFETY: inside the frame: the bounds check above covers every byte read.

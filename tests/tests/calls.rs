@@ -348,6 +348,66 @@ fn tcp_invites_open_calls_and_the_limit_drops_them() {
     drop(conn);
 }
 
+/// A CANCEL over plain TCP (SPEC §13: "a CANCEL before the answer ends
+/// it as cancelled"), starting a segment of a connection the host has
+/// established, marks the caller's call: its 487 ends it `cancelled`. A
+/// forged CANCEL (the caller's address, no connection: no handshake)
+/// leaves the call as it was: its 487 ends it `failed`, and a call
+/// answered after a forged CANCEL is answered. Run in the SBC's
+/// namespace, where the socket lookup finds the peer's real connection.
+#[test]
+fn a_tcp_cancel_cancels_only_on_an_established_connection() {
+    use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
+    use std::net::{TcpListener, TcpStream};
+
+    let lab = Lab::new();
+    let mut t = tables(0, 3_600_000_000_000);
+    t.tcp_ports.insert(5060);
+    let mut k = kernel(&t);
+    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
+    let (_server_end, _) = listener.accept().expect("accept");
+    let port = conn.local_addr().expect("local address").port();
+    let peer = PEER_IP.octets();
+    let seg = |sport: u16, method: &str, call_id: &str| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport, dport: 5060, syn: false, ack: true };
+        f.payload = request(method, call_id, false);
+        f.build()
+    };
+    let flags = |k: &Kernel, id: &str| {
+        let calls = k.shield.maps.calls.calls().expect("CALLS");
+        let want = shield_tests::model::txn_ids(&request("INVITE", id, false)).call_id.expect("a Call-ID");
+        calls.iter().find(|(h, _)| *h == want).map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
+    };
+    lab.sbc.run(|| {
+        for id in ["real", "forged", "answered"] {
+            assert_eq!(k.run(&seg(port, "INVITE", id)).reason, Reason::Ok);
+        }
+        assert_eq!(in_progress_of(&k, peer), 3);
+        // Forged: the caller's address, a port with no connection.
+        for id in ["forged", "answered"] {
+            let o = k.run(&seg(port ^ 1, "CANCEL", id));
+            assert_eq!((o.reason, o.action), (Reason::Ok, XDP_PASS));
+            assert_eq!(flags(&k, id), Some((CALL_TRYING, 0)), "a forged CANCEL marked {id}");
+        }
+        assert_eq!(k.run(&seg(port, "CANCEL", "real")).action, XDP_PASS);
+        assert_eq!(flags(&k, "real"), Some((CALL_TRYING, CALL_CANCELLING)), "the CANCEL on the connection");
+        for id in ["real", "forged"] {
+            k.run_egress(&reply_to(peer, 200, "CANCEL", id));
+            k.run_egress(&reply_to(peer, 487, "INVITE", id));
+        }
+        k.run_egress(&reply_to(peer, 200, "INVITE", "answered"));
+        assert!(k.shield.maps.calls.calls().expect("CALLS")[0].1.answer_ns != 0, "answered all the same");
+    });
+    let mut ended: Vec<_> = events(&mut k).iter().map(|e| (e.outcome(), e.status)).collect();
+    ended.sort();
+    assert_eq!(ended, vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0)]);
+    assert_eq!(in_progress_of(&k, peer), 1, "the answered call goes on");
+    drop(conn);
+}
+
 mod real_tcp {
     //! Real TCP connections from the peer namespace to a SIP server (a
     //! plain responder) in the SBC's, with the XDP program and the egress
