@@ -213,6 +213,12 @@ pub fn transport_out_of_reach(frame: &[u8]) -> bool {
     parse(frame).is_some_and(|p| p.unwalked)
 }
 
+/// The IP protocol number the model finds in `frame` (6: TCP), if it
+/// parses: lets the differential test count its generator's TCP frames.
+pub fn transport_protocol(frame: &[u8]) -> Option<u8> {
+    parse(frame).map(|p| p.proto)
+}
+
 impl Model {
     pub fn new(tables: Tables) -> Model {
         let mut m = Model {
