@@ -432,13 +432,23 @@ mod real_tcp {
     /// connections with a 200 echoing its Call-ID and CSeq, until the
     /// peer closes or 20 s pass.
     fn serve(listener: TcpListener, conns: usize) -> std::thread::JoinHandle<()> {
+        serve_with(listener, conns, |req| vec![ok_for(req)])
+    }
+
+    /// The replies to one request, each written on its own.
+    type Respond = fn(&str) -> Vec<Vec<u8>>;
+
+    /// [`serve`] with `respond` giving the replies to a request: each
+    /// written on its own, 20 ms apart, without Nagle's delay, so each
+    /// starts its segment (only such a message is read).
+    fn serve_with(listener: TcpListener, conns: usize, respond: Respond) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             listener.set_nonblocking(true).expect("nonblocking");
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut workers = Vec::new();
             while workers.len() < conns && Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((s, _)) => workers.push(std::thread::spawn(move || answer(s, deadline))),
+                    Ok((s, _)) => workers.push(std::thread::spawn(move || answer(s, deadline, respond))),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -448,8 +458,9 @@ mod real_tcp {
         })
     }
 
-    fn answer(mut s: TcpStream, deadline: Instant) {
+    fn answer(mut s: TcpStream, deadline: Instant, respond: Respond) {
         s.set_nonblocking(false).expect("blocking");
+        s.set_nodelay(true).expect("nodelay");
         s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 2048];
@@ -461,26 +472,52 @@ mod real_tcp {
             }
             while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let msg: Vec<u8> = buf.drain(..end + 4).collect();
-                let _ = s.write_all(&ok_for(&String::from_utf8_lossy(&msg)));
+                for (i, reply) in respond(&String::from_utf8_lossy(&msg)).iter().enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = s.write_all(reply);
+                }
             }
         }
     }
 
     /// The 200 answering `req` (Call-ID and CSeq copied, a To tag).
     fn ok_for(req: &str) -> Vec<u8> {
+        status_for(req, "200 OK", None)
+    }
+
+    /// The reply `status` to `req` (Call-ID copied; its CSeq, or the same
+    /// number with `method`).
+    fn status_for(req: &str, status: &str, method: Option<&str>) -> Vec<u8> {
         let header = |name: &str| {
             req.lines()
                 .find_map(|l| l.strip_prefix(name))
                 .unwrap_or("")
                 .to_string()
         };
+        let mut cseq = header("CSeq:");
+        if let (Some(m), Some(n)) = (method, cseq.split_whitespace().next()) {
+            cseq = format!(" {n} {m}");
+        }
         format!(
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 198.51.100.2\r\nFrom: <sip:alice@sbc>;tag=1\r\n\
-             To: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID:{}\r\nCSeq:{}\r\nContent-Length: 0\r\n\r\n",
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/TCP 198.51.100.2\r\nFrom: <sip:alice@sbc>;tag=1\r\n\
+             To: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID:{}\r\nCSeq:{cseq}\r\nContent-Length: 0\r\n\r\n",
             header("Call-ID:"),
-            header("CSeq:")
         )
         .into_bytes()
+    }
+
+    /// A callee that rings: an INVITE gets a 180 and waits; a CANCEL gets
+    /// its 200 and the INVITE's 487.
+    fn ringing_for(req: &str) -> Vec<Vec<u8>> {
+        if req.starts_with("INVITE ") {
+            vec![status_for(req, "180 Ringing", None)]
+        } else if req.starts_with("CANCEL ") {
+            vec![status_for(req, "200 OK", None), status_for(req, "487 Request Terminated", Some("INVITE"))]
+        } else {
+            vec![ok_for(req)]
+        }
     }
 
     /// Writes `msg` and waits up to `within` for a whole response.
@@ -594,6 +631,87 @@ mod real_tcp {
         assert!(ok.is_some_and(|r| r.starts_with("SIP/2.0 200")), "call B answered once a slot was free");
         assert_eq!(in_progress(&k), 1, "call B in progress");
         drop((a, b));
+        server.join().expect("server");
+    }
+
+    /// SPEC §13's "a CANCEL before the answer means cancelled" over a real
+    /// TCP connection: the callee rings; a forged CANCEL (the caller's
+    /// address, no handshake: an AF_PACKET frame) reaches the XDP program
+    /// and marks nothing; the caller's own CANCEL on its connection marks
+    /// the call, and the callee's 487 (through the egress classifier) ends
+    /// it `cancelled`.
+    #[test]
+    fn a_tcp_cancel_over_a_veth_cancels_and_a_forged_one_does_not() {
+        use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
+        use shield_tests::frames::L4;
+
+        let lab = Lab::new();
+        let mut t = tables(0, 3_600_000_000_000);
+        t.tcp_ports.insert(5060);
+        let mut k = kernel(&t);
+        let ifindex = lab.sbc.ifindex(SBC_IF);
+        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
+        let _xdp = lab
+            .sbc
+            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
+            .expect("native XDP attach on veth");
+        let pins = tempfile::Builder::new()
+            .prefix("sipshield-calls-cancel-")
+            .tempdir_in("/sys/fs/bpf")
+            .expect("pin dir on bpffs");
+        let _egress = lab
+            .sbc
+            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
+            .expect("attach the egress classifier");
+        let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+        let server = serve_with(listener, 1, ringing_for);
+        let to: SocketAddr = (SBC_IP, 5060).into();
+        let mut c = lab.peer.run(|| {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s
+        });
+        let port = c.local_addr().expect("local address").port();
+        let state = |k: &shield_tests::kernel::Kernel| {
+            let calls = k.shield.maps.calls.calls().expect("CALLS");
+            calls.first().map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
+        };
+
+        let ringing = exchange(&mut c, Some(&request("INVITE", "tcp-cancel", false)), Duration::from_secs(2));
+        assert!(ringing.is_some_and(|r| r.starts_with("SIP/2.0 180")), "the callee rings");
+        assert_eq!(state(&k), Some((CALL_TRYING, 0)));
+
+        // Forged: the caller's address, another port, no connection.
+        let passed = |k: &shield_tests::kernel::Kernel| {
+            k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets
+        };
+        let before = passed(&k);
+        let mut forged = Frame::tcp4(PEER_IP.octets(), 5060, false, true);
+        forged.l4 = L4::Tcp { sport: port ^ 1, dport: 5060, syn: false, ack: true };
+        forged.payload = request("CANCEL", "tcp-cancel", false);
+        lab.peer
+            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
+            .expect("send the forged segment");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while passed(&k) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(passed(&k) > before, "the forged CANCEL reached the XDP program");
+        assert_eq!(state(&k), Some((CALL_TRYING, 0)), "a forged CANCEL marked the call");
+
+        // The caller's CANCEL: its 200, the INVITE's 487, the call ended.
+        let ok = exchange(&mut c, Some(&request("CANCEL", "tcp-cancel", false)), Duration::from_secs(2));
+        assert!(ok.is_some(), "the CANCEL answered");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut ended = Vec::new();
+        while ended.is_empty() && Instant::now() < deadline {
+            ended = events(&mut k);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].outcome(), Some(CallOutcome::Cancelled), "{ended:?}");
+        assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
+        drop(c);
         server.join().expect("server");
     }
 }
