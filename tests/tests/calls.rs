@@ -14,7 +14,7 @@ use shield_common::{
 use shield_tests::{
     frames::{Frame, L3, L4, SBC_V4},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
-    model::Tables,
+    model::{Model, Tables},
 };
 
 const CALLER: [u8; 4] = [192, 0, 2, 30];
@@ -348,18 +348,36 @@ fn tcp_invites_open_calls_and_the_limit_drops_them() {
     drop(conn);
 }
 
+/// The kernel and the reference model on one request frame: the same
+/// reason.
+fn both(k: &mut Kernel, m: &mut Model, f: &[u8]) -> shield_tests::kernel::Observed {
+    let want = m.decide(f, shield::kernel::monotonic_ns());
+    let got = k.run(f);
+    assert_eq!(got.reason, want.reason, "kernel and model disagree");
+    got
+}
+
+/// The same for a reply leaving the host.
+fn both_egress(k: &mut Kernel, m: &mut Model, f: &[u8]) {
+    let want = m.egress(f, shield::kernel::monotonic_ns());
+    let got = k.run_egress(f).expect("a whole frame");
+    assert_eq!(got.1, want, "kernel and model disagree on the reply");
+}
+
 /// A CANCEL over plain TCP (SPEC §13: "a CANCEL before the answer ends
 /// it as cancelled"), starting a segment of a connection the host has
 /// established, marks the caller's call: its 487 ends it `cancelled`. A
 /// forged CANCEL (the caller's address, no connection: no handshake)
 /// leaves the call as it was: its 487 ends it `failed`, and a call
 /// answered after a forged CANCEL is answered. Run in the SBC's
-/// namespace, where the socket lookup finds the peer's real connection.
+/// namespace, where the socket lookup finds the peer's real connection;
+/// the reference model, told of that connection, agrees on every frame,
+/// on the call table and on the ended calls.
 #[test]
 fn a_tcp_cancel_cancels_only_on_an_established_connection() {
     use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
     use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{IpAddr, TcpListener, TcpStream};
 
     let lab = Lab::new();
     let mut t = tables(0, 3_600_000_000_000);
@@ -369,6 +387,8 @@ fn a_tcp_cancel_cancels_only_on_an_established_connection() {
     let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
     let (_server_end, _) = listener.accept().expect("accept");
     let port = conn.local_addr().expect("local address").port();
+    t.tcp_established.insert((IpAddr::from(PEER_IP), port, IpAddr::from(SBC_IP), 5060));
+    let mut m = Model::new(t);
     let peer = PEER_IP.octets();
     let seg = |sport: u16, method: &str, call_id: &str| {
         let mut f = Frame::tcp4(peer, 5060, false, true);
@@ -383,25 +403,34 @@ fn a_tcp_cancel_cancels_only_on_an_established_connection() {
     };
     lab.sbc.run(|| {
         for id in ["real", "forged", "answered"] {
-            assert_eq!(k.run(&seg(port, "INVITE", id)).reason, Reason::Ok);
+            assert_eq!(both(&mut k, &mut m, &seg(port, "INVITE", id)).reason, Reason::Ok);
         }
         assert_eq!(in_progress_of(&k, peer), 3);
         // Forged: the caller's address, a port with no connection.
         for id in ["forged", "answered"] {
-            let o = k.run(&seg(port ^ 1, "CANCEL", id));
+            let o = both(&mut k, &mut m, &seg(port ^ 1, "CANCEL", id));
             assert_eq!((o.reason, o.action), (Reason::Ok, XDP_PASS));
             assert_eq!(flags(&k, id), Some((CALL_TRYING, 0)), "a forged CANCEL marked {id}");
         }
-        assert_eq!(k.run(&seg(port, "CANCEL", "real")).action, XDP_PASS);
+        assert_eq!(both(&mut k, &mut m, &seg(port, "CANCEL", "real")).action, XDP_PASS);
         assert_eq!(flags(&k, "real"), Some((CALL_TRYING, CALL_CANCELLING)), "the CANCEL on the connection");
         for id in ["real", "forged"] {
-            k.run_egress(&reply_to(peer, 200, "CANCEL", id));
-            k.run_egress(&reply_to(peer, 487, "INVITE", id));
+            both_egress(&mut k, &mut m, &reply_to(peer, 200, "CANCEL", id));
+            both_egress(&mut k, &mut m, &reply_to(peer, 487, "INVITE", id));
         }
-        k.run_egress(&reply_to(peer, 200, "INVITE", "answered"));
+        both_egress(&mut k, &mut m, &reply_to(peer, 200, "INVITE", "answered"));
         assert!(k.shield.maps.calls.calls().expect("CALLS")[0].1.answer_ns != 0, "answered all the same");
     });
-    let mut ended: Vec<_> = events(&mut k).iter().map(|e| (e.outcome(), e.status)).collect();
+    let view = |c: &shield_common::calls::Call| (c.src, c.state, c.flags, c.answer_ns != 0);
+    let mut got: Vec<_> = k.shield.maps.calls.calls().expect("CALLS").iter().map(|(id, c)| (*id, view(c))).collect();
+    let mut want: Vec<_> = m.calls.calls.iter().map(|(id, c)| (*id, view(c))).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "call tables");
+    let ended = events(&mut k);
+    let ev = |e: &CallEvent| (e.call_id, e.outcome(), e.status);
+    assert_eq!(ended.iter().map(ev).collect::<Vec<_>>(), m.calls.events.iter().map(ev).collect::<Vec<_>>());
+    let mut ended: Vec<_> = ended.iter().map(|e| (e.outcome(), e.status)).collect();
     ended.sort();
     assert_eq!(ended, vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0)]);
     assert_eq!(in_progress_of(&k, peer), 1, "the answered call goes on");
