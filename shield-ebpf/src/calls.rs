@@ -7,7 +7,8 @@
 //!   addresses, payload and dialled number in `SCRATCH`), or that starts a
 //!   TCP segment (`dest::tcp_invite`, which leaves the same), refusing it
 //!   with reason `calls` when its source is at `max_concurrent_per_source`;
-//!   a CANCEL from the caller (UDP) marks the call.
+//!   a CANCEL from the caller (UDP, or starting a TCP segment of an
+//!   established connection: `tcp`) marks the call.
 //! - The egress classifier hands every final response to `reply`.
 //! - `shield_calls_expire`, a program of its own that shieldd runs with
 //!   `BPF_PROG_TEST_RUN` on a Call-ID hash, forgets a call past its time.
@@ -407,7 +408,7 @@ fn iface_slot(ctx: *mut xdp_md) -> u8 {
 }
 
 #[inline(always)]
-fn split(k: &SrcKey) -> (u64, u64) {
+pub(crate) fn split(k: &SrcKey) -> (u64, u64) {
     (
         u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]),
         u64::from_ne_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]),

@@ -124,6 +124,7 @@ const TCP: u64 = 1 << 18;
 /// Not read: a message that does not start the segment (split across
 /// segments, or after another message), TLS, and a segment of no
 /// connection the host has established (see `conn::shield_tcp_established`).
+/// Called by `tcp::request` for a segment its classifier found an INVITE.
 #[inline(always)]
 pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> bool {
     let c: *mut xdp_md = ctx.as_ptr().cast();
@@ -256,7 +257,11 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
 /// (what the frame has of it; a UDP datagram's also what its header says)
 /// of the UDP or (`tcp`) TCP header at `l4`.
 #[inline(always)]
-fn transport(pkt: &Pkt, l4: usize, tcp: bool) -> Option<([u8; 2], [u8; 2], usize, usize)> {
+pub(crate) fn transport(
+    pkt: &Pkt,
+    l4: usize,
+    tcp: bool,
+) -> Option<([u8; 2], [u8; 2], usize, usize)> {
     if tcp {
         let t = pkt.ptr_at::<TcpHdr>(l4)?;
         // SAFETY: inside the frame: the bounds check above covers every byte read.
@@ -280,7 +285,7 @@ fn transport(pkt: &Pkt, l4: usize, tcp: bool) -> Option<([u8; 2], [u8; 2], usize
 
 /// The INVITE's addresses from its IP header at `l3` into `inv`.
 #[inline(always)]
-fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
+pub(crate) fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
     if v6 {
         let Some(ip) = pkt.ptr_at::<Ipv6Hdr>(l3) else {
             return false;
@@ -366,7 +371,7 @@ fn invite_key(inv: &Invite, p: &Policy) -> SrcKey {
 }
 
 #[inline(always)]
-fn invite_src(inv: &Invite) -> Src {
+pub(crate) fn invite_src(inv: &Invite) -> Src {
     if inv.family == FAMILY_V4 {
         Src::V4([inv.src[0], inv.src[1], inv.src[2], inv.src[3]])
     } else {

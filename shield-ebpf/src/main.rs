@@ -34,6 +34,8 @@ mod scratch;
 #[cfg(target_arch = "bpf")]
 mod source;
 #[cfg(target_arch = "bpf")]
+mod tcp;
+#[cfg(target_arch = "bpf")]
 mod txn;
 #[cfg(target_arch = "bpf")]
 mod ua;

@@ -140,8 +140,8 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
 }
 
 /// What follows for a packet that passed steps 2-9: step 9b for an initial
-/// UDP INVITE, then the transaction table; the call of an INVITE starting
-/// a TCP segment. `Some`: a step 9b refusal.
+/// UDP INVITE, then the transaction table; for a TCP segment, the request
+/// starting it (`tcp::request`). `Some`: a step 9b refusal.
 #[inline(always)]
 fn passed(
     ctx: &XdpContext,
@@ -154,19 +154,9 @@ fn passed(
 ) -> Option<Outcome> {
     let method = sip.method;
     if tcp {
-        let v6 = if matches!(f.src, Src::V6(_)) {
-            dest_v6()
-        } else {
-            0
-        };
-        if !crate::dest::tcp_invite(ctx, f.l3 as u64 | v6, f.l4) {
-            return None;
-        }
-        // Its source at its call limit: a plain drop with its report but
-        // no 403 (the shield cannot answer inside a TCP stream); the
-        // client's TCP sends the segment again, and it passes once a call
-        // of that source has ended.
-        return crate::calls::invite(ctx, true, true).err().map(Outcome::of);
+        // The request starting the segment: its call, its CANCEL, its
+        // credentials (`tcp`).
+        return crate::tcp::request(ctx, f, scratch);
     }
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).

@@ -75,15 +75,32 @@ fn auth_rows(k: &mut Kernel, base: &BareDrop, invite: &[u8], rows: &mut Vec<Row>
     k.shield.maps.set_policy(&policy(None)).unwrap();
     k.shield.maps.auth.set_enabled(true).unwrap();
     k.run_egress(&reply).expect("the 407");
+    // The same INVITEs starting a plain-TCP segment (no connection here:
+    // the socket lookup finds none, so no call; the credentials are read
+    // all the same).
+    // (Another Call-ID: a new attempt to count, not the UDP one replaced.)
+    let tcp = |payload: &[u8]| {
+        let mut f = Frame::tcp4(src, 5060, false, true);
+        let text = String::from_utf8(payload.to_vec()).unwrap();
+        assert!(text.contains("Call-ID: "));
+        f.payload = text.replacen("Call-ID: ", "Call-ID: tcp-", 1).into_bytes();
+        f.build()
+    };
     for (path, frame) in [
         ("allowed INVITE, [auth] on, no credentials", Frame::udp4(src, 5060, invite).build()),
         ("allowed INVITE with proven Proxy-Authorization", Frame::udp4(src, 5060, with.as_bytes()).build()),
+        ("TCP INVITE segment, [auth] on, no credentials", tcp(invite)),
+        ("TCP INVITE segment with proven Proxy-Authorization", tcp(with.as_bytes())),
     ] {
         k.shield.maps.clear_sources().unwrap();
+        let held = k.shield.maps.auth.attempts_held();
         for _ in 0..2 {
             k.run(&frame);
         }
         assert_eq!(k.run(&frame).reason, Reason::Ok, "{path}: wrong path");
+        if path.contains("proven") {
+            assert!(k.shield.maps.auth.attempts_held() > held, "{path}: the credentials were not proven");
+        }
         let (mut ns, mut b) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             b.push(f64::from(base.time(&frame, REPEAT).unwrap()));
@@ -91,7 +108,6 @@ fn auth_rows(k: &mut Kernel, base: &BareDrop, invite: &[u8], rows: &mut Vec<Row>
         }
         rows.push(Row { path, reason: Reason::Ok, ns: median(ns), base: median(b) });
     }
-    assert!(k.shield.maps.auth.attempts_held() > 0, "the credentials were proven");
     k.shield.maps.auth.set_enabled(false).unwrap();
 }
 
@@ -133,6 +149,13 @@ fn auth_ratios(rows: &[Row]) {
     println!("|---|---:|---:|");
     println!("| INVITE with proven Proxy-Authorization / the same INVITE without ([auth] on) | {:.2}x | <= 1.20x (issue 20) |", with / without);
     println!("| INVITE without credentials, [auth] on / [auth] off | {:.2}x | |", without / off);
+    if let (Some(tcp_with), Some(tcp_without)) = (
+        ns("TCP INVITE segment with proven Proxy-Authorization"),
+        ns("TCP INVITE segment, [auth] on, no credentials"),
+    ) {
+        println!("| TCP INVITE segment with proven Proxy-Authorization / the same without | {:.2}x | |", tcp_with / tcp_without);
+        println!("| TCP INVITE segment with proven Proxy-Authorization / the UDP INVITE with it | {:.2}x | |", tcp_with / with);
+    }
 }
 
 fn main() {

@@ -578,6 +578,84 @@ pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
     f
 }
 
+/// The Call-ID and CSeq lines of a digest exchange: two of each, so that
+/// replies often answer an attempt made a few frames before.
+fn auth_ids(rng: &mut Rng, method: &str) -> String {
+    format!("Call-ID: auth-{}@pc33.example\r\nCSeq: {} {method}\r\n", rng.below(2), 1 + rng.below(2))
+}
+
+/// A digest exchange's client: mostly the hot source (verified in the
+/// differential test's variant 3, so its UDP requests pass the budget
+/// too), else any caller of [`call_l3`].
+fn auth_l3(rng: &mut Rng) -> L3 {
+    if rng.chance(80) {
+        L3::V4 {
+            src: V4_SOURCES[4],
+            dst: [198, 51, 100, 254],
+            options: Vec::new(),
+            frag_offset: 0,
+            more_frags: false,
+        }
+    } else {
+        call_l3(rng)
+    }
+}
+
+/// A request of a digest exchange (SPEC §12): a REGISTER or INVITE from
+/// one of the callers of [`call_l3`], one of the few Call-IDs and CSeqs of
+/// [`auth_reply_frame`], mostly with credentials, over UDP or plain TCP
+/// (the message starting the segment); now and then mutated.
+pub fn auth_request_frame(rng: &mut Rng) -> Vec<u8> {
+    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
+    let mut s = format!("{method} sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
+    s.push_str("From: <sip:1@sbc>;tag=1\r\nTo: <sip:100@sbc>\r\n");
+    s.push_str(&auth_ids(rng, method));
+    if rng.chance(80) {
+        s.push_str(rng.pick(&CREDENTIALS));
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    let l4 = if rng.chance(60) {
+        L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
+    } else {
+        L4::Udp { sport: 5062, dport: 5060 }
+    };
+    let mut f = Frame { vlans: Vec::new(), l3: auth_l3(rng), l4, payload: s.into_bytes() }.build();
+    if rng.chance(10) {
+        mutate(rng, &mut f);
+    }
+    f
+}
+
+/// The server's reply in a digest exchange (SPEC §12): a challenge (the
+/// nonces of [`CREDENTIALS`], stale or not), or a final answer that
+/// settles an attempt, to one of the callers, over UDP or plain TCP.
+pub fn auth_reply_frame(rng: &mut Rng) -> Vec<u8> {
+    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
+    let status = *rng.pick(&[401u32, 401, 407, 200, 403, 486]);
+    let mut s = format!("SIP/2.0 {status} X\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
+    s.push_str(&auth_ids(rng, method));
+    if (status == 401 || status == 407) && rng.chance(80) {
+        s.push_str(rng.pick(&CHALLENGES));
+        s.push_str("\r\n");
+    }
+    s.push_str("To: <sip:100@sbc>;tag=x\r\nContent-Length: 0\r\n\r\n");
+    let l3 = match auth_l3(rng) {
+        L3::V4 { src, dst, .. } => L3::V4 { src: dst, dst: src, options: Vec::new(), frag_offset: 0, more_frags: false },
+        L3::V6 { src, dst, .. } => L3::V6 { src: dst, dst: src, ext: Vec::new() },
+    };
+    let l4 = if rng.chance(60) {
+        L4::Tcp { sport: 5060, dport: 40000, syn: false, ack: true }
+    } else {
+        L4::Udp { sport: 5060, dport: 5062 }
+    };
+    let mut f = Frame { vlans: Vec::new(), l3, l4, payload: s.into_bytes() }.build();
+    if rng.chance(10) {
+        mutate(rng, &mut f);
+    }
+    f
+}
+
 /// A caller's network layer: mostly two plain IPv4 sources (so one
 /// reaches its limit), sometimes any of the others.
 fn call_l3(rng: &mut Rng) -> L3 {

@@ -213,6 +213,12 @@ pub fn transport_out_of_reach(frame: &[u8]) -> bool {
     parse(frame).is_some_and(|p| p.unwalked)
 }
 
+/// The IP protocol number the model finds in `frame` (6: TCP), if it
+/// parses: lets the differential test count its generator's TCP frames.
+pub fn transport_protocol(frame: &[u8]) -> Option<u8> {
+    parse(frame).map(|p| p.proto)
+}
+
 impl Model {
     pub fn new(tables: Tables) -> Model {
         let mut m = Model {
@@ -480,12 +486,11 @@ impl Model {
                 method,
             };
         }
-        // An INVITE starting a TCP segment opens its call (SPEC §13).
+        // The request starting a TCP segment: its call, its CANCEL, its
+        // credentials (SPEC §12, §13).
         if tcp.is_some() {
-            if let Some(payload) = tcp_invite(frame, &p, &self.tables) {
-                if let Some(reason) = self.open_call(payload, p.src, true, now) {
-                    return Decision { reason, method: None };
-                }
+            if let Some(reason) = self.tcp_request(frame, &p, key, now) {
+                return Decision { reason, method: None };
             }
         }
         // Step 9b: an INVITE that passed meets the destination policy.
@@ -848,12 +853,38 @@ impl Model {
     }
 }
 
-/// The payload of the TCP segment at `p.l4` to a TCP-protected port, if
-/// an INVITE starts it and the connection is established: what the
-/// kernel's `dest::tcp_invite` reads (all
-/// of the frame after the TCP header; its first `HEAD_LEN` bytes in one
-/// load, so a shorter one is never looked at).
-fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u8]> {
+impl Model {
+    /// A TCP segment to a protected port that passed steps 2-9: an
+    /// INVITE starting it opens its call, a CANCEL marks the caller's
+    /// call (both only on an established connection), a REGISTER or
+    /// INVITE with credentials is an attempt (any segment: a forged one
+    /// cannot carry a nonce its source was sent). `Some`: the INVITE's
+    /// source is at its call limit.
+    fn tcp_request(&mut self, frame: &[u8], p: &Parsed, key: SrcKey, now: u64) -> Option<Reason> {
+        let (method, payload, established) = tcp_request(frame, p, &self.tables)?;
+        if method == Method::Invite && established {
+            if let Some(reason) = self.open_call(payload, p.src, true, now) {
+                return Some(reason);
+            }
+        }
+        if method == Method::Cancel {
+            if established {
+                self.cancel_call(payload, p.src);
+            }
+            return None;
+        }
+        self.auth_attempt(payload, key, method, now);
+        None
+    }
+}
+
+/// The request starting the TCP segment at `p.l4` to a TCP-protected
+/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
+/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
+/// read in one load, so a shorter one is never looked at) and whether the
+/// connection is one the host has established, as the kernel's
+/// `tcp::shield_tcp_request` and `conn::shield_tcp_established` read them.
+fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
     let t = frame.get(p.l4..p.l4 + 20)?;
     let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
     if tables.port_flags(dport) & PORT_TCP == 0 {
@@ -861,18 +892,29 @@ fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u
     }
     let doff = usize::from(t[12] >> 4) * 4;
     let pay = p.l4 + doff;
-    // (7: `INVITE ` before the Request-URI; the kernel's bound on payload
-    // offsets.)
-    if doff < 20 || pay > 2 * MAX_L4_OFFSET + 8 || frame.len() <= pay + 7 {
+    // (The kernel's bound on payload offsets.)
+    if doff < 20 || pay > 2 * MAX_L4_OFFSET + 8 {
         return None;
     }
-    let payload = &frame[pay..];
+    let payload = &frame[pay.min(frame.len())..];
     let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
-    if sip::classify(head, payload.len()) != PayloadKind::Request(Method::Invite) {
-        return None;
+    let method = match sip::classify(head, payload.len()) {
+        PayloadKind::Request(m @ (Method::Invite | Method::Register | Method::Cancel)) => m,
+        _ => return None,
+    };
+    // A segment of no established connection is a forged source's.
+    let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
+    Some((method, payload, established))
+}
+
+/// The payload of an INVITE starting the TCP segment at `p.l4` on an
+/// established connection: what the kernel's `dest::tcp_invite` opens a
+/// call for.
+fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u8]> {
+    match tcp_request(frame, p, tables)? {
+        (Method::Invite, payload, true) => Some(payload),
+        _ => None,
     }
-    // A segment of no established connection (a forged source) is no call.
-    tables.tcp_established.contains(&(p.src, sport, p.dst, dport)).then_some(payload)
 }
 
 /// The UDP payload (as long as the UDP header says and the frame has).

@@ -11,6 +11,11 @@
 //!    `auth`, reason `auth_failures`, the username in the detail, after
 //!    `FAILURES` proven failures. (SIPVicious `svcrack` cannot be used:
 //!    Kamailio's default configuration drops its User-Agent unanswered.)
+//! 4. the same over plain TCP (SPEC §12 names it; Kamailio listens on TCP
+//!    5060 with `-A WITH_TCP`): sipp on one real kernel TCP connection
+//!    (`-t t1`) from a subscriber that mistypes once and then registers
+//!    (not banned, verified), and from a guesser at another address,
+//!    banned, origin `auth`, after `FAILURES` proven failures.
 //!
 //! Needs root, Kamailio and sipp; fails, never skips, without them.
 //! Bounded: the guesser tries at most `GUESSES` passwords, watched for
@@ -52,7 +57,8 @@ fn digest_failures_on_the_wire_ban_with_no_jail() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let topo = Topology::new();
     topo.warm_neighbours();
-    let _kamailio = Kamailio::start(&topo.sbc, dir.path(), &Options::default())?;
+    let opts = Options { defines: vec!["WITH_TCP"], ..Options::default() };
+    let kamailio = Kamailio::start(&topo.sbc, dir.path(), &opts)?;
     let shield = LabConfig::new(dir.path())
         .set("auth", "failures", &FAILURES.to_string())
         .set("auth", "window", "\"5m\"")
@@ -60,19 +66,50 @@ fn digest_failures_on_the_wire_ban_with_no_jail() -> Result<()> {
         .set("auth", "user_failures", "20")
         .start(&topo.sbc)?;
 
-    mistype_then_register(&topo, &shield, dir.path())?;
+    mistype_then_register(&topo, &shield, dir.path(), Transport::Udp)?;
     wrong_nonces_never_ban(&topo, &shield)?;
-    guesser_is_banned(&topo, &shield, dir.path())?;
+    guesser_is_banned(&topo, &shield, dir.path(), BRUTE_FORCE_IP, Transport::Udp)?;
+    // Plain TCP: another subscriber, another guesser.
+    let accepted = || -> Result<u64> { Ok(kamailio.stats()?.get("tcp:passive_open").copied().unwrap_or(0)) };
+    let before = accepted()?;
+    mistype_then_register(&topo, &shield, dir.path(), Transport::Tcp)?;
+    guesser_is_banned(&topo, &shield, dir.path(), SCANNER_IP, Transport::Tcp)?;
+    let conns = accepted()? - before;
+    println!("Kamailio accepted {conns} TCP connections from the TCP runs");
+    ensure!(conns >= 3, "the TCP runs went over TCP: Kamailio accepted {conns} connections");
     Ok(())
 }
 
-fn mistype_then_register(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -> Result<()> {
-    let sub = subscriber_ip(1);
-    let wrong = Run::brute_force(sub, sbc(), 2.0, 1)
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// `run` over this transport.
+    fn apply(self, run: Run) -> Run {
+        match self {
+            Transport::Udp => run,
+            Transport::Tcp => run.over_tcp(),
+        }
+    }
+}
+
+fn mistype_then_register(topo: &Topology, shield: &Shieldd, dir: &std::path::Path, t: Transport) -> Result<()> {
+    let sub = subscriber_ip(if t == Transport::Udp { 1 } else { 3 });
+    let line = |result: &str| {
+        format!("sipshield_auth_attempts_total{{interface=\"car0\",method=\"REGISTER\",result=\"{result}\"}}")
+    };
+    let m0 = shield.metrics(&topo.sbc)?;
+    let (ok0, failed0) = (metric_sum(&m0, &line("success")), metric_sum(&m0, &line("failure")));
+    let wrong = t
+        .apply(Run::brute_force(sub, sbc(), 2.0, 1))
         .start(&topo.carrier, dir)?
         .finish(Duration::from_secs(20))?;
-    ensure!(wrong.successful == 1, "the mistype got another answer than 401: {wrong:?}");
-    let reg = Run::register(sub, sbc(), 2.0, 2)
+    ensure!(wrong.successful == 1, "the mistype ({t:?}) got another answer than 401: {wrong:?}");
+    // Another local port: the first run's TCP connection may linger.
+    let reg = Run { local: SocketAddrV4::new(sub, 5062), ..t.apply(Run::register(sub, sbc(), 2.0, 2)) }
         .start(&topo.carrier, dir)?
         .finish(Duration::from_secs(20))?;
     ensure!(reg.successful == 2, "the subscriber's registrations: {reg:?}");
@@ -87,10 +124,10 @@ fn mistype_then_register(topo: &Topology, shield: &Shieldd, dir: &std::path::Pat
         .map(|e| e["how"].as_str().unwrap_or("").to_string());
     ensure!(how.as_deref() == Some("reply"), "{sub} not verified after its 200 OK: {how:?}");
     let m = shield.metrics(&topo.sbc)?;
-    let ok = metric_sum(&m, "sipshield_auth_attempts_total{interface=\"car0\",method=\"REGISTER\",result=\"success\"}");
-    let failed = metric_sum(&m, "sipshield_auth_attempts_total{interface=\"car0\",method=\"REGISTER\",result=\"failure\"}");
-    println!("mistype: {failed} proven failure(s), {ok} proven success(es), not banned, verified");
-    ensure!(ok >= 2.0 && failed >= 1.0, "auth metrics: success {ok}, failure {failed}");
+    let ok = metric_sum(&m, &line("success")) - ok0;
+    let failed = metric_sum(&m, &line("failure")) - failed0;
+    println!("mistype ({t:?}): {failed} proven failure(s), {ok} proven success(es), not banned, verified");
+    ensure!(ok >= 2.0 && failed >= 1.0, "auth metrics ({t:?}): success {ok}, failure {failed}");
     Ok(())
 }
 
@@ -138,13 +175,19 @@ fn wrong_nonces_never_ban(topo: &Topology, shield: &Shieldd) -> Result<()> {
 /// this Kamailio: it cannot change its `friendly-scanner` User-Agent and
 /// the lab's sbc.cfg (Kamailio's default configuration) drops that
 /// silently, so Kamailio never challenges it.
-fn guesser_is_banned(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -> Result<()> {
+fn guesser_is_banned(
+    topo: &Topology,
+    shield: &Shieldd,
+    dir: &std::path::Path,
+    ip: Ipv4Addr,
+    t: Transport,
+) -> Result<()> {
     let line = "sipshield_auth_attempts_total{interface=\"pub0\",method=\"REGISTER\",result=\"failure\"}";
     let failed0 = metric_sum(&shield.metrics(&topo.sbc)?, line);
     let started = Instant::now();
-    let run = Run::brute_force(BRUTE_FORCE_IP, sbc(), 2.0, GUESSES as u64).start(&topo.attacker, dir)?;
+    let run = t.apply(Run::brute_force(ip, sbc(), 2.0, GUESSES as u64)).start(&topo.attacker, dir)?;
     let banned_after = loop {
-        if let Some(b) = ban_of(shield, BRUTE_FORCE_IP) {
+        if let Some(b) = ban_of(shield, ip) {
             break Some((started.elapsed(), b));
         }
         if started.elapsed() > GUESS_TIME {
@@ -156,19 +199,20 @@ fn guesser_is_banned(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -
     let (after, ban) = banned_after.context("the guesser was never banned by [auth]")?;
     std::thread::sleep(Duration::from_millis(500));
     let failed = metric_sum(&shield.metrics(&topo.sbc)?, line) - failed0;
-    println!("guesser: banned {after:?} after its first REGISTER, {failed} proven failures: {ban}");
+    println!("guesser ({t:?}): banned {after:?} after its first REGISTER, {failed} proven failures: {ban}");
     ensure!(ban["origin"] == "auth", "ban origin: {ban}");
     ensure!(ban["reason"] == "auth_failures", "ban reason: {ban}");
     // The detail (the last username, escaped) is in the ban's log line.
     let log = shield.log_text();
-    let named = log.lines().any(|l| l.contains("198.51.100.50") && l.contains("last username") && l.contains("1000"));
+    let addr = ip.to_string();
+    let named = log.lines().any(|l| l.contains(&addr) && l.contains("last username") && l.contains("1000"));
     if !named {
-        for l in log.lines().filter(|l| l.contains("198.51.100.50")) {
+        for l in log.lines().filter(|l| l.contains(&addr)) {
             println!("log: {l}");
         }
     }
     ensure!(named, "no ban log line naming the username");
-    let source = shield.ctl_json(&["banned", "198.51.100.50"]);
+    let source = shield.ctl_json(&["banned", &addr]);
     ensure!(
         source["auth_usernames"].to_string().contains("1000"),
         "shieldctl banned ADDR does not show the usernames tried: {source}"
@@ -177,8 +221,8 @@ fn guesser_is_banned(topo: &Topology, shield: &Shieldd, dir: &std::path::Path) -
     println!("shieldctl auth: {report}");
     let users = report["users"].as_array().context("users")?;
     ensure!(
-        users.iter().any(|u| u["username"] == "1000" && u["sources"].to_string().contains("198.51.100.50")),
-        "shieldctl auth does not list 1000 from the guesser: {report}"
+        users.iter().any(|u| u["username"] == "1000" && u["sources"].to_string().contains(&addr)),
+        "shieldctl auth does not list 1000 from the guesser {addr}: {report}"
     );
     ensure!(
         failed >= FAILURES as f64 && failed <= FAILURES as f64 + 1.0,

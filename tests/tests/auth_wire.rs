@@ -5,7 +5,8 @@
 //! agree, and each case says what they must be. The parser cases cover
 //! both directions: quoted and unquoted params, `Digest` in any case,
 //! params in any order, commas inside quotes, folding, compact forms,
-//! truncation, 100 params, a nonce of 1 KB.
+//! truncation, 100 params, a nonce of 1 KB. Plain TCP too: a request
+//! starting its segment, the replies over TCP.
 
 use std::net::IpAddr;
 
@@ -52,24 +53,28 @@ fn l3(src: IpAddr, dst_is_sbc: bool) -> L3 {
     }
 }
 
-fn request_frame(payload: &[u8], src: IpAddr) -> Vec<u8> {
-    Frame {
-        vlans: vec![],
-        l3: l3(src, true),
-        l4: L4::Udp { sport: 5062, dport: 5060 },
-        payload: payload.to_vec(),
-    }
-    .build()
+/// UDP, or a plain-TCP segment (SPEC §12 names both) whose payload the
+/// message starts.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
 }
 
-fn reply_frame(payload: &[u8], dst: IpAddr) -> Vec<u8> {
-    Frame {
-        vlans: vec![],
-        l3: l3(dst, false),
-        l4: L4::Udp { sport: 5060, dport: 5062 },
-        payload: payload.to_vec(),
-    }
-    .build()
+fn request_frame(payload: &[u8], src: IpAddr, t: Transport) -> Vec<u8> {
+    let l4 = match t {
+        Transport::Udp => L4::Udp { sport: 5062, dport: 5060 },
+        Transport::Tcp => L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true },
+    };
+    Frame { vlans: vec![], l3: l3(src, true), l4, payload: payload.to_vec() }.build()
+}
+
+fn reply_frame(payload: &[u8], dst: IpAddr, t: Transport) -> Vec<u8> {
+    let l4 = match t {
+        Transport::Udp => L4::Udp { sport: 5060, dport: 5062 },
+        Transport::Tcp => L4::Tcp { sport: 5060, dport: 40000, syn: false, ack: true },
+    };
+    Frame { vlans: vec![], l3: l3(dst, false), l4, payload: payload.to_vec() }.build()
 }
 
 /// A REGISTER with CSeq `cseq` and extra header lines `extra`.
@@ -105,17 +110,25 @@ fn creds(user: &str, nonce: &str) -> String {
 struct Bench {
     k: Kernel,
     model: Model,
+    /// How the requests and replies travel.
+    transport: Transport,
 }
 
 impl Bench {
     fn new(t: Tables) -> Bench {
         let mut k = Kernel::load();
         k.apply(&t);
-        Bench { k, model: Model::new(t) }
+        Bench { k, model: Model::new(t), transport: Transport::Udp }
+    }
+
+    /// The same over plain TCP (port 5060 protected for TCP too).
+    fn tcp(mut t: Tables) -> Bench {
+        t.tcp_ports.insert(5060);
+        Bench { transport: Transport::Tcp, ..Bench::new(t) }
     }
 
     fn ask(&mut self, payload: &[u8], src: IpAddr) {
-        let bytes = request_frame(payload, src);
+        let bytes = request_frame(payload, src, self.transport);
         let want = self.model.decide(&bytes, monotonic_ns());
         let got = self.k.run(&bytes);
         assert_eq!(got.reason, want.reason, "kernel and model disagree");
@@ -124,7 +137,7 @@ impl Bench {
     }
 
     fn answer(&mut self, payload: &[u8], dst: IpAddr) {
-        let bytes = reply_frame(payload, dst);
+        let bytes = reply_frame(payload, dst, self.transport);
         let want = self.model.egress(&bytes, monotonic_ns());
         let (rc, got) = self.k.run_egress(&bytes).expect("a whole frame");
         assert_eq!(rc, TC_ACT_UNSPEC);
@@ -390,4 +403,51 @@ fn the_compact_call_id_keys_the_attempt() {
     b.answer(&reply("200 OK", "REGISTER", 3, ""), who);
     let r = b.reports();
     assert!(r.len() == 1 && r[0].success);
+}
+
+/// Plain TCP (SPEC §12): a REGISTER starting a segment has its
+/// credentials read as over UDP, and the challenges and final replies
+/// the server sends over TCP are learned and matched: a failure, then a
+/// success that verifies, each reported once (kernel and model agree at
+/// every step). Proven on any segment, without a connection check: a
+/// forged segment's author never sees the nonce. So a segment from another
+/// address with the client's nonce, or one it guessed, is `unproven`; an
+/// INVITE's `Proxy-Authorization` over TCP counts in the INVITE bucket;
+/// a REGISTER that does not start its segment is not read.
+#[test]
+fn plain_tcp_registers_are_proven_unproven_and_settled() {
+    let mut b = Bench::tcp(tables(0));
+    let who = IpAddr::from(CLIENT);
+    exchange(&mut b, who);
+    assert!(b.verified(who), "a proven success over TCP verifies its source");
+
+    let forger = IpAddr::from(OTHER);
+    b.answer(&reply("401 Unauthorized", "REGISTER", 9, &challenge(NONCE)), who);
+    for (i, n) in ["guessed", NONCE].iter().enumerate() {
+        let cseq = 10 + i as u32;
+        b.ask(&register("REGISTER", cseq, &creds("bob", n)), forger);
+        b.answer(&reply("403 Forbidden", "REGISTER", cseq, ""), forger);
+    }
+    assert_eq!(b.count(0, RESULT_UNPROVEN), 2);
+    assert!(b.reports().is_empty(), "an unproven attempt over TCP is never a failure");
+
+    let proxy = format!("Proxy-Authorization: Digest username=\"carol\", nonce=\"{NONCE}\"\r\n");
+    b.ask(&register("INVITE", 20, &proxy), who);
+    b.answer(&reply("403 Forbidden", "INVITE", 20, ""), who);
+    let r = b.reports();
+    assert_eq!(r.len(), 1, "the INVITE's credentials over TCP proven");
+    assert_eq!((r[0].method, r[0].status, r[0].success), ("INVITE", 403, false));
+
+    // A keepalive first, the REGISTER after it in the same segment: not
+    // read (only a request starting its segment is).
+    let mut late = b"\r\n\r\n".to_vec();
+    late.extend(register("REGISTER", 30, &creds("dave", NONCE)));
+    b.ask(&late, who);
+    b.answer(&reply("401 Unauthorized", "REGISTER", 30, ""), who);
+    assert!(b.reports().is_empty(), "a REGISTER after another message in its segment");
+    assert_eq!(b.count(0, RESULT_FAILURE), 1);
+    assert_eq!(b.count(0, RESULT_UNPROVEN), 2);
+    assert_eq!(b.count(1, RESULT_FAILURE), 1);
+    // IPv6 over TCP too.
+    exchange(&mut Bench::tcp(tables(0)), IpAddr::from(CLIENT6));
 }

@@ -14,7 +14,7 @@ use shield_common::{
 use shield_tests::{
     frames::{Frame, L3, L4, SBC_V4},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
-    model::Tables,
+    model::{Model, Tables},
 };
 
 const CALLER: [u8; 4] = [192, 0, 2, 30];
@@ -348,6 +348,95 @@ fn tcp_invites_open_calls_and_the_limit_drops_them() {
     drop(conn);
 }
 
+/// The kernel and the reference model on one request frame: the same
+/// reason.
+fn both(k: &mut Kernel, m: &mut Model, f: &[u8]) -> shield_tests::kernel::Observed {
+    let want = m.decide(f, shield::kernel::monotonic_ns());
+    let got = k.run(f);
+    assert_eq!(got.reason, want.reason, "kernel and model disagree");
+    got
+}
+
+/// The same for a reply leaving the host.
+fn both_egress(k: &mut Kernel, m: &mut Model, f: &[u8]) {
+    let want = m.egress(f, shield::kernel::monotonic_ns());
+    let got = k.run_egress(f).expect("a whole frame");
+    assert_eq!(got.1, want, "kernel and model disagree on the reply");
+}
+
+/// A CANCEL over plain TCP (SPEC §13: "a CANCEL before the answer ends
+/// it as cancelled"), starting a segment of a connection the host has
+/// established, marks the caller's call: its 487 ends it `cancelled`. A
+/// forged CANCEL (the caller's address, no connection: no handshake)
+/// leaves the call as it was: its 487 ends it `failed`, and a call
+/// answered after a forged CANCEL is answered. Run in the SBC's
+/// namespace, where the socket lookup finds the peer's real connection;
+/// the reference model, told of that connection, agrees on every frame,
+/// on the call table and on the ended calls.
+#[test]
+fn a_tcp_cancel_cancels_only_on_an_established_connection() {
+    use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
+    use std::net::{IpAddr, TcpListener, TcpStream};
+
+    let lab = Lab::new();
+    let mut t = tables(0, 3_600_000_000_000);
+    t.tcp_ports.insert(5060);
+    let mut k = kernel(&t);
+    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
+    let (_server_end, _) = listener.accept().expect("accept");
+    let port = conn.local_addr().expect("local address").port();
+    t.tcp_established.insert((IpAddr::from(PEER_IP), port, IpAddr::from(SBC_IP), 5060));
+    let mut m = Model::new(t);
+    let peer = PEER_IP.octets();
+    let seg = |sport: u16, method: &str, call_id: &str| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport, dport: 5060, syn: false, ack: true };
+        f.payload = request(method, call_id, false);
+        f.build()
+    };
+    let flags = |k: &Kernel, id: &str| {
+        let calls = k.shield.maps.calls.calls().expect("CALLS");
+        let want = shield_tests::model::txn_ids(&request("INVITE", id, false)).call_id.expect("a Call-ID");
+        calls.iter().find(|(h, _)| *h == want).map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
+    };
+    lab.sbc.run(|| {
+        for id in ["real", "forged", "answered"] {
+            assert_eq!(both(&mut k, &mut m, &seg(port, "INVITE", id)).reason, Reason::Ok);
+        }
+        assert_eq!(in_progress_of(&k, peer), 3);
+        // Forged: the caller's address, a port with no connection.
+        for id in ["forged", "answered"] {
+            let o = both(&mut k, &mut m, &seg(port ^ 1, "CANCEL", id));
+            assert_eq!((o.reason, o.action), (Reason::Ok, XDP_PASS));
+            assert_eq!(flags(&k, id), Some((CALL_TRYING, 0)), "a forged CANCEL marked {id}");
+        }
+        assert_eq!(both(&mut k, &mut m, &seg(port, "CANCEL", "real")).action, XDP_PASS);
+        assert_eq!(flags(&k, "real"), Some((CALL_TRYING, CALL_CANCELLING)), "the CANCEL on the connection");
+        for id in ["real", "forged"] {
+            both_egress(&mut k, &mut m, &reply_to(peer, 200, "CANCEL", id));
+            both_egress(&mut k, &mut m, &reply_to(peer, 487, "INVITE", id));
+        }
+        both_egress(&mut k, &mut m, &reply_to(peer, 200, "INVITE", "answered"));
+        assert!(k.shield.maps.calls.calls().expect("CALLS")[0].1.answer_ns != 0, "answered all the same");
+    });
+    let view = |c: &shield_common::calls::Call| (c.src, c.state, c.flags, c.answer_ns != 0);
+    let mut got: Vec<_> = k.shield.maps.calls.calls().expect("CALLS").iter().map(|(id, c)| (*id, view(c))).collect();
+    let mut want: Vec<_> = m.calls.calls.iter().map(|(id, c)| (*id, view(c))).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "call tables");
+    let ended = events(&mut k);
+    let ev = |e: &CallEvent| (e.call_id, e.outcome(), e.status);
+    assert_eq!(ended.iter().map(ev).collect::<Vec<_>>(), m.calls.events.iter().map(ev).collect::<Vec<_>>());
+    let mut ended: Vec<_> = ended.iter().map(|e| (e.outcome(), e.status)).collect();
+    ended.sort();
+    assert_eq!(ended, vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0)]);
+    assert_eq!(in_progress_of(&k, peer), 1, "the answered call goes on");
+    drop(conn);
+}
+
 mod real_tcp {
     //! Real TCP connections from the peer namespace to a SIP server (a
     //! plain responder) in the SBC's, with the XDP program and the egress
@@ -372,13 +461,23 @@ mod real_tcp {
     /// connections with a 200 echoing its Call-ID and CSeq, until the
     /// peer closes or 20 s pass.
     fn serve(listener: TcpListener, conns: usize) -> std::thread::JoinHandle<()> {
+        serve_with(listener, conns, |req| vec![ok_for(req)])
+    }
+
+    /// The replies to one request, each written on its own.
+    type Respond = fn(&str) -> Vec<Vec<u8>>;
+
+    /// [`serve`] with `respond` giving the replies to a request: each
+    /// written on its own, 20 ms apart, without Nagle's delay, so each
+    /// starts its segment (only such a message is read).
+    fn serve_with(listener: TcpListener, conns: usize, respond: Respond) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             listener.set_nonblocking(true).expect("nonblocking");
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut workers = Vec::new();
             while workers.len() < conns && Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((s, _)) => workers.push(std::thread::spawn(move || answer(s, deadline))),
+                    Ok((s, _)) => workers.push(std::thread::spawn(move || answer(s, deadline, respond))),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -388,8 +487,9 @@ mod real_tcp {
         })
     }
 
-    fn answer(mut s: TcpStream, deadline: Instant) {
+    fn answer(mut s: TcpStream, deadline: Instant, respond: Respond) {
         s.set_nonblocking(false).expect("blocking");
+        s.set_nodelay(true).expect("nodelay");
         s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 2048];
@@ -401,26 +501,52 @@ mod real_tcp {
             }
             while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let msg: Vec<u8> = buf.drain(..end + 4).collect();
-                let _ = s.write_all(&ok_for(&String::from_utf8_lossy(&msg)));
+                for (i, reply) in respond(&String::from_utf8_lossy(&msg)).iter().enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = s.write_all(reply);
+                }
             }
         }
     }
 
     /// The 200 answering `req` (Call-ID and CSeq copied, a To tag).
     fn ok_for(req: &str) -> Vec<u8> {
+        status_for(req, "200 OK", None)
+    }
+
+    /// The reply `status` to `req` (Call-ID copied; its CSeq, or the same
+    /// number with `method`).
+    fn status_for(req: &str, status: &str, method: Option<&str>) -> Vec<u8> {
         let header = |name: &str| {
             req.lines()
                 .find_map(|l| l.strip_prefix(name))
                 .unwrap_or("")
                 .to_string()
         };
+        let mut cseq = header("CSeq:");
+        if let (Some(m), Some(n)) = (method, cseq.split_whitespace().next()) {
+            cseq = format!(" {n} {m}");
+        }
         format!(
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 198.51.100.2\r\nFrom: <sip:alice@sbc>;tag=1\r\n\
-             To: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID:{}\r\nCSeq:{}\r\nContent-Length: 0\r\n\r\n",
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/TCP 198.51.100.2\r\nFrom: <sip:alice@sbc>;tag=1\r\n\
+             To: <sip:0033123456789@sbc>;tag=callee\r\nCall-ID:{}\r\nCSeq:{cseq}\r\nContent-Length: 0\r\n\r\n",
             header("Call-ID:"),
-            header("CSeq:")
         )
         .into_bytes()
+    }
+
+    /// A callee that rings: an INVITE gets a 180 and waits; a CANCEL gets
+    /// its 200 and the INVITE's 487.
+    fn ringing_for(req: &str) -> Vec<Vec<u8>> {
+        if req.starts_with("INVITE ") {
+            vec![status_for(req, "180 Ringing", None)]
+        } else if req.starts_with("CANCEL ") {
+            vec![status_for(req, "200 OK", None), status_for(req, "487 Request Terminated", Some("INVITE"))]
+        } else {
+            vec![ok_for(req)]
+        }
     }
 
     /// Writes `msg` and waits up to `within` for a whole response.
@@ -534,6 +660,87 @@ mod real_tcp {
         assert!(ok.is_some_and(|r| r.starts_with("SIP/2.0 200")), "call B answered once a slot was free");
         assert_eq!(in_progress(&k), 1, "call B in progress");
         drop((a, b));
+        server.join().expect("server");
+    }
+
+    /// SPEC §13's "a CANCEL before the answer means cancelled" over a real
+    /// TCP connection: the callee rings; a forged CANCEL (the caller's
+    /// address, no handshake: an AF_PACKET frame) reaches the XDP program
+    /// and marks nothing; the caller's own CANCEL on its connection marks
+    /// the call, and the callee's 487 (through the egress classifier) ends
+    /// it `cancelled`.
+    #[test]
+    fn a_tcp_cancel_over_a_veth_cancels_and_a_forged_one_does_not() {
+        use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
+        use shield_tests::frames::L4;
+
+        let lab = Lab::new();
+        let mut t = tables(0, 3_600_000_000_000);
+        t.tcp_ports.insert(5060);
+        let mut k = kernel(&t);
+        let ifindex = lab.sbc.ifindex(SBC_IF);
+        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
+        let _xdp = lab
+            .sbc
+            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
+            .expect("native XDP attach on veth");
+        let pins = tempfile::Builder::new()
+            .prefix("sipshield-calls-cancel-")
+            .tempdir_in("/sys/fs/bpf")
+            .expect("pin dir on bpffs");
+        let _egress = lab
+            .sbc
+            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
+            .expect("attach the egress classifier");
+        let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+        let server = serve_with(listener, 1, ringing_for);
+        let to: SocketAddr = (SBC_IP, 5060).into();
+        let mut c = lab.peer.run(|| {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s
+        });
+        let port = c.local_addr().expect("local address").port();
+        let state = |k: &shield_tests::kernel::Kernel| {
+            let calls = k.shield.maps.calls.calls().expect("CALLS");
+            calls.first().map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
+        };
+
+        let ringing = exchange(&mut c, Some(&request("INVITE", "tcp-cancel", false)), Duration::from_secs(2));
+        assert!(ringing.is_some_and(|r| r.starts_with("SIP/2.0 180")), "the callee rings");
+        assert_eq!(state(&k), Some((CALL_TRYING, 0)));
+
+        // Forged: the caller's address, another port, no connection.
+        let passed = |k: &shield_tests::kernel::Kernel| {
+            k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets
+        };
+        let before = passed(&k);
+        let mut forged = Frame::tcp4(PEER_IP.octets(), 5060, false, true);
+        forged.l4 = L4::Tcp { sport: port ^ 1, dport: 5060, syn: false, ack: true };
+        forged.payload = request("CANCEL", "tcp-cancel", false);
+        lab.peer
+            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
+            .expect("send the forged segment");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while passed(&k) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(passed(&k) > before, "the forged CANCEL reached the XDP program");
+        assert_eq!(state(&k), Some((CALL_TRYING, 0)), "a forged CANCEL marked the call");
+
+        // The caller's CANCEL: its 200, the INVITE's 487, the call ended.
+        let ok = exchange(&mut c, Some(&request("CANCEL", "tcp-cancel", false)), Duration::from_secs(2));
+        assert!(ok.is_some(), "the CANCEL answered");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut ended = Vec::new();
+        while ended.is_empty() && Instant::now() < deadline {
+            ended = events(&mut k);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].outcome(), Some(CallOutcome::Cancelled), "{ended:?}");
+        assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
+        drop(c);
         server.join().expect("server");
     }
 }

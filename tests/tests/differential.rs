@@ -17,9 +17,9 @@ use shield_common::{
     F_SCOPE_SIP, F_TRUNK_ONLY,
 };
 use shield_tests::{
-    gen::{call_reply_frame, call_request_frame, frame, response_frame, Rng},
+    gen::{auth_reply_frame, auth_request_frame, call_reply_frame, call_request_frame, frame, response_frame, Rng},
     kernel::{Kernel, XDP_DROP, XDP_PASS},
-    model::{transport_out_of_reach, Model, Tables},
+    model::{transport_out_of_reach, transport_protocol, Model, Tables},
 };
 
 /// `TC_ACT_UNSPEC`: the egress classifier's only return value.
@@ -199,6 +199,8 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
             if (variant == 3 || variant == 4) && rng.chance(35) {
                 let f = if variant == 4 && rng.chance(60) {
                     call_reply_frame(&mut rng)
+                } else if variant == 3 && rng.chance(40) {
+                    auth_reply_frame(&mut rng)
                 } else {
                     response_frame(&mut rng)
                 };
@@ -216,6 +218,9 @@ fn differential(variant: u8, frames_wanted: usize) -> usize {
             }
             let f = if variant == 4 && rng.chance(50) {
                 call_request_frame(&mut rng)
+            } else if variant == 3 && rng.chance(30) {
+                // Digest exchanges (SPEC §12), over UDP and plain TCP.
+                auth_request_frame(&mut rng)
             } else {
                 frame(&mut rng)
             };
@@ -547,4 +552,42 @@ fn generated_frames_cover_every_call_outcome() {
         assert!(outcomes.get(&o).copied().unwrap_or(0) >= least, "few {o:?}: {outcomes:?}");
     }
     println!("calls opened {opened}, refused {refused}, ended {outcomes:?}");
+}
+
+/// Variant 3's digest exchanges (SPEC §12) over plain TCP: credentials
+/// proven by a challenge the replies carried, and not, and proven
+/// attempts settled by the final replies: the comparison above covers
+/// the credentials read from TCP segments too.
+#[test]
+fn generated_frames_cover_credentials_over_tcp() {
+    use shield_common::auth::RESULT_UNPROVEN;
+    let mut model = Model::new(tables(3));
+    let unproven = |m: &Model| {
+        m.auth.stats.iter().filter(|((_, r), _)| *r == RESULT_UNPROVEN).map(|(_, n)| *n).sum::<u64>()
+    };
+    let (mut tcp_unproven, mut tcp_proven, mut settled) = (0, 0, 0);
+    for seed in 0..20_000u64 {
+        if seed % 24 == 0 {
+            model.sources.clear();
+            model.reset_verified();
+        }
+        let mut rng = Rng::new(seed);
+        if rng.chance(35) {
+            let f = if rng.chance(40) { auth_reply_frame(&mut rng) } else { response_frame(&mut rng) };
+            model.egress(&f, 1);
+            settled += model.auth.events.drain(..).count();
+            continue;
+        }
+        let f = if rng.chance(30) { auth_request_frame(&mut rng) } else { frame(&mut rng) };
+        let (before, attempts) = (unproven(&model), model.auth.attempts.clone());
+        model.decide(&f, 1);
+        if transport_protocol(&f) == Some(6) {
+            tcp_unproven += unproven(&model) - before;
+            tcp_proven += (model.auth.attempts != attempts) as u32;
+        }
+    }
+    assert!(tcp_unproven >= 100, "only {tcp_unproven} unproven attempts over TCP");
+    assert!(tcp_proven >= 20, "only {tcp_proven} proven attempts over TCP");
+    assert!(settled >= 4, "only {settled} attempts settled");
+    println!("over TCP: {tcp_proven} proven attempts, {tcp_unproven} unproven; {settled} settled (UDP and TCP)");
 }

@@ -35,6 +35,8 @@ pub struct Run {
     pub limit: u32,
     /// A call waiting longer than this for a message fails.
     pub recv_timeout: Duration,
+    /// Over plain TCP, one connection (`-t t1`), instead of UDP.
+    pub tcp: bool,
 }
 
 impl Run {
@@ -51,6 +53,7 @@ impl Run {
             calls,
             limit: 20,
             recv_timeout: Duration::from_secs(4),
+            tcp: false,
         }
     }
 
@@ -67,6 +70,7 @@ impl Run {
             calls,
             limit: 5,
             recv_timeout: Duration::from_secs(2),
+            tcp: false,
         }
     }
 
@@ -83,6 +87,7 @@ impl Run {
             calls,
             limit: 200,
             recv_timeout: Duration::from_secs(4),
+            tcp: false,
         }
     }
 
@@ -100,6 +105,7 @@ impl Run {
             calls,
             limit: 50,
             recv_timeout: Duration::from_secs(4),
+            tcp: false,
         }
     }
 
@@ -130,6 +136,7 @@ impl Run {
             calls,
             limit: 200,
             recv_timeout: Duration::from_secs(3),
+            tcp: false,
         }
     }
 
@@ -146,7 +153,16 @@ impl Run {
             calls: 0,
             limit: 0,
             recv_timeout: Duration::from_secs(60),
+            tcp: false,
         }
+    }
+
+    /// The same over plain TCP: one connection for all its calls (sipp
+    /// `-t t1`); the scenarios' `[transport]` says TCP in their Via.
+    pub fn over_tcp(mut self) -> Run {
+        self.tcp = true;
+        self.name.push_str("-tcp");
+        self
     }
 
     /// Starts it in `ns`; files (statistics, errors, output) go to `dir`.
@@ -191,6 +207,9 @@ impl Run {
             if self.calls > 0 {
                 cmd.args(["-m", &self.calls.to_string()]);
             }
+        }
+        if self.tcp {
+            cmd.args(["-t", "t1"]);
         }
         cmd.args(["-recv_timeout", &self.recv_timeout.as_millis().to_string()]);
         cmd.args(["-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])

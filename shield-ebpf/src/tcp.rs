@@ -1,0 +1,136 @@
+//! Plain-TCP requests (SPEC §12, §13): the request at the start of a TCP
+//! segment to a protected port that passed steps 2-9. An INVITE opens its
+//! call (`dest::tcp_invite`, `calls::invite`); a CANCEL marks the caller's
+//! call cancelling; a REGISTER or INVITE with digest credentials is an
+//! attempt (`auth::attempt`), exactly as over UDP: the same header walk,
+//! the same globals, the payload starting at `l4 + doff * 4`.
+//!
+//! Only a request that starts its segment is read: one split across
+//! segments, or the second of two in one segment, is not seen (neither
+//! is anything inside TLS).
+
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext, EbpfContext};
+use shield_common::{sip::HEAD_LEN, Method, Reason, MAX_L4_OFFSET};
+
+use crate::dest::V6;
+use crate::maps::{POLICY, SCRATCH};
+use crate::pkt::{src_key, Frame, Outcome, Pkt, Src, MAX_PAYLOAD_OFFSET};
+use crate::scratch::{launder, Scratch};
+use crate::walk::W_CID;
+use crate::xdp::L3_OFFSET_MASK;
+
+/// Masks a payload offset (at most `MAX_PAYLOAD_OFFSET`) into a range the
+/// verifier knows.
+const PAY_MASK: u64 = (2 * MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
+const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
+
+/// The IP header is at most this far in (two VLAN tags).
+const MAX_L3_OFFSET: usize = 64;
+
+/// A TCP segment (the frame `f`, to a protected port) passed steps 2-9:
+/// the request starting it. An initial INVITE on an established
+/// connection opens its call; a CANCEL on an established connection marks
+/// the caller's call (a forged segment must not cancel someone's call); a
+/// REGISTER's or INVITE's credentials are read as over UDP, whatever the
+/// connection: a proven attempt carries a nonce the server sent to that
+/// very address, which the author of a forged segment never sees, and
+/// the server answers only on the real connection, so a forged segment's
+/// attempt is never settled. `Some`: an INVITE whose source is at its
+/// call limit, dropped `calls` (no 403 can answer inside a TCP stream;
+/// the client's TCP sends the segment again, and it passes once a call of
+/// that source has ended).
+///
+/// Inlined in the XDP program's frame, handing over to globals only: their
+/// chains (the refusal's, the header walk's) need all the stack left under
+/// that frame; none fits under another TCP global.
+#[inline(always)]
+pub(crate) fn request(ctx: &XdpContext, f: &Frame, scratch: *mut Scratch) -> Option<Outcome> {
+    let c: *mut xdp_md = ctx.as_ptr().cast();
+    let v6 = if matches!(f.src, Src::V6(_)) { V6 } else { 0 };
+    // Laundered: every L2/L3 shape goes on as one verifier state.
+    let meta = launder(scratch, (f.l3 as u64 | v6) as usize) as u64 & (V6 | L3_OFFSET_MASK);
+    let v6 = meta & V6 != 0;
+    let l3 = meta & L3_OFFSET_MASK;
+    let at = shield_tcp_request(c, meta, f.l4 as u64);
+    if at == 0 {
+        return None;
+    }
+    let (pay, plen) = ((at >> 16) & PAY_MASK, at & 0xffff);
+    // The classifier of UDP payloads, on the head `shield_tcp_request`
+    // copied (a global verified once, not a second copy inlined there).
+    let method = crate::xdp::shield_classify(plen) as usize;
+    if method == Method::Cancel as usize {
+        if crate::conn::shield_tcp_established(c) != 0 {
+            crate::walk::shield_walk(c, pay, plen, W_CID);
+            shield_tcp_cancel();
+        }
+        return None;
+    }
+    if method == Method::Invite as usize
+        && crate::dest::tcp_invite(ctx, meta, f.l4)
+        && crate::calls::invite(ctx, true, true).is_err()
+    {
+        return Some(Outcome::of(Reason::Calls));
+    }
+    // (Any other method, and a reply, is no attempt: `auth::attempt` asks.)
+    let auth_meta = crate::auth::meta(l3, v6);
+    crate::auth::attempt(ctx, method, (pay as usize, plen as usize), auth_meta);
+    None
+}
+
+/// `calls::shield_call_cancel` for the CANCEL whose source is in
+/// `SCRATCH.invite` and Call-ID in `SCRATCH.ids` (its key computed here,
+/// not in the XDP program's frame).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_tcp_cancel() -> u64 {
+    let (Some(scratch), Some(p)) = (SCRATCH.get_ptr_mut(0), POLICY.get(0)) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let src = crate::dest::invite_src(unsafe { &(*scratch).invite });
+    let (hi, lo) = crate::calls::split(&src_key(&src, p));
+    crate::calls::shield_call_cancel(hi, lo)
+}
+
+/// The payload of the TCP segment at `l4` (IP header per `meta`, as
+/// `dest::shield_invite_at` takes it): `pay << 16 | plen` if its first
+/// `HEAD_LEN` bytes are in the frame (copied to `SCRATCH.head`), else 0.
+/// Leaves the segment's addresses and ports in `SCRATCH.invite` (for
+/// `conn::shield_tcp_established`).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_tcp_request(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
+    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+        return 0;
+    }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let inv = unsafe { &mut (*scratch).invite };
+    if !crate::dest::addresses(&pkt, l3, meta & V6 != 0, inv) {
+        return 0;
+    }
+    inv.allowlisted = 0;
+    let Some((sport, dport, pay, plen)) = crate::dest::transport(&pkt, l4, true) else {
+        return 0;
+    };
+    inv.sport = u16::from_be_bytes(sport);
+    inv.dport = u16::from_be_bytes(dport);
+    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
+        return 0;
+    }
+    let Some(h) = pkt.ptr_at::<[u8; HEAD_LEN]>(pay) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let head = unsafe { &mut (*scratch).head };
+    // SAFETY: inside the frame: `ptr_at` checked all HEAD_LEN bytes.
+    unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
+    (pay as u64) << 16 | plen as u64
+}
