@@ -1,5 +1,6 @@
 //! SIP Shield's XDP program: classifies every frame on the attached interface
 //! and drops floods, scanners and banned sources before the stack sees them.
+//! (`tc_main.rs` builds the same decision as a tc ingress program.)
 //!
 //! The verdict order is SPEC.md §2. All policy lives in maps written by
 //! `shieldd`, so nothing here is recompiled or reloaded when policy changes.
@@ -11,6 +12,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod auth;
+// The hook this object's decision runs on: XDP (`tc_main.rs` is the same
+// modules on tc ingress).
 #[cfg(target_arch = "bpf")]
 mod calls;
 #[cfg(target_arch = "bpf")]
@@ -19,6 +22,8 @@ mod conn;
 mod dest;
 #[cfg(target_arch = "bpf")]
 mod egress;
+#[path = "hook_xdp.rs"]
+mod hook;
 #[cfg(target_arch = "bpf")]
 mod lines;
 #[cfg(target_arch = "bpf")]

@@ -905,6 +905,23 @@ fn verifier_work_stays_well_under_the_limit() {
     assert!(n < 500_000, "verifier processed {n} instructions");
 }
 
+/// The same decision as a tc ingress program (issue 22 item 4): the
+/// second object loads onto the first one's maps, and its verifier work
+/// has the same limit. Printed for the record.
+#[test]
+fn verifier_work_of_the_tc_ingress_program_stays_well_under_the_limit() {
+    let mut k = Kernel::load_tc();
+    let info = k
+        .shield
+        .tc_program()
+        .expect("tc program loaded")
+        .info()
+        .expect("program info");
+    let n = info.verified_instruction_count().unwrap_or(0);
+    println!("verifier: {n} instructions processed to load the tc ingress program");
+    assert!(n < 500_000, "verifier processed {n} instructions");
+}
+
 /// The unverified budget on (SPEC §2 step 7b, issue 18): a real, non-spoofed
 /// flooder that already has per-source state is held to its own buckets
 /// first. It is dropped `rate` and reported for escalation, and the packets

@@ -60,7 +60,7 @@ pub use map_id::MapId;
 pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
-    check_dir, has_maps, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
+    check_dir, has_maps, load_tc, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
 };
 
 /// Where systemd (and everyone else) mounts bpffs.
