@@ -1020,3 +1020,46 @@ fn reports_lost_to_a_full_ring_are_counted_and_made_again() {
     assert_eq!(again, Some(missing), "the lost source reported again");
     assert_eq!(k.shield.maps.events_lost().unwrap(), lost, "no new loss");
 }
+
+/// The same decision as a tc ingress program (issue 22 item 4), on a
+/// socket buffer: a row of SPEC §2 per reason, in the L2/L3 shapes the
+/// XDP tests above walk (the differential test compares the rest). The
+/// action is `TC_ACT_SHOT` for a drop and `TC_ACT_UNSPEC` for a pass
+/// (`Kernel::try_run` gives them as XDP actions).
+#[test]
+fn tc_ingress_gives_the_same_verdicts() {
+    let mut t = tables();
+    t.allow = vec![net("203.0.113.0/28")];
+    t.deny = vec![net("192.0.2.0/24")];
+    t.bans = vec![(net("203.0.113.66/32"), 0), (net("198.18.0.0/15"), 0)];
+    let mut k = Kernel::load_tc();
+    k.apply(&t);
+    let mut arp = invite(PEER).build()[..12].to_vec();
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    expect_bytes(&mut k, &arp, Reason::Ok);
+    expect(&mut k, &scanner(CARRIER), Reason::Allowlisted);
+    expect(&mut k, &invite(PEER), Reason::Deny);
+    expect(&mut k, &invite(ATTACKER), Reason::Ban);
+    expect(&mut k, &Frame::udp4(ATTACKER, 53, b"dns"), Reason::Ban);
+    expect(&mut k, &invite([198, 19, 200, 1]), Reason::Ban);
+    expect(&mut k, &invite([203, 0, 113, 67]), Reason::Ok);
+    expect(&mut k, &scanner([203, 0, 113, 67]), Reason::Scanner);
+    expect(
+        &mut k,
+        &scanner([203, 0, 113, 68]).with_vlans(&[TPID_8021Q]),
+        Reason::Scanner,
+    );
+    expect(
+        &mut k,
+        &Frame::udp4([203, 0, 113, 69], 5060, b"\x00\x01garbage"),
+        Reason::Malformed,
+    );
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, &sip_request("OPTIONS", Some("sipvicious")))
+            .with_v6_ext(vec![Ext::DestOpts(1)]),
+        Reason::Scanner,
+    );
+    expect(&mut k, &Frame::udp4([203, 0, 113, 70], 53, b"dns"), Reason::Ok);
+}
