@@ -108,6 +108,8 @@ pub enum KernelError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("{iface}: tc ingress program: {message}")]
+    TcIngress { iface: String, message: String },
     #[error("{iface}: egress classifier: {message}")]
     Egress { iface: String, message: String },
     #[error("{iface}: pinned link {path}: {message}")]
