@@ -193,6 +193,15 @@ impl Kernel {
         ns
     }
 
+    /// Mean ns per run of the tc ingress program over `repeat` runs, on an
+    /// instance of either hook ([`shield::kernel::load_tc`] first).
+    pub fn time_tc(&mut self, frame: &[u8], repeat: u32) -> f64 {
+        let prog = self.shield.tc_program().expect("tc program loaded");
+        let ns = timed(prog, frame, repeat);
+        self.last = self.slot0();
+        ns
+    }
+
     /// Every `RESPONSES` slot of slot 0, in (method, class) order.
     fn responses0(&self) -> Vec<u64> {
         let mut v = Vec::with_capacity(Method::COUNT * RESPONSE_CLASSES);
