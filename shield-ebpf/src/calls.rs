@@ -305,14 +305,14 @@ fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64, report:
 /// `XDP_DROP` (1) when the call is still live or gone.
 #[xdp]
 pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
-    // An XDP program in both objects (not `Pkt::new`: that takes this
-    // object's hook context).
+    const GONE: u32 = 1;
+    const EXPIRED: u32 = 2;
+    // An XDP program in both objects (not `Pkt::new`: that takes the
+    // object's hook context, `__sk_buff`'s in the tc object).
     let pkt = Pkt {
         data: ctx.data(),
         end: ctx.data_end(),
     };
-    const GONE: u32 = 1;
-    const EXPIRED: u32 = 2;
     let Some(b) = pkt.ptr_at::<[u8; 8]>(0) else {
         return GONE;
     };

@@ -1,5 +1,8 @@
-//! The XDP program: SPEC §2's verdict, step by step.
+//! The decision: SPEC §2's verdict, step by step. The same code runs as
+//! the XDP program and, compiled again with another `crate::hook`, as the
+//! tc ingress program (see `hook_xdp.rs`).
 
+use aya_ebpf::EbpfContext;
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
     dest, sip, sip_stats_slot,
@@ -7,8 +10,6 @@ use shield_common::{
     stats_index, Method, PayloadKind, Policy, Reason, SrcKey, SrcState, Verdict, F_DROP_MALFORMED,
     F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
-
-use aya_ebpf::EbpfContext;
 
 use crate::hook::{frame_len, Ctx, RawCtx};
 use crate::lists::lists_and_bans;
