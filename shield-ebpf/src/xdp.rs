@@ -34,6 +34,9 @@ pub(crate) fn verdict(ctx: &Ctx, pkt: &Pkt) -> Verdict {
     };
     let out = decide(ctx, pkt, policy);
     let verdict = Verdict::of(out.reason, policy.has(F_ENFORCE));
+    // From the context, not `pkt.len()`: keeping the two packet pointers
+    // alive across `decide` made the verifier carry them through all its
+    // states (58,000 more instructions processed).
     let len = frame_len(ctx);
     account(ctx, len, &out, verdict);
     if verdict != Verdict::Pass {
