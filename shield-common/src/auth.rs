@@ -17,7 +17,8 @@
 //! the username (its first [`USER_MAX`] bytes and a hash of all of it).
 //! Quoted and unquoted values hash the same (a quoted-pair counts as the
 //! character it escapes); commas and blanks inside quotes are value bytes;
-//! a folded line (CRLF then a blank) is one blank. Credentials are read
+//! a folded line (CRLF then a blank) is one blank; a CR inside a value is
+//! dropped (the LF after it decides whether the value goes on). Credentials are read
 //! until both nonce and username are known; a challenge to its end (its
 //! `stale` may come last).
 //!
@@ -769,5 +770,7 @@ pub fn parse_line(line: &[u8], want: AuthHeader) -> Option<DigestParse> {
     Some(d)
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

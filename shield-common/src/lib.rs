@@ -64,5 +64,6 @@ mod pod_sizes {
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<Verified>(), 16);
         assert_eq!(core::mem::size_of::<Budget>(), 64);
+        assert_eq!(core::mem::size_of::<BanKey>(), 16 + 1 + 3);
     }
 }

@@ -9,8 +9,8 @@ pub mod names {
     pub const ALLOW_V6: &str = "ALLOW_V6";
     pub const DENY_V4: &str = "DENY_V4";
     pub const DENY_V6: &str = "DENY_V6";
-    pub const BANS_V4: &str = "BANS_V4";
-    pub const BANS_V6: &str = "BANS_V6";
+    /// Banned host addresses, IPv4 and IPv6 in one map (keyed by [`crate::BanKey`]).
+    pub const BANS: &str = "BANS";
     pub const BAN_NETS_V4: &str = "BAN_NETS_V4";
     pub const BAN_NETS_V6: &str = "BAN_NETS_V6";
     pub const SCANNERS: &str = "SCANNERS";
@@ -52,7 +52,7 @@ pub mod names {
     pub const AUTH_STATS: &str = "AUTH_STATS";
     pub const AUTH_SCRATCH: &str = "AUTH_SCRATCH";
     /// Every map, in pinning order.
-    pub const ALL: [&str; 46] = [
+    pub const ALL: [&str; 45] = [
         POLICY,
         PORTS,
         IFACE_SLOT,
@@ -60,8 +60,7 @@ pub mod names {
         ALLOW_V6,
         DENY_V4,
         DENY_V6,
-        BANS_V4,
-        BANS_V6,
+        BANS,
         BAN_NETS_V4,
         BAN_NETS_V6,
         SCANNERS,
@@ -219,6 +218,12 @@ pub mod names {
 
     // No name listed twice (a copy-paste slip would leave one unpinned).
     const _: () = assert!(distinct(&ALL));
+
+    /// Maps earlier versions pinned that this one no longer has: the host
+    /// bans were one map per family (key: the 4- or 16-byte address). A
+    /// start finds their pins in a directory an older shieldd left, reads
+    /// the bans out of them and removes the pins (see `shieldd`'s restore).
+    pub const OBSOLETE_BANS: [(&str, usize); 2] = [("BANS_V4", 4), ("BANS_V6", 16)];
 }
 
 /// Sizes compiled into the object; the loader overrides them from config.
@@ -265,6 +270,41 @@ pub mod default_size {
 pub const PORT_UDP: u8 = 1;
 pub const PORT_TCP: u8 = 2;
 pub const PORTS_ENTRIES: u32 = 65_536;
+
+/// Key of `BANS`: a banned host address with its family, so that an IPv4
+/// ban and an IPv6 ban never share a key (not even `::ffff:a.b.c.d` and
+/// `a.b.c.d`). IPv4 in the first four bytes, the rest zero. 20 bytes: the
+/// kernel rounds a key to 8 bytes, and the element (48-byte header, key
+/// 24, value 16, plus the allocator's 8-byte link) still fits the 96-byte
+/// size class a 16-byte key would take.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BanKey {
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl BanKey {
+    #[inline(always)]
+    pub const fn v4(a: [u8; 4]) -> BanKey {
+        BanKey {
+            addr: [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: FAMILY_V4,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn v6(a: [u8; 16]) -> BanKey {
+        BanKey {
+            addr: a,
+            family: FAMILY_V6,
+            _pad: [0; 3],
+        }
+    }
+}
 
 /// Value of the ban maps.
 #[repr(C)]
@@ -497,6 +537,9 @@ mod pod {
     unsafe impl aya::Pod for BanValue {}
     // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
     // every byte pattern is a value, no byte is padding (sizes_without_padding).
+    unsafe impl aya::Pod for BanKey {}
+    // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
+    // every byte pattern is a value, no byte is padding (sizes_without_padding).
     unsafe impl aya::Pod for crate::SrcState {}
     // SAFETY: repr(C), Copy, integers only with explicit `_pad` fields:
     // every byte pattern is a value, no byte is padding (sizes_without_padding).
@@ -586,5 +629,19 @@ mod tests {
         assert!(BanValue::until(10).active(9));
         assert!(!BanValue::until(10).active(10));
         assert_eq!(core::mem::size_of::<BanValue>(), 16);
+    }
+
+    #[test]
+    fn ban_keys_of_the_two_families_never_meet() {
+        assert_eq!(core::mem::size_of::<BanKey>(), 20);
+        let v4 = BanKey::v4([192, 0, 2, 7]);
+        // The IPv4-mapped and the IPv4-compatible forms of the same address.
+        let mapped = BanKey::v6(src_key_v4([192, 0, 2, 7]));
+        let mut compat = [0u8; 16];
+        compat[..4].copy_from_slice(&[192, 0, 2, 7]);
+        assert_ne!(v4, mapped);
+        assert_ne!(v4, BanKey::v6(compat));
+        assert_eq!(v4.addr[..4], [192, 0, 2, 7]);
+        assert_eq!(v4.addr[4..], [0; 12]);
     }
 }

@@ -2,12 +2,12 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use shield_common::{
-    BanValue, Policy, Reason, ACL_ALLOW, ACL_DENY, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
+    BanKey, BanValue, Policy, Reason, ACL_ALLOW, ACL_DENY, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4,
     F_BAN_NETS_V6, F_DENY_V4, F_DENY_V6, F_SCOPE_SIP,
 };
 
 use crate::maps::{
-    ALLOW_V4, ALLOW_V6, BANS_V4, BANS_V6, BAN_NETS_V4, BAN_NETS_V6, DENY_V4, DENY_V6,
+    ALLOW_V4, ALLOW_V6, BANS, BAN_NETS_V4, BAN_NETS_V6, DENY_V4, DENY_V6,
 };
 use crate::pkt::{Outcome, Src};
 use crate::source::now_ns;
@@ -22,15 +22,13 @@ use crate::source::now_ns;
 /// a banned flood costs one lookup per packet.
 #[inline(always)]
 pub(crate) fn lists_and_bans(p: &Policy, src: &Src) -> Result<Option<Reason>, Outcome> {
-    let (banned, acl) = match *src {
-        Src::V4(a) => match BANS_V4.get_ptr_mut(&a) {
-            Some(b) if active(b) => (true, cached_acl(b, p, src)),
-            _ => (ban_net_v4(p, a), acl_of(p, src)),
-        },
-        Src::V6(a) => match BANS_V6.get_ptr_mut(&a) {
-            Some(b) if active(b) => (true, cached_acl(b, p, src)),
-            _ => (ban_net_v6(p, a), acl_of(p, src)),
-        },
+    let key = match *src {
+        Src::V4(a) => BanKey::v4(a),
+        Src::V6(a) => BanKey::v6(a),
+    };
+    let (banned, acl) = match BANS.get_ptr_mut(&key) {
+        Some(b) if active(b) => (true, cached_acl(b, p, src)),
+        _ => (ban_net(p, src), acl_of(p, src)),
     };
     if acl & ACL_ALLOW != 0 {
         return Err(Outcome::of(Reason::Allowlisted));
@@ -55,6 +53,15 @@ pub(crate) fn lists_and_bans(p: &Policy, src: &Src) -> Result<Option<Reason>, Ou
 fn active(b: *mut BanValue) -> bool {
     // SAFETY: a map value (or ring record) from a successful lookup, valid for this run; plain integers.
     unsafe { (*b).active(now_ns()) }
+}
+
+/// Whether a CIDR ban covers the source (empty tries are not looked up).
+#[inline(always)]
+fn ban_net(p: &Policy, src: &Src) -> bool {
+    match *src {
+        Src::V4(a) => ban_net_v4(p, a),
+        Src::V6(a) => ban_net_v6(p, a),
+    }
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use shield_common::{
     default_size,
     dest::{self, DestPolicy, DestRule, DestSource},
     sip::UaKey,
-    BanValue, Budget, Counter, Policy, SrcKey, SrcState, Txn, TxnKey, Verified, MAX_IFACE_SLOTS,
+    BanKey, BanValue, Budget, Counter, Policy, SrcKey, SrcState, Txn, TxnKey, Verified, MAX_IFACE_SLOTS,
     MAX_IFINDEX, PORTS_ENTRIES, RESPONSES_ENTRIES, SIP_STATS_ENTRIES, STATS_ENTRIES,
     VERIFIED_HINT_WORDS,
 };
@@ -40,13 +40,12 @@ maps! {
     static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
     static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(default_size::DENY, 0);
 
-    // Not preallocated: the program only reads these maps (and writes into
+    // Not preallocated: the program only reads this map (and writes into
     // entries that exist); every ban is added by user space. Preallocation
     // pays off only for inserts by the program, and costs ~90 MiB per
-    // million-slot map whether it holds one ban or a million.
-    static BANS_V4: HashMap<[u8; 4], BanValue> =
-        HashMap::with_max_entries(default_size::BANS, BPF_F_NO_PREALLOC);
-    static BANS_V6: HashMap<[u8; 16], BanValue> =
+    // million slots whether it holds one ban or a million. One map for
+    // both families: an empty million-bucket table is 16 MiB.
+    static BANS: HashMap<BanKey, BanValue> =
         HashMap::with_max_entries(default_size::BANS, BPF_F_NO_PREALLOC);
     static BAN_NETS_V4: LpmTrie<[u8; 4], BanValue> =
         LpmTrie::with_max_entries(default_size::BAN_NETS, 0);

@@ -34,7 +34,7 @@ fn a_million_bans_load_in_seconds_with_batches() {
     assert_eq!(written, MILLION as usize);
     let t = Instant::now();
     assert_eq!(
-        shield.maps.entry_count(MapId::BansV4).expect("count"),
+        shield.maps.entry_count(MapId::Bans).expect("count"),
         Some(MILLION as usize)
     );
     let count = t.elapsed();

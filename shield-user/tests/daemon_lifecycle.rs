@@ -88,7 +88,7 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
     // SIGTERM: the shield stays (pinned), the daemon goes.
     let status = d.terminate();
     assert!(status.success(), "SIGTERM exit: {status}");
-    assert!(d.pin.join(MapId::BansV4.name()).exists() && d.pin.join("prog").exists());
+    assert!(d.pin.join(MapId::Bans.name()).exists() && d.pin.join("prog").exists());
     let links: Vec<_> = std::fs::read_dir(&d.pin)
         .expect("pins")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -109,10 +109,11 @@ fn restart_adopts_the_pins_and_detach_then_start_restores_from_state_dir() {
         after["interfaces"][0]["link_id"], before["interfaces"][0]["link_id"],
         "the link is adopted, not recreated"
     );
-    assert_ne!(
+    assert_eq!(
         after["program_id"], before["program_id"],
-        "the program inside the link is replaced"
+        "the same build runs the pinned program again, unverified"
     );
+    assert!(d.log_text().contains("program_reused=true"), "the restart reuses the program");
     let ban = d.ban_of("198.51.100.2/32").expect("ban restored");
     assert_eq!(ban["reason"], "persist me");
     let left = ban["expires_in_secs"].as_u64().expect("left");
@@ -245,7 +246,7 @@ fn pinned_maps_that_no_longer_fit_are_reported_and_detach_works_offline() {
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("pinned map BANS_V")
+        err.contains("pinned map BANS")
             && err.contains("max_entries")
             && err.contains("shieldctl detach"),
         "{err}"
@@ -277,4 +278,132 @@ fn pinned_maps_that_no_longer_fit_are_reported_and_detach_works_offline() {
         .ban_of("198.51.100.2/32")
         .expect("ban kept in state_dir across the resize");
     assert_eq!(ban["reason"], "kept across the resize");
+}
+
+/// `bpftool` with `args`; panics with its output if it fails.
+fn bpftool(args: &[&str]) {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool (package bpftool, installed by scripts/setup.sh)");
+    assert!(out.status.success(), "bpftool {args:?}: {}", text(&out.stderr));
+}
+
+/// Makes a pinned hash map as an earlier shieldd's per-family ban map was
+/// (`key_size`-byte address, 16-byte `BanValue`, not preallocated) holding
+/// `keys`, each banned forever (expiry 0).
+fn old_ban_map(path: &std::path::Path, name: &str, key_size: usize, keys: &[&[u8]]) {
+    let p = path.to_str().expect("utf-8 path");
+    let ks = key_size.to_string();
+    bpftool(&["map", "create", p, "type", "hash", "key", &ks, "value", "16", "entries", "1024", "name", name, "flags", "1"]);
+    for key in keys {
+        let mut args = vec!["map".to_string(), "update".into(), "pinned".into(), p.into(), "key".into()];
+        args.extend(key.iter().map(|b| b.to_string()));
+        args.push("value".into());
+        args.extend(std::iter::repeat_n("0".to_string(), 16));
+        bpftool(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn an_earlier_versions_per_family_ban_maps_are_read_and_unpinned() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    d.start();
+    d.ctl_ok(&["ban", "198.51.100.9", "--duration", "1h", "--reason", "in the store"]);
+    assert!(d.terminate().success());
+
+    // The pin directory as an earlier version left it: BANS_V4 and BANS_V6
+    // instead of BANS, with bans the store never saw (a store write that
+    // failed) beside one it has.
+    std::fs::remove_file(d.pin.join(MapId::Bans.name())).expect("unpin BANS");
+    let v6: std::net::Ipv6Addr = "2001:db8::3".parse().unwrap();
+    old_ban_map(&d.pin.join("BANS_V4"), "BANS_V4", 4, &[&PEER_IP.octets(), &[198, 51, 100, 9]]);
+    old_ban_map(&d.pin.join("BANS_V6"), "BANS_V6", 16, &[&v6.octets()]);
+
+    d.start();
+    let log = d.log_text();
+    assert!(
+        log.contains("removed the ban maps an earlier shieldd pinned") && log.contains("BANS_V4"),
+        "{log}"
+    );
+    assert!(!d.pin.join("BANS_V4").exists() && !d.pin.join("BANS_V6").exists());
+    assert!(
+        log.contains("the pinned program uses a map this start did not adopt") && !log.contains("program_reused=true"),
+        "a program bound to another BANS is not reused: {log}"
+    );
+    let map = d.ban_map().expect("pinned BANS");
+    assert!(map.contains(PEER_IP) && map.contains(Ipv4Addr::new(198, 51, 100, 9)));
+    assert!(map.contains_v6(v6), "the IPv6 ban is in the one map too");
+    let stored = d.ban_of("198.51.100.9/32").expect("the stored ban");
+    assert_eq!(stored["reason"], "in the store");
+    let only_kernel = d.ban_of("198.51.100.2/32").expect("the old map's own ban is kept");
+    assert_eq!(only_kernel["origin"], "kernel", "{only_kernel}");
+    assert_eq!(d.ban_of("2001:db8::3/128").expect("IPv6")["origin"], "kernel");
+
+    // Enforced by the new program through the new map.
+    let sink = Sink::start(&lab);
+    let flood = Flood::start(&lab, PEER_IP, EVERY, 500, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = flood.stop();
+    settle();
+    assert!(sent > 0);
+    assert_eq!(sink.from(PEER_IP).count, 0, "the ban from BANS_V4 is enforced");
+
+    // A later restart finds nothing obsolete and keeps every ban.
+    assert!(d.terminate().success());
+    d.start();
+    assert!(!d.log_text().contains("could not remove"));
+    assert!(d.ban_of("198.51.100.2/32").is_some() && d.ban_of("2001:db8::3/128").is_some());
+}
+
+/// The pins `prog_xdp_<hash>` / `prog_egress_<hash>` under `d`'s pin path.
+fn object_pins(d: &Shieldd) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&d.pin)
+        .expect("pins")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("prog_xdp_") || n.starts_with("prog_egress_"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restart_of_another_build_loads_and_swaps_in_its_own_program() {
+    let lab = Lab::new();
+    let mut d = Shieldd::new(bins(), &lab.sbc, NO_LIMITS);
+    d.start();
+    d.ctl_ok(&["ban", "198.51.100.2", "--duration", "forever"]);
+    let before = d.ctl_json(&["status"]);
+    let pins = object_pins(&d);
+    assert_eq!(pins.len(), 2, "{pins:?}");
+    assert!(d.terminate().success());
+
+    // The pins as another build left them: its object's hash in the names.
+    for p in &pins {
+        let other = format!("{}0123456789abcdef", p.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+        std::fs::rename(d.pin.join(p), d.pin.join(&other)).expect("rename pin");
+    }
+    let sink = Sink::start(&lab);
+    let flood = Flood::start(&lab, PEER_IP, EVERY, 60_000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(200));
+    d.start();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = flood.stop();
+    settle();
+    let after = d.ctl_json(&["status"]);
+    assert!(sent > 100, "the flood ran ({sent})");
+    assert_eq!(sink.from(PEER_IP).count, 0, "a banned packet got through the swap");
+    assert_ne!(after["program_id"], before["program_id"], "another build's program is replaced");
+    assert_eq!(
+        after["interfaces"][0]["link_id"], before["interfaces"][0]["link_id"],
+        "atomically, inside the same link"
+    );
+    assert!(!d.log_text().contains("program_reused=true"), "nothing was reused");
+    assert_eq!(object_pins(&d), pins, "the other build's pins are replaced by this one's");
+
+    // And the next restart of this build reuses what it pinned.
+    assert!(d.terminate().success());
+    d.start();
+    assert_eq!(d.ctl_json(&["status"])["program_id"], after["program_id"]);
 }

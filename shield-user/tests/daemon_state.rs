@@ -79,15 +79,18 @@ fn pinned(d: &Shieldd) -> Vec<String> {
     }
 }
 
-/// The IPv4 host bans in the pinned BANS_V4 map, read from the kernel.
+/// The IPv4 host bans in the pinned BANS map, read from the kernel.
 fn kernel_hosts(d: &Shieldd) -> HashSet<Ipv4Addr> {
-    let fd = shield::kernel::sys::obj_get(&d.pin.join(MapId::BansV4.name()))
-        .expect("open pinned BANS_V4");
+    let fd = shield::kernel::sys::obj_get(&d.pin.join(MapId::Bans.name()))
+        .expect("open pinned BANS");
     let mut out = HashSet::new();
-    shield::kernel::sys::for_each_key(std::os::fd::AsFd::as_fd(&fd), 4, |k| {
-        out.insert(Ipv4Addr::new(k[0], k[1], k[2], k[3]));
+    let size = std::mem::size_of::<shield_common::BanKey>();
+    shield::kernel::sys::for_each_key(std::os::fd::AsFd::as_fd(&fd), size, |k| {
+        if k[16] == shield_common::FAMILY_V4 {
+            out.insert(Ipv4Addr::new(k[0], k[1], k[2], k[3]));
+        }
     })
-    .expect("walk BANS_V4");
+    .expect("walk BANS");
     out
 }
 
@@ -101,11 +104,11 @@ fn assert_all_bans_back(lab: &Lab, d: &Shieldd) {
         .collect();
     assert!(
         missing.is_empty(),
-        "{} host bans missing from BANS_V4, e.g. {:?}",
+        "{} host bans missing from BANS, e.g. {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert!(kernel.contains(&PEER_IP), "PEER_IP missing from BANS_V4");
+    assert!(kernel.contains(&PEER_IP), "PEER_IP missing from BANS");
     let listed: HashSet<String> = d
         .bans()
         .iter()
@@ -221,7 +224,7 @@ fn in_step_maps_changed_while_no_shieldd_ran_win_at_the_restart() {
     }
     assert!(d.terminate().success());
 
-    let mut bans = d.ban_map().expect("pinned BANS_V4");
+    let mut bans = d.ban_map().expect("pinned BANS");
     bans.remove(ip(11)).expect("remove");
     // 1 ns after boot: long past.
     bans.insert(ip(12), 1).expect("expire");
@@ -250,7 +253,7 @@ fn in_step_maps_changed_while_no_shieldd_ran_win_at_the_restart() {
         .expect("left");
     assert!((7100..=7200).contains(&left), "the kernel's expiry wins: {left} s left");
     let kernel = kernel_hosts(&d);
-    assert!(!kernel.contains(&ip(12)), "the expired entry is removed from BANS_V4");
+    assert!(!kernel.contains(&ip(12)), "the expired entry is removed from BANS");
     assert!(kernel.contains(&ip(10)) && kernel.contains(&ip(14)));
     assert_eq!(stored_bans(&d), want, "the store is brought in step");
 }

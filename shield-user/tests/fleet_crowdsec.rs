@@ -212,7 +212,7 @@ fn a_fleet_of_three_shares_bans_through_a_real_lapi() {
     }
 }
 
-/// The pinned `BANS_V4` map of `d` holds `a`.
+/// The pinned `BANS` map of `d` holds the IPv4 address `a`.
 fn in_map(d: &Shieldd, a: &str) -> bool {
     d.ban_map().expect("map").contains(a.parse().expect("v4"))
 }

@@ -28,7 +28,7 @@ use shield::control::protocol::{
     BannedReply, Lasts, Request, StatsReply, Status, StatusReply, VerifiedReply,
 };
 use shield::kernel::MapId;
-use shield_common::BanValue;
+use shield_common::{BanKey, BanValue};
 
 use crate::paths::binary;
 use crate::process::{run_within, Proc};
@@ -415,13 +415,13 @@ impl Shieldd {
         self.try_ctl_ok(&["unban", "--all"]).map(drop)
     }
 
-    /// The kernel's exact-address IPv4 ban map, opened from its pin: for
+    /// The kernel's exact-address ban map, opened from its pin: for
     /// polling "is this address banned yet" without the daemon in the way.
     pub fn ban_map(&self) -> Result<PinnedBans> {
-        let path = self.pin.join(MapId::BansV4.name());
+        let path = self.pin.join(MapId::Bans.name());
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-        let map = BpfHashMap::try_from(Map::HashMap(data)).context("BANS_V4 is a hash map")?;
+        let map = BpfHashMap::try_from(Map::HashMap(data)).context("BANS is a hash map")?;
         Ok(PinnedBans { map })
     }
 
@@ -488,29 +488,34 @@ pub fn dropped(stats: &StatsReply) -> u64 {
         .sum()
 }
 
-/// The pinned BANS_V4 map.
+/// The pinned BANS map (host bans of both families).
 pub struct PinnedBans {
-    map: BpfHashMap<MapData, [u8; 4], BanValue>,
+    map: BpfHashMap<MapData, BanKey, BanValue>,
 }
 
 impl PinnedBans {
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        self.map.get(&addr.octets(), 0).is_ok()
+        self.map.get(&BanKey::v4(addr.octets()), 0).is_ok()
+    }
+
+    /// Whether the IPv6 host `addr` is banned.
+    pub fn contains_v6(&self, addr: std::net::Ipv6Addr) -> bool {
+        self.map.get(&BanKey::v6(addr.octets()), 0).is_ok()
     }
 
     /// Writes a ban by hand (as `bpftool map update` would), until the
     /// monotonic `expires_ns` (0 = forever).
     pub fn insert(&mut self, addr: Ipv4Addr, expires_ns: u64) -> Result<()> {
         self.map
-            .insert(&addr.octets(), &BanValue::until(expires_ns), 0)
-            .with_context(|| format!("writing {addr} into BANS_V4"))
+            .insert(&BanKey::v4(addr.octets()), &BanValue::until(expires_ns), 0)
+            .with_context(|| format!("writing {addr} into BANS"))
     }
 
     /// Deletes a ban by hand.
     pub fn remove(&mut self, addr: Ipv4Addr) -> Result<()> {
         self.map
-            .remove(&addr.octets())
-            .with_context(|| format!("deleting {addr} from BANS_V4"))
+            .remove(&BanKey::v4(addr.octets()))
+            .with_context(|| format!("deleting {addr} from BANS"))
     }
 }
 

@@ -16,6 +16,7 @@ use aya::{
 };
 use shield_common::default_size;
 
+use super::reuse::{self, Reused};
 use super::{KernelError, MapId, ShieldMaps};
 
 /// The XDP object built by `build.rs`.
@@ -73,7 +74,7 @@ impl Capacity {
         match map {
             MapId::AllowV4 | MapId::AllowV6 => Some(self.allow),
             MapId::DenyV4 | MapId::DenyV6 => Some(self.deny),
-            MapId::BansV4 | MapId::BansV6 => Some(self.bans),
+            MapId::Bans => Some(self.bans),
             MapId::BanNetsV4 | MapId::BanNetsV6 => Some(self.ban_nets),
             MapId::Sources => Some(self.sources),
             MapId::Verified => Some(self.verified),
@@ -103,6 +104,12 @@ pub struct Shield {
     /// The object with its programs; `None` while [`Shield::open`]'s
     /// verifier thread has it.
     ebpf: Option<Ebpf>,
+    /// The XDP program and egress classifier an earlier daemon pinned for
+    /// this very object, run instead of the object's own (not verified
+    /// again); see [`reuse`].
+    reused: Option<Reused>,
+    /// [`reuse::object_hash`] of the embedded object.
+    object_hash: String,
     /// That thread, until [`Shield::ready`] joins it, with how long the
     /// verifier took.
     verifier: Option<std::thread::JoinHandle<(Result<Ebpf, KernelError>, Duration)>>,
@@ -120,6 +127,9 @@ pub struct Shield {
 pub struct LoadTimes {
     pub maps: Duration,
     pub verifier: Duration,
+    /// The pinned programs of the same object were reused: the verifier
+    /// checked only the small call-expiry program.
+    pub reused: bool,
 }
 
 impl Shield {
@@ -151,18 +161,22 @@ impl Shield {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| object_error(source, pin_dir))?;
-        let times = LoadTimes {
-            maps: t.elapsed(),
-            verifier: Duration::ZERO,
-        };
         // The map fds are already in the programs' instructions (aya
         // relocates them in `load`); the maps only have to stay open.
         let maps = ShieldMaps::from_ebpf(&mut ebpf)?;
+        let object_hash = reuse::object_hash(EBPF_OBJECT);
+        let reused = pin_dir.and_then(|d| reuse::pinned(d, &object_hash, &maps.kernel_ids()));
+        let times = LoadTimes {
+            maps: t.elapsed(),
+            verifier: Duration::ZERO,
+            reused: reused.is_some(),
+        };
+        let all = reused.is_none();
         let verifier = std::thread::Builder::new()
             .name("verifier".into())
             .spawn(move || {
                 let t = Instant::now();
-                (verify(ebpf), t.elapsed())
+                (verify(ebpf, all), t.elapsed())
             })
             .map_err(|e| KernelError::Map {
                 map: "(verifier thread)",
@@ -173,6 +187,8 @@ impl Shield {
             })?;
         Ok(Shield {
             ebpf: None,
+            reused,
+            object_hash,
             verifier: Some(verifier),
             maps,
             times,
@@ -198,6 +214,9 @@ impl Shield {
 
     /// The loaded XDP program (for its info, attaching, pinning, test runs).
     pub fn program(&mut self) -> &mut Xdp {
+        if self.reused.is_some() {
+            return &mut self.reused.as_mut().expect("checked").xdp;
+        }
         self.ebpf()
             .program_mut(PROGRAM)
             .expect("checked in load")
@@ -207,6 +226,9 @@ impl Shield {
 
     /// The loaded egress classifier (attaching, pinning, test runs).
     pub fn egress(&mut self) -> &mut SchedClassifier {
+        if self.reused.is_some() {
+            return &mut self.reused.as_mut().expect("checked").egress;
+        }
         self.ebpf()
             .program_mut(EGRESS)
             .expect("checked in load")
@@ -216,6 +238,27 @@ impl Shield {
 }
 
 impl Shield {
+    /// Pins a freshly loaded object's XDP program and egress classifier
+    /// under names carrying the object's hash, so that the next start of
+    /// the same build runs them instead of verifying them again ([`reuse`]).
+    /// Reused programs are pinned there already.
+    pub fn pin_object_programs(&mut self, dir: &Path) -> Result<(), KernelError> {
+        if self.reused.is_some() {
+            return Ok(());
+        }
+        let (xdp_pin, egress_pin) = reuse::fresh_pins(dir, &self.object_hash)?;
+        let pin_err = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KernelError::Pin { what, path, source }
+        };
+        self.program()
+            .pin(&xdp_pin)
+            .map_err(pin_err("the program", &xdp_pin))?;
+        self.egress()
+            .pin(&egress_pin)
+            .map_err(pin_err("the egress classifier", &egress_pin))
+    }
+
     /// Forgets the call whose Call-ID hash is `id` if it is past its time
     /// (the kernel decides, by its clock and `[calls]`), reporting it
     /// `expired` and giving its caller's count back. True if it did.
@@ -248,8 +291,23 @@ impl Drop for Shield {
     }
 }
 
-/// Runs the verifier on both programs of `ebpf`.
-fn verify(mut ebpf: Ebpf) -> Result<Ebpf, KernelError> {
+/// Runs the verifier on the programs of `ebpf`; with `all` false only on
+/// the call-expiry program (the others are reused from their pins).
+fn verify(mut ebpf: Ebpf, all: bool) -> Result<Ebpf, KernelError> {
+    if all {
+        verify_main(&mut ebpf)?;
+    }
+    let expire: &mut Xdp = ebpf
+        .program_mut(CALLS_EXPIRE)
+        .ok_or(KernelError::NoProgram(CALLS_EXPIRE))?
+        .try_into()
+        .map_err(KernelError::Verifier)?;
+    expire.load().map_err(KernelError::Verifier)?;
+    Ok(ebpf)
+}
+
+/// The verifier on the XDP program and the egress classifier.
+fn verify_main(ebpf: &mut Ebpf) -> Result<(), KernelError> {
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM)
         .ok_or(KernelError::NoProgram(PROGRAM))?
@@ -261,14 +319,7 @@ fn verify(mut ebpf: Ebpf) -> Result<Ebpf, KernelError> {
         .ok_or(KernelError::NoProgram(EGRESS))?
         .try_into()
         .map_err(KernelError::Verifier)?;
-    egress.load().map_err(KernelError::Verifier)?;
-    let expire: &mut Xdp = ebpf
-        .program_mut(CALLS_EXPIRE)
-        .ok_or(KernelError::NoProgram(CALLS_EXPIRE))?
-        .try_into()
-        .map_err(KernelError::Verifier)?;
-    expire.load().map_err(KernelError::Verifier)?;
-    Ok(ebpf)
+    egress.load().map_err(KernelError::Verifier)
 }
 
 /// A failed object load; pinned maps that do not match the object (a

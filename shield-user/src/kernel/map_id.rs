@@ -3,7 +3,7 @@
 //! tries and their `POLICY` flags, the hash maps' layouts).
 
 use shield_common::{
-    names, sip::UaKey, BanValue, SrcKey, SrcState, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6,
+    names, sip::UaKey, BanKey, BanValue, SrcKey, SrcState, Verified, F_ALLOW_V4, F_ALLOW_V6, F_BAN_NETS_V4, F_BAN_NETS_V6,
     F_DENY_V4, F_DENY_V6, F_VERIFY_NETS_V4, F_VERIFY_NETS_V6,
 };
 
@@ -18,8 +18,7 @@ pub enum MapId {
     AllowV6,
     DenyV4,
     DenyV6,
-    BansV4,
-    BansV6,
+    Bans,
     BanNetsV4,
     BanNetsV6,
     Scanners,
@@ -61,7 +60,7 @@ pub enum MapId {
 
 impl MapId {
     /// Every map, in declaration order (`ALL[i] as usize == i`).
-    pub const ALL: [MapId; 46] = [
+    pub const ALL: [MapId; 45] = [
         MapId::Policy,
         MapId::Ports,
         MapId::IfaceSlot,
@@ -69,8 +68,7 @@ impl MapId {
         MapId::AllowV6,
         MapId::DenyV4,
         MapId::DenyV6,
-        MapId::BansV4,
-        MapId::BansV6,
+        MapId::Bans,
         MapId::BanNetsV4,
         MapId::BanNetsV6,
         MapId::Scanners,
@@ -120,8 +118,7 @@ impl MapId {
             MapId::AllowV6 => names::ALLOW_V6,
             MapId::DenyV4 => names::DENY_V4,
             MapId::DenyV6 => names::DENY_V6,
-            MapId::BansV4 => names::BANS_V4,
-            MapId::BansV6 => names::BANS_V6,
+            MapId::Bans => names::BANS,
             MapId::BanNetsV4 => names::BAN_NETS_V4,
             MapId::BanNetsV6 => names::BAN_NETS_V6,
             MapId::Scanners => names::SCANNERS,
@@ -221,8 +218,7 @@ pub(super) fn occ(map: MapId) -> usize {
 pub(super) fn hash_layout(map: MapId) -> Option<(usize, usize)> {
     use std::mem::size_of;
     match map {
-        MapId::BansV4 => Some((4, size_of::<BanValue>())),
-        MapId::BansV6 => Some((16, size_of::<BanValue>())),
+        MapId::Bans => Some((size_of::<BanKey>(), size_of::<BanValue>())),
         MapId::Scanners => Some((size_of::<UaKey>(), 1)),
         MapId::Sources => Some((size_of::<SrcKey>(), size_of::<SrcState>())),
         MapId::Verified => Some((size_of::<SrcKey>(), size_of::<Verified>())),

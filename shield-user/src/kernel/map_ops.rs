@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
 };
 use ipnet::IpNet;
-use shield_common::SrcKey;
+use shield_common::{SrcKey, FAMILY_V4, FAMILY_V6};
 
 use super::map_id::MapId;
 use super::KernelError;
@@ -50,6 +50,30 @@ pub(super) fn source_net(key: &SrcKey, ipv6_prefix: u8) -> IpNet {
         IpNet::new(IpAddr::from(*key), ipv6_prefix)
             .expect("prefix in 1..=128")
             .trunc()
+    }
+}
+
+/// The host a `BANS` key (a [`shield_common::BanKey`]'s bytes) stands
+/// for; `None` for a key the kernel never matches (another family, or
+/// bytes after an IPv4 address: only a hand-made entry has them).
+pub(super) fn ban_key_net(k: &[u8]) -> Option<IpNet> {
+    let (addr, rest) = k.split_first_chunk::<16>()?;
+    match rest {
+        [FAMILY_V4, 0, 0, 0] if addr[4..] == [0; 12] => {
+            Some(IpNet::from(IpAddr::from([addr[0], addr[1], addr[2], addr[3]])))
+        }
+        [FAMILY_V6, 0, 0, 0] => Some(IpNet::from(IpAddr::from(*addr))),
+        _ => None,
+    }
+}
+
+/// The host a key of an earlier version's per-family ban map
+/// (`names::OBSOLETE_BANS`: 4 or 16 bytes) stands for.
+pub(super) fn obsolete_ban_net(k: &[u8]) -> Option<IpNet> {
+    if let Ok(a) = <[u8; 4]>::try_from(k) {
+        Some(IpNet::from(IpAddr::from(a)))
+    } else {
+        <[u8; 16]>::try_from(k).ok().map(|a| IpNet::from(IpAddr::from(a)))
     }
 }
 
@@ -167,4 +191,43 @@ pub(super) fn clear_hash<K: aya::Pod, V: aya::Pod>(h: &mut HashMap<MapData, K, V
         hash_del(h, &k)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shield_common::BanKey;
+
+    fn bytes(k: &BanKey) -> Vec<u8> {
+        let mut v = k.addr.to_vec();
+        v.push(k.family);
+        v.extend_from_slice(&k._pad);
+        v
+    }
+
+    #[test]
+    fn ban_keys_decode_to_their_host_and_nothing_else() {
+        let v4: IpNet = "192.0.2.7/32".parse().unwrap();
+        let v6: IpNet = "2001:db8::7/128".parse().unwrap();
+        let mapped: IpNet = "::ffff:192.0.2.7/128".parse().unwrap();
+        assert_eq!(ban_key_net(&bytes(&BanKey::v4([192, 0, 2, 7]))), Some(v4));
+        let IpAddr::V6(a) = v6.addr() else { unreachable!() };
+        assert_eq!(ban_key_net(&bytes(&BanKey::v6(a.octets()))), Some(v6));
+        let IpAddr::V6(m) = mapped.addr() else { unreachable!() };
+        assert_eq!(ban_key_net(&bytes(&BanKey::v6(m.octets()))), Some(mapped));
+        // Hostile or hand-made keys: wrong family, junk after IPv4, padding, length.
+        let mut k = BanKey::v4([192, 0, 2, 7]);
+        k.family = 5;
+        assert_eq!(ban_key_net(&bytes(&k)), None);
+        let mut k = BanKey::v4([192, 0, 2, 7]);
+        k.addr[9] = 1;
+        assert_eq!(ban_key_net(&bytes(&k)), None);
+        let mut k = BanKey::v6(a.octets());
+        k._pad[1] = 1;
+        assert_eq!(ban_key_net(&bytes(&k)), None);
+        assert_eq!(ban_key_net(&[4u8; 19]), None);
+        assert_eq!(obsolete_ban_net(&[192, 0, 2, 7]), Some(v4));
+        assert_eq!(obsolete_ban_net(&a.octets()), Some(v6));
+        assert_eq!(obsolete_ban_net(&[1, 2, 3]), None);
+    }
 }

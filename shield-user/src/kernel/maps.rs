@@ -4,7 +4,6 @@
 //! place trie occupancy becomes the `POLICY` flags.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
@@ -14,7 +13,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use shield_common::{
-    sip::UaKey, sip_stats_index, stats_index, BanValue, Budget, Counter, Method, Policy, Reason, SampleConfig,
+    sip::UaKey, sip_stats_index, stats_index, BanKey, BanValue, Budget, Counter, Method, Policy, Reason, SampleConfig,
     Meta, SampleState, SrcKey, SrcState, Txn, TxnKey, Verdict, Verified, MAX_IFACE_SLOTS, PORTS_ENTRIES, PORT_TCP, PORT_UDP,
 };
 
@@ -22,7 +21,7 @@ use super::cidr::{Changed, ExpiringNets};
 use super::map_id::{hash_layout, occ, trie_slot, MapId, TRIES};
 #[cfg(feature = "test-api")]
 use super::map_ops::clear_hash;
-use super::map_ops::{hash_del, map_err, net_of_v4, net_of_v6, source_net, take, trie_add, trie_del, v4_key, v6_key, Trie};
+use super::map_ops::{ban_key_net, hash_del, map_err, net_of_v4, net_of_v6, source_net, take, trie_add, trie_del, v4_key, v6_key, Trie};
 use super::{sys, KernelError};
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the very clock the programs
@@ -69,8 +68,7 @@ pub struct ShieldMaps {
     allow_v6: Trie<[u8; 16], u8>,
     deny_v4: Trie<[u8; 4], u8>,
     deny_v6: Trie<[u8; 16], u8>,
-    bans_v4: HashMap<MapData, [u8; 4], BanValue>,
-    bans_v6: HashMap<MapData, [u8; 16], BanValue>,
+    bans: HashMap<MapData, BanKey, BanValue>,
     scanners: HashMap<MapData, UaKey, u8>,
     // Held for the test API (`clear_*`), which is all that reads it.
     #[cfg_attr(not(feature = "test-api"), allow(dead_code))]
@@ -163,8 +161,7 @@ impl ShieldMaps {
             allow_v6: take(ebpf, MapId::AllowV6)?,
             deny_v4: take(ebpf, MapId::DenyV4)?,
             deny_v6: take(ebpf, MapId::DenyV6)?,
-            bans_v4: take(ebpf, MapId::BansV4)?,
-            bans_v6: take(ebpf, MapId::BansV6)?,
+            bans: take(ebpf, MapId::Bans)?,
             scanners: take(ebpf, MapId::Scanners)?,
             sources: take(ebpf, MapId::Sources)?,
             stats: take(ebpf, MapId::Stats)?,
@@ -411,8 +408,12 @@ impl ShieldMaps {
     pub fn ban(&mut self, net: IpNet, expires_ns: u64) -> Result<(), KernelError> {
         let v = BanValue::until(expires_ns);
         match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => self.bans_v4.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
-            IpNet::V6(n) if n.prefix_len() == 128 => self.bans_v6.insert(&n.addr().octets(), &v, 0).map_err(KernelError::from),
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                self.bans.insert(&BanKey::v4(n.addr().octets()), &v, 0).map_err(KernelError::from)
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 => {
+                self.bans.insert(&BanKey::v6(n.addr().octets()), &v, 0).map_err(KernelError::from)
+            }
             n => {
                 let changed = self.ban_nets.set(n, v)?;
                 self.count_changes(changed)
@@ -423,9 +424,11 @@ impl ShieldMaps {
     /// Lifts a ban; `false` if there was none.
     pub fn unban(&mut self, net: IpNet) -> Result<bool, KernelError> {
         match net.trunc() {
-            IpNet::V4(n) if n.prefix_len() == 32 => hash_del(&mut self.bans_v4, &n.addr().octets()).map_err(KernelError::from),
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                hash_del(&mut self.bans, &BanKey::v4(n.addr().octets())).map_err(KernelError::from)
+            }
             IpNet::V6(n) if n.prefix_len() == 128 => {
-                hash_del(&mut self.bans_v6, &n.addr().octets()).map_err(KernelError::from)
+                hash_del(&mut self.bans, &BanKey::v6(n.addr().octets())).map_err(KernelError::from)
             }
             n => {
                 let (removed, changed) = self.ban_nets.remove(n)?;
@@ -529,38 +532,28 @@ const LOOKUP_CHUNK: usize = 8_192;
 /// `shieldctl stats`), built on the batch commands in [`sys`].
 impl ShieldMaps {
     /// Bans many sources at once, each until its monotonic expiry (0 =
-    /// forever). Host addresses go into the exact-match hashes with
+    /// forever). Host addresses go into the exact-match hash with
     /// `BPF_MAP_UPDATE_BATCH` (one syscall per 16k bans, falling back to
     /// one per ban on kernels without it); prefixes go into the tries one by
     /// one (LPM tries have no batch ops). Returns how many were written; on
     /// error some of the bans are in force (a large write goes in two
     /// halves at once).
     pub fn ban_batch(&mut self, bans: &[(IpNet, u64)]) -> Result<usize, KernelError> {
-        let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         let mut nets = Vec::new();
         for &(net, expires_ns) in bans {
-            let v = BanValue::until(expires_ns);
-            // SAFETY: BanValue is repr(C) plain data without padding.
-            let exp = unsafe {
-                std::slice::from_raw_parts(
-                    (&raw const v).cast::<u8>(),
-                    std::mem::size_of::<BanValue>(),
-                )
+            let key = match net.trunc() {
+                IpNet::V4(n) if n.prefix_len() == 32 => BanKey::v4(n.addr().octets()),
+                IpNet::V6(n) if n.prefix_len() == 128 => BanKey::v6(n.addr().octets()),
+                n => {
+                    nets.push((n, expires_ns));
+                    continue;
+                }
             };
-            match net.trunc() {
-                IpNet::V4(n) if n.prefix_len() == 32 => {
-                    k4.extend_from_slice(&n.addr().octets());
-                    v4.extend_from_slice(exp);
-                }
-                IpNet::V6(n) if n.prefix_len() == 128 => {
-                    k6.extend_from_slice(&n.addr().octets());
-                    v6.extend_from_slice(exp);
-                }
-                n => nets.push((n, expires_ns)),
-            }
+            keys.extend_from_slice(pod_bytes(&key));
+            values.extend_from_slice(pod_bytes(&BanValue::until(expires_ns)));
         }
-        let mut written = self.update_many(MapId::BansV4, &k4, &v4)?;
-        written += self.update_many(MapId::BansV6, &k6, &v6)?;
+        let mut written = self.update_many(MapId::Bans, &keys, &values)?;
         for (net, expires_ns) in nets {
             self.ban(net, expires_ns)?;
             written += 1;
@@ -575,14 +568,16 @@ impl ShieldMaps {
     pub fn bans_dump(&self) -> Result<Vec<(IpNet, u64)>, KernelError> {
         let mut out = Vec::new();
         let expiry = |v: &[u8]| u64::from_ne_bytes(v[..8].try_into().expect("8-byte value"));
-        self.scan(MapId::BansV4, |k, v| {
-            let a: [u8; 4] = k.try_into().expect("4-byte key");
-            out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
+        let mut malformed = 0usize;
+        self.scan(MapId::Bans, |k, v| match ban_key_net(k) {
+            Some(net) => out.push((net, expiry(v))),
+            None => malformed += 1,
         })?;
-        self.scan(MapId::BansV6, |k, v| {
-            let a: [u8; 16] = k.try_into().expect("16-byte key");
-            out.push((IpNet::from(IpAddr::from(a)), expiry(v)));
-        })?;
+        if malformed > 0 {
+            // Only a hand-made entry (bpftool) has another family or bytes
+            // after an IPv4 address; the kernel never matches it.
+            tracing::warn!(map = MapId::Bans.name(), entries = malformed, "ignoring ban entries whose key is not an IPv4 or IPv6 address (written by hand?)");
+        }
         out.extend(self.ban_nets.iter().map(|(n, v)| (*n, v.expires_ns)));
         Ok(out)
     }
@@ -606,8 +601,7 @@ impl ShieldMaps {
     /// records them).
     pub fn ban_map_ids(&self) -> BTreeMap<String, u32> {
         let bans = [
-            MapId::BansV4,
-            MapId::BansV6,
+            MapId::Bans,
             MapId::BanNetsV4,
             MapId::BanNetsV6,
         ];
@@ -616,6 +610,12 @@ impl ShieldMaps {
             .filter(|m| bans.contains(&m.id))
             .map(|m| (m.id.name().to_string(), m.kernel_id))
             .collect()
+    }
+
+    /// The kernel's ids of every map held (a pinned program that uses
+    /// only these can be reused, see `reuse`).
+    pub(super) fn kernel_ids(&self) -> Vec<u32> {
+        self.raw.iter().map(|m| m.kernel_id).collect()
     }
 
     /// `max_entries` of a map as the kernel created it.
@@ -674,26 +674,9 @@ impl ShieldMaps {
 
     /// Visits every (key, value) of a hash map: batched where the kernel
     /// can, key by key where it cannot.
-    pub(super) fn scan(&self, map: MapId, mut each: impl FnMut(&[u8], &[u8])) -> Result<(), KernelError> {
+    pub(super) fn scan(&self, map: MapId, each: impl FnMut(&[u8], &[u8])) -> Result<(), KernelError> {
         let (m, ks, vs) = self.hash(map)?;
-        match sys::lookup_all_batch(m.fd.as_fd(), ks, vs, LOOKUP_CHUNK, &mut each) {
-            Ok(()) => return Ok(()),
-            Err(e) if sys::batch_unsupported(&e) => {}
-            Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e).into()),
-        }
-        // Keys only, then each value: entries may vanish in between (LRU).
-        let mut keys = Vec::new();
-        sys::for_each_key(m.fd.as_fd(), ks, |k| keys.extend_from_slice(k))
-            .map_err(|e| syscall("BPF_MAP_GET_NEXT_KEY", e))?;
-        let mut value = vec![0u8; vs];
-        for k in keys.chunks(ks) {
-            let found = sys::lookup_elem(m.fd.as_fd(), k, &mut value)
-                .map_err(|e| syscall("BPF_MAP_LOOKUP_ELEM", e))?;
-            if found {
-                each(k, &value);
-            }
-        }
-        Ok(())
+        scan_fd(m.fd.as_fd(), ks, vs, each).map_err(KernelError::from)
     }
 
     /// Writes `keys.len() / key_size` entries, batched where possible. A
@@ -716,6 +699,42 @@ impl ShieldMaps {
             Ok(first.join().expect("a batch update does not panic")? + second?)
         })
     }
+}
+
+/// Visits every (key, value) of the hash map `fd` (keys of `ks` bytes,
+/// values of `vs`): batched where the kernel can, key by key where it
+/// cannot.
+pub(super) fn scan_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    ks: usize,
+    vs: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<(), MapError> {
+    match sys::lookup_all_batch(fd, ks, vs, LOOKUP_CHUNK, &mut each) {
+        Ok(()) => return Ok(()),
+        Err(e) if sys::batch_unsupported(&e) => {}
+        Err(e) => return Err(syscall("BPF_MAP_LOOKUP_BATCH", e)),
+    }
+    // Keys only, then each value: entries may vanish in between (LRU).
+    let mut keys = Vec::new();
+    sys::for_each_key(fd, ks, |k| keys.extend_from_slice(k))
+        .map_err(|e| syscall("BPF_MAP_GET_NEXT_KEY", e))?;
+    let mut value = vec![0u8; vs];
+    for k in keys.chunks(ks) {
+        let found = sys::lookup_elem(fd, k, &mut value)
+            .map_err(|e| syscall("BPF_MAP_LOOKUP_ELEM", e))?;
+        if found {
+            each(k, &value);
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a map key or value.
+fn pod_bytes<T: aya::Pod>(v: &T) -> &[u8] {
+    // SAFETY: `aya::Pod` types are repr(C) plain data without padding
+    // bytes; the slice borrows `v` and covers exactly its size.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 /// [`ShieldMaps::update_many`]'s work on one range, in chunks of

@@ -5,7 +5,7 @@
 //! to its right:
 //!
 //! ```text
-//! sys ← maps (+ verify) ← load ← attach ← pins
+//! sys ← maps (+ verify) ← reuse ← load ← attach ← pins
 //! ```
 //!
 //! - [`sys`]: the raw `bpf(2)` commands aya does not wrap (batched map
@@ -15,6 +15,8 @@
 //! - `maps`: [`MapId`] (the maps by type, never by string) and
 //!   [`ShieldMaps`], typed access to them. [`ShieldMaps`]'s `write_policy`
 //!   is the one place trie occupancy becomes the `POLICY` flags.
+//! - `reuse`: the programs an earlier daemon pinned for the same object,
+//!   run again without the verifier.
 //! - `load`: [`Shield`], loading the embedded object (creating its maps
 //!   pinned, or adopting pinned ones) and the map sizes, [`Capacity`].
 //! - `attach`: attaching and detaching: [`attach`] (new link, or adopting
@@ -41,6 +43,7 @@ mod map_id;
 mod map_ops;
 mod maps;
 mod pins;
+mod reuse;
 pub mod sys;
 mod verify;
 
@@ -60,7 +63,8 @@ pub use map_id::MapId;
 pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
-    check_dir, has_maps, load_tc, pin_program, prepare_dir, remove_all, PinDir, PinSnapshot, Removed,
+    check_dir, has_maps, load_tc, obsolete_bans, pin_program, prepare_dir, remove_all,
+    unpin_obsolete, PinDir, PinSnapshot, Removed,
 };
 
 /// Where systemd (and everyone else) mounts bpffs.
@@ -125,6 +129,8 @@ pub enum KernelError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("pinned map {path}: {message}")]
+    PinnedMap { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -4,16 +4,25 @@
 //! Layout under `pin_path`:
 //!
 //! ```text
-//! POLICY, BANS_V4, ...        every map, pinned by its `MapId::name` (see `load`)
+//! POLICY, BANS, ...           every map, pinned by its `MapId::name` (see `load`)
 //! prog                        the XDP program the links run
+//! prog_xdp_<hash>,            the same program and the egress classifier,
+//! prog_egress_<hash>          named by their object's hash (see `reuse`)
 //! link_<mode>_<ifname>        the bpf_link attaching it to <ifname>;
 //!                             <mode> is how it is attached: driver|generic
 //!                             (names and attaching: `attach`)
 //! ```
 
 use std::io;
+use std::mem::size_of;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
+use shield_common::{names, BanValue};
+
+use super::map_ops::obsolete_ban_net;
+use super::maps::scan_fd;
 use super::{
     io_err, pinned_links, read_dir, remove_file, sys, KernelError, MapId, Shield, BPFFS_ROOT,
 };
@@ -89,7 +98,8 @@ fn mount_bpffs() -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Pins the loaded program at `dir/prog`, replacing an older pin.
+/// Pins the loaded program at `dir/prog`, replacing an older pin, and
+/// both programs under their object's hash (see `reuse`).
 pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), KernelError> {
     let path = dir.join(PROG_PIN);
     remove_file(&path)?;
@@ -100,13 +110,62 @@ pub fn pin_program(shield: &mut Shield, dir: &Path) -> Result<(), KernelError> {
             what: "the program",
             path,
             source,
-        })
+        })?;
+    shield.pin_object_programs(dir)
 }
 
-/// Whether `dir` holds pinned maps: a previous daemon's, still enforcing,
-/// which a load adopts.
+/// Whether `dir` holds pinned ban maps: a previous daemon's, still
+/// enforcing, which a load adopts (an earlier version's per-family ones
+/// included: their bans are read by [`obsolete_bans`]).
 pub fn has_maps(dir: &Path) -> bool {
-    dir.join(MapId::BansV4.name()).exists()
+    dir.join(MapId::Bans.name()).exists()
+        || names::OBSOLETE_BANS.iter().any(|(n, _)| dir.join(n).exists())
+}
+
+/// The bans in the per-family ban maps an earlier version pinned under
+/// `dir` (`names::OBSOLETE_BANS`), with their expiries; empty if there
+/// are none. A pin whose key or value size is not what that version wrote
+/// is refused with an error naming it (nothing is read from it).
+pub fn obsolete_bans(dir: &Path) -> Result<Vec<(IpNet, u64)>, KernelError> {
+    let mut out = Vec::new();
+    for (name, key_size) in names::OBSOLETE_BANS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let bad = |message: String| KernelError::PinnedMap { path: path.clone(), message };
+        let data = aya::maps::MapData::from_pin(&path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let info = data.info().map_err(|e| bad(format!("cannot read its info: {e}")))?;
+        let (ks, vs) = (info.key_size() as usize, info.value_size() as usize);
+        if ks != key_size || vs != size_of::<BanValue>() {
+            return Err(bad(format!(
+                "key {ks} and value {vs} bytes, an earlier shieldd's ban map has {key_size} and {}",
+                size_of::<BanValue>()
+            )));
+        }
+        scan_fd(data.fd().as_fd(), ks, vs, |k, v| {
+            if let Some(net) = obsolete_ban_net(k) {
+                out.push((net, u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"))));
+            }
+        })
+        .map_err(|e| bad(format!("reading it failed: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// Removes the pins of the maps earlier versions made that this one no
+/// longer has (`names::OBSOLETE_BANS`); once the program that used them is
+/// replaced, the kernel frees them. Returns the names removed.
+pub fn unpin_obsolete(dir: &Path) -> Result<Vec<&'static str>, KernelError> {
+    let mut removed = Vec::new();
+    for (name, _) in names::OBSOLETE_BANS {
+        let path = dir.join(name);
+        if path.exists() {
+            remove_file(&path)?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
 
 /// What the pin directory held before a start-up attempt, so that a

@@ -64,6 +64,9 @@ fn main() -> Result<()> {
     let mut shield = Shield::load(cap, None).context("loading the XDP program")?;
     let idle = report("idle (default capacities, just loaded)")?;
 
+    // The capacity is for both families together (one `BANS` map): the
+    // batch is timed with IPv4 bans (as before the maps were merged),
+    // then half of them are swapped for IPv6 ones.
     let until = monotonic_ns() + 3_600_000_000_000;
     let v4: Vec<(IpNet, u64)> = (0..cap.bans)
         .map(|i| {
@@ -77,7 +80,16 @@ fn main() -> Result<()> {
     let n = shield.maps.ban_batch(&v4)?;
     let v4_secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(n == cap.bans as usize, "wrote {n} IPv4 bans");
-    let v6: Vec<(IpNet, u64)> = (0..cap.bans)
+    println!(
+        "\nbatch update (BPF_MAP_UPDATE_BATCH via ShieldMaps::ban_batch), {} IPv4 bans: {v4_secs:.3} s",
+        cap.bans
+    );
+    report(&format!("with {} IPv4 host bans", cap.bans))?;
+    let half = cap.bans / 2;
+    for (net, _) in &v4[..half as usize] {
+        shield.maps.unban(*net)?;
+    }
+    let v6: Vec<(IpNet, u64)> = (0..half)
         .map(|i| {
             let a = Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i));
             (IpNet::from(IpAddr::V6(a)), until)
@@ -86,14 +98,11 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let n = shield.maps.ban_batch(&v6)?;
     let v6_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(n == cap.bans as usize, "wrote {n} IPv6 bans");
-    println!(
-        "\nbatch update (BPF_MAP_UPDATE_BATCH via ShieldMaps::ban_batch), {} bans: IPv4 {v4_secs:.3} s, IPv6 {v6_secs:.3} s",
-        cap.bans
-    );
+    anyhow::ensure!(n == half as usize, "wrote {n} IPv6 bans");
+    println!("\nbatch update, {half} IPv6 bans: {v6_secs:.3} s");
     report(&format!(
-        "with {} IPv4 + {} IPv6 host bans",
-        cap.bans, cap.bans
+        "with {} IPv4 + {half} IPv6 host bans",
+        cap.bans - half
     ))?;
 
     fill_tries(&mut shield, cap)?;

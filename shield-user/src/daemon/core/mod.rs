@@ -64,6 +64,7 @@ impl StartTimes {
             maps_ms = ms(self.load.maps),
             store_read_ms = ms(self.store_read),
             verifier_ms = ms(self.load.verifier),
+            program_reused = self.load.reused,
             book_ms = ms(self.restore.book),
             kernel_ms = ms(self.restore.kernel),
             restore_ms = ms(self.restore.total),
@@ -107,6 +108,23 @@ impl CtlError {
 /// The warning of a change that is in force in the kernel but did not
 /// reach the store. Such a change is still acknowledged as done: failing
 /// it would invite a retry of something already enforced.
+/// Removes the pins of maps an earlier shieldd made that this one has
+/// replaced (their bans were restored into the new map), once the new
+/// program is in place. A failure only leaves the pins (and their memory)
+/// behind: logged, the start goes on.
+fn unpin_obsolete(pin: &std::path::Path) {
+    match kernel::unpin_obsolete(pin) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(
+            pin_path = %pin.display(),
+            maps = ?removed,
+            now_in = shield_common::names::BANS,
+            "removed the ban maps an earlier shieldd pinned (their bans are restored into the new map)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pin_path = %pin.display(), "could not remove an earlier shieldd's ban maps: {}; remove them by hand", crate::text::chain(&e)),
+    }
+}
+
 pub fn not_persisted(why: &str) -> String {
     format!(
         "the change is in force but NOT saved to state_dir ({why}); it is lost if the shield is detached \
@@ -279,6 +297,7 @@ impl Core {
         let t = Instant::now();
         core.apply(&config)?;
         kernel::pin_program(&mut core.shield, &pin)?;
+        unpin_obsolete(&pin);
         times.apply = t.elapsed();
         times.load = core.shield.times;
         times.total = began.elapsed();

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use super::Core;
 use crate::daemon::bans::{record_expiry, Ban, Clock, Expiry, Origin, Restored};
 use crate::daemon::DaemonError;
+use crate::kernel;
 use crate::store::{Action, Imported, Loaded, Store};
 
 /// What adopted maps held beyond the store.
@@ -88,7 +89,10 @@ impl Core {
         let t = Instant::now();
         let in_step = loaded.maps.as_ref() == Some(&self.maps_mark);
         let now = Clock::now();
-        let (from_store, kernel, mut times) = self.book_beside_kernel(loaded, adopting, &now)?;
+        // An earlier version's per-family ban maps are read too (their
+        // bans join the new map); the store cannot name maps it never saw.
+        let obsolete = (adopting && !in_step).then(|| self.runtime.pin_path.clone());
+        let (from_store, kernel, mut times) = self.book_beside_kernel(loaded, adopting, obsolete, &now)?;
         for (net, why) in &from_store.unreadable {
             tracing::error!(net = %net, db = %self.store.path().display(), "ban record not restored: {why}");
         }
@@ -168,6 +172,7 @@ impl Core {
         &mut self,
         loaded: Loaded,
         adopting: bool,
+        obsolete: Option<std::path::PathBuf>,
         now: &Clock,
     ) -> Result<(Restored, Vec<(IpNet, u64)>, RestoreTimes), DaemonError> {
         let full = self.map_full_error(loaded.bans.len());
@@ -176,15 +181,21 @@ impl Core {
             let kernel = if adopting {
                 s.spawn(move || {
                     let t = Instant::now();
-                    let r = maps.bans_dump().map_err(|e| DaemonError::Map {
+                    let mut dump = maps.bans_dump().map_err(|e| DaemonError::Map {
                         what: "reading the ban maps",
                         source: e,
-                    });
-                    // In the book's order, for `trust_kernel`'s merge.
-                    r.map(|mut dump| {
-                        dump.sort_unstable_by_key(|&(net, _)| net);
-                        (dump, t.elapsed())
-                    })
+                    })?;
+                    if let Some(dir) = obsolete {
+                        dump.extend(kernel::obsolete_bans(&dir).map_err(|e| DaemonError::Map {
+                            what: "reading an earlier shieldd's ban maps",
+                            source: e,
+                        })?);
+                    }
+                    // In the book's order, for `trust_kernel`'s merge; one
+                    // entry per ban (an address in both an old and the new map).
+                    dump.sort_unstable_by_key(|&(net, _)| net);
+                    dump.dedup_by_key(|&mut (net, _)| net);
+                    Ok((dump, t.elapsed()))
                 })
             } else {
                 let t = Instant::now();

@@ -80,7 +80,7 @@ pub fn run(
         let n = shield.maps.ban_batch(&bans)?;
         r.shield_batch_secs = t.elapsed().as_secs_f64();
         ensure!(n == count as usize, "ban_batch wrote {n} of {count}");
-        let in_map = shield.maps.entry_count(MapId::BansV4)?;
+        let in_map = shield.maps.entry_count(MapId::Bans)?;
         ensure!(
             in_map == Some(count as usize),
             "the ban map holds {in_map:?} entries, not {count}"

@@ -148,7 +148,7 @@ fn spread(s: &mut String, r: &FleetResults) {
     let all = p.all_ms();
     let med = quantile(&all, 0.5);
     let _ = writeln!(s, "### 7d. Ban propagation across three SBCs\n");
-    let _ = writeln!(s, "shieldd on all three SBCs with `[crowdsec]` (`update_frequency = \"{}s\"`) and `[crowdsec.push]` (a machine each, `cscli machines add`); the LAPI still holds the {} decisions. {} bans made on SBC 0 (`shieldctl ban 198.51.100.X --duration 10m`, random addresses, a random pause of 0.3 to 2.9 s after the previous one had spread), each timed from just before that `shieldctl` until SBC 1's and SBC 2's pinned `BANS_V4` maps held the address (polled every 20 ms): the push to LAPI, LAPI's decision, the next pull.\n",
+    let _ = writeln!(s, "shieldd on all three SBCs with `[crowdsec]` (`update_frequency = \"{}s\"`) and `[crowdsec.push]` (a machine each, `cscli machines add`); the LAPI still holds the {} decisions. {} bans made on SBC 0 (`shieldctl ban 198.51.100.X --duration 10m`, random addresses, a random pause of 0.3 to 2.9 s after the previous one had spread), each timed from just before that `shieldctl` until SBC 1's and SBC 2's pinned `BANS` maps held the address (polled every 20 ms): the push to LAPI, LAPI's decision, the next pull.\n",
         r.every_secs, thousands(r.decisions as u64), p.bans);
     let _ = writeln!(s, "| | median | p90 | max | min | (SBC, ban) pairs |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");

@@ -4,7 +4,7 @@
 //! `shieldctl ban 198.51.100.X --duration 10m` at random moments (a random
 //! pause of 0.3 to 2.9 s after the previous one has spread, so they fall
 //! anywhere in the pull cycle); each is timed from just before that
-//! `shieldctl` to the moment SBC 1's and SBC 2's pinned `BANS_V4` maps
+//! `shieldctl` to the moment SBC 1's and SBC 2's pinned `BANS` maps
 //! hold the address (polled every 20 ms).
 
 use std::collections::HashSet;
