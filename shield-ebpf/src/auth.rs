@@ -14,10 +14,9 @@
 //! slot of `AUTH_SCRATCH` (0 ingress, 1 egress).
 
 use aya_ebpf::{
-    bindings::{__sk_buff, xdp_md},
+    bindings::__sk_buff,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
     EbpfContext,
 };
 use shield_common::{
@@ -35,6 +34,7 @@ use shield_common::{
 
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
+use crate::hook::{Ctx, RawCtx};
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
 use crate::maps::{EGRESS_SCRATCH, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
@@ -135,7 +135,7 @@ pub(crate) fn meta(l3: u64, v6: bool) -> u64 {
 /// hands over to one global: code here is verified again for every state
 /// that reaches it.
 #[inline(always)]
-pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usize), meta: u64) {
+pub(crate) fn attempt(ctx: &Ctx, method: usize, (pay, plen): (usize, usize), meta: u64) {
     if auth_method(method).is_none() || !on() {
         return;
     }
@@ -157,7 +157,7 @@ pub(crate) fn attempt(ctx: &XdpContext, method: usize, (pay, plen): (usize, usiz
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) -> u64 {
+pub extern "C" fn shield_auth(ctx: *mut RawCtx, pay: u64, plen: u64, meta: u64) -> u64 {
     if auth_method(((meta >> 16) & 0xff) as usize).is_none() {
         return 0;
     }
@@ -175,8 +175,8 @@ pub extern "C" fn shield_auth(ctx: *mut xdp_md, pay: u64, plen: u64, meta: u64) 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_key(ctx: *mut xdp_md, meta: u64) -> u64 {
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+pub extern "C" fn shield_auth_key(ctx: *mut RawCtx, meta: u64) -> u64 {
+    let pkt = Pkt::of(ctx);
     key_into(&pkt, INGRESS, meta, false)
 }
 
@@ -229,7 +229,7 @@ fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
+pub extern "C" fn shield_auth_attempt(ctx: *mut RawCtx, meta: u64) -> u64 {
     let (Some(a), Some(scratch)) = (AUTH_SCRATCH.get_ptr_mut(INGRESS), SCRATCH.get_ptr_mut(0))
     else {
         return 0;
@@ -294,7 +294,7 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut xdp_md, meta: u64) -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u64 {
+pub extern "C" fn shield_auth_creds(ctx: *mut RawCtx, pay: u64, plen: u64) -> u64 {
     let Some(a) = AUTH_SCRATCH.get_ptr_mut(INGRESS) else {
         return 0;
     };
@@ -314,11 +314,11 @@ pub extern "C" fn shield_auth_creds(ctx: *mut xdp_md, pay: u64, plen: u64) -> u6
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+pub extern "C" fn shield_auth_creds_line(ctx: *mut RawCtx, at: u64, avail: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let pkt = Pkt::of(ctx);
     digest_line(&pkt, scratch, INGRESS, AuthHeader::Credentials, at, avail)
 }
 
@@ -326,8 +326,8 @@ pub extern "C" fn shield_auth_creds_line(ctx: *mut xdp_md, at: u64, avail: u64) 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_step(ctx: *mut xdp_md, fin: u64) -> u64 {
-    step(INGRESS, fin, &Pkt::new(&XdpContext::new(ctx)))
+pub extern "C" fn shield_auth_step(ctx: *mut RawCtx, fin: u64) -> u64 {
+    step(INGRESS, fin, &Pkt::of(ctx))
 }
 
 // ---- egress (TC) ----

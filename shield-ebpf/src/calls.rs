@@ -22,7 +22,7 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
 
 use aya_ebpf::{
-    bindings::{xdp_md, BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, RingBuf},
     programs::XdpContext,
@@ -38,6 +38,7 @@ use shield_common::{
     mask_v6, src_key_v4, Method, Policy, Reason, SrcKey, FAMILY_V4, REFUSAL_REPLY,
 };
 
+use crate::hook::{Ctx, RawCtx};
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src};
 use crate::source::now_ns;
@@ -70,8 +71,8 @@ const REFUSED: u64 = 1;
 /// `RULE_CALLS`, never escalated: a busy caller is not an attacker), but
 /// over `tcp` there is no 403, only the report.
 #[inline(always)]
-pub(crate) fn invite(ctx: &XdpContext, limited: bool, tcp: bool) -> Result<(), Reason> {
-    let c: *mut xdp_md = ctx.as_ptr().cast();
+pub(crate) fn invite(ctx: &Ctx, limited: bool, tcp: bool) -> Result<(), Reason> {
+    let c: *mut RawCtx = ctx.as_ptr().cast();
     let at = shield_call_at();
     if at == 0 {
         return Ok(());
@@ -127,7 +128,7 @@ pub(crate) fn on() -> bool {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_call_record(ctx: *mut xdp_md) -> u64 {
+pub extern "C" fn shield_call_record(ctx: *mut RawCtx) -> u64 {
     let (Some(scratch), Some(p)) = (SCRATCH.get_ptr_mut(0), POLICY.get(0)) else {
         return 0;
     };
@@ -195,7 +196,7 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
 /// `SCRATCH.ids`): marks the call cancelling if it is the caller's and not
 /// answered.
 #[inline(always)]
-pub(crate) fn cancel(ctx: &XdpContext, p: &Policy, src: &Src, (pay, plen): (usize, usize)) {
+pub(crate) fn cancel(ctx: &Ctx, p: &Policy, src: &Src, (pay, plen): (usize, usize)) {
     crate::walk::shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, W_CID);
     let key = src_key(src, p);
     let (hi, lo) = split(&key);
@@ -307,7 +308,13 @@ fn end(id: u64, call: &Call, outcome: CallOutcome, status: u8, now: u64, report:
 pub fn shield_calls_expire(ctx: XdpContext) -> u32 {
     const GONE: u32 = 1;
     const EXPIRED: u32 = 2;
-    let Some(b) = Pkt::new(&ctx).ptr_at::<[u8; 8]>(0) else {
+    // An XDP program in both objects (not `Pkt::new`: that takes the
+    // object's hook context, `__sk_buff`'s in the tc object).
+    let pkt = Pkt {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let Some(b) = pkt.ptr_at::<[u8; 8]>(0) else {
         return GONE;
     };
     // SAFETY: inside the frame: `ptr_at` checked all 8 bytes.
@@ -398,7 +405,7 @@ fn release(key: &SrcKey) {
 
 /// The counter slot of the interface the frame came in on.
 #[inline(always)]
-fn iface_slot(ctx: *mut xdp_md) -> u8 {
+fn iface_slot(ctx: *mut RawCtx) -> u8 {
     // SAFETY: the program's context, valid for the whole run.
     let ifindex = unsafe { (*ctx).ingress_ifindex };
     match IFACE_SLOT.get(ifindex) {

@@ -5,13 +5,14 @@
 use aya_ebpf::{
     bindings::{
         bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as TupleV4,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as TupleV6, xdp_md, BPF_F_CURRENT_NETNS,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as TupleV6, BPF_F_CURRENT_NETNS,
         BPF_TCP_ESTABLISHED,
     },
     helpers::{bpf_sk_lookup_tcp, bpf_sk_release},
 };
 use shield_common::FAMILY_V4;
 
+use crate::hook::RawCtx;
 use crate::maps::SCRATCH;
 
 /// 1 if the TCP segment whose addresses and ports `dest::shield_invite_at`
@@ -26,7 +27,7 @@ use crate::maps::SCRATCH;
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_tcp_established(ctx: *mut xdp_md) -> u64 {
+pub extern "C" fn shield_tcp_established(ctx: *mut RawCtx) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

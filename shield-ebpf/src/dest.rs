@@ -10,7 +10,7 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 
-use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key, programs::XdpContext, EbpfContext};
+use aya_ebpf::{maps::lpm_trie::Key, EbpfContext};
 use shield_common::{
     dest::{
         self, DestClass, DestSource, Dialled, Listed, DEST_CLASS_SLOT, DEST_STATS_PER_IFACE,
@@ -30,6 +30,7 @@ use shield_common::{
     Method, PayloadKind, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
 
+use crate::hook::{Ctx, RawCtx};
 use crate::lines;
 use crate::maps::{
     port_flags, DEST_BUDGET, DEST_EVENTS, DEST_POLICY, DEST_REFUSED, DEST_RULES, DEST_SOURCES,
@@ -57,14 +58,8 @@ const URI_AT: usize = 7;
 /// limit is for the whole chain). Only scalars cross; the INVITE's
 /// addresses, its Request-URI and its number wait in `SCRATCH`.
 #[inline(always)]
-pub(crate) fn check(
-    ctx: &XdpContext,
-    p: &Policy,
-    src: &Src,
-    meta: u64,
-    l4: usize,
-) -> Option<Reason> {
-    let c: *mut xdp_md = ctx.as_ptr().cast();
+pub(crate) fn check(ctx: &Ctx, p: &Policy, src: &Src, meta: u64, l4: usize) -> Option<Reason> {
+    let c: *mut RawCtx = ctx.as_ptr().cast();
     let at = shield_invite_at(c, meta, l4 as u64);
     if at == 0 || shield_invite(c, at) == 0 {
         return None;
@@ -126,8 +121,8 @@ const TCP: u64 = 1 << 18;
 /// connection the host has established (see `conn::shield_tcp_established`).
 /// Called by `tcp::request` for a segment its classifier found an INVITE.
 #[inline(always)]
-pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> bool {
-    let c: *mut xdp_md = ctx.as_ptr().cast();
+pub(crate) fn tcp_invite(ctx: &Ctx, meta: u64, l4: usize) -> bool {
+    let c: *mut RawCtx = ctx.as_ptr().cast();
     let at = shield_invite_at(c, meta | TCP, l4 as u64);
     // Only on a connection the host has established: a forged-source
     // segment (no handshake) is never a call, never counted.
@@ -143,7 +138,7 @@ pub(crate) fn tcp_invite(ctx: &XdpContext, meta: u64, l4: usize) -> bool {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_dest_count(ctx: *mut xdp_md) -> u64 {
+pub extern "C" fn shield_dest_count(ctx: *mut RawCtx) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -159,7 +154,7 @@ pub extern "C" fn shield_dest_count(ctx: *mut xdp_md) -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_invite(ctx: *mut xdp_md, at: u64) -> u64 {
+pub extern "C" fn shield_invite(ctx: *mut RawCtx, at: u64) -> u64 {
     let (pay, plen) = payload(at);
     if shield_copy_uri(ctx, pay + URI_AT as u64, plen - URI_AT as u64) == 0 || shield_dialled() == 0
     {
@@ -213,7 +208,7 @@ const MAX_L3_OFFSET: usize = 64;
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
+pub extern "C" fn shield_invite_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 {
     let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
@@ -224,7 +219,7 @@ pub extern "C" fn shield_invite_at(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 
     if allowlisted && !dp.has(dest::D_CHECK_ALLOWLISTED) {
         return 0;
     }
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let pkt = Pkt::of(ctx);
     let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
     if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
         return 0;
@@ -340,7 +335,7 @@ fn is_invite(
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_dest_verdict(ctx: *mut xdp_md) -> u64 {
+pub extern "C" fn shield_dest_verdict(ctx: *mut RawCtx) -> u64 {
     let (Some(dp), Some(scratch)) = (DEST_POLICY.get(0), SCRATCH.get_ptr_mut(0)) else {
         return 0;
     };
@@ -407,7 +402,7 @@ pub extern "C" fn shield_dialled() -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_refusal(ctx: *mut xdp_md, verdict: u64, keep: u64) -> u64 {
+pub extern "C" fn shield_refusal(ctx: *mut RawCtx, verdict: u64, keep: u64) -> u64 {
     let (Some(dp), Some(p), Some(scratch)) =
         (DEST_POLICY.get(0), POLICY.get(0), SCRATCH.get_ptr_mut(0))
     else {
@@ -455,7 +450,7 @@ fn count_refusal(slot: u32, rule: u32) {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_report(ctx: *mut xdp_md, at: u64, verdict: u64, flags: u64) -> u64 {
+pub extern "C" fn shield_report(ctx: *mut RawCtx, at: u64, verdict: u64, flags: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -513,7 +508,7 @@ fn caller(key: &SrcKey) -> Option<*mut DestSource> {
 
 /// The counter slot of the interface the frame came in on.
 #[inline(always)]
-fn iface_slot(ctx: *mut xdp_md) -> u32 {
+fn iface_slot(ctx: *mut RawCtx) -> u32 {
     // SAFETY: the program's context, valid for the whole run.
     let ifindex = unsafe { (*ctx).ingress_ifindex };
     match IFACE_SLOT.get(ifindex) {
@@ -587,8 +582,8 @@ fn escalate(p: &Policy, dp: &dest::DestPolicy, inv: &Invite, now: u64) {
 /// more load, not a byte loop. False if the frame is shorter (never, for
 /// a payload the caller measured).
 #[inline(always)]
-fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize) -> bool {
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+fn copy_payload(ctx: *mut RawCtx, scratch: *mut Scratch, pay: usize, len: usize) -> bool {
+    let pkt = Pkt::of(ctx);
     if pay > MAX_PAYLOAD_OFFSET || len > REFUSAL_PAYLOAD {
         return false;
     }
@@ -638,11 +633,11 @@ fn copy_payload(ctx: *mut xdp_md, scratch: *mut Scratch, pay: usize, len: usize)
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_copy_uri(ctx: *mut xdp_md, at: u64, avail: u64) -> u64 {
+pub extern "C" fn shield_copy_uri(ctx: *mut RawCtx, at: u64, avail: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let pkt = Pkt::of(ctx);
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     lines::copy_into(&pkt, unsafe { &mut (*scratch).uri }, at, avail) as u64
 }

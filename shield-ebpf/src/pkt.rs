@@ -3,7 +3,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::{bindings::__sk_buff, programs::XdpContext};
+use aya_ebpf::bindings::__sk_buff;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -12,6 +12,8 @@ use network_types::{
 use shield_common::{
     sip::HEAD_LEN, src_key_v4, Method, Policy, Reason, SrcKey, MAX_L4_OFFSET, MAX_V6_EXT,
 };
+
+use crate::hook::{Ctx, RawCtx};
 
 pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;
@@ -41,10 +43,23 @@ pub(crate) struct Pkt {
 
 impl Pkt {
     #[inline(always)]
-    pub(crate) fn new(ctx: &XdpContext) -> Pkt {
+    pub(crate) fn new(ctx: &Ctx) -> Pkt {
         Pkt {
             data: ctx.data(),
             end: ctx.data_end(),
+        }
+    }
+
+    /// The frame of a global function's context argument (`xdp_md` and
+    /// `__sk_buff` name their packet pointers alike).
+    #[inline(always)]
+    pub(crate) fn of(ctx: *mut RawCtx) -> Pkt {
+        // SAFETY: the program's context, valid for the whole run.
+        unsafe {
+            Pkt {
+                data: (*ctx).data as usize,
+                end: (*ctx).data_end as usize,
+            }
         }
     }
 

@@ -4,13 +4,13 @@
 //! full is counted lost. Called once, where a drop is counted.
 
 use aya_ebpf::{
-    bindings::xdp_md,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    EbpfContext,
 };
 use shield_common::{default_size, Sample, SampleConfig, SampleState, SAMPLE_CAP};
 
+use crate::hook::{Ctx, RawCtx};
 use crate::pkt::Pkt;
 use crate::source::now_ns;
 
@@ -28,14 +28,14 @@ const SECOND_NS: u64 = 1_000_000_000;
 
 /// A frame of `len` bytes was dropped for `reason`: maybe sample it.
 #[inline(always)]
-pub(crate) fn dropped(ctx: &XdpContext, len: usize, reason: u8) {
+pub(crate) fn dropped(ctx: &Ctx, len: usize, reason: u8) {
     // Nobody watching: this lookup is the whole cost.
     let Some(cfg) = SAMPLE_CFG.get(0) else { return };
     if cfg.every == 0 {
         return;
     }
     let packed = cfg.every as u64 | (cfg.per_second as u64) << 32;
-    shield_sample(ctx.ctx, len as u64, reason as u64, packed);
+    shield_sample(ctx.as_ptr().cast(), len as u64, reason as u64, packed);
 }
 
 /// The sampling itself, a global function: it runs only while someone
@@ -44,7 +44,7 @@ pub(crate) fn dropped(ctx: &XdpContext, len: usize, reason: u8) {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_sample(ctx: *mut xdp_md, len: u64, reason: u64, cfg: u64) -> u64 {
+pub extern "C" fn shield_sample(ctx: *mut RawCtx, len: u64, reason: u64, cfg: u64) -> u64 {
     let (every, per_second) = (cfg as u32, (cfg >> 32) as u32);
     if every == 0 {
         return 0;
@@ -99,8 +99,8 @@ pub extern "C" fn shield_sample(ctx: *mut xdp_md, len: u64, reason: u64, cfg: u6
 /// time, then the last eight again, overlapping, so the tail is one load
 /// (`bpf_xdp_load_bytes` would do it in one call, but needs Linux 5.18).
 #[inline(always)]
-fn copy(ctx: *mut xdp_md, out: *mut u8, cap: usize) -> bool {
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+fn copy(ctx: *mut RawCtx, out: *mut u8, cap: usize) -> bool {
+    let pkt = Pkt::of(ctx);
     if !(8..=SAMPLE_CAP as usize).contains(&cap) {
         return false;
     }

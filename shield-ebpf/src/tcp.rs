@@ -9,10 +9,11 @@
 //! segments, or the second of two in one segment, is not seen (neither
 //! is anything inside TLS).
 
-use aya_ebpf::{bindings::xdp_md, programs::XdpContext, EbpfContext};
+use aya_ebpf::EbpfContext;
 use shield_common::{sip::HEAD_LEN, Method, Reason, MAX_L4_OFFSET};
 
 use crate::dest::V6;
+use crate::hook::{Ctx, RawCtx};
 use crate::maps::{POLICY, SCRATCH};
 use crate::pkt::{src_key, Frame, Outcome, Pkt, Src, MAX_PAYLOAD_OFFSET};
 use crate::scratch::{launder, Scratch};
@@ -44,8 +45,8 @@ const MAX_L3_OFFSET: usize = 64;
 /// chains (the refusal's, the header walk's) need all the stack left under
 /// that frame; none fits under another TCP global.
 #[inline(always)]
-pub(crate) fn request(ctx: &XdpContext, f: &Frame, scratch: *mut Scratch) -> Option<Outcome> {
-    let c: *mut xdp_md = ctx.as_ptr().cast();
+pub(crate) fn request(ctx: &Ctx, f: &Frame, scratch: *mut Scratch) -> Option<Outcome> {
+    let c: *mut RawCtx = ctx.as_ptr().cast();
     let v6 = if matches!(f.src, Src::V6(_)) { V6 } else { 0 };
     // Laundered: every L2/L3 shape goes on as one verifier state.
     let meta = launder(scratch, (f.l3 as u64 | v6) as usize) as u64 & (V6 | L3_OFFSET_MASK);
@@ -102,11 +103,11 @@ pub extern "C" fn shield_tcp_cancel() -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_tcp_request(ctx: *mut xdp_md, meta: u64, l4: u64) -> u64 {
+pub extern "C" fn shield_tcp_request(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let pkt = Pkt::new(&XdpContext::new(ctx));
+    let pkt = Pkt::of(ctx);
     let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
     if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
         return 0;

@@ -7,9 +7,10 @@
 //! `Scratch::ids`: the XDP program in its one header walk (`walk`), the
 //! egress classifier in its own (`egress`).
 
-use aya_ebpf::{programs::XdpContext, EbpfContext};
+use aya_ebpf::EbpfContext;
 use shield_common::{Method, Policy, SrcKey, Txn, TxnKey};
 
+use crate::hook::Ctx;
 use crate::maps::TXNS;
 use crate::pkt::{src_key, Src};
 use crate::scratch::Scratch;
@@ -20,7 +21,7 @@ use crate::source::now_ns;
 /// Call-ID and a CSeq (from the packet's header walk).
 #[inline(always)]
 pub(crate) fn remember(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     p: &Policy,
     src: &Src,
     method: usize,
@@ -75,12 +76,7 @@ pub(crate) fn settle(
 /// bytes), which came in from a source neither allowlisted nor verified,
 /// contested (see `TxnKey::contested`), if its CSeq method verifies.
 #[inline(always)]
-pub(crate) fn contest(
-    ctx: &XdpContext,
-    p: &Policy,
-    (pay, plen): (usize, usize),
-    scratch: *mut Scratch,
-) {
+pub(crate) fn contest(ctx: &Ctx, p: &Policy, (pay, plen): (usize, usize), scratch: *mut Scratch) {
     let Some((call_id, (cseq, cseq_method))) = request_ids(ctx, (pay, plen), scratch) else {
         return;
     };
@@ -100,7 +96,7 @@ pub(crate) fn contest(
 /// found.
 #[inline(always)]
 fn request_ids(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     (pay, plen): (usize, usize),
     scratch: *mut Scratch,
 ) -> Option<(u64, (u32, Method))> {
@@ -125,7 +121,7 @@ fn txn_key(src: SrcKey, call_id: u64, cseq: u32) -> TxnKey {
 /// program's own frame, not from a global: the walk's chain of globals
 /// needs all the stack left under it.
 #[inline(always)]
-pub(crate) fn walk_ids(ctx: &XdpContext, pay: usize, plen: usize) {
+pub(crate) fn walk_ids(ctx: &Ctx, pay: usize, plen: usize) {
     crate::walk::shield_walk(
         ctx.as_ptr().cast(),
         pay as u64,

@@ -1,8 +1,9 @@
 //! SPEC §2 step 8: the `User-Agent` search and the scanner list.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::EbpfContext;
 use shield_common::{Policy, Reason, F_SCAN_UA};
 
+use crate::hook::Ctx;
 use crate::maps::SCANNERS;
 use crate::pkt::{Outcome, Src};
 use crate::scratch::Scratch;
@@ -16,7 +17,7 @@ use crate::wants::{shield_packet_wants, W_REPLY};
 /// line).
 #[inline(always)]
 pub(crate) fn scanner(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     p: &Policy,
     src: &Src,
     (pay, plen): (usize, usize),
@@ -25,7 +26,7 @@ pub(crate) fn scanner(
     scratch: *mut Scratch,
 ) -> Option<Outcome> {
     let want = shield_packet_wants((method as u64 & 0xff) << 8 | if reply { W_REPLY } else { 0 });
-    let found = shield_walk(ctx.ctx, pay as u64, plen as u64, want);
+    let found = shield_walk(ctx.as_ptr().cast(), pay as u64, plen as u64, want);
     if p.has(F_SCAN_UA)
         && found & W_UA != 0
         // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).

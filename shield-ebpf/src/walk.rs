@@ -19,7 +19,6 @@
 //! searched yet (an allowlisted or TCP INVITE, which skip step 8) walks
 //! then, once. Results stay in `SCRATCH` for the packet.
 
-use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use shield_common::{
     auth::{auth_name, AuthHeader, AUTH_MAX_LINES},
     dest::{to_line, ToLine, TO_MAX_T_LINES},
@@ -27,6 +26,7 @@ use shield_common::{
     txn::{TxnIds, TXN_LETTERS, TXN_MAX_C_LINES},
 };
 
+use crate::hook::RawCtx;
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
 use crate::maps::SCRATCH;
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
@@ -76,7 +76,7 @@ pub(crate) fn start(scratch: *mut Scratch) {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_walk(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) -> u64 {
+pub extern "C" fn shield_walk(ctx: *mut RawCtx, pay: u64, plen: u64, want: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -183,7 +183,7 @@ const fn index_and_budget(kind: u64) -> (u64, u64) {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_walk_line(ctx: *mut xdp_md, s: u64) -> u64 {
+pub extern "C" fn shield_walk_line(ctx: *mut RawCtx, s: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
@@ -192,7 +192,7 @@ pub extern "C" fn shield_walk_line(ctx: *mut xdp_md, s: u64) -> u64 {
         return LINE_BAD;
     }
     let (at, avail) = (pay + s, plen - s);
-    if !lines::copy_window(&Pkt::new(&XdpContext::new(ctx)), scratch, at, avail) {
+    if !lines::copy_window(&Pkt::of(ctx), scratch, at, avail) {
         return LINE_BAD;
     }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
@@ -274,7 +274,7 @@ pub extern "C" fn shield_walk_txn() -> u64 {
 /// The kinds of `want` found, walking first if one of them was not
 /// searched yet on this packet (else no call: the answer is in scratch).
 #[inline(always)]
-pub(crate) fn walk_if_needed(ctx: *mut xdp_md, pay: u64, plen: u64, want: u64) -> u64 {
+pub(crate) fn walk_if_needed(ctx: *mut RawCtx, pay: u64, plen: u64, want: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -332,7 +332,7 @@ fn settle(scratch: *mut Scratch, kind: u64, r: u64) -> u64 {
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_walk_scan_block(ctx: *mut xdp_md, j: u64) -> u64 {
+pub extern "C" fn shield_walk_scan_block(ctx: *mut RawCtx, j: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return lines::SCAN_END;
     };
@@ -340,7 +340,7 @@ pub extern "C" fn shield_walk_scan_block(ctx: *mut xdp_md, j: u64) -> u64 {
     let limit = core::cmp::min(plen, UA_SCAN_LIMIT as u64);
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let set = unsafe { (*scratch).walk.letters };
-    lines::scan_block_set(&Pkt::new(&XdpContext::new(ctx)), pay, j, limit, set)
+    lines::scan_block_set(&Pkt::of(ctx), pay, j, limit, set)
 }
 
 /// The credentials line `shield_walk` found in the payload at `pay`

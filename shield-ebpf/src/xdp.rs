@@ -1,10 +1,8 @@
-//! The XDP program: SPEC §2's verdict, step by step.
+//! The decision: SPEC §2's verdict, step by step. The same code runs as
+//! the XDP program and, compiled again with another `crate::hook`, as the
+//! tc ingress program (see `hook_xdp.rs`).
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    macros::xdp,
-    programs::XdpContext,
-};
+use aya_ebpf::EbpfContext;
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use shield_common::{
     dest, sip, sip_stats_slot,
@@ -13,6 +11,7 @@ use shield_common::{
     F_ENFORCE, F_TRUNK_ONLY, MAX_L4_OFFSET, PORT_TCP, PORT_UDP,
 };
 
+use crate::hook::{frame_len, Ctx, RawCtx};
 use crate::lists::lists_and_bans;
 use crate::maps::{
     port_flags, BUDGET, DEST_POLICY, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH, SIP_STATS, STATS,
@@ -25,28 +24,33 @@ use crate::scratch::{launder, Scratch};
 use crate::source::{escalate, found, now_ns, offence, source, spend, spend_src, tat_at, verified};
 use crate::ua::scanner;
 
-#[xdp]
-pub fn shield(ctx: XdpContext) -> u32 {
+/// The decision for the frame `pkt` of `ctx`, counted (and sampled when
+/// not a pass); the hook's entry point (`crate::hook`) turns it into its
+/// action.
+#[inline(always)]
+pub(crate) fn verdict(ctx: &Ctx, pkt: &Pkt) -> Verdict {
     let Some(policy) = POLICY.get(0) else {
-        return XDP_PASS;
+        return Verdict::Pass;
     };
-    let pkt = Pkt::new(&ctx);
-    let out = decide(&ctx, &pkt, policy);
+    let out = decide(ctx, pkt, policy);
     let verdict = Verdict::of(out.reason, policy.has(F_ENFORCE));
-    account(&ctx, &pkt, &out, verdict);
+    // From the context, not `pkt.len()`: keeping the two packet pointers
+    // alive across `decide` made the verifier carry them through all its
+    // states (58,000 more instructions processed).
+    let len = frame_len(ctx);
+    account(ctx, len, &out, verdict);
     if verdict != Verdict::Pass {
-        crate::sample::dropped(&ctx, pkt.len(), out.reason as u8);
+        crate::sample::dropped(ctx, len, out.reason as u8);
     }
-    if verdict == Verdict::Drop {
-        XDP_DROP
-    } else {
-        XDP_PASS
-    }
+    verdict
 }
 
 #[inline(always)]
-fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
-    let slot = match IFACE_SLOT.get(ctx.ingress_ifindex() as u32) {
+fn account(ctx: &Ctx, len: usize, out: &Outcome, verdict: Verdict) {
+    let raw: *mut RawCtx = ctx.as_ptr().cast();
+    // SAFETY: the program's context, valid for the whole run.
+    let ifindex = unsafe { (*raw).ingress_ifindex };
+    let slot = match IFACE_SLOT.get(ifindex) {
         Some(s) => *s & IFACE_SLOT_MASK,
         None => 0,
     };
@@ -54,7 +58,7 @@ fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
         // SAFETY: a per-CPU map slot, valid for this run; no other writer.
         unsafe {
             (*c).packets += 1;
-            (*c).bytes += pkt.len() as u64;
+            (*c).bytes += len as u64;
         }
     }
     if out.method < Method::COUNT {
@@ -68,7 +72,7 @@ fn account(ctx: &XdpContext, pkt: &Pkt, out: &Outcome, verdict: Verdict) {
 /// SPEC §2 in its order, each step a function named after it that returns
 /// `Some(outcome)` (or `Err(outcome)`) when it decides the verdict.
 #[inline(always)]
-fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
+fn decide(ctx: &Ctx, pkt: &Pkt, p: &Policy) -> Outcome {
     // Step 1: not IP, or a truncated header: pass untouched.
     let Some(f) = parse(pkt) else {
         return Outcome::of(Reason::Ok);
@@ -144,7 +148,7 @@ fn decide(ctx: &XdpContext, pkt: &Pkt, p: &Policy) -> Outcome {
 /// starting it (`tcp::request`). `Some`: a step 9b refusal.
 #[inline(always)]
 fn passed(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     p: &Policy,
     f: &Frame,
     sip: &Sip,
@@ -198,13 +202,7 @@ fn passed(
 /// `check_allowlisted = false` or there is nothing to refuse. Reached
 /// after the launder: one verifier state for every L2/L3 shape.
 #[inline(always)]
-fn allowlisted(
-    ctx: &XdpContext,
-    p: &Policy,
-    f: &Frame,
-    far: bool,
-    scratch: *mut Scratch,
-) -> Outcome {
+fn allowlisted(ctx: &Ctx, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratch) -> Outcome {
     let pass = Outcome::of(Reason::Allowlisted);
     if far || f.later_fragment || (f.proto != IPPROTO_UDP && f.proto != IPPROTO_TCP) {
         return pass;
@@ -401,7 +399,7 @@ const NOT_SIP: Sip = Sip {
 /// and it must not come from a scanner.
 #[inline(always)]
 fn sip_payload(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     pkt: &Pkt,
     p: &Policy,
     src: &Src,

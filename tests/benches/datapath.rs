@@ -320,9 +320,42 @@ fn main() {
         );
     }
     println!("\n(last three rows: one test_run per frame, repeat 1, {CYCLE} frames; timer overhead included on both sides)");
+    tc_hook(&mut k, &paths);
     auth_ratios(&rows);
     egress(&mut k, &base);
     destinations(&mut k, &base);
+}
+
+/// Issue 22 item 4: the same decision as a tc ingress program, beside the
+/// XDP program on the same maps, path by path. Both test runs build their
+/// frame (or socket buffer) once and run the program `REPEAT` times on it,
+/// so this is the decision's own cost on each hook; what each hook costs
+/// the kernel around it is the lab's section 1b.
+fn tc_hook(k: &mut Kernel, paths: &[(&'static str, Vec<u8>, Reason, Policy)]) {
+    shield::kernel::load_tc(&mut k.shield, None).expect("load the tc ingress program");
+    let info = k.shield.tc_program().unwrap().info().unwrap();
+    println!("\nThe same decision as a tc ingress program (mode = \"tc\"), BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs");
+    println!(
+        "(verifier: {} instructions processed to load the tc program)\n",
+        info.verified_instruction_count().unwrap_or(0)
+    );
+    println!("| path | verdict | XDP ns/packet | tc ns/packet | tc / XDP |");
+    println!("|---|---|---:|---:|---:|");
+    for (path, frame, reason, pol) in paths {
+        k.shield.maps.set_policy(pol).unwrap();
+        k.shield.maps.clear_sources().unwrap();
+        for _ in 0..2 {
+            k.run(frame);
+        }
+        assert_eq!(k.run(frame).reason, *reason, "{path}: wrong path");
+        let (mut xdp, mut tc) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            xdp.push(k.time(frame, REPEAT));
+            tc.push(k.time_tc(frame, REPEAT));
+        }
+        let (x, t) = (median(xdp), median(tc));
+        println!("| {path} | {} | {x:.1} | {t:.1} | {:.2}x |", reason.as_str(), t / x);
+    }
 }
 
 /// Deny prefixes loaded for the destination rows (SPEC §11).

@@ -1,4 +1,5 @@
-//! Running the real XDP program on crafted frames with `BPF_PROG_TEST_RUN`.
+//! Running the real XDP program (or the same decision as a tc ingress
+//! program, [`Kernel::load_tc`]) on crafted frames with `BPF_PROG_TEST_RUN`.
 
 use aya::programs::{TestRun, TestRunOptions};
 use shield::{
@@ -17,6 +18,18 @@ const SHORTEST_WHOLE_IP_FRAME: usize = 14 + 8 + 40;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+/// The tc ingress program's drop (`TC_ACT_SHOT`) and pass (`TC_ACT_UNSPEC`,
+/// `TCX_NEXT`), as `BPF_PROG_TEST_RUN` returns them.
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_UNSPEC: u32 = -1i32 as u32;
+
+/// The hook the decision under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    /// tc ingress, on a socket buffer the test run builds of the frame.
+    Tc,
+}
 
 /// Fails the test (never skips) when the process cannot use BPF.
 pub fn require_root() {
@@ -40,6 +53,7 @@ pub struct Observed {
 pub struct Kernel {
     pub shield: Shield,
     last: Vec<Counter>,
+    hook: Hook,
 }
 
 impl Kernel {
@@ -55,8 +69,18 @@ impl Kernel {
         let mut k = Kernel {
             shield,
             last: Vec::new(),
+            hook: Hook::Xdp,
         };
         k.last = k.slot0();
+        k
+    }
+
+    /// Loads a fresh instance whose [`Kernel::run`] runs the tc ingress
+    /// program (the second object, on the same maps) instead of the XDP one.
+    pub fn load_tc() -> Kernel {
+        let mut k = Kernel::load();
+        shield::kernel::load_tc(&mut k.shield, None).expect("load the tc ingress program");
+        k.hook = Hook::Tc;
         k
     }
 
@@ -110,15 +134,36 @@ impl Kernel {
 
     /// Runs one frame and reports which counter it moved.
     pub fn run(&mut self, frame: &[u8]) -> Observed {
+        self.try_run(frame)
+            .unwrap_or_else(|| panic!("the kernel refused a {}-byte frame as an skb", frame.len()))
+    }
+
+    /// [`Kernel::run`]; `None` only on the tc hook for a frame the kernel
+    /// would not build a socket buffer of (`EINVAL` for one cut inside its
+    /// IP header), which no driver hands over either. The tc program's
+    /// action is given as the XDP action it stands for.
+    pub fn try_run(&mut self, frame: &[u8]) -> Option<Observed> {
         let opts = TestRunOptions {
             data_in: Some(frame),
             ..Default::default()
         };
-        let res = self
-            .shield
-            .program()
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN");
+        let action = match self.hook {
+            Hook::Xdp => {
+                self.shield
+                    .program()
+                    .test_run(opts)
+                    .expect("BPF_PROG_TEST_RUN")
+                    .return_value
+            }
+            Hook::Tc => {
+                let prog = self.shield.tc_program().expect("tc program loaded");
+                match prog.test_run(opts) {
+                    Ok(r) => tc_as_xdp(r.return_value),
+                    Err(_) if frame.len() < SHORTEST_WHOLE_IP_FRAME => return None,
+                    Err(e) => panic!("BPF_PROG_TEST_RUN (tc), {} bytes: {e}", frame.len()),
+                }
+            }
+        };
         let now = self.slot0();
         let mut moved = None;
         for (i, (a, b)) in now.iter().zip(&self.last).enumerate() {
@@ -131,16 +176,28 @@ impl Kernel {
         }
         self.last = now;
         let i = moved.expect("every frame is counted");
-        Observed {
-            action: res.return_value,
+        Some(Observed {
+            action,
             verdict: Verdict::ALL[i / Reason::COUNT],
             reason: Reason::ALL[i % Reason::COUNT],
-        }
+        })
     }
 
     /// Runs a frame `repeat` times in the kernel; mean ns per run.
     pub fn time(&mut self, frame: &[u8], repeat: u32) -> f64 {
-        let ns = timed(self.shield.program(), frame, repeat);
+        let ns = match self.hook {
+            Hook::Xdp => timed(self.shield.program(), frame, repeat),
+            Hook::Tc => timed(self.shield.tc_program().expect("tc program loaded"), frame, repeat),
+        };
+        self.last = self.slot0();
+        ns
+    }
+
+    /// Mean ns per run of the tc ingress program over `repeat` runs, on an
+    /// instance of either hook ([`shield::kernel::load_tc`] first).
+    pub fn time_tc(&mut self, frame: &[u8], repeat: u32) -> f64 {
+        let prog = self.shield.tc_program().expect("tc program loaded");
+        let ns = timed(prog, frame, repeat);
         self.last = self.slot0();
         ns
     }
@@ -200,6 +257,16 @@ impl Kernel {
             .maps
             .sip_counter(0, m, v)
             .expect("read SIP_STATS")
+    }
+}
+
+/// The XDP action a tc ingress return code stands for; anything else is
+/// passed on unchanged (above both XDP codes), so a comparison fails.
+fn tc_as_xdp(code: u32) -> u32 {
+    match code {
+        TC_ACT_SHOT => XDP_DROP,
+        TC_ACT_UNSPEC => XDP_PASS,
+        other => other | 0x100,
     }
 }
 

@@ -905,6 +905,23 @@ fn verifier_work_stays_well_under_the_limit() {
     assert!(n < 500_000, "verifier processed {n} instructions");
 }
 
+/// The same decision as a tc ingress program (issue 22 item 4): the
+/// second object loads onto the first one's maps, and its verifier work
+/// has the same limit. Printed for the record.
+#[test]
+fn verifier_work_of_the_tc_ingress_program_stays_well_under_the_limit() {
+    let mut k = Kernel::load_tc();
+    let info = k
+        .shield
+        .tc_program()
+        .expect("tc program loaded")
+        .info()
+        .expect("program info");
+    let n = info.verified_instruction_count().unwrap_or(0);
+    println!("verifier: {n} instructions processed to load the tc ingress program");
+    assert!(n < 500_000, "verifier processed {n} instructions");
+}
+
 /// The unverified budget on (SPEC §2 step 7b, issue 18): a real, non-spoofed
 /// flooder that already has per-source state is held to its own buckets
 /// first. It is dropped `rate` and reported for escalation, and the packets
@@ -1002,4 +1019,47 @@ fn reports_lost_to_a_full_ring_are_counted_and_made_again() {
     });
     assert_eq!(again, Some(missing), "the lost source reported again");
     assert_eq!(k.shield.maps.events_lost().unwrap(), lost, "no new loss");
+}
+
+/// The same decision as a tc ingress program (issue 22 item 4), on a
+/// socket buffer: a row of SPEC §2 per reason, in the L2/L3 shapes the
+/// XDP tests above walk (the differential test compares the rest). The
+/// action is `TC_ACT_SHOT` for a drop and `TC_ACT_UNSPEC` for a pass
+/// (`Kernel::try_run` gives them as XDP actions).
+#[test]
+fn tc_ingress_gives_the_same_verdicts() {
+    let mut t = tables();
+    t.allow = vec![net("203.0.113.0/28")];
+    t.deny = vec![net("192.0.2.0/24")];
+    t.bans = vec![(net("203.0.113.66/32"), 0), (net("198.18.0.0/15"), 0)];
+    let mut k = Kernel::load_tc();
+    k.apply(&t);
+    let mut arp = invite(PEER).build()[..12].to_vec();
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    expect_bytes(&mut k, &arp, Reason::Ok);
+    expect(&mut k, &scanner(CARRIER), Reason::Allowlisted);
+    expect(&mut k, &invite(PEER), Reason::Deny);
+    expect(&mut k, &invite(ATTACKER), Reason::Ban);
+    expect(&mut k, &Frame::udp4(ATTACKER, 53, b"dns"), Reason::Ban);
+    expect(&mut k, &invite([198, 19, 200, 1]), Reason::Ban);
+    expect(&mut k, &invite([203, 0, 113, 67]), Reason::Ok);
+    expect(&mut k, &scanner([203, 0, 113, 67]), Reason::Scanner);
+    expect(
+        &mut k,
+        &scanner([203, 0, 113, 68]).with_vlans(&[TPID_8021Q]),
+        Reason::Scanner,
+    );
+    expect(
+        &mut k,
+        &Frame::udp4([203, 0, 113, 69], 5060, b"\x00\x01garbage"),
+        Reason::Malformed,
+    );
+    expect(
+        &mut k,
+        &Frame::udp6(V6_PEER, 5060, &sip_request("OPTIONS", Some("sipvicious")))
+            .with_v6_ext(vec![Ext::DestOpts(1)]),
+        Reason::Scanner,
+    );
+    expect(&mut k, &Frame::udp4([203, 0, 113, 70], 53, b"dns"), Reason::Ok);
 }

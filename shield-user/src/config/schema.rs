@@ -90,6 +90,7 @@ fn shield(mut s: Section) -> ShieldSection {
         ("auto", AttachMode::Auto),
         ("driver", AttachMode::Driver),
         ("generic", AttachMode::Generic),
+        ("tc", AttachMode::Tc),
     ];
     let out = ShieldSection {
         interfaces: interfaces(&mut s),

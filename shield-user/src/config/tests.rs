@@ -820,7 +820,7 @@ fn bad_choices() {
         "[shield]\nmode = \"native\"\n",
         2,
         "shield.mode",
-        r#"must be one of "auto", "driver", "generic" (got "native")"#,
+        r#"must be one of "auto", "driver", "generic", "tc" (got "native")"#,
     );
     only_error(
         "[bans]\nscope = \"All\"\n",

@@ -13,8 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttach, TcAttachType, TcHandle};
-use aya::programs::{Link, LinkOrder};
+use aya::programs::tc::{
+    self, NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttach, TcAttachType, TcHandle,
+};
+use aya::programs::{Link, LinkOrder, SchedClassifier};
 use aya::util::KernelVersion;
 
 use super::{remove_file, KernelError, Shield};
@@ -88,7 +90,7 @@ pub fn detach_pinned(dir: &Path, iface: &str) -> Result<(), KernelError> {
 }
 
 /// Whether this kernel has tcx.
-fn has_tcx() -> bool {
+pub(super) fn has_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
@@ -135,15 +137,15 @@ fn attach_tcx(
     let prog = shield.egress();
     if pin.exists() {
         let adopted = PinnedLink::from_pin(pin)
-            .map_err(|e| err(iface, format!("cannot open {}: {}", pin.display(), chain(&e))))
-            .and_then(|p| {
-                let link = SchedClassifierLink::try_from(FdLink::from(p))
-                    .map_err(|e| err(iface, format!("not a tcx link: {e}")))?;
-                prog.attach_to_link(link)
-                    .map_err(|e| err(iface, format!("replacing the program: {}", chain(&e))))
-            });
+            .map_err(|e| format!("cannot open {}: {}", pin.display(), chain(&e)))
+            .and_then(|p| tcx_replace(prog, FdLink::from(p)));
         match adopted {
-            Ok(id) => return pin_tcx(prog, id, pin, iface, true),
+            Ok(link) => {
+                return Ok(EgressLink::Tcx {
+                    pin: pin.to_path_buf(),
+                    link,
+                })
+            }
             // A link of an interface since deleted (or not ours): replace it.
             Err(e) => {
                 tracing::warn!(iface, error = %e, "pinned egress link unusable; replacing it");
@@ -151,39 +153,49 @@ fn attach_tcx(
             }
         }
     }
+    let link = tcx_attach(prog, ifindex, TcAttachType::Egress).map_err(|m| err(iface, m))?;
+    let pinned = link
+        .pin(pin)
+        .map_err(|e| err(iface, format!("pinning {}: {}", pin.display(), chain(&e))))?;
+    Ok(EgressLink::Tcx {
+        pin: pin.to_path_buf(),
+        link: FdLink::from(pinned),
+    })
+}
+
+/// Attaches `prog` to the tcx hook of `ifindex` on `side` (egress here,
+/// ingress for the tc-mode decision, `attach`): a new link, not pinned.
+/// Errors are messages for the caller's own error.
+pub(super) fn tcx_attach(
+    prog: &mut SchedClassifier,
+    ifindex: u32,
+    side: TcAttachType,
+) -> Result<FdLink, String> {
     let id = prog
         .attach(
             ifindex,
             TcAttach::Tcx {
-                attach_type: TcAttachType::Egress,
+                attach_type: side,
                 order: LinkOrder::default(),
             },
         )
-        .map_err(|e| err(iface, format!("tcx attach: {}", chain(&e))))?;
-    pin_tcx(prog, id, pin, iface, false)
+        .map_err(|e| format!("tcx attach: {}", chain(&e)))?;
+    take_fd_link(prog, id)
 }
 
-fn pin_tcx(
-    prog: &mut aya::programs::SchedClassifier,
-    id: aya::programs::tc::SchedClassifierLinkId,
-    pin: &Path,
-    iface: &str,
-    adopted: bool,
-) -> Result<EgressLink, KernelError> {
-    let link = prog.take_link(id).map_err(|e| err(iface, e.to_string()))?;
-    let link = FdLink::try_from(link).map_err(|e| err(iface, e.to_string()))?;
-    let link = if adopted {
-        link
-    } else {
-        let pinned = link
-            .pin(pin)
-            .map_err(|e| err(iface, format!("pinning {}: {}", pin.display(), chain(&e))))?;
-        FdLink::from(pinned)
-    };
-    Ok(EgressLink::Tcx {
-        pin: pin.to_path_buf(),
-        link,
-    })
+/// Puts `prog` into a tcx link an earlier daemon pinned: one atomic swap,
+/// either direction.
+pub(super) fn tcx_replace(prog: &mut SchedClassifier, link: FdLink) -> Result<FdLink, String> {
+    let link = SchedClassifierLink::try_from(link).map_err(|e| format!("not a tcx link: {e}"))?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|e| format!("replacing the program: {}", chain(&e)))?;
+    take_fd_link(prog, id)
+}
+
+fn take_fd_link(prog: &mut SchedClassifier, id: SchedClassifierLinkId) -> Result<FdLink, String> {
+    let link = prog.take_link(id).map_err(|e| e.to_string())?;
+    FdLink::try_from(link).map_err(|e| e.to_string())
 }
 
 /// The netlink filter an earlier daemon left on `iface`, as a link.

@@ -22,8 +22,14 @@ use super::{KernelError, MapId, ShieldMaps};
 /// The XDP object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
 
+/// The tc ingress object built by `build.rs` (`shield-ebpf`'s second
+/// bin): the same decision on the socket buffer (issue 22 item 4).
+static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield-tc"));
+
 /// Name of the XDP function in the object.
 const PROGRAM: &str = "shield";
+/// Name of the tc ingress classifier in the tc object.
+const TC_PROGRAM: &str = "shield_tc";
 /// Name of the egress classifier (SPEC §8) in the object.
 const EGRESS: &str = "shield_egress";
 /// Name of the call-expiry program (SPEC §13), run by test runs only.
@@ -110,6 +116,9 @@ pub struct Shield {
     pub maps: ShieldMaps,
     /// Where the load's time went, for the start-up log.
     pub times: LoadTimes,
+    /// The tc object, loaded onto the same maps only when an interface
+    /// needs the tc hook ([`Shield::load_tc`]).
+    tc: Option<Ebpf>,
 }
 
 /// How long [`Shield::open`] spent creating (or adopting) the maps, and
@@ -183,6 +192,7 @@ impl Shield {
             verifier: Some(verifier),
             maps,
             times,
+            tc: None,
         })
     }
 
@@ -352,5 +362,52 @@ pub fn raise_memlock() {
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// The decision as a tc ingress program (issue 22 item 4): a second object,
+/// the same modules built for `__sk_buff`, whose maps are this shield's.
+impl Shield {
+    /// Loads the tc ingress program (once: later calls do nothing) onto
+    /// this shield's maps, which must be pinned under `dir` (as
+    /// [`Shield::load`] with a pin directory leaves them; `pins::load_tc`
+    /// pins them for a shield without one). aya reuses a pinned map of the
+    /// same name and shape instead of creating one.
+    pub fn load_tc(&mut self, dir: &Path) -> Result<(), KernelError> {
+        self.ready()?;
+        if self.tc.is_some() {
+            return Ok(());
+        }
+        let mut loader = EbpfLoader::new();
+        for map in MapId::ALL {
+            // The configured sizes, as the kernel has them: aya refuses a
+            // pinned map whose size differs from the object's.
+            if Capacity::default().max_entries(map).is_some() {
+                if let Some(n) = self.maps.capacity(map) {
+                    loader.map_max_entries(map.name(), n);
+                }
+            }
+            loader.map_pin_path(map.name(), dir.join(map.name()));
+        }
+        let mut ebpf = loader
+            .load(TC_OBJECT)
+            .map_err(|source| object_error(source, Some(dir)))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or(KernelError::NoProgram(TC_PROGRAM))?
+            .try_into()
+            .map_err(KernelError::Verifier)?;
+        prog.load().map_err(KernelError::Verifier)?;
+        self.tc = Some(ebpf);
+        Ok(())
+    }
+
+    /// The loaded tc ingress program, if [`Shield::load_tc`] loaded it.
+    pub fn tc_program(&mut self) -> Option<&mut SchedClassifier> {
+        self.tc
+            .as_mut()?
+            .program_mut(TC_PROGRAM)?
+            .try_into()
+            .ok()
     }
 }

@@ -799,3 +799,25 @@ fn sum_counters(v: &PerCpuValues<Counter>) -> Counter {
         bytes: a.bytes + c.bytes,
     })
 }
+
+impl ShieldMaps {
+    /// Pins every map at `dir/NAME` (the layout `load` gives a pin
+    /// directory), for a second object to be loaded onto them (the tc
+    /// ingress program of a shield that has no pin directory).
+    pub(super) fn pin_all(&self, dir: &std::path::Path) -> Result<(), KernelError> {
+        for m in &self.raw {
+            let fd = m
+                .fd
+                .try_clone()
+                .map_err(|e| map_err(m.id)(syscall("dup", e)))?;
+            let data = MapData::from_fd(fd).map_err(map_err(m.id))?;
+            let path = dir.join(m.id.name());
+            data.pin(&path).map_err(|source| KernelError::Pin {
+                what: m.id.name(),
+                path,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -63,8 +63,8 @@ pub use map_id::MapId;
 pub use maps::{monotonic_ns, List, ShieldMaps};
 pub use verify::{VerifiedBy, VerifiedEntry};
 pub use pins::{
-    check_dir, has_maps, obsolete_bans, pin_program, prepare_dir, remove_all, unpin_obsolete, PinDir,
-    PinSnapshot, Removed,
+    check_dir, has_maps, load_tc, obsolete_bans, pin_program, prepare_dir, remove_all,
+    unpin_obsolete, PinDir, PinSnapshot, Removed,
 };
 
 /// Where systemd (and everyone else) mounts bpffs.
@@ -112,6 +112,8 @@ pub enum KernelError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("{iface}: tc ingress program: {message}")]
+    TcIngress { iface: String, message: String },
     #[error("{iface}: egress classifier: {message}")]
     Egress { iface: String, message: String },
     #[error("{iface}: pinned link {path}: {message}")]

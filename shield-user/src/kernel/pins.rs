@@ -253,3 +253,29 @@ pub fn remove_all(dir: &Path) -> Result<Removed, KernelError> {
     std::fs::remove_dir(dir).map_err(io_err(dir))?;
     Ok(removed)
 }
+
+/// Loads `shield`'s tc ingress program onto its maps ([`Shield::load_tc`]).
+/// With `pin_dir` the maps are the pins there. Without one (tests,
+/// benchmarks) they are pinned for the load in a private directory under
+/// /sys/fs/bpf, which is removed again whatever happens: afterwards both
+/// programs hold the maps, and nothing is left in bpffs.
+pub fn load_tc(shield: &mut Shield, pin_dir: Option<&Path>) -> Result<(), KernelError> {
+    if let Some(dir) = pin_dir {
+        return shield.load_tc(dir);
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new(BPFFS_ROOT).join(format!("shield-tc-load-{}-{n}", std::process::id()));
+    prepare_dir(&dir)?;
+    let private = PinSnapshot {
+        dir: dir.clone(),
+        existed: false,
+        entries: Default::default(),
+    };
+    let loaded = shield
+        .maps
+        .pin_all(&dir)
+        .and_then(|()| shield.load_tc(&dir));
+    private.roll_back();
+    loaded
+}

@@ -417,9 +417,22 @@ pub struct XdpLinkInfo {
 /// `BPF_LINK_TYPE_XDP`.
 const BPF_LINK_TYPE_XDP: u32 = 6;
 
+/// `BPF_LINK_TYPE_TCX`.
+const BPF_LINK_TYPE_TCX: u32 = 11;
+
 /// Reads `struct bpf_link_info` of an XDP link. `Ok(None)` for another
 /// kind of link.
 pub fn xdp_link_info(link: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
+    link_info(link, BPF_LINK_TYPE_XDP)
+}
+
+/// Reads `struct bpf_link_info` of a tcx link (`tcx.ifindex` is where
+/// `xdp.ifindex` is). `Ok(None)` for another kind of link.
+pub fn tcx_link_info(link: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
+    link_info(link, BPF_LINK_TYPE_TCX)
+}
+
+fn link_info(link: BorrowedFd<'_>, kind: u32) -> io::Result<Option<XdpLinkInfo>> {
     // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union
     // { ... struct { __u32 ifindex; } xdp; ... } } — the union is 8-byte
     // aligned (it has __aligned_u64 members), so `xdp.ifindex` is at byte
@@ -432,7 +445,7 @@ pub fn xdp_link_info(link: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-    if word(0) != BPF_LINK_TYPE_XDP {
+    if word(0) != kind {
         return Ok(None);
     }
     Ok(Some(XdpLinkInfo {

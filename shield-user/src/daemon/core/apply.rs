@@ -347,6 +347,7 @@ impl Core {
             let want = match mode {
                 Mode::Driver => AttachMode::Driver,
                 Mode::Generic => AttachMode::Generic,
+                Mode::Tc => AttachMode::Tc,
             };
             match kernel::attach(&mut self.shield, &pin, iface, want) {
                 Ok(a) => self.attachments.push(a),

@@ -42,6 +42,9 @@ pub enum Defence {
     /// SIP Shield attached in generic (skb) mode, as on a driver without
     /// native XDP (section 1b).
     ShieldGeneric,
+    /// SIP Shield's decision as a tc ingress program (`mode = "tc"`), the
+    /// other hook for such a driver (section 1b).
+    ShieldTc,
 }
 
 impl Defence {
@@ -70,6 +73,7 @@ impl Defence {
             Defence::NftGlobal => "nftables (trunk allowlisted, one global limit)",
             Defence::ShieldVerify => "SIP Shield, [verify] budget on",
             Defence::ShieldGeneric => "SIP Shield (shieldd), generic XDP",
+            Defence::ShieldTc => "SIP Shield (shieldd), tc ingress",
         }
     }
 
@@ -82,15 +86,16 @@ impl Defence {
             Defence::NftGlobal => "nft-global",
             Defence::ShieldVerify => "shield-verify",
             Defence::ShieldGeneric => "shield-generic",
+            Defence::ShieldTc => "shield-tc",
         }
     }
 
     /// Whose no-flood run is this set-up's baseline: the generic-mode
-    /// shield serves the same Kamailio as the native one, and a run
-    /// without flood costs the same in either mode.
+    /// and tc shields serve the same Kamailio as the native one, and a run
+    /// without flood costs the same in any mode.
     pub fn baseline(self) -> Defence {
         match self {
-            Defence::ShieldGeneric => Defence::Shield,
+            Defence::ShieldGeneric | Defence::ShieldTc => Defence::Shield,
             d => d,
         }
     }
@@ -139,6 +144,11 @@ impl<'a> Armed<'a> {
                     .set("shield", "mode", "\"generic\"")
                     .start(&topo.sbc)?,
             ),
+            Defence::ShieldTc => Some(
+                LabConfig::new(dir)
+                    .set("shield", "mode", "\"tc\"")
+                    .start(&topo.sbc)?,
+            ),
             _ => None,
         };
         Ok(Armed {
@@ -163,7 +173,7 @@ impl<'a> Armed<'a> {
             Defence::Nftables | Defence::NftGlobal => {
                 self.nft.as_ref().map_or(Ok(0), NftTable::dropped)?
             }
-            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric => self
+            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric | Defence::ShieldTc => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| daemon::dropped(&st)))?,
@@ -186,7 +196,7 @@ impl<'a> Armed<'a> {
                 banned.len() as u64
             }
             Defence::Nftables => self.nft.as_ref().map_or(Ok(0), |n| n.set_len("bans4"))? as u64,
-            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric => self
+            Defence::Shield | Defence::ShieldVerify | Defence::ShieldGeneric | Defence::ShieldTc => self
                 .shield
                 .as_ref()
                 .map_or(Ok(0), |s| s.stats().map(|st| st.bans_active))?,

@@ -65,7 +65,12 @@ pub enum Only {
 }
 
 /// Section 1b's set-ups, in the order they run (each round runs them all).
-pub const SKB_DEFENCES: [Defence; 3] = [Defence::Nftables, Defence::Shield, Defence::ShieldGeneric];
+pub const SKB_DEFENCES: [Defence; 4] = [
+    Defence::Nftables,
+    Defence::Shield,
+    Defence::ShieldGeneric,
+    Defence::ShieldTc,
+];
 /// Rounds of section 1b: each set-up runs this often, interleaved, so
 /// that a busy spell of the machine does not land on one set-up only.
 pub const SKB_ROUNDS: usize = 3;

@@ -19,6 +19,7 @@ fn colour(d: Defence) -> RGBColor {
         Defence::NftGlobal => RGBColor(148, 103, 189),
         Defence::ShieldVerify => RGBColor(23, 190, 207),
         Defence::ShieldGeneric => RGBColor(188, 189, 34),
+        Defence::ShieldTc => RGBColor(227, 119, 194),
     }
 }
 

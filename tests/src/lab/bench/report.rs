@@ -322,7 +322,8 @@ fn flood_table(s: &mut String, r: &Results) {
     }
 }
 
-/// Section 1b: the same flood as socket buffers (generic XDP against netfilter).
+/// Section 1b: the same flood as socket buffers (generic XDP and tc ingress
+/// against netfilter).
 fn skb_section(s: &mut String, r: &Results) {
     if r.skb_points.is_empty() {
         return;
@@ -342,8 +343,9 @@ fn skb_section(s: &mut String, r: &Results) {
          cannot save that allocation; what remains is its program against the netfilter hook and rules. \
          {} packets/s, same traffic otherwise, each set-up {} times, interleaved. \"SIP Shield (shieldd)\" is \
          attached natively to the veth (the driver hands the program each skb as an XDP buffer); \"generic XDP\" \
-         is `mode = \"generic\"`, the kernel's skb-mode hook, which `mode = \"auto\"` falls back to on a driver \
-         without native XDP:\n",
+         is `mode = \"generic\"`, the kernel's skb-mode hook; \"tc ingress\" is `mode = \"tc\"`, the same \
+         decision compiled as a tcx ingress program on the skb, which `mode = \"auto\"` falls back to on a driver \
+         without native XDP (where the kernel has tcx, Linux >= 6.6):\n",
         thousands(r.skb_rate),
         r.skb_points.iter().filter(|p| p.defence == Defence::Nftables).count()
     );
@@ -629,7 +631,7 @@ fn behind(r: &Results) -> Vec<String> {
     let lowest = skb_lowest(r);
     let of = |d: Defence| lowest.iter().find(|(x, _)| *x == d).map(|(_, c)| *c);
     if let Some(b) = of(Defence::Nftables) {
-        for d in [Defence::Shield, Defence::ShieldGeneric] {
+        for d in [Defence::Shield, Defence::ShieldGeneric, Defence::ShieldTc] {
             match of(d) {
                 Some(a) if a >= 0.8 * b => behind.push(format!(
                     "with the flood arriving as socket buffers (section 1b), {}'s CPU per million drops was \
