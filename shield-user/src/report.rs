@@ -374,6 +374,10 @@ pub struct IfaceStatus {
     pub ifindex: u32,
     pub mode: String,
     pub link_id: u32,
+    /// The program attached there: the XDP program, or in mode `tc` the
+    /// tc ingress program (the XDP program stays loaded for its maps).
+    #[serde(default)]
+    pub program_id: u32,
     /// Counter slot (1 + position in `[shield] interfaces`).
     pub slot: u32,
     /// The egress classifier's hook (`tcx`, `clsact`), if attached.

@@ -37,6 +37,17 @@ fn iface(d: &Shieldd) -> (String, u64) {
     )
 }
 
+/// The program a BPF link runs (`bpftool link show id LINK`).
+fn link_program(link: u64) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["--json", "link", "show", "id", &link.to_string()])
+        .output()
+        .expect("bpftool (package bpftool, installed by scripts/setup.sh)");
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    v["prog_id"].as_u64().expect("prog_id")
+}
+
 /// Whether the SBC's veth has an XDP program (`ip link` prints `xdp`).
 fn has_xdp(lab: &Lab) -> bool {
     let out = lab.sbc.run(|| {
@@ -56,6 +67,12 @@ fn tc_mode_drops_a_banned_source_on_the_socket_buffer_and_adopts_on_restart() {
     let (mode, link) = iface(&d);
     assert_eq!(mode, "tc");
     assert!(!has_xdp(&lab), "tc mode attached an XDP program");
+    // Status names the program the link runs: the tc one, not the XDP
+    // program that is loaded only for its maps.
+    let st = d.ctl_json(&["status"]);
+    let shown = st["interfaces"][0]["program_id"].as_u64().expect("program id");
+    assert_eq!(shown, link_program(link), "{st}");
+    assert_ne!(Some(shown), st["program_id"].as_u64(), "{st}");
     assert!(d.pin.join(format!("link_tc_{SBC_IF}")).exists(), "link pin");
     let metrics = d.metrics(&lab.sbc).expect("metrics");
     assert!(

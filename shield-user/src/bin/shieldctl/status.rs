@@ -55,13 +55,14 @@ fn interfaces(ifaces: &[IfaceStatus]) -> String {
                 i.name.clone(),
                 i.ifindex.to_string(),
                 i.mode.clone(),
+                i.program_id.to_string(),
                 i.link_id.to_string(),
                 i.egress.clone().unwrap_or_else(|| "none".into()),
             ]
         })
         .collect();
     let mut out = String::from("\n");
-    out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "LINK", "EGRESS"], rows));
+    out.push_str(&table(&["INTERFACE", "IFINDEX", "MODE", "PROGRAM", "LINK", "EGRESS"], rows));
     out
 }
 

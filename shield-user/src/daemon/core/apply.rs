@@ -231,12 +231,19 @@ impl Core {
                 continue;
             }
             let a = kernel::attach(&mut self.shield, &pin, iface, cfg.shield.mode)?;
+            if a.mode == Mode::Tc {
+                self.tc_program_id = self
+                    .shield
+                    .tc_program()
+                    .and_then(|p| p.info().ok())
+                    .map_or(0, |i| i.id());
+            }
             tracing::info!(
                 iface = %a.iface,
                 ifindex = a.ifindex,
                 mode = a.mode.as_str(),
                 link_id = a.link_id,
-                program_id = self.program_id,
+                program_id = self.attached_program(a.mode),
                 adopted = a.adopted,
                 "attached"
             );
@@ -353,6 +360,17 @@ impl Core {
                 Ok(a) => self.attachments.push(a),
                 Err(e) => left.push(format!("re-attaching {iface}: {e}")),
             }
+        }
+    }
+}
+
+impl Core {
+    /// The id of the program an interface attached in `mode` runs.
+    pub(super) fn attached_program(&self, mode: Mode) -> u32 {
+        if mode == Mode::Tc {
+            self.tc_program_id
+        } else {
+            self.program_id
         }
     }
 }

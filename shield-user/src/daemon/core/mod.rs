@@ -150,6 +150,9 @@ pub struct Core {
     shield: Shield,
     attachments: Vec<Attachment>,
     program_id: u32,
+    /// The tc ingress program's id once an interface uses mode `tc` (0:
+    /// none loaded).
+    tc_program_id: u32,
     book: BanBook,
     cli: CliLists,
     store: Store,
@@ -265,6 +268,7 @@ impl Core {
             attachments: Vec::new(),
             // Known once the verifier has answered (below).
             program_id: 0,
+            tc_program_id: 0,
             book: BanBook::default(),
             cli: loaded.lists.clone(),
             store,

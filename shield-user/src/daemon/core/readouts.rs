@@ -214,6 +214,7 @@ impl Core {
                     ifindex: a.ifindex,
                     mode: a.mode.as_str().into(),
                     link_id: a.link_id,
+                    program_id: self.attached_program(a.mode),
                     slot: i as u32 + 1,
                     egress: a.egress.as_ref().map(|e| e.kind().to_string()),
                 })
