@@ -220,22 +220,14 @@ pub extern "C" fn shield_invite_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 
         return 0;
     }
     let pkt = Pkt::of(ctx);
-    let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
-    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
-        return 0;
-    }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let inv = unsafe { &mut (*scratch).invite };
-    if !addresses(&pkt, l3, meta & V6 != 0, inv) {
-        return 0;
-    }
-    inv.allowlisted = allowlisted as u8;
     let tcp = meta & TCP != 0;
-    let Some((sport, dport, pay, plen)) = transport(&pkt, l4, tcp) else {
+    let Some((pay, plen)) = segment(&pkt, meta, l4, tcp, inv) else {
         return 0;
     };
-    inv.sport = u16::from_be_bytes(sport);
-    inv.dport = u16::from_be_bytes(dport);
+    inv.allowlisted = allowlisted as u8;
+    let dport = inv.dport.to_be_bytes();
     if pay > MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {
         return 0;
     }
@@ -248,11 +240,33 @@ pub extern "C" fn shield_invite_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 
     (pay as u64) << 16 | plen as u64
 }
 
+/// The addresses and ports of the packet whose IP header is at `meta &
+/// 0xffff` (`meta & V6`: IPv6) and whose UDP or (`tcp`) TCP header is at
+/// `l4`, into `inv`; its payload's offset and length. `None`: a header
+/// out of reach.
+#[inline(always)]
+pub(crate) fn segment(
+    pkt: &Pkt,
+    meta: u64,
+    l4: u64,
+    tcp: bool,
+    inv: &mut Invite,
+) -> Option<(usize, usize)> {
+    let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
+    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET || !addresses(pkt, l3, meta & V6 != 0, inv) {
+        return None;
+    }
+    let (sport, dport, pay, plen) = transport(pkt, l4, tcp)?;
+    inv.sport = u16::from_be_bytes(sport);
+    inv.dport = u16::from_be_bytes(dport);
+    Some((pay, plen))
+}
+
 /// The source and destination ports, the payload's offset and its length
 /// (what the frame has of it; a UDP datagram's also what its header says)
 /// of the UDP or (`tcp`) TCP header at `l4`.
 #[inline(always)]
-pub(crate) fn transport(
+fn transport(
     pkt: &Pkt,
     l4: usize,
     tcp: bool,
@@ -280,7 +294,7 @@ pub(crate) fn transport(
 
 /// The INVITE's addresses from its IP header at `l3` into `inv`.
 #[inline(always)]
-pub(crate) fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
+fn addresses(pkt: &Pkt, l3: usize, v6: bool, inv: &mut Invite) -> bool {
     if v6 {
         let Some(ip) = pkt.ptr_at::<Ipv6Hdr>(l3) else {
             return false;

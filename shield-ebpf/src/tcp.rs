@@ -10,7 +10,7 @@
 //! is anything inside TLS).
 
 use aya_ebpf::EbpfContext;
-use shield_common::{sip::HEAD_LEN, Method, Reason, MAX_L4_OFFSET};
+use shield_common::{sip::HEAD_LEN, Method, Reason};
 
 use crate::dest::V6;
 use crate::hook::{Ctx, RawCtx};
@@ -24,9 +24,6 @@ use crate::xdp::L3_OFFSET_MASK;
 /// verifier knows.
 const PAY_MASK: u64 = (2 * MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
 const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
-
-/// The IP header is at most this far in (two VLAN tags).
-const MAX_L3_OFFSET: usize = 64;
 
 /// A TCP segment (the frame `f`, to a protected port) passed steps 2-9:
 /// the request starting it. An initial INVITE on an established
@@ -108,21 +105,12 @@ pub extern "C" fn shield_tcp_request(ctx: *mut RawCtx, meta: u64, l4: u64) -> u6
         return 0;
     };
     let pkt = Pkt::of(ctx);
-    let (l3, l4) = ((meta & 0xffff) as usize, l4 as usize);
-    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
-        return 0;
-    }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let inv = unsafe { &mut (*scratch).invite };
-    if !crate::dest::addresses(&pkt, l3, meta & V6 != 0, inv) {
-        return 0;
-    }
-    inv.allowlisted = 0;
-    let Some((sport, dport, pay, plen)) = crate::dest::transport(&pkt, l4, true) else {
+    let Some((pay, plen)) = crate::dest::segment(&pkt, meta, l4, true, inv) else {
         return 0;
     };
-    inv.sport = u16::from_be_bytes(sport);
-    inv.dport = u16::from_be_bytes(dport);
+    inv.allowlisted = 0;
     if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
         return 0;
     }

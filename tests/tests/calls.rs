@@ -453,9 +453,70 @@ mod real_tcp {
     use shield_tests::netns::{Lab, PEER_IF, PEER_IP, SBC_IF, SBC_IP};
     use shield_tests::packet::PacketSocket;
 
+    use aya::programs::links::FdLink;
+    use shield::kernel::EgressLink;
+    use shield_tests::model::Tables;
+    use shield_tests::kernel::Kernel;
+
     use super::{events, kernel, request, tables};
 
     const SLOT: u32 = 1;
+
+    /// What stays attached while a test runs; dropped in this order (the
+    /// egress link, its pin directory, then the XDP link).
+    struct Links {
+        _egress: EgressLink,
+        _pins: tempfile::TempDir,
+        _xdp: FdLink,
+    }
+
+    /// The kernel with `t` (TCP port 5060 protected), the XDP program
+    /// natively on the SBC's veth and the egress classifier beside it.
+    fn rig(lab: &Lab, mut t: Tables, name: &str) -> (Kernel, Links) {
+        t.tcp_ports.insert(5060);
+        let mut k = kernel(&t);
+        let ifindex = lab.sbc.ifindex(SBC_IF);
+        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
+        let xdp = lab
+            .sbc
+            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
+            .expect("native XDP attach on veth");
+        let pins = tempfile::Builder::new()
+            .prefix(&format!("sipshield-{name}-"))
+            .tempdir_in("/sys/fs/bpf")
+            .expect("pin dir on bpffs");
+        let egress = lab
+            .sbc
+            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
+            .expect("attach the egress classifier");
+        (k, Links { _egress: egress, _pins: pins, _xdp: xdp })
+    }
+
+    /// A connection from the peer to the SBC's SIP port.
+    fn connect(lab: &Lab) -> TcpStream {
+        let to: SocketAddr = (SBC_IP, 5060).into();
+        lab.peer.run(|| {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s
+        })
+    }
+
+    /// Sends `forged` from the peer's interface (AF_PACKET: no handshake)
+    /// and waits until the XDP program has passed it.
+    fn send_forged(lab: &Lab, k: &Kernel, forged: &Frame, what: &str) {
+        let passed =
+            |k: &Kernel| k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets;
+        let before = passed(k);
+        lab.peer
+            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
+            .expect("send the forged segment");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while passed(k) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(passed(k) > before, "the forged {what} reached the XDP program");
+    }
 
     /// The server: answers every request on each of `conns` accepted
     /// connections with a 200 echoing its Call-ID and CSeq, until the
@@ -581,59 +642,24 @@ mod real_tcp {
     #[test]
     fn tcp_calls_over_a_veth_are_tracked_and_limited() {
         let lab = Lab::new();
-        let mut t = tables(1, 3_600_000_000_000);
-        t.tcp_ports.insert(5060);
-        let mut k = kernel(&t);
-        let ifindex = lab.sbc.ifindex(SBC_IF);
-        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
-        let _xdp = lab
-            .sbc
-            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
-            .expect("native XDP attach on veth");
-        let pins = tempfile::Builder::new()
-            .prefix("sipshield-calls-tcp-")
-            .tempdir_in("/sys/fs/bpf")
-            .expect("pin dir on bpffs");
-        let _egress = lab
-            .sbc
-            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
-            .expect("attach the egress classifier");
+        let (mut k, _links) = rig(&lab, tables(1, 3_600_000_000_000), "calls-tcp");
         let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
         let server = serve(listener, 2);
-        let to: SocketAddr = (SBC_IP, 5060).into();
-        let connect = || {
-            lab.peer.run(|| {
-                let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
-                s.set_nodelay(true).expect("nodelay");
-                s
-            })
-        };
-        let in_progress = |k: &shield_tests::kernel::Kernel| {
+        let in_progress = |k: &Kernel| {
             k.shield.maps.calls.in_progress(&src_key_v4(PEER_IP.octets())).expect("CALL_COUNTS")
         };
 
         // A forged INVITE first: the peer's address, no handshake (an
         // AF_PACKET frame). XDP sees it and passes it (the stack drops
         // it); it opens no call, so with a limit of 1 call A still goes.
-        let passed = |k: &shield_tests::kernel::Kernel| {
-            k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets
-        };
-        let before = passed(&k);
         let mut forged = Frame::tcp4(PEER_IP.octets(), 5060, false, true);
         forged.payload = request("INVITE", "forged", false);
-        lab.peer
-            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
-            .expect("send the forged segment");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while passed(&k) == before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(passed(&k) > before, "the forged segment reached the XDP program");
+        send_forged(&lab, &k, &forged, "segment");
         assert_eq!(in_progress(&k), 0, "a forged TCP INVITE holds no slot");
         assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
 
         // Call A on its own connection: answered, tracked.
-        let mut a = connect();
+        let mut a = connect(&lab);
         let ok = exchange(&mut a, Some(&request("INVITE", "tcp-a", false)), Duration::from_secs(2));
         assert!(ok.is_some_and(|r| r.starts_with("SIP/2.0 200")), "call A answered");
         assert_eq!(in_progress(&k), 1);
@@ -643,7 +669,7 @@ mod real_tcp {
 
         // Call B, over the limit of 1: its segment is dropped, again and
         // again as TCP sends it again, and never reaches the server.
-        let mut b = connect();
+        let mut b = connect(&lab);
         let none = exchange(&mut b, Some(&request("INVITE", "tcp-b", false)), Duration::from_millis(900));
         assert!(none.is_none(), "call B got through: {none:?}");
         let dropped = k.shield.maps.counter(SLOT, Verdict::Drop, Reason::Calls).expect("STATS").packets;
@@ -675,33 +701,12 @@ mod real_tcp {
         use shield_tests::frames::L4;
 
         let lab = Lab::new();
-        let mut t = tables(0, 3_600_000_000_000);
-        t.tcp_ports.insert(5060);
-        let mut k = kernel(&t);
-        let ifindex = lab.sbc.ifindex(SBC_IF);
-        k.shield.maps.set_iface_slot(ifindex, SLOT).expect("iface slot");
-        let _xdp = lab
-            .sbc
-            .run(|| attach_link(&mut k.shield, SBC_IF, Mode::Driver))
-            .expect("native XDP attach on veth");
-        let pins = tempfile::Builder::new()
-            .prefix("sipshield-calls-cancel-")
-            .tempdir_in("/sys/fs/bpf")
-            .expect("pin dir on bpffs");
-        let _egress = lab
-            .sbc
-            .run(|| attach_egress(&mut k.shield, pins.path(), SBC_IF, ifindex, EgressHook::auto()))
-            .expect("attach the egress classifier");
+        let (mut k, _links) = rig(&lab, tables(0, 3_600_000_000_000), "calls-cancel");
         let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
         let server = serve_with(listener, 1, ringing_for);
-        let to: SocketAddr = (SBC_IP, 5060).into();
-        let mut c = lab.peer.run(|| {
-            let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
-            s.set_nodelay(true).expect("nodelay");
-            s
-        });
+        let mut c = connect(&lab);
         let port = c.local_addr().expect("local address").port();
-        let state = |k: &shield_tests::kernel::Kernel| {
+        let state = |k: &Kernel| {
             let calls = k.shield.maps.calls.calls().expect("CALLS");
             calls.first().map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
         };
@@ -711,21 +716,10 @@ mod real_tcp {
         assert_eq!(state(&k), Some((CALL_TRYING, 0)));
 
         // Forged: the caller's address, another port, no connection.
-        let passed = |k: &shield_tests::kernel::Kernel| {
-            k.shield.maps.counter(SLOT, Verdict::Pass, Reason::Ok).expect("STATS").packets
-        };
-        let before = passed(&k);
         let mut forged = Frame::tcp4(PEER_IP.octets(), 5060, false, true);
         forged.l4 = L4::Tcp { sport: port ^ 1, dport: 5060, syn: false, ack: true };
         forged.payload = request("CANCEL", "tcp-cancel", false);
-        lab.peer
-            .run(|| PacketSocket::open(PEER_IF).and_then(|s| Ok(s.send(&forged.build())?)))
-            .expect("send the forged segment");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while passed(&k) == before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(passed(&k) > before, "the forged CANCEL reached the XDP program");
+        send_forged(&lab, &k, &forged, "CANCEL");
         assert_eq!(state(&k), Some((CALL_TRYING, 0)), "a forged CANCEL marked the call");
 
         // The caller's CANCEL: its 200, the INVITE's 487, the call ended.
