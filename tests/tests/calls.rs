@@ -263,6 +263,24 @@ fn in_progress_of(k: &Kernel, src: [u8; 4]) -> u64 {
     k.shield.maps.calls.in_progress(&src_key_v4(src)).expect("CALL_COUNTS")
 }
 
+/// A real TCP connection from the peer to the SBC's port 5060, made in
+/// the SBC's namespace where the XDP program's socket lookup finds it; the
+/// tables (port 5060 protected over TCP, a call limit of `limit`), the
+/// client's end, the server's end and the client's port.
+fn established(
+    lab: &shield_tests::netns::Lab,
+    limit: u64,
+) -> (Tables, std::net::TcpStream, std::net::TcpStream, u16) {
+    use shield_tests::netns::SBC_IP;
+    let mut t = tables(limit, 3_600_000_000_000);
+    t.tcp_ports.insert(5060);
+    let listener = lab.sbc.run(|| std::net::TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let conn = lab.peer.run(|| std::net::TcpStream::connect((SBC_IP, 5060)).expect("connect"));
+    let (server_end, _) = listener.accept().expect("accept");
+    let port = conn.local_addr().expect("local address").port();
+    (t, conn, server_end, port)
+}
+
 /// Plain TCP (SPEC §13): an INVITE starting a segment of a connection
 /// the host has established opens its call like a UDP one, counted by
 /// destination; over the limit it is dropped `calls` with a report but no
@@ -275,17 +293,11 @@ fn in_progress_of(k: &Kernel, src: [u8; 4]) -> u64 {
 #[test]
 fn tcp_invites_open_calls_and_the_limit_drops_them() {
     use shield::kernel::List;
-    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
-    use std::net::{TcpListener, TcpStream};
+    use shield_tests::netns::{Lab, PEER_IP};
 
     let lab = Lab::new();
-    let mut t = tables(1, 3_600_000_000_000);
-    t.tcp_ports.insert(5060);
+    let (t, conn, _server_end, port) = established(&lab, 1);
     let mut k = kernel(&t);
-    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
-    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
-    let (_server_end, _) = listener.accept().expect("accept");
-    let port = conn.local_addr().expect("local address").port();
     let peer = PEER_IP.octets();
     let seg = |sport: u16, method: &str, call_id: &str, to_tag: bool| {
         let mut f = Frame::tcp4(peer, 5060, false, true);
@@ -377,16 +389,11 @@ fn both_egress(k: &mut Kernel, m: &mut Model, f: &[u8]) {
 fn a_tcp_cancel_cancels_only_on_an_established_connection() {
     use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
     use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
-    use std::net::{IpAddr, TcpListener, TcpStream};
+    use std::net::IpAddr;
 
     let lab = Lab::new();
-    let mut t = tables(0, 3_600_000_000_000);
-    t.tcp_ports.insert(5060);
+    let (mut t, conn, _server_end, port) = established(&lab, 0);
     let mut k = kernel(&t);
-    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
-    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
-    let (_server_end, _) = listener.accept().expect("accept");
-    let port = conn.local_addr().expect("local address").port();
     t.tcp_established.insert((IpAddr::from(PEER_IP), port, IpAddr::from(SBC_IP), 5060));
     let mut m = Model::new(t);
     let peer = PEER_IP.octets();
