@@ -40,7 +40,7 @@ use shield_common::{
 
 use crate::hook::{Ctx, RawCtx};
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
-use crate::pkt::{src_key, Pkt, Src};
+use crate::pkt::{src_key, Pkt, Src, MAX_PAYLOAD_OFFSET};
 use crate::source::now_ns;
 use crate::walk::{W_CID, W_TO};
 
@@ -201,6 +201,59 @@ pub(crate) fn cancel(ctx: &Ctx, p: &Policy, src: &Src, (pay, plen): (usize, usiz
     let key = src_key(src, p);
     let (hi, lo) = split(&key);
     shield_call_cancel(hi, lo);
+}
+
+/// An allowlisted source's packet that `dest::shield_invite_at` read
+/// (`meta`, `l4` as it took them; `dest::TCP` in `meta` for a segment)
+/// and found no INVITE: if it is a CANCEL, it marks the caller's call as
+/// any CANCEL does (a trunk's cancelled calls end `cancelled`), over TCP
+/// only on an established connection. The walk from the XDP program's
+/// frame, as every walk.
+#[inline(always)]
+pub(crate) fn allowlisted_cancel(ctx: &Ctx, meta: u64, l4: usize) {
+    let c: *mut RawCtx = ctx.as_ptr().cast();
+    let at = shield_cancel_at(c, meta, l4 as u64);
+    if at == 0 {
+        return;
+    }
+    // A forged segment (no handshake) must not cancel a trunk's call.
+    // (From this frame: under `shield_cancel_at`'s the chain passed 512 bytes.)
+    if meta & crate::dest::TCP != 0 && crate::conn::shield_tcp_established(c) == 0 {
+        return;
+    }
+    let (pay, plen) = (core::hint::black_box(at >> 16) & PAY_MASK, at & 0xffff);
+    crate::walk::shield_walk(c, pay, plen, W_CID);
+    crate::tcp::shield_tcp_cancel();
+}
+
+/// Masks a payload offset (at most `MAX_PAYLOAD_OFFSET`) into a range the
+/// verifier knows.
+const PAY_MASK: u64 = (2 * MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
+const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
+
+/// `allowlisted_cancel`'s payload (`offset << 16 | length`) when calls
+/// are tracked and the method `dest::shield_invite_at` read is CANCEL;
+/// else 0. Leaves the segment's addresses and ports in `SCRATCH.invite`.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_cancel_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let inv = unsafe { &mut (*scratch).invite };
+    if inv.method != Method::Cancel as u8 || !on() {
+        return 0;
+    }
+    let tcp = meta & crate::dest::TCP != 0;
+    let Some((pay, plen)) = crate::dest::segment(&Pkt::of(ctx), meta, l4, tcp, inv) else {
+        return 0;
+    };
+    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
+        return 0;
+    }
+    (pay as u64) << 16 | plen as u64
 }
 
 /// See `cancel`; the caller's key in two halves.

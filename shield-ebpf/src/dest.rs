@@ -37,7 +37,7 @@ use crate::maps::{
     DEST_STATS, EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH,
 };
 use crate::pkt::{src_key, Pkt, Src, MAX_PAYLOAD_OFFSET};
-use crate::scratch::{launder, Invite, Scratch};
+use crate::scratch::{launder, Invite, Scratch, NO_METHOD};
 use crate::source::{now_ns, report_offender, spend, verified};
 use crate::walk::W_TO;
 
@@ -109,7 +109,7 @@ const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 pub(crate) const V6: u64 = 1 << 16;
 pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 /// The transport at `l4` is TCP (see `tcp_invite`).
-const TCP: u64 = 1 << 18;
+pub(crate) const TCP: u64 = 1 << 18;
 
 /// A TCP segment to a protected port (`meta` as for `check`) that passed
 /// steps 2-9, or from an allowlisted source: `true` if an initial INVITE
@@ -213,8 +213,12 @@ pub extern "C" fn shield_invite_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 
         return 0;
     };
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    // Nothing for `calls` until `shield_invite` reads an INVITE.
-    unsafe { (*scratch).call_at = 0 };
+    // Nothing for `calls` until `shield_invite` reads an INVITE, nor a
+    // method until `is_invite` reads one.
+    unsafe {
+        (*scratch).call_at = 0;
+        (*scratch).invite.method = NO_METHOD;
+    }
     let allowlisted = meta & ALLOWLISTED != 0;
     if allowlisted && !dp.has(dest::D_CHECK_ALLOWLISTED) {
         return 0;
@@ -340,7 +344,15 @@ fn is_invite(
     let head = unsafe { &mut (*scratch).head };
     // SAFETY: inside the frame: the bounds check above covers every byte read.
     unsafe { core::ptr::copy_nonoverlapping(h.cast::<u8>(), head.as_mut_ptr(), HEAD_LEN) };
-    sip::classify(head, plen) == PayloadKind::Request(Method::Invite)
+    let kind = sip::classify(head, plen);
+    // The method, for an allowlisted source's CANCEL (`calls::allowlisted_cancel`).
+    let method = match kind {
+        PayloadKind::Request(m) => m as u8,
+        _ => NO_METHOD,
+    };
+    // SAFETY: as above.
+    unsafe { (*scratch).invite.method = method };
+    kind == PayloadKind::Request(Method::Invite)
 }
 
 /// The policy's verdict on `SCRATCH.dialled` (counted by class and

@@ -61,8 +61,16 @@ pub(crate) struct Invite {
     pub(crate) family: u8,
     /// Step 2 let the source through: never escalated.
     pub(crate) allowlisted: u8,
-    pub(crate) _pad: u16,
+    /// The request-line method index `dest::shield_invite_at` read, for
+    /// a packet it had to classify itself (an allowlisted source's, a TCP
+    /// segment's), else `NO_METHOD`: an allowlisted CANCEL is read by it.
+    pub(crate) method: u8,
+    pub(crate) _pad: u8,
 }
+
+/// `Invite::method` when none was read.
+pub(crate) const NO_METHOD: u8 = 0xff;
+const _: () = assert!(shield_common::Method::COUNT < NO_METHOD as usize);
 
 /// Returns `v` after a round trip through per-CPU memory. The verifier does
 /// not track values through map memory, so what comes back is "some

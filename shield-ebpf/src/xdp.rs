@@ -213,14 +213,17 @@ fn allowlisted(ctx: &Ctx, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratc
         0
     };
     let l3 = launder(scratch, f.l3) as u64 & L3_OFFSET_MASK;
+    let meta = l3 | v6 | crate::dest::ALLOWLISTED;
     if f.proto == IPPROTO_TCP {
         // Tracked, never limited, never refused (see `dest::tcp_invite`).
-        if crate::dest::tcp_invite(ctx, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {
+        if crate::dest::tcp_invite(ctx, meta, f.l4) {
             let _ = crate::calls::invite(ctx, false, true);
+        } else {
+            crate::calls::allowlisted_cancel(ctx, meta | crate::dest::TCP, f.l4);
         }
         return pass;
     }
-    match crate::dest::check(ctx, p, &f.src, l3 | v6 | crate::dest::ALLOWLISTED, f.l4) {
+    match crate::dest::check(ctx, p, &f.src, meta, f.l4) {
         Some(r) => Outcome {
             reason: r,
             method: Method::Invite as usize,
@@ -228,6 +231,7 @@ fn allowlisted(ctx: &Ctx, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratc
         None => {
             // Tracked, never limited: the allowlist overrides the limit.
             let _ = crate::calls::invite(ctx, false, false);
+            crate::calls::allowlisted_cancel(ctx, meta, f.l4);
             pass
         }
     }

@@ -815,9 +815,16 @@ impl Model {
             return pass;
         }
         if p.proto == 6 {
-            // Tracked, never limited, never refused.
-            if let Some(payload) = tcp_invite(frame, p, &self.tables) {
-                let _ = self.open_call(payload, p.src, false, now);
+            // Tracked, never limited, never refused; a CANCEL on an
+            // established connection read as any other's.
+            match tcp_request(frame, p, &self.tables) {
+                Some((Method::Invite, payload, true)) => {
+                    let _ = self.open_call(payload, p.src, false, now);
+                }
+                Some((Method::Cancel, payload, true)) if self.tables.calls.on() => {
+                    self.cancel_call(payload, p.src);
+                }
+                _ => {}
             }
             return pass;
         }
@@ -836,8 +843,14 @@ impl Model {
         }
         let mut head = [0u8; HEAD_LEN];
         head.copy_from_slice(&frame[p.l4 + 8..p.l4 + 8 + HEAD_LEN]);
-        if sip::classify(&head, payload.len()) != PayloadKind::Request(Method::Invite) {
-            return pass;
+        match sip::classify(&head, payload.len()) {
+            PayloadKind::Request(Method::Invite) => {}
+            // A trunk's CANCEL ends its call `cancelled` as anyone's.
+            PayloadKind::Request(Method::Cancel) if self.tables.calls.on() => {
+                self.cancel_call(payload, p.src);
+                return pass;
+            }
+            _ => return pass,
         }
         match self.destination(payload, p.src, true, now) {
             Some(r) => Decision {
@@ -905,16 +918,6 @@ fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Meth
     // A segment of no established connection is a forged source's.
     let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
     Some((method, payload, established))
-}
-
-/// The payload of an INVITE starting the TCP segment at `p.l4` on an
-/// established connection: what the kernel's `dest::tcp_invite` opens a
-/// call for.
-fn tcp_invite<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<&'f [u8]> {
-    match tcp_request(frame, p, tables)? {
-        (Method::Invite, payload, true) => Some(payload),
-        _ => None,
-    }
 }
 
 /// The UDP payload (as long as the UDP header says and the frame has).

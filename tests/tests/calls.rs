@@ -444,6 +444,64 @@ fn a_tcp_cancel_cancels_only_on_an_established_connection() {
     drop(conn);
 }
 
+/// An allowlisted trunk's CANCEL (SPEC §13: "CANCEL before the answer
+/// means cancelled", whoever the caller): over UDP, and over TCP on a
+/// connection the host has established, it marks the trunk's call, so
+/// its 487 ends it `cancelled`, not `failed`. A forged TCP CANCEL from
+/// the trunk's address (no connection) marks nothing. Kernel and model
+/// agree on every frame, the call table and the ended calls.
+#[test]
+fn an_allowlisted_trunks_cancel_cancels_its_call() {
+    use shield_common::calls::CALL_CANCELLING;
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
+    use std::net::IpAddr;
+
+    let lab = Lab::new();
+    let (mut t, conn, _server_end, port) = established(&lab, 1);
+    t.allow = vec![format!("{PEER_IP}/32").parse().expect("a CIDR")];
+    let mut k = kernel(&t);
+    t.tcp_established.insert((IpAddr::from(PEER_IP), port, IpAddr::from(SBC_IP), 5060));
+    let mut m = Model::new(t);
+    let peer = PEER_IP.octets();
+    let udp = |method: &str, id: &str| Frame::udp4(peer, 5060, &request(method, id, false)).build();
+    let seg = |sport: u16, method: &str, id: &str| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport, dport: 5060, syn: false, ack: true };
+        f.payload = request(method, id, false);
+        f.build()
+    };
+    let cancelling = |k: &Kernel| {
+        let calls = k.shield.maps.calls.calls().expect("CALLS");
+        calls.iter().filter(|(_, c)| c.flags & CALL_CANCELLING != 0).count()
+    };
+    lab.sbc.run(|| {
+        for f in [udp("INVITE", "u"), seg(port, "INVITE", "t"), seg(port, "INVITE", "f")] {
+            assert_eq!(both(&mut k, &mut m, &f).reason, Reason::Allowlisted);
+        }
+        assert_eq!(k.shield.maps.calls.calls().expect("CALLS").len(), 3, "tracked over the limit of 1");
+        // Forged: the trunk's address, a port with no connection.
+        assert_eq!(both(&mut k, &mut m, &seg(port ^ 1, "CANCEL", "f")).action, XDP_PASS);
+        assert_eq!(cancelling(&k), 0, "a forged TCP CANCEL marked the trunk's call");
+        assert_eq!(both(&mut k, &mut m, &udp("CANCEL", "u")).reason, Reason::Allowlisted);
+        assert_eq!(cancelling(&k), 1, "the UDP CANCEL");
+        assert_eq!(both(&mut k, &mut m, &seg(port, "CANCEL", "t")).reason, Reason::Allowlisted);
+        assert_eq!(cancelling(&k), 2, "the TCP CANCEL on the connection");
+        for id in ["u", "t", "f"] {
+            both_egress(&mut k, &mut m, &reply_to(peer, 200, "CANCEL", id));
+            both_egress(&mut k, &mut m, &reply_to(peer, 487, "INVITE", id));
+        }
+    });
+    let ended = events(&mut k);
+    let ev = |e: &CallEvent| (e.call_id, e.outcome(), e.status);
+    assert_eq!(ended.iter().map(ev).collect::<Vec<_>>(), m.calls.events.iter().map(ev).collect::<Vec<_>>());
+    let mut ended: Vec<_> = ended.iter().map(|e| (e.outcome(), e.status)).collect();
+    ended.sort();
+    let want = vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0), (Some(CallOutcome::Cancelled), 0)];
+    assert_eq!(ended, want);
+    assert_eq!(in_progress_of(&k, peer), 0);
+    drop(conn);
+}
+
 mod real_tcp {
     //! Real TCP connections from the peer namespace to a SIP server (a
     //! plain responder) in the SBC's, with the XDP program and the egress
