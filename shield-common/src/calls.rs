@@ -129,6 +129,15 @@ impl CallConfig {
     pub const fn on(&self) -> bool {
         self.flags & CALLS_ON != 0
     }
+
+    /// Whether calls hold a slot of their caller's count: only with a
+    /// limit to enforce. Without one (the default), a new call costs no
+    /// `CALL_COUNTS` insert or compare-and-swap; a limit configured later
+    /// holds the calls opened from then on (`CALL_COUNTED` says which).
+    #[inline(always)]
+    pub const fn counts(&self) -> bool {
+        self.max_per_source != 0
+    }
 }
 
 /// `CALL_EVENTS` record: a call ended.

@@ -179,6 +179,11 @@ pub extern "C" fn shield_call_open(limited: u64) -> u64 {
     let Some(id) = s.ids.call_id else {
         return 0;
     };
+    if !cfg.counts() {
+        // No limit: no count to hold (flags 0: nothing to give back).
+        let _ = CALLS.insert(&id, &s.call, BPF_NOEXIST as u64);
+        return 0;
+    }
     let limit = if limited != 0 { cfg.max_per_source } else { 0 };
     match take_slot(&s.call.src, limit) {
         Some(true) => {}

@@ -8,7 +8,7 @@
 //! INVITE (no handshake) holds no slot.
 
 use shield_common::{
-    calls::{CallConfig, CallEvent, CallOutcome, CALLS_ON},
+    calls::{CallConfig, CallEvent, CallOutcome, CALLS_ON, CALL_COUNTED},
     src_key_v4, Policy, Reason, F_ENFORCE,
 };
 use shield_tests::{
@@ -102,7 +102,7 @@ fn events(k: &mut Kernel) -> Vec<CallEvent> {
 }
 
 fn in_progress(k: &Kernel) -> u64 {
-    k.shield.maps.calls.in_progress(&src_key_v4(CALLER)).expect("CALL_COUNTS")
+    in_progress_of(k, CALLER)
 }
 
 #[test]
@@ -190,6 +190,28 @@ fn the_limit_refuses_the_next_call_with_reason_calls() {
 
 /// Both CPUs run INVITEs of new calls from one source at once: exactly
 /// `limit` of them open a call, whichever CPU wins each race.
+/// Without a limit (the default) no call holds a count slot: a new call
+/// costs no `CALL_COUNTS` insert. A limit set later (a reload) holds the
+/// calls opened from then on: an older call ending gives back no slot it
+/// never took, and the limit still counts the newer ones exactly.
+#[test]
+fn a_limit_set_later_holds_the_calls_opened_from_then_on() {
+    let mut t = tables(0, 3_600_000_000_000);
+    let mut k = kernel(&t);
+    assert_eq!(k.run(&invite("before")).reason, Reason::Ok);
+    assert_eq!(in_progress(&k), 1, "tracked, with no slot held (checked by in_progress)");
+    t.calls.max_per_source = 1;
+    k.shield.maps.calls.set_config(&t.calls).expect("CALL_CFG");
+    assert_eq!(k.run(&invite("after")).reason, Reason::Ok);
+    assert_eq!(k.run(&invite("third")).reason, Reason::Calls, "the one slot is the newer call's");
+    k.run_egress(&reply(486, "INVITE", "before"));
+    assert_eq!(in_progress(&k), 1);
+    assert_eq!(k.run(&invite("third")).reason, Reason::Calls, "the older call gave back no slot");
+    k.run_egress(&reply(486, "INVITE", "after"));
+    assert_eq!(k.run(&invite("third")).reason, Reason::Ok);
+    assert_eq!(in_progress(&k), 1);
+}
+
 #[test]
 fn the_limit_is_exact_with_two_cpus_racing() {
     const LIMIT: u64 = 50;
@@ -259,8 +281,17 @@ fn a_call_with_its_bye_lost_expires_once() {
     assert_eq!(k.run(&invite("second")).reason, Reason::Ok);
 }
 
+/// The calls `src` has in progress (its entries in `CALLS`), after
+/// checking its `CALL_COUNTS` slot holds exactly its counted ones: none
+/// without a limit (`CallConfig::counts`), every one with.
 fn in_progress_of(k: &Kernel, src: [u8; 4]) -> u64 {
-    k.shield.maps.calls.in_progress(&src_key_v4(src)).expect("CALL_COUNTS")
+    let key = src_key_v4(src);
+    let calls = k.shield.maps.calls.calls().expect("CALLS");
+    let mine = || calls.iter().filter(|(_, c)| c.src == key);
+    let counted = mine().filter(|(_, c)| c.flags & CALL_COUNTED != 0).count() as u64;
+    let slots = k.shield.maps.calls.in_progress(&key).expect("CALL_COUNTS");
+    assert_eq!(slots, counted, "CALL_COUNTS against the counted calls");
+    mine().count() as u64
 }
 
 /// A real TCP connection from the peer to the SBC's port 5060, made in

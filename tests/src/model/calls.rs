@@ -63,6 +63,11 @@ impl Model {
         let d = dest::normalise(dest::user_part(&win), &self.tables.dest);
         let key = self.key(src);
         let family = if src.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
+        if !self.tables.calls.counts() {
+            // No limit: no count kept.
+            self.calls.calls.insert(id, Call::open(key, family, 0, &d, now));
+            return None;
+        }
         let limit = if limited { self.tables.calls.max_per_source } else { 0 };
         let count = self.calls.counts.entry(key).or_insert(0);
         if !calls::within_limit(*count, limit) {
