@@ -77,10 +77,15 @@ pub(crate) fn invite(ctx: &Ctx, limited: bool, tcp: bool) -> Result<(), Reason> 
     if at == 0 {
         return Ok(());
     }
-    // The To and Call-ID lines: found by step 8's walk already (then no
-    // call here), or now in one walk (an allowlisted or TCP INVITE).
-    let found = crate::walk::walk_if_needed(c, at >> 16, at & 0xffff, W_TO | W_CID);
-    if found & W_TO != 0 {
+    let (pay, plen) = (at >> 16, at & 0xffff);
+    // The Call-ID first (found by step 8's walk already, or now): a call
+    // already tracked (a retransmission, a re-INVITE) needs no To line.
+    crate::walk::walk_if_needed(c, pay, plen, W_CID);
+    if shield_call_new() == 0 {
+        return Ok(());
+    }
+    // A new Call-ID: an INVITE in a dialog (To tagged) places no call.
+    if crate::walk::walk_if_needed(c, pay, plen, W_TO) != 0 {
         return Ok(());
     }
     if shield_call_record(c) == 0 || shield_call_open(limited as u64) != REFUSED {
@@ -119,12 +124,28 @@ pub(crate) fn on() -> bool {
     CALL_CFG.get(0).is_some_and(|cfg| cfg.on())
 }
 
+/// 1 when the INVITE's Call-ID (in `SCRATCH.ids`) is there and not
+/// tracked yet, else 0 (none, or a retransmission).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_call_new() -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let Some(id) = (unsafe { (*scratch).ids.call_id }) else {
+        return 0;
+    };
+    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
+    unsafe { CALLS.get(&id) }.is_none() as u64
+}
+
 /// The record of the call the INVITE in `SCRATCH` would open (from the
-/// source in `SCRATCH.invite`, to `SCRATCH.dialled`) into `SCRATCH.call`:
-/// 1, or 0 when its Call-ID (in `SCRATCH.ids`) is missing or already
-/// tracked (a retransmission). Built in scratch, and apart from
-/// `shield_call_open`: in one frame it pushed the XDP program's call
-/// chain past 512 bytes.
+/// source in `SCRATCH.invite`, to `SCRATCH.dialled`; its Call-ID new, see
+/// `shield_call_new`) into `SCRATCH.call`: 1, or 0 without a Call-ID.
+/// Built in scratch, and apart from `shield_call_open`: in one frame it
+/// pushed the XDP program's call chain past 512 bytes.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -134,11 +155,7 @@ pub extern "C" fn shield_call_record(ctx: *mut RawCtx) -> u64 {
     };
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
-    let Some(id) = s.ids.call_id else {
-        return 0;
-    };
-    // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
-    if unsafe { CALLS.get(&id) }.is_some() {
+    if s.ids.call_id.is_none() {
         return 0;
     }
     let inv = &s.invite;

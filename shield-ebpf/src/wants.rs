@@ -30,7 +30,9 @@ pub extern "C" fn shield_packet_wants(arg: u64) -> u64 {
     let calls = crate::calls::on();
     if method == Method::Invite as usize {
         if calls {
-            w |= W_TO | W_CID;
+            // The To line only for a Call-ID not tracked yet: `calls::invite`
+            // walks again for it then.
+            w |= W_CID;
         }
         if DEST_POLICY.get(0).is_some_and(|d| d.refuses()) {
             w |= W_TO;
