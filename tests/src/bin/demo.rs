@@ -15,7 +15,9 @@
 //!    spoofed-source flood (a random source of 10.64.0.0/12 per packet)
 //!    after a reload that turns on `[verify]`'s unverified budget: the
 //!    subscribers, verified by Kamailio's 200 OK to their REGISTERs, keep
-//!    registering through it;
+//!    registering through it; between the two, subscriber 1000's account
+//!    calls premium numbers (the shield's 403), then calls abroad that
+//!    are allowed (answered, and tracked by country);
 //! 6. a report: legitimate success rate, drops by reason, bans, the jail's
 //!    log-to-kernel latency, where the metrics are. It checks what it
 //!    reports and exits 1 if the shield did not do its job.
@@ -64,6 +66,9 @@ const FLOOD_SECONDS: u64 = 10;
 const MAXRETRY: u32 = 5;
 /// The toll-fraud stage's calls to each premium number.
 const TOLL_CALLS_PER_NUMBER: u64 = 3;
+/// Subscriber 1000's own calls abroad, allowed (not premium): the report's
+/// calls by country (SPEC §13) show them.
+const CALLS_ABROAD: [(&str, &str, u64); 2] = [("+33", "0033142685300", 2), ("+49", "00493022610", 1)];
 
 #[derive(Parser)]
 #[command(
@@ -158,6 +163,7 @@ fn run(hold: bool) -> Result<bool> {
     let jail_latency = brute_force_stage(&mut p, &lab)?;
 
     let toll = toll_stage(&mut p, &lab)?;
+    let abroad = abroad_stage(&mut p, &lab)?;
     let spoofed = spoofed_stage(&mut p, &lab)?;
 
     p.step("Winding down the legitimate traffic; report");
@@ -178,6 +184,7 @@ fn run(hold: bool) -> Result<bool> {
         jail_latency,
         spoofed,
         toll,
+        abroad,
         elapsed: p.elapsed(),
     });
     drop(p);
@@ -275,6 +282,24 @@ fn toll_stage(p: &mut Progress, lab: &Lab) -> Result<TollStage> {
         toll.legit_calls.finished()
     ));
     Ok(toll)
+}
+
+/// Subscriber 1000's own calls abroad (allowed numbers), one sipp per
+/// number, after the toll fraud: answered by the PBX, tracked by country.
+fn abroad_stage(p: &mut Progress, lab: &Lab) -> Result<Tally> {
+    let numbers: Vec<String> = CALLS_ABROAD.iter().map(|(c, n, k)| format!("{k} to {n} ({c})")).collect();
+    p.step(&format!("Calls abroad, allowed: subscriber 1000 calls {}", numbers.join(", ")));
+    let sbc = SocketAddrV4::new(SBC_SIP_IP, 5060);
+    let mut total = Tally::default();
+    for (i, (_, number, n)) in CALLS_ABROAD.iter().enumerate() {
+        let mut run = Run::subscriber_calls(subscriber_ip(1), sbc, number, 2.0, *n);
+        // Not 5060 (the subscriber's phone registers from there) nor the
+        // premium calls' ports.
+        run.local.set_port(5080 + 2 * i as u16);
+        total = total.add(&run.start(&lab.topo.carrier, lab.out)?.finish(Duration::from_secs(30))?);
+    }
+    p.done(&format!("{} of {} answered", total.successful, total.finished()));
+    Ok(total)
 }
 
 /// `--hold`: keeps the lab up until Ctrl-C, with hints to look around.
@@ -704,6 +729,8 @@ struct ReportInput<'a> {
     jail_latency: Option<Duration>,
     spoofed: Spoofed,
     toll: TollStage,
+    /// sipp's count of the calls abroad (`CALLS_ABROAD`).
+    abroad: Tally,
     elapsed: Duration,
 }
 
@@ -785,6 +812,8 @@ fn toll_report(t: &TollStage) {
 /// What the calls metrics (SPEC §13) say the demo's calls were.
 struct CallsSeen {
     answered: f64,
+    /// International calls ended, by country label (`+33`).
+    countries: BTreeMap<String, f64>,
 }
 
 /// The value of every sample of `name` (text format) whose labels contain
@@ -827,6 +856,7 @@ fn calls_report(metrics: &str) -> CallsSeen {
     }
     CallsSeen {
         answered: outcomes.get("answered").copied().unwrap_or(0.0),
+        countries,
     }
 }
 
@@ -925,6 +955,11 @@ fn checks(r: &ReportInput, calls: &CallsSeen) -> bool {
         (
             "the shield tracked the answered calls (SPEC §13)",
             calls.answered > 0.0,
+        ),
+        (
+            "every call abroad was answered and counted by its country",
+            all_legit(&r.abroad)
+                && CALLS_ABROAD.iter().all(|(c, _, n)| calls.countries.get(*c) == Some(&(*n as f64))),
         ),
         ("the scanners found nothing", r.scanners_blind),
         (
