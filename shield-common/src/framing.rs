@@ -15,7 +15,7 @@
 //! reach, or a body running past the segment ends the walk, and nothing
 //! after that message is read.
 
-use crate::sip::{byte, skip_lws, UA_WINDOW};
+use crate::sip::{byte, is_token_char, skip_lws, HEAD_LEN, MAX_METHOD_LEN, UA_WINDOW};
 
 /// Messages read in one segment at most (the first included).
 pub const SEGMENT_MAX_MESSAGES: usize = 4;
@@ -36,6 +36,35 @@ const LENGTH_COMPACT: u8 = b'l';
 /// Most digits a `Content-Length` may have (a u32, as RFC 3261's
 /// `1*DIGIT` fits any real body); more is garbled.
 const LENGTH_MAX_DIGITS: usize = 10;
+
+/// Whether a message of `len` bytes whose first `min(len, HEAD_LEN)`
+/// bytes are in `head` starts with a SIP start line: `SIP/2.0 ` (a
+/// status line), or a token of at most `MAX_METHOD_LEN` characters and a
+/// space (a request line, as `sip::classify` reads one). Only then is its
+/// end looked for: anything else (TLS, junk, a body) ends the walk.
+#[inline(always)]
+pub fn starts_message(head: &[u8; HEAD_LEN], len: usize) -> bool {
+    const STATUS: &[u8; 8] = b"SIP/2.0 ";
+    let mut k = 0;
+    while k < STATUS.len() && byte(head, k) == STATUS[k] {
+        k += 1;
+    }
+    if k == STATUS.len() && len >= STATUS.len() {
+        return true;
+    }
+    let mut k = 0;
+    while k <= MAX_METHOD_LEN && k < len {
+        let c = byte(head, k);
+        if c == b' ' {
+            return k > 0;
+        }
+        if !is_token_char(c) {
+            return false;
+        }
+        k += 1;
+    }
+    false
+}
 
 /// What a header line that may be `Content-Length` turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +180,27 @@ mod tests {
         let n = l.len().min(UA_WINDOW);
         w[..n].copy_from_slice(&l[..n]);
         length_line(&w)
+    }
+
+    fn starts(p: &[u8]) -> bool {
+        let mut h = [0u8; HEAD_LEN];
+        let n = p.len().min(HEAD_LEN);
+        h[..n].copy_from_slice(&p[..n]);
+        starts_message(&h, p.len())
+    }
+
+    #[test]
+    fn start_lines() {
+        assert!(starts(b"SIP/2.0 200 OK\r\n"));
+        assert!(starts(b"INVITE sip:a@b SIP/2.0\r\n"));
+        assert!(starts(b"FOO-BAR x"));
+        assert!(!starts(b"\r\n\r\n"));
+        assert!(!starts(b" INVITE x"));
+        assert!(!starts(b"\x16\x03\x01\x02\x00"), "TLS");
+        assert!(!starts(b"v=0\r\no=- 1 1 IN IP4 x"), "a body");
+        assert!(!starts(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ x"), "a token too long");
+        assert!(!starts(b"INVITE"), "no space within the message");
+        assert!(!starts(b"SIP/2.0"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use shield_common::{
+    framing::{length_line, starts_message, Framing, FRAMING_LETTERS, FRAMING_MAX_LINES, SEGMENT_MAX_MESSAGES},
     gcra, mask_v6,
     response,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
@@ -22,6 +23,11 @@ use shield_common::{
     FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
     PORT_TCP, PORT_UDP,
 };
+
+/// Payload offsets beyond this are out of the kernel's reach
+/// (`shield-ebpf`'s `pkt::MAX_PAYLOAD_OFFSET`): a later message of a TCP
+/// segment starting there is not read.
+const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
 
 /// What the maps hold, as plain collections.
 #[derive(Clone, Debug, Default)]
@@ -621,7 +627,45 @@ impl Model {
     /// The egress classifier on `frame` (leaving the host) at `now`:
     /// `None` if it is not a SIP response from a protected port. A final
     /// 2xx to a method in `[verify] methods` verifies the destination.
+    /// A segment holding several messages: the first reply (see
+    /// [`Model::egress_all`]).
     pub fn egress(&mut self, frame: &[u8], now: u64) -> Option<Reply> {
+        self.egress_all(frame, now).into_iter().next()
+    }
+
+    /// The egress classifier on `frame`: every reply it reads, in order.
+    /// A UDP datagram holds one message; a TCP segment up to
+    /// `SEGMENT_MAX_MESSAGES`, read in turn while each one's end is known
+    /// ([`next_message`]) and starts within the kernel's reach.
+    pub fn egress_all(&mut self, frame: &[u8], now: u64) -> Vec<Reply> {
+        let mut out = Vec::new();
+        let Some((p, pay, plen, tcp)) = self.egress_payload(frame) else {
+            return out;
+        };
+        let payload = &frame[pay.min(frame.len())..][..plen];
+        let mut at = 0;
+        for _ in 0..SEGMENT_MAX_MESSAGES {
+            // (The kernel's bounds on a message's offset and length.)
+            if pay + at > MAX_PAYLOAD_OFFSET || plen - at > 0xffff {
+                break;
+            }
+            let msg = &payload[at..];
+            let (sip, reply) = self.egress_message(msg, p.dst, now);
+            out.extend(reply);
+            if !sip || !tcp {
+                break;
+            }
+            match next_message(msg) {
+                Some(n) => at += n,
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The frame leaving the host from a protected port: its parse, the
+    /// payload's offset and length, and whether it is TCP.
+    fn egress_payload(&self, frame: &[u8]) -> Option<(Parsed, usize, usize, bool)> {
         let p = parse(frame)?;
         if p.later_fragment || p.unwalked || p.l4 > MAX_L4_OFFSET {
             return None;
@@ -652,37 +696,48 @@ impl Model {
             _ => return None,
         };
         let plen = frame.len().saturating_sub(pay).min(wire_len);
-        let payload = &frame[pay.min(frame.len())..][..plen];
+        let tcp = p.proto == 6;
+        Some((p, pay, plen, tcp))
+    }
+
+    /// One message leaving the host for `dst`: whether it starts with a
+    /// SIP start line (then the next one may be read), and the reply it
+    /// is, if a response.
+    fn egress_message(&mut self, payload: &[u8], dst: IpAddr, now: u64) -> (bool, Option<Reply>) {
+        let plen = payload.len();
         let mut head = [0u8; HEAD_LEN];
         let n = plen.min(HEAD_LEN);
         head[..n].copy_from_slice(&payload[..n]);
-        let class = response::status_class(&head, plen)?;
+        let Some(class) = response::status_class(&head, plen) else {
+            return (starts_message(&head, plen), None);
+        };
         let ids = txn_ids(payload);
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
+        let verifies = class >= 2 && self.settle(&ids, dst, class, now);
         let authed = match (ids.call_id, ids.cseq) {
             (Some(call_id), Some((cseq, m))) if class >= 2 => {
                 let status = shield_common::auth::status_code(&head);
-                self.auth_settle(payload, p.dst, (call_id, cseq, m as u32), status, now)
+                self.auth_settle(payload, dst, (call_id, cseq, m as u32), status, now)
             }
             _ => false,
         };
         if class >= 2 {
             let challenge = shield_common::calls::is_challenge(&head);
-            self.call_reply(&ids, p.dst, class, challenge, now);
+            self.call_reply(&ids, dst, class, challenge, now);
         }
         if verifies || authed {
             let exp = now.saturating_add(pol.verify_ttl_ns);
-            let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
+            let e = self.verified.entry(self.key(dst)).or_insert(exp);
             if *e != 0 && *e < exp {
                 *e = exp;
             }
         }
-        Some(Reply {
+        let reply = Reply {
             method: found.unwrap_or(Method::Other),
             class,
-        })
+        };
+        (true, Some(reply))
     }
 
     /// A final reply to `dst` with these Call-ID and CSeq uses up the
@@ -723,6 +778,69 @@ pub fn txn_ids(payload: &[u8]) -> TxnIds {
     let (c, i) = shield_common::txn::TXN_LETTERS;
     header_walk(payload, &[c, i], TXN_MAX_C_LINES, |win| ids.take(txn_line(win)));
     ids
+}
+
+/// Where the message after the one starting `payload` (the rest of its
+/// TCP segment) starts, in bytes from its start (`shield_common::framing`):
+/// the header lines starting with `c`/`l` within `UA_SCAN_LIMIT` bytes, at
+/// most `FRAMING_MAX_LINES` of them, each parsed as the kernel's zero-filled
+/// `UA_WINDOW` copy, up to the blank line. `None`: unknown, or past the
+/// segment. The kernel's `lines::message_end`.
+pub fn next_message(payload: &[u8]) -> Option<usize> {
+    let (c, l) = FRAMING_LETTERS;
+    let limit = payload.len().min(UA_SCAN_LIMIT);
+    let mut framing = Framing::default();
+    let mut seen = 0;
+    for start in 1..limit {
+        if payload[start - 1] != b'\n' {
+            continue;
+        }
+        let first = payload[start];
+        if first == b'\r' || first == b'\n' {
+            let b1 = payload.get(start + 1).copied().unwrap_or(0);
+            return framing.next(start, first, b1, payload.len());
+        }
+        let lower = first.to_ascii_lowercase();
+        if lower != c && lower != l {
+            continue;
+        }
+        if seen == FRAMING_MAX_LINES {
+            return None;
+        }
+        seen += 1;
+        let mut win = [0u8; UA_WINDOW];
+        let n = (payload.len() - start).min(UA_WINDOW);
+        win[..n].copy_from_slice(&payload[start..start + n]);
+        if framing.take(length_line(&win)) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The messages of a TCP segment's `payload` as the kernel reads them: each
+/// one's offset, up to `SEGMENT_MAX_MESSAGES`, while the one before starts
+/// with a SIP start line and its end is known.
+pub fn segment_messages(payload: &[u8]) -> Vec<usize> {
+    let mut out = vec![0];
+    let mut at = 0;
+    while out.len() < SEGMENT_MAX_MESSAGES {
+        let msg = &payload[at..];
+        let mut head = [0u8; HEAD_LEN];
+        let n = msg.len().min(HEAD_LEN);
+        head[..n].copy_from_slice(&msg[..n]);
+        if !starts_message(&head, msg.len()) {
+            break;
+        }
+        match next_message(msg) {
+            Some(n) => {
+                at += n;
+                out.push(at);
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// The CSeq method (see [`txn_ids`]).
