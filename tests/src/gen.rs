@@ -613,16 +613,19 @@ fn framed(rng: &mut Rng, msg: &str) -> String {
 /// retransmitted, sometimes a re-INVITE with a To tag), a CANCEL or a BYE,
 /// from one of the sources above, with one of the few Call-IDs.
 pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
-    let method = *rng.pick(&["INVITE", "INVITE", "INVITE", "CANCEL", "BYE"]);
-    let uri = request_uri(rng);
-    let mut s = format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK2\r\n");
-    s.push_str(if rng.chance(15) { "To: <sip:100@sbc>;tag=as7d9\r\n" } else { "To: <sip:100@sbc>\r\n" });
-    s.push_str("From: <sip:1@sbc>;tag=1\r\n");
-    s.push_str(&call_id(rng));
-    s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
+    let mut s = call_request(rng);
     let l3 = call_l3(rng);
-    // Plain TCP too (SPEC §13): the message at the segment's start.
+    // Plain TCP too (SPEC §13), the requests sometimes several to a
+    // segment (behind an OPTIONS, a reply, another request).
     let l4 = if rng.chance(25) {
+        if rng.chance(40) {
+            let first = match rng.below(3) {
+                0 => "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n".to_string(),
+                1 => "SIP/2.0 200 OK\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n".to_string(),
+                _ => call_request(rng),
+            };
+            s = segment(rng, first + &s, call_request);
+        }
         L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
     } else {
         L4::Udp { sport: 5062, dport: 5060 }
@@ -638,6 +641,19 @@ pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
         mutate(rng, &mut f);
     }
     f
+}
+
+/// A request of a call: an initial INVITE (sometimes a re-INVITE with a
+/// To tag), a CANCEL or a BYE, one of the few Call-IDs.
+fn call_request(rng: &mut Rng) -> String {
+    let method = *rng.pick(&["INVITE", "INVITE", "INVITE", "CANCEL", "BYE"]);
+    let uri = request_uri(rng);
+    let mut s = format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK2\r\n");
+    s.push_str(if rng.chance(15) { "To: <sip:100@sbc>;tag=as7d9\r\n" } else { "To: <sip:100@sbc>\r\n" });
+    s.push_str("From: <sip:1@sbc>;tag=1\r\n");
+    s.push_str(&call_id(rng));
+    s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
+    s
 }
 
 /// The Call-ID and CSeq lines of a digest exchange: two of each, so that
@@ -668,16 +684,12 @@ fn auth_l3(rng: &mut Rng) -> L3 {
 /// [`auth_reply_frame`], mostly with credentials, over UDP or plain TCP
 /// (the message starting the segment); now and then mutated.
 pub fn auth_request_frame(rng: &mut Rng) -> Vec<u8> {
-    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
-    let mut s = format!("{method} sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
-    s.push_str("From: <sip:1@sbc>;tag=1\r\nTo: <sip:100@sbc>\r\n");
-    s.push_str(&auth_ids(rng, method));
-    if rng.chance(80) {
-        s.push_str(rng.pick(&CREDENTIALS));
-        s.push_str("\r\n");
-    }
-    s.push_str("Content-Length: 0\r\n\r\n");
+    let mut s = auth_request(rng);
     let l4 = if rng.chance(60) {
+        if rng.chance(25) {
+            let first = "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+            s = segment(rng, first.to_string() + &s, |r| auth_request(r));
+        }
         L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
     } else {
         L4::Udp { sport: 5062, dport: 5060 }
@@ -687,6 +699,20 @@ pub fn auth_request_frame(rng: &mut Rng) -> Vec<u8> {
         mutate(rng, &mut f);
     }
     f
+}
+
+/// A REGISTER or INVITE of a digest exchange, mostly with credentials.
+fn auth_request(rng: &mut Rng) -> String {
+    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
+    let mut s = format!("{method} sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
+    s.push_str("From: <sip:1@sbc>;tag=1\r\nTo: <sip:100@sbc>\r\n");
+    s.push_str(&auth_ids(rng, method));
+    if rng.chance(80) {
+        s.push_str(rng.pick(&CREDENTIALS));
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
 }
 
 /// The server's reply in a digest exchange (SPEC §12): a challenge (the

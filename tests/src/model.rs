@@ -972,14 +972,51 @@ impl Model {
 }
 
 impl Model {
-    /// A TCP segment to a protected port that passed steps 2-9: an
-    /// INVITE starting it opens its call, a CANCEL marks the caller's
-    /// call (both only on an established connection), a REGISTER or
-    /// INVITE with credentials is an attempt (any segment: a forged one
-    /// cannot carry a nonce its source was sent). `Some`: the INVITE's
-    /// source is at its call limit.
+    /// A TCP segment to a protected port that passed steps 2-9: each of
+    /// its messages in turn (up to `SEGMENT_MAX_MESSAGES`, while each
+    /// starts with a SIP start line and its end is known), as the kernel's
+    /// `tcp::request` reads them. An INVITE opens its call, a CANCEL marks
+    /// the caller's call (both only on an established connection), a
+    /// REGISTER or INVITE with credentials is an attempt (any segment: a
+    /// forged one cannot carry a nonce its source was sent). `Some`: an
+    /// INVITE's source is at its call limit (the segment is dropped,
+    /// nothing after that INVITE read).
     fn tcp_request(&mut self, frame: &[u8], p: &Parsed, key: SrcKey, now: u64) -> Option<Reason> {
-        let (method, payload, established) = tcp_request(frame, p, &self.tables)?;
+        let (pay, established) = tcp_segment(frame, p, &self.tables)?;
+        let payload = &frame[pay.min(frame.len())..];
+        let mut at = 0;
+        for _ in 0..SEGMENT_MAX_MESSAGES {
+            // (The kernel's bounds: a message starting in the payload and
+            // within reach, its first HEAD_LEN bytes in the frame.)
+            if at >= payload.len() || pay + at > MAX_PAYLOAD_OFFSET || payload.len() - at > 0xffff {
+                return None;
+            }
+            let msg = &payload[at..];
+            let head: &[u8; HEAD_LEN] = msg.get(..HEAD_LEN)?.try_into().ok()?;
+            if let PayloadKind::Request(method) = sip::classify(head, msg.len()) {
+                if let Some(reason) = self.tcp_message(msg, p, key, method, established, now) {
+                    return Some(reason);
+                }
+            }
+            if !starts_message(head, msg.len()) {
+                return None;
+            }
+            at += next_message(msg)?;
+        }
+        None
+    }
+
+    /// One request of a TCP segment (`payload`: from its start to the
+    /// segment's end): see [`Model::tcp_request`].
+    fn tcp_message(
+        &mut self,
+        payload: &[u8],
+        p: &Parsed,
+        key: SrcKey,
+        method: Method,
+        established: bool,
+        now: u64,
+    ) -> Option<Reason> {
         if method == Method::Invite && established {
             if let Some(reason) = self.open_call(payload, p.src, true, now) {
                 return Some(reason);
@@ -996,13 +1033,11 @@ impl Model {
     }
 }
 
-/// The request starting the TCP segment at `p.l4` to a TCP-protected
-/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
-/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
-/// read in one load, so a shorter one is never looked at) and whether the
-/// connection is one the host has established, as the kernel's
-/// `tcp::shield_tcp_request` and `conn::shield_tcp_established` read them.
-fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
+/// The TCP segment at `p.l4` to a TCP-protected port: its payload's
+/// offset in the frame and whether the connection is one the host has
+/// established, as the kernel's `tcp::shield_tcp_request` and
+/// `conn::shield_tcp_established` read them.
+fn tcp_segment(frame: &[u8], p: &Parsed, tables: &Tables) -> Option<(usize, bool)> {
     let t = frame.get(p.l4..p.l4 + 20)?;
     let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
     if tables.port_flags(dport) & PORT_TCP == 0 {
@@ -1010,18 +1045,27 @@ fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Meth
     }
     let doff = usize::from(t[12] >> 4) * 4;
     let pay = p.l4 + doff;
-    // (The kernel's bound on payload offsets.)
-    if doff < 20 || pay > 2 * MAX_L4_OFFSET + 8 {
+    if doff < 20 || pay > MAX_PAYLOAD_OFFSET {
         return None;
     }
+    // A segment of no established connection is a forged source's.
+    let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
+    Some((pay, established))
+}
+
+/// The request starting the TCP segment at `p.l4` to a TCP-protected
+/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
+/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
+/// read in one load, so a shorter one is never looked at) and whether the
+/// connection is established (see [`tcp_segment`]).
+fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
+    let (pay, established) = tcp_segment(frame, p, tables)?;
     let payload = &frame[pay.min(frame.len())..];
     let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
     let method = match sip::classify(head, payload.len()) {
         PayloadKind::Request(m @ (Method::Invite | Method::Register | Method::Cancel)) => m,
         _ => return None,
     };
-    // A segment of no established connection is a forged source's.
-    let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
     Some((method, payload, established))
 }
 
