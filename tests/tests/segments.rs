@@ -265,3 +265,108 @@ fn verifier_work_of_the_egress_classifier() {
     println!("verifier: {n} instructions processed to load the egress classifier");
     assert!(n > 0 && n < 500_000, "verifier processed {n} instructions");
 }
+
+/// Ingress (issue 21 item 2): the requests of a TCP segment on a real
+/// established connection (made in the SBC's namespace, where the XDP
+/// program's socket lookup finds it; the model told of it), each read as
+/// if it started the segment. An INVITE behind an OPTIONS opens its call;
+/// a CANCEL behind another request marks it; an INVITE behind a REGISTER
+/// at the source's call limit drops the segment `calls`; behind a message
+/// whose end is unknown, or fifth in line, an INVITE is not read; from a
+/// forged source (no connection) nothing opens.
+#[test]
+fn requests_behind_others_in_one_segment_are_read_on_an_established_connection() {
+    use shield_tests::netns::{Lab, PEER_IP, SBC_IP};
+    use std::net::{IpAddr, TcpListener, TcpStream};
+
+    let lab = Lab::new();
+    let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+    let conn = lab.peer.run(|| TcpStream::connect((SBC_IP, 5060)).expect("connect"));
+    let (_server_end, _) = listener.accept().expect("accept");
+    let port = conn.local_addr().expect("local address").port();
+    let mut t = tables();
+    t.calls.max_per_source = 2;
+    t.tcp_established.insert((IpAddr::from(PEER_IP), port, IpAddr::from(SBC_IP), 5060));
+    let (mut k, mut m) = both(&t);
+    let peer = PEER_IP.octets();
+    let seg = |sport: u16, payload: &str| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport, dport: 5060, syn: false, ack: true };
+        f.payload = payload.as_bytes().to_vec();
+        f.build()
+    };
+    let calls = |k: &Kernel| k.shield.maps.calls.in_progress(&src_key_v4(peer)).expect("CALL_COUNTS");
+    let run = |k: &mut Kernel, m: &mut Model, f: &[u8]| {
+        let want = m.decide(f, shield::kernel::monotonic_ns());
+        let got = k.run(f);
+        assert_eq!(got.reason, want.reason, "kernel and model disagree");
+        assert_eq!(k.shield.maps.calls.calls().expect("CALLS").len(), m.calls.calls.len(), "call tables");
+        got.reason
+    };
+    let options = "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@peer\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let with_body = "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@peer\r\nl: 24\r\n\r\nINVITE sip:x SIP/2.0\r\n\r\n";
+    lab.sbc.run(|| {
+        // Forged (no connection): nothing opens.
+        assert_eq!(run(&mut k, &mut m, &seg(port ^ 1, &(options.to_string() + &request("INVITE", "forged")))), Reason::Ok);
+        assert_eq!(calls(&k), 0);
+        // Behind an OPTIONS (its body looking like an INVITE: skipped).
+        assert_eq!(run(&mut k, &mut m, &seg(port, &(with_body.to_string() + &request("INVITE", "in-1")))), Reason::Ok);
+        assert_eq!(calls(&k), 1, "the INVITE behind the OPTIONS opened no call");
+        // Behind a message whose end is unknown: not read.
+        let unknown = options.replace("Content-Length: 0", "Content-Length: 0\r\nContent-Length: 0");
+        assert_eq!(run(&mut k, &mut m, &seg(port, &(unknown + &request("INVITE", "in-2")))), Reason::Ok);
+        assert_eq!(calls(&k), 1);
+        // Fifth in line: not read; fourth: read.
+        let fifth = options.repeat(4) + &request("INVITE", "in-3");
+        assert_eq!(run(&mut k, &mut m, &seg(port, &fifth)), Reason::Ok);
+        assert_eq!(calls(&k), 1, "a fifth message was read");
+        let fourth = options.repeat(3) + &request("INVITE", "in-3");
+        assert_eq!(run(&mut k, &mut m, &seg(port, &fourth)), Reason::Ok);
+        assert_eq!(calls(&k), 2);
+        // At the limit of 2: an INVITE behind a REGISTER drops the segment.
+        let register = "REGISTER sip:sbc SIP/2.0\r\nCall-ID: r@peer\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(run(&mut k, &mut m, &seg(port, &(register.to_string() + &request("INVITE", "in-4")))), Reason::Calls);
+        assert_eq!(calls(&k), 2);
+        // A CANCEL behind an OPTIONS marks its call: the 487 ends it cancelled.
+        assert_eq!(run(&mut k, &mut m, &seg(port, &(options.to_string() + &request("CANCEL", "in-1")))), Reason::Ok);
+    });
+    let f = Frame {
+        vlans: vec![],
+        l3: L3::V4 { src: SBC_V4, dst: peer, options: vec![], frag_offset: 0, more_frags: false },
+        l4: L4::Tcp { sport: 5060, dport: port, syn: false, ack: true },
+        payload: (reply(200, "CANCEL", "in-1") + &reply(487, "INVITE", "in-1")).into_bytes(),
+    }
+    .build();
+    let mut want = m.egress_all(&f, shield::kernel::monotonic_ns());
+    want.sort_by_key(|r| (r.method as usize, r.class));
+    assert_eq!(k.run_egress_all(&f).expect("a whole frame").1, want);
+    assert_eq!(ended(&mut k, &mut m), vec![CallOutcome::Cancelled]);
+    assert_eq!(calls(&k), 1);
+    drop(conn);
+}
+
+/// SPEC §12 over TCP: a REGISTER with credentials behind an OPTIONS in
+/// one segment is an attempt like one starting it (counted unproven: no
+/// challenge carried its nonce), kernel and model alike; behind a
+/// keepalive (no Content-Length: its end unknown) it is not read.
+#[test]
+fn credentials_behind_another_request_are_an_attempt() {
+    use shield_common::auth::RESULT_UNPROVEN;
+    let mut t = tables();
+    t.auth_on = true;
+    let (mut k, mut m) = both(&t);
+    let register = "REGISTER sip:sbc SIP/2.0\r\nCall-ID: r@x\r\nCSeq: 1 REGISTER\r\n\
+                    Authorization: Digest username=\"dave\", nonce=\"n1\", response=\"r\"\r\nContent-Length: 0\r\n\r\n";
+    let options = "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let unproven = |k: &Kernel| k.shield.maps.auth.counts(0).expect("AUTH_STATS")[0][RESULT_UNPROVEN as usize];
+    for (payload, counted) in [(options.to_string() + register, 1), ("\r\n\r\n".to_string() + register, 1)] {
+        let mut f = Frame::tcp4(CALLER, 5060, false, true);
+        f.payload = payload.into_bytes();
+        let f = f.build();
+        let want = m.decide(&f, shield::kernel::monotonic_ns());
+        assert_eq!(k.run(&f).reason, want.reason);
+        assert_eq!(unproven(&k), counted, "{:?}", String::from_utf8_lossy(&f));
+        let model = m.auth.stats.get(&(0, RESULT_UNPROVEN)).copied().unwrap_or(0);
+        assert_eq!(unproven(&k), model, "kernel and model disagree");
+    }
+}
