@@ -4,7 +4,7 @@
 //! answers a request of an authenticated method that the XDP program saw
 //! from that destination (same Call-ID and CSeq, within 32 s). A spoofer never receives the digest challenge, so it
 //! never gets such a reply: this is what tells real sources from forged
-//! ones.
+//! ones. Every message of a TCP segment is read in turn (see `messages`).
 //!
 //! It never changes or drops a packet: every path returns `TC_ACT_UNSPEC`
 //! (`TCX_NEXT` on tcx), "carry on as if I were not here".
