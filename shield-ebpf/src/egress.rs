@@ -236,7 +236,11 @@ pub extern "C" fn shield_egress_length_line(skb: *mut __sk_buff, at: u64, avail:
     let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    if !lines::copy_window(&Pkt::skb(skb), scratch, at, avail) {
+    let pkt = Pkt::skb(skb);
+    if !lines::may_be_length(&pkt, at, avail) {
+        return lines::LINE_OTHER;
+    }
+    if !lines::copy_window(&pkt, scratch, at, avail) {
         return LINE_BAD;
     }
     lines::take_length_line(scratch)

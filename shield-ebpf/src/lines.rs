@@ -151,6 +151,32 @@ fn blank_line(pkt: &Pkt, scratch: *mut Scratch, pay: usize, s: usize, c: u8, ple
     }
 }
 
+/// Whether the line at payload offset `at` (`avail` bytes left), which
+/// starts with `c`/`C` or `l`/`L`, may be a `Content-Length`: false only
+/// for a line `length_line` calls `Other` for sure (a `c` line whose next
+/// five letters are not `onten`, either case: Call-ID, CSeq, Contact), so
+/// that those skip the window's copy and parse (a TCP INVITE has three).
+#[inline(always)]
+pub(crate) fn may_be_length(pkt: &Pkt, at: u64, avail: u64) -> bool {
+    const PREFIX: u64 = u64::from_le_bytes(*b"conten\0\0");
+    const MASK: u64 = 0x0000_ffff_ffff_ffff;
+    let at = at as usize;
+    if avail < 8 || at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT {
+        return true; // near the end: the parser's zero fill decides
+    }
+    let Some(p) = pkt.ptr_at::<[u8; 8]>(at) else {
+        return true;
+    };
+    // SAFETY: inside the frame: `ptr_at` checked all 8 bytes.
+    let w = u64::from_le_bytes(unsafe { *p });
+    // `| 0x20` equals a lower-case letter only for that letter in either case.
+    let lower = w | 0x2020_2020_2020_2020;
+    lower as u8 == LENGTH_COMPACT || lower & MASK == PREFIX
+}
+
+/// The compact form's letter (`l`), lower case.
+const LENGTH_COMPACT: u8 = shield_common::framing::FRAMING_LETTERS.1;
+
 /// Takes the line in `scratch.win` into `scratch.framing`: `LINE_OTHER`
 /// to go on, `LINE_BAD` when the walk must stop.
 #[inline(always)]

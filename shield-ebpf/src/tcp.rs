@@ -198,7 +198,11 @@ pub extern "C" fn shield_tcp_length_line(ctx: *mut RawCtx, at: u64, avail: u64) 
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    if !lines::copy_window(&Pkt::of(ctx), scratch, at, avail) {
+    let pkt = Pkt::of(ctx);
+    if !lines::may_be_length(&pkt, at, avail) {
+        return lines::LINE_OTHER;
+    }
+    if !lines::copy_window(&pkt, scratch, at, avail) {
         return LINE_BAD;
     }
     lines::take_length_line(scratch)
