@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bucket;
 pub mod calls;
 pub mod dest;
+pub mod framing;
 pub mod maps;
 pub mod policy;
 pub mod response;

@@ -119,9 +119,9 @@ fn count(ifindex: u32, method: u32, result: u32) {
 
 /// `meta` bits shared by both entries: the IP header's offset (bits 0-7),
 /// IPv6 (bit 8).
-const META_V6: u64 = 1 << 8;
+pub(crate) const META_V6: u64 = 1 << 8;
 /// Masks a laundered IP header offset (at most two VLAN tags in).
-const L3_MASK: u64 = 63;
+pub(crate) const L3_MASK: u64 = 63;
 
 /// `meta` for a packet whose IP header is at `l3` (already laundered and
 /// masked by the caller), IPv6 or not: no branch in the caller's frame.

@@ -110,16 +110,24 @@ pub(crate) const V6: u64 = 1 << 16;
 pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 /// The transport at `l4` is TCP (see `tcp_invite`).
 pub(crate) const TCP: u64 = 1 << 18;
+/// A TCP segment's message read is this many bytes into its payload
+/// (bits 32-47; 0: the first, see `tcp::request`).
+pub(crate) const MSG_SHIFT: u64 = 32;
 
-/// A TCP segment to a protected port (`meta` as for `check`) that passed
-/// steps 2-9, or from an allowlisted source: `true` if an initial INVITE
-/// starts its payload. It is then counted by destination but never refused
+/// The offset of the segment's message `meta` names (see `MSG_SHIFT`).
+#[inline(always)]
+pub(crate) const fn msg_offset(meta: u64) -> usize {
+    ((meta >> MSG_SHIFT) & 0xffff) as usize
+}
+
+/// A TCP segment to a protected port (`meta` as for `check`, with the
+/// message's offset: `MSG_SHIFT`) that passed steps 2-9, or from an
+/// allowlisted source: `true` if that message is an initial INVITE. It is then counted by destination but never refused
 /// by the destination policy (SPEC §11: dropping a segment would stall
 /// every call on the connection); the caller opens its call (SPEC §13).
-/// Not read: a message that does not start the segment (split across
-/// segments, or after another message), TLS, and a segment of no
+/// Not read: a message split across segments, TLS, and a segment of no
 /// connection the host has established (see `conn::shield_tcp_established`).
-/// Called by `tcp::request` for a segment its classifier found an INVITE.
+/// Called by `tcp::request` for a message its classifier found an INVITE.
 #[inline(always)]
 pub(crate) fn tcp_invite(ctx: &Ctx, meta: u64, l4: usize) -> bool {
     let c: *mut RawCtx = ctx.as_ptr().cast();
@@ -230,6 +238,12 @@ pub extern "C" fn shield_invite_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 
     let Some((pay, plen)) = segment(&pkt, meta, l4, tcp, inv) else {
         return 0;
     };
+    // A later message of a TCP segment (0 for UDP).
+    let off = msg_offset(meta);
+    if off >= plen {
+        return 0;
+    }
+    let (pay, plen) = (pay + off, plen - off);
     inv.allowlisted = allowlisted as u8;
     let dport = inv.dport.to_be_bytes();
     if pay > MAX_PAYLOAD_OFFSET || plen <= URI_AT || plen > 0xffff {

@@ -12,7 +12,11 @@
 //! program's own type (`xdp_md`, `__sk_buff`), so each program has its own
 //! thin globals around the bodies here.
 
-use shield_common::{sip::UA_SCAN_LIMIT, txn::txn_line};
+use shield_common::{
+    framing::{length_line, Framing, FRAMING_MAX_LINES},
+    sip::UA_SCAN_LIMIT,
+    txn::txn_line,
+};
 
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
 use crate::scratch::{launder, Scratch};
@@ -74,6 +78,116 @@ pub(crate) fn find_line(
         }
     }
     0
+}
+
+/// Where the message at `pay` (`plen` bytes: the rest of its TCP
+/// segment) ends and the next one starts, in bytes from `pay`; 0 when that
+/// is unknown or past the segment (see `shield_common::framing`). The
+/// header lines starting with `c`/`l` within `UA_SCAN_LIMIT` bytes, at most
+/// `FRAMING_MAX_LINES` of them, go to `line(at, avail)` (the program's
+/// global around [`take_length_line`]) until the blank line; `scan(j,
+/// limit)` is the program's scan global for those letters. Same walk as
+/// the reference model's `next_message`.
+#[inline(always)]
+pub(crate) fn message_end(
+    pkt: &Pkt,
+    scratch: *mut Scratch,
+    pay: u64,
+    plen: u64,
+    scan: impl Fn(u64, u64) -> u64,
+    line: impl Fn(u64, u64) -> u64,
+) -> u64 {
+    let (pay, plen) = (pay as usize, plen as usize);
+    if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {
+        return 0;
+    }
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    unsafe { (*scratch).framing = Framing::default() };
+    let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
+    let mut from = 0;
+    for i in 0..=FRAMING_MAX_LINES {
+        let mut s = SCAN_END;
+        for b in 0..SCAN_BLOCKS {
+            let r = scan((from + b * SCAN_BLOCK) as u64, limit as u64);
+            if r != SCAN_MORE {
+                s = r;
+                break;
+            }
+        }
+        if s == SCAN_END {
+            return 0;
+        }
+        // Every exit of the loop above continues in one verifier state.
+        let s = launder(scratch, s as usize) & LINE_OFFSET_MASK;
+        let Some(c) = pkt.byte_at(pay + s) else {
+            return 0;
+        };
+        if c == b'\r' || c == b'\n' {
+            return blank_line(pkt, scratch, pay, s, c, plen);
+        }
+        // One line more than the budget: only the blank line may follow.
+        if i == FRAMING_MAX_LINES || line((pay + s) as u64, (plen - s) as u64) != LINE_OTHER {
+            return 0;
+        }
+        from = s;
+    }
+    0
+}
+
+/// [`message_end`] at the blank line `s` bytes into the message (first
+/// byte `c`): `Framing::next` on what the walk found.
+#[inline(always)]
+fn blank_line(pkt: &Pkt, scratch: *mut Scratch, pay: usize, s: usize, c: u8, plen: usize) -> u64 {
+    let b1 = if s + 1 < plen {
+        pkt.byte_at(pay + s + 1).unwrap_or(0)
+    } else {
+        0
+    };
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let f = unsafe { (*scratch).framing };
+    match f.next(s, c, b1, plen) {
+        Some(n) => n as u64,
+        None => 0,
+    }
+}
+
+/// Whether the line at payload offset `at` (`avail` bytes left), which
+/// starts with `c`/`C` or `l`/`L`, may be a `Content-Length`: false only
+/// for a line `length_line` calls `Other` for sure (a `c` line whose next
+/// five letters are not `onten`, either case: Call-ID, CSeq, Contact), so
+/// that those skip the window's copy and parse (a TCP INVITE has three).
+#[inline(always)]
+pub(crate) fn may_be_length(pkt: &Pkt, at: u64, avail: u64) -> bool {
+    const PREFIX: u64 = u64::from_le_bytes(*b"conten\0\0");
+    const MASK: u64 = 0x0000_ffff_ffff_ffff;
+    let at = at as usize;
+    if avail < 8 || at > MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT {
+        return true; // near the end: the parser's zero fill decides
+    }
+    let Some(p) = pkt.ptr_at::<[u8; 8]>(at) else {
+        return true;
+    };
+    // SAFETY: inside the frame: `ptr_at` checked all 8 bytes.
+    let w = u64::from_le_bytes(unsafe { *p });
+    // `| 0x20` equals a lower-case letter only for that letter in either case.
+    let lower = w | 0x2020_2020_2020_2020;
+    lower as u8 == LENGTH_COMPACT || lower & MASK == PREFIX
+}
+
+/// The compact form's letter (`l`), lower case.
+const LENGTH_COMPACT: u8 = shield_common::framing::FRAMING_LETTERS.1;
+
+/// Takes the line in `scratch.win` into `scratch.framing`: `LINE_OTHER`
+/// to go on, `LINE_BAD` when the walk must stop.
+#[inline(always)]
+pub(crate) fn take_length_line(scratch: *mut Scratch) -> u64 {
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    let s = unsafe { &mut *scratch };
+    if s.framing.take(length_line(&s.win)) {
+        LINE_BAD
+    } else {
+        LINE_OTHER
+    }
 }
 
 /// The start of the next line after the one at `from` (0: the request

@@ -48,6 +48,11 @@ pub(crate) struct Scratch {
     pub(crate) walk: Walk,
     /// The call being opened (see `calls`).
     pub(crate) call: shield_common::calls::Call,
+    /// What the walk for a message's end found (see `lines::message_end`).
+    pub(crate) framing: shield_common::framing::Framing,
+    /// The destination of the reply being read, keyed like a source (the
+    /// egress classifier's; see `egress::shield_egress_dst`).
+    pub(crate) dst: shield_common::SrcKey,
 }
 
 /// The INVITE's addresses and ports, as the caller found them.

@@ -323,7 +323,42 @@ fn main() {
     tc_hook(&mut k, &paths);
     auth_ratios(&rows);
     egress(&mut k, &base);
+    segments(&mut k, &base);
     destinations(&mut k, &base);
+}
+
+/// Issue 21: the requests of a TCP segment read in turn. A TCP INVITE
+/// alone in its segment (its end now looked for), and behind an OPTIONS
+/// (two messages read), beside the same run's bare program. No
+/// connection here: the socket lookup finds none, so no call opens; the
+/// header walks, the framing walk and the classifier all run.
+fn segments(k: &mut Kernel, base: &BareDrop) {
+    let src = [198, 51, 100, 61];
+    let invite = sip_invite_with_sdp("Linphone/5.2.0 (belle-sip/5.2.0)");
+    let options: &[u8] = b"OPTIONS sip:sbc SIP/2.0\r\ni: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let tcp = |payload: Vec<u8>| {
+        let mut f = Frame::tcp4(src, 5060, false, true);
+        f.payload = payload;
+        f.build()
+    };
+    k.shield.maps.set_policy(&policy(None)).unwrap();
+    println!("\nTCP segments holding several requests (issue 21), BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs\n");
+    println!("| path | ns/packet | bare XDP_DROP ns | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (path, frame) in [
+        ("TCP INVITE alone in its segment", tcp(invite.clone())),
+        ("TCP segment: an OPTIONS, then the INVITE", tcp([options, &invite].concat())),
+    ] {
+        k.shield.maps.clear_sources().unwrap();
+        assert_eq!(k.run(&frame).reason, Reason::Ok, "{path}: wrong path");
+        let (mut ns, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            b.push(f64::from(base.time(&frame, REPEAT).unwrap()));
+            ns.push(k.time(&frame, REPEAT));
+        }
+        let (ns, b) = (median(ns), median(b));
+        println!("| {path} | {ns:.1} | {b:.1} | {:.2}x |", ns / b);
+    }
 }
 
 /// Issue 22 item 4: the same decision as a tc ingress program, beside the
@@ -449,10 +484,30 @@ fn egress(k: &mut Kernel, base: &BareDrop) {
     let register = "REGISTER sip:sbc SIP/2.0\r\nCall-ID: 1@ua\r\nCSeq: 2 REGISTER\r\n\r\n";
     let seen = k.run(&Frame::udp4([198, 51, 100, 50], 5060, register.as_bytes()).build());
     assert_eq!(seen.reason, Reason::Ok, "the REGISTER passes");
+    // Over plain TCP: one reply in the segment (its end looked for), and
+    // a CANCEL's 200 with the INVITE's 487 in one segment (issue 21).
+    let tcp = |payload: String| {
+        let mut f = Frame::tcp4([198, 51, 100, 1], 40000, false, true);
+        f.l3 = shield_tests::frames::L3::V4 {
+            src: [198, 51, 100, 1],
+            dst: [198, 51, 100, 50],
+            options: vec![],
+            frag_offset: 0,
+            more_frags: false,
+        };
+        f.l4 = shield_tests::frames::L4::Tcp { sport: 5060, dport: 40000, syn: false, ack: true };
+        f.payload = payload.into_bytes();
+        f.build()
+    };
     let cases = [
         ("200 OK to REGISTER (verifies)", frame(reply("200 OK", "CSeq: 2 REGISTER"))),
         ("401 to REGISTER (counted)", frame(reply("401 Unauthorized", "CSeq: 1 REGISTER"))),
         ("not from a protected port", Frame::udp4([198, 51, 100, 50], 53, b"xx").build()),
+        ("TCP: 200 OK to INVITE, alone in its segment", tcp(reply("200 OK", "CSeq: 1 INVITE"))),
+        (
+            "TCP: 200 to CANCEL and 487 to INVITE in one segment",
+            tcp(reply("200 OK", "CSeq: 1 CANCEL") + &reply("487 Request Terminated", "CSeq: 1 INVITE")),
+        ),
     ];
     let info = k.shield.egress().info().unwrap();
     println!("\nEgress classifier (tc), BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs");

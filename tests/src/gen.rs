@@ -432,7 +432,12 @@ pub fn response_frame(rng: &mut Rng) -> Vec<u8> {
         7..=8 => L4::Tcp { sport, dport: 40000, syn: false, ack: true },
         _ => L4::Raw(*rng.pick(&[1u8, 58, 59])),
     };
-    let mut f = Frame { vlans, l3, l4, payload: response_payload(rng) }.build();
+    let mut payload = response_payload(rng);
+    if matches!(l4, L4::Tcp { .. }) && rng.chance(40) {
+        let first = String::from_utf8_lossy(&payload).into_owned();
+        payload = segment(rng, first, |r| String::from_utf8_lossy(&response_payload(r)).into_owned()).into_bytes();
+    }
+    let mut f = Frame { vlans, l3, l4, payload }.build();
     mutate(rng, &mut f);
     f
 }
@@ -509,16 +514,7 @@ fn response_payload(rng: &mut Rng) -> Vec<u8> {
 /// of the few Call-IDs, CSeq INVITE or BYE, to one of the sources above;
 /// now and then mutated like the rest.
 pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
-    let method = if rng.chance(25) { "BYE" } else { "INVITE" };
-    let status = if method == "BYE" {
-        *rng.pick(&[200u32, 200, 481])
-    } else {
-        *rng.pick(&[180u32, 183, 200, 200, 200, 200, 407, 401, 486, 487, 487, 503, 603, 302])
-    };
-    let mut s = format!("SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1\r\n");
-    s.push_str(&call_id(rng));
-    s.push_str(&format!("CSeq: {} {method}\r\n", 1 + rng.below(2)));
-    s.push_str("To: <sip:100@198.51.100.1>;tag=x\r\nContent-Length: 0\r\n\r\n");
+    let mut s = call_reply(rng);
     let l3 = match call_l3(rng) {
         L3::V4 { src, dst, .. } => L3::V4 {
             src: dst,
@@ -530,6 +526,11 @@ pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
         L3::V6 { src, dst, .. } => L3::V6 { src: dst, dst: src, ext: Vec::new() },
     };
     let l4 = if rng.chance(25) {
+        // A TCP segment may hold several replies (a CANCEL's 200 and the
+        // INVITE's 487 written at once).
+        if rng.chance(30) {
+            s = segment(rng, s, call_reply);
+        }
         L4::Tcp { sport: 5060, dport: 40000, syn: false, ack: true }
     } else {
         L4::Udp { sport: 5060, dport: 5062 }
@@ -547,20 +548,84 @@ pub fn call_reply_frame(rng: &mut Rng) -> Vec<u8> {
     f
 }
 
+/// A reply of the SBC to one of the calls: a CSeq INVITE or BYE, one of
+/// the few Call-IDs.
+fn call_reply(rng: &mut Rng) -> String {
+    let method = if rng.chance(25) { "BYE" } else { "INVITE" };
+    let status = if method == "BYE" {
+        *rng.pick(&[200u32, 200, 481])
+    } else {
+        *rng.pick(&[180u32, 183, 200, 200, 200, 200, 407, 401, 486, 487, 487, 503, 603, 302])
+    };
+    let mut s = format!("SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1\r\n");
+    s.push_str(&call_id(rng));
+    s.push_str(&format!("CSeq: {} {method}\r\n", 1 + rng.below(2)));
+    s.push_str("To: <sip:100@198.51.100.1>;tag=x\r\nContent-Length: 0\r\n\r\n");
+    s
+}
+
+/// Messages back to back in one TCP segment: `first`, then one to four
+/// more from `more`, each one's end (the `Content-Length: 0` line and the
+/// blank line of the generators above) rewritten in one of the ways a
+/// stream frames a message, or fails to: the full and compact names, a
+/// body (which may look like a message itself), a bare-LF blank line; a
+/// length missing, garbled, repeated, or running past the body (nothing
+/// after such a message may be read).
+pub fn segment(rng: &mut Rng, first: String, mut more: impl FnMut(&mut Rng) -> String) -> String {
+    let n = 2 + rng.below(4);
+    let mut out = String::new();
+    for i in 0..n {
+        let msg = if i == 0 { first.clone() } else { more(rng) };
+        // (A socket buffer for a test run holds a few KB.)
+        if i > 0 && out.len() + msg.len() > 1600 {
+            break;
+        }
+        out.push_str(&framed(rng, &msg));
+    }
+    out
+}
+
+/// `msg` with its `Content-Length: 0` and blank line rewritten (see
+/// [`segment`]).
+fn framed(rng: &mut Rng, msg: &str) -> String {
+    const END: &str = "Content-Length: 0\r\n\r\n";
+    let Some(at) = msg.rfind(END) else {
+        return msg.to_string();
+    };
+    let bodies = ["", "v=0\r\no=- 1 1 IN IP4 203.0.113.7\r\ns=-\r\n", "SIP/2.0 487 X\r\nCSeq: 1 INVITE\r\n\r\n", "x"];
+    let body = *rng.pick(&bodies);
+    let n = body.len();
+    let end = match rng.below(14) {
+        0..=4 => format!("Content-Length: {n}\r\n\r\n{body}"),
+        5 => format!("l: {n}\r\n\r\n{body}"),
+        6 => format!("content-length:{n}\r\n\n{body}"),
+        7 => format!("Content-Length: {}\r\n\r\n{body}", n + 1 + rng.below(3)),
+        8 => format!("Content-Length: {n}\r\nContent-Length: {n}\r\n\r\n{body}"),
+        9 => format!("Content-Length: {}\r\n\r\n{body}", rng.pick(&["-1", "abc", "99999999999", "4294967295", "1 2"])),
+        10 => format!("\r\n{body}"),
+        11 => format!("L : {n}\r\n\r\n{body}"),
+        _ => format!("Content-Length: {n}\r\n\r\n{body}"),
+    };
+    format!("{}{end}", &msg[..at])
+}
+
 /// A request of a call (SPEC §13): an initial INVITE (sometimes
 /// retransmitted, sometimes a re-INVITE with a To tag), a CANCEL or a BYE,
 /// from one of the sources above, with one of the few Call-IDs.
 pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
-    let method = *rng.pick(&["INVITE", "INVITE", "INVITE", "CANCEL", "BYE"]);
-    let uri = request_uri(rng);
-    let mut s = format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK2\r\n");
-    s.push_str(if rng.chance(15) { "To: <sip:100@sbc>;tag=as7d9\r\n" } else { "To: <sip:100@sbc>\r\n" });
-    s.push_str("From: <sip:1@sbc>;tag=1\r\n");
-    s.push_str(&call_id(rng));
-    s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
+    let mut s = call_request(rng);
     let l3 = call_l3(rng);
-    // Plain TCP too (SPEC §13): the message at the segment's start.
+    // Plain TCP too (SPEC §13), the requests sometimes several to a
+    // segment (behind an OPTIONS, a reply, another request).
     let l4 = if rng.chance(25) {
+        if rng.chance(40) {
+            let first = match rng.below(3) {
+                0 => "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n".to_string(),
+                1 => "SIP/2.0 200 OK\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n".to_string(),
+                _ => call_request(rng),
+            };
+            s = segment(rng, first + &s, call_request);
+        }
         L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
     } else {
         L4::Udp { sport: 5062, dport: 5060 }
@@ -576,6 +641,19 @@ pub fn call_request_frame(rng: &mut Rng) -> Vec<u8> {
         mutate(rng, &mut f);
     }
     f
+}
+
+/// A request of a call: an initial INVITE (sometimes a re-INVITE with a
+/// To tag), a CANCEL or a BYE, one of the few Call-IDs.
+fn call_request(rng: &mut Rng) -> String {
+    let method = *rng.pick(&["INVITE", "INVITE", "INVITE", "CANCEL", "BYE"]);
+    let uri = request_uri(rng);
+    let mut s = format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK2\r\n");
+    s.push_str(if rng.chance(15) { "To: <sip:100@sbc>;tag=as7d9\r\n" } else { "To: <sip:100@sbc>\r\n" });
+    s.push_str("From: <sip:1@sbc>;tag=1\r\n");
+    s.push_str(&call_id(rng));
+    s.push_str(&format!("CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"));
+    s
 }
 
 /// The Call-ID and CSeq lines of a digest exchange: two of each, so that
@@ -606,16 +684,12 @@ fn auth_l3(rng: &mut Rng) -> L3 {
 /// [`auth_reply_frame`], mostly with credentials, over UDP or plain TCP
 /// (the message starting the segment); now and then mutated.
 pub fn auth_request_frame(rng: &mut Rng) -> Vec<u8> {
-    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
-    let mut s = format!("{method} sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
-    s.push_str("From: <sip:1@sbc>;tag=1\r\nTo: <sip:100@sbc>\r\n");
-    s.push_str(&auth_ids(rng, method));
-    if rng.chance(80) {
-        s.push_str(rng.pick(&CREDENTIALS));
-        s.push_str("\r\n");
-    }
-    s.push_str("Content-Length: 0\r\n\r\n");
+    let mut s = auth_request(rng);
     let l4 = if rng.chance(60) {
+        if rng.chance(25) {
+            let first = "OPTIONS sip:sbc SIP/2.0\r\nCall-ID: ka@x\r\nCSeq: 9 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+            s = segment(rng, first.to_string() + &s, |r| auth_request(r));
+        }
         L4::Tcp { sport: 40000, dport: 5060, syn: false, ack: true }
     } else {
         L4::Udp { sport: 5062, dport: 5060 }
@@ -625,6 +699,20 @@ pub fn auth_request_frame(rng: &mut Rng) -> Vec<u8> {
         mutate(rng, &mut f);
     }
     f
+}
+
+/// A REGISTER or INVITE of a digest exchange, mostly with credentials.
+fn auth_request(rng: &mut Rng) -> String {
+    let method = *rng.pick(&["REGISTER", "REGISTER", "REGISTER", "INVITE"]);
+    let mut s = format!("{method} sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7:5062;branch=z9hG4bK3\r\n");
+    s.push_str("From: <sip:1@sbc>;tag=1\r\nTo: <sip:100@sbc>\r\n");
+    s.push_str(&auth_ids(rng, method));
+    if rng.chance(80) {
+        s.push_str(rng.pick(&CREDENTIALS));
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
 }
 
 /// The server's reply in a digest exchange (SPEC §12): a challenge (the

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use shield_common::{
+    framing::{length_line, starts_message, Framing, FRAMING_LETTERS, FRAMING_MAX_LINES, SEGMENT_MAX_MESSAGES},
     gcra, mask_v6,
     response,
     sip::{self, UaKey, UaLine, HEAD_LEN, UA_MAX_U_LINES, UA_SCAN_LIMIT, UA_WINDOW},
@@ -22,6 +23,11 @@ use shield_common::{
     FAMILY_V6, F_DROP_MALFORMED, F_SCAN_UA, F_SCOPE_SIP, F_TRUNK_ONLY, MAX_L4_OFFSET, MAX_V6_EXT,
     PORT_TCP, PORT_UDP,
 };
+
+/// Payload offsets beyond this are out of the kernel's reach
+/// (`shield-ebpf`'s `pkt::MAX_PAYLOAD_OFFSET`): a later message of a TCP
+/// segment starting there is not read.
+const MAX_PAYLOAD_OFFSET: usize = 2 * MAX_L4_OFFSET + 8;
 
 /// What the maps hold, as plain collections.
 #[derive(Clone, Debug, Default)]
@@ -621,7 +627,45 @@ impl Model {
     /// The egress classifier on `frame` (leaving the host) at `now`:
     /// `None` if it is not a SIP response from a protected port. A final
     /// 2xx to a method in `[verify] methods` verifies the destination.
+    /// A segment holding several messages: the first reply (see
+    /// [`Model::egress_all`]).
     pub fn egress(&mut self, frame: &[u8], now: u64) -> Option<Reply> {
+        self.egress_all(frame, now).into_iter().next()
+    }
+
+    /// The egress classifier on `frame`: every reply it reads, in order.
+    /// A UDP datagram holds one message; a TCP segment up to
+    /// `SEGMENT_MAX_MESSAGES`, read in turn while each one's end is known
+    /// ([`next_message`]) and starts within the kernel's reach.
+    pub fn egress_all(&mut self, frame: &[u8], now: u64) -> Vec<Reply> {
+        let mut out = Vec::new();
+        let Some((p, pay, plen, tcp)) = self.egress_payload(frame) else {
+            return out;
+        };
+        let payload = &frame[pay.min(frame.len())..][..plen];
+        let mut at = 0;
+        for _ in 0..SEGMENT_MAX_MESSAGES {
+            // (The kernel's bounds on a message's offset and length.)
+            if pay + at > MAX_PAYLOAD_OFFSET || plen - at > 0xffff {
+                break;
+            }
+            let msg = &payload[at..];
+            let (sip, reply) = self.egress_message(msg, p.dst, now);
+            out.extend(reply);
+            if !sip || !tcp {
+                break;
+            }
+            match next_message(msg) {
+                Some(n) => at += n,
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The frame leaving the host from a protected port: its parse, the
+    /// payload's offset and length, and whether it is TCP.
+    fn egress_payload(&self, frame: &[u8]) -> Option<(Parsed, usize, usize, bool)> {
         let p = parse(frame)?;
         if p.later_fragment || p.unwalked || p.l4 > MAX_L4_OFFSET {
             return None;
@@ -652,37 +696,48 @@ impl Model {
             _ => return None,
         };
         let plen = frame.len().saturating_sub(pay).min(wire_len);
-        let payload = &frame[pay.min(frame.len())..][..plen];
+        let tcp = p.proto == 6;
+        Some((p, pay, plen, tcp))
+    }
+
+    /// One message leaving the host for `dst`: whether it starts with a
+    /// SIP start line (then the next one may be read), and the reply it
+    /// is, if a response.
+    fn egress_message(&mut self, payload: &[u8], dst: IpAddr, now: u64) -> (bool, Option<Reply>) {
+        let plen = payload.len();
         let mut head = [0u8; HEAD_LEN];
         let n = plen.min(HEAD_LEN);
         head[..n].copy_from_slice(&payload[..n]);
-        let class = response::status_class(&head, plen)?;
+        let Some(class) = response::status_class(&head, plen) else {
+            return (starts_message(&head, plen), None);
+        };
         let ids = txn_ids(payload);
         let found = ids.cseq.map(|(_, m)| m);
         let pol = self.tables.policy;
-        let verifies = class >= 2 && self.settle(&ids, p.dst, class, now);
+        let verifies = class >= 2 && self.settle(&ids, dst, class, now);
         let authed = match (ids.call_id, ids.cseq) {
             (Some(call_id), Some((cseq, m))) if class >= 2 => {
                 let status = shield_common::auth::status_code(&head);
-                self.auth_settle(payload, p.dst, (call_id, cseq, m as u32), status, now)
+                self.auth_settle(payload, dst, (call_id, cseq, m as u32), status, now)
             }
             _ => false,
         };
         if class >= 2 {
             let challenge = shield_common::calls::is_challenge(&head);
-            self.call_reply(&ids, p.dst, class, challenge, now);
+            self.call_reply(&ids, dst, class, challenge, now);
         }
         if verifies || authed {
             let exp = now.saturating_add(pol.verify_ttl_ns);
-            let e = self.verified.entry(self.key(p.dst)).or_insert(exp);
+            let e = self.verified.entry(self.key(dst)).or_insert(exp);
             if *e != 0 && *e < exp {
                 *e = exp;
             }
         }
-        Some(Reply {
+        let reply = Reply {
             method: found.unwrap_or(Method::Other),
             class,
-        })
+        };
+        (true, Some(reply))
     }
 
     /// A final reply to `dst` with these Call-ID and CSeq uses up the
@@ -723,6 +778,69 @@ pub fn txn_ids(payload: &[u8]) -> TxnIds {
     let (c, i) = shield_common::txn::TXN_LETTERS;
     header_walk(payload, &[c, i], TXN_MAX_C_LINES, |win| ids.take(txn_line(win)));
     ids
+}
+
+/// Where the message after the one starting `payload` (the rest of its
+/// TCP segment) starts, in bytes from its start (`shield_common::framing`):
+/// the header lines starting with `c`/`l` within `UA_SCAN_LIMIT` bytes, at
+/// most `FRAMING_MAX_LINES` of them, each parsed as the kernel's zero-filled
+/// `UA_WINDOW` copy, up to the blank line. `None`: unknown, or past the
+/// segment. The kernel's `lines::message_end`.
+pub fn next_message(payload: &[u8]) -> Option<usize> {
+    let (c, l) = FRAMING_LETTERS;
+    let limit = payload.len().min(UA_SCAN_LIMIT);
+    let mut framing = Framing::default();
+    let mut seen = 0;
+    for start in 1..limit {
+        if payload[start - 1] != b'\n' {
+            continue;
+        }
+        let first = payload[start];
+        if first == b'\r' || first == b'\n' {
+            let b1 = payload.get(start + 1).copied().unwrap_or(0);
+            return framing.next(start, first, b1, payload.len());
+        }
+        let lower = first.to_ascii_lowercase();
+        if lower != c && lower != l {
+            continue;
+        }
+        if seen == FRAMING_MAX_LINES {
+            return None;
+        }
+        seen += 1;
+        let mut win = [0u8; UA_WINDOW];
+        let n = (payload.len() - start).min(UA_WINDOW);
+        win[..n].copy_from_slice(&payload[start..start + n]);
+        if framing.take(length_line(&win)) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The messages of a TCP segment's `payload` as the kernel reads them: each
+/// one's offset, up to `SEGMENT_MAX_MESSAGES`, while the one before starts
+/// with a SIP start line and its end is known.
+pub fn segment_messages(payload: &[u8]) -> Vec<usize> {
+    let mut out = vec![0];
+    let mut at = 0;
+    while out.len() < SEGMENT_MAX_MESSAGES {
+        let msg = &payload[at..];
+        let mut head = [0u8; HEAD_LEN];
+        let n = msg.len().min(HEAD_LEN);
+        head[..n].copy_from_slice(&msg[..n]);
+        if !starts_message(&head, msg.len()) {
+            break;
+        }
+        match next_message(msg) {
+            Some(n) => {
+                at += n;
+                out.push(at);
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// The CSeq method (see [`txn_ids`]).
@@ -867,14 +985,51 @@ impl Model {
 }
 
 impl Model {
-    /// A TCP segment to a protected port that passed steps 2-9: an
-    /// INVITE starting it opens its call, a CANCEL marks the caller's
-    /// call (both only on an established connection), a REGISTER or
-    /// INVITE with credentials is an attempt (any segment: a forged one
-    /// cannot carry a nonce its source was sent). `Some`: the INVITE's
-    /// source is at its call limit.
+    /// A TCP segment to a protected port that passed steps 2-9: each of
+    /// its messages in turn (up to `SEGMENT_MAX_MESSAGES`, while each
+    /// starts with a SIP start line and its end is known), as the kernel's
+    /// `tcp::request` reads them. An INVITE opens its call, a CANCEL marks
+    /// the caller's call (both only on an established connection), a
+    /// REGISTER or INVITE with credentials is an attempt (any segment: a
+    /// forged one cannot carry a nonce its source was sent). `Some`: an
+    /// INVITE's source is at its call limit (the segment is dropped,
+    /// nothing after that INVITE read).
     fn tcp_request(&mut self, frame: &[u8], p: &Parsed, key: SrcKey, now: u64) -> Option<Reason> {
-        let (method, payload, established) = tcp_request(frame, p, &self.tables)?;
+        let (pay, established) = tcp_segment(frame, p, &self.tables)?;
+        let payload = &frame[pay.min(frame.len())..];
+        let mut at = 0;
+        for _ in 0..SEGMENT_MAX_MESSAGES {
+            // (The kernel's bounds: a message starting in the payload and
+            // within reach, its first HEAD_LEN bytes in the frame.)
+            if at >= payload.len() || pay + at > MAX_PAYLOAD_OFFSET || payload.len() - at > 0xffff {
+                return None;
+            }
+            let msg = &payload[at..];
+            let head: &[u8; HEAD_LEN] = msg.get(..HEAD_LEN)?.try_into().ok()?;
+            if let PayloadKind::Request(method) = sip::classify(head, msg.len()) {
+                if let Some(reason) = self.tcp_message(msg, p, key, method, established, now) {
+                    return Some(reason);
+                }
+            }
+            if !starts_message(head, msg.len()) {
+                return None;
+            }
+            at += next_message(msg)?;
+        }
+        None
+    }
+
+    /// One request of a TCP segment (`payload`: from its start to the
+    /// segment's end): see [`Model::tcp_request`].
+    fn tcp_message(
+        &mut self,
+        payload: &[u8],
+        p: &Parsed,
+        key: SrcKey,
+        method: Method,
+        established: bool,
+        now: u64,
+    ) -> Option<Reason> {
         if method == Method::Invite && established {
             if let Some(reason) = self.open_call(payload, p.src, true, now) {
                 return Some(reason);
@@ -891,13 +1046,11 @@ impl Model {
     }
 }
 
-/// The request starting the TCP segment at `p.l4` to a TCP-protected
-/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
-/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
-/// read in one load, so a shorter one is never looked at) and whether the
-/// connection is one the host has established, as the kernel's
-/// `tcp::shield_tcp_request` and `conn::shield_tcp_established` read them.
-fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
+/// The TCP segment at `p.l4` to a TCP-protected port: its payload's
+/// offset in the frame and whether the connection is one the host has
+/// established, as the kernel's `tcp::shield_tcp_request` and
+/// `conn::shield_tcp_established` read them.
+fn tcp_segment(frame: &[u8], p: &Parsed, tables: &Tables) -> Option<(usize, bool)> {
     let t = frame.get(p.l4..p.l4 + 20)?;
     let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
     if tables.port_flags(dport) & PORT_TCP == 0 {
@@ -905,18 +1058,27 @@ fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Meth
     }
     let doff = usize::from(t[12] >> 4) * 4;
     let pay = p.l4 + doff;
-    // (The kernel's bound on payload offsets.)
-    if doff < 20 || pay > 2 * MAX_L4_OFFSET + 8 {
+    if doff < 20 || pay > MAX_PAYLOAD_OFFSET {
         return None;
     }
+    // A segment of no established connection is a forged source's.
+    let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
+    Some((pay, established))
+}
+
+/// The request starting the TCP segment at `p.l4` to a TCP-protected
+/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
+/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
+/// read in one load, so a shorter one is never looked at) and whether the
+/// connection is established (see [`tcp_segment`]).
+fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
+    let (pay, established) = tcp_segment(frame, p, tables)?;
     let payload = &frame[pay.min(frame.len())..];
     let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
     let method = match sip::classify(head, payload.len()) {
         PayloadKind::Request(m @ (Method::Invite | Method::Register | Method::Cancel)) => m,
         _ => return None,
     };
-    // A segment of no established connection is a forged source's.
-    let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
     Some((method, payload, established))
 }
 

@@ -706,6 +706,16 @@ mod real_tcp {
         }
     }
 
+    /// [`ringing_for`], but the CANCEL's 200 and the INVITE's 487 go in
+    /// one write (as Kamailio may write them): one TCP segment holds both.
+    fn ringing_at_once_for(req: &str) -> Vec<Vec<u8>> {
+        if req.starts_with("CANCEL ") {
+            vec![ringing_for(req).concat()]
+        } else {
+            ringing_for(req)
+        }
+    }
+
     /// Writes `msg` and waits up to `within` for a whole response.
     fn exchange(s: &mut TcpStream, msg: Option<&[u8]>, within: Duration) -> Option<String> {
         if let Some(m) = msg {
@@ -828,6 +838,52 @@ mod real_tcp {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].outcome(), Some(CallOutcome::Cancelled), "{ended:?}");
+        assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
+        drop(c);
+        server.join().expect("server");
+    }
+
+    /// Issue 21: the callee writes the CANCEL's 200 and the INVITE's 487
+    /// back to back in one write, so one TCP segment carries both over
+    /// the veth; the egress classifier reads the second message too and
+    /// the call ends `cancelled` (it used to wait for `max_duration`).
+    #[test]
+    fn a_cancel_200_and_487_in_one_segment_over_a_veth_end_the_call_cancelled() {
+        use shield_common::calls::{CALL_CANCELLING, CALL_TRYING};
+
+        let lab = Lab::new();
+        let (mut k, _links) = rig(&lab, tables(0, 3_600_000_000_000), "calls-segment");
+        let listener = lab.sbc.run(|| TcpListener::bind((SBC_IP, 5060)).expect("listen"));
+        let server = serve_with(listener, 1, ringing_at_once_for);
+        let mut c = connect(&lab);
+        let state = |k: &Kernel| {
+            let calls = k.shield.maps.calls.calls().expect("CALLS");
+            calls.first().map(|(_, c)| (c.state, c.flags & CALL_CANCELLING))
+        };
+        let ringing = exchange(&mut c, Some(&request("INVITE", "tcp-segment", false)), Duration::from_secs(2));
+        assert!(ringing.is_some_and(|r| r.starts_with("SIP/2.0 180")), "the callee rings");
+        assert_eq!(state(&k), Some((CALL_TRYING, 0)));
+        c.write_all(&request("CANCEL", "tcp-segment", false)).expect("write the CANCEL");
+        // Both replies reach the caller (in one read when one segment
+        // carried them).
+        let mut got = String::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        c.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        while !got.contains("487") && Instant::now() < deadline {
+            if let Ok(n) = c.read(&mut chunk) {
+                got.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        }
+        assert!(got.starts_with("SIP/2.0 200") && got.contains("SIP/2.0 487"), "{got:?}");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut ended = Vec::new();
+        while ended.is_empty() && Instant::now() < deadline {
+            ended = events(&mut k);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ended.len(), 1, "the 487 behind the 200 was not read: {ended:?}");
         assert_eq!(ended[0].outcome(), Some(CallOutcome::Cancelled), "{ended:?}");
         assert!(k.shield.maps.calls.calls().expect("CALLS").is_empty());
         drop(c);

@@ -216,12 +216,13 @@ fn differential_on(hook: Hook, variant: u8, frames_wanted: usize) -> usize {
                 } else {
                     response_frame(&mut rng)
                 };
-                let want = model.egress(&f, shield::kernel::monotonic_ns());
+                let mut want = model.egress_all(&f, shield::kernel::monotonic_ns());
+                want.sort_by_key(|r| (r.method as usize, r.class));
                 // A frame cut inside its IP header cannot be run as an
                 // skb (and is never sent): nothing to compare.
-                let Some(got) = k.run_egress(&f) else { continue };
+                let Some(got) = k.run_egress_all(&f) else { continue };
                 compared.set(compared.get() + 1);
-                if got != (TC_ACT_UNSPEC, want) {
+                if got != (TC_ACT_UNSPEC, want.clone()) {
                     return Err(TestCaseError::fail(format!(
                         "seed {seed:#x} (egress): kernel {got:?}, model {want:?}\nframe {f:02x?}"
                     )));
@@ -584,11 +585,43 @@ fn generated_frames_cover_every_call_outcome() {
         }
     }
     assert!(opened >= 300, "only {opened} calls opened");
-    assert!(refused >= 20, "only {refused} INVITEs refused for the limit");
+    // (15: TCP segments holding several replies end more calls since
+    // issue 21's segments were read, so fewer sources sit at the limit.)
+    assert!(refused >= 15, "only {refused} INVITEs refused for the limit");
     for (o, least) in [(CallOutcome::Answered, 5), (CallOutcome::Failed, 20), (CallOutcome::Cancelled, 20)] {
         assert!(outcomes.get(&o).copied().unwrap_or(0) >= least, "few {o:?}: {outcomes:?}");
     }
     println!("calls opened {opened}, refused {refused}, ended {outcomes:?}");
+}
+
+/// The replies leaving the host over TCP often ride several to a
+/// segment (issue 21's gap): the comparison above covers segments whose
+/// later replies are read, and segments where a missing, garbled,
+/// repeated or overlong Content-Length stops the reading.
+#[test]
+fn generated_segments_hold_several_replies() {
+    let mut model = Model::new(tables(4));
+    let (mut several, mut three, mut stopped) = (0, 0, 0);
+    for seed in 0..20_000u64 {
+        let mut rng = Rng::new(seed);
+        let f = if rng.chance(60) { call_reply_frame(&mut rng) } else { response_frame(&mut rng) };
+        if transport_protocol(&f) != Some(6) {
+            continue;
+        }
+        let n = model.egress_all(&f, 1).len();
+        several += (n >= 2) as u32;
+        three += (n >= 3) as u32;
+        // More than one status line in the frame, fewer replies read.
+        let lines = f.windows(8).filter(|w| w == b"SIP/2.0 ").count();
+        stopped += (n >= 1 && lines > n + 1) as u32;
+        if seed % 64 == 0 {
+            model.calls.clear();
+        }
+    }
+    assert!(several >= 300, "only {several} segments with several replies read");
+    assert!(three >= 50, "only {three} segments with three or more");
+    assert!(stopped >= 100, "only {stopped} segments whose reading stopped early");
+    println!("TCP segments: {several} with several replies read, {three} with three or more, {stopped} stopped early");
 }
 
 /// Variant 3's digest exchanges (SPEC §12) over plain TCP: credentials
