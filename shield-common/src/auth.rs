@@ -710,7 +710,14 @@ impl DigestParse {
         match self.param {
             P_NONCE => {
                 let len = self.nonce_len;
-                absorb(&mut self.nonce_hash, &mut self.nonce_acc, len, w, k, NONCE_MAX);
+                absorb(
+                    &mut self.nonce_hash,
+                    &mut self.nonce_acc,
+                    len,
+                    w,
+                    k,
+                    NONCE_MAX,
+                );
                 self.nonce_len = len + k as u32;
             }
             P_USER => {
@@ -764,8 +771,7 @@ impl DigestParse {
                 }
                 // (An empty nonce is none: a later one is read from the seed.)
                 if self.nonce_len > 0 {
-                    self.nonce_hash =
-                        finish_hash(self.nonce_hash, self.nonce_acc, self.nonce_len);
+                    self.nonce_hash = finish_hash(self.nonce_hash, self.nonce_acc, self.nonce_len);
                 }
             }
             P_USER => {

@@ -178,7 +178,8 @@ fn creds(ctx: *mut RawCtx, pay: u64, plen: u64) -> bool {
     };
     // SAFETY: a per-CPU map value of this type, used by this program only.
     let a = unsafe { &mut *a };
-    a.parse.start((value & 0xff) as usize, AuthHeader::Credentials);
+    a.parse
+        .start((value & 0xff) as usize, AuthHeader::Credentials);
     a.line_at = at;
     a.line_end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
     digest_steps(|fin| shield_auth_step(ctx, fin));
@@ -566,12 +567,7 @@ pub extern "C" fn shield_egress_auth_step(skb: *mut __sk_buff, fin: u64) -> u64 
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_egress_auth_word(
-    skb: *mut __sk_buff,
-    at: u64,
-    end: u64,
-    off: u64,
-) -> u64 {
+pub extern "C" fn shield_egress_auth_word(skb: *mut __sk_buff, at: u64, end: u64, off: u64) -> u64 {
     word_tail(&Pkt::skb(skb), at, end, off)
 }
 
@@ -619,9 +615,9 @@ fn step(slot: u32, fin: u64, pkt: &Pkt, tail: impl Fn(u64, u64, u64) -> u64) -> 
         return 1;
     }
     let (at, end) = (a.line_at, a.line_end);
-    a.parse
-        .step(&Words(|off| word_at(pkt, at, end, off).unwrap_or_else(|| tail(at, end, off))))
-        as u64
+    a.parse.step(&Words(|off| {
+        word_at(pkt, at, end, off).unwrap_or_else(|| tail(at, end, off))
+    })) as u64
 }
 
 /// Lines start no further into the frame than this (see `word_at`).

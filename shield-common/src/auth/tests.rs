@@ -304,7 +304,10 @@ fn the_word_hash_tells_lengths_and_blocks_apart() {
     assert_ne!(word_hash(b""), word_hash(b"\x00"));
     assert_ne!(word_hash(b"abcdefgh"), word_hash(b"abcdefgh\x00"));
     assert_ne!(word_hash(b"abcdefghi"), word_hash(b"abcdefgjh"));
-    assert_ne!(word_hash(N.as_bytes()), nonce_hash(b"5f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3d"));
+    assert_ne!(
+        word_hash(N.as_bytes()),
+        nonce_hash(b"5f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3d")
+    );
     let long = [b'x'; 200];
     assert_eq!(nonce_hash(&long), word_hash(&long[..NONCE_MAX as usize]));
 }
