@@ -151,37 +151,44 @@ pub(crate) fn attempt(ctx: &Ctx, method: usize, (pay, plen): (usize, usize), met
     shield_auth(ctx.as_ptr().cast(), pay as u64, plen as u64, meta);
 }
 
-/// [`attempt`]'s work. Calls its steps one after the other, holding only
-/// its arguments: the deepest chain (XDP frame, this, walk, line, chunk)
-/// stays under 512 bytes of stack.
+/// [`attempt`]'s work: the credentials parsed, then the proof. Few
+/// globals (each call costs a return, about 7 ns on this kind of machine)
+/// but a small frame: the deepest chain (XDP frame, this, a step, its
+/// word) stays under 512 bytes of stack, so the proof's keys live in a
+/// global of their own.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth(ctx: *mut RawCtx, pay: u64, plen: u64, meta: u64) -> u64 {
-    if auth_method(((meta >> 16) & 0xff) as usize).is_none() {
+    if auth_method(((meta >> 16) & 0xff) as usize).is_none() || !creds(ctx, pay, plen) {
         return 0;
     }
-    if shield_auth_creds(ctx, pay, plen) != LINE_FOUND {
-        return 0;
-    }
-    if shield_auth_key(ctx, meta) == 0 {
-        return 0;
-    }
-    shield_auth_attempt(ctx, meta)
+    shield_auth_prove(ctx, meta)
 }
 
-/// The source of the packet (IP header at `meta`'s offset) keyed as bans
-/// are, into `AUTH_SCRATCH[0].key` (and its address into `.addr`).
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_auth_key(ctx: *mut RawCtx, meta: u64) -> u64 {
-    let pkt = Pkt::of(ctx);
-    key_into(&pkt, INGRESS, meta, false)
+/// The credentials on the line the header walk found (and whose value it
+/// located), parsed into `AUTH_SCRATCH[0].parse`: false when there is none.
+#[inline(always)]
+fn creds(ctx: *mut RawCtx, pay: u64, plen: u64) -> bool {
+    let Some(a) = AUTH_SCRATCH.get_ptr_mut(INGRESS) else {
+        return false;
+    };
+    let Some((at, avail, value)) = crate::walk::creds_line(pay, plen) else {
+        return false;
+    };
+    // SAFETY: a per-CPU map value of this type, used by this program only.
+    let a = unsafe { &mut *a };
+    a.parse
+        .start((value & 0xff) as usize, AuthHeader::Credentials);
+    a.line_at = at;
+    a.line_end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
+    digest_steps(|fin| shield_auth_step(ctx, fin));
+    true
 }
 
-/// The packet's source (`dst` false) or destination address into
-/// `AUTH_SCRATCH[slot]`, and its key. 0 if the header is out of reach.
+/// The packet's source (IP header at `meta`'s offset) keyed as bans
+/// are, into `AUTH_SCRATCH[slot].key` (and its address into `.addr`), or
+/// its destination (`dst`). 0 if the header is out of reach.
 #[inline(always)]
 fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
     let (Some(a), Some(p)) = (AUTH_SCRATCH.get_ptr_mut(slot), POLICY.get(0)) else {
@@ -224,12 +231,16 @@ fn key_into(pkt: &Pkt, slot: u32, meta: u64, dst: bool) -> u64 {
 }
 
 /// Proves the credentials in `AUTH_SCRATCH[0].parse` against the nonces
-/// sent to the source; remembers a proven attempt by Call-ID and CSeq
-/// (from `SCRATCH.ids`), counts an unproven one.
+/// sent to the source (keyed from the IP header at `meta`'s offset);
+/// remembers a proven attempt by Call-ID and CSeq (from `SCRATCH.ids`),
+/// counts an unproven one.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn shield_auth_attempt(ctx: *mut RawCtx, meta: u64) -> u64 {
+pub extern "C" fn shield_auth_prove(ctx: *mut RawCtx, meta: u64) -> u64 {
+    if key_into(&Pkt::of(ctx), INGRESS, meta, false) == 0 {
+        return 0;
+    }
     let (Some(a), Some(scratch)) = (AUTH_SCRATCH.get_ptr_mut(INGRESS), SCRATCH.get_ptr_mut(0))
     else {
         return 0;
@@ -289,45 +300,23 @@ pub extern "C" fn shield_auth_attempt(ctx: *mut RawCtx, meta: u64) -> u64 {
     1
 }
 
-/// The credentials on the line the header walk found, parsed into
-/// `AUTH_SCRATCH[0].parse`: `LINE_FOUND`, or 0 when there is none.
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_auth_creds(ctx: *mut RawCtx, pay: u64, plen: u64) -> u64 {
-    let Some(a) = AUTH_SCRATCH.get_ptr_mut(INGRESS) else {
-        return 0;
-    };
-    // SAFETY: see `attempt`.
-    unsafe { (*a).parse.reset() };
-    let Some((at, avail)) = crate::walk::creds_line(pay, plen) else {
-        return 0;
-    };
-    if shield_auth_creds_line(ctx, at, avail) != LINE_FOUND {
-        return 0;
-    }
-    // The steps from here, not from the line's global: one frame less on
-    // the chain of stacks.
-    digest_steps(|fin| shield_auth_step(ctx, fin))
-}
-
-// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn shield_auth_creds_line(ctx: *mut RawCtx, at: u64, avail: u64) -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return LINE_BAD;
-    };
-    let pkt = Pkt::of(ctx);
-    digest_line(&pkt, scratch, INGRESS, AuthHeader::Credentials, at, avail)
-}
-
 /// One parser step on `AUTH_SCRATCH[0].parse` (see `step`).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_auth_step(ctx: *mut RawCtx, fin: u64) -> u64 {
-    step(INGRESS, fin, &Pkt::of(ctx))
+    step(INGRESS, fin, &Pkt::of(ctx), |at, end, off| {
+        shield_auth_word(ctx, at, end, off)
+    })
+}
+
+/// `word_tail` for `shield_auth_step`: a global, so that each of the
+/// step's word reads is verified as one load or one call.
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_auth_word(ctx: *mut RawCtx, at: u64, end: u64, off: u64) -> u64 {
+    word_tail(&Pkt::of(ctx), at, end, off)
 }
 
 // ---- egress (TC) ----
@@ -569,7 +558,17 @@ pub extern "C" fn shield_egress_challenge_line(skb: *mut __sk_buff, at: u64, ava
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn shield_egress_auth_step(skb: *mut __sk_buff, fin: u64) -> u64 {
-    step(EGRESS, fin, &Pkt::skb(skb))
+    step(EGRESS, fin, &Pkt::skb(skb), |at, end, off| {
+        shield_egress_auth_word(skb, at, end, off)
+    })
+}
+
+/// `word_tail` for `shield_egress_auth_step` (see `shield_auth_word`).
+// SAFETY: the name is unique in the object (a global function the verifier checks on its own).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn shield_egress_auth_word(skb: *mut __sk_buff, at: u64, end: u64, off: u64) -> u64 {
+    word_tail(&Pkt::skb(skb), at, end, off)
 }
 
 /// `lines::scan_block2` for lines starting with `w`/`W` or `p`/`P`.
@@ -588,37 +587,7 @@ pub extern "C" fn shield_egress_auth_scan_block(
 
 // ---- shared bodies ----
 
-/// The line at payload offset `at` (`avail` bytes left): `LINE_OTHER` if
-/// it is not a `want` header, else `LINE_FOUND` with
-/// `AUTH_SCRATCH[slot]` set to parse its value (see `digest_steps`).
-#[inline(always)]
-fn digest_line(
-    pkt: &Pkt,
-    scratch: *mut Scratch,
-    slot: u32,
-    want: AuthHeader,
-    at: u64,
-    avail: u64,
-) -> u64 {
-    if !lines::copy_window(pkt, scratch, at, avail) {
-        return LINE_BAD;
-    }
-    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let Some(start) = auth_name(unsafe { &(*scratch).win }, want) else {
-        return LINE_OTHER;
-    };
-    let Some(a) = AUTH_SCRATCH.get_ptr_mut(slot) else {
-        return LINE_BAD;
-    };
-    // SAFETY: a per-CPU map value of this type, used by this program only.
-    let a = unsafe { &mut *a };
-    a.parse.start(start, want);
-    a.line_at = at;
-    a.line_end = core::cmp::min(avail, AUTH_LINE_MAX as u64);
-    LINE_FOUND
-}
-
-/// The value of the line `digest_line` found, parsed: `step(fin)` is the
+/// The value of a digest line, parsed: `step(fin)` is the
 /// program's step global (`fin` 1: finish). The loop keeps no arithmetic
 /// of its own: one verifier state per iteration. `LINE_FOUND`.
 #[inline(always)]
@@ -635,7 +604,7 @@ fn digest_steps(step: impl Fn(u64) -> u64) -> u64 {
 /// A step of `AUTH_SCRATCH[slot].parse` on the line it holds; `fin` 1
 /// finishes it. 1 once it is done.
 #[inline(always)]
-fn step(slot: u32, fin: u64, pkt: &Pkt) -> u64 {
+fn step(slot: u32, fin: u64, pkt: &Pkt, tail: impl Fn(u64, u64, u64) -> u64) -> u64 {
     let Some(a) = AUTH_SCRATCH.get_ptr_mut(slot) else {
         return 1;
     };
@@ -646,8 +615,16 @@ fn step(slot: u32, fin: u64, pkt: &Pkt) -> u64 {
         return 1;
     }
     let (at, end) = (a.line_at, a.line_end);
-    a.parse.step(&Words(|off| word_at(pkt, at, end, off))) as u64
+    a.parse.step(&Words(|off| {
+        word_at(pkt, at, end, off).unwrap_or_else(|| tail(at, end, off))
+    })) as u64
 }
+
+/// Lines start no further into the frame than this (see `word_at`).
+const MAX_LINE_AT: u64 = (MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT) as u64;
+/// Masks a line byte's packet offset (at most `MAX_LINE_AT` plus
+/// `AUTH_LINE_MAX`).
+const LINE_AT_MASK: u64 = (MAX_LINE_AT + AUTH_LINE_MAX as u64).next_power_of_two() - 1;
 
 /// The parser's view of the line.
 struct Words<F>(F);
@@ -660,13 +637,30 @@ impl<F: Fn(u64) -> u64> LineWords for Words<F> {
 }
 
 /// The 8 bytes `off` bytes into the line at packet offset `at` (`end` of
-/// its bytes may be read), 0 past that: one load, of the frame's last 8
-/// bytes (shifted) when fewer than 8 are left. Branch-light: the parser
-/// reads a dozen words a step, each inlined.
+/// its bytes may be read) when they are all inside both the line and the
+/// frame (nearly every word): one load after one bounds check. `None`:
+/// see `word_tail`.
 #[inline(always)]
-fn word_at(pkt: &Pkt, at: u64, end: u64, off: u64) -> u64 {
-    if off >= AUTH_LINE_MAX as u64 || off >= end || at > (MAX_PAYLOAD_OFFSET + UA_SCAN_LIMIT) as u64
-    {
+fn word_at(pkt: &Pkt, at: u64, end: u64, off: u64) -> Option<u64> {
+    if off >= AUTH_LINE_MAX as u64 || off + 8 > end || at > MAX_LINE_AT {
+        return None;
+    }
+    // Masked (a no-op: both were checked above) after black_box: LLVM
+    // would otherwise add an unchecked copy of `off`, and the verifier
+    // needs the bound on the very value used as the offset.
+    let p = core::hint::black_box(at + off) & LINE_AT_MASK;
+    let w = pkt.ptr_at::<[u8; 8]>(p as usize)?;
+    // One 8-byte load, though rarely 8-aligned (see `lines::scan_block_with`).
+    #[allow(clippy::cast_ptr_alignment)]
+    // SAFETY: `ptr_at` checked all eight bytes are in the frame.
+    Some(u64::from_le(unsafe { core::ptr::read(w.cast::<u64>()) }))
+}
+
+/// A word the line or the frame cuts (or none: 0): the frame's last 8
+/// bytes (shifted) when fewer than 8 are left, the bytes past `end` zero.
+#[inline(always)]
+fn word_tail(pkt: &Pkt, at: u64, end: u64, off: u64) -> u64 {
+    if off >= AUTH_LINE_MAX as u64 || off >= end || at > MAX_LINE_AT {
         return 0;
     }
     let p = (at + off) as usize;
@@ -686,7 +680,6 @@ fn word_at(pkt: &Pkt, at: u64, end: u64, off: u64) -> u64 {
     let Some(w) = pkt.ptr_at::<[u8; 8]>(q) else {
         return 0;
     };
-    // One 8-byte load, though rarely 8-aligned (see `lines::scan_block_with`).
     #[allow(clippy::cast_ptr_alignment)]
     // SAFETY: `ptr_at` checked all eight bytes are in the frame.
     let w = u64::from_le(unsafe { core::ptr::read(w.cast::<u64>()) }) >> (8 * (shift & 7));

@@ -105,8 +105,10 @@ pub(crate) struct Walk {
     pub(crate) letters: u64,
     /// Lines of each kind looked at, one byte per kind (see `index`).
     pub(crate) seen: u64,
-    /// Packet offset of the credentials line.
+    /// Packet offset of the credentials line, and of its value in the
+    /// line (what `auth_name` found: not searched again).
     pub(crate) creds_at: u64,
+    pub(crate) creds_value: u64,
     /// The payload walked: `offset << 16 | length` (in scratch rather than
     /// in arguments: fewer values live in `shield_walk`'s frame).
     pub(crate) at: u64,

@@ -287,7 +287,8 @@ pub(crate) fn walk_if_needed(ctx: *mut RawCtx, pay: u64, plen: u64, want: u64) -
 }
 
 /// `auth::auth_name` on `SCRATCH.win`: a credentials line, at packet
-/// offset `at`, is remembered (parsed later, if `[auth]` asks).
+/// offset `at`, and where its value starts are remembered (parsed later,
+/// if `[auth]` asks).
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -297,10 +298,11 @@ pub extern "C" fn shield_walk_creds(at: u64) -> u64 {
     };
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
     let s = unsafe { &mut *scratch };
-    if auth_name(&s.win, AuthHeader::Credentials).is_none() {
+    let Some(value) = auth_name(&s.win, AuthHeader::Credentials) else {
         return LINE_OTHER;
-    }
+    };
     s.walk.creds_at = at;
+    s.walk.creds_value = value as u64;
     LINE_FOUND
 }
 
@@ -344,16 +346,17 @@ pub extern "C" fn shield_walk_scan_block(ctx: *mut RawCtx, j: u64) -> u64 {
 }
 
 /// The credentials line `shield_walk` found in the payload at `pay`
-/// (`plen` bytes): its packet offset and the payload bytes left from it,
-/// or `None`.
+/// (`plen` bytes): its packet offset, the payload bytes left from it and
+/// its value's offset in the line, or `None`.
 #[inline(always)]
-pub(crate) fn creds_line(pay: u64, plen: u64) -> Option<(u64, u64)> {
+pub(crate) fn creds_line(pay: u64, plen: u64) -> Option<(u64, u64, u64)> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let (found, at) = unsafe { ((*scratch).walk.found, (*scratch).walk.creds_at) };
+    let w = unsafe { &(*scratch).walk };
+    let (found, at) = (w.found, w.creds_at);
     if found & W_CREDS == 0 || at < pay || at - pay >= plen || at > (MAX_PAYLOAD_OFFSET as u64) * 2
     {
         return None;
     }
-    Some((at, plen - (at - pay)))
+    Some((at, plen - (at - pay), w.creds_value))
 }

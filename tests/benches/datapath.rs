@@ -92,6 +92,11 @@ fn auth_rows(k: &mut Kernel, base: &BareDrop, invite: &[u8], rows: &mut Vec<Row>
         ("TCP INVITE segment, [auth] on, no credentials", tcp(invite)),
         ("TCP INVITE segment with proven Proxy-Authorization", tcp(with.as_bytes())),
     ] {
+        // `SIPSHIELD_BENCH_AUTH_ROW=text`: only the rows whose name holds
+        // it (one path at a time under `perf record`).
+        if std::env::var("SIPSHIELD_BENCH_AUTH_ROW").is_ok_and(|r| !path.contains(r.as_str())) {
+            continue;
+        }
         k.shield.maps.clear_sources().unwrap();
         let held = k.shield.maps.auth.attempts_held();
         for _ in 0..2 {
@@ -131,6 +136,13 @@ fn auth_only(k: &mut Kernel, base: &BareDrop) {
         println!("| {} | {:.1} | {:.1} |", r.path, r.ns, r.base);
     }
     auth_ratios(&rows);
+    // The parser's verifier cost, both programs that run it.
+    let n = |i: aya::programs::ProgramInfo| i.verified_instruction_count().unwrap_or(0);
+    println!(
+        "\n(verifier: XDP {} instructions processed, egress classifier {})",
+        n(k.shield.program().info().unwrap()),
+        n(k.shield.egress().info().unwrap())
+    );
 }
 
 /// Issue 20's goal as a ratio row: the INVITE carrying proven credentials

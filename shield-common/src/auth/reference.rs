@@ -20,10 +20,6 @@ struct Seen {
     stale: bool,
 }
 
-fn fnv(h: u64, c: u8) -> u64 {
-    (h ^ c as u64).wrapping_mul(FNV_PRIME)
-}
-
 /// The byte-by-byte reading: `line` from its first byte, its value from
 /// `start`; bytes past the payload or `AUTH_LINE_MAX` read as 0.
 fn reference(line: &[u8], start: usize, creds: bool) -> Seen {
@@ -106,13 +102,11 @@ fn reference(line: &[u8], start: usize, creds: bool) -> Seen {
         if name == b"nonce" && seen.nonce.is_none() && !value.is_empty() {
             // A cut quoted nonce counts only once it is known to be long.
             if complete || value.len() > max {
-                let h = value[..value.len().min(max)]
-                    .iter()
-                    .fold(FNV_OFFSET, |h, &c| fnv(h, c));
+                let h = word_hash(&value[..value.len().min(max)]);
                 seen.nonce = Some((h, value.len() > max));
             }
         } else if name == b"username" && seen.user.is_none() && complete {
-            let h = value.iter().fold(FNV_OFFSET, |h, &c| fnv(h, c));
+            let h = word_hash(&value);
             let kept = value[..value.len().min(USER_MAX)].to_vec();
             seen.user = Some((kept, h, value.len() > USER_MAX));
         } else if name == b"stale" && complete && value.eq_ignore_ascii_case(b"true") {

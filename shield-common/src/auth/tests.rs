@@ -270,3 +270,44 @@ fn a_line_is_read_in_bounded_steps() {
     ));
     assert!(f.has_nonce() && f.username() == b"u");
 }
+
+proptest::proptest! {
+    /// The running hash the parser keeps (`absorb`, 0-8 bytes at a time,
+    /// as words and quoted-pairs split a value) ends where `word_hash` of
+    /// the whole value does; past `max` bytes nothing more counts.
+    #[test]
+    fn the_running_hash_is_the_word_hash_however_the_value_is_split(
+        bytes in proptest::collection::vec(1u8..=255, 0..300),
+        cuts in proptest::collection::vec(0usize..=8, 1..80),
+        max in proptest::prop_oneof![proptest::strategy::Just(NONCE_MAX), proptest::strategy::Just(u32::MAX)],
+    ) {
+        let (mut h, mut acc, mut len, mut at) = (HASH_SEED, 0u64, 0u32, 0usize);
+        for k in cuts.iter().cycle().take(400) {
+            if at >= bytes.len() {
+                break;
+            }
+            let k = (*k).min(bytes.len() - at);
+            let mut w = [0xa5u8; 8]; // bytes past `k` are not the value's
+            w[..k].copy_from_slice(&bytes[at..at + k]);
+            absorb(&mut h, &mut acc, len, u64::from_le_bytes(w), k, max);
+            len += k as u32;
+            at += k;
+        }
+        let n = (len.min(max)) as usize;
+        let counted = &bytes[..n];
+        proptest::prop_assert_eq!(finish_hash(h, acc, n as u32), word_hash(counted));
+    }
+}
+
+#[test]
+fn the_word_hash_tells_lengths_and_blocks_apart() {
+    assert_ne!(word_hash(b""), word_hash(b"\x00"));
+    assert_ne!(word_hash(b"abcdefgh"), word_hash(b"abcdefgh\x00"));
+    assert_ne!(word_hash(b"abcdefghi"), word_hash(b"abcdefgjh"));
+    assert_ne!(
+        word_hash(N.as_bytes()),
+        nonce_hash(b"5f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3d")
+    );
+    let long = [b'x'; 200];
+    assert_eq!(nonce_hash(&long), word_hash(&long[..NONCE_MAX as usize]));
+}
