@@ -95,6 +95,11 @@ pub(crate) struct AuthScratch {
     challenges: u32,
     /// A challenge said `stale=true`.
     stale: u32,
+    /// The keys of `shield_auth_prove`'s lookups, built here: on its
+    /// frame they took the stack that the chain under the XDP program's
+    /// frame does not have to spare (5.15 rounds every frame up to 32).
+    nonce_key: NonceKey,
+    txn_key: TxnKey,
 }
 
 #[inline(always)]
@@ -255,46 +260,43 @@ pub extern "C" fn shield_auth_prove(ctx: *mut RawCtx, meta: u64) -> u64 {
         return 0;
     }
     let now = now_ns();
-    let nk = NonceKey {
-        src: a.key,
-        nonce: a.parse.nonce_hash,
-    };
+    // Field by field, in scratch (see `AuthScratch::nonce_key`).
+    a.nonce_key.src = a.key;
+    a.nonce_key.nonce = a.parse.nonce_hash;
     // SAFETY: a copy of a map value of plain integers; another CPU writing it meanwhile only makes the copy older.
-    let proven = unsafe { AUTH_NONCES.get(&nk) }.is_some_and(|n| n.proves(now));
+    let proven = unsafe { AUTH_NONCES.get(&a.nonce_key) }.is_some_and(|n| n.proves(now));
     if !proven {
         // SAFETY: the program's context, valid for the whole run.
         count(unsafe { (*ctx).ingress_ifindex }, m, RESULT_UNPROVEN);
         return 0;
     }
     // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
-    let ids = unsafe { (*scratch).ids };
-    let (Some(call_id), Some((cseq, cseq_method))) = (ids.call_id, ids.cseq) else {
+    let (call_id, cseq) = unsafe { ((*scratch).ids.call_id, (*scratch).ids.cseq) };
+    let (Some(call_id), Some((cseq, cseq_method))) = (call_id, cseq) else {
         return 0;
     };
-    a.attempt = Attempt {
-        seen_ns: now,
-        user_hash: a.parse.user_hash,
-        cseq_method: cseq_method as u32,
-        method: method as u32,
-        user_len: a.parse.user_len,
-        _pad: 0,
-        user: a.parse.user,
-    };
-    let tk = TxnKey {
-        src: a.key,
-        call_id,
-        cseq,
-        _pad: 0,
-    };
+    let t = &mut a.attempt;
+    t.seen_ns = now;
+    t.user_hash = a.parse.user_hash;
+    t.cseq_method = cseq_method as u32;
+    t.method = method as u32;
+    t.user_len = a.parse.user_len;
+    t._pad = 0;
+    t.user = a.parse.user;
+    let k = &mut a.txn_key;
+    k.src = a.key;
+    k.call_id = call_id;
+    k.cseq = cseq;
+    k._pad = 0;
     // A retransmission (or any request with this key) overwrites the
     // remembered attempt in place: an LRU update takes a fresh node and
     // locks, a plain store does not. Another CPU copying it meanwhile may
     // see a mix of two records of the same transaction.
-    match AUTH_ATTEMPTS.get_ptr_mut(&tk) {
+    match AUTH_ATTEMPTS.get_ptr_mut(&a.txn_key) {
         // SAFETY: a map value from a successful lookup, valid for this run; plain integers.
         Some(t) => unsafe { *t = a.attempt },
         None => {
-            let _ = AUTH_ATTEMPTS.insert(&tk, &a.attempt, 0);
+            let _ = AUTH_ATTEMPTS.insert(&a.txn_key, &a.attempt, 0);
         }
     }
     1
