@@ -38,7 +38,6 @@ use crate::hook::{Ctx, RawCtx};
 use crate::lines::{self, LINE_BAD, LINE_FOUND, LINE_OTHER};
 use crate::maps::{EGRESS_SCRATCH, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{Pkt, MAX_PAYLOAD_OFFSET};
-use crate::scratch::Scratch;
 use crate::source::now_ns;
 use crate::walk::{W_CREDS, W_TXN};
 

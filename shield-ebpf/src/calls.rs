@@ -225,22 +225,17 @@ pub(crate) fn cancel(ctx: &Ctx, p: &Policy, src: &Src, (pay, plen): (usize, usiz
     shield_call_cancel(hi, lo);
 }
 
-/// An allowlisted source's packet that `dest::shield_invite_at` read
-/// (`meta`, `l4` as it took them; `dest::TCP` in `meta` for a segment)
-/// and found no INVITE: if it is a CANCEL, it marks the caller's call as
-/// any CANCEL does (a trunk's cancelled calls end `cancelled`), over TCP
-/// only on an established connection. The walk from the XDP program's
-/// frame, as every walk.
+/// An allowlisted source's UDP datagram that `dest::shield_invite_at`
+/// read (`meta`, `l4` as it took them) and found no INVITE: if it is a
+/// CANCEL, it marks the caller's call as any CANCEL does (a trunk's
+/// cancelled calls end `cancelled`). (Over TCP, `tcp::request` reads every
+/// request of an allowlisted source's segment.) The walk from the XDP
+/// program's frame, as every walk.
 #[inline(always)]
 pub(crate) fn allowlisted_cancel(ctx: &Ctx, meta: u64, l4: usize) {
     let c: *mut RawCtx = ctx.as_ptr().cast();
     let at = shield_cancel_at(c, meta, l4 as u64);
     if at == 0 {
-        return;
-    }
-    // A forged segment (no handshake) must not cancel a trunk's call.
-    // (From this frame: under `shield_cancel_at`'s the chain passed 512 bytes.)
-    if meta & crate::dest::TCP != 0 && crate::conn::shield_tcp_established(c) == 0 {
         return;
     }
     let (pay, plen) = (core::hint::black_box(at >> 16) & PAY_MASK, at & 0xffff);
@@ -255,7 +250,7 @@ const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 
 /// `allowlisted_cancel`'s payload (`offset << 16 | length`) when calls
 /// are tracked and the method `dest::shield_invite_at` read is CANCEL;
-/// else 0. Leaves the segment's addresses and ports in `SCRATCH.invite`.
+/// else 0.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -268,8 +263,7 @@ pub extern "C" fn shield_cancel_at(ctx: *mut RawCtx, meta: u64, l4: u64) -> u64 
     if inv.method != Method::Cancel as u8 || !on() {
         return 0;
     }
-    let tcp = meta & crate::dest::TCP != 0;
-    let Some((pay, plen)) = crate::dest::segment(&Pkt::of(ctx), meta, l4, tcp, inv) else {
+    let Some((pay, plen)) = crate::dest::segment(&Pkt::of(ctx), meta, l4, false, inv) else {
         return 0;
     };
     if pay > MAX_PAYLOAD_OFFSET || plen > 0xffff {

@@ -109,7 +109,7 @@ const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 pub(crate) const V6: u64 = 1 << 16;
 pub(crate) const ALLOWLISTED: u64 = 1 << 17;
 /// The transport at `l4` is TCP (see `tcp_invite`).
-pub(crate) const TCP: u64 = 1 << 18;
+const TCP: u64 = 1 << 18;
 /// A TCP segment's message read is this many bytes into its payload
 /// (bits 32-47; 0: the first, see `tcp::request`).
 pub(crate) const MSG_SHIFT: u64 = 32;

@@ -18,7 +18,7 @@ use shield_common::{
     Method, Reason,
 };
 
-use crate::dest::{msg_offset, MSG_SHIFT, V6};
+use crate::dest::{msg_offset, ALLOWLISTED, MSG_SHIFT, V6};
 use crate::hook::{Ctx, RawCtx};
 use crate::lines::{self, LINE_BAD};
 use crate::maps::{POLICY, SCRATCH};
@@ -42,12 +42,22 @@ const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 /// Inlined in the XDP program's frame, handing over to globals only: their
 /// chains (the refusal's, the header walk's) need all the stack left under
 /// that frame; none fits under another TCP global.
+///
+/// `allowlisted`: from a source step 2 let through (SPEC §11). Its calls
+/// are tracked, never limited (so never `Some`), and its credentials are
+/// not read, as over UDP.
 #[inline(always)]
-pub(crate) fn request(ctx: &Ctx, f: &Frame, scratch: *mut Scratch) -> Option<Outcome> {
+pub(crate) fn request(
+    ctx: &Ctx,
+    f: &Frame,
+    scratch: *mut Scratch,
+    allowlisted: bool,
+) -> Option<Outcome> {
     let c: *mut RawCtx = ctx.as_ptr().cast();
     let v6 = if matches!(f.src, Src::V6(_)) { V6 } else { 0 };
     // Laundered: every L2/L3 shape goes on as one verifier state.
     let meta = launder(scratch, (f.l3 as u64 | v6) as usize) as u64 & (V6 | L3_OFFSET_MASK);
+    let meta = if allowlisted { meta | ALLOWLISTED } else { meta };
     let mut off = 0;
     for _ in 0..SEGMENT_MAX_MESSAGES {
         let m = meta | off << MSG_SHIFT;
@@ -94,11 +104,15 @@ fn message(ctx: &Ctx, meta: u64, l4: usize, (pay, plen): (u64, u64)) -> Option<O
         }
         return None;
     }
+    let allowlisted = meta & ALLOWLISTED != 0;
     if method == Method::Invite as usize
         && crate::dest::tcp_invite(ctx, meta, l4)
-        && crate::calls::invite(ctx, true, true).is_err()
+        && crate::calls::invite(ctx, !allowlisted, true).is_err()
     {
         return Some(Outcome::of(Reason::Calls));
+    }
+    if allowlisted {
+        return None;
     }
     // (Any other method, and a reply, is no attempt: `auth::attempt` asks.)
     let auth_meta = crate::auth::meta(meta & L3_OFFSET_MASK, meta & V6 != 0);

@@ -160,7 +160,7 @@ fn passed(
     if tcp {
         // The request starting the segment: its call, its CANCEL, its
         // credentials (`tcp`).
-        return crate::tcp::request(ctx, f, scratch);
+        return crate::tcp::request(ctx, f, scratch, false);
     }
     // Step 9b: an INVITE that passed the buckets meets the destination
     // policy (SPEC §11).
@@ -213,16 +213,13 @@ fn allowlisted(ctx: &Ctx, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratc
         0
     };
     let l3 = launder(scratch, f.l3) as u64 & L3_OFFSET_MASK;
-    let meta = l3 | v6 | crate::dest::ALLOWLISTED;
     if f.proto == IPPROTO_TCP {
-        // Tracked, never limited, never refused (see `dest::tcp_invite`).
-        if crate::dest::tcp_invite(ctx, meta, f.l4) {
-            let _ = crate::calls::invite(ctx, false, true);
-        } else {
-            crate::calls::allowlisted_cancel(ctx, meta | crate::dest::TCP, f.l4);
-        }
+        // Every request of the segment: INVITEs tracked, never limited,
+        // never refused (see `dest::tcp_invite`); CANCELs read.
+        let _ = crate::tcp::request(ctx, f, scratch, true);
         return pass;
     }
+    let meta = l3 | v6 | crate::dest::ALLOWLISTED;
     match crate::dest::check(ctx, p, &f.src, meta, f.l4) {
         Some(r) => Outcome {
             reason: r,

@@ -495,7 +495,7 @@ impl Model {
         // The request starting a TCP segment: its call, its CANCEL, its
         // credentials (SPEC §12, §13).
         if tcp.is_some() {
-            if let Some(reason) = self.tcp_request(frame, &p, key, now) {
+            if let Some(reason) = self.tcp_request(frame, &p, key, now, false) {
                 return Decision { reason, method: None };
             }
         }
@@ -933,17 +933,10 @@ impl Model {
             return pass;
         }
         if p.proto == 6 {
-            // Tracked, never limited, never refused; a CANCEL on an
-            // established connection read as any other's.
-            match tcp_request(frame, p, &self.tables) {
-                Some((Method::Invite, payload, true)) => {
-                    let _ = self.open_call(payload, p.src, false, now);
-                }
-                Some((Method::Cancel, payload, true)) if self.tables.calls.on() => {
-                    self.cancel_call(payload, p.src);
-                }
-                _ => {}
-            }
+            // Every request of the segment: INVITEs tracked, never
+            // limited, never refused; CANCELs read as anyone's.
+            let key = self.key(p.src);
+            let _ = self.tcp_request(frame, p, key, now, true);
             return pass;
         }
         let Some(u) = frame.get(p.l4..p.l4 + 8) else {
@@ -994,7 +987,7 @@ impl Model {
     /// forged one cannot carry a nonce its source was sent). `Some`: an
     /// INVITE's source is at its call limit (the segment is dropped,
     /// nothing after that INVITE read).
-    fn tcp_request(&mut self, frame: &[u8], p: &Parsed, key: SrcKey, now: u64) -> Option<Reason> {
+    fn tcp_request(&mut self, frame: &[u8], p: &Parsed, key: SrcKey, now: u64, allowlisted: bool) -> Option<Reason> {
         let (pay, established) = tcp_segment(frame, p, &self.tables)?;
         let payload = &frame[pay.min(frame.len())..];
         let mut at = 0;
@@ -1007,7 +1000,7 @@ impl Model {
             let msg = &payload[at..];
             let head: &[u8; HEAD_LEN] = msg.get(..HEAD_LEN)?.try_into().ok()?;
             if let PayloadKind::Request(method) = sip::classify(head, msg.len()) {
-                if let Some(reason) = self.tcp_message(msg, p, key, method, established, now) {
+                if let Some(reason) = self.tcp_message(msg, p, key, (method, allowlisted), established, now) {
                     return Some(reason);
                 }
             }
@@ -1026,12 +1019,12 @@ impl Model {
         payload: &[u8],
         p: &Parsed,
         key: SrcKey,
-        method: Method,
+        (method, allowlisted): (Method, bool),
         established: bool,
         now: u64,
     ) -> Option<Reason> {
         if method == Method::Invite && established {
-            if let Some(reason) = self.open_call(payload, p.src, true, now) {
+            if let Some(reason) = self.open_call(payload, p.src, !allowlisted, now) {
                 return Some(reason);
             }
         }
@@ -1041,7 +1034,10 @@ impl Model {
             }
             return None;
         }
-        self.auth_attempt(payload, key, method, now);
+        // An allowlisted source's credentials are not read (as over UDP).
+        if !allowlisted {
+            self.auth_attempt(payload, key, method, now);
+        }
         None
     }
 }
@@ -1064,22 +1060,6 @@ fn tcp_segment(frame: &[u8], p: &Parsed, tables: &Tables) -> Option<(usize, bool
     // A segment of no established connection is a forged source's.
     let established = tables.tcp_established.contains(&(p.src, sport, p.dst, dport));
     Some((pay, established))
-}
-
-/// The request starting the TCP segment at `p.l4` to a TCP-protected
-/// port, if it is an INVITE, REGISTER or CANCEL: its method, its payload
-/// (all of the frame after the TCP header; its first `HEAD_LEN` bytes
-/// read in one load, so a shorter one is never looked at) and whether the
-/// connection is established (see [`tcp_segment`]).
-fn tcp_request<'f>(frame: &'f [u8], p: &Parsed, tables: &Tables) -> Option<(Method, &'f [u8], bool)> {
-    let (pay, established) = tcp_segment(frame, p, tables)?;
-    let payload = &frame[pay.min(frame.len())..];
-    let head: &[u8; HEAD_LEN] = frame.get(pay..pay + HEAD_LEN)?.try_into().ok()?;
-    let method = match sip::classify(head, payload.len()) {
-        PayloadKind::Request(m @ (Method::Invite | Method::Register | Method::Cancel)) => m,
-        _ => return None,
-    };
-    Some((method, payload, established))
 }
 
 /// The UDP payload (as long as the UDP header says and the frame has).

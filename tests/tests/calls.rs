@@ -477,7 +477,8 @@ fn a_tcp_cancel_cancels_only_on_an_established_connection() {
 
 /// An allowlisted trunk's CANCEL (SPEC §13: "CANCEL before the answer
 /// means cancelled", whoever the caller): over UDP, and over TCP on a
-/// connection the host has established, it marks the trunk's call, so
+/// connection the host has established (first in its segment or behind
+/// another request, as its INVITE), it marks the trunk's call, so
 /// its 487 ends it `cancelled`, not `failed`. A forged TCP CANCEL from
 /// the trunk's address (no connection) marks nothing. Kernel and model
 /// agree on every frame, the call table and the ended calls.
@@ -501,6 +502,13 @@ fn an_allowlisted_trunks_cancel_cancels_its_call() {
         f.payload = request(method, id, false);
         f.build()
     };
+    // The same request behind an OPTIONS in one segment.
+    let behind = |method: &str, id: &str| {
+        let mut f = Frame::tcp4(peer, 5060, false, true);
+        f.l4 = L4::Tcp { sport: port, dport: 5060, syn: false, ack: true };
+        f.payload = [request("OPTIONS", "keepalive", false), request(method, id, false)].concat();
+        f.build()
+    };
     let cancelling = |k: &Kernel| {
         let calls = k.shield.maps.calls.calls().expect("CALLS");
         calls.iter().filter(|(_, c)| c.flags & CALL_CANCELLING != 0).count()
@@ -517,7 +525,12 @@ fn an_allowlisted_trunks_cancel_cancels_its_call() {
         assert_eq!(cancelling(&k), 1, "the UDP CANCEL");
         assert_eq!(both(&mut k, &mut m, &seg(port, "CANCEL", "t")).reason, Reason::Allowlisted);
         assert_eq!(cancelling(&k), 2, "the TCP CANCEL on the connection");
-        for id in ["u", "t", "f"] {
+        // Behind another request in the segment: read all the same.
+        assert_eq!(both(&mut k, &mut m, &behind("INVITE", "b")).reason, Reason::Allowlisted);
+        assert_eq!(k.shield.maps.calls.calls().expect("CALLS").len(), 4, "the INVITE behind an OPTIONS");
+        assert_eq!(both(&mut k, &mut m, &behind("CANCEL", "b")).reason, Reason::Allowlisted);
+        assert_eq!(cancelling(&k), 3, "the CANCEL behind an OPTIONS");
+        for id in ["u", "t", "f", "b"] {
             both_egress(&mut k, &mut m, &reply_to(peer, 200, "CANCEL", id));
             both_egress(&mut k, &mut m, &reply_to(peer, 487, "INVITE", id));
         }
@@ -527,7 +540,8 @@ fn an_allowlisted_trunks_cancel_cancels_its_call() {
     assert_eq!(ended.iter().map(ev).collect::<Vec<_>>(), m.calls.events.iter().map(ev).collect::<Vec<_>>());
     let mut ended: Vec<_> = ended.iter().map(|e| (e.outcome(), e.status)).collect();
     ended.sort();
-    let want = vec![(Some(CallOutcome::Failed), 4), (Some(CallOutcome::Cancelled), 0), (Some(CallOutcome::Cancelled), 0)];
+    let cancelled = (Some(CallOutcome::Cancelled), 0);
+    let want = vec![(Some(CallOutcome::Failed), 4), cancelled, cancelled, cancelled];
     assert_eq!(ended, want);
     assert_eq!(in_progress_of(&k, peer), 0);
     drop(conn);
