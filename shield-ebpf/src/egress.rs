@@ -236,14 +236,7 @@ pub extern "C" fn shield_egress_length_line(skb: *mut __sk_buff, at: u64, avail:
     let Some(scratch) = EGRESS_SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    let pkt = Pkt::skb(skb);
-    if !lines::may_be_length(&pkt, at, avail) {
-        return lines::LINE_OTHER;
-    }
-    if !lines::copy_window(&pkt, scratch, at, avail) {
-        return LINE_BAD;
-    }
-    lines::take_length_line(scratch)
+    lines::read_length_line(&Pkt::skb(skb), scratch, at, avail)
 }
 
 /// `lines::scan_block2` for lines starting with `c`/`C` or `l`/`L`

@@ -177,6 +177,20 @@ pub(crate) fn may_be_length(pkt: &Pkt, at: u64, avail: u64) -> bool {
 /// The compact form's letter (`l`), lower case.
 const LENGTH_COMPACT: u8 = shield_common::framing::FRAMING_LETTERS.1;
 
+/// The body of each program's `*_length_line` global: the line at
+/// payload offset `at` (`avail` bytes left), if it may be a length line,
+/// copied and taken into `scratch.framing` (see `take_length_line`).
+#[inline(always)]
+pub(crate) fn read_length_line(pkt: &Pkt, scratch: *mut Scratch, at: u64, avail: u64) -> u64 {
+    if !may_be_length(pkt, at, avail) {
+        return LINE_OTHER;
+    }
+    if !copy_window(pkt, scratch, at, avail) {
+        return LINE_BAD;
+    }
+    take_length_line(scratch)
+}
+
 /// Takes the line in `scratch.win` into `scratch.framing`: `LINE_OTHER`
 /// to go on, `LINE_BAD` when the walk must stop.
 #[inline(always)]

@@ -212,14 +212,7 @@ pub extern "C" fn shield_tcp_length_line(ctx: *mut RawCtx, at: u64, avail: u64) 
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return LINE_BAD;
     };
-    let pkt = Pkt::of(ctx);
-    if !lines::may_be_length(&pkt, at, avail) {
-        return lines::LINE_OTHER;
-    }
-    if !lines::copy_window(&pkt, scratch, at, avail) {
-        return LINE_BAD;
-    }
-    lines::take_length_line(scratch)
+    lines::read_length_line(&Pkt::of(ctx), scratch, at, avail)
 }
 
 /// `lines::scan_block2` for lines starting with `c`/`C` or `l`/`L`

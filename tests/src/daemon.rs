@@ -553,3 +553,16 @@ fn http_get(port: u16, path: &str) -> Result<String> {
     }
     Ok(body.to_string())
 }
+
+/// The sum over every series of `name` in a Prometheus text page whose
+/// labels contain all of `want` (`key="value"` pieces); 0 for none.
+pub fn metric(text: &str, name: &str, want: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && want.iter().all(|w| labels.contains(w))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}

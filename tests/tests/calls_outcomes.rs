@@ -22,24 +22,13 @@ use shield_tests::lab::kamailio::{Kamailio, Options};
 use shield_tests::lab::shieldd::LabConfig;
 use shield_tests::lab::sipp::{Run, Tally};
 use shield_tests::lab::topology::*;
+use shield_tests::daemon::metric;
 use shield_tests::lab::Topology;
 
 fn sbc() -> SocketAddrV4 {
     SocketAddrV4::new(SBC_SIP_IP, 5060)
 }
 
-/// The sum over every series of `name` whose labels contain all of
-/// `want` (`key="value"` pieces).
-fn metric(text: &str, name: &str, want: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && want.iter().all(|w| labels.contains(w))).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
 
 /// Ended calls with `outcome`, once they reach `n` or after `within`.
 fn ended(shield: &Shieldd, topo: &Topology, outcome: &str, n: f64, within: Duration) -> Result<f64> {
