@@ -52,14 +52,7 @@ pub(crate) fn find_line(
     let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
     let mut from = 0;
     for _ in 0..max_lines {
-        let mut s = SCAN_END;
-        for b in 0..SCAN_BLOCKS {
-            let r = scan((from + b * SCAN_BLOCK) as u64, limit as u64);
-            if r != SCAN_MORE {
-                s = r;
-                break;
-            }
-        }
+        let s = scan_from(from, limit, &scan);
         if s == SCAN_END {
             return 0;
         }
@@ -78,6 +71,20 @@ pub(crate) fn find_line(
         }
     }
     0
+}
+
+/// The next line start `scan(j, limit)` (a program's scan global) finds
+/// from payload position `from`, a block at a time: its offset, or
+/// `SCAN_END`.
+#[inline(always)]
+fn scan_from(from: usize, limit: usize, scan: &impl Fn(u64, u64) -> u64) -> u64 {
+    for b in 0..SCAN_BLOCKS {
+        let r = scan((from + b * SCAN_BLOCK) as u64, limit as u64);
+        if r != SCAN_MORE {
+            return r;
+        }
+    }
+    SCAN_END
 }
 
 /// Where the message at `pay` (`plen` bytes: the rest of its TCP
@@ -106,14 +113,7 @@ pub(crate) fn message_end(
     let limit = core::cmp::min(plen, UA_SCAN_LIMIT);
     let mut from = 0;
     for i in 0..=FRAMING_MAX_LINES {
-        let mut s = SCAN_END;
-        for b in 0..SCAN_BLOCKS {
-            let r = scan((from + b * SCAN_BLOCK) as u64, limit as u64);
-            if r != SCAN_MORE {
-                s = r;
-                break;
-            }
-        }
+        let s = scan_from(from, limit, &scan);
         if s == SCAN_END {
             return 0;
         }

@@ -430,6 +430,20 @@ impl Shieldd {
         ns.run(|| http_get(METRICS_PORT, "/metrics"))
     }
 
+    /// `/metrics` once `ready` holds for the page (reports reach the
+    /// counters within a second or a sweep), or the last page after
+    /// `within`: the caller's assertion says what was missing.
+    pub fn metrics_when(&self, ns: &Netns, within: Duration, ready: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.metrics(ns).context("scraping shieldd")?;
+            if ready(&text) || Instant::now() > deadline {
+                return Ok(text);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -13,9 +13,9 @@
 //! Needs root, Kamailio and sipp; fails, never skips, without them.
 
 use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use shield_tests::lab::kamailio::{Kamailio, Options};
 use shield_tests::lab::shieldd::LabConfig;
 use shield_tests::lab::sipp::Run;
@@ -99,17 +99,7 @@ fn calls_through_kamailio_are_counted_timed_and_limited() -> Result<()> {
 
 /// `/metrics` once the answered calls counted reach `n` (the ring buffer
 /// is read within a second), or after 10 s.
-fn wait_for_calls(
-    shield: &shield_tests::daemon::Shieldd,
-    topo: &Topology,
-    n: f64,
-) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = shield.metrics(&topo.sbc).context("scraping shieldd")?;
-        if metric(&text, "sipshield_calls_total", &["outcome=\"answered\""]) >= n || Instant::now() > deadline {
-            return Ok(text);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_for_calls(shield: &shield_tests::daemon::Shieldd, topo: &Topology, n: f64) -> Result<String> {
+    let answered = |t: &str| metric(t, "sipshield_calls_total", &["outcome=\"answered\""]);
+    shield.metrics_when(&topo.sbc, Duration::from_secs(10), |t| answered(t) >= n)
 }

@@ -14,9 +14,9 @@
 //! sipp; fails, never skips, without them.
 
 use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use shield_tests::daemon::Shieldd;
 use shield_tests::lab::kamailio::{Kamailio, Options};
 use shield_tests::lab::shieldd::LabConfig;
@@ -32,16 +32,9 @@ fn sbc() -> SocketAddrV4 {
 
 /// Ended calls with `outcome`, once they reach `n` or after `within`.
 fn ended(shield: &Shieldd, topo: &Topology, outcome: &str, n: f64, within: Duration) -> Result<f64> {
-    let deadline = Instant::now() + within;
     let want = format!("outcome=\"{outcome}\"");
-    loop {
-        let text = shield.metrics(&topo.sbc).context("scraping shieldd")?;
-        let got = metric(&text, "sipshield_calls_total", &[&want]);
-        if got >= n || Instant::now() > deadline {
-            return Ok(got);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let count = |text: &str| metric(text, "sipshield_calls_total", &[&want]);
+    Ok(count(&shield.metrics_when(&topo.sbc, within, |t| count(t) >= n)?))
 }
 
 /// `calls` trunk calls of `scenario` while the PBX plays `pbx`: sipp's
