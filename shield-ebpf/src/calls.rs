@@ -41,6 +41,7 @@ use shield_common::{
 use crate::hook::{Ctx, RawCtx};
 use crate::maps::{EVENTS_LOST, IFACE_SLOT, IFACE_SLOT_MASK, POLICY, SCRATCH};
 use crate::pkt::{src_key, Pkt, Src, MAX_PAYLOAD_OFFSET};
+use crate::scratch::Scratch;
 use crate::source::now_ns;
 use crate::walk::{W_CID, W_TO};
 
@@ -232,7 +233,12 @@ pub(crate) fn cancel(ctx: &Ctx, p: &Policy, src: &Src, (pay, plen): (usize, usiz
 /// request of an allowlisted source's segment.) The walk from the XDP
 /// program's frame, as every walk.
 #[inline(always)]
-pub(crate) fn allowlisted_cancel(ctx: &Ctx, meta: u64, l4: usize) {
+pub(crate) fn allowlisted_cancel(ctx: &Ctx, scratch: *mut Scratch, meta: u64, l4: usize) {
+    // Most of a trunk's packets are no CANCEL: one load here, not a call.
+    // SAFETY: this CPU's scratch slot, valid and ours for the whole run (see `scratch`).
+    if unsafe { (*scratch).invite.method } != Method::Cancel as u8 {
+        return;
+    }
     let c: *mut RawCtx = ctx.as_ptr().cast();
     let at = shield_cancel_at(c, meta, l4 as u64);
     if at == 0 {
@@ -249,8 +255,8 @@ const PAY_MASK: u64 = (2 * MAX_PAYLOAD_OFFSET).next_power_of_two() as u64 - 1;
 const _: () = assert!(MAX_PAYLOAD_OFFSET as u64 <= PAY_MASK);
 
 /// `allowlisted_cancel`'s payload (`offset << 16 | length`) when calls
-/// are tracked and the method `dest::shield_invite_at` read is CANCEL;
-/// else 0.
+/// are tracked (its caller saw the CANCEL; checked again here, where the
+/// verifier knows nothing of the caller); else 0.
 // SAFETY: the name is unique in the object (a global function the verifier checks on its own).
 #[unsafe(no_mangle)]
 #[inline(never)]

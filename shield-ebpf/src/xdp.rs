@@ -228,7 +228,7 @@ fn allowlisted(ctx: &Ctx, p: &Policy, f: &Frame, far: bool, scratch: *mut Scratc
         None => {
             // Tracked, never limited: the allowlist overrides the limit.
             let _ = crate::calls::invite(ctx, false, false);
-            crate::calls::allowlisted_cancel(ctx, meta, f.l4);
+            crate::calls::allowlisted_cancel(ctx, scratch, meta, f.l4);
             pass
         }
     }
